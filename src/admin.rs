@@ -1,0 +1,139 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Served by a small hyper server on its own address (default 127.0.0.1:9090), never on a
+//! public listener: metrics and readiness details are for the operator, not the internet.
+//! `/readyz` turns 503 as soon as shutdown starts, so load balancers drain the instance while
+//! in-flight requests finish.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::metrics::Metrics;
+
+/// Process health shared between the proxy, the admin server and the signal handlers.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Set when shutdown begins.
+    pub draining: AtomicBool,
+    /// Set once the proxy service is running with a loaded config.
+    pub started: AtomicBool,
+}
+
+impl Health {
+    /// Readiness and a JSON body listing each check.
+    pub fn readiness(&self) -> (bool, String) {
+        let config = self.started.load(Ordering::Acquire);
+        let draining = self.draining.load(Ordering::Acquire);
+        let ready = config && !draining;
+        let body = serde_json::json!({
+            "ready": ready,
+            "checks": { "config": config, "draining": draining },
+        });
+        (ready, body.to_string())
+    }
+}
+
+pub struct AdminService {
+    listener: Mutex<Option<std::net::TcpListener>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl AdminService {
+    /// `listener` is bound by the caller before the server starts, so a taken port fails
+    /// the start instead of leaving a gateway without health checks.
+    pub fn new(listener: std::net::TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) -> Self {
+        Self {
+            listener: Mutex::new(Some(listener)),
+            metrics,
+            health,
+        }
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r
+}
+
+fn handle(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => {
+            let (ready, body) = health.readiness();
+            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            respond(status, "application/json", body)
+        }
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(std_listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+            return;
+        };
+        let listener = match std_listener
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(std_listener))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener unusable");
+                return;
+            }
+        };
+        let mut shutting_down = false;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let metrics = self.metrics.clone();
+                    let health = self.health.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| {
+                            let resp = handle(&req, &metrics, &health);
+                            async move { Ok::<_, Infallible>(resp) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+                changed = shutdown.changed(), if !shutting_down => {
+                    // Keep answering during the grace period; only readiness changes.
+                    shutting_down = true;
+                    if changed.is_ok() && *shutdown.borrow() {
+                        self.health.draining.store(true, Ordering::Release);
+                        tracing::info!("shutdown started: /readyz now reports not ready");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The serde mirror of `config.toml`: field for field what the file may say, nothing checked
+//! beyond types. Unknown keys are errors (`deny_unknown_fields`), so a typo is reported with
+//! its line instead of being silently ignored. Values that need checking later keep their
+//! position (`Spanned`) so [`super::model`] can name the line of a bad value.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub log: Log,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub paths: Paths,
+    #[serde(default)]
+    pub headers: Headers,
+    #[serde(default)]
+    pub gateway: Gateway,
+    #[serde(default)]
+    pub session: Session,
+    #[serde(default)]
+    pub providers: Vec<Provider>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub threads: Option<Spanned<i64>>,
+    pub grace_period: Option<Spanned<String>>,
+    pub shutdown_timeout: Option<Spanned<String>>,
+    pub pid_file: Option<String>,
+    pub upgrade_socket: Option<String>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    pub request_id_header: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub format: Option<Spanned<String>>,
+    pub level: Option<Spanned<String>>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub address: Spanned<String>,
+    #[serde(default)]
+    pub h2c: bool,
+    pub tls_cert_file: Option<Spanned<String>>,
+    pub tls_key_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub address: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    #[serde(default)]
+    pub case_insensitive: bool,
+    #[serde(default)]
+    pub allow_semicolon: bool,
+    #[serde(default)]
+    pub allow_encoded_slash: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Headers {
+    pub identity_headers: Option<Vec<Spanned<String>>>,
+    pub identity_prefixes: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    pub prefix: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    pub store: Option<Spanned<String>>,
+    pub redis_url: Option<Spanned<String>>,
+    pub redis_url_file: Option<Spanned<String>>,
+    pub cookie_name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub id: Spanned<String>,
+    pub issuer: Spanned<String>,
+    pub client_id: Spanned<String>,
+    pub client_secret: Option<Spanned<String>>,
+    pub client_secret_file: Option<Spanned<String>>,
+    pub scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub servers: Spanned<Vec<Spanned<String>>>,
+    pub tls_ca_file: Option<Spanned<String>>,
+    pub tls_verify: Option<bool>,
+    pub tls_server_name: Option<Spanned<String>>,
+    pub http2: Option<bool>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub read_timeout: Option<Spanned<String>>,
+    pub write_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_fails: Option<Spanned<i64>>,
+    pub fail_timeout: Option<Spanned<String>>,
+    pub pass_host_header: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub id: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub upstream: Spanned<String>,
+    #[serde(default)]
+    pub public: bool,
+}

@@ -1,0 +1,680 @@
+//! The validated config: every string parsed into the type the request path needs, every
+//! cross-reference resolved. [`validate`] turns a [`super::file::File`] into a [`Config`] or
+//! reports every problem with its line; nothing after it parses config strings again.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use toml::Spanned;
+use url::Url;
+
+use super::error::Reporter;
+use super::file;
+use super::secret::{self, Secret};
+use crate::identity::{self, IdentityNamespace};
+use crate::path::PathOptions;
+use crate::routing::HostPattern;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub listeners: Vec<ListenerSettings>,
+    pub admin_address: SocketAddr,
+    pub paths: PathOptions,
+    pub case_insensitive_routes: bool,
+    pub identity: IdentityNamespace,
+    /// Reserved path prefix answered by the gateway itself, e.g. `/.authgate/`.
+    pub gateway_prefix: String,
+    pub session: SessionSettings,
+    pub providers: Vec<ProviderSettings>,
+    pub upstreams: BTreeMap<String, UpstreamSettings>,
+    pub routes: Vec<RouteSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    /// How long in-flight requests may run after SIGTERM/SIGINT before the runtime stops.
+    pub grace_period: Duration,
+    /// Extra time given to the runtime to wind down after the grace period.
+    pub shutdown_timeout: Duration,
+    pub pid_file: String,
+    pub upgrade_socket: String,
+    pub trusted_proxies: Vec<IpNet>,
+    pub request_id_header: HeaderName,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// `tracing_subscriber::EnvFilter` directive; `RUST_LOG` overrides it.
+    pub level: String,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    pub address: SocketAddr,
+    pub h2c: bool,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStore {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub store: SessionStore,
+    pub redis_url: Option<Secret>,
+    pub cookie_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub id: String,
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub servers: Vec<ServerAddr>,
+    pub tls: bool,
+    /// DER certificates of a custom CA; `None` uses the system roots.
+    pub ca_der: Option<Vec<Vec<u8>>>,
+    pub verify_tls: bool,
+    pub server_name: Option<String>,
+    pub http2: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub pass_host_header: bool,
+}
+
+/// One upstream server, resolved at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    pub addr: SocketAddr,
+    /// Host as written, for SNI and (unless the Host header is passed) the `Host` header.
+    pub host: String,
+    pub authority: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub id: String,
+    pub host: HostPattern,
+    pub path: String,
+    pub upstream: String,
+    pub public: bool,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+
+fn span<T>(s: &Spanned<T>) -> Option<std::ops::Range<usize>> {
+    Some(s.span())
+}
+
+fn duration(
+    rep: &mut Reporter,
+    key: &str,
+    v: &Option<Spanned<String>>,
+    default: Duration,
+) -> Duration {
+    match v {
+        None => default,
+        Some(s) => match humantime::parse_duration(s.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                rep.error(
+                    key,
+                    span(s),
+                    format!("invalid duration {:?} ({e}); write e.g. \"5s\" or \"250ms\"", s.get_ref()),
+                );
+                default
+            }
+        },
+    }
+}
+
+fn socket_addr(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<SocketAddr> {
+    match v.get_ref().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            rep.error(
+                key,
+                span(v),
+                format!("invalid address {:?}; write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"", v.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+fn readable_file(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<String> {
+    match std::fs::metadata(v.get_ref()) {
+        Ok(m) if m.is_file() => Some(v.get_ref().clone()),
+        Ok(_) => {
+            rep.error(key, span(v), format!("{} is not a file", v.get_ref()));
+            None
+        }
+        Err(e) => {
+            rep.error(key, span(v), format!("cannot read {}: {e}", v.get_ref()));
+            None
+        }
+    }
+}
+
+/// A secret from `key` (with `${ENV}` expansion) or from the file named by `key_file`.
+fn secret_value(
+    rep: &mut Reporter,
+    key: &str,
+    inline: &Option<Spanned<String>>,
+    file_key: &str,
+    file: &Option<Spanned<String>>,
+) -> Option<Secret> {
+    match (inline, file) {
+        (Some(_), Some(f)) => {
+            rep.error(file_key, span(f), format!("set either {key} or {file_key}, not both"));
+            None
+        }
+        (Some(v), None) => match secret::expand_env(v.get_ref(), |k| std::env::var(k).ok()) {
+            Ok(s) => Some(Secret::new(s)),
+            Err(e) => {
+                rep.error(key, span(v), e);
+                None
+            }
+        },
+        (None, Some(f)) => match secret::read_file(f.get_ref()) {
+            Ok(s) => Some(Secret::new(s)),
+            Err(e) => {
+                rep.error(file_key, span(f), e);
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
+fn header_name(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<HeaderName> {
+    match HeaderName::from_bytes(v.get_ref().as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            rep.error(key, span(v), format!("{:?} is not a valid header name", v.get_ref()));
+            None
+        }
+    }
+}
+
+/// Parse PEM certificates and check each is well-formed DER X.509, so nothing can fail on
+/// the request path later.
+fn load_ca(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<Vec<Vec<u8>>> {
+    let pem = match std::fs::read(v.get_ref()) {
+        Ok(p) => p,
+        Err(e) => {
+            rep.error(key, span(v), format!("cannot read {}: {e}", v.get_ref()));
+            return None;
+        }
+    };
+    let mut certs = Vec::new();
+    for item in rustls_pemfile::certs(&mut pem.as_slice()) {
+        match item {
+            Ok(der) if x509_parser::parse_x509_certificate(&der).is_ok() => {
+                certs.push(der.to_vec())
+            }
+            _ => {
+                rep.error(key, span(v), format!("{} holds an invalid certificate", v.get_ref()));
+                return None;
+            }
+        }
+    }
+    if certs.is_empty() {
+        rep.error(key, span(v), format!("{} holds no PEM certificate", v.get_ref()));
+        return None;
+    }
+    Some(certs)
+}
+
+fn upstream(rep: &mut Reporter, name: &str, u: &file::Upstream) -> UpstreamSettings {
+    let key = |k: &str| format!("upstreams.{name}.{k}");
+    let mut servers = Vec::new();
+    let mut scheme: Option<String> = None;
+    if u.servers.get_ref().is_empty() {
+        rep.error(key("servers"), span(&u.servers), "an upstream needs at least one server");
+    }
+    for (i, s) in u.servers.get_ref().iter().enumerate() {
+        let k = format!("upstreams.{name}.servers[{i}]");
+        let url = match Url::parse(s.get_ref()) {
+            Ok(url) => url,
+            Err(e) => {
+                rep.error(k, span(s), format!("invalid URL {:?}: {e}", s.get_ref()));
+                continue;
+            }
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            rep.error(k, span(s), "scheme must be http or https");
+            continue;
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            rep.error(
+                k,
+                span(s),
+                "a server URL has no path, query or fragment: the route decides the path",
+            );
+            continue;
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            rep.error(k, span(s), "credentials in upstream URLs are not supported");
+            continue;
+        }
+        if let Some(prev) = &scheme {
+            if prev != url.scheme() {
+                rep.error(k, span(s), "all servers of an upstream use the same scheme");
+                continue;
+            }
+        }
+        scheme = Some(url.scheme().to_string());
+        let host = url.host_str().unwrap_or_default().to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        // Names are resolved once, here: a DNS lookup has no place on the request path.
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match (bare, port).to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(addr)) => servers.push(ServerAddr {
+                addr,
+                authority: match url.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.clone(),
+                },
+                host: bare.to_string(),
+            }),
+            Ok(None) | Err(_) => {
+                rep.error(k, span(s), format!("cannot resolve host {host:?}"));
+            }
+        }
+    }
+    let tls = scheme.as_deref() == Some("https");
+    let ca_der = u.tls_ca_file.as_ref().and_then(|f| load_ca(rep, &key("tls_ca_file"), f));
+    let max_fails = match &u.max_fails {
+        None => 1,
+        Some(v) if (0..=1000).contains(v.get_ref()) => *v.get_ref() as u32,
+        Some(v) => {
+            rep.error(key("max_fails"), span(v), "must be between 0 (never mark down) and 1000");
+            1
+        }
+    };
+    UpstreamSettings {
+        name: name.to_string(),
+        servers,
+        tls,
+        ca_der,
+        verify_tls: u.tls_verify.unwrap_or(true),
+        server_name: u.tls_server_name.as_ref().map(|s| s.get_ref().clone()),
+        http2: u.http2.unwrap_or(false),
+        connect_timeout: duration(rep, &key("connect_timeout"), &u.connect_timeout, Duration::from_secs(5)),
+        read_timeout: duration(rep, &key("read_timeout"), &u.read_timeout, Duration::from_secs(60)),
+        write_timeout: duration(rep, &key("write_timeout"), &u.write_timeout, Duration::from_secs(60)),
+        idle_timeout: duration(rep, &key("idle_timeout"), &u.idle_timeout, Duration::from_secs(60)),
+        max_fails,
+        fail_timeout: duration(rep, &key("fail_timeout"), &u.fail_timeout, Duration::from_secs(10)),
+        pass_host_header: u.pass_host_header.unwrap_or(true),
+    }
+}
+
+/// Check everything, collecting every error. `None` when at least one was reported.
+pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
+    // [server]
+    let threads = match &f.server.threads {
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(t) if (1..=1024).contains(t.get_ref()) => *t.get_ref() as usize,
+        Some(t) => {
+            rep.error("server.threads", span(t), "must be between 1 and 1024");
+            1
+        }
+    };
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in f.server.trusted_proxies.iter().enumerate() {
+        let s = p.get_ref();
+        let net = s
+            .parse::<IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from));
+        match net {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => rep.error(
+                format!("server.trusted_proxies[{i}]"),
+                span(p),
+                format!("{s:?} is not an IP address or CIDR block"),
+            ),
+        }
+    }
+    let request_id_header = match &f.server.request_id_header {
+        None => HeaderName::from_static("x-request-id"),
+        Some(h) => header_name(rep, "server.request_id_header", h)
+            .unwrap_or(HeaderName::from_static("x-request-id")),
+    };
+    let server = ServerSettings {
+        threads,
+        grace_period: duration(rep, "server.grace_period", &f.server.grace_period, Duration::from_secs(10)),
+        shutdown_timeout: duration(rep, "server.shutdown_timeout", &f.server.shutdown_timeout, Duration::from_secs(5)),
+        pid_file: f.server.pid_file.clone().unwrap_or_else(|| "/tmp/authgate.pid".into()),
+        upgrade_socket: f
+            .server
+            .upgrade_socket
+            .clone()
+            .unwrap_or_else(|| "/tmp/authgate_upgrade.sock".into()),
+        trusted_proxies,
+        request_id_header,
+    };
+
+    // [log]
+    let format = match f.log.format.as_ref().map(|s| (s.get_ref().as_str(), s)) {
+        None | Some(("text", _)) => LogFormat::Text,
+        Some(("json", _)) => LogFormat::Json,
+        Some((other, s)) => {
+            rep.error("log.format", span(s), format!("{other:?}: expected \"text\" or \"json\""));
+            LogFormat::Text
+        }
+    };
+    let level = match &f.log.level {
+        None => "info".to_string(),
+        Some(l) => {
+            if tracing_subscriber::EnvFilter::builder().parse(l.get_ref()).is_err() {
+                rep.error("log.level", span(l), format!("invalid log filter {:?}", l.get_ref()));
+            }
+            l.get_ref().clone()
+        }
+    };
+    let log = LogSettings {
+        format,
+        level,
+        access_log: f.log.access_log.unwrap_or(true),
+    };
+
+    // [[listeners]] and [admin]
+    let mut listeners = Vec::new();
+    let mut seen_addrs = HashSet::new();
+    for (i, l) in f.listeners.iter().enumerate() {
+        let key = |k: &str| format!("listeners[{i}].{k}");
+        let Some(address) = socket_addr(rep, &key("address"), &l.address) else {
+            continue;
+        };
+        if !seen_addrs.insert(address) {
+            rep.error(key("address"), span(&l.address), "address used by another listener");
+        }
+        let tls = match (&l.tls_cert_file, &l.tls_key_file) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                match (
+                    readable_file(rep, &key("tls_cert_file"), c),
+                    readable_file(rep, &key("tls_key_file"), k),
+                ) {
+                    (Some(cert_file), Some(key_file)) => Some(TlsFiles { cert_file, key_file }),
+                    _ => None,
+                }
+            }
+            (Some(c), None) => {
+                rep.error(key("tls_key_file"), span(c), "tls_cert_file needs tls_key_file");
+                None
+            }
+            (None, Some(k)) => {
+                rep.error(key("tls_cert_file"), span(k), "tls_key_file needs tls_cert_file");
+                None
+            }
+        };
+        if tls.is_some() && l.h2c {
+            rep.error(key("h2c"), span(&l.address), "h2c is for plain listeners; TLS listeners negotiate HTTP/2 by ALPN");
+        }
+        listeners.push(ListenerSettings {
+            address,
+            h2c: l.h2c,
+            tls,
+        });
+    }
+    if f.listeners.is_empty() {
+        listeners.push(ListenerSettings {
+            address: DEFAULT_LISTEN.parse().expect("valid default"),
+            h2c: false,
+            tls: None,
+        });
+    }
+    let admin_address = match &f.admin.address {
+        None => DEFAULT_ADMIN.parse().expect("valid default"),
+        Some(a) => {
+            let addr = socket_addr(rep, "admin.address", a).unwrap_or(DEFAULT_ADMIN.parse().expect("valid default"));
+            if seen_addrs.contains(&addr) {
+                rep.error("admin.address", span(a), "the admin listener must not share a public listener's address");
+            }
+            addr
+        }
+    };
+
+    // [headers]: identity namespace
+    let names: Vec<String> = match &f.headers.identity_headers {
+        None => identity::DEFAULT_NAMES.iter().map(|s| s.to_string()).collect(),
+        Some(v) => v
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| header_name(rep, &format!("headers.identity_headers[{i}]"), h).map(|h| h.to_string()))
+            .collect(),
+    };
+    let mut prefixes: Vec<String> = match &f.headers.identity_prefixes {
+        None => identity::DEFAULT_PREFIXES.iter().map(|s| s.to_string()).collect(),
+        Some(v) => v.iter().map(|s| s.get_ref().to_ascii_lowercase()).collect(),
+    };
+    if let Some(v) = &f.headers.identity_prefixes {
+        for (i, p) in v.iter().enumerate() {
+            if p.get_ref().len() < 3 {
+                rep.error(format!("headers.identity_prefixes[{i}]"), span(p), "prefix too short: it would strip ordinary headers");
+            }
+        }
+    }
+    // Our own namespace is never optional.
+    if !prefixes.iter().any(|p| p == "x-authgate-") {
+        prefixes.push("x-authgate-".into());
+    }
+    let identity = IdentityNamespace::new(names.iter().map(String::as_str), prefixes.iter().map(String::as_str));
+
+    // [paths]
+    let paths = PathOptions {
+        allow_semicolon: f.paths.allow_semicolon,
+        allow_encoded_slash: f.paths.allow_encoded_slash,
+    };
+
+    // [gateway]
+    let gateway_prefix = match &f.gateway.prefix {
+        None => "/.authgate/".to_string(),
+        Some(p) => {
+            let v = p.get_ref();
+            let ok = v.len() > 2
+                && v.starts_with('/')
+                && v.ends_with('/')
+                && crate::path::normalize(v, paths).map(|c| c.as_str() == v).unwrap_or(false);
+            if !ok {
+                rep.error("gateway.prefix", span(p), "must be a canonical path that starts and ends with '/', e.g. \"/.authgate/\"");
+            }
+            v.clone()
+        }
+    };
+
+    // [session] and [[providers]]: read by the login flow.
+    let store = match f.session.store.as_ref().map(|s| (s.get_ref().as_str(), s)) {
+        None | Some(("memory", _)) => SessionStore::Memory,
+        Some(("redis", _)) => SessionStore::Redis,
+        Some((other, s)) => {
+            rep.error("session.store", span(s), format!("{other:?}: expected \"memory\" or \"redis\""));
+            SessionStore::Memory
+        }
+    };
+    let redis_url = secret_value(rep, "session.redis_url", &f.session.redis_url, "session.redis_url_file", &f.session.redis_url_file);
+    if let Some(url) = &redis_url {
+        let ok = Url::parse(url.expose())
+            .map(|u| matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"))
+            .unwrap_or(false);
+        if !ok {
+            // Do not echo the value: it may carry a password.
+            let s = f.session.redis_url.as_ref().or(f.session.redis_url_file.as_ref());
+            rep.error("session.redis_url", s.and_then(span), "not a redis:// or rediss:// URL");
+        }
+    }
+    if store == SessionStore::Redis && redis_url.is_none() {
+        rep.error("session.redis_url", f.session.store.as_ref().and_then(span), "store = \"redis\" needs redis_url or redis_url_file");
+    }
+    let cookie_name = f
+        .session
+        .cookie_name
+        .as_ref()
+        .map_or("authgate_session".to_string(), |c| c.get_ref().clone());
+    let session = SessionSettings {
+        store,
+        redis_url,
+        cookie_name,
+    };
+
+    let mut providers = Vec::new();
+    let mut provider_ids = HashSet::new();
+    for (i, p) in f.providers.iter().enumerate() {
+        let key = |k: &str| format!("providers[{i}].{k}");
+        if !provider_ids.insert(p.id.get_ref().clone()) {
+            rep.error(key("id"), span(&p.id), format!("duplicate provider id {:?}", p.id.get_ref()));
+        }
+        let issuer = match Url::parse(p.issuer.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") => Some(u),
+            Ok(_) => {
+                rep.error(key("issuer"), span(&p.issuer), "issuer must be an https:// URL (http:// only for local testing)");
+                None
+            }
+            Err(e) => {
+                rep.error(key("issuer"), span(&p.issuer), format!("invalid URL {:?}: {e}", p.issuer.get_ref()));
+                None
+            }
+        };
+        let client_secret = secret_value(rep, &key("client_secret"), &p.client_secret, &key("client_secret_file"), &p.client_secret_file);
+        if let Some(issuer) = issuer {
+            providers.push(ProviderSettings {
+                id: p.id.get_ref().clone(),
+                issuer,
+                client_id: p.client_id.get_ref().clone(),
+                client_secret,
+                scopes: p.scopes.clone().unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
+            });
+        }
+    }
+
+    // [upstreams.*]
+    let mut upstreams = BTreeMap::new();
+    for (name, u) in &f.upstreams {
+        upstreams.insert(name.clone(), upstream(rep, name, u));
+    }
+
+    // [[routes]]
+    let mut routes = Vec::new();
+    let mut seen_routes = HashSet::new();
+    let mut seen_ids = HashSet::new();
+    for (i, r) in f.routes.iter().enumerate() {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        let host = match &r.host {
+            None => Some(HostPattern::Any),
+            Some(h) => {
+                let p = HostPattern::parse(h.get_ref());
+                if p.is_none() {
+                    rep.error(key("host"), span(h), format!("{:?} is not a host name or *.wildcard", h.get_ref()));
+                }
+                p
+            }
+        };
+        let path = match &r.path {
+            None => Some("/".to_string()),
+            Some(p) => match crate::path::normalize(p.get_ref(), paths) {
+                Ok(c) if c.as_str() == p.get_ref() => Some(c.as_str().to_string()),
+                Ok(c) => {
+                    rep.error(key("path"), span(p), format!("path is not canonical; write {:?}", c.as_str()));
+                    None
+                }
+                Err(e) => {
+                    rep.error(key("path"), span(p), format!("invalid path {:?}: {e}", p.get_ref()));
+                    None
+                }
+            },
+        };
+        if let Some(p) = &path {
+            if p.starts_with(gateway_prefix.trim_end_matches('/')) && gateway_prefix.len() > 1 {
+                rep.error(key("path"), r.path.as_ref().and_then(span), format!("{p} is inside the gateway's reserved prefix {gateway_prefix}"));
+            }
+        }
+        if !f.upstreams.contains_key(r.upstream.get_ref()) {
+            rep.error(key("upstream"), span(&r.upstream), format!("unknown upstream {:?}; define it under [upstreams.{}]", r.upstream.get_ref(), r.upstream.get_ref()));
+        }
+        let (Some(host), Some(path)) = (host, path) else {
+            continue;
+        };
+        let match_key = if f.paths.case_insensitive { path.to_ascii_lowercase() } else { path.clone() };
+        if !seen_routes.insert((host.clone(), match_key)) {
+            let at = r.path.as_ref().or(r.host.as_ref()).map_or(span(&r.upstream), span);
+            rep.error(key("path"), at, "duplicate route: another route has the same host and path");
+        }
+        let id = match &r.id {
+            Some(id) => {
+                let ok = !id.get_ref().is_empty()
+                    && id.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !ok {
+                    rep.error(key("id"), span(id), "route ids use letters, digits, '-', '_' and '.'");
+                }
+                id.get_ref().clone()
+            }
+            None => format!("route{i}"),
+        };
+        if !seen_ids.insert(id.clone()) {
+            rep.error(key("id"), r.id.as_ref().map_or(span(&r.upstream), span), format!("duplicate route id {id:?}"));
+        }
+        routes.push(RouteSettings {
+            id,
+            host,
+            path,
+            upstream: r.upstream.get_ref().clone(),
+            public: r.public,
+        });
+    }
+
+    if !rep.errors.is_empty() {
+        return None;
+    }
+    Some(Config {
+        server,
+        log,
+        listeners,
+        admin_address,
+        paths,
+        case_insensitive_routes: f.paths.case_insensitive,
+        identity,
+        gateway_prefix,
+        session,
+        providers,
+        upstreams,
+        routes,
+    })
+}

@@ -1,0 +1,147 @@
+//! The demo upstream: an HTTP server that reports what it received.
+//!
+//! It answers every request with the method, path, headers and body size it saw — as JSON,
+//! or as a readable page for browsers — which is what the demo shows, what the load script
+//! measures against, and what the integration tests assert on. Query parameters steer it:
+//! `echo_sleep_ms=N` delays the answer, `echo_bytes=N` streams an N-byte body, `echo_quiet`
+//! answers a bare `ok` (for load tests, so the upstream's own work stays small).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::error::{html_escape, html_page};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    if let Some(ms) = query_param(&query, "echo_sleep_ms").and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+    }
+    if query_param(&query, "echo_quiet").is_some() {
+        return Ok(full(StatusCode::OK, "text/plain", "ok\n"));
+    }
+    if let Some(n) = query_param(&query, "echo_bytes").and_then(|v| v.parse::<usize>().ok()) {
+        // Streamed in 64 KiB chunks without Content-Length: exercises unbuffered pass-through.
+        const CHUNK: usize = 64 * 1024;
+        let chunks = n.div_ceil(CHUNK);
+        let body = StreamBody::new(stream::iter((0..chunks).map(move |i| {
+            let len = CHUNK.min(n - i * CHUNK);
+            Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; len])))
+        })));
+        let mut r = Response::new(BodyExt::boxed(body));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
+        return Ok(r);
+    }
+
+    let method = req.method().to_string();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/".to_string(), |pq| pq.as_str().to_string());
+    let version = format!("{:?}", req.version());
+    let wants_html = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body_bytes = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes().len(),
+        Err(_) => 0,
+    };
+
+    if wants_html {
+        let rows: String = headers
+            .iter()
+            .map(|(k, v)| format!("<tr><td><code>{}</code></td><td><code>{}</code></td></tr>", html_escape(k), html_escape(v)))
+            .collect();
+        let page = html_page(
+            "authgate demo upstream",
+            &format!(
+                "<h1>Demo upstream</h1><p>This app has no auth of its own. authgate sent it <code>{} {}</code> with these headers:</p><table>{rows}</table>",
+                html_escape(&method),
+                html_escape(&target),
+            ),
+        );
+        return Ok(full(StatusCode::OK, "text/html; charset=utf-8", page));
+    }
+    let json = serde_json::json!({
+        "method": method,
+        "target": target,
+        "version": version,
+        "headers": headers,
+        "body_bytes": body_bytes,
+    });
+    Ok(full(StatusCode::OK, "application/json", json.to_string()))
+}
+
+/// Serve the echo app on `listener` (HTTP/1.1 and h2c) until the task is dropped.
+pub async fn serve_echo(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service_fn(echo))
+                .await;
+        });
+    }
+}
+
+/// Run the echo app on its own thread and runtime; returns once it is listening.
+pub fn spawn_echo_thread(addr: std::net::SocketAddr) -> std::io::Result<std::net::SocketAddr> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let local = std_listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("demo-upstream".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                match TcpListener::from_std(std_listener) {
+                    Ok(l) => serve_echo(l).await,
+                    Err(e) => tracing::error!(error = %e, "demo upstream cannot listen"),
+                }
+            });
+        })?;
+    Ok(local)
+}
+
+/// The demo's config: a public and a protected route in front of the echo app.
+pub const DEMO_CONFIG: &str = include_str!("demo.toml");

@@ -1,0 +1,155 @@
+//! The identity header namespace: headers only the gateway may set.
+//!
+//! Upstreams behind the gateway trust headers such as `X-Forwarded-User`, so a client must never
+//! be able to send one (product decision 5). Before routing or policy, the proxy glue calls
+//! [`IdentityNamespace::strip`] on every request, public routes included. Names are compared in
+//! a canonical spelling (ASCII lower case, every non-alphanumeric byte as `-`) because upstream
+//! stacks disagree on spelling: CGI and WSGI servers turn `X_Forwarded_User` and
+//! `X.Forwarded.User` into the same variable as `X-Forwarded-User`.
+
+use std::collections::HashSet;
+
+use pingora::http::RequestHeader;
+
+/// Defaults compatible with oauth2-proxy's headers plus our own namespace.
+pub const DEFAULT_NAMES: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "remote-user",
+    "x-remote-user",
+    "x-user",
+    "x-email",
+];
+pub const DEFAULT_PREFIXES: &[&str] = &["x-auth-request-", "x-authgate-"];
+
+/// Canonical spelling: lower case, anything but `[a-z0-9]` becomes `-`.
+pub fn canonical_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                b.to_ascii_lowercase() as char
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Header names (exact) and prefixes that belong to the gateway.
+#[derive(Debug, Clone)]
+pub struct IdentityNamespace {
+    names: HashSet<Box<str>>,
+    prefixes: Vec<Box<str>>,
+}
+
+impl IdentityNamespace {
+    pub fn new<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        prefixes: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        Self {
+            names: names.into_iter().map(|n| canonical_name(n).into()).collect(),
+            prefixes: prefixes
+                .into_iter()
+                .map(|p| canonical_name(p).into())
+                .collect(),
+        }
+    }
+
+    /// Add a name, e.g. a configured output header, so it is stripped from clients too.
+    pub fn insert(&mut self, name: &str) {
+        self.names.insert(canonical_name(name).into());
+    }
+
+    /// Whether `name` in any spelling belongs to the namespace.
+    pub fn contains(&self, name: &str) -> bool {
+        // Canonicalise on the stack: this runs for every header of every request.
+        let mut buf = [0u8; 96];
+        let canon: &str = if name.len() <= buf.len() {
+            for (dst, b) in buf.iter_mut().zip(name.bytes()) {
+                *dst = if b.is_ascii_alphanumeric() {
+                    b.to_ascii_lowercase()
+                } else {
+                    b'-'
+                };
+            }
+            // Only ASCII bytes were written.
+            std::str::from_utf8(&buf[..name.len()]).unwrap_or("")
+        } else {
+            return self.contains_slow(name);
+        };
+        self.names.contains(canon) || self.prefixes.iter().any(|p| canon.starts_with(&**p))
+    }
+
+    fn contains_slow(&self, name: &str) -> bool {
+        let canon = canonical_name(name);
+        self.names.contains(canon.as_str()) || self.prefixes.iter().any(|p| canon.starts_with(&**p))
+    }
+
+    /// Remove every header of the namespace (all values, all spellings). Returns how many
+    /// distinct names were removed, for the log line.
+    pub fn strip(&self, req: &mut RequestHeader) -> usize {
+        let doomed: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|n| self.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in &doomed {
+            req.remove_header(name);
+        }
+        doomed.len()
+    }
+}
+
+impl Default for IdentityNamespace {
+    fn default() -> Self {
+        Self::new(DEFAULT_NAMES.iter().copied(), DEFAULT_PREFIXES.iter().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_matches() {
+        let ns = IdentityNamespace::default();
+        for n in [
+            "x-forwarded-user",
+            "X-Forwarded-User",
+            "x_forwarded_user",
+            "X_FORWARDED-USER",
+            "x.forwarded.user",
+            "x-auth-request-email",
+            "X_Auth_Request_Groups",
+            "x-authgate-anything",
+            "remote-user",
+            "Remote_User",
+        ] {
+            assert!(ns.contains(n), "{n}");
+        }
+        for n in ["x-forwarded-for", "x-forwarded-proto", "accept", "x-user-agent"] {
+            assert!(!ns.contains(n), "{n}");
+        }
+        let long = format!("x-authgate-{}", "a".repeat(200));
+        assert!(ns.contains(&long));
+    }
+
+    #[test]
+    fn strip_removes_duplicates_and_variants() {
+        let ns = IdentityNamespace::default();
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Forwarded-User", "a").unwrap();
+        req.append_header("x-forwarded-user", "b").unwrap();
+        req.append_header("X_Forwarded_User", "c").unwrap();
+        req.append_header("X-Auth-Request-Email", "d").unwrap();
+        req.append_header("Accept", "*/*").unwrap();
+        assert_eq!(ns.strip(&mut req), 3);
+        assert_eq!(req.headers.len(), 1);
+        assert!(req.headers.get("accept").is_some());
+    }
+}

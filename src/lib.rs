@@ -1,0 +1,38 @@
+//! # authgate
+//!
+//! An authentication gateway: a reverse proxy (on Pingora) that decides who is calling and
+//! forwards to the upstream with identity headers only it can set.
+//!
+//! ## Layout
+//! - [`config`]: `config.toml` → validated [`config::Config`] (serde mirror, model, errors, secrets).
+//! - [`path`]: the one canonical form of a request path.
+//! - [`routing`]: host + longest-prefix route table.
+//! - [`upstream`]: upstream server pools, round robin, passive failure marking, peer options.
+//! - [`identity`]: the identity header namespace, stripped from every client request.
+//! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
+//! - [`proxy`]: the Pingora `ProxyHttp` glue; the request path reads top to bottom there.
+//! - [`error`]: every refusal the gateway answers itself → one status and body, in one place.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`server`]: assembles the Pingora server from a config; signals, reload, shutdown.
+//! - [`demo`]: the echo upstream used by the demo, the load script and tests.
+//!
+//! ## Request flow
+//! `proxy::Gateway::request_filter`: strip identity + untrusted forwarding headers → normalise
+//! the path → route (or 404) → gateway endpoint? → protected route? (401/302 until login) →
+//! `upstream_peer`: round-robin server → `upstream_request_filter`: canonical path, forwarding
+//! headers, request ID → `logging`: metrics and access log.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod forwarded;
+pub mod identity;
+pub mod logging;
+pub mod metrics;
+pub mod path;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod upstream;

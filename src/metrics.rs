@@ -1,0 +1,92 @@
+//! Prometheus metrics, named `authgate_<subsystem>_<what>_<unit>`.
+//!
+//! One registry per process, served by the admin listener. Labels come from route ids,
+//! upstream names and enums, never from raw request data, so cardinality is bounded by config.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub config_reloads: IntCounterVec,
+}
+
+/// Label for requests that matched no route.
+pub const NO_ROUTE: &str = "none";
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("authgate_http_requests_total", "Requests answered, by route and status"),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "authgate_http_request_duration_seconds",
+                "Time from request to end of response, by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "authgate_upstream_errors_total",
+                "Failed upstream attempts, by upstream and kind (connect, timeout, other)",
+            ),
+            &["upstream", "kind"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(
+            "authgate_http_requests_in_flight",
+            "Requests being processed now",
+        )
+        .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("authgate_config_reloads_total", "Config reloads, by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        for m in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(config_reloads.clone()),
+        ] {
+            registry.register(m).expect("unique metric names");
+        }
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_errors,
+            in_flight,
+            config_reloads,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

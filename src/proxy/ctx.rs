@@ -1,0 +1,52 @@
+//! Per-request state carried between the Pingora phases.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::routes::{Route, Runtime};
+use crate::forwarded::Origin;
+use crate::path::CanonicalPath;
+
+pub struct RequestCtx {
+    /// The config snapshot this request started with: a reload mid-request cannot change
+    /// the route or headers halfway through.
+    pub runtime: Arc<Runtime>,
+    pub start: Instant,
+    pub in_flight: bool,
+    pub peer_ip: Option<IpAddr>,
+    pub origin: Origin,
+    pub request_id: String,
+    /// The client's Host (or :authority) as sent, for `X-Forwarded-Host`.
+    pub host: String,
+    pub path: Option<CanonicalPath>,
+    pub route: Option<Arc<Route>>,
+    /// Index of the upstream server of the current attempt.
+    pub server: Option<usize>,
+    /// Bit set of servers already tried by this request.
+    pub tried: u64,
+    /// Code of the refusal, when the gateway answered itself.
+    pub refusal: Option<&'static str>,
+}
+
+impl RequestCtx {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Self {
+            runtime,
+            start: Instant::now(),
+            in_flight: false,
+            peer_ip: None,
+            origin: Origin {
+                trusted: false,
+                https: false,
+            },
+            request_id: String::new(),
+            host: String::new(),
+            path: None,
+            route: None,
+            server: None,
+            tried: 0,
+            refusal: None,
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The Pingora glue: the whole request path, top to bottom.
+//!
+//! 1. `request_filter`: strip client identity and untrusted forwarding headers, normalise the
+//!    path, route (404 if none), answer gateway endpoints, refuse unauthenticated requests to
+//!    protected routes.
+//! 2. `upstream_peer`: pick a server of the route's upstream (round robin, passive health).
+//! 3. `upstream_request_filter`: send the canonical path, set forwarding headers and the
+//!    request ID. Pingora has already removed hop-by-hop and `Connection:`-nominated headers
+//!    at this point, so nothing a client nominates can remove what we add here.
+//! 4. `fail_to_connect` / `error_while_proxy` / `fail_to_proxy`: mark servers, retry, map
+//!    errors to 502/504.
+//! 5. `logging`: metrics and the access log (path without query: queries can hold secrets).
+//!
+//! The pieces it calls are small and pure; this file only sequences them.
+
+pub mod ctx;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::{header, HeaderValue, Uri};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
+
+pub use ctx::RequestCtx;
+pub use routes::{Route, Runtime};
+
+use crate::error::{self, Refusal};
+use crate::metrics::{Metrics, NO_ROUTE};
+use crate::path;
+use crate::routing::canonical_host;
+
+/// The gateway's `ProxyHttp` implementation. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    runtime: Arc<ArcSwap<Runtime>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Self {
+        Self { runtime, metrics }
+    }
+
+    /// Answer the request ourselves. Returns `Ok(true)`: "response sent" for Pingora.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        refusal: Refusal,
+    ) -> Result<bool> {
+        let (resp, body) = error::render(&refusal, session.req_header(), &ctx.request_id);
+        ctx.refusal = Some(refusal.code());
+        // An unread request body would be parsed as the next request: close instead.
+        if !session.is_body_empty() {
+            session.set_keepalive(None);
+        }
+        let head = session.req_header().method == http::Method::HEAD || body.is_empty();
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(true)
+    }
+
+    /// Requests under the reserved prefix. The login flow lands here in a later release;
+    /// until then sign-in is reported as unavailable rather than pretending to work.
+    fn gateway_endpoint(&self, rt: &Runtime, path: &str) -> Refusal {
+        match &path[rt.gateway_prefix.len().min(path.len())..] {
+            "login" => Refusal::LoginUnavailable,
+            _ => Refusal::NoEndpoint,
+        }
+    }
+}
+
+fn login_url(rt: &Runtime, path: &str, query: Option<&str>) -> String {
+    let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    target.push_str(path);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    let rd: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+    format!("{}login?rd={rd}", rt.gateway_prefix)
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.runtime.load_full())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.start = Instant::now();
+        self.metrics.in_flight.inc();
+        ctx.in_flight = true;
+        let rt = ctx.runtime.clone();
+
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let tls = session
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
+
+        // Headers first, before anything looks at the request (decisions 5 and 6).
+        let req = session.req_header_mut();
+        let stripped = rt.identity.strip(req);
+        ctx.origin = rt.forwarding.inspect(req, ctx.peer_ip, tls);
+        ctx.request_id = rt.forwarding.request_id(req, &ctx.origin);
+        if stripped > 0 {
+            tracing::info!(request_id = %ctx.request_id, count = stripped, "stripped client-sent identity headers");
+        }
+
+        let req = session.req_header();
+        let raw_host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+        let Some(raw_host) = raw_host.filter(|h| !h.is_empty()) else {
+            return self.refuse(session, ctx, Refusal::BadHost).await;
+        };
+        ctx.host = raw_host.to_string();
+        let host = canonical_host(raw_host);
+
+        let canonical = match path::normalize(req.uri.path(), rt.paths) {
+            Ok(p) => p,
+            Err(e) => return self.refuse(session, ctx, Refusal::BadPath(e)).await,
+        };
+
+        if rt.is_gateway_path(canonical.as_str()) {
+            let r = self.gateway_endpoint(&rt, canonical.as_str());
+            ctx.path = Some(canonical);
+            return self.refuse(session, ctx, r).await;
+        }
+
+        let Some(route) = rt.routes.lookup(&host, canonical.as_str()).cloned() else {
+            ctx.path = Some(canonical);
+            return self.refuse(session, ctx, Refusal::NoRoute).await;
+        };
+        ctx.route = Some(route.clone());
+
+        if !route.public {
+            // No sign-in method exists yet, so nothing reaches a protected upstream.
+            let login = login_url(&rt, canonical.as_str(), req.uri.query());
+            ctx.path = Some(canonical);
+            return self
+                .refuse(session, ctx, Refusal::Unauthenticated { login })
+                .await;
+        }
+        ctx.path = Some(canonical);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no route selected");
+        };
+        let Some(i) = route.upstream.select(ctx.tried) else {
+            return Error::e_explain(ErrorType::ConnectNoRoute, "no upstream server left to try");
+        };
+        if i < 64 {
+            ctx.tried |= 1 << i;
+        }
+        ctx.server = Some(i);
+        Ok(route.upstream.peer(i))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(route), Some(path)) = (ctx.route.as_ref(), ctx.path.as_ref()) else {
+            return Error::e_explain(ErrorType::InternalError, "request not routed");
+        };
+        // The upstream gets exactly the path the route decision was made on.
+        if upstream.uri.path() != path.as_str() {
+            let pq = match upstream.uri.query() {
+                Some(q) => format!("{}?{q}", path.as_str()),
+                None => path.as_str().to_string(),
+            };
+            let uri: Uri = pq
+                .parse()
+                .or_err(ErrorType::InternalError, "canonical path is not a URI")?;
+            upstream.set_uri(uri);
+        }
+        if !route.upstream.pass_host_header {
+            if let Some(i) = ctx.server {
+                upstream.insert_header(header::HOST, route.upstream.authority(i).clone())?;
+            }
+        }
+        ctx.runtime.forwarding.apply(
+            upstream,
+            ctx.peer_ip,
+            &ctx.origin,
+            &ctx.host,
+            &ctx.request_id,
+        )?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+            resp.insert_header(ctx.runtime.forwarding.request_id_header().clone(), v)?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(route), Some(i)) = (ctx.route.as_ref(), ctx.server) {
+            route.upstream.report_failure(i);
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[&route.upstream.name, "connect"])
+                .inc();
+            // Connecting failed, so nothing was sent: safe to try another server.
+            let tried = ctx.tried.count_ones() as usize;
+            if tried < route.upstream.len() {
+                e.set_retry(true);
+            }
+            tracing::warn!(request_id = %ctx.request_id, upstream = %route.upstream.name, peer = %peer, error = e.etype().as_str(), "upstream connect failed");
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if let (Some(route), Some(i)) = (ctx.route.as_ref(), ctx.server) {
+            if e.esource() == &ErrorSource::Upstream {
+                route.upstream.report_failure(i);
+                let kind = match e.etype() {
+                    ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+                    _ => "other",
+                };
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[&route.upstream.name, kind])
+                    .inc();
+            }
+        }
+        // Pingora's default retry policy: only idempotent requests, only on reused connections.
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let status: u16 = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() != &ErrorSource::Downstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 502,
+            },
+        };
+        if status > 0 && session.response_written().is_none() {
+            let refusal = match status {
+                504 => Refusal::UpstreamTimeout,
+                400 => Refusal::BadRequest,
+                _ => Refusal::UpstreamUnavailable,
+            };
+            let (resp, body) = error::render(&refusal, session.req_header(), &ctx.request_id);
+            ctx.refusal = Some(refusal.code());
+            let status = resp.status.as_u16();
+            let wrote = async {
+                session.write_response_header(Box::new(resp), false).await?;
+                session.write_response_body(Some(body), true).await
+            }
+            .await;
+            if let Err(we) = wrote {
+                tracing::debug!(request_id = %ctx.request_id, error = %we, "could not send error response");
+            }
+            return FailToProxy {
+                error_code: status,
+                can_reuse_downstream: false,
+            };
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.in_flight {
+            self.metrics.in_flight.dec();
+        }
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.start.elapsed();
+        let route_id: &str = ctx.route.as_ref().map_or(NO_ROUTE, |r| &r.id);
+        let status_label = http::StatusCode::from_u16(status)
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_else(|_| "0".to_owned());
+        self.metrics
+            .requests
+            .with_label_values(&[route_id, status_label.as_str()])
+            .inc();
+        match &ctx.route {
+            Some(r) => r.duration.observe(elapsed.as_secs_f64()),
+            None => self
+                .metrics
+                .request_duration
+                .with_label_values(&[NO_ROUTE])
+                .observe(elapsed.as_secs_f64()),
+        }
+        if let (Some(route), Some(i), None) = (&ctx.route, ctx.server, e) {
+            route.upstream.report_success(i);
+        }
+        if ctx.runtime.access_log {
+            let req = session.req_header();
+            tracing::info!(
+                target: "authgate::access",
+                request_id = %ctx.request_id,
+                client = ?ctx.peer_ip,
+                method = %req.method,
+                // Canonical path only: the query string may carry secrets.
+                path = ctx.path.as_ref().map_or("-", |p| p.as_str()),
+                route = route_id,
+                status,
+                refusal = ctx.refusal.unwrap_or("-"),
+                error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                "request"
+            );
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // Our access log line carries the error kind; Pingora's own line would log the raw
+        // request summary, query string included.
+        true
+    }
+}

@@ -1,0 +1,191 @@
+//! Assembles and runs the Pingora server from a validated config.
+//!
+//! Services: the proxy (one per h2c setting, sharing one route table), the admin listener
+//! and the reload watcher. Signals: SIGTERM and SIGINT drain gracefully (stop accepting,
+//! let in-flight requests finish within `server.grace_period`), SIGQUIT hands the listening
+//! sockets to a new process (Pingora's zero-downtime upgrade), SIGHUP reloads routes and
+//! upstreams from the config file without dropping a connection.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::{AdminService, Health};
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+use crate::proxy::{Gateway, Runtime};
+
+/// SIGTERM and SIGINT both drain: an operator's Ctrl-C should not cut requests either.
+struct Signals;
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); ShutdownSignal::GracefulTerminate }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); ShutdownSignal::GracefulTerminate }
+            _ = quit.recv() => { tracing::info!("SIGQUIT: handing sockets to the new process"); ShutdownSignal::GracefulUpgrade }
+        }
+    }
+}
+
+/// Reloads routes and upstreams on SIGHUP. Listener, admin and server settings need a
+/// restart (or a SIGQUIT upgrade); a reload that changes them says so in the log.
+struct Reloader {
+    path: PathBuf,
+    runtime: Arc<ArcSwap<Runtime>>,
+    metrics: Arc<Metrics>,
+    loaded: Config,
+}
+
+impl Reloader {
+    fn reload(&self) {
+        match config::load(&self.path) {
+            Ok(new) => {
+                let listeners = |c: &Config| {
+                    c.listeners
+                        .iter()
+                        .map(|l| (l.address, l.h2c, l.tls.as_ref().map(|t| t.cert_file.clone())))
+                        .collect::<Vec<_>>()
+                };
+                if listeners(&new) != listeners(&self.loaded)
+                    || new.admin_address != self.loaded.admin_address
+                {
+                    tracing::warn!("listener or admin address changes take effect after a restart");
+                }
+                self.runtime.store(Arc::new(Runtime::new(&new, &self.metrics)));
+                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(path = %self.path.display(), routes = new.routes.len(), "config reloaded");
+            }
+            Err(errors) => {
+                self.metrics.config_reloads.with_label_values(&["error"]).inc();
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "config reload rejected; keeping the running config");
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot watch SIGHUP; reload disabled");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => self.reload(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Bind-test every public address: Pingora keeps running without a listener whose port is
+/// taken, which would look healthy while serving nothing.
+fn check_addresses(config: &Config) -> anyhow::Result<()> {
+    for l in &config.listeners {
+        std::net::TcpListener::bind(l.address)
+            .with_context(|| format!("cannot listen on {}", l.address))?;
+    }
+    Ok(())
+}
+
+/// Build and run the server until it is shut down by a signal.
+pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    check_addresses(&config)?;
+    let admin_listener = std::net::TcpListener::bind(config.admin_address)
+        .with_context(|| format!("cannot listen on admin address {}", config.admin_address))?;
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics)));
+
+    let mut conf = ServerConf::default();
+    conf.threads = config.server.threads;
+    // Pingora counts whole seconds; round up so "500ms" still drains.
+    conf.grace_period_seconds = Some(config.server.grace_period.as_secs_f64().ceil() as u64);
+    conf.graceful_shutdown_timeout_seconds =
+        Some(config.server.shutdown_timeout.as_secs_f64().ceil() as u64);
+    conf.pid_file = config.server.pid_file.clone();
+    conf.upgrade_sock = config.server.upgrade_socket.clone();
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let gateway = Gateway::new(runtime.clone(), metrics.clone());
+    for h2c in [false, true] {
+        let listeners: Vec<_> = config.listeners.iter().filter(|l| l.h2c == h2c).collect();
+        if listeners.is_empty() {
+            continue;
+        }
+        let name = if h2c { "authgate proxy (h2c)" } else { "authgate proxy" };
+        let mut svc = http_proxy_service_with_name(&server.configuration, gateway.clone(), name);
+        if h2c {
+            let mut opts = HttpServerOptions::default();
+            opts.h2c = true;
+            if let Some(app) = svc.app_logic_mut() {
+                app.server_options = Some(opts);
+            }
+        }
+        for l in listeners {
+            let addr = l.address.to_string();
+            match &l.tls {
+                None => svc.add_tcp(&addr),
+                Some(tls) => {
+                    let mut settings = TlsSettings::intermediate(&tls.cert_file, &tls.key_file)
+                        .map_err(|e| anyhow::anyhow!("TLS listener {addr}: {e}"))?;
+                    settings.enable_h2();
+                    svc.add_tls_with_settings(&addr, None, settings);
+                }
+            }
+        }
+        server.add_service(svc);
+    }
+    server.add_service(background_service(
+        "admin",
+        AdminService::new(admin_listener, metrics.clone(), health.clone()),
+    ));
+    if let Some(path) = config_path {
+        server.add_service(background_service(
+            "reload",
+            Reloader {
+                path,
+                runtime,
+                metrics,
+                loaded: config.clone(),
+            },
+        ));
+    }
+
+    for l in &config.listeners {
+        tracing::info!(address = %l.address, tls = l.tls.is_some(), h2c = l.h2c, "listening");
+    }
+    tracing::info!(address = %config.admin_address, "admin listening (/healthz /readyz /metrics)");
+    health.started.store(true, Ordering::Release);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals),
+    });
+    tracing::info!("stopped");
+    Ok(())
+}
