@@ -26,8 +26,10 @@ type Body = BoxBody<Bytes, Infallible>;
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -38,7 +40,15 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// The two ends of the connection a request came in on, reported so tests can tell servers
+/// apart and see connection reuse.
+#[derive(Clone, Copy)]
+struct Conn {
+    local: std::net::SocketAddr,
+    peer: std::net::SocketAddr,
+}
+
+async fn echo(req: Request<Incoming>, conn: Conn) -> Result<Response<Body>, Infallible> {
     let query = req.uri().query().unwrap_or("").to_string();
     if let Some(ms) = query_param(&query, "echo_sleep_ms").and_then(|v| v.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
@@ -55,8 +65,10 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; len])))
         })));
         let mut r = Response::new(BodyExt::boxed(body));
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/octet-stream"),
+        );
         return Ok(r);
     }
 
@@ -74,7 +86,12 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let body_bytes = match req.into_body().collect().await {
         Ok(b) => b.to_bytes().len(),
@@ -84,7 +101,13 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if wants_html {
         let rows: String = headers
             .iter()
-            .map(|(k, v)| format!("<tr><td><code>{}</code></td><td><code>{}</code></td></tr>", html_escape(k), html_escape(v)))
+            .map(|(k, v)| {
+                format!(
+                    "<tr><td><code>{}</code></td><td><code>{}</code></td></tr>",
+                    html_escape(k),
+                    html_escape(v)
+                )
+            })
             .collect();
         let page = html_page(
             "authgate demo upstream",
@@ -102,19 +125,43 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         "version": version,
         "headers": headers,
         "body_bytes": body_bytes,
+        "server": conn.local.to_string(),
+        "peer": conn.peer.to_string(),
     });
     Ok(full(StatusCode::OK, "application/json", json.to_string()))
 }
 
 /// Serve the echo app on `listener` (HTTP/1.1 and h2c) until the task is dropped.
 pub async fn serve_echo(listener: TcpListener) {
+    serve_echo_with(listener, |s| async move { Ok::<_, std::io::Error>(s) }).await
+}
+
+/// Like [`serve_echo`], with each accepted stream first passed through `wrap` (e.g. a TLS
+/// handshake in tests).
+pub async fn serve_echo_with<W, F, S>(listener: TcpListener, wrap: W)
+where
+    W: Fn(tokio::net::TcpStream) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = std::io::Result<S>> + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let conn = Conn { local, peer };
+        let wrapped = wrap(stream);
         tokio::spawn(async move {
+            let Ok(stream) = wrapped.await else {
+                return;
+            };
             let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), service_fn(echo))
+                .serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    service_fn(move |req| echo(req, conn)),
+                )
                 .await;
         });
     }

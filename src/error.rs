@@ -193,14 +193,19 @@ mod tests {
             r.insert_header("accept", a).unwrap();
         }
         if xhr {
-            r.insert_header("x-requested-with", "XMLHttpRequest").unwrap();
+            r.insert_header("x-requested-with", "XMLHttpRequest")
+                .unwrap();
         }
         r
     }
 
     #[test]
     fn navigation_detection() {
-        assert!(is_navigation(&req("GET", Some("text/html,application/xhtml+xml"), false)));
+        assert!(is_navigation(&req(
+            "GET",
+            Some("text/html,application/xhtml+xml"),
+            false
+        )));
         assert!(is_navigation(&req("HEAD", Some("TEXT/HTML"), false)));
         assert!(!is_navigation(&req("POST", Some("text/html"), false)));
         assert!(!is_navigation(&req("GET", Some("application/json"), false)));
@@ -218,13 +223,19 @@ mod tests {
         assert_eq!(h.headers["location"], "/.authgate/login?rd=%2Fx");
         let (h, body) = render(&r, &req("GET", Some("application/json"), false), "id");
         assert_eq!(h.status, 401);
-        assert!(h.headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        assert!(h.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"], "unauthenticated");
     }
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            html_escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -149,7 +149,8 @@ impl Forwarding {
                 if origin.https { "https" } else { "http" },
             )?;
         }
-        if !(origin.trusted && upstream.headers.contains_key("x-forwarded-host")) && !host.is_empty()
+        if !(origin.trusted && upstream.headers.contains_key("x-forwarded-host"))
+            && !host.is_empty()
         {
             upstream.insert_header("x-forwarded-host", host)?;
         }

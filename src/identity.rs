@@ -51,7 +51,10 @@ impl IdentityNamespace {
         prefixes: impl IntoIterator<Item = &'a str>,
     ) -> Self {
         Self {
-            names: names.into_iter().map(|n| canonical_name(n).into()).collect(),
+            names: names
+                .into_iter()
+                .map(|n| canonical_name(n).into())
+                .collect(),
             prefixes: prefixes
                 .into_iter()
                 .map(|p| canonical_name(p).into())
@@ -107,7 +110,10 @@ impl IdentityNamespace {
 
 impl Default for IdentityNamespace {
     fn default() -> Self {
-        Self::new(DEFAULT_NAMES.iter().copied(), DEFAULT_PREFIXES.iter().copied())
+        Self::new(
+            DEFAULT_NAMES.iter().copied(),
+            DEFAULT_PREFIXES.iter().copied(),
+        )
     }
 }
 
@@ -132,7 +138,12 @@ mod tests {
         ] {
             assert!(ns.contains(n), "{n}");
         }
-        for n in ["x-forwarded-for", "x-forwarded-proto", "accept", "x-user-agent"] {
+        for n in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "accept",
+            "x-user-agent",
+        ] {
             assert!(!ns.contains(n), "{n}");
         }
         let long = format!("x-authgate-{}", "a".repeat(200));

@@ -87,7 +87,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo { upstream_port } => {
-            let src = demo::DEMO_CONFIG.replace("127.0.0.1:3000", &format!("127.0.0.1:{upstream_port}"));
+            let src =
+                demo::DEMO_CONFIG.replace("127.0.0.1:3000", &format!("127.0.0.1:{upstream_port}"));
             let c = match config::parse(Path::new("<demo>"), &src) {
                 Ok(c) => c,
                 Err(e) => {
@@ -98,7 +99,9 @@ fn main() -> ExitCode {
             let upstream = match demo::spawn_echo_thread(([127, 0, 0, 1], upstream_port).into()) {
                 Ok(a) => a,
                 Err(e) => {
-                    eprintln!("error: demo upstream cannot listen on 127.0.0.1:{upstream_port}: {e}");
+                    eprintln!(
+                        "error: demo upstream cannot listen on 127.0.0.1:{upstream_port}: {e}"
+                    );
                     return ExitCode::FAILURE;
                 }
             };
@@ -107,7 +110,10 @@ fn main() -> ExitCode {
             println!("  upstream (no auth of its own): http://{upstream}/");
             println!("  through authgate, public route: http://{gw}/public/");
             println!("  through authgate, protected:    http://{gw}/   (sign-in required)");
-            println!("  admin: http://{}/metrics  /healthz  /readyz", c.admin_address);
+            println!(
+                "  admin: http://{}/metrics  /healthz  /readyz",
+                c.admin_address
+            );
             println!("  Ctrl-C to stop");
             run(c, None)
         }

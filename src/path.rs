@@ -134,9 +134,7 @@ pub fn normalize(raw: &str, opts: PathOptions) -> Result<CanonicalPath, PathErro
     // Pass 2: split on '/', drop empty and '.' segments, resolve '..' (clamped at the root,
     // as RFC 3986 §5.2.4 does). A trailing slash is kept: `/a/` and `/a` may differ upstream.
     let trailing_slash = decoded.len() > 1
-        && (decoded.ends_with(b"/")
-            || decoded.ends_with(b"/.")
-            || decoded.ends_with(b"/.."));
+        && (decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/.."));
     let mut segments: Vec<&[u8]> = Vec::new();
     for seg in decoded.split(|&b| b == b'/') {
         match seg {

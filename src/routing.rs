@@ -33,7 +33,8 @@ impl HostPattern {
         let valid_label = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         let is_ipv6 = name.starts_with('[') && name.ends_with(']');
         if !is_ipv6 && (name.is_empty() || !name.split('.').all(valid_label)) {

@@ -64,7 +64,13 @@ impl Reloader {
                 let listeners = |c: &Config| {
                     c.listeners
                         .iter()
-                        .map(|l| (l.address, l.h2c, l.tls.as_ref().map(|t| t.cert_file.clone())))
+                        .map(|l| {
+                            (
+                                l.address,
+                                l.h2c,
+                                l.tls.as_ref().map(|t| t.cert_file.clone()),
+                            )
+                        })
                         .collect::<Vec<_>>()
                 };
                 if listeners(&new) != listeners(&self.loaded)
@@ -72,12 +78,16 @@ impl Reloader {
                 {
                     tracing::warn!("listener or admin address changes take effect after a restart");
                 }
-                self.runtime.store(Arc::new(Runtime::new(&new, &self.metrics)));
+                self.runtime
+                    .store(Arc::new(Runtime::new(&new, &self.metrics)));
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(path = %self.path.display(), routes = new.routes.len(), "config reloaded");
             }
             Err(errors) => {
-                self.metrics.config_reloads.with_label_values(&["error"]).inc();
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
                 for e in &errors.0 {
                     tracing::error!(error = %e, "config reload rejected; keeping the running config");
                 }
@@ -139,7 +149,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         if listeners.is_empty() {
             continue;
         }
-        let name = if h2c { "authgate proxy (h2c)" } else { "authgate proxy" };
+        let name = if h2c {
+            "authgate proxy (h2c)"
+        } else {
+            "authgate proxy"
+        };
         let mut svc = http_proxy_service_with_name(&server.configuration, gateway.clone(), name);
         if h2c {
             let mut opts = HttpServerOptions::default();

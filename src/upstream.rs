@@ -200,7 +200,10 @@ mod tests {
     fn failed_server_is_skipped_then_restored() {
         let u = upstream(2, 2);
         u.report_failure(0);
-        assert!((0..4).any(|_| u.select(0) == Some(0)), "one failure is below max_fails");
+        assert!(
+            (0..4).any(|_| u.select(0) == Some(0)),
+            "one failure is below max_fails"
+        );
         u.report_failure(0);
         assert!((0..4).all(|_| u.select(0) == Some(1)));
         u.report_success(0);

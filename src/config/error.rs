@@ -70,7 +70,12 @@ impl<'a> Reporter<'a> {
         (line, col)
     }
 
-    pub fn error(&mut self, key: impl Into<String>, span: Option<Range<usize>>, msg: impl Into<String>) {
+    pub fn error(
+        &mut self,
+        key: impl Into<String>,
+        span: Option<Range<usize>>,
+        msg: impl Into<String>,
+    ) {
         let (line, column) = span.map_or((0, 0), |s| self.position(s.start));
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),

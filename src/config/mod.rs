@@ -88,23 +88,42 @@ mod tests {
             "{UP}\n[[routes]]\npath = \"/\"\nupstream = \"nope\"\n\n[[routes]]\npath = \"/a\"\nupstream = \"app\"\n\n[[routes]]\npath = \"/a\"\nupstream = \"app\"\n"
         );
         let e = errs(&src);
-        let missing = e.iter().find(|e| e.message.contains("unknown upstream")).unwrap();
-        assert_eq!((missing.line, missing.key.as_str()), (6, "routes[0].upstream"));
-        let dup = e.iter().find(|e| e.message.contains("duplicate route")).unwrap();
+        let missing = e
+            .iter()
+            .find(|e| e.message.contains("unknown upstream"))
+            .unwrap();
+        assert_eq!(
+            (missing.line, missing.key.as_str()),
+            (6, "routes[0].upstream")
+        );
+        let dup = e
+            .iter()
+            .find(|e| e.message.contains("duplicate route"))
+            .unwrap();
         assert_eq!((dup.line, dup.key.as_str()), (13, "routes[2].path"));
     }
 
     #[test]
     fn bad_url_and_duration() {
-        let e = errs("[upstreams.x]\nservers = [\"ftp://a\", \"http://\"]\nconnect_timeout = \"soon\"\n");
-        assert!(e.iter().any(|e| e.key == "upstreams.x.servers[0]" && e.line == 2));
-        assert!(e.iter().any(|e| e.key == "upstreams.x.servers[1]" && e.line == 2));
-        assert!(e.iter().any(|e| e.key == "upstreams.x.connect_timeout" && e.line == 3));
+        let e = errs(
+            "[upstreams.x]\nservers = [\"ftp://a\", \"http://\"]\nconnect_timeout = \"soon\"\n",
+        );
+        assert!(e
+            .iter()
+            .any(|e| e.key == "upstreams.x.servers[0]" && e.line == 2));
+        assert!(e
+            .iter()
+            .any(|e| e.key == "upstreams.x.servers[1]" && e.line == 2));
+        assert!(e
+            .iter()
+            .any(|e| e.key == "upstreams.x.connect_timeout" && e.line == 3));
     }
 
     #[test]
     fn non_canonical_route_path_is_refused() {
-        let e = errs(&format!("{UP}[[routes]]\npath = \"/a/../b\"\nupstream = \"app\"\n"));
+        let e = errs(&format!(
+            "{UP}[[routes]]\npath = \"/a/../b\"\nupstream = \"app\"\n"
+        ));
         assert!(e[0].message.contains("\"/b\""), "{}", e[0]);
     }
 

@@ -155,7 +155,10 @@ fn duration(
                 rep.error(
                     key,
                     span(s),
-                    format!("invalid duration {:?} ({e}); write e.g. \"5s\" or \"250ms\"", s.get_ref()),
+                    format!(
+                        "invalid duration {:?} ({e}); write e.g. \"5s\" or \"250ms\"",
+                        s.get_ref()
+                    ),
                 );
                 default
             }
@@ -201,7 +204,11 @@ fn secret_value(
 ) -> Option<Secret> {
     match (inline, file) {
         (Some(_), Some(f)) => {
-            rep.error(file_key, span(f), format!("set either {key} or {file_key}, not both"));
+            rep.error(
+                file_key,
+                span(f),
+                format!("set either {key} or {file_key}, not both"),
+            );
             None
         }
         (Some(v), None) => match secret::expand_env(v.get_ref(), |k| std::env::var(k).ok()) {
@@ -226,7 +233,11 @@ fn header_name(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<Hea
     match HeaderName::from_bytes(v.get_ref().as_bytes()) {
         Ok(h) => Some(h),
         Err(_) => {
-            rep.error(key, span(v), format!("{:?} is not a valid header name", v.get_ref()));
+            rep.error(
+                key,
+                span(v),
+                format!("{:?} is not a valid header name", v.get_ref()),
+            );
             None
         }
     }
@@ -249,13 +260,21 @@ fn load_ca(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<Vec<Vec
                 certs.push(der.to_vec())
             }
             _ => {
-                rep.error(key, span(v), format!("{} holds an invalid certificate", v.get_ref()));
+                rep.error(
+                    key,
+                    span(v),
+                    format!("{} holds an invalid certificate", v.get_ref()),
+                );
                 return None;
             }
         }
     }
     if certs.is_empty() {
-        rep.error(key, span(v), format!("{} holds no PEM certificate", v.get_ref()));
+        rep.error(
+            key,
+            span(v),
+            format!("{} holds no PEM certificate", v.get_ref()),
+        );
         return None;
     }
     Some(certs)
@@ -266,7 +285,11 @@ fn upstream(rep: &mut Reporter, name: &str, u: &file::Upstream) -> UpstreamSetti
     let mut servers = Vec::new();
     let mut scheme: Option<String> = None;
     if u.servers.get_ref().is_empty() {
-        rep.error(key("servers"), span(&u.servers), "an upstream needs at least one server");
+        rep.error(
+            key("servers"),
+            span(&u.servers),
+            "an upstream needs at least one server",
+        );
     }
     for (i, s) in u.servers.get_ref().iter().enumerate() {
         let k = format!("upstreams.{name}.servers[{i}]");
@@ -319,12 +342,19 @@ fn upstream(rep: &mut Reporter, name: &str, u: &file::Upstream) -> UpstreamSetti
         }
     }
     let tls = scheme.as_deref() == Some("https");
-    let ca_der = u.tls_ca_file.as_ref().and_then(|f| load_ca(rep, &key("tls_ca_file"), f));
+    let ca_der = u
+        .tls_ca_file
+        .as_ref()
+        .and_then(|f| load_ca(rep, &key("tls_ca_file"), f));
     let max_fails = match &u.max_fails {
         None => 1,
         Some(v) if (0..=1000).contains(v.get_ref()) => *v.get_ref() as u32,
         Some(v) => {
-            rep.error(key("max_fails"), span(v), "must be between 0 (never mark down) and 1000");
+            rep.error(
+                key("max_fails"),
+                span(v),
+                "must be between 0 (never mark down) and 1000",
+            );
             1
         }
     };
@@ -336,12 +366,37 @@ fn upstream(rep: &mut Reporter, name: &str, u: &file::Upstream) -> UpstreamSetti
         verify_tls: u.tls_verify.unwrap_or(true),
         server_name: u.tls_server_name.as_ref().map(|s| s.get_ref().clone()),
         http2: u.http2.unwrap_or(false),
-        connect_timeout: duration(rep, &key("connect_timeout"), &u.connect_timeout, Duration::from_secs(5)),
-        read_timeout: duration(rep, &key("read_timeout"), &u.read_timeout, Duration::from_secs(60)),
-        write_timeout: duration(rep, &key("write_timeout"), &u.write_timeout, Duration::from_secs(60)),
-        idle_timeout: duration(rep, &key("idle_timeout"), &u.idle_timeout, Duration::from_secs(60)),
+        connect_timeout: duration(
+            rep,
+            &key("connect_timeout"),
+            &u.connect_timeout,
+            Duration::from_secs(5),
+        ),
+        read_timeout: duration(
+            rep,
+            &key("read_timeout"),
+            &u.read_timeout,
+            Duration::from_secs(60),
+        ),
+        write_timeout: duration(
+            rep,
+            &key("write_timeout"),
+            &u.write_timeout,
+            Duration::from_secs(60),
+        ),
+        idle_timeout: duration(
+            rep,
+            &key("idle_timeout"),
+            &u.idle_timeout,
+            Duration::from_secs(60),
+        ),
         max_fails,
-        fail_timeout: duration(rep, &key("fail_timeout"), &u.fail_timeout, Duration::from_secs(10)),
+        fail_timeout: duration(
+            rep,
+            &key("fail_timeout"),
+            &u.fail_timeout,
+            Duration::from_secs(10),
+        ),
         pass_host_header: u.pass_host_header.unwrap_or(true),
     }
 }
@@ -379,9 +434,23 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     };
     let server = ServerSettings {
         threads,
-        grace_period: duration(rep, "server.grace_period", &f.server.grace_period, Duration::from_secs(10)),
-        shutdown_timeout: duration(rep, "server.shutdown_timeout", &f.server.shutdown_timeout, Duration::from_secs(5)),
-        pid_file: f.server.pid_file.clone().unwrap_or_else(|| "/tmp/authgate.pid".into()),
+        grace_period: duration(
+            rep,
+            "server.grace_period",
+            &f.server.grace_period,
+            Duration::from_secs(10),
+        ),
+        shutdown_timeout: duration(
+            rep,
+            "server.shutdown_timeout",
+            &f.server.shutdown_timeout,
+            Duration::from_secs(5),
+        ),
+        pid_file: f
+            .server
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| "/tmp/authgate.pid".into()),
         upgrade_socket: f
             .server
             .upgrade_socket
@@ -396,15 +465,26 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         None | Some(("text", _)) => LogFormat::Text,
         Some(("json", _)) => LogFormat::Json,
         Some((other, s)) => {
-            rep.error("log.format", span(s), format!("{other:?}: expected \"text\" or \"json\""));
+            rep.error(
+                "log.format",
+                span(s),
+                format!("{other:?}: expected \"text\" or \"json\""),
+            );
             LogFormat::Text
         }
     };
     let level = match &f.log.level {
         None => "info".to_string(),
         Some(l) => {
-            if tracing_subscriber::EnvFilter::builder().parse(l.get_ref()).is_err() {
-                rep.error("log.level", span(l), format!("invalid log filter {:?}", l.get_ref()));
+            if tracing_subscriber::EnvFilter::builder()
+                .parse(l.get_ref())
+                .is_err()
+            {
+                rep.error(
+                    "log.level",
+                    span(l),
+                    format!("invalid log filter {:?}", l.get_ref()),
+                );
             }
             l.get_ref().clone()
         }
@@ -424,7 +504,11 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             continue;
         };
         if !seen_addrs.insert(address) {
-            rep.error(key("address"), span(&l.address), "address used by another listener");
+            rep.error(
+                key("address"),
+                span(&l.address),
+                "address used by another listener",
+            );
         }
         let tls = match (&l.tls_cert_file, &l.tls_key_file) {
             (None, None) => None,
@@ -433,21 +517,36 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
                     readable_file(rep, &key("tls_cert_file"), c),
                     readable_file(rep, &key("tls_key_file"), k),
                 ) {
-                    (Some(cert_file), Some(key_file)) => Some(TlsFiles { cert_file, key_file }),
+                    (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+                        cert_file,
+                        key_file,
+                    }),
                     _ => None,
                 }
             }
             (Some(c), None) => {
-                rep.error(key("tls_key_file"), span(c), "tls_cert_file needs tls_key_file");
+                rep.error(
+                    key("tls_key_file"),
+                    span(c),
+                    "tls_cert_file needs tls_key_file",
+                );
                 None
             }
             (None, Some(k)) => {
-                rep.error(key("tls_cert_file"), span(k), "tls_key_file needs tls_cert_file");
+                rep.error(
+                    key("tls_cert_file"),
+                    span(k),
+                    "tls_key_file needs tls_cert_file",
+                );
                 None
             }
         };
         if tls.is_some() && l.h2c {
-            rep.error(key("h2c"), span(&l.address), "h2c is for plain listeners; TLS listeners negotiate HTTP/2 by ALPN");
+            rep.error(
+                key("h2c"),
+                span(&l.address),
+                "h2c is for plain listeners; TLS listeners negotiate HTTP/2 by ALPN",
+            );
         }
         listeners.push(ListenerSettings {
             address,
@@ -465,9 +564,14 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     let admin_address = match &f.admin.address {
         None => DEFAULT_ADMIN.parse().expect("valid default"),
         Some(a) => {
-            let addr = socket_addr(rep, "admin.address", a).unwrap_or(DEFAULT_ADMIN.parse().expect("valid default"));
+            let addr = socket_addr(rep, "admin.address", a)
+                .unwrap_or(DEFAULT_ADMIN.parse().expect("valid default"));
             if seen_addrs.contains(&addr) {
-                rep.error("admin.address", span(a), "the admin listener must not share a public listener's address");
+                rep.error(
+                    "admin.address",
+                    span(a),
+                    "the admin listener must not share a public listener's address",
+                );
             }
             addr
         }
@@ -475,21 +579,34 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
 
     // [headers]: identity namespace
     let names: Vec<String> = match &f.headers.identity_headers {
-        None => identity::DEFAULT_NAMES.iter().map(|s| s.to_string()).collect(),
+        None => identity::DEFAULT_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         Some(v) => v
             .iter()
             .enumerate()
-            .filter_map(|(i, h)| header_name(rep, &format!("headers.identity_headers[{i}]"), h).map(|h| h.to_string()))
+            .filter_map(|(i, h)| {
+                header_name(rep, &format!("headers.identity_headers[{i}]"), h)
+                    .map(|h| h.to_string())
+            })
             .collect(),
     };
     let mut prefixes: Vec<String> = match &f.headers.identity_prefixes {
-        None => identity::DEFAULT_PREFIXES.iter().map(|s| s.to_string()).collect(),
+        None => identity::DEFAULT_PREFIXES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         Some(v) => v.iter().map(|s| s.get_ref().to_ascii_lowercase()).collect(),
     };
     if let Some(v) = &f.headers.identity_prefixes {
         for (i, p) in v.iter().enumerate() {
             if p.get_ref().len() < 3 {
-                rep.error(format!("headers.identity_prefixes[{i}]"), span(p), "prefix too short: it would strip ordinary headers");
+                rep.error(
+                    format!("headers.identity_prefixes[{i}]"),
+                    span(p),
+                    "prefix too short: it would strip ordinary headers",
+                );
             }
         }
     }
@@ -497,7 +614,10 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     if !prefixes.iter().any(|p| p == "x-authgate-") {
         prefixes.push("x-authgate-".into());
     }
-    let identity = IdentityNamespace::new(names.iter().map(String::as_str), prefixes.iter().map(String::as_str));
+    let identity = IdentityNamespace::new(
+        names.iter().map(String::as_str),
+        prefixes.iter().map(String::as_str),
+    );
 
     // [paths]
     let paths = PathOptions {
@@ -513,9 +633,15 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             let ok = v.len() > 2
                 && v.starts_with('/')
                 && v.ends_with('/')
-                && crate::path::normalize(v, paths).map(|c| c.as_str() == v).unwrap_or(false);
+                && crate::path::normalize(v, paths)
+                    .map(|c| c.as_str() == v)
+                    .unwrap_or(false);
             if !ok {
-                rep.error("gateway.prefix", span(p), "must be a canonical path that starts and ends with '/', e.g. \"/.authgate/\"");
+                rep.error(
+                    "gateway.prefix",
+                    span(p),
+                    "must be a canonical path that starts and ends with '/', e.g. \"/.authgate/\"",
+                );
             }
             v.clone()
         }
@@ -526,23 +652,45 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         None | Some(("memory", _)) => SessionStore::Memory,
         Some(("redis", _)) => SessionStore::Redis,
         Some((other, s)) => {
-            rep.error("session.store", span(s), format!("{other:?}: expected \"memory\" or \"redis\""));
+            rep.error(
+                "session.store",
+                span(s),
+                format!("{other:?}: expected \"memory\" or \"redis\""),
+            );
             SessionStore::Memory
         }
     };
-    let redis_url = secret_value(rep, "session.redis_url", &f.session.redis_url, "session.redis_url_file", &f.session.redis_url_file);
+    let redis_url = secret_value(
+        rep,
+        "session.redis_url",
+        &f.session.redis_url,
+        "session.redis_url_file",
+        &f.session.redis_url_file,
+    );
     if let Some(url) = &redis_url {
         let ok = Url::parse(url.expose())
             .map(|u| matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"))
             .unwrap_or(false);
         if !ok {
             // Do not echo the value: it may carry a password.
-            let s = f.session.redis_url.as_ref().or(f.session.redis_url_file.as_ref());
-            rep.error("session.redis_url", s.and_then(span), "not a redis:// or rediss:// URL");
+            let s = f
+                .session
+                .redis_url
+                .as_ref()
+                .or(f.session.redis_url_file.as_ref());
+            rep.error(
+                "session.redis_url",
+                s.and_then(span),
+                "not a redis:// or rediss:// URL",
+            );
         }
     }
     if store == SessionStore::Redis && redis_url.is_none() {
-        rep.error("session.redis_url", f.session.store.as_ref().and_then(span), "store = \"redis\" needs redis_url or redis_url_file");
+        rep.error(
+            "session.redis_url",
+            f.session.store.as_ref().and_then(span),
+            "store = \"redis\" needs redis_url or redis_url_file",
+        );
     }
     let cookie_name = f
         .session
@@ -560,27 +708,48 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     for (i, p) in f.providers.iter().enumerate() {
         let key = |k: &str| format!("providers[{i}].{k}");
         if !provider_ids.insert(p.id.get_ref().clone()) {
-            rep.error(key("id"), span(&p.id), format!("duplicate provider id {:?}", p.id.get_ref()));
+            rep.error(
+                key("id"),
+                span(&p.id),
+                format!("duplicate provider id {:?}", p.id.get_ref()),
+            );
         }
         let issuer = match Url::parse(p.issuer.get_ref()) {
             Ok(u) if matches!(u.scheme(), "https" | "http") => Some(u),
             Ok(_) => {
-                rep.error(key("issuer"), span(&p.issuer), "issuer must be an https:// URL (http:// only for local testing)");
+                rep.error(
+                    key("issuer"),
+                    span(&p.issuer),
+                    "issuer must be an https:// URL (http:// only for local testing)",
+                );
                 None
             }
             Err(e) => {
-                rep.error(key("issuer"), span(&p.issuer), format!("invalid URL {:?}: {e}", p.issuer.get_ref()));
+                rep.error(
+                    key("issuer"),
+                    span(&p.issuer),
+                    format!("invalid URL {:?}: {e}", p.issuer.get_ref()),
+                );
                 None
             }
         };
-        let client_secret = secret_value(rep, &key("client_secret"), &p.client_secret, &key("client_secret_file"), &p.client_secret_file);
+        let client_secret = secret_value(
+            rep,
+            &key("client_secret"),
+            &p.client_secret,
+            &key("client_secret_file"),
+            &p.client_secret_file,
+        );
         if let Some(issuer) = issuer {
             providers.push(ProviderSettings {
                 id: p.id.get_ref().clone(),
                 issuer,
                 client_id: p.client_id.get_ref().clone(),
                 client_secret,
-                scopes: p.scopes.clone().unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
+                scopes: p
+                    .scopes
+                    .clone()
+                    .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
             });
         }
     }
@@ -602,7 +771,11 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             Some(h) => {
                 let p = HostPattern::parse(h.get_ref());
                 if p.is_none() {
-                    rep.error(key("host"), span(h), format!("{:?} is not a host name or *.wildcard", h.get_ref()));
+                    rep.error(
+                        key("host"),
+                        span(h),
+                        format!("{:?} is not a host name or *.wildcard", h.get_ref()),
+                    );
                 }
                 p
             }
@@ -612,44 +785,87 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             Some(p) => match crate::path::normalize(p.get_ref(), paths) {
                 Ok(c) if c.as_str() == p.get_ref() => Some(c.as_str().to_string()),
                 Ok(c) => {
-                    rep.error(key("path"), span(p), format!("path is not canonical; write {:?}", c.as_str()));
+                    rep.error(
+                        key("path"),
+                        span(p),
+                        format!("path is not canonical; write {:?}", c.as_str()),
+                    );
                     None
                 }
                 Err(e) => {
-                    rep.error(key("path"), span(p), format!("invalid path {:?}: {e}", p.get_ref()));
+                    rep.error(
+                        key("path"),
+                        span(p),
+                        format!("invalid path {:?}: {e}", p.get_ref()),
+                    );
                     None
                 }
             },
         };
         if let Some(p) = &path {
             if p.starts_with(gateway_prefix.trim_end_matches('/')) && gateway_prefix.len() > 1 {
-                rep.error(key("path"), r.path.as_ref().and_then(span), format!("{p} is inside the gateway's reserved prefix {gateway_prefix}"));
+                rep.error(
+                    key("path"),
+                    r.path.as_ref().and_then(span),
+                    format!("{p} is inside the gateway's reserved prefix {gateway_prefix}"),
+                );
             }
         }
         if !f.upstreams.contains_key(r.upstream.get_ref()) {
-            rep.error(key("upstream"), span(&r.upstream), format!("unknown upstream {:?}; define it under [upstreams.{}]", r.upstream.get_ref(), r.upstream.get_ref()));
+            rep.error(
+                key("upstream"),
+                span(&r.upstream),
+                format!(
+                    "unknown upstream {:?}; define it under [upstreams.{}]",
+                    r.upstream.get_ref(),
+                    r.upstream.get_ref()
+                ),
+            );
         }
         let (Some(host), Some(path)) = (host, path) else {
             continue;
         };
-        let match_key = if f.paths.case_insensitive { path.to_ascii_lowercase() } else { path.clone() };
+        let match_key = if f.paths.case_insensitive {
+            path.to_ascii_lowercase()
+        } else {
+            path.clone()
+        };
         if !seen_routes.insert((host.clone(), match_key)) {
-            let at = r.path.as_ref().or(r.host.as_ref()).map_or(span(&r.upstream), span);
-            rep.error(key("path"), at, "duplicate route: another route has the same host and path");
+            let at = r
+                .path
+                .as_ref()
+                .or(r.host.as_ref())
+                .map_or(span(&r.upstream), span);
+            rep.error(
+                key("path"),
+                at,
+                "duplicate route: another route has the same host and path",
+            );
         }
         let id = match &r.id {
             Some(id) => {
                 let ok = !id.get_ref().is_empty()
-                    && id.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                    && id
+                        .get_ref()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
                 if !ok {
-                    rep.error(key("id"), span(id), "route ids use letters, digits, '-', '_' and '.'");
+                    rep.error(
+                        key("id"),
+                        span(id),
+                        "route ids use letters, digits, '-', '_' and '.'",
+                    );
                 }
                 id.get_ref().clone()
             }
             None => format!("route{i}"),
         };
         if !seen_ids.insert(id.clone()) {
-            rep.error(key("id"), r.id.as_ref().map_or(span(&r.upstream), span), format!("duplicate route id {id:?}"));
+            rep.error(
+                key("id"),
+                r.id.as_ref().map_or(span(&r.upstream), span),
+                format!("duplicate route id {id:?}"),
+            );
         }
         routes.push(RouteSettings {
             id,

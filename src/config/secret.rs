@@ -33,10 +33,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Expand every `${NAME}` from `env`; the error names the first missing variable.
-pub fn expand_env(
-    value: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<String, String> {
+pub fn expand_env(value: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -46,11 +43,7 @@ pub fn expand_env(
             .find('}')
             .ok_or_else(|| "unterminated '${' in value".to_string())?;
         let name = &after[..end];
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("invalid environment variable name {name:?}"));
         }
         let v = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
@@ -77,7 +70,9 @@ mod tests {
         let env = |k: &str| (k == "A").then(|| "x".to_string());
         assert_eq!(expand_env("pre-${A}-post", env).unwrap(), "pre-x-post");
         assert_eq!(expand_env("plain", env).unwrap(), "plain");
-        assert!(expand_env("${B}", env).unwrap_err().contains("B is not set"));
+        assert!(expand_env("${B}", env)
+            .unwrap_err()
+            .contains("B is not set"));
         assert!(expand_env("${A", env).is_err());
         assert!(expand_env("${}", env).is_err());
     }

@@ -107,9 +107,7 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let tls = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
 
         // Headers first, before anything looks at the request (decisions 5 and 6).
         let req = session.req_header_mut();
@@ -272,8 +270,7 @@ impl ProxyHttp for Gateway {
         }
         // Pingora's default retry policy: only idempotent requests, only on reused connections.
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if !session.req_header().method.is_idempotent()
-            || session.as_ref().retry_buffer_truncated()
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
         {
             e.set_retry(false);
         } else {
@@ -336,9 +333,7 @@ impl ProxyHttp for Gateway {
         if ctx.in_flight {
             self.metrics.in_flight.dec();
         }
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
         let route_id: &str = ctx.route.as_ref().map_or(NO_ROUTE, |r| &r.id);
         let status_label = http::StatusCode::from_u16(status)

@@ -71,7 +71,6 @@ impl Runtime {
 
     /// Whether a canonical path is the gateway's own (`/.authgate` or below `/.authgate/`).
     pub fn is_gateway_path(&self, path: &str) -> bool {
-        path.starts_with(&self.gateway_prefix)
-            || path == self.gateway_prefix.trim_end_matches('/')
+        path.starts_with(&self.gateway_prefix) || path == self.gateway_prefix.trim_end_matches('/')
     }
 }

@@ -1,0 +1,356 @@
+//! The one integration-test harness: the real `authgate` binary on free loopback ports in
+//! front of real upstream servers (the echo app from `authgate::demo`, a WebSocket echo, a
+//! TLS echo with a test CA). Every wait is bounded; every process dies with its handle.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
+
+/// A free port on 127.0.0.1 (bound and released; good enough for loopback tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The echo upstream on a free port, served on the test's runtime.
+pub async fn echo() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(authgate::demo::serve_echo(l));
+    addr
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+/// Options the harness writes into `[server]`, `[admin]` and the first listener.
+pub struct Opts {
+    pub grace_period: &'static str,
+    /// Extra TOML placed inside the first `[[listeners]]` table (e.g. `h2c = true`).
+    pub listener_extra: String,
+    /// Extra TOML placed inside `[server]` (e.g. `trusted_proxies = [...]`).
+    pub server_extra: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            grace_period: "1s",
+            listener_extra: String::new(),
+            server_extra: String::new(),
+        }
+    }
+}
+
+impl Gateway {
+    /// Start with `body` (routes, upstreams, paths...) plus harness-chosen ports.
+    pub async fn start(body: &str) -> Gateway {
+        Self::start_with(body, Opts::default()).await
+    }
+
+    pub fn config_text(&self, body: &str, opts: &Opts) -> String {
+        format!(
+            "[server]\nthreads = 1\ngrace_period = \"{grace}\"\nshutdown_timeout = \"1s\"\npid_file = \"{dir}/pid\"\nupgrade_socket = \"{dir}/upgrade.sock\"\n{server_extra}\n\n[log]\nlevel = \"info\"\n\n[admin]\naddress = \"{admin}\"\n\n[[listeners]]\naddress = \"{addr}\"\n{listener_extra}\n\n{body}\n",
+            grace = opts.grace_period,
+            dir = self.dir.path().display(),
+            admin = self.admin,
+            addr = self.addr,
+            server_extra = opts.server_extra,
+            listener_extra = opts.listener_extra,
+        )
+    }
+
+    pub async fn start_with(body: &str, opts: Opts) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("config.toml");
+        let mut gw = Gateway {
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir,
+            config_path,
+        };
+        std::fs::write(&gw.config_path, gw.config_text(body, &opts)).unwrap();
+        let log = std::fs::File::create(gw.dir.path().join("log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&gw.config_path)
+            .env_remove("RUST_LOG")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn authgate");
+        gw.child = Some(child);
+        gw.wait_listening().await;
+        gw
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    async fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("authgate exited early ({status}):\n{}", self.log());
+            }
+            let up =
+                |a: SocketAddr| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok();
+            if up(self.addr) && up(self.admin) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "authgate did not listen on {} within 20s:\n{}",
+                    self.addr,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Wait (bounded) for the process to exit; returns its success.
+    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                panic!("authgate did not exit within {limit:?}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An HTTP client that shows every redirect instead of following it.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// What the echo upstream reported.
+#[derive(Debug, serde::Deserialize)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body_bytes: usize,
+    pub server: String,
+    pub peer: String,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// A raw HTTP/1.1 exchange: the request bytes go out exactly as written (clients normalise
+/// paths and headers, and these tests are about what a hostile client can send).
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn seen(&self) -> Seen {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not an echo body ({e}): {}\n{}",
+                self.head,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// Send `request` (with `Connection: close` added by the caller) and read to EOF.
+pub fn raw(addr: SocketAddr, request: &str) -> RawResponse {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&buf)));
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut body = buf[split + 4..].to_vec();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    RawResponse { status, head, body }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+}
+
+/// `GET path` with extra raw header lines.
+pub fn raw_get(addr: SocketAddr, path: &str, headers: &[&str]) -> RawResponse {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    raw(addr, &req)
+}
+
+/// A self-signed test CA and a server certificate for `localhost` / 127.0.0.1.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn test_pki() -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "authgate test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    TestPki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p
+}
+
+/// The echo app behind TLS with `pki`'s server certificate (ALPN h2 and http/1.1).
+pub async fn tls_echo(pki: &TestPki) -> SocketAddr {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pki.cert_pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect();
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pki.key_pem.as_bytes())
+        .unwrap()
+        .unwrap();
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(authgate::demo::serve_echo_with(l, move |s| {
+        let acceptor = acceptor.clone();
+        async move { acceptor.accept(s).await }
+    }));
+    addr
+}

@@ -1,0 +1,186 @@
+//! Admin endpoints, graceful shutdown and reload.
+
+use std::time::Duration;
+
+use crate::common::{client, echo, Gateway, Opts};
+
+fn routes(e: std::net::SocketAddr, extra_routes: &str) -> String {
+    format!("[upstreams.app]\nservers = [\"http://{e}\"]\n\n[[routes]]\nid = \"app\"\npath = \"/app\"\nupstream = \"app\"\npublic = true\n{extra_routes}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_on_admin_only() {
+    let e = echo().await;
+    let gw = Gateway::start(&routes(e, "")).await;
+    let c = client();
+    let r = c.get(gw.admin_url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["ready"], true);
+
+    assert_eq!(c.get(gw.url("/app/x")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(gw.url("/nowhere")).send().await.unwrap().status(),
+        404
+    );
+    // The logging phase runs just after the response is sent: poll briefly.
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = c
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains("authgate_http_requests_in_flight 0") && m.contains("status=\"404\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        m.contains("authgate_http_requests_total{route=\"app\",status=\"200\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("authgate_http_requests_total{route=\"none\",status=\"404\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("authgate_http_request_duration_seconds_bucket{route=\"app\""),
+        "{m}"
+    );
+    assert!(m.contains("authgate_http_requests_in_flight 0"), "{m}");
+
+    // The public listener never serves admin endpoints.
+    for p in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(c.get(gw.url(p)).send().await.unwrap().status(), 404, "{p}");
+    }
+    // JSON access log lines are available.
+    assert!(gw.log().contains("request"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_catch_all_does_not_expose_metrics() {
+    let e = echo().await;
+    let gw = Gateway::start(&format!("[upstreams.app]\nservers = [\"http://{e}\"]\n\n[[routes]]\nupstream = \"app\"\npublic = true\n")).await;
+    let body = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!body.contains("authgate_http_requests_total"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let e = echo().await;
+    let mut gw = Gateway::start_with(
+        &routes(e, ""),
+        Opts {
+            grace_period: "3s",
+            ..Opts::default()
+        },
+    )
+    .await;
+    let c = client();
+    let url = gw.url("/app/slow?echo_sleep_ms=1500");
+    let inflight = tokio::spawn({
+        let c = c.clone();
+        async move { c.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Draining: not ready any more, so load balancers stop sending.
+    let r = c.get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        inflight
+            .await
+            .unwrap()
+            .expect("in-flight request completed"),
+        200
+    );
+    assert!(
+        gw.wait_exit(Duration::from_secs(15)).await,
+        "non-zero exit:\n{}",
+        gw.log()
+    );
+    assert!(
+        std::net::TcpStream::connect(gw.addr).is_err(),
+        "still accepting after exit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_also_drains() {
+    let e = echo().await;
+    let mut gw = Gateway::start(&routes(e, "")).await;
+    let url = gw.url("/app/slow?echo_sleep_ms=400");
+    let inflight =
+        tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    gw.signal("INT");
+    assert_eq!(inflight.await.unwrap().unwrap(), 200);
+    assert!(gw.wait_exit(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_routes_and_keeps_config_on_error() {
+    let e = echo().await;
+    let gw = Gateway::start(&routes(e, "")).await;
+    let c = client();
+    assert_eq!(c.get(gw.url("/new/x")).send().await.unwrap().status(), 404);
+
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    let added = format!(
+        "{text}\n[[routes]]\nid = \"new\"\npath = \"/new\"\nupstream = \"app\"\npublic = true\n"
+    );
+    std::fs::write(&gw.config_path, &added).unwrap();
+    gw.signal("HUP");
+    let mut status = 0;
+    for _ in 0..50 {
+        status = c
+            .get(gw.url("/new/x"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "route not reloaded:\n{}", gw.log());
+
+    // A broken file is rejected and the running routes stay.
+    std::fs::write(
+        &gw.config_path,
+        format!("{added}\n[[routes]]\nupstream = \"missing\"\n"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.get(gw.url("/new/x")).send().await.unwrap().status(), 200);
+    let m = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("authgate_config_reloads_total{result=\"error\"} 1"),
+        "{m}"
+    );
+    assert!(gw.log().contains("unknown upstream"));
+}
