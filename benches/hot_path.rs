@@ -143,7 +143,7 @@ fn path_normalize(c: &mut Criterion) {
     g.finish();
 }
 
-fn request_header(identity: &[(&str, &str)]) -> RequestHeader {
+fn request_header(identity: &[(&'static str, &str)]) -> RequestHeader {
     let mut req = RequestHeader::build("GET", b"/", None).unwrap();
     for (k, v) in [
         ("Host", "app.example.com"),

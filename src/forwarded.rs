@@ -149,9 +149,8 @@ impl Forwarding {
                 if origin.https { "https" } else { "http" },
             )?;
         }
-        if !(origin.trusted && upstream.headers.contains_key("x-forwarded-host"))
-            && !host.is_empty()
-        {
+        let keep_host = origin.trusted && upstream.headers.contains_key("x-forwarded-host");
+        if !keep_host && !host.is_empty() {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header(self.request_id_header.clone(), request_id)?;

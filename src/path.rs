@@ -8,8 +8,8 @@
 
 use std::fmt;
 
-/// Knobs of the normaliser, validated at config load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Knobs of the normaliser, validated at config load. Both default to the strict `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PathOptions {
     /// Accept `;` in paths. Off by default: Tomcat/Jetty treat `;...` as a path parameter and
     /// strip it, so `/public/..;/admin` would be `/admin` to them but `/public/...` to us.
@@ -17,15 +17,6 @@ pub struct PathOptions {
     /// Accept `%2F` / `%5C` (kept encoded). Off by default: some upstreams decode them into
     /// separators after our routing decision.
     pub allow_encoded_slash: bool,
-}
-
-impl Default for PathOptions {
-    fn default() -> Self {
-        Self {
-            allow_semicolon: false,
-            allow_encoded_slash: false,
-        }
-    }
 }
 
 /// Why a path was refused; every variant maps to `400 Bad Request`.

@@ -132,14 +132,16 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics)));
 
-    let mut conf = ServerConf::default();
-    conf.threads = config.server.threads;
     // Pingora counts whole seconds; round up so "500ms" still drains.
-    conf.grace_period_seconds = Some(config.server.grace_period.as_secs_f64().ceil() as u64);
-    conf.graceful_shutdown_timeout_seconds =
-        Some(config.server.shutdown_timeout.as_secs_f64().ceil() as u64);
-    conf.pid_file = config.server.pid_file.clone();
-    conf.upgrade_sock = config.server.upgrade_socket.clone();
+    let secs = |d: std::time::Duration| Some(d.as_secs_f64().ceil() as u64);
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: secs(config.server.grace_period),
+        graceful_shutdown_timeout_seconds: secs(config.server.shutdown_timeout),
+        pid_file: config.server.pid_file.clone(),
+        upgrade_sock: config.server.upgrade_socket.clone(),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

@@ -241,13 +241,37 @@ impl RawResponse {
     }
 }
 
-/// Send `request` (with `Connection: close` added by the caller) and read to EOF.
+/// Send `request` and read one response: by Content-Length, by chunked framing, or to EOF.
 pub fn raw(addr: SocketAddr, request: &str) -> RawResponse {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
+    let mut chunk = [0u8; 65536];
+    let complete = |buf: &[u8]| -> bool {
+        let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return false;
+        };
+        let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+        let body = &buf[split + 4..];
+        if let Some(len) = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            return body.len() >= len;
+        }
+        if head.contains("transfer-encoding: chunked") {
+            return body.ends_with(b"0\r\n\r\n");
+        }
+        false
+    };
+    while !complete(&buf) {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
     let split = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
