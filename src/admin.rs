@@ -20,26 +20,45 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::metrics::Metrics;
+use crate::oidc::Auth;
 
 /// Process health shared between the proxy, the admin server and the signal handlers.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Health {
     /// Set when shutdown begins.
     pub draining: AtomicBool,
     /// Set once the proxy service is running with a loaded config.
     pub started: AtomicBool,
+    auth: Option<Arc<Auth>>,
 }
 
 impl Health {
-    /// Readiness and a JSON body listing each check.
-    pub fn readiness(&self) -> (bool, String) {
+    pub fn new(auth: Option<Arc<Auth>>) -> Self {
+        Self {
+            auth,
+            ..Self::default()
+        }
+    }
+
+    /// Readiness and a JSON body listing each check: config loaded, not draining, session
+    /// store reachable, every provider's discovery and keys fetched.
+    pub async fn readiness(&self) -> (bool, String) {
         let config = self.started.load(Ordering::Acquire);
         let draining = self.draining.load(Ordering::Acquire);
-        let ready = config && !draining;
-        let body = serde_json::json!({
-            "ready": ready,
-            "checks": { "config": config, "draining": draining },
-        });
+        let mut ready = config && !draining;
+        let mut checks = serde_json::json!({ "config": config, "draining": draining });
+        if let Some(auth) = &self.auth {
+            let store = auth.sessions.store.ping().await.is_ok();
+            ready &= store;
+            checks["session_store"] = store.into();
+            checks["session_cache_coherent"] = auth.sessions.cache.is_coherent().into();
+            for p in &auth.providers {
+                let ok = p.is_ready();
+                ready &= ok;
+                checks[format!("provider:{}", p.id())] = ok.into();
+            }
+        }
+        let body = serde_json::json!({ "ready": ready, "checks": checks });
         (ready, body.to_string())
     }
 }
@@ -84,7 +103,11 @@ fn respond(
     r
 }
 
-fn handle(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<Incoming>,
+    metrics: &Metrics,
+    health: &Health,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -95,7 +118,7 @@ fn handle(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respon
     match req.uri().path() {
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
-            let (ready, body) = health.readiness();
+            let (ready, body) = health.readiness().await;
             let status = if ready {
                 StatusCode::OK
             } else {
@@ -137,8 +160,9 @@ impl BackgroundService for AdminService {
                     let health = self.health.clone();
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| {
-                            let resp = handle(&req, &metrics, &health);
-                            async move { Ok::<_, Infallible>(resp) }
+                            let metrics = metrics.clone();
+                            let health = health.clone();
+                            async move { Ok::<_, Infallible>(handle(req, &metrics, &health).await) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)

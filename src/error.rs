@@ -34,6 +34,10 @@ pub enum Refusal {
     UpstreamUnavailable,
     #[error("the upstream service did not answer in time")]
     UpstreamTimeout,
+    #[error("sessions are temporarily unavailable")]
+    SessionStoreUnavailable,
+    #[error("the identity provider is unavailable")]
+    ProviderUnavailable,
 }
 
 impl Refusal {
@@ -46,6 +50,9 @@ impl Refusal {
             Refusal::BadRequest => StatusCode::BAD_REQUEST,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::SessionStoreUnavailable | Refusal::ProviderUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -61,6 +68,8 @@ impl Refusal {
             Refusal::BadRequest => "bad_request",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::SessionStoreUnavailable => "store_unavailable",
+            Refusal::ProviderUnavailable => "provider_unavailable",
         }
     }
 
@@ -72,6 +81,9 @@ impl Refusal {
             Refusal::LoginUnavailable => "Sign-in unavailable",
             Refusal::UpstreamUnavailable => "Service unavailable",
             Refusal::UpstreamTimeout => "Service timed out",
+            Refusal::SessionStoreUnavailable | Refusal::ProviderUnavailable => {
+                "Temporarily unavailable"
+            }
         }
     }
 }

@@ -9,7 +9,10 @@
 
 use std::collections::HashSet;
 
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
+
+use crate::session::Claims;
 
 /// Defaults compatible with oauth2-proxy's headers plus our own namespace.
 pub const DEFAULT_NAMES: &[&str] = &[
@@ -117,6 +120,81 @@ impl Default for IdentityNamespace {
     }
 }
 
+/// The headers the gateway sets for an authenticated caller (oauth2-proxy compatible names by
+/// default). Values are built once per session load, not per request.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub user: HeaderName,
+    pub email: HeaderName,
+    pub groups: HeaderName,
+    pub preferred_username: HeaderName,
+    pub access_token: HeaderName,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        Self {
+            user: HeaderName::from_static("x-forwarded-user"),
+            email: HeaderName::from_static("x-forwarded-email"),
+            groups: HeaderName::from_static("x-forwarded-groups"),
+            preferred_username: HeaderName::from_static("x-forwarded-preferred-username"),
+            access_token: HeaderName::from_static("x-forwarded-access-token"),
+        }
+    }
+}
+
+/// A header value from a claim. Control characters (CR, LF, NUL, ...) are removed so a
+/// claim can never end a header or start another; other UTF-8 is passed as bytes, as
+/// oauth2-proxy does. `None` if nothing printable is left.
+pub fn claim_value(s: &str) -> Option<HeaderValue> {
+    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+    let clean = clean.trim();
+    if clean.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(clean.as_bytes()).ok()
+}
+
+impl IdentityHeaders {
+    /// The identity headers for `claims`, ready to insert.
+    pub fn values(&self, claims: &Claims) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::with_capacity(4);
+        if let Some(v) = claim_value(&claims.subject) {
+            out.push((self.user.clone(), v));
+        }
+        if let Some(v) = claims.email.as_deref().and_then(claim_value) {
+            out.push((self.email.clone(), v));
+        }
+        if !claims.groups.is_empty() {
+            // Commas inside a group name would split it: drop them from the name.
+            let joined = claims
+                .groups
+                .iter()
+                .map(|g| g.replace(',', ""))
+                .collect::<Vec<_>>()
+                .join(",");
+            if let Some(v) = claim_value(&joined) {
+                out.push((self.groups.clone(), v));
+            }
+        }
+        if let Some(v) = claims.preferred_username.as_deref().and_then(claim_value) {
+            out.push((self.preferred_username.clone(), v));
+        }
+        out
+    }
+
+    /// All names, so the namespace strips client copies of each.
+    pub fn names(&self) -> [&HeaderName; 5] {
+        [
+            &self.user,
+            &self.email,
+            &self.groups,
+            &self.preferred_username,
+            &self.access_token,
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +226,26 @@ mod tests {
         }
         let long = format!("x-authgate-{}", "a".repeat(200));
         assert!(ns.contains(&long));
+    }
+
+    #[test]
+    fn claim_values_cannot_inject_headers() {
+        assert_eq!(claim_value("a\r\nX-Evil: 1").unwrap(), "aX-Evil: 1");
+        assert_eq!(
+            claim_value("zo\u{eb}@example.com").unwrap().as_bytes(),
+            "zo\u{eb}@example.com".as_bytes()
+        );
+        assert!(claim_value("\r\n\0").is_none());
+        let claims = Claims {
+            subject: "alice".into(),
+            email: Some("a@x\n".into()),
+            groups: vec!["a,b".into(), "c".into()],
+            ..Claims::default()
+        };
+        let v = IdentityHeaders::default().values(&claims);
+        assert_eq!(v[0].1, "alice");
+        assert_eq!(v[1].1, "a@x");
+        assert_eq!(v[2].1, "ab,c");
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //! - [`path`]: the one canonical form of a request path.
 //! - [`routing`]: host + longest-prefix route table.
 //! - [`upstream`]: upstream server pools, round robin, passive failure marking, peer options.
-//! - [`identity`]: the identity header namespace, stripped from every client request.
+//! - [`identity`]: the identity header namespace (stripped from every client request) and the
+//!   identity headers the gateway sets.
+//! - [`session`]: server-side sessions: cookie MAC, memory/Redis store, coherent cache.
+//! - [`oidc`]: providers (discovery, JWKS refresh), the login/callback/logout flow, redirects.
+//! - [`jwt`]: JWT verification against a cached JWKS.
 //! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
 //! - [`proxy`]: the Pingora `ProxyHttp` glue; the request path reads top to bottom there.
 //! - [`error`]: every refusal the gateway answers itself → one status and body, in one place.
@@ -29,10 +33,13 @@ pub mod demo;
 pub mod error;
 pub mod forwarded;
 pub mod identity;
+pub mod jwt;
 pub mod logging;
 pub mod metrics;
+pub mod oidc;
 pub mod path;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod session;
 pub mod upstream;

@@ -4,7 +4,8 @@
 //! upstream names and enums, never from raw request data, so cardinality is bounded by config.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -14,6 +15,11 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub in_flight: IntGauge,
     pub config_reloads: IntCounterVec,
+    pub logins: IntCounterVec,
+    pub login_failures: IntCounterVec,
+    pub session_cache: IntCounterVec,
+    pub redis_duration: Histogram,
+    pub redis_errors: IntCounter,
 }
 
 /// Label for requests that matched no route.
@@ -60,12 +66,56 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let logins = IntCounterVec::new(
+            Opts::new(
+                "authgate_logins_total",
+                "Browser logins, by stage (started, completed)",
+            ),
+            &["stage"],
+        )
+        .expect("valid metric");
+        let login_failures = IntCounterVec::new(
+            Opts::new(
+                "authgate_login_failures_total",
+                "Failed login callbacks, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let session_cache = IntCounterVec::new(
+            Opts::new(
+                "authgate_session_cache_lookups_total",
+                "Session cache lookups, by result (hit, miss)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let redis_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "authgate_redis_request_duration_seconds",
+                "Session store round trips to Redis",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        let redis_errors = IntCounter::new(
+            "authgate_redis_errors_total",
+            "Failed or timed-out Redis session store calls",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(in_flight.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(logins.clone()),
+            Box::new(login_failures.clone()),
+            Box::new(session_cache.clone()),
+            Box::new(redis_duration.clone()),
+            Box::new(redis_errors.clone()),
         ] {
             registry.register(m).expect("unique metric names");
         }
@@ -76,6 +126,11 @@ impl Metrics {
             upstream_errors,
             in_flight,
             config_reloads,
+            logins,
+            login_failures,
+            session_cache,
+            redis_duration,
+            redis_errors,
         }
     }
 

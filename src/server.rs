@@ -22,9 +22,12 @@ use pingora::services::background::{background_service, BackgroundService};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::{AdminService, Health};
+use crate::config::model::{SameSitePolicy, SessionStore};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::oidc::{Auth, Provider, RedirectPolicy};
 use crate::proxy::{Gateway, Runtime};
+use crate::session::{self, CookieSettings, Keys, SessionCache, SessionManager, Store};
 
 /// SIGTERM and SIGINT both drain: an operator's Ctrl-C should not cut requests either.
 struct Signals;
@@ -122,6 +125,94 @@ fn check_addresses(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sessions, providers and the login flow, with their background tasks spawned on `rt`
+/// (discovery/JWKS refresh, cache invalidation listener, sweepers). `None` without providers.
+pub fn build_auth(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    rt: &tokio::runtime::Handle,
+) -> anyhow::Result<Option<Arc<Auth>>> {
+    if config.providers.is_empty() {
+        return Ok(None);
+    }
+    let _enter = rt.enter();
+    let s = &config.session;
+    let store = match s.store {
+        SessionStore::Memory => Store::memory(),
+        SessionStore::Redis => {
+            let url = s.redis_url.as_ref().context("session.redis_url missing")?;
+            Store::Redis(Box::new(
+                session::store::RedisStore::new(url.expose(), &s.redis_prefix, s.redis_timeout)
+                    .map_err(|e| anyhow::anyhow!("session.redis_url: {e}"))?,
+            ))
+        }
+    };
+    let secret: Vec<u8> = match &s.secret {
+        Some(secret) => secret.expose().as_bytes().to_vec(),
+        // Memory store: one process, so a per-process key is enough (sessions end on restart
+        // anyway).
+        None => session::crypto::random::<32>().to_vec(),
+    };
+    let cache = SessionCache::new(s.cache_max_age, s.cache_max_entries, !store.is_redis());
+    let cookie = CookieSettings {
+        host_name: format!("__Host-{}", s.cookie_name),
+        name: s.cookie_name.clone(),
+        secure: s.cookie_secure,
+        same_site: match s.cookie_same_site {
+            SameSitePolicy::Lax => cookie::SameSite::Lax,
+            SameSitePolicy::Strict => cookie::SameSite::Strict,
+        },
+        domain: s.cookie_domain.clone(),
+        idle_timeout: s.idle_timeout,
+        absolute_timeout: s.absolute_timeout,
+    };
+    let sessions = Arc::new(SessionManager::new(
+        store.clone(),
+        Keys::derive(&secret),
+        cache,
+        cookie,
+        config.identity_headers.clone(),
+        metrics.clone(),
+    ));
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("HTTP client for providers")?;
+    let providers: Vec<Arc<Provider>> = config
+        .providers
+        .iter()
+        .map(|p| Arc::new(Provider::new(p.clone(), http.clone())))
+        .collect();
+    for p in &providers {
+        rt.spawn(p.clone().run_refresh());
+    }
+    rt.spawn(sessions.clone().run_invalidation_listener());
+    {
+        let sessions = sessions.clone();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                sessions.cache.sweep();
+                if let Store::Memory(m) = &sessions.store {
+                    m.sweep();
+                }
+            }
+        });
+    }
+    Ok(Some(Arc::new(Auth {
+        providers,
+        sessions,
+        redirects: RedirectPolicy::new(config.allowed_redirect_hosts.iter().map(String::as_str)),
+        prefix: config.gateway_prefix.clone(),
+        login_ttl: s.login_timeout,
+        metrics: metrics.clone(),
+    })))
+}
+
 /// Build and run the server until it is shut down by a signal.
 pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     check_addresses(&config)?;
@@ -129,7 +220,16 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on admin address {}", config.admin_address))?;
 
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
+    // Background work that is not request handling (provider refresh, Redis pub/sub) runs on
+    // its own small runtime, alive as long as the server.
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("authgate-control")
+        .enable_all()
+        .build()
+        .context("control runtime")?;
+    let auth = build_auth(&config, &metrics, control.handle())?;
+    let health = Arc::new(Health::new(auth.clone()));
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics)));
 
     // Pingora counts whole seconds; round up so "500ms" still drains.
@@ -145,7 +245,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let gateway = Gateway::new(runtime.clone(), metrics.clone());
+    let gateway = Gateway::new(runtime.clone(), metrics.clone(), auth);
     for h2c in [false, true] {
         let listeners: Vec<_> = config.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if listeners.is_empty() {
@@ -202,6 +302,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals),
     });
+    control.shutdown_timeout(std::time::Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
 }

@@ -88,12 +88,19 @@ pub struct Paths {
 pub struct Headers {
     pub identity_headers: Option<Vec<Spanned<String>>>,
     pub identity_prefixes: Option<Vec<Spanned<String>>>,
+    pub user: Option<Spanned<String>>,
+    pub email: Option<Spanned<String>>,
+    pub groups: Option<Spanned<String>>,
+    pub preferred_username: Option<Spanned<String>>,
+    pub access_token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Gateway {
     pub prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allowed_redirect_hosts: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -102,7 +109,19 @@ pub struct Session {
     pub store: Option<Spanned<String>>,
     pub redis_url: Option<Spanned<String>>,
     pub redis_url_file: Option<Spanned<String>>,
+    pub redis_prefix: Option<String>,
+    pub redis_timeout: Option<Spanned<String>>,
+    pub secret: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<String>>,
     pub cookie_name: Option<Spanned<String>>,
+    pub cookie_secure: Option<bool>,
+    pub cookie_same_site: Option<Spanned<String>>,
+    pub cookie_domain: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub absolute_timeout: Option<Spanned<String>>,
+    pub login_timeout: Option<Spanned<String>>,
+    pub cache_max_age: Option<Spanned<String>>,
+    pub cache_max_entries: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +133,18 @@ pub struct Provider {
     pub client_secret: Option<Spanned<String>>,
     pub client_secret_file: Option<Spanned<String>>,
     pub scopes: Option<Vec<String>>,
+    pub display_name: Option<String>,
+    pub redirect_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub extra_auth_params: BTreeMap<String, String>,
+    pub algorithms: Option<Vec<Spanned<String>>>,
+    pub clock_skew: Option<Spanned<String>>,
+    pub refresh_interval: Option<Spanned<String>>,
+    pub user_claim: Option<String>,
+    pub email_claim: Option<String>,
+    pub name_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    pub preferred_username_claim: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,4 +173,6 @@ pub struct Route {
     pub upstream: Spanned<String>,
     #[serde(default)]
     pub public: bool,
+    #[serde(default)]
+    pub pass_access_token: bool,
 }

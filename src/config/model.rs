@@ -14,7 +14,7 @@ use url::Url;
 use super::error::Reporter;
 use super::file;
 use super::secret::{self, Secret};
-use crate::identity::{self, IdentityNamespace};
+use crate::identity::{self, IdentityHeaders, IdentityNamespace};
 use crate::path::PathOptions;
 use crate::routing::HostPattern;
 
@@ -27,6 +27,9 @@ pub struct Config {
     pub paths: PathOptions,
     pub case_insensitive_routes: bool,
     pub identity: IdentityNamespace,
+    pub identity_headers: IdentityHeaders,
+    /// Hosts allowed as absolute post-login/logout redirect targets (`.suffix` for subdomains).
+    pub allowed_redirect_hosts: Vec<String>,
     /// Reserved path prefix answered by the gateway itself, e.g. `/.authgate/`.
     pub gateway_prefix: String,
     pub session: SessionSettings,
@@ -81,20 +84,60 @@ pub enum SessionStore {
     Redis,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSitePolicy {
+    Lax,
+    Strict,
+}
+
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub store: SessionStore,
     pub redis_url: Option<Secret>,
+    pub redis_prefix: String,
+    pub redis_timeout: Duration,
+    /// Key material for cookie MACs and token encryption; generated per process when absent
+    /// (memory store only: replicas sharing Redis must share it).
+    pub secret: Option<Secret>,
     pub cookie_name: String,
+    pub cookie_secure: bool,
+    pub cookie_same_site: SameSitePolicy,
+    pub cookie_domain: Option<String>,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub login_timeout: Duration,
+    pub cache_max_age: Duration,
+    pub cache_max_entries: usize,
+}
+
+/// Which ID token claims fill the identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimNames {
+    pub user: String,
+    pub email: String,
+    pub name: String,
+    pub groups: String,
+    pub preferred_username: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
     pub id: String,
-    pub issuer: Url,
+    pub display_name: String,
+    /// Exactly as configured: discovery must return this very string (OIDC Discovery §4.3).
+    pub issuer: String,
     pub client_id: String,
     pub client_secret: Option<Secret>,
     pub scopes: Vec<String>,
+    /// Absolute callback URL; default: this request's origin + the gateway prefix + `callback`.
+    pub redirect_url: Option<String>,
+    pub extra_auth_params: Vec<(String, String)>,
+    /// ID token algorithms; default: the provider's, asymmetric only.
+    pub algorithms: Option<Vec<String>>,
+    pub clock_skew: Duration,
+    pub refresh_interval: Duration,
+    pub jwks_refetch_cooldown: Duration,
+    pub claims: ClaimNames,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +175,7 @@ pub struct RouteSettings {
     pub path: String,
     pub upstream: String,
     pub public: bool,
+    pub pass_access_token: bool,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -610,14 +654,52 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             }
         }
     }
+    let defaults = IdentityHeaders::default();
+    let mut out_header = |k: &str, v: &Option<Spanned<String>>, d: &HeaderName| -> HeaderName {
+        v.as_ref()
+            .and_then(|h| header_name(rep, &format!("headers.{k}"), h))
+            .unwrap_or_else(|| d.clone())
+    };
+    let identity_headers = IdentityHeaders {
+        user: out_header("user", &f.headers.user, &defaults.user),
+        email: out_header("email", &f.headers.email, &defaults.email),
+        groups: out_header("groups", &f.headers.groups, &defaults.groups),
+        preferred_username: out_header(
+            "preferred_username",
+            &f.headers.preferred_username,
+            &defaults.preferred_username,
+        ),
+        access_token: out_header(
+            "access_token",
+            &f.headers.access_token,
+            &defaults.access_token,
+        ),
+    };
     // Our own namespace is never optional.
     if !prefixes.iter().any(|p| p == "x-authgate-") {
         prefixes.push("x-authgate-".into());
     }
-    let identity = IdentityNamespace::new(
+    let mut identity = IdentityNamespace::new(
         names.iter().map(String::as_str),
         prefixes.iter().map(String::as_str),
     );
+    // The headers we set are always stripped from clients, whatever the namespace says.
+    for h in identity_headers.names() {
+        identity.insert(h.as_str());
+    }
+    let mut allowed_redirect_hosts = Vec::new();
+    for (i, h) in f.gateway.allowed_redirect_hosts.iter().enumerate() {
+        let v = h.get_ref().to_ascii_lowercase();
+        let bare = v.strip_prefix('.').unwrap_or(&v);
+        if HostPattern::parse(bare).is_none() || bare.contains('*') {
+            rep.error(
+                format!("gateway.allowed_redirect_hosts[{i}]"),
+                span(h),
+                "a host name, or .suffix for any name below it",
+            );
+        }
+        allowed_redirect_hosts.push(v);
+    }
 
     // [paths]
     let paths = PathOptions {
@@ -692,15 +774,136 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             "store = \"redis\" needs redis_url or redis_url_file",
         );
     }
-    let cookie_name = f
+    let cookie_name = match &f.session.cookie_name {
+        None => "authgate_session".to_string(),
+        Some(c) => {
+            let v = c.get_ref();
+            if v.is_empty()
+                || v.starts_with("__")
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                rep.error(
+                    "session.cookie_name",
+                    span(c),
+                    "use letters, digits, '_' and '-' (the __Host- prefix is added over HTTPS)",
+                );
+            }
+            v.clone()
+        }
+    };
+    let secret = secret_value(
+        rep,
+        "session.secret",
+        &f.session.secret,
+        "session.secret_file",
+        &f.session.secret_file,
+    );
+    if let Some(s) = &secret {
+        if s.expose().len() < 32 {
+            let at = f
+                .session
+                .secret
+                .as_ref()
+                .or(f.session.secret_file.as_ref())
+                .and_then(span);
+            rep.error(
+                "session.secret",
+                at,
+                "must be at least 32 bytes (e.g. `openssl rand -base64 48`)",
+            );
+        }
+    } else if store == SessionStore::Redis {
+        rep.error(
+            "session.secret",
+            f.session.store.as_ref().and_then(span),
+            "store = \"redis\" needs secret or secret_file, shared by every replica",
+        );
+    }
+    let cookie_same_site = match f
         .session
-        .cookie_name
+        .cookie_same_site
         .as_ref()
-        .map_or("authgate_session".to_string(), |c| c.get_ref().clone());
+        .map(|s| (s.get_ref().to_ascii_lowercase(), s))
+    {
+        None => SameSitePolicy::Lax,
+        Some((v, _)) if v == "lax" => SameSitePolicy::Lax,
+        Some((v, _)) if v == "strict" => SameSitePolicy::Strict,
+        Some((_, s)) => {
+            rep.error("session.cookie_same_site", span(s), "expected \"lax\" or \"strict\" (\"none\" would send the cookie on cross-site requests)");
+            SameSitePolicy::Lax
+        }
+    };
+    let cache_max_entries = match &f.session.cache_max_entries {
+        None => 1_000_000,
+        Some(v) if *v.get_ref() >= 0 => *v.get_ref() as usize,
+        Some(v) => {
+            rep.error("session.cache_max_entries", span(v), "must not be negative");
+            0
+        }
+    };
+    let idle_timeout = duration(
+        rep,
+        "session.idle_timeout",
+        &f.session.idle_timeout,
+        Duration::from_secs(3600),
+    );
+    let absolute_timeout = duration(
+        rep,
+        "session.absolute_timeout",
+        &f.session.absolute_timeout,
+        Duration::from_secs(12 * 3600),
+    );
+    if idle_timeout.is_zero() || absolute_timeout.is_zero() {
+        rep.error(
+            "session.idle_timeout",
+            f.session
+                .idle_timeout
+                .as_ref()
+                .or(f.session.absolute_timeout.as_ref())
+                .and_then(span),
+            "session timeouts must be positive",
+        );
+    }
     let session = SessionSettings {
         store,
         redis_url,
+        redis_prefix: f
+            .session
+            .redis_prefix
+            .clone()
+            .unwrap_or_else(|| "authgate:".into()),
+        redis_timeout: duration(
+            rep,
+            "session.redis_timeout",
+            &f.session.redis_timeout,
+            Duration::from_millis(1000),
+        ),
+        secret,
         cookie_name,
+        cookie_secure: f.session.cookie_secure.unwrap_or(true),
+        cookie_same_site,
+        cookie_domain: f
+            .session
+            .cookie_domain
+            .as_ref()
+            .map(|d| d.get_ref().clone()),
+        idle_timeout,
+        absolute_timeout,
+        login_timeout: duration(
+            rep,
+            "session.login_timeout",
+            &f.session.login_timeout,
+            Duration::from_secs(600),
+        ),
+        cache_max_age: duration(
+            rep,
+            "session.cache_max_age",
+            &f.session.cache_max_age,
+            Duration::from_secs(10),
+        ),
+        cache_max_entries,
     };
 
     let mut providers = Vec::new();
@@ -715,7 +918,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             );
         }
         let issuer = match Url::parse(p.issuer.get_ref()) {
-            Ok(u) if matches!(u.scheme(), "https" | "http") => Some(u),
+            Ok(u) if matches!(u.scheme(), "https" | "http") => Some(p.issuer.get_ref().clone()),
             Ok(_) => {
                 rep.error(
                     key("issuer"),
@@ -740,16 +943,75 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             &key("client_secret_file"),
             &p.client_secret_file,
         );
+        if let Some(r) = &p.redirect_url {
+            if !Url::parse(r.get_ref()).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                rep.error(
+                    key("redirect_url"),
+                    span(r),
+                    "must be an absolute http(s) URL ending in the gateway prefix + \"callback\"",
+                );
+            }
+        }
+        if let Some(algs) = &p.algorithms {
+            for (j, a) in algs.iter().enumerate() {
+                if crate::jwt::allowed_algorithms([a.get_ref().as_str()]).is_empty() {
+                    rep.error(format!("providers[{i}].algorithms[{j}]"), span(a), format!("{:?} is not an allowed algorithm (asymmetric only: RS256, PS256, ES256, EdDSA, ...)", a.get_ref()));
+                }
+            }
+        }
+        let scopes = p
+            .scopes
+            .clone()
+            .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+        if !scopes.iter().any(|s| s == "openid") {
+            rep.error(key("scopes"), span(&p.id), "scopes must include \"openid\"");
+        }
+        let clock_skew = duration(
+            rep,
+            &key("clock_skew"),
+            &p.clock_skew,
+            Duration::from_secs(60),
+        );
+        let refresh_interval = duration(
+            rep,
+            &key("refresh_interval"),
+            &p.refresh_interval,
+            Duration::from_secs(600),
+        );
         if let Some(issuer) = issuer {
             providers.push(ProviderSettings {
                 id: p.id.get_ref().clone(),
+                display_name: p
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| p.id.get_ref().clone()),
                 issuer,
                 client_id: p.client_id.get_ref().clone(),
                 client_secret,
-                scopes: p
-                    .scopes
-                    .clone()
-                    .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
+                scopes,
+                redirect_url: p.redirect_url.as_ref().map(|r| r.get_ref().clone()),
+                extra_auth_params: p
+                    .extra_auth_params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                algorithms: p
+                    .algorithms
+                    .as_ref()
+                    .map(|a| a.iter().map(|s| s.get_ref().clone()).collect()),
+                clock_skew,
+                refresh_interval,
+                jwks_refetch_cooldown: Duration::from_secs(30),
+                claims: ClaimNames {
+                    user: p.user_claim.clone().unwrap_or_else(|| "sub".into()),
+                    email: p.email_claim.clone().unwrap_or_else(|| "email".into()),
+                    name: p.name_claim.clone().unwrap_or_else(|| "name".into()),
+                    groups: p.groups_claim.clone().unwrap_or_else(|| "groups".into()),
+                    preferred_username: p
+                        .preferred_username_claim
+                        .clone()
+                        .unwrap_or_else(|| "preferred_username".into()),
+                },
             });
         }
     }
@@ -873,6 +1135,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             path,
             upstream: r.upstream.get_ref().clone(),
             public: r.public,
+            pass_access_token: r.pass_access_token,
         });
     }
 
@@ -887,6 +1150,8 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         paths,
         case_insensitive_routes: f.paths.case_insensitive,
         identity,
+        identity_headers,
+        allowed_redirect_hosts,
         gateway_prefix,
         session,
         providers,

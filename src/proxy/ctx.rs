@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::routes::{Route, Runtime};
 use crate::forwarded::Origin;
 use crate::path::CanonicalPath;
+use crate::session::Session;
 
 pub struct RequestCtx {
     /// The config snapshot this request started with: a reload mid-request cannot change
@@ -27,6 +28,8 @@ pub struct RequestCtx {
     pub tried: u64,
     /// Code of the refusal, when the gateway answered itself.
     pub refusal: Option<&'static str>,
+    /// The caller's session, on protected routes.
+    pub session: Option<Arc<Session>>,
 }
 
 impl RequestCtx {
@@ -47,6 +50,7 @@ impl RequestCtx {
             server: None,
             tried: 0,
             refusal: None,
+            session: None,
         }
     }
 }

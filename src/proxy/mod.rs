@@ -1,11 +1,12 @@
 //! The Pingora glue: the whole request path, top to bottom.
 //!
 //! 1. `request_filter`: strip client identity and untrusted forwarding headers, normalise the
-//!    path, route (404 if none), answer gateway endpoints, refuse unauthenticated requests to
-//!    protected routes.
+//!    path, answer gateway endpoints (login, callback, logout, userinfo), route (404 if none),
+//!    authenticate on protected routes: session cookie → cache → store, else 302/401 (503
+//!    when the session store or every provider is down: fail closed).
 //! 2. `upstream_peer`: pick a server of the route's upstream (round robin, passive health).
-//! 3. `upstream_request_filter`: send the canonical path, set forwarding headers and the
-//!    request ID. Pingora has already removed hop-by-hop and `Connection:`-nominated headers
+//! 3. `upstream_request_filter`: send the canonical path, set forwarding headers, the request
+//!    ID and the session's identity headers; remove the gateway's cookies. Pingora has already removed hop-by-hop and `Connection:`-nominated headers
 //!    at this point, so nothing a client nominates can remove what we add here.
 //! 4. `fail_to_connect` / `error_while_proxy` / `fail_to_proxy`: mark servers, retry, map
 //!    errors to 502/504.
@@ -32,19 +33,76 @@ pub use routes::{Route, Runtime};
 
 use crate::error::{self, Refusal};
 use crate::metrics::{Metrics, NO_ROUTE};
+use crate::oidc::{Auth, Reply, RequestInfo};
 use crate::path;
 use crate::routing::canonical_host;
+use crate::session::Session as UserSession;
 
 /// The gateway's `ProxyHttp` implementation. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
+    /// Login flow and sessions; `None` when no provider is configured.
+    auth: Option<Arc<Auth>>,
 }
 
 impl Gateway {
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Self {
-        Self { runtime, metrics }
+    pub fn new(
+        runtime: Arc<ArcSwap<Runtime>>,
+        metrics: Arc<Metrics>,
+        auth: Option<Arc<Auth>>,
+    ) -> Self {
+        Self {
+            runtime,
+            metrics,
+            auth,
+        }
+    }
+
+    /// Write a reply from the login flow.
+    async fn reply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        reply: Reply,
+    ) -> Result<bool> {
+        let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
+        for (k, v) in reply.headers {
+            resp.append_header(k, v)?;
+        }
+        resp.insert_header(header::CONTENT_LENGTH, reply.body.len().to_string())?;
+        if reply.status.is_client_error() || reply.status.is_server_error() {
+            ctx.refusal = Some("gateway_endpoint_error");
+        }
+        if !session.is_body_empty() {
+            session.set_keepalive(None);
+        }
+        let head = session.req_header().method == http::Method::HEAD || reply.body.is_empty();
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session.write_response_body(Some(reply.body), true).await?;
+        }
+        Ok(true)
+    }
+
+    /// The caller's session, if the request carries a valid one. Store trouble is a refusal
+    /// (503), never "anonymous".
+    async fn authenticate(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+    ) -> std::result::Result<Option<Arc<UserSession>>, Refusal> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let Some(id) = auth.sessions.read_cookie(session.req_header()) else {
+            return Ok(None);
+        };
+        auth.sessions.load(&id).await.map_err(|e| {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "session store unavailable");
+            Refusal::SessionStoreUnavailable
+        })
     }
 
     /// Answer the request ourselves. Returns `Ok(true)`: "response sent" for Pingora.
@@ -68,8 +126,8 @@ impl Gateway {
         Ok(true)
     }
 
-    /// Requests under the reserved prefix. The login flow lands here in a later release;
-    /// until then sign-in is reported as unavailable rather than pretending to work.
+    /// Gateway paths without a handler: `login` when no provider is configured (sign-in is
+    /// reported unavailable rather than pretending to work), anything else unknown.
     fn gateway_endpoint(&self, rt: &Runtime, path: &str) -> Refusal {
         match &path[rt.gateway_prefix.len().min(path.len())..] {
             "login" => Refusal::LoginUnavailable,
@@ -136,9 +194,34 @@ impl ProxyHttp for Gateway {
         };
 
         if rt.is_gateway_path(canonical.as_str()) {
-            let r = self.gateway_endpoint(&rt, canonical.as_str());
+            let endpoint =
+                &canonical.as_str()[rt.gateway_prefix.len().min(canonical.as_str().len())..];
+            let reply = match (&self.auth, endpoint) {
+                (Some(auth), "login" | "callback" | "logout" | "userinfo") => {
+                    let info = RequestInfo {
+                        req: session.req_header(),
+                        https: ctx.origin.https,
+                        host: &ctx.host,
+                        request_id: &ctx.request_id,
+                    };
+                    Some(match endpoint {
+                        "login" => auth.login(&info).await,
+                        "callback" => auth.callback(&info).await,
+                        "logout" => auth.logout(&info).await,
+                        _ => auth.userinfo(&info).await,
+                    })
+                }
+                _ => None,
+            };
             ctx.path = Some(canonical);
-            return self.refuse(session, ctx, r).await;
+            return match reply {
+                Some(r) => self.reply(session, ctx, r).await,
+                None => {
+                    let r =
+                        self.gateway_endpoint(&rt, ctx.path.as_ref().map_or("", |p| p.as_str()));
+                    self.refuse(session, ctx, r).await
+                }
+            };
         }
 
         let Some(route) = rt.routes.lookup(&host, canonical.as_str()).cloned() else {
@@ -148,12 +231,28 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route.clone());
 
         if !route.public {
-            // No sign-in method exists yet, so nothing reaches a protected upstream.
-            let login = login_url(&rt, canonical.as_str(), req.uri.query());
-            ctx.path = Some(canonical);
-            return self
-                .refuse(session, ctx, Refusal::Unauthenticated { login })
-                .await;
+            match self.authenticate(session, ctx).await {
+                Ok(Some(user)) => ctx.session = Some(user),
+                Ok(None) => {
+                    // With every provider down, a redirect to sign in could only loop.
+                    let refusal = match &self.auth {
+                        Some(auth) if !auth.any_provider_ready() => Refusal::ProviderUnavailable,
+                        _ => Refusal::Unauthenticated {
+                            login: login_url(
+                                &rt,
+                                canonical.as_str(),
+                                session.req_header().uri.query(),
+                            ),
+                        },
+                    };
+                    ctx.path = Some(canonical);
+                    return self.refuse(session, ctx, refusal).await;
+                }
+                Err(refusal) => {
+                    ctx.path = Some(canonical);
+                    return self.refuse(session, ctx, refusal).await;
+                }
+            }
         }
         ctx.path = Some(canonical);
         Ok(false)
@@ -209,6 +308,23 @@ impl ProxyHttp for Gateway {
             &ctx.host,
             &ctx.request_id,
         )?;
+        if let Some(auth) = &self.auth {
+            // The upstream never sees the gateway's cookies, on any route.
+            auth.sessions.strip_cookie(upstream)?;
+            if let Some(user) = &ctx.session {
+                for (name, value) in &user.headers {
+                    upstream.insert_header(name.clone(), value.clone())?;
+                }
+                if route.pass_access_token {
+                    if let Some(token) = auth.sessions.tokens(user).and_then(|t| t.access_token) {
+                        if let Ok(v) = HeaderValue::from_str(&token) {
+                            upstream
+                                .insert_header(auth.sessions.access_token_header().clone(), v)?;
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

@@ -20,6 +20,8 @@ pub struct Route {
     pub id: Arc<str>,
     pub upstream: Arc<Upstream>,
     pub public: bool,
+    /// Forward the session's access token to the upstream.
+    pub pass_access_token: bool,
     /// Pre-resolved label child: no label hashing per request.
     pub duration: Histogram,
 }
@@ -52,6 +54,7 @@ impl Runtime {
                 id: r.id.as_str().into(),
                 upstream: upstream.clone(),
                 public: r.public,
+                pass_access_token: r.pass_access_token,
                 duration: metrics.request_duration.with_label_values(&[r.id.as_str()]),
             };
             let _ = routes.insert(&r.host, &r.path, Arc::new(route));

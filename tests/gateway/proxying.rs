@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::{handshake::server, Message};
 
-use crate::common::{client, echo, free_port, raw, test_pki, tls_echo, write, Gateway, Opts, Seen};
+use crate::common::{client, echo, free_port, test_pki, tls_echo, write, Gateway, Opts, Seen};
 
 fn public_app(servers: &str, extra: &str) -> String {
     format!("[upstreams.app]\nservers = [{servers}]\n{extra}\n\n[[routes]]\nupstream = \"app\"\npublic = true\n")

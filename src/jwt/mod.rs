@@ -1,0 +1,196 @@
+//! JWT verification against a provider's cached JWKS (product decision 9).
+//!
+//! The algorithm comes from an allow-list (config ∩ provider metadata, asymmetric only:
+//! never `none`, never HMAC with a public key), the key from the issuer's JWKS by `kid`,
+//! and `iss`, `aud`, `exp`, `iat`, `nbf` are checked with a small configured skew.
+//! [`verify_id_token`] adds the OpenID Connect ID token rules (`azp`, `nonce`).
+
+pub mod jwks;
+
+use std::collections::HashSet;
+
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+
+pub use jwks::Jwks;
+
+/// Why a token was refused. All map to 401 for the caller; the variant goes to the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("algorithm {0} not allowed")]
+    AlgorithmNotAllowed(String),
+    #[error("no key in the issuer's JWKS matches the token")]
+    NoMatchingKey,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("wrong issuer")]
+    InvalidIssuer,
+    #[error("wrong audience")]
+    InvalidAudience,
+    #[error("authorized party (azp) is not this client")]
+    InvalidAuthorizedParty,
+    #[error("nonce mismatch")]
+    InvalidNonce,
+    #[error("issued in the future")]
+    IssuedInFuture,
+    #[error("invalid claims: {0}")]
+    InvalidClaims(String),
+    #[error("JWKS unavailable: {0}")]
+    JwksUnavailable(String),
+}
+
+/// Asymmetric algorithms we verify. HMAC is excluded: a JWKS publishes public keys, and an
+/// HMAC "verified" with a public key as secret is the classic key-confusion forgery.
+pub const ASYMMETRIC: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Parse algorithm names, keeping only asymmetric ones.
+pub fn allowed_algorithms<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Algorithm> {
+    names
+        .into_iter()
+        .filter_map(|n| n.parse::<Algorithm>().ok())
+        .filter(|a| ASYMMETRIC.contains(a))
+        .collect()
+}
+
+/// `aud` is a string or an array of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    pub fn contains(&self, s: &str) -> bool {
+        match self {
+            Audience::One(a) => a == s,
+            Audience::Many(v) => v.iter().any(|a| a == s),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Audience::One(_) => 1,
+            Audience::Many(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The registered claims of an ID token, plus everything else for claim mapping.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Audience,
+    pub exp: u64,
+    pub iat: u64,
+    pub nonce: Option<String>,
+    pub azp: Option<String>,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What an ID token must satisfy.
+pub struct IdTokenRules<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub nonce: &'a str,
+    pub algorithms: &'a [Algorithm],
+    pub leeway_secs: u64,
+}
+
+fn map_error(e: jsonwebtoken::errors::Error) -> JwtError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => JwtError::BadSignature,
+        K::ExpiredSignature => JwtError::Expired,
+        K::ImmatureSignature => JwtError::NotYetValid,
+        K::InvalidIssuer => JwtError::InvalidIssuer,
+        K::InvalidAudience => JwtError::InvalidAudience,
+        K::InvalidAlgorithm => JwtError::AlgorithmNotAllowed("key/algorithm mismatch".into()),
+        K::MissingRequiredClaim(c) => JwtError::InvalidClaims(format!("missing {c}")),
+        K::Json(_) => JwtError::InvalidClaims("wrong claim types".into()),
+        _ => JwtError::Malformed,
+    }
+}
+
+/// Verify an ID token from `jwks` (OIDC Core §3.1.3.7).
+pub async fn verify_id_token(
+    jwks: &Jwks,
+    token: &str,
+    rules: &IdTokenRules<'_>,
+) -> Result<IdTokenClaims, JwtError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+    if !rules.algorithms.contains(&header.alg) {
+        return Err(JwtError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
+    }
+    let key = jwks.key_for(header.kid.as_deref(), header.alg).await?;
+    let mut v = Validation::new(header.alg);
+    v.algorithms = vec![header.alg];
+    v.leeway = rules.leeway_secs;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.set_issuer(&[rules.issuer]);
+    v.set_audience(&[rules.client_id]);
+    v.required_spec_claims = ["exp", "iat", "iss", "aud", "sub"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<HashSet<_>>();
+    let data =
+        jsonwebtoken::decode::<IdTokenClaims>(token, &key.decoding, &v).map_err(map_error)?;
+    let c = data.claims;
+    let now = crate::session::model::now_unix();
+    if c.iat > now + rules.leeway_secs {
+        return Err(JwtError::IssuedInFuture);
+    }
+    // With several audiences, azp must be present and be us; if present, always us.
+    if (c.aud.len() > 1 && c.azp.is_none())
+        || c.azp.as_deref().is_some_and(|azp| azp != rules.client_id)
+    {
+        return Err(JwtError::InvalidAuthorizedParty);
+    }
+    match &c.nonce {
+        Some(n) if crate::session::crypto::ct_eq(n, rules.nonce) => {}
+        _ => return Err(JwtError::InvalidNonce),
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_asymmetric_algorithms_are_allowed() {
+        let a = allowed_algorithms(["RS256", "HS256", "none", "ES256", "bogus"]);
+        assert_eq!(a, vec![Algorithm::RS256, Algorithm::ES256]);
+    }
+
+    #[test]
+    fn audience_forms() {
+        let one: Audience = serde_json::from_str("\"a\"").unwrap();
+        let many: Audience = serde_json::from_str("[\"a\",\"b\"]").unwrap();
+        assert!(one.contains("a") && !one.contains("b"));
+        assert!(many.contains("b") && many.len() == 2);
+    }
+}

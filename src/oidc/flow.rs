@@ -1,0 +1,704 @@
+//! The browser login flow and the gateway's own endpoints under the reserved prefix.
+//!
+//! - `login`: start an authorization-code flow with PKCE S256, `state` and `nonce`. The
+//!   transaction (verifier, nonce, return URL) is stored server-side with a short TTL and
+//!   bound to this browser by a short-lived cookie holding the `state`.
+//! - `callback`: consume the transaction exactly once (atomic get-and-delete), exchange the
+//!   code, verify the ID token, create a session with a fresh ID, set the cookie.
+//! - `logout`: end the session everywhere, clear the cookie, then RP-initiated logout at the
+//!   provider (a form POST, so the ID token hint never appears in a URL or a log).
+//! - `userinfo`: the current identity as JSON (never tokens).
+//!
+//! Every handler returns a [`Reply`]; the proxy glue writes it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cookie::{Cookie, SameSite};
+use http::{header, HeaderName, HeaderValue, StatusCode};
+use pingora::http::RequestHeader;
+use serde::{Deserialize, Serialize};
+
+use super::provider::{Provider, ProviderError};
+use super::redirect::RedirectPolicy;
+use crate::error::{html_escape, html_page};
+use crate::jwt::{self, IdTokenRules, JwtError};
+use crate::metrics::Metrics;
+use crate::session::{crypto, Claims, SessionManager, StoreError, Tokens};
+
+/// A response the gateway writes itself.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    fn new(status: StatusCode) -> Self {
+        Self {
+            status,
+            headers: vec![(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            body: Bytes::new(),
+        }
+    }
+
+    fn header(mut self, name: HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    fn redirect(location: &str) -> Self {
+        Self::new(StatusCode::FOUND).header(header::LOCATION, location)
+    }
+
+    fn html(status: StatusCode, page: String) -> Self {
+        let mut r = Self::new(status).header(header::CONTENT_TYPE, "text/html; charset=utf-8");
+        r.headers.push((
+            HeaderName::from_static("content-security-policy"),
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action *; frame-ancestors 'none'"),
+        ));
+        r.body = Bytes::from(page);
+        r
+    }
+
+    fn json(status: StatusCode, v: serde_json::Value) -> Self {
+        let mut r = Self::new(status).header(header::CONTENT_TYPE, "application/json");
+        r.body = Bytes::from(v.to_string());
+        r
+    }
+}
+
+/// What the handlers need to know about the request beyond its header.
+pub struct RequestInfo<'a> {
+    pub req: &'a RequestHeader,
+    pub https: bool,
+    /// The Host the client used (for redirect URIs).
+    pub host: &'a str,
+    pub request_id: &'a str,
+}
+
+impl RequestInfo<'_> {
+    fn origin(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.https { "https" } else { "http" },
+            self.host
+        )
+    }
+
+    fn wants_html(&self) -> bool {
+        self.req
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
+    }
+
+    fn query_pairs(&self) -> Vec<(String, String)> {
+        self.req
+            .uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.req
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .find_map(|h| {
+                let s = h.to_str().ok()?;
+                Cookie::split_parse(s)
+                    .flatten()
+                    .find(|c| c.name() == name)
+                    .map(|c| c.value().to_string())
+            })
+    }
+}
+
+/// The server-side half of a login in progress.
+#[derive(Debug, Serialize, Deserialize)]
+struct Transaction {
+    provider: String,
+    verifier: String,
+    nonce: String,
+    return_to: String,
+    redirect_uri: String,
+}
+
+/// Why a callback failed: the metric label, the status and the user-facing message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackFailure {
+    ProviderError,
+    MissingParameter,
+    DuplicateParameter,
+    UnboundState,
+    UnknownState,
+    ProviderUnavailable,
+    CodeRejected,
+    BadIdToken,
+    NonceMismatch,
+    StoreUnavailable,
+}
+
+impl CallbackFailure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::ProviderError => "provider_error",
+            Self::MissingParameter => "missing_parameter",
+            Self::DuplicateParameter => "duplicate_parameter",
+            Self::UnboundState => "unbound_state",
+            Self::UnknownState => "unknown_state",
+            Self::ProviderUnavailable => "provider_unavailable",
+            Self::CodeRejected => "code_rejected",
+            Self::BadIdToken => "bad_id_token",
+            Self::NonceMismatch => "nonce_mismatch",
+            Self::StoreUnavailable => "store_unavailable",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Self::MissingParameter
+            | Self::DuplicateParameter
+            | Self::UnboundState
+            | Self::UnknownState => StatusCode::BAD_REQUEST,
+            Self::ProviderError | Self::CodeRejected | Self::BadIdToken | Self::NonceMismatch => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::ProviderError => "The identity provider did not sign you in.",
+            Self::MissingParameter => "The sign-in response is incomplete.",
+            Self::DuplicateParameter => "The sign-in response is malformed.",
+            Self::UnboundState => "This sign-in was not started in this browser.",
+            Self::UnknownState => "This sign-in has expired or was already used.",
+            Self::ProviderUnavailable => "The identity provider could not be reached.",
+            Self::CodeRejected => "The identity provider rejected the sign-in.",
+            Self::BadIdToken | Self::NonceMismatch => {
+                "The identity provider's answer could not be verified."
+            }
+            Self::StoreUnavailable => "Sessions are temporarily unavailable.",
+        }
+    }
+}
+
+/// The login flow and gateway endpoints.
+pub struct Auth {
+    pub providers: Vec<Arc<Provider>>,
+    pub sessions: Arc<SessionManager>,
+    pub redirects: RedirectPolicy,
+    pub prefix: String,
+    pub login_ttl: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Auth {
+    pub fn provider(&self, id: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.id() == id)
+    }
+
+    /// Whether any provider can take a login now.
+    pub fn any_provider_ready(&self) -> bool {
+        self.providers.iter().any(|p| p.is_ready())
+    }
+
+    fn tx_cookie_name(&self, state: &str, https: bool) -> String {
+        let tag: String = crypto::sha256(state.as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let name = format!("{}{tag}", self.sessions.tx_cookie_prefix());
+        if https && self.sessions.cookie.secure {
+            format!("__Host-{name}")
+        } else {
+            name
+        }
+    }
+
+    fn tx_cookie(&self, name: String, value: String, max_age: Duration) -> String {
+        Cookie::build((name, value))
+            .path("/")
+            .http_only(true)
+            .secure(self.sessions.cookie.secure)
+            // Lax: the callback is a top-level navigation from the provider's site.
+            .same_site(SameSite::Lax)
+            .max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64))
+            .build()
+            .to_string()
+    }
+
+    fn page(
+        &self,
+        info: &RequestInfo,
+        status: StatusCode,
+        title: &str,
+        message: &str,
+        code: &str,
+    ) -> Reply {
+        if info.wants_html() {
+            let body = format!(
+                "<h1>{}</h1><p>{}</p><p><a class=\"button\" href=\"{}login\">Sign in again</a></p><p><code>request id {}</code></p>",
+                html_escape(title),
+                html_escape(message),
+                html_escape(&self.prefix),
+                html_escape(info.request_id)
+            );
+            Reply::html(status, html_page(title, &body))
+        } else {
+            Reply::json(
+                status,
+                serde_json::json!({"error": code, "message": message, "request_id": info.request_id}),
+            )
+        }
+    }
+
+    /// `GET {prefix}login?rd=…&provider=…`
+    pub async fn login(&self, info: &RequestInfo<'_>) -> Reply {
+        let q = info.query_pairs();
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let return_to = self.redirects.validate_or_root(get("rd").unwrap_or("/"));
+        let provider = match get("provider") {
+            Some(id) => self.provider(id),
+            None if self.providers.len() == 1 => self.providers.first(),
+            None => return self.chooser(&return_to),
+        };
+        let Some(provider) = provider else {
+            return self.page(
+                info,
+                StatusCode::BAD_REQUEST,
+                "Unknown sign-in method",
+                "No such identity provider is configured.",
+                "unknown_provider",
+            );
+        };
+        let Some(discovery) = provider.discovery().filter(|_| provider.is_ready()) else {
+            return self.page(
+                info,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in unavailable",
+                "The identity provider cannot be reached right now. Please try again shortly.",
+                "provider_unavailable",
+            );
+        };
+        let state = crypto::random_token();
+        let verifier = crypto::random_token();
+        let nonce = crypto::random_token();
+        let redirect_uri = provider
+            .settings
+            .redirect_url
+            .clone()
+            .unwrap_or_else(|| format!("{}{}callback", info.origin(), self.prefix));
+        let url = match provider.authorize_url(
+            &discovery,
+            &redirect_uri,
+            &state,
+            &nonce,
+            &crypto::pkce_challenge(&verifier),
+        ) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(provider = provider.id(), error = %e, "cannot build authorization URL");
+                return self.page(
+                    info,
+                    StatusCode::BAD_GATEWAY,
+                    "Sign-in unavailable",
+                    "The identity provider is misconfigured.",
+                    "provider_unavailable",
+                );
+            }
+        };
+        let tx = Transaction {
+            provider: provider.id().to_string(),
+            verifier,
+            nonce,
+            return_to,
+            redirect_uri,
+        };
+        let key = format!(
+            "tx:{}",
+            crypto::IdHash(crypto::sha256(state.as_bytes())).hex()
+        );
+        let raw = serde_json::to_vec(&tx).unwrap_or_default();
+        if let Err(e) = self.sessions.store.put(&key, &raw, self.login_ttl).await {
+            tracing::error!(error = %e, request_id = info.request_id, "cannot store login transaction");
+            return self.page(
+                info,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in unavailable",
+                "Sessions are temporarily unavailable.",
+                "store_unavailable",
+            );
+        }
+        self.metrics.logins.with_label_values(&["started"]).inc();
+        let cookie = self.tx_cookie(
+            self.tx_cookie_name(&state, info.https),
+            state,
+            self.login_ttl,
+        );
+        Reply::redirect(&url).header(header::SET_COOKIE, &cookie)
+    }
+
+    /// The sign-in page when several providers could be used.
+    fn chooser(&self, return_to: &str) -> Reply {
+        let rd: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        let links: String = self
+            .providers
+            .iter()
+            .map(|p| {
+                format!(
+                    "<p><a class=\"button\" href=\"{}login?provider={}&amp;rd={}\">Sign in with {}</a></p>",
+                    html_escape(&self.prefix),
+                    html_escape(&url::form_urlencoded::byte_serialize(p.id().as_bytes()).collect::<String>()),
+                    html_escape(&rd),
+                    html_escape(&p.settings.display_name)
+                )
+            })
+            .collect();
+        Reply::html(
+            StatusCode::OK,
+            html_page(
+                "Sign in",
+                &format!("<h1>Sign in</h1><p>Choose how to sign in.</p>{links}"),
+            ),
+        )
+    }
+
+    fn fail(
+        &self,
+        info: &RequestInfo,
+        f: CallbackFailure,
+        detail: &str,
+        clear: Option<String>,
+    ) -> Reply {
+        self.metrics
+            .login_failures
+            .with_label_values(&[f.reason()])
+            .inc();
+        tracing::warn!(
+            request_id = info.request_id,
+            reason = f.reason(),
+            detail,
+            "login callback failed"
+        );
+        let mut r = self.page(info, f.status(), "Sign-in failed", f.message(), f.reason());
+        if let Some(c) = clear {
+            r = r.header(header::SET_COOKIE, &c);
+        }
+        r
+    }
+
+    /// `GET {prefix}callback?code=…&state=…` (or `error=…`)
+    pub async fn callback(&self, info: &RequestInfo<'_>) -> Reply {
+        let q = info.query_pairs();
+        let all = |k: &str| {
+            q.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        let (states, codes, errors) = (all("state"), all("code"), all("error"));
+        if states.len() > 1 || codes.len() > 1 || errors.len() > 1 {
+            return self.fail(
+                info,
+                CallbackFailure::DuplicateParameter,
+                "repeated state/code/error",
+                None,
+            );
+        }
+        let Some(state) = states.first().copied().filter(|s| !s.is_empty()) else {
+            return self.fail(info, CallbackFailure::MissingParameter, "no state", None);
+        };
+        let cookie_name = self.tx_cookie_name(state, info.https);
+        let clear = self.tx_cookie(cookie_name.clone(), String::new(), Duration::ZERO);
+        // The state must come back to the browser that started the login.
+        match info.cookie(&cookie_name) {
+            Some(v) if crypto::ct_eq(&v, state) => {}
+            _ => {
+                return self.fail(
+                    info,
+                    CallbackFailure::UnboundState,
+                    "no matching transaction cookie",
+                    Some(clear),
+                )
+            }
+        }
+        let key = format!(
+            "tx:{}",
+            crypto::IdHash(crypto::sha256(state.as_bytes())).hex()
+        );
+        let tx: Transaction = match self.sessions.store.take(&key).await {
+            Ok(Some(raw)) => match serde_json::from_slice(&raw) {
+                Ok(t) => t,
+                Err(_) => {
+                    return self.fail(
+                        info,
+                        CallbackFailure::UnknownState,
+                        "unreadable transaction",
+                        Some(clear),
+                    )
+                }
+            },
+            Ok(None) => {
+                return self.fail(
+                    info,
+                    CallbackFailure::UnknownState,
+                    "transaction expired or already used",
+                    Some(clear),
+                )
+            }
+            Err(e) => {
+                return self.fail(
+                    info,
+                    CallbackFailure::StoreUnavailable,
+                    &e.to_string(),
+                    None,
+                )
+            }
+        };
+        if let Some(err) = errors.first() {
+            // The provider's own words stay in the log; the page says something safe.
+            let err: String = err
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect();
+            return self.fail(
+                info,
+                CallbackFailure::ProviderError,
+                &format!("provider error {err}"),
+                Some(clear),
+            );
+        }
+        let Some(code) = codes.first().copied().filter(|c| !c.is_empty()) else {
+            return self.fail(
+                info,
+                CallbackFailure::MissingParameter,
+                "no code",
+                Some(clear),
+            );
+        };
+        let Some(provider) = self.provider(&tx.provider) else {
+            return self.fail(
+                info,
+                CallbackFailure::UnknownState,
+                "provider no longer configured",
+                Some(clear),
+            );
+        };
+        let Some(discovery) = provider.discovery() else {
+            return self.fail(
+                info,
+                CallbackFailure::ProviderUnavailable,
+                "provider not ready",
+                Some(clear),
+            );
+        };
+        let tokens = match provider
+            .exchange_code(&discovery, code, &tx.verifier, &tx.redirect_uri)
+            .await
+        {
+            Ok(t) => t,
+            Err(ProviderError::Refused(e)) => {
+                return self.fail(info, CallbackFailure::CodeRejected, &e, Some(clear))
+            }
+            Err(e) => {
+                return self.fail(
+                    info,
+                    CallbackFailure::ProviderUnavailable,
+                    &e.to_string(),
+                    Some(clear),
+                )
+            }
+        };
+        let Some(id_token) = tokens.id_token.as_deref() else {
+            return self.fail(
+                info,
+                CallbackFailure::BadIdToken,
+                "no id_token in token response",
+                Some(clear),
+            );
+        };
+        let algs = provider.algorithms();
+        let rules = IdTokenRules {
+            issuer: &provider.settings.issuer,
+            client_id: &provider.settings.client_id,
+            nonce: &tx.nonce,
+            algorithms: &algs,
+            leeway_secs: provider.settings.clock_skew.as_secs(),
+        };
+        let claims = match jwt::verify_id_token(&provider.jwks, id_token, &rules).await {
+            Ok(c) => c,
+            Err(JwtError::InvalidNonce) => {
+                return self.fail(info, CallbackFailure::NonceMismatch, "nonce", Some(clear))
+            }
+            Err(e) => {
+                return self.fail(
+                    info,
+                    CallbackFailure::BadIdToken,
+                    &e.to_string(),
+                    Some(clear),
+                )
+            }
+        };
+        let mapped = provider.settings.claims.map(&claims);
+        let now = crate::session::model::now_unix();
+        let stored = Tokens {
+            access_token: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+            id_token: Some(id_token.to_string()),
+            access_token_expires_at: tokens.expires_in.map(|s| now + s),
+        };
+        let cookie_value = match self.sessions.create(provider.id(), mapped, &stored).await {
+            Ok(c) => c,
+            Err(e) => {
+                return self.fail(
+                    info,
+                    CallbackFailure::StoreUnavailable,
+                    &e.to_string(),
+                    Some(clear),
+                )
+            }
+        };
+        self.metrics.logins.with_label_values(&["completed"]).inc();
+        tracing::info!(request_id = info.request_id, provider = provider.id(), subject = %claims.sub, "login completed");
+        let target = self.redirects.validate_or_root(&tx.return_to);
+        Reply::redirect(&target)
+            .header(
+                header::SET_COOKIE,
+                &self.sessions.set_cookie(&cookie_value, info.https),
+            )
+            .header(header::SET_COOKIE, &clear)
+    }
+
+    /// `GET|POST {prefix}logout?rd=…`
+    pub async fn logout(&self, info: &RequestInfo<'_>) -> Reply {
+        let q = info.query_pairs();
+        let rd = q
+            .iter()
+            .find(|(k, _)| k == "rd")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("/");
+        let return_to = self.redirects.validate_or_root(rd);
+        let clear = self.sessions.clear_cookie(info.https);
+        let Some(id) = self.sessions.read_cookie(info.req) else {
+            return Reply::redirect(&return_to).header(header::SET_COOKIE, &clear);
+        };
+        let session = match self.sessions.load(&id).await {
+            Ok(s) => s,
+            Err(e) => return self.store_down(info, &e),
+        };
+        let Some(session) = session else {
+            return Reply::redirect(&return_to).header(header::SET_COOKIE, &clear);
+        };
+        let tokens = self.sessions.tokens(&session).unwrap_or_default();
+        if let Err(e) = self.sessions.destroy(&session.hash).await {
+            return self.store_down(info, &e);
+        }
+        tracing::info!(request_id = info.request_id, subject = %session.record.claims.subject, "logout");
+        let provider = self.provider(&session.record.provider);
+        let end_session = provider
+            .and_then(|p| p.discovery())
+            .and_then(|d| d.end_session_endpoint.clone());
+        match (provider, end_session, tokens.id_token) {
+            (Some(p), Some(endpoint), Some(hint)) => {
+                // post_logout_redirect_uri must be absolute and registered at the provider.
+                let post_logout = if return_to.starts_with('/') {
+                    format!("{}{}", info.origin(), return_to)
+                } else {
+                    return_to
+                };
+                let field = |k: &str, v: &str| {
+                    format!(
+                        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                        html_escape(k),
+                        html_escape(v)
+                    )
+                };
+                let script_nonce = crypto::random_token();
+                let form = format!(
+                    "<h1>Signing out…</h1><p>You are signed out of this site. Continue to sign out at the identity provider.</p>\
+                     <form method=\"post\" action=\"{}\">{}{}{}<button class=\"button\" type=\"submit\">Continue</button></form>\
+                     <script nonce=\"{}\">document.forms[0].submit()</script>",
+                    html_escape(&endpoint),
+                    field("id_token_hint", &hint),
+                    field("post_logout_redirect_uri", &post_logout),
+                    field("client_id", &p.settings.client_id),
+                    script_nonce,
+                );
+                let mut r = Reply::html(StatusCode::OK, html_page("Signing out", &form))
+                    .header(header::SET_COOKIE, &clear);
+                // Allow exactly the auto-submit script above.
+                let csp = format!("default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{script_nonce}'; form-action *; frame-ancestors 'none'");
+                for (k, v) in r.headers.iter_mut() {
+                    if k == "content-security-policy" {
+                        if let Ok(csp) = HeaderValue::from_str(&csp) {
+                            *v = csp;
+                        }
+                    }
+                }
+                r
+            }
+            _ => Reply::redirect(&return_to).header(header::SET_COOKIE, &clear),
+        }
+    }
+
+    fn store_down(&self, info: &RequestInfo, e: &StoreError) -> Reply {
+        tracing::error!(request_id = info.request_id, error = %e, "session store unavailable");
+        self.page(
+            info,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "Sessions are temporarily unavailable. Please try again shortly.",
+            "store_unavailable",
+        )
+    }
+
+    /// `GET {prefix}userinfo`: the caller's identity, no tokens.
+    pub async fn userinfo(&self, info: &RequestInfo<'_>) -> Reply {
+        let session = match self.sessions.read_cookie(info.req) {
+            None => None,
+            Some(id) => match self.sessions.load(&id).await {
+                Ok(s) => s,
+                Err(e) => return self.store_down(info, &e),
+            },
+        };
+        match session {
+            None => Reply::json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "unauthenticated", "message": "not signed in"}),
+            )
+            .header(header::WWW_AUTHENTICATE, "Bearer realm=\"authgate\""),
+            Some(s) => {
+                let c: &Claims = &s.record.claims;
+                Reply::json(
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "sub": c.subject,
+                        "email": c.email,
+                        "email_verified": c.email_verified,
+                        "name": c.name,
+                        "preferred_username": c.preferred_username,
+                        "groups": c.groups,
+                        "provider": s.record.provider,
+                        "expires_at": s.record.expires_at,
+                    }),
+                )
+            }
+        }
+    }
+}

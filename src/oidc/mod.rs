@@ -1,0 +1,61 @@
+//! OpenID Connect: providers ([`provider`]), the browser login flow and gateway endpoints
+//! ([`flow`]), and post-login/logout redirect validation ([`redirect`]).
+//!
+//! ID tokens are verified by [`crate::jwt`] with `jsonwebtoken` rather than `openidconnect`'s
+//! verifier: one JWKS cache (with the bounded unknown-`kid` refetch of decision 9) then
+//! serves ID tokens here and bearer access tokens on API routes, where `openidconnect`'s
+//! verifier takes a fixed key set per client.
+
+pub mod flow;
+pub mod provider;
+pub mod redirect;
+
+pub use flow::{Auth, Reply, RequestInfo};
+pub use provider::Provider;
+pub use redirect::RedirectPolicy;
+
+use serde_json::Value;
+
+use crate::config::model::ClaimNames;
+use crate::jwt::IdTokenClaims;
+use crate::session::Claims;
+
+fn string_claim(c: &IdTokenClaims, name: &str) -> Option<String> {
+    if name == "sub" {
+        return Some(c.sub.clone());
+    }
+    match c.other.get(name)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl ClaimNames {
+    /// Map a verified ID token's claims to the session's identity.
+    pub fn map(&self, c: &IdTokenClaims) -> Claims {
+        let groups = match c.other.get(&self.groups) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            Some(Value::String(s)) => s
+                .split(',')
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty())
+                .collect(),
+            _ => Vec::new(),
+        };
+        Claims {
+            subject: string_claim(c, &self.user).unwrap_or_else(|| c.sub.clone()),
+            email: string_claim(c, &self.email),
+            email_verified: c.other.get("email_verified").and_then(Value::as_bool),
+            name: string_claim(c, &self.name),
+            preferred_username: string_claim(c, &self.preferred_username),
+            groups,
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! One OpenID provider: discovery, JWKS, the token endpoint.
+//!
+//! Discovery (`/.well-known/openid-configuration`) and the JWKS are fetched at start and
+//! refreshed in the background. A provider that is down is reported not ready (`/readyz`),
+//! logins through it answer 503, and it recovers by itself; sessions already established
+//! keep working, they do not need the provider on every request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use crate::config::model::ProviderSettings;
+use crate::jwt::{self, Jwks};
+
+/// The discovery document fields we use.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub userinfo_endpoint: Option<String>,
+    pub end_session_endpoint: Option<String>,
+    #[serde(default)]
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    #[serde(default)]
+    pub code_challenge_methods_supported: Vec<String>,
+}
+
+/// Why talking to the provider failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider not ready (discovery has not succeeded)")]
+    NotReady,
+    #[error("provider unreachable: {0}")]
+    Unreachable(String),
+    #[error("provider answered with an invalid document: {0}")]
+    BadResponse(String),
+    #[error("provider refused the request: {0}")]
+    Refused(String),
+}
+
+/// The token endpoint's answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: Option<String>,
+    pub id_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<u64>,
+    pub token_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OAuthError {
+    error: String,
+}
+
+pub struct Provider {
+    pub settings: ProviderSettings,
+    http: reqwest::Client,
+    pub jwks: Jwks,
+    discovery: ArcSwap<Option<Arc<Discovery>>>,
+    algorithms: ArcSwap<Vec<Algorithm>>,
+    healthy: AtomicBool,
+}
+
+impl Provider {
+    pub fn new(settings: ProviderSettings, http: reqwest::Client) -> Self {
+        Self {
+            jwks: Jwks::new(http.clone(), settings.jwks_refetch_cooldown),
+            settings,
+            http,
+            discovery: ArcSwap::from_pointee(None),
+            algorithms: ArcSwap::from_pointee(vec![Algorithm::RS256]),
+            healthy: AtomicBool::new(false),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.settings.id
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    pub fn discovery(&self) -> Option<Arc<Discovery>> {
+        self.discovery.load().as_ref().clone()
+    }
+
+    /// ID token algorithms: the configured list, or the provider's, always asymmetric only.
+    pub fn algorithms(&self) -> Arc<Vec<Algorithm>> {
+        self.algorithms.load_full()
+    }
+
+    /// Fetch discovery and JWKS; on success the provider is ready.
+    pub async fn refresh(&self) -> Result<(), ProviderError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.settings.issuer.trim_end_matches('/')
+        );
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ProviderError::Unreachable(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(ProviderError::BadResponse(format!(
+                "discovery: HTTP {}",
+                resp.status()
+            )));
+        }
+        let doc: Discovery = resp
+            .json()
+            .await
+            .map_err(|e| ProviderError::BadResponse(format!("discovery: {}", e.without_url())))?;
+        // OIDC Discovery §4.3: the issuer must be exactly the one configured.
+        if doc.issuer != self.settings.issuer {
+            return Err(ProviderError::BadResponse(format!(
+                "discovery issuer {:?} is not the configured {:?}",
+                doc.issuer, self.settings.issuer
+            )));
+        }
+        if !doc.code_challenge_methods_supported.is_empty()
+            && !doc
+                .code_challenge_methods_supported
+                .iter()
+                .any(|m| m == "S256")
+        {
+            return Err(ProviderError::BadResponse(
+                "provider does not support PKCE S256".into(),
+            ));
+        }
+        let algs = match &self.settings.algorithms {
+            Some(configured) => jwt::allowed_algorithms(configured.iter().map(String::as_str)),
+            None if doc.id_token_signing_alg_values_supported.is_empty() => vec![Algorithm::RS256],
+            None => jwt::allowed_algorithms(
+                doc.id_token_signing_alg_values_supported
+                    .iter()
+                    .map(String::as_str),
+            ),
+        };
+        if algs.is_empty() {
+            return Err(ProviderError::BadResponse(
+                "no acceptable ID token signing algorithm".into(),
+            ));
+        }
+        self.jwks.set_uri(doc.jwks_uri.clone());
+        self.jwks
+            .fetch()
+            .await
+            .map_err(|e| ProviderError::Unreachable(e.to_string()))?;
+        self.algorithms.store(Arc::new(algs));
+        self.discovery.store(Arc::new(Some(Arc::new(doc))));
+        Ok(())
+    }
+
+    /// Keep discovery and keys fresh; retry quickly while down. Runs until dropped.
+    pub async fn run_refresh(self: Arc<Self>) {
+        let mut retry = Duration::from_secs(1);
+        loop {
+            match self.refresh().await {
+                Ok(()) => {
+                    if !self.healthy.swap(true, Ordering::AcqRel) {
+                        tracing::info!(provider = %self.settings.id, keys = self.jwks.key_count(), "provider ready");
+                    }
+                    retry = Duration::from_secs(1);
+                    tokio::time::sleep(self.settings.refresh_interval).await;
+                }
+                Err(e) => {
+                    // Keys already fetched stay usable; only a provider never reached is not ready.
+                    if self.discovery().is_none() {
+                        self.healthy.store(false, Ordering::Release);
+                    }
+                    tracing::warn!(provider = %self.settings.id, error = %e, "provider refresh failed; retrying in {retry:?}");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// The authorization request URL (code flow, PKCE S256, state, nonce).
+    pub fn authorize_url(
+        &self,
+        d: &Discovery,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        code_challenge: &str,
+    ) -> Result<String, ProviderError> {
+        let mut u = url::Url::parse(&d.authorization_endpoint)
+            .map_err(|e| ProviderError::BadResponse(format!("authorization_endpoint: {e}")))?;
+        {
+            let mut q = u.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &self.settings.client_id)
+                .append_pair("redirect_uri", redirect_uri)
+                .append_pair("scope", &self.settings.scopes.join(" "))
+                .append_pair("state", state)
+                .append_pair("nonce", nonce)
+                .append_pair("code_challenge", code_challenge)
+                .append_pair("code_challenge_method", "S256");
+            for (k, v) in &self.settings.extra_auth_params {
+                q.append_pair(k, v);
+            }
+        }
+        Ok(u.to_string())
+    }
+
+    /// Exchange an authorization code (with the PKCE verifier) for tokens.
+    pub async fn exchange_code(
+        &self,
+        d: &Discovery,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenResponse, ProviderError> {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier),
+        ];
+        let mut req = self.http.post(&d.token_endpoint);
+        match &self.settings.client_secret {
+            // client_secret_basic (RFC 6749 §2.3.1): form-urlencode, then Basic.
+            Some(secret) => {
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                req = req.basic_auth(enc(&self.settings.client_id), Some(enc(secret.expose())));
+            }
+            None => form.push(("client_id", &self.settings.client_id)),
+        }
+        let resp = req
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| ProviderError::Unreachable(e.without_url().to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ProviderError::Unreachable(e.without_url().to_string()))?;
+        if !status.is_success() {
+            let err = serde_json::from_slice::<OAuthError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| format!("HTTP {status}"));
+            return if status.is_client_error() {
+                Err(ProviderError::Refused(err))
+            } else {
+                Err(ProviderError::Unreachable(err))
+            };
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::BadResponse(format!("token response: {e}")))
+    }
+}

@@ -1,0 +1,60 @@
+//! What a session is: the stored record, and the loaded form the request path uses.
+
+use std::time::Instant;
+
+use http::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use super::crypto::IdHash;
+
+/// Tokens from the provider; stored sealed (encrypted), never sent to the browser.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tokens {
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub id_token: Option<String>,
+    /// Unix seconds.
+    pub access_token_expires_at: Option<u64>,
+}
+
+/// The identity the provider vouched for, as far as the gateway passes it on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: Option<bool>,
+    pub name: Option<String>,
+    pub preferred_username: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// The record kept in the store under the hash of the session ID.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Record format version.
+    pub v: u8,
+    pub provider: String,
+    pub claims: Claims,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Absolute expiry, unix seconds: never extended.
+    pub expires_at: u64,
+    /// [`Tokens`] as JSON, sealed with the session keys and bound to this record's key.
+    pub tokens: String,
+}
+
+/// A loaded session: the record plus everything the request path needs, computed once.
+#[derive(Debug)]
+pub struct Session {
+    pub hash: IdHash,
+    pub record: SessionRecord,
+    /// Identity headers for the upstream, ready to insert.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub loaded_at: Instant,
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

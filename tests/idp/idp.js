@@ -1,0 +1,527 @@
+// authgate test / demo OpenID Connect provider, built on `oidc-provider` (v9).
+//
+// Start:  cd tests/idp && npm ci && node idp.js
+// It prints exactly one line on stdout, `IDP READY <issuer>`, once it is listening; every
+// other message (oidc-provider's development warnings, errors, IDP_DEBUG request logs) goes
+// to stderr. SIGTERM / SIGINT close the listener and exit with status 0.
+//
+// Configuration (all optional):
+//
+//   IDP_PORT          TCP port to listen on (default 9400).
+//   IDP_HOST          listen address (default 127.0.0.1).
+//   IDP_ISSUER        issuer URL (default http://127.0.0.1:${IDP_PORT}). It goes into the `iss`
+//                     claim and discovery's `issuer`. The *endpoint* URLs in discovery are built
+//                     from the Host header of the discovery request (oidc-provider behaviour), so
+//                     fetch discovery with the same host the browser/gateway will use. A path in
+//                     the issuer (e.g. http://127.0.0.1:9400/realms/test) is supported: the
+//                     provider is then served under that path only.
+//   IDP_CLIENTS       JSON array of client metadata. Missing fields get the defaults below
+//                     (client_secret_basic; authorization_code + refresh_token +
+//                     client_credentials; response_types ["code"]). Default: one client
+//                       {"client_id":"authgate","client_secret":"authgate-secret",
+//                        "redirect_uris":["http://localhost:8080/.authgate/callback",
+//                                         "http://127.0.0.1:8080/.authgate/callback"],
+//                        "post_logout_redirect_uris":["http://localhost:8080/",
+//                                                     "http://127.0.0.1:8080/"]}
+//                     Redirect URIs are matched exactly (scheme, host, port, path, query).
+//   IDP_USERS         JSON object {accountId: {claims...}} merged over the built-in users
+//                     (alice, bob; see USERS below). `sub` defaults to the accountId. Any
+//                     other login name typed into the form signs in as an ad-hoc user (see
+//                     findAccount).
+//   IDP_AUTO_LOGIN    "1": no forms at all. Every interaction (login, then consent) completes
+//                     at once as IDP_AUTO_LOGIN_ACCOUNT, and RP-initiated logout needs no
+//                     confirmation, so a plain HTTP client that follows redirects can run the
+//                     whole authorization-code flow and the logout. Unset: oidc-provider's
+//                     devInteractions (a real HTML login form, then a consent form), for the
+//                     browser tests and the demo.
+//   IDP_AUTO_LOGIN_ACCOUNT  account used by IDP_AUTO_LOGIN (default alice).
+//   IDP_REFRESH_TOKENS  when the authorization_code grant returns a refresh_token:
+//                     "always" (default): every time, for clients allowed the refresh_token
+//                       grant (like Keycloak). Without offline_access such a refresh token is
+//                       bound to the IdP session: it stops working after end_session.
+//                     "offline_access": stock oidc-provider behaviour: only when the granted
+//                       scope has offline_access, which oidc-provider only keeps in the
+//                       authorization request together with prompt=consent.
+//                     "never": no refresh tokens from the authorization_code grant.
+//   IDP_ROTATE_REFRESH_TOKENS  "1" (default): every refresh returns a new refresh_token and
+//                     consumes the old one (re-using a consumed one revokes the whole grant,
+//                     oidc-provider's replay defence). "0": refresh tokens are never rotated.
+//   IDP_ACCESS_TOKEN_TTL, IDP_ID_TOKEN_TTL, IDP_REFRESH_TOKEN_TTL, IDP_SESSION_TTL
+//                     lifetimes in seconds (defaults 300, 300, 3600, 3600). Tests of the
+//                     gateway's refresh logic can set short access/ID token lifetimes.
+//   IDP_DEBUG         "1": log every request (method, path, status) to stderr.
+//
+// Test-only endpoints (not part of OIDC; under the issuer's path when it has one):
+//
+//   GET  /__test/stats        JSON counters: successful token requests by grant type
+//                             (`token`), failed ones (`token_errors`), refresh-token rotations,
+//                             authorizations, logouts, introspections, revocations, userinfo
+//                             requests and all requests by oidc-provider route name.
+//   POST /__test/stats/reset  zero the counters (answers 204).
+//   GET  /__test/end_session_confirm?xsrf=...  (IDP_AUTO_LOGIN only) internal hop that
+//                             confirms RP-initiated logout without a form; see below.
+//
+// Cheat-sheet for tests (default settings):
+//
+//   Authorize:  GET /auth?client_id=authgate&response_type=code&redirect_uri=<registered>
+//               &scope=openid+email+profile&state=..&nonce=..&code_challenge=<S256>
+//               &code_challenge_method=S256   (PKCE is mandatory; only S256 is accepted)
+//               -> 303s through /interaction/<uid> and /auth/<uid> -> 303 to
+//               <redirect_uri>?code=..&state=..&iss=<issuer>
+//   Token:      POST /token, HTTP Basic client auth, grant_type=authorization_code, code,
+//               redirect_uri, code_verifier -> access_token (opaque), id_token (RS256, with
+//               email, name, preferred_username, groups, nonce), refresh_token.
+//               `offline_access` in the scope is dropped by oidc-provider unless the request
+//               also has prompt=consent (in every IDP_REFRESH_TOKENS mode).
+//   Login form  (devInteractions, title "Sign-in"): <form method=post> with
+//               input[name=login], input[name=password] (anything is accepted),
+//               button[type=submit] "Sign-in".
+//   Consent     (title "Authorize"): <form method=post> with a hidden prompt=consent and
+//               button[type=submit] "Continue". A later login in the same browser session
+//               that asks for no new scopes skips both forms.
+//   Logout:     GET /session/end?id_token_hint=..&post_logout_redirect_uri=<registered>&state=..
+//               Browser mode: confirmation page, button#logout-yes "Yes, sign me out".
+//               Auto-login mode: 303s only. Ends with a 303 to
+//               <post_logout_redirect_uri>?state=.. (or to /session/end/success).
+
+import { generateKeyPairSync } from 'node:crypto';
+import * as http from 'node:http';
+
+import Provider from 'oidc-provider';
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+
+function envInt(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n <= 0) {
+    throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+function envJson(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  try {
+    return JSON.parse(raw);
+  } catch (err) {
+    throw new Error(`${name} is not valid JSON: ${err.message}`);
+  }
+}
+
+const PORT = envInt('IDP_PORT', 9400);
+const HOST = process.env.IDP_HOST || '127.0.0.1';
+const ISSUER = (process.env.IDP_ISSUER || `http://127.0.0.1:${PORT}`).replace(/\/+$/, '');
+const AUTO_LOGIN = process.env.IDP_AUTO_LOGIN === '1';
+const AUTO_LOGIN_ACCOUNT = process.env.IDP_AUTO_LOGIN_ACCOUNT || 'alice';
+const REFRESH_TOKENS = process.env.IDP_REFRESH_TOKENS || 'always';
+const ROTATE_REFRESH_TOKENS = (process.env.IDP_ROTATE_REFRESH_TOKENS ?? '1') !== '0';
+const DEBUG = process.env.IDP_DEBUG === '1';
+
+const TTL = {
+  AccessToken: envInt('IDP_ACCESS_TOKEN_TTL', 300),
+  IdToken: envInt('IDP_ID_TOKEN_TTL', 300),
+  RefreshToken: envInt('IDP_REFRESH_TOKEN_TTL', 3600),
+  Session: envInt('IDP_SESSION_TTL', 3600),
+};
+
+if (!['always', 'offline_access', 'never'].includes(REFRESH_TOKENS)) {
+  throw new Error('IDP_REFRESH_TOKENS must be one of always, offline_access, never');
+}
+
+// The path part of the issuer, '' when the issuer is a bare origin.
+const MOUNT = new URL(ISSUER).pathname.replace(/\/+$/, '');
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+const DEFAULT_CLIENTS = [{
+  client_id: 'authgate',
+  client_secret: 'authgate-secret',
+  redirect_uris: [
+    'http://localhost:8080/.authgate/callback',
+    'http://127.0.0.1:8080/.authgate/callback',
+  ],
+  post_logout_redirect_uris: [
+    'http://localhost:8080/',
+    'http://127.0.0.1:8080/',
+  ],
+}];
+
+// application_type "web" (the default) accepts http:// redirect URIs on any host, localhost
+// and 127.0.0.1 included, as long as the client does not use the implicit grant, so plain
+// http loopback callbacks need no special setting.
+const CLIENTS = envJson('IDP_CLIENTS', DEFAULT_CLIENTS).map((client) => ({
+  application_type: 'web',
+  token_endpoint_auth_method: 'client_secret_basic',
+  grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+  response_types: ['code'],
+  ...client,
+}));
+
+// ---------------------------------------------------------------------------------------------
+// Accounts
+
+const USERS = {
+  alice: {
+    email: 'alice@example.com',
+    email_verified: true,
+    name: 'Alice Example',
+    preferred_username: 'alice',
+    groups: ['admins', 'dev'],
+  },
+  bob: {
+    email: 'bob@example.org',
+    email_verified: true,
+    name: 'Bob Example',
+    preferred_username: 'bob',
+    groups: ['dev'],
+  },
+  ...envJson('IDP_USERS', {}),
+};
+
+// oidc-provider asks for an account by id: the login name typed into the devInteractions form
+// (any password is accepted), the auto-login account, or the accountId stored in a token.
+// devInteractions accepts any login name and oidc-provider fails with a server_error when a
+// signed-in account is then not found, so a name that is not in USERS gets an ad-hoc account:
+// sub = the name, email <name>@example.com (verified), no groups.
+async function findAccount(_ctx, id) {
+  const user = Object.hasOwn(USERS, id) ? USERS[id] : {
+    email: `${id}@example.com`,
+    email_verified: true,
+    name: id,
+    preferred_username: id,
+    groups: [],
+  };
+  return {
+    accountId: id,
+    // Returns every claim; oidc-provider filters them by the granted scopes/claims.
+    async claims() {
+      return { sub: id, ...user };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing keys: fresh for every start (an RSA key for RS256, the default ID token alg, and an
+// EC P-256 key so that a client can ask for ES256 via id_token_signed_response_alg).
+
+function jwk(type, options, kid, alg) {
+  const { privateKey } = generateKeyPairSync(type, options);
+  return { ...privateKey.export({ format: 'jwk' }), kid, alg, use: 'sig' };
+}
+
+const JWKS = {
+  keys: [
+    jwk('rsa', { modulusLength: 2048 }, 'test-rsa-1', 'RS256'),
+    jwk('ec', { namedCurve: 'P-256' }, 'test-ec-1', 'ES256'),
+  ],
+};
+
+// ---------------------------------------------------------------------------------------------
+// Counters for GET /__test/stats
+
+function newStats() {
+  return {
+    token: {}, // successful token responses by grant_type
+    token_errors: {}, // failed token requests by grant_type ("unknown" when absent)
+    refresh_token_rotations: 0, // refresh tokens consumed by a rotation
+    grants_revoked: 0, // e.g. a consumed refresh token was replayed, or logout
+    authorizations: 0, // successful authorization responses (code sent to the client)
+    logouts: 0, // completed end_session confirmations
+    introspections: 0,
+    revocations: 0,
+    userinfo: 0,
+    requests: {}, // every request by oidc-provider route name (or "other")
+  };
+}
+let stats = newStats();
+const bump = (map, key) => { map[key] = (map[key] || 0) + 1; };
+
+// ---------------------------------------------------------------------------------------------
+// Provider configuration
+
+const htmlEscape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+const configuration = {
+  clients: CLIENTS,
+  findAccount,
+  jwks: JWKS,
+
+  // Fixed test key: session cookies stay valid across restarts with the same key.
+  cookies: { keys: ['authgate-test-idp-cookie-key-not-a-secret'] },
+
+  // Scope -> claims. `groups` is its own scope and also part of `profile`, so a plain
+  // "openid email profile" request gets the groups claim too.
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name', 'preferred_username', 'groups'],
+    groups: ['groups'],
+    // (acr, sid, auth_time, iss as in oidc-provider's defaults)
+    acr: null,
+    sid: null,
+    auth_time: null,
+    iss: null,
+  },
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+
+  // Authorization-code flow only (no implicit / hybrid response types).
+  responseTypes: ['code'],
+
+  // Put every granted claim (email, name, groups, ...) into the ID token itself, not only
+  // into the userinfo response.
+  conformIdTokenClaims: false,
+
+  // PKCE for every client, confidential ones included (oidc-provider 9 only requires it for
+  // public clients by default). v9 supports S256 only; "plain" is rejected.
+  pkce: { required: () => true },
+
+  ttl: {
+    AccessToken: TTL.AccessToken,
+    ClientCredentials: TTL.AccessToken,
+    AuthorizationCode: 60,
+    IdToken: TTL.IdToken,
+    Interaction: 600,
+    Session: TTL.Session,
+    Grant: TTL.RefreshToken,
+    RefreshToken: TTL.RefreshToken,
+  },
+
+  issueRefreshToken(_ctx, client, code) {
+    if (!client.grantTypeAllowed('refresh_token')) return false;
+    switch (REFRESH_TOKENS) {
+      case 'always': return true;
+      case 'offline_access': return code.scopes.has('offline_access');
+      default: return false;
+    }
+  },
+  rotateRefreshToken: ROTATE_REFRESH_TOKENS,
+
+  features: {
+    // The built-in HTML login + consent forms; replaced by the auto-login middleware below.
+    devInteractions: { enabled: !AUTO_LOGIN },
+    clientCredentials: { enabled: true },
+    introspection: {
+      enabled: true,
+      // Any authenticated confidential client may introspect (the default, made explicit).
+      allowedPolicy: (ctx, client, token) => !(client.clientAuthMethod === 'none'
+        && token.clientId !== ctx.oidc.client.clientId),
+    },
+    revocation: {
+      enabled: true,
+      allowedPolicy: (_ctx, client, token) => token.clientId === client.clientId,
+    },
+    rpInitiatedLogout: {
+      enabled: true,
+      // Rendered by GET/POST /session/end when the browser has an IdP session (without one,
+      // oidc-provider sends a self-submitting form instead). In auto-login mode the middleware
+      // below replaces either page with a redirect. `form` is oidc-provider's hidden form
+      // (id "op.logoutForm", carrying the xsrf token); the buttons submit it.
+      async logoutSource(ctx, form) {
+        ctx.type = 'html';
+        ctx.body = `<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Logout Request</title></head>
+<body>
+  <h1>Do you want to sign out from ${htmlEscape(ctx.host)}?</h1>
+  ${form}
+  <button id="logout-yes" autofocus type="submit" form="op.logoutForm" name="logout" value="yes">Yes, sign me out</button>
+  <button id="logout-no" type="submit" form="op.logoutForm">No, stay signed in</button>
+</body></html>`;
+      },
+      // Shown after logout when no post_logout_redirect_uri was given.
+      async postLogoutSuccessSource(ctx) {
+        ctx.type = 'html';
+        ctx.body = `<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Sign-out Success</title></head>
+<body><h1 id="signed-out">Sign-out Success</h1></body></html>`;
+      },
+    },
+  },
+
+  // In auto-login mode the middleware below serves /interaction/<uid> (the default path, plus
+  // the issuer's path). devInteractions sets its own URL, so leave it alone then.
+  ...(AUTO_LOGIN ? {
+    interactions: { url: (_ctx, interaction) => `${MOUNT}/interaction/${interaction.uid}` },
+  } : {}),
+
+  // Plain error page without external resources; the error code and description are shown
+  // in elements with stable ids for tests.
+  async renderError(ctx, out) {
+    ctx.type = 'html';
+    ctx.body = `<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>IdP error</title></head>
+<body><h1>IdP error</h1>
+<p id="error">${htmlEscape(out.error)}</p>
+<p id="error_description">${htmlEscape(out.error_description ?? '')}</p></body></html>`;
+  },
+};
+
+const provider = new Provider(ISSUER, configuration);
+
+// ---------------------------------------------------------------------------------------------
+// Events -> counters
+
+provider.on('grant.success', (ctx) => bump(stats.token, ctx.oidc.params?.grant_type ?? 'unknown'));
+provider.on('grant.error', (ctx) => bump(stats.token_errors, ctx.oidc?.params?.grant_type ?? 'unknown'));
+provider.on('refresh_token.consumed', () => { stats.refresh_token_rotations += 1; });
+provider.on('grant.revoked', () => { stats.grants_revoked += 1; });
+provider.on('authorization.success', () => { stats.authorizations += 1; });
+provider.on('end_session.success', () => { stats.logouts += 1; });
+provider.on('server_error', (_ctx, err) => console.error('idp: server_error', err));
+
+// ---------------------------------------------------------------------------------------------
+// Koa middleware (runs before oidc-provider's own routes)
+
+// Request log, per-route counters and the /__test endpoints.
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/__test/stats' && ctx.method === 'GET') {
+    ctx.set('cache-control', 'no-store');
+    ctx.body = stats;
+    return;
+  }
+  if (ctx.path === '/__test/stats/reset' && ctx.method === 'POST') {
+    stats = newStats();
+    ctx.status = 204;
+    return;
+  }
+
+  try {
+    await next();
+    // devInteractions' page layout @imports a Google web font. Tests run without network
+    // access (and must not send traffic off the machine), so drop it from every HTML page.
+    if (typeof ctx.body === 'string' && ctx.body.includes('fonts.googleapis.com')) {
+      ctx.body = ctx.body.replace(/@import url\(https:\/\/fonts\.googleapis\.com[^)]*\);?/g, '');
+    }
+  } finally {
+    // oidc-provider's route name; for our own paths (auto-login interactions, /__test/...)
+    // the path with the interaction uid dropped.
+    const route = ctx.oidc?.route ?? ctx.path.replace(/^\/interaction\/[^/]+/, '/interaction');
+    bump(stats.requests, route);
+    if (route === 'introspection' && ctx.status === 200) stats.introspections += 1;
+    if (route === 'revocation' && ctx.status === 200) stats.revocations += 1;
+    if (route === 'userinfo' && ctx.status === 200) stats.userinfo += 1;
+    if (DEBUG) console.error(`idp: ${ctx.method} ${ctx.path} -> ${ctx.status} (${route})`);
+  }
+});
+
+if (AUTO_LOGIN) {
+  // Interactions without forms. oidc-provider redirects the browser from /auth to
+  // /interaction/<uid> whenever a prompt is pending; the flow then goes:
+  //   /auth -> /interaction/<uid> (login: finished as the auto-login account)
+  //         -> /auth/<uid> (resume) -> /interaction/<uid2> (consent: every requested scope and
+  //            claim granted) -> /auth/<uid2> -> redirect_uri?code=...&state=...&iss=...
+  provider.use(async (ctx, next) => {
+    const match = /^\/interaction\/([^/]+)$/.exec(ctx.path);
+    if (!match || ctx.method !== 'GET') return next();
+
+    const { prompt, params, session, grantId } = await provider.interactionDetails(ctx.req, ctx.res);
+    let result;
+    if (prompt.name === 'login') {
+      result = { login: { accountId: AUTO_LOGIN_ACCOUNT } };
+    } else if (prompt.name === 'consent') {
+      // Same as devInteractions' consent submit: grant exactly what is missing.
+      const { details } = prompt;
+      const grant = grantId
+        ? await provider.Grant.find(grantId)
+        : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+      if (details.missingOIDCScope) grant.addOIDCScope(details.missingOIDCScope.join(' '));
+      if (details.missingOIDCClaims) grant.addOIDCClaims(details.missingOIDCClaims);
+      if (details.missingResourceScopes) {
+        for (const [indicator, scopes] of Object.entries(details.missingResourceScopes)) {
+          grant.addResourceScope(indicator, scopes.join(' '));
+        }
+      }
+      result = { consent: { grantId: await grant.save() } };
+    } else {
+      ctx.throw(501, `auto-login cannot handle prompt ${prompt.name}`);
+    }
+
+    const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, {
+      mergeWithLastSubmission: prompt.name !== 'login',
+    });
+    ctx.set('cache-control', 'no-store');
+    ctx.status = 303;
+    ctx.redirect(returnTo);
+  });
+
+  // RP-initiated logout without a confirmation form. oidc-provider answers GET /session/end
+  // with an HTML page (a confirmation form when there is an IdP session, an auto-submitting
+  // POST form otherwise) whose form POSTs {xsrf, logout: "yes"} to /session/end/confirm; a
+  // plain HTTP client can follow neither. So, after oidc-provider has rendered that page and
+  // saved the xsrf secret in the session, we answer with a 303 to
+  // /__test/end_session_confirm?xsrf=<secret> instead; that endpoint makes the POST itself
+  // (loopback request with the caller's cookies) and relays the answer: a 303 to
+  // post_logout_redirect_uri (with state) or to /session/end/success, clearing the
+  // IdP session cookie.
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/__test/end_session_confirm' && ctx.method === 'GET') {
+      const selfUrl = `http://${['0.0.0.0', '::', '[::]'].includes(HOST) ? '127.0.0.1' : HOST}:${PORT}`;
+      const res = await fetch(`${selfUrl}${MOUNT}/session/end/confirm`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          cookie: ctx.get('cookie'),
+          host: ctx.get('host'),
+        },
+        body: new URLSearchParams({ xsrf: String(ctx.query.xsrf ?? ''), logout: 'yes' }),
+      });
+      ctx.status = res.status;
+      ctx.set('cache-control', 'no-store');
+      const setCookies = res.headers.getSetCookie();
+      if (setCookies.length) ctx.set('set-cookie', setCookies);
+      const location = res.headers.get('location');
+      if (location) ctx.set('location', location);
+      ctx.type = res.headers.get('content-type') || 'text/plain';
+      ctx.body = await res.text();
+      return;
+    }
+
+    await next();
+
+    if (ctx.oidc?.route === 'end_session' && ctx.status === 200) {
+      const secret = ctx.oidc.session?.state?.secret;
+      if (secret) {
+        ctx.status = 303;
+        ctx.redirect(`${MOUNT}/__test/end_session_confirm?xsrf=${encodeURIComponent(secret)}`);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP server
+
+const callback = provider.callback();
+const server = http.createServer((req, res) => {
+  if (MOUNT) {
+    // Serve the provider under the issuer's path. oidc-provider derives its mount path from
+    // req.originalUrl vs. req.url when building endpoint URLs.
+    if (req.url !== MOUNT && !req.url.startsWith(`${MOUNT}/`) && !req.url.startsWith(`${MOUNT}?`)) {
+      res.statusCode = 404;
+      res.end('not found\n');
+      return;
+    }
+    req.originalUrl = req.url;
+    req.url = req.url.slice(MOUNT.length) || '/';
+    if (req.url.startsWith('?')) req.url = `/${req.url}`;
+  }
+  callback(req, res);
+});
+
+server.listen(PORT, HOST, () => {
+  process.stdout.write(`IDP READY ${ISSUER}\n`);
+});
+
+function shutdown(signal) {
+  if (DEBUG) console.error(`idp: ${signal}, shutting down`);
+  server.close(() => process.exit(0));
+  server.closeAllConnections();
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
