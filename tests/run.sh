@@ -5,10 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the build and the tests need: cmake (Pingora's build), pkg-config.
+# Debian packages the build and the tests need: cmake (Pingora's build), pkg-config,
+# redis-server (session store tests), Node.js + npm (the test OpenID provider), Chromium and
+# its WebDriver (the browser login test).
 pkgs=()
 command -v cmake >/dev/null || pkgs+=(cmake)
 command -v pkg-config >/dev/null || pkgs+=(pkg-config)
+command -v redis-server >/dev/null || pkgs+=(redis-server)
+command -v node >/dev/null || pkgs+=(nodejs)
+command -v npm >/dev/null || pkgs+=(npm)
+command -v chromium >/dev/null || pkgs+=(chromium)
+command -v chromedriver >/dev/null || pkgs+=(chromium-driver)
 if ((${#pkgs[@]})); then
   echo "==> installing: ${pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then
@@ -25,6 +32,9 @@ fi
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+echo "==> npm ci (tests/idp: the test OpenID provider)"
+(cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -135,6 +135,7 @@ pub struct Provider {
     pub scopes: Option<Vec<String>>,
     pub display_name: Option<String>,
     pub redirect_url: Option<Spanned<String>>,
+    pub logout_method: Option<Spanned<String>>,
     #[serde(default)]
     pub extra_auth_params: BTreeMap<String, String>,
     pub algorithms: Option<Vec<Spanned<String>>>,

@@ -110,6 +110,15 @@ pub struct SessionSettings {
     pub cache_max_entries: usize,
 }
 
+/// RP-initiated logout request style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutMethod {
+    /// An auto-submitted form POST: the ID token hint stays out of URLs (the default).
+    Post,
+    /// A redirect with the hint in the query, for providers that only accept GET.
+    Get,
+}
+
 /// Which ID token claims fill the identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimNames {
@@ -131,6 +140,8 @@ pub struct ProviderSettings {
     pub scopes: Vec<String>,
     /// Absolute callback URL; default: this request's origin + the gateway prefix + `callback`.
     pub redirect_url: Option<String>,
+    /// How to send the browser to `end_session_endpoint`.
+    pub logout_method: LogoutMethod,
     pub extra_auth_params: Vec<(String, String)>,
     /// ID token algorithms; default: the provider's, asymmetric only.
     pub algorithms: Option<Vec<String>>,
@@ -978,6 +989,18 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             &p.refresh_interval,
             Duration::from_secs(600),
         );
+        let logout_method = match p.logout_method.as_ref().map(|m| (m.get_ref().as_str(), m)) {
+            None | Some(("post", _)) => LogoutMethod::Post,
+            Some(("get", _)) => LogoutMethod::Get,
+            Some((other, m)) => {
+                rep.error(
+                    key("logout_method"),
+                    span(m),
+                    format!("{other:?}: expected \"post\" or \"get\""),
+                );
+                LogoutMethod::Post
+            }
+        };
         if let Some(issuer) = issuer {
             providers.push(ProviderSettings {
                 id: p.id.get_ref().clone(),
@@ -990,6 +1013,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
                 client_secret,
                 scopes,
                 redirect_url: p.redirect_url.as_ref().map(|r| r.get_ref().clone()),
+                logout_method,
                 extra_auth_params: p
                     .extra_auth_params
                     .iter()

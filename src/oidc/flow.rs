@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::provider::{Provider, ProviderError};
 use super::redirect::RedirectPolicy;
+use crate::config::model::LogoutMethod;
 use crate::error::{html_escape, html_page};
 use crate::jwt::{self, IdTokenRules, JwtError};
 use crate::metrics::Metrics;
@@ -622,6 +623,16 @@ impl Auth {
                 } else {
                     return_to
                 };
+                if p.settings.logout_method == LogoutMethod::Get {
+                    let Ok(mut u) = url::Url::parse(&endpoint) else {
+                        return Reply::redirect(&post_logout).header(header::SET_COOKIE, &clear);
+                    };
+                    u.query_pairs_mut()
+                        .append_pair("id_token_hint", &hint)
+                        .append_pair("post_logout_redirect_uri", &post_logout)
+                        .append_pair("client_id", &p.settings.client_id);
+                    return Reply::redirect(u.as_str()).header(header::SET_COOKIE, &clear);
+                }
                 let field = |k: &str, v: &str| {
                     format!(
                         "<input type=\"hidden\" name=\"{}\" value=\"{}\">",

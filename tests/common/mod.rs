@@ -42,6 +42,8 @@ pub struct Gateway {
 
 /// Options the harness writes into `[server]`, `[admin]` and the first listener.
 pub struct Opts {
+    /// Port of the first listener (default: a free one).
+    pub port: Option<u16>,
     pub grace_period: &'static str,
     /// Extra TOML placed inside the first `[[listeners]]` table (e.g. `h2c = true`).
     pub listener_extra: String,
@@ -52,6 +54,7 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Self {
+            port: None,
             grace_period: "1s",
             listener_extra: String::new(),
             server_extra: String::new(),
@@ -82,7 +85,7 @@ impl Gateway {
         let config_path = dir.path().join("config.toml");
         let mut gw = Gateway {
             child: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            addr: SocketAddr::from(([127, 0, 0, 1], opts.port.unwrap_or_else(free_port))),
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             dir,
             config_path,
@@ -377,4 +380,316 @@ pub async fn tls_echo(pki: &TestPki) -> SocketAddr {
         async move { acceptor.accept(s).await }
     }));
     addr
+}
+
+/// Fail (never skip) when a component the tests need is missing.
+pub fn require(cmd: &str, hint: &str) -> String {
+    match Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+    {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => panic!(
+            "{cmd} is required by this test and was not found: {hint} (./tests/run.sh installs it)"
+        ),
+    }
+}
+
+/// A real `redis-server` on a free loopback port, with its data in a temp dir (AOF on, so a
+/// restart keeps sessions).
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.spawn().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let bin = require("redis-server", "apt-get install redis-server");
+        let child = Command::new(bin)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.write_all(b"PING\r\n");
+                let mut b = [0u8; 7];
+                if s.read_exact(&mut b).is_ok() && &b == b"+PONG\r\n" {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// Freeze (SIGSTOP) or thaw (SIGCONT) the server: unreachable without closing sockets.
+    pub fn pause(&self, paused: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sig = if paused { "-STOP" } else { "-CONT" };
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// The real OpenID provider (`oidc-provider` from npm, run by tests/idp/idp.js).
+pub struct Idp {
+    child: Option<Child>,
+    pub port: u16,
+    pub issuer: String,
+}
+
+impl Idp {
+    /// `auto_login`: log in as alice without forms (HTTP tests). `gateway_ports`: the client
+    /// gets redirect URIs for these gateway ports on 127.0.0.1 and localhost.
+    pub async fn start(auto_login: bool, gateway_ports: &[u16]) -> Idp {
+        Self::start_on(free_port(), auto_login, gateway_ports).await
+    }
+
+    pub async fn start_on(port: u16, auto_login: bool, gateway_ports: &[u16]) -> Idp {
+        let node = require("node", "apt-get install nodejs npm");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
+        assert!(
+            dir.join("node_modules/oidc-provider").is_dir(),
+            "tests/idp/node_modules is missing: run `npm ci` in tests/idp (./tests/run.sh does)"
+        );
+        let mut redirects = Vec::new();
+        let mut post_logout = Vec::new();
+        for p in gateway_ports {
+            for h in ["127.0.0.1", "localhost"] {
+                redirects.push(format!("http://{h}:{p}/.authgate/callback"));
+                post_logout.push(format!("http://{h}:{p}/"));
+            }
+        }
+        let clients = serde_json::json!([{
+            "client_id": "authgate",
+            "client_secret": "authgate-secret",
+            "redirect_uris": redirects,
+            "post_logout_redirect_uris": post_logout,
+        }]);
+        let issuer = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(node);
+        cmd.arg("idp.js")
+            .current_dir(&dir)
+            .env("IDP_PORT", port.to_string())
+            .env("IDP_ISSUER", &issuer)
+            .env("IDP_CLIENTS", clients.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null());
+        if auto_login {
+            cmd.env("IDP_AUTO_LOGIN", "1");
+        }
+        let mut child = cmd.spawn().expect("spawn node idp.js");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.starts_with("IDP READY") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let ready = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert!(ready.is_ok(), "the test IdP did not start within 30s");
+        Idp {
+            child: Some(child),
+            port,
+            issuer,
+        }
+    }
+
+    /// A provider address with nothing running there (for "provider down" tests).
+    pub fn not_running(port: u16) -> Idp {
+        Idp {
+            child: None,
+            port,
+            issuer: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A `[[providers]]` block for this IdP.
+    pub fn provider_toml(&self) -> String {
+        format!(
+            "[[providers]]\nid = \"test\"\nissuer = \"{}\"\nclient_id = \"authgate\"\nclient_secret = \"authgate-secret\"\nscopes = [\"openid\", \"email\", \"profile\"]\nrefresh_interval = \"2s\"\n",
+            self.issuer
+        )
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        client()
+            .get(format!("{}/__test/stats", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A config body: the IdP as provider, the echo upstream, `/public` public and `/` protected.
+pub fn auth_config(idp: &Idp, echo: SocketAddr, session: &str) -> String {
+    format!(
+        "{provider}\n[session]\n{session}\n\n[upstreams.app]\nservers = [\"http://{echo}\"]\n\n[[routes]]\nid = \"public\"\npath = \"/public\"\nupstream = \"app\"\npublic = true\n\n[[routes]]\nid = \"app\"\npath = \"/\"\nupstream = \"app\"\n",
+        provider = idp.provider_toml(),
+    )
+}
+
+/// The `name=value` part of every `Set-Cookie` in a response.
+pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// Run the whole browser login over HTTP against an auto-login IdP: protected page → login
+/// → IdP → callback. Returns the session cookie (`name=value`) and the callback response.
+pub async fn http_login(gw: &Gateway, path: &str) -> (String, reqwest::Response) {
+    let c = client();
+    let idp_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = c
+        .get(gw.url(path))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "protected page must redirect to sign in");
+    let login = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(login.starts_with("/.authgate/login?rd="), "{login}");
+    let r = c
+        .get(gw.url(&login))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "login must redirect to the provider");
+    let tx_cookie = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.contains("_tx_"))
+        .expect("transaction cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut url = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let callback_prefix = format!("http://{}/.authgate/callback", gw.addr);
+    for _ in 0..10 {
+        let r = idp_client.get(url.clone()).send().await.unwrap();
+        assert!(
+            r.status().is_redirection(),
+            "IdP answered {} at {url}",
+            r.status()
+        );
+        let loc = r.headers()["location"].to_str().unwrap();
+        let next = url.join(loc).unwrap();
+        if next.as_str().starts_with(&callback_prefix) {
+            let cb = format!("{}?{}", next.path(), next.query().unwrap_or(""));
+            let r = c
+                .get(gw.url(&cb))
+                .header("accept", "text/html")
+                .header("cookie", &tx_cookie)
+                .send()
+                .await
+                .unwrap();
+            let session = set_cookies(&r)
+                .into_iter()
+                .find(|c| {
+                    c.starts_with("authgate_session=") && !c.starts_with("authgate_session=;")
+                })
+                .map(|c| c.split(';').next().unwrap().to_string())
+                .unwrap_or_default();
+            return (session, r);
+        }
+        url = next;
+    }
+    panic!("the IdP never redirected back to the gateway");
 }

@@ -252,7 +252,14 @@ const configuration = {
   jwks: JWKS,
 
   // Fixed test key: session cookies stay valid across restarts with the same key.
-  cookies: { keys: ['authgate-test-idp-cookie-key-not-a-secret'] },
+  // long.sameSite "none": oidc-provider's precondition for accepting POST at end_session
+  // (RP-Initiated Logout 1.0 §2: an OP must accept GET and POST; authgate POSTs so the ID
+  // token hint never appears in a URL).
+  cookies: {
+    keys: ['authgate-test-idp-cookie-key-not-a-secret'],
+    long: { sameSite: 'none' },
+  },
+  enableHttpPostMethods: true,
 
   // Scope -> claims. `groups` is its own scope and also part of `profile`, so a plain
   // "openid email profile" request gets the groups claim too.

@@ -1,0 +1,620 @@
+//! The OpenID Connect login end to end over HTTP, with the real `oidc-provider` (auto-login
+//! mode), real `redis-server` and the real binary: identity headers, cookies, logout, every
+//! callback error, fixation, fail-closed behaviour, cache coherence across two gateways.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    auth_config, client, echo, free_port, http_login, set_cookies, Gateway, Idp, Opts, Redis, Seen,
+};
+
+const SECRET: &str = "session-secret-for-tests-0123456789abcdef";
+
+fn redis_session(redis: &Redis) -> String {
+    format!(
+        "store = \"redis\"\nredis_url = \"{}\"\nsecret = \"{SECRET}\"\nredis_timeout = \"500ms\"\n",
+        redis.url()
+    )
+}
+
+async fn gateway(idp: &Idp, port: u16, session: &str) -> Gateway {
+    let e = echo().await;
+    let gw = Gateway::start_with(
+        &auth_config(idp, e, session),
+        Opts {
+            port: Some(port),
+            ..Opts::default()
+        },
+    )
+    .await;
+    wait_ready(&gw).await;
+    gw
+}
+
+async fn wait_ready(gw: &Gateway) {
+    for _ in 0..100 {
+        if let Ok(r) = client().get(gw.admin_url("/readyz")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("gateway never became ready:\n{}", gw.log());
+}
+
+async fn get_as(gw: &Gateway, path: &str, cookie: &str) -> reqwest::Response {
+    client()
+        .get(gw.url(path))
+        .header("cookie", cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_sets_identity_headers_and_a_safe_cookie() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let gw = gateway(&idp, port, "store = \"memory\"").await;
+
+    // A pre-set cookie (fixation attempt) is never adopted.
+    let (cookie, resp) = http_login(&gw, "/app/page?x=1").await;
+    assert_eq!(resp.status(), 302);
+    assert_eq!(resp.headers()["location"], "/app/page?x=1");
+    let set = set_cookies(&resp);
+    let session_cookie = set
+        .iter()
+        .find(|c| c.starts_with("authgate_session="))
+        .unwrap();
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(
+            session_cookie.contains(attr),
+            "{attr} missing: {session_cookie}"
+        );
+    }
+    assert!(!session_cookie.contains("Domain"), "{session_cookie}");
+    assert!(
+        set.iter()
+            .any(|c| c.contains("_tx_") && c.contains("Max-Age=0")),
+        "transaction cookie not cleared: {set:?}"
+    );
+
+    // The upstream sees the identity, not the gateway's cookie, and never the client's forgeries.
+    let r = client()
+        .get(gw.url("/app/page"))
+        .header("cookie", format!("{cookie}; theme=dark"))
+        .header("x-forwarded-user", "mallory")
+        .header("X_Forwarded_Email", "m@evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Seen = r.json().await.unwrap();
+    assert_eq!(seen.all("x-forwarded-user"), vec!["alice"]);
+    assert_eq!(seen.header("x-forwarded-email"), Some("alice@example.com"));
+    assert_eq!(seen.header("x-forwarded-groups"), Some("admins,dev"));
+    assert_eq!(seen.header("x-forwarded-preferred-username"), Some("alice"));
+    assert!(seen.header("x_forwarded_email").is_none());
+    assert_eq!(seen.header("cookie"), Some("theme=dark"));
+    assert!(
+        seen.header("x-forwarded-access-token").is_none(),
+        "tokens are not forwarded unless a route opts in"
+    );
+
+    // userinfo: the identity, no tokens.
+    let r = get_as(&gw, "/.authgate/userinfo", &cookie).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["sub"], "alice");
+    assert_eq!(v["groups"], serde_json::json!(["admins", "dev"]));
+    assert!(
+        !v.to_string().contains("eyJ"),
+        "a token leaked into userinfo: {v}"
+    );
+
+    let m = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("authgate_logins_total{stage=\"completed\"} 1"),
+        "{m}"
+    );
+    assert!(
+        !gw.log().contains(cookie.split('=').nth(1).unwrap()),
+        "session cookie value in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_or_stale_cookies_are_not_sessions() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let gw = gateway(&idp, port, "store = \"memory\"").await;
+    let (cookie, _) = http_login(&gw, "/").await;
+    let value = cookie.split_once('=').unwrap().1.to_string();
+    // Flip one character of the ID: the MAC fails, so no store lookup happens.
+    let mut forged = value.clone().into_bytes();
+    forged[5] = if forged[5] == b'A' { b'B' } else { b'A' };
+    let forged = format!("authgate_session={}", String::from_utf8(forged).unwrap());
+    let before = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for c in [
+        forged.as_str(),
+        "authgate_session=v1.attacker-chosen.value",
+        "authgate_session=",
+    ] {
+        let r = get_as(&gw, "/app", c).await;
+        assert_eq!(r.status(), 401, "{c}");
+    }
+    let after = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lookups = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("authgate_session_cache_lookups_total"))
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        lookups(&before),
+        lookups(&after),
+        "a forged cookie reached the session lookup"
+    );
+    // The real one still works.
+    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_ends_the_session_and_signs_out_at_the_provider() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let gw = gateway(&idp, port, "store = \"memory\"").await;
+    let (cookie, _) = http_login(&gw, "/").await;
+    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 200);
+
+    let r = client()
+        .get(gw.url("/.authgate/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(set_cookies(&r)
+        .iter()
+        .any(|c| c.starts_with("authgate_session=;") || c.contains("Max-Age=0")));
+    let page = r.text().await.unwrap();
+    // RP-initiated logout by form POST: the ID token hint is in the body, not a URL.
+    assert!(
+        page.contains(&format!("action=\"{}/session/end\"", idp.issuer)),
+        "{page}"
+    );
+    assert!(
+        page.contains("name=\"id_token_hint\" value=\"eyJ"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            "name=\"post_logout_redirect_uri\" value=\"http://{}/\"",
+            gw.addr
+        )),
+        "{page}"
+    );
+    // The provider accepts the form.
+    let hint = page
+        .split("name=\"id_token_hint\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let r = client()
+        .post(format!("{}/session/end", idp.issuer))
+        .form(&[
+            ("id_token_hint", hint),
+            ("post_logout_redirect_uri", &format!("http://{}/", gw.addr)),
+            ("client_id", "authgate"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_redirection() || r.status().is_success(),
+        "{}",
+        r.status()
+    );
+
+    // The old cookie is dead: browsers are sent to sign in again, APIs get 401.
+    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 401);
+    let r = client()
+        .get(gw.url("/app"))
+        .header("cookie", &cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+}
+
+/// GET `url` (with `cookie`) and check the refusal: status, JSON reason, no session cookie.
+async fn expect(url: String, cookie: Option<&str>, status: u16, reason: &str) {
+    let mut b = client().get(url).header("accept", "application/json");
+    if let Some(c) = cookie {
+        b = b.header("cookie", c.to_string());
+    }
+    let r = b.send().await.unwrap();
+    assert_eq!(r.status(), status, "{reason}");
+    assert!(
+        !set_cookies(&r)
+            .iter()
+            .any(|c| c.starts_with("authgate_session=v1")),
+        "{reason}: a session was created"
+    );
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_errors_are_clear_and_create_no_session() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let gw = gateway(&idp, port, "store = \"memory\"").await;
+    let c = client();
+
+    // Start a real login to get a valid state and its transaction cookie.
+    let r = c
+        .get(gw.url("/.authgate/login?rd=%2F"))
+        .send()
+        .await
+        .unwrap();
+    let tx = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.contains("_tx_"))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let auth_url = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = auth_url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .to_string();
+    assert!(auth_url
+        .query_pairs()
+        .any(|(k, v)| k == "code_challenge_method" && v == "S256"));
+    assert!(auth_url.query_pairs().any(|(k, _)| k == "nonce"));
+
+    let cb = |q: &str| gw.url(&format!("/.authgate/callback?{q}"));
+    expect(cb("code=x"), Some(&tx), 400, "missing_parameter").await;
+    expect(
+        cb(&format!("code=x&state={state}&state={state}")),
+        Some(&tx),
+        400,
+        "duplicate_parameter",
+    )
+    .await;
+    expect(
+        cb(&format!("code=x&code=y&state={state}")),
+        Some(&tx),
+        400,
+        "duplicate_parameter",
+    )
+    .await;
+    // Not started in this browser: no transaction cookie.
+    expect(
+        cb(&format!("code=x&state={state}")),
+        None,
+        400,
+        "unbound_state",
+    )
+    .await;
+    // A bogus code with the right state and cookie: the provider refuses it; the transaction
+    // is consumed by that attempt, so replaying it is refused too.
+    expect(
+        cb(&format!("code=bogus&state={state}")),
+        Some(&tx),
+        401,
+        "code_rejected",
+    )
+    .await;
+    expect(
+        cb(&format!("code=bogus&state={state}")),
+        Some(&tx),
+        400,
+        "unknown_state",
+    )
+    .await;
+
+    // error= from the provider (user refused consent).
+    let r = c.get(gw.url("/.authgate/login")).send().await.unwrap();
+    let tx2 = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.contains("_tx_"))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let state2 = reqwest::Url::parse(r.headers()["location"].to_str().unwrap())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .to_string();
+    expect(
+        cb(&format!("error=access_denied&state={state2}")),
+        Some(&tx2),
+        401,
+        "provider_error",
+    )
+    .await;
+
+    // Browsers get a readable page.
+    let r = c
+        .get(cb("state=nope"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("<h1>Sign-in failed</h1>") && html.contains("Sign in again"),
+        "{html}"
+    );
+
+    let m = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in [
+        "missing_parameter",
+        "duplicate_parameter",
+        "unbound_state",
+        "code_rejected",
+        "unknown_state",
+        "provider_error",
+    ] {
+        assert!(
+            m.contains(&format!(
+                "authgate_login_failures_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason}: {m}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_redirects_after_login_fall_back_to_root() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let gw = gateway(&idp, port, "store = \"memory\"").await;
+    for (rd, want) in [
+        ("%2F%2Fevil.example%2F", "/"),
+        ("https%3A%2F%2Fevil.example%2F", "/"),
+        ("%2Fok%3Fa%3D1", "/ok?a=1"),
+    ] {
+        let r = client()
+            .get(gw.url(&format!("/.authgate/login?rd={rd}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        // Finish this very login and check where the callback sends us.
+        let tx = set_cookies(&r)
+            .into_iter()
+            .find(|c| c.contains("_tx_"))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let idp_client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let mut url = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+        let location = loop {
+            let r = idp_client.get(url.clone()).send().await.unwrap();
+            let next = url.join(r.headers()["location"].to_str().unwrap()).unwrap();
+            if next.path() == "/.authgate/callback" {
+                let r = client()
+                    .get(gw.url(&format!("{}?{}", next.path(), next.query().unwrap())))
+                    .header("cookie", &tx)
+                    .send()
+                    .await
+                    .unwrap();
+                break r.headers()["location"].to_str().unwrap().to_string();
+            }
+            url = next;
+        };
+        assert_eq!(location, want, "rd={rd}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_down_at_start_fails_closed_then_recovers() {
+    let port = free_port();
+    let idp_port = free_port();
+    let dead = Idp::not_running(idp_port);
+    let e = echo().await;
+    let gw = Gateway::start_with(
+        &auth_config(&dead, e, "store = \"memory\""),
+        Opts {
+            port: Some(port),
+            ..Opts::default()
+        },
+    )
+    .await;
+    drop(dead);
+    let c = client();
+    let r = c.get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["checks"]["provider:test"], false);
+    // No redirect loop to a provider that is down: 503, for browsers too.
+    let r = c
+        .get(gw.url("/app"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        c.get(gw.url("/.authgate/login"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    // Public routes are unaffected.
+    assert_eq!(
+        c.get(gw.url("/public/x")).send().await.unwrap().status(),
+        200
+    );
+
+    let _idp = Idp::start_on(idp_port, true, &[port]).await;
+    wait_ready(&gw).await;
+    let (cookie, _) = http_login(&gw, "/").await;
+    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sessions_fail_closed_and_recover() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let mut redis = Redis::start().await;
+    let gw = gateway(
+        &idp,
+        port,
+        &format!("{}cache_max_age = \"0s\"\n", redis_session(&redis)),
+    )
+    .await;
+    let (cookie, _) = http_login(&gw, "/").await;
+    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 200);
+
+    // Unreachable (frozen) Redis: 503, the cookie is kept, no redirect to sign in.
+    redis.pause(true);
+    let r = client()
+        .get(gw.url("/app"))
+        .header("cookie", &cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        set_cookies(&r).is_empty(),
+        "the cookie must not be touched while Redis is down"
+    );
+    let r = client().get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    redis.pause(false);
+    let mut ok = false;
+    for _ in 0..50 {
+        if get_as(&gw, "/app", &cookie).await.status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "did not recover after Redis came back:\n{}", gw.log());
+
+    // Killed and restarted (AOF on): 503 while down, then the same session works again.
+    redis.kill();
+    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 503);
+    redis.restart().await;
+    let mut ok = false;
+    for _ in 0..80 {
+        if get_as(&gw, "/app", &cookie).await.status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "did not recover after a Redis restart:\n{}", gw.log());
+    wait_ready(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_on_one_gateway_is_seen_by_another_sharing_redis() {
+    let (pa, pb) = (free_port(), free_port());
+    let idp = Idp::start(true, &[pa, pb]).await;
+    let redis = Redis::start().await;
+    // Long cache max age: only the invalidation message can make B forget the session.
+    let session = format!("{}cache_max_age = \"5m\"\n", redis_session(&redis));
+    let a = gateway(&idp, pa, &session).await;
+    let b = gateway(&idp, pb, &session).await;
+    // Both caches must be coherent (subscribed) before the test means anything.
+    for gw in [&a, &b] {
+        for _ in 0..50 {
+            let v: serde_json::Value = client()
+                .get(gw.admin_url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["checks"]["session_cache_coherent"] == true {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (cookie, _) = http_login(&a, "/").await;
+    // The session made on A works on B (and is now cached there).
+    assert_eq!(get_as(&b, "/app", &cookie).await.status(), 200);
+    assert_eq!(get_as(&b, "/app", &cookie).await.status(), 200);
+
+    let r = client()
+        .get(a.url("/.authgate/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let started = std::time::Instant::now();
+    let mut rejected = false;
+    while started.elapsed() < Duration::from_secs(3) {
+        if get_as(&b, "/app", &cookie).await.status() == 401 {
+            rejected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        rejected,
+        "B still accepted the session 3s after logout on A"
+    );
+    eprintln!("logout propagation A→B: {:?}", started.elapsed());
+}
