@@ -29,11 +29,15 @@ enum Command {
         /// Path of the TOML config.
         config: PathBuf,
     },
-    /// Run a local demo: an upstream that shows the headers it receives, behind authgate.
+    /// Run a local demo: the test OpenID provider (tests/idp, needs Node.js and `npm ci`
+    /// there), an upstream that shows the headers it receives, and authgate in front.
     Demo {
         /// Port of the demo upstream on 127.0.0.1.
         #[arg(long, default_value_t = 3000)]
         upstream_port: u16,
+        /// Do not start the demo provider (protected pages then answer 503).
+        #[arg(long)]
+        no_idp: bool,
     },
     /// Run only the demo/echo upstream (used by the load script).
     Echo {
@@ -56,6 +60,31 @@ fn run(config: config::Config, path: Option<PathBuf>) -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Start tests/idp/idp.js (form login) for the demo; `None` with a hint when it cannot run.
+fn start_demo_idp() -> Option<std::process::Child> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
+    if !dir.join("node_modules/oidc-provider").is_dir() {
+        eprintln!("warning: the demo provider is not installed: run `npm ci` in {} (./demo.sh does); protected pages will answer 503", dir.display());
+        return None;
+    }
+    let clients = r#"[{"client_id":"authgate","client_secret":"authgate-secret","redirect_uris":["http://localhost:8080/.authgate/callback","http://127.0.0.1:8080/.authgate/callback"],"post_logout_redirect_uris":["http://localhost:8080/","http://127.0.0.1:8080/"]}]"#;
+    match std::process::Command::new("node")
+        .arg("idp.js")
+        .current_dir(&dir)
+        .env("IDP_PORT", "9400")
+        .env("IDP_CLIENTS", clients)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(child) => Some(child),
+        Err(e) => {
+            eprintln!("warning: cannot start the demo provider (node): {e}; protected pages will answer 503");
+            None
         }
     }
 }
@@ -86,7 +115,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Demo { upstream_port } => {
+        Command::Demo {
+            upstream_port,
+            no_idp,
+        } => {
             let src =
                 demo::DEMO_CONFIG.replace("127.0.0.1:3000", &format!("127.0.0.1:{upstream_port}"));
             let c = match config::parse(Path::new("<demo>"), &src) {
@@ -105,17 +137,30 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let gw = c.listeners[0].address;
+            let mut idp = if no_idp { None } else { start_demo_idp() };
+            let port = c.listeners[0].address.port();
             println!("authgate demo");
-            println!("  upstream (no auth of its own): http://{upstream}/");
-            println!("  through authgate, public route: http://{gw}/public/");
-            println!("  through authgate, protected:    http://{gw}/   (sign-in required)");
+            println!("  open http://localhost:{port}/   (protected: you are sent to sign in)");
+            if idp.is_some() {
+                println!(
+                    "  sign in as: alice (any password; groups admins, dev) or bob (groups dev)"
+                );
+            }
+            println!("  public route:  http://localhost:{port}/public/");
+            println!("  who am I:      http://localhost:{port}/.authgate/userinfo");
+            println!("  sign out:      http://localhost:{port}/.authgate/logout");
+            println!("  upstream alone (no auth of its own): http://{upstream}/");
             println!(
                 "  admin: http://{}/metrics  /healthz  /readyz",
                 c.admin_address
             );
             println!("  Ctrl-C to stop");
-            run(c, None)
+            let code = run(c, None);
+            if let Some(child) = idp.as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            code
         }
         Command::Echo { listen } => {
             logging::init(config::model::LogFormat::Text, "info");

@@ -116,6 +116,11 @@ impl Jwks {
         self.uri.store(Arc::new(Some(uri)));
     }
 
+    /// Replace the key set with `set` (keys served without HTTP, e.g. configured statically).
+    pub fn load(&self, set: &JwkSet) {
+        self.keys.store(Arc::new(parse_set(set)));
+    }
+
     pub fn key_count(&self) -> usize {
         self.keys.load().all.len()
     }

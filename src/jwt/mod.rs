@@ -179,6 +179,175 @@ pub async fn verify_id_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{EncodingKey, Header};
+    use std::time::Duration;
+
+    struct Signer {
+        key: EncodingKey,
+        jwks: Jwks,
+    }
+
+    /// An ES256 key (rcgen makes P-256 by default) published under kid "k1".
+    fn signer() -> Signer {
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        let jwks = Jwks::new(reqwest::Client::new(), Duration::from_secs(30));
+        jwks.load(&JwkSet { keys: vec![jwk] });
+        Signer { key, jwks }
+    }
+
+    fn claims(over: serde_json::Value) -> serde_json::Value {
+        let now = crate::session::model::now_unix();
+        let mut c = serde_json::json!({
+            "iss": "https://idp.example", "sub": "alice", "aud": "client",
+            "exp": now + 300, "iat": now, "nonce": "n-1", "email": "alice@example.com",
+        });
+        for (k, v) in over.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    fn sign(s: &Signer, c: &serde_json::Value) -> String {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("k1".into());
+        jsonwebtoken::encode(&h, c, &s.key).unwrap()
+    }
+
+    const RULES: IdTokenRules<'static> = IdTokenRules {
+        issuer: "https://idp.example",
+        client_id: "client",
+        nonce: "n-1",
+        algorithms: &[Algorithm::ES256, Algorithm::RS256],
+        leeway_secs: 60,
+    };
+
+    fn verify(s: &Signer, token: &str) -> Result<IdTokenClaims, JwtError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(verify_id_token(&s.jwks, token, &RULES))
+    }
+
+    #[test]
+    fn valid_id_token() {
+        let s = signer();
+        let c = verify(&s, &sign(&s, &claims(serde_json::json!({})))).unwrap();
+        assert_eq!(c.sub, "alice");
+        assert_eq!(c.other["email"], "alice@example.com");
+    }
+
+    #[test]
+    fn every_bad_id_token_is_refused() {
+        let s = signer();
+        let now = crate::session::model::now_unix();
+        let cases = [
+            (
+                serde_json::json!({"iss": "https://evil.example"}),
+                JwtError::InvalidIssuer,
+            ),
+            (
+                serde_json::json!({"aud": "other"}),
+                JwtError::InvalidAudience,
+            ),
+            (serde_json::json!({"exp": now - 3600}), JwtError::Expired),
+            (
+                serde_json::json!({"nbf": now + 3600}),
+                JwtError::NotYetValid,
+            ),
+            (
+                serde_json::json!({"iat": now + 3600}),
+                JwtError::IssuedInFuture,
+            ),
+            (serde_json::json!({"nonce": "n-2"}), JwtError::InvalidNonce),
+            (serde_json::json!({"nonce": null}), JwtError::InvalidNonce),
+            (
+                serde_json::json!({"aud": ["client", "other"]}),
+                JwtError::InvalidAuthorizedParty,
+            ),
+            (
+                serde_json::json!({"azp": "other"}),
+                JwtError::InvalidAuthorizedParty,
+            ),
+            (
+                serde_json::json!({"exp": "tomorrow"}),
+                JwtError::InvalidClaims("wrong claim types".into()),
+            ),
+            (
+                serde_json::json!({"sub": 42}),
+                JwtError::InvalidClaims("wrong claim types".into()),
+            ),
+        ];
+        for (over, want) in cases {
+            let got = verify(&s, &sign(&s, &claims(over.clone())));
+            assert_eq!(got.err(), Some(want), "{over}");
+        }
+        // A token without exp is refused (missing claim or unparseable, either way refused).
+        assert!(matches!(
+            verify(&s, &sign(&s, &claims(serde_json::json!({"exp": null})))).err(),
+            Some(JwtError::InvalidClaims(_))
+        ));
+        // Several audiences with azp = us is fine.
+        assert!(verify(
+            &s,
+            &sign(
+                &s,
+                &claims(serde_json::json!({"aud": ["client", "other"], "azp": "client"}))
+            )
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn forged_signatures_and_algorithms_are_refused() {
+        let s = signer();
+        let other = signer();
+        let good = sign(&s, &claims(serde_json::json!({})));
+        // Signed by another key under the same kid.
+        assert_eq!(
+            verify(&s, &sign(&other, &claims(serde_json::json!({})))).err(),
+            Some(JwtError::BadSignature)
+        );
+        // Tampered payload.
+        let parts: Vec<&str> = good.split('.').collect();
+        let evil_payload = crate::session::crypto::b64url(
+            serde_json::to_string(&claims(serde_json::json!({"sub": "root"})))
+                .unwrap()
+                .as_bytes(),
+        );
+        assert_eq!(
+            verify(&s, &format!("{}.{}.{}", parts[0], evil_payload, parts[2])).err(),
+            Some(JwtError::BadSignature)
+        );
+        // alg none, and HS256 "signed" with a public key: refused before any key lookup.
+        for alg in ["none", "HS256"] {
+            let header = crate::session::crypto::b64url(
+                format!("{{\"alg\":\"{alg}\",\"kid\":\"k1\"}}").as_bytes(),
+            );
+            let t = format!("{header}.{}.{}", parts[1], parts[2]);
+            assert!(
+                matches!(
+                    verify(&s, &t).err(),
+                    Some(JwtError::AlgorithmNotAllowed(_) | JwtError::Malformed)
+                ),
+                "{alg}"
+            );
+        }
+        // Unknown kid (no refetch possible here: no JWKS URI) → no matching key.
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("nope".into());
+        let t = jsonwebtoken::encode(&h, &claims(serde_json::json!({})), &s.key).unwrap();
+        assert_eq!(verify(&s, &t).err(), Some(JwtError::NoMatchingKey));
+        assert_eq!(verify(&s, "not.a.jwt").err(), Some(JwtError::Malformed));
+    }
 
     #[test]
     fn only_asymmetric_algorithms_are_allowed() {
