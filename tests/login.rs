@@ -61,7 +61,6 @@ async fn login_sets_identity_headers_and_a_safe_cookie() {
     let idp = Idp::start(true, &[port]).await;
     let gw = gateway(&idp, port, "store = \"memory\"").await;
 
-    // A pre-set cookie (fixation attempt) is never adopted.
     let (cookie, resp) = http_login(&gw, "/app/page?x=1").await;
     assert_eq!(resp.status(), 302);
     assert_eq!(resp.headers()["location"], "/app/page?x=1");
@@ -131,6 +130,60 @@ async fn login_sets_identity_headers_and_a_safe_cookie() {
     assert!(
         !gw.log().contains(cookie.split('=').nth(1).unwrap()),
         "session cookie value in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_fixation_and_timeouts() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let e = echo().await;
+    let body = format!(
+        "{}\n[[routes]]\nid = \"token\"\npath = \"/token\"\nupstream = \"app\"\npass_access_token = true\n",
+        auth_config(&idp, e, "store = \"memory\"\nidle_timeout = \"3s\"\nabsolute_timeout = \"6s\"\ncache_max_age = \"1s\"")
+    );
+    let gw = Gateway::start_with(
+        &body,
+        Opts {
+            port: Some(port),
+            ..Opts::default()
+        },
+    )
+    .await;
+    wait_ready(&gw).await;
+
+    // An attacker's valid session cookie planted in the victim's browser is not kept: the
+    // victim's login issues a new ID.
+    let (attacker, _) = http_login(&gw, "/").await;
+    let (victim, _) = common::http_login_with_cookie(&gw, "/", &attacker).await;
+    assert_ne!(attacker, victim);
+    assert!(victim.starts_with("authgate_session=v1."));
+
+    // pass_access_token: only on the route that opts in.
+    let seen: Seen = get_as(&gw, "/token", &victim).await.json().await.unwrap();
+    assert!(seen
+        .header("x-forwarded-access-token")
+        .is_some_and(|t| !t.is_empty()));
+    let seen: Seen = get_as(&gw, "/app", &victim).await.json().await.unwrap();
+    assert!(seen.header("x-forwarded-access-token").is_none());
+
+    // Idle timeout: activity keeps the session, 3 s of silence ends it...
+    for _ in 0..4 {
+        assert_eq!(get_as(&gw, "/app", &victim).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    // ...but the absolute timeout (6 s) is never extended by activity.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        get_as(&gw, "/app", &victim).await.status(),
+        401,
+        "absolute timeout not enforced"
+    );
+    // The attacker's session was idle for > 3 s.
+    assert_eq!(
+        get_as(&gw, "/app", &attacker).await.status(),
+        401,
+        "idle timeout not enforced"
     );
 }
 

@@ -877,6 +877,25 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             "session timeouts must be positive",
         );
     }
+    let cache_max_age = duration(
+        rep,
+        "session.cache_max_age",
+        &f.session.cache_max_age,
+        Duration::from_secs(10),
+    );
+    // An active user's idle timer is refreshed when a cache entry expires and the session is
+    // re-read from the store: the cache must expire well before the idle timeout.
+    if cache_max_age * 2 > idle_timeout {
+        rep.error(
+            "session.cache_max_age",
+            f.session
+                .cache_max_age
+                .as_ref()
+                .or(f.session.idle_timeout.as_ref())
+                .and_then(span),
+            "cache_max_age must be at most half of idle_timeout",
+        );
+    }
     let session = SessionSettings {
         store,
         redis_url,
@@ -908,12 +927,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             &f.session.login_timeout,
             Duration::from_secs(600),
         ),
-        cache_max_age: duration(
-            rep,
-            "session.cache_max_age",
-            &f.session.cache_max_age,
-            Duration::from_secs(10),
-        ),
+        cache_max_age,
         cache_max_entries,
     };
 

@@ -192,3 +192,86 @@ impl Jwks {
         self.lookup(kid, alg).ok_or(JwtError::NoMatchingKey)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A JWKS endpoint that counts its fetches.
+    async fn jwks_server(set: String) -> (String, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let (h, set) = (h.clone(), set.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let body = set.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (format!("http://{addr}/jwks"), hits)
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_flood_fetches_at_most_once_per_cooldown() {
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        let set = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
+        let (uri, hits) = jwks_server(set).await;
+        let jwks = Arc::new(Jwks::new(reqwest::Client::new(), Duration::from_secs(60)));
+        jwks.set_uri(uri);
+        jwks.fetch().await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert!(jwks.key_for(Some("k1"), Algorithm::ES256).await.is_ok());
+        // The right kid with the wrong algorithm family is no match either.
+        assert!(jwks.key_for(Some("k1"), Algorithm::RS256).await.is_err());
+
+        // 200 tokens with bogus kids, concurrently: no refetch inside the cooldown.
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let j = jwks.clone();
+                tokio::spawn(async move {
+                    j.key_for(Some(&format!("bogus-{i}")), Algorithm::ES256)
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Err(JwtError::NoMatchingKey)));
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "refetched inside the cooldown"
+        );
+
+        // After the cooldown, one unknown kid may refetch once.
+        let quick = Jwks::new(reqwest::Client::new(), Duration::from_millis(50));
+        quick.set_uri(jwks.uri.load().as_ref().clone().unwrap());
+        quick.fetch().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let before = hits.load(Ordering::SeqCst);
+        for i in 0..20 {
+            let _ = quick
+                .key_for(Some(&format!("x{i}")), Algorithm::ES256)
+                .await;
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), before + 1);
+    }
+}

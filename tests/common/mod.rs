@@ -629,7 +629,25 @@ pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
 /// Run the whole browser login over HTTP against an auto-login IdP: protected page → login
 /// → IdP → callback. Returns the session cookie (`name=value`) and the callback response.
 pub async fn http_login(gw: &Gateway, path: &str) -> (String, reqwest::Response) {
+    http_login_with_cookie(gw, path, "").await
+}
+
+/// [`http_login`] from a browser that already holds `cookie` (e.g. a planted one).
+pub async fn http_login_with_cookie(
+    gw: &Gateway,
+    path: &str,
+    cookie: &str,
+) -> (String, reqwest::Response) {
     let c = client();
+    let with = |extra: &str| {
+        if cookie.is_empty() {
+            extra.to_string()
+        } else if extra.is_empty() {
+            cookie.to_string()
+        } else {
+            format!("{cookie}; {extra}")
+        }
+    };
     let idp_client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .cookie_store(true)
@@ -676,7 +694,7 @@ pub async fn http_login(gw: &Gateway, path: &str) -> (String, reqwest::Response)
             let r = c
                 .get(gw.url(&cb))
                 .header("accept", "text/html")
-                .header("cookie", &tx_cookie)
+                .header("cookie", with(&tx_cookie))
                 .send()
                 .await
                 .unwrap();
