@@ -671,3 +671,41 @@ async fn logout_on_one_gateway_is_seen_by_another_sharing_redis() {
     );
     eprintln!("logout propagation A→B: {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_auth() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let redis = Redis::start_with_password(Some("s3cret-pass")).await;
+    let gw = gateway(&idp, port, &redis_session(&redis)).await;
+    let (cookie, _) = http_login(&gw, "/").await;
+    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 200);
+    assert!(
+        !gw.log().contains("s3cret-pass"),
+        "the Redis password reached the log"
+    );
+
+    // A wrong password: not ready, and protected routes fail closed.
+    let port2 = free_port();
+    let e = echo().await;
+    let wrong = redis_session(&redis).replace("s3cret-pass", "wrong");
+    let gw2 = Gateway::start_with(
+        &auth_config(&idp, e, &wrong),
+        Opts {
+            port: Some(port2),
+            ..Opts::default()
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        client()
+            .get(gw2.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(get_as(&gw2, "/app", &cookie).await.status(), 503);
+}

@@ -402,21 +402,31 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    password: Option<String>,
 }
 
 impl Redis {
     pub async fn start() -> Redis {
+        Self::start_with_password(None).await
+    }
+
+    /// With `requirepass`: clients must AUTH.
+    pub async fn start_with_password(password: Option<&str>) -> Redis {
         let mut r = Redis {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            password: password.map(str::to_string),
         };
         r.spawn().await;
         r
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     async fn spawn(&mut self) {
@@ -436,6 +446,11 @@ impl Redis {
                 "--dir",
             ])
             .arg(self.dir.path())
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass".to_string(), p.clone()]),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -444,6 +459,11 @@ impl Redis {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                if let Some(p) = &self.password {
+                    let _ = s.write_all(format!("AUTH {p}\r\n").as_bytes());
+                    let mut ok = [0u8; 5];
+                    let _ = s.read_exact(&mut ok);
+                }
                 let _ = s.write_all(b"PING\r\n");
                 let mut b = [0u8; 7];
                 if s.read_exact(&mut b).is_ok() && &b == b"+PONG\r\n" {
