@@ -34,6 +34,8 @@ pub enum Refusal {
     UpstreamUnavailable,
     #[error("the upstream service did not answer in time")]
     UpstreamTimeout,
+    #[error("you are not allowed to access this resource")]
+    Forbidden,
     #[error("sessions are temporarily unavailable")]
     SessionStoreUnavailable,
     #[error("the identity provider is unavailable")]
@@ -50,6 +52,7 @@ impl Refusal {
             Refusal::BadRequest => StatusCode::BAD_REQUEST,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::Forbidden => StatusCode::FORBIDDEN,
             Refusal::SessionStoreUnavailable | Refusal::ProviderUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -68,6 +71,7 @@ impl Refusal {
             Refusal::BadRequest => "bad_request",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::Forbidden => "forbidden",
             Refusal::SessionStoreUnavailable => "store_unavailable",
             Refusal::ProviderUnavailable => "provider_unavailable",
         }
@@ -81,6 +85,7 @@ impl Refusal {
             Refusal::LoginUnavailable => "Sign-in unavailable",
             Refusal::UpstreamUnavailable => "Service unavailable",
             Refusal::UpstreamTimeout => "Service timed out",
+            Refusal::Forbidden => "Access denied",
             Refusal::SessionStoreUnavailable | Refusal::ProviderUnavailable => {
                 "Temporarily unavailable"
             }

@@ -709,3 +709,45 @@ async fn redis_with_auth() {
     );
     assert_eq!(get_as(&gw2, "/app", &cookie).await.status(), 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_decides_on_the_session_identity() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let e = echo().await;
+    let routes = "\n[[routes]]\nid = \"admins\"\npath = \"/admins\"\nupstream = \"app\"\n[routes.policy]\ngroups = [\"admins\"]\nemail_domains = [\"example.com\"]\n\n[[routes]]\nid = \"bob-only\"\npath = \"/bob\"\nupstream = \"app\"\n[routes.policy]\nusers = [\"bob\"]\n\n[[routes]]\nid = \"read-only\"\npath = \"/ro\"\nupstream = \"app\"\n[routes.policy]\nmethods = [\"GET\", \"HEAD\"]\n";
+    let body = format!("{}{routes}", auth_config(&idp, e, "store = \"memory\""));
+    let gw = Gateway::start_with(
+        &body,
+        Opts {
+            port: Some(port),
+            ..Opts::default()
+        },
+    )
+    .await;
+    wait_ready(&gw).await;
+    let (cookie, _) = http_login(&gw, "/").await;
+    assert_eq!(get_as(&gw, "/admins/x", &cookie).await.status(), 200);
+    let r = get_as(&gw, "/bob/x", &cookie).await;
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "forbidden");
+    let r = client()
+        .get(gw.url("/bob/x"))
+        .header("cookie", &cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("<h1>Access denied</h1>"));
+    assert_eq!(get_as(&gw, "/ro/x", &cookie).await.status(), 200);
+    let r = client()
+        .delete(gw.url("/ro/x"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(gw.log().contains("denied by policy"));
+}

@@ -176,4 +176,23 @@ pub struct Route {
     pub public: bool,
     #[serde(default)]
     pub pass_access_token: bool,
+    pub policy: Option<Spanned<Policy>>,
+}
+
+/// `[routes.policy]`: see `crate::policy` for the semantics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub emails: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub email_domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub claims: BTreeMap<String, String>,
 }

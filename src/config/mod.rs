@@ -143,6 +143,33 @@ mod tests {
     }
 
     #[test]
+    fn ambiguous_policies_are_refused() {
+        let src = format!(
+            "{UP}[[routes]]\npath = \"/a\"\nupstream = \"app\"\n[routes.policy]\n\n[[routes]]\npath = \"/b\"\nupstream = \"app\"\npublic = true\n[routes.policy]\ngroups = [\"x\"]\n\n[[routes]]\npath = \"/c\"\nupstream = \"app\"\n[routes.policy]\nemail_domains = [\"@corp.com\", \".corp.com\"]\nemails = [\"a@b@c\"]\nmethods = [\"GE T\"]\n"
+        );
+        let e = errs(&src);
+        let has = |key: &str, msg: &str| {
+            e.iter()
+                .any(|x| x.key == key && x.message.contains(msg) && x.line > 0)
+        };
+        assert!(has("routes[0].policy", "empty policy"), "{e:?}");
+        assert!(has("routes[1].policy", "public route"), "{e:?}");
+        assert!(
+            has("routes[2].policy.email_domains[0]", "domain only"),
+            "{e:?}"
+        );
+        assert!(
+            has("routes[2].policy.email_domains[1]", "domain only"),
+            "{e:?}"
+        );
+        assert!(has("routes[2].policy.emails[0]", "not an email"), "{e:?}");
+        assert!(
+            has("routes[2].policy.methods[0]", "not an HTTP method"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
         if let Err(e) = load(&p) {

@@ -187,6 +187,8 @@ pub struct RouteSettings {
     pub upstream: String,
     pub public: bool,
     pub pass_access_token: bool,
+    /// `None`: every authenticated caller.
+    pub policy: Option<crate::policy::Policy>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -333,6 +335,72 @@ fn load_ca(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<Vec<Vec
         return None;
     }
     Some(certs)
+}
+
+/// Validate `[routes.policy]` into a ready-to-evaluate policy.
+fn policy(
+    rep: &mut Reporter,
+    i: usize,
+    public: bool,
+    p: &Spanned<file::Policy>,
+) -> Option<crate::policy::Policy> {
+    use crate::policy::{ClaimRule, Policy};
+    let key = |k: &str| format!("routes[{i}].policy.{k}");
+    let f = p.get_ref();
+    if public {
+        rep.error(
+            format!("routes[{i}].policy"),
+            span(p),
+            "a public route admits everyone: remove the policy or public = true",
+        );
+    }
+    let mut out = Policy {
+        users: f.users.iter().cloned().collect(),
+        groups: f.groups.iter().cloned().collect(),
+        ..Policy::default()
+    };
+    for (j, e) in f.emails.iter().enumerate() {
+        let v = e.get_ref();
+        if v.matches('@').count() != 1 || v.starts_with('@') || v.ends_with('@') {
+            rep.error(
+                format!("{}[{j}]", key("emails")),
+                span(e),
+                format!("{v:?} is not an email address"),
+            );
+        }
+        out.emails.insert(v.to_ascii_lowercase());
+    }
+    for (j, d) in f.email_domains.iter().enumerate() {
+        let v = d.get_ref();
+        if v.contains('@')
+            || v.starts_with('.')
+            || HostPattern::parse(v).is_none()
+            || v.contains('*')
+        {
+            rep.error(format!("{}[{j}]", key("email_domains")), span(d), format!("{v:?}: write the domain only, e.g. \"example.com\" (matched exactly, no subdomains)"));
+        }
+        out.email_domains.insert(v.to_ascii_lowercase());
+    }
+    for (j, m) in f.methods.iter().enumerate() {
+        match m.get_ref().to_ascii_uppercase().parse::<http::Method>() {
+            Ok(method) => out.methods.push(method),
+            Err(_) => rep.error(
+                format!("{}[{j}]", key("methods")),
+                span(m),
+                format!("{:?} is not an HTTP method", m.get_ref()),
+            ),
+        }
+    }
+    for (claim, value) in &f.claims {
+        out.claims.push(ClaimRule {
+            claim: claim.clone(),
+            value: value.clone(),
+        });
+    }
+    if out.is_empty() {
+        rep.error(format!("routes[{i}].policy"), span(p), "empty policy: list users, emails, email_domains, groups, methods or claims (or remove the table to admit every signed-in user)");
+    }
+    Some(out)
 }
 
 fn upstream(rep: &mut Reporter, name: &str, u: &file::Upstream) -> UpstreamSettings {
@@ -1174,6 +1242,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             upstream: r.upstream.get_ref().clone(),
             public: r.public,
             pass_access_token: r.pass_access_token,
+            policy: r.policy.as_ref().and_then(|p| policy(rep, i, r.public, p)),
         });
     }
 

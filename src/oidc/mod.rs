@@ -49,7 +49,37 @@ impl ClaimNames {
                 .collect(),
             _ => Vec::new(),
         };
+        // Keep the other claims for policy rules, within a budget: a provider that stuffs
+        // kilobytes into a token must not inflate every session record.
+        const EXTRA_BUDGET: usize = 4096;
+        let mapped: [&str; 6] = [
+            &self.user,
+            &self.email,
+            &self.name,
+            &self.groups,
+            &self.preferred_username,
+            "email_verified",
+        ];
+        let mut extra = std::collections::BTreeMap::new();
+        let mut used = 0;
+        for (k, v) in &c.other {
+            if mapped.contains(&k.as_str())
+                || matches!(
+                    k.as_str(),
+                    "nonce" | "at_hash" | "c_hash" | "sid" | "auth_time"
+                )
+            {
+                continue;
+            }
+            let size = k.len() + v.to_string().len();
+            if used + size > EXTRA_BUDGET {
+                continue;
+            }
+            used += size;
+            extra.insert(k.clone(), v.clone());
+        }
         Claims {
+            extra,
             subject: string_claim(c, &self.user).unwrap_or_else(|| c.sub.clone()),
             email: string_claim(c, &self.email),
             email_verified: c.other.get("email_verified").and_then(Value::as_bool),

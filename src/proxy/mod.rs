@@ -232,7 +232,18 @@ impl ProxyHttp for Gateway {
 
         if !route.public {
             match self.authenticate(session, ctx).await {
-                Ok(Some(user)) => ctx.session = Some(user),
+                Ok(Some(user)) => {
+                    if let Some(policy) = &route.policy {
+                        if let Err(denial) =
+                            policy.evaluate(&user.record.claims, &session.req_header().method)
+                        {
+                            tracing::info!(request_id = %ctx.request_id, route = %route.id, subject = %user.record.claims.subject, reason = denial.as_str(), "denied by policy");
+                            ctx.path = Some(canonical);
+                            return self.refuse(session, ctx, Refusal::Forbidden).await;
+                        }
+                    }
+                    ctx.session = Some(user);
+                }
                 Ok(None) => {
                     // With every provider down, a redirect to sign in could only loop.
                     let refusal = match &self.auth {

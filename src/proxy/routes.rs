@@ -22,6 +22,7 @@ pub struct Route {
     pub public: bool,
     /// Forward the session's access token to the upstream.
     pub pass_access_token: bool,
+    pub policy: Option<crate::policy::Policy>,
     /// Pre-resolved label child: no label hashing per request.
     pub duration: Histogram,
 }
@@ -55,6 +56,7 @@ impl Runtime {
                 upstream: upstream.clone(),
                 public: r.public,
                 pass_access_token: r.pass_access_token,
+                policy: r.policy.clone(),
                 duration: metrics.request_duration.with_label_values(&[r.id.as_str()]),
             };
             let _ = routes.insert(&r.host, &r.path, Arc::new(route));

@@ -26,6 +26,9 @@ pub struct Claims {
     pub name: Option<String>,
     pub preferred_username: Option<String>,
     pub groups: Vec<String>,
+    /// Other claims, for per-route policy rules (size-capped at login).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The record kept in the store under the hash of the session ID.

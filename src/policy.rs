@@ -1,0 +1,247 @@
+//! Per-route authorization: who may, once we know who is.
+//!
+//! A policy is evaluated on the verified identity (session or bearer token) after
+//! authentication. Semantics, kept deliberately simple:
+//!
+//! - **all of** the keys that are set must match (users AND groups AND methods ...);
+//! - **any of** the values within one key (users = ["a", "b"]: a or b);
+//! - a route without a policy admits every authenticated caller; `authgate check` refuses an
+//!   empty `[routes.policy]` table and a policy on a public route, both ambiguous.
+//!
+//! Emails compare case-insensitively and only when the provider did not say
+//! `email_verified = false`. Email domains match the part after the single `@` exactly: no
+//! suffix matching (`corp.com.evil.com`), no multi-`@` confusion (`a@evil.com@corp.com`).
+//! Everything is pre-normalised at config load; evaluation allocates nothing.
+
+use std::collections::HashSet;
+
+use http::Method;
+use serde_json::Value;
+
+use crate::session::Claims;
+
+/// A claim rule: the claim equals the value, or (array claims) contains it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRule {
+    pub claim: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    pub users: HashSet<String>,
+    /// Lower case.
+    pub emails: HashSet<String>,
+    /// Lower case, without `@`.
+    pub email_domains: HashSet<String>,
+    pub groups: HashSet<String>,
+    pub methods: Vec<Method>,
+    /// Every rule must hold.
+    pub claims: Vec<ClaimRule>,
+}
+
+/// Why a request was denied (for the log; the caller sees 403).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    User,
+    Email,
+    EmailDomain,
+    Group,
+    Method,
+    Claim,
+}
+
+impl Denial {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Denial::User => "user not allowed",
+            Denial::Email => "email not allowed",
+            Denial::EmailDomain => "email domain not allowed",
+            Denial::Group => "no allowed group",
+            Denial::Method => "method not allowed",
+            Denial::Claim => "claim requirement not met",
+        }
+    }
+}
+
+/// The domain of a well-formed address: exactly one `@`, non-empty local part and domain.
+fn email_domain(email: &str) -> Option<&str> {
+    let (local, domain) = email.split_once('@')?;
+    if local.is_empty() || domain.is_empty() || domain.contains('@') {
+        return None;
+    }
+    Some(domain)
+}
+
+fn claim_matches(v: &Value, want: &str) -> bool {
+    match v {
+        Value::String(s) => s == want,
+        Value::Array(a) => a.iter().any(|x| matches!(x, Value::String(s) if s == want)),
+        Value::Bool(b) => (want == "true" && *b) || (want == "false" && !*b),
+        Value::Number(n) => n.to_string() == want,
+        _ => false,
+    }
+}
+
+impl Policy {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+            && self.emails.is_empty()
+            && self.email_domains.is_empty()
+            && self.groups.is_empty()
+            && self.methods.is_empty()
+            && self.claims.is_empty()
+    }
+
+    /// `Ok(())` to allow, `Err(reason)` to deny.
+    pub fn evaluate(&self, id: &Claims, method: &Method) -> Result<(), Denial> {
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return Err(Denial::Method);
+        }
+        if !self.users.is_empty() && !self.users.contains(&id.subject) {
+            return Err(Denial::User);
+        }
+        let verified_email = id
+            .email
+            .as_deref()
+            .filter(|_| id.email_verified != Some(false));
+        if !self.emails.is_empty() {
+            let ok = verified_email.is_some_and(|e| {
+                // Compare without allocating: ASCII case-insensitively against each entry.
+                self.emails.iter().any(|a| a.eq_ignore_ascii_case(e))
+            });
+            if !ok {
+                return Err(Denial::Email);
+            }
+        }
+        if !self.email_domains.is_empty() {
+            let ok = verified_email
+                .and_then(email_domain)
+                .is_some_and(|d| self.email_domains.iter().any(|a| a.eq_ignore_ascii_case(d)));
+            if !ok {
+                return Err(Denial::EmailDomain);
+            }
+        }
+        if !self.groups.is_empty() && !id.groups.iter().any(|g| self.groups.contains(g)) {
+            return Err(Denial::Group);
+        }
+        for rule in &self.claims {
+            let ok = id
+                .extra
+                .get(&rule.claim)
+                .is_some_and(|v| claim_matches(v, &rule.value));
+            if !ok {
+                return Err(Denial::Claim);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Claims {
+        let mut extra = serde_json::Map::new();
+        extra.insert("tenant".into(), "acme".into());
+        extra.insert("roles".into(), serde_json::json!(["reader", "admin"]));
+        Claims {
+            subject: "alice".into(),
+            email: Some("Alice@Corp.com".into()),
+            email_verified: Some(true),
+            groups: vec!["dev".into(), "admins".into()],
+            extra: extra.into_iter().collect(),
+            ..Claims::default()
+        }
+    }
+
+    fn set(v: &[&str]) -> HashSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn empty_policy_allows_any_authenticated_caller() {
+        assert!(Policy::default()
+            .evaluate(&alice(), &Method::DELETE)
+            .is_ok());
+    }
+
+    #[test]
+    fn any_of_within_all_of_across() {
+        let p = Policy {
+            users: set(&["bob", "alice"]),
+            groups: set(&["admins"]),
+            methods: vec![Method::GET, Method::HEAD],
+            ..Policy::default()
+        };
+        assert!(p.evaluate(&alice(), &Method::GET).is_ok());
+        assert_eq!(p.evaluate(&alice(), &Method::POST), Err(Denial::Method));
+        let mut bob = alice();
+        bob.subject = "carol".into();
+        assert_eq!(p.evaluate(&bob, &Method::GET), Err(Denial::User));
+        let mut nogroup = alice();
+        nogroup.groups = vec!["dev".into()];
+        assert_eq!(p.evaluate(&nogroup, &Method::GET), Err(Denial::Group));
+    }
+
+    #[test]
+    fn email_domains_are_exact() {
+        let p = Policy {
+            email_domains: set(&["corp.com"]),
+            ..Policy::default()
+        };
+        assert!(p.evaluate(&alice(), &Method::GET).is_ok());
+        for bad in [
+            "a@evil.com@corp.com",
+            "a@corp.com.evil.com",
+            "a@evilcorp.com",
+            "a@sub.corp.com",
+            "corp.com",
+            "@corp.com",
+            "a@corp.com@",
+        ] {
+            let mut c = alice();
+            c.email = Some(bad.into());
+            assert_eq!(
+                p.evaluate(&c, &Method::GET),
+                Err(Denial::EmailDomain),
+                "{bad}"
+            );
+        }
+        let mut unverified = alice();
+        unverified.email_verified = Some(false);
+        assert_eq!(
+            p.evaluate(&unverified, &Method::GET),
+            Err(Denial::EmailDomain)
+        );
+    }
+
+    #[test]
+    fn emails_and_claims() {
+        let p = Policy {
+            emails: set(&["alice@corp.com"]),
+            claims: vec![
+                ClaimRule {
+                    claim: "tenant".into(),
+                    value: "acme".into(),
+                },
+                ClaimRule {
+                    claim: "roles".into(),
+                    value: "admin".into(),
+                },
+            ],
+            ..Policy::default()
+        };
+        assert!(p.evaluate(&alice(), &Method::GET).is_ok());
+        let mut other = alice();
+        other.extra.insert("tenant".into(), "globex".into());
+        assert_eq!(p.evaluate(&other, &Method::GET), Err(Denial::Claim));
+        let mut missing = alice();
+        missing.extra.remove("roles");
+        assert_eq!(p.evaluate(&missing, &Method::GET), Err(Denial::Claim));
+        let mut wrong = alice();
+        wrong.email = Some("alice@corp.com.evil".into());
+        assert_eq!(p.evaluate(&wrong, &Method::GET), Err(Denial::Email));
+    }
+}
