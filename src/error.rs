@@ -36,6 +36,10 @@ pub enum Refusal {
     UpstreamTimeout,
     #[error("you are not allowed to access this resource")]
     Forbidden,
+    #[error("invalid access token")]
+    InvalidToken,
+    #[error("send exactly one Authorization header, and no access token in the URL")]
+    AmbiguousCredentials,
     #[error("sessions are temporarily unavailable")]
     SessionStoreUnavailable,
     #[error("the identity provider is unavailable")]
@@ -53,6 +57,8 @@ impl Refusal {
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Forbidden => StatusCode::FORBIDDEN,
+            Refusal::InvalidToken => StatusCode::UNAUTHORIZED,
+            Refusal::AmbiguousCredentials => StatusCode::BAD_REQUEST,
             Refusal::SessionStoreUnavailable | Refusal::ProviderUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -72,6 +78,8 @@ impl Refusal {
             Refusal::UpstreamUnavailable => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::Forbidden => "forbidden",
+            Refusal::InvalidToken => "invalid_token",
+            Refusal::AmbiguousCredentials => "ambiguous_credentials",
             Refusal::SessionStoreUnavailable => "store_unavailable",
             Refusal::ProviderUnavailable => "provider_unavailable",
         }
@@ -86,6 +94,8 @@ impl Refusal {
             Refusal::UpstreamUnavailable => "Service unavailable",
             Refusal::UpstreamTimeout => "Service timed out",
             Refusal::Forbidden => "Access denied",
+            Refusal::InvalidToken => "Sign-in required",
+            Refusal::AmbiguousCredentials => "Bad request",
             Refusal::SessionStoreUnavailable | Refusal::ProviderUnavailable => {
                 "Temporarily unavailable"
             }
@@ -172,6 +182,12 @@ pub fn render(refusal: &Refusal, req: &RequestHeader, request_id: &str) -> (Resp
             return (r, Bytes::new());
         }
         let _ = resp.insert_header(header::WWW_AUTHENTICATE, r#"Bearer realm="authgate""#);
+    }
+    if let Refusal::InvalidToken = refusal {
+        let _ = resp.insert_header(
+            header::WWW_AUTHENTICATE,
+            r#"Bearer realm="authgate", error="invalid_token""#,
+        );
     }
 
     let body = if wants_html(req) {

@@ -190,27 +190,35 @@ pub fn build_auth(
         rt.spawn(p.clone().run_refresh());
     }
     rt.spawn(sessions.clone().run_invalidation_listener());
-    {
-        let sessions = sessions.clone();
-        rt.spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
-            loop {
-                tick.tick().await;
-                sessions.cache.sweep();
-                if let Store::Memory(m) = &sessions.store {
-                    m.sweep();
-                }
-            }
-        });
-    }
-    Ok(Some(Arc::new(Auth {
+    let bearer = crate::oidc::BearerVerifier::new(
+        providers.clone(),
+        config.identity_headers.clone(),
+        100_000,
+    );
+    let auth = Arc::new(Auth {
+        bearer,
         providers,
         sessions,
         redirects: RedirectPolicy::new(config.allowed_redirect_hosts.iter().map(String::as_str)),
         prefix: config.gateway_prefix.clone(),
         login_ttl: s.login_timeout,
         metrics: metrics.clone(),
-    })))
+    });
+    {
+        let auth = auth.clone();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                auth.sessions.cache.sweep();
+                auth.bearer.sweep();
+                if let Store::Memory(m) = &auth.sessions.store {
+                    m.sweep();
+                }
+            }
+        });
+    }
+    Ok(Some(auth))
 }
 
 /// Build and run the server until it is shut down by a signal.

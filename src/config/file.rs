@@ -136,6 +136,7 @@ pub struct Provider {
     pub display_name: Option<String>,
     pub redirect_url: Option<Spanned<String>>,
     pub logout_method: Option<Spanned<String>>,
+    pub require_at_jwt: Option<bool>,
     #[serde(default)]
     pub extra_auth_params: BTreeMap<String, String>,
     pub algorithms: Option<Vec<Spanned<String>>>,
@@ -176,6 +177,12 @@ pub struct Route {
     pub public: bool,
     #[serde(default)]
     pub pass_access_token: bool,
+    #[serde(default)]
+    pub bearer: bool,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub providers: Vec<Spanned<String>>,
     pub policy: Option<Spanned<Policy>>,
 }
 

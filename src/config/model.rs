@@ -142,6 +142,8 @@ pub struct ProviderSettings {
     pub redirect_url: Option<String>,
     /// How to send the browser to `end_session_endpoint`.
     pub logout_method: LogoutMethod,
+    /// Bearer tokens must carry `typ: at+jwt` (RFC 9068).
+    pub require_at_jwt: bool,
     pub extra_auth_params: Vec<(String, String)>,
     /// ID token algorithms; default: the provider's, asymmetric only.
     pub algorithms: Option<Vec<String>>,
@@ -189,6 +191,11 @@ pub struct RouteSettings {
     pub pass_access_token: bool,
     /// `None`: every authenticated caller.
     pub policy: Option<crate::policy::Policy>,
+    /// Accept `Authorization: Bearer <JWT>` with one of `audiences`.
+    pub bearer: bool,
+    pub audiences: Vec<String>,
+    /// Provider ids whose sessions and tokens this route accepts; empty: all.
+    pub providers: Vec<String>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -1096,6 +1103,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
                 scopes,
                 redirect_url: p.redirect_url.as_ref().map(|r| r.get_ref().clone()),
                 logout_method,
+                require_at_jwt: p.require_at_jwt.unwrap_or(true),
                 extra_auth_params: p
                     .extra_auth_params
                     .iter()
@@ -1190,6 +1198,36 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
                 ),
             );
         }
+        if r.bearer && r.audiences.is_empty() {
+            rep.error(
+                key("audiences"),
+                span(&r.upstream),
+                "bearer = true needs the audiences its access tokens are issued for",
+            );
+        }
+        if r.bearer && r.public {
+            rep.error(
+                key("bearer"),
+                span(&r.upstream),
+                "a public route does not check tokens",
+            );
+        }
+        if r.bearer && f.providers.is_empty() {
+            rep.error(
+                key("bearer"),
+                span(&r.upstream),
+                "bearer = true needs at least one [[providers]] to verify tokens",
+            );
+        }
+        for (j, p) in r.providers.iter().enumerate() {
+            if !f.providers.iter().any(|fp| fp.id.get_ref() == p.get_ref()) {
+                rep.error(
+                    format!("routes[{i}].providers[{j}]"),
+                    span(p),
+                    format!("unknown provider {:?}", p.get_ref()),
+                );
+            }
+        }
         let (Some(host), Some(path)) = (host, path) else {
             continue;
         };
@@ -1243,6 +1281,9 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             public: r.public,
             pass_access_token: r.pass_access_token,
             policy: r.policy.as_ref().and_then(|p| policy(rep, i, r.public, p)),
+            bearer: r.bearer,
+            audiences: r.audiences.clone(),
+            providers: r.providers.iter().map(|p| p.get_ref().clone()).collect(),
         });
     }
 

@@ -43,6 +43,10 @@ pub enum JwtError {
     InvalidClaims(String),
     #[error("JWKS unavailable: {0}")]
     JwksUnavailable(String),
+    #[error("not an access token (ID tokens are not accepted as bearer tokens)")]
+    NotAnAccessToken,
+    #[error("no accepted issuer for this token")]
+    UnknownIssuer,
 }
 
 /// Asymmetric algorithms we verify. HMAC is excluded: a JWKS publishes public keys, and an
@@ -132,6 +136,88 @@ fn map_error(e: jsonwebtoken::errors::Error) -> JwtError {
         K::Json(_) => JwtError::InvalidClaims("wrong claim types".into()),
         _ => JwtError::Malformed,
     }
+}
+
+/// The claims of a JWT access token (RFC 9068), plus everything else for claim mapping.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Audience,
+    pub exp: u64,
+    pub iat: Option<u64>,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a bearer access token must satisfy.
+pub struct AccessTokenRules<'a> {
+    pub issuer: &'a str,
+    /// The token's `aud` must contain one of these.
+    pub audiences: &'a [String],
+    pub algorithms: &'a [Algorithm],
+    pub leeway_secs: u64,
+    /// Require `typ: at+jwt` (RFC 9068). Off only for providers that issue plain `JWT`.
+    pub require_at_jwt: bool,
+}
+
+/// The issuer a token claims, read without verification: only to pick whose keys verify it.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<Iss>(&raw).ok().map(|i| i.iss)
+}
+
+/// Verify a bearer access token (RFC 9068, RFC 8725 §3.11): never an ID token.
+pub async fn verify_access_token(
+    jwks: &Jwks,
+    token: &str,
+    rules: &AccessTokenRules<'_>,
+) -> Result<AccessTokenClaims, JwtError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+    if !rules.algorithms.contains(&header.alg) {
+        return Err(JwtError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
+    }
+    let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
+    let at_jwt = typ == "at+jwt" || typ == "application/at+jwt";
+    if rules.require_at_jwt && !at_jwt {
+        return Err(JwtError::NotAnAccessToken);
+    }
+    let key = jwks.key_for(header.kid.as_deref(), header.alg).await?;
+    let mut v = Validation::new(header.alg);
+    v.algorithms = vec![header.alg];
+    v.leeway = rules.leeway_secs;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.set_issuer(&[rules.issuer]);
+    v.set_audience(rules.audiences);
+    v.required_spec_claims = ["exp", "iss", "aud", "sub"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let c = jsonwebtoken::decode::<AccessTokenClaims>(token, &key.decoding, &v)
+        .map_err(map_error)?
+        .claims;
+    // An ID token carries a nonce or hashes of the code/access token; an access token does not.
+    if ["nonce", "at_hash", "c_hash"]
+        .iter()
+        .any(|k| c.other.contains_key(*k))
+    {
+        return Err(JwtError::NotAnAccessToken);
+    }
+    if c.iat
+        .is_some_and(|iat| iat > crate::session::model::now_unix() + rules.leeway_secs)
+    {
+        return Err(JwtError::IssuedInFuture);
+    }
+    Ok(c)
 }
 
 /// Verify an ID token from `jwks` (OIDC Core §3.1.3.7).
@@ -304,6 +390,89 @@ mod tests {
             )
         )
         .is_ok());
+    }
+
+    fn verify_at(
+        s: &Signer,
+        token: &str,
+        require_at_jwt: bool,
+    ) -> Result<AccessTokenClaims, JwtError> {
+        let auds = ["urn:api".to_string()];
+        let rules = AccessTokenRules {
+            issuer: "https://idp.example",
+            audiences: &auds,
+            algorithms: &[Algorithm::ES256],
+            leeway_secs: 60,
+            require_at_jwt,
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(verify_access_token(&s.jwks, token, &rules))
+    }
+
+    fn sign_typ(s: &Signer, c: &serde_json::Value, typ: Option<&str>) -> String {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("k1".into());
+        h.typ = typ.map(str::to_string);
+        jsonwebtoken::encode(&h, c, &s.key).unwrap()
+    }
+
+    #[test]
+    fn access_tokens_but_never_id_tokens() {
+        let s = signer();
+        let at = |over: serde_json::Value| {
+            let mut c =
+                claims(serde_json::json!({"aud": "urn:api", "nonce": null, "scope": "read"}));
+            for (k, v) in over.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            c
+        };
+        let good = sign_typ(&s, &at(serde_json::json!({})), Some("at+jwt"));
+        assert_eq!(verify_at(&s, &good, true).unwrap().sub, "alice");
+        assert_eq!(
+            unverified_issuer(&good).as_deref(),
+            Some("https://idp.example")
+        );
+        // An ID token (nonce, aud = client) is not an access token, typed or not.
+        let id_token = sign_typ(
+            &s,
+            &claims(serde_json::json!({"aud": "urn:api"})),
+            Some("JWT"),
+        );
+        assert_eq!(
+            verify_at(&s, &id_token, true).err(),
+            Some(JwtError::NotAnAccessToken)
+        );
+        assert_eq!(
+            verify_at(&s, &id_token, false).err(),
+            Some(JwtError::NotAnAccessToken)
+        );
+        let with_hash = sign_typ(&s, &at(serde_json::json!({"at_hash": "x"})), Some("at+jwt"));
+        assert_eq!(
+            verify_at(&s, &with_hash, true).err(),
+            Some(JwtError::NotAnAccessToken)
+        );
+        // Untyped tokens only where the provider is configured to issue them.
+        let untyped = sign_typ(&s, &at(serde_json::json!({})), None);
+        assert_eq!(
+            verify_at(&s, &untyped, true).err(),
+            Some(JwtError::NotAnAccessToken)
+        );
+        assert!(verify_at(&s, &untyped, false).is_ok());
+        let wrong_aud = sign_typ(
+            &s,
+            &at(serde_json::json!({"aud": "urn:other"})),
+            Some("at+jwt"),
+        );
+        assert_eq!(
+            verify_at(&s, &wrong_aud, true).err(),
+            Some(JwtError::InvalidAudience)
+        );
+        let expired = sign_typ(&s, &at(serde_json::json!({"exp": 1000})), Some("at+jwt"));
+        assert_eq!(verify_at(&s, &expired, true).err(), Some(JwtError::Expired));
     }
 
     #[test]

@@ -201,6 +201,7 @@ impl CallbackFailure {
 /// The login flow and gateway endpoints.
 pub struct Auth {
     pub providers: Vec<Arc<Provider>>,
+    pub bearer: super::BearerVerifier,
     pub sessions: Arc<SessionManager>,
     pub redirects: RedirectPolicy,
     pub prefix: String,

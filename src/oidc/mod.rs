@@ -1,15 +1,18 @@
 //! OpenID Connect: providers ([`provider`]), the browser login flow and gateway endpoints
-//! ([`flow`]), and post-login/logout redirect validation ([`redirect`]).
+//! ([`flow`]), post-login/logout redirect validation ([`redirect`]), and bearer access
+//! tokens for API clients ([`bearer`]).
 //!
 //! ID tokens are verified by [`crate::jwt`] with `jsonwebtoken` rather than `openidconnect`'s
 //! verifier: one JWKS cache (with the bounded unknown-`kid` refetch of decision 9) then
 //! serves ID tokens here and bearer access tokens on API routes, where `openidconnect`'s
 //! verifier takes a fixed key set per client.
 
+pub mod bearer;
 pub mod flow;
 pub mod provider;
 pub mod redirect;
 
+pub use bearer::{BearerIdentity, BearerVerifier};
 pub use flow::{Auth, Reply, RequestInfo};
 pub use provider::Provider;
 pub use redirect::RedirectPolicy;

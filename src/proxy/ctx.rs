@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::routes::{Route, Runtime};
 use crate::forwarded::Origin;
+use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
 use crate::session::Session;
 
@@ -30,6 +31,8 @@ pub struct RequestCtx {
     pub refusal: Option<&'static str>,
     /// The caller's session, on protected routes.
     pub session: Option<Arc<Session>>,
+    /// Or the caller's verified bearer token, on routes that accept them.
+    pub bearer: Option<Arc<BearerIdentity>>,
 }
 
 impl RequestCtx {
@@ -51,6 +54,7 @@ impl RequestCtx {
             tried: 0,
             refusal: None,
             session: None,
+            bearer: None,
         }
     }
 }

@@ -86,23 +86,67 @@ impl Gateway {
         Ok(true)
     }
 
-    /// The caller's session, if the request carries a valid one. Store trouble is a refusal
-    /// (503), never "anonymous".
+    /// Who is calling, for a protected route: a bearer token where the route accepts them
+    /// and the request carries one, else the session cookie. Store trouble is a refusal
+    /// (503), never "anonymous"; a bad token is 401, never a fall-back to the cookie.
     async fn authenticate(
         &self,
         session: &Session,
         ctx: &RequestCtx,
-    ) -> std::result::Result<Option<Arc<UserSession>>, Refusal> {
+        route: &Route,
+    ) -> std::result::Result<Option<Caller>, Refusal> {
         let Some(auth) = &self.auth else {
             return Ok(None);
         };
-        let Some(id) = auth.sessions.read_cookie(session.req_header()) else {
+        let req = session.req_header();
+        if route.bearer {
+            let mut authz = req.headers.get_all(header::AUTHORIZATION).iter();
+            let (first, second) = (authz.next(), authz.next());
+            let token_in_query = req.uri.query().is_some_and(|q| {
+                url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+            });
+            if second.is_some() || token_in_query {
+                return Err(Refusal::AmbiguousCredentials);
+            }
+            if let Some(value) = first {
+                let token = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.split_once(' '))
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, t)| t.trim())
+                    .filter(|t| !t.is_empty());
+                let Some(token) = token else {
+                    return Err(Refusal::InvalidToken);
+                };
+                return match auth
+                    .bearer
+                    .verify(token, &route.audiences, &route.providers)
+                    .await
+                {
+                    Ok(id) => Ok(Some(Caller::Bearer(id))),
+                    Err(e) => {
+                        tracing::info!(request_id = %ctx.request_id, route = %route.id, error = %e, "bearer token refused");
+                        Err(Refusal::InvalidToken)
+                    }
+                };
+            }
+        }
+        let Some(id) = auth.sessions.read_cookie(req) else {
             return Ok(None);
         };
-        auth.sessions.load(&id).await.map_err(|e| {
-            tracing::error!(request_id = %ctx.request_id, error = %e, "session store unavailable");
-            Refusal::SessionStoreUnavailable
-        })
+        match auth.sessions.load(&id).await {
+            Ok(Some(s))
+                if route.providers.is_empty() || route.providers.contains(&s.record.provider) =>
+            {
+                Ok(Some(Caller::Session(s)))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "session store unavailable");
+                Err(Refusal::SessionStoreUnavailable)
+            }
+        }
     }
 
     /// Answer the request ourselves. Returns `Ok(true)`: "response sent" for Pingora.
@@ -132,6 +176,21 @@ impl Gateway {
         match &path[rt.gateway_prefix.len().min(path.len())..] {
             "login" => Refusal::LoginUnavailable,
             _ => Refusal::NoEndpoint,
+        }
+    }
+}
+
+/// An authenticated caller.
+enum Caller {
+    Session(Arc<UserSession>),
+    Bearer(Arc<crate::oidc::BearerIdentity>),
+}
+
+impl Caller {
+    fn claims(&self) -> &crate::session::Claims {
+        match self {
+            Caller::Session(s) => &s.record.claims,
+            Caller::Bearer(b) => &b.claims,
         }
     }
 }
@@ -231,18 +290,21 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route.clone());
 
         if !route.public {
-            match self.authenticate(session, ctx).await {
-                Ok(Some(user)) => {
+            match self.authenticate(session, ctx, &route).await {
+                Ok(Some(caller)) => {
                     if let Some(policy) = &route.policy {
                         if let Err(denial) =
-                            policy.evaluate(&user.record.claims, &session.req_header().method)
+                            policy.evaluate(caller.claims(), &session.req_header().method)
                         {
-                            tracing::info!(request_id = %ctx.request_id, route = %route.id, subject = %user.record.claims.subject, reason = denial.as_str(), "denied by policy");
+                            tracing::info!(request_id = %ctx.request_id, route = %route.id, subject = %caller.claims().subject, reason = denial.as_str(), "denied by policy");
                             ctx.path = Some(canonical);
                             return self.refuse(session, ctx, Refusal::Forbidden).await;
                         }
                     }
-                    ctx.session = Some(user);
+                    match caller {
+                        Caller::Session(s) => ctx.session = Some(s),
+                        Caller::Bearer(b) => ctx.bearer = Some(b),
+                    }
                 }
                 Ok(None) => {
                     // With every provider down, a redirect to sign in could only loop.
@@ -322,6 +384,15 @@ impl ProxyHttp for Gateway {
         if let Some(auth) = &self.auth {
             // The upstream never sees the gateway's cookies, on any route.
             auth.sessions.strip_cookie(upstream)?;
+            if let Some(b) = &ctx.bearer {
+                for (name, value) in &b.headers {
+                    upstream.insert_header(name.clone(), value.clone())?;
+                }
+                // The client's own token goes upstream only where the route says so.
+                if !route.pass_access_token {
+                    upstream.remove_header(&header::AUTHORIZATION);
+                }
+            }
             if let Some(user) = &ctx.session {
                 for (name, value) in &user.headers {
                     upstream.insert_header(name.clone(), value.clone())?;

@@ -23,6 +23,10 @@ pub struct Route {
     /// Forward the session's access token to the upstream.
     pub pass_access_token: bool,
     pub policy: Option<crate::policy::Policy>,
+    /// Accept bearer JWTs issued for one of `audiences` by one of `providers` (empty: any).
+    pub bearer: bool,
+    pub audiences: Vec<String>,
+    pub providers: Vec<String>,
     /// Pre-resolved label child: no label hashing per request.
     pub duration: Histogram,
 }
@@ -57,6 +61,9 @@ impl Runtime {
                 public: r.public,
                 pass_access_token: r.pass_access_token,
                 policy: r.policy.clone(),
+                bearer: r.bearer,
+                audiences: r.audiences.clone(),
+                providers: r.providers.clone(),
                 duration: metrics.request_duration.with_label_values(&[r.id.as_str()]),
             };
             let _ = routes.insert(&r.host, &r.path, Arc::new(route));
