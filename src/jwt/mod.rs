@@ -161,6 +161,37 @@ pub struct AccessTokenRules<'a> {
     pub require_at_jwt: bool,
 }
 
+/// Signature, algorithm allow-list, `iss`, `aud`, `exp`/`nbf` (with leeway) and required
+/// claims: the checks every JWT we accept goes through. Returns the header and the claims.
+async fn decode_checked<T: serde::de::DeserializeOwned>(
+    jwks: &Jwks,
+    token: &str,
+    algorithms: &[Algorithm],
+    issuer: &str,
+    audiences: &[String],
+    leeway_secs: u64,
+    required: &[&str],
+) -> Result<(jsonwebtoken::Header, T), JwtError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+    if !algorithms.contains(&header.alg) {
+        return Err(JwtError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
+    }
+    let key = jwks.key_for(header.kid.as_deref(), header.alg).await?;
+    let mut v = Validation::new(header.alg);
+    v.algorithms = vec![header.alg];
+    v.leeway = leeway_secs;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.set_issuer(&[issuer]);
+    v.set_audience(audiences);
+    v.required_spec_claims = required
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<HashSet<_>>();
+    let data = jsonwebtoken::decode::<T>(token, &key.decoding, &v).map_err(map_error)?;
+    Ok((header, data.claims))
+}
+
 /// The issuer a token claims, read without verification: only to pick whose keys verify it.
 pub fn unverified_issuer(token: &str) -> Option<String> {
     use base64::Engine;
@@ -181,30 +212,24 @@ pub async fn verify_access_token(
     token: &str,
     rules: &AccessTokenRules<'_>,
 ) -> Result<AccessTokenClaims, JwtError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-    if !rules.algorithms.contains(&header.alg) {
-        return Err(JwtError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
+    if rules.require_at_jwt {
+        // Checked before any key lookup: an ID token must not even cost a JWKS refetch.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+        let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
+        if typ != "at+jwt" && typ != "application/at+jwt" {
+            return Err(JwtError::NotAnAccessToken);
+        }
     }
-    let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
-    let at_jwt = typ == "at+jwt" || typ == "application/at+jwt";
-    if rules.require_at_jwt && !at_jwt {
-        return Err(JwtError::NotAnAccessToken);
-    }
-    let key = jwks.key_for(header.kid.as_deref(), header.alg).await?;
-    let mut v = Validation::new(header.alg);
-    v.algorithms = vec![header.alg];
-    v.leeway = rules.leeway_secs;
-    v.validate_exp = true;
-    v.validate_nbf = true;
-    v.set_issuer(&[rules.issuer]);
-    v.set_audience(rules.audiences);
-    v.required_spec_claims = ["exp", "iss", "aud", "sub"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let c = jsonwebtoken::decode::<AccessTokenClaims>(token, &key.decoding, &v)
-        .map_err(map_error)?
-        .claims;
+    let (_, c): (_, AccessTokenClaims) = decode_checked(
+        jwks,
+        token,
+        rules.algorithms,
+        rules.issuer,
+        rules.audiences,
+        rules.leeway_secs,
+        &["exp", "iss", "aud", "sub"],
+    )
+    .await?;
     // An ID token carries a nonce or hashes of the code/access token; an access token does not.
     if ["nonce", "at_hash", "c_hash"]
         .iter()
@@ -226,25 +251,16 @@ pub async fn verify_id_token(
     token: &str,
     rules: &IdTokenRules<'_>,
 ) -> Result<IdTokenClaims, JwtError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-    if !rules.algorithms.contains(&header.alg) {
-        return Err(JwtError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
-    }
-    let key = jwks.key_for(header.kid.as_deref(), header.alg).await?;
-    let mut v = Validation::new(header.alg);
-    v.algorithms = vec![header.alg];
-    v.leeway = rules.leeway_secs;
-    v.validate_exp = true;
-    v.validate_nbf = true;
-    v.set_issuer(&[rules.issuer]);
-    v.set_audience(&[rules.client_id]);
-    v.required_spec_claims = ["exp", "iat", "iss", "aud", "sub"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<HashSet<_>>();
-    let data =
-        jsonwebtoken::decode::<IdTokenClaims>(token, &key.decoding, &v).map_err(map_error)?;
-    let c = data.claims;
+    let (_, c): (_, IdTokenClaims) = decode_checked(
+        jwks,
+        token,
+        rules.algorithms,
+        rules.issuer,
+        &[rules.client_id.to_string()],
+        rules.leeway_secs,
+        &["exp", "iat", "iss", "aud", "sub"],
+    )
+    .await?;
     let now = crate::session::model::now_unix();
     if c.iat > now + rules.leeway_secs {
         return Err(JwtError::IssuedInFuture);
