@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
 # End-to-end load test: the echo upstream measured directly and through authgate, interleaved
-# in one run so both see the same machine state.
+# in one run so every target sees the same machine state. Targets:
+#   direct          the echo upstream itself
+#   public          authgate (memory store) on a public route (/public/...)
+#   session-cached  the same authgate on a protected route with a valid session cookie: the
+#                   in-memory session cache answers
+#   session-redis   a second authgate with store = "redis" and cache_max_age = "0s": every
+#                   request reads the session from Redis (GETEX)
+# Both gateways sign in once against the test IdP (tests/idp, auto-login) with
+# benches/login.py; wrk then sends the session cookie.
 #
-#   bash benches/load.sh                      # 3 rounds, 64 connections, 5 s per measurement
+#   bash benches/load.sh                      # 3 rounds x 4 targets x (1 s warm-up + 5 s)
 #   ROUNDS=5 CONNS=128 DURATION=10s bash benches/load.sh
 #
 # Environment: ROUNDS (3), CONNS (64), DURATION (5s), WRK_THREADS (2), WARMUP (1s),
-# REQ_PATH (/bench?echo_quiet: the echo answers a bare "ok"), OUT_DIR (bench-results).
-# Needs cargo, curl, python3 and wrk (installed with apt-get when missing and running as root).
-# All traffic goes to 127.0.0.1. Results: a table on stdout, $OUT_DIR/load.md and load.json.
+# REQ_PATH (/bench?echo_quiet: the echo answers a bare "ok"; the public target gets /public in
+# front), OUT_DIR (bench-results).
+# Needs cargo, curl, python3, node (+ npm when tests/idp/node_modules is missing), wrk and
+# redis-server (wrk and redis-server are installed with apt-get when missing and running as
+# root). All traffic goes to 127.0.0.1. Results: a table on stdout, $OUT_DIR/load.md and
+# load.json, with throughput and p99 ratios against every baseline (direct and public).
 #
-# Adding a target: start whatever serves it in `start_servers`, then add "name|url" to
-# TARGETS in `main`; medians, ratios (against the first target) and reports pick it up.
+# Adding a target: start whatever serves it in `start_servers`, then add "name|url|cookie"
+# to TARGETS in `main`; medians, ratios (against each of BASELINES) and reports pick it up.
 set -euo pipefail
 
 ROUNDS="${ROUNDS:-3}"
@@ -65,16 +76,28 @@ print_machine() {
     echo "params:  rounds=$ROUNDS conns=$CONNS duration=$DURATION wrk_threads=$WRK_THREADS warmup=$WARMUP path=$REQ_PATH"
 }
 
-ensure_wrk() {
-    command -v wrk >/dev/null 2>&1 && return 0
+# ensure_tool COMMAND APT_PACKAGE: install with apt-get when missing and running as root.
+ensure_tool() {
+    local cmd="$1" pkg="$2"
+    command -v "$cmd" >/dev/null 2>&1 && return 0
     if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "wrk not found: installing with apt-get"
-        apt-get install -y wrk || { apt-get update && apt-get install -y wrk; } \
-            || die "apt-get could not install wrk"
+        echo "$cmd not found: installing $pkg with apt-get"
+        apt-get install -y "$pkg" || { apt-get update && apt-get install -y "$pkg"; } \
+            || die "apt-get could not install $pkg"
     else
-        die "wrk is not installed; install it (Debian/Ubuntu: sudo apt-get install wrk) and rerun"
+        die "$cmd is not installed; install it (Debian/Ubuntu: sudo apt-get install $pkg) and rerun"
     fi
-    command -v wrk >/dev/null 2>&1 || die "wrk still not found after installing"
+    command -v "$cmd" >/dev/null 2>&1 || die "$cmd still not found after installing $pkg"
+}
+
+# The test IdP's dependencies (oidc-provider), installed as tests/run.sh does.
+ensure_idp() {
+    command -v node >/dev/null 2>&1 \
+        || die "node is required for the test IdP (tests/idp); install Node.js >= 18 (Debian/Ubuntu: apt-get install nodejs npm)"
+    [[ -d "$ROOT/tests/idp/node_modules/oidc-provider" ]] && return 0
+    command -v npm >/dev/null 2>&1 || die "tests/idp/node_modules is missing and npm is not installed"
+    echo "installing the test IdP's dependencies (npm ci in tests/idp)"
+    (cd "$ROOT/tests/idp" && npm ci --no-audit --no-fund) || die "npm ci in tests/idp failed"
 }
 
 for tool in cargo curl python3; do
@@ -112,46 +135,170 @@ wait_http() {
     die "$name did not answer on $url within 15 s"
 }
 
-start_servers() {
-    read -r ECHO_PORT GW_PORT ADMIN_PORT <<<"$(free_ports 3)"
+# wait_log NAME LOGFILE PID PATTERN SECONDS: poll until LOGFILE has a line matching PATTERN.
+wait_log() {
+    local name="$1" log="$2" pid="$3" pattern="$4" secs="$5" i
+    for ((i = 0; i < secs * 10; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "--- $log" >&2; tail -n 30 "$log" >&2 || true
+            die "$name exited before it was ready"
+        fi
+        if grep -q "$pattern" "$log" 2>/dev/null; then
+            echo "$name ready"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "--- $log" >&2; tail -n 30 "$log" >&2 || true
+    die "$name was not ready within $secs s"
+}
 
-    "$BIN" echo --listen "127.0.0.1:$ECHO_PORT" >"$TMP/echo.log" 2>&1 &
-    ECHO_PID=$!
-    PIDS+=("$ECHO_PID")
+# wait_redis PORT PID LOGFILE: poll until redis-server answers PING (at most 10 s).
+wait_redis() {
+    local port="$1" pid="$2" log="$3" i
+    for ((i = 0; i < 100; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "--- $log" >&2; tail -n 30 "$log" >&2 || true
+            die "redis-server exited before answering"
+        fi
+        if python3 - "$port" 2>/dev/null <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+s.settimeout(1)
+s.sendall(b"PING\r\n")
+sys.exit(0 if s.recv(7) == b"+PONG\r\n" else 1)
+PY
+        then
+            echo "redis-server ready: 127.0.0.1:$port"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "--- $log" >&2; tail -n 30 "$log" >&2 || true
+    die "redis-server did not answer PING on 127.0.0.1:$port within 10 s"
+}
 
-    cat >"$TMP/authgate.toml" <<EOF
+# gateway_config NAME PORT ADMIN_PORT SESSION_TOML: write and check $TMP/NAME.toml: the test
+# IdP as provider, /public public and / protected, both in front of the echo upstream.
+gateway_config() {
+    local name="$1" port="$2" admin="$3" session="$4"
+    cat >"$TMP/$name.toml" <<EOF
 [server]
 threads = 2
 grace_period = "1s"
 shutdown_timeout = "1s"
-pid_file = "$TMP/authgate.pid"
-upgrade_socket = "$TMP/authgate-upgrade.sock"
+pid_file = "$TMP/$name.pid"
+upgrade_socket = "$TMP/$name-upgrade.sock"
 
 [log]
 access_log = false
 
 [[listeners]]
-address = "127.0.0.1:$GW_PORT"
+address = "127.0.0.1:$port"
 
 [admin]
-address = "127.0.0.1:$ADMIN_PORT"
+address = "127.0.0.1:$admin"
+
+[session]
+idle_timeout = "1h"
+absolute_timeout = "12h"
+$session
+
+[[providers]]
+id = "bench"
+issuer = "http://127.0.0.1:$IDP_PORT"
+client_id = "authgate"
+client_secret = "authgate-secret"
+scopes = ["openid", "email", "profile"]
 
 [upstreams.echo]
 servers = ["http://127.0.0.1:$ECHO_PORT"]
 
 [[routes]]
-id = "bench"
-path = "/"
+id = "public"
+path = "/public"
 upstream = "echo"
 public = true
+
+[[routes]]
+id = "app"
+path = "/"
+upstream = "echo"
+public = false
 EOF
-    "$BIN" check "$TMP/authgate.toml" >/dev/null || die "generated config rejected (see above)"
+    "$BIN" check "$TMP/$name.toml" >/dev/null || die "generated config $name.toml rejected (see above)"
+}
+
+start_servers() {
+    read -r ECHO_PORT GW_PORT ADMIN_PORT GWR_PORT GWR_ADMIN_PORT REDIS_PORT IDP_PORT \
+        <<<"$(free_ports 7)"
+
+    "$BIN" echo --listen "127.0.0.1:$ECHO_PORT" >"$TMP/echo.log" 2>&1 &
+    ECHO_PID=$!
+    PIDS+=("$ECHO_PID")
+
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$TMP" >"$TMP/redis.log" 2>&1 </dev/null &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+
+    # The IdP's client: a callback and a post-logout URL for each gateway.
+    local redirects="" post_logout="" p
+    for p in "$GW_PORT" "$GWR_PORT"; do
+        redirects+="${redirects:+,}\"http://127.0.0.1:$p/.authgate/callback\""
+        post_logout+="${post_logout:+,}\"http://127.0.0.1:$p/\""
+    done
+    (
+        cd "$ROOT/tests/idp"
+        IDP_PORT="$IDP_PORT" IDP_ISSUER="http://127.0.0.1:$IDP_PORT" IDP_AUTO_LOGIN=1 \
+        IDP_CLIENTS="[{\"client_id\":\"authgate\",\"client_secret\":\"authgate-secret\",\"redirect_uris\":[$redirects],\"post_logout_redirect_uris\":[$post_logout]}]" \
+            exec node idp.js
+    ) >"$TMP/idp.log" 2>&1 </dev/null &
+    IDP_PID=$!
+    PIDS+=("$IDP_PID")
+
+    wait_http "echo upstream" "http://127.0.0.1:$ECHO_PORT$REQ_PATH" "$TMP/echo.log" "$ECHO_PID"
+    wait_redis "$REDIS_PORT" "$REDIS_PID" "$TMP/redis.log"
+    wait_log "test IdP (http://127.0.0.1:$IDP_PORT)" "$TMP/idp.log" "$IDP_PID" "^IDP READY" 30
+
+    local secret
+    secret="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+    gateway_config authgate "$GW_PORT" "$ADMIN_PORT" 'store = "memory"'
+    gateway_config authgate-redis "$GWR_PORT" "$GWR_ADMIN_PORT" "store = \"redis\"
+redis_url = \"redis://127.0.0.1:$REDIS_PORT/\"
+secret = \"$secret\"
+cache_max_age = \"0s\""
+
     "$BIN" run -c "$TMP/authgate.toml" >"$TMP/authgate.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
+    "$BIN" run -c "$TMP/authgate-redis.toml" >"$TMP/authgate-redis.log" 2>&1 &
+    GWR_PID=$!
+    PIDS+=("$GWR_PID")
 
-    wait_http "echo upstream" "http://127.0.0.1:$ECHO_PORT$REQ_PATH" "$TMP/echo.log" "$ECHO_PID"
-    wait_http "authgate" "http://127.0.0.1:$GW_PORT$REQ_PATH" "$TMP/authgate.log" "$GW_PID"
+    # /readyz answers 200 once the provider's discovery and keys are fetched.
+    wait_http "authgate (memory store)" "http://127.0.0.1:$ADMIN_PORT/readyz" "$TMP/authgate.log" "$GW_PID"
+    wait_http "authgate (redis store)" "http://127.0.0.1:$GWR_ADMIN_PORT/readyz" "$TMP/authgate-redis.log" "$GWR_PID"
+    wait_http "authgate public route" "http://127.0.0.1:$GW_PORT/public$REQ_PATH" "$TMP/authgate.log" "$GW_PID"
+
+    SESSION_MEM="$(login "$GW_PORT")"
+    SESSION_REDIS="$(login "$GWR_PORT")"
+}
+
+# login PORT: sign in to the gateway on PORT, check that the protected route answers 200 with
+# the session cookie and 401 without it, print the cookie (name=value).
+login() {
+    local port="$1" cookie code
+    cookie="$(python3 "$ROOT/benches/login.py" "http://127.0.0.1:$port")" \
+        || die "login to the gateway on 127.0.0.1:$port failed"
+    [[ "$cookie" == authgate_session=?* ]] || die "unexpected session cookie from port $port: '$cookie'"
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Cookie: $cookie" \
+        "http://127.0.0.1:$port$REQ_PATH")"
+    [[ "$code" == 200 ]] || die "protected route on port $port answered $code with the session cookie"
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port$REQ_PATH")"
+    [[ "$code" == 401 ]] || die "protected route on port $port answered $code without a cookie (expected 401)"
+    echo "signed in on 127.0.0.1:$port (protected route: 200 with the cookie, 401 without)" >&2
+    printf '%s\n' "$cookie"
 }
 
 # Print a wrk latency such as 812.00us, 1.23ms, 2.00s, 1.50m in microseconds.
@@ -165,12 +312,14 @@ to_us() {
     }'
 }
 
-# measure NAME URL: warm up, run wrk once, append "name round rps p50_us p99_us errors" to
-# $TMP/results.tsv.
+# measure NAME URL [COOKIE]: warm up, run wrk once (sending COOKIE when given), append
+# "name round rps p50_us p99_us errors" to $TMP/results.tsv.
 measure() {
-    local name="$1" url="$2" out="$TMP/wrk-$1-$ROUND.txt" rps p50 p99 errors
-    wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "$url" >/dev/null
-    wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "$url" >"$out"
+    local name="$1" url="$2" cookie="${3:-}" out="$TMP/wrk-$1-$ROUND.txt" rps p50 p99 errors
+    local hdr=()
+    [[ -z "$cookie" ]] || hdr=(-H "Cookie: $cookie")
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" "$url" >"$out"
     rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
     p50="$(to_us "$(awk '$1 == "50%" {print $2; exit}' "$out")")"
     p99="$(to_us "$(awk '$1 == "99%" {print $2; exit}' "$out")")"
@@ -180,7 +329,7 @@ measure() {
                    END {print e + 0}' "$out")"
     [[ -n "$rps" && "$p50" != NaN && "$p99" != NaN ]] || { cat "$out" >&2; die "cannot parse wrk output for $name"; }
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$ROUND" "$rps" "$p50" "$p99" "$errors" >>"$TMP/results.tsv"
-    printf '  round %s  %-10s %12s req/s  p50 %10s us  p99 %10s us  errors %s\n' \
+    printf '  round %s  %-14s %12s req/s  p50 %10s us  p99 %10s us  errors %s\n' \
         "$ROUND" "$name" "$rps" "$p50" "$p99" "$errors"
 }
 
@@ -189,7 +338,7 @@ report() {
     MACHINE_NPROC="$MACHINE_NPROC" MACHINE_ARCH="$MACHINE_ARCH" MACHINE_CPU="$MACHINE_CPU" \
     ROUNDS="$ROUNDS" CONNS="$CONNS" DURATION="$DURATION" WRK_THREADS="$WRK_THREADS" \
     REQ_PATH="$REQ_PATH" GIT_REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    TARGET_ORDER="$(printf '%s\n' "${TARGETS[@]%%|*}")" \
+    TARGET_ORDER="$(printf '%s\n' "${TARGETS[@]%%|*}")" BASELINES="${BASELINES[*]}" \
     python3 - "$TMP/results.tsv" "$OUT_DIR" <<'PY'
 import json, os, statistics, sys, time
 
@@ -202,19 +351,28 @@ for name, rnd, rps, p50, p99, err in rows:
                        "p99_us": float(p99), "errors": int(err)})
 med = {t: {k: statistics.median(r[k] for r in runs[t]) for k in ("rps", "p50_us", "p99_us")}
        | {"errors": sum(r["errors"] for r in runs[t])} for t in order}
-base = order[0]
-ratios = {t: {"throughput": med[t]["rps"] / med[base]["rps"],
-              "p99": med[t]["p99_us"] / med[base]["p99_us"]} for t in order[1:]}
+bases = os.environ["BASELINES"].split()
+# ratios[base][target]: the target's median throughput and p99 divided by the base's.
+ratios = {b: {t: {"throughput": med[t]["rps"] / med[b]["rps"],
+                  "p99": med[t]["p99_us"] / med[b]["p99_us"]} for t in order if t != b}
+          for b in bases}
+rcols = [(b, k, f"{'thr' if k == 'throughput' else 'p99'}/{b}") for b in bases
+         for k in ("throughput", "p99")]
 
-hdr = f"{'target':<10} {'req/s':>12} {'p50 µs':>10} {'p99 µs':>10} {'errors':>7}"
-print("\nmedians over %s rounds" % os.environ["ROUNDS"])
+def cell(b, t, k):
+    return "-" if t == b else f"{ratios[b][t][k]:.3f}"
+
+w = max(6, max(len(t) for t in order))
+hdr = (f"{'target':<{w}} {'req/s':>10} {'p50 µs':>9} {'p99 µs':>9} {'errors':>6}"
+       + "".join(f" {h:>11}" for _, _, h in rcols))
+print(f"\nmedians over {os.environ['ROUNDS']} rounds; ratio = target / baseline "
+      "(thr: higher is better, p99: lower is better)")
 print(hdr)
 print("-" * len(hdr))
 for t in order:
     m = med[t]
-    print(f"{t:<10} {m['rps']:>12.0f} {m['p50_us']:>10.0f} {m['p99_us']:>10.0f} {m['errors']:>7}")
-for t, r in ratios.items():
-    print(f"ratio {t}/{base}: throughput {r['throughput']:.3f}, p99 {r['p99']:.3f}")
+    print(f"{t:<{w}} {m['rps']:>10.0f} {m['p50_us']:>9.0f} {m['p99_us']:>9.0f} {m['errors']:>6}"
+          + "".join(f" {cell(b, t, k):>11}" for b, k, _ in rcols))
 
 env = {k: os.environ[k] for k in ("ROUNDS", "CONNS", "DURATION", "WRK_THREADS", "REQ_PATH")}
 machine = {"nproc": int(os.environ["MACHINE_NPROC"]), "arch": os.environ["MACHINE_ARCH"],
@@ -224,22 +382,22 @@ doc = {"timestamp": stamp, "git_rev": os.environ["GIT_REV"], "machine": machine,
        "params": {"rounds": int(env["ROUNDS"]), "connections": int(env["CONNS"]),
                   "duration": env["DURATION"], "wrk_threads": int(env["WRK_THREADS"]),
                   "path": env["REQ_PATH"]},
-       "baseline": base, "median": med, "ratios_vs_baseline": ratios, "runs": runs}
+       "baselines": bases, "median": med, "ratios": ratios, "runs": runs}
 with open(os.path.join(out_dir, "load.json"), "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
 
 md = [f"# authgate load test ({stamp}, {os.environ['GIT_REV']})", "",
       f"Machine: {machine['nproc']} CPUs, {machine['arch']}, {machine['cpu']}  ",
-      f"wrk -t{env['WRK_THREADS']} -c{env['CONNS']} -d{env['DURATION']} on `{env['REQ_PATH']}`, "
-      f"medians of {env['ROUNDS']} interleaved rounds", "",
-      "| target | req/s | p50 µs | p99 µs | errors |", "|---|---:|---:|---:|---:|"]
+      f"wrk -t{env['WRK_THREADS']} -c{env['CONNS']} -d{env['DURATION']} on `{env['REQ_PATH']}` "
+      f"(public: `/public{env['REQ_PATH']}`), medians of {env['ROUNDS']} interleaved rounds. "
+      "Ratios are target / baseline (thr: higher is better; p99: lower is better).", "",
+      "| target | req/s | p50 µs | p99 µs | errors | " + " | ".join(h for _, _, h in rcols) + " |",
+      "|---|---:|---:|---:|---:|" + "---:|" * len(rcols)]
 for t in order:
     m = med[t]
-    md.append(f"| {t} | {m['rps']:.0f} | {m['p50_us']:.0f} | {m['p99_us']:.0f} | {m['errors']} |")
-md.append("")
-for t, r in ratios.items():
-    md.append(f"- {t}/{base}: throughput ×{r['throughput']:.3f}, p99 ×{r['p99']:.3f}")
+    md.append(f"| {t} | {m['rps']:.0f} | {m['p50_us']:.0f} | {m['p99_us']:.0f} | {m['errors']} | "
+              + " | ".join(cell(b, t, k) for b, k, _ in rcols) + " |")
 with open(os.path.join(out_dir, "load.md"), "w") as f:
     f.write("\n".join(md) + "\n")
 print(f"\nwrote {out_dir}/load.md and {out_dir}/load.json")
@@ -248,24 +406,30 @@ PY
 
 main() {
     print_machine
-    ensure_wrk
+    ensure_tool wrk wrk
+    ensure_tool redis-server redis-server
+    ensure_idp
     echo "building release binary"
     cargo build --release --bin authgate
     [[ -x "$BIN" ]] || die "$BIN not built"
     start_servers
 
-    # name|url; the first is the baseline for ratios.
+    # name|url|cookie (empty: no cookie). Ratios are taken against each of BASELINES.
     TARGETS=(
-        "direct|http://127.0.0.1:$ECHO_PORT$REQ_PATH"
-        "authgate|http://127.0.0.1:$GW_PORT$REQ_PATH"
+        "direct|http://127.0.0.1:$ECHO_PORT$REQ_PATH|"
+        "public|http://127.0.0.1:$GW_PORT/public$REQ_PATH|"
+        "session-cached|http://127.0.0.1:$GW_PORT$REQ_PATH|$SESSION_MEM"
+        "session-redis|http://127.0.0.1:$GWR_PORT$REQ_PATH|$SESSION_REDIS"
     )
+    BASELINES=(direct public)
 
     : >"$TMP/results.tsv"
     for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
         echo "round $ROUND/$ROUNDS"
-        local t
+        local t name url cookie
         for t in "${TARGETS[@]}"; do
-            measure "${t%%|*}" "${t#*|}"
+            IFS='|' read -r name url cookie <<<"$t"
+            measure "$name" "$url" "$cookie"
         done
     done
     report

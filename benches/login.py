@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Sign in to an authgate gateway against the auto-login test IdP; print the session cookie.
+
+    python3 benches/login.py http://127.0.0.1:PORT    # prints "authgate_session=..."
+
+Replicates `http_login` in tests/common/mod.rs: GET <gw>/.authgate/login?rd=/ -> 302 to the
+IdP with the transaction cookie -> the IdP's redirects (303s, relative Locations resolved
+against the current URL; a cookie jar for the IdP only) until one points at the gateway's
+callback -> GET the callback on the gateway with the transaction cookie -> Set-Cookie
+authgate_session=... Nothing follows redirects automatically. Exits non-zero on any surprise.
+"""
+import http.cookiejar
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+TIMEOUT = 10
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # surface 3xx as HTTPError instead of following it
+
+
+def opener(jar=None):
+    handlers = [urllib.request.ProxyHandler({}), NoRedirect()]
+    if jar is not None:
+        handlers.append(urllib.request.HTTPCookieProcessor(jar))
+    return urllib.request.build_opener(*handlers)
+
+
+def get(op, url, headers=None):
+    """(status, headers) of one GET, 3xx and 4xx included."""
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with op.open(req, timeout=TIMEOUT) as r:
+            r.read()
+            return r.status, r.headers
+    except urllib.error.HTTPError as e:
+        e.read()
+        return e.code, e.headers
+
+
+def fail(msg):
+    print(f"login.py: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def main():
+    if len(sys.argv) != 2:
+        fail("usage: login.py http://127.0.0.1:PORT")
+    gw = sys.argv[1].rstrip("/")
+    gw_op = opener()
+    idp_op = opener(http.cookiejar.CookieJar())
+
+    status, h = get(gw_op, gw + "/.authgate/login?rd=/", {"Accept": "text/html"})
+    if status != 302:
+        fail(f"login answered {status}, expected 302 to the provider")
+    tx = [c.split(";", 1)[0] for c in h.get_all("Set-Cookie", []) if "_tx_" in c]
+    if not tx:
+        fail("login set no transaction cookie")
+    url = h["Location"]
+    callback = gw + "/.authgate/callback"
+    for _ in range(10):
+        status, h = get(idp_op, url)
+        if status not in (301, 302, 303, 307, 308) or not h.get("Location"):
+            fail(f"IdP answered {status} at {url}")
+        url = urllib.parse.urljoin(url, h["Location"])
+        if url.startswith(callback):
+            break
+    else:
+        fail("the IdP never redirected back to the gateway")
+
+    status, h = get(gw_op, url, {"Accept": "text/html", "Cookie": tx[0]})
+    session = [c.split(";", 1)[0] for c in h.get_all("Set-Cookie", [])
+               if c.startswith("authgate_session=") and not c.startswith("authgate_session=;")]
+    if status // 100 != 3 or not session:
+        fail(f"callback answered {status} without a session cookie")
+    print(session[0])
+
+
+if __name__ == "__main__":
+    main()
