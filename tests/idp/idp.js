@@ -49,6 +49,12 @@
 //   IDP_ACCESS_TOKEN_TTL, IDP_ID_TOKEN_TTL, IDP_REFRESH_TOKEN_TTL, IDP_SESSION_TTL
 //                     lifetimes in seconds (defaults 300, 300, 3600, 3600). Tests of the
 //                     gateway's refresh logic can set short access/ID token lifetimes.
+//   IDP_AT_ALG        JWS alg of JWT access tokens for resources without a fixed alg (see
+//                     "JWT access tokens" below): RS256 (default, kid test-rsa-1) or ES256
+//                     (kid test-ec-1). Anything else is a startup error.
+//   IDP_RESOURCE_SCOPES  space-separated scopes a resource server accepts (default
+//                     "api:read api:write"). They only ever go into JWT access tokens: a
+//                     request without `resource` drops them.
 //   IDP_DEBUG         "1": log every request (method, path, status) to stderr.
 //
 // Test-only endpoints (not part of OIDC; under the issuer's path when it has one):
@@ -61,6 +67,58 @@
 //   GET  /__test/end_session_confirm?xsrf=...  (IDP_AUTO_LOGIN only) internal hop that
 //                             confirms RP-initiated logout without a form; see below.
 //
+// JWT access tokens (RFC 8707 resource indicators + RFC 9068 token format):
+//
+//   A token request WITHOUT `resource` gets the usual opaque access token (usable at userinfo
+//   and introspection), exactly as before. A token request with resource=<indicator> gets a
+//   JWT access token for that resource server (not usable at userinfo). Known indicators:
+//   urn:authgate:<anything> and http(s)://api.<anything>; others -> 400 invalid_target.
+//     JOSE header: {"alg": <see below>, "typ": "at+jwt", "kid": "test-rsa-1" | "test-ec-1"}
+//     claims:      iss, sub (user id, or the client_id for client_credentials), aud (= the
+//                  resource, verbatim), client_id, iat, exp (iat + IDP_ACCESS_TOKEN_TTL), jti,
+//                  scope (the requested scopes that are in IDP_RESOURCE_SCOPES; the claim is
+//                  absent when there are none; openid/email/profile never appear here), and for
+//                  user tokens only also email, groups (array, may be empty) and
+//                  preferred_username.
+//     alg:         urn:authgate:api -> RS256 always; an indicator ending in "-es256" or
+//                  "-rs256" (e.g. urn:authgate:api-es256) -> that alg; any other -> IDP_AT_ALG.
+//   Verify with GET /jwks (fresh keys on every start). The token response's `scope` is then
+//   the access token's scope (e.g. "api:read"), not the OIDC scopes.
+//
+//   Client credentials (the `authgate` client has the grant; one resource per request):
+//     curl -s -u authgate:authgate-secret http://127.0.0.1:9400/token \
+//       -d grant_type=client_credentials -d resource=urn:authgate:api -d 'scope=api:read api:write'
+//     -> {"access_token":"eyJ...","expires_in":300,"scope":"api:read api:write",
+//         "token_type":"Bearer"}
+//
+//   User token (authorization_code): `resource` must be in the authorization request (so that
+//   the grant covers it) AND in the token request (with `openid` in the scope and no
+//   `resource` at /token, oidc-provider issues the opaque userinfo token instead):
+//     GET /auth?client_id=authgate&response_type=code
+//         &redirect_uri=http%3A%2F%2Flocalhost%3A8080%2F.authgate%2Fcallback
+//         &scope=openid%20email%20profile%20api%3Aread&resource=urn%3Aauthgate%3Aapi
+//         &state=s&nonce=n&code_challenge=<S256 of verifier>&code_challenge_method=S256
+//       (IDP_AUTO_LOGIN=1: e.g. curl -s -c jar -b jar -L --max-redirs 10 -o /dev/null
+//        -w '%{url_effective}' '<that URL>' ends at the callback URL with ?code=...; curl fails to
+//        connect there unless something listens, the URL is printed anyway)
+//     curl -s -u authgate:authgate-secret http://127.0.0.1:9400/token \
+//       -d grant_type=authorization_code -d code=<code> -d code_verifier=<verifier> \
+//       --data-urlencode redirect_uri=http://localhost:8080/.authgate/callback \
+//       -d resource=urn:authgate:api
+//     -> access_token (JWT, scope "api:read", with email/groups/preferred_username),
+//        id_token and refresh_token as without resource. A refresh_token grant with
+//        resource=<an indicator of the authorization request> also returns a JWT.
+//
+//   Introspection (POST /token/introspection, client auth as for /token) answers for both
+//   kinds. For a JWT: {"active":true, ...the token's claims, "token_type":"Bearer"} when the
+//   signature, typ, iss and exp are fine and the grant still exists (user tokens: inactive
+//   after the grant is revoked, e.g. by revoking its refresh token); {"active":false}
+//   otherwise. oidc-provider itself would answer 400 unsupported_token_type; the middleware
+//   below substitutes this answer. Revocation of JWT access tokens stays unsupported
+//   (400 unsupported_token_type), as does using them at userinfo.
+//     curl -s -u authgate:authgate-secret http://127.0.0.1:9400/token/introspection \
+//       --data-urlencode token=<access token>
+//
 // Cheat-sheet for tests (default settings):
 //
 //   Authorize:  GET /auth?client_id=authgate&response_type=code&redirect_uri=<registered>
@@ -69,7 +127,8 @@
 //               -> 303s through /interaction/<uid> and /auth/<uid> -> 303 to
 //               <redirect_uri>?code=..&state=..&iss=<issuer>
 //   Token:      POST /token, HTTP Basic client auth, grant_type=authorization_code, code,
-//               redirect_uri, code_verifier -> access_token (opaque), id_token (RS256, with
+//               redirect_uri, code_verifier -> access_token (opaque; a JWT with resource=,
+//               see above), id_token (RS256, with
 //               email, name, preferred_username, groups, nonce), refresh_token.
 //               `offline_access` in the scope is dropped by oidc-provider unless the request
 //               also has prompt=consent (in every IDP_REFRESH_TOKENS mode).
@@ -84,10 +143,12 @@
 //               Auto-login mode: 303s only. Ends with a 303 to
 //               <post_logout_redirect_uri>?state=.. (or to /session/end/success).
 
-import { generateKeyPairSync } from 'node:crypto';
+import {
+  createPublicKey, generateKeyPairSync, timingSafeEqual, verify as cryptoVerify,
+} from 'node:crypto';
 import * as http from 'node:http';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 // ---------------------------------------------------------------------------------------------
 // Environment
@@ -120,6 +181,9 @@ const AUTO_LOGIN_ACCOUNT = process.env.IDP_AUTO_LOGIN_ACCOUNT || 'alice';
 const REFRESH_TOKENS = process.env.IDP_REFRESH_TOKENS || 'always';
 const ROTATE_REFRESH_TOKENS = (process.env.IDP_ROTATE_REFRESH_TOKENS ?? '1') !== '0';
 const DEBUG = process.env.IDP_DEBUG === '1';
+const AT_ALG = process.env.IDP_AT_ALG || 'RS256';
+const RESOURCE_SCOPES = (process.env.IDP_RESOURCE_SCOPES ?? 'api:read api:write')
+  .split(/\s+/).filter(Boolean).join(' ');
 
 const TTL = {
   AccessToken: envInt('IDP_ACCESS_TOKEN_TTL', 300),
@@ -130,6 +194,11 @@ const TTL = {
 
 if (!['always', 'offline_access', 'never'].includes(REFRESH_TOKENS)) {
   throw new Error('IDP_REFRESH_TOKENS must be one of always, offline_access, never');
+}
+// The algorithms of the two signing keys below.
+const AT_ALGS = ['RS256', 'ES256'];
+if (!AT_ALGS.includes(AT_ALG)) {
+  throw new Error(`IDP_AT_ALG must be one of ${AT_ALGS.join(', ')}, got ${JSON.stringify(AT_ALG)}`);
 }
 
 // The path part of the issuer, '' when the issuer is a bare origin.
@@ -222,6 +291,76 @@ const JWKS = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Resource servers: JWT access tokens (RFC 8707 resource indicators, RFC 9068 token format)
+
+// The resource indicators this IdP knows: urn:authgate:<anything> and http(s)://api.<anything>.
+const isKnownResource = (resource) => /^urn:authgate:./.test(resource)
+  || /^https?:\/\/api\./.test(resource);
+
+// JWS algorithm of the access tokens for a resource: urn:authgate:api is always RS256, a
+// resource ending in "-es256" / "-rs256" gets that algorithm, any other IDP_AT_ALG.
+function resourceAlg(resource) {
+  if (resource === 'urn:authgate:api') return 'RS256';
+  const suffix = /-(rs256|es256)$/i.exec(resource);
+  return suffix ? suffix[1].toUpperCase() : AT_ALG;
+}
+
+// Public keys for checking our own JWT access tokens at the introspection endpoint.
+const VERIFY_KEYS = new Map(JWKS.keys.map((key) => [key.kid, {
+  alg: key.alg,
+  key: createPublicKey({ key, format: 'jwk' }),
+}]));
+
+// jti -> { grantId, exp } of every JWT access token issued by this process. oidc-provider does
+// not store JWT access tokens; this lets introspection report tokens of a revoked grant (e.g.
+// after logout) as inactive, as it does for opaque tokens.
+const issuedJwts = new Map();
+
+function rememberJwt(token) {
+  if (token.format !== 'jwt') return;
+  const now = Math.floor(Date.now() / 1000);
+  for (const [jti, entry] of issuedJwts) if (entry.exp < now) issuedJwts.delete(jti);
+  issuedJwts.set(token.jti, { grantId: token.grantId, exp: now + token.expiration });
+}
+
+// Introspection response for a JWT access token (oidc-provider itself refuses to introspect
+// JWTs: unsupported_token_type). Active when the signature (one of our keys, typ at+jwt), iss,
+// exp and the grant (user tokens) are fine; the answer is the token's claims plus active and
+// token_type, like oidc-provider's answer for an opaque token.
+async function introspectJwt(client, jwt) {
+  const inactive = { active: false };
+  const parts = jwt.split('.');
+  if (parts.length !== 3) return inactive;
+  let header;
+  let payload;
+  try {
+    header = JSON.parse(Buffer.from(parts[0], 'base64url').toString());
+    payload = JSON.parse(Buffer.from(parts[1], 'base64url').toString());
+  } catch {
+    return inactive;
+  }
+  const key = VERIFY_KEYS.get(header?.kid);
+  if (!key || header.alg !== key.alg || header.typ !== 'at+jwt') return inactive;
+  const signatureOk = cryptoVerify(
+    'sha256',
+    Buffer.from(`${parts[0]}.${parts[1]}`),
+    key.alg === 'ES256' ? { key: key.key, dsaEncoding: 'ieee-p1363' } : key.key,
+    Buffer.from(parts[2], 'base64url'),
+  );
+  if (!signatureOk || payload.iss !== ISSUER) return inactive;
+  if (!Number.isInteger(payload.exp) || payload.exp <= Math.floor(Date.now() / 1000)) return inactive;
+  const issued = issuedJwts.get(payload.jti);
+  if (!issued) return inactive;
+  if (issued.grantId) {
+    const grant = await provider.Grant.find(issued.grantId);
+    if (!grant || grant.clientId !== payload.client_id) return inactive;
+  }
+  // Same rule as features.introspection.allowedPolicy below.
+  if (client.clientAuthMethod === 'none' && payload.client_id !== client.clientId) return inactive;
+  return { ...payload, active: true, token_type: 'Bearer' };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Counters for GET /__test/stats
 
 function newStats() {
@@ -308,10 +447,54 @@ const configuration = {
   },
   rotateRefreshToken: ROTATE_REFRESH_TOKENS,
 
+  // Claims added to access tokens. Only JWT access tokens of a user (authorization_code or
+  // refresh_token grant with a resource indicator) get any: the user's email, groups and
+  // preferred_username. Opaque access tokens (no resource) and client_credentials tokens get
+  // none, so their introspection answers stay as they were.
+  async extraTokenClaims(ctx, token) {
+    if (!token.resourceServer || token.resourceServer.accessTokenFormat !== 'jwt') return undefined;
+    if (!token.accountId) return undefined;
+    const account = await findAccount(ctx, token.accountId);
+    const claims = await account.claims();
+    const extra = {};
+    for (const name of ['email', 'groups', 'preferred_username']) {
+      if (claims[name] !== undefined) extra[name] = claims[name];
+    }
+    return extra;
+  },
+
   features: {
     // The built-in HTML login + consent forms; replaced by the auto-login middleware below.
     devInteractions: { enabled: !AUTO_LOGIN },
     clientCredentials: { enabled: true },
+    // RFC 8707. A token request with resource=<known indicator> gets a JWT access token with
+    // aud = the resource; without `resource` the access token stays opaque (userinfo,
+    // introspection), exactly as before. For authorization_code, the resource must also be in
+    // the authorization request (the grant only covers resources that were authorized).
+    resourceIndicators: {
+      enabled: true,
+      // No resource parameter -> no resource server -> opaque access token.
+      async defaultResource() {
+        return undefined;
+      },
+      // Only with resource= in the token request itself (the oidc-provider default).
+      async useGrantedResource() {
+        return false;
+      },
+      async getResourceServerInfo(_ctx, resource) {
+        if (!isKnownResource(resource)) {
+          throw new errors.InvalidTarget(
+            'unknown resource indicator (known: urn:authgate:*, http(s)://api.*)',
+          );
+        }
+        return {
+          scope: RESOURCE_SCOPES,
+          accessTokenFormat: 'jwt',
+          accessTokenTTL: TTL.AccessToken,
+          jwt: { sign: { alg: resourceAlg(resource) } },
+        };
+      },
+    },
     introspection: {
       enabled: true,
       // Any authenticated confidential client may introspect (the default, made explicit).
@@ -379,6 +562,9 @@ provider.on('grant.revoked', () => { stats.grants_revoked += 1; });
 provider.on('authorization.success', () => { stats.authorizations += 1; });
 provider.on('end_session.success', () => { stats.logouts += 1; });
 provider.on('server_error', (_ctx, err) => console.error('idp: server_error', err));
+provider.on('access_token.issued', rememberJwt);
+provider.on('client_credentials.issued', rememberJwt);
+provider.on('introspection.error', (ctx, err) => { ctx.state.introspectionError = err; });
 
 // ---------------------------------------------------------------------------------------------
 // Koa middleware (runs before oidc-provider's own routes)
@@ -412,6 +598,23 @@ provider.use(async (ctx, next) => {
     if (route === 'revocation' && ctx.status === 200) stats.revocations += 1;
     if (route === 'userinfo' && ctx.status === 200) stats.userinfo += 1;
     if (DEBUG) console.error(`idp: ${ctx.method} ${ctx.path} -> ${ctx.status} (${route})`);
+  }
+});
+
+// Introspection of JWT access tokens. oidc-provider authenticates the client as for any
+// introspection request, then rejects a JWT with 400 unsupported_token_type; that answer is
+// replaced here by introspectJwt's (200). Client authentication errors are left alone.
+provider.use(async (ctx, next) => {
+  await next();
+  if (
+    ctx.oidc?.route === 'introspection'
+    && ctx.state.introspectionError instanceof errors.UnsupportedTokenType
+    && ctx.oidc.client
+    && typeof ctx.oidc.params?.token === 'string'
+  ) {
+    ctx.status = 200;
+    ctx.type = 'json';
+    ctx.body = await introspectJwt(ctx.oidc.client, ctx.oidc.params.token);
   }
 });
 

@@ -1,0 +1,198 @@
+//! API clients with bearer JWT access tokens issued by the real provider (oidc-provider with
+//! resource indicators: RFC 9068 `at+jwt` tokens), through the real binary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{auth_config, client, echo, free_port, Gateway, Idp, Opts, Seen};
+
+/// A client-credentials access token for `resource`, from the provider's token endpoint.
+async fn client_token(idp: &Idp, resource: &str) -> String {
+    let r = client()
+        .post(format!("{}/token", idp.issuer))
+        .basic_auth("authgate", Some("authgate-secret"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", resource),
+            ("scope", "api:read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "token endpoint: {}",
+        r.text().await.unwrap_or_default()
+    );
+    let v: serde_json::Value = r.json().await.unwrap();
+    let t = v["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        t.split('.').count(),
+        3,
+        "expected a JWT access token, got {t}"
+    );
+    t
+}
+
+const API_ROUTES: &str = r#"
+[[routes]]
+id = "api"
+path = "/api"
+upstream = "app"
+bearer = true
+audiences = ["urn:authgate:api", "urn:authgate:api-es256"]
+
+[[routes]]
+id = "api-other"
+path = "/other-api"
+upstream = "app"
+bearer = true
+audiences = ["urn:authgate:other"]
+
+[[routes]]
+id = "api-admins"
+path = "/admin-api"
+upstream = "app"
+bearer = true
+audiences = ["urn:authgate:api"]
+[routes.policy]
+groups = ["admins"]
+"#;
+
+async fn start() -> (Idp, Gateway) {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let e = echo().await;
+    let body = format!("{}{API_ROUTES}", auth_config(&idp, e, "store = \"memory\""));
+    let gw = Gateway::start_with(
+        &body,
+        Opts {
+            port: Some(port),
+            ..Opts::default()
+        },
+    )
+    .await;
+    for _ in 0..100 {
+        if client()
+            .get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (idp, gw)
+}
+
+async fn call(gw: &Gateway, path: &str, authz: &[&str]) -> reqwest::Response {
+    let mut b = client()
+        .get(gw.url(path))
+        .header("accept", "application/json");
+    for a in authz {
+        b = b.header("authorization", *a);
+    }
+    b.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_from_the_provider() {
+    let (idp, gw) = start().await;
+    for resource in ["urn:authgate:api", "urn:authgate:api-es256"] {
+        let token = client_token(&idp, resource).await;
+        let r = call(&gw, "/api/things", &[&format!("Bearer {token}")]).await;
+        assert_eq!(r.status(), 200, "{resource}");
+        let seen: Seen = r.json().await.unwrap();
+        // The client id is the subject of a client-credentials token.
+        assert_eq!(
+            seen.header("x-forwarded-user"),
+            Some("authgate"),
+            "{resource}"
+        );
+        assert!(
+            seen.header("authorization").is_none(),
+            "the token went upstream"
+        );
+        // Cached: the same token again.
+        assert_eq!(
+            call(&gw, "/api/things", &[&format!("bearer {token}")])
+                .await
+                .status(),
+            200
+        );
+    }
+    let token = client_token(&idp, "urn:authgate:api").await;
+    // Issued for another audience: refused on this route.
+    let r = call(&gw, "/other-api/x", &[&format!("Bearer {token}")]).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    // A client token has no groups: the policy denies it.
+    assert_eq!(
+        call(&gw, "/admin-api/x", &[&format!("Bearer {token}")])
+            .await
+            .status(),
+        403
+    );
+    // Tampered, truncated, or not a JWT at all.
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    for bad in [tampered.as_str(), "abc.def.ghi", "opaque-token", ""] {
+        let r = call(&gw, "/api/x", &[&format!("Bearer {bad}")]).await;
+        assert_eq!(r.status(), 401, "{bad}");
+    }
+    // Two Authorization headers, or a token in the URL: refused outright.
+    let two = call(
+        &gw,
+        "/api/x",
+        &[&format!("Bearer {token}"), &format!("Bearer {token}")],
+    )
+    .await;
+    assert_eq!(two.status(), 400);
+    let r = client()
+        .get(gw.url(&format!("/api/x?access_token={token}")))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Basic credentials are not a bearer token.
+    assert_eq!(call(&gw, "/api/x", &["Basic YTpi"]).await.status(), 401);
+    // No credentials at all: 401 (an API is not redirected to a login page).
+    assert_eq!(call(&gw, "/api/x", &[]).await.status(), 401);
+    assert!(!gw.log().contains(&token), "a token reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_tokens_are_not_access_tokens() {
+    let (_idp, gw) = start().await;
+    // Log in to get a real ID token from the provider, then present it as a bearer token.
+    let (cookie, _) = common::http_login(&gw, "/").await;
+    let page = client()
+        .get(gw.url("/.authgate/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let id_token = page
+        .split("name=\"id_token_hint\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = call(&gw, "/api/x", &[&format!("Bearer {id_token}")]).await;
+    assert_eq!(r.status(), 401);
+}
