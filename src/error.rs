@@ -132,6 +132,15 @@ fn wants_html(req: &RequestHeader) -> bool {
         .any(|v| contains_ignore_case(v.as_bytes(), b"text/html"))
 }
 
+/// Capitalise the first letter: messages are lower-case for logs and JSON.
+fn sentence(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 /// Escape text for HTML element content and attribute values.
 pub fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -197,7 +206,7 @@ pub fn render(refusal: &Refusal, req: &RequestHeader, request_id: &str) -> (Resp
             &format!(
                 "<h1>{}</h1><p>{}.</p><p><code>request id {}</code></p>",
                 html_escape(refusal.title()),
-                html_escape(&refusal.to_string()),
+                html_escape(&sentence(&refusal.to_string())),
                 html_escape(request_id)
             ),
         )
