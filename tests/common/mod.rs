@@ -731,3 +731,288 @@ pub async fn http_login_with_cookie(
     }
     panic!("the IdP never redirected back to the gateway");
 }
+
+/// Start the echo upstream and a gateway with [`auth_config`] on `port` (the port the IdP
+/// client was registered for), and wait until it is ready (its provider discovered).
+pub async fn auth_gateway(idp: &Idp, port: u16, session: &str) -> Gateway {
+    let e = echo().await;
+    let gw = Gateway::start_with(
+        &auth_config(idp, e, session),
+        Opts {
+            port: Some(port),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = client().get(gw.admin_url("/readyz")).send().await {
+            if r.status() == 200 {
+                return gw;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway never became ready:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Headless Chromium driven over WebDriver: a `chromedriver` on a free loopback port (in its
+/// own process group, so Chromium dies with it) with a fresh profile in a temp dir. Every
+/// wait is bounded. Call [`Browser::close`] at the end of a test; on any other exit (a
+/// panic) `Drop` kills chromedriver and Chromium.
+pub struct Browser {
+    pub client: fantoccini::Client,
+    driver: Option<Child>,
+    pub port: u16,
+    /// The Chromium profile, chromedriver's log (`chromedriver.log`) and anything the test
+    /// saves there (screenshots).
+    pub dir: tempfile::TempDir,
+}
+
+/// The longest any single browser wait may take.
+pub const BROWSER_WAIT: Duration = Duration::from_secs(15);
+
+impl Browser {
+    pub async fn start() -> Browser {
+        use std::os::unix::process::CommandExt;
+
+        let driver_bin = require("chromedriver", "apt-get install chromium-driver");
+        let chromium = require("chromium", "apt-get install chromium");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("chromedriver.out")).unwrap();
+        let child = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .arg(format!(
+                "--log-path={}",
+                dir.path().join("chromedriver.log").display()
+            ))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn chromedriver");
+        let mut driver = Some(child);
+
+        // Wait (bounded) until chromedriver answers /status with ready: true.
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = driver.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "chromedriver exited early ({status}):\n{}",
+                    std::fs::read_to_string(dir.path().join("chromedriver.out"))
+                        .unwrap_or_default()
+                );
+            }
+            let ready = match client().get(format!("{base}/status")).send().await {
+                Ok(r) => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .is_ok_and(|v| v["value"]["ready"] == true),
+                Err(_) => false,
+            };
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                kill_group(&mut driver);
+                panic!("chromedriver did not become ready on port {port} within 10s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        let profile = dir.path().join("profile");
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "pageLoadStrategy": "normal",
+            "timeouts": {"implicit": 0, "pageLoad": 15_000, "script": 10_000},
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                    "--disable-sync",
+                    "--disable-quic",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+                // No "save password?" / leaked-password prompts over the login form.
+                "prefs": {
+                    "credentials_enable_service": false,
+                    "profile.password_manager_enabled": false,
+                    "profile.password_manager_leak_detection": false,
+                },
+            },
+        });
+        let serde_json::Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let mut builder = fantoccini::ClientBuilder::new(connector);
+        builder.capabilities(caps);
+        let client =
+            match tokio::time::timeout(Duration::from_secs(30), builder.connect(&base)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    kill_group(&mut driver);
+                    panic!(
+                        "could not start a Chromium session: {e}\n{}",
+                        std::fs::read_to_string(dir.path().join("chromedriver.log"))
+                            .unwrap_or_default()
+                    );
+                }
+                Err(_) => {
+                    kill_group(&mut driver);
+                    panic!("Chromium session did not start within 30s");
+                }
+            };
+        Browser {
+            client,
+            driver,
+            port,
+            dir,
+        }
+    }
+
+    /// chromedriver's log (includes Chromium's console and every WebDriver command).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default()
+    }
+
+    /// Navigate to `url` and wait for the page to load (bounded by the page-load timeout).
+    pub async fn goto(&self, url: &str) {
+        bounded(&format!("goto {url}"), self.client.goto(url)).await;
+    }
+
+    pub async fn url(&self) -> url::Url {
+        bounded("current_url", self.client.current_url()).await
+    }
+
+    pub async fn source(&self) -> String {
+        bounded("page source", self.client.source()).await
+    }
+
+    /// Wait (bounded) until the current URL satisfies `ok`; returns it.
+    pub async fn wait_url(&self, what: &str, ok: impl Fn(&url::Url) -> bool) -> url::Url {
+        let deadline = Instant::now() + BROWSER_WAIT;
+        loop {
+            let u = self.url().await;
+            if ok(&u) {
+                return u;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "browser never reached {what} within {BROWSER_WAIT:?}; at {u}:\n{}",
+                    self.source().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait (bounded) until `css` matches an element on the current page.
+    pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        match self
+            .client
+            .wait()
+            .at_most(BROWSER_WAIT)
+            .for_element(fantoccini::Locator::Css(css))
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => panic!(
+                "no element {css:?} at {} ({e}):\n{}",
+                self.url().await,
+                self.source().await
+            ),
+        }
+    }
+
+    /// Whether `css` matches an element on the current page right now (no waiting).
+    pub async fn has(&self, css: &str) -> bool {
+        !bounded(
+            &format!("find_all {css}"),
+            self.client.find_all(fantoccini::Locator::Css(css)),
+        )
+        .await
+        .is_empty()
+    }
+
+    /// A PNG screenshot of the viewport, written to `path`.
+    pub async fn screenshot(&self, path: &Path) {
+        let png = bounded("screenshot", self.client.screenshot()).await;
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG screenshot");
+        std::fs::write(path, png).unwrap();
+    }
+
+    /// A PNG screenshot of the whole page (the window is grown to the page's height for it).
+    pub async fn screenshot_full_page(&self, path: &Path) {
+        let (w, h) = bounded("window size", self.client.get_window_size()).await;
+        let page_h = bounded(
+            "page height",
+            self.client
+                .execute("return document.documentElement.scrollHeight", vec![]),
+        )
+        .await
+        .as_u64()
+        .unwrap_or(h);
+        let grow = page_h.clamp(h, 8000) as u32;
+        bounded(
+            "grow window",
+            self.client.set_window_size(w as u32, grow + 150),
+        )
+        .await;
+        self.screenshot(path).await;
+        bounded(
+            "restore window",
+            self.client.set_window_size(w as u32, h as u32),
+        )
+        .await;
+    }
+
+    /// End the WebDriver session (Chromium exits), then stop chromedriver.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.client.clone().close()).await;
+        kill_group(&mut self.driver);
+    }
+}
+
+/// Await a WebDriver command for at most [`BROWSER_WAIT`]; panic on an error or a timeout.
+pub async fn bounded<T, E: std::fmt::Display>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> T {
+    match tokio::time::timeout(BROWSER_WAIT, f).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("browser: {what} failed: {e}"),
+        Err(_) => panic!("browser: {what} took longer than {BROWSER_WAIT:?}"),
+    }
+}
+
+/// Kill chromedriver's whole process group (chromedriver, Chromium and its helpers).
+fn kill_group(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", c.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        kill_group(&mut self.driver);
+    }
+}

@@ -706,8 +706,32 @@ if (AUTO_LOGIN) {
 // ---------------------------------------------------------------------------------------------
 // HTTP server
 
+// Browsers drop a SameSite=None cookie without Secure (Chrome since v80: "blocked because it
+// had the SameSite=None attribute but did not have the Secure attribute"). oidc-provider's
+// session cookie is SameSite=None (cookies.long above, required by enableHttpPostMethods), and
+// over plain http oidc-provider cannot mark it Secure itself (the `cookies` module refuses:
+// "Cannot send secure cookie over unencrypted connection"). So a browser would keep no IdP
+// session: the consent step fails with "interaction session and authentication session
+// mismatch" and POST /session/end finds no session to end. Browsers treat http://localhost and
+// http://127.0.0.0/8 as secure contexts and do store and send Secure cookies there, so for a
+// loopback issuer add the attribute here. (reqwest's cookie store does the same for loopback.)
+const LOOPBACK_ISSUER = ['localhost', '[::1]'].includes(new URL(ISSUER).hostname)
+  || /^127\.\d+\.\d+\.\d+$/.test(new URL(ISSUER).hostname);
+const secureSameSiteNone = (cookie) => (
+  /;\s*samesite=none\s*(;|$)/i.test(cookie) && !/;\s*secure\s*(;|$)/i.test(cookie)
+    ? `${cookie}; secure` : cookie);
+
 const callback = provider.callback();
 const server = http.createServer((req, res) => {
+  if (LOOPBACK_ISSUER) {
+    const setHeader = res.setHeader.bind(res);
+    res.setHeader = (name, value) => setHeader(
+      name,
+      String(name).toLowerCase() !== 'set-cookie' ? value
+        : Array.isArray(value) ? value.map((c) => secureSameSiteNone(String(c)))
+          : secureSameSiteNone(String(value)),
+    );
+  }
   if (MOUNT) {
     // Serve the provider under the issuer's path. oidc-provider derives its mount path from
     // req.originalUrl vs. req.url when building endpoint URLs.
