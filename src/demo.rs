@@ -99,20 +99,52 @@ async fn echo(req: Request<Incoming>, conn: Conn) -> Result<Response<Body>, Infa
     };
 
     if wants_html {
-        let rows: String = headers
+        // Identity headers first and highlighted: they are what the demo is about.
+        let is_identity = |k: &str| {
+            k.starts_with("x-forwarded-user")
+                || k.starts_with("x-forwarded-email")
+                || k.starts_with("x-forwarded-groups")
+                || k.starts_with("x-forwarded-preferred")
+        };
+        let row = |(k, v): &(String, String)| {
+            format!(
+                "<tr{}><th>{}</th><td>{}</td></tr>",
+                if is_identity(k) { " class=\"id\"" } else { "" },
+                html_escape(k),
+                html_escape(v)
+            )
+        };
+        let identity: String = headers
             .iter()
-            .map(|(k, v)| {
-                format!(
-                    "<tr><td><code>{}</code></td><td><code>{}</code></td></tr>",
-                    html_escape(k),
-                    html_escape(v)
-                )
-            })
+            .filter(|(k, _)| is_identity(k))
+            .map(row)
             .collect();
+        let others: String = headers
+            .iter()
+            .filter(|(k, _)| !is_identity(k))
+            .map(row)
+            .collect();
+        let who = headers
+            .iter()
+            .find(|(k, _)| k == "x-forwarded-user")
+            .map_or(
+                "Nobody is signed in (a public route).".to_string(),
+                |(_, u)| {
+                    format!(
+                        "Signed in as <b>{}</b> — the gateway vouches for it.",
+                        html_escape(u)
+                    )
+                },
+            );
         let page = html_page(
             "authgate demo upstream",
             &format!(
-                "<h1>Demo upstream</h1><p>This app has no auth of its own. authgate sent it <code>{} {}</code> with these headers:</p><table>{rows}</table>",
+                "<style>main{{max-width:48rem;width:100%}} table{{border-collapse:collapse;width:100%;font-size:.85rem}} \
+                 th{{text-align:left;font-weight:600;padding:.3rem .8rem .3rem 0;white-space:nowrap;vertical-align:top;color:#57606a}} \
+                 td{{font-family:ui-monospace,monospace;padding:.3rem 0;word-break:break-all}} tr.id th,tr.id td{{color:#0a3069;background:#ddf4ff}}</style>\
+                 <h1>Demo upstream</h1><p>This app has no auth of its own. {who}</p>\
+                 <p>It received <code>{} {}</code> with these headers:</p><table>{identity}{others}</table>\
+                 <p><a href=\"/.authgate/userinfo\">Who am I</a> · <a href=\"/.authgate/logout\">Sign out</a></p>",
                 html_escape(&method),
                 html_escape(&target),
             ),

@@ -12,7 +12,7 @@ use common::{auth_gateway, bounded, free_port, Browser, Idp};
 
 /// The echo upstream's HTML row for a received header.
 fn header_row(name: &str, value: &str) -> String {
-    format!("<tr><td><code>{name}</code></td><td><code>{value}</code></td></tr>")
+    format!("<tr class=\"id\"><th>{name}</th><td>{value}</td></tr>")
 }
 
 /// Save a whole-page screenshot into the browser's temp dir and a copy to /tmp for people to
