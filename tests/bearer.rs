@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{auth_config, client, echo, free_port, Gateway, Idp, Opts, Seen};
+use common::{auth_gateway_with, client, free_port, Gateway, Idp, Seen};
 
 /// A client-credentials access token for `resource`, from the provider's token endpoint.
 async fn client_token(idp: &Idp, resource: &str) -> String {
@@ -64,29 +62,7 @@ groups = ["admins"]
 async fn start() -> (Idp, Gateway) {
     let port = free_port();
     let idp = Idp::start(true, &[port]).await;
-    let e = echo().await;
-    let body = format!("{}{API_ROUTES}", auth_config(&idp, e, "store = \"memory\""));
-    let gw = Gateway::start_with(
-        &body,
-        Opts {
-            port: Some(port),
-            ..Opts::default()
-        },
-    )
-    .await;
-    for _ in 0..100 {
-        if client()
-            .get(gw.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let gw = auth_gateway_with(&idp, port, "store = \"memory\"", API_ROUTES).await;
     (idp, gw)
 }
 

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    auth_config, client, echo, free_port, http_login, set_cookies, Gateway, Idp, Opts, Redis, Seen,
+    auth_config, auth_gateway, auth_gateway_with, client, echo, eventually, free_port, http_login,
+    set_cookies, Gateway, Idp, Opts, Redis, Seen,
 };
 
 const SECRET: &str = "session-secret-for-tests-0123456789abcdef";
@@ -19,47 +20,11 @@ fn redis_session(redis: &Redis) -> String {
     )
 }
 
-async fn gateway(idp: &Idp, port: u16, session: &str) -> Gateway {
-    let e = echo().await;
-    let gw = Gateway::start_with(
-        &auth_config(idp, e, session),
-        Opts {
-            port: Some(port),
-            ..Opts::default()
-        },
-    )
-    .await;
-    wait_ready(&gw).await;
-    gw
-}
-
-async fn wait_ready(gw: &Gateway) {
-    for _ in 0..100 {
-        if let Ok(r) = client().get(gw.admin_url("/readyz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("gateway never became ready:\n{}", gw.log());
-}
-
-async fn get_as(gw: &Gateway, path: &str, cookie: &str) -> reqwest::Response {
-    client()
-        .get(gw.url(path))
-        .header("cookie", cookie)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_sets_identity_headers_and_a_safe_cookie() {
     let port = free_port();
     let idp = Idp::start(true, &[port]).await;
-    let gw = gateway(&idp, port, "store = \"memory\"").await;
+    let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
 
     let (cookie, resp) = http_login(&gw, "/app/page?x=1").await;
     assert_eq!(resp.status(), 302);
@@ -105,7 +70,7 @@ async fn login_sets_identity_headers_and_a_safe_cookie() {
     );
 
     // userinfo: the identity, no tokens.
-    let r = get_as(&gw, "/.authgate/userinfo", &cookie).await;
+    let r = gw.get_as("/.authgate/userinfo", &cookie).await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["sub"], "alice");
@@ -115,14 +80,7 @@ async fn login_sets_identity_headers_and_a_safe_cookie() {
         "a token leaked into userinfo: {v}"
     );
 
-    let m = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     assert!(
         m.contains("authgate_logins_total{stage=\"completed\"} 1"),
         "{m}"
@@ -150,7 +108,7 @@ async fn session_fixation_and_timeouts() {
         },
     )
     .await;
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
 
     // An attacker's valid session cookie planted in the victim's browser is not kept: the
     // victim's login issues a new ID.
@@ -160,28 +118,28 @@ async fn session_fixation_and_timeouts() {
     assert!(victim.starts_with("authgate_session=v1."));
 
     // pass_access_token: only on the route that opts in.
-    let seen: Seen = get_as(&gw, "/token", &victim).await.json().await.unwrap();
+    let seen: Seen = gw.get_as("/token", &victim).await.json().await.unwrap();
     assert!(seen
         .header("x-forwarded-access-token")
         .is_some_and(|t| !t.is_empty()));
-    let seen: Seen = get_as(&gw, "/app", &victim).await.json().await.unwrap();
+    let seen: Seen = gw.get_as("/app", &victim).await.json().await.unwrap();
     assert!(seen.header("x-forwarded-access-token").is_none());
 
     // Idle timeout: activity keeps the session, 3 s of silence ends it...
     for _ in 0..4 {
-        assert_eq!(get_as(&gw, "/app", &victim).await.status(), 200);
+        assert_eq!(gw.get_as("/app", &victim).await.status(), 200);
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }
     // ...but the absolute timeout (6 s) is never extended by activity.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        get_as(&gw, "/app", &victim).await.status(),
+        gw.get_as("/app", &victim).await.status(),
         401,
         "absolute timeout not enforced"
     );
     // The attacker's session was idle for > 3 s.
     assert_eq!(
-        get_as(&gw, "/app", &attacker).await.status(),
+        gw.get_as("/app", &attacker).await.status(),
         401,
         "idle timeout not enforced"
     );
@@ -191,37 +149,23 @@ async fn session_fixation_and_timeouts() {
 async fn forged_or_stale_cookies_are_not_sessions() {
     let port = free_port();
     let idp = Idp::start(true, &[port]).await;
-    let gw = gateway(&idp, port, "store = \"memory\"").await;
+    let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
     let (cookie, _) = http_login(&gw, "/").await;
     let value = cookie.split_once('=').unwrap().1.to_string();
     // Flip one character of the ID: the MAC fails, so no store lookup happens.
     let mut forged = value.clone().into_bytes();
     forged[5] = if forged[5] == b'A' { b'B' } else { b'A' };
     let forged = format!("authgate_session={}", String::from_utf8(forged).unwrap());
-    let before = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = gw.metrics().await;
     for c in [
         forged.as_str(),
         "authgate_session=v1.attacker-chosen.value",
         "authgate_session=",
     ] {
-        let r = get_as(&gw, "/app", c).await;
+        let r = gw.get_as("/app", c).await;
         assert_eq!(r.status(), 401, "{c}");
     }
-    let after = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = gw.metrics().await;
     let lookups = |m: &str| {
         m.lines()
             .filter(|l| l.starts_with("authgate_session_cache_lookups_total"))
@@ -234,16 +178,16 @@ async fn forged_or_stale_cookies_are_not_sessions() {
         "a forged cookie reached the session lookup"
     );
     // The real one still works.
-    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 200);
+    assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_ends_the_session_and_signs_out_at_the_provider() {
     let port = free_port();
     let idp = Idp::start(true, &[port]).await;
-    let gw = gateway(&idp, port, "store = \"memory\"").await;
+    let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
     let (cookie, _) = http_login(&gw, "/").await;
-    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 200);
+    assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
 
     let r = client()
         .get(gw.url("/.authgate/logout"))
@@ -297,7 +241,7 @@ async fn logout_ends_the_session_and_signs_out_at_the_provider() {
     );
 
     // The old cookie is dead: browsers are sent to sign in again, APIs get 401.
-    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 401);
+    assert_eq!(gw.get_as("/app", &cookie).await.status(), 401);
     let r = client()
         .get(gw.url("/app"))
         .header("cookie", &cookie)
@@ -330,7 +274,7 @@ async fn expect(url: String, cookie: Option<&str>, status: u16, reason: &str) {
 async fn callback_errors_are_clear_and_create_no_session() {
     let port = free_port();
     let idp = Idp::start(true, &[port]).await;
-    let gw = gateway(&idp, port, "store = \"memory\"").await;
+    let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
     let c = client();
 
     // Start a real login to get a valid state and its transaction cookie.
@@ -439,14 +383,7 @@ async fn callback_errors_are_clear_and_create_no_session() {
         "{html}"
     );
 
-    let m = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     for reason in [
         "missing_parameter",
         "duplicate_parameter",
@@ -468,7 +405,7 @@ async fn callback_errors_are_clear_and_create_no_session() {
 async fn open_redirects_after_login_fall_back_to_root() {
     let port = free_port();
     let idp = Idp::start(true, &[port]).await;
-    let gw = gateway(&idp, port, "store = \"memory\"").await;
+    let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
     for (rd, want) in [
         ("%2F%2Fevil.example%2F", "/"),
         ("https%3A%2F%2Fevil.example%2F", "/"),
@@ -556,9 +493,9 @@ async fn provider_down_at_start_fails_closed_then_recovers() {
     );
 
     let _idp = Idp::start_on(idp_port, true, &[port]).await;
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     let (cookie, _) = http_login(&gw, "/").await;
-    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 200);
+    assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,14 +503,14 @@ async fn redis_sessions_fail_closed_and_recover() {
     let port = free_port();
     let idp = Idp::start(true, &[port]).await;
     let mut redis = Redis::start().await;
-    let gw = gateway(
+    let gw = auth_gateway(
         &idp,
         port,
         &format!("{}cache_max_age = \"0s\"\n", redis_session(&redis)),
     )
     .await;
     let (cookie, _) = http_login(&gw, "/").await;
-    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 200);
+    assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
 
     // Unreachable (frozen) Redis: 503, the cookie is kept, no redirect to sign in.
     redis.pause(true);
@@ -592,30 +529,23 @@ async fn redis_sessions_fail_closed_and_recover() {
     let r = client().get(gw.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     redis.pause(false);
-    let mut ok = false;
-    for _ in 0..50 {
-        if get_as(&gw, "/app", &cookie).await.status() == 200 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "did not recover after Redis came back:\n{}", gw.log());
+    let back = || async { gw.get_as("/app", &cookie).await.status() == 200 };
+    assert!(
+        eventually(Duration::from_secs(5), back).await,
+        "did not recover after Redis came back:\n{}",
+        gw.log()
+    );
 
     // Killed and restarted (AOF on): 503 while down, then the same session works again.
     redis.kill();
-    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 503);
+    assert_eq!(gw.get_as("/app", &cookie).await.status(), 503);
     redis.restart().await;
-    let mut ok = false;
-    for _ in 0..80 {
-        if get_as(&gw, "/app", &cookie).await.status() == 200 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "did not recover after a Redis restart:\n{}", gw.log());
-    wait_ready(&gw).await;
+    assert!(
+        eventually(Duration::from_secs(8), back).await,
+        "did not recover after a Redis restart:\n{}",
+        gw.log()
+    );
+    gw.wait_ready().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,11 +555,11 @@ async fn logout_on_one_gateway_is_seen_by_another_sharing_redis() {
     let redis = Redis::start().await;
     // Long cache max age: only the invalidation message can make B forget the session.
     let session = format!("{}cache_max_age = \"5m\"\n", redis_session(&redis));
-    let a = gateway(&idp, pa, &session).await;
-    let b = gateway(&idp, pb, &session).await;
+    let a = auth_gateway(&idp, pa, &session).await;
+    let b = auth_gateway(&idp, pb, &session).await;
     // Both caches must be coherent (subscribed) before the test means anything.
     for gw in [&a, &b] {
-        for _ in 0..50 {
+        let coherent = || async {
             let v: serde_json::Value = client()
                 .get(gw.admin_url("/readyz"))
                 .send()
@@ -638,16 +568,17 @@ async fn logout_on_one_gateway_is_seen_by_another_sharing_redis() {
                 .json()
                 .await
                 .unwrap();
-            if v["checks"]["session_cache_coherent"] == true {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            v["checks"]["session_cache_coherent"] == true
+        };
+        assert!(
+            eventually(Duration::from_secs(5), coherent).await,
+            "cache never coherent"
+        );
     }
     let (cookie, _) = http_login(&a, "/").await;
     // The session made on A works on B (and is now cached there).
-    assert_eq!(get_as(&b, "/app", &cookie).await.status(), 200);
-    assert_eq!(get_as(&b, "/app", &cookie).await.status(), 200);
+    assert_eq!(b.get_as("/app", &cookie).await.status(), 200);
+    assert_eq!(b.get_as("/app", &cookie).await.status(), 200);
 
     let r = client()
         .get(a.url("/.authgate/logout"))
@@ -657,16 +588,9 @@ async fn logout_on_one_gateway_is_seen_by_another_sharing_redis() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let started = std::time::Instant::now();
-    let mut rejected = false;
-    while started.elapsed() < Duration::from_secs(3) {
-        if get_as(&b, "/app", &cookie).await.status() == 401 {
-            rejected = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let rejected = || async { b.get_as("/app", &cookie).await.status() == 401 };
     assert!(
-        rejected,
+        eventually(Duration::from_secs(3), rejected).await,
         "B still accepted the session 3s after logout on A"
     );
     eprintln!("logout propagation A→B: {:?}", started.elapsed());
@@ -677,9 +601,9 @@ async fn redis_with_auth() {
     let port = free_port();
     let idp = Idp::start(true, &[port]).await;
     let redis = Redis::start_with_password(Some("s3cret-pass")).await;
-    let gw = gateway(&idp, port, &redis_session(&redis)).await;
+    let gw = auth_gateway(&idp, port, &redis_session(&redis)).await;
     let (cookie, _) = http_login(&gw, "/").await;
-    assert_eq!(get_as(&gw, "/app", &cookie).await.status(), 200);
+    assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
     assert!(
         !gw.log().contains("s3cret-pass"),
         "the Redis password reached the log"
@@ -707,28 +631,18 @@ async fn redis_with_auth() {
             .status(),
         503
     );
-    assert_eq!(get_as(&gw2, "/app", &cookie).await.status(), 503);
+    assert_eq!(gw2.get_as("/app", &cookie).await.status(), 503);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_decides_on_the_session_identity() {
     let port = free_port();
     let idp = Idp::start(true, &[port]).await;
-    let e = echo().await;
     let routes = "\n[[routes]]\nid = \"admins\"\npath = \"/admins\"\nupstream = \"app\"\n[routes.policy]\ngroups = [\"admins\"]\nemail_domains = [\"example.com\"]\n\n[[routes]]\nid = \"bob-only\"\npath = \"/bob\"\nupstream = \"app\"\n[routes.policy]\nusers = [\"bob\"]\n\n[[routes]]\nid = \"read-only\"\npath = \"/ro\"\nupstream = \"app\"\n[routes.policy]\nmethods = [\"GET\", \"HEAD\"]\n";
-    let body = format!("{}{routes}", auth_config(&idp, e, "store = \"memory\""));
-    let gw = Gateway::start_with(
-        &body,
-        Opts {
-            port: Some(port),
-            ..Opts::default()
-        },
-    )
-    .await;
-    wait_ready(&gw).await;
+    let gw = auth_gateway_with(&idp, port, "store = \"memory\"", routes).await;
     let (cookie, _) = http_login(&gw, "/").await;
-    assert_eq!(get_as(&gw, "/admins/x", &cookie).await.status(), 200);
-    let r = get_as(&gw, "/bob/x", &cookie).await;
+    assert_eq!(gw.get_as("/admins/x", &cookie).await.status(), 200);
+    let r = gw.get_as("/bob/x", &cookie).await;
     assert_eq!(r.status(), 403);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"], "forbidden");
@@ -741,7 +655,7 @@ async fn policy_decides_on_the_session_identity() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("<h1>Access denied</h1>"));
-    assert_eq!(get_as(&gw, "/ro/x", &cookie).await.status(), 200);
+    assert_eq!(gw.get_as("/ro/x", &cookie).await.status(), 200);
     let r = client()
         .delete(gw.url("/ro/x"))
         .header("cookie", &cookie)

@@ -144,6 +144,38 @@ impl Gateway {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// Wait (at most 10 s) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let ok = eventually(Duration::from_secs(10), || async {
+            matches!(client().get(self.admin_url("/readyz")).send().await, Ok(r) if r.status() == 200)
+        })
+        .await;
+        assert!(ok, "gateway never became ready:\n{}", self.log());
+    }
+
+    /// The Prometheus text from the admin listener.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// GET `path` as an API client holding `cookie`.
+    pub async fn get_as(&self, path: &str, cookie: &str) -> reqwest::Response {
+        client()
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
@@ -174,6 +206,24 @@ impl Drop for Gateway {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Poll `cond` every 50 ms until it holds or `limit` passes; whether it held.
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -732,32 +782,24 @@ pub async fn http_login_with_cookie(
     panic!("the IdP never redirected back to the gateway");
 }
 
-/// Start the echo upstream and a gateway with [`auth_config`] on `port` (the port the IdP
-/// client was registered for), and wait until it is ready (its provider discovered).
+/// The echo upstream behind a gateway on `port` with `idp` as provider (see [`auth_config`])
+/// plus `extra` TOML (more routes), ready (providers fetched) when it returns.
 pub async fn auth_gateway(idp: &Idp, port: u16, session: &str) -> Gateway {
+    auth_gateway_with(idp, port, session, "").await
+}
+
+pub async fn auth_gateway_with(idp: &Idp, port: u16, session: &str, extra: &str) -> Gateway {
     let e = echo().await;
     let gw = Gateway::start_with(
-        &auth_config(idp, e, session),
+        &format!("{}{extra}", auth_config(idp, e, session)),
         Opts {
             port: Some(port),
             ..Opts::default()
         },
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(r) = client().get(gw.admin_url("/readyz")).send().await {
-            if r.status() == 200 {
-                return gw;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway never became ready:\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    gw.wait_ready().await;
+    gw
 }
 
 /// Headless Chromium driven over WebDriver: a `chromedriver` on a free loopback port (in its

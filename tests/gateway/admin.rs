@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::{client, echo, Gateway, Opts};
+use crate::common::{client, echo, eventually, Gateway, Opts};
 
 fn routes(e: std::net::SocketAddr, extra_routes: &str) -> String {
     format!("[upstreams.app]\nservers = [\"http://{e}\"]\n\n[[routes]]\nid = \"app\"\npath = \"/app\"\nupstream = \"app\"\npublic = true\n{extra_routes}")
@@ -26,21 +26,12 @@ async fn health_readiness_and_metrics_on_admin_only() {
         404
     );
     // The logging phase runs just after the response is sent: poll briefly.
-    let mut m = String::new();
-    for _ in 0..50 {
-        m = c
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if m.contains("authgate_http_requests_in_flight 0") && m.contains("status=\"404\"") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let settled = || async {
+        let m = gw.metrics().await;
+        m.contains("authgate_http_requests_in_flight 0") && m.contains("status=\"404\"")
+    };
+    eventually(Duration::from_secs(3), settled).await;
+    let m = gw.metrics().await;
     assert!(
         m.contains("authgate_http_requests_total{route=\"app\",status=\"200\"} 1"),
         "{m}"
@@ -145,21 +136,12 @@ async fn sighup_reloads_routes_and_keeps_config_on_error() {
     );
     std::fs::write(&gw.config_path, &added).unwrap();
     gw.signal("HUP");
-    let mut status = 0;
-    for _ in 0..50 {
-        status = c
-            .get(gw.url("/new/x"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 200, "route not reloaded:\n{}", gw.log());
+    let reloaded = || async { c.get(gw.url("/new/x")).send().await.unwrap().status() == 200 };
+    assert!(
+        eventually(Duration::from_secs(5), reloaded).await,
+        "route not reloaded:\n{}",
+        gw.log()
+    );
 
     // A broken file is rejected and the running routes stay.
     std::fs::write(
@@ -170,14 +152,7 @@ async fn sighup_reloads_routes_and_keeps_config_on_error() {
     gw.signal("HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(c.get(gw.url("/new/x")).send().await.unwrap().status(), 200);
-    let m = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     assert!(
         m.contains("authgate_config_reloads_total{result=\"error\"} 1"),
         "{m}"

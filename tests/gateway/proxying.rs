@@ -325,14 +325,7 @@ async fn round_robin_skips_failed_servers_and_pools_connections() {
         peers.len() <= 4,
         "upstream connections not reused: {peers:?}"
     );
-    let metrics = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("authgate_upstream_errors_total{kind=\"connect\",upstream=\"app\"}"),
         "{metrics}"
