@@ -304,45 +304,45 @@ async fn callback_errors_are_clear_and_create_no_session() {
     assert!(auth_url.query_pairs().any(|(k, _)| k == "nonce"));
 
     let cb = |q: &str| gw.url(&format!("/.authgate/callback?{q}"));
-    expect(cb("code=x"), Some(&tx), 400, "missing_parameter").await;
-    expect(
-        cb(&format!("code=x&state={state}&state={state}")),
-        Some(&tx),
-        400,
-        "duplicate_parameter",
-    )
-    .await;
-    expect(
-        cb(&format!("code=x&code=y&state={state}")),
-        Some(&tx),
-        400,
-        "duplicate_parameter",
-    )
-    .await;
-    // Not started in this browser: no transaction cookie.
-    expect(
-        cb(&format!("code=x&state={state}")),
-        None,
-        400,
-        "unbound_state",
-    )
-    .await;
-    // A bogus code with the right state and cookie: the provider refuses it; the transaction
-    // is consumed by that attempt, so replaying it is refused too.
-    expect(
-        cb(&format!("code=bogus&state={state}")),
-        Some(&tx),
-        401,
-        "code_rejected",
-    )
-    .await;
-    expect(
-        cb(&format!("code=bogus&state={state}")),
-        Some(&tx),
-        400,
-        "unknown_state",
-    )
-    .await;
+    // In order: the bogus code consumes the transaction, so its replay is an unknown state.
+    let cases = [
+        ("code=x".to_string(), true, 400, "missing_parameter"),
+        (
+            format!("code=x&state={state}&state={state}"),
+            true,
+            400,
+            "duplicate_parameter",
+        ),
+        (
+            format!("code=x&code=y&state={state}"),
+            true,
+            400,
+            "duplicate_parameter",
+        ),
+        // Not started in this browser: no transaction cookie.
+        (format!("code=x&state={state}"), false, 400, "unbound_state"),
+        (
+            format!("code=bogus&state={state}"),
+            true,
+            401,
+            "code_rejected",
+        ),
+        (
+            format!("code=bogus&state={state}"),
+            true,
+            400,
+            "unknown_state",
+        ),
+    ];
+    for (query, with_cookie, status, reason) in cases {
+        expect(
+            cb(&query),
+            with_cookie.then_some(tx.as_str()),
+            status,
+            reason,
+        )
+        .await;
+    }
 
     // error= from the provider (user refused consent).
     let r = c.get(gw.url("/.authgate/login")).send().await.unwrap();
