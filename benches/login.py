@@ -23,6 +23,16 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # surface 3xx as HTTPError instead of following it
 
 
+
+class LoopbackJar(http.cookiejar.CookieJar):
+    """A jar that sends Secure cookies over http to loopback, as browsers do for
+    localhost/127.0.0.1 (the test IdP marks its SameSite=None cookies Secure)."""
+
+    def add_cookie_header(self, request):
+        for c in self:
+            c.secure = False
+        super().add_cookie_header(request)
+
 def opener(jar=None):
     handlers = [urllib.request.ProxyHandler({}), NoRedirect()]
     if jar is not None:
@@ -52,7 +62,7 @@ def main():
         fail("usage: login.py http://127.0.0.1:PORT")
     gw = sys.argv[1].rstrip("/")
     gw_op = opener()
-    idp_op = opener(http.cookiejar.CookieJar())
+    idp_op = opener(LoopbackJar())
 
     status, h = get(gw_op, gw + "/.authgate/login?rd=/", {"Accept": "text/html"})
     if status != 302:

@@ -46,6 +46,9 @@ pub struct SessionManager {
     pub cookie: CookieSettings,
     headers: IdentityHeaders,
     metrics: Arc<Metrics>,
+    /// Pre-resolved label children: no label hashing on the hot path.
+    cache_hits: prometheus::IntCounter,
+    cache_misses: prometheus::IntCounter,
 }
 
 fn session_key(hash: &IdHash) -> String {
@@ -67,6 +70,8 @@ impl SessionManager {
             cache,
             cookie,
             headers,
+            cache_hits: metrics.session_cache.with_label_values(&["hit"]),
+            cache_misses: metrics.session_cache.with_label_values(&["miss"]),
             metrics,
         }
     }
@@ -144,14 +149,11 @@ impl SessionManager {
         let now = model::now_unix();
         if let Some(s) = self.cache.get(&hash) {
             if s.record.expires_at > now {
-                self.metrics.session_cache.with_label_values(&["hit"]).inc();
+                self.cache_hits.inc();
                 return Ok(Some(s));
             }
         }
-        self.metrics
-            .session_cache
-            .with_label_values(&["miss"])
-            .inc();
+        self.cache_misses.inc();
         let generation = self.cache.generation();
         let key = session_key(&hash);
         let started = Instant::now();
