@@ -172,3 +172,89 @@ async fn id_tokens_are_not_access_tokens() {
     let r = call(&gw, "/api/x", &[&format!("Bearer {id_token}")]).await;
     assert_eq!(r.status(), 401);
 }
+
+/// A client-credentials token without a resource indicator: opaque, so only introspection
+/// can tell what it is.
+async fn opaque_token(idp: &Idp) -> String {
+    let r = client()
+        .post(format!("{}/token", idp.issuer))
+        .basic_auth("authgate", Some("authgate-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    let t = v["access_token"].as_str().unwrap().to_string();
+    assert_ne!(t.split('.').count(), 3, "expected an opaque token");
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tokens_are_introspected() {
+    let port = free_port();
+    let mut idp = Idp::start(true, &[port]).await;
+    let e = common::echo().await;
+    let routes = "\n[[routes]]\nid = \"api\"\npath = \"/api\"\nupstream = \"app\"\nbearer = true\naudiences = [\"urn:authgate:api\"]\n";
+    let config = common::with_provider_keys(
+        &common::auth_config(&idp, e, "store = \"memory\""),
+        "introspect_opaque_tokens = true\nintrospection_cache_ttl = \"1s\"\n",
+    );
+    let gw = Gateway::start_with(
+        &format!("{config}{routes}"),
+        common::Opts {
+            port: Some(port),
+            ..common::Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+
+    let token = opaque_token(&idp).await;
+    let r = call(&gw, "/api/x", &[&format!("Bearer {token}")]).await;
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    let seen: Seen = r.json().await.unwrap();
+    assert_eq!(seen.header("x-forwarded-user"), Some("authgate"));
+    let before = idp.stats().await["introspections"].as_u64().unwrap();
+    assert_eq!(
+        call(&gw, "/api/x", &[&format!("Bearer {token}")])
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        idp.stats().await["introspections"].as_u64().unwrap(),
+        before,
+        "the answer was not cached"
+    );
+
+    // Revoked at the provider: refused once the cached answer (1 s) runs out.
+    let r = client()
+        .post(format!("{}/token/revocation", idp.issuer))
+        .basic_auth("authgate", Some("authgate-secret"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(
+        call(&gw, "/api/x", &[&format!("Bearer {token}")])
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        call(&gw, "/api/x", &["Bearer never-issued"]).await.status(),
+        401
+    );
+
+    // Introspection endpoint down: 503, never "allow".
+    let fresh = opaque_token(&idp).await;
+    idp.stop();
+    assert_eq!(
+        call(&gw, "/api/x", &[&format!("Bearer {fresh}")])
+            .await
+            .status(),
+        503
+    );
+}

@@ -137,6 +137,8 @@ pub struct Provider {
     pub redirect_url: Option<Spanned<String>>,
     pub logout_method: Option<Spanned<String>>,
     pub require_at_jwt: Option<bool>,
+    pub introspect_opaque_tokens: Option<bool>,
+    pub introspection_cache_ttl: Option<Spanned<String>>,
     #[serde(default)]
     pub extra_auth_params: BTreeMap<String, String>,
     pub algorithms: Option<Vec<Spanned<String>>>,

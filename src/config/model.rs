@@ -144,6 +144,10 @@ pub struct ProviderSettings {
     pub logout_method: LogoutMethod,
     /// Bearer tokens must carry `typ: at+jwt` (RFC 9068).
     pub require_at_jwt: bool,
+    /// Send opaque bearer tokens to this provider's introspection endpoint (RFC 7662).
+    pub introspect_opaque_tokens: bool,
+    /// How long an "active" introspection answer is reused (never past the token's `exp`).
+    pub introspection_cache_ttl: Duration,
     pub extra_auth_params: Vec<(String, String)>,
     /// ID token algorithms; default: the provider's, asymmetric only.
     pub algorithms: Option<Vec<String>>,
@@ -1078,6 +1082,12 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             &p.refresh_interval,
             Duration::from_secs(600),
         );
+        let introspection_cache_ttl = duration(
+            rep,
+            &key("introspection_cache_ttl"),
+            &p.introspection_cache_ttl,
+            Duration::from_secs(30),
+        );
         let logout_method = match p.logout_method.as_ref().map(|m| (m.get_ref().as_str(), m)) {
             None | Some(("post", _)) => LogoutMethod::Post,
             Some(("get", _)) => LogoutMethod::Get,
@@ -1104,6 +1114,8 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
                 redirect_url: p.redirect_url.as_ref().map(|r| r.get_ref().clone()),
                 logout_method,
                 require_at_jwt: p.require_at_jwt.unwrap_or(true),
+                introspect_opaque_tokens: p.introspect_opaque_tokens.unwrap_or(false),
+                introspection_cache_ttl,
                 extra_auth_params: p
                     .extra_auth_params
                     .iter()

@@ -47,6 +47,10 @@ pub enum JwtError {
     NotAnAccessToken,
     #[error("no accepted issuer for this token")]
     UnknownIssuer,
+    #[error("the provider says the token is not active")]
+    Inactive,
+    #[error("token introspection unavailable: {0}")]
+    IntrospectionUnavailable(String),
 }
 
 /// Asymmetric algorithms we verify. HMAC is excluded: a JWKS publishes public keys, and an

@@ -4,7 +4,9 @@
 //! the token names (dispatch by `iss`, among the providers the route accepts), with the
 //! rules of [`crate::jwt::verify_access_token`]. Verified tokens are cached by a hash of the
 //! token until their `exp` at the latest, so a client repeating its token costs one hash and
-//! one map lookup; the cache is bounded and swept.
+//! one map lookup; the cache is bounded and swept. Opaque tokens are introspected (RFC 7662)
+//! at providers configured for it; an active answer is cached for `introspection_cache_ttl`
+//! at most, an inactive one never, and an unreachable endpoint is a 503, never "allow".
 
 use std::sync::Arc;
 
@@ -70,7 +72,9 @@ impl BearerVerifier {
                 return Ok(hit.clone());
             }
         }
-        let iss = jwt::unverified_issuer(token).ok_or(JwtError::Malformed)?;
+        let Some(iss) = jwt::unverified_issuer(token) else {
+            return self.introspect(key, token, audiences, accepted).await;
+        };
         let provider = self
             .providers
             .iter()
@@ -109,6 +113,76 @@ impl BearerVerifier {
             self.cache.insert(key, identity.clone());
         }
         Ok(identity)
+    }
+
+    /// An opaque token: ask the providers configured for introspection (never any other:
+    /// that would hand a token to a party it was not issued by).
+    async fn introspect(
+        &self,
+        key: [u8; 32],
+        token: &str,
+        audiences: &[String],
+        accepted: &[String],
+    ) -> Result<Arc<BearerIdentity>, JwtError> {
+        let candidates = self.providers.iter().filter(|p| {
+            p.settings.introspect_opaque_tokens
+                && (accepted.is_empty() || accepted.contains(&p.settings.id))
+        });
+        let mut last = JwtError::Malformed;
+        for provider in candidates {
+            let answer = match provider.introspect(token).await {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    last = JwtError::Inactive;
+                    continue;
+                }
+                Err(e) => return Err(JwtError::IntrospectionUnavailable(e.to_string())),
+            };
+            let str_of = |k: &str| answer.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            // RFC 7662: `aud` is optional; when present it must name this route's API.
+            if let Some(aud) = answer.get("aud") {
+                let aud: jwt::Audience =
+                    serde_json::from_value(aud.clone()).map_err(|_| JwtError::InvalidAudience)?;
+                if !audiences.iter().any(|a| aud.contains(a)) {
+                    return Err(JwtError::InvalidAudience);
+                }
+            }
+            if str_of("iss").is_some_and(|iss| iss != provider.settings.issuer) {
+                return Err(JwtError::InvalidIssuer);
+            }
+            let now = now_unix();
+            let exp = answer.get("exp").and_then(|v| v.as_u64());
+            if exp.is_some_and(|e| e <= now) {
+                return Err(JwtError::Expired);
+            }
+            let cache_until = now + provider.settings.introspection_cache_ttl.as_secs();
+            let expires_at = exp.map_or(cache_until, |e| e.min(cache_until));
+            let sub = str_of("sub")
+                .or_else(|| str_of("client_id"))
+                .unwrap_or_default();
+            let as_id = jwt::IdTokenClaims {
+                iss: provider.settings.issuer.clone(),
+                sub,
+                aud: jwt::Audience::Many(Vec::new()),
+                exp: expires_at,
+                iat: 0,
+                nonce: None,
+                azp: None,
+                other: answer.clone(),
+            };
+            let claims = provider.settings.claims.map(&as_id);
+            let identity = Arc::new(BearerIdentity {
+                provider: provider.settings.id.clone(),
+                headers: self.headers.values(&claims),
+                claims,
+                expires_at,
+            });
+            if self.cache.len() < self.max_entries {
+                self.cache.insert(key, identity.clone());
+            }
+            return Ok(identity);
+        }
+        Err(last)
     }
 
     /// Drop expired entries.

@@ -25,6 +25,7 @@ pub struct Discovery {
     pub jwks_uri: String,
     pub userinfo_endpoint: Option<String>,
     pub end_session_endpoint: Option<String>,
+    pub introspection_endpoint: Option<String>,
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Vec<String>,
     #[serde(default)]
@@ -213,6 +214,58 @@ impl Provider {
         Ok(u.to_string())
     }
 
+    /// Client authentication for the token and introspection endpoints: HTTP Basic with the
+    /// form-urlencoded credentials (RFC 6749 §2.3.1), or a public client's `client_id`.
+    fn client_auth<'a>(
+        &'a self,
+        req: reqwest::RequestBuilder,
+        form: &mut Vec<(&'a str, &'a str)>,
+    ) -> reqwest::RequestBuilder {
+        match &self.settings.client_secret {
+            Some(secret) => {
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                req.basic_auth(enc(&self.settings.client_id), Some(enc(secret.expose())))
+            }
+            None => {
+                form.push(("client_id", &self.settings.client_id));
+                req
+            }
+        }
+    }
+
+    /// RFC 7662 introspection of an opaque access token. `Ok(None)`: the provider says the
+    /// token is not active (or the provider has no introspection endpoint).
+    pub async fn introspect(
+        &self,
+        token: &str,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, ProviderError> {
+        let Some(d) = self.discovery() else {
+            return Err(ProviderError::NotReady);
+        };
+        let Some(endpoint) = &d.introspection_endpoint else {
+            return Ok(None);
+        };
+        let mut form = vec![("token", token), ("token_type_hint", "access_token")];
+        let req = self.client_auth(self.http.post(endpoint), &mut form);
+        let resp = req
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| ProviderError::Unreachable(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(ProviderError::Unreachable(format!(
+                "introspection: HTTP {}",
+                resp.status()
+            )));
+        }
+        let v: serde_json::Map<String, serde_json::Value> = resp.json().await.map_err(|e| {
+            ProviderError::BadResponse(format!("introspection: {}", e.without_url()))
+        })?;
+        Ok((v.get("active") == Some(&serde_json::Value::Bool(true))).then_some(v))
+    }
+
     /// Exchange an authorization code (with the PKCE verifier) for tokens.
     pub async fn exchange_code(
         &self,
@@ -227,17 +280,7 @@ impl Provider {
             ("redirect_uri", redirect_uri),
             ("code_verifier", verifier),
         ];
-        let mut req = self.http.post(&d.token_endpoint);
-        match &self.settings.client_secret {
-            // client_secret_basic (RFC 6749 §2.3.1): form-urlencode, then Basic.
-            Some(secret) => {
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                req = req.basic_auth(enc(&self.settings.client_id), Some(enc(secret.expose())));
-            }
-            None => form.push(("client_id", &self.settings.client_id)),
-        }
+        let req = self.client_auth(self.http.post(&d.token_endpoint), &mut form);
         let resp = req
             .form(&form)
             .send()

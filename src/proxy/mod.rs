@@ -125,6 +125,10 @@ impl Gateway {
                     .await
                 {
                     Ok(id) => Ok(Some(Caller::Bearer(id))),
+                    Err(crate::jwt::JwtError::IntrospectionUnavailable(e)) => {
+                        tracing::error!(request_id = %ctx.request_id, route = %route.id, error = %e, "token introspection unavailable");
+                        Err(Refusal::ProviderUnavailable)
+                    }
                     Err(e) => {
                         tracing::info!(request_id = %ctx.request_id, route = %route.id, error = %e, "bearer token refused");
                         Err(Refusal::InvalidToken)

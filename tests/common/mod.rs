@@ -679,6 +679,12 @@ impl Drop for Idp {
     }
 }
 
+/// `config` (from [`auth_config`]) with `keys` added to its `[[providers]]` table.
+pub fn with_provider_keys(config: &str, keys: &str) -> String {
+    let at = config.find("\n[session]").expect("auth_config layout");
+    format!("{}\n{keys}{}", &config[..at], &config[at..])
+}
+
 /// A config body: the IdP as provider, the echo upstream, `/public` public and `/` protected.
 pub fn auth_config(idp: &Idp, echo: SocketAddr, session: &str) -> String {
     format!(
