@@ -129,7 +129,14 @@ pub struct IdentityHeaders {
     pub groups: HeaderName,
     pub preferred_username: HeaderName,
     pub access_token: HeaderName,
+    /// Only groups matching this are forwarded (users in hundreds of groups).
+    pub groups_filter: Option<regex::Regex>,
+    /// Upper bound of the groups header; whole groups are dropped past it, with a log line.
+    pub max_groups_bytes: usize,
 }
+
+/// Default bound of the groups header: well inside common 8 KiB header limits.
+pub const DEFAULT_MAX_GROUPS_BYTES: usize = 4096;
 
 impl Default for IdentityHeaders {
     fn default() -> Self {
@@ -139,6 +146,8 @@ impl Default for IdentityHeaders {
             groups: HeaderName::from_static("x-forwarded-groups"),
             preferred_username: HeaderName::from_static("x-forwarded-preferred-username"),
             access_token: HeaderName::from_static("x-forwarded-access-token"),
+            groups_filter: None,
+            max_groups_bytes: DEFAULT_MAX_GROUPS_BYTES,
         }
     }
 }
@@ -165,22 +174,53 @@ impl IdentityHeaders {
         if let Some(v) = claims.email.as_deref().and_then(claim_value) {
             out.push((self.email.clone(), v));
         }
-        if !claims.groups.is_empty() {
-            // Commas inside a group name would split it: drop them from the name.
-            let joined = claims
-                .groups
-                .iter()
-                .map(|g| g.replace(',', ""))
-                .collect::<Vec<_>>()
-                .join(",");
-            if let Some(v) = claim_value(&joined) {
-                out.push((self.groups.clone(), v));
-            }
+        if let Some(v) = self.groups_value(claims) {
+            out.push((self.groups.clone(), v));
         }
         if let Some(v) = claims.preferred_username.as_deref().and_then(claim_value) {
             out.push((self.preferred_username.clone(), v));
         }
         out
+    }
+
+    /// The groups header: filtered, comma-joined (commas inside a name are dropped so they
+    /// cannot split it), and cut at a group boundary to `max_groups_bytes`.
+    fn groups_value(&self, claims: &Claims) -> Option<HeaderValue> {
+        let mut joined = String::new();
+        let (mut kept, mut eligible) = (0usize, 0usize);
+        for g in &claims.groups {
+            if self
+                .groups_filter
+                .as_ref()
+                .is_some_and(|re| !re.is_match(g))
+            {
+                continue;
+            }
+            eligible += 1;
+            let name: String = g.chars().filter(|c| *c != ',' && !c.is_control()).collect();
+            if name.is_empty() {
+                continue;
+            }
+            let extra = name.len() + usize::from(!joined.is_empty());
+            if joined.len() + extra > self.max_groups_bytes {
+                continue;
+            }
+            if !joined.is_empty() {
+                joined.push(',');
+            }
+            joined.push_str(&name);
+            kept += 1;
+        }
+        if kept < eligible {
+            tracing::warn!(
+                subject = %claims.subject,
+                forwarded = kept,
+                groups = eligible,
+                max_bytes = self.max_groups_bytes,
+                "groups header truncated: set headers.groups_filter or max_groups_bytes"
+            );
+        }
+        claim_value(&joined)
     }
 
     /// All names, so the namespace strips client copies of each.
@@ -246,6 +286,29 @@ mod tests {
         assert_eq!(v[0].1, "alice");
         assert_eq!(v[1].1, "a@x");
         assert_eq!(v[2].1, "ab,c");
+    }
+
+    #[test]
+    fn groups_are_filtered_and_bounded() {
+        let claims = Claims {
+            subject: "u".into(),
+            groups: (0..1000).map(|i| format!("group-{i:04}")).collect(),
+            ..Claims::default()
+        };
+        let h = IdentityHeaders::default();
+        let v = h.groups_value(&claims).unwrap();
+        assert!(v.len() <= DEFAULT_MAX_GROUPS_BYTES);
+        assert!(v
+            .to_str()
+            .unwrap()
+            .split(',')
+            .all(|g| g.starts_with("group-") && g.len() == 10));
+        let only = IdentityHeaders {
+            groups_filter: Some(regex::Regex::new("^group-0(1|2)").unwrap()),
+            ..IdentityHeaders::default()
+        };
+        let v = only.groups_value(&claims).unwrap();
+        assert_eq!(v.to_str().unwrap().split(',').count(), 200);
     }
 
     #[test]

@@ -665,3 +665,67 @@ async fn policy_decides_on_the_session_identity() {
     assert_eq!(r.status(), 403);
     assert!(gw.log().contains("denied by policy"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_in_a_thousand_groups() {
+    let port = free_port();
+    let groups: Vec<String> = (0..1000).map(|i| format!("team-{i:04}")).collect();
+    let users = serde_json::json!({"many": {"email": "many@example.com", "email_verified": true, "groups": groups}});
+    let idp = Idp::start_with_env(
+        free_port(),
+        true,
+        &[port],
+        &[
+            ("IDP_USERS", &users.to_string()),
+            ("IDP_AUTO_LOGIN_ACCOUNT", "many"),
+        ],
+    )
+    .await;
+    let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
+    let (cookie, _) = http_login(&gw, "/").await;
+    let r = gw.get_as("/app", &cookie).await;
+    assert_eq!(r.status(), 200);
+    let seen: Seen = r.json().await.unwrap();
+    let header = seen.header("x-forwarded-groups").unwrap();
+    assert!(header.len() <= 4096, "{} bytes", header.len());
+    assert!(header
+        .split(',')
+        .all(|g| g.starts_with("team-") && g.len() == 9));
+    assert!(gw.log().contains("groups header truncated"));
+
+    // With a filter, only the matching groups go upstream, whole.
+    let port2 = free_port();
+    let idp2 = Idp::start_with_env(
+        free_port(),
+        true,
+        &[port2],
+        &[
+            ("IDP_USERS", &users.to_string()),
+            ("IDP_AUTO_LOGIN_ACCOUNT", "many"),
+        ],
+    )
+    .await;
+    let e = echo().await;
+    let config = format!(
+        "[headers]\ngroups_filter = \"^team-00[0-4]\"\n\n{}",
+        auth_config(&idp2, e, "store = \"memory\"")
+    );
+    let gw2 = Gateway::start_with(
+        &config,
+        Opts {
+            port: Some(port2),
+            ..Opts::default()
+        },
+    )
+    .await;
+    gw2.wait_ready().await;
+    let (cookie, _) = http_login(&gw2, "/").await;
+    let seen: Seen = gw2.get_as("/app", &cookie).await.json().await.unwrap();
+    assert_eq!(
+        seen.header("x-forwarded-groups")
+            .unwrap()
+            .split(',')
+            .count(),
+        50
+    );
+}

@@ -93,6 +93,8 @@ pub struct Headers {
     pub groups: Option<Spanned<String>>,
     pub preferred_username: Option<Spanned<String>>,
     pub access_token: Option<Spanned<String>>,
+    pub groups_filter: Option<Spanned<String>>,
+    pub max_groups_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -764,6 +764,32 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             &f.headers.access_token,
             &defaults.access_token,
         ),
+        groups_filter: match &f.headers.groups_filter {
+            None => None,
+            Some(r) => match regex::Regex::new(r.get_ref()) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    rep.error(
+                        "headers.groups_filter",
+                        span(r),
+                        format!("invalid regular expression: {e}"),
+                    );
+                    None
+                }
+            },
+        },
+        max_groups_bytes: match &f.headers.max_groups_bytes {
+            None => crate::identity::DEFAULT_MAX_GROUPS_BYTES,
+            Some(v) if (64..=65536).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => {
+                rep.error(
+                    "headers.max_groups_bytes",
+                    span(v),
+                    "must be between 64 and 65536",
+                );
+                crate::identity::DEFAULT_MAX_GROUPS_BYTES
+            }
+        },
     };
     // Our own namespace is never optional.
     if !prefixes.iter().any(|p| p == "x-authgate-") {

@@ -579,6 +579,16 @@ impl Idp {
     }
 
     pub async fn start_on(port: u16, auto_login: bool, gateway_ports: &[u16]) -> Idp {
+        Self::start_with_env(port, auto_login, gateway_ports, &[]).await
+    }
+
+    /// With extra environment for idp.js (e.g. `IDP_USERS`, `IDP_AUTO_LOGIN_ACCOUNT`).
+    pub async fn start_with_env(
+        port: u16,
+        auto_login: bool,
+        gateway_ports: &[u16],
+        env: &[(&str, &str)],
+    ) -> Idp {
         let node = require("node", "apt-get install nodejs npm");
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
         assert!(
@@ -611,6 +621,9 @@ impl Idp {
             .stdin(Stdio::null());
         if auto_login {
             cmd.env("IDP_AUTO_LOGIN", "1");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn node idp.js");
         let stdout = child.stdout.take().unwrap();
