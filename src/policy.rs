@@ -83,7 +83,21 @@ fn claim_matches(v: &Value, want: &str) -> bool {
     }
 }
 
+/// Headers through which frameworks (Rails, Express, Symfony...) let a request claim another
+/// method. Where a policy restricts methods, a request carrying one would be judged as GET
+/// here and run as DELETE upstream, so it is refused.
+pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 impl Policy {
+    /// Whether this policy depends on the method (and so must refuse method overrides).
+    pub fn restricts_methods(&self) -> bool {
+        !self.methods.is_empty()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
             && self.emails.is_empty()

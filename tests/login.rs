@@ -664,6 +664,15 @@ async fn policy_decides_on_the_session_identity() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(gw.log().contains("denied by policy"));
+    // A GET that claims to be a DELETE through a method-override header is refused.
+    let r = client()
+        .get(gw.url("/ro/x"))
+        .header("cookie", &cookie)
+        .header("X-HTTP-Method-Override", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

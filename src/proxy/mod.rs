@@ -297,6 +297,15 @@ impl ProxyHttp for Gateway {
             match self.authenticate(session, ctx, &route).await {
                 Ok(Some(caller)) => {
                     if let Some(policy) = &route.policy {
+                        let req = session.req_header();
+                        let override_sent = policy.restricts_methods()
+                            && crate::policy::METHOD_OVERRIDE_HEADERS
+                                .iter()
+                                .any(|h| req.headers.contains_key(*h));
+                        if override_sent {
+                            ctx.path = Some(canonical);
+                            return self.refuse(session, ctx, Refusal::BadRequest).await;
+                        }
                         if let Err(denial) =
                             policy.evaluate(caller.claims(), &session.req_header().method)
                         {
