@@ -258,3 +258,101 @@ async fn opaque_tokens_are_introspected() {
         503
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_providers_at_once() {
+    let port = free_port();
+    let (a, b) = (
+        Idp::start(true, &[port]).await,
+        Idp::start(true, &[port]).await,
+    );
+    let e = common::echo().await;
+    let config = format!(
+        r#"{}
+{}
+[session]
+store = "memory"
+
+[upstreams.app]
+servers = ["http://{e}"]
+
+[[routes]]
+id = "only-b"
+path = "/only-b"
+upstream = "app"
+providers = ["b"]
+bearer = true
+audiences = ["urn:authgate:api"]
+
+[[routes]]
+id = "both"
+path = "/both"
+upstream = "app"
+providers = ["a", "b"]
+bearer = true
+audiences = ["urn:authgate:api"]
+"#,
+        a.provider_toml_as("a"),
+        b.provider_toml_as("b"),
+    );
+    let gw = Gateway::start_with(
+        &config,
+        common::Opts {
+            port: Some(port),
+            ..common::Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+    let nav = |path: &str| {
+        client()
+            .get(gw.url(path))
+            .header("accept", "text/html")
+            .send()
+    };
+
+    // A route with one provider sends the browser straight to it...
+    let r = nav("/only-b/x").await.unwrap();
+    let login = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(login.ends_with("&provider=b"), "{login}");
+    let r = nav(&login).await.unwrap();
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with(&format!("{}/auth?", b.issuer)));
+    // ...a route with several shows a sign-in page listing them.
+    let r = nav("/both/x").await.unwrap();
+    let login = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(login.ends_with("&providers=a%2Cb"), "{login}");
+    let page = nav(&login).await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("Sign in with a") && page.contains("Sign in with b"),
+        "{page}"
+    );
+
+    // Bearer tokens are dispatched by issuer: both providers' tokens work on /both.
+    for idp in [&a, &b] {
+        let token = client_token(idp, "urn:authgate:api").await;
+        assert_eq!(
+            call(&gw, "/both/x", &[&format!("Bearer {token}")])
+                .await
+                .status(),
+            200
+        );
+    }
+    // A token from a provider the route does not accept is refused; b's token is fine.
+    let token = client_token(&a, "urn:authgate:api").await;
+    assert_eq!(
+        call(&gw, "/only-b/x", &[&format!("Bearer {token}")])
+            .await
+            .status(),
+        401
+    );
+    let token = client_token(&b, "urn:authgate:api").await;
+    assert_eq!(
+        call(&gw, "/only-b/x", &[&format!("Bearer {token}")])
+            .await
+            .status(),
+        200
+    );
+}

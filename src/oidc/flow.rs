@@ -277,7 +277,14 @@ impl Auth {
         let provider = match get("provider") {
             Some(id) => self.provider(id),
             None if self.providers.len() == 1 => self.providers.first(),
-            None => return self.chooser(&return_to),
+            None => {
+                // `providers=a,b`: the route's choice; otherwise every configured provider.
+                let offered: Vec<&Arc<Provider>> = match get("providers") {
+                    Some(list) => list.split(',').filter_map(|id| self.provider(id)).collect(),
+                    None => self.providers.iter().collect(),
+                };
+                return self.chooser(&offered, &return_to);
+            }
         };
         let Some(provider) = provider else {
             return self.page(
@@ -356,10 +363,9 @@ impl Auth {
     }
 
     /// The sign-in page when several providers could be used.
-    fn chooser(&self, return_to: &str) -> Reply {
+    fn chooser(&self, offered: &[&Arc<Provider>], return_to: &str) -> Reply {
         let rd: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
-        let links: String = self
-            .providers
+        let links: String = offered
             .iter()
             .map(|p| {
                 format!(

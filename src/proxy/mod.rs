@@ -199,15 +199,29 @@ impl Caller {
     }
 }
 
-fn login_url(rt: &Runtime, path: &str, query: Option<&str>) -> String {
+/// Where to sign in for `route`: with the route's provider when it accepts exactly one, or
+/// the list the sign-in page should offer when it accepts several.
+fn login_url(rt: &Runtime, route: &Route, path: &str, query: Option<&str>) -> String {
     let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
     target.push_str(path);
     if let Some(q) = query {
         target.push('?');
         target.push_str(q);
     }
-    let rd: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
-    format!("{}login?rd={rd}", rt.gateway_prefix)
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let mut url = format!("{}login?rd={}", rt.gateway_prefix, enc(&target));
+    match route.providers.as_slice() {
+        [] => {}
+        [one] => {
+            url.push_str("&provider=");
+            url.push_str(&enc(one));
+        }
+        several => {
+            url.push_str("&providers=");
+            url.push_str(&enc(&several.join(",")));
+        }
+    }
+    url
 }
 
 #[async_trait]
@@ -326,6 +340,7 @@ impl ProxyHttp for Gateway {
                         _ => Refusal::Unauthenticated {
                             login: login_url(
                                 &rt,
+                                &route,
                                 canonical.as_str(),
                                 session.req_header().uri.query(),
                             ),

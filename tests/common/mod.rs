@@ -659,10 +659,15 @@ impl Idp {
         }
     }
 
-    /// A `[[providers]]` block for this IdP.
+    /// A `[[providers]]` block for this IdP, with id "test".
     pub fn provider_toml(&self) -> String {
+        self.provider_toml_as("test")
+    }
+
+    /// A `[[providers]]` block for this IdP with the given id.
+    pub fn provider_toml_as(&self, id: &str) -> String {
         format!(
-            "[[providers]]\nid = \"test\"\nissuer = \"{}\"\nclient_id = \"authgate\"\nclient_secret = \"authgate-secret\"\nscopes = [\"openid\", \"email\", \"profile\"]\nrefresh_interval = \"2s\"\n",
+            "[[providers]]\nid = \"{id}\"\nissuer = \"{}\"\nclient_id = \"authgate\"\nclient_secret = \"authgate-secret\"\nscopes = [\"openid\", \"email\", \"profile\"]\nrefresh_interval = \"2s\"\n",
             self.issuer
         )
     }
