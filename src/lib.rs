@@ -17,6 +17,7 @@
 //! - [`policy`]: per-route authorization on the verified identity.
 //! - [`proxy`]: the Pingora `ProxyHttp` glue; the request path reads top to bottom there.
 //! - [`error`]: every refusal the gateway answers itself → one status and body, in one place.
+//! - [`assertion`]: the signed identity assertion (ES256 JWT) for upstreams.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: assembles the Pingora server from a config; signals, reload, shutdown.
@@ -29,6 +30,7 @@
 //! headers, request ID → `logging`: metrics and access log.
 
 pub mod admin;
+pub mod assertion;
 pub mod config;
 pub mod demo;
 pub mod error;

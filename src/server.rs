@@ -195,7 +195,14 @@ pub fn build_auth(
         config.identity_headers.clone(),
         100_000,
     );
+    let assertion = crate::assertion::Signer::new(
+        config.assertion.key_file.as_deref(),
+        &config.assertion.issuer,
+        config.assertion.ttl,
+    )?;
     let auth = Arc::new(Auth {
+        assertion,
+        assertion_header: config.assertion.header.clone(),
         bearer,
         providers,
         sessions,

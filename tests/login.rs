@@ -738,3 +738,57 @@ async fn a_user_in_a_thousand_groups() {
         50
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_identity_assertion_verifies_upstream() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let routes = "\n[[routes]]\nid = \"signed\"\npath = \"/signed\"\nupstream = \"app\"\nidentity_assertion = true\n";
+    let gw = auth_gateway_with(&idp, port, "store = \"memory\"", routes).await;
+    let (cookie, _) = http_login(&gw, "/").await;
+    let seen: Seen = gw.get_as("/signed/x", &cookie).await.json().await.unwrap();
+    let token = seen
+        .header("x-authgate-assertion")
+        .expect("assertion header")
+        .to_string();
+    // Not on routes that did not ask for it, and never from a client.
+    let r = client()
+        .get(gw.url("/app"))
+        .header("cookie", &cookie)
+        .header("x-authgate-assertion", "forged")
+        .send()
+        .await
+        .unwrap();
+    let other: Seen = r.json().await.unwrap();
+    assert!(other.header("x-authgate-assertion").is_none());
+
+    // The upstream's side: an independent library (jose, in Node) checks it against the
+    // gateway's published keys, issuer and this route as audience.
+    let node = common::require("node", "apt-get install nodejs");
+    let out = std::process::Command::new(node)
+        .arg("verify-assertion.mjs")
+        .arg(gw.url("/.authgate/jwks.json"))
+        .args(["authgate", "signed", &token])
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["header"]["alg"], "ES256");
+    assert_eq!(v["claims"]["sub"], "alice");
+    assert_eq!(v["claims"]["email"], "alice@example.com");
+    assert_eq!(v["claims"]["groups"], serde_json::json!(["admins", "dev"]));
+    // For another route (audience) the same token must not verify.
+    let out = std::process::Command::new("node")
+        .arg("verify-assertion.mjs")
+        .arg(gw.url("/.authgate/jwks.json"))
+        .args(["authgate", "app", &token])
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

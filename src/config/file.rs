@@ -30,6 +30,8 @@ pub struct File {
     #[serde(default)]
     pub providers: Vec<Provider>,
     #[serde(default)]
+    pub assertion: Assertion,
+    #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -182,6 +184,8 @@ pub struct Route {
     #[serde(default)]
     pub pass_access_token: bool,
     #[serde(default)]
+    pub identity_assertion: bool,
+    #[serde(default)]
     pub bearer: bool,
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -206,4 +210,13 @@ pub struct Policy {
     pub methods: Vec<Spanned<String>>,
     #[serde(default)]
     pub claims: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Assertion {
+    pub header: Option<Spanned<String>>,
+    pub key_file: Option<String>,
+    pub issuer: Option<String>,
+    pub ttl: Option<Spanned<String>>,
 }

@@ -34,6 +34,7 @@ pub struct Config {
     pub gateway_prefix: String,
     pub session: SessionSettings,
     pub providers: Vec<ProviderSettings>,
+    pub assertion: AssertionSettings,
     pub upstreams: BTreeMap<String, UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
 }
@@ -108,6 +109,16 @@ pub struct SessionSettings {
     pub login_timeout: Duration,
     pub cache_max_age: Duration,
     pub cache_max_entries: usize,
+}
+
+/// The signed identity assertion (`crate::assertion`).
+#[derive(Debug, Clone)]
+pub struct AssertionSettings {
+    pub header: HeaderName,
+    /// PKCS#8 PEM P-256 key; generated (and written here) when missing.
+    pub key_file: Option<String>,
+    pub issuer: String,
+    pub ttl: Duration,
 }
 
 /// RP-initiated logout request style.
@@ -200,6 +211,8 @@ pub struct RouteSettings {
     pub audiences: Vec<String>,
     /// Provider ids whose sessions and tokens this route accepts; empty: all.
     pub providers: Vec<String>,
+    /// Send the signed identity assertion to this route's upstream.
+    pub identity_assertion: bool,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -1168,6 +1181,29 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         }
     }
 
+    // [assertion]
+    let assertion = AssertionSettings {
+        header: match &f.assertion.header {
+            None => HeaderName::from_static("x-authgate-assertion"),
+            Some(h) => header_name(rep, "assertion.header", h)
+                .unwrap_or(HeaderName::from_static("x-authgate-assertion")),
+        },
+        key_file: f.assertion.key_file.clone(),
+        issuer: f
+            .assertion
+            .issuer
+            .clone()
+            .unwrap_or_else(|| "authgate".into()),
+        ttl: duration(
+            rep,
+            "assertion.ttl",
+            &f.assertion.ttl,
+            Duration::from_secs(60),
+        ),
+    };
+    // The assertion header is ours: clients never send it.
+    identity.insert(assertion.header.as_str());
+
     // [upstreams.*]
     let mut upstreams = BTreeMap::new();
     for (name, u) in &f.upstreams {
@@ -1322,6 +1358,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             bearer: r.bearer,
             audiences: r.audiences.clone(),
             providers: r.providers.iter().map(|p| p.get_ref().clone()).collect(),
+            identity_assertion: r.identity_assertion,
         });
     }
 
@@ -1341,6 +1378,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         gateway_prefix,
         session,
         providers,
+        assertion,
         upstreams,
         routes,
     })

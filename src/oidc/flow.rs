@@ -200,6 +200,8 @@ impl CallbackFailure {
 
 /// The login flow and gateway endpoints.
 pub struct Auth {
+    pub assertion: crate::assertion::Signer,
+    pub assertion_header: http::HeaderName,
     pub providers: Vec<Arc<Provider>>,
     pub bearer: super::BearerVerifier,
     pub sessions: Arc<SessionManager>,
@@ -684,6 +686,14 @@ impl Auth {
             "Sessions are temporarily unavailable. Please try again shortly.",
             "store_unavailable",
         )
+    }
+
+    /// `GET {prefix}jwks.json`: the public key of the identity assertion.
+    pub fn jwks(&self) -> Reply {
+        let mut r = Reply::json(StatusCode::OK, serde_json::Value::Null);
+        r.body = Bytes::from(self.assertion.jwks().to_string());
+        r.headers.retain(|(k, _)| k != header::CACHE_CONTROL);
+        r.header(header::CACHE_CONTROL, "public, max-age=300")
     }
 
     /// `GET {prefix}userinfo`: the caller's identity, no tokens.

@@ -274,6 +274,7 @@ impl ProxyHttp for Gateway {
             let endpoint =
                 &canonical.as_str()[rt.gateway_prefix.len().min(canonical.as_str().len())..];
             let reply = match (&self.auth, endpoint) {
+                (Some(auth), "jwks.json") => Some(auth.jwks()),
                 (Some(auth), "login" | "callback" | "logout" | "userinfo") => {
                     let info = RequestInfo {
                         req: session.req_header(),
@@ -412,6 +413,16 @@ impl ProxyHttp for Gateway {
         if let Some(auth) = &self.auth {
             // The upstream never sees the gateway's cookies, on any route.
             auth.sessions.strip_cookie(upstream)?;
+            if route.identity_assertion {
+                let claims = ctx
+                    .session
+                    .as_ref()
+                    .map(|s| &s.record.claims)
+                    .or(ctx.bearer.as_ref().map(|b| &b.claims));
+                if let Some(v) = claims.and_then(|c| auth.assertion.assertion(&route.id, c)) {
+                    upstream.insert_header(auth.assertion_header.clone(), v)?;
+                }
+            }
             if let Some(b) = &ctx.bearer {
                 for (name, value) in &b.headers {
                     upstream.insert_header(name.clone(), value.clone())?;

@@ -27,6 +27,7 @@ pub struct Route {
     pub bearer: bool,
     pub audiences: Vec<String>,
     pub providers: Vec<String>,
+    pub identity_assertion: bool,
     /// Pre-resolved label child: no label hashing per request.
     pub duration: Histogram,
 }
@@ -64,6 +65,7 @@ impl Runtime {
                 bearer: r.bearer,
                 audiences: r.audiences.clone(),
                 providers: r.providers.clone(),
+                identity_assertion: r.identity_assertion,
                 duration: metrics.request_duration.with_label_values(&[r.id.as_str()]),
             };
             let _ = routes.insert(&r.host, &r.path, Arc::new(route));

@@ -1,0 +1,208 @@
+//! The signed identity assertion: a short-lived ES256 JWT the upstream can verify.
+//!
+//! Identity headers are only as trustworthy as the network between gateway and upstream. On
+//! routes with `identity_assertion = true` the gateway also sends a JWT (`iss` = the gateway,
+//! `aud` = the route id, `sub`, `email`, `groups`, `iat`, `exp`) signed with its own key,
+//! whose public half is published at `{prefix}jwks.json`. The key comes from a PEM file, or
+//! is generated at start (and written to that file when one is configured, so restarts and
+//! replicas sharing the file keep it). Signing costs tens of microseconds, so an assertion is
+//! reused for the same identity and route until shortly before it expires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use http::HeaderValue;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+
+use crate::session::crypto::{b64url, sha256};
+use crate::session::model::now_unix;
+use crate::session::Claims;
+
+/// Why the assertion key could not be set up (a start-up error).
+#[derive(Debug, thiserror::Error)]
+pub enum AssertionError {
+    #[error("assertion key {0}: {1}")]
+    Key(String, String),
+}
+
+pub struct Signer {
+    key: EncodingKey,
+    kid: String,
+    issuer: String,
+    ttl: Duration,
+    jwks: String,
+    cache: DashMap<[u8; 32], (HeaderValue, u64)>,
+}
+
+fn pem_pkcs8(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or(""))
+        .collect();
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+impl Signer {
+    /// Load the P-256 key from `key_file` (PKCS#8 PEM), or generate one (and save it there).
+    pub fn new(
+        key_file: Option<&str>,
+        issuer: &str,
+        ttl: Duration,
+    ) -> Result<Self, AssertionError> {
+        let err = |what: &str, e: String| AssertionError::Key(what.to_string(), e);
+        let pem = match key_file.map(std::fs::read_to_string) {
+            Some(Ok(pem)) => pem,
+            Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err(key_file.unwrap_or(""), e.to_string()))
+            }
+            _ => {
+                let rng = ring::rand::SystemRandom::new();
+                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|e| err("generate", e.to_string()))?;
+                let pem = pem_pkcs8(doc.as_ref());
+                if let Some(path) = key_file {
+                    write_private(path, &pem).map_err(|e| err(path, e.to_string()))?;
+                    tracing::info!(path, "generated the identity assertion signing key");
+                }
+                pem
+            }
+        };
+        let key = EncodingKey::from_ec_pem(pem.as_bytes())
+            .map_err(|e| err(key_file.unwrap_or("generated"), e.to_string()))?;
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256)
+            .map_err(|e| err("public key", e.to_string()))?;
+        // kid = a hash of the public key: stable across restarts with the same key.
+        let public = serde_json::to_vec(&jwk.algorithm).unwrap_or_default();
+        let kid = b64url(&sha256(&public)[..12]);
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] })
+            .map_err(|e| err("jwks", e.to_string()))?;
+        Ok(Self {
+            key,
+            kid,
+            issuer: issuer.to_string(),
+            ttl,
+            jwks,
+            cache: DashMap::new(),
+        })
+    }
+
+    /// The JWKS document to publish.
+    pub fn jwks(&self) -> &str {
+        &self.jwks
+    }
+
+    /// The assertion for `claims` on `route`, reused until 10 s before it expires.
+    pub fn assertion(&self, route: &str, claims: &Claims) -> Option<HeaderValue> {
+        let mut id = Vec::with_capacity(128);
+        for part in [
+            route,
+            &claims.subject,
+            claims.email.as_deref().unwrap_or(""),
+        ] {
+            id.extend_from_slice(part.as_bytes());
+            id.push(0);
+        }
+        for g in &claims.groups {
+            id.extend_from_slice(g.as_bytes());
+            id.push(0);
+        }
+        let key = sha256(&id);
+        let now = now_unix();
+        if let Some(hit) = self.cache.get(&key) {
+            if hit.1 > now + 10 {
+                return Some(hit.0.clone());
+            }
+        }
+        let exp = now + self.ttl.as_secs().max(15);
+        let body = serde_json::json!({
+            "iss": self.issuer,
+            "aud": route,
+            "sub": claims.subject,
+            "email": claims.email,
+            "groups": claims.groups,
+            "iat": now,
+            "exp": exp,
+        });
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let token = match jsonwebtoken::encode(&header, &body, &self.key) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign the identity assertion");
+                return None;
+            }
+        };
+        let value = HeaderValue::from_str(&token).ok()?;
+        if self.cache.len() > 100_000 {
+            self.cache.retain(|_, (_, exp)| *exp > now);
+        }
+        self.cache.insert(key, (value.clone(), exp));
+        Some(value)
+    }
+}
+
+/// Write a private key readable by the owner only.
+fn write_private(path: &str, pem: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(pem.as_bytes())
+}
+
+/// Shared handle.
+pub type SharedSigner = Arc<Signer>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_verifiable_cached_assertions_and_persists_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("assertion.pem");
+        let path = path.to_str().unwrap();
+        let s = Signer::new(Some(path), "authgate", Duration::from_secs(60)).unwrap();
+        let claims = Claims {
+            subject: "alice".into(),
+            email: Some("alice@example.com".into()),
+            groups: vec!["dev".into()],
+            ..Claims::default()
+        };
+        let a = s.assertion("app", &claims).unwrap();
+        assert_eq!(s.assertion("app", &claims).unwrap(), a, "not reused");
+        assert_ne!(
+            s.assertion("other", &claims).unwrap(),
+            a,
+            "audience must differ per route"
+        );
+
+        // Verify with the published key.
+        let set: JwkSet = serde_json::from_str(s.jwks()).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).unwrap();
+        let mut v = jsonwebtoken::Validation::new(Algorithm::ES256);
+        v.set_audience(&["app"]);
+        v.set_issuer(&["authgate"]);
+        let c = jsonwebtoken::decode::<serde_json::Value>(a.to_str().unwrap(), &key, &v).unwrap();
+        assert_eq!(c.claims["sub"], "alice");
+        assert_eq!(c.claims["groups"], serde_json::json!(["dev"]));
+
+        // The same file gives the same key (and kid) after a restart.
+        let again = Signer::new(Some(path), "authgate", Duration::from_secs(60)).unwrap();
+        assert_eq!(again.jwks(), s.jwks());
+    }
+}
