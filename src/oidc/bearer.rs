@@ -20,6 +20,40 @@ use crate::session::crypto::sha256;
 use crate::session::model::now_unix;
 use crate::session::Claims;
 
+/// Why the request's credentials cannot be read as one bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented {
+    /// Two `Authorization` headers, or an `access_token` in the query (RFC 6750 §2.3 allows
+    /// it, but a token in a URL ends up in logs and histories).
+    Ambiguous,
+    /// An `Authorization` header that is not `Bearer <token>`.
+    NotBearer,
+}
+
+/// The bearer token of a request, if it presents one.
+pub fn presented_token(req: &pingora::http::RequestHeader) -> Result<Option<&str>, Presented> {
+    let mut authz = req.headers.get_all(http::header::AUTHORIZATION).iter();
+    let (first, second) = (authz.next(), authz.next());
+    let in_query = req.uri.query().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+    });
+    if second.is_some() || in_query {
+        return Err(Presented::Ambiguous);
+    }
+    let Some(value) = first else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(Some)
+        .ok_or(Presented::NotBearer)
+}
+
 /// The identity a verified bearer token vouches for, headers ready to insert.
 #[derive(Debug)]
 pub struct BearerIdentity {
@@ -189,5 +223,44 @@ impl BearerVerifier {
     pub fn sweep(&self) {
         let now = now_unix();
         self.cache.retain(|_, v| v.expires_at > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(authz: &[&str], uri: &str) -> pingora::http::RequestHeader {
+        let mut r = pingora::http::RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        for a in authz {
+            r.append_header("authorization", *a).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn presented_tokens() {
+        assert_eq!(presented_token(&req(&[], "/")), Ok(None));
+        assert_eq!(presented_token(&req(&["Bearer abc"], "/")), Ok(Some("abc")));
+        assert_eq!(
+            presented_token(&req(&["bearer  abc "], "/")),
+            Ok(Some("abc"))
+        );
+        assert_eq!(
+            presented_token(&req(&["Basic YTpi"], "/")),
+            Err(Presented::NotBearer)
+        );
+        assert_eq!(
+            presented_token(&req(&["Bearer"], "/")),
+            Err(Presented::NotBearer)
+        );
+        assert_eq!(
+            presented_token(&req(&["Bearer a", "Bearer b"], "/")),
+            Err(Presented::Ambiguous)
+        );
+        assert_eq!(
+            presented_token(&req(&[], "/x?access_token=abc")),
+            Err(Presented::Ambiguous)
+        );
     }
 }

@@ -6,8 +6,9 @@
 //!    when the session store or every provider is down: fail closed).
 //! 2. `upstream_peer`: pick a server of the route's upstream (round robin, passive health).
 //! 3. `upstream_request_filter`: send the canonical path, set forwarding headers, the request
-//!    ID and the session's identity headers; remove the gateway's cookies. Pingora has already removed hop-by-hop and `Connection:`-nominated headers
-//!    at this point, so nothing a client nominates can remove what we add here.
+//!    ID, the caller's identity headers (and the signed assertion where asked for); remove the
+//!    gateway's cookies. Pingora has already removed hop-by-hop and `Connection:`-nominated
+//!    headers here, so nothing a client nominates can remove what we add.
 //! 4. `fail_to_connect` / `error_while_proxy` / `fail_to_proxy`: mark servers, retry, map
 //!    errors to 502/504.
 //! 5. `logging`: metrics and the access log (path without query: queries can hold secrets).
@@ -60,6 +61,25 @@ impl Gateway {
         }
     }
 
+    /// Write a response the gateway produced itself.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        resp: ResponseHeader,
+        body: bytes::Bytes,
+    ) -> Result<bool> {
+        // An unread request body would be parsed as the next request: close instead.
+        if !session.is_body_empty() {
+            session.set_keepalive(None);
+        }
+        let head = session.req_header().method == http::Method::HEAD || body.is_empty();
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(true)
+    }
+
     /// Write a reply from the login flow.
     async fn reply(
         &self,
@@ -75,15 +95,7 @@ impl Gateway {
         if reply.status.is_client_error() || reply.status.is_server_error() {
             ctx.refusal = Some("gateway_endpoint_error");
         }
-        if !session.is_body_empty() {
-            session.set_keepalive(None);
-        }
-        let head = session.req_header().method == http::Method::HEAD || reply.body.is_empty();
-        session.write_response_header(Box::new(resp), head).await?;
-        if !head {
-            session.write_response_body(Some(reply.body), true).await?;
-        }
-        Ok(true)
+        self.answer(session, resp, reply.body).await
     }
 
     /// Who is calling, for a protected route: a bearer token where the route accepts them
@@ -100,25 +112,16 @@ impl Gateway {
         };
         let req = session.req_header();
         if route.bearer {
-            let mut authz = req.headers.get_all(header::AUTHORIZATION).iter();
-            let (first, second) = (authz.next(), authz.next());
-            let token_in_query = req.uri.query().is_some_and(|q| {
-                url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
-            });
-            if second.is_some() || token_in_query {
-                return Err(Refusal::AmbiguousCredentials);
-            }
-            if let Some(value) = first {
-                let token = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.split_once(' '))
-                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                    .map(|(_, t)| t.trim())
-                    .filter(|t| !t.is_empty());
-                let Some(token) = token else {
-                    return Err(Refusal::InvalidToken);
-                };
+            let token = match crate::oidc::bearer::presented_token(req) {
+                Ok(t) => t,
+                Err(crate::oidc::bearer::Presented::Ambiguous) => {
+                    return Err(Refusal::AmbiguousCredentials)
+                }
+                Err(crate::oidc::bearer::Presented::NotBearer) => {
+                    return Err(Refusal::InvalidToken)
+                }
+            };
+            if let Some(token) = token {
                 return match auth
                     .bearer
                     .verify(token, &route.audiences, &route.providers)
@@ -162,16 +165,7 @@ impl Gateway {
     ) -> Result<bool> {
         let (resp, body) = error::render(&refusal, session.req_header(), &ctx.request_id);
         ctx.refusal = Some(refusal.code());
-        // An unread request body would be parsed as the next request: close instead.
-        if !session.is_body_empty() {
-            session.set_keepalive(None);
-        }
-        let head = session.req_header().method == http::Method::HEAD || body.is_empty();
-        session.write_response_header(Box::new(resp), head).await?;
-        if !head {
-            session.write_response_body(Some(body), true).await?;
-        }
-        Ok(true)
+        self.answer(session, resp, body).await
     }
 
     /// Gateway paths without a handler: `login` when no provider is configured (sign-in is
