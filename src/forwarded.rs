@@ -28,6 +28,9 @@ pub const FORWARDING_HEADERS: &[&str] = &[
     "true-client-ip",
     "x-original-url",
     "x-original-uri",
+    "x-original-method",
+    "x-forwarded-uri",
+    "x-forwarded-method",
     "x-original-host",
     "x-rewrite-url",
 ];

@@ -16,6 +16,7 @@
 //! The pieces it calls are small and pure; this file only sequences them.
 
 pub mod ctx;
+mod forward_auth;
 pub mod routes;
 
 use std::sync::Arc;
@@ -268,6 +269,10 @@ impl ProxyHttp for Gateway {
             let endpoint =
                 &canonical.as_str()[rt.gateway_prefix.len().min(canonical.as_str().len())..];
             let reply = match (&self.auth, endpoint) {
+                (Some(_), "auth") => {
+                    ctx.path = Some(canonical);
+                    return self.forward_auth(session, ctx, &rt).await;
+                }
                 (Some(auth), "jwks.json") => Some(auth.jwks()),
                 (Some(auth), "login" | "callback" | "logout" | "userinfo") => {
                     let info = RequestInfo {

@@ -720,6 +720,53 @@ pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
+/// [`http_login`] against any front (e.g. nginx in front of the gateway) at `base`: returns the
+/// session cookie.
+pub async fn http_login_via(base: &str, path: &str) -> String {
+    let c = client();
+    let idp_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let rd: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    let r = c
+        .get(format!("{base}/.authgate/login?rd={rd}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "login must redirect to the provider");
+    let tx = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.contains("_tx_"))
+        .expect("transaction cookie");
+    let tx = tx.split(';').next().unwrap().to_string();
+    let mut url = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    for _ in 0..10 {
+        let r = idp_client.get(url.clone()).send().await.unwrap();
+        let next = url.join(r.headers()["location"].to_str().unwrap()).unwrap();
+        if next
+            .as_str()
+            .starts_with(&format!("{base}/.authgate/callback"))
+        {
+            let r = c
+                .get(next.as_str())
+                .header("cookie", &tx)
+                .send()
+                .await
+                .unwrap();
+            return set_cookies(&r)
+                .into_iter()
+                .find(|c| c.starts_with("authgate_session=v1"))
+                .map(|c| c.split(';').next().unwrap().to_string())
+                .expect("session cookie");
+        }
+        url = next;
+    }
+    panic!("the IdP never redirected back to {base}");
+}
+
 /// Run the whole browser login over HTTP against an auto-login IdP: protected page → login
 /// → IdP → callback. Returns the session cookie (`name=value`) and the callback response.
 pub async fn http_login(gw: &Gateway, path: &str) -> (String, reqwest::Response) {
@@ -1080,5 +1127,70 @@ fn kill_group(child: &mut Option<Child>) {
 impl Drop for Browser {
     fn drop(&mut self) {
         kill_group(&mut self.driver);
+    }
+}
+
+/// A real nginx (Debian's, with the auth_request module) on a free loopback port, running
+/// `server` (the body of one `server {}` block) until dropped.
+pub struct Nginx {
+    child: Option<Child>,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub async fn start(port: u16, server: &str) -> Nginx {
+        let bin = require("nginx", "apt-get install nginx");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        // As root, workers would drop to an unprivileged user that cannot use the temp dir.
+        let user = if Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"))
+        {
+            "user root;"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "{user}\ndaemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             server {{\n  listen 127.0.0.1:{port};\n{server}\n }}\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let up = eventually(Duration::from_secs(10), || async {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        assert!(up, "nginx did not start on {port}:\n{log}");
+        Nginx {
+            child: Some(child),
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
