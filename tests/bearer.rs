@@ -356,3 +356,91 @@ audiences = ["urn:authgate:api"]
         200
     );
 }
+
+/// Base64url without padding.
+fn b64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_are_refused_and_cannot_flood_the_jwks() {
+    let (idp, gw) = start().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": idp.issuer, "sub": "mallory", "aud": "urn:authgate:api",
+        "exp": now + 300, "iat": now, "client_id": "authgate",
+    });
+    let payload = b64(claims.to_string().as_bytes());
+    let jwks = client()
+        .get(format!("{}/jwks", idp.issuer))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // alg none.
+    let none = format!("{}.{payload}.", b64(br#"{"alg":"none","typ":"at+jwt"}"#));
+    // HS256 "signed" with the provider's public key material as the HMAC secret.
+    let hs = {
+        use jsonwebtoken::{encode, EncodingKey, Header};
+        let mut h = Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some("test-rsa-1".into());
+        h.typ = Some("at+jwt".into());
+        encode(&h, &claims, &EncodingKey::from_secret(jwks.as_bytes())).unwrap()
+    };
+    // An attacker's own key, offered through jwk / jku / x5u headers: never consulted.
+    let attacker = rcgen::KeyPair::generate().unwrap();
+    let attacker_key =
+        jsonwebtoken::EncodingKey::from_ec_pem(attacker.serialize_pem().as_bytes()).unwrap();
+    let attacker_jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&attacker_key, jsonwebtoken::Algorithm::ES256)
+            .unwrap();
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    h.typ = Some("at+jwt".into());
+    h.kid = Some("attacker".into());
+    h.jwk = Some(attacker_jwk);
+    h.jku = Some("http://127.0.0.1:1/jwks".into());
+    h.x5u = Some("http://127.0.0.1:1/cert".into());
+    let embedded = jsonwebtoken::encode(&h, &claims, &attacker_key).unwrap();
+    h.kid = Some("test-ec-1".into());
+    let wrong_key_right_kid = jsonwebtoken::encode(&h, &claims, &attacker_key).unwrap();
+    for (name, t) in [
+        ("none", &none),
+        ("hs256", &hs),
+        ("embedded jwk", &embedded),
+        ("right kid", &wrong_key_right_kid),
+    ] {
+        let r = call(&gw, "/api/x", &[&format!("Bearer {t}")]).await;
+        assert_eq!(r.status(), 401, "{name}");
+    }
+
+    // A flood of unknown kids costs at most one JWKS fetch per cooldown (30 s).
+    let before = idp.stats().await["requests"]["jwks"].as_u64().unwrap_or(0);
+    assert!(
+        before >= 1,
+        "the gateway should have fetched the JWKS at start"
+    );
+    for i in 0..50 {
+        h.kid = Some(format!("bogus-{i}"));
+        h.jwk = None;
+        let t = jsonwebtoken::encode(&h, &claims, &attacker_key).unwrap();
+        assert_eq!(
+            call(&gw, "/api/x", &[&format!("Bearer {t}")])
+                .await
+                .status(),
+            401
+        );
+    }
+    let after = idp.stats().await["requests"]["jwks"].as_u64().unwrap_or(0);
+    assert!(
+        after - before <= 1,
+        "{} JWKS fetches for 50 unknown kids",
+        after - before
+    );
+}
