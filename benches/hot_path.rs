@@ -11,6 +11,12 @@
 //!   request with 12 ordinary headers and no / three identity headers (the header is cloned
 //!   in the untimed setup of `iter_batched`, so only `strip` is measured).
 //!
+//! - `jwt_verify/{RS256,ES256}`: [`authgate::jwt::verify_access_token`] of an `at+jwt` access
+//!   token against an in-memory JWKS (the uncached bearer path; RSA key from
+//!   `benches/keys/rsa-bench-only.pem`, a key for this benchmark only).
+//! - `policy/typical`: [`authgate::policy::Policy::evaluate`] with users, groups, email domains
+//!   and methods set, for an identity in 20 groups.
+//!
 //! Run: `cargo bench --bench hot_path` (about a minute on 2 cores). Filter with e.g.
 //! `cargo bench --bench hot_path -- route_lookup`.
 
@@ -207,12 +213,96 @@ fn identity_strip(c: &mut Criterion) {
     g.finish();
 }
 
+fn jwt_verify(c: &mut Criterion) {
+    use authgate::jwt::{verify_access_token, AccessTokenRules, Jwks};
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ec = rcgen::KeyPair::generate().unwrap();
+    let keys = [
+        (
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(include_bytes!("keys/rsa-bench-only.pem")).unwrap(),
+        ),
+        (
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap(),
+        ),
+    ];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": "https://idp.example", "sub": "client-1", "aud": "urn:api",
+        "exp": now + 3600, "iat": now, "scope": "read",
+    });
+    let audiences = ["urn:api".to_string()];
+    let mut g = c.benchmark_group("jwt_verify");
+    for (alg, key) in keys {
+        let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
+        jwk.common.key_id = Some("k".into());
+        let jwks = Jwks::new(reqwest::Client::new(), Duration::from_secs(30));
+        jwks.load(&JwkSet { keys: vec![jwk] });
+        let mut h = Header::new(alg);
+        h.kid = Some("k".into());
+        h.typ = Some("at+jwt".into());
+        let token = jsonwebtoken::encode(&h, &claims, &key).unwrap();
+        let algs = [alg];
+        let rules = AccessTokenRules {
+            issuer: "https://idp.example",
+            audiences: &audiences,
+            algorithms: &algs,
+            leeway_secs: 60,
+            require_at_jwt: true,
+        };
+        assert!(rt
+            .block_on(verify_access_token(&jwks, &token, &rules))
+            .is_ok());
+        g.bench_function(format!("{alg:?}"), |b| {
+            b.iter(|| rt.block_on(verify_access_token(&jwks, black_box(&token), &rules)))
+        });
+    }
+    g.finish();
+}
+
+fn policy_eval(c: &mut Criterion) {
+    use authgate::policy::Policy;
+    use authgate::session::Claims;
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+    let policy = Policy {
+        users: set(&["alice", "bob", "carol", "dave", "erin"]),
+        groups: set(&["admins", "sre", "payments"]),
+        email_domains: set(&["example.com", "corp.example"]),
+        methods: vec![http::Method::GET, http::Method::POST],
+        ..Policy::default()
+    };
+    let id = Claims {
+        subject: "erin".into(),
+        email: Some("erin@example.com".into()),
+        email_verified: Some(true),
+        groups: (0..19)
+            .map(|i| format!("team-{i}"))
+            .chain(["payments".to_string()])
+            .collect(),
+        ..Claims::default()
+    };
+    assert!(policy.evaluate(&id, &http::Method::GET).is_ok());
+    c.bench_function("policy/typical", |b| {
+        b.iter(|| policy.evaluate(black_box(&id), black_box(&http::Method::GET)))
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = route_lookup, path_normalize, identity_strip
+    targets = route_lookup, path_normalize, identity_strip, jwt_verify, policy_eval
 }
 criterion_main!(benches);
