@@ -193,7 +193,7 @@ pub fn build_auth(
     let bearer = crate::oidc::BearerVerifier::new(
         providers.clone(),
         config.identity_headers.clone(),
-        100_000,
+        config.bearer_cache_entries,
     );
     let assertion = crate::assertion::Signer::new(
         config.assertion.key_file.as_deref(),

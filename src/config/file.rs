@@ -103,6 +103,7 @@ pub struct Headers {
 #[serde(deny_unknown_fields)]
 pub struct Gateway {
     pub prefix: Option<Spanned<String>>,
+    pub bearer_cache_entries: Option<Spanned<i64>>,
     #[serde(default)]
     pub allowed_redirect_hosts: Vec<Spanned<String>>,
 }

@@ -30,6 +30,8 @@ pub struct Config {
     pub identity_headers: IdentityHeaders,
     /// Hosts allowed as absolute post-login/logout redirect targets (`.suffix` for subdomains).
     pub allowed_redirect_hosts: Vec<String>,
+    /// Bound of the verified-bearer-token cache; 0 disables it (every request verifies).
+    pub bearer_cache_entries: usize,
     /// Reserved path prefix answered by the gateway itself, e.g. `/.authgate/`.
     pub gateway_prefix: String,
     pub session: SessionSettings,
@@ -1376,6 +1378,18 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         identity_headers,
         allowed_redirect_hosts,
         gateway_prefix,
+        bearer_cache_entries: match &f.gateway.bearer_cache_entries {
+            None => 100_000,
+            Some(v) if *v.get_ref() >= 0 => *v.get_ref() as usize,
+            Some(v) => {
+                rep.error(
+                    "gateway.bearer_cache_entries",
+                    span(v),
+                    "must not be negative",
+                );
+                0
+            }
+        },
         session,
         providers,
         assertion,
