@@ -7,10 +7,17 @@
 #                   in-memory session cache answers
 #   session-redis   a second authgate with store = "redis" and cache_max_age = "0s": every
 #                   request reads the session from Redis (GETEX)
-# Both gateways sign in once against the test IdP (tests/idp, auto-login) with
-# benches/login.py; wrk then sends the session cookie.
+#   bearer-rs256, bearer-es256
+#                   the first authgate on a bearer route (/api) with a JWT access token from
+#                   the IdP: the verified-token cache answers after the first request
+#   bearer-rs256-nocache, bearer-es256-nocache
+#                   a third authgate with gateway.bearer_cache_entries = 0: every request
+#                   verifies the signature
+# The session gateways sign in once against the test IdP (tests/idp, auto-login) with
+# benches/login.py and wrk sends the session cookie; bearer targets send
+# client-credentials tokens from the same IdP.
 #
-#   bash benches/load.sh                      # 3 rounds x 4 targets x (1 s warm-up + 5 s)
+#   bash benches/load.sh                      # 3 rounds x 8 targets x (1 s warm-up + 5 s)
 #   ROUNDS=5 CONNS=128 DURATION=10s bash benches/load.sh
 #
 # Environment: ROUNDS (3), CONNS (64), DURATION (5s), WRK_THREADS (2), WARMUP (1s),
@@ -21,7 +28,7 @@
 # root). All traffic goes to 127.0.0.1. Results: a table on stdout, $OUT_DIR/load.md and
 # load.json, with throughput and p99 ratios against every baseline (direct and public).
 #
-# Adding a target: start whatever serves it in `start_servers`, then add "name|url|cookie"
+# Adding a target: start whatever serves it in `start_servers`, then add "name|url|header"
 # to TARGETS in `main`; medians, ratios (against each of BASELINES) and reports pick it up.
 set -euo pipefail
 
@@ -178,10 +185,11 @@ PY
     die "redis-server did not answer PING on 127.0.0.1:$port within 10 s"
 }
 
-# gateway_config NAME PORT ADMIN_PORT SESSION_TOML: write and check $TMP/NAME.toml: the test
-# IdP as provider, /public public and / protected, both in front of the echo upstream.
+# gateway_config NAME PORT ADMIN_PORT SESSION_TOML [EXTRA_TOML]: write and check
+# $TMP/NAME.toml: the test IdP as provider, /public public, /api for bearer tokens and /
+# protected, all in front of the echo upstream; EXTRA_TOML is appended.
 gateway_config() {
-    local name="$1" port="$2" admin="$3" session="$4"
+    local name="$1" port="$2" admin="$3" session="$4" extra="${5:-}"
     cat >"$TMP/$name.toml" <<EOF
 [server]
 threads = 2
@@ -221,17 +229,26 @@ upstream = "echo"
 public = true
 
 [[routes]]
+id = "api"
+path = "/api"
+upstream = "echo"
+bearer = true
+audiences = ["urn:authgate:api", "urn:authgate:api-es256"]
+
+[[routes]]
 id = "app"
 path = "/"
 upstream = "echo"
 public = false
+
+$extra
 EOF
     "$BIN" check "$TMP/$name.toml" >/dev/null || die "generated config $name.toml rejected (see above)"
 }
 
 start_servers() {
     read -r ECHO_PORT GW_PORT ADMIN_PORT GWR_PORT GWR_ADMIN_PORT REDIS_PORT IDP_PORT \
-        <<<"$(free_ports 7)"
+        GWN_PORT GWN_ADMIN_PORT <<<"$(free_ports 9)"
 
     "$BIN" echo --listen "127.0.0.1:$ECHO_PORT" >"$TMP/echo.log" 2>&1 &
     ECHO_PID=$!
@@ -251,6 +268,7 @@ start_servers() {
     (
         cd "$ROOT/tests/idp"
         IDP_PORT="$IDP_PORT" IDP_ISSUER="http://127.0.0.1:$IDP_PORT" IDP_AUTO_LOGIN=1 \
+        IDP_ACCESS_TOKEN_TTL=3600 \
         IDP_CLIENTS="[{\"client_id\":\"authgate\",\"client_secret\":\"authgate-secret\",\"redirect_uris\":[$redirects],\"post_logout_redirect_uris\":[$post_logout]}]" \
             exec node idp.js
     ) >"$TMP/idp.log" 2>&1 </dev/null &
@@ -268,7 +286,12 @@ start_servers() {
 redis_url = \"redis://127.0.0.1:$REDIS_PORT/\"
 secret = \"$secret\"
 cache_max_age = \"0s\""
+    gateway_config authgate-nocache "$GWN_PORT" "$GWN_ADMIN_PORT" 'store = "memory"' \
+        $'[gateway]\nbearer_cache_entries = 0'
 
+    "$BIN" run -c "$TMP/authgate-nocache.toml" >"$TMP/authgate-nocache.log" 2>&1 &
+    GWN_PID=$!
+    PIDS+=("$GWN_PID")
     "$BIN" run -c "$TMP/authgate.toml" >"$TMP/authgate.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
@@ -279,10 +302,31 @@ cache_max_age = \"0s\""
     # /readyz answers 200 once the provider's discovery and keys are fetched.
     wait_http "authgate (memory store)" "http://127.0.0.1:$ADMIN_PORT/readyz" "$TMP/authgate.log" "$GW_PID"
     wait_http "authgate (redis store)" "http://127.0.0.1:$GWR_ADMIN_PORT/readyz" "$TMP/authgate-redis.log" "$GWR_PID"
+    wait_http "authgate (no bearer cache)" "http://127.0.0.1:$GWN_ADMIN_PORT/readyz" "$TMP/authgate-nocache.log" "$GWN_PID"
     wait_http "authgate public route" "http://127.0.0.1:$GW_PORT/public$REQ_PATH" "$TMP/authgate.log" "$GW_PID"
 
     SESSION_MEM="$(login "$GW_PORT")"
     SESSION_REDIS="$(login "$GWR_PORT")"
+    TOKEN_RS256="$(access_token urn:authgate:api)"
+    TOKEN_ES256="$(access_token urn:authgate:api-es256)"
+    local t port code
+    for t in "$TOKEN_RS256" "$TOKEN_ES256"; do
+        for port in "$GW_PORT" "$GWN_PORT"; do
+            code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $t" \
+                "http://127.0.0.1:$port/api$REQ_PATH")"
+            [[ "$code" == 200 ]] || die "bearer route on port $port answered $code with a token"
+        done
+    done
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$GW_PORT/api$REQ_PATH")"
+    [[ "$code" == 401 ]] || die "bearer route answered $code without a token (expected 401)"
+}
+
+# access_token RESOURCE: a client-credentials JWT access token (RFC 9068) from the test IdP.
+access_token() {
+    curl -sf --max-time 5 -u authgate:authgate-secret "http://127.0.0.1:$IDP_PORT/token" \
+        -d grant_type=client_credentials -d "resource=$1" -d scope=api:read \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])' \
+        || die "no access token for $1 from the IdP"
 }
 
 # login PORT: sign in to the gateway on PORT, check that the protected route answers 200 with
@@ -312,12 +356,13 @@ to_us() {
     }'
 }
 
-# measure NAME URL [COOKIE]: warm up, run wrk once (sending COOKIE when given), append
-# "name round rps p50_us p99_us errors" to $TMP/results.tsv.
+# measure NAME URL [HEADER]: warm up, run wrk once (sending HEADER, e.g. "Cookie: ..." or
+# "Authorization: Bearer ...", when given), append "name round rps p50_us p99_us errors" to
+# $TMP/results.tsv.
 measure() {
-    local name="$1" url="$2" cookie="${3:-}" out="$TMP/wrk-$1-$ROUND.txt" rps p50 p99 errors
+    local name="$1" url="$2" header="${3:-}" out="$TMP/wrk-$1-$ROUND.txt" rps p50 p99 errors
     local hdr=()
-    [[ -z "$cookie" ]] || hdr=(-H "Cookie: $cookie")
+    [[ -z "$header" ]] || hdr=(-H "$header")
     wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
     wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" "$url" >"$out"
     rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
@@ -414,22 +459,26 @@ main() {
     [[ -x "$BIN" ]] || die "$BIN not built"
     start_servers
 
-    # name|url|cookie (empty: no cookie). Ratios are taken against each of BASELINES.
+    # name|url|header (empty: none). Ratios are taken against each of BASELINES.
     TARGETS=(
         "direct|http://127.0.0.1:$ECHO_PORT$REQ_PATH|"
         "public|http://127.0.0.1:$GW_PORT/public$REQ_PATH|"
-        "session-cached|http://127.0.0.1:$GW_PORT$REQ_PATH|$SESSION_MEM"
-        "session-redis|http://127.0.0.1:$GWR_PORT$REQ_PATH|$SESSION_REDIS"
+        "session-cached|http://127.0.0.1:$GW_PORT$REQ_PATH|Cookie: $SESSION_MEM"
+        "session-redis|http://127.0.0.1:$GWR_PORT$REQ_PATH|Cookie: $SESSION_REDIS"
+        "bearer-rs256|http://127.0.0.1:$GW_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_RS256"
+        "bearer-es256|http://127.0.0.1:$GW_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_ES256"
+        "bearer-rs256-nocache|http://127.0.0.1:$GWN_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_RS256"
+        "bearer-es256-nocache|http://127.0.0.1:$GWN_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_ES256"
     )
     BASELINES=(direct public)
 
     : >"$TMP/results.tsv"
     for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
         echo "round $ROUND/$ROUNDS"
-        local t name url cookie
+        local t name url header
         for t in "${TARGETS[@]}"; do
-            IFS='|' read -r name url cookie <<<"$t"
-            measure "$name" "$url" "$cookie"
+            IFS='|' read -r name url header <<<"$t"
+            measure "$name" "$url" "$header"
         done
     done
     report
