@@ -720,9 +720,35 @@ pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
-/// [`http_login`] against any front (e.g. nginx in front of the gateway) at `base`: returns the
-/// session cookie.
+/// Run the whole browser login over HTTP against an auto-login IdP: protected page → login
+/// → IdP → callback. Returns the session cookie (`name=value`) and the callback response.
+pub async fn http_login(gw: &Gateway, path: &str) -> (String, reqwest::Response) {
+    http_login_with_cookie(gw, path, "").await
+}
+
+/// [`http_login`] from a browser that already holds `cookie` (e.g. a planted one), which it
+/// sends along with the callback.
+pub async fn http_login_with_cookie(
+    gw: &Gateway,
+    path: &str,
+    cookie: &str,
+) -> (String, reqwest::Response) {
+    login_flow(&format!("http://{}", gw.addr), path, cookie).await
+}
+
+/// [`http_login`] through any front at `base` (e.g. nginx in front of the gateway): returns
+/// the session cookie.
 pub async fn http_login_via(base: &str, path: &str) -> String {
+    let (cookie, _) = login_flow(base, path, "").await;
+    assert!(!cookie.is_empty(), "no session cookie from the callback");
+    cookie
+}
+
+/// The login as a browser makes it: protected page → sign-in redirect → provider (auto-login,
+/// following its redirects with its own cookie jar) → callback with the transaction cookie
+/// (plus `planted`). Returns the session cookie (`name=value`, empty if none) and the
+/// callback's response.
+async fn login_flow(base: &str, path: &str, planted: &str) -> (String, reqwest::Response) {
     let c = client();
     let idp_client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -730,9 +756,21 @@ pub async fn http_login_via(base: &str, path: &str) -> String {
         .no_proxy()
         .build()
         .unwrap();
-    let rd: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    let base_url = reqwest::Url::parse(base).unwrap();
     let r = c
-        .get(format!("{base}/.authgate/login?rd={rd}"))
+        .get(base_url.join(path).unwrap())
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "protected page must redirect to sign in");
+    let login = base_url
+        .join(r.headers()["location"].to_str().unwrap())
+        .unwrap();
+    assert_eq!(login.path(), "/.authgate/login", "{login}");
+    let r = c
+        .get(login)
+        .header("accept", "text/html")
         .send()
         .await
         .unwrap();
@@ -741,86 +779,12 @@ pub async fn http_login_via(base: &str, path: &str) -> String {
         .into_iter()
         .find(|c| c.contains("_tx_"))
         .expect("transaction cookie");
-    let tx = tx.split(';').next().unwrap().to_string();
-    let mut url = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    for _ in 0..10 {
-        let r = idp_client.get(url.clone()).send().await.unwrap();
-        let next = url.join(r.headers()["location"].to_str().unwrap()).unwrap();
-        if next
-            .as_str()
-            .starts_with(&format!("{base}/.authgate/callback"))
-        {
-            let r = c
-                .get(next.as_str())
-                .header("cookie", &tx)
-                .send()
-                .await
-                .unwrap();
-            return set_cookies(&r)
-                .into_iter()
-                .find(|c| c.starts_with("authgate_session=v1"))
-                .map(|c| c.split(';').next().unwrap().to_string())
-                .expect("session cookie");
-        }
-        url = next;
+    let mut cookie = tx.split(';').next().unwrap().to_string();
+    if !planted.is_empty() {
+        cookie = format!("{planted}; {cookie}");
     }
-    panic!("the IdP never redirected back to {base}");
-}
-
-/// Run the whole browser login over HTTP against an auto-login IdP: protected page → login
-/// → IdP → callback. Returns the session cookie (`name=value`) and the callback response.
-pub async fn http_login(gw: &Gateway, path: &str) -> (String, reqwest::Response) {
-    http_login_with_cookie(gw, path, "").await
-}
-
-/// [`http_login`] from a browser that already holds `cookie` (e.g. a planted one).
-pub async fn http_login_with_cookie(
-    gw: &Gateway,
-    path: &str,
-    cookie: &str,
-) -> (String, reqwest::Response) {
-    let c = client();
-    let with = |extra: &str| {
-        if cookie.is_empty() {
-            extra.to_string()
-        } else if extra.is_empty() {
-            cookie.to_string()
-        } else {
-            format!("{cookie}; {extra}")
-        }
-    };
-    let idp_client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .no_proxy()
-        .build()
-        .unwrap();
-    let r = c
-        .get(gw.url(path))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302, "protected page must redirect to sign in");
-    let login = r.headers()["location"].to_str().unwrap().to_string();
-    assert!(login.starts_with("/.authgate/login?rd="), "{login}");
-    let r = c
-        .get(gw.url(&login))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302, "login must redirect to the provider");
-    let tx_cookie = set_cookies(&r)
-        .into_iter()
-        .find(|c| c.contains("_tx_"))
-        .expect("transaction cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
     let mut url = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let callback_prefix = format!("http://{}/.authgate/callback", gw.addr);
+    let callback = base_url.join("/.authgate/callback").unwrap();
     for _ in 0..10 {
         let r = idp_client.get(url.clone()).send().await.unwrap();
         assert!(
@@ -828,29 +792,25 @@ pub async fn http_login_with_cookie(
             "IdP answered {} at {url}",
             r.status()
         );
-        let loc = r.headers()["location"].to_str().unwrap();
-        let next = url.join(loc).unwrap();
-        if next.as_str().starts_with(&callback_prefix) {
-            let cb = format!("{}?{}", next.path(), next.query().unwrap_or(""));
+        let next = url.join(r.headers()["location"].to_str().unwrap()).unwrap();
+        if next.as_str().starts_with(callback.as_str()) {
             let r = c
-                .get(gw.url(&cb))
+                .get(next)
                 .header("accept", "text/html")
-                .header("cookie", with(&tx_cookie))
+                .header("cookie", cookie)
                 .send()
                 .await
                 .unwrap();
             let session = set_cookies(&r)
                 .into_iter()
-                .find(|c| {
-                    c.starts_with("authgate_session=") && !c.starts_with("authgate_session=;")
-                })
+                .find(|c| c.starts_with("authgate_session=v1"))
                 .map(|c| c.split(';').next().unwrap().to_string())
                 .unwrap_or_default();
             return (session, r);
         }
         url = next;
     }
-    panic!("the IdP never redirected back to the gateway");
+    panic!("the IdP never redirected back to {base}");
 }
 
 /// The echo upstream behind a gateway on `port` with `idp` as provider (see [`auth_config`])
