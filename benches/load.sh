@@ -317,8 +317,11 @@ cache_max_age = \"0s\""
             [[ "$code" == 200 ]] || die "bearer route on port $port answered $code with a token"
         done
     done
-    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$GW_PORT/api$REQ_PATH")"
-    [[ "$code" == 401 ]] || die "bearer route answered $code without a token (expected 401)"
+    for port in "$GW_PORT" "$GWN_PORT"; do
+        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/api$REQ_PATH")"
+        [[ "$code" == 401 ]] || die "bearer route on port $port answered $code without a token (expected 401)"
+    done
+    echo "bearer routes (ports $GW_PORT, $GWN_PORT): 200 with RS256 and ES256 tokens, 401 without"
 }
 
 # access_token RESOURCE: a client-credentials JWT access token (RFC 9068) from the test IdP.
@@ -374,7 +377,7 @@ measure() {
                    END {print e + 0}' "$out")"
     [[ -n "$rps" && "$p50" != NaN && "$p99" != NaN ]] || { cat "$out" >&2; die "cannot parse wrk output for $name"; }
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$ROUND" "$rps" "$p50" "$p99" "$errors" >>"$TMP/results.tsv"
-    printf '  round %s  %-14s %12s req/s  p50 %10s us  p99 %10s us  errors %s\n' \
+    printf '  round %s  %-20s %12s req/s  p50 %10s us  p99 %10s us  errors %s\n' \
         "$ROUND" "$name" "$rps" "$p50" "$p99" "$errors"
 }
 

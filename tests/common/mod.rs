@@ -15,12 +15,21 @@ use tokio::net::TcpListener;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 
-/// A free port on 127.0.0.1 (bound and released; good enough for loopback tests).
+/// A free port on 127.0.0.1 (bound and released), never the same one twice in a test
+/// process: tests pick several ports before starting the servers that take them.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The echo upstream on a free port, served on the test's runtime.
@@ -569,6 +578,8 @@ pub struct Idp {
     child: Option<Child>,
     pub port: u16,
     pub issuer: String,
+    /// The provider's stderr, kept for failure messages and removed on drop.
+    log: Option<PathBuf>,
 }
 
 impl Idp {
@@ -610,6 +621,8 @@ impl Idp {
             "post_logout_redirect_uris": post_logout,
         }]);
         let issuer = format!("http://127.0.0.1:{port}");
+        let stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
+        let stderr_file = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = Command::new(node);
         cmd.arg("idp.js")
             .current_dir(&dir)
@@ -617,7 +630,7 @@ impl Idp {
             .env("IDP_ISSUER", &issuer)
             .env("IDP_CLIENTS", clients.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr_file.try_clone().unwrap())
             .stdin(Stdio::null());
         if auto_login {
             cmd.env("IDP_AUTO_LOGIN", "1");
@@ -639,14 +652,30 @@ impl Idp {
                 }
             }
         });
-        let ready = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
-            .await
-            .unwrap();
-        assert!(ready.is_ok(), "the test IdP did not start within 30s");
+        // Ready line, or the process died (e.g. its port was taken): fail at once, with its log.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if rx.try_recv().is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the test IdP exited ({status}) before it was ready:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the test IdP did not start within 30s:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Idp {
             child: Some(child),
             port,
             issuer,
+            log: Some(stderr_path),
         }
     }
 
@@ -656,6 +685,7 @@ impl Idp {
             child: None,
             port,
             issuer: format!("http://127.0.0.1:{port}"),
+            log: None,
         }
     }
 
@@ -694,6 +724,9 @@ impl Idp {
 impl Drop for Idp {
     fn drop(&mut self) {
         self.stop();
+        if let Some(log) = self.log.take() {
+            let _ = std::fs::remove_file(log);
+        }
     }
 }
 
