@@ -95,20 +95,13 @@ async fn login_sets_identity_headers_and_a_safe_cookie() {
 async fn session_fixation_and_timeouts() {
     let port = free_port();
     let idp = Idp::start(true, &[port]).await;
-    let e = echo().await;
-    let body = format!(
-        "{}\n[[routes]]\nid = \"token\"\npath = \"/token\"\nupstream = \"app\"\npass_access_token = true\n",
-        auth_config(&idp, e, "store = \"memory\"\nidle_timeout = \"3s\"\nabsolute_timeout = \"6s\"\ncache_max_age = \"1s\"")
-    );
-    let gw = Gateway::start_with(
-        &body,
-        Opts {
-            port: Some(port),
-            ..Opts::default()
-        },
+    let gw = auth_gateway_with(
+        &idp,
+        port,
+        "store = \"memory\"\nidle_timeout = \"3s\"\nabsolute_timeout = \"6s\"\ncache_max_age = \"1s\"",
+        "\n[[routes]]\nid = \"token\"\npath = \"/token\"\nupstream = \"app\"\npass_access_token = true\n",
     )
     .await;
-    gw.wait_ready().await;
 
     // An attacker's valid session cookie planted in the victim's browser is not kept: the
     // victim's login issues a new ID.
@@ -714,20 +707,13 @@ async fn a_user_in_a_thousand_groups() {
         ],
     )
     .await;
-    let e = echo().await;
-    let config = format!(
-        "[headers]\ngroups_filter = \"^team-00[0-4]\"\n\n{}",
-        auth_config(&idp2, e, "store = \"memory\"")
-    );
-    let gw2 = Gateway::start_with(
-        &config,
-        Opts {
-            port: Some(port2),
-            ..Opts::default()
-        },
+    let gw2 = auth_gateway_with(
+        &idp2,
+        port2,
+        "store = \"memory\"",
+        "\n[headers]\ngroups_filter = \"^team-00[0-4]\"\n",
     )
     .await;
-    gw2.wait_ready().await;
     let (cookie, _) = http_login(&gw2, "/").await;
     let seen: Seen = gw2.get_as("/app", &cookie).await.json().await.unwrap();
     assert_eq!(
