@@ -85,6 +85,14 @@ async fn login_sets_identity_headers_and_a_safe_cookie() {
         m.contains("authgate_logins_total{stage=\"completed\"} 1"),
         "{m}"
     );
+    // The access log names the user (not the credential).
+    let audited =
+        || async { gw.log().contains("user=\"alice\"") || gw.log().contains("user=alice") };
+    assert!(
+        eventually(std::time::Duration::from_secs(3), audited).await,
+        "{}",
+        gw.log()
+    );
     assert!(
         !gw.log().contains(cookie.split('=').nth(1).unwrap()),
         "session cookie value in the log"

@@ -602,6 +602,13 @@ impl ProxyHttp for Gateway {
                 route = route_id,
                 status,
                 refusal = ctx.refusal.unwrap_or("-"),
+                // Who, for audits: the verified subject, never a credential.
+                user = ctx
+                    .session
+                    .as_ref()
+                    .map(|s| s.record.claims.subject.as_str())
+                    .or(ctx.bearer.as_ref().map(|b| b.claims.subject.as_str()))
+                    .unwrap_or("-"),
                 error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 "request"
