@@ -664,11 +664,14 @@ impl Idp {
                     std::fs::read_to_string(&stderr_path).unwrap_or_default()
                 );
             }
-            assert!(
-                Instant::now() < deadline,
-                "the test IdP did not start within 30s:\n{}",
-                std::fs::read_to_string(&stderr_path).unwrap_or_default()
-            );
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the test IdP did not start within 30s:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Idp {
@@ -1182,6 +1185,18 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SIGTERM: the master stops its workers too (SIGKILL would orphan them, still
+            // listening). Bounded wait, then SIGKILL.
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
