@@ -572,12 +572,11 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
         let route_id: &str = ctx.route.as_ref().map_or(NO_ROUTE, |r| &r.id);
-        let status_label = http::StatusCode::from_u16(status)
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_else(|_| "0".to_owned());
+        let code = http::StatusCode::from_u16(status).ok();
+        let status_label = code.as_ref().map_or("0", |c| c.as_str());
         self.metrics
             .requests
-            .with_label_values(&[route_id, status_label.as_str()])
+            .with_label_values(&[route_id, status_label])
             .inc();
         match &ctx.route {
             Some(r) => r.duration.observe(elapsed.as_secs_f64()),

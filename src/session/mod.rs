@@ -114,31 +114,32 @@ impl SessionManager {
     /// Remove the gateway's cookies (session and login transactions) from what the upstream
     /// receives; other cookies stay.
     pub fn strip_cookie(&self, req: &mut RequestHeader) -> pingora::Result<()> {
-        let mut kept: Vec<String> = Vec::new();
-        let mut found = false;
-        for h in req.headers.get_all(header::COOKIE) {
-            let Ok(s) = h.to_str() else {
-                // Not text: we cannot tell what it holds, so it does not go upstream.
-                found = true;
-                continue;
-            };
-            for part in s.split(';') {
-                let name = part.split('=').next().unwrap_or("").trim();
-                if name == self.cookie.name
-                    || name == self.cookie.host_name
-                    || self.is_tx_cookie(name)
-                {
-                    found = true;
-                } else if !part.trim().is_empty() {
-                    kept.push(part.trim().to_string());
-                }
-            }
+        let ours = |part: &str| {
+            let name = part.split('=').next().unwrap_or("").trim();
+            name == self.cookie.name || name == self.cookie.host_name || self.is_tx_cookie(name)
+        };
+        // Every request with cookies passes here: look first, allocate only when one of
+        // ours (or an unreadable header) has to go.
+        let found = req.headers.get_all(header::COOKIE).iter().any(|h| {
+            // Not text: we cannot tell what it holds, so it does not go upstream.
+            h.to_str().map_or(true, |s| s.split(';').any(ours))
+        });
+        if !found {
+            return Ok(());
         }
-        if found {
-            req.remove_header(&header::COOKIE);
-            if !kept.is_empty() {
-                req.insert_header(header::COOKIE, kept.join("; "))?;
-            }
+        let kept = req
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(|s| s.split(';'))
+            .map(str::trim)
+            .filter(|p| !p.is_empty() && !ours(p))
+            .collect::<Vec<_>>()
+            .join("; ");
+        req.remove_header(&header::COOKIE);
+        if !kept.is_empty() {
+            req.insert_header(header::COOKIE, kept)?;
         }
         Ok(())
     }
