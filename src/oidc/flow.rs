@@ -690,10 +690,21 @@ impl Auth {
 
     /// `GET {prefix}jwks.json`: the public key of the identity assertion.
     pub fn jwks(&self) -> Reply {
-        let mut r = Reply::json(StatusCode::OK, serde_json::Value::Null);
-        r.body = Bytes::from(self.assertion.jwks().to_string());
-        r.headers.retain(|(k, _)| k != header::CACHE_CONTROL);
-        r.header(header::CACHE_CONTROL, "public, max-age=300")
+        // Public keys: cacheable, unlike every other gateway answer.
+        Reply {
+            status: StatusCode::OK,
+            headers: vec![
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/jwk-set+json"),
+                ),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                ),
+            ],
+            body: Bytes::from(self.assertion.jwks().to_string()),
+        }
     }
 
     /// `GET {prefix}userinfo`: the caller's identity, no tokens.
