@@ -20,6 +20,8 @@ pub struct Metrics {
     pub session_cache: IntCounterVec,
     pub redis_duration: Histogram,
     pub redis_errors: IntCounter,
+    pub refreshes: IntCounterVec,
+    pub revocations: IntCounterVec,
 }
 
 /// Label for requests that matched no route.
@@ -105,6 +107,22 @@ impl Metrics {
             "Failed or timed-out Redis session store calls",
         )
         .expect("valid metric");
+        let refreshes = IntCounterVec::new(
+            Opts::new(
+                "authgate_session_refreshes_total",
+                "Access token refreshes, by result (refreshed, ended, failed, skipped)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let revocations = IntCounterVec::new(
+            Opts::new(
+                "authgate_session_revocations_total",
+                "Sessions ended by the admin API or back-channel logout, by source",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -116,6 +134,8 @@ impl Metrics {
             Box::new(session_cache.clone()),
             Box::new(redis_duration.clone()),
             Box::new(redis_errors.clone()),
+            Box::new(refreshes.clone()),
+            Box::new(revocations.clone()),
         ] {
             registry.register(m).expect("unique metric names");
         }
@@ -131,6 +151,8 @@ impl Metrics {
             session_cache,
             redis_duration,
             redis_errors,
+            refreshes,
+            revocations,
         }
     }
 

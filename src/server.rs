@@ -165,6 +165,7 @@ pub fn build_auth(
         domain: s.cookie_domain.clone(),
         idle_timeout: s.idle_timeout,
         absolute_timeout: s.absolute_timeout,
+        touch_interval: s.touch_interval,
     };
     let sessions = Arc::new(SessionManager::new(
         store.clone(),
@@ -200,7 +201,15 @@ pub fn build_auth(
         &config.assertion.issuer,
         config.assertion.ttl,
     )?;
+    let refresher = Arc::new(crate::oidc::Refresher::new(
+        sessions.clone(),
+        providers.clone(),
+        s.refresh_lead,
+        s.refresh_wait,
+        metrics.clone(),
+    ));
     let auth = Arc::new(Auth {
+        refresher,
         assertion,
         assertion_header: config.assertion.header.clone(),
         bearer,
@@ -218,6 +227,7 @@ pub fn build_auth(
             loop {
                 tick.tick().await;
                 auth.sessions.cache.sweep();
+                auth.refresher.sweep();
                 auth.bearer.sweep();
                 if let Store::Memory(m) = &auth.sessions.store {
                     m.sweep();

@@ -72,6 +72,8 @@ pub struct Listener {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub address: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -127,6 +129,9 @@ pub struct Session {
     pub login_timeout: Option<Spanned<String>>,
     pub cache_max_age: Option<Spanned<String>>,
     pub cache_max_entries: Option<Spanned<i64>>,
+    pub touch_interval: Option<Spanned<String>>,
+    pub refresh_lead: Option<Spanned<String>>,
+    pub refresh_wait: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,6 +24,8 @@ pub struct Config {
     pub log: LogSettings,
     pub listeners: Vec<ListenerSettings>,
     pub admin_address: SocketAddr,
+    /// Bearer secret for the admin API (`/sessions`); without it the API is off.
+    pub admin_token: Option<Secret>,
     pub paths: PathOptions,
     pub case_insensitive_routes: bool,
     pub identity: IdentityNamespace,
@@ -111,6 +113,13 @@ pub struct SessionSettings {
     pub login_timeout: Duration,
     pub cache_max_age: Duration,
     pub cache_max_entries: usize,
+    /// Restart a session's idle TTL in the store at most this often.
+    pub touch_interval: Duration,
+    /// Refresh the access token this long before it expires.
+    pub refresh_lead: Duration,
+    /// How long a request whose access token has expired waits for another request's (or
+    /// replica's) refresh before it answers 503.
+    pub refresh_wait: Duration,
 }
 
 /// The signed identity assertion (`crate::assertion`).
@@ -726,6 +735,25 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         }
     };
 
+    let admin_token = secret_value(
+        rep,
+        "admin.token",
+        &f.admin.token,
+        "admin.token_file",
+        &f.admin.token_file,
+    );
+    if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        rep.error(
+            "admin.token",
+            f.admin
+                .token
+                .as_ref()
+                .or(f.admin.token_file.as_ref())
+                .and_then(span),
+            "must be at least 16 bytes",
+        );
+    }
+
     // [headers]: identity namespace
     let names: Vec<String> = match &f.headers.identity_headers {
         None => identity::DEFAULT_NAMES
@@ -1016,6 +1044,21 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             "cache_max_age must be at most half of idle_timeout",
         );
     }
+    // Writing the idle TTL on every request would make every read a Redis write (and an AOF
+    // line): restart it at most once per interval, well inside the idle timeout.
+    let touch_interval = duration(
+        rep,
+        "session.touch_interval",
+        &f.session.touch_interval,
+        Duration::from_secs(60).min(idle_timeout / 4),
+    );
+    if touch_interval * 2 > idle_timeout {
+        rep.error(
+            "session.touch_interval",
+            f.session.touch_interval.as_ref().and_then(span),
+            "touch_interval must be at most half of idle_timeout",
+        );
+    }
     let session = SessionSettings {
         store,
         redis_url,
@@ -1049,6 +1092,19 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         ),
         cache_max_age,
         cache_max_entries,
+        touch_interval,
+        refresh_lead: duration(
+            rep,
+            "session.refresh_lead",
+            &f.session.refresh_lead,
+            Duration::from_secs(60),
+        ),
+        refresh_wait: duration(
+            rep,
+            "session.refresh_wait",
+            &f.session.refresh_wait,
+            Duration::from_secs(5),
+        ),
     };
 
     let mut providers = Vec::new();
@@ -1372,6 +1428,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         log,
         listeners,
         admin_address,
+        admin_token,
         paths,
         case_insensitive_routes: f.paths.case_insensitive,
         identity,

@@ -114,6 +114,8 @@ pub struct IdTokenClaims {
     pub iat: u64,
     pub nonce: Option<String>,
     pub azp: Option<String>,
+    /// The provider's session ID, for back-channel logout.
+    pub sid: Option<String>,
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
 }
@@ -122,7 +124,9 @@ pub struct IdTokenClaims {
 pub struct IdTokenRules<'a> {
     pub issuer: &'a str,
     pub client_id: &'a str,
-    pub nonce: &'a str,
+    /// The login's nonce; `None` for an ID token from a refresh, which carries none of
+    /// ours to check (OIDC Core §12.2).
+    pub nonce: Option<&'a str>,
     pub algorithms: &'a [Algorithm],
     pub leeway_secs: u64,
 }
@@ -275,9 +279,11 @@ pub async fn verify_id_token(
     {
         return Err(JwtError::InvalidAuthorizedParty);
     }
-    match &c.nonce {
-        Some(n) if crate::session::crypto::ct_eq(n, rules.nonce) => {}
-        _ => return Err(JwtError::InvalidNonce),
+    if let Some(expected) = rules.nonce {
+        match &c.nonce {
+            Some(n) if crate::session::crypto::ct_eq(n, expected) => {}
+            _ => return Err(JwtError::InvalidNonce),
+        }
     }
     Ok(c)
 }
@@ -330,7 +336,7 @@ mod tests {
     const RULES: IdTokenRules<'static> = IdTokenRules {
         issuer: "https://idp.example",
         client_id: "client",
-        nonce: "n-1",
+        nonce: Some("n-1"),
         algorithms: &[Algorithm::ES256, Algorithm::RS256],
         leeway_secs: 60,
     };

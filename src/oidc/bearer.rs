@@ -134,6 +134,7 @@ impl BearerVerifier {
             iat: c.iat.unwrap_or(0),
             nonce: None,
             azp: None,
+            sid: None,
             other: c.other.clone(),
         };
         let claims = provider.settings.claims.map(&as_id);
@@ -202,6 +203,7 @@ impl BearerVerifier {
                 iat: 0,
                 nonce: None,
                 azp: None,
+                sid: None,
                 other: answer.clone(),
             };
             let claims = provider.settings.claims.map(&as_id);

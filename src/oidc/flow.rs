@@ -205,6 +205,7 @@ pub struct Auth {
     pub providers: Vec<Arc<Provider>>,
     pub bearer: super::BearerVerifier,
     pub sessions: Arc<SessionManager>,
+    pub refresher: Arc<super::Refresher>,
     pub redirects: RedirectPolicy,
     pub prefix: String,
     pub login_ttl: Duration,
@@ -547,7 +548,7 @@ impl Auth {
         let rules = IdTokenRules {
             issuer: &provider.settings.issuer,
             client_id: &provider.settings.client_id,
-            nonce: &tx.nonce,
+            nonce: Some(&tx.nonce),
             algorithms: &algs,
             leeway_secs: provider.settings.clock_skew.as_secs(),
         };
@@ -573,7 +574,11 @@ impl Auth {
             id_token: Some(id_token.to_string()),
             access_token_expires_at: tokens.expires_in.map(|s| now + s),
         };
-        let cookie_value = match self.sessions.create(provider.id(), mapped, &stored).await {
+        let cookie_value = match self
+            .sessions
+            .create(provider.id(), mapped, claims.sid.clone(), &stored)
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 return self.fail(

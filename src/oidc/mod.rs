@@ -11,11 +11,13 @@ pub mod bearer;
 pub mod flow;
 pub mod provider;
 pub mod redirect;
+pub mod refresh;
 
 pub use bearer::{BearerIdentity, BearerVerifier};
 pub use flow::{Auth, Reply, RequestInfo};
 pub use provider::Provider;
 pub use redirect::RedirectPolicy;
+pub use refresh::Refresher;
 
 use serde_json::Value;
 

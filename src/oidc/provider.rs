@@ -274,12 +274,40 @@ impl Provider {
         verifier: &str,
         redirect_uri: &str,
     ) -> Result<TokenResponse, ProviderError> {
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", redirect_uri),
-            ("code_verifier", verifier),
-        ];
+        self.token_request(
+            d,
+            vec![
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", verifier),
+            ],
+        )
+        .await
+    }
+
+    /// Trade a refresh token for new tokens. `Refused("invalid_grant")`: the refresh token is
+    /// spent, expired or revoked, so the session is over.
+    pub async fn refresh_tokens(
+        &self,
+        d: &Discovery,
+        refresh_token: &str,
+    ) -> Result<TokenResponse, ProviderError> {
+        self.token_request(
+            d,
+            vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await
+    }
+
+    async fn token_request(
+        &self,
+        d: &Discovery,
+        mut form: Vec<(&str, &str)>,
+    ) -> Result<TokenResponse, ProviderError> {
         let req = self.client_auth(self.http.post(&d.token_endpoint), &mut form);
         let resp = req
             .form(&form)

@@ -143,16 +143,24 @@ impl Gateway {
         let Some(id) = auth.sessions.read_cookie(req) else {
             return Ok(None);
         };
-        match auth.sessions.load(&id).await {
+        let s = match auth.sessions.load(&id).await {
             Ok(Some(s))
                 if route.providers.is_empty() || route.providers.contains(&s.record.provider) =>
             {
-                Ok(Some(Caller::Session(s)))
+                s
             }
-            Ok(_) => Ok(None),
+            Ok(_) => return Ok(None),
             Err(e) => {
                 tracing::error!(request_id = %ctx.request_id, error = %e, "session store unavailable");
-                Err(Refusal::SessionStoreUnavailable)
+                return Err(Refusal::SessionStoreUnavailable);
+            }
+        };
+        // Near or past access-token expiry: refreshed once across replicas (usually no wait).
+        match auth.refresher.ensure(s).await {
+            Ok(s) => Ok(s.map(Caller::Session)),
+            Err(()) => {
+                tracing::error!(request_id = %ctx.request_id, "session token expired and cannot be refreshed now");
+                Err(Refusal::ProviderUnavailable)
             }
         }
     }

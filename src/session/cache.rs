@@ -117,10 +117,15 @@ mod tests {
                 claims: Claims::default(),
                 created_at: 0,
                 expires_at: u64::MAX,
+                sid: None,
+                access_expires_at: None,
+                refreshable: false,
                 tokens: String::new(),
             },
             headers: vec![],
             loaded_at: Instant::now(),
+            rev: 1,
+            deadline: Instant::now() + Duration::from_secs(3600),
         })
     }
 

@@ -21,7 +21,7 @@ use pingora::http::RequestHeader;
 pub use cache::SessionCache;
 pub use crypto::{IdHash, Keys, SessionId};
 pub use model::{Claims, Session, SessionRecord, Tokens};
-pub use store::{Store, StoreError};
+pub use store::{Store, StoreError, Update};
 
 use crate::identity::IdentityHeaders;
 use crate::metrics::Metrics;
@@ -37,6 +37,30 @@ pub struct CookieSettings {
     pub domain: Option<String>,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
+    /// Restart the idle TTL in the store at most this often per session.
+    pub touch_interval: Duration,
+}
+
+/// What the admin API shows of a session: metadata, never tokens.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    /// The store handle (hash of the cookie's ID): names the session, cannot be used as one.
+    pub id: String,
+    pub provider: String,
+    pub subject: String,
+    pub email: Option<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Absolute expiry, unix seconds (store clock).
+    pub expires_at: u64,
+    pub access_token_expires_at: Option<u64>,
+    pub refreshable: bool,
+}
+
+/// A held refresh lock; give it back with [`SessionManager::unlock_refresh`].
+pub struct RefreshLock {
+    key: String,
+    token: String,
 }
 
 pub struct SessionManager {
@@ -51,8 +75,23 @@ pub struct SessionManager {
     cache_misses: prometheus::IntCounter,
 }
 
+/// Store keys. The `{…}` hash tag puts a session's record and its refresh lock in one Redis
+/// Cluster slot; index keys name a hash of the subject or `sid`, never the value itself.
 fn session_key(hash: &IdHash) -> String {
-    format!("s:{}", hash.hex())
+    format!("s:{{{}}}", hash.hex())
+}
+
+fn refresh_lock_key(hash: &IdHash) -> String {
+    format!("s:{{{}}}:refresh", hash.hex())
+}
+
+fn subject_index(subject: &str) -> String {
+    format!("u:{{{}}}", IdHash(crypto::sha256(subject.as_bytes())).hex())
+}
+
+fn sid_index(provider: &str, sid: &str) -> String {
+    let joined = [provider.as_bytes(), b"\0", sid.as_bytes()].concat();
+    format!("sid:{{{}}}", IdHash(crypto::sha256(&joined)).hex())
 }
 
 impl SessionManager {
@@ -144,49 +183,61 @@ impl SessionManager {
         Ok(())
     }
 
-    /// Load a session: cache first, then the store (refreshing the idle timeout).
+    /// Load a session: cache first, then the store (restarting the idle timeout at most once
+    /// per touch interval).
     pub async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         let hash = id.hash();
-        let now = model::now_unix();
         if let Some(s) = self.cache.get(&hash) {
-            if s.record.expires_at > now {
+            if s.deadline > Instant::now() {
                 self.cache_hits.inc();
                 return Ok(Some(s));
             }
         }
         self.cache_misses.inc();
         let generation = self.cache.generation();
-        let key = session_key(&hash);
-        let started = Instant::now();
-        let raw = self.store.get_touch(&key, self.cookie.idle_timeout).await;
-        self.observe_store(started, raw.is_ok());
-        let Some(raw) = raw? else {
+        let Some(session) = self.read(&hash, Some(self.cookie.touch_interval)).await? else {
             return Ok(None);
         };
-        let record: SessionRecord = match serde_json::from_slice(&raw) {
+        self.cache.insert(session.clone(), generation);
+        Ok(Some(session))
+    }
+
+    /// The session as the store has it now, bypassing the cache and leaving the idle timer
+    /// alone: what a refresh decides on.
+    pub async fn reload(&self, hash: &IdHash) -> Result<Option<Arc<Session>>, StoreError> {
+        self.read(hash, None).await
+    }
+
+    async fn read(
+        &self,
+        hash: &IdHash,
+        touch: Option<Duration>,
+    ) -> Result<Option<Arc<Session>>, StoreError> {
+        let started = Instant::now();
+        let stored = self
+            .store
+            .session_load(&session_key(hash), self.cookie.idle_timeout, touch)
+            .await;
+        self.observe_store(started, stored.is_ok());
+        let Some(stored) = stored? else {
+            return Ok(None);
+        };
+        let record: SessionRecord = match serde_json::from_slice(&stored.record) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable session record; treating as signed out");
                 return Ok(None);
             }
         };
-        if record.expires_at <= now {
-            let _ = self.store.delete(&key).await;
-            return Ok(None);
-        }
-        let remaining = Duration::from_secs(record.expires_at - now);
-        if remaining < self.cookie.idle_timeout {
-            // Near the absolute limit the sliding TTL must not outlive it.
-            let _ = self.store.put(&key, &raw, remaining).await;
-        }
-        let session = Arc::new(Session {
-            hash,
+        let now = Instant::now();
+        Ok(Some(Arc::new(Session {
+            hash: *hash,
             headers: self.headers.values(&record.claims),
             record,
-            loaded_at: Instant::now(),
-        });
-        self.cache.insert(session.clone(), generation);
-        Ok(Some(session))
+            loaded_at: now,
+            rev: stored.rev,
+            deadline: now + stored.remaining,
+        })))
     }
 
     fn observe_store(&self, started: Instant, ok: bool) {
@@ -200,36 +251,100 @@ impl SessionManager {
         }
     }
 
-    /// Create a session with a fresh ID (never one the client chose). Returns the cookie value.
+    fn seal_record(
+        &self,
+        hash: &IdHash,
+        base: SessionRecord,
+        tokens: &Tokens,
+    ) -> Result<Vec<u8>, StoreError> {
+        let plain =
+            serde_json::to_vec(tokens).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let record = SessionRecord {
+            access_expires_at: tokens.access_token_expires_at,
+            refreshable: tokens.refresh_token.is_some(),
+            tokens: self.keys.seal(hash, &plain),
+            ..base
+        };
+        serde_json::to_vec(&record).map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// Create a session with a fresh ID (never one the client chose), indexed by subject and
+    /// provider `sid`. Returns the cookie value.
     pub async fn create(
         &self,
         provider: &str,
         claims: Claims,
+        sid: Option<String>,
         tokens: &Tokens,
     ) -> Result<String, StoreError> {
         let id = SessionId::generate();
         let hash = id.hash();
         let now = model::now_unix();
-        let sealed = self.keys.seal(
-            &hash,
-            &serde_json::to_vec(tokens).map_err(|e| StoreError::Unavailable(e.to_string()))?,
-        );
-        let record = SessionRecord {
-            v: 1,
+        let subject = claims.subject.clone();
+        let base = SessionRecord {
+            v: 2,
             provider: provider.to_string(),
             claims,
             created_at: now,
             expires_at: now + self.cookie.absolute_timeout.as_secs(),
-            tokens: sealed,
+            sid,
+            access_expires_at: None,
+            refreshable: false,
+            tokens: String::new(),
         };
-        let raw =
-            serde_json::to_vec(&record).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let ttl = self.cookie.idle_timeout.min(self.cookie.absolute_timeout);
+        let sid_key = base.sid.as_deref().map(|sid| sid_index(provider, sid));
+        let raw = self.seal_record(&hash, base, tokens)?;
+        let key = session_key(&hash);
         let started = Instant::now();
-        let r = self.store.put(&session_key(&hash), &raw, ttl).await;
-        self.observe_store(started, r.is_ok());
-        r?;
+        let deadline = self
+            .store
+            .session_create(
+                &key,
+                &raw,
+                self.cookie.idle_timeout,
+                self.cookie.absolute_timeout,
+            )
+            .await;
+        self.observe_store(started, deadline.is_ok());
+        let deadline = deadline?;
+        // A session missing from its indexes could escape revocation: no index, no session.
+        let member = hash.hex();
+        let mut indexed = self
+            .store
+            .index_add(&subject_index(&subject), &member, deadline)
+            .await;
+        if let (Ok(()), Some(sid_key)) = (&indexed, &sid_key) {
+            indexed = self.store.index_add(sid_key, &member, deadline).await;
+        }
+        if let Err(e) = indexed {
+            let _ = self.store.delete(&key).await;
+            return Err(e);
+        }
         Ok(self.keys.cookie_value(&id))
+    }
+
+    /// Store refreshed tokens and identity, if nobody changed the session since `s` was read.
+    /// On success every replica drops its cached copy.
+    pub async fn update(
+        &self,
+        s: &Session,
+        claims: Claims,
+        tokens: &Tokens,
+    ) -> Result<Update, StoreError> {
+        let base = SessionRecord {
+            claims,
+            ..s.record.clone()
+        };
+        let raw = self.seal_record(&s.hash, base, tokens)?;
+        let outcome = self
+            .store
+            .session_update(&session_key(&s.hash), s.rev, &raw)
+            .await?;
+        if let Update::Done(_) = outcome {
+            self.cache.invalidate(&s.hash);
+            self.store.publish_invalidation(&s.hash.hex()).await?;
+        }
+        Ok(outcome)
     }
 
     /// The session's tokens, decrypted.
@@ -239,10 +354,125 @@ impl SessionManager {
     }
 
     /// End a session everywhere: delete it, drop it from this cache, tell the other replicas.
+    /// Index entries are left to be pruned when read.
     pub async fn destroy(&self, hash: &IdHash) -> Result<(), StoreError> {
         self.cache.invalidate(hash);
         self.store.delete(&session_key(hash)).await?;
         self.store.publish_invalidation(&hash.hex()).await
+    }
+
+    /// Hold the cross-replica refresh lock for a session; `None` if another holder has it.
+    pub async fn lock_refresh(
+        &self,
+        hash: &IdHash,
+        ttl: Duration,
+    ) -> Result<Option<RefreshLock>, StoreError> {
+        let token = crypto::random_token();
+        let key = refresh_lock_key(hash);
+        Ok(self
+            .store
+            .lock(&key, &token, ttl)
+            .await?
+            .then_some(RefreshLock { key, token }))
+    }
+
+    pub async fn unlock_refresh(&self, lock: RefreshLock) {
+        if let Err(e) = self.store.unlock(&lock.key, &lock.token).await {
+            // It expires by itself; the next refresher waits at most its TTL.
+            tracing::warn!(error = %e, "could not release a refresh lock");
+        }
+    }
+
+    /// Sessions in an index, as live metadata; members whose record is gone are pruned.
+    async fn indexed(&self, index: &str) -> Result<Vec<(IdHash, SessionInfo)>, StoreError> {
+        let mut out = Vec::new();
+        for member in self.store.index_members(index).await? {
+            let Some(hash) = parse_hex32(&member).map(IdHash) else {
+                self.store.index_remove(index, &member).await?;
+                continue;
+            };
+            let stored = self
+                .store
+                .session_load(&session_key(&hash), self.cookie.idle_timeout, None)
+                .await?;
+            let Some(stored) = stored else {
+                self.store.index_remove(index, &member).await?;
+                continue;
+            };
+            let Ok(r) = serde_json::from_slice::<SessionRecord>(&stored.record) else {
+                continue;
+            };
+            out.push((
+                hash,
+                SessionInfo {
+                    id: member,
+                    provider: r.provider,
+                    subject: r.claims.subject,
+                    email: r.claims.email,
+                    created_at: r.created_at,
+                    expires_at: stored.deadline_unix_ms / 1000,
+                    access_token_expires_at: r.access_expires_at,
+                    refreshable: r.refreshable,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A subject's live sessions (all providers).
+    pub async fn list_subject(&self, subject: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        Ok(self
+            .indexed(&subject_index(subject))
+            .await?
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect())
+    }
+
+    /// End every session of a subject, optionally only those from one provider. Returns how
+    /// many ended.
+    pub async fn revoke_subject(
+        &self,
+        subject: &str,
+        provider: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        self.revoke_indexed(&subject_index(subject), provider).await
+    }
+
+    /// End every session a provider session (`sid`) created.
+    pub async fn revoke_sid(&self, provider: &str, sid: &str) -> Result<usize, StoreError> {
+        self.revoke_indexed(&sid_index(provider, sid), Some(provider))
+            .await
+    }
+
+    async fn revoke_indexed(
+        &self,
+        index: &str,
+        provider: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for (hash, info) in self.indexed(index).await? {
+            if provider.is_some_and(|p| p != info.provider) {
+                continue;
+            }
+            self.destroy(&hash).await?;
+            self.store.index_remove(index, &info.id).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// End one session by its store handle (the `id` of [`SessionInfo`]). `false`: no such
+    /// session.
+    pub async fn revoke_handle(&self, handle: &str) -> Result<bool, StoreError> {
+        let Some(hash) = parse_hex32(handle).map(IdHash) else {
+            return Ok(false);
+        };
+        if self.reload(&hash).await?.is_none() {
+            return Ok(false);
+        }
+        self.destroy(&hash).await?;
+        Ok(true)
     }
 
     /// `Set-Cookie` value for a new session.

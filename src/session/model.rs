@@ -40,8 +40,19 @@ pub struct SessionRecord {
     pub claims: Claims,
     /// Unix seconds.
     pub created_at: u64,
-    /// Absolute expiry, unix seconds: never extended.
+    /// Absolute expiry, unix seconds, as the creating replica saw it: for display only.
+    /// The store enforces the deadline with its own clock.
     pub expires_at: u64,
+    /// The provider's session ID (`sid` of the ID token), for back-channel logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// When the access token expires (unix seconds), in clear so the hot path can decide
+    /// about refresh without decrypting the tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_expires_at: Option<u64>,
+    /// A refresh token is stored.
+    #[serde(default)]
+    pub refreshable: bool,
     /// [`Tokens`] as JSON, sealed with the session keys and bound to this record's key.
     pub tokens: String,
 }
@@ -54,6 +65,11 @@ pub struct Session {
     /// Identity headers for the upstream, ready to insert.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub loaded_at: Instant,
+    /// The store revision this was read at (compare-and-set for refresh).
+    pub rev: u64,
+    /// The absolute deadline on this process's monotonic clock, from the store's count of
+    /// time left: a wrong wall clock here cannot stretch it.
+    pub deadline: Instant,
 }
 
 pub fn now_unix() -> u64 {

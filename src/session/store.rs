@@ -1,9 +1,21 @@
 //! Where sessions and login transactions live: in process memory or in Redis.
 //!
-//! One enum, two backends, the same semantics: values with a TTL, an atomic get-and-delete
-//! for one-time login transactions, get-and-refresh-TTL for sliding idle timeouts, and a
-//! publish of cache invalidations (a no-op in memory, where the cache is invalidated
-//! directly). Every Redis call has a deadline: a slow Redis becomes a 503, never a pile-up.
+//! One enum, two backends, the same semantics:
+//! - plain values with a TTL, and an atomic get-and-delete for one-time login transactions
+//!   and `jti` replay markers;
+//! - session records ([`StoredSession`]) with a revision for compare-and-set updates (token
+//!   refresh), a sliding idle TTL that is written at most once per touch interval, and an
+//!   absolute deadline kept *in Redis time*: every replica's view of "expired" comes from
+//!   Redis, so a replica with a skewed clock can neither extend nor shorten a session;
+//! - per-subject and per-`sid` indexes (sorted sets scored by the absolute deadline), pruned
+//!   as they are read, for revocation and back-channel logout;
+//! - a short refresh lock per session, so one replica refreshes tokens at a time;
+//! - a publish of cache invalidations (a no-op in memory, where the cache is invalidated
+//!   directly).
+//!
+//! Redis keys carry hash tags (`s:{<id hash>}`) so a session's record and its lock share one
+//! Cluster slot; every script touches exactly one key. Every Redis call has a deadline: a
+//! slow Redis becomes a 503, never a pile-up.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,30 +37,76 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
+/// A session record as read from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// The serialized [`super::SessionRecord`].
+    pub record: Vec<u8>,
+    /// Bumped by every update; the compare-and-set token for [`Store::session_update`].
+    pub rev: u64,
+    /// Time left until the absolute deadline, as the store's clock sees it.
+    pub remaining: Duration,
+    /// The absolute deadline, unix milliseconds (store clock): metadata and index score.
+    pub deadline_unix_ms: u64,
+}
+
+/// What a compare-and-set update found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// Written; the new revision.
+    Done(u64),
+    /// Somebody else updated the record first: re-read it.
+    Conflict,
+    /// The session is gone (revoked, logged out, expired): never resurrect it.
+    Gone,
+}
+
+#[derive(Debug)]
+struct MemSession {
+    record: Vec<u8>,
+    rev: u64,
+    deadline: Instant,
+    deadline_unix_ms: u64,
+    expires: Instant,
+}
+
 /// In-process store: the embedded default (single instance, nothing to run).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     map: DashMap<String, (Vec<u8>, Instant)>,
+    sessions: DashMap<String, MemSession>,
+    /// Index key → member → deadline (unix ms).
+    indexes: DashMap<String, std::collections::HashMap<String, u64>>,
 }
 
 impl MemoryStore {
-    fn get_live(&self, key: &str) -> Option<Vec<u8>> {
-        let now = Instant::now();
-        let hit = self.map.get(key).map(|e| (e.0.clone(), e.1));
-        match hit {
-            Some((v, exp)) if exp > now => Some(v),
-            Some(_) => {
-                self.map.remove_if(key, |_, (_, exp)| *exp <= now);
-                None
-            }
-            None => None,
-        }
-    }
-
     /// Drop expired entries; run periodically so abandoned logins do not accumulate.
     pub fn sweep(&self) {
         let now = Instant::now();
         self.map.retain(|_, (_, exp)| *exp > now);
+        self.sessions
+            .retain(|_, s| s.expires > now && s.deadline > now);
+        let now_ms = unix_ms();
+        self.indexes.retain(|_, members| {
+            members.retain(|_, deadline| *deadline > now_ms);
+            !members.is_empty()
+        });
+    }
+
+    fn live_session(
+        &self,
+        key: &str,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, String, MemSession>> {
+        let now = Instant::now();
+        match self.sessions.get_mut(key) {
+            Some(s) if s.expires > now && s.deadline > now => Some(s),
+            Some(s) => {
+                drop(s);
+                self.sessions.remove(key);
+                None
+            }
+            None => None,
+        }
     }
 }
 
@@ -140,34 +198,6 @@ impl Store {
         }
     }
 
-    /// Read a value and restart its TTL (sliding idle timeout) in one round trip.
-    pub async fn get_touch(&self, key: &str, ttl: Duration) -> Result<Option<Vec<u8>>, StoreError> {
-        match self {
-            Store::Memory(m) => {
-                let v = m.get_live(key);
-                if v.is_some() {
-                    if let Some(mut e) = m.map.get_mut(key) {
-                        e.1 = Instant::now() + ttl;
-                    }
-                }
-                Ok(v)
-            }
-            Store::Redis(r) => {
-                let mut c = r.conn.clone();
-                let k = r.key(key);
-                r.call(async move {
-                    redis::cmd("GETEX")
-                        .arg(k)
-                        .arg("EX")
-                        .arg(ttl_secs(ttl))
-                        .query_async::<Option<Vec<u8>>>(&mut c)
-                        .await
-                })
-                .await
-            }
-        }
-    }
-
     /// Atomically read and delete: a login transaction is consumed exactly once.
     pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
@@ -195,6 +225,7 @@ impl Store {
         match self {
             Store::Memory(m) => {
                 m.map.remove(key);
+                m.sessions.remove(key);
                 Ok(())
             }
             Store::Redis(r) => {
@@ -236,6 +267,376 @@ impl Store {
     }
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ms(d: Duration) -> u64 {
+    (d.as_millis() as u64).max(1)
+}
+
+/// Redis-side session logic. Each script touches one key, so it runs unchanged on a Cluster;
+/// `TIME` makes Redis the only clock that decides expiry.
+mod scripts {
+    use std::sync::LazyLock;
+
+    /// KEYS[1] session; ARGV record, idle ms, absolute ms → deadline (unix ms).
+    pub static CREATE: LazyLock<redis::Script> = LazyLock::new(|| {
+        redis::Script::new(
+            r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 'rev', 1, 'abs', deadline)
+redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[2]), tonumber(ARGV[3])))
+return deadline",
+        )
+    });
+
+    /// KEYS[1] session; ARGV idle ms, touch interval ms (-1: read only)
+    /// → nil | {record, rev, ms left, deadline}. The idle TTL is rewritten only when the last
+    /// write is at least one touch interval old, and never past the absolute deadline.
+    pub static LOAD: LazyLock<redis::Script> = LazyLock::new(|| {
+        redis::Script::new(
+            r"
+local v = redis.call('HMGET', KEYS[1], 'r', 'rev', 'abs')
+if not v[1] then return false end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local left = tonumber(v[3]) - now
+if left <= 0 then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+local touch = tonumber(ARGV[2])
+if touch >= 0 then
+  local want = math.min(tonumber(ARGV[1]), left)
+  if want - redis.call('PTTL', KEYS[1]) >= touch then
+    redis.call('PEXPIRE', KEYS[1], want)
+  end
+end
+return {v[1], tonumber(v[2]), left, tonumber(v[3])}",
+        )
+    });
+
+    /// KEYS[1] session; ARGV expected rev, record → new rev | 0 (conflict) | -1 (gone).
+    /// The TTL is left alone: an update never extends a session.
+    pub static UPDATE: LazyLock<redis::Script> = LazyLock::new(|| {
+        redis::Script::new(
+            r"
+local rev = redis.call('HGET', KEYS[1], 'rev')
+if not rev then return -1 end
+if rev ~= ARGV[1] then return 0 end
+local next = tonumber(rev) + 1
+redis.call('HSET', KEYS[1], 'r', ARGV[2], 'rev', next)
+return next",
+        )
+    });
+
+    /// KEYS[1] index; ARGV member, deadline (unix ms). Drops expired members and keeps the
+    /// index alive exactly as long as its longest-lived session.
+    pub static INDEX_ADD: LazyLock<redis::Script> = LazyLock::new(|| {
+        redis::Script::new(
+            r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return 1",
+        )
+    });
+
+    /// KEYS[1] index → members whose absolute deadline is still ahead.
+    pub static INDEX_READ: LazyLock<redis::Script> = LazyLock::new(|| {
+        redis::Script::new(
+            r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)",
+        )
+    });
+
+    /// KEYS[1] lock; ARGV token: delete only our own lock.
+    pub static UNLOCK: LazyLock<redis::Script> = LazyLock::new(|| {
+        redis::Script::new(
+            r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0",
+        )
+    });
+}
+
+/// Session records, indexes and locks.
+impl Store {
+    /// Store a new session record. Returns its absolute deadline (unix ms, store clock).
+    pub async fn session_create(
+        &self,
+        key: &str,
+        record: &[u8],
+        idle: Duration,
+        absolute: Duration,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let now = Instant::now();
+                let deadline_unix_ms = unix_ms() + ms(absolute);
+                m.sessions.insert(
+                    key.to_string(),
+                    MemSession {
+                        record: record.to_vec(),
+                        rev: 1,
+                        deadline: now + absolute,
+                        deadline_unix_ms,
+                        expires: now + idle.min(absolute),
+                    },
+                );
+                Ok(deadline_unix_ms)
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let mut inv = scripts::CREATE.prepare_invoke();
+                inv.key(r.key(key))
+                    .arg(record)
+                    .arg(ms(idle))
+                    .arg(ms(absolute));
+                r.call(async move { inv.invoke_async::<u64>(&mut c).await })
+                    .await
+            }
+        }
+    }
+
+    /// Read a session record. `touch`: restart the idle TTL if the last restart is at least
+    /// this old (`None`: read only, for refresh re-reads and the admin API).
+    pub async fn session_load(
+        &self,
+        key: &str,
+        idle: Duration,
+        touch: Option<Duration>,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.live_session(key).map(|mut s| {
+                let now = Instant::now();
+                let left = s.deadline - now;
+                if touch.is_some() {
+                    s.expires = now + idle.min(left);
+                }
+                StoredSession {
+                    record: s.record.clone(),
+                    rev: s.rev,
+                    remaining: left,
+                    deadline_unix_ms: s.deadline_unix_ms,
+                }
+            })),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let mut inv = scripts::LOAD.prepare_invoke();
+                inv.key(r.key(key))
+                    .arg(ms(idle))
+                    .arg(touch.map_or(-1, |t| t.as_millis() as i64));
+                let v = r
+                    .call(async move {
+                        inv.invoke_async::<Option<(Vec<u8>, u64, u64, u64)>>(&mut c)
+                            .await
+                    })
+                    .await?;
+                Ok(v.map(|(record, rev, left, deadline)| StoredSession {
+                    record,
+                    rev,
+                    remaining: Duration::from_millis(left),
+                    deadline_unix_ms: deadline,
+                }))
+            }
+        }
+    }
+
+    /// Replace a session record if its revision is still `rev`.
+    pub async fn session_update(
+        &self,
+        key: &str,
+        rev: u64,
+        record: &[u8],
+    ) -> Result<Update, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(match m.live_session(key) {
+                None => Update::Gone,
+                Some(s) if s.rev != rev => Update::Conflict,
+                Some(mut s) => {
+                    s.rev += 1;
+                    s.record = record.to_vec();
+                    Update::Done(s.rev)
+                }
+            }),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let mut inv = scripts::UPDATE.prepare_invoke();
+                inv.key(r.key(key)).arg(rev).arg(record);
+                let n = r
+                    .call(async move { inv.invoke_async::<i64>(&mut c).await })
+                    .await?;
+                Ok(match n {
+                    -1 => Update::Gone,
+                    0 => Update::Conflict,
+                    n => Update::Done(n as u64),
+                })
+            }
+        }
+    }
+
+    /// Add a session to an index (per subject, per provider `sid`).
+    pub async fn index_add(
+        &self,
+        index: &str,
+        member: &str,
+        deadline_unix_ms: u64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.indexes
+                    .entry(index.to_string())
+                    .or_default()
+                    .insert(member.to_string(), deadline_unix_ms);
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let mut inv = scripts::INDEX_ADD.prepare_invoke();
+                inv.key(r.key(index)).arg(member).arg(deadline_unix_ms);
+                r.call(async move { inv.invoke_async::<()>(&mut c).await })
+                    .await
+            }
+        }
+    }
+
+    /// The members of an index whose absolute deadline has not passed. Members whose record
+    /// already ended (logout, idle timeout) may still be listed: callers check the record.
+    pub async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let now = unix_ms();
+                Ok(m.indexes.get(index).map_or_else(Vec::new, |members| {
+                    members
+                        .iter()
+                        .filter(|(_, d)| **d > now)
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                }))
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let mut inv = scripts::INDEX_READ.prepare_invoke();
+                inv.key(r.key(index));
+                r.call(async move { inv.invoke_async::<Vec<String>>(&mut c).await })
+                    .await
+            }
+        }
+    }
+
+    pub async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.indexes.remove_if_mut(index, |_, members| {
+                    members.remove(member);
+                    members.is_empty()
+                });
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let k = r.key(index);
+                r.call(c.zrem::<_, _, ()>(k, member)).await
+            }
+        }
+    }
+
+    /// Take a short lock (`SET NX PX`); `token` identifies the holder for [`Store::unlock`].
+    /// In memory the caller's single-flight is the lock: one process, one refresher.
+    pub async fn lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(true),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let k = r.key(key);
+                let set = r
+                    .call(async move {
+                        redis::cmd("SET")
+                            .arg(k)
+                            .arg(token)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(ms(ttl))
+                            .query_async::<Option<String>>(&mut c)
+                            .await
+                    })
+                    .await?;
+                Ok(set.is_some())
+            }
+        }
+    }
+
+    pub async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let mut inv = scripts::UNLOCK.prepare_invoke();
+                inv.key(r.key(key)).arg(token);
+                r.call(async move { inv.invoke_async::<()>(&mut c).await })
+                    .await
+            }
+        }
+    }
+
+    /// Set a value only if the key is new: `false` when it already existed (replay).
+    pub async fn put_new(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let now = Instant::now();
+                let mut fresh = false;
+                m.map
+                    .entry(key.to_string())
+                    .and_modify(|e| {
+                        if e.1 <= now {
+                            *e = (value.to_vec(), now + ttl);
+                            fresh = true;
+                        }
+                    })
+                    .or_insert_with(|| {
+                        fresh = true;
+                        (value.to_vec(), now + ttl)
+                    });
+                Ok(fresh)
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let k = r.key(key);
+                let set = r
+                    .call(async move {
+                        redis::cmd("SET")
+                            .arg(k)
+                            .arg(value)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(ms(ttl))
+                            .query_async::<Option<String>>(&mut c)
+                            .await
+                    })
+                    .await?;
+                Ok(set.is_some())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,24 +645,57 @@ mod tests {
     async fn memory_semantics() {
         let s = Store::memory();
         s.put("a", b"1", Duration::from_secs(60)).await.unwrap();
-        assert_eq!(
-            s.get_touch("a", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .as_deref(),
-            Some(&b"1"[..])
-        );
         assert_eq!(s.take("a").await.unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(s.take("a").await.unwrap(), None, "taken exactly once");
         s.put("b", b"2", Duration::from_millis(1)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(
-            s.get_touch("b", Duration::from_secs(1)).await.unwrap(),
-            None,
-            "expired"
-        );
+        assert_eq!(s.take("b").await.unwrap(), None, "expired");
         s.put("c", b"3", Duration::from_secs(60)).await.unwrap();
         s.delete("c").await.unwrap();
         assert_eq!(s.take("c").await.unwrap(), None);
+        assert!(s.put_new("j", b"", Duration::from_secs(60)).await.unwrap());
+        assert!(
+            !s.put_new("j", b"", Duration::from_secs(60)).await.unwrap(),
+            "replay"
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_sessions() {
+        let s = Store::memory();
+        let idle = Duration::from_secs(60);
+        s.session_create("s", b"r1", idle, Duration::from_millis(200))
+            .await
+            .unwrap();
+        let got = s
+            .session_load("s", idle, Some(idle))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((got.record.as_slice(), got.rev), (&b"r1"[..], 1));
+        assert!(got.remaining <= Duration::from_millis(200));
+        assert_eq!(
+            s.session_update("s", 0, b"x").await.unwrap(),
+            Update::Conflict
+        );
+        assert_eq!(
+            s.session_update("s", 1, b"r2").await.unwrap(),
+            Update::Done(2)
+        );
+        let got = s.session_load("s", idle, None).await.unwrap().unwrap();
+        assert_eq!((got.record.as_slice(), got.rev), (&b"r2"[..], 2));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            s.session_load("s", idle, None).await.unwrap(),
+            None,
+            "absolute"
+        );
+        assert_eq!(s.session_update("s", 2, b"r3").await.unwrap(), Update::Gone);
+
+        s.index_add("u", "a", unix_ms() + 60_000).await.unwrap();
+        s.index_add("u", "b", unix_ms() - 1).await.unwrap();
+        assert_eq!(s.index_members("u").await.unwrap(), vec!["a".to_string()]);
+        s.index_remove("u", "a").await.unwrap();
+        assert!(s.index_members("u").await.unwrap().is_empty());
     }
 }

@@ -143,8 +143,9 @@
 //               Auto-login mode: 303s only. Ends with a 303 to
 //               <post_logout_redirect_uri>?state=.. (or to /session/end/success).
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import {
-  createPublicKey, generateKeyPairSync, timingSafeEqual, verify as cryptoVerify,
+  createPublicKey, generateKeyPairSync, randomBytes, timingSafeEqual, verify as cryptoVerify,
 } from 'node:crypto';
 import * as http from 'node:http';
 
@@ -184,6 +185,7 @@ const DEBUG = process.env.IDP_DEBUG === '1';
 const AT_ALG = process.env.IDP_AT_ALG || 'RS256';
 const RESOURCE_SCOPES = (process.env.IDP_RESOURCE_SCOPES ?? 'api:read api:write')
   .split(/\s+/).filter(Boolean).join(' ');
+const BACKCHANNEL_LOGOUT = (process.env.IDP_BACKCHANNEL_LOGOUT ?? '1') !== '0';
 
 const TTL = {
   AccessToken: envInt('IDP_ACCESS_TOKEN_TTL', 300),
@@ -223,13 +225,27 @@ const DEFAULT_CLIENTS = [{
 // application_type "web" (the default) accepts http:// redirect URIs on any host, localhost
 // and 127.0.0.1 included, as long as the client does not use the implicit grant, so plain
 // http loopback callbacks need no special setting.
-const CLIENTS = envJson('IDP_CLIENTS', DEFAULT_CLIENTS).map((client) => ({
-  application_type: 'web',
-  token_endpoint_auth_method: 'client_secret_basic',
-  grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
-  response_types: ['code'],
-  ...client,
-}));
+//
+// Back-Channel Logout: a client with backchannel_logout_uri gets
+// backchannel_logout_session_required true unless it says otherwise, so that its ID tokens and
+// logout tokens carry `sid` (oidc-provider only adds sid to ID tokens of such clients). With
+// IDP_BACKCHANNEL_LOGOUT=0 both fields are dropped (oidc-provider does not know them then).
+const CLIENTS = envJson('IDP_CLIENTS', DEFAULT_CLIENTS).map((client) => {
+  const full = {
+    application_type: 'web',
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+    response_types: ['code'],
+    ...(client.backchannel_logout_uri !== undefined
+      ? { backchannel_logout_session_required: true } : {}),
+    ...client,
+  };
+  if (!BACKCHANNEL_LOGOUT) {
+    delete full.backchannel_logout_uri;
+    delete full.backchannel_logout_session_required;
+  }
+  return full;
+});
 
 // ---------------------------------------------------------------------------------------------
 // Accounts
@@ -374,11 +390,18 @@ function newStats() {
     introspections: 0,
     revocations: 0,
     userinfo: 0,
+    // Back-Channel Logout deliveries by client_id: {"<client_id>": {"success": n, "failure": n}}
+    // (end_session, POST /__test/logout and POST /__test/backchannel alike).
+    backchannel_logout: {},
     requests: {}, // every request by oidc-provider route name (or "other")
   };
 }
 let stats = newStats();
 const bump = (map, key) => { map[key] = (map[key] || 0) + 1; };
+const bumpBackchannel = (clientId, outcome) => {
+  stats.backchannel_logout[clientId] ??= { success: 0, failure: 0 };
+  stats.backchannel_logout[clientId][outcome] += 1;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Provider configuration
@@ -399,6 +422,19 @@ const configuration = {
     long: { sameSite: 'none' },
   },
   enableHttpPostMethods: true,
+
+  // Outgoing HTTP requests (here: Back-Channel Logout deliveries). oidc-provider 9 passes a
+  // `dispatcher` that refuses connections to loopback, private and other special-use addresses
+  // (SSRF protection: "hostname resolves to a special-use IP address"), which would make every
+  // delivery to a test RP on 127.0.0.1 / localhost fail. Dropping it is what oidc-provider's own
+  // test suite does. The answer's status is also recorded for POST /__test/logout.
+  async fetch(url, options) {
+    delete options.dispatcher;
+    const response = await globalThis.fetch(url, options);
+    const delivery = deliveryContext.getStore();
+    if (delivery) delivery.status = response.status;
+    return response;
+  },
 
   // Scope -> claims. `groups` is its own scope and also part of `profile`, so a plain
   // "openid email profile" request gets the groups claim too.
@@ -505,6 +541,10 @@ const configuration = {
       enabled: true,
       allowedPolicy: (_ctx, client, token) => token.clientId === client.clientId,
     },
+    // OpenID Connect Back-Channel Logout 1.0: when an IdP session ends (end_session confirmed,
+    // or POST /__test/logout), every client of that session that has a backchannel_logout_uri
+    // gets a logout token POSTed to it (see "Back-Channel Logout" in the header).
+    backchannelLogout: { enabled: BACKCHANNEL_LOGOUT },
     rpInitiatedLogout: {
       enabled: true,
       // Rendered by GET/POST /session/end when the browser has an IdP session (without one,
@@ -565,6 +605,151 @@ provider.on('server_error', (_ctx, err) => console.error('idp: server_error', er
 provider.on('access_token.issued', rememberJwt);
 provider.on('client_credentials.issued', rememberJwt);
 provider.on('introspection.error', (ctx, err) => { ctx.state.introspectionError = err; });
+provider.on('backchannel.success', (_ctx, client) => bumpBackchannel(client.clientId, 'success'));
+provider.on('backchannel.error', (_ctx, err, client) => {
+  bumpBackchannel(client.clientId, 'failure');
+  console.error(`idp: back-channel logout to ${client.clientId} failed: ${describeError(err)}`);
+});
+provider.on('session.saved', (session) => sessionIds.add(session.jti));
+provider.on('session.destroyed', (session) => sessionIds.delete(session.jti));
+
+// ---------------------------------------------------------------------------------------------
+// Back-Channel Logout helpers (POST /__test/logout, POST /__test/backchannel)
+
+const BACKCHANNEL_LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
+
+// Ids of the IdP sessions saved by this process. oidc-provider's adapter has no lookup by
+// account, so POST /__test/logout looks at each of these; ids of sessions that no longer exist
+// (expired, or replaced when oidc-provider rotates a session id) are dropped then.
+const sessionIds = new Set();
+
+// Set around one delivery so that configuration.fetch can record the RP's HTTP status
+// (client.backchannelLogout() itself resolves with nothing).
+const deliveryContext = new AsyncLocalStorage();
+
+function describeError(err) {
+  const cause = err?.cause;
+  const detail = cause ? `: ${[cause.code, cause.message].filter(Boolean).join(' ')}` : '';
+  return `${err?.message ?? err}${detail}`;
+}
+
+async function findClient(clientId) {
+  try {
+    return await provider.Client.find(clientId);
+  } catch {
+    return undefined;
+  }
+}
+
+// One logout token to one client exactly as end_session sends it: oidc-provider's
+// client.backchannelLogout(sub, sid) builds and signs the token (sid only when the client has
+// backchannel_logout_session_required) and POSTs it, expecting 200 or 204; then the same
+// backchannel.success / backchannel.error event.
+async function notifyClient(ctx, client, accountId, sid) {
+  const delivery = {};
+  const result = { client_id: client.clientId, sub: accountId, sid };
+  try {
+    await deliveryContext.run(delivery, () => client.backchannelLogout(accountId, sid));
+    provider.emit('backchannel.success', ctx, client, accountId, sid);
+    return { ...result, status: delivery.status };
+  } catch (err) {
+    provider.emit('backchannel.error', ctx, err, client, accountId, sid);
+    return {
+      ...result,
+      ...(delivery.status !== undefined ? { status: delivery.status } : {}),
+      error: describeError(err),
+    };
+  }
+}
+
+// oidc-provider's revoke(ctx, grantId) as end_session calls it (that helper is internal): drop
+// every token of the grant, then the grant itself (revokeGrantPolicy is the default, true).
+async function revokeGrant(ctx, grantId) {
+  await Promise.all([
+    provider.AccessToken.revokeByGrantId(grantId),
+    provider.RefreshToken.revokeByGrantId(grantId),
+    provider.AuthorizationCode.revokeByGrantId(grantId),
+    provider.Grant.adapter.destroy(grantId),
+  ]);
+  provider.emit('grant.revoked', ctx, grantId);
+}
+
+// Ends every IdP session of an account the way a confirmed end_session (logout=yes) does:
+// back-channel logout to every client of the session that has a backchannel_logout_uri (all
+// awaited), revocation of each client's grant (unless offline_access made it outlive the
+// session), then the session itself is destroyed. The browser's session cookie then points to
+// nothing, so its next authorization request needs a new login.
+async function endAccountSessions(ctx, accountId) {
+  const sessions = [];
+  for (const id of [...sessionIds]) {
+    const session = await provider.Session.find(id);
+    if (!session) sessionIds.delete(id);
+    else if (session.accountId === accountId) sessions.push(session);
+  }
+
+  const notified = [];
+  for (const session of sessions) {
+    const clientIds = Object.keys(session.authorizations || {});
+    const clients = await Promise.all(clientIds.map(findClient));
+    notified.push(...await Promise.all(clients
+      .filter((client) => BACKCHANNEL_LOGOUT && client?.backchannelLogoutUri)
+      .map((client) => notifyClient(
+        ctx,
+        client,
+        session.accountId,
+        session.sidFor(client.clientId),
+      ))));
+    await Promise.all(clientIds.map(async (clientId) => {
+      const grantId = session.grantIdFor(clientId);
+      if (grantId && !session.authorizationFor(clientId).persistsLogout) {
+        await revokeGrant(ctx, grantId);
+      }
+    }));
+    await session.destroy();
+  }
+  return { sessions: sessions.length, notified };
+}
+
+// A logout token with chosen claims, signed the way oidc-provider signs its own (IdToken with
+// use "logout": the client's ID token alg and the matching provider key, typ logout+jwt,
+// iss/aud/iat/exp (iat + 120)/jti/events), POSTed like client.backchannelLogout() does. sub and
+// sid are each left out when not given; nonce (forbidden in logout tokens) only when given.
+async function sendLogoutToken(ctx, client, { sub, sid, nonce }) {
+  const token = new provider.IdToken(sub !== undefined ? { sub } : {}, { client, ctx: undefined });
+  token.mask = { sub: null };
+  token.set('events', { [BACKCHANNEL_LOGOUT_EVENT]: {} });
+  token.set('jti', randomBytes(16).toString('base64url'));
+  if (sid !== undefined) token.set('sid', sid);
+  if (nonce !== undefined) token.set('nonce', nonce);
+  const logoutToken = await token.issue({ use: 'logout' });
+
+  const result = {
+    client_id: client.clientId,
+    ...(sub !== undefined ? { sub } : {}),
+    ...(sid !== undefined ? { sid } : {}),
+    logout_token: logoutToken,
+  };
+  let status;
+  try {
+    const response = await globalThis.fetch(new URL(client.backchannelLogoutUri).href, {
+      method: 'POST',
+      redirect: 'manual',
+      signal: AbortSignal.timeout(2500),
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'user-agent': '' },
+      body: new URLSearchParams({ logout_token: logoutToken }),
+    });
+    status = response.status;
+    await response.arrayBuffer().catch(() => {});
+    if (status !== 200 && status !== 204) {
+      throw new Error(`expected 200 OK from ${client.backchannelLogoutUri}, got: ${status} ${http.STATUS_CODES[status]}`);
+    }
+    provider.emit('backchannel.success', ctx, client, sub, sid);
+    return { ...result, status };
+  } catch (err) {
+    provider.emit('backchannel.error', ctx, err, client, sub, sid);
+    return { ...result, ...(status !== undefined ? { status } : {}), error: describeError(err) };
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Koa middleware (runs before oidc-provider's own routes)
@@ -599,6 +784,48 @@ provider.use(async (ctx, next) => {
     if (route === 'userinfo' && ctx.status === 200) stats.userinfo += 1;
     if (DEBUG) console.error(`idp: ${ctx.method} ${ctx.path} -> ${ctx.status} (${route})`);
   }
+});
+
+// POST /__test/logout?account=<accountId> and
+// POST /__test/backchannel?client_id=..[&sub=..][&sid=..][&nonce=..] (see the header).
+provider.use(async (ctx, next) => {
+  if (ctx.method !== 'POST' || !['/__test/logout', '/__test/backchannel'].includes(ctx.path)) {
+    return next();
+  }
+  ctx.set('cache-control', 'no-store');
+  const param = (name) => {
+    const value = ctx.query[name];
+    const first = Array.isArray(value) ? value[0] : value;
+    return first === undefined || first === '' ? undefined : String(first);
+  };
+  const invalid = (description) => {
+    ctx.status = 400;
+    ctx.body = { error: 'invalid_request', error_description: description };
+  };
+  try {
+    if (ctx.path === '/__test/logout') {
+      const account = param('account');
+      if (!account) return invalid('account is required');
+      ctx.body = await endAccountSessions(ctx, account);
+      return undefined;
+    }
+    const clientId = param('client_id');
+    if (!clientId) return invalid('client_id is required');
+    const client = await findClient(clientId);
+    if (!client) return invalid(`unknown client_id ${clientId}`);
+    if (!client.backchannelLogoutUri) {
+      return invalid(`client ${clientId} has no backchannel_logout_uri`
+        + (BACKCHANNEL_LOGOUT ? '' : ' (IDP_BACKCHANNEL_LOGOUT=0)'));
+    }
+    ctx.body = await sendLogoutToken(ctx, client, {
+      sub: param('sub'), sid: param('sid'), nonce: param('nonce'),
+    });
+  } catch (err) {
+    console.error(`idp: ${ctx.path} failed`, err);
+    ctx.status = 500;
+    ctx.body = { error: 'server_error', error_description: describeError(err) };
+  }
+  return undefined;
 });
 
 // Introspection of JWT access tokens. oidc-provider authenticates the client as for any

@@ -1,0 +1,364 @@
+//! Access-token refresh for browser sessions: once per session, across all replicas.
+//!
+//! Inside a process, concurrent requests for one session share one refresh (a single-flight
+//! future); across replicas a short lock in the store elects the refresher, which re-reads
+//! the record under the lock (another replica may just have refreshed it) and writes the
+//! result with a compare-and-set, so a rotated refresh token is never overwritten by a stale
+//! copy and a revoked session is never resurrected.
+//!
+//! Requests whose access token is still valid never wait: inside the lead time they start
+//! the refresh in the background and go on. Requests whose token has expired wait up to
+//! `refresh_wait` for the result. The provider saying `invalid_grant` ends the session; a
+//! provider that is down leaves it usable until the access token expires, then 503.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+
+use super::provider::{Provider, ProviderError};
+use crate::jwt::{self, IdTokenRules};
+use crate::metrics::Metrics;
+use crate::session::model::now_unix;
+use crate::session::{IdHash, Session, SessionManager, SessionRecord, Tokens, Update};
+
+/// Longer than the provider HTTP timeout, so a lock never lapses under a live refresh.
+const LOCK_TTL: Duration = Duration::from_secs(15);
+/// After a failed refresh, requests with a still-valid token do not retry for this long.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(2);
+/// How often a request waiting on another replica's refresh re-reads the record.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Where a session stands with its access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Valid beyond the lead time, or nothing to refresh with.
+    No,
+    /// Inside the lead time but still valid: refresh without waiting.
+    Soon,
+    /// Expired: the request waits for a refresh.
+    Now,
+}
+
+/// Pure decision, unit-tested.
+pub fn need(record: &SessionRecord, now: u64, lead: Duration) -> Need {
+    match record.access_expires_at {
+        Some(exp) if record.refreshable => {
+            if exp <= now {
+                Need::Now
+            } else if exp <= now + lead.as_secs() {
+                Need::Soon
+            } else {
+                Need::No
+            }
+        }
+        _ => Need::No,
+    }
+}
+
+fn still_valid(s: &Session) -> bool {
+    s.record
+        .access_expires_at
+        .is_none_or(|exp| exp > now_unix())
+}
+
+/// How a refresh ended, shared by every request that waited for it.
+#[derive(Clone)]
+pub enum Outcome {
+    /// Use this session (refreshed, or still valid).
+    Fresh(Arc<Session>),
+    /// The session is over: treat the request as signed out.
+    Ended,
+    /// Cannot tell: the provider or the store is down and the token has expired.
+    Unavailable,
+}
+
+type Flight = Shared<BoxFuture<'static, Outcome>>;
+
+pub struct Refresher {
+    sessions: Arc<SessionManager>,
+    providers: Vec<Arc<Provider>>,
+    lead: Duration,
+    wait: Duration,
+    inflight: DashMap<IdHash, Flight>,
+    failed_until: DashMap<IdHash, Instant>,
+    metrics: Arc<Metrics>,
+}
+
+impl Refresher {
+    pub fn new(
+        sessions: Arc<SessionManager>,
+        providers: Vec<Arc<Provider>>,
+        lead: Duration,
+        wait: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            sessions,
+            providers,
+            lead,
+            wait,
+            inflight: DashMap::new(),
+            failed_until: DashMap::new(),
+            metrics,
+        }
+    }
+
+    /// The session this request should use. `Ok(None)`: signed out (the refresh token was
+    /// refused); `Err(())`: no usable token and no way to get one now (503).
+    pub async fn ensure(self: &Arc<Self>, s: Arc<Session>) -> Result<Option<Arc<Session>>, ()> {
+        let need = need(&s.record, now_unix(), self.lead);
+        if need == Need::No {
+            return Ok(Some(s));
+        }
+        let backing_off = self
+            .failed_until
+            .get(&s.hash)
+            .is_some_and(|t| *t > Instant::now());
+        match need {
+            Need::Soon => {
+                if !backing_off {
+                    // Spawned inside `flight`: it runs to the end without us.
+                    drop(self.flight(s.clone()));
+                }
+                Ok(Some(s))
+            }
+            _ if backing_off => Err(()),
+            _ => match tokio::time::timeout(self.wait, self.flight(s)).await {
+                Ok(Outcome::Fresh(s)) => Ok(Some(s)),
+                Ok(Outcome::Ended) => Ok(None),
+                Ok(Outcome::Unavailable) | Err(_) => Err(()),
+            },
+        }
+    }
+
+    /// Join the session's refresh in this process, or start it.
+    fn flight(self: &Arc<Self>, s: Arc<Session>) -> Flight {
+        use dashmap::mapref::entry::Entry;
+        match self.inflight.entry(s.hash) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => {
+                let me = self.clone();
+                let hash = s.hash;
+                let fut = async move {
+                    let out = me.run(s).await;
+                    me.inflight.remove(&hash);
+                    out
+                }
+                .boxed()
+                .shared();
+                e.insert(fut.clone());
+                tokio::spawn(fut.clone());
+                fut
+            }
+        }
+    }
+
+    async fn run(&self, s: Arc<Session>) -> Outcome {
+        let lock = match self.sessions.lock_refresh(&s.hash, LOCK_TTL).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return self.await_other(s).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unavailable for refresh");
+                return self.fallback(s);
+            }
+        };
+        let out = self.refresh_locked(s).await;
+        self.sessions.unlock_refresh(lock).await;
+        out
+    }
+
+    /// Another replica holds the lock: keep a still-valid token, else watch the store for
+    /// the new revision.
+    async fn await_other(&self, s: Arc<Session>) -> Outcome {
+        if still_valid(&s) {
+            return Outcome::Fresh(s);
+        }
+        let until = Instant::now() + self.wait;
+        while Instant::now() < until {
+            tokio::time::sleep(POLL).await;
+            match self.sessions.reload(&s.hash).await {
+                Ok(None) => return Outcome::Ended,
+                Ok(Some(n)) if n.rev != s.rev => return Outcome::Fresh(n),
+                Ok(Some(_)) => {}
+                Err(_) => return Outcome::Unavailable,
+            }
+        }
+        Outcome::Unavailable
+    }
+
+    fn fallback(&self, s: Arc<Session>) -> Outcome {
+        self.failed_until
+            .insert(s.hash, Instant::now() + FAILURE_BACKOFF);
+        self.metrics.refreshes.with_label_values(&["failed"]).inc();
+        if still_valid(&s) {
+            Outcome::Fresh(s)
+        } else {
+            Outcome::Unavailable
+        }
+    }
+
+    async fn end(&self, s: &Session, why: &str) -> Outcome {
+        tracing::info!(provider = %s.record.provider, subject = %s.record.claims.subject, reason = why, "session ended at refresh");
+        self.metrics.refreshes.with_label_values(&["ended"]).inc();
+        match self.sessions.destroy(&s.hash).await {
+            Ok(()) => Outcome::Ended,
+            // Not destroyed: it must not be used either.
+            Err(_) => Outcome::Unavailable,
+        }
+    }
+
+    async fn refresh_locked(&self, s: Arc<Session>) -> Outcome {
+        // Under the lock, decide on what the store has now: another replica may have
+        // refreshed between our read and our lock.
+        let current = match self.sessions.reload(&s.hash).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Outcome::Ended,
+            Err(_) => return self.fallback(s),
+        };
+        if need(&current.record, now_unix(), self.lead) == Need::No {
+            self.metrics.refreshes.with_label_values(&["skipped"]).inc();
+            return Outcome::Fresh(current);
+        }
+        let Some(provider) = self
+            .providers
+            .iter()
+            .find(|p| p.id() == current.record.provider)
+        else {
+            return self.end(&current, "provider no longer configured").await;
+        };
+        let Some(discovery) = provider.discovery() else {
+            return self.fallback(current);
+        };
+        let Some(tokens) = self.sessions.tokens(&current) else {
+            return self.end(&current, "tokens unreadable").await;
+        };
+        let Some(refresh_token) = tokens.refresh_token.as_deref() else {
+            return Outcome::Fresh(current);
+        };
+        let resp = match provider.refresh_tokens(&discovery, refresh_token).await {
+            Ok(r) => r,
+            Err(ProviderError::Refused(e)) if e == "invalid_grant" => {
+                return self.end(&current, "refresh token refused").await
+            }
+            Err(e) => {
+                tracing::warn!(provider = provider.id(), error = %e, "token refresh failed");
+                return self.fallback(current);
+            }
+        };
+        let mut claims = current.record.claims.clone();
+        if let Some(id_token) = resp.id_token.as_deref() {
+            let algs = provider.algorithms();
+            let rules = IdTokenRules {
+                issuer: &provider.settings.issuer,
+                client_id: &provider.settings.client_id,
+                nonce: None,
+                algorithms: &algs,
+                leeway_secs: provider.settings.clock_skew.as_secs(),
+            };
+            match jwt::verify_id_token(&provider.jwks, id_token, &rules).await {
+                // OIDC Core §12.2: same subject, or it is not this session's user.
+                Ok(c) if c.sub == current.record.claims.subject => {
+                    claims = provider.settings.claims.map(&c);
+                }
+                Ok(_) => {
+                    return self
+                        .end(&current, "refreshed ID token for another subject")
+                        .await
+                }
+                Err(e) => {
+                    tracing::warn!(provider = provider.id(), error = %e, "refreshed ID token refused");
+                    return self.fallback(current);
+                }
+            }
+        }
+        let now = now_unix();
+        let fresh = Tokens {
+            access_token: resp.access_token.or(tokens.access_token),
+            // Rotation: the new one replaces the spent one; no rotation: keep it.
+            refresh_token: resp.refresh_token.or(tokens.refresh_token),
+            id_token: resp.id_token.or(tokens.id_token),
+            access_token_expires_at: resp.expires_in.map(|s| now + s),
+        };
+        // The old refresh token may be spent now: losing this write would strand the session,
+        // so a store hiccup gets a few retries (well inside the lock TTL).
+        let mut attempt = 0;
+        let outcome = loop {
+            match self.sessions.update(&current, claims.clone(), &fresh).await {
+                Ok(o) => break o,
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "storing refreshed tokens failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "refreshed tokens could not be stored");
+                    return self.fallback(current);
+                }
+            }
+        };
+        match outcome {
+            Update::Gone => Outcome::Ended,
+            Update::Done(_) | Update::Conflict => {
+                if matches!(outcome, Update::Done(_)) {
+                    self.metrics
+                        .refreshes
+                        .with_label_values(&["refreshed"])
+                        .inc();
+                    self.failed_until.remove(&current.hash);
+                    tracing::debug!(subject = %claims.subject, "session tokens refreshed");
+                }
+                match self.sessions.reload(&current.hash).await {
+                    Ok(Some(n)) => Outcome::Fresh(n),
+                    Ok(None) => Outcome::Ended,
+                    Err(_) => Outcome::Unavailable,
+                }
+            }
+        }
+    }
+
+    /// Forget failure marks that have run out.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.failed_until.retain(|_, t| *t > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Claims;
+
+    fn record(exp: Option<u64>, refreshable: bool) -> SessionRecord {
+        SessionRecord {
+            v: 2,
+            provider: "p".into(),
+            claims: Claims::default(),
+            created_at: 0,
+            expires_at: u64::MAX,
+            sid: None,
+            access_expires_at: exp,
+            refreshable,
+            tokens: String::new(),
+        }
+    }
+
+    #[test]
+    fn refresh_decision() {
+        let lead = Duration::from_secs(60);
+        assert_eq!(need(&record(Some(1000), true), 900, lead), Need::No);
+        assert_eq!(need(&record(Some(1000), true), 950, lead), Need::Soon);
+        assert_eq!(need(&record(Some(1000), true), 1000, lead), Need::Now);
+        assert_eq!(
+            need(&record(Some(1000), false), 2000, lead),
+            Need::No,
+            "nothing to refresh with"
+        );
+        assert_eq!(
+            need(&record(None, true), 2000, lead),
+            Need::No,
+            "no expiry known"
+        );
+    }
+}
