@@ -30,6 +30,10 @@ pub enum Refusal {
     LoginUnavailable,
     #[error("malformed request")]
     BadRequest,
+    #[error("method not allowed here")]
+    MethodNotAllowed,
+    #[error("request body too large")]
+    BodyTooLarge,
     #[error("the upstream service is unavailable")]
     UpstreamUnavailable,
     #[error("the upstream service did not answer in time")]
@@ -54,6 +58,8 @@ impl Refusal {
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::LoginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BadRequest => StatusCode::BAD_REQUEST,
+            Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Forbidden => StatusCode::FORBIDDEN,
@@ -75,6 +81,8 @@ impl Refusal {
             Refusal::Unauthenticated { .. } => "unauthenticated",
             Refusal::LoginUnavailable => "login_unavailable",
             Refusal::BadRequest => "bad_request",
+            Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::BodyTooLarge => "body_too_large",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::Forbidden => "forbidden",
@@ -88,7 +96,11 @@ impl Refusal {
     fn title(&self) -> &'static str {
         match self {
             Refusal::NoRoute | Refusal::NoEndpoint => "Not found",
-            Refusal::BadPath(_) | Refusal::BadHost | Refusal::BadRequest => "Bad request",
+            Refusal::BadPath(_)
+            | Refusal::BadHost
+            | Refusal::BadRequest
+            | Refusal::MethodNotAllowed
+            | Refusal::BodyTooLarge => "Bad request",
             Refusal::Unauthenticated { .. } => "Sign-in required",
             Refusal::LoginUnavailable => "Sign-in unavailable",
             Refusal::UpstreamUnavailable => "Service unavailable",

@@ -39,11 +39,135 @@ enum Command {
         #[arg(long)]
         no_idp: bool,
     },
+    /// List or revoke sessions through a running gateway's admin API (needs admin.token).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+        /// Config to take the admin address and token from.
+        #[arg(short, long, default_value = "config.toml", global = true)]
+        config: PathBuf,
+        /// Admin API base URL (default: http://<admin.address> from the config).
+        #[arg(long, global = true)]
+        admin: Option<String>,
+    },
     /// Run only the demo/echo upstream (used by the load script).
     Echo {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: std::net::SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// A subject's live sessions, as JSON (metadata only, never tokens).
+    List {
+        #[arg(long)]
+        subject: String,
+    },
+    /// End sessions on every replica: all of a subject's, or one by its id.
+    Revoke {
+        #[arg(long, required_unless_present = "id", conflicts_with = "id")]
+        subject: Option<String>,
+        /// Only the subject's sessions from this provider.
+        #[arg(long, requires = "subject")]
+        provider: Option<String>,
+        /// A session id as listed by `sessions list`.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+/// `authgate sessions …`: the admin API over HTTP. The token comes from
+/// `AUTHGATE_ADMIN_TOKEN`, else from the config (`admin.token` / `admin.token_file`).
+fn sessions(action: SessionsAction, path: &Path, admin: Option<String>) -> ExitCode {
+    let from_config = || config::load(path).map_err(|e| print_errors(&e)).ok();
+    let mut loaded = None;
+    let token = match std::env::var("AUTHGATE_ADMIN_TOKEN") {
+        Ok(t) => t,
+        Err(_) => {
+            loaded = from_config();
+            match loaded.as_ref().and_then(|c| c.admin_token.as_ref()) {
+                Some(t) => t.expose().to_string(),
+                None => {
+                    eprintln!(
+                        "error: no admin token: set AUTHGATE_ADMIN_TOKEN or admin.token in {}",
+                        path.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let base = match admin {
+        Some(a) => a,
+        None => match loaded.or_else(from_config) {
+            Some(c) => format!("http://{}", c.admin_address),
+            None => return ExitCode::FAILURE,
+        },
+    };
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let (method, target) = match &action {
+        SessionsAction::List { subject } => (
+            http::Method::GET,
+            format!("/sessions?subject={}", enc(subject)),
+        ),
+        SessionsAction::Revoke { id: Some(id), .. } => {
+            (http::Method::DELETE, format!("/sessions/{}", enc(id)))
+        }
+        SessionsAction::Revoke {
+            subject, provider, ..
+        } => {
+            let mut t = format!(
+                "/sessions?subject={}",
+                enc(subject.as_deref().unwrap_or_default())
+            );
+            if let Some(p) = provider {
+                t.push_str(&format!("&provider={}", enc(p)));
+            }
+            (http::Method::DELETE, t)
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .request(method, format!("{}{target}", base.trim_end_matches('/')))
+            .bearer_auth(&token)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await?;
+        let status = resp.status();
+        Ok::<_, reqwest::Error>((status, resp.text().await?))
+    });
+    match result {
+        Ok((status, body)) if status.is_success() => {
+            if body.is_empty() {
+                println!("revoked");
+            } else {
+                println!("{body}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("error: {status}: {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot reach the admin API at {base}: {}",
+                e.without_url()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn print_errors(e: &config::ConfigErrors) {
@@ -92,6 +216,11 @@ fn start_demo_idp() -> Option<std::process::Child> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Sessions {
+            action,
+            config: path,
+            admin,
+        } => sessions(action, &path, admin),
         Command::Check { config: path } => match config::load(&path) {
             Ok(c) => {
                 println!(

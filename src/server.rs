@@ -270,7 +270,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let gateway = Gateway::new(runtime.clone(), metrics.clone(), auth);
+    let gateway = Gateway::new(runtime.clone(), metrics.clone(), auth.clone());
     for h2c in [false, true] {
         let listeners: Vec<_> = config.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if listeners.is_empty() {
@@ -305,7 +305,12 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     server.add_service(background_service(
         "admin",
-        AdminService::new(admin_listener, metrics.clone(), health.clone()),
+        AdminService::new(
+            admin_listener,
+            metrics.clone(),
+            health.clone(),
+            crate::admin::sessions::SessionsApi::new(config.admin_token.clone(), auth.clone()),
+        ),
     ));
     if let Some(path) = config_path {
         server.add_service(background_service(

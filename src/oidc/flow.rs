@@ -66,7 +66,7 @@ impl Reply {
         r
     }
 
-    fn json(status: StatusCode, v: serde_json::Value) -> Self {
+    pub(super) fn json(status: StatusCode, v: serde_json::Value) -> Self {
         let mut r = Self::new(status).header(header::CONTENT_TYPE, "application/json");
         r.body = Bytes::from(v.to_string());
         r

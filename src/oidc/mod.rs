@@ -7,6 +7,7 @@
 //! serves ID tokens here and bearer access tokens on API routes, where `openidconnect`'s
 //! verifier takes a fixed key set per client.
 
+pub mod backchannel;
 pub mod bearer;
 pub mod flow;
 pub mod provider;

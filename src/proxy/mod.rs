@@ -187,6 +187,18 @@ impl Gateway {
     }
 }
 
+/// The request body, up to `limit` bytes; `None` when it is larger.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Option<bytes::Bytes>> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf.freeze()))
+}
+
 /// An authenticated caller.
 enum Caller {
     Session(Arc<UserSession>),
@@ -282,6 +294,18 @@ impl ProxyHttp for Gateway {
                     return self.forward_auth(session, ctx, &rt).await;
                 }
                 (Some(auth), "jwks.json") => Some(auth.jwks()),
+                (Some(auth), "backchannel-logout") => {
+                    ctx.path = Some(canonical);
+                    if session.req_header().method != http::Method::POST {
+                        return self.refuse(session, ctx, Refusal::MethodNotAllowed).await;
+                    }
+                    let Some(body) = read_body(session, crate::oidc::backchannel::MAX_BODY).await?
+                    else {
+                        return self.refuse(session, ctx, Refusal::BodyTooLarge).await;
+                    };
+                    let reply = auth.backchannel_logout(&body).await;
+                    return self.reply(session, ctx, reply).await;
+                }
                 (Some(auth), "login" | "callback" | "logout" | "userinfo") => {
                     let info = RequestInfo {
                         req: session.req_header(),

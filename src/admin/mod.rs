@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the session API
+//! ([`sessions`]).
 //!
 //! Served by a small hyper server on its own address (default 127.0.0.1:9090), never on a
 //! public listener: metrics and readiness details are for the operator, not the internet.
@@ -22,6 +23,10 @@ use pingora::services::background::BackgroundService;
 use crate::metrics::Metrics;
 use crate::oidc::Auth;
 
+pub mod sessions;
+
+use sessions::{ApiRequest, SessionsApi};
+
 /// Process health shared between the proxy, the admin server and the signal handlers.
 #[derive(Default)]
 pub struct Health {
@@ -29,7 +34,7 @@ pub struct Health {
     pub draining: AtomicBool,
     /// Set once the proxy service is running with a loaded config.
     pub started: AtomicBool,
-    auth: Option<Arc<Auth>>,
+    pub auth: Option<Arc<Auth>>,
 }
 
 impl Health {
@@ -67,6 +72,7 @@ pub struct AdminService {
     listener: Mutex<Option<std::net::TcpListener>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    sessions: Arc<SessionsApi>,
 }
 
 impl AdminService {
@@ -76,11 +82,13 @@ impl AdminService {
         listener: std::net::TcpListener,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        sessions: SessionsApi,
     ) -> Self {
         Self {
             listener: Mutex::new(Some(listener)),
             metrics,
             health,
+            sessions: Arc::new(sessions),
         }
     }
 }
@@ -107,7 +115,21 @@ async fn handle(
     req: Request<Incoming>,
     metrics: &Metrics,
     health: &Health,
+    sessions: &SessionsApi,
 ) -> Response<Full<Bytes>> {
+    if SessionsApi::owns(req.uri().path()) {
+        return sessions
+            .handle(ApiRequest {
+                method: req.method(),
+                path: req.uri().path(),
+                query: req.uri().query(),
+                authorization: req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+            })
+            .await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -158,11 +180,15 @@ impl BackgroundService for AdminService {
                     let Ok((stream, _)) = accepted else { continue };
                     let metrics = self.metrics.clone();
                     let health = self.health.clone();
+                    let sessions = self.sessions.clone();
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| {
                             let metrics = metrics.clone();
                             let health = health.clone();
-                            async move { Ok::<_, Infallible>(handle(req, &metrics, &health).await) }
+                            let sessions = sessions.clone();
+                            async move {
+                                Ok::<_, Infallible>(handle(req, &metrics, &health, &sessions).await)
+                            }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)

@@ -1,0 +1,145 @@
+//! The session admin API on the admin listener, for operators and `authgate sessions`:
+//!
+//! - `GET    /sessions?subject=S`              a subject's live sessions (metadata, no tokens)
+//! - `DELETE /sessions?subject=S[&provider=P]` end all of them → `{"revoked": n}`
+//! - `DELETE /sessions/<id>`                   end one (204; 404 if there is no such session)
+//!
+//! Every call needs `Authorization: Bearer <admin.token>` (compared in constant time); with
+//! no token configured the API is off (404). Revocation deletes the record and publishes a
+//! cache invalidation, so every replica refuses the session within one pub/sub hop.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+use http_body_util::Full;
+
+use crate::config::secret::Secret;
+use crate::oidc::Auth;
+
+pub struct SessionsApi {
+    token: Option<Secret>,
+    auth: Option<Arc<Auth>>,
+}
+
+/// What the handler needs of a request, so it can be driven without a socket.
+pub struct ApiRequest<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub authorization: Option<&'a [u8]>,
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> http::Response<Full<Bytes>> {
+    let mut r = http::Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+fn error(status: StatusCode, msg: &str) -> http::Response<Full<Bytes>> {
+    json(status, serde_json::json!({ "error": msg }))
+}
+
+impl SessionsApi {
+    pub fn new(token: Option<Secret>, auth: Option<Arc<Auth>>) -> Self {
+        Self { token, auth }
+    }
+
+    /// Whether `path` belongs to this API.
+    pub fn owns(path: &str) -> bool {
+        path == "/sessions" || path.starts_with("/sessions/")
+    }
+
+    fn authorized(&self, authorization: Option<&[u8]>) -> Result<(), StatusCode> {
+        let Some(token) = &self.token else {
+            return Err(StatusCode::NOT_FOUND);
+        };
+        let presented = authorization
+            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if token.ct_eq(presented) {
+            Ok(())
+        } else {
+            Err(StatusCode::UNAUTHORIZED)
+        }
+    }
+
+    pub async fn handle(&self, req: ApiRequest<'_>) -> http::Response<Full<Bytes>> {
+        match self.authorized(req.authorization) {
+            Err(StatusCode::NOT_FOUND) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "session API disabled: set admin.token or admin.token_file",
+                )
+            }
+            Err(status) => {
+                tracing::warn!(path = req.path, "admin API call without a valid token");
+                let mut r = error(status, "missing or wrong admin token");
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"authgate-admin\""),
+                );
+                return r;
+            }
+            Ok(()) => {}
+        }
+        let Some(auth) = &self.auth else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "no providers configured: no sessions",
+            );
+        };
+        let sessions = &auth.sessions;
+        let q: Vec<(String, String)> =
+            url::form_urlencoded::parse(req.query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let param = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let handle = req.path.strip_prefix("/sessions/");
+        let result = match (req.method, handle, param("subject")) {
+            (&Method::GET, None, Some(subject)) => sessions
+                .list_subject(subject)
+                .await
+                .map(|list| json(StatusCode::OK, serde_json::json!({ "sessions": list }))),
+            (&Method::DELETE, None, Some(subject)) => sessions
+                .revoke_subject(subject, param("provider"))
+                .await
+                .map(|n| {
+                    auth.metrics
+                        .revocations
+                        .with_label_values(&["admin"])
+                        .inc_by(n as u64);
+                    tracing::info!(subject, revoked = n, "sessions revoked by the admin API");
+                    json(StatusCode::OK, serde_json::json!({ "revoked": n }))
+                }),
+            (&Method::DELETE, Some(id), None) => sessions.revoke_handle(id).await.map(|found| {
+                if found {
+                    auth.metrics.revocations.with_label_values(&["admin"]).inc();
+                    tracing::info!(session = id, "session revoked by the admin API");
+                    let mut r = json(StatusCode::NO_CONTENT, serde_json::Value::Null);
+                    *r.body_mut() = Full::new(Bytes::new());
+                    r
+                } else {
+                    error(StatusCode::NOT_FOUND, "no such session")
+                }
+            }),
+            (&Method::GET | &Method::DELETE, _, _) => Ok(error(
+                StatusCode::BAD_REQUEST,
+                "use /sessions?subject=… or DELETE /sessions/<id>",
+            )),
+            _ => Ok(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "admin API: session store unavailable");
+            error(StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")
+        })
+    }
+}
