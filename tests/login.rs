@@ -11,13 +11,8 @@ use common::{
     set_cookies, Gateway, Idp, Opts, Redis, Seen,
 };
 
-const SECRET: &str = "session-secret-for-tests-0123456789abcdef";
-
 fn redis_session(redis: &Redis) -> String {
-    format!(
-        "store = \"redis\"\nredis_url = \"{}\"\nsecret = \"{SECRET}\"\nredis_timeout = \"500ms\"\n",
-        redis.url()
-    )
+    common::redis_session(&redis.url())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,6 +49,9 @@ pub struct Gateway {
     pub config_path: PathBuf,
 }
 
+/// Every harness gateway's `admin.token`.
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
 /// Options the harness writes into `[server]`, `[admin]` and the first listener.
 pub struct Opts {
     /// Port of the first listener (default: a free one).
@@ -79,7 +82,7 @@ impl Gateway {
 
     pub fn config_text(&self, body: &str, opts: &Opts) -> String {
         format!(
-            "[server]\nthreads = 1\ngrace_period = \"{grace}\"\nshutdown_timeout = \"1s\"\npid_file = \"{dir}/pid\"\nupgrade_socket = \"{dir}/upgrade.sock\"\n{server_extra}\n\n[log]\nlevel = \"info\"\n\n[admin]\naddress = \"{admin}\"\n\n[[listeners]]\naddress = \"{addr}\"\n{listener_extra}\n\n{body}\n",
+            "[server]\nthreads = 1\ngrace_period = \"{grace}\"\nshutdown_timeout = \"1s\"\npid_file = \"{dir}/pid\"\nupgrade_socket = \"{dir}/upgrade.sock\"\n{server_extra}\n\n[log]\nlevel = \"info\"\n\n[admin]\naddress = \"{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n\n[[listeners]]\naddress = \"{addr}\"\n{listener_extra}\n\n{body}\n",
             grace = opts.grace_period,
             dir = self.dir.path().display(),
             admin = self.admin,
@@ -175,6 +178,16 @@ impl Gateway {
     }
 
     /// GET `path` as an API client holding `cookie`.
+    /// A call to the admin API with the harness token.
+    pub async fn admin_api(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        client()
+            .request(method, self.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get_as(&self, path: &str, cookie: &str) -> reqwest::Response {
         client()
             .get(self.url(path))
@@ -737,6 +750,47 @@ impl Drop for Idp {
 pub fn with_provider_keys(config: &str, keys: &str) -> String {
     let at = config.find("\n[session]").expect("auth_config layout");
     format!("{}\n{keys}{}", &config[..at], &config[at..])
+}
+
+/// Shared by every replica of a test: sessions made by one must open on the others.
+pub const SESSION_SECRET: &str = "session-secret-for-tests-0123456789abcdef";
+
+/// `[session]` keys for a Redis store at `url`.
+pub fn redis_session(url: &str) -> String {
+    format!(
+        "store = \"redis\"\nredis_url = \"{url}\"\nsecret = \"{SESSION_SECRET}\"\nredis_timeout = \"500ms\"\n"
+    )
+}
+
+/// Wait until a Redis-backed gateway's session cache is coherent (subscribed to
+/// invalidations): before that, a cross-replica test proves nothing.
+pub async fn wait_coherent(gw: &Gateway) {
+    let coherent = || async {
+        let Ok(r) = client().get(gw.admin_url("/readyz")).send().await else {
+            return false;
+        };
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        v["checks"]["session_cache_coherent"] == true
+    };
+    assert!(
+        eventually(Duration::from_secs(10), coherent).await,
+        "session cache never coherent:\n{}",
+        gw.log()
+    );
+}
+
+/// Replicas of one gateway, one per port, sharing the session settings (and so the store),
+/// each ready and coherent. `extra`: more TOML after the routes (e.g. `[admin]` keys go in
+/// through [`Opts`], not here).
+pub async fn replicas(idp: &Idp, ports: &[u16], session: &str, extra: &str) -> Vec<Gateway> {
+    let mut out = Vec::new();
+    for &p in ports {
+        out.push(auth_gateway_with(idp, p, session, extra).await);
+    }
+    for gw in &out {
+        wait_coherent(gw).await;
+    }
+    out
 }
 
 /// A config body: the IdP as provider, the echo upstream, `/public` public and `/` protected.

@@ -1,0 +1,333 @@
+//! Several gateway replicas sharing one session store (issue 5): logins, refreshes,
+//! logouts and revocations behave as one gateway. Real parts: `redis-server`, the
+//! `oidc-provider` test IdP, authgate processes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::Method;
+
+/// Percentiles of a set of durations, for the propagation reports.
+fn summary(mut d: Vec<Duration>) -> String {
+    d.sort();
+    let at = |q: f64| d[((d.len() as f64 - 1.0) * q).round() as usize];
+    format!(
+        "n={} p50={:?} p99={:?} max={:?}",
+        d.len(),
+        at(0.5),
+        at(0.99),
+        d[d.len() - 1]
+    )
+}
+
+async fn reset_stats(idp: &Idp) {
+    let r = client()
+        .post(format!("{}/__test/stats/reset", idp.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+fn refreshes(stats: &serde_json::Value) -> u64 {
+    stats["token"]["refresh_token"].as_u64().unwrap_or(0)
+}
+
+/// 100 concurrent requests at access-token expiry, spread over three replicas: exactly one
+/// refresh reaches the provider (which rotates refresh tokens and revokes the grant on
+/// reuse, so a second refresh with the spent token would log the user out), and every
+/// request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_at_expiry_refresh_exactly_once() {
+    let ports = [free_port(), free_port(), free_port()];
+    let idp =
+        Idp::start_with_env(free_port(), true, &ports, &[("IDP_ACCESS_TOKEN_TTL", "3")]).await;
+    let redis = Redis::start().await;
+    let session = format!("{}refresh_lead = \"1s\"\n", redis_session(&redis.url()));
+    let gws = replicas(&idp, &ports, &session, "").await;
+    let (cookie, _) = http_login(&gws[0], "/").await;
+    for gw in &gws {
+        assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
+    }
+
+    for round in 1..=2u64 {
+        reset_stats(&idp).await;
+        // Past expiry with no request in the lead window: every request needs the refresh.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let url = gws[i % gws.len()].url("/app");
+            let cookie = cookie.clone();
+            tasks.push(tokio::spawn(async move {
+                client()
+                    .get(url)
+                    .header("cookie", cookie)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        let ok = statuses.iter().filter(|s| **s == 200).count();
+        let stats = idp.stats().await;
+        assert_eq!(
+            ok,
+            100,
+            "round {round}: statuses {statuses:?}\nA: {}",
+            gws[0].log()
+        );
+        assert_eq!(
+            refreshes(&stats),
+            1,
+            "round {round}: exactly one refresh at the provider: {stats}"
+        );
+        assert!(
+            stats["token_errors"]
+                .as_object()
+                .is_none_or(|e| e.is_empty()),
+            "round {round}: no failed grant: {stats}"
+        );
+    }
+    let m = gws.iter().map(|g| g.metrics());
+    let mut refreshed = 0;
+    for m in m {
+        let text = m.await;
+        refreshed += text
+            .lines()
+            .find(|l| l.starts_with("authgate_session_refreshes_total{result=\"refreshed\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    assert_eq!(refreshed, 2, "one refresh per round, across all replicas");
+}
+
+/// A near-expiry token is refreshed in the background while requests go on; with the
+/// provider down the session keeps working until the token expires, then 503 (never a
+/// sign-in loop, never the cookie cleared); back up, it refreshes and serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_down_at_refresh_serves_until_expiry_then_503() {
+    let port = free_port();
+    let idp_port = free_port();
+    let mut idp =
+        Idp::start_with_env(idp_port, true, &[port], &[("IDP_ACCESS_TOKEN_TTL", "4")]).await;
+    let redis = Redis::start().await;
+    let session = format!("{}refresh_lead = \"3s\"\n", redis_session(&redis.url()));
+    let gw = auth_gateway(&idp, port, &session).await;
+    wait_coherent(&gw).await;
+    let (cookie, _) = http_login(&gw, "/").await;
+
+    // Inside the lead time: served at once, refreshed behind the request.
+    reset_stats(&idp).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
+    let refreshed = || async { refreshes(&idp.stats().await) == 1 };
+    assert!(
+        eventually(Duration::from_secs(5), refreshed).await,
+        "background refresh never happened"
+    );
+
+    idp.stop();
+    // The new token has ~4s: still inside its life, the session works without the provider.
+    assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let r = client()
+        .get(gw.url("/app"))
+        .header("cookie", &cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "expired token, provider down: fail closed");
+    assert!(set_cookies(&r).is_empty(), "the cookie is kept");
+
+    let idp = Idp::start_with_env(idp_port, true, &[port], &[("IDP_ACCESS_TOKEN_TTL", "4")]).await;
+    // The restarted provider lost its grants (memory adapter): the refresh is refused and the
+    // session ends cleanly: APIs get 401, not 503.
+    let ended = || async { gw.get_as("/app", &cookie).await.status() == 401 };
+    assert!(
+        eventually(Duration::from_secs(10), ended).await,
+        "a refused refresh must end the session\n{}",
+        gw.log()
+    );
+    drop(idp);
+}
+
+/// Logout on one replica and admin revocation on another: the third refuses the session
+/// within a bound, measured over repeated logins (the distribution is printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_and_revocation_propagate_to_every_replica() {
+    let ports = [free_port(), free_port(), free_port()];
+    let idp = Idp::start(true, &ports).await;
+    let redis = Redis::start().await;
+    // A long cache max age: only the invalidation can make a replica forget a session.
+    let session = format!("{}cache_max_age = \"5m\"\n", redis_session(&redis.url()));
+    let gws = replicas(&idp, &ports, &session, "").await;
+    let (a, b, c) = (&gws[0], &gws[1], &gws[2]);
+
+    let mut logout = Vec::new();
+    let mut revoke = Vec::new();
+    for i in 0..20 {
+        let (cookie, _) = http_login(a, "/").await;
+        // Cached on every replica.
+        for gw in &gws {
+            assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
+            assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
+        }
+        let started = Instant::now();
+        if i % 2 == 0 {
+            let r = client()
+                .get(a.url("/.authgate/logout"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        } else {
+            let listed: serde_json::Value = b
+                .admin_api(Method::GET, "/sessions?subject=alice")
+                .await
+                .json()
+                .await
+                .unwrap();
+            let ids: Vec<&str> = listed["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap())
+                .collect();
+            assert_eq!(ids.len(), 1, "{listed}");
+            assert!(
+                !listed.to_string().contains("eyJ"),
+                "no tokens in the listing: {listed}"
+            );
+            let r = b
+                .admin_api(Method::DELETE, &format!("/sessions/{}", ids[0]))
+                .await;
+            assert_eq!(r.status(), 204);
+        }
+        let mut refused = false;
+        while started.elapsed() < Duration::from_secs(2) {
+            if c.get_as("/app", &cookie).await.status() == 401 {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let took = started.elapsed();
+        assert!(
+            refused,
+            "replica C still accepted the session 2s after it ended"
+        );
+        for gw in &gws {
+            assert_eq!(gw.get_as("/app", &cookie).await.status(), 401);
+        }
+        if i % 2 == 0 {
+            logout.push(took);
+        } else {
+            revoke.push(took);
+        }
+    }
+    eprintln!("logout propagation A→C:   {}", summary(logout));
+    eprintln!("revocation propagation B→C: {}", summary(revoke));
+}
+
+/// Revoke all of a subject's sessions (several logins, several replicas), through the API
+/// and through the `authgate sessions` CLI; a wrong token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_all_sessions_of_a_subject() {
+    let ports = [free_port(), free_port()];
+    let idp = Idp::start(true, &ports).await;
+    let redis = Redis::start().await;
+    let session = format!("{}cache_max_age = \"5m\"\n", redis_session(&redis.url()));
+    let gws = replicas(&idp, &ports, &session, "").await;
+    let (a, b) = (&gws[0], &gws[1]);
+
+    let r = client()
+        .get(a.admin_url("/sessions?subject=alice"))
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .get(a.admin_url("/sessions?subject=alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let mut cookies = Vec::new();
+    for gw in [a, b, a] {
+        cookies.push(http_login(gw, "/").await.0);
+    }
+    for c in &cookies {
+        assert_eq!(b.get_as("/app", c).await.status(), 200);
+    }
+    let listed: serde_json::Value = a
+        .admin_api(Method::GET, "/sessions?subject=alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 3, "{listed}");
+
+    // The CLI, configured from the replica's own config file.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["sessions", "revoke", "--subject", "alice", "-c"])
+        .arg(&a.config_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"revoked":3}"#
+    );
+    for c in &cookies {
+        for gw in [a, b] {
+            assert_eq!(gw.get_as("/app", c).await.status(), 401);
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["sessions", "list", "--subject", "alice", "-c"])
+        .arg(&b.config_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"sessions":[]}"#
+    );
+}
+
+/// Redis restarts (AOF persistence): no session is lost, replicas reconnect by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_with_aof_loses_no_session() {
+    let ports = [free_port(), free_port()];
+    let idp = Idp::start(true, &ports).await;
+    let mut redis = Redis::start().await;
+    let session = format!("{}cache_max_age = \"0s\"\n", redis_session(&redis.url()));
+    let gws = replicas(&idp, &ports, &session, "").await;
+    let mut cookies = Vec::new();
+    for gw in &gws {
+        cookies.push(http_login(gw, "/").await.0);
+    }
+    redis.restart().await;
+    for gw in &gws {
+        for c in &cookies {
+            let back = || async { gw.get_as("/app", c).await.status() == 200 };
+            assert!(
+                eventually(Duration::from_secs(10), back).await,
+                "session lost across a Redis restart\n{}",
+                gw.log()
+            );
+        }
+        wait_coherent(gw).await;
+    }
+}
