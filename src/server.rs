@@ -140,10 +140,16 @@ pub fn build_auth(
     let store = match s.store {
         SessionStore::Memory => Store::memory(),
         SessionStore::Redis => {
-            let url = s.redis_url.as_ref().context("session.redis_url missing")?;
+            let topology = s.redis.as_ref().context("session.redis_url missing")?;
+            let options = session::redis_conn::RedisOptions {
+                topology,
+                username: s.redis_username.as_deref(),
+                password: s.redis_password.as_ref().map(|p| p.expose()),
+                timeout: s.redis_timeout,
+            };
             Store::Redis(Box::new(
-                session::store::RedisStore::new(url.expose(), &s.redis_prefix, s.redis_timeout)
-                    .map_err(|e| anyhow::anyhow!("session.redis_url: {e}"))?,
+                session::store::RedisStore::new(&options, &s.redis_prefix)
+                    .map_err(|e| anyhow::anyhow!("session Redis settings: {e}"))?,
             ))
         }
     };

@@ -95,10 +95,29 @@ pub enum SameSitePolicy {
     Strict,
 }
 
+/// How to reach Redis. URLs are secrets: they may carry passwords.
+#[derive(Debug, Clone)]
+pub enum RedisTopology {
+    Standalone(Secret),
+    /// Sentinel addresses and the monitored primary's name: failover is followed.
+    Sentinel {
+        sentinels: Vec<Secret>,
+        master: String,
+    },
+    /// Seed nodes of a Redis Cluster.
+    Cluster {
+        nodes: Vec<Secret>,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub store: SessionStore,
-    pub redis_url: Option<Secret>,
+    /// Where the Redis store is (`None` with the memory store).
+    pub redis: Option<RedisTopology>,
+    /// Credentials for data nodes found through Sentinel or Cluster discovery.
+    pub redis_username: Option<String>,
+    pub redis_password: Option<Secret>,
     pub redis_prefix: String,
     pub redis_timeout: Duration,
     /// Key material for cookie MACs and token encryption; generated per process when absent
@@ -908,11 +927,13 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         "session.redis_url_file",
         &f.session.redis_url_file,
     );
-    if let Some(url) = &redis_url {
-        let ok = Url::parse(url.expose())
+    let redis_scheme_ok = |url: &str| {
+        Url::parse(url)
             .map(|u| matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"))
-            .unwrap_or(false);
-        if !ok {
+            .unwrap_or(false)
+    };
+    if let Some(url) = &redis_url {
+        if !redis_scheme_ok(url.expose()) {
             // Do not echo the value: it may carry a password.
             let s = f
                 .session
@@ -926,13 +947,85 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             );
         }
     }
-    if store == SessionStore::Redis && redis_url.is_none() {
+    let url_list = |rep: &mut Reporter, key: &str, v: &Spanned<Vec<String>>| -> Vec<Secret> {
+        let mut out = Vec::new();
+        for u in v.get_ref() {
+            match secret::expand_env(u, |k| std::env::var(k).ok()) {
+                Ok(u) if redis_scheme_ok(&u) && !u.starts_with("redis+unix") => {
+                    out.push(Secret::new(u))
+                }
+                Ok(_) => rep.error(
+                    key,
+                    span(v),
+                    "every entry must be a redis:// or rediss:// URL",
+                ),
+                Err(e) => rep.error(key, span(v), e),
+            }
+        }
+        if out.is_empty() && v.get_ref().is_empty() {
+            rep.error(key, span(v), "list at least one address");
+        }
+        out
+    };
+    let sentinels = f
+        .session
+        .redis_sentinels
+        .as_ref()
+        .map(|v| url_list(rep, "session.redis_sentinels", v));
+    let cluster = f
+        .session
+        .redis_cluster_nodes
+        .as_ref()
+        .map(|v| url_list(rep, "session.redis_cluster_nodes", v));
+    let chosen = [redis_url.is_some(), sentinels.is_some(), cluster.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if chosen > 1 {
+        let at = f.session.redis_sentinels.as_ref().and_then(span).or(f
+            .session
+            .redis_cluster_nodes
+            .as_ref()
+            .and_then(span));
+        rep.error(
+            "session.redis_url",
+            at,
+            "set one of redis_url, redis_sentinels or redis_cluster_nodes",
+        );
+    }
+    let redis = match (redis_url, sentinels, cluster) {
+        (Some(url), _, _) => Some(RedisTopology::Standalone(url)),
+        (None, Some(sentinels), _) => {
+            let master = match &f.session.redis_sentinel_master {
+                Some(m) if !m.get_ref().is_empty() => m.get_ref().clone(),
+                _ => {
+                    rep.error(
+                        "session.redis_sentinel_master",
+                        f.session.redis_sentinels.as_ref().and_then(span),
+                        "redis_sentinels needs redis_sentinel_master (the monitored primary's name)",
+                    );
+                    String::new()
+                }
+            };
+            Some(RedisTopology::Sentinel { sentinels, master })
+        }
+        (None, None, Some(nodes)) => Some(RedisTopology::Cluster { nodes }),
+        (None, None, None) => None,
+    };
+    if store == SessionStore::Redis && redis.is_none() {
         rep.error(
             "session.redis_url",
             f.session.store.as_ref().and_then(span),
-            "store = \"redis\" needs redis_url or redis_url_file",
+            "store = \"redis\" needs redis_url (or redis_url_file), redis_sentinels or redis_cluster_nodes",
         );
     }
+    let redis_password = secret_value(
+        rep,
+        "session.redis_password",
+        &f.session.redis_password,
+        "session.redis_password_file",
+        &f.session.redis_password_file,
+    );
     let cookie_name = match &f.session.cookie_name {
         None => "authgate_session".to_string(),
         Some(c) => {
@@ -1061,7 +1154,13 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     }
     let session = SessionSettings {
         store,
-        redis_url,
+        redis,
+        redis_username: f
+            .session
+            .redis_username
+            .as_ref()
+            .map(|u| u.get_ref().clone()),
+        redis_password,
         redis_prefix: f
             .session
             .redis_prefix

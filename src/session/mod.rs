@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod crypto;
 pub mod model;
+pub mod redis_conn;
 pub mod store;
 
 use std::sync::Arc;
@@ -521,17 +522,31 @@ impl SessionManager {
         let channel = redis.channel();
         let mut backoff = Duration::from_millis(100);
         loop {
-            match redis.client.get_async_pubsub().await {
+            match redis.conn.subscriber(redis.timeout).await {
                 Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                     Ok(()) => {
                         backoff = Duration::from_millis(100);
+                        let epoch = redis.conn.epoch();
                         self.cache.set_coherent(true);
                         tracing::info!("session cache coherent: invalidation channel subscribed");
                         let mut stream = pubsub.on_message();
-                        while let Some(msg) = stream.next().await {
-                            if let Ok(hex) = msg.get_payload::<String>() {
-                                if let Some(hash) = parse_hex32(&hex) {
-                                    self.cache.invalidate(&IdHash(hash));
+                        let mut check = tokio::time::interval(Duration::from_millis(500));
+                        loop {
+                            tokio::select! {
+                                msg = stream.next() => {
+                                    let Some(msg) = msg else { break };
+                                    if let Ok(hex) = msg.get_payload::<String>() {
+                                        if let Some(hash) = parse_hex32(&hex) {
+                                            self.cache.invalidate(&IdHash(hash));
+                                        }
+                                    }
+                                }
+                                _ = check.tick() => {
+                                    // A Sentinel failover moved the primary: messages now
+                                    // flow there.
+                                    if redis.conn.epoch() != epoch {
+                                        break;
+                                    }
                                 }
                             }
                         }

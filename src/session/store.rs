@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
+
+use super::redis_conn::{RedisConn, RedisOptions};
 
 /// Why the store could not answer. Maps to 503: we cannot tell who the caller is.
 #[derive(Debug, thiserror::Error)]
@@ -113,15 +114,14 @@ impl MemoryStore {
 /// Redis-backed store shared by replicas.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    pub client: redis::Client,
+    pub conn: RedisConn,
     prefix: String,
-    timeout: Duration,
+    pub timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The client holds the URL, which may hold a password.
+        // The connections hold URLs, which may hold passwords.
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
             .finish()
@@ -131,19 +131,11 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects lazily: a Redis that is down at start makes requests 503 until it is back,
     /// it does not stop the gateway from starting. Must run inside a Tokio runtime.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = client.get_connection_manager_lazy(config)?;
+    pub fn new(options: &RedisOptions<'_>, prefix: &str) -> Result<Self, StoreError> {
         Ok(Self {
-            conn,
-            client,
+            conn: RedisConn::new(options)?,
             prefix: prefix.to_string(),
-            timeout,
+            timeout: options.timeout,
         })
     }
 
