@@ -24,6 +24,16 @@
 //                        "post_logout_redirect_uris":["http://localhost:8080/",
 //                                                     "http://127.0.0.1:8080/"]}
 //                     Redirect URIs are matched exactly (scheme, host, port, path, query).
+//                     Back-Channel Logout (see below): "backchannel_logout_uri" (http:// on
+//                     127.0.0.1 / localhost / any host is fine) makes the client receive logout
+//                     tokens; "backchannel_logout_session_required" defaults to true for such a
+//                     client (oidc-provider's own default is false), so its ID tokens and logout
+//                     tokens carry `sid`. Set it to false for sub-only logout tokens and ID tokens
+//                     without sid. E.g.
+//                       {"client_id":"authgate","client_secret":"authgate-secret",
+//                        "redirect_uris":["http://127.0.0.1:8080/.authgate/callback"],
+//                        "backchannel_logout_uri":
+//                          "http://127.0.0.1:8080/.authgate/backchannel-logout"}
 //   IDP_USERS         JSON object {accountId: {claims...}} merged over the built-in users
 //                     (alice, bob; see USERS below). `sub` defaults to the accountId. Any
 //                     other login name typed into the form signs in as an ad-hoc user (see
@@ -55,15 +65,31 @@
 //   IDP_RESOURCE_SCOPES  space-separated scopes a resource server accepts (default
 //                     "api:read api:write"). They only ever go into JWT access tokens: a
 //                     request without `resource` drops them.
+//   IDP_BACKCHANNEL_LOGOUT  "1" (default): OpenID Connect Back-Channel Logout 1.0 is on
+//                     (discovery has backchannel_logout_supported and
+//                     backchannel_logout_session_supported true). "0": off; discovery lacks both
+//                     fields, backchannel_logout_* client metadata is ignored, nothing is sent.
 //   IDP_DEBUG         "1": log every request (method, path, status) to stderr.
 //
 // Test-only endpoints (not part of OIDC; under the issuer's path when it has one):
 //
 //   GET  /__test/stats        JSON counters: successful token requests by grant type
 //                             (`token`), failed ones (`token_errors`), refresh-token rotations,
-//                             authorizations, logouts, introspections, revocations, userinfo
-//                             requests and all requests by oidc-provider route name.
+//                             authorizations, logouts (real end_session confirmations only),
+//                             introspections, revocations, userinfo requests, back-channel
+//                             logout deliveries by client (`backchannel_logout`:
+//                             {"<client_id>": {"success": n, "failure": n}}, counting end_session,
+//                             /__test/logout and /__test/backchannel deliveries) and all requests
+//                             by oidc-provider route name.
 //   POST /__test/stats/reset  zero the counters (answers 204).
+//   POST /__test/logout?account=<accountId>
+//                             ends every IdP session of that account (sessions of this process)
+//                             exactly like a confirmed end_session, without a browser; answers
+//                             only after every back-channel delivery finished. See "Back-Channel
+//                             Logout" below for the answer.
+//   POST /__test/backchannel?client_id=<id>[&sub=..][&sid=..][&nonce=..]
+//                             signs a logout token with the chosen claims and POSTs it to that
+//                             client's backchannel_logout_uri. See below.
 //   GET  /__test/end_session_confirm?xsrf=...  (IDP_AUTO_LOGIN only) internal hop that
 //                             confirms RP-initiated logout without a form; see below.
 //
@@ -119,6 +145,52 @@
 //     curl -s -u authgate:authgate-secret http://127.0.0.1:9400/token/introspection \
 //       --data-urlencode token=<access token>
 //
+// Back-Channel Logout (OpenID Connect Back-Channel Logout 1.0):
+//
+//   When an IdP session ends (end_session confirmed with logout=yes: the "Yes, sign me out"
+//   button, the IDP_AUTO_LOGIN redirect hop, or POST /__test/logout), every client that took
+//   part in the session and has a backchannel_logout_uri gets
+//     POST <backchannel_logout_uri>   content-type: application/x-www-form-urlencoded
+//     logout_token=<JWT>
+//   (with the "No, stay signed in" button only the client named by the end_session request is
+//   notified and signed out; the session stays). The RP
+//   must answer 200 or 204 within 2.5 s (anything else, redirects included, is a failure;
+//   failures are logged to stderr and counted, never retried; the logout itself still
+//   completes). Deliveries go out in parallel and end_session waits for all of them before its
+//   303. Loopback / private addresses are allowed (oidc-provider 9 refuses them by default as
+//   SSRF protection; see `fetch` in the configuration).
+//     JOSE header: {"alg": <client's id_token_signed_response_alg, default RS256>,
+//                   "typ": "logout+jwt", "kid": "test-rsa-1" (ES256 clients: "test-ec-1")}
+//     claims:      sub (the accountId),
+//                  events {"http://schemas.openid.net/event/backchannel-logout": {}},
+//                  jti, sid (only with backchannel_logout_session_required: the `sid` of the
+//                  client's ID tokens from that session), aud (client_id), exp (iat + 120),
+//                  iat, iss. Never a nonce.
+//   ID tokens of a client with backchannel_logout_session_required carry `sid` (one value per
+//   IdP session and client); other clients' ID tokens are unchanged (no sid).
+//
+//   POST /__test/logout?account=alice  (query parameter; no body, no auth)
+//     -> 200 {"sessions": <IdP sessions ended>,
+//             "notified": [{"client_id": "authgate", "sub": "alice",
+//                           "sid": "<as in the logout token; absent when the token has none>",
+//                           "status": 200}, ...]}
+//     A delivery that failed has "error": "<message>" (and "status" when the RP answered, e.g.
+//     500). Clients without backchannel_logout_uri are not listed. Per session: deliveries, then
+//     the grants of its clients are revoked (tokens dead, as after end_session, except grants
+//     with offline_access), then the session is deleted (the browser's next /auth logs in again,
+//     with a new sid). An account without sessions -> {"sessions":0,"notified":[]};
+//     no account -> 400 {"error":"invalid_request",...}. `logouts` in the stats is not bumped.
+//
+//   POST /__test/backchannel?client_id=authgate&sub=alice&sid=<sid>
+//     Builds a logout token with oidc-provider's own ID token machinery (same header, key, iss,
+//     aud, iat, exp, jti, events as above), with `sub` and `sid` each only when given (so
+//     sub-only, sid-only, or neither for negative tests) and `nonce` only when nonce= is given
+//     (RPs must reject that). Sends it like a real delivery and answers
+//     -> 200 {"client_id": .., "sub": .., "sid": .., "logout_token": "<the JWT sent>",
+//             "status": <RP's HTTP status>[, "error": ".."]}
+//     Unknown client_id, client without backchannel_logout_uri (or IDP_BACKCHANNEL_LOGOUT=0),
+//     missing client_id -> 400 {"error":"invalid_request",...}.
+//
 // Cheat-sheet for tests (default settings):
 //
 //   Authorize:  GET /auth?client_id=authgate&response_type=code&redirect_uri=<registered>
@@ -141,7 +213,8 @@
 //   Logout:     GET /session/end?id_token_hint=..&post_logout_redirect_uri=<registered>&state=..
 //               Browser mode: confirmation page, button#logout-yes "Yes, sign me out".
 //               Auto-login mode: 303s only. Ends with a 303 to
-//               <post_logout_redirect_uri>?state=.. (or to /session/end/success).
+//               <post_logout_redirect_uri>?state=.. (or to /session/end/success), after the
+//               back-channel logout deliveries (see above) have finished.
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import {
@@ -647,7 +720,11 @@ async function findClient(clientId) {
 // backchannel.success / backchannel.error event.
 async function notifyClient(ctx, client, accountId, sid) {
   const delivery = {};
-  const result = { client_id: client.clientId, sub: accountId, sid };
+  const result = {
+    client_id: client.clientId,
+    sub: accountId,
+    ...(client.backchannelLogoutSessionRequired ? { sid } : {}),
+  };
   try {
     await deliveryContext.run(delivery, () => client.backchannelLogout(accountId, sid));
     provider.emit('backchannel.success', ctx, client, accountId, sid);
@@ -741,7 +818,8 @@ async function sendLogoutToken(ctx, client, { sub, sid, nonce }) {
     status = response.status;
     await response.arrayBuffer().catch(() => {});
     if (status !== 200 && status !== 204) {
-      throw new Error(`expected 200 OK from ${client.backchannelLogoutUri}, got: ${status} ${http.STATUS_CODES[status]}`);
+      throw new Error(`expected 200 OK from ${client.backchannelLogoutUri}, `
+        + `got: ${status} ${http.STATUS_CODES[status]}`);
     }
     provider.emit('backchannel.success', ctx, client, sub, sid);
     return { ...result, status };
