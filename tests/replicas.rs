@@ -331,3 +331,116 @@ async fn redis_restart_with_aof_loses_no_session() {
         wait_coherent(gw).await;
     }
 }
+
+/// The real provider ends the user's sessions there and posts logout tokens to replica A:
+/// every gateway session from those provider sessions ends on every replica. Then tokens
+/// signed by the provider but wrong for us (replayed, with a nonce, with neither sid nor sub)
+/// are refused with 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backchannel_logout_from_the_provider_ends_sessions_everywhere() {
+    let ports = [free_port(), free_port()];
+    let idp = Idp::start_full(
+        free_port(),
+        true,
+        &ports,
+        &[],
+        serde_json::json!({
+            "backchannel_logout_uri":
+                format!("http://127.0.0.1:{}/.authgate/backchannel-logout", ports[0]),
+        }),
+    )
+    .await;
+    let redis = Redis::start().await;
+    let session = format!("{}cache_max_age = \"5m\"\n", redis_session(&redis.url()));
+    let gws = replicas(&idp, &ports, &session, "").await;
+    let (a, b) = (&gws[0], &gws[1]);
+
+    // Two provider sessions (each login has its own provider cookie jar).
+    let c1 = http_login(a, "/").await.0;
+    let c2 = http_login(b, "/").await.0;
+    for c in [&c1, &c2] {
+        for gw in [a, b] {
+            assert_eq!(gw.get_as("/app", c).await.status(), 200);
+        }
+    }
+    let r: serde_json::Value = client()
+        .post(format!("{}/__test/logout?account=alice", idp.issuer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["sessions"], 2, "{r}");
+    for n in r["notified"].as_array().unwrap() {
+        assert_eq!(
+            n["status"], 200,
+            "the gateway accepted the logout token: {r}"
+        );
+        assert!(n["sid"].is_string(), "sid-based logout: {r}");
+    }
+    for c in [&c1, &c2] {
+        for gw in [a, b] {
+            let ended = || async { gw.get_as("/app", c).await.status() == 401 };
+            assert!(
+                eventually(Duration::from_secs(2), ended).await,
+                "session still accepted after back-channel logout\n{}",
+                a.log()
+            );
+        }
+    }
+
+    // A sub-only token ends all of the subject's sessions from this provider.
+    let c3 = http_login(b, "/").await.0;
+    assert_eq!(a.get_as("/app", &c3).await.status(), 200);
+    let r: serde_json::Value = client()
+        .post(format!(
+            "{}/__test/backchannel?client_id=authgate&sub=alice",
+            idp.issuer
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], 200, "{r}");
+    let ended = || async { b.get_as("/app", &c3).await.status() == 401 };
+    assert!(eventually(Duration::from_secs(2), ended).await);
+
+    // The same token again: a replay, refused.
+    let post = |token: String| async move {
+        client()
+            .post(a.url("/.authgate/backchannel-logout"))
+            .form(&[("logout_token", token)])
+            .send()
+            .await
+            .unwrap()
+    };
+    let replay = post(r["logout_token"].as_str().unwrap().to_string()).await;
+    assert_eq!(replay.status(), 400);
+    let body: serde_json::Value = replay.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+
+    for query in ["sub=alice&nonce=n1", ""] {
+        let r: serde_json::Value = client()
+            .post(format!(
+                "{}/__test/backchannel?client_id=authgate&{query}",
+                idp.issuer
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["status"], 400, "{query}: {r}");
+    }
+    assert_eq!(post("not-a-jwt".into()).await.status(), 400);
+    let get = client()
+        .get(a.url("/.authgate/backchannel-logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 405);
+}

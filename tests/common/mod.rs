@@ -613,6 +613,18 @@ impl Idp {
         gateway_ports: &[u16],
         env: &[(&str, &str)],
     ) -> Idp {
+        Self::start_full(port, auto_login, gateway_ports, env, serde_json::json!({})).await
+    }
+
+    /// With extra client metadata merged into the `authgate` client (e.g.
+    /// `backchannel_logout_uri`).
+    pub async fn start_full(
+        port: u16,
+        auto_login: bool,
+        gateway_ports: &[u16],
+        env: &[(&str, &str)],
+        client_extra: serde_json::Value,
+    ) -> Idp {
         let node = require("node", "apt-get install nodejs npm");
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
         assert!(
@@ -627,12 +639,16 @@ impl Idp {
                 post_logout.push(format!("http://{h}:{p}/"));
             }
         }
-        let clients = serde_json::json!([{
+        let mut client = serde_json::json!({
             "client_id": "authgate",
             "client_secret": "authgate-secret",
             "redirect_uris": redirects,
             "post_logout_redirect_uris": post_logout,
-        }]);
+        });
+        if let (Some(c), Some(extra)) = (client.as_object_mut(), client_extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        let clients = serde_json::json!([client]);
         let issuer = format!("http://127.0.0.1:{port}");
         let stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
         let stderr_file = std::fs::File::create(&stderr_path).unwrap();
