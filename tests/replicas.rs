@@ -53,6 +53,18 @@ async fn concurrent_requests_at_expiry_refresh_exactly_once() {
     }
 
     for round in 1..=2u64 {
+        if round == 2 {
+            // The provider changes the user's groups: the refresh carries them to every replica.
+            let r = client()
+                .post(format!(
+                    "{}/__test/users?account=alice&claims={}",
+                    idp.issuer, r#"{"groups":["admins","ops"]}"#
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
         reset_stats(&idp).await;
         // Past expiry with no request in the lead window: every request needs the refresh.
         tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -93,6 +105,10 @@ async fn concurrent_requests_at_expiry_refresh_exactly_once() {
                 .is_none_or(|e| e.is_empty()),
             "round {round}: no failed grant: {stats}"
         );
+    }
+    for gw in &gws {
+        let seen: Seen = gw.get_as("/app", &cookie).await.json().await.unwrap();
+        assert_eq!(seen.header("x-forwarded-groups"), Some("admins,ops"));
     }
     let m = gws.iter().map(|g| g.metrics());
     let mut refreshed = 0;
@@ -443,4 +459,64 @@ async fn backchannel_logout_from_the_provider_ends_sessions_everywhere() {
         .await
         .unwrap();
     assert_eq!(get.status(), 405);
+}
+
+/// `redis-cli` against the test Redis.
+fn redis_cli(redis: &Redis, args: &[&str]) -> String {
+    let cli = require("redis-cli", "apt-get install redis-tools");
+    let out = std::process::Command::new(cli)
+        .args(["-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Idle timeout slides, but the store's TTL is rewritten at most once per touch interval;
+/// the absolute timeout holds however active the user is. Both live in Redis (TTL and a
+/// deadline set from Redis' own clock), so every replica sees the same expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_touch_is_lazy_and_absolute_timeout_holds() {
+    let ports = [free_port(), free_port()];
+    let idp = Idp::start(true, &ports).await;
+    let redis = Redis::start().await;
+    let session = format!(
+        "{}cache_max_age = \"0s\"\nidle_timeout = \"4s\"\ntouch_interval = \"2s\"\nabsolute_timeout = \"7s\"\n",
+        redis_session(&redis.url())
+    );
+    let gws = replicas(&idp, &ports, &session, "").await;
+    let (cookie, _) = http_login(&gws[0], "/").await;
+    let login = Instant::now();
+    let keys = redis_cli(&redis, &["--scan", "--pattern", "authgate:s:*"]);
+    let key = keys.lines().next().expect("a session key").to_string();
+    let pttl = || redis_cli(&redis, &["PTTL", &key]).parse::<i64>().unwrap();
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(gws[1].get_as("/app", &cookie).await.status(), 200);
+    let t = pttl();
+    assert!(
+        t <= 3300,
+        "read within the touch interval must not rewrite the TTL: {t}"
+    );
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(gws[0].get_as("/app", &cookie).await.status(), 200);
+    let t = pttl();
+    assert!(t > 3500, "past the touch interval the TTL restarts: {t}");
+
+    // Active every 1.5s: alive past the idle timeout, never past the absolute one.
+    while login.elapsed() < Duration::from_millis(6500) {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if login.elapsed() < Duration::from_millis(6800) {
+            assert_eq!(gws[1].get_as("/app", &cookie).await.status(), 200);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(7300).saturating_sub(login.elapsed())).await;
+    for gw in &gws {
+        assert_eq!(
+            gw.get_as("/app", &cookie).await.status(),
+            401,
+            "absolute timeout"
+        );
+    }
+    assert_eq!(redis_cli(&redis, &["EXISTS", &key]), "0");
 }

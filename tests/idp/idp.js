@@ -82,6 +82,9 @@
 //                             /__test/logout and /__test/backchannel deliveries) and all requests
 //                             by oidc-provider route name.
 //   POST /__test/stats/reset  zero the counters (answers 204).
+//   POST /__test/users?account=<id>&claims=<JSON object>  merge claims into an account (e.g.
+//                             new groups); later ID tokens (a refresh) carry them. Answers the
+//                             account's claims.
 //   POST /__test/logout?account=<accountId>
 //                             ends every IdP session of that account (sessions of this process)
 //                             exactly like a confirmed end_session, without a browser; answers
@@ -842,6 +845,23 @@ provider.use(async (ctx, next) => {
   if (ctx.path === '/__test/stats/reset' && ctx.method === 'POST') {
     stats = newStats();
     ctx.status = 204;
+    return;
+  }
+  if (ctx.path === '/__test/users' && ctx.method === 'POST') {
+    const id = ctx.query.account;
+    let patch;
+    try {
+      patch = JSON.parse(ctx.query.claims ?? '');
+    } catch {
+      patch = undefined;
+    }
+    if (!id || !patch || typeof patch !== 'object') {
+      ctx.status = 400;
+      ctx.body = { error: 'invalid_request', error_description: 'account and claims (a JSON object) are required' };
+      return;
+    }
+    USERS[id] = { ...(USERS[id] ?? {}), ...patch };
+    ctx.body = USERS[id];
     return;
   }
 
