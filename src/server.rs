@@ -145,6 +145,7 @@ pub fn build_auth(
                 topology,
                 username: s.redis_username.as_deref(),
                 password: s.redis_password.as_ref().map(|p| p.expose()),
+                ca: s.redis_ca.as_deref(),
                 timeout: s.redis_timeout,
             };
             Store::Redis(Box::new(

@@ -122,6 +122,7 @@ pub struct Session {
     pub redis_username: Option<Spanned<String>>,
     pub redis_password: Option<Spanned<String>>,
     pub redis_password_file: Option<Spanned<String>>,
+    pub redis_ca_file: Option<Spanned<String>>,
     pub redis_prefix: Option<String>,
     pub redis_timeout: Option<Spanned<String>>,
     pub secret: Option<Spanned<String>>,

@@ -118,6 +118,8 @@ pub struct SessionSettings {
     /// Credentials for data nodes found through Sentinel or Cluster discovery.
     pub redis_username: Option<String>,
     pub redis_password: Option<Secret>,
+    /// PEM CA bundle trusted for `rediss://` instead of the built-in web roots.
+    pub redis_ca: Option<Vec<u8>>,
     pub redis_prefix: String,
     pub redis_timeout: Duration,
     /// Key material for cookie MACs and token encryption; generated per process when absent
@@ -1026,6 +1028,34 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         "session.redis_password_file",
         &f.session.redis_password_file,
     );
+    let redis_ca = f.session.redis_ca_file.as_ref().and_then(|p| {
+        if matches!(redis, Some(RedisTopology::Sentinel { .. })) {
+            rep.error(
+                "session.redis_ca_file",
+                span(p),
+                "not supported with redis_sentinels yet (system roots are used there)",
+            );
+        }
+        match std::fs::read(p.get_ref()) {
+            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                rep.error(
+                    "session.redis_ca_file",
+                    span(p),
+                    "no PEM certificate in the file",
+                );
+                None
+            }
+            Err(e) => {
+                rep.error(
+                    "session.redis_ca_file",
+                    span(p),
+                    format!("cannot read: {e}"),
+                );
+                None
+            }
+        }
+    });
     let cookie_name = match &f.session.cookie_name {
         None => "authgate_session".to_string(),
         Some(c) => {
@@ -1161,6 +1191,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             .as_ref()
             .map(|u| u.get_ref().clone()),
         redis_password,
+        redis_ca,
         redis_prefix: f
             .session
             .redis_prefix

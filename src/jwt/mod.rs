@@ -620,6 +620,89 @@ mod tests {
     }
 
     #[test]
+    fn logout_tokens() {
+        let s = signer();
+        let rules = LogoutTokenRules {
+            issuer: "https://idp.example",
+            client_id: "client",
+            algorithms: &[Algorithm::ES256],
+            leeway_secs: 60,
+            max_age_secs: 300,
+        };
+        let now = crate::session::model::now_unix();
+        let event = serde_json::json!({ BACKCHANNEL_LOGOUT_EVENT: {} });
+        let base = serde_json::json!({"nonce": null, "email": null, "jti": "j1", "sid": "s1", "events": event});
+        let check = |over: serde_json::Value, typ: &str| {
+            let mut c = claims(base.clone());
+            for (k, v) in over.as_object().unwrap() {
+                if v.is_null() {
+                    c.as_object_mut().unwrap().remove(k);
+                } else {
+                    c[k] = v.clone();
+                }
+            }
+            let mut h = Header::new(Algorithm::ES256);
+            h.kid = Some("k1".into());
+            h.typ = Some(typ.into());
+            let t = jsonwebtoken::encode(&h, &c, &s.key).unwrap();
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(verify_logout_token(&s.jwks, &t, &rules))
+        };
+        let ok = check(serde_json::json!({}), "logout+jwt").unwrap();
+        assert_eq!(
+            (ok.sid.as_deref(), ok.sub.as_deref()),
+            (Some("s1"), Some("alice"))
+        );
+        assert!(check(serde_json::json!({"exp": null}), "logout+jwt").is_ok());
+        let refused = [
+            (
+                serde_json::json!({"nonce": "n"}),
+                "logout+jwt",
+                "nonce: an ID token",
+            ),
+            (
+                serde_json::json!({"events": {}}),
+                "logout+jwt",
+                "no logout event",
+            ),
+            (
+                serde_json::json!({"events": {BACKCHANNEL_LOGOUT_EVENT: "x"}}),
+                "logout+jwt",
+                "event not an object",
+            ),
+            (
+                serde_json::json!({"sid": null, "sub": null}),
+                "logout+jwt",
+                "neither sid nor sub",
+            ),
+            (serde_json::json!({"jti": null}), "logout+jwt", "no jti"),
+            (serde_json::json!({"iat": null}), "logout+jwt", "no iat"),
+            (serde_json::json!({}), "at+jwt", "an access token"),
+            (
+                serde_json::json!({"aud": "other"}),
+                "logout+jwt",
+                "another audience",
+            ),
+            (
+                serde_json::json!({"exp": null, "iat": now - 1000}),
+                "logout+jwt",
+                "old, no exp",
+            ),
+            (
+                serde_json::json!({"iat": now + 1000}),
+                "logout+jwt",
+                "issued in the future",
+            ),
+        ];
+        for (over, typ, why) in refused {
+            assert!(check(over, typ).is_err(), "{why}");
+        }
+    }
+
+    #[test]
     fn only_asymmetric_algorithms_are_allowed() {
         let a = allowed_algorithms(["RS256", "HS256", "none", "ES256", "bogus"]);
         assert_eq!(a, vec![Algorithm::RS256, Algorithm::ES256]);

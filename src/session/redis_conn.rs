@@ -28,7 +28,16 @@ pub struct RedisOptions<'a> {
     pub topology: &'a RedisTopology,
     pub username: Option<&'a str>,
     pub password: Option<&'a str>,
+    /// PEM CA for `rediss://` (otherwise the built-in web roots).
+    pub ca: Option<&'a [u8]>,
     pub timeout: Duration,
+}
+
+fn certificates(ca: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.to_vec()),
+    }
 }
 
 /// The command connection.
@@ -53,7 +62,10 @@ impl RedisConn {
     pub fn new(o: &RedisOptions<'_>) -> RedisResult<Self> {
         match o.topology {
             RedisTopology::Standalone(url) => {
-                let client = redis::Client::open(url.expose())?;
+                let client = match o.ca {
+                    Some(ca) => redis::Client::build_with_tls(url.expose(), certificates(ca))?,
+                    None => redis::Client::open(url.expose())?,
+                };
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(o.timeout))
                     .set_response_timeout(Some(o.timeout))
@@ -84,12 +96,15 @@ impl RedisConn {
                 if let Some(p) = o.password {
                     b = b.password(p);
                 }
+                if let Some(ca) = o.ca {
+                    b = b.certs(certificates(ca));
+                }
                 let conn = b
                     .build()?
                     .get_pending_async_connection_with_config(Default::default());
                 let nodes = urls
                     .iter()
-                    .map(|u| node_client(u, o.username, o.password))
+                    .map(|u| node_client(u, o))
                     .collect::<RedisResult<Vec<_>>>()?;
                 Ok(RedisConn::Cluster {
                     conn,
@@ -132,11 +147,8 @@ impl RedisConn {
 }
 
 /// A client for one node, with the discovery credentials unless the URL has its own.
-fn node_client(
-    url: &str,
-    username: Option<&str>,
-    password: Option<&str>,
-) -> RedisResult<redis::Client> {
+fn node_client(url: &str, o: &RedisOptions<'_>) -> RedisResult<redis::Client> {
+    let (username, password) = (o.username, o.password);
     let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
     let redis_info = info.redis_settings().clone();
     if redis_info.password().is_none() {
@@ -149,7 +161,10 @@ fn node_client(
         }
         info = info.set_redis_settings(r);
     }
-    redis::Client::open(info)
+    match o.ca {
+        Some(ca) => redis::Client::build_with_tls(info, certificates(ca)),
+        None => redis::Client::open(info),
+    }
 }
 
 impl ConnectionLike for RedisConn {
