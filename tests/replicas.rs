@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+
 use reqwest::Method;
 
 /// Percentiles of a set of durations, for the propagation reports.
@@ -519,4 +520,229 @@ async fn idle_touch_is_lazy_and_absolute_timeout_holds() {
         );
     }
     assert_eq!(redis_cli(&redis, &["EXISTS", &key]), "0");
+}
+
+/// Login on A works on B; logout on A is refused on B; the subject's sessions can be listed
+/// and revoked. The same checks for every Redis deployment.
+async fn shared_sessions_behave_as_one(gws: &[Gateway]) {
+    let (a, b) = (&gws[0], &gws[1]);
+    let mut cookies = Vec::new();
+    for i in 0..4 {
+        // Several sessions: on a Cluster their keys land in different slots.
+        cookies.push(http_login(&gws[i % 2], "/").await.0);
+    }
+    for (i, c) in cookies.iter().enumerate() {
+        for (j, gw) in gws.iter().enumerate() {
+            let status = gw.get_as("/app", c).await.status();
+            assert_eq!(
+                status,
+                200,
+                "session {i} (made on replica {}) on replica {j}\nA: {}\nB: {}",
+                i % 2,
+                a.log(),
+                b.log()
+            );
+        }
+    }
+    let r = client()
+        .get(a.url("/.authgate/logout"))
+        .header("cookie", &cookies[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let refused = || async { b.get_as("/app", &cookies[0]).await.status() == 401 };
+    assert!(
+        eventually(Duration::from_secs(2), refused).await,
+        "logout on A not seen by B\n{}",
+        b.log()
+    );
+    let listed: serde_json::Value = b
+        .admin_api(Method::GET, "/sessions?subject=alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 3, "{listed}");
+    let r: serde_json::Value = a
+        .admin_api(Method::DELETE, "/sessions?subject=alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["revoked"], 3);
+    for c in &cookies {
+        for gw in gws {
+            let refused = || async { gw.get_as("/app", c).await.status() == 401 };
+            assert!(eventually(Duration::from_secs(2), refused).await);
+        }
+    }
+}
+
+/// Two gateways on a Sentinel-managed Redis (1 primary, 1 replica, 3 sentinels): sessions are
+/// shared; a failover under load gives at most a brief run of 503s, never a logout; after it,
+/// logins, logouts and their propagation work against the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel_failover_under_load_logs_nobody_out() {
+    let ports = [free_port(), free_port()];
+    let idp = Idp::start(true, &ports).await;
+    let set = redis_sets::SentinelSet::start().await;
+    let urls = set
+        .sentinel_urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let session = format!(
+        "store = \"redis\"\nredis_sentinels = [{urls}]\nredis_sentinel_master = \"{}\"\nsecret = \"{SESSION_SECRET}\"\nredis_timeout = \"500ms\"\ncache_max_age = \"2s\"\n",
+        set.master_name()
+    );
+    let gws = replicas(&idp, &ports, &session, "").await;
+    shared_sessions_behave_as_one(&gws).await;
+
+    let (cookie, _) = http_login(&gws[0], "/").await;
+    // Load on both replicas through the failover: every status, in order.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for gw in &gws {
+        let (url, cookie, stop) = (gw.url("/app"), cookie.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let s = client()
+                    .get(&url)
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                seen.push((Instant::now(), s));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let took = set.failover().await;
+    eprintln!("sentinel failover took {took:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for (i, task) in load.into_iter().enumerate() {
+        let seen = task.await.unwrap();
+        let unauthorized = seen.iter().filter(|(_, s)| *s == 401).count();
+        assert_eq!(
+            unauthorized, 0,
+            "replica {i}: a failover must not log anybody out"
+        );
+        assert!(
+            seen.iter().all(|(_, s)| *s == 200 || *s == 503),
+            "replica {i}: only 200 or 503: {:?}",
+            seen.iter().map(|x| x.1).collect::<Vec<_>>()
+        );
+        // The longest run of 503s, in time.
+        let mut worst = Duration::ZERO;
+        let mut start = None;
+        for (t, s) in &seen {
+            match (s, start) {
+                (503, None) => start = Some(*t),
+                (503, Some(_)) => {}
+                (_, Some(s0)) => {
+                    worst = worst.max(*t - s0);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        let tail_ok = seen.iter().rev().take(20).all(|(_, s)| *s == 200);
+        eprintln!(
+            "replica {i}: {} requests, {} × 503, longest 503 run {worst:?}",
+            seen.len(),
+            seen.iter().filter(|(_, s)| *s == 503).count()
+        );
+        assert!(tail_ok, "replica {i} did not recover after the failover");
+        assert!(
+            worst < Duration::from_secs(5),
+            "replica {i}: 503s for {worst:?}"
+        );
+    }
+    // The new primary serves everything, including invalidations.
+    let r = gws[1]
+        .admin_api(Method::DELETE, "/sessions?subject=alice")
+        .await;
+    assert!(r.status().is_success());
+    shared_sessions_behave_as_one(&gws).await;
+}
+
+/// Two gateways on a 3-primary Redis Cluster: sessions (keys in many slots), logout
+/// propagation over cluster-wide pub/sub, subject listing and revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_sessions_are_shared() {
+    let ports = [free_port(), free_port()];
+    let idp = Idp::start(true, &ports).await;
+    let cluster = redis_sets::RedisCluster::start().await;
+    let urls = cluster
+        .node_urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let session = format!(
+        "store = \"redis\"\nredis_cluster_nodes = [{urls}]\nsecret = \"{SESSION_SECRET}\"\nredis_timeout = \"500ms\"\ncache_max_age = \"5m\"\n"
+    );
+    let gws = replicas(&idp, &ports, &session, "").await;
+    shared_sessions_behave_as_one(&gws).await;
+}
+
+/// Redis over TLS (a private CA given in `redis_ca_file`) with an ACL user: sessions shared
+/// as usual; a wrong password fails closed (503), it never lets anyone in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_tls_with_acl_user() {
+    let ports = [free_port(), free_port(), free_port()];
+    let idp = Idp::start(true, &ports).await;
+    let pki = test_pki();
+    let redis = Redis::start_secure(&pki, "acl-password-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write(dir.path(), "redis-ca.pem", &pki.ca_pem);
+    let session = format!(
+        "{}redis_ca_file = \"{}\"\ncache_max_age = \"5m\"\n",
+        redis_session(&redis.url()),
+        ca.display()
+    );
+    let gws = replicas(&idp, &ports[..2], &session, "").await;
+    shared_sessions_behave_as_one(&gws).await;
+
+    let (cookie, _) = http_login(&gws[0], "/").await;
+    let wrong = session.replace("acl-password-1", "wrong-password");
+    let bad = Gateway::start_with(
+        &auth_config(&idp, echo().await, &wrong),
+        Opts {
+            port: Some(ports[2]),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let provider_ready = || async {
+        let v: serde_json::Value = client()
+            .get(bad.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["checks"]["provider:test"] == true && v["checks"]["session_store"] == false
+    };
+    assert!(eventually(Duration::from_secs(10), provider_ready).await);
+    let r = client()
+        .get(bad.url("/app"))
+        .header("cookie", &cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "store unreachable with bad credentials: fail closed"
+    );
 }

@@ -211,8 +211,9 @@ impl ConnectionLike for RedisConn {
 /// The current primary of a Sentinel-managed set, re-resolved after failover.
 pub struct SentinelConn {
     sentinel: tokio::sync::Mutex<SentinelClient>,
-    /// The connection in use and the epoch it belongs to; `None`: resolve on next use.
-    current: ArcSwapOption<(u64, MultiplexedConnection)>,
+    /// The connection in use, the epoch it belongs to and the address it goes to; `None`:
+    /// resolve on next use.
+    current: ArcSwapOption<(u64, MultiplexedConnection, String)>,
     epoch: AtomicU64,
     config: redis::AsyncConnectionConfig,
     /// Direct clients to each sentinel, for the watcher.
@@ -267,12 +268,15 @@ impl SentinelConn {
         if let Some(c) = self.current.load_full() {
             return Ok((c.0, c.1.clone()));
         }
-        let conn = sentinel
-            .get_async_connection_with_config(&self.config)
+        let client = sentinel.async_get_client().await?;
+        let addr = client.get_connection_info().addr().to_string();
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
         let epoch = self.epoch.load(Ordering::Acquire);
-        self.current.store(Some(Arc::new((epoch, conn.clone()))));
-        tracing::info!(master = %self.master, "connected to the Redis primary found through Sentinel");
+        self.current
+            .store(Some(Arc::new((epoch, conn.clone(), addr.clone()))));
+        tracing::info!(master = %self.master, primary = %addr, "connected to the Redis primary found through Sentinel");
         Ok((epoch, conn))
     }
 
@@ -291,13 +295,14 @@ impl SentinelConn {
     }
 
     fn drop_connection(&self, epoch: u64) {
-        if self.current.load().as_ref().is_some_and(|c| c.0 == epoch)
-            && self
-                .epoch
-                .compare_exchange(epoch, epoch + 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            self.current.store(None);
+        let current = self.current.load_full();
+        let Some(c) = current.as_ref().filter(|c| c.0 == epoch) else {
+            return;
+        };
+        let prev = self.current.compare_and_swap(&current, None);
+        if prev.as_ref().is_some_and(|p| Arc::ptr_eq(p, c)) {
+            // Connections made from now on belong to a new epoch.
+            self.epoch.fetch_add(1, Ordering::AcqRel);
             tracing::warn!(master = %self.master, "Redis primary connection dropped; asking Sentinel again");
         }
     }
@@ -324,25 +329,29 @@ impl SentinelConn {
         None
     }
 
-    /// Poll the sentinels; when the primary moves, drop the connection to the old one at
-    /// once instead of waiting for it to be demoted (writes there would be lost).
+    /// Poll the sentinels; when they name another primary than the one we are connected to,
+    /// drop the connection at once instead of waiting for the old one to be demoted (writes
+    /// there would be lost). Comparing with the connection's own address, not the previous
+    /// poll, also catches a reconnect that raced with the failover and landed on the old node.
     async fn watch(self: Arc<Self>) {
-        let mut known = None;
+        let mut last = None;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let Some(addr) = self.primary_addr().await else {
+            let Some((host, port)) = self.primary_addr().await else {
                 continue;
             };
-            if known.as_ref().is_some_and(|k| *k != addr) {
-                tracing::warn!(master = %self.master, host = %addr.0, port = addr.1, "Sentinel reports a new Redis primary");
-                let epoch = self.epoch.load(Ordering::Acquire);
-                if self.current.load().is_some() {
-                    self.drop_connection(epoch);
-                } else {
-                    self.epoch.fetch_add(1, Ordering::AcqRel);
+            let primary = format!("{host}:{port}");
+            if let Some(current) = self.current.load_full() {
+                if current.2 != primary {
+                    tracing::warn!(master = %self.master, old = %current.2, new = %primary, "Sentinel reports another Redis primary");
+                    self.drop_connection(current.0);
                 }
             }
-            known = Some(addr);
+            // The subscriber follows the same signal, connected or not.
+            if last.as_ref().is_some_and(|l| *l != primary) {
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+            }
+            last = Some(primary);
         }
     }
 }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
+pub mod redis_sets;
+pub mod topology;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 
 /// A free port on 127.0.0.1 (bound and released), never the same one twice in a test
@@ -475,6 +478,9 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     password: Option<String>,
+    /// ACL user (`default` is then off) and TLS port, for [`Redis::start_secure`].
+    acl_user: Option<String>,
+    pub tls_port: Option<u16>,
 }
 
 impl Redis {
@@ -489,15 +495,37 @@ impl Redis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             password: password.map(str::to_string),
+            acl_user: None,
+            tls_port: None,
+        };
+        r.spawn().await;
+        r
+    }
+
+    /// TLS (certificate from `pki`, files in the server's dir) and an ACL user `authgate`
+    /// with `password`; the `default` user is off. [`Redis::url`] is then the `rediss://` one.
+    pub async fn start_secure(pki: &TestPki, password: &str) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "cert.pem", &pki.cert_pem);
+        write(dir.path(), "key.pem", &pki.key_pem);
+        write(dir.path(), "ca.pem", &pki.ca_pem);
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+            password: Some(password.to_string()),
+            acl_user: Some("authgate".into()),
+            tls_port: Some(free_port()),
         };
         r.spawn().await;
         r
     }
 
     pub fn url(&self) -> String {
-        match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+        match (&self.password, &self.acl_user, self.tls_port) {
+            (Some(p), Some(u), Some(tls)) => format!("rediss://{u}:{p}@127.0.0.1:{tls}/"),
+            (Some(p), _, _) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
+            _ => format!("redis://127.0.0.1:{}/", self.port),
         }
     }
 
@@ -518,11 +546,40 @@ impl Redis {
                 "--dir",
             ])
             .arg(self.dir.path())
-            .args(
-                self.password
-                    .iter()
-                    .flat_map(|p| ["--requirepass".to_string(), p.clone()]),
-            )
+            .args(match (&self.password, &self.acl_user) {
+                // One argument per ACL rule: redis-server joins them into the config line.
+                (Some(p), Some(u)) => [
+                    "--user",
+                    u,
+                    "on",
+                    &format!(">{p}"),
+                    "~*",
+                    "&*",
+                    "+@all",
+                    "--user",
+                    "default",
+                    "off",
+                ]
+                .map(str::to_string)
+                .to_vec(),
+                (Some(p), None) => vec!["--requirepass".to_string(), p.clone()],
+                _ => vec![],
+            })
+            .args(self.tls_port.iter().flat_map(|t| {
+                let f = |n: &str| self.dir.path().join(n).display().to_string();
+                [
+                    "--tls-port".to_string(),
+                    t.to_string(),
+                    "--tls-cert-file".to_string(),
+                    f("cert.pem"),
+                    "--tls-key-file".to_string(),
+                    f("key.pem"),
+                    "--tls-ca-cert-file".to_string(),
+                    f("ca.pem"),
+                    "--tls-auth-clients".to_string(),
+                    "no".to_string(),
+                ]
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -532,7 +589,8 @@ impl Redis {
         loop {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 if let Some(p) = &self.password {
-                    let _ = s.write_all(format!("AUTH {p}\r\n").as_bytes());
+                    let user = self.acl_user.as_deref().unwrap_or("");
+                    let _ = s.write_all(format!("AUTH {user} {p}\r\n").as_bytes());
                     let mut ok = [0u8; 5];
                     let _ = s.read_exact(&mut ok);
                 }
