@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 pub mod redis_sets;
-pub mod topology;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 
