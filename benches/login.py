@@ -2,6 +2,9 @@
 """Sign in to an authgate gateway against the auto-login test IdP; print the session cookie.
 
     python3 benches/login.py http://127.0.0.1:PORT    # prints "authgate_session=..."
+    python3 benches/login.py --apache http://127.0.0.1:PORT
+        # the same against Apache + mod_auth_openidc (redirect URI /oidc/callback): prints
+        # "mod_auth_openidc_session=..."
 
 Replicates `http_login` in tests/common/mod.rs: GET <gw>/.authgate/login?rd=/ -> 302 to the
 IdP with the transaction cookie -> the IdP's redirects (303s, relative Locations resolved
@@ -58,20 +61,28 @@ def fail(msg):
 
 
 def main():
-    if len(sys.argv) != 2:
-        fail("usage: login.py http://127.0.0.1:PORT")
-    gw = sys.argv[1].rstrip("/")
+    args = sys.argv[1:]
+    apache = args[:1] == ["--apache"]
+    if apache:
+        args = args[1:]
+    if len(args) != 1:
+        fail("usage: login.py [--apache] http://127.0.0.1:PORT")
+    gw = args[0].rstrip("/")
     gw_op = opener()
     idp_op = opener(LoopbackJar())
 
-    status, h = get(gw_op, gw + "/.authgate/login?rd=/", {"Accept": "text/html"})
+    if apache:
+        start, callback, name = gw + "/bench", gw + "/oidc/callback", "mod_auth_openidc_session"
+    else:
+        start, callback, name = gw + "/.authgate/login?rd=/", gw + "/.authgate/callback", "authgate_session"
+    status, h = get(gw_op, start, {"Accept": "text/html"})
     if status != 302:
-        fail(f"login answered {status}, expected 302 to the provider")
-    tx = [c.split(";", 1)[0] for c in h.get_all("Set-Cookie", []) if "_tx_" in c]
+        fail(f"{start} answered {status}, expected 302 to the provider")
+    # The login transaction's cookies (authgate: *_tx_*; mod_auth_openidc: *_state_*).
+    tx = [c.split(";", 1)[0] for c in h.get_all("Set-Cookie", []) if "_tx_" in c or "_state_" in c]
     if not tx:
         fail("login set no transaction cookie")
-    url = h["Location"]
-    callback = gw + "/.authgate/callback"
+    url = urllib.parse.urljoin(start, h["Location"])
     for _ in range(10):
         status, h = get(idp_op, url)
         if status not in (301, 302, 303, 307, 308) or not h.get("Location"):
@@ -82,9 +93,9 @@ def main():
     else:
         fail("the IdP never redirected back to the gateway")
 
-    status, h = get(gw_op, url, {"Accept": "text/html", "Cookie": tx[0]})
+    status, h = get(gw_op, url, {"Accept": "text/html", "Cookie": "; ".join(tx)})
     session = [c.split(";", 1)[0] for c in h.get_all("Set-Cookie", [])
-               if c.startswith("authgate_session=") and not c.startswith("authgate_session=;")]
+               if c.startswith(name + "=") and not c.startswith(name + "=;")]
     if status // 100 != 3 or not session:
         fail(f"callback answered {status} without a session cookie")
     print(session[0])

@@ -110,15 +110,15 @@ impl SentinelSet {
         for (i, port) in nodes.iter().enumerate() {
             let d = dir.path().join(format!("node-{port}"));
             std::fs::create_dir_all(&d).unwrap();
-            let extra: Vec<String> = if i == 1 {
-                vec![
+            // No 5 s wait before a replica's first full sync (nor a demoted primary's resync).
+            let mut extra: Vec<String> = vec!["--repl-diskless-sync-delay".into(), "0".into()];
+            if i == 1 {
+                extra.extend([
                     "--replicaof".into(),
                     "127.0.0.1".into(),
                     nodes[0].to_string(),
-                ]
-            } else {
-                vec![]
-            };
+                ]);
+            }
             children.push(data_node(&d, *port, &extra));
         }
         for port in sentinels {
@@ -208,7 +208,8 @@ impl SentinelSet {
     }
 
     /// `SENTINEL FAILOVER`, then wait until every sentinel names the other node and it
-    /// answers as primary. Returns how long that took.
+    /// answers as primary. Returns how long that took. One failover per set: for ~10 s after
+    /// it the old primary is still writable, and a second failover then may promote it back.
     pub async fn failover(&self) -> Duration {
         let old = self.primary_port();
         let started = Instant::now();

@@ -1,0 +1,66 @@
+//! The benchmark baseline: a plain Pingora reverse proxy to one upstream, built from the same
+//! `pingora` dependency (and features) as authgate, with nothing else on the request path.
+//!
+//!     cargo run --release --example plain_proxy -- 127.0.0.1:8081 127.0.0.1:3000 [THREADS]
+//!
+//! `benches/load.sh` measures it next to authgate, so the gateway's cost is a ratio to what the
+//! proxy engine costs on its own.
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{http_proxy_service, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+
+struct Plain {
+    upstream: String,
+}
+
+#[async_trait]
+impl ProxyHttp for Plain {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _: &mut Session, _: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(
+            self.upstream.as_str(),
+            false,
+            String::new(),
+        )))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(listen), Some(upstream)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: plain_proxy LISTEN_ADDR UPSTREAM_ADDR [THREADS]");
+        std::process::exit(2);
+    };
+    let threads = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(2);
+    let dir = std::env::temp_dir();
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: dir
+            .join(format!("plain-proxy-{}.pid", std::process::id()))
+            .display()
+            .to_string(),
+        upgrade_sock: dir
+            .join(format!("plain-proxy-{}.sock", std::process::id()))
+            .display()
+            .to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut svc = http_proxy_service(
+        &server.configuration,
+        Plain {
+            upstream: upstream.clone(),
+        },
+    );
+    svc.add_tcp(listen);
+    server.add_service(svc);
+    server.run_forever();
+}
