@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# End-to-end load test: the echo upstream measured directly and through authgate, interleaved
-# in one run so every target sees the same machine state. Targets:
+# End-to-end load test: the echo upstream measured directly, through a plain Pingora proxy,
+# through authgate and through Apache + mod_auth_openidc, interleaved in one run so every target
+# sees the same machine state. Targets:
 #   direct          the echo upstream itself
+#   plain-proxy     examples/plain_proxy.rs: Pingora with nothing on the request path, built
+#                   from the same dependency (the baseline for authgate's own cost)
 #   public          authgate (memory store) on a public route (/public/...)
 #   session-cached  the same authgate on a protected route with a valid session cookie: the
 #                   in-memory session cache answers
@@ -13,6 +16,9 @@
 #   bearer-rs256-nocache, bearer-es256-nocache
 #                   a third authgate with gateway.bearer_cache_entries = 0: every request
 #                   verifies the signature
+#   apache-oidc     Apache httpd (event MPM) + mod_auth_openidc from Debian, sessions in the
+#                   same Redis (OIDCSessionType server-cache), signed in once with a valid
+#                   session cookie: the incumbent in front of legacy apps
 # The session gateways sign in once against the test IdP (tests/idp, auto-login) with
 # benches/login.py and wrk sends the session cookie; bearer targets send
 # client-credentials tokens from the same IdP.
@@ -25,11 +31,14 @@
 # front), OUT_DIR (bench-results).
 # Needs cargo, curl, python3, node (+ npm when tests/idp/node_modules is missing), wrk and
 # redis-server (wrk and redis-server are installed with apt-get when missing and running as
-# root). All traffic goes to 127.0.0.1. Results: a table on stdout, $OUT_DIR/load.md and
-# load.json, with throughput and p99 ratios against every baseline (direct and public).
+# root; so are apache2 and libapache2-mod-auth-openidc). All traffic goes to 127.0.0.1. Results:
+# a table on stdout, $OUT_DIR/load.md and load.json: req/s, p50, p99, p99.9 (wrk's recorded
+# latencies, through a Lua `done` hook), CPU seconds per 10 000 requests of the process(es)
+# serving the target (utime + stime from /proc, the measured run only), and throughput and p99
+# ratios against every baseline (plain-proxy, apache-oidc, public).
 #
-# Adding a target: start whatever serves it in `start_servers`, then add "name|url|header"
-# to TARGETS in `main`; medians, ratios (against each of BASELINES) and reports pick it up.
+# Adding a target: start whatever serves it in `start_servers`, then add
+# "name|url|header|pid-variable" to TARGETS in `main`; medians, ratios (against each of BASELINES) and reports pick it up.
 set -euo pipefail
 
 ROUNDS="${ROUNDS:-3}"
@@ -43,6 +52,7 @@ OUT_DIR="${OUT_DIR:-bench-results}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BIN="$ROOT/target/release/authgate"
+PLAIN="$ROOT/target/release/examples/plain_proxy"
 
 die() { echo "load.sh: error: $*" >&2; exit 1; }
 
@@ -95,6 +105,18 @@ ensure_tool() {
         die "$cmd is not installed; install it (Debian/Ubuntu: sudo apt-get install $pkg) and rerun"
     fi
     command -v "$cmd" >/dev/null 2>&1 || die "$cmd still not found after installing $pkg"
+}
+
+# ensure_file PATH APT_PACKAGE: like ensure_tool, for a package known by one of its files.
+ensure_file() {
+    local file="$1" pkg="$2"
+    [[ -e "$file" ]] && return 0
+    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "$file not found: installing $pkg with apt-get"
+        apt-get install -y "$pkg" || { apt-get update && apt-get install -y "$pkg"; } \
+            || die "apt-get could not install $pkg"
+    fi
+    [[ -e "$file" ]] || die "$file is missing; install $pkg (Debian/Ubuntu: sudo apt-get install $pkg) and rerun"
 }
 
 # The test IdP's dependencies (oidc-provider), installed as tests/run.sh does.
@@ -248,7 +270,7 @@ EOF
 
 start_servers() {
     read -r ECHO_PORT GW_PORT ADMIN_PORT GWR_PORT GWR_ADMIN_PORT REDIS_PORT IDP_PORT \
-        GWN_PORT GWN_ADMIN_PORT <<<"$(free_ports 9)"
+        GWN_PORT GWN_ADMIN_PORT PLAIN_PORT APACHE_PORT <<<"$(free_ports 11)"
 
     "$BIN" echo --listen "127.0.0.1:$ECHO_PORT" >"$TMP/echo.log" 2>&1 &
     ECHO_PID=$!
@@ -269,13 +291,17 @@ start_servers() {
         cd "$ROOT/tests/idp"
         IDP_PORT="$IDP_PORT" IDP_ISSUER="http://127.0.0.1:$IDP_PORT" IDP_AUTO_LOGIN=1 \
         IDP_ACCESS_TOKEN_TTL=3600 \
-        IDP_CLIENTS="[{\"client_id\":\"authgate\",\"client_secret\":\"authgate-secret\",\"redirect_uris\":[$redirects],\"post_logout_redirect_uris\":[$post_logout]}]" \
+        IDP_CLIENTS="[{\"client_id\":\"authgate\",\"client_secret\":\"authgate-secret\",\"redirect_uris\":[$redirects,\"http://127.0.0.1:$APACHE_PORT/oidc/callback\"],\"post_logout_redirect_uris\":[$post_logout]}]" \
             exec node idp.js
     ) >"$TMP/idp.log" 2>&1 </dev/null &
     IDP_PID=$!
     PIDS+=("$IDP_PID")
 
     wait_http "echo upstream" "http://127.0.0.1:$ECHO_PORT$REQ_PATH" "$TMP/echo.log" "$ECHO_PID"
+    "$PLAIN" "127.0.0.1:$PLAIN_PORT" "127.0.0.1:$ECHO_PORT" 2 >"$TMP/plain.log" 2>&1 &
+    PLAIN_PID=$!
+    PIDS+=("$PLAIN_PID")
+    wait_http "plain Pingora proxy" "http://127.0.0.1:$PLAIN_PORT$REQ_PATH" "$TMP/plain.log" "$PLAIN_PID"
     wait_redis "$REDIS_PORT" "$REDIS_PID" "$TMP/redis.log"
     wait_log "test IdP (http://127.0.0.1:$IDP_PORT)" "$TMP/idp.log" "$IDP_PID" "^IDP READY" 30
 
@@ -305,6 +331,7 @@ cache_max_age = \"0s\""
     wait_http "authgate (no bearer cache)" "http://127.0.0.1:$GWN_ADMIN_PORT/readyz" "$TMP/authgate-nocache.log" "$GWN_PID"
     wait_http "authgate public route" "http://127.0.0.1:$GW_PORT/public$REQ_PATH" "$TMP/authgate.log" "$GW_PID"
 
+    start_apache
     SESSION_MEM="$(login "$GW_PORT")"
     SESSION_REDIS="$(login "$GWR_PORT")"
     TOKEN_RS256="$(access_token urn:authgate:api)"
@@ -322,6 +349,74 @@ cache_max_age = \"0s\""
         [[ "$code" == 401 ]] || die "bearer route on port $port answered $code without a token (expected 401)"
     done
     echo "bearer routes (ports $GW_PORT, $GWN_PORT): 200 with RS256 and ES256 tokens, 401 without"
+}
+
+# start_apache: Apache httpd + mod_auth_openidc in front of the echo upstream, sessions in the
+# same Redis, signed in once; sets APACHE_PID and SESSION_APACHE.
+start_apache() {
+    local m=/usr/lib/apache2/modules code
+    mkdir -p "$TMP/apache"
+    chmod 755 "$TMP" "$TMP/apache"
+    cat >"$TMP/apache/httpd.conf" <<EOF
+ServerRoot $TMP/apache
+LoadModule mpm_event_module $m/mod_mpm_event.so
+LoadModule authz_core_module $m/mod_authz_core.so
+LoadModule authz_user_module $m/mod_authz_user.so
+LoadModule authn_core_module $m/mod_authn_core.so
+LoadModule auth_openidc_module $m/mod_auth_openidc.so
+LoadModule proxy_module $m/mod_proxy.so
+LoadModule proxy_http_module $m/mod_proxy_http.so
+Listen 127.0.0.1:$APACHE_PORT
+ServerName 127.0.0.1
+PidFile $TMP/apache/httpd.pid
+ErrorLog $TMP/apache/error.log
+LogLevel warn
+$( [[ "$(id -u)" -eq 0 ]] && printf 'User www-data\nGroup www-data\n' )
+OIDCProviderMetadataURL http://127.0.0.1:$IDP_PORT/.well-known/openid-configuration
+OIDCClientID authgate
+OIDCClientSecret authgate-secret
+OIDCRedirectURI http://127.0.0.1:$APACHE_PORT/oidc/callback
+OIDCCryptoPassphrase $(python3 -c 'import secrets; print(secrets.token_hex(32))')
+OIDCScope "openid email profile"
+OIDCPKCEMethod S256
+OIDCCacheType redis
+OIDCRedisCacheServer 127.0.0.1:$REDIS_PORT
+OIDCSessionType server-cache
+<Location />
+  AuthType openid-connect
+  Require valid-user
+</Location>
+ProxyPass /oidc/callback !
+ProxyPass / http://127.0.0.1:$ECHO_PORT/
+EOF
+    apache2 -f "$TMP/apache/httpd.conf" -k start || die "apache2 did not start (see $TMP/apache/error.log)"
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [[ -s "$TMP/apache/httpd.pid" ]] && break
+        sleep 0.1
+    done
+    APACHE_PID="$(cat "$TMP/apache/httpd.pid" 2>/dev/null)" || die "apache2 wrote no pid file"
+    PIDS+=("$APACHE_PID")
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$APACHE_PORT$REQ_PATH")"
+    [[ "$code" == 302 || "$code" == 401 ]] || die "Apache answered $code without a session (expected 302/401)"
+    SESSION_APACHE="$(python3 "$ROOT/benches/login.py" --apache "http://127.0.0.1:$APACHE_PORT")" \
+        || die "login at Apache + mod_auth_openidc failed"
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Cookie: $SESSION_APACHE" \
+        "http://127.0.0.1:$APACHE_PORT$REQ_PATH")"
+    [[ "$code" == 200 ]] || die "Apache answered $code with the session cookie"
+    echo "Apache + mod_auth_openidc on 127.0.0.1:$APACHE_PORT: signed in (200 with the cookie)"
+}
+
+# cpu_ticks PID: utime + stime (clock ticks) of PID and its child processes (Apache's workers).
+cpu_ticks() {
+    local pid total=0 f
+    for pid in "$1" $(pgrep -P "$1" 2>/dev/null); do
+        f="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+        # Fields after the ")" that closes the command name: utime is the 12th, stime the 13th.
+        f="${f##*) }"
+        total=$((total + $(awk '{print $12 + $13}' <<<"$f")))
+    done
+    echo "$total"
 }
 
 # access_token RESOURCE: a client-credentials JWT access token (RFC 9068) from the test IdP.
@@ -359,26 +454,32 @@ to_us() {
     }'
 }
 
-# measure NAME URL [HEADER]: warm up, run wrk once (sending HEADER, e.g. "Cookie: ..." or
-# "Authorization: Bearer ...", when given), append "name round rps p50_us p99_us errors" to
-# $TMP/results.tsv.
+# measure NAME URL HEADER PID: warm up, run wrk once (sending HEADER, e.g. "Cookie: ..." or
+# "Authorization: Bearer ...", when not empty) and append "name round rps p50_us p99_us
+# p999_us errors cpu_s_per_10k" to $TMP/results.tsv. PID serves the target: its CPU time (and
+# its children's) over the measured run is divided by the requests wrk completed.
 measure() {
-    local name="$1" url="$2" header="${3:-}" out="$TMP/wrk-$1-$ROUND.txt" rps p50 p99 errors
+    local name="$1" url="$2" header="${3:-}" pid="$4" out="$TMP/wrk-$1-$ROUND.txt"
+    local rps p50 p99 p999 errors requests before after cpu
     local hdr=()
     [[ -z "$header" ]] || hdr=(-H "$header")
     wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
-    wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" "$url" >"$out"
+    before="$(cpu_ticks "$pid")"
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -s "$TMP/pctl.lua" "${hdr[@]}" "$url" >"$out"
+    after="$(cpu_ticks "$pid")"
     rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
-    p50="$(to_us "$(awk '$1 == "50%" {print $2; exit}' "$out")")"
-    p99="$(to_us "$(awk '$1 == "99%" {print $2; exit}' "$out")")"
+    read -r p50 p99 p999 requests <<<"$(awk '$1 == "pctl" {print $2, $3, $4, $5}' "$out")"
     # Non-2xx/3xx responses and socket errors (connect/read/write/timeout), if any.
     errors="$(awk '/Non-2xx or 3xx responses:/ {e += $NF}
                    /Socket errors:/ {for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) e += $i}
                    END {print e + 0}' "$out")"
-    [[ -n "$rps" && "$p50" != NaN && "$p99" != NaN ]] || { cat "$out" >&2; die "cannot parse wrk output for $name"; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$ROUND" "$rps" "$p50" "$p99" "$errors" >>"$TMP/results.tsv"
-    printf '  round %s  %-20s %12s req/s  p50 %10s us  p99 %10s us  errors %s\n' \
-        "$ROUND" "$name" "$rps" "$p50" "$p99" "$errors"
+    [[ -n "$rps" && -n "$p999" && "${requests:-0}" -gt 0 ]] || { cat "$out" >&2; die "cannot parse wrk output for $name"; }
+    cpu="$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+        'BEGIN {printf "%.3f", t / hz / n * 10000}')"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$ROUND" "$rps" "$p50" "$p99" "$p999" "$errors" "$cpu" \
+        >>"$TMP/results.tsv"
+    printf '  round %s  %-20s %10s req/s  p50 %7s us  p99 %7s us  p99.9 %7s us  cpu %6s s/10k  errors %s\n' \
+        "$ROUND" "$name" "$rps" "$p50" "$p99" "$p999" "$cpu" "$errors"
 }
 
 report() {
@@ -394,10 +495,12 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out_dir = sys.argv[2]
 order = os.environ["TARGET_ORDER"].split()
 runs = {t: [] for t in order}
-for name, rnd, rps, p50, p99, err in rows:
+for name, rnd, rps, p50, p99, p999, err, cpu in rows:
     runs[name].append({"round": int(rnd), "rps": float(rps), "p50_us": float(p50),
-                       "p99_us": float(p99), "errors": int(err)})
-med = {t: {k: statistics.median(r[k] for r in runs[t]) for k in ("rps", "p50_us", "p99_us")}
+                       "p99_us": float(p99), "p999_us": float(p999), "errors": int(err),
+                       "cpu_s_per_10k": float(cpu)})
+keys = ("rps", "p50_us", "p99_us", "p999_us", "cpu_s_per_10k")
+med = {t: {k: statistics.median(r[k] for r in runs[t]) for k in keys}
        | {"errors": sum(r["errors"] for r in runs[t])} for t in order}
 bases = os.environ["BASELINES"].split()
 # ratios[base][target]: the target's median throughput and p99 divided by the base's.
@@ -411,7 +514,7 @@ def cell(b, t, k):
     return "-" if t == b else f"{ratios[b][t][k]:.3f}"
 
 w = max(6, max(len(t) for t in order))
-hdr = (f"{'target':<{w}} {'req/s':>10} {'p50 µs':>9} {'p99 µs':>9} {'errors':>6}"
+hdr = (f"{'target':<{w}} {'req/s':>10} {'p50 µs':>9} {'p99 µs':>9} {'p99.9 µs':>9} {'cpu/10k':>8} {'errors':>6}"
        + "".join(f" {h:>11}" for _, _, h in rcols))
 print(f"\nmedians over {os.environ['ROUNDS']} rounds; ratio = target / baseline "
       "(thr: higher is better, p99: lower is better)")
@@ -419,7 +522,7 @@ print(hdr)
 print("-" * len(hdr))
 for t in order:
     m = med[t]
-    print(f"{t:<{w}} {m['rps']:>10.0f} {m['p50_us']:>9.0f} {m['p99_us']:>9.0f} {m['errors']:>6}"
+    print(f"{t:<{w}} {m['rps']:>10.0f} {m['p50_us']:>9.0f} {m['p99_us']:>9.0f} {m['p999_us']:>9.0f} {m['cpu_s_per_10k']:>8.3f} {m['errors']:>6}"
           + "".join(f" {cell(b, t, k):>11}" for b, k, _ in rcols))
 
 env = {k: os.environ[k] for k in ("ROUNDS", "CONNS", "DURATION", "WRK_THREADS", "REQ_PATH")}
@@ -439,12 +542,13 @@ md = [f"# authgate load test ({stamp}, {os.environ['GIT_REV']})", "",
       f"Machine: {machine['nproc']} CPUs, {machine['arch']}, {machine['cpu']}  ",
       f"wrk -t{env['WRK_THREADS']} -c{env['CONNS']} -d{env['DURATION']} on `{env['REQ_PATH']}` "
       f"(public: `/public{env['REQ_PATH']}`), medians of {env['ROUNDS']} interleaved rounds. "
-      "Ratios are target / baseline (thr: higher is better; p99: lower is better).", "",
-      "| target | req/s | p50 µs | p99 µs | errors | " + " | ".join(h for _, _, h in rcols) + " |",
-      "|---|---:|---:|---:|---:|" + "---:|" * len(rcols)]
+      "Ratios are target / baseline (thr: higher is better; p99: lower is better). "
+      "CPU: seconds of the serving process(es) per 10 000 requests.", "",
+      "| target | req/s | p50 µs | p99 µs | p99.9 µs | CPU s/10k | errors | " + " | ".join(h for _, _, h in rcols) + " |",
+      "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(rcols)]
 for t in order:
     m = med[t]
-    md.append(f"| {t} | {m['rps']:.0f} | {m['p50_us']:.0f} | {m['p99_us']:.0f} | {m['errors']} | "
+    md.append(f"| {t} | {m['rps']:.0f} | {m['p50_us']:.0f} | {m['p99_us']:.0f} | {m['p999_us']:.0f} | {m['cpu_s_per_10k']:.3f} | {m['errors']} | "
               + " | ".join(cell(b, t, k) for b, k, _ in rcols) + " |")
 with open(os.path.join(out_dir, "load.md"), "w") as f:
     f.write("\n".join(md) + "\n")
@@ -456,32 +560,43 @@ main() {
     print_machine
     ensure_tool wrk wrk
     ensure_tool redis-server redis-server
+    ensure_tool apache2 apache2
+    ensure_file /usr/lib/apache2/modules/mod_auth_openidc.so libapache2-mod-auth-openidc
     ensure_idp
-    echo "building release binary"
-    cargo build --release --bin authgate
-    [[ -x "$BIN" ]] || die "$BIN not built"
+    echo "building release binaries"
+    cargo build --release --bin authgate --example plain_proxy
+    [[ -x "$BIN" && -x "$PLAIN" ]] || die "$BIN or $PLAIN not built"
+    cat >"$TMP/pctl.lua" <<'EOF'
+done = function(summary, latency, requests)
+  io.write(string.format("pctl %d %d %d %d\n", latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9), summary.requests))
+end
+EOF
     start_servers
 
-    # name|url|header (empty: none). Ratios are taken against each of BASELINES.
+    # name|url|header (empty: none)|pid of the serving process. Ratios are taken against each
+    # of BASELINES.
     TARGETS=(
-        "direct|http://127.0.0.1:$ECHO_PORT$REQ_PATH|"
-        "public|http://127.0.0.1:$GW_PORT/public$REQ_PATH|"
-        "session-cached|http://127.0.0.1:$GW_PORT$REQ_PATH|Cookie: $SESSION_MEM"
-        "session-redis|http://127.0.0.1:$GWR_PORT$REQ_PATH|Cookie: $SESSION_REDIS"
-        "bearer-rs256|http://127.0.0.1:$GW_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_RS256"
-        "bearer-es256|http://127.0.0.1:$GW_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_ES256"
-        "bearer-rs256-nocache|http://127.0.0.1:$GWN_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_RS256"
-        "bearer-es256-nocache|http://127.0.0.1:$GWN_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_ES256"
+        "direct|http://127.0.0.1:$ECHO_PORT$REQ_PATH||$ECHO_PID"
+        "plain-proxy|http://127.0.0.1:$PLAIN_PORT$REQ_PATH||$PLAIN_PID"
+        "public|http://127.0.0.1:$GW_PORT/public$REQ_PATH||$GW_PID"
+        "session-cached|http://127.0.0.1:$GW_PORT$REQ_PATH|Cookie: $SESSION_MEM|$GW_PID"
+        "session-redis|http://127.0.0.1:$GWR_PORT$REQ_PATH|Cookie: $SESSION_REDIS|$GWR_PID"
+        "bearer-rs256|http://127.0.0.1:$GW_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_RS256|$GW_PID"
+        "bearer-es256|http://127.0.0.1:$GW_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_ES256|$GW_PID"
+        "bearer-rs256-nocache|http://127.0.0.1:$GWN_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_RS256|$GWN_PID"
+        "bearer-es256-nocache|http://127.0.0.1:$GWN_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_ES256|$GWN_PID"
+        "apache-oidc|http://127.0.0.1:$APACHE_PORT$REQ_PATH|Cookie: $SESSION_APACHE|$APACHE_PID"
     )
-    BASELINES=(direct public)
+    BASELINES=(plain-proxy apache-oidc public)
 
     : >"$TMP/results.tsv"
     for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
         echo "round $ROUND/$ROUNDS"
-        local t name url header
+        local t name url header pid
         for t in "${TARGETS[@]}"; do
-            IFS='|' read -r name url header <<<"$t"
-            measure "$name" "$url" "$header"
+            IFS='|' read -r name url header pid <<<"$t"
+            measure "$name" "$url" "$header" "$pid"
         done
     done
     report
