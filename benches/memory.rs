@@ -1,0 +1,154 @@
+//! Memory: resident memory per cached session (at 100 000 and 1 000 000 sessions) and the
+//! idle RSS of a running gateway.
+//!
+//! Sessions are built as the gateway builds them after a login (identity in 20 groups, email,
+//! name, identity headers ready to insert; the sealed tokens — ID, access and refresh token —
+//! as stored) and inserted into a [`SessionCache`]; the figure is the growth of this process's
+//! RSS divided by the number of sessions. With the Redis store that cache is all a replica
+//! holds; the memory store keeps the serialized record besides (also measured).
+//!
+//! `cargo bench --bench memory` (writes `bench-results/memory.md`); under `cargo test` it runs
+//! with 10 000 sessions as a smoke test.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use authgate::identity::IdentityHeaders;
+use authgate::session::{Claims, IdHash, Session, SessionCache, SessionRecord};
+
+fn rss_bytes(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn session(i: u64, headers: &IdentityHeaders) -> Arc<Session> {
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&i.to_le_bytes());
+    let claims = Claims {
+        subject: format!("user-{i:08}"),
+        email: Some(format!("user-{i:08}@example.com")),
+        email_verified: Some(true),
+        name: Some(format!("User Number {i}")),
+        preferred_username: Some(format!("user{i}")),
+        groups: (0..20).map(|g| format!("team-{g:02}")).collect(),
+        ..Claims::default()
+    };
+    Arc::new(Session {
+        hash: IdHash(hash),
+        headers: headers.values(&claims),
+        record: SessionRecord {
+            v: 2,
+            provider: "corp".into(),
+            claims,
+            created_at: 1_800_000_000,
+            expires_at: 1_800_043_200,
+            sid: Some(format!("sid-{i:016x}")),
+            access_expires_at: Some(1_800_000_300),
+            refreshable: true,
+            // Sealed tokens as stored: ~1.8 KB of base64 for an ID token, a JWT access token
+            // and a refresh token.
+            tokens: "t".repeat(1800),
+        },
+        loaded_at: Instant::now(),
+        rev: 1,
+        deadline: Instant::now() + Duration::from_secs(3600),
+    })
+}
+
+fn per_session(n: u64) -> (f64, u64) {
+    let headers = IdentityHeaders::default();
+    let cache = SessionCache::new(Duration::from_secs(3600), usize::MAX, true);
+    let before = rss_bytes("self");
+    for i in 0..n {
+        cache.insert(session(i, &headers), cache.generation());
+    }
+    assert_eq!(cache.len() as u64, n);
+    let grown = rss_bytes("self").saturating_sub(before);
+    (grown as f64 / n as f64, grown)
+}
+
+fn idle_gateway_rss() -> u64 {
+    let dir = std::env::temp_dir().join(format!("authgate-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = |_: ()| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (listen, admin) = (port(()), port(()));
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nthreads = 2\npid_file = \"{d}/pid\"\nupgrade_socket = \"{d}/sock\"\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n[[listeners]]\naddress = \"127.0.0.1:{listen}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n[upstreams.app]\nservers = [\"http://127.0.0.1:9\"]\n[[routes]]\nid = \"app\"\npath = \"/\"\nupstream = \"app\"\npublic = true\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = rss_bytes(&child.id().to_string());
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    rss
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes: &[u64] = if full {
+        &[100_000, 1_000_000]
+    } else {
+        &[10_000]
+    };
+    let mut md =
+        String::from("| sessions in the cache | RSS growth | per session |\n|---:|---:|---:|\n");
+    for &n in sizes {
+        let (per, grown) = per_session(n);
+        println!(
+            "{n} cached sessions: RSS +{:.1} MiB, {per:.0} bytes per session",
+            grown as f64 / 1048576.0
+        );
+        md.push_str(&format!(
+            "| {n} | {:.1} MiB | {per:.0} B |\n",
+            grown as f64 / 1048576.0
+        ));
+    }
+    let idle = idle_gateway_rss();
+    println!(
+        "idle gateway ({} build, 2 threads, no providers): RSS {:.1} MiB",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        idle as f64 / 1048576.0
+    );
+    md.push_str(&format!(
+        "\nIdle gateway RSS (2 worker threads, no providers): {:.1} MiB\n",
+        idle as f64 / 1048576.0
+    ));
+    if full {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("memory.md"), md).unwrap();
+    }
+}
