@@ -26,6 +26,10 @@
 #   bash benches/load.sh                      # 3 rounds x 8 targets x (1 s warm-up + 5 s)
 #   ROUNDS=5 CONNS=128 DURATION=10s bash benches/load.sh
 #
+# After the rounds, a scaling curve: plain-proxy and session-cached at SCALE_CONNS connections
+# (default "1 16 64 256 1024"), one run each, drawn into $OUT_DIR/scaling.svg (throughput and
+# p99 against connections) with the numbers in scaling.md / scaling.json. SCALE_CONNS="" skips it.
+#
 # Environment: ROUNDS (3), CONNS (64), DURATION (5s), WRK_THREADS (2), WARMUP (1s),
 # REQ_PATH (/bench?echo_quiet: the echo answers a bare "ok"; the public target gets /public in
 # front), OUT_DIR (bench-results).
@@ -48,6 +52,7 @@ WRK_THREADS="${WRK_THREADS:-2}"
 WARMUP="${WARMUP:-1s}"
 REQ_PATH="${REQ_PATH:-/bench?echo_quiet}"
 OUT_DIR="${OUT_DIR:-bench-results}"
+SCALE_CONNS="${SCALE_CONNS-1 16 64 256 1024}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -482,6 +487,32 @@ measure() {
         "$ROUND" "$name" "$rps" "$p50" "$p99" "$p999" "$cpu" "$errors"
 }
 
+# scaling: throughput and p99 of plain-proxy and session-cached at each of SCALE_CONNS.
+scaling() {
+    [[ -n "$SCALE_CONNS" ]] || return 0
+    local c t name url header threads out rps p99
+    : >"$TMP/scaling.tsv"
+    echo "scaling curve: connections $SCALE_CONNS"
+    for c in $SCALE_CONNS; do
+        threads=$((c < WRK_THREADS ? c : WRK_THREADS))
+        for t in "plain-proxy|http://127.0.0.1:$PLAIN_PORT$REQ_PATH|" \
+                 "session-cached|http://127.0.0.1:$GW_PORT$REQ_PATH|Cookie: $SESSION_MEM"; do
+            IFS='|' read -r name url header <<<"$t"
+            local hdr=()
+            [[ -z "$header" ]] || hdr=(-H "$header")
+            out="$TMP/scale-$name-$c.txt"
+            wrk -t"$threads" -c"$c" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
+            wrk -t"$threads" -c"$c" -d"$DURATION" -s "$TMP/pctl.lua" "${hdr[@]}" "$url" >"$out"
+            rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
+            p99="$(awk '$1 == "pctl" {print $3}' "$out")"
+            [[ -n "$rps" && -n "$p99" ]] || { cat "$out" >&2; die "cannot parse wrk output ($name, $c connections)"; }
+            printf '%s\t%s\t%s\t%s\n' "$name" "$c" "$rps" "$p99" >>"$TMP/scaling.tsv"
+            printf '  %-15s %5s conns %10s req/s  p99 %8s us\n' "$name" "$c" "$rps" "$p99"
+        done
+    done
+    python3 "$ROOT/benches/scaling_svg.py" "$TMP/scaling.tsv" "$OUT_DIR"
+}
+
 report() {
     mkdir -p "$OUT_DIR"
     MACHINE_NPROC="$MACHINE_NPROC" MACHINE_ARCH="$MACHINE_ARCH" MACHINE_CPU="$MACHINE_CPU" \
@@ -558,6 +589,8 @@ PY
 
 main() {
     print_machine
+    # 1 024 connections need more descriptors than the usual soft limit.
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     ensure_tool wrk wrk
     ensure_tool redis-server redis-server
     ensure_tool apache2 apache2
@@ -600,6 +633,7 @@ EOF
         done
     done
     report
+    scaling
 }
 
 main "$@"
