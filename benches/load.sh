@@ -376,6 +376,10 @@ ServerName 127.0.0.1
 PidFile $TMP/apache/httpd.pid
 ErrorLog $TMP/apache/error.log
 LogLevel warn
+# Keep-alive like the other targets (Apache's default closes a connection every 100 requests).
+KeepAlive On
+MaxKeepAliveRequests 0
+KeepAliveTimeout 60
 $( [[ "$(id -u)" -eq 0 ]] && printf 'User www-data\nGroup www-data\n' )
 OIDCProviderMetadataURL http://127.0.0.1:$IDP_PORT/.well-known/openid-configuration
 OIDCClientID authgate
