@@ -30,7 +30,7 @@
 # (default "1 16 64 256 1024"), one run each, drawn into $OUT_DIR/scaling.svg (throughput and
 # p99 against connections) with the numbers in scaling.md / scaling.json. SCALE_CONNS="" skips it.
 #
-# Environment: ROUNDS (3), CONNS (64), DURATION (5s), WRK_THREADS (2), WARMUP (1s),
+# Environment: ROUNDS (3), CONNS (64), DURATION (5s), WRK_THREADS (2), WARMUP (1s), PIN (1),
 # REQ_PATH (/bench?echo_quiet: the echo answers a bare "ok"; the public target gets /public in
 # front), OUT_DIR (bench-results).
 # Needs cargo, curl, python3, node (+ npm when tests/idp/node_modules is missing), wrk and
@@ -53,6 +53,16 @@ WARMUP="${WARMUP:-1s}"
 REQ_PATH="${REQ_PATH:-/bench?echo_quiet}"
 OUT_DIR="${OUT_DIR:-bench-results}"
 SCALE_CONNS="${SCALE_CONNS-1 16 64 256 1024}"
+# PIN=1 (the default with 2+ CPUs and taskset): every proxy under test runs on the last CPU;
+# wrk, the upstream, Redis and the IdP share the others. The proxy is then the bottleneck and
+# targets compare on equal footing, instead of fighting the load generator for 2 cores.
+PIN="${PIN:-1}"
+LOADGEN_CPU=""
+PROXY_CPU=""
+if [[ "$PIN" == 1 ]] && command -v taskset >/dev/null 2>&1 && [[ "$(nproc)" -ge 2 ]]; then
+    PROXY_CPU="taskset -c $(($(nproc) - 1))"
+    LOADGEN_CPU="taskset -c 0-$(($(nproc) - 2))"
+fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -95,6 +105,7 @@ print_machine() {
     MACHINE_ARCH="$(uname -m)"
     MACHINE_CPU="${cpu:-unknown}"
     echo "machine: nproc=$MACHINE_NPROC arch=$MACHINE_ARCH cpu=$MACHINE_CPU"
+    echo "pinning: proxies: ${PROXY_CPU:-none}; load generator and upstream: ${LOADGEN_CPU:-none}"
     echo "params:  rounds=$ROUNDS conns=$CONNS duration=$DURATION wrk_threads=$WRK_THREADS warmup=$WARMUP path=$REQ_PATH"
 }
 
@@ -277,11 +288,11 @@ start_servers() {
     read -r ECHO_PORT GW_PORT ADMIN_PORT GWR_PORT GWR_ADMIN_PORT REDIS_PORT IDP_PORT \
         GWN_PORT GWN_ADMIN_PORT PLAIN_PORT APACHE_PORT <<<"$(free_ports 11)"
 
-    "$BIN" echo --listen "127.0.0.1:$ECHO_PORT" >"$TMP/echo.log" 2>&1 &
+    $LOADGEN_CPU "$BIN" echo --listen "127.0.0.1:$ECHO_PORT" >"$TMP/echo.log" 2>&1 &
     ECHO_PID=$!
     PIDS+=("$ECHO_PID")
 
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    $LOADGEN_CPU redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
         --dir "$TMP" >"$TMP/redis.log" 2>&1 </dev/null &
     REDIS_PID=$!
     PIDS+=("$REDIS_PID")
@@ -297,13 +308,13 @@ start_servers() {
         IDP_PORT="$IDP_PORT" IDP_ISSUER="http://127.0.0.1:$IDP_PORT" IDP_AUTO_LOGIN=1 \
         IDP_ACCESS_TOKEN_TTL=3600 \
         IDP_CLIENTS="[{\"client_id\":\"authgate\",\"client_secret\":\"authgate-secret\",\"redirect_uris\":[$redirects,\"http://127.0.0.1:$APACHE_PORT/oidc/callback\"],\"post_logout_redirect_uris\":[$post_logout]}]" \
-            exec node idp.js
+            exec $LOADGEN_CPU node idp.js
     ) >"$TMP/idp.log" 2>&1 </dev/null &
     IDP_PID=$!
     PIDS+=("$IDP_PID")
 
     wait_http "echo upstream" "http://127.0.0.1:$ECHO_PORT$REQ_PATH" "$TMP/echo.log" "$ECHO_PID"
-    "$PLAIN" "127.0.0.1:$PLAIN_PORT" "127.0.0.1:$ECHO_PORT" 2 >"$TMP/plain.log" 2>&1 &
+    $PROXY_CPU "$PLAIN" "127.0.0.1:$PLAIN_PORT" "127.0.0.1:$ECHO_PORT" 2 >"$TMP/plain.log" 2>&1 &
     PLAIN_PID=$!
     PIDS+=("$PLAIN_PID")
     wait_http "plain Pingora proxy" "http://127.0.0.1:$PLAIN_PORT$REQ_PATH" "$TMP/plain.log" "$PLAIN_PID"
@@ -320,13 +331,13 @@ cache_max_age = \"0s\""
     gateway_config authgate-nocache "$GWN_PORT" "$GWN_ADMIN_PORT" 'store = "memory"' \
         $'[gateway]\nbearer_cache_entries = 0'
 
-    "$BIN" run -c "$TMP/authgate-nocache.toml" >"$TMP/authgate-nocache.log" 2>&1 &
+    $PROXY_CPU "$BIN" run -c "$TMP/authgate-nocache.toml" >"$TMP/authgate-nocache.log" 2>&1 &
     GWN_PID=$!
     PIDS+=("$GWN_PID")
-    "$BIN" run -c "$TMP/authgate.toml" >"$TMP/authgate.log" 2>&1 &
+    $PROXY_CPU "$BIN" run -c "$TMP/authgate.toml" >"$TMP/authgate.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
-    "$BIN" run -c "$TMP/authgate-redis.toml" >"$TMP/authgate-redis.log" 2>&1 &
+    $PROXY_CPU "$BIN" run -c "$TMP/authgate-redis.toml" >"$TMP/authgate-redis.log" 2>&1 &
     GWR_PID=$!
     PIDS+=("$GWR_PID")
 
@@ -398,7 +409,7 @@ OIDCSessionType server-cache
 ProxyPass /oidc/callback !
 ProxyPass / http://127.0.0.1:$ECHO_PORT/
 EOF
-    apache2 -f "$TMP/apache/httpd.conf" -k start || die "apache2 did not start (see $TMP/apache/error.log)"
+    $PROXY_CPU apache2 -f "$TMP/apache/httpd.conf" -k start || die "apache2 did not start (see $TMP/apache/error.log)"
     local i
     for ((i = 0; i < 50; i++)); do
         [[ -s "$TMP/apache/httpd.pid" ]] && break
@@ -472,9 +483,9 @@ measure() {
     local rps p50 p99 p999 errors requests before after cpu
     local hdr=()
     [[ -z "$header" ]] || hdr=(-H "$header")
-    wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
+    $LOADGEN_CPU wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
     before="$(cpu_ticks "$pid")"
-    wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -s "$TMP/pctl.lua" "${hdr[@]}" "$url" >"$out"
+    $LOADGEN_CPU wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -s "$TMP/pctl.lua" "${hdr[@]}" "$url" >"$out"
     after="$(cpu_ticks "$pid")"
     rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
     read -r p50 p99 p999 requests <<<"$(awk '$1 == "pctl" {print $2, $3, $4, $5}' "$out")"
@@ -505,8 +516,8 @@ scaling() {
             local hdr=()
             [[ -z "$header" ]] || hdr=(-H "$header")
             out="$TMP/scale-$name-$c.txt"
-            wrk -t"$threads" -c"$c" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
-            wrk -t"$threads" -c"$c" -d"$DURATION" -s "$TMP/pctl.lua" "${hdr[@]}" "$url" >"$out"
+            $LOADGEN_CPU wrk -t"$threads" -c"$c" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
+            $LOADGEN_CPU wrk -t"$threads" -c"$c" -d"$DURATION" -s "$TMP/pctl.lua" "${hdr[@]}" "$url" >"$out"
             rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
             p99="$(awk '$1 == "pctl" {print $3}' "$out")"
             [[ -n "$rps" && -n "$p99" ]] || { cat "$out" >&2; die "cannot parse wrk output ($name, $c connections)"; }
