@@ -24,12 +24,7 @@ fn summary(mut d: Vec<Duration>) -> String {
 }
 
 async fn reset_stats(idp: &Idp) {
-    let r = client()
-        .post(format!("{}/__test/stats/reset", idp.issuer))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    idp.test_post("/__test/stats/reset").await;
 }
 
 fn refreshes(stats: &serde_json::Value) -> u64 {
@@ -380,14 +375,7 @@ async fn backchannel_logout_from_the_provider_ends_sessions_everywhere() {
             assert_eq!(gw.get_as("/app", c).await.status(), 200);
         }
     }
-    let r: serde_json::Value = client()
-        .post(format!("{}/__test/logout?account=alice", idp.issuer))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = idp.test_post("/__test/logout?account=alice").await;
     assert_eq!(r["sessions"], 2, "{r}");
     for n in r["notified"].as_array().unwrap() {
         assert_eq!(
@@ -410,17 +398,9 @@ async fn backchannel_logout_from_the_provider_ends_sessions_everywhere() {
     // A sub-only token ends all of the subject's sessions from this provider.
     let c3 = http_login(b, "/").await.0;
     assert_eq!(a.get_as("/app", &c3).await.status(), 200);
-    let r: serde_json::Value = client()
-        .post(format!(
-            "{}/__test/backchannel?client_id=authgate&sub=alice",
-            idp.issuer
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = idp
+        .test_post("/__test/backchannel?client_id=authgate&sub=alice")
+        .await;
     assert_eq!(r["status"], 200, "{r}");
     let ended = || async { b.get_as("/app", &c3).await.status() == 401 };
     assert!(eventually(Duration::from_secs(2), ended).await);
@@ -440,17 +420,9 @@ async fn backchannel_logout_from_the_provider_ends_sessions_everywhere() {
     assert_eq!(body["error"], "invalid_request");
 
     for query in ["sub=alice&nonce=n1", ""] {
-        let r: serde_json::Value = client()
-            .post(format!(
-                "{}/__test/backchannel?client_id=authgate&{query}",
-                idp.issuer
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = idp
+            .test_post(&format!("/__test/backchannel?client_id=authgate&{query}"))
+            .await;
         assert_eq!(r["status"], 400, "{query}: {r}");
     }
     assert_eq!(post("not-a-jwt".into()).await.status(), 400);
@@ -722,14 +694,7 @@ async fn redis_tls_with_acl_user() {
     )
     .await;
     let provider_ready = || async {
-        let v: serde_json::Value = client()
-            .get(bad.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = bad.readyz().await;
         v["checks"]["provider:test"] == true && v["checks"]["session_store"] == false
     };
     assert!(eventually(Duration::from_secs(10), provider_ready).await);

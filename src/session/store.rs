@@ -143,6 +143,25 @@ impl RedisStore {
         format!("{}{}", self.prefix, key)
     }
 
+    /// `SET key value NX PX ttl`: `true` if the key was new.
+    async fn set_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let k = self.key(key);
+        let set = self
+            .call(async move {
+                redis::cmd("SET")
+                    .arg(k)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms(ttl))
+                    .query_async::<Option<String>>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
     pub fn channel(&self) -> String {
         format!("{}invalidate", self.prefix)
     }
@@ -550,23 +569,7 @@ impl Store {
     pub async fn lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
         match self {
             Store::Memory(_) => Ok(true),
-            Store::Redis(r) => {
-                let mut c = r.conn.clone();
-                let k = r.key(key);
-                let set = r
-                    .call(async move {
-                        redis::cmd("SET")
-                            .arg(k)
-                            .arg(token)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(ms(ttl))
-                            .query_async::<Option<String>>(&mut c)
-                            .await
-                    })
-                    .await?;
-                Ok(set.is_some())
-            }
+            Store::Redis(r) => r.set_new(key, token.as_bytes(), ttl).await,
         }
     }
 
@@ -608,23 +611,7 @@ impl Store {
                     });
                 Ok(fresh)
             }
-            Store::Redis(r) => {
-                let mut c = r.conn.clone();
-                let k = r.key(key);
-                let set = r
-                    .call(async move {
-                        redis::cmd("SET")
-                            .arg(k)
-                            .arg(value)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(ms(ttl))
-                            .query_async::<Option<String>>(&mut c)
-                            .await
-                    })
-                    .await?;
-                Ok(set.is_some())
-            }
+            Store::Redis(r) => r.set_new(key, value, ttl).await,
         }
     }
 }

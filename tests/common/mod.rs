@@ -180,6 +180,14 @@ impl Gateway {
     }
 
     /// GET `path` as an API client holding `cookie`.
+    /// The `/readyz` JSON (`{"ready": .., "checks": {..}}`), or `null` if it cannot be read.
+    pub async fn readyz(&self) -> serde_json::Value {
+        match client().get(self.admin_url("/readyz")).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        }
+    }
+
     /// A call to the admin API with the harness token.
     pub async fn admin_api(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
         client()
@@ -791,6 +799,18 @@ impl Idp {
         )
     }
 
+    /// POST to one of the IdP's test endpoints (`/__test/...`); its JSON answer.
+    pub async fn test_post(&self, path_and_query: &str) -> serde_json::Value {
+        client()
+            .post(format!("{}{path_and_query}", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default()
+    }
+
     pub async fn stats(&self) -> serde_json::Value {
         client()
             .get(format!("{}/__test/stats", self.issuer))
@@ -838,13 +858,7 @@ pub fn redis_session(url: &str) -> String {
 /// Wait until a Redis-backed gateway's session cache is coherent (subscribed to
 /// invalidations): before that, a cross-replica test proves nothing.
 pub async fn wait_coherent(gw: &Gateway) {
-    let coherent = || async {
-        let Ok(r) = client().get(gw.admin_url("/readyz")).send().await else {
-            return false;
-        };
-        let v: serde_json::Value = r.json().await.unwrap_or_default();
-        v["checks"]["session_cache_coherent"] == true
-    };
+    let coherent = || async { gw.readyz().await["checks"]["session_cache_coherent"] == true };
     assert!(
         eventually(Duration::from_secs(10), coherent).await,
         "session cache never coherent:\n{}",
