@@ -58,6 +58,7 @@ impl Signer {
         issuer: &str,
         ttl: Duration,
     ) -> Result<Self, AssertionError> {
+        crate::jwt::crypto::install();
         let err = |what: &str, e: String| AssertionError::Key(what.to_string(), e);
         let pem = match key_file.map(std::fs::read_to_string) {
             Some(Ok(pem)) => pem,

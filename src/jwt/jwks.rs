@@ -103,6 +103,7 @@ pub struct Jwks {
 
 impl Jwks {
     pub fn new(http: reqwest::Client, cooldown: Duration) -> Self {
+        super::crypto::install();
         Self {
             http,
             uri: ArcSwap::from_pointee(None),

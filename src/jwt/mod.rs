@@ -5,6 +5,7 @@
 //! and `iss`, `aud`, `exp`, `iat`, `nbf` are checked with a small configured skew.
 //! [`verify_id_token`] adds the OpenID Connect ID token rules (`azp`, `nonce`).
 
+pub mod crypto;
 pub mod jwks;
 
 use std::collections::HashSet;
