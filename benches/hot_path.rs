@@ -225,6 +225,8 @@ fn jwt_verify(c: &mut Criterion) {
     use jsonwebtoken::jwk::{Jwk, JwkSet};
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
+    // Before the first key is built, as the gateway does at start.
+    authgate::jwt::crypto::install();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -247,6 +247,7 @@ pub fn build_auth(
 
 /// Build and run the server until it is shut down by a signal.
 pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    crate::jwt::crypto::install();
     check_addresses(&config)?;
     let admin_listener = std::net::TcpListener::bind(config.admin_address)
         .with_context(|| format!("cannot listen on admin address {}", config.admin_address))?;

@@ -120,3 +120,60 @@ fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifie
         key,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::jwk::Jwk;
+    use jsonwebtoken::EncodingKey;
+
+    /// Sign with the crate's signer, verify with ours: good signatures pass, any change fails,
+    /// and a key of the wrong family is refused.
+    #[test]
+    fn ring_verifies_what_jsonwebtoken_signs() {
+        let ec = rcgen::KeyPair::generate().unwrap();
+        let cases = [
+            (
+                Algorithm::RS256,
+                EncodingKey::from_rsa_pem(include_bytes!("../../benches/keys/rsa-bench-only.pem"))
+                    .unwrap(),
+            ),
+            (
+                Algorithm::PS256,
+                EncodingKey::from_rsa_pem(include_bytes!("../../benches/keys/rsa-bench-only.pem"))
+                    .unwrap(),
+            ),
+            (
+                Algorithm::ES256,
+                EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap(),
+            ),
+        ];
+        for (alg, enc) in cases {
+            let jwk = Jwk::from_encoding_key(&enc, alg).unwrap();
+            let dec = DecodingKey::from_jwk(&jwk).unwrap();
+            let msg = b"header.payload".to_vec();
+            let sig = jsonwebtoken::crypto::sign(&msg, &enc, alg).unwrap();
+            let raw = jsonwebtoken::signature::Verifier::verify;
+            let sig =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig)
+                    .unwrap();
+            let v = new_verifier(&alg, &dec).unwrap();
+            assert!(raw(v.as_ref(), &msg, &sig).is_ok(), "{alg:?} good");
+            let mut bad = sig.clone();
+            bad[5] ^= 1;
+            assert!(
+                raw(v.as_ref(), &msg, &bad).is_err(),
+                "{alg:?} tampered signature"
+            );
+            assert!(
+                raw(v.as_ref(), b"header.payloaX", &sig).is_err(),
+                "{alg:?} other message"
+            );
+        }
+        let rsa = DecodingKey::from_rsa_components("AQAB", "AQAB").unwrap();
+        assert!(
+            new_verifier(&Algorithm::ES256, &rsa).is_err(),
+            "RSA key for ES256"
+        );
+    }
+}

@@ -378,6 +378,8 @@ mod tests {
 
     /// An ES256 key (rcgen makes P-256 by default) published under kid "k1".
     fn signer() -> Signer {
+        // The ring verifier is what the gateway runs: install it before the first key.
+        crypto::install();
         let pair = rcgen::KeyPair::generate().unwrap();
         let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
         let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
