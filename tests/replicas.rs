@@ -551,6 +551,12 @@ async fn shared_sessions_behave_as_one(gws: &[Gateway]) {
     }
 }
 
+/// A TOML array of strings.
+fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|u| format!("\"{u}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
 /// Two gateways on a Sentinel-managed Redis (1 primary, 1 replica, 3 sentinels): sessions are
 /// shared; a failover under load gives at most a brief run of 503s, never a logout; after it,
 /// logins, logouts and their propagation work against the new primary.
@@ -559,14 +565,9 @@ async fn sentinel_failover_under_load_logs_nobody_out() {
     let ports = [free_port(), free_port()];
     let idp = Idp::start(true, &ports).await;
     let set = redis_sets::SentinelSet::start().await;
-    let urls = set
-        .sentinel_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
     let session = format!(
-        "store = \"redis\"\nredis_sentinels = [{urls}]\nredis_sentinel_master = \"{}\"\nsecret = \"{SESSION_SECRET}\"\nredis_timeout = \"500ms\"\ncache_max_age = \"2s\"\n",
+        "store = \"redis\"\nredis_sentinels = {}\nredis_sentinel_master = \"{}\"\nsecret = \"{SESSION_SECRET}\"\nredis_timeout = \"500ms\"\ncache_max_age = \"2s\"\n",
+        toml_list(&set.sentinel_urls()),
         set.master_name()
     );
     let gws = replicas(&idp, &ports, &session, "").await;
@@ -652,14 +653,9 @@ async fn redis_cluster_sessions_are_shared() {
     let ports = [free_port(), free_port()];
     let idp = Idp::start(true, &ports).await;
     let cluster = redis_sets::RedisCluster::start().await;
-    let urls = cluster
-        .node_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
     let session = format!(
-        "store = \"redis\"\nredis_cluster_nodes = [{urls}]\nsecret = \"{SESSION_SECRET}\"\nredis_timeout = \"500ms\"\ncache_max_age = \"5m\"\n"
+        "store = \"redis\"\nredis_cluster_nodes = {}\nsecret = \"{SESSION_SECRET}\"\nredis_timeout = \"500ms\"\ncache_max_age = \"5m\"\n",
+        toml_list(&cluster.node_urls())
     );
     let gws = replicas(&idp, &ports, &session, "").await;
     shared_sessions_behave_as_one(&gws).await;
