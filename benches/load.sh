@@ -9,7 +9,7 @@
 #   session-cached  the same authgate on a protected route with a valid session cookie: the
 #                   in-memory session cache answers
 #   session-redis   a second authgate with store = "redis" and cache_max_age = "0s": every
-#                   request reads the session from Redis (GETEX)
+#                   request reads the session from Redis (one Lua script call)
 #   bearer-rs256, bearer-es256
 #                   the first authgate on a bearer route (/api) with a JWT access token from
 #                   the IdP: the verified-token cache answers after the first request
