@@ -238,13 +238,7 @@ async fn logout_ends_the_session_and_signs_out_at_the_provider() {
 
     // The old cookie is dead: browsers are sent to sign in again, APIs get 401.
     assert_eq!(gw.get_as("/app", &cookie).await.status(), 401);
-    let r = client()
-        .get(gw.url("/app"))
-        .header("cookie", &cookie)
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let r = gw.browse_as("/app", &cookie).await;
     assert_eq!(r.status(), 302);
 }
 
@@ -510,13 +504,7 @@ async fn redis_sessions_fail_closed_and_recover() {
 
     // Unreachable (frozen) Redis: 503, the cookie is kept, no redirect to sign in.
     redis.pause(true);
-    let r = client()
-        .get(gw.url("/app"))
-        .header("cookie", &cookie)
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let r = gw.browse_as("/app", &cookie).await;
     assert_eq!(r.status(), 503);
     assert!(
         set_cookies(&r).is_empty(),
@@ -594,13 +582,7 @@ async fn policy_decides_on_the_session_identity() {
     assert_eq!(r.status(), 403);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"], "forbidden");
-    let r = client()
-        .get(gw.url("/bob/x"))
-        .header("cookie", &cookie)
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let r = gw.browse_as("/bob/x", &cookie).await;
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("<h1>Access denied</h1>"));
     assert_eq!(gw.get_as("/ro/x", &cookie).await.status(), 200);

@@ -149,13 +149,7 @@ async fn provider_down_at_refresh_serves_until_expiry_then_503() {
     // The new token has ~4s: still inside its life, the session works without the provider.
     assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    let r = client()
-        .get(gw.url("/app"))
-        .header("cookie", &cookie)
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let r = gw.browse_as("/app", &cookie).await;
     assert_eq!(r.status(), 503, "expired token, provider down: fail closed");
     assert!(set_cookies(&r).is_empty(), "the cookie is kept");
 
@@ -250,6 +244,19 @@ async fn logout_and_revocation_propagate_to_every_replica() {
     eprintln!("revocation propagation B→C: {}", summary(revoke));
 }
 
+/// `authgate sessions ARGS -c <gw's config>`: its stdout, after checking it succeeded.
+fn sessions_cli(args: &[&str], gw: &Gateway) -> String {
+    let out = std::process::Command::new(BIN)
+        .arg("sessions")
+        .args(args)
+        .arg("-c")
+        .arg(&gw.config_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Revoke all of a subject's sessions (several logins, several replicas), through the API
 /// and through the `authgate sessions` CLI; a wrong token is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,14 +298,8 @@ async fn revoke_all_sessions_of_a_subject() {
     assert_eq!(listed["sessions"].as_array().unwrap().len(), 3, "{listed}");
 
     // The CLI, configured from the replica's own config file.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
-        .args(["sessions", "revoke", "--subject", "alice", "-c"])
-        .arg(&a.config_path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        sessions_cli(&["revoke", "--subject", "alice"], a),
         r#"{"revoked":3}"#
     );
     for c in &cookies {
@@ -306,14 +307,8 @@ async fn revoke_all_sessions_of_a_subject() {
             assert_eq!(gw.get_as("/app", c).await.status(), 401);
         }
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
-        .args(["sessions", "list", "--subject", "alice", "-c"])
-        .arg(&b.config_path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        sessions_cli(&["list", "--subject", "alice"], b),
         r#"{"sessions":[]}"#
     );
 }
@@ -694,13 +689,7 @@ async fn redis_tls_with_acl_user() {
         v["checks"]["provider:test"] == true && v["checks"]["session_store"] == false
     };
     assert!(eventually(Duration::from_secs(10), provider_ready).await);
-    let r = client()
-        .get(bad.url("/app"))
-        .header("cookie", &cookie)
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let r = bad.browse_as("/app", &cookie).await;
     assert_eq!(
         r.status(),
         503,

@@ -198,11 +198,21 @@ impl Gateway {
             .unwrap()
     }
 
+    /// GET `path` as an API client (JSON) holding `cookie`.
     pub async fn get_as(&self, path: &str, cookie: &str) -> reqwest::Response {
+        self.get_accepting(path, cookie, "application/json").await
+    }
+
+    /// GET `path` as a browser navigation (HTML) holding `cookie`.
+    pub async fn browse_as(&self, path: &str, cookie: &str) -> reqwest::Response {
+        self.get_accepting(path, cookie, "text/html").await
+    }
+
+    async fn get_accepting(&self, path: &str, cookie: &str, accept: &str) -> reqwest::Response {
         client()
             .get(self.url(path))
             .header("cookie", cookie)
-            .header("accept", "application/json")
+            .header("accept", accept)
             .send()
             .await
             .unwrap()
