@@ -414,7 +414,7 @@ fn session_auth(c: &mut Criterion) {
         ns.strip(r);
         mgr.strip_cookie(r).unwrap();
         for (k, v) in &s.headers {
-            r.insert_header(k.clone(), v.clone()).unwrap();
+            k.insert(r, v.clone()).unwrap();
         }
     };
     let mut g = c.benchmark_group("session");

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
+use crate::out_header::OutName;
 use crate::session::Claims;
 
 /// Defaults compatible with oauth2-proxy's headers plus our own namespace.
@@ -124,11 +125,11 @@ impl Default for IdentityNamespace {
 /// default). Values are built once per session load, not per request.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
-    pub user: HeaderName,
-    pub email: HeaderName,
-    pub groups: HeaderName,
-    pub preferred_username: HeaderName,
-    pub access_token: HeaderName,
+    pub user: OutName,
+    pub email: OutName,
+    pub groups: OutName,
+    pub preferred_username: OutName,
+    pub access_token: OutName,
     /// Only groups matching this are forwarded (users in hundreds of groups).
     pub groups_filter: Option<regex::Regex>,
     /// Upper bound of the groups header; whole groups are dropped past it, with a log line.
@@ -141,11 +142,11 @@ pub const DEFAULT_MAX_GROUPS_BYTES: usize = 4096;
 impl Default for IdentityHeaders {
     fn default() -> Self {
         Self {
-            user: HeaderName::from_static("x-forwarded-user"),
-            email: HeaderName::from_static("x-forwarded-email"),
-            groups: HeaderName::from_static("x-forwarded-groups"),
-            preferred_username: HeaderName::from_static("x-forwarded-preferred-username"),
-            access_token: HeaderName::from_static("x-forwarded-access-token"),
+            user: OutName::from_static("x-forwarded-user"),
+            email: OutName::from_static("x-forwarded-email"),
+            groups: OutName::from_static("x-forwarded-groups"),
+            preferred_username: OutName::from_static("x-forwarded-preferred-username"),
+            access_token: OutName::from_static("x-forwarded-access-token"),
             groups_filter: None,
             max_groups_bytes: DEFAULT_MAX_GROUPS_BYTES,
         }
@@ -166,7 +167,7 @@ pub fn claim_value(s: &str) -> Option<HeaderValue> {
 
 impl IdentityHeaders {
     /// The identity headers for `claims`, ready to insert.
-    pub fn values(&self, claims: &Claims) -> Vec<(HeaderName, HeaderValue)> {
+    pub fn values(&self, claims: &Claims) -> Vec<(OutName, HeaderValue)> {
         let mut out = Vec::with_capacity(4);
         if let Some(v) = claim_value(&claims.subject) {
             out.push((self.user.clone(), v));
@@ -226,11 +227,11 @@ impl IdentityHeaders {
     /// All names, so the namespace strips client copies of each.
     pub fn names(&self) -> [&HeaderName; 5] {
         [
-            &self.user,
-            &self.email,
-            &self.groups,
-            &self.preferred_username,
-            &self.access_token,
+            self.user.name(),
+            self.email.name(),
+            self.groups.name(),
+            self.preferred_username.name(),
+            self.access_token.name(),
         ]
     }
 }

@@ -14,6 +14,7 @@
 //! - [`oidc`]: providers (discovery, JWKS refresh), the login/callback/logout flow, redirects.
 //! - [`jwt`]: JWT verification against a cached JWKS.
 //! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
+//! - [`out_header`]: header names the gateway writes, spelled once.
 //! - [`policy`]: per-route authorization on the verified identity.
 //! - [`proxy`]: the Pingora `ProxyHttp` glue; the request path reads top to bottom there.
 //! - [`error`]: every refusal the gateway answers itself → one status and body, in one place.
@@ -40,6 +41,7 @@ pub mod jwt;
 pub mod logging;
 pub mod metrics;
 pub mod oidc;
+pub mod out_header;
 pub mod path;
 pub mod policy;
 pub mod proxy;

@@ -218,7 +218,7 @@ pub fn build_auth(
     let auth = Arc::new(Auth {
         refresher,
         assertion,
-        assertion_header: config.assertion.header.clone(),
+        assertion_header: config.assertion.header.clone().into(),
         bearer,
         providers,
         sessions,

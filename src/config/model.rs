@@ -7,6 +7,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use http::HeaderName;
+
+use crate::out_header::OutName;
 use ipnet::IpNet;
 use toml::Spanned;
 use url::Url;
@@ -809,9 +811,10 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         }
     }
     let defaults = IdentityHeaders::default();
-    let mut out_header = |k: &str, v: &Option<Spanned<String>>, d: &HeaderName| -> HeaderName {
+    let mut out_header = |k: &str, v: &Option<Spanned<String>>, d: &OutName| -> OutName {
         v.as_ref()
             .and_then(|h| header_name(rep, &format!("headers.{k}"), h))
+            .map(OutName::new)
             .unwrap_or_else(|| d.clone())
     };
     let identity_headers = IdentityHeaders {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 
 use super::provider::Provider;
 use crate::identity::IdentityHeaders;
@@ -59,7 +59,7 @@ pub fn presented_token(req: &pingora::http::RequestHeader) -> Result<Option<&str
 pub struct BearerIdentity {
     pub provider: String,
     pub claims: Claims,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: Vec<(crate::out_header::OutName, HeaderValue)>,
     pub expires_at: u64,
 }
 

@@ -201,7 +201,7 @@ impl CallbackFailure {
 /// The login flow and gateway endpoints.
 pub struct Auth {
     pub assertion: crate::assertion::Signer,
-    pub assertion_header: http::HeaderName,
+    pub assertion_header: crate::out_header::OutName,
     pub providers: Vec<Arc<Provider>>,
     pub bearer: super::BearerVerifier,
     pub sessions: Arc<SessionManager>,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::routes::{Route, Runtime};
-use crate::forwarded::Origin;
+use crate::forwarded::{Origin, RequestId};
 use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
 use crate::session::Session;
@@ -18,9 +18,10 @@ pub struct RequestCtx {
     pub in_flight: bool,
     pub peer_ip: Option<IpAddr>,
     pub origin: Origin,
-    pub request_id: String,
-    /// The client's Host (or :authority) as sent, for `X-Forwarded-Host`.
-    pub host: String,
+    pub request_id: RequestId,
+    /// The client's Host (or :authority) as sent, for `X-Forwarded-Host`: visible ASCII
+    /// (checked in `request_filter`).
+    pub host: http::HeaderValue,
     pub path: Option<CanonicalPath>,
     pub route: Option<Arc<Route>>,
     /// Index of the upstream server of the current attempt.
@@ -36,6 +37,11 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The client's Host as text (`request_filter` only stores visible ASCII).
+    pub fn host_str(&self) -> &str {
+        self.host.to_str().unwrap_or("")
+    }
+
     pub fn new(runtime: Arc<Runtime>) -> Self {
         Self {
             runtime,
@@ -46,8 +52,8 @@ impl RequestCtx {
                 trusted: false,
                 https: false,
             },
-            request_id: String::new(),
-            host: String::new(),
+            request_id: RequestId::default(),
+            host: http::HeaderValue::from_static(""),
             path: None,
             route: None,
             server: None,

@@ -16,6 +16,7 @@ use pingora::Result;
 
 use super::{login_url, Caller, Gateway, RequestCtx, Runtime};
 use crate::error::Refusal;
+use crate::out_header::OutName;
 use crate::path;
 use crate::routing::canonical_host;
 
@@ -131,13 +132,13 @@ impl Gateway {
                 return self.refuse(session, ctx, Refusal::Forbidden).await;
             }
         }
-        let headers: &[(HeaderName, HeaderValue)] = match &caller {
+        let headers: &[(OutName, HeaderValue)] = match &caller {
             Caller::Session(s) => &s.headers,
             Caller::Bearer(b) => &b.headers,
         };
         let mut resp = ResponseHeader::build(StatusCode::OK, Some(headers.len() + 1))?;
         for (k, v) in headers {
-            resp.insert_header(k.clone(), v.clone())?;
+            k.insert_response(&mut resp, v.clone())?;
         }
         resp.insert_header(header::CACHE_CONTROL, "no-store")?;
         self.answer(session, resp, bytes::Bytes::new()).await

@@ -172,7 +172,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         refusal: Refusal,
     ) -> Result<bool> {
-        let (resp, body) = error::render(&refusal, session.req_header(), &ctx.request_id);
+        let (resp, body) = error::render(&refusal, session.req_header(), ctx.request_id.as_str());
         ctx.refusal = Some(refusal.code());
         self.answer(session, resp, body).await
     }
@@ -269,16 +269,21 @@ impl ProxyHttp for Gateway {
         }
 
         let req = session.req_header();
-        let raw_host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+        // The Host header's value is kept as is (no copy) for `X-Forwarded-Host`; an
+        // HTTP/2 `:authority` becomes one.
+        let raw_host = match req.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => req
+                .headers
+                .get(header::HOST)
+                .filter(|h| h.to_str().is_ok())
+                .cloned(),
+        };
         let Some(raw_host) = raw_host.filter(|h| !h.is_empty()) else {
             return self.refuse(session, ctx, Refusal::BadHost).await;
         };
-        ctx.host = raw_host.to_string();
-        let host = canonical_host(raw_host);
+        ctx.host = raw_host;
+        let host = canonical_host(ctx.host_str());
 
         let canonical = match path::normalize(req.uri.path(), rt.paths) {
             Ok(p) => p,
@@ -310,8 +315,8 @@ impl ProxyHttp for Gateway {
                     let info = RequestInfo {
                         req: session.req_header(),
                         https: ctx.origin.https,
-                        host: &ctx.host,
-                        request_id: &ctx.request_id,
+                        host: ctx.host_str(),
+                        request_id: ctx.request_id.as_str(),
                     };
                     Some(match endpoint {
                         "login" => auth.login(&info).await,
@@ -451,12 +456,12 @@ impl ProxyHttp for Gateway {
                     .map(|s| &s.record.claims)
                     .or(ctx.bearer.as_ref().map(|b| &b.claims));
                 if let Some(v) = claims.and_then(|c| auth.assertion.assertion(&route.id, c)) {
-                    upstream.insert_header(auth.assertion_header.clone(), v)?;
+                    auth.assertion_header.insert(upstream, v)?;
                 }
             }
             if let Some(b) = &ctx.bearer {
                 for (name, value) in &b.headers {
-                    upstream.insert_header(name.clone(), value.clone())?;
+                    name.insert(upstream, value.clone())?;
                 }
                 // The client's own token goes upstream only where the route says so.
                 if !route.pass_access_token {
@@ -465,13 +470,12 @@ impl ProxyHttp for Gateway {
             }
             if let Some(user) = &ctx.session {
                 for (name, value) in &user.headers {
-                    upstream.insert_header(name.clone(), value.clone())?;
+                    name.insert(upstream, value.clone())?;
                 }
                 if route.pass_access_token {
                     if let Some(token) = auth.sessions.tokens(user).and_then(|t| t.access_token) {
                         if let Ok(v) = HeaderValue::from_str(&token) {
-                            upstream
-                                .insert_header(auth.sessions.access_token_header().clone(), v)?;
+                            auth.sessions.access_token_header().insert(upstream, v)?;
                         }
                     }
                 }
@@ -486,10 +490,10 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-            resp.insert_header(ctx.runtime.forwarding.request_id_header().clone(), v)?;
-        }
-        Ok(())
+        ctx.runtime
+            .forwarding
+            .request_id_header()
+            .insert_response(resp, ctx.request_id.value().clone())
     }
 
     fn fail_to_connect(
@@ -575,7 +579,8 @@ impl ProxyHttp for Gateway {
                 400 => Refusal::BadRequest,
                 _ => Refusal::UpstreamUnavailable,
             };
-            let (resp, body) = error::render(&refusal, session.req_header(), &ctx.request_id);
+            let (resp, body) =
+                error::render(&refusal, session.req_header(), ctx.request_id.as_str());
             ctx.refusal = Some(refusal.code());
             let status = resp.status.as_u16();
             let wrote = async {

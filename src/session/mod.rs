@@ -121,7 +121,7 @@ impl SessionManager {
     }
 
     /// Header that carries the access token on routes with `pass_access_token`.
-    pub fn access_token_header(&self) -> &http::HeaderName {
+    pub fn access_token_header(&self) -> &crate::out_header::OutName {
         &self.headers.access_token
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 use super::crypto::IdHash;
@@ -63,7 +63,7 @@ pub struct Session {
     pub hash: IdHash,
     pub record: SessionRecord,
     /// Identity headers for the upstream, ready to insert.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: Vec<(crate::out_header::OutName, HeaderValue)>,
     pub loaded_at: Instant,
     /// The store revision this was read at (compare-and-set for refresh).
     pub rev: u64,

@@ -1,0 +1,110 @@
+//! Header names the gateway writes on proxied requests and responses, spelled once.
+//!
+//! Pingora keeps each header's wire spelling beside the header map (case-preserving
+//! HTTP/1). Given an `http::HeaderName`, every insert allocates that spelling again; an
+//! [`OutName`] keeps it as shared `Bytes`, so writing a header costs a reference count
+//! instead. These inserts run several times on every request, so the difference shows in the
+//! benchmarks (`benches/load.sh`).
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+/// A header name the gateway sets, with its wire spelling prepared.
+#[derive(Clone, Debug)]
+pub struct OutName {
+    name: HeaderName,
+    /// Lower case, as `HeaderName` holds it (what Pingora sent for these names before).
+    wire: Bytes,
+}
+
+impl OutName {
+    pub fn new(name: HeaderName) -> Self {
+        let wire = Bytes::copy_from_slice(name.as_str().as_bytes());
+        Self { name, wire }
+    }
+
+    /// `s` must be a valid lower-case header name (checked when built, as
+    /// `HeaderName::from_static` does).
+    pub fn from_static(s: &'static str) -> Self {
+        Self {
+            name: HeaderName::from_static(s),
+            wire: Bytes::from_static(s.as_bytes()),
+        }
+    }
+
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// Set this header on a request, replacing any value it had.
+    pub fn insert(&self, req: &mut RequestHeader, value: HeaderValue) -> pingora::Result<()> {
+        req.insert_header(self.wire.clone(), value)
+    }
+
+    /// Set this header on a response, replacing any value it had.
+    pub fn insert_response(
+        &self,
+        resp: &mut ResponseHeader,
+        value: HeaderValue,
+    ) -> pingora::Result<()> {
+        resp.insert_header(self.wire.clone(), value)
+    }
+}
+
+impl From<HeaderName> for OutName {
+    fn from(name: HeaderName) -> Self {
+        Self::new(name)
+    }
+}
+
+impl PartialEq for OutName {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for OutName {}
+
+impl fmt::Display for OutName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replaces_and_keeps_the_lower_case_spelling() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Forwarded-User", "mallory").unwrap();
+        let name = OutName::new(HeaderName::from_static("x-forwarded-user"));
+        name.insert(&mut req, HeaderValue::from_static("alice"))
+            .unwrap();
+        assert_eq!(req.headers.get_all("x-forwarded-user").iter().count(), 1);
+        assert_eq!(req.headers["x-forwarded-user"], "alice");
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(wire.contains("x-forwarded-user: alice"), "{wire}");
+        assert!(!wire.contains("mallory"), "{wire}");
+    }
+
+    #[test]
+    fn response_insert() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        let name = OutName::from_static("x-request-id");
+        name.insert_response(&mut resp, HeaderValue::from_static("abc"))
+            .unwrap();
+        assert_eq!(resp.headers["x-request-id"], "abc");
+        assert_eq!(name.to_string(), "x-request-id");
+    }
+}
