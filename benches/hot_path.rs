@@ -27,6 +27,10 @@
 //! Run: `cargo bench --bench hot_path` (about a minute on 2 cores). Filter with e.g.
 //! `cargo bench --bench hot_path -- route_lookup`.
 
+// The allocator the authgate binary ships with, so these figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::time::Duration;
 

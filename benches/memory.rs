@@ -10,6 +10,10 @@
 //! `cargo bench --bench memory` (writes `bench-results/memory.md`); under `cargo test` it runs
 //! with 10 000 sessions as a smoke test.
 
+// The allocator the authgate binary ships with, so these figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

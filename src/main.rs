@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 
 use authgate::{config, demo, logging, server};
 
+/// mimalloc rather than glibc malloc: Pingora and the header maps allocate several times
+/// per request, and callgrind counts ~18 % fewer instructions per proxied request with it
+/// (README, "Benchmarks").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An authentication gateway: OpenID Connect login and verified identity headers in front of
 /// any HTTP app.
 #[derive(Parser)]
