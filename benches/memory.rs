@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authgate::identity::IdentityHeaders;
-use authgate::session::{Claims, IdHash, Session, SessionCache, SessionRecord};
+use authgate::session::{Claims, IdHash, Session, SessionCache, SessionRecord, Validated};
 
 fn rss_bytes(pid: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -58,7 +58,7 @@ fn session(i: u64, headers: &IdentityHeaders) -> Arc<Session> {
             // and a refresh token.
             tokens: "t".repeat(1800),
         },
-        loaded_at: Instant::now(),
+        validated: Validated::now(),
         rev: 1,
         deadline: Instant::now() + Duration::from_secs(3600),
     })

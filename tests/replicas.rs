@@ -489,6 +489,60 @@ async fn idle_touch_is_lazy_and_absolute_timeout_holds() {
     assert_eq!(redis_cli(&redis, &["EXISTS", &key]), "0");
 }
 
+/// With the cache off every request asks Redis, and a copy held in memory is reused only
+/// while Redis says the record is still at that copy's revision: a change written by anyone
+/// (here straight into Redis, revision bumped as every writer does) shows on the very next
+/// request on every replica, and a deleted record is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_off_revalidated_copies_never_hide_a_change() {
+    let ports = [free_port(), free_port()];
+    let idp = Idp::start(true, &ports).await;
+    let redis = Redis::start().await;
+    let session = format!("{}cache_max_age = \"0s\"\n", redis_session(&redis.url()));
+    let gws = replicas(&idp, &ports, &session, "").await;
+    let (cookie, _) = http_login(&gws[0], "/").await;
+    async fn email_seen(gw: &Gateway, cookie: &str) -> Option<String> {
+        let seen: Seen = gw.get_as("/app", cookie).await.json().await.unwrap();
+        seen.header("x-forwarded-email").map(str::to_string)
+    }
+    let email = |gw| email_seen(gw, &cookie);
+    let before = email(&gws[0]).await.expect("an email header");
+    for gw in &gws {
+        // Twice: the second request is answered from the revalidated copy.
+        for _ in 0..2 {
+            assert_eq!(email(gw).await.as_deref(), Some(before.as_str()));
+        }
+    }
+    let keys = redis_cli(&redis, &["--scan", "--pattern", "authgate:s:*"]);
+    let key = keys
+        .lines()
+        .find(|k| k.matches(':').count() == 2)
+        .expect("a session key")
+        .to_string();
+    let rewrite = "local r = redis.call('HGET', KEYS[1], 'r') \
+        local n = string.gsub(r, ARGV[1], 'changed@example.test') \
+        redis.call('HSET', KEYS[1], 'r', n, 'rev', redis.call('HGET', KEYS[1], 'rev') + 1) \
+        return redis.call('HGET', KEYS[1], 'rev')";
+    let pattern = before.replace('.', "%.").replace('-', "%-");
+    assert_eq!(
+        redis_cli(&redis, &["EVAL", rewrite, "1", &key, &pattern]),
+        "2",
+        "record rewritten once"
+    );
+    for gw in &gws {
+        assert_eq!(
+            email(gw).await.as_deref(),
+            Some("changed@example.test"),
+            "{}",
+            gw.log()
+        );
+    }
+    redis_cli(&redis, &["DEL", &key]);
+    for gw in &gws {
+        assert_eq!(gw.get_as("/app", &cookie).await.status(), 401);
+    }
+}
+
 /// Login on A works on B; logout on A is refused on B; the subject's sessions can be listed
 /// and revoked. The same checks for every Redis deployment.
 async fn shared_sessions_behave_as_one(gws: &[Gateway]) {

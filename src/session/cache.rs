@@ -5,15 +5,23 @@
 //! until it is back. Every entry also has a short maximum age, so a lost invalidation cannot
 //! keep a revoked session alive for long. A generation counter, bumped by every
 //! invalidation, keeps a load that raced with an invalidation from inserting a stale entry.
+//!
+//! An entry too old to serve on its own (or every entry, with the cache off) stays for a while
+//! as a [`SessionCache::candidate`]: the store is asked whether the record is still at that
+//! entry's revision, and when it is, the entry is reused instead of decoding the record again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
 use super::crypto::IdHash;
 use super::model::Session;
+
+/// How long an entry stays as a revalidation candidate after the store last confirmed it
+/// (at least; `max_age` when longer).
+const CANDIDATE_KEEP: Duration = Duration::from_secs(60);
 
 pub struct SessionCache {
     map: DashMap<IdHash, Arc<Session>>,
@@ -24,7 +32,7 @@ pub struct SessionCache {
 }
 
 impl SessionCache {
-    /// `max_age` zero disables the cache.
+    /// `max_age` zero: never answer without the store (entries are then only candidates).
     pub fn new(max_age: Duration, max_entries: usize, coherent: bool) -> Self {
         Self {
             map: DashMap::new(),
@@ -44,11 +52,15 @@ impl SessionCache {
             return None;
         }
         let s = self.map.get(hash)?.clone();
-        if s.loaded_at.elapsed() > self.max_age {
-            self.map.remove(hash);
-            return None;
-        }
-        Some(s)
+        // Too old to serve alone; kept as a candidate.
+        (s.validated.elapsed() <= self.max_age).then_some(s)
+    }
+
+    /// An entry of any age for the store to confirm (see the module doc): never to be used
+    /// without that confirmation.
+    pub fn candidate(&self, hash: &IdHash) -> Option<Arc<Session>> {
+        let s = self.map.get(hash)?.clone();
+        (s.deadline > Instant::now()).then_some(s)
     }
 
     /// Capture before reading the store; pass to [`SessionCache::insert`].
@@ -57,7 +69,8 @@ impl SessionCache {
     }
 
     pub fn insert(&self, session: Arc<Session>, generation_at_load: u64) {
-        if !self.usable() || self.map.len() >= self.max_entries {
+        // Inserted even when not usable (cache off, or not coherent): then only a candidate.
+        if self.map.len() >= self.max_entries {
             return;
         }
         // Insert, then re-check: an invalidation between the check and the insert bumps the
@@ -77,9 +90,9 @@ impl SessionCache {
     /// Called by the subscriber: `false` clears and bypasses the cache.
     pub fn set_coherent(&self, coherent: bool) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        if !coherent {
-            self.map.clear();
-        }
+        // Both ways: entries inserted while incoherent may have missed invalidations, and
+        // must not be served once the cache is trusted again.
+        self.map.clear();
         self.coherent.store(coherent, Ordering::Release);
     }
 
@@ -95,17 +108,19 @@ impl SessionCache {
         self.map.is_empty()
     }
 
-    /// Drop entries past their maximum age.
+    /// Drop entries no longer worth keeping as candidates, and expired sessions.
     pub fn sweep(&self) {
-        let max = self.max_age;
-        self.map.retain(|_, s| s.loaded_at.elapsed() <= max);
+        let keep = self.max_age.max(CANDIDATE_KEEP);
+        let now = Instant::now();
+        self.map
+            .retain(|_, s| s.validated.elapsed() <= keep && s.deadline > now);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::model::{Claims, SessionRecord};
+    use crate::session::model::{Claims, SessionRecord, Validated};
     use std::time::Instant;
 
     fn session(b: u8) -> Arc<Session> {
@@ -123,7 +138,7 @@ mod tests {
                 tokens: String::new(),
             },
             headers: vec![],
-            loaded_at: Instant::now(),
+            validated: Validated::now(),
             rev: 1,
             deadline: Instant::now() + Duration::from_secs(3600),
         })
@@ -142,9 +157,28 @@ mod tests {
         c.set_coherent(false);
         assert!(c.get(&IdHash([2; 32])).is_none());
         c.insert(session(2), c.generation());
-        assert!(c.is_empty(), "no inserts while incoherent");
+        assert!(
+            c.get(&IdHash([2; 32])).is_none(),
+            "never served while incoherent"
+        );
+        assert!(
+            c.candidate(&IdHash([2; 32])).is_some(),
+            "kept to revalidate"
+        );
         c.set_coherent(true);
-        assert!(c.get(&IdHash([2; 32])).is_none(), "cleared on disconnect");
+        assert!(c.get(&IdHash([2; 32])).is_none(), "cleared on reconnect");
+        assert!(c.candidate(&IdHash([2; 32])).is_none());
+    }
+
+    #[test]
+    fn expired_session_is_no_candidate() {
+        let c = SessionCache::new(Duration::from_secs(30), 100, true);
+        let mut s = session(6);
+        Arc::get_mut(&mut s).unwrap().deadline = Instant::now();
+        c.insert(s, c.generation());
+        assert!(c.candidate(&IdHash([6; 32])).is_none());
+        c.sweep();
+        assert!(c.is_empty());
     }
 
     #[test]
@@ -162,8 +196,17 @@ mod tests {
         c.insert(session(4), c.generation());
         std::thread::sleep(Duration::from_millis(5));
         assert!(c.get(&IdHash([4; 32])).is_none());
+        let old = c.candidate(&IdHash([4; 32])).expect("still a candidate");
+        old.validated.renew();
+        assert!(
+            c.get(&IdHash([4; 32])).is_some(),
+            "fresh again once confirmed"
+        );
         let off = SessionCache::new(Duration::ZERO, 100, true);
         off.insert(session(5), off.generation());
         assert!(off.get(&IdHash([5; 32])).is_none());
+        assert!(off.candidate(&IdHash([5; 32])).is_some());
+        off.sweep();
+        assert_eq!(off.len(), 1, "kept for CANDIDATE_KEEP");
     }
 }

@@ -21,7 +21,7 @@ use pingora::http::RequestHeader;
 
 pub use cache::SessionCache;
 pub use crypto::{IdHash, Keys, SessionId};
-pub use model::{Claims, Session, SessionRecord, Tokens};
+pub use model::{Claims, Session, SessionRecord, Tokens, Validated};
 pub use store::{Store, StoreError, Update};
 
 use crate::identity::IdentityHeaders;
@@ -196,32 +196,52 @@ impl SessionManager {
         }
         self.cache_misses.inc();
         let generation = self.cache.generation();
-        let Some(session) = self.read(&hash, Some(self.cookie.touch_interval)).await? else {
+        let known = self.cache.candidate(&hash);
+        let touch = Some(self.cookie.touch_interval);
+        let Some(session) = self.read(&hash, touch, known.as_ref()).await? else {
+            // Gone from the store: so goes any copy here.
+            if known.is_some() {
+                self.cache.invalidate(&hash);
+            }
             return Ok(None);
         };
-        self.cache.insert(session.clone(), generation);
+        match known {
+            // Confirmed unchanged: the copy serves again, nothing decoded or inserted.
+            Some(k) if Arc::ptr_eq(&k, &session) => session.validated.renew(),
+            _ => self.cache.insert(session.clone(), generation),
+        }
         Ok(Some(session))
     }
 
     /// The session as the store has it now, bypassing the cache and leaving the idle timer
     /// alone: what a refresh decides on.
     pub async fn reload(&self, hash: &IdHash) -> Result<Option<Arc<Session>>, StoreError> {
-        self.read(hash, None).await
+        self.read(hash, None, None).await
     }
 
+    /// Read the session from the store. With `known`, a copy held here, the store only
+    /// confirms it when the record is unchanged, and `known` itself is returned.
     async fn read(
         &self,
         hash: &IdHash,
         touch: Option<Duration>,
+        known: Option<&Arc<Session>>,
     ) -> Result<Option<Arc<Session>>, StoreError> {
         let started = Instant::now();
-        let stored = self
+        let checked = self
             .store
-            .session_load(&session_key(hash), self.cookie.idle_timeout, touch)
+            .session_check(
+                &session_key(hash),
+                self.cookie.idle_timeout,
+                touch,
+                known.map(|k| k.rev),
+            )
             .await;
-        self.observe_store(started, stored.is_ok());
-        let Some(stored) = stored? else {
-            return Ok(None);
+        self.observe_store(started, checked.is_ok());
+        let stored = match checked? {
+            None => return Ok(None),
+            Some(store::Checked::Unchanged) => return Ok(known.cloned()),
+            Some(store::Checked::Changed(s)) => s,
         };
         let record: SessionRecord = match serde_json::from_slice(&stored.record) {
             Ok(r) => r,
@@ -235,7 +255,7 @@ impl SessionManager {
             hash: *hash,
             headers: self.headers.values(&record.claims),
             record,
-            loaded_at: now,
+            validated: Validated::now(),
             rev: stored.rev,
             deadline: now + stored.remaining,
         })))

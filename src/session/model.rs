@@ -1,6 +1,8 @@
 //! What a session is: the stored record, and the loaded form the request path uses.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use serde::{Deserialize, Serialize};
@@ -64,12 +66,39 @@ pub struct Session {
     pub record: SessionRecord,
     /// Identity headers for the upstream, ready to insert.
     pub headers: Vec<(crate::out_header::OutName, HeaderValue)>,
-    pub loaded_at: Instant,
+    /// When the store last confirmed this copy.
+    pub validated: Validated,
     /// The store revision this was read at (compare-and-set for refresh).
     pub rev: u64,
     /// The absolute deadline on this process's monotonic clock, from the store's count of
     /// time left: a wrong wall clock here cannot stretch it.
     pub deadline: Instant,
+}
+
+/// When the store last confirmed a loaded session: set at load, renewed each time the store
+/// says the record is unchanged, so a revalidated copy is as fresh as a newly read one.
+#[derive(Debug)]
+pub struct Validated(AtomicU64);
+
+/// The zero of [`Validated`]'s clock (monotonic, per process).
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+impl Validated {
+    pub fn now() -> Self {
+        Self(AtomicU64::new(Self::tick()))
+    }
+
+    fn tick() -> u64 {
+        EPOCH.elapsed().as_micros() as u64
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_micros(Self::tick().saturating_sub(self.0.load(Ordering::Relaxed)))
+    }
+
+    pub fn renew(&self) {
+        self.0.store(Self::tick(), Ordering::Relaxed);
+    }
 }
 
 pub fn now_unix() -> u64 {

@@ -51,6 +51,15 @@ pub struct StoredSession {
     pub deadline_unix_ms: u64,
 }
 
+/// What a [`Store::session_check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// Still at the caller's revision: the record was not sent.
+    Unchanged,
+    /// Changed since: the record as it is now.
+    Changed(StoredSession),
+}
+
 /// What a compare-and-set update found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Update {
@@ -306,9 +315,11 @@ return deadline",
         )
     });
 
-    /// KEYS[1] session; ARGV idle ms, touch interval ms (-1: read only)
-    /// → nil | {record, rev, ms left, deadline}. The idle TTL is rewritten only when the last
-    /// write is at least one touch interval old, and never past the absolute deadline.
+    /// KEYS[1] session; ARGV idle ms, touch interval ms (-1: read only), the revision the
+    /// caller already holds ("" for none) → nil | {record, rev, ms left, deadline}, with an
+    /// empty record when it is still at the caller's revision. The idle TTL is rewritten only
+    /// when the last write is at least one touch interval old, and never past the absolute
+    /// deadline.
     pub static LOAD: LazyLock<redis::Script> = LazyLock::new(|| {
         redis::Script::new(
             r"
@@ -328,7 +339,9 @@ if touch >= 0 then
     redis.call('PEXPIRE', KEYS[1], want)
   end
 end
-return {v[1], tonumber(v[2]), left, tonumber(v[3])}",
+local rec = v[1]
+if v[2] == ARGV[3] then rec = '' end
+return {rec, tonumber(v[2]), left, tonumber(v[3])}",
         )
     });
 
@@ -429,6 +442,23 @@ impl Store {
         idle: Duration,
         touch: Option<Duration>,
     ) -> Result<Option<StoredSession>, StoreError> {
+        Ok(match self.session_check(key, idle, touch, None).await? {
+            Some(Checked::Changed(s)) => Some(s),
+            // No revision was held, so nothing can be unchanged.
+            Some(Checked::Unchanged) | None => None,
+        })
+    }
+
+    /// As [`Store::session_load`], for a caller that holds the record at revision `known`:
+    /// when it is still current, the store answers [`Checked::Unchanged`] and sends (and the
+    /// caller decodes) nothing. The touch and every expiry check happen either way.
+    pub async fn session_check(
+        &self,
+        key: &str,
+        idle: Duration,
+        touch: Option<Duration>,
+        known: Option<u64>,
+    ) -> Result<Option<Checked>, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.live_session(key).map(|mut s| {
                 let now = Instant::now();
@@ -436,30 +466,40 @@ impl Store {
                 if touch.is_some() {
                     s.expires = now + idle.min(left);
                 }
-                StoredSession {
+                if known == Some(s.rev) {
+                    return Checked::Unchanged;
+                }
+                Checked::Changed(StoredSession {
                     record: s.record.clone(),
                     rev: s.rev,
                     remaining: left,
                     deadline_unix_ms: s.deadline_unix_ms,
-                }
+                })
             })),
             Store::Redis(r) => {
                 let mut c = r.conn.clone();
                 let mut inv = scripts::LOAD.prepare_invoke();
                 inv.key(r.key(key))
                     .arg(ms(idle))
-                    .arg(touch.map_or(-1, |t| t.as_millis() as i64));
+                    .arg(touch.map_or(-1, |t| t.as_millis() as i64))
+                    .arg(known.map_or(String::new(), |k| k.to_string()));
                 let v = r
                     .call(async move {
                         inv.invoke_async::<Option<(Vec<u8>, u64, u64, u64)>>(&mut c)
                             .await
                     })
                     .await?;
-                Ok(v.map(|(record, rev, left, deadline)| StoredSession {
-                    record,
-                    rev,
-                    remaining: Duration::from_millis(left),
-                    deadline_unix_ms: deadline,
+                Ok(v.map(|(record, rev, left, deadline)| {
+                    // A stored record is never empty (it is JSON): empty means unchanged.
+                    if record.is_empty() && known == Some(rev) {
+                        return Checked::Unchanged;
+                    }
+                    Checked::Changed(StoredSession {
+                        record,
+                        rev,
+                        remaining: Duration::from_millis(left),
+                        deadline_unix_ms: deadline,
+                    })
                 }))
             }
         }
@@ -663,6 +703,14 @@ mod tests {
         );
         let got = s.session_load("s", idle, None).await.unwrap().unwrap();
         assert_eq!((got.record.as_slice(), got.rev), (&b"r2"[..], 2));
+        assert_eq!(
+            s.session_check("s", idle, None, Some(2)).await.unwrap(),
+            Some(Checked::Unchanged)
+        );
+        match s.session_check("s", idle, None, Some(1)).await.unwrap() {
+            Some(Checked::Changed(now)) => assert_eq!((now.record, now.rev), (got.record, 2)),
+            other => panic!("{other:?}"),
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(
             s.session_load("s", idle, None).await.unwrap(),
