@@ -5,11 +5,14 @@
 #   direct          the echo upstream itself
 #   plain-proxy     examples/plain_proxy.rs: Pingora with nothing on the request path, built
 #                   from the same dependency (the baseline for authgate's own cost)
+#   plain-mimalloc  the same proxy with authgate's allocator (mimalloc): the ratio to it is
+#                   authgate's own cost without the allocator's share
 #   public          authgate (memory store) on a public route (/public/...)
 #   session-cached  the same authgate on a protected route with a valid session cookie: the
 #                   in-memory session cache answers
 #   session-redis   a second authgate with store = "redis" and cache_max_age = "0s": every
-#                   request reads the session from Redis (one Lua script call)
+#                   request asks Redis (one Lua script call: expiry, idle touch, and the record
+#                   only when it changed since the copy held in memory)
 #   bearer-rs256, bearer-es256
 #                   the first authgate on a bearer route (/api) with a JWT access token from
 #                   the IdP: the verified-token cache answers after the first request
@@ -31,6 +34,8 @@
 # p99 against connections) with the numbers in scaling.md / scaling.json. SCALE_CONNS="" skips it.
 #
 # Environment: ROUNDS (3), CONNS (64), DURATION (5s), WRK_THREADS (2), WARMUP (1s), PIN (1),
+# ONLY (comma-separated target names to measure, e.g. ONLY=plain-proxy,session-cached; the
+# servers' logs are copied to $OUT_DIR/logs either way),
 # REQ_PATH (/bench?echo_quiet: the echo answers a bare "ok"; the public target gets /public in
 # front), OUT_DIR (bench-results).
 # Needs cargo, curl, python3, node (+ npm when tests/idp/node_modules is missing), wrk and
@@ -39,7 +44,7 @@
 # a table on stdout, $OUT_DIR/load.md and load.json: req/s, p50, p99, p99.9 (wrk's recorded
 # latencies, through a Lua `done` hook), CPU seconds per 10 000 requests of the process(es)
 # serving the target (utime + stime from /proc, the measured run only), and throughput and p99
-# ratios against every baseline (plain-proxy, apache-oidc, public).
+# ratios against every baseline (plain-proxy, plain-mimalloc, apache-oidc, public).
 #
 # Adding a target: start whatever serves it in `start_servers`, then add
 # "name|url|header|pid-variable" to TARGETS in `main`; medians, ratios (against each of BASELINES) and reports pick it up.
@@ -53,6 +58,7 @@ WARMUP="${WARMUP:-1s}"
 REQ_PATH="${REQ_PATH:-/bench?echo_quiet}"
 OUT_DIR="${OUT_DIR:-bench-results}"
 SCALE_CONNS="${SCALE_CONNS-1 16 64 256 1024}"
+ONLY="${ONLY:-}"
 # PIN=1 (the default with 2+ CPUs and taskset): every proxy under test runs on the last CPU;
 # wrk, the upstream, Redis and the IdP share the others. The proxy is then the bottleneck and
 # targets compare on equal footing, instead of fighting the load generator for 2 cores.
@@ -68,6 +74,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BIN="$ROOT/target/release/authgate"
 PLAIN="$ROOT/target/release/examples/plain_proxy"
+PLAIN_MI="$ROOT/target/release/examples/plain_proxy_mimalloc"
 
 die() { echo "load.sh: error: $*" >&2; exit 1; }
 
@@ -92,6 +99,9 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
+    if [[ -d "$TMP" ]]; then
+        mkdir -p "$OUT_DIR/logs" && cp "$TMP"/*.log "$OUT_DIR/logs/" 2>/dev/null || true
+    fi
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -286,7 +296,7 @@ EOF
 
 start_servers() {
     read -r ECHO_PORT GW_PORT ADMIN_PORT GWR_PORT GWR_ADMIN_PORT REDIS_PORT IDP_PORT \
-        GWN_PORT GWN_ADMIN_PORT PLAIN_PORT APACHE_PORT <<<"$(free_ports 11)"
+        GWN_PORT GWN_ADMIN_PORT PLAIN_PORT APACHE_PORT PLAIN_MI_PORT <<<"$(free_ports 12)"
 
     $LOADGEN_CPU "$BIN" echo --listen "127.0.0.1:$ECHO_PORT" >"$TMP/echo.log" 2>&1 &
     ECHO_PID=$!
@@ -318,6 +328,11 @@ start_servers() {
     PLAIN_PID=$!
     PIDS+=("$PLAIN_PID")
     wait_http "plain Pingora proxy" "http://127.0.0.1:$PLAIN_PORT$REQ_PATH" "$TMP/plain.log" "$PLAIN_PID"
+    $PROXY_CPU "$PLAIN_MI" "127.0.0.1:$PLAIN_MI_PORT" "127.0.0.1:$ECHO_PORT" 2 >"$TMP/plain-mimalloc.log" 2>&1 &
+    PLAIN_MI_PID=$!
+    PIDS+=("$PLAIN_MI_PID")
+    wait_http "plain Pingora proxy (mimalloc)" "http://127.0.0.1:$PLAIN_MI_PORT$REQ_PATH" \
+        "$TMP/plain-mimalloc.log" "$PLAIN_MI_PID"
     wait_redis "$REDIS_PORT" "$REDIS_PID" "$TMP/redis.log"
     wait_log "test IdP (http://127.0.0.1:$IDP_PORT)" "$TMP/idp.log" "$IDP_PID" "^IDP READY" 30
 
@@ -539,7 +554,9 @@ import json, os, statistics, sys, time
 
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out_dir = sys.argv[2]
-order = os.environ["TARGET_ORDER"].split()
+# Targets left out with ONLY have no rows.
+measured = {r[0] for r in rows}
+order = [t for t in os.environ["TARGET_ORDER"].split() if t in measured]
 runs = {t: [] for t in order}
 for name, rnd, rps, p50, p99, p999, err, cpu in rows:
     runs[name].append({"round": int(rnd), "rps": float(rps), "p50_us": float(p50),
@@ -548,7 +565,7 @@ for name, rnd, rps, p50, p99, p999, err, cpu in rows:
 keys = ("rps", "p50_us", "p99_us", "p999_us", "cpu_s_per_10k")
 med = {t: {k: statistics.median(r[k] for r in runs[t]) for k in keys}
        | {"errors": sum(r["errors"] for r in runs[t])} for t in order}
-bases = os.environ["BASELINES"].split()
+bases = [b for b in os.environ["BASELINES"].split() if b in measured]
 # ratios[base][target]: the target's median throughput and p99 divided by the base's.
 ratios = {b: {t: {"throughput": med[t]["rps"] / med[b]["rps"],
                   "p99": med[t]["p99_us"] / med[b]["p99_us"]} for t in order if t != b}
@@ -612,8 +629,8 @@ main() {
     ensure_file /usr/lib/apache2/modules/mod_auth_openidc.so libapache2-mod-auth-openidc
     ensure_idp
     echo "building release binaries"
-    cargo build --release --bin authgate --example plain_proxy
-    [[ -x "$BIN" && -x "$PLAIN" ]] || die "$BIN or $PLAIN not built"
+    cargo build --release --bin authgate --example plain_proxy --example plain_proxy_mimalloc
+    [[ -x "$BIN" && -x "$PLAIN" && -x "$PLAIN_MI" ]] || die "$BIN, $PLAIN or $PLAIN_MI not built"
     cat >"$TMP/pctl.lua" <<'EOF'
 done = function(summary, latency, requests)
   io.write(string.format("pctl %d %d %d %d\n", latency:percentile(50), latency:percentile(99),
@@ -627,6 +644,7 @@ EOF
     TARGETS=(
         "direct|http://127.0.0.1:$ECHO_PORT$REQ_PATH||$ECHO_PID"
         "plain-proxy|http://127.0.0.1:$PLAIN_PORT$REQ_PATH||$PLAIN_PID"
+        "plain-mimalloc|http://127.0.0.1:$PLAIN_MI_PORT$REQ_PATH||$PLAIN_MI_PID"
         "public|http://127.0.0.1:$GW_PORT/public$REQ_PATH||$GW_PID"
         "session-cached|http://127.0.0.1:$GW_PORT$REQ_PATH|Cookie: $SESSION_MEM|$GW_PID"
         "session-redis|http://127.0.0.1:$GWR_PORT$REQ_PATH|Cookie: $SESSION_REDIS|$GWR_PID"
@@ -636,7 +654,7 @@ EOF
         "bearer-es256-nocache|http://127.0.0.1:$GWN_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_ES256|$GWN_PID"
         "apache-oidc|http://127.0.0.1:$APACHE_PORT$REQ_PATH|Cookie: $SESSION_APACHE|$APACHE_PID"
     )
-    BASELINES=(plain-proxy apache-oidc public)
+    BASELINES=(plain-proxy plain-mimalloc apache-oidc public)
 
     : >"$TMP/results.tsv"
     for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
@@ -644,6 +662,9 @@ EOF
         local t name url header pid
         for t in "${TARGETS[@]}"; do
             IFS='|' read -r name url header pid <<<"$t"
+            if [[ -n "$ONLY" && ",$ONLY," != *",$name,"* ]]; then
+                continue
+            fi
             measure "$name" "$url" "$header" "$pid"
         done
     done
