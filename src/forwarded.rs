@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::LazyLock;
 
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -43,22 +43,13 @@ pub const FORWARDING_HEADERS: &[&str] = &[
 /// Longest request ID accepted from a trusted proxy.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-static X_FORWARDED_FOR: OutNameCell = OutNameCell::new("x-forwarded-for");
-static X_FORWARDED_PROTO: OutNameCell = OutNameCell::new("x-forwarded-proto");
-static X_FORWARDED_HOST: OutNameCell = OutNameCell::new("x-forwarded-host");
-
-/// An [`OutName`] built on first use (`HeaderName` cannot be built in a `static`).
-struct OutNameCell(&'static str, OnceLock<OutName>);
-
-impl OutNameCell {
-    const fn new(name: &'static str) -> Self {
-        Self(name, OnceLock::new())
-    }
-
-    fn get(&self) -> &OutName {
-        self.1.get_or_init(|| OutName::from_static(self.0))
-    }
-}
+// Built on first use: a `HeaderName` cannot be built in a `static`.
+static X_FORWARDED_FOR: LazyLock<OutName> =
+    LazyLock::new(|| OutName::from_static("x-forwarded-for"));
+static X_FORWARDED_PROTO: LazyLock<OutName> =
+    LazyLock::new(|| OutName::from_static("x-forwarded-proto"));
+static X_FORWARDED_HOST: LazyLock<OutName> =
+    LazyLock::new(|| OutName::from_static("x-forwarded-host"));
 
 /// Whether `name` (lower case, as `HeaderName` holds it) is one of [`FORWARDING_HEADERS`].
 fn is_forwarding_header(name: &str) -> bool {
@@ -240,17 +231,15 @@ impl Forwarding {
             // Digits, dots, colons and a trusted proxy's (already valid) value.
             let v = HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
                 .or_err(ErrorType::InternalError, "X-Forwarded-For value")?;
-            X_FORWARDED_FOR.get().insert(upstream, v)?;
+            X_FORWARDED_FOR.insert(upstream, v)?;
         }
         if !(origin.trusted && upstream.headers.contains_key("x-forwarded-proto")) {
             let proto = if origin.https { "https" } else { "http" };
-            X_FORWARDED_PROTO
-                .get()
-                .insert(upstream, HeaderValue::from_static(proto))?;
+            X_FORWARDED_PROTO.insert(upstream, HeaderValue::from_static(proto))?;
         }
         let keep_host = origin.trusted && upstream.headers.contains_key("x-forwarded-host");
         if !keep_host && !host.is_empty() {
-            X_FORWARDED_HOST.get().insert(upstream, host.clone())?;
+            X_FORWARDED_HOST.insert(upstream, host.clone())?;
         }
         self.request_id_header
             .insert(upstream, request_id.value().clone())?;
