@@ -169,12 +169,8 @@ async fn provider_down_at_refresh_serves_until_expiry_then_503() {
 /// within a bound, measured over repeated logins (the distribution is printed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logout_and_revocation_propagate_to_every_replica() {
-    let ports = [free_port(), free_port(), free_port()];
-    let idp = Idp::start(true, &ports).await;
-    let redis = Redis::start().await;
     // A long cache max age: only the invalidation can make a replica forget a session.
-    let session = format!("{}cache_max_age = \"5m\"\n", redis_session(&redis.url()));
-    let gws = replicas(&idp, &ports, &session, "").await;
+    let (_idp, _redis, gws) = replicas_on_one_redis(3, "cache_max_age = \"5m\"\n").await;
     let (a, b, c) = (&gws[0], &gws[1], &gws[2]);
 
     let mut logout = Vec::new();
@@ -261,11 +257,7 @@ fn sessions_cli(args: &[&str], gw: &Gateway) -> String {
 /// and through the `authgate sessions` CLI; a wrong token is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_all_sessions_of_a_subject() {
-    let ports = [free_port(), free_port()];
-    let idp = Idp::start(true, &ports).await;
-    let redis = Redis::start().await;
-    let session = format!("{}cache_max_age = \"5m\"\n", redis_session(&redis.url()));
-    let gws = replicas(&idp, &ports, &session, "").await;
+    let (_idp, _redis, gws) = replicas_on_one_redis(2, "cache_max_age = \"5m\"\n").await;
     let (a, b) = (&gws[0], &gws[1]);
 
     let r = client()
@@ -316,11 +308,7 @@ async fn revoke_all_sessions_of_a_subject() {
 /// Redis restarts (AOF persistence): no session is lost, replicas reconnect by themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_with_aof_loses_no_session() {
-    let ports = [free_port(), free_port()];
-    let idp = Idp::start(true, &ports).await;
-    let mut redis = Redis::start().await;
-    let session = format!("{}cache_max_age = \"0s\"\n", redis_session(&redis.url()));
-    let gws = replicas(&idp, &ports, &session, "").await;
+    let (_idp, mut redis, gws) = replicas_on_one_redis(2, "cache_max_age = \"0s\"\n").await;
     let mut cookies = Vec::new();
     for gw in &gws {
         cookies.push(http_login(gw, "/").await.0);
@@ -429,6 +417,16 @@ async fn backchannel_logout_from_the_provider_ends_sessions_everywhere() {
     assert_eq!(get.status(), 405);
 }
 
+/// `n` replicas on one fresh Redis; `session` is appended to the Redis session settings.
+async fn replicas_on_one_redis(n: usize, session: &str) -> (Idp, Redis, Vec<Gateway>) {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let idp = Idp::start(true, &ports).await;
+    let redis = Redis::start().await;
+    let session = format!("{}{session}", redis_session(&redis.url()));
+    let gws = replicas(&idp, &ports, &session, "").await;
+    (idp, redis, gws)
+}
+
 /// `redis-cli` against the test Redis.
 fn redis_cli(redis: &Redis, args: &[&str]) -> String {
     let cli = require("redis-cli", "apt-get install redis-tools");
@@ -445,14 +443,7 @@ fn redis_cli(redis: &Redis, args: &[&str]) -> String {
 /// deadline set from Redis' own clock), so every replica sees the same expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_touch_is_lazy_and_absolute_timeout_holds() {
-    let ports = [free_port(), free_port()];
-    let idp = Idp::start(true, &ports).await;
-    let redis = Redis::start().await;
-    let session = format!(
-        "{}cache_max_age = \"0s\"\nidle_timeout = \"4s\"\ntouch_interval = \"2s\"\nabsolute_timeout = \"7s\"\n",
-        redis_session(&redis.url())
-    );
-    let gws = replicas(&idp, &ports, &session, "").await;
+    let (_idp, redis, gws) = replicas_on_one_redis(2, "cache_max_age = \"0s\"\nidle_timeout = \"4s\"\ntouch_interval = \"2s\"\nabsolute_timeout = \"7s\"\n").await;
     let (cookie, _) = http_login(&gws[0], "/").await;
     let login = Instant::now();
     let keys = redis_cli(&redis, &["--scan", "--pattern", "authgate:s:*"]);
@@ -495,11 +486,7 @@ async fn idle_touch_is_lazy_and_absolute_timeout_holds() {
 /// request on every replica, and a deleted record is refused at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_off_revalidated_copies_never_hide_a_change() {
-    let ports = [free_port(), free_port()];
-    let idp = Idp::start(true, &ports).await;
-    let redis = Redis::start().await;
-    let session = format!("{}cache_max_age = \"0s\"\n", redis_session(&redis.url()));
-    let gws = replicas(&idp, &ports, &session, "").await;
+    let (_idp, redis, gws) = replicas_on_one_redis(2, "cache_max_age = \"0s\"\n").await;
     let (cookie, _) = http_login(&gws[0], "/").await;
     async fn email_seen(gw: &Gateway, cookie: &str) -> Option<String> {
         let seen: Seen = gw.get_as("/app", cookie).await.json().await.unwrap();
