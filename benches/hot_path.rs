@@ -27,10 +27,6 @@
 //! Run: `cargo bench --bench hot_path` (about a minute on 2 cores). Filter with e.g.
 //! `cargo bench --bench hot_path -- route_lookup`.
 
-// The allocator the authgate binary ships with, so these figures are the binary's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -40,6 +36,10 @@ use authgate::identity::IdentityNamespace;
 use authgate::path::{normalize, PathOptions};
 use authgate::routing::{HostPattern, RouteTable};
 use pingora::http::RequestHeader;
+
+// The allocator the authgate binary ships with, so these figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROUTE_COUNTS: [usize; 3] = [10, 1_000, 10_000];
 

@@ -10,15 +10,15 @@
 //! `cargo bench --bench memory` (writes `bench-results/memory.md`); under `cargo test` it runs
 //! with 10 000 sessions as a smoke test.
 
-// The allocator the authgate binary ships with, so these figures are the binary's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authgate::identity::IdentityHeaders;
 use authgate::session::{Claims, IdHash, Session, SessionCache, SessionRecord, Validated};
+
+// The allocator the authgate binary ships with, so these figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn rss_bytes(pid: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

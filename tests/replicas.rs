@@ -443,7 +443,9 @@ fn redis_cli(redis: &Redis, args: &[&str]) -> String {
 /// deadline set from Redis' own clock), so every replica sees the same expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_touch_is_lazy_and_absolute_timeout_holds() {
-    let (_idp, redis, gws) = replicas_on_one_redis(2, "cache_max_age = \"0s\"\nidle_timeout = \"4s\"\ntouch_interval = \"2s\"\nabsolute_timeout = \"7s\"\n").await;
+    let session = "cache_max_age = \"0s\"\nidle_timeout = \"4s\"\n\
+                   touch_interval = \"2s\"\nabsolute_timeout = \"7s\"\n";
+    let (_idp, redis, gws) = replicas_on_one_redis(2, session).await;
     let (cookie, _) = http_login(&gws[0], "/").await;
     let login = Instant::now();
     let keys = redis_cli(&redis, &["--scan", "--pattern", "authgate:s:*"]);
