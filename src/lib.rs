@@ -5,6 +5,7 @@
 //!
 //! ## Layout
 //! - [`config`]: `config.toml` → validated [`config::Config`] (serde mirror, model, errors, secrets).
+//! - [`host`]: the one strict parser for `Host`, `:authority`, `X-Forwarded-Host` and URL hosts.
 //! - [`path`]: the one canonical form of a request path.
 //! - [`routing`]: host + longest-prefix route table.
 //! - [`upstream`]: upstream server pools, round robin, passive failure marking, peer options.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod forwarded;
+pub mod host;
 pub mod identity;
 pub mod jwt;
 pub mod logging;
