@@ -228,3 +228,163 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::routing::{HostPattern, RouteTable};
+    use proptest::prelude::*;
+
+    fn options() -> impl Strategy<Value = PathOptions> {
+        (any::<bool>(), any::<bool>()).prop_map(|(s, e)| PathOptions {
+            allow_semicolon: s,
+            allow_encoded_slash: e,
+        })
+    }
+
+    /// Strings made mostly of the characters the normaliser treats specially.
+    fn tricky_path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "/[/.%2eEfF5cC;a\\\\0~x]{0,30}",
+            "[/.%2eEfF5cC;a\\\\0~x]{0,30}",
+            any::<String>(),
+        ]
+    }
+
+    /// Segments whose meaning the reference model below knows: plain names, dot-segments
+    /// spelled raw or percent-encoded, encoded unreserved letters, empty segments.
+    const SEGMENTS: &[(&str, &str)] = &[
+        ("admin", "admin"),
+        ("public", "public"),
+        ("api", "api"),
+        ("v2", "v2"),
+        ("x", "x"),
+        ("", ""),
+        (".", "."),
+        ("..", ".."),
+        ("%2e", "."),
+        ("%2E%2e", ".."),
+        (".%2e", ".."),
+        ("%2e.", ".."),
+        ("%61dmin", "admin"),
+        ("adm%49n", "admIn"),
+        ("adm%69n", "admin"),
+        ("%7e", "~"),
+        ("a%20b", "a%20b"),
+        ("a%3bb", "a%3Bb"),
+    ];
+
+    /// An independent reading of RFC 3986 §5.2.4 over already-decoded segments.
+    fn reference(decoded: &[&str]) -> String {
+        let mut stack: Vec<&str> = Vec::new();
+        for &s in decoded {
+            match s {
+                "" | "." => {}
+                ".." => {
+                    stack.pop();
+                }
+                s => stack.push(s),
+            }
+        }
+        let trailing = matches!(decoded.last(), Some(&("" | "." | "..")));
+        let mut out = String::new();
+        for s in &stack {
+            out.push('/');
+            out.push_str(s);
+        }
+        if out.is_empty() || trailing {
+            out.push('/');
+        }
+        out
+    }
+
+    fn table() -> RouteTable<&'static str> {
+        let mut t = RouteTable::new(false);
+        let any = HostPattern::Any;
+        for (prefix, name) in [
+            ("/", "root"),
+            ("/admin", "admin"),
+            ("/admin/", "admin-below"),
+            ("/public", "public"),
+            ("/api/v2/", "v2"),
+            ("/~", "tilde"),
+        ] {
+            t.insert(&any, prefix, name).unwrap();
+        }
+        t
+    }
+
+    fn check_canonical(c: &str, opts: PathOptions) -> Result<(), TestCaseError> {
+        prop_assert!(c.starts_with('/'), "{:?}", c);
+        prop_assert!(!c.contains("//"), "{:?}", c);
+        prop_assert!(
+            !c.split('/').any(|seg| seg == "." || seg == ".."),
+            "dot-segment in {:?}",
+            c
+        );
+        prop_assert!(
+            c.bytes().all(|b| b.is_ascii_graphic()),
+            "control, space or non-ASCII in {:?}",
+            c
+        );
+        prop_assert!(!c.contains('\\'), "{:?}", c);
+        if !opts.allow_encoded_slash {
+            let upper = c.to_ascii_uppercase();
+            prop_assert!(!upper.contains("%2F") && !upper.contains("%5C"), "{:?}", c);
+        }
+        if !opts.allow_semicolon {
+            prop_assert!(!c.contains(';'), "{:?}", c);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_output_is_canonical(raw in tricky_path(), opts in options()) {
+            if let Ok(c) = normalize(&raw, opts) {
+                check_canonical(c.as_str(), opts)?;
+            }
+        }
+
+        #[test]
+        fn idempotent(raw in tricky_path(), opts in options()) {
+            if let Ok(c) = normalize(&raw, opts) {
+                let again = normalize(c.as_str(), opts);
+                prop_assert_eq!(again.as_ref(), Ok(&c), "{:?}", raw);
+            }
+        }
+
+        #[test]
+        fn route_decision_is_that_of_the_canonical_form(raw in tricky_path(), opts in options()) {
+            let t = table();
+            if let Ok(c) = normalize(&raw, opts) {
+                let again = normalize(c.as_str(), opts).unwrap();
+                prop_assert_eq!(
+                    t.lookup("h", c.as_str()),
+                    t.lookup("h", again.as_str()),
+                    "{:?}",
+                    raw
+                );
+            }
+        }
+
+        /// Paths built from known segments normalise to what the reference model says, so the
+        /// route decided on the raw path is the one a dot-resolving upstream would serve.
+        #[test]
+        fn matches_reference_model(
+            picks in proptest::collection::vec(0..SEGMENTS.len(), 0..8),
+            opts in options(),
+        ) {
+            let raw = format!(
+                "/{}",
+                picks.iter().map(|&i| SEGMENTS[i].0).collect::<Vec<_>>().join("/")
+            );
+            let decoded: Vec<&str> = picks.iter().map(|&i| SEGMENTS[i].1).collect();
+            let want = reference(&decoded);
+            let got = normalize(&raw, opts);
+            prop_assert_eq!(got.as_ref().map(CanonicalPath::as_str), Ok(want.as_str()), "{:?}", raw);
+            let t = table();
+            prop_assert_eq!(t.lookup("h", got.unwrap().as_str()), t.lookup("h", &want));
+        }
+    }
+}

@@ -182,3 +182,191 @@ mod tests {
         assert_eq!(n, 559, "payload count");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALLOWED: [&str; 3] = ["www.whitelisteddomain.tld", "foo.bar", ".apps.example.com"];
+
+    fn policy() -> RedirectPolicy {
+        RedirectPolicy::new(ALLOWED)
+    }
+
+    /// The allow-list, restated independently of `RedirectPolicy`.
+    fn on_list(host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        host == "www.whitelisteddomain.tld"
+            || host == "foo.bar"
+            || (host.ends_with(".apps.example.com") && host.len() > ".apps.example.com".len())
+    }
+
+    /// Strings made mostly of the characters redirect tricks are built from.
+    fn tricky_target() -> impl Strategy<Value = String> {
+        let prefix = proptest::sample::select(vec![
+            "",
+            "/",
+            "//",
+            "/\\",
+            "https://",
+            "http://",
+            "HTTPS://",
+            "https:",
+            "https:/",
+            "https:///",
+            "javascript:",
+            "https://foo.bar",
+            "https://foo.bar@",
+            "https://x.apps.example.com",
+            "/%2F",
+        ]);
+        let body = "[a-z./\\\\:@?#%2F5CE \t\r\n]{0,24}";
+        prop_oneof![
+            (prefix, body).prop_map(|(p, b)| format!("{p}{b}")),
+            any::<String>(),
+        ]
+    }
+
+    /// Targets that ought to be accepted: on-site paths and URLs on the allow-list.
+    fn good_target() -> impl Strategy<Value = String> {
+        // No dot-segments: those are refused by design.
+        let path =
+            "(/[a-zA-Z0-9_~-][a-zA-Z0-9_~.-]{0,7}){0,3}/?(\\?[a-z0-9=&%]{0,10})?(#[a-z0-9]{0,6})?";
+        let host = prop_oneof![
+            proptest::sample::select(vec![
+                "www.whitelisteddomain.tld".to_string(),
+                "WWW.WhiteListedDomain.TLD".to_string(),
+                "foo.bar".to_string(),
+            ]),
+            "[a-z0-9]{1,10}(\\.[a-z0-9]{1,10}){0,2}".prop_map(|l| format!("{l}.apps.example.com")),
+        ];
+        let port = proptest::option::of(1u16..=65535);
+        let scheme = proptest::sample::select(vec!["http", "https", "HTTPS", "hTtP"]);
+        prop_oneof![
+            path.prop_map(|p| format!("/{}", p.trim_start_matches('/'))),
+            (scheme, host, port, path).prop_map(|(s, h, port, p)| {
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{s}://{h}{port}{p}")
+            }),
+        ]
+    }
+
+    /// A host not on the allow-list, often built to look like one.
+    fn evil_host() -> impl Strategy<Value = String> {
+        let disguise = proptest::sample::select(vec![
+            "",
+            "www.whitelisteddomain.tld.",
+            "foo.bar.",
+            "apps.example.com.",
+            "evilapps.example.com.",
+            "foo.bar-",
+        ]);
+        let tld = proptest::sample::select(vec!["com", "evil", "tld", "bar", "example.com"]);
+        (disguise, "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", tld)
+            .prop_map(|(d, l, t)| format!("{d}{l}.{t}"))
+            .prop_filter("must not be on the allow-list", |h| !on_list(h))
+    }
+
+    /// Check what an accepted target came out as.
+    fn check_accepted(p: &RedirectPolicy, input: &str, out: &str) -> Result<(), TestCaseError> {
+        if out.starts_with('/') {
+            prop_assert!(!out.starts_with("//"), "{:?} → {:?}", input, out);
+            prop_assert!(!out.contains('\\'), "{:?} → {:?}", input, out);
+            prop_assert_eq!(out, input);
+        } else {
+            let lower = out.to_ascii_lowercase();
+            prop_assert!(
+                lower.starts_with("http://") || lower.starts_with("https://"),
+                "{:?} → {:?}",
+                input,
+                out
+            );
+            let u = Url::parse(out);
+            prop_assert!(u.is_ok(), "{:?} → {:?}", input, out);
+            let u = u.unwrap();
+            prop_assert!(
+                u.username().is_empty() && u.password().is_none(),
+                "{:?}",
+                out
+            );
+            prop_assert!(
+                u.host_str().is_some_and(on_list),
+                "{:?} → {:?} leaves the allow-list",
+                input,
+                out
+            );
+        }
+        prop_assert!(
+            !out.chars().any(|c| c.is_control() || c.is_whitespace()),
+            "{:?}",
+            out
+        );
+        // Idempotent: what we would redirect to is itself accepted unchanged.
+        let again = p.validate(out);
+        prop_assert_eq!(again.as_deref(), Some(out), "{:?}", input);
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_accepted_targets_stay_on_the_list(target in tricky_target()) {
+            let p = policy();
+            if let Some(out) = p.validate(&target) {
+                check_accepted(&p, &target, &out)?;
+            }
+            prop_assert!(!p.validate_or_root(&target).is_empty());
+        }
+
+        #[test]
+        fn good_targets_are_accepted_and_idempotent(target in good_target()) {
+            let p = policy();
+            let out = p.validate(&target);
+            prop_assert!(out.is_some(), "{:?} refused", target);
+            check_accepted(&p, &target, &out.unwrap())?;
+        }
+
+        #[test]
+        fn evil_hosts_are_refused(
+            scheme in proptest::sample::select(vec!["http", "https", "HTTPS", "hTtPs"]),
+            userinfo in proptest::sample::select(vec![
+                "",
+                "www.whitelisteddomain.tld@",
+                "www.whitelisteddomain.tld:443@",
+                "foo.bar:pass@",
+                "x.apps.example.com@",
+                "foo.bar%40@",
+                "@",
+                ":@",
+            ]),
+            host in evil_host(),
+            port in proptest::option::of(1u16..=65535),
+            tail in proptest::sample::select(vec![
+                "",
+                "/",
+                "/x?next=https://foo.bar/",
+                "#www.whitelisteddomain.tld",
+                "?foo.bar",
+                "/.foo.bar",
+                "#@foo.bar",
+                "?@www.whitelisteddomain.tld/",
+            ]),
+        ) {
+            let p = policy();
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let target = format!("{scheme}://{userinfo}{host}{port}{tail}");
+            prop_assert_eq!(p.validate(&target), None, "{:?}", target);
+            prop_assert_eq!(p.validate_or_root(&target), "/");
+            // Protocol-relative, backslash and slash-less spellings of the same target.
+            for other in [
+                format!("//{userinfo}{host}{port}{tail}"),
+                format!("{scheme}:\\\\{userinfo}{host}{port}{tail}"),
+                format!("{scheme}:/\\{userinfo}{host}{port}{tail}"),
+                format!("{scheme}:{userinfo}{host}{port}{tail}"),
+                format!("/\\{userinfo}{host}{port}{tail}"),
+            ] {
+                prop_assert_eq!(p.validate(&other), None, "{:?}", other);
+            }
+        }
+    }
+}
