@@ -5,10 +5,15 @@
 //! chains) — those go to the log line next to the request ID that both carry.
 
 use bytes::Bytes;
-use http::{header, StatusCode};
-use pingora::http::{RequestHeader, ResponseHeader};
+use http::{header, HeaderMap, HeaderName, Method, StatusCode};
+use pingora::http::ResponseHeader;
 
+use crate::host::HostError;
+use crate::limits::LimitExceeded;
 use crate::path::PathError;
+
+/// Where a browser should go to sign in, on every 401 and 302 (forward-auth proxies read it).
+pub const LOGIN_HEADER: HeaderName = HeaderName::from_static("x-authgate-login");
 
 /// Why the gateway answered a request itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,13 +24,25 @@ pub enum Refusal {
     NoEndpoint,
     #[error("bad request path: {0}")]
     BadPath(#[from] PathError),
-    #[error("missing or invalid Host header")]
-    BadHost,
+    #[error("missing or invalid Host: {0}")]
+    BadHost(HostError),
+    #[error("several different hosts in one request (Host, the request target, X-Forwarded-Host)")]
+    AmbiguousHost,
+    #[error("{0}")]
+    HeadLimit(#[from] LimitExceeded),
     #[error("authentication required")]
     Unauthenticated {
         /// Where a browser should go to sign in (relative URL).
         login: String,
+        /// Answer with a redirect to `login` (a browser navigation, or a route that says so).
+        redirect: bool,
     },
+    #[error("this route does not accept a method override (X-HTTP-Method-Override, _method)")]
+    MethodOverride,
+    #[error("cross-site request refused: send it from this site's own pages")]
+    CrossSite,
+    #[error("forward-auth: {0}")]
+    ForwardAuth(&'static str),
     #[error("sign-in is not configured on this gateway")]
     LoginUnavailable,
     #[error("malformed request")]
@@ -54,7 +71,12 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::NoRoute | Refusal::NoEndpoint => StatusCode::NOT_FOUND,
-            Refusal::BadPath(_) | Refusal::BadHost => StatusCode::BAD_REQUEST,
+            Refusal::BadPath(_) | Refusal::BadHost(_) | Refusal::AmbiguousHost => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::HeadLimit(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::MethodOverride | Refusal::ForwardAuth(_) => StatusCode::BAD_REQUEST,
+            Refusal::CrossSite => StatusCode::FORBIDDEN,
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::LoginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BadRequest => StatusCode::BAD_REQUEST,
@@ -77,7 +99,13 @@ impl Refusal {
             Refusal::NoRoute => "no_route",
             Refusal::NoEndpoint => "no_endpoint",
             Refusal::BadPath(_) => "bad_path",
-            Refusal::BadHost => "bad_host",
+            Refusal::BadHost(_) => "bad_host",
+            Refusal::AmbiguousHost => "ambiguous_host",
+            Refusal::HeadLimit(LimitExceeded::HeadTooLarge) => "head_too_large",
+            Refusal::HeadLimit(LimitExceeded::TooManyHeaders) => "too_many_headers",
+            Refusal::MethodOverride => "method_override",
+            Refusal::CrossSite => "cross_site",
+            Refusal::ForwardAuth(_) => "bad_forward_auth_request",
             Refusal::Unauthenticated { .. } => "unauthenticated",
             Refusal::LoginUnavailable => "login_unavailable",
             Refusal::BadRequest => "bad_request",
@@ -97,7 +125,11 @@ impl Refusal {
         match self {
             Refusal::NoRoute | Refusal::NoEndpoint => "Not found",
             Refusal::BadPath(_)
-            | Refusal::BadHost
+            | Refusal::BadHost(_)
+            | Refusal::AmbiguousHost
+            | Refusal::HeadLimit(_)
+            | Refusal::MethodOverride
+            | Refusal::ForwardAuth(_)
             | Refusal::BadRequest
             | Refusal::MethodNotAllowed
             | Refusal::BodyTooLarge => "Bad request",
@@ -105,7 +137,7 @@ impl Refusal {
             Refusal::LoginUnavailable => "Sign-in unavailable",
             Refusal::UpstreamUnavailable => "Service unavailable",
             Refusal::UpstreamTimeout => "Service timed out",
-            Refusal::Forbidden => "Access denied",
+            Refusal::Forbidden | Refusal::CrossSite => "Access denied",
             Refusal::InvalidToken => "Sign-in required",
             Refusal::AmbiguousCredentials => "Bad request",
             Refusal::SessionStoreUnavailable | Refusal::ProviderUnavailable => {
@@ -115,33 +147,116 @@ impl Refusal {
     }
 }
 
-/// A top-level browser navigation (product decision 10): these get redirects and HTML;
-/// everything else gets 401 and JSON, because a redirect to an HTML login page means nothing
-/// to `fetch()` or `curl`.
-pub fn is_navigation(req: &RequestHeader) -> bool {
-    let method_ok = matches!(req.method, http::Method::GET | http::Method::HEAD);
-    let accepts_html = req
-        .headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|v| contains_ignore_case(v.as_bytes(), b"text/html"));
-    let xhr = req
-        .headers
-        .get("x-requested-with")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"));
-    method_ok && accepts_html && !xhr
+/// Who is asking, for the shape of an answer (design decision 10): decided once per request,
+/// by this one function, for proxy mode and forward-auth alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Audience {
+    /// The client wants a page (a browser loading a document): HTML bodies.
+    pub page: bool,
+    /// A top-level GET/HEAD navigation: may be answered with a redirect to sign in.
+    pub navigation: bool,
 }
 
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+/// Where the browser sends them, `Sec-Fetch-Mode` and `Sec-Fetch-Dest` decide; otherwise the
+/// method, `X-Requested-With` and `Accept` (q-values honoured: `text/html` must be preferred
+/// over `application/json` and not only reached through `*/*`). Everything else is an API
+/// client and gets JSON, because a redirect to an HTML login page means nothing to `fetch()`.
+pub fn audience(method: &Method, headers: &HeaderMap) -> Audience {
+    let get = matches!(*method, Method::GET | Method::HEAD);
+    if let Some(mode) = single(headers, "sec-fetch-mode") {
+        let page = mode.eq_ignore_ascii_case(b"navigate");
+        let document = match single(headers, "sec-fetch-dest") {
+            None => true,
+            Some(d) => [&b"document"[..], b"iframe", b"frame"]
+                .iter()
+                .any(|x| d.eq_ignore_ascii_case(x)),
+        };
+        return Audience {
+            page,
+            navigation: page && get && document,
+        };
+    }
+    if headers.contains_key("x-requested-with") {
+        return Audience::default();
+    }
+    let page = prefers_html(headers);
+    Audience {
+        page,
+        navigation: page && get,
+    }
 }
 
-fn wants_html(req: &RequestHeader) -> bool {
-    req.headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|v| contains_ignore_case(v.as_bytes(), b"text/html"))
+/// The header's value when it is present exactly once.
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    let mut all = headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => Some(v.as_bytes()),
+        _ => None,
+    }
+}
+
+/// `Accept` ranks `text/html` above `application/json`, by an explicit `text/html` or
+/// `text/*` range with q > 0.
+fn prefers_html(headers: &HeaderMap) -> bool {
+    // (specificity, q) of the best range for each type: 2 exact, 1 type/*, 0 */*.
+    let mut html: Option<(u8, u16)> = None;
+    let mut json: Option<(u8, u16)> = None;
+    let better = |cur: Option<(u8, u16)>, spec: u8, q: u16| match cur {
+        Some((s, _)) if s >= spec => cur,
+        _ => Some((spec, q)),
+    };
+    for v in headers.get_all(header::ACCEPT) {
+        let Ok(v) = v.to_str() else { continue };
+        for range in v.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            let Some(q) = parts
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+                .map_or(Some(1000), parse_q)
+            else {
+                continue;
+            };
+            let Some((t, st)) = media.split_once('/') else {
+                continue;
+            };
+            let (t, st) = (t.trim(), st.trim());
+            if t == "*" && st == "*" {
+                html = better(html, 0, q);
+                json = better(json, 0, q);
+            } else if t.eq_ignore_ascii_case("text") {
+                if st == "*" {
+                    html = better(html, 1, q);
+                } else if st.eq_ignore_ascii_case("html") {
+                    html = better(html, 2, q);
+                }
+            } else if t.eq_ignore_ascii_case("application") {
+                if st == "*" {
+                    json = better(json, 1, q);
+                } else if st.eq_ignore_ascii_case("json") {
+                    json = better(json, 2, q);
+                }
+            }
+        }
+    }
+    match html {
+        Some((spec, q)) if spec > 0 && q > 0 => q > json.map_or(0, |(_, q)| q),
+        _ => false,
+    }
+}
+
+/// A q-value in thousandths: `0`, `0.5`, `1`, `1.000`; `None` for anything else.
+fn parse_q(s: &str) -> Option<u16> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let f: u16 = format!("{frac:0<3}").parse().ok()?;
+    match int {
+        "0" => Some(f),
+        "1" if f == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 /// Capitalise the first letter: messages are lower-case for logs and JSON.
@@ -188,21 +303,22 @@ a.button{{display:inline-block;margin-top:1rem;padding:.55rem 1.2rem;border-radi
 }
 
 /// Status, headers and body for a refusal, shaped for the client that asked.
-pub fn render(refusal: &Refusal, req: &RequestHeader, request_id: &str) -> (ResponseHeader, Bytes) {
+pub fn render(refusal: &Refusal, audience: Audience, request_id: &str) -> (ResponseHeader, Bytes) {
     let status = refusal.status();
-    let navigation = is_navigation(req);
-    let mut resp = ResponseHeader::build(status, Some(4)).expect("static status");
+    let mut resp = ResponseHeader::build(status, Some(6)).expect("static status");
 
-    if let Refusal::Unauthenticated { login } = refusal {
-        if navigation {
+    if let Refusal::Unauthenticated { login, redirect } = refusal {
+        // `login` is built by us from a canonical path; insert cannot fail on it.
+        if *redirect {
             let mut r = ResponseHeader::build(StatusCode::FOUND, Some(4)).expect("static status");
-            // `login` is built by us from a canonical path; insert cannot fail on it.
             let _ = r.insert_header(header::LOCATION, login.as_str());
+            let _ = r.insert_header(LOGIN_HEADER, login.as_str());
             let _ = r.insert_header(header::CACHE_CONTROL, "no-store");
             let _ = r.insert_header(header::CONTENT_LENGTH, "0");
             return (r, Bytes::new());
         }
         let _ = resp.insert_header(header::WWW_AUTHENTICATE, r#"Bearer realm="authgate""#);
+        let _ = resp.insert_header(LOGIN_HEADER, login.as_str());
     }
     if let Refusal::InvalidToken = refusal {
         let _ = resp.insert_header(
@@ -211,7 +327,12 @@ pub fn render(refusal: &Refusal, req: &RequestHeader, request_id: &str) -> (Resp
         );
     }
 
-    let body = if wants_html(req) {
+    // A 401 is JSON for everything but a navigation (a route that forces 401 on pages).
+    let page = match refusal {
+        Refusal::Unauthenticated { .. } => audience.navigation,
+        _ => audience.page,
+    };
+    let body = if page {
         let _ = resp.insert_header(header::CONTENT_TYPE, "text/html; charset=utf-8");
         html_page(
             refusal.title(),
@@ -241,48 +362,162 @@ pub fn render(refusal: &Refusal, req: &RequestHeader, request_id: &str) -> (Resp
 mod tests {
     use super::*;
 
-    fn req(method: &str, accept: Option<&str>, xhr: bool) -> RequestHeader {
-        let mut r = RequestHeader::build(method, b"/", None).unwrap();
-        if let Some(a) = accept {
-            r.insert_header("accept", a).unwrap();
+    fn aud(method: &str, headers: &[(&str, &str)]) -> Audience {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
-        if xhr {
-            r.insert_header("x-requested-with", "XMLHttpRequest")
-                .unwrap();
-        }
-        r
+        audience(&method.parse().unwrap(), &h)
     }
 
+    const BROWSER: &str =
+        "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+
     #[test]
-    fn navigation_detection() {
-        assert!(is_navigation(&req(
+    fn navigations_by_fetch_metadata() {
+        let nav = |m, h: &[(&str, &str)]| aud(m, h).navigation;
+        let fetch_nav = [
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+        ];
+        assert!(nav("GET", &fetch_nav));
+        assert!(nav("HEAD", &[("sec-fetch-mode", "navigate")]));
+        assert!(nav(
             "GET",
-            Some("text/html,application/xhtml+xml"),
-            false
-        )));
-        assert!(is_navigation(&req("HEAD", Some("TEXT/HTML"), false)));
-        assert!(!is_navigation(&req("POST", Some("text/html"), false)));
-        assert!(!is_navigation(&req("GET", Some("application/json"), false)));
-        assert!(!is_navigation(&req("GET", None, false)));
-        assert!(!is_navigation(&req("GET", Some("text/html"), true)));
+            &[("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "iframe")]
+        ));
+        // Fetch metadata wins over Accept in both directions.
+        assert!(!nav(
+            "GET",
+            &[("sec-fetch-mode", "cors"), ("accept", BROWSER)]
+        ));
+        assert!(!nav(
+            "GET",
+            &[("sec-fetch-mode", "no-cors"), ("accept", "text/html")]
+        ));
+        assert!(nav(
+            "GET",
+            &[("sec-fetch-mode", "navigate"), ("accept", "*/*")]
+        ));
+        assert!(!nav(
+            "GET",
+            &[("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "image")]
+        ));
+        // A form POST is a page load but never redirected to sign in.
+        let post = aud("POST", &fetch_nav);
+        assert!(post.page && !post.navigation);
+        // Duplicated metadata is not believed: fall back to nothing.
+        assert!(!nav(
+            "GET",
+            &[
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-mode", "navigate")
+            ]
+        ));
     }
 
     #[test]
-    fn unauthenticated_redirects_browsers_and_401s_apis() {
+    fn navigations_by_accept() {
+        let nav = |m, h: &[(&str, &str)]| aud(m, h).navigation;
+        assert!(nav("GET", &[("accept", BROWSER)]));
+        assert!(nav("HEAD", &[("accept", "TEXT/HTML")]));
+        assert!(nav("GET", &[("accept", "text/*")]));
+        assert!(nav(
+            "GET",
+            &[("accept", "application/json;q=0.5, text/html")]
+        ));
+        for (m, h) in [
+            ("POST", vec![("accept", "text/html")]),
+            ("GET", vec![("accept", "application/json")]),
+            ("GET", vec![]),
+            ("GET", vec![("accept", "*/*")]),
+            ("GET", vec![("accept", "application/json, text/html;q=0")]),
+            ("GET", vec![("accept", "text/html;q=0.0")]),
+            ("GET", vec![("accept", "application/json, text/html")]),
+            ("GET", vec![("accept", "text/html;q=0.5, application/*")]),
+            ("GET", vec![("accept", "text/html;q=2")]),
+            ("GET", vec![("accept", "text/html;q=abc")]),
+            (
+                "GET",
+                vec![
+                    ("accept", "text/html"),
+                    ("x-requested-with", "XMLHttpRequest"),
+                ],
+            ),
+            (
+                "GET",
+                vec![("accept", "text/html"), ("x-requested-with", "fetch")],
+            ),
+        ] {
+            assert!(!nav(m, &h), "{m} {h:?}");
+        }
+        assert_eq!(parse_q("0.001"), Some(1));
+        assert_eq!(parse_q("1.000"), Some(1000));
+        assert_eq!(parse_q("1.5"), None);
+        assert_eq!(parse_q("0.0001"), None);
+    }
+
+    #[test]
+    fn unauthenticated_redirects_when_decided_and_401s_with_json_otherwise() {
+        let login = "/.authgate/login?rd=%2Fx".to_string();
         let r = Refusal::Unauthenticated {
-            login: "/.authgate/login?rd=%2Fx".into(),
+            login: login.clone(),
+            redirect: true,
         };
-        let (h, _) = render(&r, &req("GET", Some("text/html"), false), "id");
+        let (h, _) = render(&r, aud("GET", &[("accept", BROWSER)]), "id");
         assert_eq!(h.status, 302);
         assert_eq!(h.headers["location"], "/.authgate/login?rd=%2Fx");
-        let (h, body) = render(&r, &req("GET", Some("application/json"), false), "id");
-        assert_eq!(h.status, 401);
-        assert!(h.headers["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .starts_with("Bearer"));
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["error"], "unauthenticated");
+        let r = Refusal::Unauthenticated {
+            login,
+            redirect: false,
+        };
+        // An XHR or form POST that also accepts HTML still gets JSON.
+        for a in [
+            aud("POST", &[("accept", "text/html")]),
+            aud(
+                "GET",
+                &[
+                    ("accept", "text/html"),
+                    ("x-requested-with", "XMLHttpRequest"),
+                ],
+            ),
+            aud("GET", &[("accept", "application/json")]),
+        ] {
+            let (h, body) = render(&r, a, "id");
+            assert_eq!(h.status, 401);
+            assert_eq!(h.headers["content-type"], "application/json");
+            assert!(h.headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer"));
+            assert_eq!(h.headers["x-authgate-login"], "/.authgate/login?rd=%2Fx");
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"], "unauthenticated");
+        }
+        // Other refusals: a page for a form POST, JSON for fetch.
+        let (h, _) = render(
+            &Refusal::CrossSite,
+            aud("POST", &[("sec-fetch-mode", "navigate")]),
+            "id",
+        );
+        assert_eq!(
+            (h.status.as_u16(), &h.headers["content-type"]),
+            (
+                403,
+                &"text/html; charset=utf-8"
+                    .parse::<http::HeaderValue>()
+                    .unwrap()
+            )
+        );
+        let (h, _) = render(
+            &Refusal::CrossSite,
+            aud("POST", &[("sec-fetch-mode", "cors")]),
+            "id",
+        );
+        assert_eq!(h.headers["content-type"], "application/json");
     }
 
     #[test]

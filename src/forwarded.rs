@@ -4,6 +4,13 @@
 //! configured trusted-proxy list (empty by default) may (product decision 6). From anyone else
 //! those headers are removed before routing, and the gateway writes its own `X-Forwarded-For`,
 //! `-Proto` and `-Host` on the upstream request.
+//!
+//! Names are compared in the canonical spelling of [`crate::identity`] (ASCII lower case, every
+//! non-alphanumeric byte as `-`): CGI/WSGI servers and some Node stacks fold `X_Forwarded_For`
+//! and `X.Forwarded.For` into the same variable as `X-Forwarded-For`, so every spelling is
+//! removed from an untrusted peer. A trusted proxy writes the dashed form; a variant spelling
+//! arriving through it can only be a client's header passed along, so variants are removed
+//! from trusted peers too and only the exact (dashed, lower-case) names are kept.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -38,7 +45,24 @@ pub const FORWARDING_HEADERS: &[&str] = &[
     "x-forwarded-method",
     "x-original-host",
     "x-rewrite-url",
+    "x-forwarded-path",
+    "x-forwarded-protocol",
+    "x-url-scheme",
+    "front-end-https",
+    "x-host",
+    "x-http-host",
+    "x-proxyuser-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-envoy-external-address",
+    "x-envoy-original-path",
+    "x-envoy-original-host",
 ];
+
+/// Longest name in [`FORWARDING_HEADERS`]: anything longer is not one, whatever its spelling.
+const MAX_FORWARDING_NAME_LEN: usize = 32;
 
 /// Longest request ID accepted from a trusted proxy.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -51,9 +75,49 @@ static X_FORWARDED_PROTO: LazyLock<OutName> =
 static X_FORWARDED_HOST: LazyLock<OutName> =
     LazyLock::new(|| OutName::from_static("x-forwarded-host"));
 
-/// Whether `name` (lower case, as `HeaderName` holds it) is one of [`FORWARDING_HEADERS`].
+/// One byte of the canonical spelling: ASCII lower case, anything but `[a-z0-9]` as `-` (the
+/// byte-wise form of [`crate::identity::canonical_name`]).
+#[inline]
+pub const fn canonical_byte(b: u8) -> u8 {
+    if b.is_ascii_alphanumeric() {
+        b.to_ascii_lowercase()
+    } else {
+        b'-'
+    }
+}
+
+/// Whether `name` in canonical spelling equals `canon` (itself canonical). Byte by byte, no
+/// allocation, any length.
+#[inline]
+pub fn canonical_eq(name: &str, canon: &str) -> bool {
+    name.len() == canon.len()
+        && name
+            .bytes()
+            .zip(canon.bytes())
+            .all(|(a, c)| canonical_byte(a) == c)
+}
+
+/// Whether `name` is already in canonical spelling. A `HeaderName` is lower case, so this is
+/// "contains no `_`, `.` or other punctuation but `-`".
+#[inline]
+fn is_canonical(name: &str) -> bool {
+    name.bytes().all(|b| canonical_byte(b) == b)
+}
+
+/// Whether `name` in any spelling is one of [`FORWARDING_HEADERS`]. Runs for every header of
+/// every request: canonicalised into a stack buffer, then compared with the list (a length
+/// check rejects most entries before any byte is compared).
 fn is_forwarding_header(name: &str) -> bool {
-    FORWARDING_HEADERS.contains(&name)
+    if name.len() > MAX_FORWARDING_NAME_LEN {
+        return false;
+    }
+    let mut buf = [0u8; MAX_FORWARDING_NAME_LEN];
+    for (dst, b) in buf.iter_mut().zip(name.bytes()) {
+        *dst = canonical_byte(b);
+    }
+    // Only ASCII bytes were written.
+    let canon = std::str::from_utf8(&buf[..name.len()]).unwrap_or("");
+    FORWARDING_HEADERS.contains(&canon)
 }
 
 /// Trusted proxies and the request-ID header name, from config.
@@ -61,6 +125,8 @@ fn is_forwarding_header(name: &str) -> bool {
 pub struct Forwarding {
     trusted: Vec<IpNet>,
     request_id_header: OutName,
+    /// `request_id_header` in canonical spelling, to catch its variants.
+    request_id_canon: Box<str>,
 }
 
 /// What the gateway learned about the original request, once per request.
@@ -112,6 +178,26 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// What a trusted proxy's `X-Forwarded-Proto` says: `None` without one, `Some(true)` only if
+/// every comma-separated value of every line is `https` (ASCII case-insensitively).
+fn proto_is_https(req: &RequestHeader) -> Option<bool> {
+    let mut values = req.headers.get_all("x-forwarded-proto").iter().peekable();
+    values.peek()?;
+    Some(values.all(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .all(|item| item.trim_ascii().eq_ignore_ascii_case(b"https"))
+    }))
+}
+
+/// Whether the request carries exactly one `X-Forwarded-Proto` line with a single value: the
+/// only form passed on as sent from a trusted proxy (anything else is rewritten to the
+/// gateway's own fail-closed reading, so the upstream agrees with it).
+fn single_proto(req: &RequestHeader) -> bool {
+    let mut values = req.headers.get_all("x-forwarded-proto").iter();
+    matches!((values.next(), values.next()), (Some(v), None) if !v.as_bytes().contains(&b','))
+}
+
 /// The `X-Forwarded-For` entry for `ip`. IPv4 is written by hand: it runs on every request
 /// and `Display` goes through the formatting machinery.
 fn ip_value(ip: IpAddr) -> Vec<u8> {
@@ -140,8 +226,21 @@ impl Forwarding {
     pub fn new(trusted: Vec<IpNet>, request_id_header: HeaderName) -> Self {
         Self {
             trusted,
+            request_id_canon: crate::identity::canonical_name(request_id_header.as_str()).into(),
             request_id_header: OutName::new(request_id_header),
         }
+    }
+
+    /// Whether a header named `name` is dropped from a peer (`trusted` or not): from an
+    /// untrusted peer every spelling of a forwarding header or of the request-ID header; from
+    /// a trusted one only the variant spellings (the exact names are its own).
+    fn drops(&self, name: &HeaderName, trusted: bool) -> bool {
+        let n = name.as_str();
+        if canonical_eq(n, &self.request_id_canon) {
+            // Exact means as configured, even if that is not the canonical spelling.
+            return !trusted || name != self.request_id_header.name();
+        }
+        is_forwarding_header(n) && (!trusted || !is_canonical(n))
     }
 
     pub fn request_id_header(&self) -> &OutName {
@@ -158,8 +257,14 @@ impl Forwarding {
         })
     }
 
-    /// Decide trust, drop forwarding headers from untrusted peers, and work out the scheme.
-    /// Runs on the downstream request before routing.
+    /// Decide trust, drop forwarding headers (every spelling from untrusted peers, variant
+    /// spellings from trusted ones), and work out the scheme. Runs on the downstream request
+    /// before routing.
+    ///
+    /// From a trusted peer, `X-Forwarded-Proto` decides the scheme, failing closed: `https`
+    /// only if every value of every `X-Forwarded-Proto` line says `https` (`https, http` or a
+    /// second line saying `http` mean plain HTTP somewhere on the way, so no Secure-only
+    /// decision is taken on it). Without the header, the listener decides.
     pub fn inspect(
         &self,
         req: &mut RequestHeader,
@@ -167,24 +272,19 @@ impl Forwarding {
         tls_listener: bool,
     ) -> Origin {
         let trusted = self.is_trusted(peer);
-        if !trusted {
-            // One pass over what the client sent (usually a handful of names) rather than a
-            // removal per forwarding header: nothing is allocated unless one is found.
-            let doomed: Vec<HeaderName> = req
-                .headers
-                .keys()
-                .filter(|n| is_forwarding_header(n.as_str()) || *n == self.request_id_header.name())
-                .cloned()
-                .collect();
-            for name in &doomed {
-                req.remove_header(name);
-            }
+        // One pass over what the client sent (usually a handful of names) rather than a
+        // removal per forwarding header: nothing is allocated unless one is found.
+        let doomed: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|n| self.drops(n, trusted))
+            .cloned()
+            .collect();
+        for name in &doomed {
+            req.remove_header(name);
         }
         let https = if trusted {
-            match req.headers.get("x-forwarded-proto") {
-                Some(v) => v.as_bytes().eq_ignore_ascii_case(b"https"),
-                None => tls_listener,
-            }
+            proto_is_https(req).unwrap_or(tls_listener)
         } else {
             tls_listener
         };
@@ -233,7 +333,7 @@ impl Forwarding {
                 .or_err(ErrorType::InternalError, "X-Forwarded-For value")?;
             X_FORWARDED_FOR.insert(upstream, v)?;
         }
-        if !(origin.trusted && upstream.headers.contains_key("x-forwarded-proto")) {
+        if !(origin.trusted && single_proto(upstream)) {
             let proto = if origin.https { "https" } else { "http" };
             X_FORWARDED_PROTO.insert(upstream, HeaderValue::from_static(proto))?;
         }
@@ -348,6 +448,199 @@ mod tests {
         f.inspect(&mut r, Some("127.0.0.1".parse().unwrap()), false);
         assert!(r.headers.get("x-request-id").is_none());
         assert_eq!(r.headers.len(), 1);
+    }
+
+    const UNTRUSTED: &str = "192.0.2.7";
+    const TRUSTED: &str = "10.1.2.3";
+    const TRUSTED_NET: &str = "10.0.0.0/8";
+
+    /// Every spelling a CGI/WSGI/Node upstream would read as a forwarding header.
+    const VARIANTS: &[&str] = &[
+        "X_Forwarded_For",
+        "X_Forwarded_Host",
+        "X-Forwarded_Proto",
+        "X_Original_URL",
+        "x.forwarded.for",
+        "X.FORWARDED-HOST",
+        "x-forwarded_for",
+        "Client_IP",
+        "cf_connecting_ip",
+        "X_Envoy_Original_Path",
+        "x_url_scheme",
+        "Front_End_Https",
+        "X~Forwarded~Proto",
+    ];
+
+    /// Exact spellings (any case: `HeaderName` lower-cases them) of forwarding headers.
+    const EXACT: &[&str] = &[
+        "X-Forwarded-For",
+        "x-forwarded-host",
+        "X-FORWARDED-PROTO",
+        "Forwarded",
+        "X-Original-URL",
+        "X-Real-IP",
+        "X-Forwarded-Path",
+        "X-Forwarded-Protocol",
+        "X-Url-Scheme",
+        "Front-End-Https",
+        "X-Host",
+        "X-HTTP-Host",
+        "X-ProxyUser-Ip",
+        "Client-IP",
+        "X-Cluster-Client-IP",
+        "CF-Connecting-IP",
+        "Fastly-Client-IP",
+        "X-Envoy-External-Address",
+        "X-Envoy-Original-Path",
+        "X-Envoy-Original-Host",
+    ];
+
+    /// Not forwarding headers: kept from anyone. (`x-forwarded-user` is identity, stripped by
+    /// `identity::IdentityNamespace`, not here.)
+    const ORDINARY: &[&str] = &[
+        "accept",
+        "x-forwarded-user",
+        "x-forwarded-ish",
+        "x-forwarded-fortune",
+        "xforwardedfor",
+        "x-hostname",
+        "host",
+        "x-client-ip-hint",
+        "x-request-identity",
+        "user-agent",
+        "cookie",
+    ];
+
+    #[test]
+    fn forwarding_names_are_canonical_and_fit_the_buffer() {
+        let mut seen = std::collections::HashSet::new();
+        for n in FORWARDING_HEADERS {
+            assert!(is_canonical(n), "{n}");
+            assert!(n.len() <= MAX_FORWARDING_NAME_LEN, "{n}");
+            assert!(seen.insert(n), "duplicate {n}");
+            assert!(is_forwarding_header(n), "{n}");
+        }
+        assert!(!is_forwarding_header(&"x".repeat(200)));
+    }
+
+    #[test]
+    fn untrusted_peer_loses_every_spelling() {
+        let f = fwd(&[TRUSTED_NET]);
+        let mut headers: Vec<(&str, &str)> = VARIANTS.iter().map(|n| (*n, "evil")).collect();
+        headers.extend(EXACT.iter().map(|n| (*n, "evil")));
+        // Duplicates, mixed case.
+        headers.push(("x_forwarded_for", "1.1.1.1"));
+        headers.push(("X_FORWARDED_FOR", "2.2.2.2"));
+        headers.extend(ORDINARY.iter().map(|n| (*n, "fine")));
+        let mut r = req_with(&headers);
+        let o = f.inspect(&mut r, Some(UNTRUSTED.parse().unwrap()), false);
+        assert!(!o.trusted);
+        let left: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(left.len(), ORDINARY.len(), "{left:?}");
+        for n in ORDINARY {
+            assert_eq!(r.headers[*n], "fine", "{n}");
+        }
+    }
+
+    #[test]
+    fn trusted_peer_keeps_exact_names_only() {
+        let f = fwd(&[TRUSTED_NET]);
+        let mut headers: Vec<(&str, &str)> = VARIANTS.iter().map(|n| (*n, "evil")).collect();
+        headers.extend(EXACT.iter().map(|n| (*n, "proxy")));
+        headers.extend(ORDINARY.iter().map(|n| (*n, "fine")));
+        headers.push(("X_Request_Id", "evil"));
+        headers.push(("X-Request-Id", "req-1"));
+        let mut r = req_with(&headers);
+        let o = f.inspect(&mut r, Some(TRUSTED.parse().unwrap()), false);
+        assert!(o.trusted);
+        assert_eq!(r.headers.len(), EXACT.len() + ORDINARY.len() + 1);
+        for n in EXACT {
+            assert_eq!(r.headers[*n], "proxy", "{n}");
+        }
+        for v in r.headers.values() {
+            assert_ne!(v, "evil");
+        }
+        assert_eq!(f.request_id(&r, &o).as_str(), "req-1");
+    }
+
+    #[test]
+    fn request_id_header_in_any_spelling() {
+        let f = fwd(&[TRUSTED_NET]);
+        for n in [
+            "X-Request-Id",
+            "x_request_id",
+            "X.Request.ID",
+            "x-request_id",
+        ] {
+            let mut r = req_with(&[(n, "forged"), ("accept", "*/*")]);
+            f.inspect(&mut r, Some(UNTRUSTED.parse().unwrap()), false);
+            assert_eq!(r.headers.len(), 1, "{n}");
+            assert!(r.headers.contains_key("accept"));
+        }
+        // A configured name that is not canonical itself is still kept exact from a trusted
+        // peer, and its dashed variant is not.
+        let odd = Forwarding::new(
+            vec![TRUSTED_NET.parse().unwrap()],
+            HeaderName::from_static("x_trace_id"),
+        );
+        let mut r = req_with(&[("x_trace_id", "t-1"), ("X-Trace-Id", "evil")]);
+        let o = odd.inspect(&mut r, Some(TRUSTED.parse().unwrap()), false);
+        assert_eq!(r.headers.len(), 1);
+        assert_eq!(odd.request_id(&r, &o).as_str(), "t-1");
+    }
+
+    #[test]
+    fn canonical_comparison() {
+        assert!(canonical_eq("X_Forwarded.For", "x-forwarded-for"));
+        assert!(canonical_eq("x-forwarded-for", "x-forwarded-for"));
+        assert!(!canonical_eq("x-forwarded-fo", "x-forwarded-for"));
+        assert!(!canonical_eq("x-forwarded-fox", "x-forwarded-for"));
+        assert!(is_canonical("x-forwarded-for"));
+        assert!(!is_canonical("x_forwarded-for"));
+        assert!(!is_canonical("X-Forwarded-For"));
+    }
+
+    #[test]
+    fn forwarded_proto_fails_closed() {
+        let f = fwd(&[TRUSTED_NET]);
+        let peer = Some(TRUSTED.parse().unwrap());
+        let https = |lines: &[&str], tls: bool| {
+            let headers: Vec<(&str, &str)> =
+                lines.iter().map(|v| ("x-forwarded-proto", *v)).collect();
+            let mut r = req_with(&headers);
+            f.inspect(&mut r, peer, tls).https
+        };
+        assert!(https(&["https"], false));
+        assert!(https(&["HTTPS"], false));
+        assert!(https(&["https, https"], false));
+        assert!(https(&["https", " https "], false));
+        assert!(https(&[], true));
+        assert!(!https(&[], false));
+        assert!(!https(&["http"], true));
+        assert!(!https(&["https, http"], true));
+        assert!(!https(&["http, https"], true));
+        assert!(!https(&["https", "http"], true));
+        assert!(!https(&["http", "https"], true));
+        assert!(!https(&[""], true));
+        assert!(!https(&["https,"], true));
+        assert!(!https(&["wss"], true));
+
+        // The upstream is told the same: a mixed list is rewritten, a single value kept.
+        let mut r = req_with(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        let o = f.inspect(&mut r, peer, true);
+        let id = f.request_id(&r, &o);
+        f.apply(&mut r, peer, &o, &HeaderValue::from_static("h"), &id)
+            .unwrap();
+        let all: Vec<_> = r.headers.get_all("x-forwarded-proto").iter().collect();
+        assert_eq!(all, ["http"]);
+        let mut r = req_with(&[("x-forwarded-proto", "HTTPS")]);
+        let o = f.inspect(&mut r, peer, false);
+        f.apply(&mut r, peer, &o, &HeaderValue::from_static("h"), &id)
+            .unwrap();
+        assert_eq!(r.headers["x-forwarded-proto"], "HTTPS");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`oidc`]: providers (discovery, JWKS refresh), the login/callback/logout flow, redirects.
 //! - [`jwt`]: JWT verification against a cached JWKS.
 //! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
+//! - [`limits`]: bounds of the request head (bytes, header lines), answered with 431.
 //! - [`out_header`]: header names the gateway writes, spelled once.
 //! - [`policy`]: per-route authorization on the verified identity.
 //! - [`proxy`]: the Pingora `ProxyHttp` glue; the request path reads top to bottom there.
@@ -34,12 +35,14 @@
 pub mod admin;
 pub mod assertion;
 pub mod config;
+pub mod csrf;
 pub mod demo;
 pub mod error;
 pub mod forwarded;
 pub mod host;
 pub mod identity;
 pub mod jwt;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod oidc;

@@ -84,13 +84,106 @@ fn claim_matches(v: &Value, want: &str) -> bool {
 }
 
 /// Headers through which frameworks (Rails, Express, Symfony...) let a request claim another
-/// method. Where a policy restricts methods, a request carrying one would be judged as GET
-/// here and run as DELETE upstream, so it is refused.
+/// method, in canonical spelling: [`claims_method_override`] matches them in every spelling
+/// (case, `_` or `.` for `-`), as CGI/WSGI upstreams read them. Where a policy restricts
+/// methods, a request carrying one would be judged as GET here and run as DELETE upstream, so
+/// it is refused.
 pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
 ];
+
+/// The query parameter Rails, Laravel and Symfony read as the method (`?_method=DELETE`).
+const METHOD_PARAM: &[u8] = b"method";
+
+/// Whether the request claims another method than its own: one of
+/// [`METHOD_OVERRIDE_HEADERS`] in any spelling, or a `_method` parameter in the query
+/// (`query` without the `?`).
+///
+/// The query is read strictly, as the most permissive framework would: parameters split at
+/// `&` and `;`; the name percent-decoded (twice, so `%255F` counts) with `+` as space; leading
+/// and trailing whitespace ignored (PHP drops leading spaces); `_`, `.` or `[` before
+/// `method` (PHP turns the last two into `_`); `method` in any ASCII case; and an array suffix (`_method[]`,
+/// `_method[0]`) allowed. A parameter without a value counts too. `x_method` or `my_method`
+/// do not match. Allocates nothing.
+pub fn claims_method_override(headers: &http::HeaderMap, query: Option<&str>) -> bool {
+    let header = headers.keys().any(|n| {
+        METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|h| crate::forwarded::canonical_eq(n.as_str(), h))
+    });
+    header
+        || query.is_some_and(|q| {
+            q.split(['&', ';']).any(|param| {
+                let name = param.split_once('=').map_or(param, |(n, _)| n);
+                is_method_param(PercentDecode::new(PercentDecode::new(name.bytes())))
+            })
+        })
+}
+
+/// Whether a decoded parameter name is `_method` in one of the spellings above.
+fn is_method_param(name: impl Iterator<Item = u8>) -> bool {
+    let mut name = name.skip_while(u8::is_ascii_whitespace).peekable();
+    if !matches!(name.next(), Some(b'_' | b'.' | b'[')) {
+        return false;
+    }
+    for want in METHOD_PARAM {
+        match name.next() {
+            Some(b) if b.eq_ignore_ascii_case(want) => {}
+            _ => return false,
+        }
+    }
+    match name.next() {
+        None | Some(b'[') => true,
+        Some(b) if b.is_ascii_whitespace() => name.all(|b| b.is_ascii_whitespace()),
+        Some(_) => false,
+    }
+}
+
+/// Percent-decoding (`+` as space) over bytes, without allocating. A `%` not followed by two
+/// hex digits stays as it is.
+struct PercentDecode<I: Iterator<Item = u8>> {
+    inner: std::iter::Peekable<I>,
+    /// A hex digit read ahead after a `%` that did not start an escape.
+    pending: Option<u8>,
+}
+
+impl<I: Iterator<Item = u8>> PercentDecode<I> {
+    fn new(inner: I) -> Self {
+        Self {
+            inner: inner.peekable(),
+            pending: None,
+        }
+    }
+}
+
+impl<I: Iterator<Item = u8>> Iterator for PercentDecode<I> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        if let Some(b) = self.pending.take() {
+            return Some(b);
+        }
+        match self.inner.next()? {
+            b'+' => Some(b' '),
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+                let Some(hi) = self.inner.next_if(|b| b.is_ascii_hexdigit()) else {
+                    return Some(b'%');
+                };
+                match self.inner.next_if(|b| b.is_ascii_hexdigit()) {
+                    Some(lo) => Some((hex(hi).unwrap_or(0) << 4) | hex(lo).unwrap_or(0)),
+                    None => {
+                        self.pending = Some(hi);
+                        Some(b'%')
+                    }
+                }
+            }
+            b => Some(b),
+        }
+    }
+}
 
 impl Policy {
     /// Whether this policy depends on the method (and so must refuse method overrides).
@@ -155,6 +248,101 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_override_in_the_query() {
+        let claims = |q: &str| claims_method_override(&http::HeaderMap::new(), Some(q));
+        for q in [
+            "_method=DELETE",
+            "_method=",
+            "_method",
+            "a=1&_method=DELETE",
+            "a=1;_method=DELETE",
+            ";_method=PUT",
+            "&_method=PUT",
+            "%5Fmethod=DELETE",
+            "%5fmethod=DELETE",
+            "%255Fmethod=DELETE",
+            "_%6Dethod=DELETE",
+            "_METHOD=DELETE",
+            "_Method=DELETE",
+            "_method[]=DELETE",
+            "_method%5B%5D=DELETE",
+            "_method[0]=DELETE",
+            "+_method=DELETE",
+            "%20_method=DELETE",
+            "_method+=DELETE",
+            ".method=DELETE",
+            "[method=DELETE",
+            "a=b=c&_method=x=y",
+        ] {
+            assert!(claims(q), "{q}");
+        }
+        for q in [
+            "",
+            "method=DELETE",
+            "x_method=1",
+            "my_method=1",
+            "_methods=1",
+            "_method_=1",
+            "_method.x=1",
+            "__method=1",
+            "-method=1",
+            "+method=1",
+            "_meth=1",
+            "a=_method",
+            "a=1&b=_method",
+            "q=%26_method%3DDELETE",
+            "_method%=1",
+            "%5_method=1",
+            "payment_method=card",
+        ] {
+            assert!(!claims(q), "{q}");
+        }
+        assert!(!claims_method_override(&http::HeaderMap::new(), None));
+    }
+
+    #[test]
+    fn method_override_headers_in_any_spelling() {
+        for name in [
+            "x-http-method-override",
+            "X-HTTP-Method-Override",
+            "x_http_method_override",
+            "X.HTTP.Method",
+            "x-method_override",
+        ] {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_static("DELETE"),
+            );
+            assert!(claims_method_override(&h, None), "{name}");
+        }
+        for name in [
+            "x-http-methods",
+            "x-method",
+            "accept",
+            "x-http-method-overrides",
+        ] {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_static("DELETE"),
+            );
+            assert!(!claims_method_override(&h, Some("a=1")), "{name}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding() {
+        let dec = |s: &str| String::from_utf8(PercentDecode::new(s.bytes()).collect()).unwrap();
+        assert_eq!(dec("a%5Fb+c"), "a_b c");
+        assert_eq!(dec("%"), "%");
+        assert_eq!(dec("%4"), "%4");
+        assert_eq!(dec("%4g"), "%4g");
+        assert_eq!(dec("%%41"), "%A");
+        assert_eq!(dec("%2541"), "%41");
+    }
 
     fn alice() -> Claims {
         let mut extra = serde_json::Map::new();

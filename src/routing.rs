@@ -23,45 +23,22 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
-    /// Parse a configured host; `None` if it is not a plausible host name or wildcard.
+    /// Parse a configured host; `None` if it is not a host name or wildcard. Names go through
+    /// the same strict parser as requests, so a pattern is spelled as requests are matched.
     pub fn parse(s: &str) -> Option<Self> {
-        let s = s.trim_end_matches('.').to_ascii_lowercase();
         let (wild, name) = match s.strip_prefix("*.") {
             Some(rest) => (true, rest),
-            None => (false, s.as_str()),
+            None => (false, s),
         };
-        let valid_label = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
-        let is_ipv6 = name.starts_with('[') && name.ends_with(']');
-        if !is_ipv6 && (name.is_empty() || !name.split('.').all(valid_label)) {
+        let a = crate::host::Authority::parse(name.as_bytes()).ok()?;
+        if a.port().is_some() || (wild && a.host().starts_with('[')) {
             return None;
         }
         Some(if wild {
-            HostPattern::Wildcard(format!(".{name}"))
+            HostPattern::Wildcard(format!(".{}", a.host()))
         } else {
-            HostPattern::Exact(name.to_string())
+            HostPattern::Exact(a.host().to_string())
         })
-    }
-}
-
-/// Lower-case the request's host and drop the port and a trailing dot. Allocates only when
-/// the host is not already canonical.
-pub fn canonical_host(raw: &str) -> std::borrow::Cow<'_, str> {
-    let without_port = if raw.starts_with('[') {
-        // IPv6 literal: keep the brackets, drop ":port" after them.
-        raw.find(']').map_or(raw, |end| &raw[..=end])
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
-    };
-    let h = without_port.strip_suffix('.').unwrap_or(without_port);
-    if h.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(h.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(h)
     }
 }
 
@@ -181,7 +158,8 @@ impl<T> RouteTable<T> {
         &self.any
     }
 
-    /// Find the route for a canonical host (see [`canonical_host`]) and a canonical path.
+    /// Find the route for a canonical host (see [`crate::host::Authority::host`]) and a
+    /// canonical path.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&T> {
         let routes = self.host_routes(host);
         if self.case_insensitive {
@@ -281,11 +259,17 @@ mod tests {
     }
 
     #[test]
-    fn host_canonicalisation() {
-        assert_eq!(canonical_host("App.Example.COM:8443"), "app.example.com");
-        assert_eq!(canonical_host("example.com."), "example.com");
-        assert_eq!(canonical_host("[::1]:8080"), "[::1]");
-        assert_eq!(canonical_host("127.0.0.1"), "127.0.0.1");
+    fn host_patterns() {
+        assert_eq!(
+            HostPattern::parse("App.Example.COM."),
+            Some(HostPattern::Exact("app.example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("[0:0::1]"),
+            Some(HostPattern::Exact("[::1]".into()))
+        );
+        assert!(HostPattern::parse("a.example:80").is_none());
+        assert!(HostPattern::parse("").is_none());
         assert!(HostPattern::parse("bad host").is_none());
         assert!(HostPattern::parse("*.").is_none());
         assert!(HostPattern::parse("a.*.com").is_none());

@@ -153,7 +153,7 @@ async fn id_tokens_are_not_access_tokens() {
     // Log in to get a real ID token from the provider, then present it as a bearer token.
     let (cookie, _) = common::http_login(&gw, "/").await;
     let page = client()
-        .get(gw.url("/.authgate/logout"))
+        .post(gw.url("/.authgate/logout"))
         .header("cookie", &cookie)
         .send()
         .await

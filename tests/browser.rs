@@ -111,7 +111,10 @@ async fn browser_login_headers_logout() {
     // provider asks for confirmation; then its post-logout redirect goes to the gateway's `/`,
     // which is protected, so the browser ends at the provider's login form again.
     let logouts_before = idp.stats().await["logouts"].as_u64().unwrap();
+    // A bare GET of the logout URL only asks; the page's button makes the same-origin POST.
     b.goto(&format!("{app}/.authgate/logout")).await;
+    let confirm = b.find("button#signout").await;
+    bounded("confirm sign-out", confirm.click()).await;
     b.wait_url("the IdP end_session endpoint", on_idp).await;
     let deadline = Instant::now() + common::BROWSER_WAIT;
     loop {

@@ -1,19 +1,87 @@
-//! Forward-auth mode behind a real nginx (`auth_request`): nginx proxies to the app and asks
-//! the gateway about every request; the decision is made on the same normalised path.
+//! Forward-auth mode behind a real nginx (`auth_request`), configured with the README's
+//! snippet (`docs/forward-auth/nginx.conf`) as users paste it: nginx proxies to the app and
+//! asks the gateway about every request. Each case asserts what the app actually received.
 
 mod common;
 
 use common::{
-    auth_config, client, echo, free_port, http_login_via, Gateway, Idp, Nginx, Opts, Seen,
+    auth_config, client, echo, free_port, http_login_via, snippet, Gateway, Idp, Nginx, Opts, Seen,
 };
 
+/// Headers a client forges on every request: none may reach the app.
+const FORGED: &[(&str, &str)] = &[
+    ("X-Forwarded-User", "mallory"),
+    ("X-Forwarded-Email", "mallory@evil.example"),
+    ("X-Forwarded-Groups", "mallory-group"),
+    ("X-Forwarded-Preferred-Username", "mallory"),
+    ("X-Forwarded-Access-Token", "forged"),
+    ("X-Authgate-Assertion", "forged"),
+    ("X-Authgate-Cookie", "authgate_session=forged"),
+    ("X-Auth-Request-User", "mallory"),
+    ("Remote-User", "mallory"),
+    ("X-Remote-User", "mallory"),
+    ("X-User", "mallory"),
+    ("X-Email", "mallory@evil.example"),
+    ("X_Forwarded_User", "mallory"),
+];
+
+const IDENTITY: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-authgate-assertion",
+    "x-authgate-cookie",
+    "x-auth-request-user",
+    "remote-user",
+    "x-remote-user",
+    "x-user",
+    "x-email",
+    "x_forwarded_user",
+];
+
+fn forged(rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    FORGED.iter().fold(rb, |rb, (k, v)| rb.header(*k, *v))
+}
+
+/// Nothing of the client's forged identity, and none of the gateway's cookies, reached the app.
+fn assert_clean(seen: &Seen, user: Option<&str>) {
+    for h in IDENTITY {
+        let v = seen.all(h);
+        match (*h, user) {
+            ("x-forwarded-user", Some(u)) => assert_eq!(v, vec![u], "{h}"),
+            (
+                "x-forwarded-email" | "x-forwarded-groups" | "x-forwarded-preferred-username",
+                Some(_),
+            ) => {
+                assert!(
+                    !v.iter()
+                        .any(|x| x.contains("mallory") || x.contains("forged")),
+                    "{h}: {v:?}"
+                )
+            }
+            _ => assert!(v.is_empty(), "{h} reached the app: {v:?}"),
+        }
+    }
+    for c in seen.all("cookie") {
+        assert!(
+            !c.contains("authgate_session"),
+            "the gateway's cookie reached the app: {c}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nginx_auth_request() {
+async fn nginx_auth_request_snippet() {
     let (gw_port, nginx_port) = (free_port(), free_port());
     // The browser talks to nginx, so the provider sends it back to nginx's callback.
     let idp = Idp::start(true, &[nginx_port]).await;
     let app = echo().await;
     let routes = r#"
+[forward_auth]
+proxy = "nginx"
+
 [[routes]]
 id = "admin"
 path = "/admin"
@@ -32,66 +100,59 @@ users = ["bob"]
     )
     .await;
     gw.wait_ready().await;
-    let server = format!(
-        r#"
-  location = /_authgate {{
-    internal;
-    proxy_pass http://127.0.0.1:{gw_port}/.authgate/auth;
-    proxy_pass_request_body off;
-    proxy_set_header Content-Length "";
-    proxy_set_header X-Original-URI $request_uri;
-    proxy_set_header X-Forwarded-Method $request_method;
-    proxy_set_header X-Forwarded-Host $http_host;
-    proxy_set_header Host $http_host;
-  }}
-  location /.authgate/ {{
-    proxy_pass http://127.0.0.1:{gw_port};
-    proxy_set_header Host $http_host;
-  }}
-  location @login {{
-    return 302 $authgate_login;
-  }}
-  location / {{
-    auth_request /_authgate;
-    auth_request_set $authgate_user $upstream_http_x_forwarded_user;
-    auth_request_set $authgate_email $upstream_http_x_forwarded_email;
-    auth_request_set $authgate_login $upstream_http_x_authgate_login;
-    proxy_set_header X-Forwarded-User $authgate_user;
-    proxy_set_header X-Forwarded-Email $authgate_email;
-    error_page 401 = @login;
-    proxy_pass http://{app};
-  }}
-"#
+    let server = snippet(
+        "docs/forward-auth/nginx.conf",
+        &[
+            ("127.0.0.1:8080", format!("127.0.0.1:{gw_port}")),
+            ("127.0.0.1:3000", app.to_string()),
+        ],
     );
     let nginx = Nginx::start(nginx_port, &server).await;
     let c = client();
 
-    // Public route: passes without a session.
-    assert_eq!(
-        c.get(nginx.url("/public/x")).send().await.unwrap().status(),
-        200
-    );
-    // Protected: nginx sends the browser to sign in.
-    let r = c.get(nginx.url("/app?x=1")).send().await.unwrap();
+    // Public route: passes without a session, with no forged identity and no gateway cookie.
+    let r = forged(c.get(nginx.url("/public/x")))
+        .header("cookie", "authgate_session=forged; theme=dark")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Seen = r.json().await.unwrap();
+    assert_clean(&seen, None);
+    assert_eq!(seen.all("cookie"), vec!["theme=dark"]);
+
+    // Protected: a browser is sent to sign in, an API client gets 401; the app sees nothing.
+    let r = c
+        .get(nginx.url("/app?x=1"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     let location = r.headers()["location"].to_str().unwrap();
     assert!(
         location.ends_with("/.authgate/login?rd=%2Fapp%3Fx%3D1"),
         "{location}"
     );
+    let r = forged(c.get(nginx.url("/app")))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 200);
 
-    // Sign in through nginx, then nginx forwards with the identity from the gateway.
+    // Sign in through nginx; the app then gets the gateway's identity, never the forged one.
     let cookie = http_login_via(&format!("http://127.0.0.1:{nginx_port}"), "/app").await;
-    let r = c
-        .get(nginx.url("/app"))
-        .header("cookie", &cookie)
+    let r = forged(c.get(nginx.url("/app")))
+        .header("cookie", format!("{cookie}; theme=dark"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let seen: Seen = r.json().await.unwrap();
-    assert_eq!(seen.header("x-forwarded-user"), Some("alice"));
+    assert_clean(&seen, Some("alice"));
     assert_eq!(seen.header("x-forwarded-email"), Some("alice@example.com"));
+    assert_eq!(seen.all("cookie"), vec!["theme=dark"]);
 
     // Policy on the same normalised path: /public/../admin is /admin, only bob may.
     for path in [
@@ -99,6 +160,7 @@ users = ["bob"]
         "/public/../admin",
         "/public/%2e%2e/admin",
         "//admin",
+        "/admin?_method=GET",
     ] {
         let r = c
             .get(nginx.url(path))
@@ -107,6 +169,23 @@ users = ["bob"]
             .await
             .unwrap();
         assert_eq!(r.status(), 403, "{path}");
+    }
+    // A client's own description of the request changes nothing: nginx's headers win, and
+    // a second value of them is refused (nginx turns the 400 into 500).
+    for (k, v) in [
+        ("X-Forwarded-Uri", "/public/x"),
+        ("X-Original-URL", "/public/x"),
+        ("X-Forwarded-Method", "GET"),
+        ("X-Forwarded-Host", "other.example"),
+    ] {
+        let r = c
+            .get(nginx.url("/admin"))
+            .header("cookie", &cookie)
+            .header(k, v)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 200, "{k}: {v}");
     }
     let r = c
         .get(nginx.url("/public/%2e%2e/admin"))
@@ -119,11 +198,28 @@ users = ["bob"]
         "a bypass reached the app without a session"
     );
 
+    // Cross-site POST with the session cookie: refused before the app.
+    let r = c
+        .post(nginx.url("/app"))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
     // The endpoint refuses peers that are not trusted proxies.
-    let untrusted = Gateway::start(&auth_config(&idp, app, "store = \"memory\"")).await;
+    let untrusted = Gateway::start(&format!(
+        "{}[forward_auth]\nproxy = \"nginx\"\n",
+        auth_config(&idp, app, "store = \"memory\"")
+    ))
+    .await;
     let r = c
         .get(untrusted.url("/.authgate/auth"))
         .header("x-original-uri", "/public/x")
+        .header("x-original-method", "GET")
+        .header("x-forwarded-host", "h")
         .send()
         .await
         .unwrap();

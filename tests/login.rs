@@ -186,7 +186,7 @@ async fn logout_ends_the_session_and_signs_out_at_the_provider() {
     assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
 
     let r = client()
-        .get(gw.url("/.authgate/logout"))
+        .post(gw.url("/.authgate/logout"))
         .header("cookie", &cookie)
         .send()
         .await

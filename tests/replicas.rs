@@ -185,7 +185,7 @@ async fn logout_and_revocation_propagate_to_every_replica() {
         let started = Instant::now();
         if i % 2 == 0 {
             let r = client()
-                .get(a.url("/.authgate/logout"))
+                .post(a.url("/.authgate/logout"))
                 .header("cookie", &cookie)
                 .send()
                 .await
@@ -555,7 +555,7 @@ async fn shared_sessions_behave_as_one(gws: &[Gateway]) {
         }
     }
     let r = client()
-        .get(a.url("/.authgate/logout"))
+        .post(a.url("/.authgate/logout"))
         .header("cookie", &cookies[0])
         .send()
         .await

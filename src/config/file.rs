@@ -25,6 +25,9 @@ pub struct File {
     pub headers: Headers,
     #[serde(default)]
     pub gateway: Gateway,
+    pub forward_auth: Option<ForwardAuth>,
+    #[serde(default)]
+    pub csrf: Csrf,
     #[serde(default)]
     pub session: Session,
     #[serde(default)]
@@ -48,6 +51,8 @@ pub struct Server {
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
     pub request_id_header: Option<Spanned<String>>,
+    pub max_request_header_bytes: Option<Spanned<i64>>,
+    pub max_request_headers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -108,6 +113,27 @@ pub struct Gateway {
     pub bearer_cache_entries: Option<Spanned<i64>>,
     #[serde(default)]
     pub allowed_redirect_hosts: Vec<Spanned<String>>,
+}
+
+/// `[forward_auth]`: see `super::front`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuth {
+    pub proxy: Spanned<String>,
+    pub method_header: Option<Spanned<String>>,
+    pub uri_header: Option<Spanned<String>>,
+    pub host_header: Option<Spanned<String>>,
+    pub auth_request_headers: Option<bool>,
+}
+
+/// `[csrf]`: see `super::front`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Csrf {
+    pub enabled: Option<bool>,
+    pub allow_same_site: Option<bool>,
+    #[serde(default)]
+    pub allowed_origins: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -205,6 +231,10 @@ pub struct Route {
     #[serde(default)]
     pub providers: Vec<Spanned<String>>,
     pub policy: Option<Spanned<Policy>>,
+    /// `false` turns the CSRF guard off for this route.
+    pub csrf: Option<bool>,
+    /// `"auto"`, `"redirect"` or `"401"`.
+    pub unauthenticated: Option<Spanned<String>>,
 }
 
 /// `[routes.policy]`: see `crate::policy` for the semantics.

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod file;
+pub mod front;
 pub mod model;
 pub mod secret;
 

@@ -17,6 +17,7 @@ use super::error::Reporter;
 use super::file;
 use super::secret::{self, Secret};
 use crate::identity::{self, IdentityHeaders, IdentityNamespace};
+use crate::limits::{self, HeadLimits};
 use crate::path::PathOptions;
 use crate::routing::HostPattern;
 
@@ -38,6 +39,9 @@ pub struct Config {
     pub bearer_cache_entries: usize,
     /// Reserved path prefix answered by the gateway itself, e.g. `/.authgate/`.
     pub gateway_prefix: String,
+    /// `None`: `{prefix}auth` is not served.
+    pub forward_auth: Option<super::front::ForwardAuthSettings>,
+    pub csrf: super::front::CsrfSettings,
     pub session: SessionSettings,
     pub providers: Vec<ProviderSettings>,
     pub assertion: AssertionSettings,
@@ -56,6 +60,8 @@ pub struct ServerSettings {
     pub upgrade_socket: String,
     pub trusted_proxies: Vec<IpNet>,
     pub request_id_header: HeaderName,
+    /// `max_request_header_bytes` and `max_request_headers`: bounds of a request head.
+    pub head_limits: HeadLimits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +253,21 @@ pub struct RouteSettings {
     pub providers: Vec<String>,
     /// Send the signed identity assertion to this route's upstream.
     pub identity_assertion: bool,
+    /// Refuse cross-site unsafe requests authenticated by the session cookie.
+    pub csrf: bool,
+    pub unauthenticated: Unauthenticated,
+}
+
+/// What a caller without a session gets on a protected route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unauthenticated {
+    /// A redirect to sign in for top-level browser navigations, 401 with JSON otherwise.
+    #[default]
+    Auto,
+    /// Always the redirect (an app whose every request is a page).
+    Redirect,
+    /// Always 401 (an API).
+    Status401,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -274,6 +295,30 @@ fn duration(
                         "invalid duration {:?} ({e}); write e.g. \"5s\" or \"250ms\"",
                         s.get_ref()
                     ),
+                );
+                default
+            }
+        },
+    }
+}
+
+/// An integer within `range`, or `default` when unset; out of range is reported with its line.
+fn bounded(
+    rep: &mut Reporter,
+    key: &str,
+    v: &Option<Spanned<i64>>,
+    range: std::ops::RangeInclusive<usize>,
+    default: usize,
+) -> usize {
+    match v {
+        None => default,
+        Some(n) => match usize::try_from(*n.get_ref()) {
+            Ok(x) if range.contains(&x) => x,
+            _ => {
+                rep.error(
+                    key,
+                    span(n),
+                    format!("must be between {} and {}", range.start(), range.end()),
                 );
                 default
             }
@@ -613,6 +658,22 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         Some(h) => header_name(rep, "server.request_id_header", h)
             .unwrap_or(HeaderName::from_static("x-request-id")),
     };
+    let head_limits = HeadLimits {
+        max_bytes: bounded(
+            rep,
+            "server.max_request_header_bytes",
+            &f.server.max_request_header_bytes,
+            limits::MIN_MAX_BYTES..=limits::MAX_MAX_BYTES,
+            limits::DEFAULT_MAX_BYTES,
+        ),
+        max_headers: bounded(
+            rep,
+            "server.max_request_headers",
+            &f.server.max_request_headers,
+            limits::MIN_MAX_HEADERS..=limits::MAX_MAX_HEADERS,
+            limits::DEFAULT_MAX_HEADERS,
+        ),
+    };
     let server = ServerSettings {
         threads,
         grace_period: duration(
@@ -639,6 +700,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             .unwrap_or_else(|| "/tmp/authgate_upgrade.sock".into()),
         trusted_proxies,
         request_id_header,
+        head_limits,
     };
 
     // [log]
@@ -1550,8 +1612,28 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             audiences: r.audiences.clone(),
             providers: r.providers.iter().map(|p| p.get_ref().clone()).collect(),
             identity_assertion: r.identity_assertion,
+            csrf: r.csrf.unwrap_or(true),
+            unauthenticated: match r
+                .unauthenticated
+                .as_ref()
+                .map(|u| (u.get_ref().as_str(), u))
+            {
+                None | Some(("auto", _)) => Unauthenticated::Auto,
+                Some(("redirect", _)) => Unauthenticated::Redirect,
+                Some(("401", _)) => Unauthenticated::Status401,
+                Some((other, u)) => {
+                    rep.error(
+                        key("unauthenticated"),
+                        span(u),
+                        format!("{other:?}: expected \"auto\", \"redirect\" or \"401\""),
+                    );
+                    Unauthenticated::Auto
+                }
+            },
         });
     }
+    let forward_auth = super::front::forward_auth(rep, &f.forward_auth);
+    let csrf = super::front::csrf(rep, &f.csrf);
 
     if !rep.errors.is_empty() {
         return None;
@@ -1568,6 +1650,8 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         identity_headers,
         allowed_redirect_hosts,
         gateway_prefix,
+        forward_auth,
+        csrf,
         bearer_cache_entries: match &f.gateway.bearer_cache_entries {
             None => 100_000,
             Some(v) if *v.get_ref() >= 0 => *v.get_ref() as usize,

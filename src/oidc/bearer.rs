@@ -30,11 +30,14 @@ pub enum Presented {
     NotBearer,
 }
 
-/// The bearer token of a request, if it presents one.
-pub fn presented_token(req: &pingora::http::RequestHeader) -> Result<Option<&str>, Presented> {
-    let mut authz = req.headers.get_all(http::header::AUTHORIZATION).iter();
+/// The bearer token of a request (its headers and query), if it presents one.
+pub fn presented_token<'a>(
+    headers: &'a http::HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<&'a str>, Presented> {
+    let mut authz = headers.get_all(http::header::AUTHORIZATION).iter();
     let (first, second) = (authz.next(), authz.next());
-    let in_query = req.uri.query().is_some_and(|q| {
+    let in_query = query.is_some_and(|q| {
         url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
     });
     if second.is_some() || in_query {
@@ -240,28 +243,23 @@ mod tests {
         r
     }
 
+    fn tok(r: &pingora::http::RequestHeader) -> Result<Option<&str>, Presented> {
+        presented_token(&r.headers, r.uri.query())
+    }
+
     #[test]
     fn presented_tokens() {
-        assert_eq!(presented_token(&req(&[], "/")), Ok(None));
-        assert_eq!(presented_token(&req(&["Bearer abc"], "/")), Ok(Some("abc")));
+        assert_eq!(tok(&req(&[], "/")), Ok(None));
+        assert_eq!(tok(&req(&["Bearer abc"], "/")), Ok(Some("abc")));
+        assert_eq!(tok(&req(&["bearer  abc "], "/")), Ok(Some("abc")));
+        assert_eq!(tok(&req(&["Basic YTpi"], "/")), Err(Presented::NotBearer));
+        assert_eq!(tok(&req(&["Bearer"], "/")), Err(Presented::NotBearer));
         assert_eq!(
-            presented_token(&req(&["bearer  abc "], "/")),
-            Ok(Some("abc"))
-        );
-        assert_eq!(
-            presented_token(&req(&["Basic YTpi"], "/")),
-            Err(Presented::NotBearer)
-        );
-        assert_eq!(
-            presented_token(&req(&["Bearer"], "/")),
-            Err(Presented::NotBearer)
-        );
-        assert_eq!(
-            presented_token(&req(&["Bearer a", "Bearer b"], "/")),
+            tok(&req(&["Bearer a", "Bearer b"], "/")),
             Err(Presented::Ambiguous)
         );
         assert_eq!(
-            presented_token(&req(&[], "/x?access_token=abc")),
+            tok(&req(&[], "/x?access_token=abc")),
             Err(Presented::Ambiguous)
         );
     }

@@ -22,8 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use super::provider::{Provider, ProviderError};
 use super::redirect::RedirectPolicy;
+use crate::config::front::CsrfSettings;
 use crate::config::model::LogoutMethod;
 use crate::error::{html_escape, html_page};
+use crate::host::Authority;
 use crate::jwt::{self, IdTokenRules, JwtError};
 use crate::metrics::Metrics;
 use crate::session::{crypto, Claims, SessionManager, StoreError, Tokens};
@@ -77,8 +79,8 @@ impl Reply {
 pub struct RequestInfo<'a> {
     pub req: &'a RequestHeader,
     pub https: bool,
-    /// The Host the client used (for redirect URIs).
-    pub host: &'a str,
+    /// The Host the client used, in canonical form (for redirect URIs and origin checks).
+    pub authority: &'a Authority,
     pub request_id: &'a str,
 }
 
@@ -87,16 +89,12 @@ impl RequestInfo<'_> {
         format!(
             "{}://{}",
             if self.https { "https" } else { "http" },
-            self.host
+            self.authority.as_str()
         )
     }
 
     fn wants_html(&self) -> bool {
-        self.req
-            .headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
+        crate::error::audience(&self.req.method, &self.req.headers).page
     }
 
     fn query_pairs(&self) -> Vec<(String, String)> {
@@ -610,9 +608,44 @@ impl Auth {
             .unwrap_or("/");
         let return_to = self.redirects.validate_or_root(rd);
         let clear = self.sessions.clear_cookie(info.https);
-        let Some(id) = self.sessions.read_cookie(info.req) else {
+        let Some(id) = self
+            .sessions
+            .read_cookie(&info.req.headers, info.https)
+            .id()
+        else {
             return Reply::redirect(&return_to).header(header::SET_COOKIE, &clear);
         };
+        // Only a same-origin POST ends a session: a bare GET (a link, an <img> on another
+        // site) gets a page whose button makes that POST.
+        match info.req.method {
+            http::Method::GET | http::Method::HEAD => return self.logout_confirmation(rd),
+            http::Method::POST => {}
+            _ => {
+                return self.page(
+                    info,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Sign out",
+                    "Sign out with a POST from this site's sign-out page.",
+                    "method_not_allowed",
+                )
+            }
+        }
+        // No allow-list and no sibling subdomains here: only this origin's own page.
+        if crate::csrf::is_cross_site(
+            &CsrfSettings::default(),
+            &info.req.headers,
+            info.https,
+            info.authority,
+        ) {
+            tracing::info!(request_id = info.request_id, "cross-site logout refused");
+            return self.page(
+                info,
+                StatusCode::FORBIDDEN,
+                "Access denied",
+                "Sign-out requests must come from this site's own sign-out page.",
+                "cross_site",
+            );
+        }
         let session = match self.sessions.load(&id).await {
             Ok(s) => s,
             Err(e) => return self.store_down(info, &e),
@@ -682,6 +715,21 @@ impl Auth {
         }
     }
 
+    /// `GET {prefix}logout`: a page asking to confirm, whose form POSTs back here.
+    fn logout_confirmation(&self, rd: &str) -> Reply {
+        let action = format!(
+            "{}logout?rd={}",
+            self.prefix,
+            url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
+        );
+        let body = format!(
+            "<h1>Sign out?</h1><p>You will be signed out of this site.</p>\
+             <form method=\"post\" action=\"{}\"><button id=\"signout\" class=\"button\" type=\"submit\">Sign out</button></form>",
+            html_escape(&action)
+        );
+        Reply::html(StatusCode::OK, html_page("Sign out", &body))
+    }
+
     fn store_down(&self, info: &RequestInfo, e: &StoreError) -> Reply {
         tracing::error!(request_id = info.request_id, error = %e, "session store unavailable");
         self.page(
@@ -714,7 +762,11 @@ impl Auth {
 
     /// `GET {prefix}userinfo`: the caller's identity, no tokens.
     pub async fn userinfo(&self, info: &RequestInfo<'_>) -> Reply {
-        let session = match self.sessions.read_cookie(info.req) {
+        let session = match self
+            .sessions
+            .read_cookie(&info.req.headers, info.https)
+            .id()
+        {
             None => None,
             Some(id) => match self.sessions.load(&id).await {
                 Ok(s) => s,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::routes::{Route, Runtime};
+use crate::error::Audience;
 use crate::forwarded::{Origin, RequestId};
 use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
@@ -19,9 +20,11 @@ pub struct RequestCtx {
     pub peer_ip: Option<IpAddr>,
     pub origin: Origin,
     pub request_id: RequestId,
-    /// The client's Host (or :authority) as sent, for `X-Forwarded-Host`: visible ASCII
-    /// (checked in `request_filter`).
+    /// The request's host in canonical form (`host[:port]`): what the route was chosen on,
+    /// and so what the upstream receives as `Host` and `X-Forwarded-Host`.
     pub host: http::HeaderValue,
+    /// How the client wants answers, once decided (see `error::audience`).
+    pub audience: Option<Audience>,
     pub path: Option<CanonicalPath>,
     pub route: Option<Arc<Route>>,
     /// Index of the upstream server of the current attempt.
@@ -37,11 +40,6 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    /// The client's Host as text (`request_filter` only stores visible ASCII).
-    pub fn host_str(&self) -> &str {
-        self.host.to_str().unwrap_or("")
-    }
-
     pub fn new(runtime: Arc<Runtime>) -> Self {
         Self {
             runtime,
@@ -54,6 +52,7 @@ impl RequestCtx {
             },
             request_id: RequestId::default(),
             host: http::HeaderValue::from_static(""),
+            audience: None,
             path: None,
             route: None,
             server: None,

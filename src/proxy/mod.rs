@@ -16,6 +16,7 @@
 //! The pieces it calls are small and pure; this file only sequences them.
 
 pub mod ctx;
+pub mod decision;
 mod forward_auth;
 pub mod routes;
 
@@ -33,12 +34,13 @@ use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 pub use ctx::RequestCtx;
 pub use routes::{Route, Runtime};
 
+use crate::config::front::FrontProxy;
 use crate::error::{self, Refusal};
+use crate::host::{Authority, HostError};
 use crate::metrics::{Metrics, NO_ROUTE};
 use crate::oidc::{Auth, Reply, RequestInfo};
 use crate::path;
-use crate::routing::canonical_host;
-use crate::session::Session as UserSession;
+use decision::{Caller, Inbound};
 
 /// The gateway's `ProxyHttp` implementation. Cheap to clone.
 #[derive(Clone)]
@@ -99,21 +101,50 @@ impl Gateway {
         self.answer(session, resp, reply.body).await
     }
 
+    /// The request decision (see [`decision`]): the one place, for proxy mode and
+    /// forward-auth alike, that says whether a request passes and as whom. The chosen route
+    /// is kept in `ctx` either way, for metrics and the access log.
+    async fn decide(
+        &self,
+        rt: &Runtime,
+        req: &Inbound<'_>,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<Option<Caller>, Refusal> {
+        let route = rt
+            .routes
+            .lookup(req.authority.host(), req.path.as_str())
+            .cloned()
+            .ok_or(Refusal::NoRoute)?;
+        ctx.route = Some(route.clone());
+        decision::admit(&route, req)?;
+        if route.public {
+            return Ok(None);
+        }
+        let Some(caller) = self.authenticate(req, ctx, &route).await? else {
+            // With every provider down, a redirect to sign in could only loop.
+            return Err(match &self.auth {
+                Some(auth) if !auth.any_provider_ready() => Refusal::ProviderUnavailable,
+                _ => decision::unauthenticated(rt, &route, req),
+            });
+        };
+        decision::authorize(rt, &route, req, &caller, ctx.request_id.as_str())?;
+        Ok(Some(caller))
+    }
+
     /// Who is calling, for a protected route: a bearer token where the route accepts them
     /// and the request carries one, else the session cookie. Store trouble is a refusal
     /// (503), never "anonymous"; a bad token is 401, never a fall-back to the cookie.
     async fn authenticate(
         &self,
-        session: &Session,
+        req: &Inbound<'_>,
         ctx: &RequestCtx,
         route: &Route,
     ) -> std::result::Result<Option<Caller>, Refusal> {
         let Some(auth) = &self.auth else {
             return Ok(None);
         };
-        let req = session.req_header();
         if route.bearer {
-            let token = match crate::oidc::bearer::presented_token(req) {
+            let token = match crate::oidc::bearer::presented_token(req.headers, req.query) {
                 Ok(t) => t,
                 Err(crate::oidc::bearer::Presented::Ambiguous) => {
                     return Err(Refusal::AmbiguousCredentials)
@@ -140,7 +171,7 @@ impl Gateway {
                 };
             }
         }
-        let Some(id) = auth.sessions.read_cookie(req) else {
+        let Some(id) = auth.sessions.read_cookie(req.headers, req.https).id() else {
             return Ok(None);
         };
         let s = match auth.sessions.load(&id).await {
@@ -172,19 +203,141 @@ impl Gateway {
         ctx: &mut RequestCtx,
         refusal: Refusal,
     ) -> Result<bool> {
-        let (resp, body) = error::render(&refusal, session.req_header(), ctx.request_id.as_str());
+        let audience = ctx.audience.unwrap_or_else(|| {
+            let req = session.req_header();
+            error::audience(&req.method, &req.headers)
+        });
+        let (resp, body) = error::render(&refusal, audience, ctx.request_id.as_str());
         ctx.refusal = Some(refusal.code());
         self.answer(session, resp, body).await
     }
 
-    /// Gateway paths without a handler: `login` when no provider is configured (sign-in is
-    /// reported unavailable rather than pretending to work), anything else unknown.
-    fn gateway_endpoint(&self, rt: &Runtime, path: &str) -> Refusal {
-        match &path[rt.gateway_prefix.len().min(path.len())..] {
-            "login" => Refusal::LoginUnavailable,
-            _ => Refusal::NoEndpoint,
+    /// Requests below the gateway prefix: login, callback, logout, userinfo, the assertion
+    /// key set, back-channel logout and forward-auth. Never proxied.
+    async fn gateway_endpoint(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+        authority: &Authority,
+    ) -> Result<bool> {
+        let path = ctx.path.as_ref().map_or("", |p| p.as_str());
+        let endpoint = path[rt.gateway_prefix.len().min(path.len())..].to_string();
+        let Some(auth) = &self.auth else {
+            // Sign-in is reported unavailable rather than pretending to work.
+            let r = match endpoint.as_str() {
+                "login" => Refusal::LoginUnavailable,
+                _ => Refusal::NoEndpoint,
+            };
+            return self.refuse(session, ctx, r).await;
+        };
+        let reply = match endpoint.as_str() {
+            "auth" => {
+                if let Some(fa) = &rt.forward_auth {
+                    return self.forward_auth(session, ctx, rt, fa).await;
+                }
+                None
+            }
+            // Envoy's ext_authz appends the original path to `{prefix}auth`.
+            e if e.starts_with("auth/")
+                && rt
+                    .forward_auth
+                    .as_ref()
+                    .is_some_and(|f| f.proxy == FrontProxy::Envoy) =>
+            {
+                if let Some(fa) = &rt.forward_auth {
+                    return self.forward_auth(session, ctx, rt, fa).await;
+                }
+                None
+            }
+            "jwks.json" => Some(auth.jwks()),
+            "backchannel-logout" => {
+                if session.req_header().method != http::Method::POST {
+                    return self.refuse(session, ctx, Refusal::MethodNotAllowed).await;
+                }
+                let Some(body) = read_body(session, crate::oidc::backchannel::MAX_BODY).await?
+                else {
+                    return self.refuse(session, ctx, Refusal::BodyTooLarge).await;
+                };
+                Some(auth.backchannel_logout(&body).await)
+            }
+            "login" | "callback" | "logout" | "userinfo" => {
+                let info = RequestInfo {
+                    req: session.req_header(),
+                    https: ctx.origin.https,
+                    authority,
+                    request_id: ctx.request_id.as_str(),
+                };
+                Some(match endpoint.as_str() {
+                    "login" => auth.login(&info).await,
+                    "callback" => auth.callback(&info).await,
+                    "logout" => auth.logout(&info).await,
+                    _ => auth.userinfo(&info).await,
+                })
+            }
+            _ => None,
+        };
+        match reply {
+            Some(r) => self.reply(session, ctx, r).await,
+            None => self.refuse(session, ctx, Refusal::NoEndpoint).await,
         }
     }
+}
+
+/// The request's host, by the one strict parser (design decision 11): the `Host` header,
+/// the HTTP/2 `:authority` or an absolute-form target's authority. Several `Host` headers,
+/// or two of these that disagree, are refused: a front proxy or the upstream could pick the
+/// other one. From a trusted proxy, `X-Forwarded-Host` (passed on to the upstream) must
+/// parse too.
+pub(super) fn request_authority(
+    req: &RequestHeader,
+    trusted: bool,
+) -> std::result::Result<Authority, Refusal> {
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    let (host, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(Refusal::AmbiguousHost);
+    }
+    let from_header = host.map(|h| Authority::parse(h.as_bytes()));
+    let from_target = req
+        .uri
+        .authority()
+        .map(|a| Authority::parse(a.as_str().as_bytes()));
+    let authority = match (from_header, from_target) {
+        (None, None) => return Err(Refusal::BadHost(HostError::Empty)),
+        (Some(h), None) => h.map_err(Refusal::BadHost)?,
+        (None, Some(t)) => t.map_err(Refusal::BadHost)?,
+        (Some(h), Some(t)) => {
+            let (h, t) = (h.map_err(Refusal::BadHost)?, t.map_err(Refusal::BadHost)?);
+            if h != t {
+                return Err(Refusal::AmbiguousHost);
+            }
+            t
+        }
+    };
+    if trusted {
+        let mut fwd = req.headers.get_all("x-forwarded-host").iter();
+        match (fwd.next(), fwd.next()) {
+            (None, _) => {}
+            (Some(v), None) => {
+                Authority::parse(v.as_bytes()).map_err(Refusal::BadHost)?;
+            }
+            (Some(_), Some(_)) => return Err(Refusal::AmbiguousHost),
+        }
+    }
+    Ok(authority)
+}
+
+/// The canonical authority as a header value, for the upstream's `Host` and
+/// `X-Forwarded-Host`: the client's own value (no copy) when it is already canonical.
+fn authority_value(req: &RequestHeader, authority: &Authority) -> HeaderValue {
+    if let Some(h) = req.headers.get(header::HOST) {
+        if h.as_bytes() == authority.as_str().as_bytes() {
+            return h.clone();
+        }
+    }
+    // The parser admits only visible ASCII.
+    HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// The request body, up to `limit` bytes; `None` when it is larger.
@@ -197,46 +350,6 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Option<bytes::
         buf.extend_from_slice(&chunk);
     }
     Ok(Some(buf.freeze()))
-}
-
-/// An authenticated caller.
-enum Caller {
-    Session(Arc<UserSession>),
-    Bearer(Arc<crate::oidc::BearerIdentity>),
-}
-
-impl Caller {
-    fn claims(&self) -> &crate::session::Claims {
-        match self {
-            Caller::Session(s) => &s.record.claims,
-            Caller::Bearer(b) => &b.claims,
-        }
-    }
-}
-
-/// Where to sign in for `route`: with the route's provider when it accepts exactly one, or
-/// the list the sign-in page should offer when it accepts several.
-fn login_url(rt: &Runtime, route: &Route, path: &str, query: Option<&str>) -> String {
-    let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
-    target.push_str(path);
-    if let Some(q) = query {
-        target.push('?');
-        target.push_str(q);
-    }
-    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let mut url = format!("{}login?rd={}", rt.gateway_prefix, enc(&target));
-    match route.providers.as_slice() {
-        [] => {}
-        [one] => {
-            url.push_str("&provider=");
-            url.push_str(&enc(one));
-        }
-        several => {
-            url.push_str("&providers=");
-            url.push_str(&enc(&several.join(",")));
-        }
-    }
-    url
 }
 
 #[async_trait]
@@ -269,130 +382,43 @@ impl ProxyHttp for Gateway {
         }
 
         let req = session.req_header();
-        // The Host header's value is kept as is (no copy) for `X-Forwarded-Host`; an
-        // HTTP/2 `:authority` becomes one.
-        let raw_host = match req.uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => req
-                .headers
-                .get(header::HOST)
-                .filter(|h| h.to_str().is_ok())
-                .cloned(),
+        if let Err(e) = crate::limits::check(req, rt.head_limits) {
+            return self.refuse(session, ctx, Refusal::HeadLimit(e)).await;
+        }
+        let authority = match request_authority(req, ctx.origin.trusted) {
+            Ok(a) => a,
+            Err(r) => return self.refuse(session, ctx, r).await,
         };
-        let Some(raw_host) = raw_host.filter(|h| !h.is_empty()) else {
-            return self.refuse(session, ctx, Refusal::BadHost).await;
-        };
-        ctx.host = raw_host;
-        let host = canonical_host(ctx.host_str());
-
+        ctx.host = authority_value(req, &authority);
         let canonical = match path::normalize(req.uri.path(), rt.paths) {
             Ok(p) => p,
             Err(e) => return self.refuse(session, ctx, Refusal::BadPath(e)).await,
         };
 
         if rt.is_gateway_path(canonical.as_str()) {
-            let endpoint =
-                &canonical.as_str()[rt.gateway_prefix.len().min(canonical.as_str().len())..];
-            let reply = match (&self.auth, endpoint) {
-                (Some(_), "auth") => {
-                    ctx.path = Some(canonical);
-                    return self.forward_auth(session, ctx, &rt).await;
-                }
-                (Some(auth), "jwks.json") => Some(auth.jwks()),
-                (Some(auth), "backchannel-logout") => {
-                    ctx.path = Some(canonical);
-                    if session.req_header().method != http::Method::POST {
-                        return self.refuse(session, ctx, Refusal::MethodNotAllowed).await;
-                    }
-                    let Some(body) = read_body(session, crate::oidc::backchannel::MAX_BODY).await?
-                    else {
-                        return self.refuse(session, ctx, Refusal::BodyTooLarge).await;
-                    };
-                    let reply = auth.backchannel_logout(&body).await;
-                    return self.reply(session, ctx, reply).await;
-                }
-                (Some(auth), "login" | "callback" | "logout" | "userinfo") => {
-                    let info = RequestInfo {
-                        req: session.req_header(),
-                        https: ctx.origin.https,
-                        host: ctx.host_str(),
-                        request_id: ctx.request_id.as_str(),
-                    };
-                    Some(match endpoint {
-                        "login" => auth.login(&info).await,
-                        "callback" => auth.callback(&info).await,
-                        "logout" => auth.logout(&info).await,
-                        _ => auth.userinfo(&info).await,
-                    })
-                }
-                _ => None,
-            };
             ctx.path = Some(canonical);
-            return match reply {
-                Some(r) => self.reply(session, ctx, r).await,
-                None => {
-                    let r =
-                        self.gateway_endpoint(&rt, ctx.path.as_ref().map_or("", |p| p.as_str()));
-                    self.refuse(session, ctx, r).await
-                }
-            };
+            return self.gateway_endpoint(session, ctx, &rt, &authority).await;
         }
 
-        let Some(route) = rt.routes.lookup(&host, canonical.as_str()).cloned() else {
-            ctx.path = Some(canonical);
-            return self.refuse(session, ctx, Refusal::NoRoute).await;
+        let req = session.req_header();
+        let inbound = Inbound {
+            method: &req.method,
+            authority: &authority,
+            path: &canonical,
+            query: req.uri.query(),
+            headers: &req.headers,
+            https: ctx.origin.https,
+            audience: error::audience(&req.method, &req.headers),
         };
-        ctx.route = Some(route.clone());
-
-        if !route.public {
-            match self.authenticate(session, ctx, &route).await {
-                Ok(Some(caller)) => {
-                    if let Some(policy) = &route.policy {
-                        let req = session.req_header();
-                        let override_sent = policy.restricts_methods()
-                            && crate::policy::METHOD_OVERRIDE_HEADERS
-                                .iter()
-                                .any(|h| req.headers.contains_key(*h));
-                        if override_sent {
-                            ctx.path = Some(canonical);
-                            return self.refuse(session, ctx, Refusal::BadRequest).await;
-                        }
-                        if let Err(denial) =
-                            policy.evaluate(caller.claims(), &session.req_header().method)
-                        {
-                            tracing::info!(request_id = %ctx.request_id, route = %route.id, subject = %caller.claims().subject, reason = denial.as_str(), "denied by policy");
-                            ctx.path = Some(canonical);
-                            return self.refuse(session, ctx, Refusal::Forbidden).await;
-                        }
-                    }
-                    match caller {
-                        Caller::Session(s) => ctx.session = Some(s),
-                        Caller::Bearer(b) => ctx.bearer = Some(b),
-                    }
-                }
-                Ok(None) => {
-                    // With every provider down, a redirect to sign in could only loop.
-                    let refusal = match &self.auth {
-                        Some(auth) if !auth.any_provider_ready() => Refusal::ProviderUnavailable,
-                        _ => Refusal::Unauthenticated {
-                            login: login_url(
-                                &rt,
-                                &route,
-                                canonical.as_str(),
-                                session.req_header().uri.query(),
-                            ),
-                        },
-                    };
-                    ctx.path = Some(canonical);
-                    return self.refuse(session, ctx, refusal).await;
-                }
-                Err(refusal) => {
-                    ctx.path = Some(canonical);
-                    return self.refuse(session, ctx, refusal).await;
-                }
-            }
-        }
+        ctx.audience = Some(inbound.audience);
+        let decided = self.decide(&rt, &inbound, ctx).await;
         ctx.path = Some(canonical);
+        match decided {
+            Ok(Some(Caller::Session(s))) => ctx.session = Some(s),
+            Ok(Some(Caller::Bearer(b))) => ctx.bearer = Some(b),
+            Ok(None) => {}
+            Err(refusal) => return self.refuse(session, ctx, refusal).await,
+        }
         Ok(false)
     }
 
@@ -423,8 +449,9 @@ impl ProxyHttp for Gateway {
         let (Some(route), Some(path)) = (ctx.route.as_ref(), ctx.path.as_ref()) else {
             return Error::e_explain(ErrorType::InternalError, "request not routed");
         };
-        // The upstream gets exactly the path the route decision was made on.
-        if upstream.uri.path() != path.as_str() {
+        // The upstream gets exactly the path the route decision was made on, in origin form:
+        // an absolute-form target's authority would be a second Host.
+        if upstream.uri.path() != path.as_str() || upstream.uri.authority().is_some() {
             let pq = match upstream.uri.query() {
                 Some(q) => format!("{}?{q}", path.as_str()),
                 None => path.as_str().to_string(),
@@ -438,6 +465,9 @@ impl ProxyHttp for Gateway {
             if let Some(i) = ctx.server {
                 upstream.insert_header(header::HOST, route.upstream.authority(i).clone())?;
             }
+        } else if upstream.headers.get(header::HOST) != Some(&ctx.host) {
+            // The host the route was chosen on, never a spelling the upstream reads otherwise.
+            upstream.insert_header(header::HOST, ctx.host.clone())?;
         }
         ctx.runtime.forwarding.apply(
             upstream,
@@ -490,6 +520,14 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(auth) = &self.auth {
+            if resp.headers.contains_key(header::SET_COOKIE) {
+                let dropped = auth.sessions.drop_set_cookie(resp)?;
+                if dropped > 0 {
+                    tracing::warn!(request_id = %ctx.request_id, count = dropped, "dropped the upstream's Set-Cookie for a gateway cookie");
+                }
+            }
+        }
         ctx.runtime
             .forwarding
             .request_id_header()
@@ -579,8 +617,11 @@ impl ProxyHttp for Gateway {
                 400 => Refusal::BadRequest,
                 _ => Refusal::UpstreamUnavailable,
             };
-            let (resp, body) =
-                error::render(&refusal, session.req_header(), ctx.request_id.as_str());
+            let audience = ctx.audience.unwrap_or_else(|| {
+                let req = session.req_header();
+                error::audience(&req.method, &req.headers)
+            });
+            let (resp, body) = error::render(&refusal, audience, ctx.request_id.as_str());
             ctx.refusal = Some(refusal.code());
             let status = resp.status.as_u16();
             let wrote = async {

@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use prometheus::Histogram;
 
+use crate::config::front::{CsrfSettings, ForwardAuthSettings};
+use crate::config::model::Unauthenticated;
 use crate::config::Config;
 use crate::forwarded::Forwarding;
-use crate::identity::IdentityNamespace;
+use crate::identity::{IdentityHeaders, IdentityNamespace};
+use crate::limits::HeadLimits;
 use crate::metrics::Metrics;
 use crate::path::PathOptions;
 use crate::routing::RouteTable;
@@ -28,6 +31,9 @@ pub struct Route {
     pub audiences: Vec<String>,
     pub providers: Vec<String>,
     pub identity_assertion: bool,
+    /// Refuse cross-site unsafe requests authenticated by the session cookie.
+    pub csrf: bool,
+    pub unauthenticated: Unauthenticated,
     /// Pre-resolved label child: no label hashing per request.
     pub duration: Histogram,
 }
@@ -41,6 +47,12 @@ pub struct Runtime {
     /// e.g. `/.authgate/`; requests below it are answered by the gateway.
     pub gateway_prefix: String,
     pub access_log: bool,
+    /// `None`: forward-auth is not configured and `{prefix}auth` is not served.
+    pub forward_auth: Option<ForwardAuthSettings>,
+    pub csrf: CsrfSettings,
+    /// The identity header names (forward-auth answers carry each, empty when unknown).
+    pub identity_headers: IdentityHeaders,
+    pub head_limits: HeadLimits,
 }
 
 impl Runtime {
@@ -66,6 +78,8 @@ impl Runtime {
                 audiences: r.audiences.clone(),
                 providers: r.providers.clone(),
                 identity_assertion: r.identity_assertion,
+                csrf: r.csrf,
+                unauthenticated: r.unauthenticated,
                 duration: metrics.request_duration.with_label_values(&[r.id.as_str()]),
             };
             let _ = routes.insert(&r.host, &r.path, Arc::new(route));
@@ -80,6 +94,10 @@ impl Runtime {
             paths: config.paths,
             gateway_prefix: config.gateway_prefix.clone(),
             access_log: config.log.access_log,
+            forward_auth: config.forward_auth.clone(),
+            identity_headers: config.identity_headers.clone(),
+            head_limits: config.server.head_limits,
+            csrf: config.csrf.clone(),
         }
     }
 

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use cookie::{Cookie, SameSite};
 use futures_util::StreamExt;
 use http::header;
-use pingora::http::RequestHeader;
+use http::HeaderMap;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 pub use cache::SessionCache;
 pub use crypto::{IdHash, Keys, SessionId};
@@ -56,6 +57,24 @@ pub struct SessionInfo {
     pub expires_at: u64,
     pub access_token_expires_at: Option<u64>,
     pub refreshable: bool,
+}
+
+/// What the request's cookies say about its session (no `Debug`: it holds a session ID).
+#[derive(Clone, PartialEq, Eq)]
+pub enum CookieRead {
+    Absent,
+    One(SessionId),
+    /// Two different sessions verified: unauthenticated (and logged).
+    Conflict,
+}
+
+impl CookieRead {
+    pub fn id(self) -> Option<SessionId> {
+        match self {
+            CookieRead::One(id) => Some(id),
+            _ => None,
+        }
+    }
 }
 
 /// A held refresh lock; give it back with [`SessionManager::unlock_refresh`].
@@ -125,20 +144,98 @@ impl SessionManager {
         &self.headers.access_token
     }
 
-    /// The session ID from the request's cookies, if one of them carries a valid MAC. A
-    /// forged cookie costs a MAC check, never a store round trip.
-    pub fn read_cookie(&self, req: &RequestHeader) -> Option<SessionId> {
-        for h in req.headers.get_all(header::COOKIE) {
+    /// The session cookie's name for a request: the `__Host-` name over HTTPS (when the
+    /// cookie can carry that prefix), the plain name otherwise. The same rule names the cookie
+    /// we set, so a browser never holds both for one site.
+    pub fn cookie_name(&self, https: bool) -> &str {
+        if https && self.cookie.secure && self.cookie.domain.is_none() {
+            &self.cookie.host_name
+        } else {
+            &self.cookie.name
+        }
+    }
+
+    /// The session ID from the request's cookies. Only the one name [`Self::cookie_name`]
+    /// gives is read: over HTTPS a plain-named cookie can have been planted by a sibling
+    /// subdomain or over plain HTTP, while `__Host-` cookies cannot. Forged cookies cost a MAC
+    /// check, never a store round trip; two cookies that both verify as different sessions
+    /// are one planted beside the other, so neither is believed.
+    pub fn read_cookie(&self, headers: &HeaderMap, https: bool) -> CookieRead {
+        let name = self.cookie_name(https);
+        let mut found: Option<SessionId> = None;
+        for h in headers.get_all(header::COOKIE) {
             let Ok(s) = h.to_str() else { continue };
             for c in Cookie::split_parse(s).flatten() {
-                if c.name() == self.cookie.name || c.name() == self.cookie.host_name {
-                    if let Some(id) = self.keys.open_cookie(c.value()) {
-                        return Some(id);
+                if c.name() != name {
+                    continue;
+                }
+                let Some(id) = self.keys.open_cookie(c.value()) else {
+                    continue;
+                };
+                match &found {
+                    Some(prev) if *prev != id => {
+                        tracing::warn!(
+                            cookie = name,
+                            "two different valid session cookies in one request: neither is used"
+                        );
+                        return CookieRead::Conflict;
                     }
+                    _ => found = Some(id),
                 }
             }
         }
-        None
+        found.map_or(CookieRead::Absent, CookieRead::One)
+    }
+
+    /// Whether `name` is one of the gateway's cookies (session or login transaction), in any
+    /// ASCII case: browsers match the `__Host-` prefix case-insensitively.
+    fn is_our_cookie(&self, name: &str) -> bool {
+        let bare = if name.len() >= 7 && name[..7].eq_ignore_ascii_case("__Host-") {
+            &name[7..]
+        } else {
+            name
+        };
+        let n = self.cookie.name.len();
+        bare.len() >= n
+            && bare.is_char_boundary(n)
+            && bare[..n].eq_ignore_ascii_case(&self.cookie.name)
+            && (bare.len() == n || bare[n..].to_ascii_lowercase().starts_with("_tx_"))
+    }
+
+    /// Drop an upstream's `Set-Cookie` for one of the gateway's cookie names: an app must not
+    /// be able to plant or clear the user's session.
+    pub fn drop_set_cookie(&self, resp: &mut ResponseHeader) -> pingora::Result<usize> {
+        let ours = |v: &http::HeaderValue| {
+            let name = v
+                .as_bytes()
+                .split(|b| *b == b'=')
+                .next()
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .unwrap_or("")
+                .trim();
+            self.is_our_cookie(name)
+        };
+        let dropped = resp
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter(|v| ours(v))
+            .count();
+        if dropped == 0 {
+            return Ok(0);
+        }
+        let kept: Vec<http::HeaderValue> = resp
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter(|v| !ours(v))
+            .cloned()
+            .collect();
+        resp.remove_header(&header::SET_COOKIE);
+        for v in kept {
+            resp.append_header(header::SET_COOKIE, v)?;
+        }
+        Ok(dropped)
     }
 
     /// Prefix of login-transaction cookie names (one cookie per pending login).
@@ -146,29 +243,10 @@ impl SessionManager {
         format!("{}_tx_", self.cookie.name)
     }
 
-    fn is_tx_cookie(&self, name: &str) -> bool {
-        let bare = name.strip_prefix("__Host-").unwrap_or(name);
-        bare.starts_with(&self.cookie.name) && bare[self.cookie.name.len()..].starts_with("_tx_")
-    }
-
-    /// Remove the gateway's cookies (session and login transactions) from what the upstream
-    /// receives; other cookies stay.
-    pub fn strip_cookie(&self, req: &mut RequestHeader) -> pingora::Result<()> {
-        let ours = |part: &str| {
-            let name = part.split('=').next().unwrap_or("").trim();
-            name == self.cookie.name || name == self.cookie.host_name || self.is_tx_cookie(name)
-        };
-        // Every request with cookies passes here: look first, allocate only when one of
-        // ours (or an unreadable header) has to go.
-        let found = req.headers.get_all(header::COOKIE).iter().any(|h| {
-            // Not text: we cannot tell what it holds, so it does not go upstream.
-            h.to_str().map_or(true, |s| s.split(';').any(ours))
-        });
-        if !found {
-            return Ok(());
-        }
-        let kept = req
-            .headers
+    /// The request's cookies without the gateway's, joined as one `Cookie` value.
+    pub fn foreign_cookies(&self, headers: &HeaderMap) -> String {
+        let ours = |part: &str| self.is_our_cookie(part.split('=').next().unwrap_or("").trim());
+        headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|h| h.to_str().ok())
@@ -176,7 +254,25 @@ impl SessionManager {
             .map(str::trim)
             .filter(|p| !p.is_empty() && !ours(p))
             .collect::<Vec<_>>()
-            .join("; ");
+            .join("; ")
+    }
+
+    /// Remove the gateway's cookies (session and login transactions) from what the upstream
+    /// receives; other cookies stay.
+    pub fn strip_cookie(&self, req: &mut RequestHeader) -> pingora::Result<()> {
+        // Every request with cookies passes here: look first, allocate only when one of
+        // ours (or an unreadable header) has to go.
+        let found = req.headers.get_all(header::COOKIE).iter().any(|h| {
+            // Not text: we cannot tell what it holds, so it does not go upstream.
+            h.to_str().map_or(true, |s| {
+                s.split(';')
+                    .any(|p| self.is_our_cookie(p.split('=').next().unwrap_or("").trim()))
+            })
+        });
+        if !found {
+            return Ok(());
+        }
+        let kept = self.foreign_cookies(&req.headers);
         req.remove_header(&header::COOKIE);
         if !kept.is_empty() {
             req.insert_header(header::COOKIE, kept)?;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
+pub mod caddy;
 pub mod redis_sets;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
@@ -1366,4 +1367,23 @@ impl Drop for Nginx {
             let _ = c.wait();
         }
     }
+}
+
+/// A snippet the docs tell users to paste (`docs/...`), with its placeholder addresses
+/// replaced by the test's (`from` → `to`); otherwise verbatim. The README must show the same
+/// text, so what users copy is what the tests run.
+pub fn snippet(rel: &str, replace: &[(&str, String)]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(text.trim_end()),
+        "README.md does not show {rel} verbatim"
+    );
+    let mut out = text;
+    for (from, to) in replace {
+        assert!(out.contains(from), "{rel} has no {from}");
+        out = out.replace(from, to);
+    }
+    out
 }

@@ -1,0 +1,316 @@
+//! The request decision, one for every entry point (design decision 12).
+//!
+//! Proxy mode and forward-auth describe the request differently (the request itself, or the
+//! front proxy's account of it), so both first build an [`Inbound`]: canonical host, canonical
+//! path, method, query, the client's headers. From there one sequence decides, and each step
+//! is a small pure function here, unit-tested below:
+//!
+//! 1. route: host, then longest path prefix (no route: 404, default deny);
+//! 2. [`admit`]: checks that need no identity (a method override where the policy restricts
+//!    methods);
+//! 3. public route → allow; else authenticate (bearer token or session cookie, in
+//!    `Gateway::authenticate`, the only step with I/O);
+//! 4. nobody → [`unauthenticated`]: a redirect to sign in or a 401;
+//! 5. [`authorize`]: CSRF for cookie sessions, then the route's policy.
+//!
+//! `Gateway::decide` sequences them; nothing else decides whether a request passes.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use super::routes::{Route, Runtime};
+use crate::config::model::Unauthenticated;
+use crate::error::{Audience, Refusal};
+use crate::host::Authority;
+use crate::oidc::BearerIdentity;
+use crate::path::CanonicalPath;
+use crate::session::{Claims, Session as UserSession};
+
+/// The original request as the decision sees it, in canonical form.
+pub struct Inbound<'a> {
+    pub method: &'a Method,
+    pub authority: &'a Authority,
+    pub path: &'a CanonicalPath,
+    /// Raw query string: never used for routing, only passed to the login URL and checked for
+    /// `_method` and `access_token`.
+    pub query: Option<&'a str>,
+    /// The client's headers (identity and untrusted forwarding headers already removed).
+    pub headers: &'a HeaderMap,
+    /// The client reached us (or the front proxy) over HTTPS.
+    pub https: bool,
+    pub audience: Audience,
+}
+
+/// An authenticated caller.
+pub enum Caller {
+    Session(Arc<UserSession>),
+    Bearer(Arc<BearerIdentity>),
+}
+
+impl Caller {
+    pub fn claims(&self) -> &Claims {
+        match self {
+            Caller::Session(s) => &s.record.claims,
+            Caller::Bearer(b) => &b.claims,
+        }
+    }
+}
+
+/// Checks that hold whoever is calling.
+pub fn admit(route: &Route, req: &Inbound) -> Result<(), Refusal> {
+    // Judged as POST here, run as DELETE upstream: refused wherever the method matters.
+    let restricts = route
+        .policy
+        .as_ref()
+        .is_some_and(crate::policy::Policy::restricts_methods);
+    if restricts && crate::policy::claims_method_override(req.headers, req.query) {
+        return Err(Refusal::MethodOverride);
+    }
+    Ok(())
+}
+
+/// The answer for a protected route when nobody is signed in.
+pub fn unauthenticated(rt: &Runtime, route: &Route, req: &Inbound) -> Refusal {
+    let redirect = match route.unauthenticated {
+        Unauthenticated::Auto => req.audience.navigation,
+        Unauthenticated::Redirect => true,
+        Unauthenticated::Status401 => false,
+    };
+    Refusal::Unauthenticated {
+        login: login_url(rt, route, req.path.as_str(), req.query),
+        redirect,
+    }
+}
+
+/// Whether an identified caller may make this request.
+pub fn authorize(
+    rt: &Runtime,
+    route: &Route,
+    req: &Inbound,
+    caller: &Caller,
+    request_id: &str,
+) -> Result<(), Refusal> {
+    if let Caller::Session(_) = caller {
+        if route.csrf
+            && rt.csrf.enabled
+            && crate::csrf::is_unsafe(req.method)
+            && crate::csrf::is_cross_site(&rt.csrf, req.headers, req.https, req.authority)
+        {
+            tracing::info!(request_id, route = %route.id, subject = %caller.claims().subject, "cross-site request refused");
+            return Err(Refusal::CrossSite);
+        }
+    }
+    if let Some(policy) = &route.policy {
+        if let Err(denial) = policy.evaluate(caller.claims(), req.method) {
+            tracing::info!(request_id, route = %route.id, subject = %caller.claims().subject, reason = denial.as_str(), "denied by policy");
+            return Err(Refusal::Forbidden);
+        }
+    }
+    Ok(())
+}
+
+/// Where to sign in for `route`: with the route's provider when it accepts exactly one, or
+/// the list the sign-in page should offer when it accepts several.
+pub fn login_url(rt: &Runtime, route: &Route, path: &str, query: Option<&str>) -> String {
+    let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    target.push_str(path);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let mut url = format!("{}login?rd={}", rt.gateway_prefix, enc(&target));
+    match route.providers.as_slice() {
+        [] => {}
+        [one] => {
+            url.push_str("&provider=");
+            url.push_str(&enc(one));
+        }
+        several => {
+            url.push_str("&providers=");
+            url.push_str(&enc(&several.join(",")));
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::front::CsrfSettings;
+    use crate::oidc::BearerIdentity;
+    use crate::policy::Policy;
+
+    fn runtime() -> Runtime {
+        let cfg = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            "[upstreams.app]\nservers = [\"http://127.0.0.1:1\"]\n[[routes]]\nupstream = \"app\"\n",
+        )
+        .unwrap();
+        Runtime::new(&cfg, &crate::metrics::Metrics::new())
+    }
+
+    fn route(rt: &Runtime, f: impl FnOnce(&mut Route)) -> Route {
+        let base = rt.routes.lookup("h", "/").unwrap();
+        let mut r = Route {
+            id: base.id.clone(),
+            upstream: base.upstream.clone(),
+            public: false,
+            pass_access_token: false,
+            policy: None,
+            bearer: false,
+            audiences: vec![],
+            providers: vec![],
+            identity_assertion: false,
+            csrf: true,
+            unauthenticated: Unauthenticated::Auto,
+            duration: base.duration.clone(),
+        };
+        f(&mut r);
+        r
+    }
+
+    struct Req {
+        method: Method,
+        authority: Authority,
+        path: CanonicalPath,
+        query: Option<String>,
+        headers: HeaderMap,
+        https: bool,
+    }
+
+    impl Req {
+        fn new(method: &str, uri: &str, headers: &[(&str, &str)]) -> Self {
+            let (path, query) = match uri.split_once('?') {
+                Some((p, q)) => (p, Some(q.to_string())),
+                None => (uri, None),
+            };
+            let mut h = HeaderMap::new();
+            for (k, v) in headers {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            Req {
+                method: method.parse().unwrap(),
+                authority: Authority::parse(b"app.example").unwrap(),
+                path: crate::path::normalize(path, Default::default()).unwrap(),
+                query,
+                headers: h,
+                https: true,
+            }
+        }
+
+        fn inbound(&self) -> Inbound<'_> {
+            Inbound {
+                method: &self.method,
+                authority: &self.authority,
+                path: &self.path,
+                query: self.query.as_deref(),
+                headers: &self.headers,
+                https: self.https,
+                audience: crate::error::audience(&self.method, &self.headers),
+            }
+        }
+    }
+
+    fn bearer(subject: &str) -> Caller {
+        Caller::Bearer(Arc::new(BearerIdentity {
+            provider: "p".into(),
+            claims: Claims {
+                subject: subject.into(),
+                ..Claims::default()
+            },
+            headers: vec![],
+            expires_at: 0,
+        }))
+    }
+
+    fn methods_policy() -> Option<Policy> {
+        Some(Policy {
+            methods: vec![Method::GET, Method::POST],
+            ..Policy::default()
+        })
+    }
+
+    #[test]
+    fn method_overrides_are_refused_only_where_methods_matter() {
+        let rt = runtime();
+        let strict = route(&rt, |r| r.policy = methods_policy());
+        let open = route(&rt, |_| {});
+        for (uri, headers) in [
+            ("/x?_method=DELETE", vec![]),
+            ("/x?a=1&%5Fmethod=DELETE", vec![]),
+            ("/x", vec![("x-http-method-override", "DELETE")]),
+            ("/x", vec![("X_HTTP_Method_Override", "DELETE")]),
+            ("/x", vec![("x-method-override", "PUT")]),
+        ] {
+            let req = Req::new("POST", uri, &headers);
+            assert_eq!(
+                admit(&strict, &req.inbound()),
+                Err(Refusal::MethodOverride),
+                "{uri} {headers:?}"
+            );
+            assert_eq!(admit(&open, &req.inbound()), Ok(()));
+        }
+        assert_eq!(
+            admit(&strict, &Req::new("POST", "/x?method=1", &[]).inbound()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn unauthenticated_redirects_navigations_and_obeys_the_route() {
+        let rt = runtime();
+        let nav = Req::new("GET", "/a/b?c=1", &[("sec-fetch-mode", "navigate")]);
+        let api = Req::new("GET", "/a/b", &[("accept", "application/json")]);
+        let auto = route(&rt, |_| {});
+        let redirect_of = |r: Refusal| match r {
+            Refusal::Unauthenticated { redirect, login } => {
+                assert!(login.starts_with("/.authgate/login?rd=%2Fa%2Fb"), "{login}");
+                redirect
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(redirect_of(unauthenticated(&rt, &auto, &nav.inbound())));
+        assert!(!redirect_of(unauthenticated(&rt, &auto, &api.inbound())));
+        let always = route(&rt, |r| r.unauthenticated = Unauthenticated::Redirect);
+        assert!(redirect_of(unauthenticated(&rt, &always, &api.inbound())));
+        let never = route(&rt, |r| r.unauthenticated = Unauthenticated::Status401);
+        assert!(!redirect_of(unauthenticated(&rt, &never, &nav.inbound())));
+    }
+
+    #[test]
+    fn bearer_callers_skip_csrf_but_not_policy() {
+        let mut rt = runtime();
+        rt.csrf = CsrfSettings::default();
+        let r = route(&rt, |r| {
+            r.policy = Some(Policy {
+                users: ["alice".to_string()].into(),
+                ..Policy::default()
+            })
+        });
+        let cross = Req::new("POST", "/x", &[("sec-fetch-site", "cross-site")]);
+        assert_eq!(
+            authorize(&rt, &r, &cross.inbound(), &bearer("alice"), "id"),
+            Ok(())
+        );
+        assert_eq!(
+            authorize(&rt, &r, &cross.inbound(), &bearer("mallory"), "id"),
+            Err(Refusal::Forbidden)
+        );
+        let strict = route(&rt, |r| r.policy = methods_policy());
+        assert_eq!(
+            authorize(
+                &rt,
+                &strict,
+                &Req::new("DELETE", "/x", &[]).inbound(),
+                &bearer("a"),
+                "id"
+            ),
+            Err(Refusal::Forbidden)
+        );
+    }
+}
