@@ -1,7 +1,7 @@
 //! Forwarding headers and the request ID.
 //!
 //! A client can claim any `X-Forwarded-For`, `Forwarded` or `X-Original-URL`; only a peer in the
-//! configured trusted-proxy list (empty by default) may (product decision 6). From anyone else
+//! configured trusted-proxy list (empty by default) may (design decision 6). From anyone else
 //! those headers are removed before routing, and the gateway writes its own `X-Forwarded-For`,
 //! `-Proto` and `-Host` on the upstream request.
 //!

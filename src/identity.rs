@@ -1,7 +1,7 @@
 //! The identity header namespace: headers only the gateway may set.
 //!
 //! Upstreams behind the gateway trust headers such as `X-Forwarded-User`, so a client must never
-//! be able to send one (product decision 5). Before routing or policy, the proxy glue calls
+//! be able to send one (design decision 5). Before routing or policy, the proxy glue calls
 //! [`IdentityNamespace::strip`] on every request, public routes included. Names are compared in
 //! a canonical spelling (ASCII lower case, every non-alphanumeric byte as `-`) because upstream
 //! stacks disagree on spelling: CGI and WSGI servers turn `X_Forwarded_User` and

@@ -3,6 +3,8 @@
 //! An authentication gateway: a reverse proxy (on Pingora) that decides who is calling and
 //! forwards to the upstream with identity headers only it can set.
 //!
+//! Comments cite "design decision N": the numbered product decisions in `docs/design.md`.
+//!
 //! ## Layout
 //! - [`config`]: `config.toml` → validated [`config::Config`] (serde mirror, model, errors, secrets).
 //! - [`host`]: the one strict parser for `Host`, `:authority`, `X-Forwarded-Host` and URL hosts.

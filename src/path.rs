@@ -1,7 +1,7 @@
 //! Canonical request paths.
 //!
 //! Every request path is normalised exactly once, at the top of the request flow, and both the
-//! route decision and the upstream request use the result (product decision 7). A path that could
+//! route decision and the upstream request use the result (design decision 7). A path that could
 //! mean different things to the gateway and to the upstream is rejected instead of guessed at:
 //! encoded `/`, `\` or NUL, raw backslashes, control bytes, malformed escapes and (by default) `;`
 //! path parameters, which servlet containers strip before routing (`/public/..;/admin`).

@@ -1,7 +1,7 @@
 //! The in-memory JWKS cache of one issuer.
 //!
 //! Keys are looked up by `kid` from the issuer's own JWKS only (never `jku`, `x5u` or an
-//! embedded `jwk`: product decision 9). An unknown `kid` triggers at most one refetch per
+//! embedded `jwk`: design decision 9). An unknown `kid` triggers at most one refetch per
 //! cooldown, whatever the number of tokens naming bogus kids, so a flood of forged tokens
 //! cannot turn into a flood of requests to the provider.
 

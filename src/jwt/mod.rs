@@ -1,4 +1,4 @@
-//! JWT verification against a provider's cached JWKS (product decision 9).
+//! JWT verification against a provider's cached JWKS (design decision 9).
 //!
 //! The algorithm comes from an allow-list (config ∩ provider metadata, asymmetric only:
 //! never `none`, never HMAC with a public key), the key from the issuer's JWKS by `kid`,

@@ -1,4 +1,4 @@
-//! Where a user may be sent after login or logout (product decision 8).
+//! Where a user may be sent after login or logout (design decision 8).
 //!
 //! A relative path on this site, or an absolute http(s) URL whose host is on the configured
 //! allow-list (exact host, or `.suffix` for any name below it). Everything else — other

@@ -1,6 +1,6 @@
 //! The in-memory session cache: the hot path answers from here.
 //!
-//! Coherent or absent (product decision 4): with Redis, entries are trusted only while the
+//! Coherent or absent (design decision 4): with Redis, entries are trusted only while the
 //! invalidation subscription is connected; when it drops the cache is cleared and bypassed
 //! until it is back. Every entry also has a short maximum age, so a lost invalidation cannot
 //! keep a revoked session alive for long. A generation counter, bumped by every

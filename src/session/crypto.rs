@@ -1,6 +1,6 @@
 //! Session secrets: IDs, the cookie MAC, store keys and token encryption.
 //!
-//! - A session ID is 256 bits from the OS CSPRNG (product decision 1).
+//! - A session ID is 256 bits from the OS CSPRNG (design decision 1).
 //! - The cookie carries the ID and an HMAC-SHA256 tag over it, so a forged or tampered cookie
 //!   is rejected in memory, before any store round trip.
 //! - The store key is SHA-256 of the ID: a Redis dump yields no usable cookie.
