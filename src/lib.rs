@@ -18,9 +18,11 @@
 //! - [`jwt`]: JWT verification against a cached JWKS.
 //! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
 //! - [`limits`]: bounds of the request head (bytes, header lines), answered with 431.
+//! - [`csrf`]: the cross-site request guard for cookie-authenticated unsafe requests.
 //! - [`out_header`]: header names the gateway writes, spelled once.
 //! - [`policy`]: per-route authorization on the verified identity.
 //! - [`proxy`]: the Pingora `ProxyHttp` glue; the request path reads top to bottom there.
+//!   `proxy::decision` is the one request decision, for proxy mode and forward-auth alike.
 //! - [`error`]: every refusal the gateway answers itself → one status and body, in one place.
 //! - [`assertion`]: the signed identity assertion (ES256 JWT) for upstreams.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
@@ -29,8 +31,10 @@
 //! - [`demo`]: the echo upstream used by the demo, the load script and tests.
 //!
 //! ## Request flow
-//! `proxy::Gateway::request_filter`: strip identity + untrusted forwarding headers → normalise
-//! the path → route (or 404) → gateway endpoint? → protected route? (401/302 until login) →
+//! `proxy::Gateway::request_filter`: strip identity + untrusted forwarding headers → head
+//! limits (431) → one strict Host (400) → normalise the path → gateway endpoint? (forward-auth
+//! builds the same request description from the front proxy's headers) → the decision: route
+//! (or 404) → method override → authenticate → 401/302, CSRF, policy →
 //! `upstream_peer`: round-robin server → `upstream_request_filter`: canonical path, forwarding
 //! headers, request ID → `logging`: metrics and access log.
 

@@ -564,4 +564,46 @@ mod tests {
         )
         .is_ok());
     }
+
+    proptest::proptest! {
+        /// Whatever a front proxy (or a client through it) sends, the reader never panics,
+        /// and what it accepts reads the same when sent again in canonical form.
+        #[test]
+        fn reader_is_total_and_canonical(
+            method in "[ -~]{0,12}",
+            uri in "(/|https?://|)[ -~]{0,40}",
+            host in "[ -~]{0,30}",
+            extra in proptest::option::of(("(x[-_.]forwarded[-_.](uri|method|host)|X-Original-URI)", "[ -~]{0,20}")),
+        ) {
+            let mut headers = vec![
+                ("x-forwarded-method", method.as_str()),
+                ("x-forwarded-uri", uri.as_str()),
+                ("x-forwarded-host", host.as_str()),
+            ];
+            if let Some((k, v)) = &extra {
+                headers.push((k.as_str(), v.as_str()));
+            }
+            let mut r = RequestHeader::build("GET", b"/.authgate/auth", None).unwrap();
+            for (k, v) in &headers {
+                if r.append_header(k.to_string(), *v).is_err() {
+                    return Ok(());
+                }
+            }
+            if let Ok(o) = original(&FrontProxy::Traefik, &r, "/.authgate/auth") {
+                let target = match &o.query {
+                    Some(q) => format!("{}?{q}", o.path),
+                    None => o.path.clone(),
+                };
+                let again = read(
+                    &FrontProxy::Traefik,
+                    &[
+                        ("x-forwarded-method", o.method.as_str()),
+                        ("x-forwarded-uri", &target),
+                        ("x-forwarded-host", o.authority.as_str()),
+                    ],
+                );
+                proptest::prop_assert_eq!(again, Ok(o));
+            }
+        }
+    }
 }

@@ -699,6 +699,144 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 mod tests {
     use super::*;
 
+    fn manager() -> SessionManager {
+        SessionManager::new(
+            Store::memory(),
+            Keys::derive(&[7u8; 32]),
+            SessionCache::new(Duration::from_secs(30), 1000, true),
+            CookieSettings {
+                name: "authgate_session".into(),
+                host_name: "__Host-authgate_session".into(),
+                secure: true,
+                same_site: SameSite::Lax,
+                domain: None,
+                idle_timeout: Duration::from_secs(3600),
+                absolute_timeout: Duration::from_secs(7200),
+                touch_interval: Duration::from_secs(60),
+            },
+            IdentityHeaders::default(),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn cookies(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::COOKIE, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn one_cookie_name_per_scheme_and_no_conflicts() {
+        let m = manager();
+        let (a, b) = (SessionId::generate(), SessionId::generate());
+        let (ca, cb) = (m.keys().cookie_value(&a), m.keys().cookie_value(&b));
+        let read = |https, v: &[&str]| m.read_cookie(&cookies(v), https);
+        let plain = |c: &str| format!("authgate_session={c}");
+        let host = |c: &str| format!("__Host-authgate_session={c}");
+        assert!(read(false, &[&plain(&ca)]) == CookieRead::One(a.clone()));
+        assert!(read(true, &[&host(&ca)]) == CookieRead::One(a.clone()));
+        // Over HTTPS a plain-named cookie (plantable from a sibling or over HTTP) is not read,
+        // and over HTTP the __Host- one is not either.
+        assert!(read(true, &[&plain(&ca)]) == CookieRead::Absent);
+        assert!(read(false, &[&host(&ca)]) == CookieRead::Absent);
+        assert!(read(true, &[&plain(&cb), &host(&ca)]) == CookieRead::One(a.clone()));
+        // Two different valid sessions: neither; the same twice, or beside a forgery: fine.
+        let both = format!("{}; {}", host(&ca), host(&cb));
+        assert!(read(true, &[&both]) == CookieRead::Conflict);
+        assert!(read(true, &[&host(&cb), &host(&ca)]) == CookieRead::Conflict);
+        assert!(
+            read(true, &[&format!("{}; {}", host(&ca), host(&ca))]) == CookieRead::One(a.clone())
+        );
+        assert!(
+            read(true, &[&format!("{}; {}", host("v1.forged"), host(&ca))])
+                == CookieRead::One(a.clone())
+        );
+        // Other spellings of the name are not ours.
+        for name in [
+            "__host-authgate_session",
+            "AUTHGATE_SESSION",
+            "authgate_session ",
+            "x__Host-authgate_session",
+        ] {
+            assert!(
+                read(true, &[&format!("{name}={ca}")]) == CookieRead::Absent,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn gateway_cookies_never_leave_and_are_never_set_by_upstreams() {
+        let m = manager();
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header(
+            "cookie",
+            "a=1; authgate_session=x; __Host-authgate_session=y",
+        )
+        .unwrap();
+        req.append_header(
+            "cookie",
+            "authgate_session_tx_abc=z; __HOST-authgate_session_TX_1=q; b=2",
+        )
+        .unwrap();
+        m.strip_cookie(&mut req).unwrap();
+        assert_eq!(
+            req.headers.get_all("cookie").iter().collect::<Vec<_>>(),
+            vec!["a=1; b=2"]
+        );
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for v in [
+            "app=1; Path=/",
+            "authgate_session=evil; Path=/",
+            "__Host-authgate_session=evil; Secure; Path=/",
+            "__host-AUTHGATE_SESSION=evil",
+            " authgate_session_tx_1=evil",
+            "authgate_sessionx=fine",
+        ] {
+            resp.append_header(header::SET_COOKIE, v).unwrap();
+        }
+        assert_eq!(m.drop_set_cookie(&mut resp).unwrap(), 4);
+        let kept: Vec<_> = resp.headers.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(kept, vec!["app=1; Path=/", "authgate_sessionx=fine"]);
+    }
+
+    proptest::proptest! {
+        /// Arbitrary cookie headers never panic the reader, and never yield a session unless
+        /// they hold a validly MACed value under the one accepted name.
+        #[test]
+        fn cookie_reader_never_invents_a_session(
+            raw in proptest::collection::vec("[ -~]{0,80}", 0..4),
+            https: bool,
+        ) {
+            let m = manager();
+            let mut h = HeaderMap::new();
+            for v in &raw {
+                if let Ok(v) = v.parse() {
+                    h.append(header::COOKIE, v);
+                }
+            }
+            proptest::prop_assert!(m.read_cookie(&h, https).id().is_none());
+            let _ = m.foreign_cookies(&h);
+        }
+
+        /// A valid cookie surrounded by arbitrary other cookies is read as itself; the
+        /// upstream's copy of the header never contains it.
+        #[test]
+        fn valid_cookie_among_noise(
+            before in "[a-z]{1,8}=[a-z0-9]{0,12}",
+            after in "[a-z]{1,8}=[a-z0-9]{0,12}",
+        ) {
+            let m = manager();
+            let id = SessionId::generate();
+            let v = format!("{before}; __Host-authgate_session={}; {after}", m.keys().cookie_value(&id));
+            let h = cookies(&[&v]);
+            proptest::prop_assert!(m.read_cookie(&h, true) == CookieRead::One(id));
+            proptest::prop_assert!(!m.foreign_cookies(&h).contains("authgate_session"));
+        }
+    }
+
     #[test]
     fn hex_round_trip() {
         let h = IdHash([0xab; 32]);
