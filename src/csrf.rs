@@ -53,7 +53,7 @@ pub fn is_cross_site(
             if origin == origin_string(https, authority) {
                 return cross_site_fetch(headers, settings);
             }
-            !settings.allowed_origins.iter().any(|o| *o == origin)
+            !settings.allowed_origins.contains(&origin)
         }
         (Some(_), Some(_)) => true,
     }

@@ -196,7 +196,7 @@ fn split_absolute(uri: &str) -> std::result::Result<Option<(Authority, &str)>, R
         ));
     }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = Authority::parse(rest[..end].as_bytes()).map_err(Refusal::BadHost)?;
+    let authority = Authority::parse(&rest.as_bytes()[..end]).map_err(Refusal::BadHost)?;
     let path = &rest[end..];
     Ok(Some((authority, if path.is_empty() { "/" } else { path })))
 }
