@@ -225,3 +225,34 @@ users = ["bob"]
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// The snippets that cannot run here (no Traefik or Envoy package, no Kubernetes) are still
+/// the README's text, and each names every identity header the gateway answers with and the
+/// cookie replacement, so none lets a client's copy through.
+#[test]
+fn every_snippet_covers_the_identity_headers() {
+    for (file, names) in [
+        ("docs/forward-auth/nginx.conf", IDENTITY),
+        ("docs/forward-auth/ingress-nginx.yaml", IDENTITY),
+        ("docs/forward-auth/envoy.yaml", &IDENTITY[..6]),
+    ] {
+        let text = snippet(file, &[]).to_ascii_lowercase();
+        for name in names.iter().filter(|n| !n.contains('_')) {
+            assert!(text.contains(name), "{file} does not set or clear {name}");
+        }
+        assert!(
+            text.contains("cookie"),
+            "{file} does not replace the cookie"
+        );
+    }
+    // Traefik's regex strips and copies every spelling at once.
+    let traefik = snippet("docs/forward-auth/traefik.yaml", &[]);
+    for part in [
+        "x[-_]forwarded[-_](user|email|groups|preferred[-_]username|access[-_]token)",
+        "x[-_]authgate[-_].*",
+        "(x[-_])?remote[-_]user",
+        "cookie",
+    ] {
+        assert!(traefik.contains(part), "traefik.yaml lacks {part}");
+    }
+}

@@ -12,7 +12,8 @@
 //!
 //! Answers: 200 with every identity header the gateway may set (empty when it has no value,
 //! so the proxy's copy overwrites whatever the client sent) and the client's cookies without
-//! the gateway's (`X-Authgate-Cookie`, for the proxy to send to the app instead of `Cookie`);
+//! the gateway's (`X-Authgate-Cookie`, and the same as `Cookie`, for the proxy to send to the
+//! app instead of the client's `Cookie`);
 //! 401 with `X-Authgate-Login` (or a 302 to it for `?redirect=1` navigations, for proxies
 //! that pass answers through); 403; 400; 503.
 
@@ -346,7 +347,11 @@ impl Gateway {
                 .insert_response(&mut resp, assertion)?;
             let cookies = auth.sessions.foreign_cookies(headers);
             let v = HeaderValue::from_str(&cookies).unwrap_or(HeaderValue::from_static(""));
-            resp.insert_header(COOKIE_HEADER, v)?;
+            resp.insert_header(COOKIE_HEADER, v.clone())?;
+            // The same under `Cookie`, for proxies that copy answer headers by name onto the
+            // app's request (Traefik `authResponseHeaders`, ingress-nginx
+            // `auth-response-headers`, Envoy `allowed_upstream_headers`).
+            resp.insert_header(http::header::COOKIE, v)?;
         }
         resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
         Ok(resp)
