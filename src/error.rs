@@ -251,7 +251,11 @@ fn parse_q(s: &str) -> Option<u16> {
     if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let f: u16 = format!("{frac:0<3}").parse().ok()?;
+    let f = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0u16, |n, b| n * 10 + u16::from(b - b'0'));
     match int {
         "0" => Some(f),
         "1" if f == 0 => Some(1000),

@@ -21,7 +21,7 @@ use http::{HeaderMap, Method};
 
 use super::routes::{Route, Runtime};
 use crate::config::model::Unauthenticated;
-use crate::error::{Audience, Refusal};
+use crate::error::Refusal;
 use crate::host::Authority;
 use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
@@ -39,7 +39,6 @@ pub struct Inbound<'a> {
     pub headers: &'a HeaderMap,
     /// The client reached us (or the front proxy) over HTTPS.
     pub https: bool,
-    pub audience: Audience,
 }
 
 /// An authenticated caller.
@@ -73,7 +72,8 @@ pub fn admit(route: &Route, req: &Inbound) -> Result<(), Refusal> {
 /// The answer for a protected route when nobody is signed in.
 pub fn unauthenticated(rt: &Runtime, route: &Route, req: &Inbound) -> Refusal {
     let redirect = match route.unauthenticated {
-        Unauthenticated::Auto => req.audience.navigation,
+        // Worked out only here and for refusals: most requests never need it.
+        Unauthenticated::Auto => crate::error::audience(req.method, req.headers).navigation,
         Unauthenticated::Redirect => true,
         Unauthenticated::Status401 => false,
     };
@@ -211,7 +211,6 @@ mod tests {
                 query: self.query.as_deref(),
                 headers: &self.headers,
                 https: self.https,
-                audience: crate::error::audience(&self.method, &self.headers),
             }
         }
     }

@@ -254,9 +254,8 @@ impl Gateway {
             query: orig.query.as_deref(),
             headers: &req.headers,
             https: ctx.origin.https,
-            audience: crate::error::audience(&orig.method, &req.headers),
         };
-        ctx.audience = Some(inbound.audience);
+        ctx.audience = Some(crate::error::audience(&orig.method, &req.headers));
         let caller = match self.decide(rt, &inbound, ctx).await {
             Ok(caller) => caller,
             // Default deny; 403 rather than 404 because auth_request understands only

@@ -203,11 +203,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         refusal: Refusal,
     ) -> Result<bool> {
-        let audience = ctx.audience.unwrap_or_else(|| {
-            let req = session.req_header();
-            error::audience(&req.method, &req.headers)
-        });
-        let (resp, body) = error::render(&refusal, audience, ctx.request_id.as_str());
+        let (resp, body) = error::render(&refusal, audience(session, ctx), ctx.request_id.as_str());
         ctx.refusal = Some(refusal.code());
         self.answer(session, resp, body).await
     }
@@ -340,6 +336,15 @@ fn authority_value(req: &RequestHeader, authority: &Authority) -> HeaderValue {
     HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static(""))
 }
 
+/// How the client wants answers: forward-auth sets it from the original method; otherwise it
+/// is the request's own, worked out only when the gateway answers.
+fn audience(session: &Session, ctx: &RequestCtx) -> error::Audience {
+    ctx.audience.unwrap_or_else(|| {
+        let req = session.req_header();
+        error::audience(&req.method, &req.headers)
+    })
+}
+
 /// The request body, up to `limit` bytes; `None` when it is larger.
 async fn read_body(session: &mut Session, limit: usize) -> Result<Option<bytes::Bytes>> {
     let mut buf = bytes::BytesMut::new();
@@ -408,9 +413,7 @@ impl ProxyHttp for Gateway {
             query: req.uri.query(),
             headers: &req.headers,
             https: ctx.origin.https,
-            audience: error::audience(&req.method, &req.headers),
         };
-        ctx.audience = Some(inbound.audience);
         let decided = self.decide(&rt, &inbound, ctx).await;
         ctx.path = Some(canonical);
         match decided {
@@ -617,11 +620,8 @@ impl ProxyHttp for Gateway {
                 400 => Refusal::BadRequest,
                 _ => Refusal::UpstreamUnavailable,
             };
-            let audience = ctx.audience.unwrap_or_else(|| {
-                let req = session.req_header();
-                error::audience(&req.method, &req.headers)
-            });
-            let (resp, body) = error::render(&refusal, audience, ctx.request_id.as_str());
+            let (resp, body) =
+                error::render(&refusal, audience(session, ctx), ctx.request_id.as_str());
             ctx.refusal = Some(refusal.code());
             let status = resp.status.as_u16();
             let wrote = async {
