@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests need: cmake (Pingora's build), pkg-config,
 # redis-server (session store tests), Node.js + npm (the test OpenID provider), Chromium and
-# its WebDriver (the browser login test), nginx (the forward-auth test).
+# its WebDriver (the browser login test), nginx and Caddy (the forward-auth tests).
 pkgs=()
 command -v cmake >/dev/null || pkgs+=(cmake)
 command -v pkg-config >/dev/null || pkgs+=(pkg-config)
@@ -17,6 +17,7 @@ command -v npm >/dev/null || pkgs+=(npm)
 command -v chromium >/dev/null || pkgs+=(chromium)
 command -v chromedriver >/dev/null || pkgs+=(chromium-driver)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
+command -v caddy >/dev/null || pkgs+=(caddy)
 if ((${#pkgs[@]})); then
   echo "==> installing: ${pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then
