@@ -198,6 +198,20 @@ users = ["bob"]
         "a bypass reached the app without a session"
     );
 
+    // The check endpoint is nginx's alone: asked through nginx, it answers nothing.
+    for path in ["/.authgate/auth", "/.authgate/%61uth", "/.authgate//auth?x"] {
+        let r = c
+            .get(nginx.url(path))
+            .header("cookie", &cookie)
+            .header("x-original-uri", "/app")
+            .header("x-original-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(r.headers().get("x-forwarded-user").is_none(), "{path}");
+    }
+
     // Cross-site POST with the session cookie: refused before the app.
     let r = c
         .post(nginx.url("/app"))

@@ -15,17 +15,14 @@ use common::{
 /// docs/forward-auth/Caddyfile with its addresses (site `:8000`, gateway `127.0.0.1:8080`,
 /// app `127.0.0.1:3000`) replaced by the test's, otherwise verbatim.
 fn caddyfile(port: u16, gateway: SocketAddr, app: SocketAddr) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/forward-auth/Caddyfile");
-    let mut text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    for (from, to) in [
-        ("http://:8000", format!("http://:{port}")),
-        ("127.0.0.1:8080", gateway.to_string()),
-        ("127.0.0.1:3000", app.to_string()),
-    ] {
-        assert!(text.contains(from), "{path} has no {from}");
-        text = text.replace(from, &to);
-    }
-    text
+    common::snippet(
+        "docs/forward-auth/Caddyfile",
+        &[
+            ("http://:8000", format!("http://:{port}")),
+            ("127.0.0.1:8080", gateway.to_string()),
+            ("127.0.0.1:3000", app.to_string()),
+        ],
+    )
 }
 
 /// What a client forges: identity headers in the gateway's names, oauth2-proxy's and other
@@ -268,5 +265,21 @@ proxy = "caddy"
         let marker = format!("anon-dots={i}");
         let r = raw(caddy.addr(), &format!("{path}?{marker}"), &[]).await;
         assert_refused(&r, &tap, &marker, &caddy);
+    }
+
+    // The check endpoint is Caddy's alone: a client asking it through Caddy gets nothing.
+    for path in [
+        "/.authgate/auth",
+        "/.authgate/auth?redirect=1",
+        "/.authgate/%61uth",
+    ] {
+        let r = raw(
+            caddy.addr(),
+            path,
+            &[&session, "X-Forwarded-Uri: /app", "X-Forwarded-Method: GET"],
+        )
+        .await;
+        assert_ne!(r.status, 200, "{path}");
+        assert!(r.header("x-forwarded-user").is_none(), "{path}");
     }
 }
