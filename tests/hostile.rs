@@ -187,6 +187,25 @@ fn error_code(r: &RawResponse) -> String {
     v["error"].as_str().unwrap_or_default().to_string()
 }
 
+/// A client-credentials access token for the `urn:authgate:api` resource, from the test
+/// provider (as in tests/bearer.rs).
+async fn client_token(idp: &Idp) -> String {
+    let r = client()
+        .post(format!("{}/token", idp.issuer))
+        .basic_auth("authgate", Some("authgate-secret"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "urn:authgate:api"),
+            ("scope", "api:read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "token endpoint");
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
 fn body_text(r: &RawResponse) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
@@ -502,7 +521,10 @@ async fn forward_auth_trusts_only_its_proxys_description() {
     };
     let m = ("X-Forwarded-Method", "GET");
     let h = ("X-Forwarded-Host", "app.example");
-    let cookie = format!("{alice}; theme=dark; authgate_session_tx_abc=x");
+    let alice_val = alice.split_once('=').unwrap().1;
+    let cookie = format!(
+        "{alice}; theme=dark; authgate_session_tx_abc=x; AUTHGATE_SESSION={alice_val}; __Host-authgate_session={alice_val}; __HOST-Authgate_Session_tx_q=1"
+    );
     let with_cookie = ("Cookie", cookie.as_str());
 
     // A client's X-Original-URI is nginx's header, not Traefik's: the decision is on /app.
@@ -532,6 +554,12 @@ async fn forward_auth_trusts_only_its_proxys_description() {
     .unwrap();
     assert_eq!(r.status(), 401, "X-Original-URL beside Traefik's headers");
 
+    // GATEWAY BUG (fails today): the `_`/`.` variant spellings below answer 403, not the 400
+    // the README promises ("a second value of a contract header (..., an `X_Forwarded_Uri`
+    // spelling) ... is 400"): `forwarded::inspect` drops variant spellings of forwarding
+    // headers even from trusted peers before `forward_auth::original` can see the second
+    // value, so the decision silently runs on the dashed one. Not a bypass (the proxy's own
+    // value wins), but the documented refusal never happens.
     // Duplicates, variants, absences, disagreements: 400, never a guess. The proxy's own
     // value is /admin (403 for alice), the smuggled one public: a 200 is a bypass.
     let cases: &[(&str, Vec<(&str, &str)>)] = &[
@@ -681,14 +709,20 @@ async fn forward_auth_trusts_only_its_proxys_description() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400, "_method on a GET-only route");
-    let mut hs = fa("/api/x", "GET");
-    hs.push(("X-HTTP-Method-Override", "DELETE"));
-    let r = check(&traefik, &hs).await.unwrap();
-    assert_eq!(
-        r.status(),
-        400,
-        "X-HTTP-Method-Override on a GET-only route"
-    );
+    for (k, v) in [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X_HTTP_Method_Override", "DELETE"),
+        ("x-method-override", "PUT"),
+    ] {
+        let mut hs = fa("/api/x", "GET");
+        hs.push((k, v));
+        let r = check(&traefik, &hs).await.unwrap();
+        assert_eq!(r.status(), 400, "{k} on a GET-only route");
+    }
+    for uri in ["/api/x?%5Fmethod=DELETE", "/api/x?a=1&_METHOD=delete"] {
+        let r = check(&traefik, &fa(uri, "GET")).await.unwrap();
+        assert_eq!(r.status(), 400, "{uri} on a GET-only route");
+    }
     let r = check(&traefik, &fa("/api/x", "GET")).await.unwrap();
     assert_eq!(r.status(), 200, "GET on a GET-only route");
 
@@ -1126,7 +1160,7 @@ async fn csrf_cross_site_unsafe_requests_never_reach_the_app() {
         &idp,
         port,
         app.addr,
-        "\n[[routes]]\nid = \"nocsrf\"\npath = \"/nocsrf\"\nupstream = \"app\"\ncsrf = false\n\n[csrf]\nallowed_origins = [\"https://portal.example\"]\n",
+        "\n[[routes]]\nid = \"nocsrf\"\npath = \"/nocsrf\"\nupstream = \"app\"\ncsrf = false\n\n[[routes]]\nid = \"api\"\npath = \"/api\"\nupstream = \"app\"\nbearer = true\naudiences = [\"urn:authgate:api\"]\n\n[csrf]\nallowed_origins = [\"https://portal.example\"]\n",
         "",
     )
     .await;
@@ -1249,6 +1283,51 @@ async fn csrf_cross_site_unsafe_requests_never_reach_the_app() {
         &["Sec-Fetch-Site: cross-site", "Origin: https://evil.example"],
     );
     assert_eq!(r.status, 200, "csrf = false: {}", r.head);
+    // A bearer token is never sent by accident: not CSRF-checked, even beside the cookie. The
+    // cookie alone on the same route is.
+    let token = client_token(&idp).await;
+    let bearer = format!("Authorization: Bearer {token}");
+    let before = app.hits();
+    for extra in [
+        &[bearer.as_str(), "Origin: https://evil.example"][..],
+        &[bearer.as_str(), "Sec-Fetch-Site: cross-site"],
+    ] {
+        let r = send(
+            gw.addr,
+            "POST /api/x HTTP/1.1",
+            &[&host, "Content-Length: 0", extra[0], extra[1]],
+        );
+        assert_eq!(r.status, 200, "bearer {extra:?}: {}", r.head);
+        let seen = r.seen();
+        assert!(
+            seen.header("authorization").is_none(),
+            "token passed upstream"
+        );
+        let r = req("POST", "/api/x", extra);
+        assert_eq!(r.status, 200, "bearer and cookie {extra:?}: {}", r.head);
+    }
+    assert_eq!(app.hits(), before + 4);
+    let r = req("POST", "/api/x", &["Origin: https://evil.example"]);
+    assert_eq!(r.status, 403, "cookie alone on a bearer route, cross-site");
+    // A token in the URL (which a cross-site form can carry) is refused, as is a bad token
+    // beside a good cookie (no fall-back to the cookie).
+    let r = req(
+        "POST",
+        &format!("/api/x?access_token={token}"),
+        &["Origin: https://evil.example"],
+    );
+    assert_eq!(r.status, 400, "access_token in the query: {}", r.head);
+    let r = req(
+        "POST",
+        "/api/x",
+        &[
+            "Authorization: Bearer not-a-token",
+            "Origin: https://evil.example",
+        ],
+    );
+    assert_eq!(r.status, 401, "bad token beside a cookie: {}", r.head);
+    assert_eq!(app.hits(), before + 4);
+
     // Without a session the answer is 401, not 403 (nothing to forge).
     let r = send(
         gw.addr,
@@ -1519,7 +1598,51 @@ async fn limits_on_head_size_and_header_count() {
     );
     assert_eq!(app.hits(), before, "an oversized head reached the upstream");
 
+    // GATEWAY BUG (fails today): `limits::check` runs after `identity.strip` and
+    // `forwarding.inspect` in `request_filter`, so identity and untrusted forwarding headers
+    // are removed before the head is measured, and a head far over both limits passes (200).
+    // Nothing of it reaches the upstream, but the documented 431 never comes.
+    // The head is measured as the client sent it: headers the gateway strips anyway
+    // (identity, untrusted forwarding) still count (README: "a request head ... over ... or
+    // with more than ... lines is 431").
+    let mut stripped_anyway = Vec::new();
+    for (what, headers) in [
+        (
+            "40 KiB X-Forwarded-For from an untrusted client",
+            vec![format!("X-Forwarded-For: {}", kib(40))],
+        ),
+        (
+            "40 KiB X-Forwarded-User",
+            vec![format!("X-Forwarded-User: {}", kib(40))],
+        ),
+        (
+            "150 X-Forwarded-User lines",
+            (0..150)
+                .map(|_| "X-Forwarded-User: v".to_string())
+                .collect(),
+        ),
+        (
+            "150 X_Real_IP lines",
+            (0..150).map(|_| "X_Real_IP: v".to_string()).collect(),
+        ),
+    ] {
+        let before = app.hits();
+        let r = get(&gw, "/x", &headers);
+        if r.status != 431 {
+            stripped_anyway.push(format!("{what}: {}", r.status));
+        }
+        if r.status == 200 {
+            // Whatever the status, none of it reached the upstream.
+            let seen = r.seen();
+            assert!(seen.header("x-forwarded-user").is_none(), "{what}");
+            assert_eq!(seen.all("x-forwarded-for"), vec!["127.0.0.1"], "{what}");
+            assert!(seen.header("x-real-ip").is_none(), "{what}");
+            assert_eq!(app.hits(), before + 1);
+        }
+    }
+
     // Just under the limits: passed whole.
+    let before = app.hits();
     let r = get(&gw, "/x", &[format!("Cookie: c={}", kib(31))]);
     assert_eq!(r.status, 200, "31 KiB head: {}", r.head);
     assert_eq!(r.seen().header("cookie").map(str::len), Some(2 + 31 * 1024));
@@ -1531,4 +1654,9 @@ async fn limits_on_head_size_and_header_count() {
     let r = get(&small, "/x", &[format!("X-Big: {}", kib(3))]);
     assert_eq!(r.status, 200, "3 KiB header, limit 4096: {}", r.head);
     assert_eq!(app.hits(), before + 4);
+    assert!(
+        stripped_anyway.is_empty(),
+        "oversized heads not refused because the gateway stripped the headers first:\n{}",
+        stripped_anyway.join("\n")
+    );
 }
