@@ -136,6 +136,10 @@ pub struct Origin {
     pub trusted: bool,
     /// `https` when the client's request came over TLS (ours, or a trusted proxy's).
     pub https: bool,
+    /// A trusted proxy passed on a forwarding header in a variant spelling (`X_Forwarded_Uri`):
+    /// a client's own, which was removed. Forward-auth refuses such a check (400): the
+    /// proxy's account of the request came with a second one.
+    pub variant_from_trusted: bool,
 }
 
 /// A request ID: visible ASCII only, held as the header value it is written as (on the
@@ -288,7 +292,11 @@ impl Forwarding {
         } else {
             tls_listener
         };
-        Origin { trusted, https }
+        Origin {
+            trusted,
+            https,
+            variant_from_trusted: trusted && !doomed.is_empty(),
+        }
     }
 
     /// The request ID: a trusted proxy's if it sent a sane one, else a fresh random one.
@@ -650,6 +658,7 @@ mod tests {
         let o = Origin {
             trusted: true,
             https: false,
+            variant_from_trusted: false,
         };
         assert_ne!(f.request_id(&r, &o).as_str(), "has space");
     }

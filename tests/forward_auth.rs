@@ -5,7 +5,7 @@
 mod common;
 
 use common::{
-    auth_config, client, echo, free_port, http_login_via, snippet, Gateway, Idp, Nginx, Opts, Seen,
+    auth_config, client, echo, free_port, http_login_via, snippet, Gateway, Idp, Nginx, Seen,
 };
 
 /// Headers a client forges on every request: none may reach the app.
@@ -78,28 +78,7 @@ async fn nginx_auth_request_snippet() {
     // The browser talks to nginx, so the provider sends it back to nginx's callback.
     let idp = Idp::start(true, &[nginx_port]).await;
     let app = echo().await;
-    let routes = r#"
-[forward_auth]
-proxy = "nginx"
-
-[[routes]]
-id = "admin"
-path = "/admin"
-upstream = "app"
-[routes.policy]
-users = ["bob"]
-"#;
-    let body = format!("{}{routes}", auth_config(&idp, app, "store = \"memory\""));
-    let gw = Gateway::start_with(
-        &body,
-        Opts {
-            port: Some(gw_port),
-            server_extra: "trusted_proxies = [\"127.0.0.1\"]".into(),
-            ..Opts::default()
-        },
-    )
-    .await;
-    gw.wait_ready().await;
+    let _gw = common::forward_auth_gateway(&idp, app, gw_port, "nginx").await;
     let server = snippet(
         "docs/forward-auth/nginx.conf",
         &[

@@ -8,9 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::caddy::{tapped_echo, Caddy, Tap};
-use common::{
-    auth_config, client, free_port, http_login_via, raw_get, Gateway, Idp, Opts, RawResponse, Seen,
-};
+use common::{client, free_port, http_login_via, raw_get, Idp, RawResponse, Seen};
 
 /// docs/forward-auth/Caddyfile with its addresses (site `:8000`, gateway `127.0.0.1:8080`,
 /// app `127.0.0.1:3000`) replaced by the test's, otherwise verbatim.
@@ -119,28 +117,7 @@ async fn caddy_forward_auth() {
     // The browser talks to Caddy, so the provider sends it back to Caddy's callback.
     let idp = Idp::start(true, &[caddy_port]).await;
     let (app, tap) = tapped_echo().await;
-    let routes = r#"
-[[routes]]
-id = "admin"
-path = "/admin"
-upstream = "app"
-[routes.policy]
-users = ["bob"]
-
-[forward_auth]
-proxy = "caddy"
-"#;
-    let body = format!("{}{routes}", auth_config(&idp, app, "store = \"memory\""));
-    let gw = Gateway::start_with(
-        &body,
-        Opts {
-            port: Some(gw_port),
-            server_extra: "trusted_proxies = [\"127.0.0.1\"]".into(),
-            ..Opts::default()
-        },
-    )
-    .await;
-    gw.wait_ready().await;
+    let gw = common::forward_auth_gateway(&idp, app, gw_port, "caddy").await;
     let caddy = Caddy::start(caddy_port, &caddyfile(caddy_port, gw.addr, app)).await;
     let c = client();
 

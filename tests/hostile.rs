@@ -554,12 +554,8 @@ async fn forward_auth_trusts_only_its_proxys_description() {
     .unwrap();
     assert_eq!(r.status(), 401, "X-Original-URL beside Traefik's headers");
 
-    // GATEWAY BUG (fails today): the `_`/`.` variant spellings below answer 403, not the 400
-    // the README promises ("a second value of a contract header (..., an `X_Forwarded_Uri`
-    // spelling) ... is 400"): `forwarded::inspect` drops variant spellings of forwarding
-    // headers even from trusted peers before `forward_auth::original` can see the second
-    // value, so the decision silently runs on the dashed one. Not a bypass (the proxy's own
-    // value wins), but the documented refusal never happens.
+    // A variant spelling (`X_Forwarded_Uri`) that the trusted proxy passed on is a client's
+    // second account of the request: 400, like a duplicate.
     // Duplicates, variants, absences, disagreements: 400, never a guess. The proxy's own
     // value is /admin (403 for alice), the smuggled one public: a 200 is a bypass.
     let cases: &[(&str, Vec<(&str, &str)>)] = &[
@@ -1598,10 +1594,6 @@ async fn limits_on_head_size_and_header_count() {
     );
     assert_eq!(app.hits(), before, "an oversized head reached the upstream");
 
-    // GATEWAY BUG (fails today): `limits::check` runs after `identity.strip` and
-    // `forwarding.inspect` in `request_filter`, so identity and untrusted forwarding headers
-    // are removed before the head is measured, and a head far over both limits passes (200).
-    // Nothing of it reaches the upstream, but the documented 431 never comes.
     // The head is measured as the client sent it: headers the gateway strips anyway
     // (identity, untrusted forwarding) still count (README: "a request head ... over ... or
     // with more than ... lines is 431").

@@ -49,6 +49,7 @@ impl RequestCtx {
             origin: Origin {
                 trusted: false,
                 https: false,
+                variant_from_trusted: false,
             },
             request_id: RequestId::default(),
             host: http::HeaderValue::from_static(""),

@@ -230,6 +230,13 @@ impl Gateway {
             tracing::warn!(request_id = %ctx.request_id, peer = ?ctx.peer_ip, "forward-auth request from an untrusted peer");
             return self.refuse(session, ctx, Refusal::Forbidden).await;
         }
+        if ctx.origin.variant_from_trusted {
+            let r = Refusal::ForwardAuth(
+                "a forwarding header came in a second spelling (X_Forwarded_Uri): a client's copy",
+            );
+            tracing::info!(request_id = %ctx.request_id, proxy = fa.proxy.name(), refusal = %r, "forward-auth request refused");
+            return self.refuse(session, ctx, r).await;
+        }
         let auth_path = format!("{}auth", rt.gateway_prefix);
         let req = session.req_header();
         let orig = match original(&fa.proxy, req, &auth_path) {

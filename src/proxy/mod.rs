@@ -377,7 +377,13 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
 
-        // Headers first, before anything looks at the request (decisions 5 and 6).
+        // The head as the client sent it is bounded first, before stripping could hide what
+        // it carried.
+        if let Err(e) = crate::limits::check(session.req_header(), rt.head_limits) {
+            ctx.request_id = crate::forwarded::RequestId::random();
+            return self.refuse(session, ctx, Refusal::HeadLimit(e)).await;
+        }
+        // Headers next, before anything looks at the request (decisions 5 and 6).
         let req = session.req_header_mut();
         let stripped = rt.identity.strip(req);
         ctx.origin = rt.forwarding.inspect(req, ctx.peer_ip, tls);
@@ -387,9 +393,6 @@ impl ProxyHttp for Gateway {
         }
 
         let req = session.req_header();
-        if let Err(e) = crate::limits::check(req, rt.head_limits) {
-            return self.refuse(session, ctx, Refusal::HeadLimit(e)).await;
-        }
         let authority = match request_authority(req, ctx.origin.trusted) {
             Ok(a) => a,
             Err(r) => return self.refuse(session, ctx, r).await,

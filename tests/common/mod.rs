@@ -1369,6 +1369,25 @@ impl Drop for Nginx {
     }
 }
 
+/// A gateway in forward-auth mode for `proxy` (a front proxy on 127.0.0.1, trusted), with
+/// [`auth_config`]'s routes plus `/admin` for bob only; ready when it returns.
+pub async fn forward_auth_gateway(idp: &Idp, app: SocketAddr, port: u16, proxy: &str) -> Gateway {
+    let routes = format!(
+        "\n[forward_auth]\nproxy = \"{proxy}\"\n\n[[routes]]\nid = \"admin\"\npath = \"/admin\"\nupstream = \"app\"\n[routes.policy]\nusers = [\"bob\"]\n"
+    );
+    let gw = Gateway::start_with(
+        &format!("{}{routes}", auth_config(idp, app, "store = \"memory\"")),
+        Opts {
+            port: Some(port),
+            server_extra: "trusted_proxies = [\"127.0.0.1\"]".into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+    gw
+}
+
 /// A snippet the docs tell users to paste (`docs/...`), with its placeholder addresses
 /// replaced by the test's (`from` → `to`); otherwise verbatim. The README must show the same
 /// text, so what users copy is what the tests run.
