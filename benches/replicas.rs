@@ -79,7 +79,7 @@ async fn propagation(rounds: usize) -> Vec<Dist> {
         let end = async {
             if i % 2 == 0 {
                 client()
-                    .get(a.url("/.authgate/logout"))
+                    .post(a.url("/.authgate/logout"))
                     .header("cookie", &cookie)
                     .send()
                     .await
