@@ -43,16 +43,6 @@ const FORGED: [(&str, &str); 15] = [
     ("X.Forwarded.Email", "mallory@example.com"),
 ];
 
-/// Headers the gateway sets only with a value (absent on public paths).
-const IDENTITY: [&str; 6] = [
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-groups",
-    "x-forwarded-preferred-username",
-    "x-forwarded-access-token",
-    "x-authgate-assertion",
-];
-
 /// No forged value, no `_` / `.` header name, none of the names the gateway never sets here,
 /// and no cookie of the gateway's reached the app.
 fn assert_clean(seen: &Seen) {
@@ -130,7 +120,7 @@ async fn caddy_forward_auth() {
     assert_eq!(r.status(), 200, "{}", caddy.log());
     let seen: Seen = r.json().await.unwrap();
     assert_clean(&seen);
-    for name in IDENTITY {
+    for name in common::ANSWERED_IDENTITY {
         assert_eq!(seen.header(name), None, "{name}: {:?}", seen.headers);
     }
     assert_eq!(seen.all("cookie"), ["theme=dark"]);

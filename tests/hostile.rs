@@ -485,15 +485,6 @@ upstream = \"app\"
 methods = [\"GET\"]
 ";
 
-const IDENTITY_OUT: &[&str] = &[
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-groups",
-    "x-forwarded-preferred-username",
-    "x-forwarded-access-token",
-    "x-authgate-assertion",
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_auth_trusts_only_its_proxys_description() {
     let (traefik_port, envoy_port) = (free_port(), free_port());
@@ -730,7 +721,7 @@ async fn forward_auth_trusts_only_its_proxys_description() {
     ] {
         let r = check(&traefik, &hs).await.unwrap();
         assert_eq!(r.status(), 200);
-        for name in IDENTITY_OUT {
+        for name in &common::ANSWERED_IDENTITY {
             assert_eq!(
                 r.headers().get(*name).map(|v| v.as_bytes()),
                 Some(&b""[..]),
@@ -742,7 +733,7 @@ async fn forward_auth_trusts_only_its_proxys_description() {
     let r = check(&traefik, &fa("/app", "GET")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-forwarded-user"], "alice");
-    for name in IDENTITY_OUT {
+    for name in &common::ANSWERED_IDENTITY {
         assert!(r.headers().contains_key(*name), "{name} missing");
     }
     let cookies = r.headers()["x-authgate-cookie"].to_str().unwrap();

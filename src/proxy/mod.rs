@@ -227,25 +227,17 @@ impl Gateway {
             };
             return self.refuse(session, ctx, r).await;
         };
-        let reply = match endpoint.as_str() {
-            "auth" => {
-                if let Some(fa) = &rt.forward_auth {
-                    return self.forward_auth(session, ctx, rt, fa).await;
-                }
-                None
-            }
-            // Envoy's ext_authz appends the original path to `{prefix}auth`.
-            e if e.starts_with("auth/")
+        // Envoy's ext_authz appends the original path to `{prefix}auth`.
+        let check = endpoint == "auth"
+            || (endpoint.starts_with("auth/")
                 && rt
                     .forward_auth
                     .as_ref()
-                    .is_some_and(|f| f.proxy == FrontProxy::Envoy) =>
-            {
-                if let Some(fa) = &rt.forward_auth {
-                    return self.forward_auth(session, ctx, rt, fa).await;
-                }
-                None
-            }
+                    .is_some_and(|f| f.proxy == FrontProxy::Envoy));
+        if let (true, Some(fa)) = (check, &rt.forward_auth) {
+            return self.forward_auth(session, ctx, rt, fa).await;
+        }
+        let reply = match endpoint.as_str() {
             "jwks.json" => Some(auth.jwks()),
             "backchannel-logout" => {
                 if session.req_header().method != http::Method::POST {

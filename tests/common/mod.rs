@@ -1369,6 +1369,17 @@ impl Drop for Nginx {
     }
 }
 
+/// The identity headers a forward-auth answer carries (empty when there is no value), so a
+/// front proxy's copy replaces whatever the client sent.
+pub const ANSWERED_IDENTITY: [&str; 6] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-authgate-assertion",
+];
+
 /// A gateway in forward-auth mode for `proxy` (a front proxy on 127.0.0.1, trusted), with
 /// [`auth_config`]'s routes plus `/admin` for bob only; ready when it returns.
 pub async fn forward_auth_gateway(idp: &Idp, app: SocketAddr, port: u16, proxy: &str) -> Gateway {
