@@ -5,7 +5,7 @@
 mod common;
 
 use common::{
-    auth_config, client, echo, free_port, http_login_via, snippet, Gateway, Idp, Nginx, Seen,
+    auth_config, client, echo, free_port, http_login_via, snippet, Gateway, Idp, Nginx, Opts, Seen,
 };
 
 /// Headers a client forges on every request: none may reach the app.
@@ -204,10 +204,17 @@ async fn nginx_auth_request_snippet() {
     assert_eq!(r.status(), 403);
 
     // The endpoint refuses peers that are not trusted proxies.
-    let untrusted = Gateway::start(&format!(
-        "{}[forward_auth]\nproxy = \"nginx\"\n",
-        auth_config(&idp, app, "store = \"memory\"")
-    ))
+    // It trusts another address only (a documentation one: no traffic goes there).
+    let untrusted = Gateway::start_with(
+        &format!(
+            "{}[forward_auth]\nproxy = \"nginx\"\n",
+            auth_config(&idp, app, "store = \"memory\"")
+        ),
+        Opts {
+            server_extra: "trusted_proxies = [\"192.0.2.1\"]".into(),
+            ..Opts::default()
+        },
+    )
     .await;
     let r = c
         .get(untrusted.url("/.authgate/auth"))

@@ -496,7 +496,14 @@ async fn forward_auth_trusts_only_its_proxys_description() {
     let (traefik, envoy, untrusted, plain) = tokio::join!(
         auth_gw(&idp, traefik_port, app.addr, &traefik_cfg, trusted),
         auth_gw(&idp, envoy_port, app.addr, &envoy_cfg, trusted),
-        auth_gw(&idp, free_port(), app.addr, &traefik_cfg, ""),
+        // Trusts another address only (a documentation one: no traffic goes there).
+        auth_gw(
+            &idp,
+            free_port(),
+            app.addr,
+            &traefik_cfg,
+            "trusted_proxies = [\"192.0.2.1\"]"
+        ),
         auth_gw(&idp, free_port(), app.addr, FA_ROUTES, trusted),
     );
     let (alice, _) = http_login(&traefik, "/").await;

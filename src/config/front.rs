@@ -126,11 +126,21 @@ fn header(rep: &mut Reporter, key: &str, v: &Option<Spanned<String>>) -> Option<
     }
 }
 
+/// `[forward_auth]`; `trusted` says whether `server.trusted_proxies` names anyone, since
+/// only a trusted peer may ask.
 pub fn forward_auth(
     rep: &mut Reporter,
     f: &Option<file::ForwardAuth>,
+    trusted: bool,
 ) -> Option<ForwardAuthSettings> {
     let f = f.as_ref()?;
+    if !trusted {
+        rep.error(
+            "forward_auth.proxy",
+            Some(f.proxy.span()),
+            "forward-auth answers only trusted proxies: list the front proxy's address in server.trusted_proxies",
+        );
+    }
     let custom_keys = [
         ("forward_auth.method_header", &f.method_header),
         ("forward_auth.uri_header", &f.uri_header),
@@ -241,5 +251,58 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    fn errors(src: &str) -> Vec<crate::config::ConfigError> {
+        crate::config::parse(std::path::Path::new("t.toml"), src)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn forward_auth_is_checked_at_load() {
+        let e = errors("[forward_auth]\nproxy = \"nginx\"\n");
+        assert!(
+            e.iter().any(|e| e.key == "forward_auth.proxy"
+                && e.line == 2
+                && e.message.contains("trusted_proxies")),
+            "{e:?}"
+        );
+        let trusted = "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n";
+        assert!(errors(&format!("{trusted}[forward_auth]\nproxy = \"nginx\"\n")).is_empty());
+        let e = errors(&format!("{trusted}[forward_auth]\nproxy = \"haproxy\"\n"));
+        assert!(
+            e.iter()
+                .any(|e| e.key == "forward_auth.proxy" && e.line == 4),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{trusted}[forward_auth]\nproxy = \"traefik\"\nuri_header = \"x-u\"\n"
+        ));
+        assert!(
+            e.iter()
+                .any(|e| e.key == "forward_auth.uri_header" && e.line == 5),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{trusted}[forward_auth]\nproxy = \"custom\"\nuri_header = \"x-u\"\n"
+        ));
+        assert!(
+            e.iter().any(|e| e.key == "forward_auth.method_header"),
+            "{e:?}"
+        );
+        let e = errors("[csrf]\nallowed_origins = [\"https://a.example/path\"]\n");
+        assert!(
+            e.iter()
+                .any(|e| e.key == "csrf.allowed_origins[0]" && e.line == 2),
+            "{e:?}"
+        );
+        let e = errors("[upstreams.a]\nservers = [\"http://127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\nunauthenticated = \"sometimes\"\n");
+        assert!(
+            e.iter()
+                .any(|e| e.key == "routes[0].unauthenticated" && e.line == 5),
+            "{e:?}"
+        );
     }
 }

@@ -1632,7 +1632,8 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             },
         });
     }
-    let forward_auth = super::front::forward_auth(rep, &f.forward_auth);
+    let forward_auth =
+        super::front::forward_auth(rep, &f.forward_auth, !server.trusted_proxies.is_empty());
     let csrf = super::front::csrf(rep, &f.csrf);
 
     if !rep.errors.is_empty() {

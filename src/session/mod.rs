@@ -145,7 +145,8 @@ impl SessionManager {
     }
 
     /// The session cookie's name for a request: the `__Host-` name over HTTPS (when the
-    /// cookie can carry that prefix), the plain name otherwise. The same rule names the cookie
+    /// cookie can carry that prefix: Secure, Path=/ and no Domain; browsers honour it only
+    /// over HTTPS), the plain name otherwise. The same rule names the cookie
     /// we set, so a browser never holds both for one site.
     pub fn cookie_name(&self, https: bool) -> &str {
         if https && self.cookie.secure && self.cookie.domain.is_none() {
@@ -611,14 +612,7 @@ impl SessionManager {
     }
 
     fn cookie_builder(&self, value: String, https: bool) -> cookie::CookieBuilder<'static> {
-        // __Host- needs Secure, Path=/ and no Domain; browsers only honour it over HTTPS.
-        let use_host = https && self.cookie.secure && self.cookie.domain.is_none();
-        let name = if use_host {
-            self.cookie.host_name.clone()
-        } else {
-            self.cookie.name.clone()
-        };
-        let mut b = Cookie::build((name, value))
+        let mut b = Cookie::build((self.cookie_name(https).to_string(), value))
             .path("/")
             .http_only(true)
             .secure(self.cookie.secure)
