@@ -160,6 +160,39 @@ fn path_normalize(c: &mut Criterion) {
     g.finish();
 }
 
+/// The boundary checks every request passes before routing: the head limits, the one Host
+/// parser and forwarding-header hygiene, on a browser-shaped request (12 headers).
+fn boundary(c: &mut Criterion) {
+    use authgate::forwarded::Forwarding;
+    use authgate::host::Authority;
+    use authgate::limits::{check, HeadLimits};
+    let mut g = c.benchmark_group("boundary");
+    let req = request_header(&[]);
+    g.bench_function("head_limits", |b| {
+        b.iter(|| check(black_box(&req), HeadLimits::default()))
+    });
+    for (name, host) in [
+        ("canonical", &b"app.example.com"[..]),
+        ("mixed_case_port", b"App.Example.COM.:8443"),
+        ("ipv6", b"[2001:db8::7]:8080"),
+    ] {
+        assert!(Authority::parse(host).is_ok());
+        g.bench_function(format!("host_{name}"), |b| {
+            b.iter(|| Authority::parse(black_box(host)))
+        });
+    }
+    let fwd = Forwarding::new(vec![], http::HeaderName::from_static("x-request-id"));
+    let peer = Some("127.0.0.1".parse().unwrap());
+    g.bench_function("forwarding_inspect", |b| {
+        b.iter_batched(
+            || req.clone(),
+            |mut r| fwd.inspect(&mut r, peer, false),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 fn request_header(identity: &[(&'static str, &str)]) -> RequestHeader {
     let mut req = RequestHeader::build("GET", b"/", None).unwrap();
     for (k, v) in [
@@ -490,6 +523,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = route_lookup, path_normalize, identity_strip, jwt_verify, policy_eval, session_auth
+    targets = route_lookup, path_normalize, boundary, identity_strip, jwt_verify, policy_eval, session_auth
 }
 criterion_main!(benches);
