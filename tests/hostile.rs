@@ -166,6 +166,8 @@ fn send_bytes(addr: SocketAddr, req: &[u8]) -> Option<(u16, String)> {
     let mut chunk = [0u8; 65536];
     loop {
         match s.read(&mut chunk) {
+            // A signal (a child exiting) interrupts a blocking read: retry it.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }

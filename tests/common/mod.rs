@@ -364,6 +364,8 @@ pub fn raw(addr: SocketAddr, request: &str) -> RawResponse {
     };
     while !complete(&buf) {
         match s.read(&mut chunk) {
+            // A signal (a child exiting) interrupts a blocking read: retry it.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }

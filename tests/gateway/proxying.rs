@@ -354,11 +354,13 @@ async fn request_on_keepalive_connection_after_refusal() {
     let mut all = Vec::new();
     let mut buf = [0u8; 8192];
     // Read until the gateway closes or goes quiet; a second response would be the smuggled one.
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
+    loop {
+        match s.read(&mut buf) {
+            // A signal (a child exiting) interrupts a blocking read: retry it.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
         }
-        all.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&all);
     assert!(text.starts_with("HTTP/1.1 404"), "{text}");
