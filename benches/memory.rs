@@ -44,7 +44,7 @@ fn session(i: u64, headers: &IdentityHeaders) -> Arc<Session> {
     };
     Arc::new(Session {
         hash: IdHash(hash),
-        headers: headers.values(&claims),
+        headers: headers.values("idp", &claims),
         record: SessionRecord {
             v: 2,
             provider: "corp".into(),

@@ -130,6 +130,8 @@ pub struct IdentityHeaders {
     pub groups: OutName,
     pub preferred_username: OutName,
     pub access_token: OutName,
+    /// Names the provider that vouched (its configured id); off unless configured.
+    pub provider: Option<OutName>,
     /// Only groups matching this are forwarded (users in hundreds of groups).
     pub groups_filter: Option<regex::Regex>,
     /// Upper bound of the groups header; whole groups are dropped past it, with a log line.
@@ -147,6 +149,7 @@ impl Default for IdentityHeaders {
             groups: OutName::from_static("x-forwarded-groups"),
             preferred_username: OutName::from_static("x-forwarded-preferred-username"),
             access_token: OutName::from_static("x-forwarded-access-token"),
+            provider: None,
             groups_filter: None,
             max_groups_bytes: DEFAULT_MAX_GROUPS_BYTES,
         }
@@ -166,9 +169,12 @@ pub fn claim_value(s: &str) -> Option<HeaderValue> {
 }
 
 impl IdentityHeaders {
-    /// The identity headers for `claims`, ready to insert.
-    pub fn values(&self, claims: &Claims) -> Vec<(OutName, HeaderValue)> {
-        let mut out = Vec::with_capacity(4);
+    /// The identity headers for `claims` that `provider` vouched for, ready to insert.
+    pub fn values(&self, provider: &str, claims: &Claims) -> Vec<(OutName, HeaderValue)> {
+        let mut out = Vec::with_capacity(5);
+        if let (Some(name), Some(v)) = (&self.provider, claim_value(provider)) {
+            out.push((name.clone(), v));
+        }
         if let Some(v) = claim_value(&claims.subject) {
             out.push((self.user.clone(), v));
         }
@@ -225,14 +231,16 @@ impl IdentityHeaders {
     }
 
     /// All names, so the namespace strips client copies of each.
-    pub fn names(&self) -> [&HeaderName; 5] {
-        [
+    pub fn names(&self) -> Vec<&HeaderName> {
+        let mut names = vec![
             self.user.name(),
             self.email.name(),
             self.groups.name(),
             self.preferred_username.name(),
             self.access_token.name(),
-        ]
+        ];
+        names.extend(self.provider.as_ref().map(OutName::name));
+        names
     }
 }
 
@@ -283,7 +291,7 @@ mod tests {
             groups: vec!["a,b".into(), "c".into()],
             ..Claims::default()
         };
-        let v = IdentityHeaders::default().values(&claims);
+        let v = IdentityHeaders::default().values("p", &claims);
         assert_eq!(v[0].1, "alice");
         assert_eq!(v[1].1, "a@x");
         assert_eq!(v[2].1, "ab,c");

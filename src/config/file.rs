@@ -102,6 +102,7 @@ pub struct Headers {
     pub groups: Option<Spanned<String>>,
     pub preferred_username: Option<Spanned<String>>,
     pub access_token: Option<Spanned<String>>,
+    pub provider: Option<Spanned<String>>,
     pub groups_filter: Option<Spanned<String>>,
     pub max_groups_bytes: Option<Spanned<i64>>,
 }
@@ -165,6 +166,8 @@ pub struct Session {
     pub touch_interval: Option<Spanned<String>>,
     pub refresh_lead: Option<Spanned<String>>,
     pub refresh_wait: Option<Spanned<String>>,
+    pub max_pending_logins: Option<Spanned<i64>>,
+    pub max_return_url_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +195,14 @@ pub struct Provider {
     pub name_claim: Option<String>,
     pub groups_claim: Option<String>,
     pub preferred_username_claim: Option<String>,
+    pub trust_email: Option<bool>,
+    pub trusted_audiences: Option<Vec<Spanned<String>>>,
+    pub userinfo: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub system_trust_store: Option<bool>,
+    pub opaque_token_prefix: Option<Spanned<String>>,
+    pub introspection_inactive_ttl: Option<Spanned<String>>,
+    pub introspection_requires_audience: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

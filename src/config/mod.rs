@@ -9,6 +9,7 @@ pub mod error;
 pub mod file;
 pub mod front;
 pub mod model;
+pub mod provider;
 pub mod secret;
 
 use std::path::Path;

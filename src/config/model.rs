@@ -17,6 +17,7 @@ use super::error::Reporter;
 use super::file;
 use super::secret::{self, Secret};
 use crate::identity::{self, IdentityHeaders, IdentityNamespace};
+pub use super::provider::{ClaimNames, LogoutMethod, ProviderSettings};
 use crate::limits::{self, HeadLimits};
 use crate::path::PathOptions;
 use crate::routing::HostPattern;
@@ -149,7 +150,15 @@ pub struct SessionSettings {
     /// How long a request whose access token has expired waits for another request's (or
     /// replica's) refresh before it answers 503.
     pub refresh_wait: Duration,
+    /// Logins started and not yet finished, kept at most: the oldest is dropped past this.
+    pub max_pending_logins: usize,
+    /// A return URL longer than this is replaced by `/` (it is stored with the login).
+    pub max_return_url_bytes: usize,
 }
+
+/// Enough for every browser tab of a busy site's sign-in wave; ~1 KB each in the store.
+pub const DEFAULT_MAX_PENDING_LOGINS: usize = 10_000;
+pub const DEFAULT_MAX_RETURN_URL_BYTES: usize = 2048;
 
 /// The signed identity assertion (`crate::assertion`).
 #[derive(Debug, Clone)]
@@ -159,53 +168,6 @@ pub struct AssertionSettings {
     pub key_file: Option<String>,
     pub issuer: String,
     pub ttl: Duration,
-}
-
-/// RP-initiated logout request style.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogoutMethod {
-    /// An auto-submitted form POST: the ID token hint stays out of URLs (the default).
-    Post,
-    /// A redirect with the hint in the query, for providers that only accept GET.
-    Get,
-}
-
-/// Which ID token claims fill the identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimNames {
-    pub user: String,
-    pub email: String,
-    pub name: String,
-    pub groups: String,
-    pub preferred_username: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProviderSettings {
-    pub id: String,
-    pub display_name: String,
-    /// Exactly as configured: discovery must return this very string (OIDC Discovery §4.3).
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: Option<Secret>,
-    pub scopes: Vec<String>,
-    /// Absolute callback URL; default: this request's origin + the gateway prefix + `callback`.
-    pub redirect_url: Option<String>,
-    /// How to send the browser to `end_session_endpoint`.
-    pub logout_method: LogoutMethod,
-    /// Bearer tokens must carry `typ: at+jwt` (RFC 9068).
-    pub require_at_jwt: bool,
-    /// Send opaque bearer tokens to this provider's introspection endpoint (RFC 7662).
-    pub introspect_opaque_tokens: bool,
-    /// How long an "active" introspection answer is reused (never past the token's `exp`).
-    pub introspection_cache_ttl: Duration,
-    pub extra_auth_params: Vec<(String, String)>,
-    /// ID token algorithms; default: the provider's, asymmetric only.
-    pub algorithms: Option<Vec<String>>,
-    pub clock_skew: Duration,
-    pub refresh_interval: Duration,
-    pub jwks_refetch_cooldown: Duration,
-    pub claims: ClaimNames,
 }
 
 #[derive(Debug, Clone)]
@@ -273,11 +235,11 @@ pub enum Unauthenticated {
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 
-fn span<T>(s: &Spanned<T>) -> Option<std::ops::Range<usize>> {
+pub(super) fn span<T>(s: &Spanned<T>) -> Option<std::ops::Range<usize>> {
     Some(s.span())
 }
 
-fn duration(
+pub(super) fn duration(
     rep: &mut Reporter,
     key: &str,
     v: &Option<Spanned<String>>,
@@ -303,7 +265,7 @@ fn duration(
 }
 
 /// An integer within `range`, or `default` when unset; out of range is reported with its line.
-fn bounded(
+pub(super) fn bounded(
     rep: &mut Reporter,
     key: &str,
     v: &Option<Spanned<i64>>,
@@ -355,7 +317,7 @@ fn readable_file(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<S
 }
 
 /// A secret from `key` (with `${ENV}` expansion) or from the file named by `key_file`.
-fn secret_value(
+pub(super) fn secret_value(
     rep: &mut Reporter,
     key: &str,
     inline: &Option<Spanned<String>>,
@@ -389,7 +351,7 @@ fn secret_value(
     }
 }
 
-fn header_name(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<HeaderName> {
+pub(super) fn header_name(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<HeaderName> {
     match HeaderName::from_bytes(v.get_ref().as_bytes()) {
         Ok(h) => Some(h),
         Err(_) => {
@@ -405,7 +367,7 @@ fn header_name(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<Hea
 
 /// Parse PEM certificates and check each is well-formed DER X.509, so nothing can fail on
 /// the request path later.
-fn load_ca(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<Vec<Vec<u8>>> {
+pub(super) fn load_ca(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<Vec<Vec<u8>>> {
     let pem = match std::fs::read(v.get_ref()) {
         Ok(p) => p,
         Err(e) => {
@@ -893,6 +855,12 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             &f.headers.access_token,
             &defaults.access_token,
         ),
+        provider: f
+            .headers
+            .provider
+            .as_ref()
+            .and_then(|h| header_name(rep, "headers.provider", h))
+            .map(OutName::new),
         groups_filter: match &f.headers.groups_filter {
             None => None,
             Some(r) => match regex::Regex::new(r.get_ref()) {
@@ -1300,139 +1268,23 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             &f.session.refresh_wait,
             Duration::from_secs(5),
         ),
+        max_pending_logins: bounded(
+            rep,
+            "session.max_pending_logins",
+            &f.session.max_pending_logins,
+            1..=10_000_000,
+            DEFAULT_MAX_PENDING_LOGINS,
+        ),
+        max_return_url_bytes: bounded(
+            rep,
+            "session.max_return_url_bytes",
+            &f.session.max_return_url_bytes,
+            64..=65_536,
+            DEFAULT_MAX_RETURN_URL_BYTES,
+        ),
     };
 
-    let mut providers = Vec::new();
-    let mut provider_ids = HashSet::new();
-    for (i, p) in f.providers.iter().enumerate() {
-        let key = |k: &str| format!("providers[{i}].{k}");
-        if !provider_ids.insert(p.id.get_ref().clone()) {
-            rep.error(
-                key("id"),
-                span(&p.id),
-                format!("duplicate provider id {:?}", p.id.get_ref()),
-            );
-        }
-        let issuer = match Url::parse(p.issuer.get_ref()) {
-            Ok(u) if matches!(u.scheme(), "https" | "http") => Some(p.issuer.get_ref().clone()),
-            Ok(_) => {
-                rep.error(
-                    key("issuer"),
-                    span(&p.issuer),
-                    "issuer must be an https:// URL (http:// only for local testing)",
-                );
-                None
-            }
-            Err(e) => {
-                rep.error(
-                    key("issuer"),
-                    span(&p.issuer),
-                    format!("invalid URL {:?}: {e}", p.issuer.get_ref()),
-                );
-                None
-            }
-        };
-        let client_secret = secret_value(
-            rep,
-            &key("client_secret"),
-            &p.client_secret,
-            &key("client_secret_file"),
-            &p.client_secret_file,
-        );
-        if let Some(r) = &p.redirect_url {
-            if !Url::parse(r.get_ref()).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-                rep.error(
-                    key("redirect_url"),
-                    span(r),
-                    "must be an absolute http(s) URL ending in the gateway prefix + \"callback\"",
-                );
-            }
-        }
-        if let Some(algs) = &p.algorithms {
-            for (j, a) in algs.iter().enumerate() {
-                if crate::jwt::allowed_algorithms([a.get_ref().as_str()]).is_empty() {
-                    rep.error(format!("providers[{i}].algorithms[{j}]"), span(a), format!("{:?} is not an allowed algorithm (asymmetric only: RS256, PS256, ES256, EdDSA, ...)", a.get_ref()));
-                }
-            }
-        }
-        let scopes = p
-            .scopes
-            .clone()
-            .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
-        if !scopes.iter().any(|s| s == "openid") {
-            rep.error(key("scopes"), span(&p.id), "scopes must include \"openid\"");
-        }
-        let clock_skew = duration(
-            rep,
-            &key("clock_skew"),
-            &p.clock_skew,
-            Duration::from_secs(60),
-        );
-        let refresh_interval = duration(
-            rep,
-            &key("refresh_interval"),
-            &p.refresh_interval,
-            Duration::from_secs(600),
-        );
-        let introspection_cache_ttl = duration(
-            rep,
-            &key("introspection_cache_ttl"),
-            &p.introspection_cache_ttl,
-            Duration::from_secs(30),
-        );
-        let logout_method = match p.logout_method.as_ref().map(|m| (m.get_ref().as_str(), m)) {
-            None | Some(("post", _)) => LogoutMethod::Post,
-            Some(("get", _)) => LogoutMethod::Get,
-            Some((other, m)) => {
-                rep.error(
-                    key("logout_method"),
-                    span(m),
-                    format!("{other:?}: expected \"post\" or \"get\""),
-                );
-                LogoutMethod::Post
-            }
-        };
-        if let Some(issuer) = issuer {
-            providers.push(ProviderSettings {
-                id: p.id.get_ref().clone(),
-                display_name: p
-                    .display_name
-                    .clone()
-                    .unwrap_or_else(|| p.id.get_ref().clone()),
-                issuer,
-                client_id: p.client_id.get_ref().clone(),
-                client_secret,
-                scopes,
-                redirect_url: p.redirect_url.as_ref().map(|r| r.get_ref().clone()),
-                logout_method,
-                require_at_jwt: p.require_at_jwt.unwrap_or(true),
-                introspect_opaque_tokens: p.introspect_opaque_tokens.unwrap_or(false),
-                introspection_cache_ttl,
-                extra_auth_params: p
-                    .extra_auth_params
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                algorithms: p
-                    .algorithms
-                    .as_ref()
-                    .map(|a| a.iter().map(|s| s.get_ref().clone()).collect()),
-                clock_skew,
-                refresh_interval,
-                jwks_refetch_cooldown: Duration::from_secs(30),
-                claims: ClaimNames {
-                    user: p.user_claim.clone().unwrap_or_else(|| "sub".into()),
-                    email: p.email_claim.clone().unwrap_or_else(|| "email".into()),
-                    name: p.name_claim.clone().unwrap_or_else(|| "name".into()),
-                    groups: p.groups_claim.clone().unwrap_or_else(|| "groups".into()),
-                    preferred_username: p
-                        .preferred_username_claim
-                        .clone()
-                        .unwrap_or_else(|| "preferred_username".into()),
-                },
-            });
-        }
-    }
+    let providers = super::provider::providers(rep, &f.providers);
 
     // [assertion]
     let assertion = AssertionSettings {

@@ -143,7 +143,7 @@ impl BearerVerifier {
         let claims = provider.settings.claims.map(&as_id);
         let identity = Arc::new(BearerIdentity {
             provider: provider.settings.id.clone(),
-            headers: self.headers.values(&claims),
+            headers: self.headers.values(&provider.settings.id, &claims),
             claims,
             expires_at: c.exp,
         });
@@ -212,7 +212,7 @@ impl BearerVerifier {
             let claims = provider.settings.claims.map(&as_id);
             let identity = Arc::new(BearerIdentity {
                 provider: provider.settings.id.clone(),
-                headers: self.headers.values(&claims),
+                headers: self.headers.values(&provider.settings.id, &claims),
                 claims,
                 expires_at,
             });

@@ -350,7 +350,7 @@ impl SessionManager {
         let now = Instant::now();
         Ok(Some(Arc::new(Session {
             hash: *hash,
-            headers: self.headers.values(&record.claims),
+            headers: self.headers.values(&record.provider, &record.claims),
             record,
             validated: Validated::now(),
             rev: stored.rev,

@@ -1,0 +1,429 @@
+//! `[[providers]]`: the OpenID providers a user may sign in with, validated once.
+//!
+//! Everything the gateway later believes about a provider is decided here: which issuer it
+//! must name, which audiences besides our client it may add, whether its `email` claim is
+//! worth forwarding when it does not say `email_verified`, which CA its TLS certificate
+//! chains to, whether its userinfo endpoint adds claims, and which opaque tokens are its to
+//! introspect. Defaults are the named constants below.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use url::Url;
+
+use super::error::Reporter;
+use super::file;
+use super::model::{duration, load_ca, secret_value, span};
+use super::secret::Secret;
+
+pub const DEFAULT_SCOPES: &[&str] = &["openid", "email", "profile"];
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
+pub const DEFAULT_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+pub const DEFAULT_INTROSPECTION_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Short: a token that becomes active later (rare) waits at most this long, while a flood
+/// of one bogus value costs one call per interval.
+pub const DEFAULT_INTROSPECTION_INACTIVE_TTL: Duration = Duration::from_secs(10);
+pub const MAX_INTROSPECTION_INACTIVE_TTL: Duration = Duration::from_secs(300);
+/// Only an `email_verified: true` claim makes an email identity (see [`ProviderSettings::trust_email`]).
+pub const DEFAULT_TRUST_EMAIL: bool = false;
+pub const DEFAULT_REQUIRE_AT_JWT: bool = true;
+/// RFC 7662 makes `aud` optional; an answer without one cannot show the token is for this API.
+pub const DEFAULT_INTROSPECTION_REQUIRES_AUDIENCE: bool = true;
+pub const DEFAULT_SYSTEM_TRUST_STORE: bool = false;
+/// Provider ids appear in callback paths and metrics labels.
+const MAX_ID_LEN: usize = 64;
+
+/// RP-initiated logout request style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutMethod {
+    /// An auto-submitted form POST: the ID token hint stays out of URLs (the default).
+    Post,
+    /// A redirect with the hint in the query, for providers that only accept GET.
+    Get,
+}
+
+/// Whether the userinfo endpoint adds to the ID token's claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Userinfo {
+    /// The ID token (and, on refresh, the new one) is the whole identity.
+    #[default]
+    Off,
+    /// At login and at each refresh, claims from `userinfo_endpoint` (whose `sub` must be the
+    /// ID token's) are merged over the ID token's: groups kept out of ID tokens still count.
+    Merge,
+}
+
+/// Which ID token claims fill the identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimNames {
+    pub user: String,
+    pub email: String,
+    pub name: String,
+    pub groups: String,
+    pub preferred_username: String,
+}
+
+/// Which CAs the provider's TLS certificate may chain to.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderTls {
+    /// DER certificates of `ca_file`: trusted instead of the bundled web roots.
+    pub ca_der: Option<Vec<Vec<u8>>>,
+    /// Also trust the operating system's store (`/etc/ssl/certs` and the like).
+    pub system_trust_store: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub id: String,
+    pub display_name: String,
+    /// Exactly as configured: discovery must return this very string (OIDC Discovery §4.3).
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub scopes: Vec<String>,
+    /// Absolute callback URL; default: this request's origin + the gateway prefix + [`Self::callback`].
+    pub redirect_url: Option<String>,
+    /// The callback path below the gateway prefix: `callback` with one provider,
+    /// `callback/<id>` with several, so each provider answers at its own address and a code
+    /// one provider issued cannot be presented as another's (mix-up, RFC 9207 §1).
+    pub callback: String,
+    /// How to send the browser to `end_session_endpoint`.
+    pub logout_method: LogoutMethod,
+    /// Bearer tokens must carry `typ: at+jwt` (RFC 9068).
+    pub require_at_jwt: bool,
+    /// Send opaque bearer tokens to this provider's introspection endpoint (RFC 7662).
+    pub introspect_opaque_tokens: bool,
+    /// How long an "active" introspection answer is reused (never past the token's `exp`).
+    pub introspection_cache_ttl: Duration,
+    /// How long an "inactive" answer is reused, so one bogus value costs one call.
+    pub introspection_inactive_ttl: Duration,
+    /// Opaque tokens of this provider start with this (e.g. Okta's, GitHub's prefixes): with
+    /// several introspecting providers on a route, it picks the one a token is sent to.
+    pub opaque_token_prefix: Option<String>,
+    /// Refuse an introspection answer without `aud` on routes that name `audiences`.
+    pub introspection_requires_audience: bool,
+    pub extra_auth_params: Vec<(String, String)>,
+    /// ID token algorithms; default: the provider's, asymmetric only.
+    pub algorithms: Option<Vec<String>>,
+    pub clock_skew: Duration,
+    pub refresh_interval: Duration,
+    pub jwks_refetch_cooldown: Duration,
+    pub claims: ClaimNames,
+    /// Forward `email` when the provider sends no `email_verified` claim at all (providers that
+    /// only hand out addresses they own). An `email_verified` that is anything but `true`
+    /// still means unverified.
+    pub trust_email: bool,
+    /// Audiences an ID token may name besides our `client_id` (OIDC Core §3.1.3.7 step 3).
+    pub trusted_audiences: Vec<String>,
+    pub userinfo: Userinfo,
+    pub tls: ProviderTls,
+}
+
+impl ProviderSettings {
+    /// What `authgate check` says about the identity this provider vouches for.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(if self.trust_email {
+            format!(
+                "provider {}: email forwarded unless the token says email_verified is not true (trust_email = true)",
+                self.id
+            )
+        } else {
+            format!(
+                "provider {}: email forwarded only when the token says email_verified: true; set trust_email = true for a provider that never sends that claim",
+                self.id
+            )
+        });
+        if self.claims.user != "sub" {
+            out.push(format!(
+                "provider {}: headers show the {:?} claim as the user; sessions, refresh and logout stay keyed on the provider's sub",
+                self.id, self.claims.user
+            ));
+        }
+        if self.userinfo == Userinfo::Merge {
+            out.push(format!(
+                "provider {}: claims from the userinfo endpoint are merged at login and at each refresh",
+                self.id
+            ));
+        }
+        out
+    }
+}
+
+/// Whether a URL's host is this machine: the only place plain `http` to a provider is safe.
+pub fn is_loopback(u: &Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Validate every `[[providers]]` table.
+pub(super) fn providers(rep: &mut Reporter, list: &[file::Provider]) -> Vec<ProviderSettings> {
+    let mut out = Vec::new();
+    let mut ids = HashSet::new();
+    let several = list.len() > 1;
+    let mut callbacks: Vec<(String, usize)> = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let key = |k: &str| format!("providers[{i}].{k}");
+        let id = p.id.get_ref();
+        if !valid_id(id) {
+            rep.error(
+                key("id"),
+                span(&p.id),
+                format!("provider id {id:?} must be 1 to {MAX_ID_LEN} of A-Z a-z 0-9 - _ . (it names the callback path)"),
+            );
+        } else if !ids.insert(id.clone()) {
+            rep.error(key("id"), span(&p.id), format!("duplicate provider id {id:?}"));
+        }
+        let issuer = match Url::parse(p.issuer.get_ref()) {
+            Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => {
+                Some(p.issuer.get_ref().clone())
+            }
+            Ok(_) => {
+                rep.error(
+                    key("issuer"),
+                    span(&p.issuer),
+                    "issuer must be an https:// URL (http:// only on this machine: localhost, 127.0.0.1, [::1])",
+                );
+                None
+            }
+            Err(e) => {
+                rep.error(
+                    key("issuer"),
+                    span(&p.issuer),
+                    format!("invalid URL {:?}: {e}", p.issuer.get_ref()),
+                );
+                None
+            }
+        };
+        let client_secret = secret_value(
+            rep,
+            &key("client_secret"),
+            &p.client_secret,
+            &key("client_secret_file"),
+            &p.client_secret_file,
+        );
+        if let Some(r) = &p.redirect_url {
+            match Url::parse(r.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                    callbacks.push((u.path().to_string(), i));
+                }
+                _ => rep.error(
+                    key("redirect_url"),
+                    span(r),
+                    "must be an absolute http(s) URL ending in the gateway prefix + \"callback\"",
+                ),
+            }
+        }
+        if let Some(algs) = &p.algorithms {
+            for (j, a) in algs.iter().enumerate() {
+                if crate::jwt::allowed_algorithms([a.get_ref().as_str()]).is_empty() {
+                    rep.error(format!("providers[{i}].algorithms[{j}]"), span(a), format!("{:?} is not an allowed algorithm (asymmetric only: RS256, PS256, ES256, EdDSA, ...)", a.get_ref()));
+                }
+            }
+        }
+        let scopes = p
+            .scopes
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
+        if !scopes.iter().any(|s| s == "openid") {
+            rep.error(key("scopes"), span(&p.id), "scopes must include \"openid\"");
+        }
+        let clock_skew = duration(rep, &key("clock_skew"), &p.clock_skew, DEFAULT_CLOCK_SKEW);
+        let refresh_interval = duration(
+            rep,
+            &key("refresh_interval"),
+            &p.refresh_interval,
+            DEFAULT_REFRESH_INTERVAL,
+        );
+        let introspection_cache_ttl = duration(
+            rep,
+            &key("introspection_cache_ttl"),
+            &p.introspection_cache_ttl,
+            DEFAULT_INTROSPECTION_CACHE_TTL,
+        );
+        let introspection_inactive_ttl = duration(
+            rep,
+            &key("introspection_inactive_ttl"),
+            &p.introspection_inactive_ttl,
+            DEFAULT_INTROSPECTION_INACTIVE_TTL,
+        );
+        if introspection_inactive_ttl > MAX_INTROSPECTION_INACTIVE_TTL {
+            rep.error(
+                key("introspection_inactive_ttl"),
+                p.introspection_inactive_ttl.as_ref().and_then(span),
+                format!("at most {}s: a token revoked and reissued must not wait longer", MAX_INTROSPECTION_INACTIVE_TTL.as_secs()),
+            );
+        }
+        let opaque_token_prefix = p.opaque_token_prefix.as_ref().and_then(|v| {
+            if v.get_ref().is_empty() {
+                rep.error(key("opaque_token_prefix"), span(v), "must not be empty");
+                None
+            } else {
+                Some(v.get_ref().clone())
+            }
+        });
+        if opaque_token_prefix.is_some() && !p.introspect_opaque_tokens.unwrap_or(false) {
+            rep.error(
+                key("opaque_token_prefix"),
+                p.opaque_token_prefix.as_ref().and_then(span),
+                "only used with introspect_opaque_tokens = true",
+            );
+        }
+        let logout_method = match p.logout_method.as_ref().map(|m| (m.get_ref().as_str(), m)) {
+            None | Some(("post", _)) => LogoutMethod::Post,
+            Some(("get", _)) => LogoutMethod::Get,
+            Some((other, m)) => {
+                rep.error(
+                    key("logout_method"),
+                    span(m),
+                    format!("{other:?}: expected \"post\" or \"get\""),
+                );
+                LogoutMethod::Post
+            }
+        };
+        let userinfo = match p.userinfo.as_ref().map(|m| (m.get_ref().as_str(), m)) {
+            None | Some(("off", _)) => Userinfo::Off,
+            Some(("merge", _)) => Userinfo::Merge,
+            Some((other, m)) => {
+                rep.error(
+                    key("userinfo"),
+                    span(m),
+                    format!("{other:?}: expected \"off\" or \"merge\""),
+                );
+                Userinfo::Off
+            }
+        };
+        let mut trusted_audiences = Vec::new();
+        for (j, a) in p.trusted_audiences.iter().flatten().enumerate() {
+            if a.get_ref().is_empty() || a.get_ref() == p.client_id.get_ref() {
+                rep.error(
+                    format!("providers[{i}].trusted_audiences[{j}]"),
+                    span(a),
+                    "list the other audiences an ID token may name (not empty, not client_id)",
+                );
+            } else {
+                trusted_audiences.push(a.get_ref().clone());
+            }
+        }
+        let tls = ProviderTls {
+            ca_der: p
+                .ca_file
+                .as_ref()
+                .and_then(|f| load_ca(rep, &key("ca_file"), f)),
+            system_trust_store: p.system_trust_store.unwrap_or(DEFAULT_SYSTEM_TRUST_STORE),
+        };
+        let callback = if several {
+            format!("callback/{id}")
+        } else {
+            "callback".to_string()
+        };
+        if let Some(issuer) = issuer {
+            out.push(ProviderSettings {
+                id: id.clone(),
+                display_name: p.display_name.clone().unwrap_or_else(|| id.clone()),
+                issuer,
+                client_id: p.client_id.get_ref().clone(),
+                client_secret,
+                scopes,
+                redirect_url: p.redirect_url.as_ref().map(|r| r.get_ref().clone()),
+                callback,
+                logout_method,
+                require_at_jwt: p.require_at_jwt.unwrap_or(DEFAULT_REQUIRE_AT_JWT),
+                introspect_opaque_tokens: p.introspect_opaque_tokens.unwrap_or(false),
+                introspection_cache_ttl,
+                introspection_inactive_ttl,
+                opaque_token_prefix,
+                introspection_requires_audience: p
+                    .introspection_requires_audience
+                    .unwrap_or(DEFAULT_INTROSPECTION_REQUIRES_AUDIENCE),
+                extra_auth_params: p
+                    .extra_auth_params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                algorithms: p
+                    .algorithms
+                    .as_ref()
+                    .map(|a| a.iter().map(|s| s.get_ref().clone()).collect()),
+                clock_skew,
+                refresh_interval,
+                jwks_refetch_cooldown: DEFAULT_JWKS_REFETCH_COOLDOWN,
+                claims: claim_names(p),
+                trust_email: p.trust_email.unwrap_or(DEFAULT_TRUST_EMAIL),
+                trusted_audiences,
+                userinfo,
+                tls,
+            });
+        }
+    }
+    // Two providers answering at one callback address could not tell whose code came back.
+    for (n, (path, i)) in callbacks.iter().enumerate() {
+        if let Some((_, first)) = callbacks[..n].iter().find(|(p, _)| p == path) {
+            rep.error(
+                format!("providers[{i}].redirect_url"),
+                list[*i].redirect_url.as_ref().and_then(span),
+                format!("providers[{first}] already uses the callback path {path}: give each provider its own (e.g. .../callback/<id>) so one provider's answer cannot be taken for another's"),
+            );
+        }
+    }
+    out
+}
+
+fn claim_names(p: &file::Provider) -> ClaimNames {
+    let or = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
+    ClaimNames {
+        user: or(&p.user_claim, "sub"),
+        email: or(&p.email_claim, "email"),
+        name: or(&p.name_claim, "name"),
+        groups: or(&p.groups_claim, "groups"),
+        preferred_username: or(&p.preferred_username_claim, "preferred_username"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "http://127.0.0.1:9/",
+            "http://localhost/",
+            "http://[::1]/",
+            "http://a.localhost/",
+        ] {
+            assert!(is_loopback(&Url::parse(ok).unwrap()), "{ok}");
+        }
+        for no in [
+            "http://10.0.0.1/",
+            "http://keycloak/",
+            "http://localhost.evil.example/",
+            "http://127.0.0.1.nip.io/",
+        ] {
+            assert!(!is_loopback(&Url::parse(no).unwrap()), "{no}");
+        }
+    }
+
+    #[test]
+    fn provider_ids() {
+        assert!(valid_id("keycloak-prod_1.eu"));
+        for bad in ["", "a/b", "a b", "ü", &"x".repeat(65)] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+}
