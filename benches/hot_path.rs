@@ -359,9 +359,15 @@ fn policy_eval(c: &mut Criterion) {
             .collect(),
         ..Claims::default()
     };
-    assert!(policy.evaluate(&id, &http::Method::GET).is_ok());
+    assert!(policy.evaluate("idp", &id, &http::Method::GET).is_ok());
     c.bench_function("policy/typical", |b| {
-        b.iter(|| policy.evaluate(black_box(&id), black_box(&http::Method::GET)))
+        b.iter(|| {
+            policy.evaluate(
+                black_box("idp"),
+                black_box(&id),
+                black_box(&http::Method::GET),
+            )
+        })
     });
 }
 
@@ -449,7 +455,7 @@ fn session_auth(c: &mut Criterion) {
         let id = mgr.read_cookie(&r.headers, false).id().expect("cookie");
         let s = load(&id);
         policy
-            .evaluate(&s.record.claims, &http::Method::GET)
+            .evaluate(&s.record.provider, &s.record.claims, &http::Method::GET)
             .unwrap();
         ns.strip(r);
         mgr.strip_cookie(r).unwrap();

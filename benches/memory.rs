@@ -1,5 +1,5 @@
-//! Memory: resident memory per cached session (at 100 000 and 1 000 000 sessions) and the
-//! idle RSS of a running gateway.
+//! Memory: resident memory per cached session (at 100 000 and 1 000 000 sessions), the
+//! idle RSS of a running gateway, and what a flood of anonymous logins costs it.
 //!
 //! Sessions are built as the gateway builds them after a login (identity in 20 groups, email,
 //! name, identity headers ready to insert; the sealed tokens — ID, access and refresh token —
@@ -7,8 +7,16 @@
 //! RSS divided by the number of sessions. With the Redis store that cache is all a replica
 //! holds; the memory store keeps the serialized record besides (also measured).
 //!
+//! Pending logins: a gateway (memory store, the real `oidc-provider` test IdP) takes 100 000
+//! `GET /.authgate/login` over 4 keep-alive connections; the figure is the growth of its RSS,
+//! once with the cap out of reach (the cost of one pending login) and once with the default
+//! `max_pending_logins` (10 000).
+//!
 //! `cargo bench --bench memory` (writes `bench-results/memory.md`); under `cargo test` it runs
-//! with 10 000 sessions as a smoke test.
+//! with 10 000 sessions and 2 000 logins as a smoke test.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,6 +124,34 @@ fn idle_gateway_rss() -> u64 {
     rss
 }
 
+/// RSS growth of a gateway for `n` started logins with `max_pending_logins = cap`: (bytes,
+/// seconds, pending logins left, evicted).
+fn pending_logins(n: usize, cap: u64) -> (u64, f64, u64, u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let port = common::free_port();
+        let idp = common::Idp::start(false, &[port]).await;
+        let session = format!("store = \"memory\"\nmax_pending_logins = {cap}\n");
+        let gw = common::auth_gateway(&idp, port, &session).await;
+        common::login_flood(gw.addr, 100, 4).await;
+        let before = common::rss_bytes(gw.pid());
+        let took = common::login_flood(gw.addr, n, 4).await;
+        let grown = common::rss_bytes(gw.pid()).saturating_sub(before);
+        let m = gw.metrics().await;
+        let value = |name| common::metric_value(&m, name).unwrap_or(0.0) as u64;
+        (
+            grown,
+            took.as_secs_f64(),
+            value("authgate_pending_logins"),
+            value("authgate_pending_logins_evicted_total"),
+        )
+    })
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let sizes: &[u64] = if full {
@@ -150,6 +186,22 @@ fn main() {
         "\nIdle gateway RSS (2 worker threads, no providers): {:.1} MiB\n",
         idle as f64 / 1048576.0
     ));
+    let logins = if full { 100_000 } else { 2_000 };
+    md.push_str(&format!(
+        "\n{logins} anonymous logins (memory store, 4 keep-alive connections):\n\n| max_pending_logins | RSS growth | per login | pending after | evicted | time |\n|---:|---:|---:|---:|---:|---:|\n"
+    ));
+    for cap in [10_000_000, 10_000] {
+        let (grown, secs, pending, evicted) = pending_logins(logins, cap);
+        let per = grown as f64 / logins as f64;
+        println!(
+            "{logins} logins, max_pending_logins {cap}: RSS +{:.1} MiB ({per:.0} B per login), {pending} pending, {evicted} evicted, {secs:.1} s",
+            grown as f64 / 1048576.0
+        );
+        md.push_str(&format!(
+            "| {cap} | {:.1} MiB | {per:.0} B | {pending} | {evicted} | {secs:.1} s |\n",
+            grown as f64 / 1048576.0
+        ));
+    }
     if full {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
         std::fs::create_dir_all(&dir).unwrap();

@@ -2,7 +2,9 @@
 //!
 //! Identity headers are only as trustworthy as the network between gateway and upstream. On
 //! routes with `identity_assertion = true` the gateway also sends a JWT (`iss` = the gateway,
-//! `aud` = the route id, `sub`, `email`, `groups`, `iat`, `exp`) signed with its own key,
+//! `aud` = the route id, `sub`, `email`, `groups`, `iat`, `exp`, and who vouched: `idp` (the
+//! provider id), `idp_iss` (its issuer) and `idp_sub` (its `sub` for the user, which with
+//! `idp_iss` names the user for good) signed with its own key,
 //! whose public half is published at `{prefix}jwks.json`. The key comes from a PEM file, or
 //! is generated at start (and written to that file when one is configured, so restarts and
 //! replicas sharing the file keep it). Signing costs tens of microseconds, so an assertion is
@@ -104,10 +106,13 @@ impl Signer {
     }
 
     /// The assertion for `claims` on `route`, reused until 10 s before it expires.
-    pub fn assertion(&self, route: &str, claims: &Claims) -> Option<HeaderValue> {
+    pub fn assertion(&self, route: &str, by: Vouched, claims: &Claims) -> Option<HeaderValue> {
         let mut id = Vec::with_capacity(128);
         for part in [
             route,
+            by.provider,
+            by.issuer,
+            &claims.sub,
             &claims.subject,
             claims.email.as_deref().unwrap_or(""),
         ] {
@@ -130,6 +135,9 @@ impl Signer {
             "iss": self.issuer,
             "aud": route,
             "sub": claims.subject,
+            "idp": by.provider,
+            "idp_iss": by.issuer,
+            "idp_sub": claims.sub,
             "email": claims.email,
             "groups": claims.groups,
             "iat": now,
@@ -165,6 +173,14 @@ fn write_private(path: &str, pem: &str) -> std::io::Result<()> {
     f.write_all(pem.as_bytes())
 }
 
+/// The provider that vouched for an identity.
+#[derive(Debug, Clone, Copy)]
+pub struct Vouched<'a> {
+    /// The configured provider id.
+    pub provider: &'a str,
+    pub issuer: &'a str,
+}
+
 /// Shared handle.
 pub type SharedSigner = Arc<Signer>;
 
@@ -178,18 +194,32 @@ mod tests {
         let path = dir.path().join("assertion.pem");
         let path = path.to_str().unwrap();
         let s = Signer::new(Some(path), "authgate", Duration::from_secs(60)).unwrap();
+        let by = Vouched {
+            provider: "corp",
+            issuer: "https://idp.example",
+        };
         let claims = Claims {
+            sub: "u-1".into(),
             subject: "alice".into(),
             email: Some("alice@example.com".into()),
             groups: vec!["dev".into()],
             ..Claims::default()
         };
-        let a = s.assertion("app", &claims).unwrap();
-        assert_eq!(s.assertion("app", &claims).unwrap(), a, "not reused");
+        let a = s.assertion("app", by, &claims).unwrap();
+        assert_eq!(s.assertion("app", by, &claims).unwrap(), a, "not reused");
         assert_ne!(
-            s.assertion("other", &claims).unwrap(),
+            s.assertion("other", by, &claims).unwrap(),
             a,
             "audience must differ per route"
+        );
+        let elsewhere = Vouched {
+            provider: "partner",
+            issuer: "https://partner.example",
+        };
+        assert_ne!(
+            s.assertion("app", elsewhere, &claims).unwrap(),
+            a,
+            "the same user name from another provider is another user"
         );
 
         // Verify with the published key.
@@ -201,6 +231,9 @@ mod tests {
         let c = jsonwebtoken::decode::<serde_json::Value>(a.to_str().unwrap(), &key, &v).unwrap();
         assert_eq!(c.claims["sub"], "alice");
         assert_eq!(c.claims["groups"], serde_json::json!(["dev"]));
+        assert_eq!(c.claims["idp"], "corp");
+        assert_eq!(c.claims["idp_iss"], "https://idp.example");
+        assert_eq!(c.claims["idp_sub"], "u-1");
 
         // The same file gives the same key (and kid) after a restart.
         let again = Signer::new(Some(path), "authgate", Duration::from_secs(60)).unwrap();

@@ -8,8 +8,10 @@
 //! - a route without a policy admits every authenticated caller; `authgate check` refuses an
 //!   empty `[routes.policy]` table and a policy on a public route, both ambiguous.
 //!
-//! Emails compare case-insensitively and only when the provider did not say
-//! `email_verified = false`. Email domains match the part after the single `@` exactly: no
+//! `providers` names whose users a route admits (two providers can both vouch for a user
+//! called `alice`). Emails compare case-insensitively and only verified ones exist here
+//! (`crate::oidc::ClaimNames::map` drops the rest); an email is still checked to be
+//! `email_verified == Some(true)`. Email domains match the part after the single `@` exactly: no
 //! suffix matching (`corp.com.evil.com`), no multi-`@` confusion (`a@evil.com@corp.com`).
 //! Everything is pre-normalised at config load; evaluation allocates nothing.
 
@@ -29,6 +31,8 @@ pub struct ClaimRule {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
+    /// Provider ids: only users these vouched for.
+    pub providers: HashSet<String>,
     pub users: HashSet<String>,
     /// Lower case.
     pub emails: HashSet<String>,
@@ -43,6 +47,7 @@ pub struct Policy {
 /// Why a request was denied (for the log; the caller sees 403).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denial {
+    Provider,
     User,
     Email,
     EmailDomain,
@@ -54,6 +59,7 @@ pub enum Denial {
 impl Denial {
     pub fn as_str(self) -> &'static str {
         match self {
+            Denial::Provider => "provider not allowed",
             Denial::User => "user not allowed",
             Denial::Email => "email not allowed",
             Denial::EmailDomain => "email domain not allowed",
@@ -192,7 +198,8 @@ impl Policy {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.providers.is_empty()
+            && self.users.is_empty()
             && self.emails.is_empty()
             && self.email_domains.is_empty()
             && self.groups.is_empty()
@@ -201,9 +208,12 @@ impl Policy {
     }
 
     /// `Ok(())` to allow, `Err(reason)` to deny.
-    pub fn evaluate(&self, id: &Claims, method: &Method) -> Result<(), Denial> {
+    pub fn evaluate(&self, provider: &str, id: &Claims, method: &Method) -> Result<(), Denial> {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return Err(Denial::Method);
+        }
+        if !self.providers.is_empty() && !self.providers.contains(provider) {
+            return Err(Denial::Provider);
         }
         if !self.users.is_empty() && !self.users.contains(&id.subject) {
             return Err(Denial::User);
@@ -211,7 +221,7 @@ impl Policy {
         let verified_email = id
             .email
             .as_deref()
-            .filter(|_| id.email_verified != Some(false));
+            .filter(|_| id.email_verified == Some(true));
         if !self.emails.is_empty() {
             let ok = verified_email.is_some_and(|e| {
                 // Compare without allocating: ASCII case-insensitively against each entry.
@@ -365,7 +375,7 @@ mod tests {
     #[test]
     fn empty_policy_allows_any_authenticated_caller() {
         assert!(Policy::default()
-            .evaluate(&alice(), &Method::DELETE)
+            .evaluate("corp", &alice(), &Method::DELETE)
             .is_ok());
     }
 
@@ -377,14 +387,20 @@ mod tests {
             methods: vec![Method::GET, Method::HEAD],
             ..Policy::default()
         };
-        assert!(p.evaluate(&alice(), &Method::GET).is_ok());
-        assert_eq!(p.evaluate(&alice(), &Method::POST), Err(Denial::Method));
+        assert!(p.evaluate("corp", &alice(), &Method::GET).is_ok());
+        assert_eq!(
+            p.evaluate("corp", &alice(), &Method::POST),
+            Err(Denial::Method)
+        );
         let mut bob = alice();
         bob.subject = "carol".into();
-        assert_eq!(p.evaluate(&bob, &Method::GET), Err(Denial::User));
+        assert_eq!(p.evaluate("corp", &bob, &Method::GET), Err(Denial::User));
         let mut nogroup = alice();
         nogroup.groups = vec!["dev".into()];
-        assert_eq!(p.evaluate(&nogroup, &Method::GET), Err(Denial::Group));
+        assert_eq!(
+            p.evaluate("corp", &nogroup, &Method::GET),
+            Err(Denial::Group)
+        );
     }
 
     #[test]
@@ -393,7 +409,7 @@ mod tests {
             email_domains: set(&["corp.com"]),
             ..Policy::default()
         };
-        assert!(p.evaluate(&alice(), &Method::GET).is_ok());
+        assert!(p.evaluate("corp", &alice(), &Method::GET).is_ok());
         for bad in [
             "a@evil.com@corp.com",
             "a@corp.com.evil.com",
@@ -406,16 +422,34 @@ mod tests {
             let mut c = alice();
             c.email = Some(bad.into());
             assert_eq!(
-                p.evaluate(&c, &Method::GET),
+                p.evaluate("corp", &c, &Method::GET),
                 Err(Denial::EmailDomain),
                 "{bad}"
             );
         }
-        let mut unverified = alice();
-        unverified.email_verified = Some(false);
+        // Only `Some(true)` counts, whatever put an address here.
+        for verdict in [Some(false), None] {
+            let mut unverified = alice();
+            unverified.email_verified = verdict;
+            assert_eq!(
+                p.evaluate("corp", &unverified, &Method::GET),
+                Err(Denial::EmailDomain)
+            );
+        }
+    }
+
+    #[test]
+    fn providers_name_whose_users_are_admitted() {
+        let p = Policy {
+            providers: set(&["corp"]),
+            users: set(&["alice"]),
+            ..Policy::default()
+        };
+        assert!(p.evaluate("corp", &alice(), &Method::GET).is_ok());
         assert_eq!(
-            p.evaluate(&unverified, &Method::GET),
-            Err(Denial::EmailDomain)
+            p.evaluate("partner", &alice(), &Method::GET),
+            Err(Denial::Provider),
+            "alice at another provider is another user"
         );
     }
 
@@ -435,15 +469,18 @@ mod tests {
             ],
             ..Policy::default()
         };
-        assert!(p.evaluate(&alice(), &Method::GET).is_ok());
+        assert!(p.evaluate("corp", &alice(), &Method::GET).is_ok());
         let mut other = alice();
         other.extra.insert("tenant".into(), "globex".into());
-        assert_eq!(p.evaluate(&other, &Method::GET), Err(Denial::Claim));
+        assert_eq!(p.evaluate("corp", &other, &Method::GET), Err(Denial::Claim));
         let mut missing = alice();
         missing.extra.remove("roles");
-        assert_eq!(p.evaluate(&missing, &Method::GET), Err(Denial::Claim));
+        assert_eq!(
+            p.evaluate("corp", &missing, &Method::GET),
+            Err(Denial::Claim)
+        );
         let mut wrong = alice();
         wrong.email = Some("alice@corp.com.evil".into());
-        assert_eq!(p.evaluate(&wrong, &Method::GET), Err(Denial::Email));
+        assert_eq!(p.evaluate("corp", &wrong, &Method::GET), Err(Denial::Email));
     }
 }

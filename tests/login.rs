@@ -294,6 +294,8 @@ async fn callback_errors_are_clear_and_create_no_session() {
     assert!(auth_url.query_pairs().any(|(k, _)| k == "nonce"));
 
     let cb = |q: &str| gw.url(&format!("/.authgate/callback?{q}"));
+    // The provider advertises RFC 9207: every answer names it.
+    let iss: String = url::form_urlencoded::byte_serialize(idp.issuer.as_bytes()).collect();
     // In order: the bogus code consumes the transaction, so its replay is an unknown state.
     let cases = [
         ("code=x".to_string(), true, 400, "missing_parameter"),
@@ -312,13 +314,19 @@ async fn callback_errors_are_clear_and_create_no_session() {
         // Not started in this browser: no transaction cookie.
         (format!("code=x&state={state}"), false, 400, "unbound_state"),
         (
-            format!("code=bogus&state={state}"),
+            format!("code=x&state={state}&iss={iss}&iss={iss}"),
+            true,
+            400,
+            "duplicate_parameter",
+        ),
+        (
+            format!("code=bogus&state={state}&iss={iss}"),
             true,
             401,
             "code_rejected",
         ),
         (
-            format!("code=bogus&state={state}"),
+            format!("code=bogus&state={state}&iss={iss}"),
             true,
             400,
             "unknown_state",
@@ -334,25 +342,53 @@ async fn callback_errors_are_clear_and_create_no_session() {
         .await;
     }
 
+    // A fresh login each: its transaction cookie and state.
+    let fresh = || async {
+        let r = c.get(gw.url("/.authgate/login")).send().await.unwrap();
+        let tx = set_cookies(&r)
+            .into_iter()
+            .find(|c| c.contains("_tx_"))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let state = reqwest::Url::parse(r.headers()["location"].to_str().unwrap())
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .to_string();
+        (tx, state)
+    };
+
+    // Mix-up defence (RFC 9207): an answer that does not name this login's provider, or
+    // arrives at another provider's callback address, is not this login's.
+    let evil: String = url::form_urlencoded::byte_serialize(b"https://evil.example").collect();
+    let slash: String =
+        url::form_urlencoded::byte_serialize(format!("{}/", idp.issuer).as_bytes()).collect();
+    for q in [
+        "code=x&state={state}".to_string(),
+        format!("code=x&state={{state}}&iss={evil}"),
+        format!("code=x&state={{state}}&iss={slash}"),
+        "code=x&state={state}&iss=".to_string(),
+        "error=access_denied&state={state}".to_string(),
+    ] {
+        let (tx, state) = fresh().await;
+        let q = q.replace("{state}", &state);
+        expect(cb(&q), Some(&tx), 401, "wrong_provider").await;
+    }
+    for path in ["/.authgate/callback/idp", "/.authgate/callback/other"] {
+        let (tx, state) = fresh().await;
+        let url = gw.url(&format!("{path}?code=x&state={state}&iss={iss}"));
+        expect(url, Some(&tx), 401, "wrong_provider").await;
+    }
+
     // error= from the provider (user refused consent).
-    let r = c.get(gw.url("/.authgate/login")).send().await.unwrap();
-    let tx2 = set_cookies(&r)
-        .into_iter()
-        .find(|c| c.contains("_tx_"))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let state2 = reqwest::Url::parse(r.headers()["location"].to_str().unwrap())
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .to_string();
+    let (tx2, state2) = fresh().await;
     expect(
-        cb(&format!("error=access_denied&state={state2}")),
+        cb(&format!("error=access_denied&state={state2}&iss={iss}")),
         Some(&tx2),
         401,
         "provider_error",
@@ -381,6 +417,7 @@ async fn callback_errors_are_clear_and_create_no_session() {
         "code_rejected",
         "unknown_state",
         "provider_error",
+        "wrong_provider",
     ] {
         assert!(
             m.contains(&format!(

@@ -104,22 +104,48 @@ impl SessionsApi {
                 .collect();
         let param = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let handle = req.path.strip_prefix("/sessions/");
+        // A user is a provider's `sub`; without `provider`, that `sub` at every provider.
+        let providers: Vec<&str> = match param("provider") {
+            Some(p) => vec![p],
+            None => auth.providers.iter().map(|p| p.id()).collect(),
+        };
         let result = match (req.method, handle, param("subject")) {
-            (&Method::GET, None, Some(subject)) => sessions
-                .list_subject(subject)
-                .await
-                .map(|list| json(StatusCode::OK, serde_json::json!({ "sessions": list }))),
-            (&Method::DELETE, None, Some(subject)) => sessions
-                .revoke_subject(subject, param("provider"))
-                .await
-                .map(|n| {
-                    auth.metrics
-                        .revocations
-                        .with_label_values(&["admin"])
-                        .inc_by(n as u64);
-                    tracing::info!(subject, revoked = n, "sessions revoked by the admin API");
-                    json(StatusCode::OK, serde_json::json!({ "revoked": n }))
-                }),
+            (&Method::GET, None, Some(subject)) => {
+                let mut list = Vec::new();
+                let mut failed = None;
+                for p in &providers {
+                    match sessions.list_user(p, subject).await {
+                        Ok(l) => list.extend(l),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(json(
+                        StatusCode::OK,
+                        serde_json::json!({ "sessions": list }),
+                    )),
+                }
+            }
+            (&Method::DELETE, None, Some(subject)) => {
+                let mut n = 0;
+                let mut failed = None;
+                for p in &providers {
+                    match sessions.revoke_user(p, subject).await {
+                        Ok(k) => n += k,
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                auth.metrics
+                    .revocations
+                    .with_label_values(&["admin"])
+                    .inc_by(n as u64);
+                tracing::info!(subject, revoked = n, "sessions revoked by the admin API");
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(json(StatusCode::OK, serde_json::json!({ "revoked": n }))),
+                }
+            }
             (&Method::DELETE, Some(id), None) => sessions.revoke_handle(id).await.map(|found| {
                 if found {
                     auth.metrics.revocations.with_label_values(&["admin"]).inc();

@@ -264,6 +264,8 @@ pub struct Policy {
     pub methods: Vec<Spanned<String>>,
     #[serde(default)]
     pub claims: BTreeMap<String, String>,
+    #[serde(default)]
+    pub providers: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -15,9 +15,9 @@ use url::Url;
 
 use super::error::Reporter;
 use super::file;
+pub use super::provider::{ClaimNames, LogoutMethod, ProviderSettings};
 use super::secret::{self, Secret};
 use crate::identity::{self, IdentityHeaders, IdentityNamespace};
-pub use super::provider::{ClaimNames, LogoutMethod, ProviderSettings};
 use crate::limits::{self, HeadLimits};
 use crate::path::PathOptions;
 use crate::routing::HostPattern;
@@ -351,7 +351,11 @@ pub(super) fn secret_value(
     }
 }
 
-pub(super) fn header_name(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<HeaderName> {
+pub(super) fn header_name(
+    rep: &mut Reporter,
+    key: &str,
+    v: &Spanned<String>,
+) -> Option<HeaderName> {
     match HeaderName::from_bytes(v.get_ref().as_bytes()) {
         Ok(h) => Some(h),
         Err(_) => {
@@ -408,10 +412,22 @@ fn policy(
     i: usize,
     public: bool,
     p: &Spanned<file::Policy>,
+    provider_ids: &[&str],
 ) -> Option<crate::policy::Policy> {
     use crate::policy::{ClaimRule, Policy};
     let key = |k: &str| format!("routes[{i}].policy.{k}");
     let f = p.get_ref();
+    let mut providers = HashSet::new();
+    for (j, id) in f.providers.iter().enumerate() {
+        if !provider_ids.contains(&id.get_ref().as_str()) {
+            rep.error(
+                format!("{}[{j}]", key("providers")),
+                span(id),
+                format!("unknown provider {:?}", id.get_ref()),
+            );
+        }
+        providers.insert(id.get_ref().clone());
+    }
     if public {
         rep.error(
             format!("routes[{i}].policy"),
@@ -420,6 +436,7 @@ fn policy(
         );
     }
     let mut out = Policy {
+        providers,
         users: f.users.iter().cloned().collect(),
         groups: f.groups.iter().cloned().collect(),
         ..Policy::default()
@@ -463,7 +480,7 @@ fn policy(
         });
     }
     if out.is_empty() {
-        rep.error(format!("routes[{i}].policy"), span(p), "empty policy: list users, emails, email_domains, groups, methods or claims (or remove the table to admit every signed-in user)");
+        rep.error(format!("routes[{i}].policy"), span(p), "empty policy: list providers, users, emails, email_domains, groups, methods or claims (or remove the table to admit every signed-in user)");
     }
     Some(out)
 }
@@ -1398,6 +1415,42 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
                 "bearer = true needs at least one [[providers]] to verify tokens",
             );
         }
+        // An opaque token goes to one provider only: with several introspecting providers on
+        // a bearer route, each needs a prefix that tells its tokens from the others'.
+        let introspecting: Vec<&file::Provider> = f
+            .providers
+            .iter()
+            .filter(|p| p.introspect_opaque_tokens.unwrap_or(false))
+            .filter(|p| {
+                r.providers.is_empty() || r.providers.iter().any(|n| n.get_ref() == p.id.get_ref())
+            })
+            .collect();
+        if r.bearer && introspecting.len() > 1 {
+            let prefixes: Vec<Option<&str>> = introspecting
+                .iter()
+                .map(|p| p.opaque_token_prefix.as_ref().map(|v| v.get_ref().as_str()))
+                .collect();
+            let distinct = prefixes.iter().enumerate().all(|(a, pa)| {
+                prefixes.iter().enumerate().all(|(b, pb)| match (pa, pb) {
+                    (Some(pa), Some(pb)) => a == b || !pb.starts_with(pa),
+                    _ => false,
+                })
+            });
+            if !distinct {
+                let ids: Vec<&str> = introspecting
+                    .iter()
+                    .map(|p| p.id.get_ref().as_str())
+                    .collect();
+                rep.error(
+                    key("providers"),
+                    r.providers.first().map_or(span(&r.upstream), span),
+                    format!(
+                        "this bearer route would send opaque tokens to several introspecting providers ({}) and cannot tell whose a token is: name one of them in the route's providers = [...], or give each an opaque_token_prefix (distinct, none the start of another)",
+                        ids.join(", ")
+                    ),
+                );
+            }
+        }
         for (j, p) in r.providers.iter().enumerate() {
             if !f.providers.iter().any(|fp| fp.id.get_ref() == p.get_ref()) {
                 rep.error(
@@ -1459,7 +1512,14 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             upstream: r.upstream.get_ref().clone(),
             public: r.public,
             pass_access_token: r.pass_access_token,
-            policy: r.policy.as_ref().and_then(|p| policy(rep, i, r.public, p)),
+            policy: r.policy.as_ref().and_then(|p| {
+                let ids: Vec<&str> = f
+                    .providers
+                    .iter()
+                    .map(|p| p.id.get_ref().as_str())
+                    .collect();
+                policy(rep, i, r.public, p, &ids)
+            }),
             bearer: r.bearer,
             audiences: r.audiences.clone(),
             providers: r.providers.iter().map(|p| p.get_ref().clone()).collect(),

@@ -25,7 +25,7 @@ pub const DEFAULT_INTROSPECTION_CACHE_TTL: Duration = Duration::from_secs(30);
 /// of one bogus value costs one call per interval.
 pub const DEFAULT_INTROSPECTION_INACTIVE_TTL: Duration = Duration::from_secs(10);
 pub const MAX_INTROSPECTION_INACTIVE_TTL: Duration = Duration::from_secs(300);
-/// Only an `email_verified: true` claim makes an email identity (see [`ProviderSettings::trust_email`]).
+/// Only an `email_verified: true` claim makes an email identity (see [`ClaimNames::trust_email`]).
 pub const DEFAULT_TRUST_EMAIL: bool = false;
 pub const DEFAULT_REQUIRE_AT_JWT: bool = true;
 /// RFC 7662 makes `aud` optional; an answer without one cannot show the token is for this API.
@@ -54,7 +54,8 @@ pub enum Userinfo {
     Merge,
 }
 
-/// Which ID token claims fill the identity.
+/// How a provider's claims become the identity: which claims fill it, and whether its
+/// `email` counts without an `email_verified` claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimNames {
     pub user: String,
@@ -62,6 +63,10 @@ pub struct ClaimNames {
     pub name: String,
     pub groups: String,
     pub preferred_username: String,
+    /// Forward `email` when the provider sends no `email_verified` claim at all (providers that
+    /// only hand out addresses they own). An `email_verified` that is anything but `true`
+    /// still means unverified.
+    pub trust_email: bool,
 }
 
 /// Which CAs the provider's TLS certificate may chain to.
@@ -110,10 +115,6 @@ pub struct ProviderSettings {
     pub refresh_interval: Duration,
     pub jwks_refetch_cooldown: Duration,
     pub claims: ClaimNames,
-    /// Forward `email` when the provider sends no `email_verified` claim at all (providers that
-    /// only hand out addresses they own). An `email_verified` that is anything but `true`
-    /// still means unverified.
-    pub trust_email: bool,
     /// Audiences an ID token may name besides our `client_id` (OIDC Core §3.1.3.7 step 3).
     pub trusted_audiences: Vec<String>,
     pub userinfo: Userinfo,
@@ -124,9 +125,9 @@ impl ProviderSettings {
     /// What `authgate check` says about the identity this provider vouches for.
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
-        out.push(if self.trust_email {
+        out.push(if self.claims.trust_email {
             format!(
-                "provider {}: email forwarded unless the token says email_verified is not true (trust_email = true)",
+                "provider {}: email forwarded when the token says email_verified: true or says nothing about it (trust_email = true)",
                 self.id
             )
         } else {
@@ -187,7 +188,11 @@ pub(super) fn providers(rep: &mut Reporter, list: &[file::Provider]) -> Vec<Prov
                 format!("provider id {id:?} must be 1 to {MAX_ID_LEN} of A-Z a-z 0-9 - _ . (it names the callback path)"),
             );
         } else if !ids.insert(id.clone()) {
-            rep.error(key("id"), span(&p.id), format!("duplicate provider id {id:?}"));
+            rep.error(
+                key("id"),
+                span(&p.id),
+                format!("duplicate provider id {id:?}"),
+            );
         }
         let issuer = match Url::parse(p.issuer.get_ref()) {
             Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => {
@@ -266,7 +271,10 @@ pub(super) fn providers(rep: &mut Reporter, list: &[file::Provider]) -> Vec<Prov
             rep.error(
                 key("introspection_inactive_ttl"),
                 p.introspection_inactive_ttl.as_ref().and_then(span),
-                format!("at most {}s: a token revoked and reissued must not wait longer", MAX_INTROSPECTION_INACTIVE_TTL.as_secs()),
+                format!(
+                    "at most {}s: a token revoked and reissued must not wait longer",
+                    MAX_INTROSPECTION_INACTIVE_TTL.as_secs()
+                ),
             );
         }
         let opaque_token_prefix = p.opaque_token_prefix.as_ref().and_then(|v| {
@@ -364,7 +372,6 @@ pub(super) fn providers(rep: &mut Reporter, list: &[file::Provider]) -> Vec<Prov
                 refresh_interval,
                 jwks_refetch_cooldown: DEFAULT_JWKS_REFETCH_COOLDOWN,
                 claims: claim_names(p),
-                trust_email: p.trust_email.unwrap_or(DEFAULT_TRUST_EMAIL),
                 trusted_audiences,
                 userinfo,
                 tls,
@@ -392,6 +399,7 @@ fn claim_names(p: &file::Provider) -> ClaimNames {
         name: or(&p.name_claim, "name"),
         groups: or(&p.groups_claim, "groups"),
         preferred_username: or(&p.preferred_username_claim, "preferred_username"),
+        trust_email: p.trust_email.unwrap_or(DEFAULT_TRUST_EMAIL),
     }
 }
 

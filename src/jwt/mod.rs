@@ -36,6 +36,10 @@ pub enum JwtError {
     InvalidAudience,
     #[error("authorized party (azp) is not this client")]
     InvalidAuthorizedParty,
+    #[error("an audience besides this client that is not in trusted_audiences")]
+    UntrustedAudience,
+    #[error("at_hash does not match the access token")]
+    InvalidAccessTokenHash,
     #[error("nonce mismatch")]
     InvalidNonce,
     #[error("issued in the future")]
@@ -125,11 +129,29 @@ pub struct IdTokenClaims {
 pub struct IdTokenRules<'a> {
     pub issuer: &'a str,
     pub client_id: &'a str,
+    /// Audiences the token may name besides `client_id` (OIDC Core §3.1.3.7 step 3).
+    pub trusted_audiences: &'a [String],
     /// The login's nonce; `None` for an ID token from a refresh, which carries none of
     /// ours to check (OIDC Core §12.2).
     pub nonce: Option<&'a str>,
+    /// The access token issued with the ID token: its `at_hash`, when present, must match.
+    pub access_token: Option<&'a str>,
     pub algorithms: &'a [Algorithm],
     pub leeway_secs: u64,
+}
+
+/// `at_hash` / `c_hash` (OIDC Core §3.1.3.6): the left half of the hash the JWS algorithm
+/// uses, base64url. Ed25519 hashes with SHA-512 (as its signatures do).
+pub fn half_hash(alg: Algorithm, value: &str) -> Option<String> {
+    use ring::digest::{digest, SHA256, SHA384, SHA512};
+    let d = match alg {
+        Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256 => digest(&SHA256, value.as_bytes()),
+        Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => digest(&SHA384, value.as_bytes()),
+        Algorithm::RS512 | Algorithm::PS512 | Algorithm::EdDSA => digest(&SHA512, value.as_bytes()),
+        _ => return None,
+    };
+    let d = d.as_ref();
+    Some(crate::session::crypto::b64url(&d[..d.len() / 2]))
 }
 
 fn map_error(e: jsonwebtoken::errors::Error) -> JwtError {
@@ -215,6 +237,17 @@ pub fn unverified_issuer(token: &str) -> Option<String> {
     serde_json::from_slice::<Iss>(&raw).ok().map(|i| i.iss)
 }
 
+/// The claims of a JWT read without verification: only for a token verified when it was
+/// received and kept sealed since (the session's ID token).
+pub fn unverified_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&raw).ok()
+}
+
 /// Verify a bearer access token (RFC 9068, RFC 8725 §3.11): never an ID token.
 pub async fn verify_access_token(
     jwks: &Jwks,
@@ -260,7 +293,7 @@ pub async fn verify_id_token(
     token: &str,
     rules: &IdTokenRules<'_>,
 ) -> Result<IdTokenClaims, JwtError> {
-    let (_, c): (_, IdTokenClaims) = decode_checked(
+    let (header, c): (_, IdTokenClaims) = decode_checked(
         jwks,
         token,
         rules.algorithms,
@@ -273,6 +306,26 @@ pub async fn verify_id_token(
     let now = crate::session::model::now_unix();
     if c.iat > now + rules.leeway_secs {
         return Err(JwtError::IssuedInFuture);
+    }
+    // Every other audience must be one we were told to trust: a token minted for several
+    // parties is one any of them could replay to us.
+    let untrusted = |a: &String| a != rules.client_id && !rules.trusted_audiences.contains(a);
+    let extra_untrusted = match &c.aud {
+        Audience::One(a) => untrusted(a),
+        Audience::Many(v) => v.iter().any(untrusted),
+    };
+    if extra_untrusted {
+        return Err(JwtError::UntrustedAudience);
+    }
+    if let (Some(at_hash), Some(access_token)) = (c.other.get("at_hash"), rules.access_token) {
+        let expected = half_hash(header.alg, access_token);
+        let ok = match (at_hash.as_str(), expected) {
+            (Some(got), Some(want)) => crate::session::crypto::ct_eq(got, &want),
+            _ => false,
+        };
+        if !ok {
+            return Err(JwtError::InvalidAccessTokenHash);
+        }
     }
     // With several audiences, azp must be present and be us; if present, always us.
     if (c.aud.len() > 1 && c.azp.is_none())
@@ -414,17 +467,112 @@ mod tests {
     const RULES: IdTokenRules<'static> = IdTokenRules {
         issuer: "https://idp.example",
         client_id: "client",
+        trusted_audiences: &[],
         nonce: Some("n-1"),
+        access_token: Some("at-1"),
         algorithms: &[Algorithm::ES256, Algorithm::RS256],
         leeway_secs: 60,
     };
 
-    fn verify(s: &Signer, token: &str) -> Result<IdTokenClaims, JwtError> {
+    fn verify_with(
+        s: &Signer,
+        token: &str,
+        rules: &IdTokenRules<'_>,
+    ) -> Result<IdTokenClaims, JwtError> {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(verify_id_token(&s.jwks, token, &RULES))
+            .block_on(verify_id_token(&s.jwks, token, rules))
+    }
+
+    fn verify(s: &Signer, token: &str) -> Result<IdTokenClaims, JwtError> {
+        verify_with(s, token, &RULES)
+    }
+
+    #[test]
+    fn half_hashes() {
+        // Computed independently: base64url(sha256(token)[..16]) with Python's hashlib. The
+        // real provider's at_hash is checked at every login of the integration tests.
+        assert_eq!(
+            half_hash(
+                Algorithm::RS256,
+                "jHkWEdUXMU1BwAsC4vtUsZwnNzPVAB5aIPz7AgeKRL2"
+            )
+            .as_deref(),
+            Some("1P3yGRGiEQI1KKxu4zLNKA")
+        );
+        assert_eq!(half_hash(Algorithm::ES384, "x").map(|h| h.len()), Some(32));
+        assert_eq!(half_hash(Algorithm::EdDSA, "x").map(|h| h.len()), Some(43));
+        assert_eq!(half_hash(Algorithm::HS256, "x"), None);
+    }
+
+    #[test]
+    fn at_hash_and_extra_audiences() {
+        let s = signer();
+        let good = half_hash(Algorithm::ES256, "at-1").unwrap();
+        assert!(verify(&s, &sign(&s, &claims(serde_json::json!({"at_hash": good}))),).is_ok());
+        for bad in [
+            serde_json::json!(half_hash(Algorithm::ES256, "at-2").unwrap()),
+            serde_json::json!(half_hash(Algorithm::RS384, "at-1").unwrap()),
+            serde_json::json!(""),
+            serde_json::json!(42),
+            serde_json::json!(null),
+        ] {
+            let token = sign(&s, &claims(serde_json::json!({"at_hash": bad.clone()})));
+            let got = verify(&s, &token).err();
+            if bad.is_null() {
+                assert_eq!(got, None, "no at_hash: nothing to check");
+            } else {
+                assert_eq!(got, Some(JwtError::InvalidAccessTokenHash), "{bad}");
+            }
+        }
+        // Without the access token (a refresh that issued none) at_hash cannot be checked.
+        let token = sign(&s, &claims(serde_json::json!({"at_hash": "zzz"})));
+        let no_at = IdTokenRules {
+            access_token: None,
+            ..RULES
+        };
+        assert!(verify_with(&s, &token, &no_at).is_ok());
+
+        // Extra audiences: each must be trusted, azp must be us.
+        let trusted = ["other".to_string()];
+        let rules = IdTokenRules {
+            trusted_audiences: &trusted,
+            ..RULES
+        };
+        let multi = |aud: serde_json::Value, azp: Option<&str>| {
+            let mut c = claims(serde_json::json!({ "aud": aud }));
+            if let Some(azp) = azp {
+                c["azp"] = azp.into();
+            }
+            verify_with(&s, &sign(&s, &c), &rules).err()
+        };
+        assert_eq!(
+            multi(serde_json::json!(["client", "other"]), Some("client")),
+            None
+        );
+        assert_eq!(
+            multi(serde_json::json!(["client", "other"]), None),
+            Some(JwtError::InvalidAuthorizedParty)
+        );
+        assert_eq!(
+            multi(
+                serde_json::json!(["client", "other", "third"]),
+                Some("client")
+            ),
+            Some(JwtError::UntrustedAudience)
+        );
+        assert_eq!(
+            multi(serde_json::json!(["client", "Other"]), Some("client")),
+            Some(JwtError::UntrustedAudience),
+            "audiences compare exactly"
+        );
+        assert_eq!(
+            multi(serde_json::json!(["other"]), Some("client")),
+            Some(JwtError::InvalidAudience),
+            "a trusted audience does not replace our own"
+        );
     }
 
     #[test]
@@ -461,7 +609,11 @@ mod tests {
             (serde_json::json!({"nonce": null}), JwtError::InvalidNonce),
             (
                 serde_json::json!({"aud": ["client", "other"]}),
-                JwtError::InvalidAuthorizedParty,
+                JwtError::UntrustedAudience,
+            ),
+            (
+                serde_json::json!({"aud": ["client", "other"], "azp": "client"}),
+                JwtError::UntrustedAudience,
             ),
             (
                 serde_json::json!({"azp": "other"}),
@@ -485,15 +637,6 @@ mod tests {
             verify(&s, &sign(&s, &claims(serde_json::json!({"exp": null})))).err(),
             Some(JwtError::InvalidClaims(_))
         ));
-        // Several audiences with azp = us is fine.
-        assert!(verify(
-            &s,
-            &sign(
-                &s,
-                &claims(serde_json::json!({"aud": ["client", "other"], "azp": "client"}))
-            )
-        )
-        .is_ok());
     }
 
     fn verify_at(

@@ -4,8 +4,8 @@
 //! `POST {prefix}backchannel-logout` with a form body `logout_token=<JWT>`. The token is
 //! verified against the issuing provider's JWKS (§2.6), its `jti` is remembered until it
 //! expires so a replayed token does nothing, and then every session created from that
-//! provider session (`sid`), or failing a `sid` every session of that subject at that
-//! provider, is revoked: deleted in the store and invalidated in every replica's cache.
+//! provider session (`sid`), or failing a `sid` every session of that user (the provider's
+//! `sub`, whatever `user_claim` shows) at that provider, is revoked: deleted in the store and invalidated in every replica's cache.
 
 use std::time::Duration;
 
@@ -86,7 +86,7 @@ impl Auth {
             }
             Ok(true) => match (&claims.sid, &claims.sub) {
                 (Some(sid), _) => sessions.revoke_sid(provider.id(), sid).await,
-                (None, Some(sub)) => sessions.revoke_subject(sub, Some(provider.id())).await,
+                (None, Some(sub)) => sessions.revoke_user(provider.id(), sub).await,
                 (None, None) => Ok(0),
             },
             Err(e) => Err(e),

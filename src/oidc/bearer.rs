@@ -4,11 +4,22 @@
 //! the token names (dispatch by `iss`, among the providers the route accepts), with the
 //! rules of [`crate::jwt::verify_access_token`]. Verified tokens are cached by a hash of the
 //! token until their `exp` at the latest, so a client repeating its token costs one hash and
-//! one map lookup; the cache is bounded and swept. Opaque tokens are introspected (RFC 7662)
-//! at providers configured for it; an active answer is cached for `introspection_cache_ttl`
-//! at most, an inactive one never, and an unreachable endpoint is a 503, never "allow".
+//! one map lookup; the cache is bounded and swept.
+//!
+//! Opaque tokens are introspected (RFC 7662) at exactly one provider: the only introspecting
+//! provider the route accepts, or the one whose `opaque_token_prefix` the token carries; a
+//! token no provider can claim is refused without being sent anywhere. Answers are
+//! remembered per (provider, token) in a bounded map, active ones for
+//! `introspection_cache_ttl` (never past `exp`), inactive ones for
+//! `introspection_inactive_ttl`, so a repeated bogus value costs one call per interval;
+//! concurrent requests with one value share one call, and at most
+//! [`MAX_INTROSPECTIONS_IN_FLIGHT`] calls per provider are in flight. A request that cannot
+//! get one within [`INTROSPECTION_QUEUE_WAIT`], or an unreachable endpoint, is a 503, never
+//! "allow". An answer without `aud` is refused on a route that names audiences unless the
+//! provider has `introspection_requires_audience = false`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use http::HeaderValue;
@@ -66,11 +77,75 @@ pub struct BearerIdentity {
     pub expires_at: u64,
 }
 
+/// Introspection calls in flight at one provider, at most: a flood of opaque values is
+/// queued here, not passed on to the provider.
+pub const MAX_INTROSPECTIONS_IN_FLIGHT: usize = 16;
+/// How long a request waits for one of those calls before it is answered 503.
+pub const INTROSPECTION_QUEUE_WAIT: Duration = Duration::from_secs(1);
+
+/// A provider's introspection answer about one token, reused across routes.
+#[derive(Clone)]
+enum Answer {
+    Active(Arc<serde_json::Map<String, serde_json::Value>>),
+    Inactive,
+}
+
+#[derive(Clone)]
+struct Remembered {
+    answer: Answer,
+    until: u64,
+}
+
+/// The outcome of one introspection call, shared by the requests that waited for it.
+type Flight = Arc<tokio::sync::OnceCell<Result<Answer, JwtError>>>;
+
 pub struct BearerVerifier {
     providers: Vec<Arc<Provider>>,
     headers: IdentityHeaders,
     cache: DashMap<[u8; 32], Arc<BearerIdentity>>,
+    /// Introspection answers by (provider, token): active ones for `introspection_cache_ttl`
+    /// (never past `exp`), inactive ones for `introspection_inactive_ttl`. Bounded like
+    /// `cache`; when full, nothing is added.
+    answers: DashMap<[u8; 32], Remembered>,
+    /// The introspection call under way for a (provider, token): concurrent requests with
+    /// the same value wait for its answer instead of asking again.
+    flights: DashMap<[u8; 32], Flight>,
+    /// Per provider (same order as `providers`): introspection calls in flight.
+    permits: Vec<Arc<tokio::sync::Semaphore>>,
     max_entries: usize,
+}
+
+/// Length-prefixed, so no choice of strings makes two different lists hash alike.
+fn push_list(buf: &mut Vec<u8>, items: &[String]) {
+    buf.extend_from_slice(&(items.len() as u64).to_le_bytes());
+    for s in items {
+        buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        buf.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// One request's share of a flight; the last one out removes it from the map, so a later
+/// request never joins a finished flight (whose answer may be stale by then).
+struct FlightGuard<'a> {
+    flights: &'a DashMap<[u8; 32], Flight>,
+    key: [u8; 32],
+    flight: Option<Flight>,
+}
+
+impl FlightGuard<'_> {
+    fn flight(&self) -> &Flight {
+        self.flight.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        // Our share first, then "held by the map alone?" under the map's lock (where every
+        // share is taken): whichever request lets go last sees 1 and removes the entry.
+        drop(self.flight.take());
+        self.flights
+            .remove_if(&self.key, |_, f| Arc::strong_count(f) == 1);
+    }
 }
 
 impl BearerVerifier {
@@ -79,10 +154,17 @@ impl BearerVerifier {
         headers: IdentityHeaders,
         max_entries: usize,
     ) -> Self {
+        let permits = providers
+            .iter()
+            .map(|_| Arc::new(tokio::sync::Semaphore::new(MAX_INTROSPECTIONS_IN_FLIGHT)))
+            .collect();
         Self {
             providers,
             headers,
             cache: DashMap::new(),
+            answers: DashMap::new(),
+            flights: DashMap::new(),
+            permits,
             max_entries,
         }
     }
@@ -97,11 +179,9 @@ impl BearerVerifier {
         accepted: &[String],
     ) -> Result<Arc<BearerIdentity>, JwtError> {
         let mut keyed = Vec::with_capacity(token.len() + 64);
+        push_list(&mut keyed, audiences);
+        push_list(&mut keyed, accepted);
         keyed.extend_from_slice(token.as_bytes());
-        for a in audiences.iter().chain(accepted) {
-            keyed.push(0);
-            keyed.extend_from_slice(a.as_bytes());
-        }
         let key = sha256(&keyed);
         let now = now_unix();
         if let Some(hit) = self.cache.get(&key) {
@@ -140,7 +220,11 @@ impl BearerVerifier {
             sid: None,
             other: c.other.clone(),
         };
-        let claims = provider.settings.claims.map(&as_id);
+        let claims = provider
+            .settings
+            .claims
+            .map(&as_id)
+            .map_err(|e| JwtError::InvalidClaims(e.to_string()))?;
         let identity = Arc::new(BearerIdentity {
             provider: provider.settings.id.clone(),
             headers: self.headers.values(&provider.settings.id, &claims),
@@ -153,8 +237,51 @@ impl BearerVerifier {
         Ok(identity)
     }
 
-    /// An opaque token: ask the providers configured for introspection (never any other:
-    /// that would hand a token to a party it was not issued by).
+    /// The one provider an opaque token may be shown to, among those the route accepts that
+    /// introspect: the only one, or the one whose `opaque_token_prefix` the token starts
+    /// with. Anything else is refused before the token leaves the gateway: handing it to
+    /// every provider in turn would give one provider's tokens to another.
+    fn introspector(&self, token: &str, accepted: &[String]) -> Result<usize, JwtError> {
+        let fits = |p: &Provider| {
+            p.settings
+                .opaque_token_prefix
+                .as_deref()
+                .is_none_or(|prefix| token.starts_with(prefix))
+        };
+        let mut candidates = self.providers.iter().enumerate().filter(|(_, p)| {
+            p.settings.introspect_opaque_tokens
+                && (accepted.is_empty() || accepted.contains(&p.settings.id))
+        });
+        let (Some(first), second) = (candidates.next(), candidates.next()) else {
+            // No provider introspects for this route: an opaque value cannot be verified.
+            return Err(JwtError::Malformed);
+        };
+        let Some(second) = second else {
+            return if fits(&first.1) {
+                Ok(first.0)
+            } else {
+                Err(JwtError::UnknownIssuer)
+            };
+        };
+        // Several: the prefix decides, and exactly one must match (without a prefix a
+        // provider matches nothing here; `authgate check` refuses such a route).
+        let mut by_prefix = [first, second]
+            .into_iter()
+            .chain(candidates)
+            .filter(|(_, p)| {
+                p.settings
+                    .opaque_token_prefix
+                    .as_deref()
+                    .is_some_and(|prefix| token.starts_with(prefix))
+            });
+        match (by_prefix.next(), by_prefix.next()) {
+            (Some((i, _)), None) => Ok(i),
+            _ => Err(JwtError::UnknownIssuer),
+        }
+    }
+
+    /// An opaque token: introspected at the one provider it belongs to (never any other),
+    /// the answer remembered, then checked against this route.
     async fn introspect(
         &self,
         key: [u8; 32],
@@ -162,72 +289,161 @@ impl BearerVerifier {
         audiences: &[String],
         accepted: &[String],
     ) -> Result<Arc<BearerIdentity>, JwtError> {
-        let candidates = self.providers.iter().filter(|p| {
-            p.settings.introspect_opaque_tokens
-                && (accepted.is_empty() || accepted.contains(&p.settings.id))
-        });
-        let mut last = JwtError::Malformed;
-        for provider in candidates {
-            let answer = match provider.introspect(token).await {
-                Ok(Some(a)) => a,
-                Ok(None) => {
-                    last = JwtError::Inactive;
-                    continue;
-                }
-                Err(e) => return Err(JwtError::IntrospectionUnavailable(e.to_string())),
-            };
-            let str_of = |k: &str| answer.get(k).and_then(|v| v.as_str()).map(str::to_string);
-            // RFC 7662: `aud` is optional; when present it must name this route's API.
-            if let Some(aud) = answer.get("aud") {
+        let at = self.introspector(token, accepted)?;
+        let provider = &self.providers[at];
+        let answer = self.answer(at, token).await?;
+        let Answer::Active(answer) = answer else {
+            return Err(JwtError::Inactive);
+        };
+        let str_of = |k: &str| answer.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        // A token bound to a key (DPoP, mTLS: `cnf`) is not a bearer token, nor is a
+        // refresh token where the provider says so.
+        if answer.contains_key("cnf")
+            || str_of("token_type").is_some_and(|t| {
+                !t.eq_ignore_ascii_case("bearer") && !t.eq_ignore_ascii_case("access_token")
+            })
+        {
+            return Err(JwtError::NotAnAccessToken);
+        }
+        // RFC 7662: `aud` is optional; when present it must name this route's API, and when
+        // absent the answer cannot show the token is for this API (unless the provider is
+        // configured as not sending it: introspection_requires_audience = false).
+        match answer.get("aud") {
+            Some(aud) => {
                 let aud: jwt::Audience =
                     serde_json::from_value(aud.clone()).map_err(|_| JwtError::InvalidAudience)?;
                 if !audiences.iter().any(|a| aud.contains(a)) {
                     return Err(JwtError::InvalidAudience);
                 }
             }
-            if str_of("iss").is_some_and(|iss| iss != provider.settings.issuer) {
-                return Err(JwtError::InvalidIssuer);
+            None if !audiences.is_empty() && provider.settings.introspection_requires_audience => {
+                return Err(JwtError::InvalidAudience);
             }
-            let now = now_unix();
-            let exp = answer.get("exp").and_then(|v| v.as_u64());
-            if exp.is_some_and(|e| e <= now) {
-                return Err(JwtError::Expired);
-            }
-            let cache_until = now + provider.settings.introspection_cache_ttl.as_secs();
-            let expires_at = exp.map_or(cache_until, |e| e.min(cache_until));
-            let sub = str_of("sub")
-                .or_else(|| str_of("client_id"))
-                .unwrap_or_default();
-            let as_id = jwt::IdTokenClaims {
-                iss: provider.settings.issuer.clone(),
-                sub,
-                aud: jwt::Audience::Many(Vec::new()),
-                exp: expires_at,
-                iat: 0,
-                nonce: None,
-                azp: None,
-                sid: None,
-                other: answer.clone(),
-            };
-            let claims = provider.settings.claims.map(&as_id);
-            let identity = Arc::new(BearerIdentity {
-                provider: provider.settings.id.clone(),
-                headers: self.headers.values(&provider.settings.id, &claims),
-                claims,
-                expires_at,
-            });
-            if self.cache.len() < self.max_entries {
-                self.cache.insert(key, identity.clone());
-            }
-            return Ok(identity);
+            None => {}
         }
-        Err(last)
+        if str_of("iss").is_some_and(|iss| iss != provider.settings.issuer) {
+            return Err(JwtError::InvalidIssuer);
+        }
+        let now = now_unix();
+        let exp = answer.get("exp").and_then(|v| v.as_u64());
+        if exp.is_some_and(|e| e <= now) {
+            return Err(JwtError::Expired);
+        }
+        let cache_until = now + provider.settings.introspection_cache_ttl.as_secs();
+        let expires_at = exp.map_or(cache_until, |e| e.min(cache_until));
+        let sub = str_of("sub")
+            .or_else(|| str_of("client_id"))
+            .unwrap_or_default();
+        let as_id = jwt::IdTokenClaims {
+            iss: provider.settings.issuer.clone(),
+            sub,
+            aud: jwt::Audience::Many(Vec::new()),
+            exp: expires_at,
+            iat: 0,
+            nonce: None,
+            azp: None,
+            sid: None,
+            other: (*answer).clone(),
+        };
+        let claims = provider
+            .settings
+            .claims
+            .map(&as_id)
+            .map_err(|e| JwtError::InvalidClaims(e.to_string()))?;
+        let identity = Arc::new(BearerIdentity {
+            provider: provider.settings.id.clone(),
+            headers: self.headers.values(&provider.settings.id, &claims),
+            claims,
+            expires_at,
+        });
+        if self.cache.len() < self.max_entries {
+            self.cache.insert(key, identity.clone());
+        }
+        Ok(identity)
+    }
+
+    /// What provider `at` says about `token`: remembered, joined to a call under way, or
+    /// asked now (one call per value however many requests carry it at once).
+    async fn answer(&self, at: usize, token: &str) -> Result<Answer, JwtError> {
+        let provider = &self.providers[at];
+        let mut keyed = Vec::with_capacity(token.len() + 72);
+        push_list(&mut keyed, std::slice::from_ref(&provider.settings.id));
+        keyed.extend_from_slice(token.as_bytes());
+        let key = sha256(&keyed);
+        if let Some(r) = self.remembered(&key) {
+            return Ok(r);
+        }
+        let guard = FlightGuard {
+            flights: &self.flights,
+            key,
+            flight: Some(self.flights.entry(key).or_default().clone()),
+        };
+        guard
+            .flight()
+            .get_or_init(|| async {
+                // Answered while this request waited for the map?
+                if let Some(r) = self.remembered(&key) {
+                    return Ok(r);
+                }
+                let answer = self.ask(at, token).await?;
+                let ttl = match &answer {
+                    Answer::Active(_) => provider.settings.introspection_cache_ttl,
+                    Answer::Inactive => provider.settings.introspection_inactive_ttl,
+                };
+                let now = now_unix();
+                let mut until = now + ttl.as_secs();
+                if let Answer::Active(a) = &answer {
+                    if let Some(exp) = a.get("exp").and_then(|v| v.as_u64()) {
+                        until = until.min(exp);
+                    }
+                }
+                if until > now && self.answers.len() < self.max_entries {
+                    self.answers.insert(
+                        key,
+                        Remembered {
+                            answer: answer.clone(),
+                            until,
+                        },
+                    );
+                }
+                Ok(answer)
+            })
+            .await
+            .clone()
+    }
+
+    fn remembered(&self, key: &[u8; 32]) -> Option<Answer> {
+        self.answers
+            .get(key)
+            .filter(|r| r.until > now_unix())
+            .map(|r| r.answer.clone())
+    }
+
+    /// One introspection call, within the provider's bound on calls in flight.
+    async fn ask(&self, at: usize, token: &str) -> Result<Answer, JwtError> {
+        let provider = &self.providers[at];
+        let _permit =
+            tokio::time::timeout(INTROSPECTION_QUEUE_WAIT, self.permits[at].acquire())
+                .await
+                .map_err(|_| {
+                    JwtError::IntrospectionUnavailable(format!(
+                        "{MAX_INTROSPECTIONS_IN_FLIGHT} introspection calls to provider {} already in flight",
+                        provider.settings.id
+                    ))
+                })?
+                .map_err(|_| JwtError::IntrospectionUnavailable("closed".into()))?;
+        match provider.introspect(token).await {
+            Ok(Some(a)) => Ok(Answer::Active(Arc::new(a))),
+            Ok(None) => Ok(Answer::Inactive),
+            Err(e) => Err(JwtError::IntrospectionUnavailable(e.to_string())),
+        }
     }
 
     /// Drop expired entries.
     pub fn sweep(&self) {
         let now = now_unix();
         self.cache.retain(|_, v| v.expires_at > now);
+        self.answers.retain(|_, v| v.until > now);
     }
 }
 
@@ -262,5 +478,402 @@ mod tests {
             tok(&req(&[], "/x?access_token=abc")),
             Err(Presented::Ambiguous)
         );
+    }
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// What a fake provider's introspection endpoint saw.
+    #[derive(Default)]
+    struct Seen {
+        calls: AtomicUsize,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+        tokens: std::sync::Mutex<Vec<String>>,
+    }
+
+    /// A provider with discovery, a JWKS and an introspection endpoint that answers by the
+    /// token's name: `*active*` active with `aud: api`, `*noaud*` active without `aud`,
+    /// `*refresh*` a refresh token, `*bound*` a DPoP-bound token, `*slow*` inactive after
+    /// 1.5 s, anything else inactive.
+    async fn fake_provider() -> (String, Arc<Seen>) {
+        fake_provider_with(|_| {}).await
+    }
+
+    /// [`fake_provider`] with its discovery document edited.
+    async fn fake_provider_with(edit: impl FnOnce(&mut serde_json::Value)) -> (String, Arc<Seen>) {
+        use http_body_util::BodyExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", l.local_addr().unwrap());
+        let seen = Arc::new(Seen::default());
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES256)
+            .unwrap();
+        let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+        let discovery = serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "introspection_endpoint": format!("{issuer}/introspect"),
+            "id_token_signing_alg_values_supported": ["ES256"],
+        });
+        let mut discovery = discovery;
+        edit(&mut discovery);
+        let discovery = discovery.to_string();
+        let (s2, iss2) = (seen.clone(), issuer.clone());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let (seen, issuer, jwks, discovery) =
+                    (s2.clone(), iss2.clone(), jwks.clone(), discovery.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (seen, issuer, jwks, discovery) = (
+                                seen.clone(),
+                                issuer.clone(),
+                                jwks.clone(),
+                                discovery.clone(),
+                            );
+                            async move {
+                                let body = match req.uri().path() {
+                                    "/.well-known/openid-configuration" => discovery,
+                                    "/jwks" => jwks,
+                                    _ => {
+                                        let form = req.into_body().collect().await.unwrap();
+                                        let token = url::form_urlencoded::parse(&form.to_bytes())
+                                            .find(|(k, _)| k == "token")
+                                            .map(|(_, v)| v.into_owned())
+                                            .unwrap_or_default();
+                                        seen.calls.fetch_add(1, Ordering::SeqCst);
+                                        let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                                        seen.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                                        seen.tokens.lock().unwrap().push(token.clone());
+                                        if token.contains("slow") {
+                                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                                        }
+                                        seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+                                        let exp = now_unix() + 300;
+                                        let active = serde_json::json!({
+                                            "active": true, "sub": "svc", "iss": issuer,
+                                            "exp": exp, "client_id": "c", "token_type": "Bearer",
+                                        });
+                                        let mut a = active.as_object().unwrap().clone();
+                                        if token.contains("active") {
+                                            a.insert("aud".into(), "api".into());
+                                        } else if token.contains("refresh") {
+                                            a.insert("aud".into(), "api".into());
+                                            a.insert("token_type".into(), "refresh_token".into());
+                                        } else if token.contains("bound") {
+                                            a.insert("aud".into(), "api".into());
+                                            a.insert("cnf".into(), serde_json::json!({"jkt": "x"}));
+                                        } else if !token.contains("noaud") {
+                                            a = serde_json::json!({"active": false})
+                                                .as_object()
+                                                .unwrap()
+                                                .clone();
+                                        }
+                                        serde_json::Value::Object(a).to_string()
+                                    }
+                                };
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from(body)),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (issuer, seen)
+    }
+
+    /// A verifier over `[[providers]]` tables (each `(issuer, extra keys)`, ids p0, p1, ...),
+    /// every provider refreshed (discovery and keys) before it is returned.
+    async fn verifier(providers: &[(&str, &str)], max_entries: usize) -> BearerVerifier {
+        let mut src = String::from("[session]\nstore = \"memory\"\n");
+        for (i, (issuer, extra)) in providers.iter().enumerate() {
+            src.push_str(&format!(
+                "\n[[providers]]\nid = \"p{i}\"\nissuer = \"{issuer}\"\nclient_id = \"gw\"\nclient_secret = \"s\"\n{extra}\n"
+            ));
+        }
+        let config = crate::config::parse(std::path::Path::new("t.toml"), &src)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let mut list = Vec::new();
+        for s in config.providers {
+            let p = Arc::new(Provider::new(s, reqwest::Client::new()));
+            p.refresh().await.unwrap();
+            list.push(p);
+        }
+        BearerVerifier::new(list, config.identity_headers.clone(), max_entries)
+    }
+
+    fn calls(s: &Seen) -> usize {
+        s.calls.load(Ordering::SeqCst)
+    }
+
+    fn api() -> Vec<String> {
+        vec!["api".to_string()]
+    }
+
+    #[tokio::test]
+    async fn opaque_tokens_go_to_their_own_provider_only() {
+        let ((a, sa), (b, sb), (c, sc)) = (
+            fake_provider().await,
+            fake_provider().await,
+            fake_provider().await,
+        );
+        let v = verifier(
+            &[
+                (
+                    &a,
+                    "introspect_opaque_tokens = true\nopaque_token_prefix = \"a_\"\n",
+                ),
+                (
+                    &b,
+                    "introspect_opaque_tokens = true\nopaque_token_prefix = \"b_\"\n",
+                ),
+                (&c, ""),
+            ],
+            100,
+        )
+        .await;
+        let api = api();
+        // By prefix, among all providers (the route names none).
+        assert_eq!(
+            v.verify("a_1", &api, &[]).await.unwrap_err(),
+            JwtError::Inactive
+        );
+        assert_eq!(
+            v.verify("b_1", &api, &[]).await.unwrap_err(),
+            JwtError::Inactive
+        );
+        assert_eq!((calls(&sa), calls(&sb), calls(&sc)), (1, 1, 0));
+        assert_eq!(*sa.tokens.lock().unwrap(), ["a_1"]);
+        assert_eq!(*sb.tokens.lock().unwrap(), ["b_1"]);
+        // No prefix matches: refused, sent nowhere.
+        for t in ["c_1", "x", "A_1", "_a_1"] {
+            assert_eq!(
+                v.verify(t, &api, &[]).await.unwrap_err(),
+                JwtError::UnknownIssuer,
+                "{t}"
+            );
+        }
+        // A route accepting b only: a's token is not b's to see.
+        let only_b = vec!["p1".to_string()];
+        assert_eq!(
+            v.verify("a_2", &api, &only_b).await.unwrap_err(),
+            JwtError::UnknownIssuer
+        );
+        assert_eq!(
+            v.verify("b_2", &api, &only_b).await.unwrap_err(),
+            JwtError::Inactive
+        );
+        // A route whose providers do not introspect: nothing to ask.
+        let only_c = vec!["p2".to_string()];
+        assert_eq!(
+            v.verify("a_3", &api, &only_c).await.unwrap_err(),
+            JwtError::Malformed
+        );
+        assert_eq!((calls(&sa), calls(&sb), calls(&sc)), (1, 2, 0));
+        // Active tokens, each at its own provider.
+        let id = v.verify("a_active", &api, &[]).await.unwrap();
+        assert_eq!(id.provider, "p0");
+        assert_eq!(id.claims.sub, "svc");
+        assert_eq!(
+            v.verify("b_active", &api, &[]).await.unwrap().provider,
+            "p1"
+        );
+        assert_eq!((calls(&sa), calls(&sb)), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn one_introspecting_provider_still_honours_its_prefix() {
+        let (a, sa) = fake_provider().await;
+        let v = verifier(
+            &[(
+                &a,
+                "introspect_opaque_tokens = true\nopaque_token_prefix = \"a_\"\n",
+            )],
+            100,
+        )
+        .await;
+        assert_eq!(
+            v.verify("zz", &api(), &[]).await.unwrap_err(),
+            JwtError::UnknownIssuer
+        );
+        assert_eq!(calls(&sa), 0);
+        let (b, sb) = fake_provider().await;
+        let v = verifier(&[(&b, "introspect_opaque_tokens = true\n")], 100).await;
+        assert_eq!(
+            v.verify("zz", &api(), &[]).await.unwrap_err(),
+            JwtError::Inactive
+        );
+        assert_eq!(calls(&sb), 1);
+    }
+
+    #[tokio::test]
+    async fn answers_are_remembered_and_bounded() {
+        let (a, sa) = fake_provider().await;
+        let v = verifier(
+            &[(
+                &a,
+                "introspect_opaque_tokens = true\nintrospection_inactive_ttl = \"1s\"\n",
+            )],
+            4,
+        )
+        .await;
+        let (api, other) = (api(), vec!["other".to_string()]);
+        // One bogus value, 50 times in a row and 50 times at once: one call.
+        for _ in 0..50 {
+            assert_eq!(
+                v.verify("bogus", &api, &[]).await.unwrap_err(),
+                JwtError::Inactive
+            );
+        }
+        let v = Arc::new(v);
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let v = v.clone();
+                tokio::spawn(async move { v.verify("bogus-2", &["api".to_string()], &[]).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap_err(), JwtError::Inactive);
+        }
+        assert_eq!(calls(&sa), 2);
+        assert!(v.flights.is_empty(), "finished flights left behind");
+        // The answer is the provider's, reused across routes; the route's checks are not.
+        assert!(v.verify("active", &api, &[]).await.is_ok());
+        assert_eq!(
+            v.verify("active", &other, &[]).await.unwrap_err(),
+            JwtError::InvalidAudience
+        );
+        assert_eq!(calls(&sa), 3);
+        // After the inactive TTL, one more call.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            v.verify("bogus", &api, &[]).await.unwrap_err(),
+            JwtError::Inactive
+        );
+        assert_eq!(calls(&sa), 4);
+        // Bounded: distinct values beyond max_entries are answered, not remembered.
+        for i in 0..10 {
+            assert_eq!(
+                v.verify(&format!("x{i}"), &api, &[]).await.unwrap_err(),
+                JwtError::Inactive
+            );
+        }
+        assert!(v.answers.len() <= 4, "{}", v.answers.len());
+        assert_eq!(calls(&sa), 14);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        v.sweep();
+        assert!(v.answers.len() <= 1, "inactive answers outlived their TTL");
+    }
+
+    #[tokio::test]
+    async fn answers_without_aud_and_non_bearer_tokens() {
+        let ((a, _), (b, _)) = (fake_provider().await, fake_provider().await);
+        let v = verifier(
+            &[
+                (&a, "introspect_opaque_tokens = true\nopaque_token_prefix = \"a_\"\n"),
+                (&b, "introspect_opaque_tokens = true\nopaque_token_prefix = \"b_\"\nintrospection_requires_audience = false\n"),
+            ],
+            100,
+        )
+        .await;
+        let api = api();
+        assert_eq!(
+            v.verify("a_noaud", &api, &[]).await.unwrap_err(),
+            JwtError::InvalidAudience
+        );
+        assert_eq!(v.verify("b_noaud", &api, &[]).await.unwrap().provider, "p1");
+        for t in ["a_refresh", "a_bound", "b_refresh", "b_bound"] {
+            assert_eq!(
+                v.verify(t, &api, &[]).await.unwrap_err(),
+                JwtError::NotAnAccessToken,
+                "{t}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn introspection_calls_in_flight_are_bounded() {
+        let (a, sa) = fake_provider().await;
+        let v = Arc::new(verifier(&[(&a, "introspect_opaque_tokens = true\n")], 1000).await);
+        // 40 distinct slow values at once: 16 calls, the other requests 503 after ~1 s.
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let v = v.clone();
+                tokio::spawn(async move {
+                    v.verify(&format!("slow-{i}"), &["api".to_string()], &[])
+                        .await
+                })
+            })
+            .collect();
+        let mut unavailable = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Err(JwtError::Inactive) => {}
+                Err(JwtError::IntrospectionUnavailable(_)) => unavailable += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            sa.max_in_flight.load(Ordering::SeqCst),
+            MAX_INTROSPECTIONS_IN_FLIGHT
+        );
+        assert_eq!(calls(&sa), MAX_INTROSPECTIONS_IN_FLIGHT);
+        assert_eq!(unavailable, 40 - MAX_INTROSPECTIONS_IN_FLIGHT);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Discovery (Provider::refresh) takes no endpoint over plain http to another machine:
+    /// client secrets, codes and tokens would cross the network in the clear.
+    #[tokio::test]
+    async fn discovery_endpoints_must_be_https_off_this_machine() {
+        for name in [
+            "jwks_uri",
+            "token_endpoint",
+            "authorization_endpoint",
+            "userinfo_endpoint",
+            "introspection_endpoint",
+            "end_session_endpoint",
+        ] {
+            for (value, ok) in [
+                ("http://idp.example/x", false),
+                ("http://10.0.0.1/x", false),
+                ("ftp://idp.example/x", false),
+                ("not a url", false),
+                ("https://idp.example/x", true),
+                ("http://localhost:1/x", true),
+            ] {
+                let (issuer, _) = fake_provider_with(|d| {
+                    d[name] = value.into();
+                })
+                .await;
+                let config = crate::config::parse(
+                    std::path::Path::new("t.toml"),
+                    &format!(
+                        "[[providers]]\nid = \"p\"\nissuer = \"{issuer}\"\nclient_id = \"gw\"\n"
+                    ),
+                )
+                .unwrap();
+                let p = Provider::new(config.providers[0].clone(), reqwest::Client::new());
+                let r = p.refresh().await;
+                if ok && name != "jwks_uri" {
+                    assert!(r.is_ok(), "{name} = {value}: {r:?}");
+                } else if !ok {
+                    let Err(super::super::provider::ProviderError::BadResponse(m)) = r else {
+                        panic!("{name} = {value}: {r:?}");
+                    };
+                    assert!(m.contains(name), "{m}");
+                }
+            }
+        }
     }
 }

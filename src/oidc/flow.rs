@@ -24,6 +24,7 @@ use super::provider::{Provider, ProviderError};
 use super::redirect::RedirectPolicy;
 use crate::config::front::CsrfSettings;
 use crate::config::model::LogoutMethod;
+use crate::config::provider::Userinfo;
 use crate::error::{html_escape, html_page};
 use crate::host::Authority;
 use crate::jwt::{self, IdTokenRules, JwtError};
@@ -81,6 +82,8 @@ pub struct RequestInfo<'a> {
     pub https: bool,
     /// The Host the client used, in canonical form (for redirect URIs and origin checks).
     pub authority: &'a Authority,
+    /// The request path in canonical form (the callback must arrive where it was sent).
+    pub path: &'a str,
     pub request_id: &'a str,
 }
 
@@ -146,6 +149,11 @@ pub enum CallbackFailure {
     CodeRejected,
     BadIdToken,
     NonceMismatch,
+    /// The answer came back to another provider's callback, or named another issuer
+    /// (RFC 9207): a mix-up.
+    WrongProvider,
+    /// The provider vouched for no usable user: no user claim, or an unverified email as it.
+    UnverifiedIdentity,
     StoreUnavailable,
 }
 
@@ -161,6 +169,8 @@ impl CallbackFailure {
             Self::CodeRejected => "code_rejected",
             Self::BadIdToken => "bad_id_token",
             Self::NonceMismatch => "nonce_mismatch",
+            Self::WrongProvider => "wrong_provider",
+            Self::UnverifiedIdentity => "unverified_identity",
             Self::StoreUnavailable => "store_unavailable",
         }
     }
@@ -171,9 +181,12 @@ impl CallbackFailure {
             | Self::DuplicateParameter
             | Self::UnboundState
             | Self::UnknownState => StatusCode::BAD_REQUEST,
-            Self::ProviderError | Self::CodeRejected | Self::BadIdToken | Self::NonceMismatch => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::ProviderError
+            | Self::CodeRejected
+            | Self::BadIdToken
+            | Self::NonceMismatch
+            | Self::WrongProvider
+            | Self::UnverifiedIdentity => StatusCode::UNAUTHORIZED,
             Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -188,8 +201,11 @@ impl CallbackFailure {
             Self::UnknownState => "This sign-in has expired or was already used.",
             Self::ProviderUnavailable => "The identity provider could not be reached.",
             Self::CodeRejected => "The identity provider rejected the sign-in.",
-            Self::BadIdToken | Self::NonceMismatch => {
+            Self::BadIdToken | Self::NonceMismatch | Self::WrongProvider => {
                 "The identity provider's answer could not be verified."
+            }
+            Self::UnverifiedIdentity => {
+                "The identity provider did not confirm who you are (for example, your email address is not verified there)."
             }
             Self::StoreUnavailable => "Sessions are temporarily unavailable.",
         }
@@ -207,12 +223,32 @@ pub struct Auth {
     pub redirects: RedirectPolicy,
     pub prefix: String,
     pub login_ttl: Duration,
+    /// `session.max_pending_logins`: past it the oldest pending login is dropped.
+    pub max_pending_logins: usize,
+    /// `session.max_return_url_bytes`: a longer return URL is stored as `/`.
+    pub max_return_url_bytes: usize,
     pub metrics: Arc<Metrics>,
 }
 
 impl Auth {
     pub fn provider(&self, id: &str) -> Option<&Arc<Provider>> {
         self.providers.iter().find(|p| p.id() == id)
+    }
+
+    /// The signed identity assertion for `claims` on `route`, naming the provider that
+    /// vouched (`None`: that provider is no longer configured, or signing failed).
+    pub fn assertion_for(
+        &self,
+        route: &str,
+        provider: &str,
+        claims: &Claims,
+    ) -> Option<HeaderValue> {
+        let p = self.provider(provider)?;
+        let by = crate::assertion::Vouched {
+            provider: p.id(),
+            issuer: &p.settings.issuer,
+        };
+        self.assertion.assertion(route, by, claims)
     }
 
     /// Whether any provider can take a login now.
@@ -274,7 +310,15 @@ impl Auth {
     pub async fn login(&self, info: &RequestInfo<'_>) -> Reply {
         let q = info.query_pairs();
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let return_to = self.redirects.validate_or_root(get("rd").unwrap_or("/"));
+        let mut return_to = self.redirects.validate_or_root(get("rd").unwrap_or("/"));
+        if return_to.len() > self.max_return_url_bytes {
+            tracing::debug!(
+                request_id = info.request_id,
+                bytes = return_to.len(),
+                "return URL too long; / instead"
+            );
+            return_to = "/".to_string();
+        }
         let provider = match get("provider") {
             Some(id) => self.provider(id),
             None if self.providers.len() == 1 => self.providers.first(),
@@ -308,11 +352,14 @@ impl Auth {
         let state = crypto::random_token();
         let verifier = crypto::random_token();
         let nonce = crypto::random_token();
-        let redirect_uri = provider
-            .settings
-            .redirect_url
-            .clone()
-            .unwrap_or_else(|| format!("{}{}callback", info.origin(), self.prefix));
+        let redirect_uri = provider.settings.redirect_url.clone().unwrap_or_else(|| {
+            format!(
+                "{}{}{}",
+                info.origin(),
+                self.prefix,
+                provider.settings.callback
+            )
+        });
         let url = match provider.authorize_url(
             &discovery,
             &redirect_uri,
@@ -339,12 +386,11 @@ impl Auth {
             return_to,
             redirect_uri,
         };
-        let key = format!(
-            "tx:{}",
-            crypto::IdHash(crypto::sha256(state.as_bytes())).hex()
-        );
+        let key = crypto::IdHash(crypto::sha256(state.as_bytes())).hex();
         let raw = serde_json::to_vec(&tx).unwrap_or_default();
-        if let Err(e) = self.sessions.store.put(&key, &raw, self.login_ttl).await {
+        let cap = self.max_pending_logins;
+        let stored = (self.sessions.store).put_pending(&key, &raw, self.login_ttl, cap);
+        if let Err(e) = stored.await {
             tracing::error!(error = %e, request_id = info.request_id, "cannot store login transaction");
             return self.page(
                 info,
@@ -420,12 +466,13 @@ impl Auth {
                 .map(|(_, v)| v.as_str())
                 .collect::<Vec<_>>()
         };
-        let (states, codes, errors) = (all("state"), all("code"), all("error"));
-        if states.len() > 1 || codes.len() > 1 || errors.len() > 1 {
+        let (states, codes, errors, issuers) =
+            (all("state"), all("code"), all("error"), all("iss"));
+        if states.len() > 1 || codes.len() > 1 || errors.len() > 1 || issuers.len() > 1 {
             return self.fail(
                 info,
                 CallbackFailure::DuplicateParameter,
-                "repeated state/code/error",
+                "repeated state/code/error/iss",
                 None,
             );
         }
@@ -446,11 +493,8 @@ impl Auth {
                 )
             }
         }
-        let key = format!(
-            "tx:{}",
-            crypto::IdHash(crypto::sha256(state.as_bytes())).hex()
-        );
-        let tx: Transaction = match self.sessions.store.take(&key).await {
+        let key = crypto::IdHash(crypto::sha256(state.as_bytes())).hex();
+        let tx: Transaction = match self.sessions.store.take_pending(&key).await {
             Ok(Some(raw)) => match serde_json::from_slice(&raw) {
                 Ok(t) => t,
                 Err(_) => {
@@ -479,6 +523,54 @@ impl Auth {
                 )
             }
         };
+        let Some(provider) = self.provider(&tx.provider) else {
+            return self.fail(
+                info,
+                CallbackFailure::UnknownState,
+                "provider no longer configured",
+                Some(clear),
+            );
+        };
+        let Some(discovery) = provider.discovery() else {
+            return self.fail(
+                info,
+                CallbackFailure::ProviderUnavailable,
+                "provider not ready",
+                Some(clear),
+            );
+        };
+        // Mix-up defence: the answer must arrive at the callback address this login's provider
+        // was given, and name that provider when it says who it is (RFC 9207 §2.4: always
+        // when the provider advertises it).
+        let arrived_where_sent =
+            url::Url::parse(&tx.redirect_uri).is_ok_and(|u| u.path().ends_with(info.path));
+        if !arrived_where_sent {
+            return self.fail(
+                info,
+                CallbackFailure::WrongProvider,
+                "the answer arrived at another provider's callback",
+                Some(clear),
+            );
+        }
+        match issuers.first() {
+            Some(iss) if *iss != provider.settings.issuer => {
+                return self.fail(
+                    info,
+                    CallbackFailure::WrongProvider,
+                    "the authorization response names another issuer (iss)",
+                    Some(clear),
+                )
+            }
+            None if discovery.authorization_response_iss_parameter_supported => {
+                return self.fail(
+                    info,
+                    CallbackFailure::WrongProvider,
+                    "the authorization response lacks the iss its provider advertises",
+                    Some(clear),
+                )
+            }
+            _ => {}
+        }
         if let Some(err) = errors.first() {
             // The provider's own words stay in the log; the page says something safe.
             let err: String = err
@@ -498,22 +590,6 @@ impl Auth {
                 info,
                 CallbackFailure::MissingParameter,
                 "no code",
-                Some(clear),
-            );
-        };
-        let Some(provider) = self.provider(&tx.provider) else {
-            return self.fail(
-                info,
-                CallbackFailure::UnknownState,
-                "provider no longer configured",
-                Some(clear),
-            );
-        };
-        let Some(discovery) = provider.discovery() else {
-            return self.fail(
-                info,
-                CallbackFailure::ProviderUnavailable,
-                "provider not ready",
                 Some(clear),
             );
         };
@@ -546,11 +622,13 @@ impl Auth {
         let rules = IdTokenRules {
             issuer: &provider.settings.issuer,
             client_id: &provider.settings.client_id,
+            trusted_audiences: &provider.settings.trusted_audiences,
             nonce: Some(&tx.nonce),
+            access_token: tokens.access_token.as_deref(),
             algorithms: &algs,
             leeway_secs: provider.settings.clock_skew.as_secs(),
         };
-        let claims = match jwt::verify_id_token(&provider.jwks, id_token, &rules).await {
+        let mut claims = match jwt::verify_id_token(&provider.jwks, id_token, &rules).await {
             Ok(c) => c,
             Err(JwtError::InvalidNonce) => {
                 return self.fail(info, CallbackFailure::NonceMismatch, "nonce", Some(clear))
@@ -564,7 +642,36 @@ impl Auth {
                 )
             }
         };
-        let mapped = provider.settings.claims.map(&claims);
+        if provider.settings.userinfo == Userinfo::Merge {
+            let fetched = match tokens.access_token.as_deref() {
+                Some(at) => provider.userinfo(&discovery, at, &claims.sub).await,
+                None => Err(ProviderError::BadResponse(
+                    "no access token for the userinfo endpoint".into(),
+                )),
+            };
+            match fetched {
+                Ok(extra) => super::merge_userinfo(&mut claims.other, &extra),
+                Err(e) => {
+                    return self.fail(
+                        info,
+                        CallbackFailure::ProviderUnavailable,
+                        &format!("userinfo: {e}"),
+                        Some(clear),
+                    )
+                }
+            }
+        }
+        let mapped = match provider.settings.claims.map(&claims) {
+            Ok(m) => m,
+            Err(e) => {
+                return self.fail(
+                    info,
+                    CallbackFailure::UnverifiedIdentity,
+                    &e.to_string(),
+                    Some(clear),
+                )
+            }
+        };
         let now = crate::session::model::now_unix();
         let stored = Tokens {
             access_token: tokens.access_token.clone(),

@@ -1,6 +1,7 @@
 //! OpenID Connect: providers ([`provider`]), the browser login flow and gateway endpoints
-//! ([`flow`]), post-login/logout redirect validation ([`redirect`]), and bearer access
-//! tokens for API clients ([`bearer`]).
+//! ([`flow`]), post-login/logout redirect validation ([`redirect`]), bearer access
+//! tokens for API clients ([`bearer`]), claims from the userinfo endpoint ([`userinfo`]), and
+//! how a provider's claims become the identity the gateway vouches for ([`ClaimNames::map`]).
 //!
 //! ID tokens are verified by [`crate::jwt`] with `jsonwebtoken` rather than `openidconnect`'s
 //! verifier: one JWKS cache (with the bounded unknown-`kid` refetch of decision 9) then
@@ -13,6 +14,7 @@ pub mod flow;
 pub mod provider;
 pub mod redirect;
 pub mod refresh;
+pub mod userinfo;
 
 pub use bearer::{BearerIdentity, BearerVerifier};
 pub use flow::{Auth, Reply, RequestInfo};
@@ -20,27 +22,95 @@ pub use provider::Provider;
 pub use redirect::RedirectPolicy;
 pub use refresh::Refresher;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::config::model::ClaimNames;
 use crate::jwt::IdTokenClaims;
 use crate::session::Claims;
 
-fn string_claim(c: &IdTokenClaims, name: &str) -> Option<String> {
+/// Why a provider's claims cannot become an identity: the login (or bearer token) is refused
+/// rather than forwarded with a user the provider did not vouch for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("the token has no {0:?} claim to name the user (user_claim)")]
+    MissingUser(String),
+    #[error("the user claim {0:?} is an email the provider did not verify")]
+    UnverifiedUser(String),
+}
+
+/// Claims that describe the token, not the user: never taken from userinfo, never kept as
+/// policy claims.
+const PROTOCOL_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "nonce",
+    "azp",
+    "at_hash",
+    "c_hash",
+    "s_hash",
+    "sid",
+    "auth_time",
+    "typ",
+];
+
+fn string_claim(sub: &str, other: &Map<String, Value>, name: &str) -> Option<String> {
     if name == "sub" {
-        return Some(c.sub.clone());
+        return Some(sub.to_string());
     }
-    match c.other.get(name)? {
+    match other.get(name)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
 
+/// Merge a userinfo answer over an ID token's claims (OIDC Core §5.3.2: its `sub` was
+/// already checked to be the token's). Protocol claims stay the token's. An `email` from
+/// userinfo brings its own `email_verified` or none: the token's verdict was about the
+/// token's address.
+pub fn merge_userinfo(other: &mut Map<String, Value>, userinfo: &Map<String, Value>) {
+    if userinfo.contains_key("email") {
+        other.remove("email_verified");
+    }
+    for (k, v) in userinfo {
+        if !PROTOCOL_CLAIMS.contains(&k.as_str()) {
+            other.insert(k.clone(), v.clone());
+        }
+    }
+}
+
 impl ClaimNames {
-    /// Map a verified ID token's claims to the session's identity.
-    pub fn map(&self, c: &IdTokenClaims) -> Claims {
-        let groups = match c.other.get(&self.groups) {
+    /// Whether the provider vouches for the token's email: `email_verified` exactly `true`
+    /// (a string `"true"` is not), or absent from a provider configured with `trust_email`.
+    fn email_verified(&self, other: &Map<String, Value>) -> bool {
+        match other.get("email_verified") {
+            Some(Value::Bool(true)) => true,
+            None => self.trust_email,
+            Some(_) => false,
+        }
+    }
+
+    /// Map a verified token's claims to the identity the gateway vouches for.
+    pub fn map(&self, c: &IdTokenClaims) -> Result<Claims, ClaimError> {
+        self.map_claims(&c.sub, &c.other)
+    }
+
+    /// [`Self::map`] from the token's `sub` and its other claims.
+    pub fn map_claims(&self, sub: &str, other: &Map<String, Value>) -> Result<Claims, ClaimError> {
+        let verified = self.email_verified(other);
+        let email = string_claim(sub, other, &self.email);
+        let subject = string_claim(sub, other, &self.user)
+            .ok_or_else(|| ClaimError::MissingUser(self.user.clone()))?;
+        // An email as the user name is only as good as its verification.
+        if self.user == self.email && self.user != "sub" && !verified {
+            return Err(ClaimError::UnverifiedUser(self.user.clone()));
+        }
+        let groups = match other.get(&self.groups) {
             Some(Value::Array(a)) => a
                 .iter()
                 .filter_map(|v| match v {
@@ -56,25 +126,22 @@ impl ClaimNames {
             _ => Vec::new(),
         };
         // Keep the other claims for policy rules, within a budget: a provider that stuffs
-        // kilobytes into a token must not inflate every session record.
+        // kilobytes into a token must not inflate every session record. Emails never go
+        // there: policy sees an address only through the verified `email` above.
         const EXTRA_BUDGET: usize = 4096;
-        let mapped: [&str; 6] = [
+        let mapped: [&str; 7] = [
             &self.user,
             &self.email,
             &self.name,
             &self.groups,
             &self.preferred_username,
+            "email",
             "email_verified",
         ];
         let mut extra = std::collections::BTreeMap::new();
         let mut used = 0;
-        for (k, v) in &c.other {
-            if mapped.contains(&k.as_str())
-                || matches!(
-                    k.as_str(),
-                    "nonce" | "at_hash" | "c_hash" | "sid" | "auth_time"
-                )
-            {
+        for (k, v) in other {
+            if mapped.contains(&k.as_str()) || PROTOCOL_CLAIMS.contains(&k.as_str()) {
                 continue;
             }
             let size = k.len() + v.to_string().len();
@@ -84,14 +151,125 @@ impl ClaimNames {
             used += size;
             extra.insert(k.clone(), v.clone());
         }
-        Claims {
+        Ok(Claims {
             extra,
-            subject: string_claim(c, &self.user).unwrap_or_else(|| c.sub.clone()),
-            email: string_claim(c, &self.email),
-            email_verified: c.other.get("email_verified").and_then(Value::as_bool),
-            name: string_claim(c, &self.name),
-            preferred_username: string_claim(c, &self.preferred_username),
+            sub: sub.to_string(),
+            subject,
+            email_verified: email.as_ref().map(|_| verified),
+            email: email.filter(|_| verified),
+            name: string_claim(sub, other, &self.name),
+            preferred_username: string_claim(sub, other, &self.preferred_username),
             groups,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn names(user: &str, trust_email: bool) -> ClaimNames {
+        ClaimNames {
+            user: user.into(),
+            email: "email".into(),
+            name: "name".into(),
+            groups: "groups".into(),
+            preferred_username: "preferred_username".into(),
+            trust_email,
         }
+    }
+
+    fn other(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn email_only_when_verified() {
+        let n = names("sub", false);
+        let cases = [
+            (json!({"email": "a@x", "email_verified": true}), Some("a@x")),
+            (json!({"email": "a@x", "email_verified": false}), None),
+            (json!({"email": "a@x", "email_verified": "true"}), None),
+            (json!({"email": "a@x", "email_verified": "false"}), None),
+            (json!({"email": "a@x", "email_verified": 1}), None),
+            (json!({"email": "a@x", "email_verified": null}), None),
+            (json!({"email": "a@x", "email_verified": [true]}), None),
+            (json!({"email": "a@x"}), None),
+        ];
+        for (claims, want) in &cases {
+            let c = n.map_claims("u1", &other(claims.clone())).unwrap();
+            assert_eq!(c.email.as_deref(), *want, "{claims}");
+            assert_eq!(c.email_verified, Some(want.is_some()), "{claims}");
+            assert!(!c.extra.contains_key("email") && !c.extra.contains_key("email_verified"));
+        }
+        // trust_email: an absent claim counts as verified, anything but `true` still does not.
+        let t = names("sub", true);
+        let got = |v: Value| t.map_claims("u1", &other(v)).unwrap().email;
+        assert_eq!(got(json!({"email": "a@x"})).as_deref(), Some("a@x"));
+        assert_eq!(got(json!({"email": "a@x", "email_verified": false})), None);
+        assert_eq!(got(json!({"email": "a@x", "email_verified": "true"})), None);
+        assert_eq!(got(json!({})), None);
+    }
+
+    #[test]
+    fn user_claim_other_than_sub() {
+        let n = names("email", false);
+        let c = n
+            .map_claims(
+                "u1",
+                &other(json!({"email": "a@x", "email_verified": true})),
+            )
+            .unwrap();
+        assert_eq!((c.sub.as_str(), c.subject.as_str()), ("u1", "a@x"));
+        assert_eq!(
+            n.map_claims("u1", &other(json!({"email": "a@x"}))),
+            Err(ClaimError::UnverifiedUser("email".into()))
+        );
+        assert_eq!(
+            n.map_claims(
+                "u1",
+                &other(json!({"email": "a@x", "email_verified": "true"}))
+            ),
+            Err(ClaimError::UnverifiedUser("email".into()))
+        );
+        assert_eq!(
+            names("upn", false).map_claims("u1", &other(json!({}))),
+            Err(ClaimError::MissingUser("upn".into()))
+        );
+        let c = names("upn", false)
+            .map_claims("u1", &other(json!({"upn": "alice@corp", "email": "x@y"})))
+            .unwrap();
+        assert_eq!(
+            (c.subject.as_str(), c.email.as_deref()),
+            ("alice@corp", None)
+        );
+    }
+
+    #[test]
+    fn userinfo_merge_keeps_protocol_claims_and_email_verdicts_together() {
+        let mut o =
+            other(json!({"email": "a@x", "email_verified": true, "nonce": "n", "groups": []}));
+        merge_userinfo(
+            &mut o,
+            &other(
+                json!({"sub": "other", "email": "b@x", "groups": ["admins"], "nonce": "m", "iss": "evil"}),
+            ),
+        );
+        assert_eq!(o["nonce"], "n");
+        assert!(!o.contains_key("iss") && !o.contains_key("sub"));
+        assert_eq!(o["groups"], json!(["admins"]));
+        let c = names("sub", false).map_claims("u1", &o).unwrap();
+        assert_eq!(c.email, None, "the token verified a@x, not b@x");
+        let mut o = other(json!({"email": "a@x", "email_verified": true}));
+        merge_userinfo(&mut o, &other(json!({"groups": ["g"]})));
+        assert_eq!(
+            names("sub", false)
+                .map_claims("u1", &o)
+                .unwrap()
+                .email
+                .as_deref(),
+            Some("a@x")
+        );
     }
 }

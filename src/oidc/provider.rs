@@ -30,6 +30,9 @@ pub struct Discovery {
     pub id_token_signing_alg_values_supported: Vec<String>,
     #[serde(default)]
     pub code_challenge_methods_supported: Vec<String>,
+    /// RFC 9207: the provider names itself (`iss`) in every authorization response.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// Why talking to the provider failed.
@@ -62,7 +65,7 @@ struct OAuthError {
 
 pub struct Provider {
     pub settings: ProviderSettings,
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     pub jwks: Jwks,
     discovery: ArcSwap<Option<Arc<Discovery>>>,
     algorithms: ArcSwap<Vec<Algorithm>>,
@@ -126,6 +129,36 @@ impl Provider {
                 "discovery issuer {:?} is not the configured {:?}",
                 doc.issuer, self.settings.issuer
             )));
+        }
+        // Endpoints the gateway sends secrets to (client credentials, codes, tokens) or takes
+        // keys from: https only, plain http only on this machine, like the issuer.
+        let endpoints = [
+            ("jwks_uri", Some(&doc.jwks_uri)),
+            ("authorization_endpoint", Some(&doc.authorization_endpoint)),
+            ("token_endpoint", Some(&doc.token_endpoint)),
+            ("userinfo_endpoint", doc.userinfo_endpoint.as_ref()),
+            (
+                "introspection_endpoint",
+                doc.introspection_endpoint.as_ref(),
+            ),
+            ("end_session_endpoint", doc.end_session_endpoint.as_ref()),
+        ];
+        for (name, value) in endpoints {
+            let Some(value) = value else { continue };
+            match url::Url::parse(value) {
+                Ok(u) if u.scheme() == "https" => {}
+                Ok(u) if u.scheme() == "http" && crate::config::provider::is_loopback(&u) => {}
+                Ok(_) => {
+                    return Err(ProviderError::BadResponse(format!(
+                        "discovery {name} {value:?} is not https:// (plain http only on this machine: localhost, 127.0.0.1, [::1])"
+                    )))
+                }
+                Err(e) => {
+                    return Err(ProviderError::BadResponse(format!(
+                        "discovery {name} {value:?} is not a URL: {e}"
+                    )))
+                }
+            }
         }
         if !doc.code_challenge_methods_supported.is_empty()
             && !doc
@@ -236,7 +269,8 @@ impl Provider {
     }
 
     /// RFC 7662 introspection of an opaque access token. `Ok(None)`: the provider says the
-    /// token is not active (or the provider has no introspection endpoint).
+    /// token is not active. A provider without an introspection endpoint is an error (a
+    /// configuration that cannot work, so 503 and a log line), not "every token inactive".
     pub async fn introspect(
         &self,
         token: &str,
@@ -245,7 +279,10 @@ impl Provider {
             return Err(ProviderError::NotReady);
         };
         let Some(endpoint) = &d.introspection_endpoint else {
-            return Ok(None);
+            return Err(ProviderError::BadResponse(
+                "introspect_opaque_tokens = true but discovery has no introspection_endpoint"
+                    .into(),
+            ));
         };
         let mut form = vec![("token", token), ("token_type_hint", "access_token")];
         let req = self.client_auth(self.http.post(endpoint), &mut form);

@@ -18,6 +18,7 @@ use dashmap::DashMap;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use super::provider::{Provider, ProviderError};
+use crate::config::provider::Userinfo;
 use crate::jwt::{self, IdTokenRules};
 use crate::metrics::Metrics;
 use crate::session::model::now_unix;
@@ -247,21 +248,34 @@ impl Refresher {
                 return self.fallback(current);
             }
         };
-        let mut claims = current.record.claims.clone();
+        // The session's user is (provider, sub); records from before `sub` was kept hold it
+        // as the subject (user_claim was `sub` then, or sessions ended at their first refresh).
+        let known_sub = if current.record.claims.sub.is_empty() {
+            current.record.claims.subject.clone()
+        } else {
+            current.record.claims.sub.clone()
+        };
+        let access_token = resp
+            .access_token
+            .as_deref()
+            .or(tokens.access_token.as_deref());
+        // The claims to map again: the new ID token's, or (userinfo only) the stored one's,
+        // which was verified when it was issued.
+        let mut fresh_claims = None;
         if let Some(id_token) = resp.id_token.as_deref() {
             let algs = provider.algorithms();
             let rules = IdTokenRules {
                 issuer: &provider.settings.issuer,
                 client_id: &provider.settings.client_id,
+                trusted_audiences: &provider.settings.trusted_audiences,
                 nonce: None,
+                access_token: resp.access_token.as_deref(),
                 algorithms: &algs,
                 leeway_secs: provider.settings.clock_skew.as_secs(),
             };
             match jwt::verify_id_token(&provider.jwks, id_token, &rules).await {
                 // OIDC Core §12.2: same subject, or it is not this session's user.
-                Ok(c) if c.sub == current.record.claims.subject => {
-                    claims = provider.settings.claims.map(&c);
-                }
+                Ok(c) if c.sub == known_sub => fresh_claims = Some(c.other),
                 Ok(_) => {
                     return self
                         .end(&current, "refreshed ID token for another subject")
@@ -273,6 +287,32 @@ impl Refresher {
                 }
             }
         }
+        if provider.settings.userinfo == Userinfo::Merge {
+            let base = fresh_claims
+                .take()
+                .or_else(|| tokens.id_token.as_deref().and_then(jwt::unverified_claims));
+            let (Some(mut base), Some(at)) = (base, access_token) else {
+                return self.end(&current, "nothing to merge userinfo into").await;
+            };
+            match provider.userinfo(&discovery, at, &known_sub).await {
+                Ok(extra) => super::merge_userinfo(&mut base, &extra),
+                Err(e) => {
+                    tracing::warn!(provider = provider.id(), error = %e, "userinfo at refresh failed");
+                    return self.fallback(current);
+                }
+            }
+            fresh_claims = Some(base);
+        }
+        let claims = match fresh_claims {
+            None => current.record.claims.clone(),
+            Some(other) => match provider.settings.claims.map_claims(&known_sub, &other) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!(provider = provider.id(), error = %e, "refreshed identity no longer vouched for");
+                    return self.end(&current, "identity no longer vouched for").await;
+                }
+            },
+        };
         let now = now_unix();
         let fresh = Tokens {
             access_token: resp.access_token.or(tokens.access_token),

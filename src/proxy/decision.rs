@@ -54,6 +54,14 @@ impl Caller {
             Caller::Bearer(b) => &b.claims,
         }
     }
+
+    /// The id of the provider that vouched for the caller.
+    pub fn provider(&self) -> &str {
+        match self {
+            Caller::Session(s) => &s.record.provider,
+            Caller::Bearer(b) => &b.provider,
+        }
+    }
 }
 
 /// Checks that hold whoever is calling.
@@ -102,7 +110,7 @@ pub fn authorize(
         }
     }
     if let Some(policy) = &route.policy {
-        if let Err(denial) = policy.evaluate(caller.claims(), req.method) {
+        if let Err(denial) = policy.evaluate(caller.provider(), caller.claims(), req.method) {
             tracing::info!(request_id, route = %route.id, subject = %caller.claims().subject, reason = denial.as_str(), "denied by policy");
             return Err(Refusal::Forbidden);
         }

@@ -323,7 +323,7 @@ impl Gateway {
         .unwrap_or(HeaderValue::from_static(""));
         let assertion = match (caller, &self.auth, route) {
             (Some(c), Some(auth), Some(r)) if r.identity_assertion => {
-                auth.assertion.assertion(&r.id, c.claims())
+                auth.assertion_for(&r.id, c.provider(), c.claims())
             }
             _ => None,
         }

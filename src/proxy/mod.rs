@@ -249,18 +249,22 @@ impl Gateway {
                 };
                 Some(auth.backchannel_logout(&body).await)
             }
-            "login" | "callback" | "logout" | "userinfo" => {
+            // `callback/<provider>`: each provider's own address when there are several.
+            e if matches!(e, "login" | "callback" | "logout" | "userinfo")
+                || e.starts_with("callback/") =>
+            {
                 let info = RequestInfo {
                     req: session.req_header(),
                     https: ctx.origin.https,
                     authority,
+                    path,
                     request_id: ctx.request_id.as_str(),
                 };
-                Some(match endpoint.as_str() {
+                Some(match e {
                     "login" => auth.login(&info).await,
-                    "callback" => auth.callback(&info).await,
                     "logout" => auth.logout(&info).await,
-                    _ => auth.userinfo(&info).await,
+                    "userinfo" => auth.userinfo(&info).await,
+                    _ => auth.callback(&info).await,
                 })
             }
             _ => None,
@@ -478,12 +482,15 @@ impl ProxyHttp for Gateway {
             // The upstream never sees the gateway's cookies, on any route.
             auth.sessions.strip_cookie(upstream)?;
             if route.identity_assertion {
-                let claims = ctx
+                let vouched = ctx
                     .session
                     .as_ref()
-                    .map(|s| &s.record.claims)
-                    .or(ctx.bearer.as_ref().map(|b| &b.claims));
-                if let Some(v) = claims.and_then(|c| auth.assertion.assertion(&route.id, c)) {
+                    .map(|s| (s.record.provider.as_str(), &s.record.claims))
+                    .or(ctx
+                        .bearer
+                        .as_ref()
+                        .map(|b| (b.provider.as_str(), &b.claims)));
+                if let Some(v) = vouched.and_then(|(p, c)| auth.assertion_for(&route.id, p, c)) {
                     auth.assertion_header.insert(upstream, v)?;
                 }
             }

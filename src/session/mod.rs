@@ -49,6 +49,9 @@ pub struct SessionInfo {
     /// The store handle (hash of the cookie's ID): names the session, cannot be used as one.
     pub id: String,
     pub provider: String,
+    /// The provider's `sub`: with `provider`, who the session belongs to.
+    pub sub: String,
+    /// The user as headers show it (`user_claim`).
     pub subject: String,
     pub email: Option<String>,
     /// Unix seconds.
@@ -105,7 +108,16 @@ fn refresh_lock_key(hash: &IdHash) -> String {
     format!("s:{{{}}}:refresh", hash.hex())
 }
 
-fn subject_index(subject: &str) -> String {
+/// A user's sessions: the provider and its `sub`, the one pair that names a user for good
+/// (a `user_claim` such as `email` can change, and two providers can share its values).
+fn user_index(provider: &str, sub: &str) -> String {
+    let joined = [provider.as_bytes(), b"\0", sub.as_bytes()].concat();
+    format!("u2:{{{}}}", IdHash(crypto::sha256(&joined)).hex())
+}
+
+/// The index of records written before (provider, `sub`) was kept: by the header subject.
+/// Read only by revocation, until such records have expired (`absolute_timeout`).
+fn legacy_subject_index(subject: &str) -> String {
     format!("u:{{{}}}", IdHash(crypto::sha256(subject.as_bytes())).hex())
 }
 
@@ -398,9 +410,9 @@ impl SessionManager {
         let id = SessionId::generate();
         let hash = id.hash();
         let now = model::now_unix();
-        let subject = claims.subject.clone();
+        let user_key = user_index(provider, &claims.sub);
         let base = SessionRecord {
-            v: 2,
+            v: 3,
             provider: provider.to_string(),
             claims,
             created_at: now,
@@ -427,10 +439,7 @@ impl SessionManager {
         let deadline = deadline?;
         // A session missing from its indexes could escape revocation: no index, no session.
         let member = hash.hex();
-        let mut indexed = self
-            .store
-            .index_add(&subject_index(&subject), &member, deadline)
-            .await;
+        let mut indexed = self.store.index_add(&user_key, &member, deadline).await;
         if let (Ok(()), Some(sid_key)) = (&indexed, &sid_key) {
             indexed = self.store.index_add(sid_key, &member, deadline).await;
         }
@@ -525,6 +534,11 @@ impl SessionManager {
                 SessionInfo {
                     id: member,
                     provider: r.provider,
+                    sub: if r.claims.sub.is_empty() {
+                        r.claims.subject.clone()
+                    } else {
+                        r.claims.sub
+                    },
                     subject: r.claims.subject,
                     email: r.claims.email,
                     created_at: r.created_at,
@@ -537,40 +551,51 @@ impl SessionManager {
         Ok(out)
     }
 
-    /// A subject's live sessions (all providers).
-    pub async fn list_subject(&self, subject: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        Ok(self
-            .indexed(&subject_index(subject))
+    /// A user's live sessions at one provider.
+    pub async fn list_user(
+        &self,
+        provider: &str,
+        sub: &str,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        let mut out: Vec<SessionInfo> = self
+            .indexed(&user_index(provider, sub))
             .await?
             .into_iter()
             .map(|(_, i)| i)
-            .collect())
+            .collect();
+        for (_, i) in self.indexed(&legacy_subject_index(sub)).await? {
+            if i.provider == provider && i.sub == sub && !out.iter().any(|o| o.id == i.id) {
+                out.push(i);
+            }
+        }
+        Ok(out)
     }
 
-    /// End every session of a subject, optionally only those from one provider. Returns how
-    /// many ended.
-    pub async fn revoke_subject(
-        &self,
-        subject: &str,
-        provider: Option<&str>,
-    ) -> Result<usize, StoreError> {
-        self.revoke_indexed(&subject_index(subject), provider).await
+    /// End every session of a user (the provider and its `sub`). Returns how many ended.
+    pub async fn revoke_user(&self, provider: &str, sub: &str) -> Result<usize, StoreError> {
+        let mine = |i: &SessionInfo| i.provider == provider && i.sub == sub;
+        Ok(self
+            .revoke_indexed(&user_index(provider, sub), mine)
+            .await?
+            + self
+                .revoke_indexed(&legacy_subject_index(sub), mine)
+                .await?)
     }
 
     /// End every session a provider session (`sid`) created.
     pub async fn revoke_sid(&self, provider: &str, sid: &str) -> Result<usize, StoreError> {
-        self.revoke_indexed(&sid_index(provider, sid), Some(provider))
+        self.revoke_indexed(&sid_index(provider, sid), |i| i.provider == provider)
             .await
     }
 
     async fn revoke_indexed(
         &self,
         index: &str,
-        provider: Option<&str>,
+        mine: impl Fn(&SessionInfo) -> bool,
     ) -> Result<usize, StoreError> {
         let mut n = 0;
         for (hash, info) in self.indexed(index).await? {
-            if provider.is_some_and(|p| p != info.provider) {
+            if !mine(&info) {
                 continue;
             }
             self.destroy(&hash).await?;

@@ -22,8 +22,17 @@ pub struct Tokens {
 /// The identity the provider vouched for, as far as the gateway passes it on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// The provider's `sub`: stable and unique within its issuer, so sessions, refresh and
+    /// revocation key on (provider, `sub`). Empty only in records written before it was kept.
+    #[serde(default)]
+    pub sub: String,
+    /// The user as headers and policy show it: the provider's `user_claim` (`sub` by default).
     pub subject: String,
+    /// Only an address the provider verified (`email_verified: true`, or no such claim from a
+    /// provider configured with `trust_email`); `None` otherwise.
     pub email: Option<String>,
+    /// `Some(true)` exactly when `email` is set; `Some(false)`: the provider sent an address
+    /// it did not verify, which is not kept.
     pub email_verified: Option<bool>,
     pub name: Option<String>,
     pub preferred_username: Option<String>,
