@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests need: cmake (Pingora's build), pkg-config,
 # redis-server (session store tests), Node.js + npm (the test OpenID provider), Chromium and
-# its WebDriver (the browser login test), nginx and Caddy (the forward-auth tests).
+# its WebDriver (the browser login test), nginx and Caddy (the forward-auth tests), tinyproxy
+# (the outbound proxy of tests/provider_tls.rs; tinyproxy-bin is the binary without the
+# system service).
 pkgs=()
 command -v cmake >/dev/null || pkgs+=(cmake)
 command -v pkg-config >/dev/null || pkgs+=(pkg-config)
@@ -18,6 +20,7 @@ command -v chromium >/dev/null || pkgs+=(chromium)
 command -v chromedriver >/dev/null || pkgs+=(chromium-driver)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
 command -v caddy >/dev/null || pkgs+=(caddy)
+command -v tinyproxy >/dev/null || pkgs+=(tinyproxy-bin)
 if ((${#pkgs[@]})); then
   echo "==> installing: ${pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then

@@ -64,6 +64,11 @@ pub struct Opts {
     pub listener_extra: String,
     /// Extra TOML placed inside `[server]` (e.g. `trusted_proxies = [...]`).
     pub server_extra: String,
+    /// Environment of the gateway process, applied after `RUST_LOG` is removed: `Some` sets a
+    /// variable (e.g. `RUST_LOG`, `HTTPS_PROXY`), `None` removes an inherited one (`NO_PROXY`).
+    pub env: Vec<(String, Option<String>)>,
+    /// Extra TOML placed inside `[log]` (e.g. `format = "json"`).
+    pub log_extra: String,
 }
 
 impl Default for Opts {
@@ -73,6 +78,8 @@ impl Default for Opts {
             grace_period: "1s",
             listener_extra: String::new(),
             server_extra: String::new(),
+            env: Vec::new(),
+            log_extra: String::new(),
         }
     }
 }
@@ -85,13 +92,14 @@ impl Gateway {
 
     pub fn config_text(&self, body: &str, opts: &Opts) -> String {
         format!(
-            "[server]\nthreads = 1\ngrace_period = \"{grace}\"\nshutdown_timeout = \"1s\"\npid_file = \"{dir}/pid\"\nupgrade_socket = \"{dir}/upgrade.sock\"\n{server_extra}\n\n[log]\nlevel = \"info\"\n\n[admin]\naddress = \"{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n\n[[listeners]]\naddress = \"{addr}\"\n{listener_extra}\n\n{body}\n",
+            "[server]\nthreads = 1\ngrace_period = \"{grace}\"\nshutdown_timeout = \"1s\"\npid_file = \"{dir}/pid\"\nupgrade_socket = \"{dir}/upgrade.sock\"\n{server_extra}\n\n[log]\nlevel = \"info\"\n{log_extra}\n\n[admin]\naddress = \"{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n\n[[listeners]]\naddress = \"{addr}\"\n{listener_extra}\n\n{body}\n",
             grace = opts.grace_period,
             dir = self.dir.path().display(),
             admin = self.admin,
             addr = self.addr,
             server_extra = opts.server_extra,
             listener_extra = opts.listener_extra,
+            log_extra = opts.log_extra,
         )
     }
 
@@ -107,15 +115,20 @@ impl Gateway {
         };
         std::fs::write(&gw.config_path, gw.config_text(body, &opts)).unwrap();
         let log = std::fs::File::create(gw.dir.path().join("log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "-c"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "-c"])
             .arg(&gw.config_path)
             .env_remove("RUST_LOG")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn authgate");
+            .stdin(Stdio::null());
+        for (k, v) in &opts.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let child = cmd.spawn().expect("spawn authgate");
         gw.child = Some(child);
         gw.wait_listening().await;
         gw
@@ -953,13 +966,23 @@ pub async fn http_login_via(base: &str, path: &str) -> String {
 /// (plus `planted`). Returns the session cookie (`name=value`, empty if none) and the
 /// callback's response.
 async fn login_flow(base: &str, path: &str, planted: &str) -> (String, reqwest::Response) {
-    let c = client();
     let idp_client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .cookie_store(true)
         .no_proxy()
         .build()
         .unwrap();
+    login_flow_with(base, path, planted, idp_client).await
+}
+
+/// [`login_flow`] with the browser's client for the provider (e.g. one that trusts a test CA).
+async fn login_flow_with(
+    base: &str,
+    path: &str,
+    planted: &str,
+    idp_client: reqwest::Client,
+) -> (String, reqwest::Response) {
+    let c = client();
     let base_url = reqwest::Url::parse(base).unwrap();
     let r = c
         .get(base_url.join(path).unwrap())
@@ -1418,4 +1441,56 @@ pub fn snippet(rel: &str, replace: &[(&str, String)]) -> String {
         out = out.replace(from, to);
     }
     out
+}
+
+impl Idp {
+    /// The provider over HTTPS with `pki`'s server certificate (names `localhost` and
+    /// 127.0.0.1), issuer `https://127.0.0.1:<port>`; otherwise as [`Idp::start`]. Its own
+    /// auto-login logout hop trusts `pki`'s CA (`NODE_EXTRA_CA_CERTS`).
+    pub async fn start_tls(auto_login: bool, gateway_ports: &[u16], pki: &TestPki) -> Idp {
+        let port = free_port();
+        let issuer = format!("https://127.0.0.1:{port}");
+        // node reads the files at startup: they may go once it is ready.
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str, pem: &str| write(dir.path(), name, pem).display().to_string();
+        let (cert, key, ca) = (
+            path("cert.pem", &pki.cert_pem),
+            path("key.pem", &pki.key_pem),
+            path("ca.pem", &pki.ca_pem),
+        );
+        let env = [
+            ("IDP_TLS_CERT", cert.as_str()),
+            ("IDP_TLS_KEY", key.as_str()),
+            ("IDP_ISSUER", issuer.as_str()),
+            ("NODE_EXTRA_CA_CERTS", ca.as_str()),
+        ];
+        let mut idp = Self::start_with_env(port, auto_login, gateway_ports, &env).await;
+        idp.issuer = issuer;
+        idp
+    }
+}
+
+/// A client (no redirects, no proxy) that trusts only `ca_pem` for HTTPS, plus a cookie
+/// store when `cookies` (a browser at the provider).
+pub fn client_trusting(ca_pem: &str, cookies: bool) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(cookies)
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// [`http_login`] against a provider served over HTTPS by a CA only `idp_ca_pem` holds (see
+/// [`Idp::start_tls`]): the browser trusts that CA at the provider.
+pub async fn http_login_trusting(
+    gw: &Gateway,
+    path: &str,
+    idp_ca_pem: &str,
+) -> (String, reqwest::Response) {
+    let base = format!("http://{}", gw.addr);
+    login_flow_with(&base, path, "", client_trusting(idp_ca_pem, true)).await
 }

@@ -9,6 +9,12 @@
 //
 //   IDP_PORT          TCP port to listen on (default 9400).
 //   IDP_HOST          listen address (default 127.0.0.1).
+//   IDP_TLS_CERT, IDP_TLS_KEY  PEM files (server certificate chain, private key): serve HTTPS
+//                     (node's https.createServer) instead of plain HTTP; both or neither. The
+//                     default issuer is then https://127.0.0.1:${IDP_PORT}. The certificate must
+//                     name the issuer's host (and 127.0.0.1 / IDP_HOST: the auto-login logout
+//                     hop below calls the provider itself over https, trusting the CAs in node's
+//                     NODE_EXTRA_CA_CERTS, which the test harness sets to the test CA).
 //   IDP_ISSUER        issuer URL (default http://127.0.0.1:${IDP_PORT}). It goes into the `iss`
 //                     claim and discovery's `issuer`. The *endpoint* URLs in discovery are built
 //                     from the Host header of the discovery request (oidc-provider behaviour), so
@@ -223,7 +229,9 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import {
   createPublicKey, generateKeyPairSync, randomBytes, timingSafeEqual, verify as cryptoVerify,
 } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 
 import Provider, { errors } from 'oidc-provider';
 
@@ -252,7 +260,15 @@ function envJson(name, fallback) {
 
 const PORT = envInt('IDP_PORT', 9400);
 const HOST = process.env.IDP_HOST || '127.0.0.1';
-const ISSUER = (process.env.IDP_ISSUER || `http://127.0.0.1:${PORT}`).replace(/\/+$/, '');
+if (!process.env.IDP_TLS_CERT !== !process.env.IDP_TLS_KEY) {
+  throw new Error('IDP_TLS_CERT and IDP_TLS_KEY go together');
+}
+// HTTPS when both are set: { cert, key } for https.createServer.
+const TLS = process.env.IDP_TLS_CERT
+  ? { cert: readFileSync(process.env.IDP_TLS_CERT), key: readFileSync(process.env.IDP_TLS_KEY) }
+  : null;
+const SCHEME = TLS ? 'https' : 'http';
+const ISSUER = (process.env.IDP_ISSUER || `${SCHEME}://127.0.0.1:${PORT}`).replace(/\/+$/, '');
 const AUTO_LOGIN = process.env.IDP_AUTO_LOGIN === '1';
 const AUTO_LOGIN_ACCOUNT = process.env.IDP_AUTO_LOGIN_ACCOUNT || 'alice';
 const REFRESH_TOKENS = process.env.IDP_REFRESH_TOKENS || 'always';
@@ -994,7 +1010,7 @@ if (AUTO_LOGIN) {
   // IdP session cookie.
   provider.use(async (ctx, next) => {
     if (ctx.path === '/__test/end_session_confirm' && ctx.method === 'GET') {
-      const selfUrl = `http://${['0.0.0.0', '::', '[::]'].includes(HOST) ? '127.0.0.1' : HOST}:${PORT}`;
+      const selfUrl = `${SCHEME}://${['0.0.0.0', '::', '[::]'].includes(HOST) ? '127.0.0.1' : HOST}:${PORT}`;
       const res = await fetch(`${selfUrl}${MOUNT}/session/end/confirm`, {
         method: 'POST',
         redirect: 'manual',
@@ -1047,7 +1063,7 @@ const secureSameSiteNone = (cookie) => (
     ? `${cookie}; secure` : cookie);
 
 const callback = provider.callback();
-const server = http.createServer((req, res) => {
+const handler = (req, res) => {
   if (LOOPBACK_ISSUER) {
     const setHeader = res.setHeader.bind(res);
     res.setHeader = (name, value) => setHeader(
@@ -1070,7 +1086,8 @@ const server = http.createServer((req, res) => {
     if (req.url.startsWith('?')) req.url = `/${req.url}`;
   }
   callback(req, res);
-});
+};
+const server = TLS ? https.createServer(TLS, handler) : http.createServer(handler);
 
 server.listen(PORT, HOST, () => {
   process.stdout.write(`IDP READY ${ISSUER}\n`);
