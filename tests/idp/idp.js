@@ -75,6 +75,8 @@
 //                     (discovery has backchannel_logout_supported and
 //                     backchannel_logout_session_supported true). "0": off; discovery lacks both
 //                     fields, backchannel_logout_* client metadata is ignored, nothing is sent.
+//   IDP_CONFORM_ID_TOKEN_CLAIMS  "1": ID tokens carry only sub and protocol claims; email,
+//                     profile and groups come from userinfo only.
 //   IDP_DEBUG         "1": log every request (method, path, status) to stderr.
 //
 // Test-only endpoints (not part of OIDC; under the issuer's path when it has one):
@@ -548,7 +550,10 @@ const configuration = {
 
   // Put every granted claim (email, name, groups, ...) into the ID token itself, not only
   // into the userinfo response.
-  conformIdTokenClaims: false,
+  // IDP_CONFORM_ID_TOKEN_CLAIMS=1: oidc-provider's strict default instead, where ID tokens
+  // issued with an access token carry only `sub` and protocol claims, and everything else
+  // (email, groups, ...) is served by userinfo (like Okta's org server).
+  conformIdTokenClaims: process.env.IDP_CONFORM_ID_TOKEN_CLAIMS === '1',
 
   // PKCE for every client, confidential ones included (oidc-provider 9 only requires it for
   // public clients by default). v9 supports S256 only; "plain" is rejected.
