@@ -236,6 +236,10 @@ fn main() -> ExitCode {
                     c.upstreams.len(),
                     c.routes.len()
                 );
+                // What each provider's claims will be taken to mean, said once.
+                for line in c.providers.iter().flat_map(|p| p.describe()) {
+                    println!("  {line}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

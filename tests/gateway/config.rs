@@ -126,3 +126,155 @@ fn help_is_useful() {
         assert!(s.contains(word), "{s}");
     }
 }
+
+/// Two introspecting providers on one bearer route: an opaque token must go to one of them
+/// only, so each needs a distinct `opaque_token_prefix` (or the route names one provider).
+#[test]
+fn several_introspecting_providers_need_prefixes() {
+    let config = |a_extra: &str, b_extra: &str, route_extra: &str| {
+        format!(
+            "[session]\nstore = \"memory\"\n\n[[providers]]\nid = \"a\"\nissuer = \"https://a.example\"\nclient_id = \"gw\"\nclient_secret = \"s\"\nintrospect_opaque_tokens = true\n{a_extra}\n[[providers]]\nid = \"b\"\nissuer = \"https://b.example\"\nclient_id = \"gw\"\nclient_secret = \"s\"\nintrospect_opaque_tokens = true\n{b_extra}\n[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n\n[[routes]]\npath = \"/api\"\nupstream = \"app\"\nbearer = true\naudiences = [\"api\"]\n{route_extra}"
+        )
+    };
+    // No prefixes: refused, on the route's line, with the fix.
+    let (ok, out) = check(&config("", "", ""));
+    assert!(!ok);
+    assert!(out.contains("c.toml:23:12: routes[0].providers:"), "{out}");
+    assert!(
+        out.contains("(a, b)")
+            && out.contains("providers = [...]")
+            && out.contains("opaque_token_prefix"),
+        "{out}"
+    );
+    // Only one has a prefix, the same prefix twice, or one the start of the other: refused,
+    // at the route's providers list when it has one.
+    for (a, b) in [
+        ("opaque_token_prefix = \"a_\"\n", ""),
+        (
+            "opaque_token_prefix = \"x_\"\n",
+            "opaque_token_prefix = \"x_\"\n",
+        ),
+        (
+            "opaque_token_prefix = \"x\"\n",
+            "opaque_token_prefix = \"x_\"\n",
+        ),
+    ] {
+        let src = config(a, b, "providers = [\"a\", \"b\"]\n");
+        let line = src
+            .lines()
+            .position(|l| l.starts_with("providers"))
+            .unwrap()
+            + 1;
+        let (ok, out) = check(&src);
+        assert!(!ok, "{a} {b}");
+        assert!(
+            out.contains(&format!(
+                "c.toml:{line}:14: routes[0].providers: this bearer route"
+            )),
+            "{out}"
+        );
+    }
+    // Distinct prefixes, or a route that names one provider: fine.
+    for (a, b, route) in [
+        (
+            "opaque_token_prefix = \"a_\"\n",
+            "opaque_token_prefix = \"b_\"\n",
+            "",
+        ),
+        ("", "", "providers = [\"b\"]\n"),
+    ] {
+        let (ok, out) = check(&config(a, b, route));
+        assert!(ok, "{out}");
+    }
+}
+
+/// The identity keys of `[[providers]]`: errors with their lines, and `check` saying what a
+/// provider's claims will be taken to mean.
+#[test]
+fn provider_identity_keys_are_checked_and_explained() {
+    let provider = |id: &str, extra: &str| {
+        format!("[[providers]]\nid = \"{id}\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n{extra}\n")
+    };
+    let (ok, out) = check(&provider("corp", ""));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "provider corp: email forwarded only when the token says email_verified: true"
+        ),
+        "{out}"
+    );
+    let (ok, out) = check(&provider(
+        "corp",
+        "trust_email = true\nuser_claim = \"email\"\nuserinfo = \"merge\"",
+    ));
+    assert!(ok, "{out}");
+    assert!(out.contains("(trust_email = true)"), "{out}");
+    assert!(out.contains("stay keyed on the provider's sub"), "{out}");
+    assert!(out.contains("userinfo endpoint are merged"), "{out}");
+
+    for (extra, want) in [
+        (
+            "userinfo = \"always\"",
+            "c.toml:5:12: providers[0].userinfo: \"always\": expected \"off\" or \"merge\"",
+        ),
+        (
+            "trusted_audiences = [\"c\"]",
+            "c.toml:5:22: providers[0].trusted_audiences[0]:",
+        ),
+        (
+            "trusted_audiences = [\"\"]",
+            "providers[0].trusted_audiences[0]: list the other audiences",
+        ),
+        (
+            "ca_file = \"/nonexistent/ca.pem\"",
+            "c.toml:5:11: providers[0].ca_file: cannot read /nonexistent/ca.pem",
+        ),
+        (
+            "introspection_inactive_ttl = \"1h\"",
+            "providers[0].introspection_inactive_ttl: at most 300s",
+        ),
+    ] {
+        let (ok, out) = check(&provider("corp", extra));
+        assert!(!ok, "{extra}");
+        assert!(out.contains(want), "{extra}: {out}");
+    }
+    // Plain http only to this machine; ids name callback paths.
+    for (issuer, ok) in [
+        ("http://127.0.0.1:9400", true),
+        ("http://localhost:9400/realms/x", true),
+        ("http://[::1]:9400", true),
+        ("http://keycloak:8080/realms/x", false),
+        ("http://10.0.0.5", false),
+        ("http://localhost.evil.example", false),
+    ] {
+        let (got, out) = check(&format!(
+            "[[providers]]\nid = \"p\"\nissuer = \"{issuer}\"\nclient_id = \"c\"\n"
+        ));
+        assert_eq!(got, ok, "{issuer}: {out}");
+    }
+    let (ok, out) = check(&provider("a/b", ""));
+    assert!(!ok && out.contains("c.toml:2:6: providers[0].id:"), "{out}");
+    // Two providers answering at one configured callback could not be told apart.
+    let (ok, out) = check(&format!(
+        "{}{}",
+        provider(
+            "a",
+            "redirect_url = \"https://app.example/.authgate/callback\""
+        ),
+        provider(
+            "b",
+            "redirect_url = \"https://other.example/.authgate/callback\""
+        )
+    ));
+    assert!(!ok, "{out}");
+    assert!(out.contains("providers[1].redirect_url: providers[0] already uses the callback path /.authgate/callback"), "{out}");
+    // policy.providers names configured providers.
+    let (ok, out) = check(&format!(
+        "{}[upstreams.app]\nservers = [\"http://127.0.0.1:1\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n[routes.policy]\nproviders = [\"nope\"]\n",
+        provider("corp", "")
+    ));
+    assert!(
+        !ok && out.contains("routes[0].policy.providers[0]: unknown provider \"nope\""),
+        "{out}"
+    );
+}
