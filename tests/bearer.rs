@@ -197,7 +197,8 @@ async fn opaque_tokens_are_introspected() {
     let routes = "\n[[routes]]\nid = \"api\"\npath = \"/api\"\nupstream = \"app\"\nbearer = true\naudiences = [\"urn:authgate:api\"]\n";
     let config = common::with_provider_keys(
         &common::auth_config(&idp, e, "store = \"memory\""),
-        "introspect_opaque_tokens = true\nintrospection_cache_ttl = \"1s\"\n",
+        // The provider's opaque tokens introspect without `aud`.
+        "introspect_opaque_tokens = true\nintrospection_cache_ttl = \"1s\"\nintrospection_requires_audience = false\n",
     );
     let gw = Gateway::start_with(
         &format!("{config}{routes}"),
@@ -420,8 +421,14 @@ async fn forged_tokens_are_refused_and_cannot_flood_the_jwks() {
         assert_eq!(r.status(), 401, "{name}");
     }
 
-    // A flood of unknown kids costs at most one JWKS fetch per cooldown (30 s).
-    let before = idp.stats().await["requests"]["jwks"].as_u64().unwrap_or(0);
+    // A flood of unknown kids costs at most one JWKS fetch per cooldown (30 s). The
+    // background refresh (every 2 s here: discovery, then the JWKS) is not the flood's doing.
+    let fetches = || async {
+        let s = idp.stats().await;
+        let n = |route: &str| s["requests"][route].as_u64().unwrap_or(0);
+        (n("jwks"), n("discovery"))
+    };
+    let (before, discovery_before) = fetches().await;
     assert!(
         before >= 1,
         "the gateway should have fetched the JWKS at start"
@@ -437,10 +444,204 @@ async fn forged_tokens_are_refused_and_cannot_flood_the_jwks() {
             401
         );
     }
-    let after = idp.stats().await["requests"]["jwks"].as_u64().unwrap_or(0);
+    let (after, discovery_after) = fetches().await;
+    let refreshes = discovery_after - discovery_before;
     assert!(
-        after - before <= 1,
-        "{} JWKS fetches for 50 unknown kids",
+        after - before <= 1 + refreshes,
+        "{} JWKS fetches for 50 unknown kids ({refreshes} background refreshes)",
         after - before
     );
+}
+
+/// A value no provider issued, different on every call.
+fn random_value(prefix: &str) -> String {
+    format!("{prefix}{}", b64(&rand::random::<[u8; 24]>()))
+}
+
+async fn introspections(idp: &Idp) -> u64 {
+    idp.stats().await["introspections"].as_u64().unwrap_or(0)
+}
+
+/// An opaque-token gateway with the provider's default introspection settings.
+async fn introspecting_gateway(idp: &Idp, port: u16) -> Gateway {
+    let e = common::echo().await;
+    let routes = "\n[[routes]]\nid = \"api\"\npath = \"/api\"\nupstream = \"app\"\nbearer = true\naudiences = [\"urn:authgate:api\"]\n";
+    let config = common::with_provider_keys(
+        &common::auth_config(idp, e, "store = \"memory\""),
+        "introspect_opaque_tokens = true\n",
+    );
+    let gw = Gateway::start_with(
+        &format!("{config}{routes}"),
+        common::Opts {
+            port: Some(port),
+            ..common::Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+    gw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bogus_opaque_values_cost_one_introspection_each() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let gw = introspecting_gateway(&idp, port).await;
+
+    // One random value, 50 times (in a row, then 25 at once): one call (its inactive answer
+    // is remembered for introspection_inactive_ttl, 10 s by default; two if the run straddles it).
+    let before = introspections(&idp).await;
+    let bogus = random_value("");
+    for _ in 0..25 {
+        assert_eq!(
+            call(&gw, "/api/x", &[&format!("Bearer {bogus}")])
+                .await
+                .status(),
+            401
+        );
+    }
+    let authz = format!("Bearer {bogus}");
+    let authz = [authz.as_str()];
+    let at_once: Vec<_> = (0..25).map(|_| call(&gw, "/api/x", &authz)).collect();
+    for r in futures_util::future::join_all(at_once).await {
+        assert_eq!(r.status(), 401);
+    }
+    let calls = introspections(&idp).await - before;
+    assert!(
+        (1..=2).contains(&calls),
+        "{calls} introspections for one value"
+    );
+
+    // 50 distinct values: each refused, each asked about once (no retry, no other provider).
+    let before = introspections(&idp).await;
+    let values: Vec<String> = (0..50).map(|_| random_value("")).collect();
+    for v in &values {
+        assert_eq!(
+            call(&gw, "/api/x", &[&format!("Bearer {v}")])
+                .await
+                .status(),
+            401
+        );
+    }
+    for v in &values[..10] {
+        assert_eq!(
+            call(&gw, "/api/x", &[&format!("Bearer {v}")])
+                .await
+                .status(),
+            401
+        );
+    }
+    let calls = introspections(&idp).await - before;
+    assert!(calls <= 50, "{calls} introspections for 50 values");
+
+    // A real, active token whose answer has no `aud`: refused on a route with audiences
+    // (introspection_requires_audience defaults to true); opaque_tokens_are_introspected
+    // shows the same token accepted with introspection_requires_audience = false.
+    let token = opaque_token(&idp).await;
+    let r = call(&gw, "/api/x", &[&format!("Bearer {token}")]).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    assert!(gw.log().contains("wrong audience"), "{}", gw.log());
+    assert!(!gw.log().contains(&token), "a token reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_token_goes_only_to_its_prefix_provider() {
+    let port = free_port();
+    let (a, b) = (
+        Idp::start(true, &[port]).await,
+        Idp::start(true, &[port]).await,
+    );
+    let e = common::echo().await;
+    let config = format!(
+        r#"{}introspect_opaque_tokens = true
+opaque_token_prefix = "a_"
+{}introspect_opaque_tokens = true
+opaque_token_prefix = "b_"
+[session]
+store = "memory"
+
+[upstreams.app]
+servers = ["http://{e}"]
+
+[[routes]]
+id = "both"
+path = "/both"
+upstream = "app"
+bearer = true
+audiences = ["urn:authgate:api"]
+
+[[routes]]
+id = "only-b"
+path = "/only-b"
+upstream = "app"
+providers = ["b"]
+bearer = true
+audiences = ["urn:authgate:api"]
+"#,
+        a.provider_toml_as("a"),
+        b.provider_toml_as("b"),
+    );
+    let gw = Gateway::start_with(
+        &config,
+        common::Opts {
+            port: Some(port),
+            ..common::Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+    let counts = || async { (introspections(&a).await, introspections(&b).await) };
+    let (a0, b0) = counts().await;
+
+    let for_a = random_value("a_");
+    for _ in 0..3 {
+        assert_eq!(
+            call(&gw, "/both/x", &[&format!("Bearer {for_a}")])
+                .await
+                .status(),
+            401
+        );
+    }
+    assert_eq!(counts().await, (a0 + 1, b0), "a's value went elsewhere");
+    let for_b = random_value("b_");
+    assert_eq!(
+        call(&gw, "/both/x", &[&format!("Bearer {for_b}")])
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(counts().await, (a0 + 1, b0 + 1), "b's value went elsewhere");
+    // No provider's prefix, a real token of a (whose tokens carry no prefix), a's value on
+    // a route that accepts b only: refused without asking anyone.
+    let real = opaque_token(&a).await;
+    for (path, value) in [
+        ("/both/x", random_value("c_")),
+        ("/both/x", real.clone()),
+        ("/only-b/x", random_value("a_")),
+    ] {
+        assert_eq!(
+            call(&gw, path, &[&format!("Bearer {value}")])
+                .await
+                .status(),
+            401,
+            "{path}"
+        );
+    }
+    assert_eq!(counts().await, (a0 + 1, b0 + 1), "a value was sent out");
+    // A b value on b's own route: asked, at b.
+    assert_eq!(
+        call(
+            &gw,
+            "/only-b/x",
+            &[&format!("Bearer {}", random_value("b_"))]
+        )
+        .await
+        .status(),
+        401
+    );
+    assert_eq!(counts().await, (a0 + 1, b0 + 2));
 }

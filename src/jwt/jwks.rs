@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::JwtError;
@@ -54,41 +54,122 @@ struct KeySet {
     all: Vec<Arc<Key>>,
 }
 
-fn parse_set(set: &JwkSet) -> KeySet {
-    let mut ks = KeySet::default();
-    for jwk in &set.keys {
-        // Only signature keys.
-        if matches!(
-            jwk.common.public_key_use,
-            Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
-        ) {
-            continue;
+/// Why keys of a JWKS were left out, for the warning when none is left.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Skipped {
+    /// `use` other than `sig`, or `key_ops` without `verify`.
+    not_signing: usize,
+    /// `alg` that is not an asymmetric signature algorithm we verify, or not this key's.
+    alg: usize,
+    /// `oct` keys: a published secret is no verification key.
+    symmetric: usize,
+    /// Not a JWK we can read (unknown `kty` or curve, bad numbers).
+    unparseable: usize,
+}
+
+/// The algorithm family of a key type, and the one algorithm its curve fixes (EC, OKP).
+fn key_kind(params: &AlgorithmParameters) -> Option<(Family, Option<Algorithm>)> {
+    use jsonwebtoken::jwk::EllipticCurve as C;
+    match params {
+        AlgorithmParameters::RSA(_) => Some((Family::Rsa, None)),
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            C::P256 => Some((Family::Ec, Some(Algorithm::ES256))),
+            C::P384 => Some((Family::Ec, Some(Algorithm::ES384))),
+            _ => None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            C::Ed25519 => Some((Family::Okp, Some(Algorithm::EdDSA))),
+            _ => None,
+        },
+        AlgorithmParameters::OctetKey(_) => None,
+    }
+}
+
+/// The verification key a JWK gives, or why it gives none.
+fn parse_key(jwk: &Jwk, skipped: &mut Skipped) -> Option<Key> {
+    use jsonwebtoken::jwk::{KeyOperations, PublicKeyUse};
+    // Only signature keys: `use` is `sig` or absent, `key_ops` (if any) allows `verify`.
+    let signing = matches!(
+        jwk.common.public_key_use,
+        None | Some(PublicKeyUse::Signature)
+    ) && jwk
+        .common
+        .key_operations
+        .as_ref()
+        .is_none_or(|ops| ops.contains(&KeyOperations::Verify));
+    if !signing {
+        skipped.not_signing += 1;
+        return None;
+    }
+    if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+        skipped.symmetric += 1;
+        return None;
+    }
+    let Some((family, fixed)) = key_kind(&jwk.algorithm) else {
+        skipped.unparseable += 1;
+        return None;
+    };
+    // A present `alg` pins the key to it; an `alg` we do not verify with (RSA-OAEP, HS256,
+    // anything unknown) makes the key no signature key of ours, never an "any alg" key.
+    let alg = match jwk.common.key_algorithm {
+        None => fixed,
+        Some(a) => {
+            let parsed = a
+                .to_string()
+                .parse::<Algorithm>()
+                .ok()
+                .filter(|a| super::ASYMMETRIC.contains(a))
+                .filter(|a| family_of(*a) == Some(family) && fixed.is_none_or(|f| f == *a));
+            if parsed.is_none() {
+                skipped.alg += 1;
+                return None;
+            }
+            parsed
         }
-        let family = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => Family::Rsa,
-            AlgorithmParameters::EllipticCurve(_) => Family::Ec,
-            AlgorithmParameters::OctetKeyPair(_) => Family::Okp,
-            // Symmetric keys in a JWKS are never used for verification.
-            AlgorithmParameters::OctetKey(_) => continue,
-        };
-        let Ok(decoding) = DecodingKey::from_jwk(jwk) else {
+    };
+    let Ok(decoding) = DecodingKey::from_jwk(jwk) else {
+        skipped.unparseable += 1;
+        return None;
+    };
+    Some(Key {
+        decoding,
+        alg,
+        family,
+    })
+}
+
+fn parse_set<'a>(keys: impl IntoIterator<Item = &'a Jwk>, skipped: &mut Skipped) -> KeySet {
+    let mut ks = KeySet::default();
+    for jwk in keys {
+        let Some(key) = parse_key(jwk, skipped) else {
             continue;
         };
-        let alg = jwk
-            .common
-            .key_algorithm
-            .and_then(|a| a.to_string().parse::<Algorithm>().ok());
-        let key = Arc::new(Key {
-            decoding,
-            alg,
-            family,
-        });
+        let key = Arc::new(key);
         if let Some(kid) = &jwk.common.key_id {
             ks.by_kid.insert(kid.clone(), key.clone());
         }
         ks.all.push(key);
     }
     ks
+}
+
+/// A JWKS document, read key by key: one key we cannot read does not hide the others.
+fn parse_document(body: &[u8]) -> Result<(KeySet, Skipped), String> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        keys: Vec<serde_json::Value>,
+    }
+    let doc: Doc = serde_json::from_slice(body).map_err(|e| format!("not a JWKS: {e}"))?;
+    let mut skipped = Skipped::default();
+    let mut jwks = Vec::with_capacity(doc.keys.len());
+    for v in doc.keys {
+        match serde_json::from_value::<Jwk>(v) {
+            Ok(k) => jwks.push(k),
+            Err(_) => skipped.unparseable += 1,
+        }
+    }
+    let set = parse_set(&jwks, &mut skipped);
+    Ok((set, skipped))
 }
 
 /// JWKS of one issuer, refreshed on demand and in the background.
@@ -119,7 +200,8 @@ impl Jwks {
 
     /// Replace the key set with `set` (keys served without HTTP, e.g. configured statically).
     pub fn load(&self, set: &JwkSet) {
-        self.keys.store(Arc::new(parse_set(set)));
+        self.keys
+            .store(Arc::new(parse_set(&set.keys, &mut Skipped::default())));
     }
 
     pub fn key_count(&self) -> usize {
@@ -146,11 +228,27 @@ impl Jwks {
         if !resp.status().is_success() {
             return Err(JwtError::JwksUnavailable(format!("HTTP {}", resp.status())));
         }
-        let set: JwkSet = resp
-            .json()
+        let body = resp
+            .bytes()
             .await
-            .map_err(|e| JwtError::JwksUnavailable(format!("bad JWKS: {}", e.without_url())))?;
-        let parsed = parse_set(&set);
+            .map_err(|e| JwtError::JwksUnavailable(e.without_url().to_string()))?;
+        // Only a set with a usable key replaces the cached one: an empty, encryption-only,
+        // symmetric-only or unreadable answer keeps the last good keys in place.
+        let (parsed, skipped) = match parse_document(&body) {
+            Ok((set, skipped)) if !set.all.is_empty() => (set, skipped),
+            Ok((_, skipped)) => {
+                let why = format!("JWKS without a usable signature key (left out: {skipped:?})");
+                tracing::warn!(jwks_uri = %uri, "{why}; keeping the previous keys");
+                return Err(JwtError::JwksUnavailable(why));
+            }
+            Err(why) => {
+                tracing::warn!(jwks_uri = %uri, error = %why, "bad JWKS answer; keeping the previous keys");
+                return Err(JwtError::JwksUnavailable(why));
+            }
+        };
+        if skipped != Skipped::default() {
+            tracing::debug!(jwks_uri = %uri, ?skipped, "JWKS keys left out");
+        }
         let n = parsed.all.len();
         self.keys.store(Arc::new(parsed));
         Ok(n)
@@ -199,23 +297,28 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A JWKS endpoint that counts its fetches.
-    async fn jwks_server(set: String) -> (String, Arc<AtomicUsize>) {
+    /// What the test JWKS endpoint answers: a status and a body, changeable mid-test.
+    type Answer = Arc<std::sync::Mutex<(u16, String)>>;
+
+    /// A JWKS endpoint that counts its fetches and answers whatever `Answer` holds.
+    async fn answering_server(answer: Answer) -> (String, Arc<AtomicUsize>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
-                let (h, set) = (h.clone(), set.clone());
+                let (h, answer) = (h.clone(), answer.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |_req| {
                         h.fetch_add(1, Ordering::SeqCst);
-                        let body = set.clone();
+                        let (status, body) = answer.lock().unwrap().clone();
                         async move {
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from(body)),
-                            ))
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body),
+                            ));
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(r)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -225,6 +328,190 @@ mod tests {
             }
         });
         (format!("http://{addr}/jwks"), hits)
+    }
+
+    /// A JWKS endpoint that always serves `set` and counts its fetches.
+    async fn jwks_server(set: String) -> (String, Arc<AtomicUsize>) {
+        answering_server(Arc::new(std::sync::Mutex::new((200, set)))).await
+    }
+
+    /// A fresh P-256 public key as JWK JSON, with `kid` and `alg: ES256` (as providers publish).
+    fn ec_jwk(kid: &str) -> serde_json::Value {
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        serde_json::to_value(jwk).unwrap()
+    }
+
+    /// An RSA public key JWK (the modulus need not be a real one: nothing is verified here).
+    fn rsa_jwk(kid: &str) -> serde_json::Value {
+        use base64::Engine;
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xc5u8; 256]);
+        serde_json::json!({"kty": "RSA", "kid": kid, "n": n, "e": "AQAB"})
+    }
+
+    fn with(mut v: serde_json::Value, k: &str, val: serde_json::Value) -> serde_json::Value {
+        v.as_object_mut().unwrap().insert(k.into(), val);
+        v
+    }
+
+    fn doc(keys: Vec<serde_json::Value>) -> String {
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
+    /// The kids a document yields as usable keys.
+    fn usable(keys: Vec<serde_json::Value>) -> Vec<String> {
+        let (set, _) = parse_document(doc(keys).as_bytes()).unwrap();
+        let mut kids: Vec<_> = set.by_kid.keys().cloned().collect();
+        kids.sort();
+        kids
+    }
+
+    #[test]
+    fn only_signature_keys_with_a_known_asymmetric_alg() {
+        use serde_json::json;
+        let ec = ec_jwk("ok-ec");
+        let keys = vec![
+            ec.clone(),
+            rsa_jwk("ok-rsa"),
+            with(rsa_jwk("ok-rsa-sig"), "use", json!("sig")),
+            with(rsa_jwk("ok-rs256"), "alg", json!("RS256")),
+            with(rsa_jwk("ok-ps512"), "alg", json!("PS512")),
+            // Encryption keys, whatever else they say.
+            with(rsa_jwk("enc"), "use", json!("enc")),
+            with(
+                with(rsa_jwk("enc-rs256"), "use", json!("enc")),
+                "alg",
+                json!("RS256"),
+            ),
+            with(rsa_jwk("use-other"), "use", json!("tls")),
+            with(
+                rsa_jwk("ops-encrypt"),
+                "key_ops",
+                json!(["encrypt", "wrapKey"]),
+            ),
+            // An alg we do not verify with is not "any alg".
+            with(rsa_jwk("rsa-oaep"), "alg", json!("RSA-OAEP")),
+            with(rsa_jwk("rsa-oaep-256"), "alg", json!("RSA-OAEP-256")),
+            with(rsa_jwk("rsa1_5"), "alg", json!("RSA1_5")),
+            with(rsa_jwk("hs256"), "alg", json!("HS256")),
+            with(rsa_jwk("garbage"), "alg", json!("garbage")),
+            with(rsa_jwk("none"), "alg", json!("none")),
+            // An alg of another key type, or another curve.
+            with(rsa_jwk("rsa-es256"), "alg", json!("ES256")),
+            with(
+                with(ec.clone(), "kid", json!("p256-es384")),
+                "alg",
+                json!("ES384"),
+            ),
+            // Symmetric keys, and keys we cannot read.
+            json!({"kty": "oct", "kid": "oct", "k": "c2VjcmV0"}),
+            json!({"kty": "oct", "kid": "oct-hs", "k": "c2VjcmV0", "alg": "HS256", "use": "sig"}),
+            json!({"kty": "AKP", "kid": "unknown-kty", "pub": "AAAA"}),
+            json!({"kty": "EC", "kid": "p521", "crv": "P-521", "x": "AA", "y": "AA"}),
+            json!({"kty": "RSA", "kid": "no-n", "e": "AQAB"}),
+            json!("not an object"),
+        ];
+        assert_eq!(
+            usable(keys.clone()),
+            ["ok-ec", "ok-ps512", "ok-rs256", "ok-rsa", "ok-rsa-sig"]
+        );
+        let (_, skipped) = parse_document(doc(keys).as_bytes()).unwrap();
+        assert_eq!(
+            skipped,
+            Skipped {
+                not_signing: 4,
+                alg: 8,
+                symmetric: 2,
+                unparseable: 4,
+            }
+        );
+        // A pinned alg is the only one the key verifies.
+        let (set, _) =
+            parse_document(doc(vec![with(rsa_jwk("k"), "alg", json!("PS256"))]).as_bytes())
+                .unwrap();
+        let k = &set.by_kid["k"];
+        assert!(k.allows(Algorithm::PS256));
+        assert!(!k.allows(Algorithm::RS256));
+        // An EC key without alg verifies only its curve's algorithm.
+        let mut bare = ec_jwk("bare");
+        bare.as_object_mut().unwrap().remove("alg");
+        let (set, _) = parse_document(doc(vec![bare]).as_bytes()).unwrap();
+        assert!(set.by_kid["bare"].allows(Algorithm::ES256));
+        assert!(!set.by_kid["bare"].allows(Algorithm::ES384));
+    }
+
+    #[tokio::test]
+    async fn bad_answers_keep_the_last_good_keys() {
+        use serde_json::json;
+        let good = doc(vec![ec_jwk("k1")]);
+        let answer: Answer = Arc::new(std::sync::Mutex::new((200, good.clone())));
+        let (uri, hits) = answering_server(answer.clone()).await;
+        let jwks = Jwks::new(reqwest::Client::new(), Duration::from_millis(0));
+        jwks.set_uri(uri);
+        assert_eq!(jwks.fetch().await.unwrap(), 1);
+        let bad_answers: Vec<(&str, u16, String)> = vec![
+            ("empty set", 200, doc(vec![])),
+            (
+                "encryption keys only",
+                200,
+                doc(vec![
+                    with(rsa_jwk("e1"), "use", json!("enc")),
+                    with(rsa_jwk("e2"), "alg", json!("RSA-OAEP")),
+                ]),
+            ),
+            (
+                "oct keys only",
+                200,
+                doc(vec![
+                    json!({"kty": "oct", "kid": "s", "k": "c2VjcmV0", "alg": "HS256"}),
+                ]),
+            ),
+            (
+                "unparseable keys only",
+                200,
+                doc(vec![
+                    json!({"kty": "AKP", "kid": "x"}),
+                    json!({"kty": "RSA", "kid": "k1"}),
+                    json!(42),
+                ]),
+            ),
+            (
+                "HS256 alg only",
+                200,
+                doc(vec![with(rsa_jwk("k1"), "alg", json!("HS256"))]),
+            ),
+            ("HTML", 200, "<html>maintenance</html>".into()),
+            ("empty body", 200, String::new()),
+            ("no keys member", 200, r#"{"issuer":"x"}"#.into()),
+            ("keys not a list", 200, r#"{"keys":{}}"#.into()),
+            ("null", 200, "null".into()),
+            ("server error", 500, good.clone()),
+            ("not found", 404, doc(vec![])),
+        ];
+        for (name, status, body) in bad_answers {
+            *answer.lock().unwrap() = (status, body);
+            let before = hits.load(Ordering::SeqCst);
+            assert!(
+                matches!(jwks.fetch().await, Err(JwtError::JwksUnavailable(_))),
+                "{name}: counted as a good fetch"
+            );
+            assert_eq!(hits.load(Ordering::SeqCst), before + 1, "{name}");
+            assert_eq!(jwks.key_count(), 1, "{name}: keys replaced");
+            assert!(
+                jwks.key_for(Some("k1"), Algorithm::ES256).await.is_ok(),
+                "{name}: the last good key is gone"
+            );
+        }
+        // A good set (one usable key among bad ones) replaces the old one.
+        *answer.lock().unwrap() = (
+            200,
+            doc(vec![with(rsa_jwk("e1"), "use", json!("enc")), ec_jwk("k2")]),
+        );
+        assert_eq!(jwks.fetch().await.unwrap(), 1);
+        assert!(jwks.key_for(Some("k2"), Algorithm::ES256).await.is_ok());
+        assert!(jwks.lookup(Some("k1"), Algorithm::ES256).is_none());
     }
 
     #[tokio::test]

@@ -242,41 +242,36 @@ impl BearerVerifier {
     /// with. Anything else is refused before the token leaves the gateway: handing it to
     /// every provider in turn would give one provider's tokens to another.
     fn introspector(&self, token: &str, accepted: &[String]) -> Result<usize, JwtError> {
-        let fits = |p: &Provider| {
+        let prefixed = |p: &Provider| {
             p.settings
                 .opaque_token_prefix
                 .as_deref()
-                .is_none_or(|prefix| token.starts_with(prefix))
+                .map(|prefix| token.starts_with(prefix))
         };
-        let mut candidates = self.providers.iter().enumerate().filter(|(_, p)| {
-            p.settings.introspect_opaque_tokens
-                && (accepted.is_empty() || accepted.contains(&p.settings.id))
-        });
-        let (Some(first), second) = (candidates.next(), candidates.next()) else {
-            // No provider introspects for this route: an opaque value cannot be verified.
-            return Err(JwtError::Malformed);
-        };
-        let Some(second) = second else {
-            return if fits(&first.1) {
-                Ok(first.0)
-            } else {
-                Err(JwtError::UnknownIssuer)
-            };
-        };
-        // Several: the prefix decides, and exactly one must match (without a prefix a
-        // provider matches nothing here; `authgate check` refuses such a route).
-        let mut by_prefix = [first, second]
-            .into_iter()
-            .chain(candidates)
+        let candidates: Vec<(usize, &Arc<Provider>)> = self
+            .providers
+            .iter()
+            .enumerate()
             .filter(|(_, p)| {
-                p.settings
-                    .opaque_token_prefix
-                    .as_deref()
-                    .is_some_and(|prefix| token.starts_with(prefix))
-            });
-        match (by_prefix.next(), by_prefix.next()) {
-            (Some((i, _)), None) => Ok(i),
-            _ => Err(JwtError::UnknownIssuer),
+                p.settings.introspect_opaque_tokens
+                    && (accepted.is_empty() || accepted.contains(&p.settings.id))
+            })
+            .collect();
+        match candidates.as_slice() {
+            // No provider introspects for this route: an opaque value cannot be verified.
+            [] => Err(JwtError::Malformed),
+            // The only one, unless it has a prefix this token lacks.
+            [(i, p)] if prefixed(p) != Some(false) => Ok(*i),
+            [_] => Err(JwtError::UnknownIssuer),
+            // Several: exactly one prefix must match (a provider without a prefix matches
+            // nothing here; `authgate check` refuses such a route).
+            several => {
+                let mut matching = several.iter().filter(|(_, p)| prefixed(p) == Some(true));
+                match (matching.next(), matching.next()) {
+                    (Some((i, _)), None) => Ok(*i),
+                    _ => Err(JwtError::UnknownIssuer),
+                }
+            }
         }
     }
 
