@@ -166,9 +166,12 @@ impl Provider {
                 .iter()
                 .any(|m| m == "S256")
         {
-            return Err(ProviderError::BadResponse(
-                "provider does not support PKCE S256".into(),
-            ));
+            // Not retried into success: sign-in through this provider stays off until its
+            // metadata changes, and the log says why at every attempt.
+            return Err(ProviderError::BadResponse(format!(
+                "the provider does not support PKCE with S256 (code_challenge_methods_supported = {:?}); authgate requires it, so sign-in through this provider is off",
+                doc.code_challenge_methods_supported
+            )));
         }
         let algs = match &self.settings.algorithms {
             Some(configured) => jwt::allowed_algorithms(configured.iter().map(String::as_str)),
