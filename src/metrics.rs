@@ -22,6 +22,9 @@ pub struct Metrics {
     pub redis_errors: IntCounter,
     pub refreshes: IntCounterVec,
     pub revocations: IntCounterVec,
+    /// Logins started and not yet finished, expired or evicted (see [`Metrics::pending`]).
+    pub pending_logins: IntGauge,
+    pub pending_logins_evicted: IntCounter,
 }
 
 /// Label for requests that matched no route.
@@ -123,6 +126,16 @@ impl Metrics {
             &["source"],
         )
         .expect("valid metric");
+        let pending_logins = IntGauge::new(
+            "authgate_pending_logins",
+            "Logins started and not yet finished or expired (memory store: exact; Redis: the count this process last saw)",
+        )
+        .expect("valid metric");
+        let pending_logins_evicted = IntCounter::new(
+            "authgate_pending_logins_evicted_total",
+            "Pending logins dropped, oldest first, because session.max_pending_logins was reached",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -136,6 +149,8 @@ impl Metrics {
             Box::new(redis_errors.clone()),
             Box::new(refreshes.clone()),
             Box::new(revocations.clone()),
+            Box::new(pending_logins.clone()),
+            Box::new(pending_logins_evicted.clone()),
         ] {
             registry.register(m).expect("unique metric names");
         }
@@ -153,6 +168,16 @@ impl Metrics {
             redis_errors,
             refreshes,
             revocations,
+            pending_logins,
+            pending_logins_evicted,
+        }
+    }
+
+    /// The handles the session store reports pending logins to.
+    pub fn pending(&self) -> crate::session::store::PendingMetrics {
+        crate::session::store::PendingMetrics {
+            pending: self.pending_logins.clone(),
+            evicted: self.pending_logins_evicted.clone(),
         }
     }
 

@@ -154,6 +154,7 @@ pub fn build_auth(
             ))
         }
     };
+    store.observe_pending(metrics.pending());
     let secret: Vec<u8> = match &s.secret {
         Some(secret) => secret.expose().as_bytes().to_vec(),
         // Memory store: one process, so a per-process key is enough (sessions end on restart
@@ -218,6 +219,8 @@ pub fn build_auth(
         redirects: RedirectPolicy::new(config.allowed_redirect_hosts.iter().map(String::as_str)),
         prefix: config.gateway_prefix.clone(),
         login_ttl: s.login_timeout,
+        max_pending_logins: s.max_pending_logins,
+        max_return_url_bytes: s.max_return_url_bytes,
         metrics: metrics.clone(),
     });
     {

@@ -11,13 +11,18 @@
 //!   as they are read, for revocation and back-channel logout;
 //! - a short refresh lock per session, so one replica refreshes tokens at a time;
 //! - a publish of cache invalidations (a no-op in memory, where the cache is invalidated
-//!   directly).
+//!   directly);
+//! - pending logins ([`Store::put_pending`], [`Store::take_pending`]): one-time login
+//!   transactions, at most `cap` of them, the oldest dropped first. Anonymous clients start
+//!   them, so they are bounded apart from sessions and can never push a session out.
 //!
 //! Redis keys carry hash tags (`s:{<id hash>}`) so a session's record and its lock share one
-//! Cluster slot; every script touches exactly one key. Every Redis call has a deadline: a
+//! Cluster slot; every session script touches exactly one key. Pending logins all share the
+//! tag `tx:{pending}:` (one slot) with their order, a sorted set, so one script keeps both. Every Redis call has a deadline: a
 //! slow Redis becomes a 503, never a pile-up.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -80,6 +85,79 @@ struct MemSession {
     expires: Instant,
 }
 
+/// Where the store reports pending logins: `authgate_pending_logins` (memory: exact; Redis:
+/// the count the last put or take of this process saw) and
+/// `authgate_pending_logins_evicted_total`.
+#[derive(Clone, Debug)]
+pub struct PendingMetrics {
+    pub pending: prometheus::IntGauge,
+    pub evicted: prometheus::IntCounter,
+}
+
+impl PendingMetrics {
+    fn report(&self, pending: u64, evicted: u64) {
+        self.pending.set(pending as i64);
+        self.evicted.inc_by(evicted);
+    }
+}
+
+/// Pending logins in memory: by id, and by insertion sequence (oldest first) for O(log n)
+/// eviction and expiry.
+#[derive(Debug, Default)]
+struct PendingQueue {
+    entries: HashMap<String, PendingEntry>,
+    order: BTreeMap<u64, String>,
+    next: u64,
+}
+
+#[derive(Debug)]
+struct PendingEntry {
+    seq: u64,
+    value: Vec<u8>,
+    expires: Instant,
+}
+
+impl PendingQueue {
+    fn remove(&mut self, id: &str) -> Option<PendingEntry> {
+        let e = self.entries.remove(id)?;
+        self.order.remove(&e.seq);
+        Some(e)
+    }
+
+    /// Drop the oldest entry; `false` when there is none.
+    fn pop_oldest(&mut self) -> bool {
+        match self.order.pop_first() {
+            Some((_, id)) => {
+                self.entries.remove(&id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drop expired entries from the old end (every login has the same TTL, so they are
+    /// the oldest); [`MemoryStore::sweep`] catches any other.
+    fn expire_oldest(&mut self, now: Instant) {
+        while let Some((_, id)) = self.order.first_key_value() {
+            match self.entries.get(id) {
+                Some(e) if e.expires > now => return,
+                _ => {
+                    self.pop_oldest();
+                }
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.expires > now);
+        if self.entries.len() != before {
+            let entries = &self.entries;
+            self.order.retain(|_, id| entries.contains_key(id));
+        }
+    }
+}
+
 /// In-process store: the embedded default (single instance, nothing to run).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -87,12 +165,31 @@ pub struct MemoryStore {
     sessions: DashMap<String, MemSession>,
     /// Index key → member → deadline (unix ms).
     indexes: DashMap<String, std::collections::HashMap<String, u64>>,
+    pending: Mutex<PendingQueue>,
+    pending_metrics: OnceLock<PendingMetrics>,
 }
 
 impl MemoryStore {
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingQueue> {
+        // The queue is consistent after every statement: a panic elsewhere cannot break it.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report_pending(&self, pending: usize, evicted: u64) {
+        if let Some(m) = self.pending_metrics.get() {
+            m.report(pending as u64, evicted);
+        }
+    }
+
     /// Drop expired entries; run periodically so abandoned logins do not accumulate.
     pub fn sweep(&self) {
         let now = Instant::now();
+        let pending = {
+            let mut q = self.pending();
+            q.sweep(now);
+            q.entries.len()
+        };
+        self.report_pending(pending, 0);
         self.map.retain(|_, (_, exp)| *exp > now);
         self.sessions
             .retain(|_, s| s.expires > now && s.deadline > now);
@@ -126,6 +223,7 @@ pub struct RedisStore {
     pub conn: RedisConn,
     prefix: String,
     pub timeout: Duration,
+    pending_metrics: Arc<OnceLock<PendingMetrics>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -145,11 +243,23 @@ impl RedisStore {
             conn: RedisConn::new(options)?,
             prefix: prefix.to_string(),
             timeout: options.timeout,
+            pending_metrics: Arc::default(),
         })
     }
 
     fn key(&self, key: &str) -> String {
         format!("{}{}", self.prefix, key)
+    }
+
+    /// Every pending-login key starts with this: one hash tag, so one Cluster slot.
+    fn pending_prefix(&self) -> String {
+        self.key("tx:{pending}:")
+    }
+
+    fn report_pending(&self, pending: u64, evicted: u64) {
+        if let Some(m) = self.pending_metrics.get() {
+            m.report(pending, evicted);
+        }
     }
 
     /// `SET key value NX PX ttl`: `true` if the key was new.
@@ -287,6 +397,106 @@ impl Store {
     }
 }
 
+/// Pending logins: one-time login transactions, bounded.
+impl Store {
+    /// Report pending logins to these metrics. Call once, before the store is cloned.
+    pub fn observe_pending(&self, metrics: PendingMetrics) {
+        let _ = match self {
+            Store::Memory(m) => m.pending_metrics.set(metrics),
+            Store::Redis(r) => r.pending_metrics.set(metrics),
+        };
+    }
+
+    /// Store a login transaction under `id` (a hash, in hex) for `ttl`. At most `cap` are
+    /// kept: past it the oldest are dropped (their callback then finds nothing, as if they had
+    /// expired). Expired ones are dropped on the way. Nothing but pending logins is ever
+    /// dropped: in Redis they live under their own keys (`<prefix>tx:{pending}:<id>`, ordered
+    /// by the sorted set `<prefix>tx:{pending}:order`, scored by deadline).
+    pub async fn put_pending(
+        &self,
+        id: &str,
+        value: &[u8],
+        ttl: Duration,
+        cap: usize,
+    ) -> Result<(), StoreError> {
+        let cap = cap.max(1);
+        match self {
+            Store::Memory(m) => {
+                let now = Instant::now();
+                let (pending, evicted) = {
+                    let mut q = m.pending();
+                    q.expire_oldest(now);
+                    q.remove(id);
+                    let mut evicted = 0;
+                    while q.entries.len() >= cap && q.pop_oldest() {
+                        evicted += 1;
+                    }
+                    let seq = q.next;
+                    q.next += 1;
+                    q.order.insert(seq, id.to_string());
+                    q.entries.insert(
+                        id.to_string(),
+                        PendingEntry {
+                            seq,
+                            value: value.to_vec(),
+                            expires: now + ttl,
+                        },
+                    );
+                    (q.entries.len(), evicted)
+                };
+                m.report_pending(pending, evicted);
+                Ok(())
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let prefix = r.pending_prefix();
+                let mut inv = scripts::PENDING_PUT.prepare_invoke();
+                inv.key(format!("{prefix}{id}"))
+                    .key(format!("{prefix}order"))
+                    .arg(value)
+                    .arg(ms(ttl))
+                    .arg(cap)
+                    .arg(id)
+                    .arg(&prefix);
+                let (pending, evicted) = r
+                    .call(async move { inv.invoke_async::<(u64, u64)>(&mut c).await })
+                    .await?;
+                r.report_pending(pending, evicted);
+                Ok(())
+            }
+        }
+    }
+
+    /// Atomically read and delete a pending login: it is consumed exactly once. `None` when
+    /// it never existed, expired, was taken or was dropped for newer ones.
+    pub async fn take_pending(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Memory(m) => {
+                let now = Instant::now();
+                let (taken, pending) = {
+                    let mut q = m.pending();
+                    (q.remove(id), q.entries.len())
+                };
+                m.report_pending(pending, 0);
+                Ok(taken.and_then(|e| (e.expires > now).then_some(e.value)))
+            }
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let prefix = r.pending_prefix();
+                let mut inv = scripts::PENDING_TAKE.prepare_invoke();
+                inv.key(format!("{prefix}{id}"))
+                    .key(format!("{prefix}order"))
+                    .arg(id);
+                let (value, pending) = r
+                    .call(async move { inv.invoke_async::<(Option<Vec<u8>>, u64)>(&mut c).await })
+                    .await?;
+                r.report_pending(pending, 0);
+                Ok(value)
+            }
+        }
+    }
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -297,8 +507,9 @@ fn ms(d: Duration) -> u64 {
     (d.as_millis() as u64).max(1)
 }
 
-/// Redis-side session logic. Each script touches one key, so it runs unchanged on a Cluster;
-/// `TIME` makes Redis the only clock that decides expiry.
+/// Redis-side session logic. Each session script touches one key, and the pending-login
+/// scripts only keys of one hash tag, so they run unchanged on a Cluster; `TIME` makes Redis
+/// the only clock that decides expiry.
 mod scripts {
     use std::sync::LazyLock;
 
@@ -382,6 +593,50 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)",
+        )
+    });
+
+    /// KEYS[1] pending login, KEYS[2] their order (both under the `tx:{pending}:` tag);
+    /// ARGV value, ttl ms, cap, id, the key prefix of pending logins → {count, evicted}.
+    /// Drops expired members, then the oldest (never the new one) while past the cap, with
+    /// their keys: only keys under the prefix are ever deleted. At most 1000 are dropped per
+    /// call, so a cap lowered by a restart shrinks the set over a few logins instead of
+    /// blocking Redis.
+    pub static PENDING_PUT: LazyLock<redis::Script> = LazyLock::new(|| {
+        redis::Script::new(
+            r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[4])
+local n = redis.call('ZCARD', KEYS[2])
+local over = math.min(n - tonumber(ARGV[3]), 1000)
+local evicted = 0
+if over > 0 then
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, over)) do
+    if evicted < over and m ~= ARGV[4] then
+      redis.call('DEL', ARGV[5] .. m)
+      redis.call('ZREM', KEYS[2], m)
+      evicted = evicted + 1
+    end
+  end
+end
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[2], last[2])
+return {n - evicted, evicted}",
+        )
+    });
+
+    /// KEYS[1] pending login, KEYS[2] their order; ARGV id → {value or nil, count left}.
+    pub static PENDING_TAKE: LazyLock<redis::Script> = LazyLock::new(|| {
+        redis::Script::new(
+            r"
+local v = redis.call('GET', KEYS[1])
+if v then redis.call('DEL', KEYS[1]) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return {v, redis.call('ZCARD', KEYS[2])}",
         )
     });
 
@@ -677,6 +932,116 @@ mod tests {
             !s.put_new("j", b"", Duration::from_secs(60)).await.unwrap(),
             "replay"
         );
+    }
+
+    fn observed() -> (Store, crate::metrics::Metrics) {
+        let s = Store::memory();
+        let m = crate::metrics::Metrics::new();
+        s.observe_pending(m.pending());
+        (s, m)
+    }
+
+    #[tokio::test]
+    async fn memory_pending_cap_drops_the_oldest_first() {
+        let (s, m) = observed();
+        let ttl = Duration::from_secs(60);
+        for i in 0..5 {
+            s.put_pending(&format!("id{i}"), format!("v{i}").as_bytes(), ttl, 3)
+                .await
+                .unwrap();
+        }
+        assert_eq!(m.pending_logins.get(), 3);
+        assert_eq!(m.pending_logins_evicted.get(), 2);
+        for i in 0..2 {
+            assert_eq!(s.take_pending(&format!("id{i}")).await.unwrap(), None);
+        }
+        for i in 2..5 {
+            let v = s.take_pending(&format!("id{i}")).await.unwrap();
+            assert_eq!(v, Some(format!("v{i}").into_bytes()), "id{i} kept");
+            assert_eq!(
+                s.take_pending(&format!("id{i}")).await.unwrap(),
+                None,
+                "once"
+            );
+        }
+        assert_eq!(m.pending_logins.get(), 0);
+
+        // A taken login frees its place; the order is insertion order, not key order.
+        for id in ["c", "a", "b"] {
+            s.put_pending(id, b"x", ttl, 3).await.unwrap();
+        }
+        s.take_pending("a").await.unwrap().unwrap();
+        s.put_pending("d", b"x", ttl, 3).await.unwrap();
+        assert_eq!(
+            m.pending_logins_evicted.get(),
+            2,
+            "room was made by the take"
+        );
+        s.put_pending("e", b"x", ttl, 3).await.unwrap();
+        assert_eq!(m.pending_logins_evicted.get(), 3);
+        assert_eq!(s.take_pending("c").await.unwrap(), None, "c was the oldest");
+        for id in ["b", "d", "e"] {
+            assert!(s.take_pending(id).await.unwrap().is_some(), "{id}");
+        }
+        assert_eq!(m.pending_logins.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn memory_pending_expiry() {
+        let (s, m) = observed();
+        let short = Duration::from_millis(20);
+        let long = Duration::from_secs(60);
+        s.put_pending("gone", b"1", short, 10).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(s.take_pending("gone").await.unwrap(), None, "expired");
+
+        // Expired logins make room without counting as evictions.
+        for i in 0..3 {
+            s.put_pending(&format!("old{i}"), b"1", short, 3)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        s.put_pending("new", b"2", long, 3).await.unwrap();
+        assert_eq!(m.pending_logins_evicted.get(), 0);
+        assert_eq!(m.pending_logins.get(), 1);
+
+        // The sweep finds expired ones anywhere in the order.
+        s.put_pending("brief", b"3", short, 3).await.unwrap();
+        s.put_pending("later", b"4", long, 3).await.unwrap();
+        assert_eq!(m.pending_logins.get(), 3);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let Store::Memory(mem) = &s else {
+            unreachable!()
+        };
+        mem.sweep();
+        assert_eq!(m.pending_logins.get(), 2);
+        assert_eq!(s.take_pending("brief").await.unwrap(), None);
+        assert_eq!(
+            s.take_pending("new").await.unwrap().as_deref(),
+            Some(&b"2"[..])
+        );
+        assert_eq!(
+            s.take_pending("later").await.unwrap().as_deref(),
+            Some(&b"4"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_pending_flood_leaves_sessions_and_values_alone() {
+        let (s, m) = observed();
+        let long = Duration::from_secs(60);
+        s.session_create("s", b"r", long, long).await.unwrap();
+        s.put("v", b"1", long).await.unwrap();
+        for i in 0..1000 {
+            s.put_pending(&format!("{i:064x}"), b"tx", long, 10)
+                .await
+                .unwrap();
+        }
+        assert_eq!(m.pending_logins.get(), 10);
+        assert_eq!(m.pending_logins_evicted.get(), 990);
+        assert!(s.session_load("s", long, None).await.unwrap().is_some());
+        assert_eq!(s.take("v").await.unwrap().as_deref(), Some(&b"1"[..]));
     }
 
     #[tokio::test]

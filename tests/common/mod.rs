@@ -1494,3 +1494,76 @@ pub async fn http_login_trusting(
     let base = format!("http://{}", gw.addr);
     login_flow_with(&base, path, "", client_trusting(idp_ca_pem, true)).await
 }
+
+/// Resident memory (VmRSS) of process `pid`, in bytes; 0 when it cannot be read.
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The value of an unlabelled metric in a Prometheus text (`None` when absent).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `n` anonymous `GET /.authgate/login` (each starts a login: a stored transaction and a
+/// 302 to the provider) over `conns` keep-alive HTTP/1.1 connections to `addr`, as fast as
+/// the gateway answers. Panics on any other answer. Returns how long they took.
+pub async fn login_flood(addr: SocketAddr, n: usize, conns: usize) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let count = n / conns + usize::from(c < n % conns);
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.set_nodelay(true).unwrap();
+            let req = format!(
+                "GET /.authgate/login?rd=%2Fapp%2Fpage HTTP/1.1\r\nHost: {addr}\r\nAccept: text/html\r\n\r\n"
+            );
+            let mut buf = Vec::with_capacity(4096);
+            for i in 0..count {
+                s.write_all(req.as_bytes()).await.expect("write");
+                // One response: the head, then Content-Length bytes of body.
+                let head_end = loop {
+                    if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break p + 4;
+                    }
+                    let mut chunk = [0u8; 4096];
+                    let got = s.read(&mut chunk).await.expect("read");
+                    assert!(got > 0, "connection closed after {i} logins");
+                    buf.extend_from_slice(&chunk[..got]);
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                assert!(
+                    head.starts_with("http/1.1 302"),
+                    "login {i}: {}",
+                    head.lines().next().unwrap_or("")
+                );
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                while buf.len() < head_end + len {
+                    let mut chunk = [0u8; 4096];
+                    let got = s.read(&mut chunk).await.expect("read body");
+                    assert!(got > 0, "connection closed in a body");
+                    buf.extend_from_slice(&chunk[..got]);
+                }
+                buf.drain(..head_end + len);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("flood task");
+    }
+    started.elapsed()
+}
