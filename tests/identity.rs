@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    auth_config, client, echo, eventually, free_port, http_login, set_cookies, Gateway, Idp, Opts,
-    Seen,
+    auth_config, client, echo, eventually, free_port, http_login, set_cookies, tx_cookie, Gateway,
+    Idp, Opts, Seen,
 };
 
 /// The payload of a JWT, unverified: what the upstream would read from the assertion.
@@ -40,11 +40,14 @@ upstream = "app"
 identity_assertion = true
 "#;
 
-/// A gateway on `port` for `idp` with `provider_keys` in its `[[providers]]` table.
-async fn gateway(idp: &Idp, port: u16, provider_keys: &str, extra: &str) -> Gateway {
+/// A ready gateway on `port` for `idp`: `session` keys (memory store), `provider_keys` in its
+/// `[[providers]]` table, [`ROUTES`] and `extra` routes.
+async fn gateway(idp: &Idp, port: u16, session: &str, provider_keys: &str, extra: &str) -> Gateway {
     let e = echo().await;
-    let config =
-        common::with_provider_keys(&auth_config(idp, e, "store = \"memory\""), provider_keys);
+    let config = common::with_provider_keys(
+        &auth_config(idp, e, &format!("store = \"memory\"\n{session}")),
+        provider_keys,
+    );
     let gw = Gateway::start_with(
         &format!("{config}{ROUTES}{extra}"),
         Opts {
@@ -85,9 +88,9 @@ async fn email_is_identity_only_when_the_provider_verified_it() {
         &[("IDP_USERS", &users.to_string())],
     )
     .await;
-    let strict = gateway(&idp, strict_port, "", "").await;
-    let trusting = gateway(&idp, trusting_port, "trust_email = true\n", "").await;
-    let by_email = gateway(&idp, by_email_port, "user_claim = \"email\"\n", "").await;
+    let strict = gateway(&idp, strict_port, "", "", "").await;
+    let trusting = gateway(&idp, trusting_port, "", "trust_email = true\n", "").await;
+    let by_email = gateway(&idp, by_email_port, "", "user_claim = \"email\"\n", "").await;
 
     let unverified = (None, serde_json::Value::Null, 403);
     let verified = (
@@ -169,20 +172,14 @@ async fn user_claim_email_survives_refresh_and_backchannel_logout_by_sub() {
         }),
     )
     .await;
-    let e = echo().await;
-    let config = common::with_provider_keys(
-        &auth_config(&idp, e, "store = \"memory\"\nrefresh_lead = \"1s\""),
+    let gw = gateway(
+        &idp,
+        port,
+        "refresh_lead = \"1s\"",
         "user_claim = \"email\"\n",
-    );
-    let gw = Gateway::start_with(
-        &config,
-        Opts {
-            port: Some(port),
-            ..Opts::default()
-        },
+        "",
     )
     .await;
-    gw.wait_ready().await;
     let (cookie, _) = http_login(&gw, "/app").await;
     let user = |seen: &Seen| seen.header("x-forwarded-user").map(str::to_string);
     let seen: Seen = gw.get_as("/app", &cookie).await.json().await.unwrap();
@@ -298,14 +295,7 @@ async fn login_with(gw: &Gateway, id: &str, deliver_at: Option<&str>) -> (String
         .await
         .unwrap();
     assert_eq!(r.status(), 302);
-    let tx = set_cookies(&r)
-        .into_iter()
-        .find(|c| c.contains("_tx_"))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let tx = tx_cookie(&r);
     let idp_client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .cookie_store(true)
@@ -363,21 +353,15 @@ async fn userinfo_merge_brings_the_claims_id_tokens_leave_out() {
     )
     .await;
     let admins = "\n[[routes]]\nid = \"admins\"\npath = \"/admins\"\nupstream = \"app\"\n[routes.policy]\ngroups = [\"admins\"]\n";
-    let plain = gateway(&idp, plain_port, "", admins).await;
-    let e = echo().await;
-    let config = common::with_provider_keys(
-        &auth_config(&idp, e, "store = \"memory\"\nrefresh_lead = \"1s\""),
+    let plain = gateway(&idp, plain_port, "", "", admins).await;
+    let merge = gateway(
+        &idp,
+        merge_port,
+        "refresh_lead = \"1s\"",
         "userinfo = \"merge\"\n",
-    );
-    let merge = Gateway::start_with(
-        &format!("{config}{admins}"),
-        Opts {
-            port: Some(merge_port),
-            ..Opts::default()
-        },
+        admins,
     )
     .await;
-    merge.wait_ready().await;
 
     let (cookie, _) = http_login(&plain, "/app").await;
     let seen: Seen = plain.get_as("/app", &cookie).await.json().await.unwrap();
@@ -641,14 +625,7 @@ async fn built_login(gw: &Gateway) -> (u16, String) {
     if r.status() != 302 {
         return (r.status().as_u16(), String::new());
     }
-    let tx = set_cookies(&r)
-        .into_iter()
-        .find(|c| c.contains("_tx_"))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let tx = tx_cookie(&r);
     let r = c
         .get(r.headers()["location"].to_str().unwrap())
         .send()

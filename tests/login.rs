@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{
     auth_config, auth_gateway, auth_gateway_with, client, echo, eventually, free_port, http_login,
-    set_cookies, Gateway, Idp, Opts, Redis, Seen,
+    set_cookies, tx_cookie, Gateway, Idp, Opts, Redis, Seen,
 };
 
 fn redis_session(redis: &Redis) -> String {
@@ -273,14 +273,7 @@ async fn callback_errors_are_clear_and_create_no_session() {
         .send()
         .await
         .unwrap();
-    let tx = set_cookies(&r)
-        .into_iter()
-        .find(|c| c.contains("_tx_"))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let tx = tx_cookie(&r);
     let auth_url = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let state = auth_url
         .query_pairs()
@@ -345,14 +338,7 @@ async fn callback_errors_are_clear_and_create_no_session() {
     // A fresh login each: its transaction cookie and state.
     let fresh = || async {
         let r = c.get(gw.url("/.authgate/login")).send().await.unwrap();
-        let tx = set_cookies(&r)
-            .into_iter()
-            .find(|c| c.contains("_tx_"))
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let tx = tx_cookie(&r);
         let state = reqwest::Url::parse(r.headers()["location"].to_str().unwrap())
             .unwrap()
             .query_pairs()
@@ -445,14 +431,7 @@ async fn open_redirects_after_login_fall_back_to_root() {
             .unwrap();
         assert_eq!(r.status(), 302);
         // Finish this very login and check where the callback sends us.
-        let tx = set_cookies(&r)
-            .into_iter()
-            .find(|c| c.contains("_tx_"))
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let tx = tx_cookie(&r);
         let idp_client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .cookie_store(true)

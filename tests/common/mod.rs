@@ -937,6 +937,18 @@ pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
+/// The login transaction cookie (`name=value`) a `/.authgate/login` answer set.
+pub fn tx_cookie(resp: &reqwest::Response) -> String {
+    set_cookies(resp)
+        .into_iter()
+        .find(|c| c.contains("_tx_"))
+        .expect("transaction cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// Run the whole browser login over HTTP against an auto-login IdP: protected page → login
 /// → IdP → callback. Returns the session cookie (`name=value`) and the callback response.
 pub async fn http_login(gw: &Gateway, path: &str) -> (String, reqwest::Response) {
