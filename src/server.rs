@@ -147,6 +147,7 @@ pub fn build_auth(
                 password: s.redis_password.as_ref().map(|p| p.expose()),
                 ca: s.redis_ca.as_deref(),
                 timeout: s.redis_timeout,
+                min_replicas_ack: s.redis_min_replicas_ack,
             };
             Store::Redis(Box::new(
                 session::store::RedisStore::new(&options, &s.redis_prefix)

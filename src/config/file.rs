@@ -152,6 +152,7 @@ pub struct Session {
     pub redis_ca_file: Option<Spanned<String>>,
     pub redis_prefix: Option<String>,
     pub redis_timeout: Option<Spanned<String>>,
+    pub redis_min_replicas_ack: Option<Spanned<i64>>,
     pub secret: Option<Spanned<String>>,
     pub secret_file: Option<Spanned<String>>,
     pub cookie_name: Option<Spanned<String>>,

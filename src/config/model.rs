@@ -131,6 +131,10 @@ pub struct SessionSettings {
     pub redis_ca: Option<Vec<u8>>,
     pub redis_prefix: String,
     pub redis_timeout: Duration,
+    /// Replicas that must acknowledge a session's end (`WAIT`) before it is reported done;
+    /// `None`: the deployment's default (0 for one server or a Cluster; with Sentinel 1 while
+    /// the sentinels know a replica that is up, 0 when they know none).
+    pub redis_min_replicas_ack: Option<u32>,
     /// Key material for cookie MACs and token encryption; generated per process when absent
     /// (memory store only: replicas sharing Redis must share it).
     pub secret: Option<Secret>,
@@ -1253,6 +1257,15 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             &f.session.redis_timeout,
             Duration::from_millis(1000),
         ),
+        redis_min_replicas_ack: f.session.redis_min_replicas_ack.as_ref().map(|_| {
+            bounded(
+                rep,
+                "session.redis_min_replicas_ack",
+                &f.session.redis_min_replicas_ack,
+                0..=64,
+                0,
+            ) as u32
+        }),
         secret,
         cookie_name,
         cookie_secure: f.session.cookie_secure.unwrap_or(true),

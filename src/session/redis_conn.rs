@@ -1,24 +1,32 @@
 //! Connections to Redis in its three deployments: one server, a Sentinel-managed primary,
-//! or a Cluster. [`RedisConn`] is the command connection (cheap to clone, multiplexed) and
-//! [`RedisConn::subscriber`] opens the pub/sub connection for cache invalidations.
+//! or a Cluster. [`RedisConn`] is the command connection (cheap to clone, multiplexed),
+//! [`RedisConn::subscriber`] opens the pub/sub connection for cache invalidations, and
+//! [`RedisConn::write_durably`] runs the writes that must survive a failover (session ends).
 //!
-//! - **Standalone:** redis-rs' `ConnectionManager` (reconnects by itself).
+//! - **Standalone:** redis-rs' `ConnectionManager` (reconnects after the command that found
+//!   the connection dead; the store retries idempotent commands once, see `store.rs`).
 //! - **Sentinel:** redis-rs has nothing that follows a failover (its `ConnectionManager`
 //!   reconnects to the old address, which is now a replica answering `READONLY`), so
-//!   [`SentinelConn`] asks the sentinels for the primary, drops its connection on any
-//!   connection-level error or `READONLY`, and a watcher polls the sentinels so a promoted
-//!   replica is used within a second even while the old primary still answers.
+//!   [`SentinelConn`] asks the sentinels for the primary (the answer with the newest
+//!   configuration epoch), checks its `ROLE`, drops its connections on any connection-level
+//!   error or `READONLY`, subscribes to `+switch-master` on every sentinel, and polls them
+//!   every 500 ms as a fallback, so a promoted replica is used as soon as a sentinel
+//!   announces it.
 //! - **Cluster:** redis-rs' `ClusterConnection` (follows slot moves and node failures).
 //!   Classic `PUBLISH` reaches every node of a cluster, so the subscriber listens on any
 //!   one node and moves to the next seed when that one goes away.
+//!
+//! Durable writes go through their own connection (standalone, Sentinel): `WAIT` blocks the
+//! connection it runs on, and on the shared one it would hold up every request behind it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, ErrorKind, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
 
 use crate::config::model::RedisTopology;
@@ -31,6 +39,9 @@ pub struct RedisOptions<'a> {
     /// PEM CA for `rediss://` (otherwise the built-in web roots).
     pub ca: Option<&'a [u8]>,
     pub timeout: Duration,
+    /// `redis_min_replicas_ack`: replicas that must acknowledge a durable write (`WAIT`);
+    /// `None`: the deployment's default (see [`RedisConn::replicas_to_ack`]).
+    pub min_replicas_ack: Option<u32>,
 }
 
 fn certificates(ca: &[u8]) -> redis::TlsCertificates {
@@ -40,19 +51,184 @@ fn certificates(ca: &[u8]) -> redis::TlsCertificates {
     }
 }
 
+/// Whether a command failed because its connection is dead (closed by Redis, reset, never
+/// established) or points at a node that is no longer the primary: the command did not run
+/// where it should have, and a fresh connection may succeed. A timeout is not one of these
+/// (the command may still be running, and the deadline is spent anyway).
+pub fn dead_connection(e: &RedisError) -> bool {
+    if e.is_timeout() {
+        return false;
+    }
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Parse
+                | ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(ServerErrorKind::ReadOnly)
+        )
+}
+
+/// Why a durable write did not happen (yet).
+#[derive(Debug)]
+pub enum WriteError {
+    Redis(RedisError),
+    /// The connection is to a replica (a demoted primary, or a sentinel that named one).
+    NotPrimary(String),
+    /// The primary ran the write but fewer replicas acknowledged it than required: a failover
+    /// now could promote a replica without it.
+    Acks {
+        got: i64,
+        want: u32,
+    },
+}
+
+impl From<RedisError> for WriteError {
+    fn from(e: RedisError) -> Self {
+        WriteError::Redis(e)
+    }
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Redis(e) => write!(f, "{e}"),
+            WriteError::NotPrimary(role) => write!(f, "connected to a {role}, not the primary"),
+            WriteError::Acks { got, want } => write!(
+                f,
+                "{got} of {want} required replicas acknowledged the write"
+            ),
+        }
+    }
+}
+
+impl WriteError {
+    /// Worth redoing (on the primary as it is found again) while time is left.
+    fn retryable(&self) -> bool {
+        match self {
+            WriteError::Redis(e) => {
+                dead_connection(e)
+                    || matches!(
+                        e.kind(),
+                        ErrorKind::Server(
+                            ServerErrorKind::MasterDown
+                                | ServerErrorKind::TryAgain
+                                | ServerErrorKind::ClusterDown
+                                | ServerErrorKind::BusyLoading
+                        ) | ErrorKind::MasterNameNotFoundBySentinel
+                    )
+            }
+            WriteError::NotPrimary(_) | WriteError::Acks { .. } => true,
+        }
+    }
+}
+
+fn not_primary(what: &str) -> RedisError {
+    RedisError::from((
+        ErrorKind::Server(ServerErrorKind::ReadOnly),
+        "not the primary",
+        what.to_string(),
+    ))
+}
+
+/// The role in a `ROLE` answer (`master`, `slave`, `sentinel`).
+fn role_name(v: &Value) -> Option<String> {
+    match v {
+        Value::Array(items) => items
+            .first()
+            .and_then(|r| redis::from_redis_value_ref::<String>(r).ok()),
+        _ => None,
+    }
+}
+
+/// `ROLE` on a fresh connection: `Ok(())` when it is a primary, or when the ACL user may not
+/// run `ROLE` (then `READONLY` and `WAIT`'s refusal on replicas are the check).
+async fn check_primary(c: &mut MultiplexedConnection) -> RedisResult<()> {
+    match redis::cmd("ROLE").query_async::<Value>(c).await {
+        Ok(v) => match role_name(&v).as_deref() {
+            Some("master") => Ok(()),
+            other => Err(not_primary(other.unwrap_or("unknown role"))),
+        },
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `ROLE`, the writes, then `WAIT acks` as one pipeline on one connection: the role check and
+/// the acknowledgement are about exactly these writes.
+async fn primary_pipeline(
+    c: &mut impl ConnectionLike,
+    cmds: &[Cmd],
+    acks: u32,
+    wait: Duration,
+) -> Result<(), WriteError> {
+    let mut p = redis::pipe();
+    p.ignore_errors();
+    p.cmd("ROLE");
+    for cmd in cmds {
+        p.add_command(cmd.clone());
+    }
+    if acks > 0 {
+        p.cmd("WAIT").arg(acks).arg(wait.as_millis().max(1) as u64);
+    }
+    let mut answers = p
+        .query_async::<Vec<RedisResult<Value>>>(c)
+        .await?
+        .into_iter();
+    let mut next = || {
+        answers.next().unwrap_or_else(|| {
+            Err(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "short pipeline answer",
+            )))
+        })
+    };
+    match next() {
+        Ok(role) => match role_name(&role).as_deref() {
+            Some("master") => {}
+            other => return Err(WriteError::NotPrimary(other.unwrap_or("?").to_string())),
+        },
+        // An ACL user without ROLE: READONLY and WAIT's refusal on a replica are the check.
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for _ in cmds {
+        next()?;
+    }
+    if acks > 0 {
+        let got = match next() {
+            Ok(v) => redis::from_redis_value::<i64>(v).map_err(RedisError::from)?,
+            // "WAIT cannot be used with replica instances": a writable replica.
+            Err(e) if e.to_string().contains("replica") => {
+                return Err(WriteError::NotPrimary("replica".into()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if got < i64::from(acks) {
+            return Err(WriteError::Acks { got, want: acks });
+        }
+    }
+    Ok(())
+}
+
 /// The command connection.
 #[derive(Clone)]
 pub enum RedisConn {
     Standalone {
         conn: ConnectionManager,
+        /// Durable writes only: their `WAIT` blocks the connection it runs on.
+        writer: ConnectionManager,
         /// Shared: every command clones the enum, and a client clone would allocate.
         client: Arc<redis::Client>,
+        acks: u32,
     },
     Sentinel(Arc<SentinelConn>),
     Cluster {
         conn: redis::cluster_async::ClusterConnection,
         nodes: Arc<Vec<redis::Client>>,
         next: Arc<AtomicUsize>,
+        acks: u32,
     },
 }
 
@@ -66,20 +242,29 @@ impl RedisConn {
                     Some(ca) => redis::Client::build_with_tls(url.expose(), certificates(ca))?,
                     None => redis::Client::open(url.expose())?,
                 };
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(o.timeout))
-                    .set_response_timeout(Some(o.timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(2));
-                let conn = client.get_connection_manager_lazy(config)?;
+                let config = || {
+                    redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(o.timeout))
+                        .set_response_timeout(Some(o.timeout))
+                        .set_number_of_retries(1)
+                        .set_max_delay(Duration::from_secs(2))
+                };
+                let conn = client.get_connection_manager_lazy(config())?;
+                let writer = client.get_connection_manager_lazy(config())?;
                 Ok(RedisConn::Standalone {
                     conn,
+                    writer,
                     client: Arc::new(client),
+                    // One server: nothing to wait for unless replicas were configured.
+                    acks: o.min_replicas_ack.unwrap_or(0),
                 })
             }
             RedisTopology::Sentinel { sentinels, master } => {
                 let conn = SentinelConn::new(sentinels, master, o)?;
                 tokio::spawn(conn.clone().watch());
+                for i in 0..conn.sentinels.len() {
+                    tokio::spawn(conn.clone().follow(i));
+                }
                 Ok(RedisConn::Sentinel(conn))
             }
             RedisTopology::Cluster { nodes } => {
@@ -104,12 +289,15 @@ impl RedisConn {
                     .get_pending_async_connection_with_config(Default::default());
                 let nodes = urls
                     .iter()
-                    .map(|u| node_client(u, o))
+                    .map(|u| node_client(u, o.username, o.password, o.ca))
                     .collect::<RedisResult<Vec<_>>>()?;
                 Ok(RedisConn::Cluster {
                     conn,
                     nodes: Arc::new(nodes),
                     next: Arc::new(AtomicUsize::new(0)),
+                    // Cluster failover promotes a replica too, but the gateway cannot tell
+                    // from here whether the shards have any: opt in with the setting.
+                    acks: o.min_replicas_ack.unwrap_or(0),
                 })
             }
         }
@@ -144,11 +332,117 @@ impl RedisConn {
             _ => 0,
         }
     }
+
+    /// How many replicas must acknowledge a durable write: `redis_min_replicas_ack` when set;
+    /// otherwise 0 for one server and for a Cluster, and for Sentinel 1 while the sentinels
+    /// know a replica that is up (a failover promotes one of them: a write that no replica
+    /// has may be undone), 0 when they know none (nothing could be promoted).
+    pub fn replicas_to_ack(&self) -> u32 {
+        match self {
+            RedisConn::Standalone { acks, .. } | RedisConn::Cluster { acks, .. } => *acks,
+            RedisConn::Sentinel(s) => s
+                .acks
+                .unwrap_or_else(|| s.replicas_up.load(Ordering::Acquire).min(1)),
+        }
+    }
+
+    /// Run `cmds` (writes) so that no failover undoes them: on the primary (its `ROLE` checked
+    /// on the same connection), then `WAIT` for [`Self::replicas_to_ack`] replicas. A
+    /// connection that died, a demoted primary (`READONLY`) or too few acknowledgements (the
+    /// primary lost its replicas: it is probably being failed over) make it try again on the
+    /// primary as the sentinels then name it, until `budget` is spent. The commands must be
+    /// safe to repeat (a delete is).
+    pub async fn write_durably(&self, cmds: &[Cmd], budget: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        let deadline = started + budget;
+        // Each WAIT gets a slice of the budget: when it comes back short there is still time
+        // to redo the write on the new primary.
+        let slice = (budget / 4).max(Duration::from_millis(50));
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let acks = self.replicas_to_ack();
+            let once = self.durable_once(cmds, acks, slice.min(left));
+            let e = match tokio::time::timeout(left, once).await {
+                Ok(Ok(())) => {
+                    if attempt > 1 {
+                        tracing::info!(
+                            attempt,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "durable Redis write succeeded after a retry"
+                        );
+                    }
+                    return Ok(());
+                }
+                Ok(Err(e)) => e,
+                Err(_) => return Err(format!("timed out after {attempt} attempt(s)")),
+            };
+            let pause = Duration::from_millis(20 * u64::from(attempt.min(5)));
+            if !e.retryable() || Instant::now() + pause >= deadline {
+                return Err(format!("{e} (after {attempt} attempt(s))"));
+            }
+            tracing::debug!(error = %e, attempt, "durable Redis write not done yet; retrying");
+            match self {
+                RedisConn::Sentinel(s) => s.changed_or(pause).await,
+                _ => tokio::time::sleep(pause).await,
+            }
+        }
+    }
+
+    async fn durable_once(
+        &self,
+        cmds: &[Cmd],
+        acks: u32,
+        wait: Duration,
+    ) -> Result<(), WriteError> {
+        match self {
+            RedisConn::Standalone { writer, .. } => {
+                let mut c = writer.clone();
+                primary_pipeline(&mut c, cmds, acks, wait).await
+            }
+            RedisConn::Sentinel(s) => {
+                let (epoch, mut c) = s.connection(WRITES).await?;
+                let r = primary_pipeline(&mut c, cmds, acks, wait).await;
+                match &r {
+                    Err(WriteError::Redis(e)) => s.check(epoch, e),
+                    Err(WriteError::NotPrimary(_)) => s.drop_connection(epoch),
+                    // The primary may be right and a replica slow, or it may be the old one
+                    // mid-failover: `+switch-master` or the poll will tell.
+                    _ => {}
+                }
+                r
+            }
+            RedisConn::Cluster { conn, .. } => {
+                // Each key's command goes to its slot's primary (redis-rs follows MOVED and
+                // READONLY); WAIT goes to every primary and answers the lowest count.
+                let mut c = conn.clone();
+                for cmd in cmds {
+                    cmd.query_async::<Value>(&mut c).await?;
+                }
+                if acks > 0 {
+                    let got: i64 = redis::cmd("WAIT")
+                        .arg(acks)
+                        .arg(wait.as_millis().max(1) as u64)
+                        .query_async(&mut c)
+                        .await?;
+                    if got < i64::from(acks) {
+                        return Err(WriteError::Acks { got, want: acks });
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// A client for one node, with the discovery credentials unless the URL has its own.
-fn node_client(url: &str, o: &RedisOptions<'_>) -> RedisResult<redis::Client> {
-    let (username, password) = (o.username, o.password);
+fn node_client(
+    url: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+    ca: Option<&[u8]>,
+) -> RedisResult<redis::Client> {
     let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
     let redis_info = info.redis_settings().clone();
     if redis_info.password().is_none() {
@@ -161,7 +455,7 @@ fn node_client(url: &str, o: &RedisOptions<'_>) -> RedisResult<redis::Client> {
         }
         info = info.set_redis_settings(r);
     }
-    match o.ca {
+    match ca {
         Some(ca) => redis::Client::build_with_tls(info, certificates(ca)),
         None => redis::Client::open(info),
     }
@@ -173,9 +467,11 @@ impl ConnectionLike for RedisConn {
             RedisConn::Standalone { conn, .. } => conn.req_packed_command(cmd),
             RedisConn::Cluster { conn, .. } => conn.req_packed_command(cmd),
             RedisConn::Sentinel(s) => Box::pin(async move {
-                let (epoch, mut c) = s.connection().await?;
+                let (epoch, mut c) = s.connection(SHARED).await?;
                 let r = c.req_packed_command(cmd).await;
-                s.check(epoch, &r);
+                if let Err(e) = &r {
+                    s.check(epoch, e);
+                }
                 r
             }),
         }
@@ -191,9 +487,11 @@ impl ConnectionLike for RedisConn {
             RedisConn::Standalone { conn, .. } => conn.req_packed_commands(pipeline, offset, count),
             RedisConn::Cluster { conn, .. } => conn.req_packed_commands(pipeline, offset, count),
             RedisConn::Sentinel(s) => Box::pin(async move {
-                let (epoch, mut c) = s.connection().await?;
+                let (epoch, mut c) = s.connection(SHARED).await?;
                 let r = c.req_packed_commands(pipeline, offset, count).await;
-                s.check(epoch, &r);
+                if let Err(e) = &r {
+                    s.check(epoch, e);
+                }
                 r
             }),
         }
@@ -208,18 +506,61 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// Slot of the connection every command uses.
+const SHARED: usize = 0;
+/// Slot of the connection durable writes use (their `WAIT` would hold up the shared one).
+const WRITES: usize = 1;
+
+/// A connection to the primary, valid while the epoch it was made in is current.
+struct Slot {
+    epoch: u64,
+    conn: MultiplexedConnection,
+    addr: String,
+}
+
+/// One sentinel and a cached connection to it.
+struct Sentinel {
+    client: redis::Client,
+    conn: ArcSwapOption<MultiplexedConnection>,
+}
+
 /// The current primary of a Sentinel-managed set, re-resolved after failover.
 pub struct SentinelConn {
-    sentinel: tokio::sync::Mutex<SentinelClient>,
-    /// The connection in use, the epoch it belongs to and the address it goes to; `None`:
-    /// resolve on next use.
-    current: ArcSwapOption<(u64, MultiplexedConnection, String)>,
+    /// One resolution at a time.
+    resolving: tokio::sync::Mutex<()>,
+    slots: [ArcSwapOption<Slot>; 2],
+    /// Bumped when the connections must be made again (the primary moved or a connection
+    /// failed); connections of older epochs are not used.
     epoch: AtomicU64,
+    /// Woken on every bump: durable writes waiting to redo themselves.
+    changed: tokio::sync::Notify,
+    /// The primary last named by the sentinels (poll or `+switch-master`).
+    known: ArcSwapOption<String>,
     config: redis::AsyncConnectionConfig,
-    /// Direct clients to each sentinel, for the watcher.
-    sentinels: Vec<redis::Client>,
+    sentinels: Vec<Sentinel>,
+    username: Option<String>,
+    password: Option<String>,
+    tls: bool,
     master: String,
     timeout: Duration,
+    /// `redis_min_replicas_ack` when set.
+    acks: Option<u32>,
+    /// Replicas the sentinels know and consider up (the default acknowledgement count is 1
+    /// while there is one). 1 until the first poll says otherwise.
+    replicas_up: AtomicU32,
+}
+
+fn timed_out(what: &'static str) -> RedisError {
+    RedisError::from((ErrorKind::Io, what))
+}
+
+/// `host:port`, with IPv6 hosts bracketed.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 impl SentinelConn {
@@ -229,129 +570,291 @@ impl SentinelConn {
         o: &RedisOptions<'_>,
     ) -> RedisResult<Arc<Self>> {
         let urls: Vec<&str> = sentinels.iter().map(|s| s.expose()).collect();
-        let mut node = redis::RedisConnectionInfo::default();
-        if let Some(u) = o.username {
-            node = node.set_username(u);
+        if urls.is_empty() {
+            return Err(RedisError::from((
+                ErrorKind::EmptySentinelList,
+                "no sentinel configured",
+            )));
         }
-        if let Some(p) = o.password {
-            node = node.set_password(p);
-        }
-        let mut info = SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
-        if urls.iter().any(|u| u.starts_with("rediss:")) {
-            info = info.set_tls_mode(redis::TlsMode::Secure);
-        }
-        let client =
-            SentinelClient::build(urls.clone(), master, Some(info), SentinelServerType::Master)?;
         let sentinels = urls
             .iter()
-            .map(|u| redis::Client::open(*u))
+            .map(|u| {
+                Ok(Sentinel {
+                    client: redis::Client::open(*u)?,
+                    conn: ArcSwapOption::empty(),
+                })
+            })
             .collect::<RedisResult<Vec<_>>>()?;
         Ok(Arc::new(Self {
-            sentinel: tokio::sync::Mutex::new(client),
-            current: ArcSwapOption::empty(),
+            resolving: tokio::sync::Mutex::new(()),
+            slots: [ArcSwapOption::empty(), ArcSwapOption::empty()],
             epoch: AtomicU64::new(1),
+            changed: tokio::sync::Notify::new(),
+            known: ArcSwapOption::empty(),
             config: redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(o.timeout))
                 .set_response_timeout(Some(o.timeout)),
             sentinels,
+            username: o.username.map(str::to_string),
+            password: o.password.map(str::to_string),
+            tls: urls.iter().any(|u| u.starts_with("rediss:")),
             master: master.to_string(),
             timeout: o.timeout,
+            acks: o.min_replicas_ack,
+            replicas_up: AtomicU32::new(1),
         }))
     }
 
-    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-        if let Some(c) = self.current.load_full() {
-            return Ok((c.0, c.1.clone()));
+    /// The connection in `slot`, made (to the primary the sentinels name, its role checked)
+    /// when there is none for the current epoch.
+    async fn connection(&self, slot: usize) -> RedisResult<(u64, MultiplexedConnection)> {
+        let current = |s: &Self| {
+            let epoch = s.epoch.load(Ordering::Acquire);
+            s.slots[slot]
+                .load_full()
+                .filter(|c| c.epoch == epoch)
+                .map(|c| (c.epoch, c.conn.clone()))
+        };
+        if let Some(c) = current(self) {
+            return Ok(c);
         }
-        let mut sentinel = self.sentinel.lock().await;
+        let _resolving = self.resolving.lock().await;
         // Somebody else may have resolved while we waited for the lock.
-        if let Some(c) = self.current.load_full() {
-            return Ok((c.0, c.1.clone()));
+        if let Some(c) = current(self) {
+            return Ok(c);
         }
-        let client = sentinel.async_get_client().await?;
-        let addr = client.get_connection_info().addr().to_string();
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
         let epoch = self.epoch.load(Ordering::Acquire);
-        self.current
-            .store(Some(Arc::new((epoch, conn.clone(), addr.clone()))));
-        tracing::info!(master = %self.master, primary = %addr, "connected to the Redis primary found through Sentinel");
+        let (host, port) = self
+            .primary_addr()
+            .await
+            .ok_or_else(|| timed_out("no sentinel named a primary"))?;
+        let addr = host_port(&host, port);
+        let client = self.node_client(&host, port)?;
+        let mut conn = tokio::time::timeout(
+            self.timeout,
+            client.get_multiplexed_async_connection_with_config(&self.config),
+        )
+        .await
+        .map_err(|_| timed_out("connect to the primary timed out"))??;
+        // A sentinel may name a node that is not (yet, or any more) the primary.
+        check_primary(&mut conn).await?;
+        let other = self.slots[1 - slot].load_full();
+        if other.is_none_or(|o| o.addr != addr) {
+            tracing::info!(master = %self.master, primary = %addr, "connected to the Redis primary found through Sentinel");
+        }
+        self.slots[slot].store(Some(Arc::new(Slot {
+            epoch,
+            conn: conn.clone(),
+            addr,
+        })));
         Ok((epoch, conn))
+    }
+
+    fn node_client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        node_client(
+            &format!("{scheme}://{}/", host_port(host, port)),
+            self.username.as_deref(),
+            self.password.as_deref(),
+            None,
+        )
     }
 
     /// After a command: a connection-level failure or `READONLY` (we are talking to a demoted
     /// primary) means the next command must find the primary again.
-    fn check<T>(&self, epoch: u64, r: &RedisResult<T>) {
-        let Err(e) = r else { return };
-        let stale = e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_timeout()
-            || e.is_unrecoverable_error()
-            || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly);
-        if stale {
+    fn check(&self, epoch: u64, e: &RedisError) {
+        if dead_connection(e) || e.is_unrecoverable_error() {
             self.drop_connection(epoch);
         }
     }
 
+    /// Connections of `epoch` are not used any more (once: later callers with the same epoch
+    /// find it already moved on).
     fn drop_connection(&self, epoch: u64) {
-        let current = self.current.load_full();
-        let Some(c) = current.as_ref().filter(|c| c.0 == epoch) else {
-            return;
-        };
-        let prev = self.current.compare_and_swap(&current, None);
-        if prev.as_ref().is_some_and(|p| Arc::ptr_eq(p, c)) {
-            // Connections made from now on belong to a new epoch.
-            self.epoch.fetch_add(1, Ordering::AcqRel);
+        if self
+            .epoch
+            .compare_exchange(epoch, epoch + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             tracing::warn!(master = %self.master, "Redis primary connection dropped; asking Sentinel again");
+            self.changed.notify_waiters();
         }
+    }
+
+    /// Wait until the connections move on, or `pause`.
+    async fn changed_or(&self, pause: Duration) {
+        let _ = tokio::time::timeout(pause, self.changed.notified()).await;
     }
 
     async fn primary_client(&self) -> RedisResult<redis::Client> {
-        self.sentinel.lock().await.async_get_client().await
+        let (host, port) = self
+            .primary_addr()
+            .await
+            .ok_or_else(|| timed_out("no sentinel named a primary"))?;
+        self.node_client(&host, port)
     }
 
-    /// What the sentinels say the primary is: the first that answers.
-    async fn primary_addr(&self) -> Option<(String, u16)> {
-        for s in &self.sentinels {
-            let ask = async {
-                let mut c = s.get_multiplexed_async_connection().await?;
-                redis::cmd("SENTINEL")
-                    .arg("GET-MASTER-ADDR-BY-NAME")
-                    .arg(&self.master)
-                    .query_async::<Option<(String, u16)>>(&mut c)
-                    .await
-            };
-            if let Ok(Ok(Some(addr))) = tokio::time::timeout(self.timeout, ask).await {
-                return Some(addr);
+    /// A command to sentinel `i`, on its cached connection (made again after a failure).
+    async fn ask<T: redis::FromRedisValue>(&self, i: usize, cmd: &Cmd) -> RedisResult<T> {
+        let s = &self.sentinels[i];
+        let mut c = match s.conn.load_full() {
+            Some(c) => (*c).clone(),
+            None => {
+                let c = tokio::time::timeout(
+                    self.timeout,
+                    s.client
+                        .get_multiplexed_async_connection_with_config(&self.config),
+                )
+                .await
+                .map_err(|_| timed_out("connect to a sentinel timed out"))??;
+                s.conn.store(Some(Arc::new(c.clone())));
+                c
             }
+        };
+        let r = match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut c)).await {
+            Ok(r) => r,
+            Err(_) => Err(timed_out("sentinel timed out")),
+        };
+        if r.as_ref()
+            .is_err_and(|e| e.is_io_error() || e.is_unrecoverable_error())
+        {
+            s.conn.store(None);
         }
-        None
+        r
     }
 
-    /// Poll the sentinels; when they name another primary than the one we are connected to,
-    /// drop the connection at once instead of waiting for the old one to be demoted (writes
-    /// there would be lost). Comparing with the connection's own address, not the previous
-    /// poll, also catches a reconnect that raced with the failover and landed on the old node.
-    async fn watch(self: Arc<Self>) {
-        let mut last = None;
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let Some((host, port)) = self.primary_addr().await else {
+    /// What the sentinels say the primary is: of the answers, the one with the newest
+    /// configuration epoch (a sentinel that missed the last failover still names the old
+    /// primary), with the index of the sentinel that gave it.
+    async fn primary_addr_from(&self) -> Option<(String, u16, usize)> {
+        let mut cmd = redis::cmd("SENTINEL");
+        cmd.arg("MASTER").arg(&self.master);
+        let answers = futures_util::future::join_all(
+            (0..self.sentinels.len()).map(|i| self.ask::<HashMap<String, String>>(i, &cmd)),
+        )
+        .await;
+        let mut best: Option<(u64, String, u16, usize)> = None;
+        for (i, a) in answers.into_iter().enumerate() {
+            let Ok(m) = a else { continue };
+            let (Some(ip), Some(port)) = (m.get("ip"), m.get("port").and_then(|p| p.parse().ok()))
+            else {
                 continue;
             };
-            let primary = format!("{host}:{port}");
-            if let Some(current) = self.current.load_full() {
-                if current.2 != primary {
-                    tracing::warn!(master = %self.master, old = %current.2, new = %primary, "Sentinel reports another Redis primary");
-                    self.drop_connection(current.0);
+            let epoch = m
+                .get("config-epoch")
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(0);
+            if best.as_ref().is_none_or(|b| epoch > b.0) {
+                best = Some((epoch, ip.clone(), port, i));
+            }
+        }
+        best.map(|(_, ip, port, i)| (ip, port, i))
+    }
+
+    async fn primary_addr(&self) -> Option<(String, u16)> {
+        self.primary_addr_from().await.map(|(h, p, _)| (h, p))
+    }
+
+    /// The sentinels name `primary`: when a connection in use goes elsewhere, or the named
+    /// primary changed, the connections (and the invalidation subscriber) move on at once
+    /// instead of waiting for the old node to be demoted (writes there would be lost).
+    fn primary_is(&self, primary: &str, source: &'static str) {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let elsewhere = self.slots.iter().find_map(|s| {
+            s.load_full()
+                .filter(|c| c.epoch == epoch && c.addr != primary)
+                .map(|c| c.addr.clone())
+        });
+        let before = self.known.swap(Some(Arc::new(primary.to_string())));
+        let moved = before.as_ref().is_some_and(|b| **b != primary);
+        if elsewhere.is_some() || moved {
+            tracing::warn!(master = %self.master, old = ?elsewhere.or(before.map(|b| (*b).clone())), new = %primary, source, "Sentinel reports another Redis primary");
+            if self
+                .epoch
+                .compare_exchange(epoch, epoch + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.changed.notify_waiters();
+            }
+        }
+    }
+
+    /// Replicas of the set that the sentinel `i` knows and considers up.
+    async fn replicas_up(&self, i: usize) -> Option<u32> {
+        let mut cmd = redis::cmd("SENTINEL");
+        cmd.arg("REPLICAS").arg(&self.master);
+        let replicas = self
+            .ask::<Vec<HashMap<String, String>>>(i, &cmd)
+            .await
+            .ok()?;
+        let up = replicas.iter().filter(|r| {
+            r.get("flags").is_some_and(|f| {
+                !f.split(',')
+                    .any(|x| matches!(x, "s_down" | "o_down" | "disconnected"))
+            })
+        });
+        Some(up.count() as u32)
+    }
+
+    /// Poll the sentinels (a fallback for missed `+switch-master` messages), and count the
+    /// replicas for the default acknowledgement count.
+    async fn watch(self: Arc<Self>) {
+        loop {
+            if let Some((host, port, i)) = self.primary_addr_from().await {
+                self.primary_is(&host_port(&host, port), "poll");
+                if self.acks.is_none() {
+                    if let Some(n) = self.replicas_up(i).await {
+                        let before = self.replicas_up.swap(n, Ordering::AcqRel);
+                        if before.min(1) != n.min(1) {
+                            tracing::info!(master = %self.master, replicas_up = n, "Sentinel-managed Redis: logouts now wait for {} replica(s)", n.min(1));
+                        }
+                    }
                 }
             }
-            // The subscriber follows the same signal, connected or not.
-            if last.as_ref().is_some_and(|l| *l != primary) {
-                self.epoch.fetch_add(1, Ordering::AcqRel);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Follow `+switch-master` on sentinel `i`: the moment a sentinel announces the promoted
+    /// replica, connections move there.
+    async fn follow(self: Arc<Self>, i: usize) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let subscribed = async {
+                let mut ps =
+                    tokio::time::timeout(self.timeout, self.sentinels[i].client.get_async_pubsub())
+                        .await
+                        .map_err(|_| timed_out("sentinel pub/sub connect timed out"))??;
+                ps.subscribe("+switch-master").await?;
+                RedisResult::Ok(ps)
             }
-            last = Some(primary);
+            .await;
+            match subscribed {
+                Ok(mut ps) => {
+                    backoff = Duration::from_millis(500);
+                    let mut messages = ps.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Ok(text) = msg.get_payload::<String>() else {
+                            continue;
+                        };
+                        // <master name> <old ip> <old port> <new ip> <new port>
+                        let parts: Vec<&str> = text.split(' ').collect();
+                        if let [name, _, _, ip, port] = parts[..] {
+                            if name == self.master {
+                                if let Ok(port) = port.parse() {
+                                    self.primary_is(&host_port(ip, port), "+switch-master");
+                                }
+                            }
+                        }
+                    }
+                    tracing::debug!(sentinel = i, "+switch-master subscription lost");
+                }
+                Err(e) => {
+                    tracing::debug!(sentinel = i, error = %e, "cannot subscribe to +switch-master")
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }

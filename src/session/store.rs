@@ -26,9 +26,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use redis::AsyncCommands;
 
-use super::redis_conn::{RedisConn, RedisOptions};
+use super::redis_conn::{dead_connection, RedisConn, RedisOptions};
 
 /// Why the store could not answer. Maps to 503: we cannot tell who the caller is.
 #[derive(Debug, thiserror::Error)]
@@ -262,38 +261,90 @@ impl RedisStore {
         }
     }
 
-    /// `SET key value NX PX ttl`: `true` if the key was new.
+    /// `SET key value NX PX ttl`: `true` if the key was new. Retried once on a dead connection,
+    /// and then it matters whether the first try ran before the connection died: the key
+    /// holding `value` is our own write when `value` is one nobody else writes (a lock token);
+    /// with any other value (an empty replay marker) there is no telling, and the answer is an
+    /// error rather than a wrong "it existed".
     async fn set_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
-        let mut c = self.conn.clone();
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let k = self.key(key);
-        let set = self
-            .call(async move {
-                redis::cmd("SET")
-                    .arg(k)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ms(ttl))
-                    .query_async::<Option<String>>(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(set.is_some())
+        let mut set = redis::cmd("SET");
+        set.arg(&k).arg(value).arg("NX").arg("PX").arg(ms(ttl));
+        let mut c = self.conn.clone();
+        let first = set.query_async::<Option<String>>(&mut c);
+        let e = match tokio::time::timeout_at(deadline, first).await {
+            Ok(Ok(v)) => return Ok(v.is_some()),
+            Ok(Err(e)) if dead_connection(&e) => e,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(StoreError::Unavailable("timed out".into())),
+        };
+        tracing::debug!(error = %e, "Redis connection was dead; retrying once on a fresh one");
+        let mut c = self.conn.clone();
+        let mut inv = scripts::SET_NEW.prepare_invoke();
+        inv.key(&k).arg(value).arg(ms(ttl));
+        let again = inv.invoke_async::<(i64, Option<Vec<u8>>)>(&mut c);
+        match tokio::time::timeout_at(deadline, again).await {
+            Ok(Ok((1, _))) => Ok(true),
+            Ok(Ok((_, Some(held)))) if held == value => {
+                if value.is_empty() {
+                    Err(StoreError::Unavailable(format!(
+                        "unknown whether the write before the connection failed ({e}) ran"
+                    )))
+                } else {
+                    Ok(true)
+                }
+            }
+            Ok(Ok(_)) => Ok(false),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(StoreError::Unavailable("timed out".into())),
+        }
     }
 
     pub fn channel(&self) -> String {
         format!("{}invalidate", self.prefix)
     }
 
-    /// Run a command under the store deadline.
-    async fn call<T>(
-        &self,
-        f: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, f).await {
+    /// Run a command that is safe to run twice (each caller says why) under the store
+    /// deadline. When it failed because its connection was dead (Redis restarted, closed an
+    /// idle connection, failed over: the command did not run where it should have), it runs
+    /// once more on a fresh connection within the same deadline, so one dropped connection
+    /// never fails a request. A timeout is not retried: the deadline is spent.
+    async fn twice<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(RedisConn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let e = match tokio::time::timeout_at(deadline, f(self.conn.clone())).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if dead_connection(&e) => e,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(StoreError::Unavailable("timed out".into())),
+        };
+        tracing::debug!(error = %e, "Redis connection was dead; retrying once on a fresh one");
+        match tokio::time::timeout_at(deadline, f(self.conn.clone())).await {
             Ok(r) => Ok(r?),
-            Err(_) => Err(StoreError::Unavailable("timed out".into())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "timed out retrying after: {e}"
+            ))),
         }
+    }
+
+    /// [`Self::twice`] for one command.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.twice(|mut c| async move { cmd.query_async::<T>(&mut c).await })
+            .await
+    }
+
+    /// [`Self::twice`] for a script (a script Redis lost in a restart is loaded again by
+    /// redis-rs on `NOSCRIPT`, and the call repeated).
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.twice(|mut c| async move { inv.invoke_async::<T>(&mut c).await })
+            .await
     }
 }
 
@@ -321,9 +372,10 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
-                let k = r.key(key);
-                r.call(c.set_ex::<_, _, ()>(k, value, ttl_secs(ttl))).await
+                // Same value, same TTL: a repeat changes nothing.
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(r.key(key)).arg(value).arg("EX").arg(ttl_secs(ttl));
+                r.query::<()>(&cmd).await
             }
         }
     }
@@ -338,19 +390,21 @@ impl Store {
                     .and_then(|(_, (v, exp))| (exp > now).then_some(v)))
             }
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
-                let k = r.key(key);
-                r.call(async move {
-                    redis::cmd("GETDEL")
-                        .arg(k)
-                        .query_async::<Option<Vec<u8>>>(&mut c)
-                        .await
-                })
-                .await
+                // A repeat can never hand the value out twice: at worst (the first ran and
+                // its answer was lost with the connection) it reads as gone, which is what
+                // failing would have meant too.
+                let mut cmd = redis::cmd("GETDEL");
+                cmd.arg(r.key(key));
+                r.query(&cmd).await
             }
         }
     }
 
+    /// Delete a key so that it stays deleted: with Redis, `Ok` only once the primary (its role
+    /// checked on the connection) ran the `DEL` and the required replicas acknowledged it
+    /// (`redis_min_replicas_ack`, `WAIT`), so a failover cannot bring the key back; a delete
+    /// that raced a failover is redone on the new primary within `redis_timeout`. Otherwise an
+    /// error (503): the caller must not report the session as ended.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
@@ -359,9 +413,12 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
-                let k = r.key(key);
-                r.call(c.del::<_, ()>(k)).await
+                let mut del = redis::cmd("DEL");
+                del.arg(r.key(key));
+                r.conn
+                    .write_durably(&[del], r.timeout)
+                    .await
+                    .map_err(StoreError::Unavailable)
             }
         }
     }
@@ -371,9 +428,10 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(()),
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
-                let ch = r.channel();
-                r.call(c.publish::<_, _, ()>(ch, cache_key)).await
+                // A second invalidation of the same session is as good as one.
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(r.channel()).arg(cache_key);
+                r.query::<()>(&cmd).await
             }
         }
     }
@@ -384,9 +442,9 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(Duration::ZERO),
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
-                r.call(async move { redis::cmd("PING").query_async::<String>(&mut c).await })
-                    .await?;
+                // Readiness asks with the same one retry: a dropped idle connection is not an
+                // outage, and must not flap `/readyz`.
+                r.query::<String>(&redis::cmd("PING")).await?;
                 Ok(start.elapsed())
             }
         }
@@ -448,7 +506,6 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
                 let prefix = r.pending_prefix();
                 let mut inv = scripts::PENDING_PUT.prepare_invoke();
                 inv.key(format!("{prefix}{id}"))
@@ -458,9 +515,9 @@ impl Store {
                     .arg(cap)
                     .arg(id)
                     .arg(&prefix);
-                let (pending, evicted) = r
-                    .call(async move { inv.invoke_async::<(u64, u64)>(&mut c).await })
-                    .await?;
+                // A repeat sets the same key again and re-scores it in the order: no second
+                // login, no extra eviction.
+                let (pending, evicted) = r.invoke::<(u64, u64)>(&inv).await?;
                 r.report_pending(pending, evicted);
                 Ok(())
             }
@@ -481,15 +538,13 @@ impl Store {
                 Ok(taken.and_then(|e| (e.expires > now).then_some(e.value)))
             }
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
                 let prefix = r.pending_prefix();
                 let mut inv = scripts::PENDING_TAKE.prepare_invoke();
                 inv.key(format!("{prefix}{id}"))
                     .key(format!("{prefix}order"))
                     .arg(id);
-                let (value, pending) = r
-                    .call(async move { inv.invoke_async::<(Option<Vec<u8>>, u64)>(&mut c).await })
-                    .await?;
+                // As `take`: never handed out twice.
+                let (value, pending) = r.invoke::<(Option<Vec<u8>>, u64)>(&inv).await?;
                 r.report_pending(pending, 0);
                 Ok(value)
             }
@@ -640,6 +695,18 @@ return {v, redis.call('ZCARD', KEYS[2])}",
         )
     });
 
+    /// KEYS[1]; ARGV value, ttl ms → {1, nil} when set, {0, value held} when the key existed:
+    /// `SET NX` that also says what is there (a retry must tell its own write from another's).
+    pub static SET_NEW: LazyLock<redis::Script> = LazyLock::new(|| {
+        redis::Script::new(
+            r"
+local old = redis.call('GET', KEYS[1])
+if old then return {0, old} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, false}",
+        )
+    });
+
     /// KEYS[1] lock; ARGV token: delete only our own lock.
     pub static UNLOCK: LazyLock<redis::Script> = LazyLock::new(|| {
         redis::Script::new(
@@ -677,14 +744,13 @@ impl Store {
                 Ok(deadline_unix_ms)
             }
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
                 let mut inv = scripts::CREATE.prepare_invoke();
                 inv.key(r.key(key))
                     .arg(record)
                     .arg(ms(idle))
                     .arg(ms(absolute));
-                r.call(async move { inv.invoke_async::<u64>(&mut c).await })
-                    .await
+                // A fresh key nobody else knows yet: a repeat writes the same record.
+                r.invoke::<u64>(&inv).await
             }
         }
     }
@@ -732,18 +798,14 @@ impl Store {
                 })
             })),
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
                 let mut inv = scripts::LOAD.prepare_invoke();
                 inv.key(r.key(key))
                     .arg(ms(idle))
                     .arg(touch.map_or(-1, |t| t.as_millis() as i64))
                     .arg(known.map_or(String::new(), |k| k.to_string()));
-                let v = r
-                    .call(async move {
-                        inv.invoke_async::<Option<(Vec<u8>, u64, u64, u64)>>(&mut c)
-                            .await
-                    })
-                    .await?;
+                // A read; its idle touch sets the TTL to a bound computed from Redis' clock,
+                // the same on a repeat.
+                let v = r.invoke::<Option<(Vec<u8>, u64, u64, u64)>>(&inv).await?;
                 Ok(v.map(|(record, rev, left, deadline)| {
                     // A stored record is never empty (it is JSON): empty means unchanged.
                     if record.is_empty() && known == Some(rev) {
@@ -778,12 +840,11 @@ impl Store {
                 }
             }),
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
                 let mut inv = scripts::UPDATE.prepare_invoke();
                 inv.key(r.key(key)).arg(rev).arg(record);
-                let n = r
-                    .call(async move { inv.invoke_async::<i64>(&mut c).await })
-                    .await?;
+                // Compare-and-set: a repeat of an update that ran answers "conflict", and the
+                // caller re-reads the record, which is the one it wrote.
+                let n = r.invoke::<i64>(&inv).await?;
                 Ok(match n {
                     -1 => Update::Gone,
                     0 => Update::Conflict,
@@ -809,11 +870,10 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
                 let mut inv = scripts::INDEX_ADD.prepare_invoke();
                 inv.key(r.key(index)).arg(member).arg(deadline_unix_ms);
-                r.call(async move { inv.invoke_async::<()>(&mut c).await })
-                    .await
+                // The same member with the same score: idempotent.
+                r.invoke::<()>(&inv).await
             }
         }
     }
@@ -833,11 +893,9 @@ impl Store {
                 }))
             }
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
                 let mut inv = scripts::INDEX_READ.prepare_invoke();
                 inv.key(r.key(index));
-                r.call(async move { inv.invoke_async::<Vec<String>>(&mut c).await })
-                    .await
+                r.invoke::<Vec<String>>(&inv).await
             }
         }
     }
@@ -852,9 +910,9 @@ impl Store {
                 Ok(())
             }
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
-                let k = r.key(index);
-                r.call(c.zrem::<_, _, ()>(k, member)).await
+                let mut cmd = redis::cmd("ZREM");
+                cmd.arg(r.key(index)).arg(member);
+                r.query::<()>(&cmd).await
             }
         }
     }
@@ -872,11 +930,10 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(()),
             Store::Redis(r) => {
-                let mut c = r.conn.clone();
                 let mut inv = scripts::UNLOCK.prepare_invoke();
                 inv.key(r.key(key)).arg(token);
-                r.call(async move { inv.invoke_async::<()>(&mut c).await })
-                    .await
+                // Deletes only our own lock: idempotent.
+                r.invoke::<()>(&inv).await
             }
         }
     }
