@@ -15,6 +15,21 @@ use crate::path::PathError;
 /// Where a browser should go to sign in, on every 401 and 302 (forward-auth proxies read it).
 pub const LOGIN_HEADER: HeaderName = HeaderName::from_static("x-authgate-login");
 
+/// `Retry-After` (seconds) on every 503 the gateway answers itself: the longest wait between
+/// two attempts to reach a provider that is down (`oidc::provider::RETRY_MAX`), a fair time
+/// for a store or provider blip to pass. Sign-in pages, the admin API and `/readyz` use it too.
+pub const RETRY_AFTER: &str = "5";
+
+/// Add `Retry-After` to a 503 (and to nothing else).
+pub fn retry_after(status: StatusCode, headers: &mut HeaderMap) {
+    if status == StatusCode::SERVICE_UNAVAILABLE && !headers.contains_key(header::RETRY_AFTER) {
+        headers.insert(
+            header::RETRY_AFTER,
+            http::HeaderValue::from_static(RETRY_AFTER),
+        );
+    }
+}
+
 /// Why the gateway answered a request itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -341,9 +356,14 @@ pub fn render(refusal: &Refusal, audience: Audience, request_id: &str) -> (Respo
         html_page(
             refusal.title(),
             &format!(
-                "<h1>{}</h1><p>{}.</p><p><code>request id {}</code></p>",
+                "<h1>{}</h1><p>{}.</p>{}<p><code>request id {}</code></p>",
                 html_escape(refusal.title()),
                 html_escape(&sentence(&refusal.to_string())),
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    "<p>This is temporary: please try again in a moment.</p>"
+                } else {
+                    ""
+                },
                 html_escape(request_id)
             ),
         )
@@ -357,6 +377,9 @@ pub fn render(refusal: &Refusal, audience: Audience, request_id: &str) -> (Respo
         .to_string()
     };
     let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        let _ = resp.insert_header(header::RETRY_AFTER, RETRY_AFTER);
+    }
     let _ = resp.insert_header(header::CONTENT_LENGTH, body.len().to_string());
     let _ = resp.insert_header("x-content-type-options", "nosniff");
     (resp, Bytes::from(body))
@@ -522,6 +545,42 @@ mod tests {
             "id",
         );
         assert_eq!(h.headers["content-type"], "application/json");
+    }
+
+    #[test]
+    fn every_503_says_when_to_retry() {
+        assert_eq!(
+            RETRY_AFTER,
+            crate::oidc::provider::RETRY_MAX.as_secs().to_string()
+        );
+        let unavailable = [
+            Refusal::SessionStoreUnavailable,
+            Refusal::ProviderUnavailable,
+            Refusal::LoginUnavailable,
+        ];
+        for r in &unavailable {
+            for a in [
+                aud("GET", &[("accept", BROWSER)]),
+                aud("GET", &[("accept", "application/json")]),
+            ] {
+                let (h, _) = render(r, a, "id");
+                assert_eq!(h.status, 503, "{r:?}");
+                assert_eq!(h.headers["retry-after"], RETRY_AFTER, "{r:?}");
+            }
+        }
+        for r in [
+            Refusal::InvalidToken,
+            Refusal::UpstreamUnavailable,
+            Refusal::Forbidden,
+        ] {
+            let (h, _) = render(&r, Audience::default(), "id");
+            assert!(!h.headers.contains_key("retry-after"), "{r:?}");
+        }
+        let mut headers = HeaderMap::new();
+        retry_after(StatusCode::OK, &mut headers);
+        assert!(headers.is_empty());
+        retry_after(StatusCode::SERVICE_UNAVAILABLE, &mut headers);
+        assert_eq!(headers["retry-after"], RETRY_AFTER);
     }
 
     #[test]

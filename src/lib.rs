@@ -56,6 +56,7 @@ pub mod out_header;
 pub mod path;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit_log;
 pub mod routing;
 pub mod server;
 pub mod session;

@@ -5,6 +5,14 @@
 //! public listener: metrics and readiness details are for the operator, not the internet.
 //! `/readyz` turns 503 as soon as shutdown starts, so load balancers drain the instance while
 //! in-flight requests finish.
+//!
+//! Providers in readiness: the instance is ready while at least one provider can take a
+//! sign-in (with one provider, that one); a provider that is down is listed as such in the
+//! JSON (`providers.<id>`: ready, consecutive failures, last error, how long unavailable)
+//! without making the instance unready while another can serve. Sessions and cached keys
+//! keep working through a provider outage, so a probe that must not pull every replica out
+//! of service for an outage they all share can ask `/readyz?exclude=providers`.
+//! Every 503 of the admin listener carries `Retry-After`.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,8 +54,14 @@ impl Health {
     }
 
     /// Readiness and a JSON body listing each check: config loaded, not draining, session
-    /// store reachable, every provider's discovery and keys fetched.
+    /// store reachable, some provider able to take a sign-in (see the module doc), each
+    /// provider's state.
     pub async fn readiness(&self) -> (bool, String) {
+        self.readiness_with(false).await
+    }
+
+    /// [`Health::readiness`]; with `exclude_providers`, providers are listed but do not count.
+    pub async fn readiness_with(&self, exclude_providers: bool) -> (bool, String) {
         let config = self.started.load(Ordering::Acquire);
         let draining = self.draining.load(Ordering::Acquire);
         let mut ready = config && !draining;
@@ -57,11 +71,29 @@ impl Health {
             ready &= store;
             checks["session_store"] = store.into();
             checks["session_cache_coherent"] = auth.sessions.cache.is_coherent().into();
+            let mut sign_in = false;
+            let mut providers = serde_json::Map::new();
             for p in &auth.providers {
-                let ok = p.is_ready();
-                ready &= ok;
-                checks[format!("provider:{}", p.id())] = ok.into();
+                let st = p.status();
+                sign_in |= st.ready;
+                checks[format!("provider:{}", p.id())] = st.ready.into();
+                providers.insert(
+                    p.id().to_string(),
+                    serde_json::json!({
+                        "ready": st.ready,
+                        "consecutive_failures": st.consecutive_failures,
+                        "last_error": st.last_error,
+                        "unavailable_for_s": st.unavailable_for.map(|d| d.as_secs()),
+                    }),
+                );
             }
+            checks["sign_in"] = sign_in.into();
+            if !exclude_providers {
+                ready &= sign_in;
+            }
+            let body =
+                serde_json::json!({ "ready": ready, "checks": checks, "providers": providers });
+            return (ready, body.to_string());
         }
         let body = serde_json::json!({ "ready": ready, "checks": checks });
         (ready, body.to_string())
@@ -111,7 +143,28 @@ fn respond(
     r
 }
 
+/// Every answer of the admin listener; a 503 says when to retry.
 async fn handle(
+    req: Request<Incoming>,
+    metrics: &Metrics,
+    health: &Health,
+    sessions: &SessionsApi,
+) -> Response<Full<Bytes>> {
+    let mut r = answer(req, metrics, health, sessions).await;
+    let status = r.status();
+    crate::error::retry_after(status, r.headers_mut());
+    r
+}
+
+/// Whether `/readyz?exclude=providers` (also in a list: `exclude=a&exclude=providers`).
+fn excludes_providers(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .any(|(k, v)| k == "exclude" && v.split(',').any(|c| c == "providers"))
+    })
+}
+
+async fn answer(
     req: Request<Incoming>,
     metrics: &Metrics,
     health: &Health,
@@ -140,7 +193,8 @@ async fn handle(
     match req.uri().path() {
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
-            let (ready, body) = health.readiness().await;
+            let exclude = excludes_providers(req.uri().query());
+            let (ready, body) = health.readiness_with(exclude).await;
             let status = if ready {
                 StatusCode::OK
             } else {

@@ -204,6 +204,7 @@ pub struct Provider {
     pub opaque_token_prefix: Option<Spanned<String>>,
     pub introspection_inactive_ttl: Option<Spanned<String>>,
     pub introspection_requires_audience: Option<bool>,
+    pub max_refresh_failures: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

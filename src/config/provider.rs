@@ -20,6 +20,11 @@ pub const DEFAULT_SCOPES: &[&str] = &["openid", "email", "profile"];
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
 pub const DEFAULT_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+/// Failed background refreshes in a row before a provider is unavailable (not ready, sign-in
+/// 503): one failure is a blip, three (about 3 s apart at most, see
+/// `oidc::provider::RETRY_MAX`) an outage.
+pub const DEFAULT_MAX_REFRESH_FAILURES: u32 = 3;
+pub const MAX_MAX_REFRESH_FAILURES: i64 = 100;
 pub const DEFAULT_INTROSPECTION_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Short: a token that becomes active later (rare) waits at most this long, while a flood
 /// of one bogus value costs one call per interval.
@@ -113,6 +118,8 @@ pub struct ProviderSettings {
     pub algorithms: Option<Vec<String>>,
     pub clock_skew: Duration,
     pub refresh_interval: Duration,
+    /// Failed background refreshes in a row before the provider is unavailable.
+    pub max_refresh_failures: u32,
     pub jwks_refetch_cooldown: Duration,
     pub claims: ClaimNames,
     /// Audiences an ID token may name besides our `client_id` (OIDC Core §3.1.3.7 step 3).
@@ -255,6 +262,18 @@ pub(super) fn providers(rep: &mut Reporter, list: &[file::Provider]) -> Vec<Prov
             &p.refresh_interval,
             DEFAULT_REFRESH_INTERVAL,
         );
+        let max_refresh_failures = match &p.max_refresh_failures {
+            None => DEFAULT_MAX_REFRESH_FAILURES,
+            Some(v) if (1..=MAX_MAX_REFRESH_FAILURES).contains(v.get_ref()) => *v.get_ref() as u32,
+            Some(v) => {
+                rep.error(
+                    key("max_refresh_failures"),
+                    span(v),
+                    format!("must be between 1 (the first failure) and {MAX_MAX_REFRESH_FAILURES}"),
+                );
+                DEFAULT_MAX_REFRESH_FAILURES
+            }
+        };
         let introspection_cache_ttl = duration(
             rep,
             &key("introspection_cache_ttl"),
@@ -370,6 +389,7 @@ pub(super) fn providers(rep: &mut Reporter, list: &[file::Provider]) -> Vec<Prov
                     .map(|a| a.iter().map(|s| s.get_ref().clone()).collect()),
                 clock_skew,
                 refresh_interval,
+                max_refresh_failures,
                 jwks_refetch_cooldown: DEFAULT_JWKS_REFETCH_COOLDOWN,
                 claims: claim_names(p),
                 trusted_audiences,

@@ -4,6 +4,11 @@
 //! embedded `jwk`: design decision 9). An unknown `kid` triggers at most one refetch per
 //! cooldown, whatever the number of tokens naming bogus kids, so a flood of forged tokens
 //! cannot turn into a flood of requests to the provider.
+//!
+//! A key that cannot be found is one of two answers: [`JwtError::NoMatchingKey`] (the keys
+//! are fresh and none fits: the token is refused, 401) or [`JwtError::JwksUnavailable`] (no
+//! key was ever fetched, or the last fetch failed: the gateway cannot tell, 503, and the
+//! client keeps its token and retries).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -180,7 +185,13 @@ pub struct Jwks {
     /// Time of the last fetch attempt; the async mutex also makes concurrent refetches one.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     cooldown: Duration,
+    /// Why the last fetch failed; `None` once one succeeds.
+    failing: ArcSwap<Option<String>>,
 }
+
+/// Each JWKS request fails after this (the background refresh and a request waiting for an
+/// unknown key alike).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Jwks {
     pub fn new(http: reqwest::Client, cooldown: Duration) -> Self {
@@ -191,6 +202,7 @@ impl Jwks {
             keys: ArcSwap::from_pointee(KeySet::default()),
             last_fetch: tokio::sync::Mutex::new(None),
             cooldown,
+            failing: ArcSwap::from_pointee(None),
         }
     }
 
@@ -202,6 +214,7 @@ impl Jwks {
     pub fn load(&self, set: &JwkSet) {
         self.keys
             .store(Arc::new(parse_set(&set.keys, &mut Skipped::default())));
+        self.failing.store(Arc::new(None));
     }
 
     pub fn key_count(&self) -> usize {
@@ -217,11 +230,24 @@ impl Jwks {
 
     async fn fetch_locked(&self) -> Result<usize, JwtError> {
         let Some(uri) = self.uri.load().as_ref().clone() else {
+            // Nothing to fetch from (discovery never succeeded, or keys loaded statically):
+            // not a failed fetch; an empty set is reported unavailable by `key_for` anyway.
             return Err(JwtError::JwksUnavailable("no jwks_uri yet".into()));
         };
+        let outcome = self.fetch_from(&uri).await;
+        self.failing.store(Arc::new(match &outcome {
+            Ok(_) => None,
+            Err(JwtError::JwksUnavailable(why)) => Some(why.clone()),
+            Err(e) => Some(e.to_string()),
+        }));
+        outcome
+    }
+
+    async fn fetch_from(&self, uri: &str) -> Result<usize, JwtError> {
         let resp = self
             .http
-            .get(&uri)
+            .get(uri)
+            .timeout(FETCH_TIMEOUT)
             .send()
             .await
             .map_err(|e| JwtError::JwksUnavailable(e.without_url().to_string()))?;
@@ -288,7 +314,28 @@ impl Jwks {
                 }
             }
         }
-        self.lookup(kid, alg).ok_or(JwtError::NoMatchingKey)
+        self.lookup(kid, alg).ok_or_else(|| self.no_key())
+    }
+
+    /// Why no key was found: none matches fresh keys (401), or the keys are not there or not
+    /// fresh because fetching failed (503: an outage must not make clients drop good tokens).
+    fn no_key(&self) -> JwtError {
+        let failing = self.failing.load();
+        if self.keys.load().all.is_empty() {
+            let why = failing.as_deref().unwrap_or("no keys fetched yet");
+            return JwtError::JwksUnavailable(why.to_string());
+        }
+        match failing.as_deref() {
+            Some(why) => JwtError::JwksUnavailable(format!(
+                "no cached key matches and the last fetch failed: {why}"
+            )),
+            None => JwtError::NoMatchingKey,
+        }
+    }
+
+    /// Whether the last fetch failed (the cached keys, if any, may be stale).
+    pub fn is_failing(&self) -> bool {
+        self.failing.load().is_some()
     }
 }
 
@@ -512,6 +559,56 @@ mod tests {
         assert_eq!(jwks.fetch().await.unwrap(), 1);
         assert!(jwks.key_for(Some("k2"), Algorithm::ES256).await.is_ok());
         assert!(jwks.lookup(Some("k1"), Algorithm::ES256).is_none());
+    }
+
+    /// "No keys could be fetched" (503) is told apart from "no key matches" (401).
+    #[tokio::test]
+    async fn an_outage_is_not_a_key_mismatch() {
+        let unavailable =
+            |r: Result<Arc<Key>, JwtError>| matches!(r, Err(JwtError::JwksUnavailable(_)));
+        // Never fetched (provider down at start, no jwks_uri yet): unavailable.
+        let never = Jwks::new(reqwest::Client::new(), Duration::from_millis(0));
+        assert!(unavailable(
+            never.key_for(Some("k1"), Algorithm::ES256).await
+        ));
+        assert!(unavailable(never.key_for(None, Algorithm::ES256).await));
+
+        let good = doc(vec![ec_jwk("k1")]);
+        let answer: Answer = Arc::new(std::sync::Mutex::new((503, String::new())));
+        let (uri, _) = answering_server(answer.clone()).await;
+        let jwks = Jwks::new(reqwest::Client::new(), Duration::from_millis(0));
+        jwks.set_uri(uri);
+        // Fetching fails from the start: unavailable, whatever the kid.
+        assert!(jwks.fetch().await.is_err());
+        assert!(unavailable(
+            jwks.key_for(Some("k1"), Algorithm::ES256).await
+        ));
+        assert!(jwks.is_failing());
+
+        // Fetched: a known kid verifies, an unknown one is no match.
+        *answer.lock().unwrap() = (200, good);
+        assert!(jwks.key_for(Some("k1"), Algorithm::ES256).await.is_ok());
+        assert_eq!(
+            jwks.key_for(Some("k9"), Algorithm::ES256).await.err(),
+            Some(JwtError::NoMatchingKey)
+        );
+        assert!(!jwks.is_failing());
+
+        // The provider goes away: the cached key still verifies; an unknown kid may be a key
+        // we could not fetch, so it is unavailable rather than refused.
+        *answer.lock().unwrap() = (502, String::new());
+        assert!(jwks.fetch().await.is_err());
+        assert!(jwks.key_for(Some("k1"), Algorithm::ES256).await.is_ok());
+        assert!(unavailable(
+            jwks.key_for(Some("k9"), Algorithm::ES256).await
+        ));
+
+        // Back: a mismatch is a mismatch again.
+        *answer.lock().unwrap() = (200, doc(vec![ec_jwk("k1")]));
+        assert_eq!(
+            jwks.key_for(Some("k9"), Algorithm::ES256).await.err(),
+            Some(JwtError::NoMatchingKey)
+        );
     }
 
     #[tokio::test]

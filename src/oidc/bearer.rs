@@ -4,7 +4,10 @@
 //! the token names (dispatch by `iss`, among the providers the route accepts), with the
 //! rules of [`crate::jwt::verify_access_token`]. Verified tokens are cached by a hash of the
 //! token until their `exp` at the latest, so a client repeating its token costs one hash and
-//! one map lookup; the cache is bounded and swept.
+//! one map lookup; the cache is bounded and swept. A token whose key is cached verifies
+//! whatever the provider's state; one that cannot be checked because of an outage (the
+//! provider never reached since start, or unavailable with the token's key not cached) is
+//! [`JwtError::JwksUnavailable`], a 503, never a 401 that would make the client drop it.
 //!
 //! Opaque tokens are introspected (RFC 7662) at exactly one provider: the only introspecting
 //! provider the route accepts, or the one whose `opaque_token_prefix` the token carries; a
@@ -200,6 +203,15 @@ impl BearerVerifier {
                     && (accepted.is_empty() || accepted.contains(&p.settings.id))
             })
             .ok_or(JwtError::UnknownIssuer)?;
+        // Never reached (down since the gateway started): neither its keys nor its algorithms
+        // are known, so nothing can be said about the token: 503, not 401, or the client
+        // would throw a good token away.
+        if provider.discovery().is_none() {
+            return Err(JwtError::JwksUnavailable(format!(
+                "provider {} not reached yet",
+                provider.id()
+            )));
+        }
         let algs = provider.algorithms();
         let rules = AccessTokenRules {
             issuer: &provider.settings.issuer,
@@ -208,7 +220,17 @@ impl BearerVerifier {
             leeway_secs: provider.settings.clock_skew.as_secs(),
             require_at_jwt: provider.settings.require_at_jwt,
         };
-        let c = jwt::verify_access_token(&provider.jwks, token, &rules).await?;
+        let c = match jwt::verify_access_token(&provider.jwks, token, &rules).await {
+            // A key we do not hold while the provider is unavailable may be one it rotated to
+            // meanwhile: cannot tell, so 503. Tokens signed by a cached key keep verifying.
+            Err(JwtError::NoMatchingKey) if !provider.is_ready() => {
+                return Err(JwtError::JwksUnavailable(format!(
+                    "provider {} unavailable and no cached key matches",
+                    provider.id()
+                )))
+            }
+            other => other?,
+        };
         let as_id = jwt::IdTokenClaims {
             iss: c.iss.clone(),
             sub: c.sub.clone(),

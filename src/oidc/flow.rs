@@ -41,9 +41,17 @@ pub struct Reply {
 
 impl Reply {
     fn new(status: StatusCode) -> Self {
+        let mut headers = vec![(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
+        // Every 503 says when to try again (provider or store down).
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.push((
+                header::RETRY_AFTER,
+                HeaderValue::from_static(crate::error::RETRY_AFTER),
+            ));
+        }
         Self {
             status,
-            headers: vec![(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            headers,
             body: Bytes::new(),
         }
     }
@@ -340,12 +348,17 @@ impl Auth {
                 "unknown_provider",
             );
         };
+        // A provider that is down (or never reached) is not redirected to: the browser would
+        // only find an error page there. 503 with Retry-After, here, until it is back.
         let Some(discovery) = provider.discovery().filter(|_| provider.is_ready()) else {
             return self.page(
                 info,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Sign-in unavailable",
-                "The identity provider cannot be reached right now. Please try again shortly.",
+                &format!(
+                    "{} cannot be reached right now. Please try again in a moment.",
+                    provider.settings.display_name
+                ),
                 "provider_unavailable",
             );
         };
@@ -838,7 +851,9 @@ impl Auth {
     }
 
     fn store_down(&self, info: &RequestInfo, e: &StoreError) -> Reply {
-        tracing::error!(request_id = info.request_id, error = %e, "session store unavailable");
+        if let Some(n) = crate::ratelimit_log::SESSION_STORE_DOWN.hit("") {
+            tracing::error!(request_id = info.request_id, error = %e, occurrences = n.count, "session store unavailable{n}");
+        }
         self.page(
             info,
             StatusCode::SERVICE_UNAVAILABLE,

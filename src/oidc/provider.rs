@@ -1,13 +1,17 @@
 //! One OpenID provider: discovery, JWKS, the token endpoint.
 //!
 //! Discovery (`/.well-known/openid-configuration`) and the JWKS are fetched at start and
-//! refreshed in the background. A provider that is down is reported not ready (`/readyz`),
-//! logins through it answer 503, and it recovers by itself; sessions already established
-//! keep working, they do not need the provider on every request.
+//! refreshed in the background every `refresh_interval`; in between, discovery alone is
+//! fetched every [`PROBE_INTERVAL`] to notice a provider that went away. After
+//! `max_refresh_failures` consecutive failed attempts (retried after 1 s, 2 s, 4 s, then every
+//! [`RETRY_MAX`]) the provider is unavailable: reported not ready (`/readyz`), sign-in through
+//! it answers 503 (never a redirect to a provider that is down), and it recovers by itself at
+//! the first successful refresh. Sessions already established keep working, they do not need
+//! the provider on every request; bearer tokens whose key is cached keep verifying.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::Algorithm;
@@ -15,6 +19,42 @@ use serde::Deserialize;
 
 use crate::config::model::ProviderSettings;
 use crate::jwt::{self, Jwks};
+use crate::ratelimit_log::Throttle;
+
+/// Between full refreshes, discovery alone is fetched this often: how soon a provider that
+/// went away is noticed (with `refresh_interval` shorter, every attempt is a full refresh).
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// The first retry after a failed attempt; each next one waits twice as long, up to
+/// [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between attempts while the provider fails: how soon it is back in use.
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Each background request (discovery, JWKS) fails after this: a provider that accepts
+/// connections but does not answer counts as down within seconds, not the client's 10 s.
+pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A provider's health as `/readyz` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderStatus {
+    /// Sign-in through it is possible: discovery and keys fetched, and fewer than
+    /// `max_refresh_failures` attempts failed in a row since.
+    pub ready: bool,
+    pub consecutive_failures: u32,
+    /// The last attempt's error, while failing.
+    pub last_error: Option<String>,
+    /// How long it has been unavailable (`None` while ready).
+    pub unavailable_for: Option<Duration>,
+}
+
+/// What the refresh loop knows about failures, for the status and the log lines.
+#[derive(Default)]
+struct Liveness {
+    last_error: Option<String>,
+    /// When the current run of failures began.
+    failing_since: Option<Instant>,
+    /// When the provider was marked unavailable.
+    unavailable_since: Option<Instant>,
+}
 
 /// The discovery document fields we use.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +110,11 @@ pub struct Provider {
     discovery: ArcSwap<Option<Arc<Discovery>>>,
     algorithms: ArcSwap<Vec<Algorithm>>,
     healthy: AtomicBool,
+    /// Failed attempts in a row (0 after a success).
+    failures: AtomicU32,
+    liveness: Mutex<Liveness>,
+    /// Refresh failures are logged once per [`crate::ratelimit_log::WINDOW`], with a count.
+    failure_log: Throttle,
 }
 
 impl Provider {
@@ -81,6 +126,9 @@ impl Provider {
             discovery: ArcSwap::from_pointee(None),
             algorithms: ArcSwap::from_pointee(vec![Algorithm::RS256]),
             healthy: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            liveness: Mutex::new(Liveness::default()),
+            failure_log: Throttle::new(crate::ratelimit_log::WINDOW),
         }
     }
 
@@ -88,8 +136,20 @@ impl Provider {
         &self.settings.id
     }
 
+    /// Whether sign-in through this provider is possible now (see [`ProviderStatus::ready`]).
     pub fn is_ready(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Health details for `/readyz`.
+    pub fn status(&self) -> ProviderStatus {
+        let l = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        ProviderStatus {
+            ready: self.is_ready(),
+            consecutive_failures: self.failures.load(Ordering::Acquire),
+            last_error: l.last_error.clone(),
+            unavailable_for: l.unavailable_since.map(|t| t.elapsed()),
+        }
     }
 
     pub fn discovery(&self) -> Option<Arc<Discovery>> {
@@ -101,8 +161,27 @@ impl Provider {
         self.algorithms.load_full()
     }
 
-    /// Fetch discovery and JWKS; on success the provider is ready.
+    /// Fetch discovery and JWKS, and keep them (the background loop, [`Provider::run_refresh`],
+    /// decides readiness from the outcome).
     pub async fn refresh(&self) -> Result<(), ProviderError> {
+        let (doc, algs) = self.fetch_discovery().await?;
+        self.jwks.set_uri(doc.jwks_uri.clone());
+        self.jwks
+            .fetch()
+            .await
+            .map_err(|e| ProviderError::Unreachable(e.to_string()))?;
+        self.algorithms.store(Arc::new(algs));
+        self.discovery.store(Arc::new(Some(Arc::new(doc))));
+        Ok(())
+    }
+
+    /// Is the provider still there? Discovery fetched and checked like a refresh, nothing kept.
+    async fn probe(&self) -> Result<(), ProviderError> {
+        self.fetch_discovery().await.map(|_| ())
+    }
+
+    /// The discovery document, checked, and the ID token algorithms it leads to.
+    async fn fetch_discovery(&self) -> Result<(Discovery, Vec<Algorithm>), ProviderError> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.settings.issuer.trim_end_matches('/')
@@ -110,6 +189,7 @@ impl Provider {
         let resp = self
             .http
             .get(&url)
+            .timeout(REFRESH_TIMEOUT)
             .send()
             .await
             .map_err(|e| ProviderError::Unreachable(e.without_url().to_string()))?;
@@ -187,38 +267,105 @@ impl Provider {
                 "no acceptable ID token signing algorithm".into(),
             ));
         }
-        self.jwks.set_uri(doc.jwks_uri.clone());
-        self.jwks
-            .fetch()
-            .await
-            .map_err(|e| ProviderError::Unreachable(e.to_string()))?;
-        self.algorithms.store(Arc::new(algs));
-        self.discovery.store(Arc::new(Some(Arc::new(doc))));
-        Ok(())
+        Ok((doc, algs))
     }
 
-    /// Keep discovery and keys fresh; retry quickly while down. Runs until dropped.
+    /// Keep discovery and keys fresh, notice a provider that went away, retry quickly while
+    /// it is down. Runs until dropped.
     pub async fn run_refresh(self: Arc<Self>) {
-        let mut retry = Duration::from_secs(1);
+        let interval = self.settings.refresh_interval;
+        let between = interval.clamp(Duration::from_millis(200), PROBE_INTERVAL);
+        let mut retry = RETRY_FIRST;
+        let mut last_full: Option<Instant> = None;
         loop {
-            match self.refresh().await {
+            // A full refresh when due, and for every attempt of a provider not in use: it
+            // may come back with new keys (a restarted provider usually does).
+            let full = !self.is_ready() || last_full.is_none_or(|t| t.elapsed() >= interval);
+            let outcome = if full {
+                self.refresh().await
+            } else {
+                self.probe().await
+            };
+            match outcome {
                 Ok(()) => {
-                    if !self.healthy.swap(true, Ordering::AcqRel) {
-                        tracing::info!(provider = %self.settings.id, keys = self.jwks.key_count(), "provider ready");
+                    if full {
+                        last_full = Some(Instant::now());
                     }
-                    retry = Duration::from_secs(1);
-                    tokio::time::sleep(self.settings.refresh_interval).await;
+                    self.succeeded();
+                    retry = RETRY_FIRST;
+                    tokio::time::sleep(between).await;
                 }
                 Err(e) => {
-                    // Keys already fetched stay usable; only a provider never reached is not ready.
-                    if self.discovery().is_none() {
-                        self.healthy.store(false, Ordering::Release);
-                    }
-                    tracing::warn!(provider = %self.settings.id, error = %e, "provider refresh failed; retrying in {retry:?}");
+                    self.failed(&e, retry);
                     tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(Duration::from_secs(30));
+                    retry = (retry * 2).min(RETRY_MAX);
                 }
             }
+        }
+    }
+
+    /// A successful attempt: ready (again).
+    fn succeeded(&self) {
+        let failures = self.failures.swap(0, Ordering::AcqRel);
+        let mut l = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        let down = l.unavailable_since.take();
+        let failing = l.failing_since.take();
+        l.last_error = None;
+        drop(l);
+        if !self.healthy.swap(true, Ordering::AcqRel) {
+            match down {
+                Some(t) => tracing::warn!(
+                    provider = %self.settings.id,
+                    keys = self.jwks.key_count(),
+                    unavailable_s = t.elapsed().as_secs_f64(),
+                    failures,
+                    "provider ready again after {:.1} s unavailable ({failures} failed attempts)",
+                    t.elapsed().as_secs_f64()
+                ),
+                None => {
+                    tracing::info!(provider = %self.settings.id, keys = self.jwks.key_count(), "provider ready")
+                }
+            }
+        } else if failures > 0 {
+            let for_s = failing.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            tracing::info!(provider = %self.settings.id, failures, "provider answering again after {failures} failed attempts in {for_s:.1} s (never marked unavailable)");
+        }
+        // A new outage is reported at its first failure, without the old one's count.
+        self.failure_log.reset("");
+    }
+
+    /// A failed attempt: unavailable once `max_refresh_failures` failed in a row, or at once
+    /// while the provider was never reached (nothing to sign in with).
+    fn failed(&self, e: &ProviderError, retry: Duration) {
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        let never_reached = self.discovery().is_none();
+        let limit = self.settings.max_refresh_failures;
+        let mut l = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        l.last_error = Some(e.to_string());
+        let failing_since = *l.failing_since.get_or_insert_with(Instant::now);
+        let goes_down = (never_reached || failures >= limit) && l.unavailable_since.is_none();
+        if goes_down {
+            l.unavailable_since = Some(Instant::now());
+        }
+        drop(l);
+        if goes_down {
+            self.healthy.store(false, Ordering::Release);
+            if !never_reached {
+                tracing::error!(
+                    provider = %self.settings.id,
+                    failures,
+                    error = %e,
+                    "provider unavailable after {failures} failed refreshes in {:.1} s: sign-in through it answers 503 until it is back; sessions and cached keys keep working",
+                    failing_since.elapsed().as_secs_f64()
+                );
+                return;
+            }
+        }
+        if let Some(n) = self.failure_log.hit("") {
+            tracing::warn!(provider = %self.settings.id, error = %e, occurrences = n.count, "provider refresh failed{n}; retrying in {retry:?}");
         }
     }
 

@@ -10,7 +10,8 @@
 //!    methods);
 //! 3. public route → allow; else authenticate (bearer token or session cookie, in
 //!    `Gateway::authenticate`, the only step with I/O);
-//! 4. nobody → [`unauthenticated`]: a redirect to sign in or a 401;
+//! 4. nobody → [`unauthenticated`]: a redirect to sign in or a 401 (503 when no provider
+//!    the route accepts can take a sign-in now);
 //! 5. [`authorize`]: CSRF for cookie sessions, then the route's policy.
 //!
 //! `Gateway::decide` sequences them; nothing else decides whether a request passes.
@@ -77,8 +78,24 @@ pub fn admit(route: &Route, req: &Inbound) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The answer for a protected route when nobody is signed in.
-pub fn unauthenticated(rt: &Runtime, route: &Route, req: &Inbound) -> Refusal {
+/// Whether someone could sign in for `route` now: one of the providers it accepts (any, when
+/// it names none) is ready. `providers`: every configured provider's id and readiness.
+pub fn sign_in_possible<'a>(
+    route: &Route,
+    mut providers: impl Iterator<Item = (&'a str, bool)>,
+) -> bool {
+    providers.any(|(id, ready)| {
+        ready && (route.providers.is_empty() || route.providers.iter().any(|p| p == id))
+    })
+}
+
+/// The answer for a protected route when nobody is signed in: a redirect to sign in or a 401;
+/// a 503 when nobody can sign in now (`sign_in`: see [`sign_in_possible`]), since a redirect
+/// towards a provider that is down could only loop or strand the browser on an error page.
+pub fn unauthenticated(rt: &Runtime, route: &Route, req: &Inbound, sign_in: bool) -> Refusal {
+    if !sign_in {
+        return Refusal::ProviderUnavailable;
+    }
     let redirect = match route.unauthenticated {
         // Worked out only here and for refusals: most requests never need it.
         Unauthenticated::Auto => crate::error::audience(req.method, req.headers).navigation,
@@ -281,12 +298,63 @@ mod tests {
             }
             other => panic!("{other:?}"),
         };
-        assert!(redirect_of(unauthenticated(&rt, &auto, &nav.inbound())));
-        assert!(!redirect_of(unauthenticated(&rt, &auto, &api.inbound())));
+        assert!(redirect_of(unauthenticated(
+            &rt,
+            &auto,
+            &nav.inbound(),
+            true
+        )));
+        assert!(!redirect_of(unauthenticated(
+            &rt,
+            &auto,
+            &api.inbound(),
+            true
+        )));
         let always = route(&rt, |r| r.unauthenticated = Unauthenticated::Redirect);
-        assert!(redirect_of(unauthenticated(&rt, &always, &api.inbound())));
+        assert!(redirect_of(unauthenticated(
+            &rt,
+            &always,
+            &api.inbound(),
+            true
+        )));
         let never = route(&rt, |r| r.unauthenticated = Unauthenticated::Status401);
-        assert!(!redirect_of(unauthenticated(&rt, &never, &nav.inbound())));
+        assert!(!redirect_of(unauthenticated(
+            &rt,
+            &never,
+            &nav.inbound(),
+            true
+        )));
+        // Nobody can sign in now: 503 for every client, never a redirect to a dead provider.
+        for (r, req) in [
+            (&auto, &nav),
+            (&always, &api),
+            (&never, &nav),
+            (&auto, &api),
+        ] {
+            assert_eq!(
+                unauthenticated(&rt, r, &req.inbound(), false),
+                Refusal::ProviderUnavailable
+            );
+        }
+    }
+
+    #[test]
+    fn sign_in_is_possible_through_a_ready_provider_the_route_accepts() {
+        let rt = runtime();
+        let any = route(&rt, |_| {});
+        let only_a = route(&rt, |r| r.providers = vec!["a".into()]);
+        let a_or_b = route(&rt, |r| r.providers = vec!["a".into(), "b".into()]);
+        let states = |a: bool, b: bool| [("a", a), ("b", b)].into_iter();
+        assert!(sign_in_possible(&any, states(false, true)));
+        assert!(!sign_in_possible(&any, states(false, false)));
+        assert!(!sign_in_possible(&any, std::iter::empty()));
+        assert!(
+            !sign_in_possible(&only_a, states(false, true)),
+            "b is not a's stand-in"
+        );
+        assert!(sign_in_possible(&only_a, states(true, false)));
+        assert!(sign_in_possible(&a_or_b, states(false, true)));
+        assert!(!sign_in_possible(&a_or_b, states(false, false)));
     }
 
     #[test]

@@ -40,7 +40,13 @@ use crate::host::{Authority, HostError};
 use crate::metrics::{Metrics, NO_ROUTE};
 use crate::oidc::{Auth, Reply, RequestInfo};
 use crate::path;
+use crate::ratelimit_log::{Throttle, WINDOW};
 use decision::{Caller, Inbound};
+
+/// Outage lines of the request path: one per cause (and route) per window, with a count.
+static REFRESH_DOWN: Throttle = Throttle::new(WINDOW);
+static INTROSPECTION_DOWN: Throttle = Throttle::new(WINDOW);
+static JWKS_DOWN: Throttle = Throttle::new(WINDOW);
 
 /// The gateway's `ProxyHttp` implementation. Cheap to clone.
 #[derive(Clone)]
@@ -121,11 +127,13 @@ impl Gateway {
             return Ok(None);
         }
         let Some(caller) = self.authenticate(req, ctx, &route).await? else {
-            // With every provider down, a redirect to sign in could only loop.
-            return Err(match &self.auth {
-                Some(auth) if !auth.any_provider_ready() => Refusal::ProviderUnavailable,
-                _ => decision::unauthenticated(rt, &route, req),
+            // With no provider of the route ready, a redirect to sign in could only loop: 503.
+            // (No providers at all: the sign-in endpoint answers 503 itself.)
+            let sign_in = self.auth.as_ref().is_none_or(|auth| {
+                let states = auth.providers.iter().map(|p| (p.id(), p.is_ready()));
+                decision::sign_in_possible(&route, states)
             });
+            return Err(decision::unauthenticated(rt, &route, req, sign_in));
         };
         decision::authorize(rt, &route, req, &caller, ctx.request_id.as_str())?;
         Ok(Some(caller))
@@ -160,8 +168,18 @@ impl Gateway {
                     .await
                 {
                     Ok(id) => Ok(Some(Caller::Bearer(id))),
+                    // Outages are 503 (the client keeps its token and retries), logged once per
+                    // cause and window with a count, not once per request.
                     Err(crate::jwt::JwtError::IntrospectionUnavailable(e)) => {
-                        tracing::error!(request_id = %ctx.request_id, route = %route.id, error = %e, "token introspection unavailable");
+                        if let Some(n) = INTROSPECTION_DOWN.hit(&route.id) {
+                            tracing::error!(request_id = %ctx.request_id, route = %route.id, error = %e, occurrences = n.count, "token introspection unavailable{n}");
+                        }
+                        Err(Refusal::ProviderUnavailable)
+                    }
+                    Err(crate::jwt::JwtError::JwksUnavailable(e)) => {
+                        if let Some(n) = JWKS_DOWN.hit(&route.id) {
+                            tracing::error!(request_id = %ctx.request_id, route = %route.id, error = %e, occurrences = n.count, "bearer token cannot be checked: provider keys unavailable{n}");
+                        }
                         Err(Refusal::ProviderUnavailable)
                     }
                     Err(e) => {
@@ -182,7 +200,9 @@ impl Gateway {
             }
             Ok(_) => return Ok(None),
             Err(e) => {
-                tracing::error!(request_id = %ctx.request_id, error = %e, "session store unavailable");
+                if let Some(n) = crate::ratelimit_log::SESSION_STORE_DOWN.hit("") {
+                    tracing::error!(request_id = %ctx.request_id, error = %e, occurrences = n.count, "session store unavailable{n}");
+                }
                 return Err(Refusal::SessionStoreUnavailable);
             }
         };
@@ -190,7 +210,9 @@ impl Gateway {
         match auth.refresher.ensure(s).await {
             Ok(s) => Ok(s.map(Caller::Session)),
             Err(()) => {
-                tracing::error!(request_id = %ctx.request_id, "session token expired and cannot be refreshed now");
+                if let Some(n) = REFRESH_DOWN.hit("") {
+                    tracing::error!(request_id = %ctx.request_id, occurrences = n.count, "session token expired and cannot be refreshed now{n}");
+                }
                 Err(Refusal::ProviderUnavailable)
             }
         }
