@@ -518,3 +518,125 @@ async fn store_outage_503s_say_when_to_retry_and_log_once() {
     let back = || async { gw.get_as("/app", &cookie).await.status() == 200 };
     assert!(common::eventually(Duration::from_secs(10), back).await);
 }
+
+/// The pid of the test provider listening on `port` (found by its environment).
+fn idp_pid(port: u16) -> u32 {
+    let want = format!("IDP_PORT={port}");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
+            return pid;
+        }
+    }
+    panic!("no provider process with {want}");
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// A provider that hangs (SIGSTOP: connections accepted by the kernel, never answered) is
+/// noticed too, through the refresh timeouts, and comes back when it thaws; sessions are
+/// served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_provider_is_noticed_through_timeouts() {
+    let port = free_port();
+    let idp_port = free_port();
+    let idp = Idp::start_on(idp_port, true, &[port]).await;
+    let gw = gateway_for(&idp, port, true).await;
+    let (cookie, _) = http_login(&gw, "/").await;
+    let pid = idp_pid(idp_port);
+
+    signal(pid, "-STOP");
+    let frozen = Instant::now();
+    let sessions = std::sync::Mutex::new(Vec::new());
+    let noticed = time_until(Duration::from_secs(30), || async {
+        let s = gw.get_as("/app", &cookie).await.status().as_u16();
+        sessions.lock().unwrap().push(s);
+        browse(&gw, "/app").await.status() == 503
+    })
+    .await;
+    let Some(noticed) = noticed else {
+        signal(pid, "-CONT");
+        panic!("frozen provider not noticed within 30 s:\n{}", gw.log());
+    };
+    assert_eq!(readyz_status(&gw, "").await, 503);
+    let sessions = sessions.into_inner().unwrap();
+    assert!(
+        sessions.iter().all(|s| *s == 200),
+        "a session request failed while the provider hung: {sessions:?}"
+    );
+    signal(pid, "-CONT");
+    let back = time_until(DETECT, || async { readyz_status(&gw, "").await == 200 })
+        .await
+        .unwrap_or_else(|| panic!("not ready after the provider thawed:\n{}", gw.log()));
+    assert_eq!(browse(&gw, "/app").await.status(), 302);
+    println!(
+        "frozen provider (SIGSTOP): anonymous 503 after {:.1} s ({} session requests meanwhile, all 200); ready {:.1} s after SIGCONT (frozen {:.1} s in all)",
+        noticed.as_secs_f64(),
+        sessions.len(),
+        back.as_secs_f64(),
+        frozen.elapsed().as_secs_f64()
+    );
+}
+
+/// Token introspection with the provider down: 503 with Retry-After for every request (the
+/// client keeps its token), and one error line for the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_outage_is_503_and_logged_once() {
+    let port = free_port();
+    let mut idp = Idp::start(true, &[port]).await;
+    let e = echo().await;
+    let config = common::with_provider_keys(
+        &auth_config(&idp, e, "store = \"memory\""),
+        "introspect_opaque_tokens = true\nintrospection_requires_audience = false\n",
+    );
+    let gw = Gateway::start_with(
+        &format!("{config}{API_ROUTE}"),
+        Opts {
+            port: Some(port),
+            ..Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+    let opaque = |idp: &Idp| {
+        let url = format!("{}/token", idp.issuer);
+        async move {
+            let r = client()
+                .post(url)
+                .basic_auth("authgate", Some("authgate-secret"))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap();
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    let token = opaque(&idp).await;
+    assert_ne!(token.split('.').count(), 3, "an opaque token");
+    let other = opaque(&idp).await;
+    assert_eq!(bearer(&gw, &token).await.status(), 200);
+
+    idp.stop();
+    for _ in 0..20 {
+        assert_retry_after(&bearer(&gw, &other).await, "introspection down");
+    }
+    let lines = gw
+        .log()
+        .lines()
+        .filter(|l| l.contains("token introspection unavailable"))
+        .count();
+    assert_eq!(lines, 1, "{}", gw.log());
+}
