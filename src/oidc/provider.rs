@@ -54,6 +54,8 @@ struct Liveness {
     failing_since: Option<Instant>,
     /// When the provider was marked unavailable.
     unavailable_since: Option<Instant>,
+    /// It was ready once (a later "ready" is a recovery, not the start).
+    was_ready: bool,
 }
 
 /// The discovery document fields we use.
@@ -311,15 +313,22 @@ impl Provider {
         let down = l.unavailable_since.take();
         let failing = l.failing_since.take();
         l.last_error = None;
+        let recovery = std::mem::replace(&mut l.was_ready, true);
         drop(l);
         if !self.healthy.swap(true, Ordering::AcqRel) {
             match down {
-                Some(t) => tracing::warn!(
+                Some(t) if recovery => tracing::warn!(
                     provider = %self.settings.id,
                     keys = self.jwks.key_count(),
                     unavailable_s = t.elapsed().as_secs_f64(),
                     failures,
                     "provider ready again after {:.1} s unavailable ({failures} failed attempts)",
+                    t.elapsed().as_secs_f64()
+                ),
+                Some(t) => tracing::info!(
+                    provider = %self.settings.id,
+                    keys = self.jwks.key_count(),
+                    "provider ready ({failures} failed attempts in {:.1} s since start)",
                     t.elapsed().as_secs_f64()
                 ),
                 None => {
@@ -518,5 +527,142 @@ impl Provider {
         }
         serde_json::from_slice(&body)
             .map_err(|e| ProviderError::BadResponse(format!("token response: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A provider serving discovery and a JWKS, or 503 for everything while `down` is set.
+    async fn switchable_provider(down: Arc<AtomicBool>) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", l.local_addr().unwrap());
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+        let discovery = serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "id_token_signing_alg_values_supported": ["ES256"],
+        })
+        .to_string();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let (down, jwks, discovery) = (down.clone(), jwks.clone(), discovery.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let (status, body) = if down.load(Ordering::SeqCst) {
+                            (503, String::new())
+                        } else if req.uri().path() == "/jwks" {
+                            (200, jwks.clone())
+                        } else {
+                            (200, discovery.clone())
+                        };
+                        async move {
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body),
+                            ));
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        issuer
+    }
+
+    async fn within(limit: Duration, cond: impl Fn() -> bool) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if cond() {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Unavailable after `max_refresh_failures` failures in a row, with the details `/readyz`
+    /// shows; ready again at the first success; keys kept throughout.
+    #[tokio::test]
+    async fn unavailable_after_consecutive_failures_then_back() {
+        let down = Arc::new(AtomicBool::new(false));
+        let issuer = switchable_provider(down.clone()).await;
+        let config = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            &format!("[[providers]]\nid = \"p\"\nissuer = \"{issuer}\"\nclient_id = \"gw\"\nrefresh_interval = \"1s\"\nmax_refresh_failures = 2\n"),
+        )
+        .unwrap();
+        assert_eq!(config.providers[0].max_refresh_failures, 2);
+        let p = Arc::new(Provider::new(
+            config.providers[0].clone(),
+            reqwest::Client::new(),
+        ));
+        let task = tokio::spawn(p.clone().run_refresh());
+        assert!(within(Duration::from_secs(5), || p.is_ready())
+            .await
+            .is_some());
+        let keys = p.jwks.key_count();
+        assert_eq!(keys, 1);
+        assert_eq!(p.status().unavailable_for, None);
+
+        down.store(true, Ordering::SeqCst);
+        // Next attempt within 1 s, the second failure 1 s later.
+        let t = within(Duration::from_secs(5), || !p.is_ready())
+            .await
+            .expect("never marked unavailable");
+        assert!(t >= Duration::from_millis(900), "after one failure: {t:?}");
+        let st = p.status();
+        assert!(!st.ready && st.consecutive_failures >= 2, "{st:?}");
+        assert!(st.last_error.as_deref().unwrap().contains("503"), "{st:?}");
+        assert!(st.unavailable_for.is_some());
+        assert_eq!(p.jwks.key_count(), keys, "cached keys are kept");
+        assert!(p.discovery().is_some());
+
+        down.store(false, Ordering::SeqCst);
+        within(RETRY_MAX + Duration::from_secs(1), || p.is_ready())
+            .await
+            .expect("not back within the longest retry");
+        let st = p.status();
+        assert_eq!(
+            (st.consecutive_failures, st.last_error, st.unavailable_for),
+            (0, None, None)
+        );
+        task.abort();
+    }
+
+    #[test]
+    fn max_refresh_failures_is_validated() {
+        let parse = |v: &str| {
+            crate::config::parse(
+                std::path::Path::new("t.toml"),
+                &format!("[[providers]]\nid = \"p\"\nissuer = \"https://idp.example\"\nclient_id = \"gw\"\nmax_refresh_failures = {v}\n"),
+            )
+        };
+        assert_eq!(parse("1").unwrap().providers[0].max_refresh_failures, 1);
+        for bad in ["0", "-1", "101"] {
+            let Err(e) = parse(bad) else {
+                panic!("max_refresh_failures = {bad} accepted")
+            };
+            let e = format!("{e:?}");
+            assert!(e.contains("max_refresh_failures"), "{bad}: {e}");
+        }
+        let default = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            "[[providers]]\nid = \"p\"\nissuer = \"https://idp.example\"\nclient_id = \"gw\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            default.providers[0].max_refresh_failures,
+            crate::config::provider::DEFAULT_MAX_REFRESH_FAILURES
+        );
     }
 }
