@@ -137,7 +137,8 @@ impl Signer {
             "sub": claims.subject,
             "idp": by.provider,
             "idp_iss": by.issuer,
-            "idp_sub": claims.sub,
+            // Unknown for sessions older than `sub` keeping: absent, never "".
+            "idp_sub": (!claims.sub.is_empty()).then_some(&claims.sub),
             "email": claims.email,
             "groups": claims.groups,
             "iat": now,

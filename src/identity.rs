@@ -220,7 +220,8 @@ impl IdentityHeaders {
         }
         if kept < eligible {
             tracing::warn!(
-                subject = %claims.subject,
+                sub = %claims.sub,
+                user = %claims.subject,
                 forwarded = kept,
                 groups = eligible,
                 max_bytes = self.max_groups_bytes,

@@ -620,10 +620,16 @@ async fn built_gateway(p: &built::Built, keys: &str) -> Gateway {
 
 /// One login against the built provider: the callback's status and error code.
 async fn built_login(gw: &Gateway) -> (u16, String) {
+    let (status, code, _) = built_session(gw).await;
+    (status, code)
+}
+
+/// [`built_login`] that also returns the session cookie (empty without one).
+async fn built_session(gw: &Gateway) -> (u16, String, String) {
     let c = client();
     let r = c.get(gw.url("/.authgate/login")).send().await.unwrap();
     if r.status() != 302 {
-        return (r.status().as_u16(), String::new());
+        return (r.status().as_u16(), String::new(), String::new());
     }
     let tx = tx_cookie(&r);
     let r = c
@@ -639,6 +645,11 @@ async fn built_login(gw: &Gateway) -> (u16, String) {
         .await
         .unwrap();
     let status = r.status().as_u16();
+    let session = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("authgate_session=v1"))
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .unwrap_or_default();
     let code = if status == 302 {
         String::new()
     } else {
@@ -647,7 +658,61 @@ async fn built_login(gw: &Gateway) -> (u16, String) {
             .unwrap_or_default()
             .to_string()
     };
-    (status, code)
+    (status, code, session)
+}
+
+/// `email_verified` speaks of the `email` claim only: a renamed `email_claim` (Keycloak's
+/// username, Entra's `upn`) is an email only for a provider marked `trust_email`, and
+/// `user_claim = "email"` needs a verified `email` whatever `email_claim` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_email_claims_borrow_no_verdict() {
+    use built::Behaviour;
+    let p = built::start().await;
+    let renamed = built_gateway(&p, "email_claim = \"preferred_username\"\n").await;
+    let trusted = built_gateway(
+        &p,
+        "email_claim = \"preferred_username\"\ntrust_email = true\n",
+    )
+    .await;
+    let by_email = built_gateway(&p, "user_claim = \"email\"\nemail_claim = \"upn\"\n").await;
+    for gw in [&renamed, &trusted, &by_email] {
+        gw.wait_ready().await;
+    }
+    p.set(Behaviour {
+        id_token: serde_json::json!({
+            "email": "me@gmail.example", "email_verified": true,
+            "preferred_username": "ceo@corp.example",
+        }),
+        ..Behaviour::default()
+    });
+    assert_eq!(
+        email_of(&renamed).await,
+        None,
+        "the verdict was about another claim"
+    );
+    assert_eq!(
+        email_of(&trusted).await.as_deref(),
+        Some("ceo@corp.example")
+    );
+
+    p.set(Behaviour {
+        id_token: serde_json::json!({
+            "email": "ceo@corp.example", "email_verified": false, "upn": "a@partner.example",
+        }),
+        ..Behaviour::default()
+    });
+    assert_eq!(
+        built_login(&by_email).await,
+        (401, "unverified_identity".to_string())
+    );
+}
+
+/// The email header the app sees after a login through the built provider.
+async fn email_of(gw: &Gateway) -> Option<String> {
+    let (status, code, cookie) = built_session(gw).await;
+    assert_eq!(status, 302, "{code}");
+    let seen: Seen = gw.get_as("/", &cookie).await.json().await.unwrap();
+    seen.header("x-forwarded-email").map(str::to_string)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -779,4 +844,47 @@ async fn strict_id_tokens_from_a_provider_the_test_builds() {
         no_pkce.readyz().await
     );
     assert_eq!(built_login(&no_pkce).await.0, 503);
+}
+
+/// Forward-auth answers carry the configured provider header like every identity header:
+/// the provider's id for a caller, empty without one, so the front proxy's copy replaces a
+/// client's own value either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_answers_name_the_provider() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let e = echo().await;
+    let config = format!(
+        "{}\n[headers]\nprovider = \"x-forwarded-provider\"\n\n[forward_auth]\nproxy = \"traefik\"\n",
+        auth_config(&idp, e, "store = \"memory\"")
+    );
+    let gw = Gateway::start_with(
+        &config,
+        Opts {
+            port: Some(port),
+            server_extra: "trusted_proxies = [\"127.0.0.1\"]".into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+    let (cookie, _) = http_login(&gw, "/app").await;
+    let check = |uri: &'static str, cookie: Option<String>| {
+        let mut b = client()
+            .get(gw.url("/.authgate/auth"))
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", uri)
+            .header("x-forwarded-host", gw.addr.to_string())
+            .header("x-forwarded-provider", "spoofed");
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        b.send()
+    };
+    let r = check("/app", Some(cookie)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-forwarded-provider"], "test");
+    let r = check("/public/x", None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-forwarded-provider"], "");
 }

@@ -141,9 +141,16 @@ impl SessionsApi {
                     .with_label_values(&["admin"])
                     .inc_by(n as u64);
                 tracing::info!(subject, revoked = n, "sessions revoked by the admin API");
+                // `subject` is the provider's sub, not the name headers show: say so when it
+                // matched nothing rather than let a revocation look done.
+                let body = if n == 0 {
+                    serde_json::json!({ "revoked": 0, "hint": "subject is the provider's sub (the \"sub\" of /.authgate/userinfo), not the user_claim value headers show; &provider=<id> narrows it" })
+                } else {
+                    serde_json::json!({ "revoked": n })
+                };
                 match failed {
                     Some(e) => Err(e),
-                    None => Ok(json(StatusCode::OK, serde_json::json!({ "revoked": n }))),
+                    None => Ok(json(StatusCode::OK, body)),
                 }
             }
             (&Method::DELETE, Some(id), None) => sessions.revoke_handle(id).await.map(|found| {

@@ -1314,7 +1314,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         ),
     };
 
-    let providers = super::provider::providers(rep, &f.providers);
+    let providers = super::provider::providers(rep, &f.providers, &gateway_prefix);
 
     // [assertion]
     let assertion = AssertionSettings {

@@ -132,7 +132,12 @@ impl ProviderSettings {
     /// What `authgate check` says about the identity this provider vouches for.
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
-        out.push(if self.claims.trust_email {
+        out.push(if self.claims.email != "email" {
+            format!(
+                "provider {}: email_claim = {:?}: email_verified speaks of \"email\" only, so this claim is forwarded as an email only with trust_email = true (now {})",
+                self.id, self.claims.email, self.claims.trust_email
+            )
+        } else if self.claims.trust_email {
             format!(
                 "provider {}: email forwarded when the token says email_verified: true or says nothing about it (trust_email = true)",
                 self.id
@@ -179,8 +184,13 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Validate every `[[providers]]` table.
-pub(super) fn providers(rep: &mut Reporter, list: &[file::Provider]) -> Vec<ProviderSettings> {
+/// Validate every `[[providers]]` table. `prefix`: the gateway prefix, where default
+/// callbacks are.
+pub(super) fn providers(
+    rep: &mut Reporter,
+    list: &[file::Provider],
+    prefix: &str,
+) -> Vec<ProviderSettings> {
     let mut out = Vec::new();
     let mut ids = HashSet::new();
     let several = list.len() > 1;
@@ -229,8 +239,14 @@ pub(super) fn providers(rep: &mut Reporter, list: &[file::Provider]) -> Vec<Prov
             &key("client_secret_file"),
             &p.client_secret_file,
         );
-        if let Some(r) = &p.redirect_url {
-            match Url::parse(r.get_ref()) {
+        let default_callback = if several {
+            format!("{prefix}callback/{id}")
+        } else {
+            format!("{prefix}callback")
+        };
+        match &p.redirect_url {
+            None => callbacks.push((default_callback, i)),
+            Some(r) => match Url::parse(r.get_ref()) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {
                     callbacks.push((u.path().to_string(), i));
                 }
@@ -239,7 +255,7 @@ pub(super) fn providers(rep: &mut Reporter, list: &[file::Provider]) -> Vec<Prov
                     span(r),
                     "must be an absolute http(s) URL ending in the gateway prefix + \"callback\"",
                 ),
-            }
+            },
         }
         if let Some(algs) = &p.algorithms {
             for (j, a) in algs.iter().enumerate() {
@@ -399,12 +415,36 @@ pub(super) fn providers(rep: &mut Reporter, list: &[file::Provider]) -> Vec<Prov
         }
     }
     // Two providers answering at one callback address could not tell whose code came back.
+    // The callback accepts a request path that ends the login's redirect path (a front proxy
+    // may strip a path prefix), so paths that end one another are one address.
     for (n, (path, i)) in callbacks.iter().enumerate() {
-        if let Some((_, first)) = callbacks[..n].iter().find(|(p, _)| p == path) {
+        let clash = callbacks[..n]
+            .iter()
+            .find(|(p, _)| p.ends_with(path.as_str()) || path.ends_with(p.as_str()));
+        if let Some((other, first)) = clash {
+            let at = list[*i]
+                .redirect_url
+                .as_ref()
+                .or(list[*first].redirect_url.as_ref());
             rep.error(
                 format!("providers[{i}].redirect_url"),
-                list[*i].redirect_url.as_ref().and_then(span),
-                format!("providers[{first}] already uses the callback path {path}: give each provider its own (e.g. .../callback/<id>) so one provider's answer cannot be taken for another's"),
+                at.and_then(span),
+                format!("providers[{first}] answers at {other} and providers[{i}] at {path}: one callback address for two providers; give each its own (the default .../callback/<id>) so one provider's answer cannot be taken for another's"),
+            );
+        }
+    }
+    // Back-channel logout tokens and bearer tokens name their issuer only: two providers with
+    // one issuer could not be told apart (the first would always be taken).
+    for (n, p) in out.iter().enumerate() {
+        if let Some(first) = out[..n].iter().position(|q| q.issuer == p.issuer) {
+            let i = list
+                .iter()
+                .position(|f| f.id.get_ref() == &p.id)
+                .unwrap_or(n);
+            rep.error(
+                format!("providers[{i}].issuer"),
+                span(&list[i].issuer),
+                format!("providers[{first}] has the same issuer: logout and bearer tokens name only the issuer, so the two could not be told apart; use one provider per issuer"),
             );
         }
     }

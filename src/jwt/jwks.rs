@@ -254,10 +254,9 @@ impl Jwks {
         if !resp.status().is_success() {
             return Err(JwtError::JwksUnavailable(format!("HTTP {}", resp.status())));
         }
-        let body = resp
-            .bytes()
+        let body = crate::oidc::fetch::read_capped(resp, crate::oidc::fetch::MAX_ANSWER)
             .await
-            .map_err(|e| JwtError::JwksUnavailable(e.without_url().to_string()))?;
+            .map_err(|e| JwtError::JwksUnavailable(e.to_string()))?;
         // Only a set with a usable key replaces the cached one: an empty, encryption-only,
         // symmetric-only or unreadable answer keeps the last good keys in place.
         let (parsed, skipped) = match parse_document(&body) {

@@ -99,7 +99,7 @@ impl Auth {
                     .inc_by(n as u64);
                 tracing::info!(
                     provider = provider.id(),
-                    subject = claims.sub.as_deref().unwrap_or(""),
+                    sub = claims.sub.as_deref().unwrap_or(""),
                     sessions = n,
                     "back-channel logout"
                 );

@@ -34,6 +34,20 @@ use crate::session::crypto::sha256;
 use crate::session::model::now_unix;
 use crate::session::Claims;
 
+/// An introspection answer's NumericDate (RFC 7519 §2: any JSON number, `1000.0` too);
+/// anything else is refused rather than ignored.
+fn numeric_date(v: Option<&serde_json::Value>) -> Result<Option<u64>, JwtError> {
+    match v {
+        None => Ok(None),
+        Some(serde_json::Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(u), _) => Ok(Some(u)),
+            (None, Some(f)) if f.is_finite() && f >= 0.0 => Ok(Some(f as u64)),
+            _ => Ok(Some(0)),
+        },
+        Some(_) => Err(JwtError::InvalidClaims("exp is not a number".into())),
+    }
+}
+
 /// Why the request's credentials cannot be read as one bearer token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presented {
@@ -342,15 +356,24 @@ impl BearerVerifier {
             return Err(JwtError::InvalidIssuer);
         }
         let now = now_unix();
-        let exp = answer.get("exp").and_then(|v| v.as_u64());
+        let exp = numeric_date(answer.get("exp"))?;
         if exp.is_some_and(|e| e <= now) {
             return Err(JwtError::Expired);
         }
         let cache_until = now + provider.settings.introspection_cache_ttl.as_secs();
         let expires_at = exp.map_or(cache_until, |e| e.min(cache_until));
-        let sub = str_of("sub")
-            .or_else(|| str_of("client_id"))
-            .unwrap_or_default();
+        // The user: `sub` (a number read as its digits, as ID tokens' string claims are);
+        // a client's own token (client credentials) names no user, only `client_id`. Nobody
+        // at all is not an identity.
+        let sub = match answer.get("sub") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(JwtError::InvalidClaims("sub is not a string".into())),
+            None => str_of("client_id").unwrap_or_default(),
+        };
+        if sub.is_empty() {
+            return Err(JwtError::InvalidClaims("neither sub nor client_id".into()));
+        }
         let as_id = jwt::IdTokenClaims {
             iss: provider.settings.issuer.clone(),
             sub,
@@ -410,7 +433,7 @@ impl BearerVerifier {
                 let now = now_unix();
                 let mut until = now + ttl.as_secs();
                 if let Answer::Active(a) = &answer {
-                    if let Some(exp) = a.get("exp").and_then(|v| v.as_u64()) {
+                    if let Ok(Some(exp)) = numeric_date(a.get("exp")) {
                         until = until.min(exp);
                     }
                 }
@@ -478,6 +501,22 @@ mod tests {
 
     fn tok(r: &pingora::http::RequestHeader) -> Result<Option<&str>, Presented> {
         presented_token(&r.headers, r.uri.query())
+    }
+
+    #[test]
+    fn introspection_dates() {
+        let d = |v: serde_json::Value| numeric_date(Some(&v));
+        assert_eq!(d(serde_json::json!(1000)), Ok(Some(1000)));
+        assert_eq!(d(serde_json::json!(1000.0)), Ok(Some(1000)));
+        assert_eq!(d(serde_json::json!(1000.9)), Ok(Some(1000)));
+        assert_eq!(
+            d(serde_json::json!(-5)),
+            Ok(Some(0)),
+            "a negative date is long past"
+        );
+        assert!(d(serde_json::json!("1000")).is_err());
+        assert!(d(serde_json::json!(null)).is_err());
+        assert_eq!(numeric_date(None), Ok(None));
     }
 
     #[test]

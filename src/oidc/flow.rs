@@ -708,7 +708,7 @@ impl Auth {
             }
         };
         self.metrics.logins.with_label_values(&["completed"]).inc();
-        tracing::info!(request_id = info.request_id, provider = provider.id(), subject = %claims.sub, "login completed");
+        tracing::info!(request_id = info.request_id, provider = provider.id(), sub = %claims.sub, "login completed");
         let target = self.redirects.validate_or_root(&tx.return_to);
         Reply::redirect(&target)
             .header(
@@ -777,7 +777,7 @@ impl Auth {
         if let Err(e) = self.sessions.destroy(&session.hash).await {
             return self.store_down(info, &e);
         }
-        tracing::info!(request_id = info.request_id, subject = %session.record.claims.subject, "logout");
+        tracing::info!(request_id = info.request_id, sub = %session.record.claims.sub, user = %session.record.claims.subject, "logout");
         let provider = self.provider(&session.record.provider);
         let end_session = provider
             .and_then(|p| p.discovery())
@@ -906,7 +906,10 @@ impl Auth {
                 Reply::json(
                     StatusCode::OK,
                     serde_json::json!({
-                        "sub": c.subject,
+                        // The provider's sub (with `provider`, the user for good) and the
+                        // user as headers show it (user_claim).
+                        "sub": if c.sub.is_empty() { &c.subject } else { &c.sub },
+                        "user": c.subject,
                         "email": c.email,
                         "email_verified": c.email_verified,
                         "name": c.name,

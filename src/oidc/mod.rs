@@ -10,6 +10,7 @@
 
 pub mod backchannel;
 pub mod bearer;
+pub mod fetch;
 pub mod flow;
 pub mod provider;
 pub mod redirect;
@@ -72,7 +73,8 @@ fn string_claim(sub: &str, other: &Map<String, Value>, name: &str) -> Option<Str
 /// Merge a userinfo answer over an ID token's claims (OIDC Core §5.3.2: its `sub` was
 /// already checked to be the token's). Protocol claims stay the token's. An `email` from
 /// userinfo brings its own `email_verified` or none: the token's verdict was about the
-/// token's address.
+/// token's address. (A renamed email claim never borrows that verdict: see
+/// [`ClaimNames::map_claims`].)
 pub fn merge_userinfo(other: &mut Map<String, Value>, userinfo: &Map<String, Value>) {
     if userinfo.contains_key("email") {
         other.remove("email_verified");
@@ -85,13 +87,25 @@ pub fn merge_userinfo(other: &mut Map<String, Value>, userinfo: &Map<String, Val
 }
 
 impl ClaimNames {
-    /// Whether the provider vouches for the token's email: `email_verified` exactly `true`
-    /// (a string `"true"` is not), or absent from a provider configured with `trust_email`.
-    fn email_verified(&self, other: &Map<String, Value>) -> bool {
+    /// Whether the provider vouches for the standard `email` claim: `email_verified` exactly
+    /// `true` (a string `"true"` is not), or absent from a provider configured with
+    /// `trust_email`.
+    fn standard_email_verified(&self, other: &Map<String, Value>) -> bool {
         match other.get("email_verified") {
             Some(Value::Bool(true)) => true,
             None => self.trust_email,
             Some(_) => false,
+        }
+    }
+
+    /// Whether the configured email claim is verified. `email_verified` speaks of `email`
+    /// only: another claim (`upn`, `preferred_username`) counts as an email only for a
+    /// provider configured with `trust_email`.
+    fn email_verified(&self, other: &Map<String, Value>) -> bool {
+        if self.email == "email" {
+            self.standard_email_verified(other)
+        } else {
+            self.trust_email
         }
     }
 
@@ -106,8 +120,9 @@ impl ClaimNames {
         let email = string_claim(sub, other, &self.email);
         let subject = string_claim(sub, other, &self.user)
             .ok_or_else(|| ClaimError::MissingUser(self.user.clone()))?;
-        // An email as the user name is only as good as its verification.
-        if self.user == self.email && self.user != "sub" && !verified {
+        // An email as the user name is only as good as its verification, whatever
+        // `email_claim` says.
+        if self.user == "email" && !self.standard_email_verified(other) {
             return Err(ClaimError::UnverifiedUser(self.user.clone()));
         }
         let groups = match other.get(&self.groups) {
@@ -243,6 +258,48 @@ mod tests {
         assert_eq!(
             (c.subject.as_str(), c.email.as_deref()),
             ("alice@corp", None)
+        );
+    }
+
+    #[test]
+    fn email_verified_speaks_of_email_only() {
+        // email_claim renamed: the token's verdict about `email` says nothing about it.
+        let mut n = names("sub", false);
+        n.email = "preferred_username".into();
+        let token = other(json!({
+            "email": "me@gmail.example", "email_verified": true,
+            "preferred_username": "ceo@corp.example"
+        }));
+        assert_eq!(n.map_claims("u1", &token).unwrap().email, None);
+        n.trust_email = true;
+        assert_eq!(
+            n.map_claims("u1", &token).unwrap().email.as_deref(),
+            Some("ceo@corp.example"),
+            "only a provider marked trust_email vouches for another claim"
+        );
+        // user_claim = "email" needs a verified `email`, whatever email_claim names.
+        let mut n = names("email", false);
+        n.email = "upn".into();
+        let token = other(json!({
+            "email": "ceo@corp.example", "email_verified": false, "upn": "a@partner.example"
+        }));
+        assert_eq!(
+            n.map_claims("u1", &token),
+            Err(ClaimError::UnverifiedUser("email".into()))
+        );
+        n.trust_email = true;
+        assert_eq!(
+            n.map_claims("u1", &token),
+            Err(ClaimError::UnverifiedUser("email".into())),
+            "trust_email does not override an explicit false"
+        );
+        // user_claim = upn is the provider's own identifier, not an email to verify.
+        let n = names("upn", false);
+        assert_eq!(
+            n.map_claims("u1", &other(json!({"upn": "alice@corp"})))
+                .unwrap()
+                .subject,
+            "alice@corp"
         );
     }
 

@@ -201,10 +201,11 @@ impl Provider {
                 resp.status()
             )));
         }
-        let doc: Discovery = resp
-            .json()
+        let body = super::fetch::read_capped(resp, super::fetch::MAX_ANSWER)
             .await
-            .map_err(|e| ProviderError::BadResponse(format!("discovery: {}", e.without_url())))?;
+            .map_err(|e| ProviderError::BadResponse(format!("discovery: {e}")))?;
+        let doc: Discovery = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::BadResponse(format!("discovery: {e}")))?;
         // OIDC Discovery §4.3: the issuer must be exactly the one configured.
         if doc.issuer != self.settings.issuer {
             return Err(ProviderError::BadResponse(format!(
@@ -456,9 +457,11 @@ impl Provider {
                 resp.status()
             )));
         }
-        let v: serde_json::Map<String, serde_json::Value> = resp.json().await.map_err(|e| {
-            ProviderError::BadResponse(format!("introspection: {}", e.without_url()))
-        })?;
+        let body = super::fetch::read_capped(resp, super::fetch::MAX_ANSWER)
+            .await
+            .map_err(|e| ProviderError::BadResponse(format!("introspection: {e}")))?;
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::BadResponse(format!("introspection: {e}")))?;
         Ok((v.get("active") == Some(&serde_json::Value::Bool(true))).then_some(v))
     }
 
@@ -511,10 +514,9 @@ impl Provider {
             .await
             .map_err(|e| ProviderError::Unreachable(e.without_url().to_string()))?;
         let status = resp.status();
-        let body = resp
-            .bytes()
+        let body = super::fetch::read_capped(resp, super::fetch::MAX_ANSWER)
             .await
-            .map_err(|e| ProviderError::Unreachable(e.without_url().to_string()))?;
+            .map_err(|e| ProviderError::Unreachable(format!("token endpoint: {e}")))?;
         if !status.is_success() {
             let err = serde_json::from_slice::<OAuthError>(&body)
                 .map(|e| e.error)

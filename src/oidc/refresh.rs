@@ -201,7 +201,7 @@ impl Refresher {
     }
 
     async fn end(&self, s: &Session, why: &str) -> Outcome {
-        tracing::info!(provider = %s.record.provider, subject = %s.record.claims.subject, reason = why, "session ended at refresh");
+        tracing::info!(provider = %s.record.provider, sub = %s.record.claims.sub, user = %s.record.claims.subject, reason = why, "session ended at refresh");
         self.metrics.refreshes.with_label_values(&["ended"]).inc();
         match self.sessions.destroy(&s.hash).await {
             Ok(()) => Outcome::Ended,
@@ -347,7 +347,7 @@ impl Refresher {
                         .with_label_values(&["refreshed"])
                         .inc();
                     self.failed_until.remove(&current.hash);
-                    tracing::debug!(subject = %claims.subject, "session tokens refreshed");
+                    tracing::debug!(sub = %claims.sub, user = %claims.subject, "session tokens refreshed");
                 }
                 match self.sessions.reload(&current.hash).await {
                     Ok(Some(n)) => Outcome::Fresh(n),

@@ -122,13 +122,13 @@ pub fn authorize(
             && crate::csrf::is_unsafe(req.method)
             && crate::csrf::is_cross_site(&rt.csrf, req.headers, req.https, req.authority)
         {
-            tracing::info!(request_id, route = %route.id, subject = %caller.claims().subject, "cross-site request refused");
+            tracing::info!(request_id, route = %route.id, provider = caller.provider(), sub = %caller.claims().sub, user = %caller.claims().subject, "cross-site request refused");
             return Err(Refusal::CrossSite);
         }
     }
     if let Some(policy) = &route.policy {
         if let Err(denial) = policy.evaluate(caller.provider(), caller.claims(), req.method) {
-            tracing::info!(request_id, route = %route.id, subject = %caller.claims().subject, reason = denial.as_str(), "denied by policy");
+            tracing::info!(request_id, route = %route.id, provider = caller.provider(), sub = %caller.claims().sub, user = %caller.claims().subject, reason = denial.as_str(), "denied by policy");
             return Err(Refusal::Forbidden);
         }
     }

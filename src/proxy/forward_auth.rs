@@ -343,6 +343,11 @@ impl Gateway {
         for (name, v) in &identity {
             name.insert_response(&mut resp, v.clone())?;
         }
+        // `[headers] provider`, when configured: the front proxy copies it like the others
+        // (empty without a caller, so a client's own value is overwritten, not kept).
+        if let Some(name) = &names.provider {
+            name.insert_response(&mut resp, value_of(name))?;
+        }
         if fa.auth_request_headers {
             for (name, (_, v)) in AUTH_REQUEST_NAMES.iter().zip(&identity) {
                 resp.insert_header(*name, v.clone())?;

@@ -126,6 +126,14 @@ fn sid_index(provider: &str, sid: &str) -> String {
     format!("sid:{{{}}}", IdHash(crypto::sha256(&joined)).hex())
 }
 
+/// Records written before the gateway kept only verified emails (v2) may hold an address
+/// the provider did not verify: it is dropped here, so nothing downstream ever sees it.
+fn upgrade_claims(c: &mut Claims) {
+    if c.email_verified != Some(true) {
+        c.email = None;
+    }
+}
+
 impl SessionManager {
     pub fn new(
         store: Store,
@@ -352,13 +360,14 @@ impl SessionManager {
             Some(store::Checked::Unchanged) => return Ok(known.cloned()),
             Some(store::Checked::Changed(s)) => s,
         };
-        let record: SessionRecord = match serde_json::from_slice(&stored.record) {
+        let mut record: SessionRecord = match serde_json::from_slice(&stored.record) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable session record; treating as signed out");
                 return Ok(None);
             }
         };
+        upgrade_claims(&mut record.claims);
         let now = Instant::now();
         Ok(Some(Arc::new(Session {
             hash: *hash,
@@ -717,6 +726,27 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_from_before_verified_emails_lose_unverified_ones() {
+        // A v2 record as the previous release wrote it: the address stored whatever the
+        // provider said about it.
+        let raw = r#"{"subject":"alice","email":"ceo@corp.example","email_verified":false,"name":null,"preferred_username":null,"groups":[]}"#;
+        for (verdict, kept) in [("false", false), ("null", false), ("true", true)] {
+            let mut c: Claims =
+                serde_json::from_str(&raw.replace("false,\"name", &format!("{verdict},\"name")))
+                    .unwrap();
+            assert_eq!(c.sub, "", "no sub in v2 records");
+            upgrade_claims(&mut c);
+            assert_eq!(c.email.is_some(), kept, "email_verified {verdict}");
+        }
+        let mut c: Claims = serde_json::from_str(
+            r#"{"subject":"alice","email":"a@x","name":null,"preferred_username":null,"groups":[]}"#,
+        )
+        .unwrap();
+        upgrade_claims(&mut c);
+        assert_eq!(c.email, None, "no verdict at all");
+    }
 
     fn manager() -> SessionManager {
         SessionManager::new(

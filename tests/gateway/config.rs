@@ -267,7 +267,52 @@ fn provider_identity_keys_are_checked_and_explained() {
         )
     ));
     assert!(!ok, "{out}");
-    assert!(out.contains("providers[1].redirect_url: providers[0] already uses the callback path /.authgate/callback"), "{out}");
+    assert!(
+        out.contains("providers[1].redirect_url: providers[0] answers at /.authgate/callback and providers[1] at /.authgate/callback"),
+        "{out}"
+    );
+    let two = |a: &str, b: &str| {
+        format!(
+            "[[providers]]\nid = \"a\"\nissuer = \"https://a.example\"\nclient_id = \"c\"\n{a}\n[[providers]]\nid = \"b\"\nissuer = \"https://b.example\"\nclient_id = \"c\"\n{b}\n"
+        )
+    };
+    // Defaults: each at its own callback/<id>.
+    let (ok, out) = check(&two("", ""));
+    assert!(ok, "{out}");
+    // A configured path that is another provider's default, or ends like another's.
+    for (a, b) in [
+        (
+            "redirect_url = \"https://app.example/.authgate/callback/b\"",
+            "",
+        ),
+        (
+            "redirect_url = \"https://app.example/x/.authgate/callback/b\"",
+            "",
+        ),
+        (
+            "redirect_url = \"https://app.example/x/.authgate/callback/a\"",
+            "redirect_url = \"https://other.example/.authgate/callback/a\"",
+        ),
+    ] {
+        let (ok, out) = check(&two(a, b));
+        assert!(
+            !ok && out.contains("one callback address for two providers"),
+            "{a} {b}: {out}"
+        );
+    }
+    // One issuer, two providers: logout and bearer tokens could not tell them apart.
+    let (ok, out) = check(&format!("{}{}", provider("a", ""), provider("b", "")));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("c.toml:8:10: providers[1].issuer: providers[0] has the same issuer"),
+        "{out}"
+    );
+    // A renamed email claim is only an email with trust_email.
+    let (ok, out) = check(&provider("corp", "email_claim = \"upn\""));
+    assert!(
+        ok && out.contains("email_claim = \"upn\": email_verified speaks of \"email\" only"),
+        "{out}"
+    );
     // policy.providers names configured providers.
     let (ok, out) = check(&format!(
         "{}[upstreams.app]\nservers = [\"http://127.0.0.1:1\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n[routes.policy]\nproviders = [\"nope\"]\n",
