@@ -646,6 +646,15 @@ impl Auth {
             Err(JwtError::InvalidNonce) => {
                 return self.fail(info, CallbackFailure::NonceMismatch, "nonce", Some(clear))
             }
+            // The keys could not be fetched: an outage (502), not a bad token.
+            Err(e @ JwtError::JwksUnavailable(_)) => {
+                return self.fail(
+                    info,
+                    CallbackFailure::ProviderUnavailable,
+                    &e.to_string(),
+                    Some(clear),
+                )
+            }
             Err(e) => {
                 return self.fail(
                     info,
