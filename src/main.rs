@@ -24,11 +24,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway. SIGTERM/SIGINT drain and stop, SIGHUP reloads routes and upstreams.
+    /// Run the gateway. SIGTERM/SIGINT drain and stop, SIGHUP reloads routes and upstreams,
+    /// SIGQUIT hands the listening sockets to a process started with --upgrade.
     Run {
         /// Path of the TOML config (see config.toml in the repository for every key).
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
+        /// Take the listening sockets over from the running gateway: start this process
+        /// first, then send the old one SIGQUIT within 5 s (both use server.upgrade_socket).
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file; prints every error as FILE:LINE:COLUMN: KEY: MESSAGE.
     Check {
@@ -182,9 +187,9 @@ fn print_errors(e: &config::ConfigErrors) {
     }
 }
 
-fn run(config: config::Config, path: Option<PathBuf>) -> ExitCode {
+fn run(config: config::Config, path: Option<PathBuf>, upgrade: bool) -> ExitCode {
     logging::init(config.log.format, &config.log.level);
-    match server::run(config, path) {
+    match server::run(config, path, upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -247,8 +252,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config: path } => match config::load(&path) {
-            Ok(c) => run(c, Some(path)),
+        Command::Run {
+            config: path,
+            upgrade,
+        } => match config::load(&path) {
+            Ok(c) => run(c, Some(path), upgrade),
             Err(e) => {
                 print_errors(&e);
                 ExitCode::FAILURE
@@ -294,7 +302,7 @@ fn main() -> ExitCode {
                 c.admin_address
             );
             println!("  Ctrl-C to stop");
-            let code = run(c, None);
+            let code = run(c, None, false);
             if let Some(child) = idp.as_mut() {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -1,24 +1,38 @@
 //! Assembles and runs the Pingora server from a validated config.
 //!
-//! Services: the proxy (one per h2c setting, sharing one route table), the admin listener
-//! and the reload watcher. Signals: SIGTERM and SIGINT drain gracefully (stop accepting,
-//! let in-flight requests finish within `server.grace_period`), SIGQUIT hands the listening
-//! sockets to a new process (Pingora's zero-downtime upgrade), SIGHUP reloads routes and
-//! upstreams from the config file without dropping a connection.
+//! Services: the proxy (one per h2c setting, sharing one route table and one connection
+//! table, [`connections`]), the admin listener and the reload watcher.
+//!
+//! Signals:
+//! - SIGTERM and SIGINT drain: `/readyz` turns 503 and every response carries
+//!   `Connection: close` at once; the listeners keep accepting for `server.shutdown_delay`
+//!   (the time a load balancer takes to stop sending), then close; in-flight requests get
+//!   `server.grace_period`, then the process exits. A second SIGTERM/SIGINT skips the rest of
+//!   the delay.
+//! - SIGQUIT hands the listening sockets to a new process started with `--upgrade` (Pingora's
+//!   zero-downtime upgrade, over `server.upgrade_socket`): both accept for Pingora's 5 s, then
+//!   this one stops accepting and drains as above. Without a new process waiting on the
+//!   socket, SIGQUIT is refused (logged) instead of leaving nothing listening.
+//! - SIGHUP reloads routes and upstreams from the config file without dropping a connection.
 
+pub mod connections;
+
+use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::http_proxy_service_with_name;
-use pingora::server::configuration::ServerConf;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::{AdminService, Health};
@@ -30,7 +44,13 @@ use crate::proxy::{Gateway, Runtime};
 use crate::session::{self, CookieSettings, Keys, SessionCache, SessionManager, Store};
 
 /// SIGTERM and SIGINT both drain: an operator's Ctrl-C should not cut requests either.
-struct Signals;
+/// Pingora stops accepting the moment `recv` returns, so the shutdown delay is spent here.
+struct Signals {
+    health: Arc<Health>,
+    drain: Arc<connections::Drain>,
+    shutdown_delay: Duration,
+    upgrade_socket: PathBuf,
+}
 
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
@@ -43,10 +63,36 @@ impl ShutdownSignalWatch for Signals {
             tracing::error!("cannot install signal handlers; shutting down");
             return ShutdownSignal::FastShutdown;
         };
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: draining"); ShutdownSignal::GracefulTerminate }
-            _ = int.recv() => { tracing::info!("SIGINT: draining"); ShutdownSignal::GracefulTerminate }
-            _ = quit.recv() => { tracing::info!("SIGQUIT: handing sockets to the new process"); ShutdownSignal::GracefulUpgrade }
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = quit.recv() => {
+                    // Pingora sends the sockets, then stops accepting even when no process
+                    // took them: only hand over to a process that is waiting for them.
+                    let waiting = std::fs::metadata(&self.upgrade_socket)
+                        .is_ok_and(|m| m.file_type().is_socket());
+                    if !waiting {
+                        tracing::error!(upgrade_socket = %self.upgrade_socket.display(), "SIGQUIT ignored: no new process is waiting for the listening sockets (start `authgate run --upgrade` first, then send SIGQUIT within 5 s)");
+                        continue;
+                    }
+                    self.drain.begin();
+                    tracing::info!(upgrade_socket = %self.upgrade_socket.display(), "SIGQUIT: handing the listening sockets to the new process; responses now close their connections");
+                    return ShutdownSignal::GracefulUpgrade;
+                }
+            };
+            self.health.draining.store(true, Ordering::Release);
+            self.drain.begin();
+            tracing::info!(
+                shutdown_delay = ?self.shutdown_delay,
+                "{name}: draining: /readyz answers 503, responses close their connections, listeners close after the shutdown delay"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(self.shutdown_delay) => {}
+                _ = term.recv() => tracing::info!("SIGTERM again: listeners close now"),
+                _ = int.recv() => tracing::info!("SIGINT again: listeners close now"),
+            }
+            return ShutdownSignal::GracefulTerminate;
         }
     }
 }
@@ -123,6 +169,33 @@ fn check_addresses(config: &Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", l.address))?;
     }
     Ok(())
+}
+
+/// The admin listener, bound with `SO_REUSEPORT` so that a process started with `--upgrade`
+/// can listen on the same address while this one drains (Pingora hands over only the proxy
+/// listeners). Outside an upgrade, a plain bind first: another process on the address is
+/// an error, as for the proxy listeners.
+fn bind_admin(
+    addr: std::net::SocketAddr,
+    upgrade: bool,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<std::net::TcpListener> {
+    let context = || format!("cannot listen on admin address {addr}");
+    if !upgrade {
+        drop(std::net::TcpListener::bind(addr).with_context(context)?);
+    }
+    let _enter = rt.enter();
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(context)?;
+    socket.set_reuseaddr(true).with_context(context)?;
+    socket.set_reuseport(true).with_context(context)?;
+    socket.bind(addr).with_context(context)?;
+    let listener = socket.listen(1024).with_context(context)?;
+    listener.into_std().with_context(context)
 }
 
 /// Sessions, providers and the login flow, with their background tasks spawned on `rt`
@@ -242,12 +315,14 @@ pub fn build_auth(
     Ok(Some(auth))
 }
 
-/// Build and run the server until it is shut down by a signal.
-pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+/// Build and run the server until it is shut down by a signal. `upgrade`: take the
+/// listening sockets over from a running process (which hands them over on SIGQUIT).
+pub fn run(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> anyhow::Result<()> {
     crate::jwt::crypto::install();
-    check_addresses(&config)?;
-    let admin_listener = std::net::TcpListener::bind(config.admin_address)
-        .with_context(|| format!("cannot listen on admin address {}", config.admin_address))?;
+    // In an upgrade the old process holds the addresses until it hands them over.
+    if !upgrade {
+        check_addresses(&config)?;
+    }
 
     let metrics = Arc::new(Metrics::new());
     // Background work that is not request handling (provider refresh, Redis pub/sub) runs on
@@ -258,6 +333,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("control runtime")?;
+    let admin_listener = bind_admin(config.admin_address, upgrade, &control)?;
     let auth = build_auth(&config, &metrics, control.handle())?;
     let health = Arc::new(Health::new(auth.clone()));
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics)));
@@ -272,10 +348,23 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         upgrade_sock: config.server.upgrade_socket.clone(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    // With `upgrade`, this waits (Pingora: 5 s at most) for the old process's sockets; every
+    // fallible step of the start is done by now, so a bad config cannot take them and die.
     server.bootstrap();
 
-    let gateway = Gateway::new(runtime.clone(), metrics.clone(), auth.clone());
+    let drain = Arc::new(connections::Drain::default());
+    let table = connections::Connections::new(connections::Limits {
+        max_connections: config.server.max_connections,
+        keepalive_timeout: config.server.keepalive_timeout,
+        request_header_timeout: config.server.request_header_timeout,
+    });
+    let gateway =
+        Gateway::new(runtime.clone(), metrics.clone(), auth.clone()).with_drain(drain.clone());
     for h2c in [false, true] {
         let listeners: Vec<_> = config.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if listeners.is_empty() {
@@ -286,25 +375,29 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         } else {
             "authgate proxy"
         };
-        let mut svc = http_proxy_service_with_name(&server.configuration, gateway.clone(), name);
-        if h2c {
-            let mut opts = HttpServerOptions::default();
-            opts.h2c = true;
-            if let Some(app) = svc.app_logic_mut() {
-                app.server_options = Some(opts);
-            }
-        }
+        let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway.clone());
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = h2c;
+        opts.h2_idle_timeout = Some(config.server.keepalive_timeout);
+        proxy.server_options = Some(opts);
+        let mut svc = Service::new(
+            name.to_string(),
+            connections::Driver::new(proxy, table.clone(), h2c),
+        );
         for l in listeners {
             let addr = l.address.to_string();
-            match &l.tls {
-                None => svc.add_tcp(&addr),
-                Some(tls) => {
-                    let mut settings = TlsSettings::intermediate(&tls.cert_file, &tls.key_file)
-                        .map_err(|e| anyhow::anyhow!("TLS listener {addr}: {e}"))?;
-                    settings.enable_h2();
-                    svc.add_tls_with_settings(&addr, None, settings);
-                }
+            // No read buffer under the parser: Pingora reads a request head into a buffer of
+            // its own (4 KiB to start) and bodies into another, so its default 64 KiB one per
+            // connection only holds memory (most of what an idle connection cost).
+            let mut endpoint = ListenerConfig::tcp(addr.clone())
+                .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
+            if let Some(tls) = &l.tls {
+                let mut settings = TlsSettings::intermediate(&tls.cert_file, &tls.key_file)
+                    .map_err(|e| anyhow::anyhow!("TLS listener {addr}: {e}"))?;
+                settings.enable_h2();
+                endpoint = endpoint.tls(settings);
             }
+            svc.add_listener(endpoint);
         }
         server.add_service(svc);
     }
@@ -330,12 +423,17 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     }
 
     for l in &config.listeners {
-        tracing::info!(address = %l.address, tls = l.tls.is_some(), h2c = l.h2c, "listening");
+        tracing::info!(address = %l.address, tls = l.tls.is_some(), h2c = l.h2c, upgrade, "listening");
     }
     tracing::info!(address = %config.admin_address, "admin listening (/healthz /readyz /metrics)");
     health.started.store(true, Ordering::Release);
     server.run(RunArgs {
-        shutdown_signal: Box::new(Signals),
+        shutdown_signal: Box::new(Signals {
+            health,
+            drain,
+            shutdown_delay: config.server.shutdown_delay,
+            upgrade_socket: config.server.upgrade_socket.clone().into(),
+        }),
     });
     control.shutdown_timeout(std::time::Duration::from_secs(1));
     tracing::info!("stopped");

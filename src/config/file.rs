@@ -53,6 +53,10 @@ pub struct Server {
     pub request_id_header: Option<Spanned<String>>,
     pub max_request_header_bytes: Option<Spanned<i64>>,
     pub max_request_headers: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub keepalive_timeout: Option<Spanned<String>>,
+    pub request_header_timeout: Option<Spanned<String>>,
+    pub shutdown_delay: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

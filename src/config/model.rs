@@ -63,7 +63,26 @@ pub struct ServerSettings {
     pub request_id_header: HeaderName,
     /// `max_request_header_bytes` and `max_request_headers`: bounds of a request head.
     pub head_limits: HeadLimits,
+    /// Downstream connections held at once, all listeners together. At the limit the
+    /// connections without a request in progress are closed oldest first to make room; a
+    /// new connection is refused only when none can be.
+    pub max_connections: usize,
+    /// How long a connection may wait for the next request after a response (HTTP/1.1
+    /// keep-alive; idle HTTP/2 connections too).
+    pub keepalive_timeout: Duration,
+    /// How long a request head may take to arrive whole: from the connection's start for
+    /// the first request, from its first byte for every later one.
+    pub request_header_timeout: Duration,
+    /// After SIGTERM/SIGINT: how long the listeners keep accepting (with `/readyz` already
+    /// 503 and `Connection: close` on every response) before they close and the grace
+    /// period starts. The time a load balancer needs to stop sending new connections.
+    pub shutdown_delay: Duration,
 }
+
+/// Bounds of `server.max_connections`.
+pub const MAX_CONNECTIONS: std::ops::RangeInclusive<usize> = 1..=1_000_000;
+/// Default `server.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -265,6 +284,33 @@ pub(super) fn duration(
                 default
             }
         },
+    }
+}
+
+/// A duration within `range`, or `default` when unset; out of range is reported with its
+/// line.
+fn duration_within(
+    rep: &mut Reporter,
+    key: &str,
+    v: &Option<Spanned<String>>,
+    range: std::ops::RangeInclusive<Duration>,
+    default: Duration,
+) -> Duration {
+    let d = duration(rep, key, v, default);
+    match v {
+        Some(s) if !range.contains(&d) => {
+            rep.error(
+                key,
+                span(s),
+                format!(
+                    "must be between {} and {}",
+                    humantime::format_duration(*range.start()),
+                    humantime::format_duration(*range.end())
+                ),
+            );
+            default
+        }
+        _ => d,
     }
 }
 
@@ -684,6 +730,34 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         trusted_proxies,
         request_id_header,
         head_limits,
+        max_connections: bounded(
+            rep,
+            "server.max_connections",
+            &f.server.max_connections,
+            MAX_CONNECTIONS,
+            DEFAULT_MAX_CONNECTIONS,
+        ),
+        keepalive_timeout: duration_within(
+            rep,
+            "server.keepalive_timeout",
+            &f.server.keepalive_timeout,
+            Duration::from_secs(1)..=Duration::from_secs(3600),
+            Duration::from_secs(60),
+        ),
+        request_header_timeout: duration_within(
+            rep,
+            "server.request_header_timeout",
+            &f.server.request_header_timeout,
+            Duration::from_secs(1)..=Duration::from_secs(300),
+            Duration::from_secs(10),
+        ),
+        shutdown_delay: duration_within(
+            rep,
+            "server.shutdown_delay",
+            &f.server.shutdown_delay,
+            Duration::ZERO..=Duration::from_secs(300),
+            Duration::ZERO,
+        ),
     };
 
     // [log]

@@ -13,6 +13,11 @@
 //!    errors to 502/504.
 //! 5. `logging`: metrics and the access log (path without query: queries can hold secrets).
 //!
+//! Connections: `on_connection_reuse` tells the connection driver
+//! (`crate::server::connections`) that a request head is complete (its head timeout and
+//! "may be closed for room" end there); `early_request_filter` makes every response close
+//! its connection once shutdown has begun.
+//!
 //! The pieces it calls are small and pure; this file only sequences them.
 
 pub mod ctx;
@@ -55,6 +60,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Login flow and sessions; `None` when no provider is configured.
     auth: Option<Arc<Auth>>,
+    /// Set when shutdown begins: every response closes its connection from then on.
+    drain: Arc<crate::server::connections::Drain>,
 }
 
 impl Gateway {
@@ -67,7 +74,14 @@ impl Gateway {
             runtime,
             metrics,
             auth,
+            drain: Arc::default(),
         }
+    }
+
+    /// Close each connection after its response once `drain` has begun.
+    pub fn with_drain(mut self, drain: Arc<crate::server::connections::Drain>) -> Self {
+        self.drain = drain;
+        self
     }
 
     /// Write a response the gateway produced itself.
@@ -381,6 +395,30 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new(self.runtime.load_full())
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        prev_ctx: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        // The head is in: the request is in progress (see the module comment).
+        crate::server::connections::request_started(prev_ctx);
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Draining: `Connection: close` on this response, whoever writes it, so the client's
+        // next request goes to a new connection (another instance, or the new process of
+        // an upgrade) instead of one that is about to close.
+        if self.drain.active() {
+            session.set_keepalive(None);
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
