@@ -548,3 +548,29 @@ async fn beyond_the_limit_idle_connections_make_room_and_busy_ones_are_never_cut
         gw.log()
     );
 }
+
+#[test]
+fn the_connection_settings_are_checked_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[server]\nmax_connections = 0\nkeepalive_timeout = \"0s\"\nrequest_header_timeout = \"10m\"\nshutdown_delay = \"soon\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("check")
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for expected in [
+        "c.toml:2:19: server.max_connections: must be between 1 and 1000000",
+        "c.toml:3:21: server.keepalive_timeout: must be between 1s and 1h",
+        "c.toml:4:26: server.request_header_timeout: must be between 1s and 5m",
+        "c.toml:5:18: server.shutdown_delay: invalid duration",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+}
