@@ -1,13 +1,15 @@
-//! Redis dropping the gateway's connections (issue 13 point 4): a restart, and Redis' own
-//! `timeout` closing idle connections. The first request after either is answered as if
-//! nothing happened (the store retries an idempotent command once on a fresh connection, and
-//! redis-rs loads the scripts a restarted Redis lost), a logout still ends its session, and
-//! `/readyz` does not flap. Real parts: `redis-server`, the `oidc-provider` test IdP, an
-//! authgate process.
+//! Redis faults (issue 13 points 1 and 4). Redis dropping the gateway's connections (a
+//! restart, Redis' own `timeout` closing idle connections, `CLIENT KILL`): the first request
+//! after either is answered as if nothing happened (the store retries an idempotent command
+//! once on a fresh connection, and redis-rs loads the scripts a restarted Redis lost), a
+//! logout still ends its session, and `/readyz` does not flap. A Sentinel failover with
+//! logouts in its window loses none of them. Real parts: `redis-server` (and sentinels), the
+//! `oidc-provider` test IdP, authgate processes. The failover test lives here, not in
+//! replicas.rs, so that its load does not run beside that file's timing-sensitive tests.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -172,4 +174,150 @@ async fn readiness_does_not_flap_on_a_dropped_connection() {
         statuses.len()
     );
     assert_eq!(not_ready, 0, "{statuses:?}\n{}", gw.log());
+}
+
+/// A TOML array of strings.
+fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|u| format!("\"{u}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// Issue 13 point 1: 40 logouts spread over a Sentinel failover (from 0.2 s before
+/// `SENTINEL FAILOVER` to 1.4 s after it, the window in which a delete acknowledged by the old
+/// primary used to be undone when it resynced as a replica). A logout answers 200 only when
+/// its delete is on the primary and acknowledged by a replica (`WAIT`; the default for a set
+/// with a replica), redone on the new primary when the old one lost its replica; otherwise
+/// 503, and the user (here: the test) tries again. Once the old primary has resynced, every
+/// logged-out cookie is refused on both replicas and no session is left in Redis: 0 lost.
+/// The default `redis_timeout` (1 s). The share of 503s is printed and bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel_failover_loses_no_logout() {
+    const LOGOUTS: usize = 40;
+    let ports = [free_port(), free_port()];
+    let idp = Idp::start(true, &ports).await;
+    let set = redis_sets::SentinelSet::start().await;
+    let session = format!(
+        "store = \"redis\"\nredis_sentinels = {}\nredis_sentinel_master = \"{}\"\nsecret = \"{SESSION_SECRET}\"\ncache_max_age = \"2s\"\n",
+        toml_list(&set.sentinel_urls()),
+        set.master_name()
+    );
+    let gws = replicas(&idp, &ports, &session, "").await;
+    let mut cookies = Vec::new();
+    for i in 0..LOGOUTS {
+        cookies.push(http_login(&gws[i % 2], "/").await.0);
+    }
+    for c in &cookies {
+        for gw in &gws {
+            assert_eq!(gw.get_as("/app", c).await.status(), 200);
+        }
+    }
+    let session_keys = |set: &redis_sets::SentinelSet| {
+        set.primary_cli(&["--scan", "--pattern", "authgate:s:*"])
+            .lines()
+            .filter(|k| k.matches(':').count() == 2)
+            .count()
+    };
+    assert_eq!(session_keys(&set), LOGOUTS);
+
+    // One logout every 40 ms, each on its own task, alternating replicas; the failover starts
+    // 200 ms after the first.
+    let start = tokio::time::Instant::now();
+    let failover_at = Duration::from_millis(200);
+    let mut tasks = Vec::new();
+    for (i, cookie) in cookies.iter().enumerate() {
+        let (url, cookie) = (gws[i % 2].url("/.authgate/logout"), cookie.clone());
+        let at = start + Duration::from_millis(40 * i as u64);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let sent = Instant::now();
+            let status = client()
+                .post(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            (status, sent.elapsed())
+        }));
+    }
+    tokio::time::sleep_until(start + failover_at).await;
+    let took = set.failover().await;
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    set.wait_replicated().await;
+    // Past cache_max_age: only the store's answer counts now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let offset = |i: usize| 40 * i as i64 - failover_at.as_millis() as i64;
+    let mut unavailable = Vec::new();
+    for (i, (status, _)) in answers.iter().enumerate() {
+        match status {
+            200 => {}
+            503 => unavailable.push(i),
+            other => panic!(
+                "logout {i} (at {} ms) answered {other}\n{}",
+                offset(i),
+                gws[i % 2].log()
+            ),
+        }
+    }
+    // A logout that was not confirmed: the user tries again, and now it is.
+    for &i in &unavailable {
+        let r = client()
+            .post(gws[i % 2].url("/.authgate/logout"))
+            .header("cookie", &cookies[i])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == 200 || r.status().is_redirection(),
+            "retried logout {i}: {}",
+            r.status()
+        );
+    }
+    let mut lost = Vec::new();
+    for (i, c) in cookies.iter().enumerate() {
+        for (j, gw) in gws.iter().enumerate() {
+            let status = gw.get_as("/app", c).await.status();
+            if status != 401 {
+                lost.push(format!(
+                    "logout {i} (at {} ms, answered {}): replica {j} says {status}",
+                    offset(i),
+                    answers[i].0
+                ));
+            }
+        }
+    }
+    let slowest = answers.iter().map(|a| a.1).max().unwrap();
+    eprintln!(
+        "logouts across a Sentinel failover (took {took:?}): {LOGOUTS} from {} ms to {} ms, \
+         {} answered 200, {} answered 503 ({:.0}%; at {:?} ms), slowest answer {slowest:?}, lost {}",
+        offset(0),
+        offset(LOGOUTS - 1),
+        LOGOUTS - unavailable.len(),
+        unavailable.len(),
+        100.0 * unavailable.len() as f64 / LOGOUTS as f64,
+        unavailable.iter().map(|&i| offset(i)).collect::<Vec<_>>(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged logouts undone by the failover: {lost:#?}\nA: {}\nB: {}",
+        gws[0].log(),
+        gws[1].log()
+    );
+    assert_eq!(session_keys(&set), 0, "no session left in Redis");
+    assert!(
+        unavailable.len() <= LOGOUTS / 4,
+        "{} of {LOGOUTS} logouts answered 503\nA: {}\nB: {}",
+        unavailable.len(),
+        gws[0].log(),
+        gws[1].log()
+    );
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a logout took {slowest:?}"
+    );
 }

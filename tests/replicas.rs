@@ -680,7 +680,12 @@ async fn sentinel_failover_under_load_logs_nobody_out() {
     let r = gws[1]
         .admin_api(Method::DELETE, "/sessions?subject=alice")
         .await;
-    assert!(r.status().is_success());
+    assert!(
+        r.status().is_success(),
+        "revocation after the failover: {}\n{}",
+        r.status(),
+        gws[1].log()
+    );
     shared_sessions_behave_as_one(&gws).await;
 }
 

@@ -82,6 +82,8 @@ pub enum WriteError {
         got: i64,
         want: u32,
     },
+    /// The primary changed while the write waited for its acknowledgements.
+    Moved,
 }
 
 impl From<RedisError> for WriteError {
@@ -99,6 +101,7 @@ impl std::fmt::Display for WriteError {
                 f,
                 "{got} of {want} required replicas acknowledged the write"
             ),
+            WriteError::Moved => write!(f, "the primary changed during the write"),
         }
     }
 }
@@ -119,7 +122,7 @@ impl WriteError {
                         ) | ErrorKind::MasterNameNotFoundBySentinel
                     )
             }
-            WriteError::NotPrimary(_) | WriteError::Acks { .. } => true,
+            WriteError::NotPrimary(_) | WriteError::Acks { .. } | WriteError::Moved => true,
         }
     }
 }
@@ -335,8 +338,11 @@ impl RedisConn {
 
     /// How many replicas must acknowledge a durable write: `redis_min_replicas_ack` when set;
     /// otherwise 0 for one server and for a Cluster, and for Sentinel 1 while the sentinels
-    /// know a replica that is up (a failover promotes one of them: a write that no replica
-    /// has may be undone), 0 when they know none (nothing could be promoted).
+    /// know a replica that is up and replicating, or report the primary down or a failover in
+    /// progress (a failover promotes a replica: a write that it does not have is undone when
+    /// the old primary resyncs). 0 when there is no such replica (nothing could be promoted:
+    /// right after a failover, the old primary is still listed but answers as a primary until
+    /// the sentinels convert it, and its full resync from the new one brings every write).
     pub fn replicas_to_ack(&self) -> u32 {
         match self {
             RedisConn::Standalone { acks, .. } | RedisConn::Cluster { acks, .. } => *acks,
@@ -363,7 +369,19 @@ impl RedisConn {
             attempt += 1;
             let left = deadline.saturating_duration_since(Instant::now());
             let acks = self.replicas_to_ack();
-            let once = self.durable_once(cmds, acks, slice.min(left));
+            // A primary change abandons the WAIT on the old one at once.
+            let moved = async {
+                match self {
+                    RedisConn::Sentinel(s) => s.changed.notified().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let once = async {
+                tokio::select! {
+                    r = self.durable_once(cmds, acks, slice.min(left)) => r,
+                    () = moved => Err(WriteError::Moved),
+                }
+            };
             let e = match tokio::time::timeout(left, once).await {
                 Ok(Ok(())) => {
                     if attempt > 1 {
@@ -403,6 +421,8 @@ impl RedisConn {
             }
             RedisConn::Sentinel(s) => {
                 let (epoch, mut c) = s.connection(WRITES).await?;
+                // Counted again: finding the primary may have changed it.
+                let acks = self.replicas_to_ack();
                 let r = primary_pipeline(&mut c, cmds, acks, wait).await;
                 match &r {
                     Err(WriteError::Redis(e)) => s.check(epoch, e),
@@ -545,8 +565,9 @@ pub struct SentinelConn {
     timeout: Duration,
     /// `redis_min_replicas_ack` when set.
     acks: Option<u32>,
-    /// Replicas the sentinels know and consider up (the default acknowledgement count is 1
-    /// while there is one). 1 until the first poll says otherwise.
+    /// Replicas the sentinels know, consider up and that report themselves replicas; 1 while
+    /// a failover is in progress (the default acknowledgement count is 1 while this is not
+    /// 0). 1 until the first poll says otherwise.
     replicas_up: AtomicU32,
 }
 
@@ -624,11 +645,15 @@ impl SentinelConn {
             return Ok(c);
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let (host, port) = self
-            .primary_addr()
+        let (host, port, i, failing_over) = self
+            .primary_addr_from()
             .await
             .ok_or_else(|| timed_out("no sentinel named a primary"))?;
         let addr = host_port(&host, port);
+        // The acknowledgement count for this primary, from the sentinel that named it: right
+        // after a failover the new primary has no replica yet, and the count must not be the
+        // old primary's.
+        self.count_replicas(i, failing_over).await;
         let client = self.node_client(&host, port)?;
         let mut conn = tokio::time::timeout(
             self.timeout,
@@ -726,7 +751,7 @@ impl SentinelConn {
     /// What the sentinels say the primary is: of the answers, the one with the newest
     /// configuration epoch (a sentinel that missed the last failover still names the old
     /// primary), with the index of the sentinel that gave it.
-    async fn primary_addr_from(&self) -> Option<(String, u16, usize)> {
+    async fn primary_addr_from(&self) -> Option<(String, u16, usize, bool)> {
         let mut cmd = redis::cmd("SENTINEL");
         cmd.arg("MASTER").arg(&self.master);
         let answers = futures_util::future::join_all(
@@ -734,8 +759,14 @@ impl SentinelConn {
         )
         .await;
         let mut best: Option<(u64, String, u16, usize)> = None;
+        let mut failing_over = false;
         for (i, a) in answers.into_iter().enumerate() {
             let Ok(m) = a else { continue };
+            // Only the leader of a failover knows it is under way, until it announces it.
+            failing_over |= m.get("flags").is_some_and(|f| {
+                f.split(',')
+                    .any(|x| matches!(x, "failover_in_progress" | "s_down" | "o_down"))
+            });
             let (Some(ip), Some(port)) = (m.get("ip"), m.get("port").and_then(|p| p.parse().ok()))
             else {
                 continue;
@@ -748,11 +779,11 @@ impl SentinelConn {
                 best = Some((epoch, ip.clone(), port, i));
             }
         }
-        best.map(|(_, ip, port, i)| (ip, port, i))
+        best.map(|(_, ip, port, i)| (ip, port, i, failing_over))
     }
 
     async fn primary_addr(&self) -> Option<(String, u16)> {
-        self.primary_addr_from().await.map(|(h, p, _)| (h, p))
+        self.primary_addr_from().await.map(|(h, p, _, _)| (h, p))
     }
 
     /// The sentinels name `primary`: when a connection in use goes elsewhere, or the named
@@ -788,30 +819,43 @@ impl SentinelConn {
             .await
             .ok()?;
         let up = replicas.iter().filter(|r| {
-            r.get("flags").is_some_and(|f| {
-                !f.split(',')
-                    .any(|x| matches!(x, "s_down" | "o_down" | "disconnected"))
-            })
+            r.get("role-reported").is_some_and(|r| r == "slave")
+                && r.get("flags").is_some_and(|f| {
+                    !f.split(',')
+                        .any(|x| matches!(x, "s_down" | "o_down" | "disconnected"))
+                })
         });
         Some(up.count() as u32)
     }
 
+    /// Update the default acknowledgement count from sentinel `i` (unless it is configured).
+    async fn count_replicas(&self, i: usize, failing_over: bool) {
+        if self.acks.is_some() {
+            return;
+        }
+        let up = match failing_over {
+            true => Some(1),
+            false => self.replicas_up(i).await,
+        };
+        if let Some(n) = up {
+            let before = self.replicas_up.swap(n, Ordering::AcqRel);
+            if before.min(1) != n.min(1) {
+                tracing::info!(master = %self.master, replicas_up = n, "Sentinel-managed Redis: logouts now wait for {} replica(s)", n.min(1));
+            }
+        }
+    }
+
     /// Poll the sentinels (a fallback for missed `+switch-master` messages), and count the
-    /// replicas for the default acknowledgement count.
+    /// replicas for the default acknowledgement count: every 500 ms, and at once when the
+    /// connections move on (after a failover the count changes).
     async fn watch(self: Arc<Self>) {
         loop {
-            if let Some((host, port, i)) = self.primary_addr_from().await {
+            let changed = self.changed.notified();
+            if let Some((host, port, i, failing_over)) = self.primary_addr_from().await {
                 self.primary_is(&host_port(&host, port), "poll");
-                if self.acks.is_none() {
-                    if let Some(n) = self.replicas_up(i).await {
-                        let before = self.replicas_up.swap(n, Ordering::AcqRel);
-                        if before.min(1) != n.min(1) {
-                            tracing::info!(master = %self.master, replicas_up = n, "Sentinel-managed Redis: logouts now wait for {} replica(s)", n.min(1));
-                        }
-                    }
-                }
+                self.count_replicas(i, failing_over).await;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), changed).await;
         }
     }
 

@@ -224,6 +224,27 @@ impl SentinelSet {
     }
 }
 
+impl SentinelSet {
+    /// Wait until the sentinels agree on a primary and again see a replica whose link is up.
+    /// After a failover: the old primary has resynced from the new one, so whatever only it
+    /// held is gone by now.
+    pub async fn wait_replicated(&self) {
+        let path = self.dir.path().to_path_buf();
+        wait(
+            Duration::from_secs(30),
+            "a replica in sync after the failover",
+            &path,
+            || self.agreed_primary().is_some() && self.healthy(),
+        )
+        .await;
+    }
+
+    /// `redis-cli ARGS` against the current primary.
+    pub fn primary_cli(&self, args: &[&str]) -> String {
+        cli(self.primary_port(), args)
+    }
+}
+
 impl Drop for SentinelSet {
     fn drop(&mut self) {
         kill_all(&mut self.children);
