@@ -20,7 +20,7 @@ SCENARIOS=(
   "redis_faults|readiness_does_not_flap_on_a_dropped_connection|one dropped Redis connection vs /readyz"
   "replicas|redis_restart_with_aof_loses_no_session|Redis SIGKILL + restart with AOF"
   "replicas|sentinel_failover_under_load_logs_nobody_out|Sentinel failover under load"
-  "replicas|sentinel_failover_loses_no_logout|Sentinel failover with logouts in the window"
+  "redis_faults|sentinel_failover_loses_no_logout|Sentinel failover with logouts in the window"
   "replicas|provider_down_at_refresh_serves_until_expiry_then_503|provider down at token refresh"
   "login|redis_sessions_fail_closed_and_recover|Redis down and frozen"
   "provider_faults|provider_killed_and_restarted_is_noticed_served_around_and_recovered|provider killed and restarted (x3)"
