@@ -135,7 +135,7 @@ mod tests {
         let f = dir.path().join("s");
         std::fs::write(&f, "from-file\n").unwrap();
         let src = format!(
-            "[[providers]]\nid = \"a\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\nclient_secret_file = {:?}\n\n[[providers]]\nid = \"b\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\nclient_secret = \"${{AUTHGATE_TEST_UNSET_VAR}}\"\n",
+            "[[providers]]\nid = \"a\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\nclient_secret_file = {:?}\n\n[[providers]]\nid = \"b\"\nissuer = \"https://idp2.example\"\nclient_id = \"c\"\nclient_secret = \"${{AUTHGATE_TEST_UNSET_VAR}}\"\n",
             f.display().to_string()
         );
         let e = errs(&src);
