@@ -8,7 +8,7 @@
 #   benches/faults.sh provider   # only those whose name contains "provider"
 #
 # Needs what the tests need (./tests/run.sh installs it): redis-server, node + tests/idp,
-# prlimit. The 30-minute soak is separate: `cargo bench --bench soak`.
+# prlimit, faketime. The 30-minute soak is separate: `cargo bench --bench soak`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CI="${CI:-true}"
@@ -20,6 +20,8 @@ SCENARIOS=(
   "redis_faults|readiness_does_not_flap_on_a_dropped_connection|one dropped Redis connection vs /readyz"
   "replicas|redis_restart_with_aof_loses_no_session|Redis SIGKILL + restart with AOF"
   "replicas|sentinel_failover_under_load_logs_nobody_out|Sentinel failover under load"
+  "fault_scenarios|redis_cluster_primary_failover_loses_no_logout_and_mixes_no_identity|Redis Cluster primary SIGKILL with logins, reads and logouts in the window"
+  "fault_scenarios|a_replica_with_a_skewed_clock_neither_extends_nor_cuts_sessions|one replica's clock at +5 min and one at -5 min (faketime)"
   "redis_faults|sentinel_failover_loses_no_logout|Sentinel failover with logouts in the window"
   "replicas|provider_down_at_refresh_serves_until_expiry_then_503|provider down at token refresh"
   "login|redis_sessions_fail_closed_and_recover|Redis down and frozen"
@@ -34,6 +36,7 @@ SCENARIOS=(
   "connections|a_slow_loris_on_the_second_request_is_closed_within_the_head_timeout|slow-loris on a keep-alive connection"
   "connections|beyond_the_limit_idle_connections_make_room_and_busy_ones_are_never_cut|connection limit reached"
   "shutdown||SIGTERM and upgrade under steady load"
+  "fault_scenarios|twenty_sighups_under_load_fail_no_request|20 SIGHUPs (config reloads) under steady load"
   "pending_logins||anonymous login floods (memory, Redis, Cluster)"
   "gateway|proxying::upstream_down_is_502_and_slow_is_504|upstream down and slow (502/504)"
 )

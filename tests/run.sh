@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # redis-server (session store tests), Node.js + npm (the test OpenID provider), Chromium and
 # its WebDriver (the browser login test), nginx and Caddy (the forward-auth tests), tinyproxy
 # (the outbound proxy of tests/provider_tls.rs; tinyproxy-bin is the binary without the
-# system service).
+# system service), faketime (libfaketime: a replica with a skewed clock, tests/fault_scenarios.rs).
 pkgs=()
 command -v cmake >/dev/null || pkgs+=(cmake)
 command -v pkg-config >/dev/null || pkgs+=(pkg-config)
@@ -21,6 +21,7 @@ command -v chromedriver >/dev/null || pkgs+=(chromium-driver)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
 command -v caddy >/dev/null || pkgs+=(caddy)
 command -v tinyproxy >/dev/null || pkgs+=(tinyproxy-bin)
+command -v faketime >/dev/null || pkgs+=(faketime)
 if ((${#pkgs[@]})); then
   echo "==> installing: ${pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then

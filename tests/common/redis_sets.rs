@@ -322,3 +322,186 @@ impl Drop for RedisCluster {
         kill_all(&mut self.children);
     }
 }
+
+/// Three primaries each with one replica (six nodes) sharing the 16384 slots, for failover
+/// tests: a node can be killed (SIGKILL) and restarted on its port with its files (it rejoins
+/// the cluster, as a replica of whoever took its slots). Node timeout 1 s; a replica may
+/// always be promoted (`cluster-replica-validity-factor 0`).
+pub struct ReplicatedCluster {
+    children: Vec<Option<Child>>,
+    ports: Vec<u16>,
+    extra: Vec<Vec<String>>,
+    dirs: Vec<std::path::PathBuf>,
+    dir: tempfile::TempDir,
+}
+
+impl ReplicatedCluster {
+    pub async fn start() -> ReplicatedCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        let mut set = ReplicatedCluster {
+            children: Vec::new(),
+            ports: ports.clone(),
+            extra: Vec::new(),
+            dirs: Vec::new(),
+            dir,
+        };
+        for port in &ports {
+            let d = set.dir.path().join(format!("node-{port}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let extra: Vec<String> = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &d.join("nodes.conf").display().to_string(),
+                "--cluster-port",
+                &free_port().to_string(),
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-replica-validity-factor",
+                "0",
+                "--repl-diskless-sync-delay",
+                "0",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            set.children.push(Some(data_node(&d, *port, &extra)));
+            set.extra.push(extra);
+            set.dirs.push(d);
+        }
+        let path = set.dir.path().to_path_buf();
+        wait(Duration::from_secs(10), "cluster nodes up", &path, || {
+            ports.iter().all(|p| cli(*p, &["PING"]) == "PONG")
+        })
+        .await;
+        let bin = require("redis-cli", "apt-get install redis-tools");
+        let out = Command::new(bin)
+            .args(["--cluster", "create"])
+            .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(out.status.success(), "cluster create: {out:?}");
+        set.wait_healthy().await;
+        set
+    }
+
+    /// Every node's URL (primaries and replicas).
+    pub fn node_urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect()
+    }
+
+    /// `redis-cli ARGS` against the node on `port`.
+    pub fn node_cli(&self, port: u16, args: &[&str]) -> String {
+        cli(port, args)
+    }
+
+    fn alive(&self) -> Vec<u16> {
+        self.ports
+            .iter()
+            .zip(&self.children)
+            .filter(|(_, c)| c.is_some())
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Running nodes that answer `ROLE` as a primary.
+    pub fn primaries(&self) -> Vec<u16> {
+        self.alive()
+            .into_iter()
+            .filter(|p| cli(*p, &["ROLE"]).lines().next() == Some("master"))
+            .collect()
+    }
+
+    /// Keys matching `pattern` held by the node on `port`.
+    pub fn keys_on(&self, port: u16, pattern: &str) -> Vec<String> {
+        cli(port, &["--scan", "--pattern", pattern])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The running primary that serves `key`'s slot (the others answer `MOVED`).
+    pub fn owner_of(&self, key: &str) -> Option<u16> {
+        self.primaries()
+            .into_iter()
+            .find(|p| cli(*p, &["EXISTS", key]).parse::<u32>().is_ok())
+    }
+
+    /// Every running node says `cluster_state:ok` with all slots served.
+    fn all_slots_ok(&self) -> bool {
+        self.alive().iter().all(|p| {
+            let info = cli(*p, &["CLUSTER", "INFO"]);
+            info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+        })
+    }
+
+    /// Three primaries, each with a replica whose link is up, and every slot served.
+    pub async fn wait_healthy(&self) {
+        let path = self.dir.path().to_path_buf();
+        wait(
+            Duration::from_secs(30),
+            "3 primaries with a replica each, all slots ok",
+            &path,
+            || {
+                let primaries = self.primaries();
+                primaries.len() == 3
+                    && primaries.iter().all(|p| {
+                        cli(*p, &["INFO", "replication"])
+                            .lines()
+                            .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
+                    })
+                    && self.all_slots_ok()
+            },
+        )
+        .await;
+    }
+
+    /// SIGKILL the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node");
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait until the running nodes serve every slot again (a replica took over the killed
+    /// primary's slots). Returns how long that took.
+    pub async fn wait_failed_over(&self) -> Duration {
+        let started = Instant::now();
+        let path = self.dir.path().to_path_buf();
+        wait(
+            Duration::from_secs(30),
+            "every slot served after the failover",
+            &path,
+            || self.primaries().len() == 3 && self.all_slots_ok(),
+        )
+        .await;
+        started.elapsed()
+    }
+
+    /// Start the node on `port` again with its files (it rejoins the cluster).
+    pub async fn restart(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node");
+        assert!(self.children[i].is_none(), "node {port} is running");
+        self.children[i] = Some(data_node(&self.dirs[i], port, &self.extra[i]));
+        let path = self.dir.path().to_path_buf();
+        wait(Duration::from_secs(10), "restarted node up", &path, || {
+            cli(port, &["PING"]) == "PONG"
+        })
+        .await;
+    }
+}
+
+impl Drop for ReplicatedCluster {
+    fn drop(&mut self) {
+        let mut all: Vec<Child> = self.children.iter_mut().filter_map(Option::take).collect();
+        kill_all(&mut all);
+    }
+}
