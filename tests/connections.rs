@@ -574,3 +574,180 @@ fn the_connection_settings_are_checked_with_their_line() {
         assert!(text.contains(expected), "{expected}\n{text}");
     }
 }
+
+/// An HTTP/2 cleartext client that says hello (preface and an empty SETTINGS, then the ACK
+/// of the server's) and nothing else.
+async fn h2_hello(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.unwrap();
+    s
+}
+
+/// The frame types the server sent on `s` until it closed it (`None`: still open after
+/// `limit`).
+async fn h2_frames_until_close(s: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((start + limit).into(), s.read(&mut chunk)).await {
+            Err(_) => return None,
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => break,
+        }
+    }
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= buf.len() {
+        let len = u32::from_be_bytes([0, buf[at], buf[at + 1], buf[at + 2]]) as usize;
+        types.push(buf[at + 3]);
+        at += 9 + len;
+    }
+    Some(types)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_for_room_and_after_the_head_timeout() {
+    let e = echo().await;
+    let gw = Gateway::start_with(
+        &routes(e),
+        Opts {
+            listener_extra: "h2c = true".into(),
+            server_extra: "max_connections = 4\nrequest_header_timeout = \"3s\"".into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    // Four HTTP/2 connections that never open a stream fill the table.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(h2_hello(gw.addr).await);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A new client is served at once: the oldest idle HTTP/2 connection made room, with a
+    // GOAWAY (frame type 7).
+    let started = Instant::now();
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    assert_eq!(get(&mut s, "/new").await, Some((200, false)));
+    eprintln!(
+        "served beside 4 idle HTTP/2 connections in {:?}",
+        started.elapsed()
+    );
+    let frames = h2_frames_until_close(&mut idle[0], Duration::from_secs(2)).await;
+    eprintln!("oldest idle HTTP/2 connection, frames before close: {frames:?}");
+    assert!(
+        frames.as_ref().is_some_and(|f| f.contains(&7)),
+        "the oldest idle HTTP/2 connection closed with a GOAWAY: {frames:?}"
+    );
+    drop(s);
+    // The others never sent a HEADERS: closed after request_header_timeout (3 s) from their start.
+    for s in &mut idle[1..] {
+        let f = h2_frames_until_close(s, Duration::from_secs(6)).await;
+        assert!(
+            f.is_some_and(|f| f.contains(&7)),
+            "idle HTTP/2 connection closed"
+        );
+    }
+    let t = started.elapsed();
+    eprintln!("idle HTTP/2 connections closed by {t:?} after the new client");
+    assert!(t >= Duration::from_millis(2000), "closed too early: {t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_body_is_cut_and_a_fast_one_is_served() {
+    let gw = gateway_with("max_connections = 4").await;
+    // A body that arrives at a normal pace is served.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let body = vec![b'x'; 200_000];
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: test\r\nContent-Length: 200000\r\n\r\n")
+        .await
+        .unwrap();
+    for part in body.chunks(20_000) {
+        s.write_all(part).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(read_response(&mut s).await.map(|r| r.0), Some(200));
+
+    // Content-Length 100000, one byte a second: cut after about BODY_TIMEOUT (30 s).
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"POST /slow HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut cut = None;
+    while started.elapsed() < Duration::from_secs(50) {
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_secs(1), slow.read(&mut chunk)).await {
+            Err(_) => {}
+            Ok(_) => {
+                cut = Some(started.elapsed());
+                break;
+            }
+        }
+        if slow.write_all(b"x").await.is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+    }
+    let cut = cut.expect("a body at one byte a second still held its connection after 50 s");
+    eprintln!("slow body (1 byte/s): connection cut after {cut:?}");
+    assert!(
+        cut >= Duration::from_secs(28) && cut <= Duration::from_secs(40),
+        "cut after {cut:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_is_made_from_idle_connections_first_never_from_a_progressing_keepalive_head() {
+    let gw = gateway_with("max_connections = 3").await;
+    // A: the oldest, served once, idle; B: newer, idle; C: a slow-loris on its first head.
+    let mut a = TcpStream::connect(gw.addr).await.unwrap();
+    assert_eq!(get(&mut a, "/a").await, Some((200, false)));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut b = TcpStream::connect(gw.addr).await.unwrap();
+    assert_eq!(get(&mut b, "/b").await, Some((200, false)));
+    let mut c = TcpStream::connect(gw.addr).await.unwrap();
+    c.write_all(b"GET /c HTTP/1.1\r\n").await.unwrap();
+    // A starts its next head and keeps sending it.
+    a.write_all(b"GET /a2 HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // D arrives: B (idle, no byte of a next request) is closed, not A.
+    let mut d = TcpStream::connect(gw.addr).await.unwrap();
+    assert_eq!(get(&mut d, "/d").await, Some((200, false)));
+    assert!(
+        closed_within(&mut b, Duration::from_secs(2))
+            .await
+            .is_some(),
+        "the idle connection made room"
+    );
+    drop(d);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // F: a request in progress (the upstream takes 3 s) fills the table again.
+    let mut f = TcpStream::connect(gw.addr).await.unwrap();
+    f.write_all(b"GET /f?echo_sleep_ms=3000 HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // E arrives with no idle connection left: C (first head, silent for over 1 s) is closed;
+    // A, mid-head on a later request, keeps progressing and is served.
+    for part in ["X-A: 1\r\n", "X-B: 2\r\n"] {
+        a.write_all(part.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut e = TcpStream::connect(gw.addr).await.unwrap();
+    assert_eq!(get(&mut e, "/e").await, Some((200, false)));
+    assert!(
+        closed_within(&mut c, Duration::from_secs(2))
+            .await
+            .is_some(),
+        "the stalled first head made room"
+    );
+    a.write_all(b"Host: test\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut a).await, Some((200, false)));
+    assert_eq!(read_response(&mut f).await, Some((200, false)));
+}

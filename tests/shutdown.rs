@@ -323,3 +323,33 @@ async fn steady_load_across_an_upgrade_loses_no_request() {
     assert!(after_exit > 10, "load ran past the hand-over");
     drop(new);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_at_sigterm_is_answered_with_connection_close() {
+    let e = echo().await;
+    let mut gw = Gateway::start_with(
+        &routes(e),
+        Opts {
+            grace_period: "5s",
+            server_extra: "shutdown_delay = \"1s\"".into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+    // Its head is read (and `early_request_filter` has run) before the signal; the upstream
+    // answers 1.5 s later, while draining.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /slow?echo_sleep_ms=1500 HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_response(&mut s)).await;
+    assert_eq!(
+        answer,
+        Ok(Ok((200, true))),
+        "in flight at SIGTERM: 200 with Connection: close"
+    );
+    assert!(gw.wait_exit(Duration::from_secs(15)).await, "{}", gw.log());
+}

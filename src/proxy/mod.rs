@@ -91,8 +91,9 @@ impl Gateway {
         resp: ResponseHeader,
         body: bytes::Bytes,
     ) -> Result<bool> {
-        // An unread request body would be parsed as the next request: close instead.
-        if !session.is_body_empty() {
+        // An unread request body would be parsed as the next request: close instead. Draining
+        // (shutdown began after `early_request_filter`): `Connection: close` too.
+        if !session.is_body_empty() || self.drain.active() {
             session.set_keepalive(None);
         }
         let head = session.req_header().method == http::Method::HEAD || body.is_empty();
@@ -399,12 +400,12 @@ impl ProxyHttp for Gateway {
 
     fn on_connection_reuse(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _ctx: &mut RequestCtx,
         prev_ctx: Box<dyn std::any::Any + Send + Sync>,
     ) {
         // The head is in: the request is in progress (see the module comment).
-        crate::server::connections::request_started(prev_ctx);
+        crate::server::connections::request_started(prev_ctx, session);
     }
 
     async fn early_request_filter(
@@ -581,10 +582,14 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Shutdown began while this request was in flight: `Connection: close` on its answer.
+        if self.drain.active() {
+            session.set_keepalive(None);
+        }
         if let Some(auth) = &self.auth {
             if resp.headers.contains_key(header::SET_COOKIE) {
                 let dropped = auth.sessions.drop_set_cookie(resp)?;
@@ -686,6 +691,8 @@ impl ProxyHttp for Gateway {
                 error::render(&refusal, audience(session, ctx), ctx.request_id.as_str());
             ctx.refusal = Some(refusal.code());
             let status = resp.status.as_u16();
+            // The connection is not reused after this answer: say so.
+            session.set_keepalive(None);
             let wrote = async {
                 session.write_response_header(Box::new(resp), false).await?;
                 session.write_response_body(Some(body), true).await

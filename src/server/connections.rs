@@ -8,16 +8,22 @@
 //! Pingora's own `process_new_http` (one request: read the head, proxy, answer):
 //!
 //! - **Limit** (`server.max_connections`, all listeners together): a permit per connection,
-//!   from accept (after the TLS handshake) to close. At the limit, the connections that have
-//!   no request in progress (idle keep-alive, or still sending a head) are closed oldest
-//!   first, a few at a time ([`EVICT_BATCH`] at most), to make room (nginx does the same with its
-//!   "reusable" connections); a new connection is refused (closed at once) only when every
-//!   connection has a request in progress. A request in progress is never cut for room.
+//!   from accept (after the TLS handshake: Pingora's listener does it, with its own fixed 60 s
+//!   bound, before any `ServerApp` sees the connection) to close. At the limit, a few
+//!   connections at a time ([`EVICT_BATCH`] at most) are closed to make room (nginx does the
+//!   same with its "reusable" connections): first the idle ones (no byte of a next request
+//!   yet; HTTP/2 with no stream open), oldest first; then those still sending the head of
+//!   their first request that sent nothing for [`STALLED`]. A keep-alive client sending a
+//!   later head, and a request in progress, are never cut for room; a new connection is
+//!   refused (closed at once) only when nothing can be closed.
 //! - **Timeouts**: the first request head must arrive whole within `request_header_timeout`
 //!   of the connection's start; after a response the connection may wait
 //!   `keepalive_timeout` for the next request's first byte, and that head must then arrive
 //!   whole within `request_header_timeout` of its first byte. Each bound is a deadline for
-//!   the whole head, not per read. A connection past one is closed without an answer.
+//!   the whole head, not per read. A request body must keep a minimum pace ([`BODY_TIMEOUT`],
+//!   [`MIN_BODY_RATE`]: timed in [`Watched`], enforced in `guard`), and each response write
+//!   may wait [`BODY_TIMEOUT`] for the client (Pingora's write timeout). A connection past
+//!   one is closed without an answer.
 //! - **Draining**: once [`Drain::begin`] is called (SIGTERM, SIGQUIT), every response carries
 //!   `Connection: close` (set by the proxy glue), so keep-alive clients move to a new
 //!   connection after their next answer instead of finding theirs reset. Pingora's own
@@ -26,9 +32,15 @@
 //!   connection stays usable (and answers once, with `Connection: close`) until its
 //!   keep-alive timeout or the end of the grace period.
 //!
-//! HTTP/2 connections (TLS ALPN or h2c) count towards the limit but are served by Pingora's
-//! HTTP/2 loop (idle ones close after `keepalive_timeout`, `GOAWAY` at shutdown) and are
-//! never closed to make room.
+//! HTTP/2 connections (TLS ALPN or h2c) are served by an accept loop of the driver's own
+//! (`serve_h2`, Pingora's `accept_downstream_sessions` written again) that counts open
+//! streams: with none the connection is idle (closable for room, with a `GOAWAY`), and its
+//! first stream must open within `request_header_timeout`, later ones within
+//! `keepalive_timeout` of the last stream's end. HTTP/2 bodies have no read timeout
+//! (Pingora's is HTTP/1.x only).
+//!
+//! Pipelining: Pingora (pipelining off, its default) answers the first of two requests sent
+//! together and then closes the connection; the client retries the second elsewhere.
 //!
 //! Memory: until a request's first bytes arrive, a connection holds only its stream and a
 //! small task; the driver reads those bytes itself ([`Watched`] keeps them for Pingora) and
@@ -65,6 +77,27 @@ pub const EVICT_BATCH: usize = 32;
 
 /// How long a new connection waits, at the limit, for the room that closing idle ones made.
 const ROOM_WAIT: Duration = Duration::from_millis(500);
+
+/// A request body may keep the client waiting on it this long (between reads, and in all
+/// beyond what [`MIN_BODY_RATE`] earns), and a response write (one chunk) may wait this long
+/// for the client to read: a slow body or a slow reader cannot hold a connection for ever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Each byte of a request body received earns the client `1 / MIN_BODY_RATE` s more of
+/// waiting beyond [`BODY_TIMEOUT`] (Apache's `mod_reqtimeout` `body=30,MinRate=1024`): an
+/// upload at 1 KiB/s or faster is never cut, one byte every 5 s is cut after about 30 s.
+pub const MIN_BODY_RATE: u64 = 1024;
+
+/// Pingora's default per-read timeout, kept for upgraded (WebSocket) connections.
+const UPGRADE_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// At the limit, a connection still sending its first request head may be closed for room
+/// (a slow-loris) once it has sent nothing for this long; a keep-alive client sending the
+/// head of a later request is never closed for room.
+const STALLED: Duration = Duration::from_secs(1);
+
+/// How long an HTTP/2 connection closed for room or shut down has to take its `GOAWAY`.
+const GOAWAY_FLUSH: Duration = Duration::from_millis(200);
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4), for h2c listeners.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -118,6 +151,19 @@ struct Conn {
     first_byte: AtomicU64,
     /// Key in the registry while the connection may be closed for room.
     key: AtomicU64,
+    /// Still on its first request (HTTP/1.x).
+    first: AtomicBool,
+    /// When bytes last arrived from the client.
+    progress: AtomicU64,
+    /// HTTP/2 streams in progress.
+    streams: AtomicUsize,
+    /// The current request body: bytes received, nanos spent waiting on the client, and when
+    /// the pending read began (0: none pending).
+    body_bytes: AtomicU64,
+    body_waited: AtomicU64,
+    body_pending: AtomicU64,
+    /// The request in progress is an upgrade (WebSocket): no body pace.
+    upgrade: AtomicBool,
     evicted: AtomicBool,
     /// Wakes the driver on a phase change or an eviction.
     wake: Notify,
@@ -130,9 +176,40 @@ impl Conn {
             since: AtomicU64::new(now_nanos()),
             first_byte: AtomicU64::new(0),
             key: AtomicU64::new(0),
+            first: AtomicBool::new(true),
+            progress: AtomicU64::new(now_nanos()),
+            streams: AtomicUsize::new(0),
+            body_bytes: AtomicU64::new(0),
+            body_waited: AtomicU64::new(0),
+            body_pending: AtomicU64::new(0),
+            upgrade: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             wake: Notify::new(),
         }
+    }
+
+    /// Whether the current request body has kept the client's reader waiting longer than it
+    /// earned ([`BODY_TIMEOUT`] plus its bytes at [`MIN_BODY_RATE`]).
+    fn body_too_slow(&self) -> bool {
+        if self.upgrade.load(Ordering::Acquire) {
+            return false;
+        }
+        let pending = self.body_pending.load(Ordering::Acquire);
+        let mut waited = self.body_waited.load(Ordering::Acquire);
+        if pending != 0 {
+            waited += now_nanos().saturating_sub(pending);
+        }
+        let bytes = self.body_bytes.load(Ordering::Acquire);
+        let earned =
+            BODY_TIMEOUT.as_nanos() as u64 + bytes.saturating_mul(1_000_000_000 / MIN_BODY_RATE);
+        waited > earned
+    }
+
+    fn reset_body(&self) {
+        self.upgrade.store(false, Ordering::Release);
+        self.body_bytes.store(0, Ordering::Release);
+        self.body_waited.store(0, Ordering::Release);
+        self.body_pending.store(0, Ordering::Release);
     }
 }
 
@@ -223,22 +300,37 @@ impl Connections {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Close up to `n` connections without a request in progress, oldest wait first.
+    /// Close up to `n` connections without a request in progress: first those idle (no byte
+    /// of a next request yet; HTTP/2 without a stream), oldest wait first; then those still
+    /// sending their first request's head that sent nothing for [`STALLED`]. A keep-alive
+    /// client sending a later head, or any head that progresses, is not closed.
     fn evict(&self, n: usize) -> usize {
         let mut waiting = self.lock();
-        let mut closed = 0;
-        while closed < n {
-            let Some((_, conn)) = waiting.pop_first() else {
-                break;
-            };
-            conn.key.store(0, Ordering::Release);
-            if conn.phase.load(Ordering::Acquire) != BUSY {
-                conn.evicted.store(true, Ordering::Release);
-                conn.wake.notify_one();
-                closed += 1;
+        let stalled = now_nanos().saturating_sub(STALLED.as_nanos() as u64);
+        let mut chosen = Vec::new();
+        for pass in [WAITING, HEAD] {
+            for (key, conn) in waiting.iter() {
+                if chosen.len() >= n {
+                    break;
+                }
+                let phase = conn.phase.load(Ordering::Acquire);
+                let pick = phase == pass
+                    && (pass == WAITING
+                        || (conn.first.load(Ordering::Acquire)
+                            && conn.progress.load(Ordering::Acquire) <= stalled));
+                if pick {
+                    chosen.push(*key);
+                }
             }
         }
-        closed
+        for key in &chosen {
+            if let Some(conn) = waiting.remove(key) {
+                conn.key.store(0, Ordering::Release);
+                conn.evicted.store(true, Ordering::Release);
+                conn.wake.notify_one();
+            }
+        }
+        chosen.len()
     }
 
     /// `conn` waits for a request head from now on (and may be closed for room).
@@ -292,10 +384,15 @@ struct HeadSignal(Arc<Conn>, Arc<Connections>);
 
 /// Called by the proxy glue (`ProxyHttp::on_connection_reuse`, which Pingora calls for
 /// every HTTP/1.x request of a driven connection, the first included, once its head is
-/// read): the connection now has a request in progress.
-pub fn request_started(ctx: Box<dyn Any + Send + Sync>) {
+/// read): the connection now has a request in progress. An upgrade (WebSocket) is a
+/// conversation, not a body: no body pace, and Pingora's own 60 s per read as before.
+pub fn request_started(ctx: Box<dyn Any + Send + Sync>, session: &mut ServerSession) {
     if let Ok(signal) = ctx.downcast::<HeadSignal>() {
         let HeadSignal(conn, table) = *signal;
+        if session.is_upgrade_req() {
+            conn.upgrade.store(true, Ordering::Release);
+            session.set_read_timeout(Some(UPGRADE_READ_TIMEOUT));
+        }
         conn.phase.store(BUSY, Ordering::Release);
         table.unlist(&conn);
         conn.wake.notify_one();
@@ -365,13 +462,16 @@ where
         let mut stream = Box::new(Watched {
             inner: stream,
             prefix: Vec::new(),
+            conn: conn.clone(),
         });
         let mut settings = None;
         let mut first = true;
         loop {
             if !first {
+                conn.first.store(false, Ordering::Release);
                 self.table.wait(conn);
             }
+            conn.reset_body();
             // Until a request's first byte arrives the connection holds only its stream:
             // Pingora's request future (several KiB) starts with the bytes.
             let wait = if first {
@@ -393,6 +493,11 @@ where
                 // ours is set again for every request.
                 session.set_keepalive(Some(keepalive_secs));
             }
+            // A slow body or a slow reader of the response: Pingora's per-read and per-write
+            // bounds (its default: 60 s per body read, no write bound), and the rate in
+            // `guard`.
+            session.set_read_timeout(Some(BODY_TIMEOUT));
+            session.set_write_timeout(Some(BODY_TIMEOUT));
             session.set_connection_user_context(Some(Box::new(HeadSignal(
                 conn.clone(),
                 self.table.clone(),
@@ -419,6 +524,120 @@ where
             stream = next;
             settings = next_settings;
             first = false;
+        }
+    }
+}
+
+/// Ends an HTTP/2 stream's count when its task ends, however it ends.
+struct StreamGuard(Arc<Conn>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.wake.notify_one();
+        }
+    }
+}
+
+impl<A> Driver<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// Serve an HTTP/2 connection: Pingora's accept loop (`accept_downstream_sessions`,
+    /// private to Pingora) written again so the table sees its streams. With no stream in
+    /// progress the connection is idle: listed (closable for room, with a `GOAWAY`), and it
+    /// must open a stream within `request_header_timeout` of its start, then within
+    /// `keepalive_timeout` of its last stream's end.
+    async fn serve_h2(&self, stream: Stream, conn: &Arc<Conn>, shutdown: &ShutdownWatch) {
+        use pingora::protocols::http::v2::server::{handshake, H2Accept, HttpSession};
+        let limits = self.table.limits;
+        let digest = Arc::new(pingora::protocols::Digest {
+            ssl_digest: stream.get_ssl_digest(),
+            timing_digest: stream.get_timing_digest(),
+            proxy_digest: stream.get_proxy_digest(),
+            socket_digest: stream.get_socket_digest(),
+        });
+        let start = at(conn.since.load(Ordering::Acquire));
+        let handshake = handshake(stream, self.app.h2_options());
+        let mut h2 = match tokio::time::timeout_at(
+            (start + limits.request_header_timeout).into(),
+            handshake,
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "HTTP/2 handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        let mut shutdown = shutdown.clone();
+        let mut closing = false;
+        let mut first = true;
+        let mut listed = true;
+        loop {
+            let idle = conn.streams.load(Ordering::Acquire) == 0;
+            if idle && !listed {
+                self.table.wait(conn);
+                listed = true;
+            } else if !idle && listed {
+                conn.phase.store(BUSY, Ordering::Release);
+                self.table.unlist(conn);
+                listed = false;
+            }
+            if conn.evicted.load(Ordering::Acquire) && !closing {
+                // Closed for room: no stream was in progress when it was chosen.
+                h2.graceful_shutdown();
+                closing = true;
+            }
+            if closing && idle {
+                // Let the GOAWAY out, briefly; a client that does not read is not waited for.
+                let _ = tokio::time::timeout(
+                    GOAWAY_FLUSH,
+                    HttpSession::from_h2_conn(&mut h2, digest.clone()),
+                )
+                .await;
+                return;
+            }
+            let wait = if first {
+                limits.request_header_timeout
+            } else {
+                limits.keepalive_timeout
+            };
+            let deadline = at(conn.since.load(Ordering::Acquire)) + wait;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed(), if !closing => {
+                    h2.graceful_shutdown();
+                    closing = true;
+                }
+                _ = conn.wake.notified() => {}
+                _ = tokio::time::sleep_until(deadline.into()), if idle && !closing => {
+                    h2.graceful_shutdown();
+                    closing = true;
+                }
+                accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => match accepted {
+                    Err(e) => {
+                        tracing::debug!(error = %e, "HTTP/2 connection ended");
+                        return;
+                    }
+                    Ok(None) => return,
+                    Ok(Some(H2Accept::Rejected)) => {}
+                    Ok(Some(H2Accept::Session(session))) => {
+                        first = false;
+                        conn.streams.fetch_add(1, Ordering::AcqRel);
+                        let guard = StreamGuard(conn.clone());
+                        let app = self.app.clone();
+                        let shutdown = shutdown.clone();
+                        tokio::spawn(async move {
+                            let _guard = guard;
+                            app.process_new_http(ServerSession::new_http2(session), &shutdown)
+                                .await;
+                        });
+                    }
+                },
+            }
         }
     }
 }
@@ -458,7 +677,23 @@ async fn guard<F: std::future::Future>(
     let mut request = std::pin::pin!(request);
     loop {
         if conn.phase.load(Ordering::Acquire) == BUSY {
-            return Some(request.await);
+            // The request runs; its body must keep a minimum pace.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    biased;
+                    done = &mut request => return Some(done),
+                    _ = tick.tick() => {
+                        if conn.body_too_slow() {
+                            tracing::debug!(
+                                received = conn.body_bytes.load(Ordering::Acquire),
+                                "connection closed: request body too slow"
+                            );
+                            return None;
+                        }
+                    }
+                }
+            }
         }
         if conn.evicted.load(Ordering::Acquire) {
             return None;
@@ -493,9 +728,10 @@ where
         self.table.wait(&conn);
         let h2 = self.is_h2(&mut stream).await?;
         if h2 {
-            self.table.unlist(&conn);
-            conn.phase.store(BUSY, Ordering::Release);
-            return ServerApp::process_new(&self.app, stream, shutdown).await;
+            // Boxed: its state (the HTTP/2 connection, several KiB) would otherwise size
+            // every connection's task, HTTP/1.x ones included.
+            Box::pin(self.serve_h2(stream, &conn, shutdown)).await;
+            return None;
         }
         self.serve_h1(stream, &conn, shutdown).await;
         None
@@ -514,6 +750,8 @@ where
 struct Watched {
     inner: Stream,
     prefix: Vec<u8>,
+    /// Its connection: when bytes arrive, and the request body's pace.
+    conn: Arc<Conn>,
 }
 
 impl Watched {
@@ -527,6 +765,9 @@ impl Watched {
         let mut buf = ReadBuf::new(&mut tmp);
         match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {
+                if !buf.filled().is_empty() {
+                    self.conn.progress.store(now_nanos(), Ordering::Release);
+                }
                 self.prefix.extend_from_slice(buf.filled());
                 Poll::Ready(Ok(self.prefix.len()))
             }
@@ -552,7 +793,36 @@ impl AsyncRead for Watched {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        // Once the head is in, a read of more than Pingora's one-byte idle probe reads the
+        // request body: time how long it waits on the client.
+        let body = self.conn.phase.load(Ordering::Acquire) == BUSY && buf.remaining() > 1;
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let conn = &self.conn;
+        let now = now_nanos();
+        match &read {
+            Poll::Pending if body => {
+                let _ =
+                    conn.body_pending
+                        .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+            }
+            Poll::Pending => {}
+            Poll::Ready(_) => {
+                let n = buf.filled().len() - before;
+                if n > 0 {
+                    conn.progress.store(now, Ordering::Release);
+                }
+                let pending = conn.body_pending.swap(0, Ordering::AcqRel);
+                if pending != 0 {
+                    conn.body_waited
+                        .fetch_add(now.saturating_sub(pending), Ordering::AcqRel);
+                }
+                if body {
+                    conn.body_bytes.fetch_add(n as u64, Ordering::AcqRel);
+                }
+            }
+        }
+        read
     }
 }
 
