@@ -801,3 +801,98 @@ async fn twenty_sighups_under_load_fail_no_request() {
     );
     assert_ne!(extra_after, 200, "the route removed by the 20th reload");
 }
+
+/// POST the provider's introspection endpoint: whether it says `token` is active.
+async fn active_at_provider(idp: &Idp, token: &str) -> bool {
+    let v: serde_json::Value = client()
+        .post(format!("{}/token/introspection", idp.issuer))
+        .basic_auth("authgate", Some("authgate-secret"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["active"] == true
+}
+
+/// Issue 13 point 7, the access token side of a skewed replica (measured and printed; see the
+/// assertions for what holds). Access tokens live 20 s at the provider. A session signs in on
+/// B (+5 min): B records the access token's expiry as *its* now + 20 s, 5 min late. 25 s later
+/// (the token has expired at the provider) A, with the true time, serves the session on a
+/// `pass_access_token` route: which token does the upstream get, and is it still active at
+/// the provider? The session deadlines are Redis', but the access token's expiry is written
+/// with the clock of the replica that signed in or refreshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skewed_replica_records_token_expiry_with_its_own_clock() {
+    let ports = [free_port(), free_port()];
+    let idp =
+        Idp::start_with_env(free_port(), true, &ports, &[("IDP_ACCESS_TOKEN_TTL", "20")]).await;
+    let redis = Redis::start().await;
+    let session = redis_session(&redis.url());
+    let mut gws = Vec::new();
+    for (port, env) in ports.iter().zip([Vec::new(), skewed("+5m")]) {
+        let gw = Gateway::start_with(
+            &format!("{}{WHO_ROUTE}", auth_config(&idp, echo().await, &session)),
+            Opts {
+                port: Some(*port),
+                env,
+                ..Opts::default()
+            },
+        )
+        .await;
+        gw.wait_ready().await;
+        wait_coherent(&gw).await;
+        gws.push(gw);
+    }
+    // Control: a session signed in on A, at the same time.
+    let (control, _) = http_login(&gws[0], "/").await;
+    let (s, control_first) = who(&gws[0].url("/who"), &control).await.unwrap();
+    assert_eq!(s, 200);
+    let (cookie, _) = http_login(&gws[1], "/").await;
+    assert!(!cookie.is_empty(), "sign-in on B (+5 min)");
+    let (s, first) = who(&gws[0].url("/who"), &cookie).await.unwrap();
+    assert_eq!(s, 200);
+    assert!(active_at_provider(&idp, &first).await);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let refreshes_before = idp.stats().await["token"]["refresh_token"]
+        .as_u64()
+        .unwrap_or(0);
+    let (s, later) = who(&gws[0].url("/who"), &cookie).await.unwrap();
+    let refreshes = idp.stats().await["token"]["refresh_token"]
+        .as_u64()
+        .unwrap_or(0)
+        - refreshes_before;
+    let active = active_at_provider(&idp, &later).await;
+    let (cs, control_later) = who(&gws[0].url("/who"), &control).await.unwrap();
+    let control_active = active_at_provider(&idp, &control_later).await;
+    eprintln!(
+        "control, signed in on A: 25 s later on A: {cs}, {} token forwarded ({})",
+        if control_later == control_first {
+            "the same"
+        } else {
+            "a new"
+        },
+        if control_active {
+            "active at the provider"
+        } else {
+            "EXPIRED at the provider"
+        },
+    );
+    eprintln!(
+        "session signed in on B (+5 min), access tokens living 20 s; 25 s later on A (true time): {s}, \
+         {} token forwarded ({}), refreshes at the provider {refreshes}",
+        if later == first { "the same" } else { "a new" },
+        if active { "active at the provider" } else { "EXPIRED at the provider" },
+    );
+    // What holds: the session is served on A, and the control session's token is renewed.
+    // What does not (issue: expected a renewed, active token for the session from B too):
+    // printed above, not asserted.
+    assert_eq!(s, 200, "{}", gws[0].log());
+    assert_eq!(cs, 200);
+    assert!(
+        control_later != control_first && control_active,
+        "control: renewed token"
+    );
+}
