@@ -751,3 +751,37 @@ async fn room_is_made_from_idle_connections_first_never_from_a_progressing_keepa
     assert_eq!(read_response(&mut a).await, Some((200, false)));
     assert_eq!(read_response(&mut f).await, Some((200, false)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_large_response_frees_its_connection() {
+    let gw = gateway_with("max_connections = 4").await;
+    // 64 MiB streamed; the client reads nothing for 40 s, then drains what is left.
+    let total = 64 * 1024 * 1024;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(format!("GET /big?echo_bytes={total} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let started = Instant::now();
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    let eof = loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got += n,
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+    };
+    eprintln!(
+        "reader silent for 40 s: {} KiB were buffered, then the connection was {}",
+        got / 1024,
+        if eof { "closed" } else { "still open" }
+    );
+    assert!(
+        eof && got < total,
+        "the stalled response was cut (write timeout 30 s)"
+    );
+}
