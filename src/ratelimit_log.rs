@@ -24,11 +24,18 @@ use std::time::{Duration, Instant};
 pub const WINDOW: Duration = Duration::from_secs(10);
 
 /// "Session store unavailable", wherever a request finds it so (proxied requests, sign-in,
-/// logout, userinfo): one count for the one cause.
+/// logout, userinfo): one count per kind of failure ([`session_store_down`]).
 pub static SESSION_STORE_DOWN: Throttle = Throttle::new(WINDOW);
 
+/// A session-store failure, counted by its kind ([`error_kind`]): a connection refused and
+/// then a timeout are two lines, each repeat of one of them is counted.
+pub fn session_store_down(e: &dyn fmt::Display) -> Option<Repeats> {
+    SESSION_STORE_DOWN.hit(&error_kind("store", &e.to_string()))
+}
+
 /// Distinct keys one throttle tracks at most. Keys come from the configuration (provider and
-/// route ids), never from requests; past this bound, further keys share one slot.
+/// route ids) or from the gateway's own error texts ([`error_kind`]), never from requests;
+/// past this bound, further keys share one slot.
 const MAX_KEYS: usize = 64;
 
 /// What a line that is let through stands for.
@@ -119,7 +126,37 @@ impl Throttle {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.retain(|s| s.key != key);
     }
+
+    /// Forget every key (after a recovery: the next failure, whatever its kind, is new).
+    pub fn clear(&self) {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
+
+/// The kind of an error message, for a throttle key: what stays the same while the same
+/// thing is wrong, without what varies per occurrence. `prefix` is the error's variant (or
+/// any fixed category). The message is kept up to the first quoted or bracketed value (URLs,
+/// issuers, addresses, ids), digits are kept (an HTTP status is part of the kind: a 500 then
+/// a 404 are two causes), and it is cut at [`KIND_MAX`] characters. Keys stay few because
+/// the messages come from the gateway's own error texts; the throttle bounds them anyway.
+///
+/// ```
+/// use authgate::ratelimit_log::error_kind;
+/// assert_eq!(error_kind("BadResponse", "discovery: HTTP 500 Internal Server Error"),
+///            error_kind("BadResponse", "discovery: HTTP 500 Internal Server Error"));
+/// assert_ne!(error_kind("BadResponse", "discovery: HTTP 500"),
+///            error_kind("BadResponse", "discovery issuer \"x\" is not the configured \"y\""));
+/// ```
+pub fn error_kind(prefix: &str, message: &str) -> String {
+    let cut = message
+        .find(['"', '\'', '(', '[', '{', '<'])
+        .unwrap_or(message.len());
+    let kind: String = message[..cut].trim_end().chars().take(KIND_MAX).collect();
+    format!("{prefix}: {kind}")
+}
+
+/// Characters of a message kept in an [`error_kind`].
+pub const KIND_MAX: usize = 48;
 
 #[cfg(test)]
 mod tests {
@@ -178,6 +215,40 @@ mod tests {
             t.hit_at(&format!("k{i}"), t0);
         }
         assert_eq!(t.slots.lock().unwrap().len(), MAX_KEYS);
+    }
+
+    #[test]
+    fn a_new_kind_of_error_within_the_window_is_not_swallowed() {
+        let t = Throttle::new(10 * S);
+        let t0 = Instant::now();
+        let http500 = error_kind("BadResponse", "discovery: HTTP 500 Internal Server Error");
+        let issuer = error_kind(
+            "BadResponse",
+            "discovery issuer \"https://a\" is not the configured \"https://b\"",
+        );
+        let refused = error_kind("Unreachable", "error sending request: connection refused");
+        assert!(t.hit_at(&http500, t0).is_some());
+        assert!(t.hit_at(&http500, t0 + S).is_none(), "same kind: swallowed");
+        assert!(t.hit_at(&issuer, t0 + 2 * S).is_some(), "new cause: logged");
+        assert!(
+            t.hit_at(&refused, t0 + 3 * S).is_some(),
+            "new variant: logged"
+        );
+        // Another status is another kind; the varying values are not.
+        assert_ne!(
+            http500,
+            error_kind("BadResponse", "discovery: HTTP 404 Not Found")
+        );
+        assert_eq!(
+            issuer,
+            error_kind(
+                "BadResponse",
+                "discovery issuer \"https://c\" is not the configured \"https://b\""
+            )
+        );
+        assert!(error_kind("X", &"y".repeat(10_000)).len() <= KIND_MAX + 3);
+        t.clear();
+        assert!(t.hit_at(&http500, t0 + 4 * S).is_some(), "cleared");
     }
 
     #[test]

@@ -70,12 +70,16 @@ impl ShutdownSignalWatch for Signals {
                 _ = quit.recv() => {
                     // Pingora sends the sockets, then stops accepting even when no process
                     // took them: only hand over to a process that is waiting for them.
-                    let waiting = std::fs::metadata(&self.upgrade_socket)
-                        .is_ok_and(|m| m.file_type().is_socket());
+                    // A file left by a killed `--upgrade` process is no listener: Pingora would
+                    // fail to connect (ECONNREFUSED) and close the listeners all the same.
+                    let waiting = upgrade_listener_waiting(&self.upgrade_socket);
                     if !waiting {
-                        tracing::error!(upgrade_socket = %self.upgrade_socket.display(), "SIGQUIT ignored: no new process is waiting for the listening sockets (start `authgate run --upgrade` first, then send SIGQUIT within 5 s)");
+                        tracing::error!(upgrade_socket = %self.upgrade_socket.display(), "SIGQUIT ignored: no new process is listening on the upgrade socket (none, or a stale file left by a process that died; start `authgate run --upgrade` first, then send SIGQUIT within 5 s)");
                         continue;
                     }
+                    // The hand-over starts now: this process leaves the load balancer's
+                    // rotation, as on SIGTERM.
+                    self.health.draining.store(true, Ordering::Release);
                     self.drain.begin();
                     tracing::info!(upgrade_socket = %self.upgrade_socket.display(), "SIGQUIT: handing the listening sockets to the new process; responses now close their connections");
                     return ShutdownSignal::GracefulUpgrade;
@@ -94,6 +98,107 @@ impl ShutdownSignalWatch for Signals {
             }
             return ShutdownSignal::GracefulTerminate;
         }
+    }
+}
+
+/// Whether a live process listens on the unix socket at `path` (a new process started with
+/// `--upgrade`, waiting for the listening sockets).
+///
+/// The file alone proves nothing: a process killed while waiting leaves it behind. Nor can the
+/// check `connect()`: the waiting process accepts exactly one connection and takes it as the
+/// hand-over, so a probe connection would be the one it reads (nothing) while Pingora's own
+/// connection is never accepted. The kernel's table of unix sockets (`/proc/net/unix`) says
+/// whether a listening socket is bound at that path, which is what a connect would find out,
+/// without being accepted. Where that table is not readable (not Linux, where Pingora has no
+/// upgrade anyway), the file check remains.
+pub fn upgrade_listener_waiting(path: &std::path::Path) -> bool {
+    let is_socket = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return false;
+    }
+    match std::fs::read_to_string("/proc/net/unix") {
+        Ok(table) => unix_listener_bound(&table, path),
+        Err(_) => true,
+    }
+}
+
+/// `__SO_ACCEPTCON` in the `Flags` column of `/proc/net/unix`: a listening socket.
+const SO_ACCEPTCON: u32 = 0x0001_0000;
+
+/// Whether `table` (the text of `/proc/net/unix`) has a listening socket bound at `path`
+/// (compared as written and canonicalized, since a relative bind shows as written).
+fn unix_listener_bound(table: &str, path: &std::path::Path) -> bool {
+    let canonical = std::fs::canonicalize(path).ok();
+    table.lines().skip(1).any(|line| {
+        // Num RefCount Protocol Flags Type St Inode [Path]
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (Some(flags), Some(bound)) = (cols.get(3), cols.get(7)) else {
+            return false;
+        };
+        let listening = u32::from_str_radix(flags, 16).is_ok_and(|f| f & SO_ACCEPTCON != 0);
+        if !listening {
+            return false;
+        }
+        let bound = std::path::Path::new(bound);
+        bound == path
+            || canonical
+                .as_deref()
+                .is_some_and(|c| std::fs::canonicalize(bound).is_ok_and(|b| b == c))
+    })
+}
+
+/// Before a `--upgrade` start: a socket file at `path` with no process listening on it is left
+/// from a process that died while waiting; remove it (Pingora also unlinks before binding;
+/// this says so in the log). A live one is left alone: another process is waiting there.
+fn remove_stale_upgrade_socket(path: &std::path::Path) {
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && !upgrade_listener_waiting(path) {
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                tracing::warn!(upgrade_socket = %path.display(), "removed a stale upgrade socket (left by a process that died while waiting)")
+            }
+            Err(e) => {
+                tracing::warn!(upgrade_socket = %path.display(), error = %e, "stale upgrade socket not removable")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod upgrade_socket_tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_socket_file_is_no_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.sock");
+        assert!(!upgrade_listener_waiting(&path), "no file");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(upgrade_listener_waiting(&path), "live listener");
+        drop(l);
+        assert!(path.exists(), "the file outlives the socket");
+        assert!(!upgrade_listener_waiting(&path), "stale file");
+        remove_stale_upgrade_socket(&path);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn proc_net_unix_parsing() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+0000000000000000: 00000002 00000000 00010000 0001 01 1234 /run/a.sock\n\
+0000000000000000: 00000002 00000000 00000000 0001 03 1235 /run/b.sock\n";
+        assert!(unix_listener_bound(
+            table,
+            std::path::Path::new("/run/a.sock")
+        ));
+        assert!(!unix_listener_bound(
+            table,
+            std::path::Path::new("/run/b.sock")
+        ));
+        assert!(!unix_listener_bound(
+            table,
+            std::path::Path::new("/run/c.sock")
+        ));
     }
 }
 
@@ -348,6 +453,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> anyho
         upgrade_sock: config.server.upgrade_socket.clone(),
         ..ServerConf::default()
     };
+    if upgrade {
+        remove_stale_upgrade_socket(std::path::Path::new(&config.server.upgrade_socket));
+    }
     let opt = Opt {
         upgrade,
         ..Opt::default()

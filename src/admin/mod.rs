@@ -8,15 +8,26 @@
 //!
 //! Providers in readiness: the instance is ready while at least one provider can take a
 //! sign-in (with one provider, that one); a provider that is down is listed as such in the
-//! JSON (`providers.<id>`: ready, consecutive failures, last error, how long unavailable)
+//! JSON (`providers.<id>`: ready, consecutive failures, failures among the last attempts
+//! (`oidc::provider::LIVENESS_WINDOW`), last error, how long unavailable)
 //! without making the instance unready while another can serve. Sessions and cached keys
 //! keep working through a provider outage, so a probe that must not pull every replica out
 //! of service for an outage they all share can ask `/readyz?exclude=providers`.
 //! Every 503 of the admin listener carries `Retry-After`.
+//!
+//! Bounded like a public listener, since it shares the process's file descriptors with the
+//! proxy and the sidecar deployment binds it on all addresses: a request head, the first or
+//! a later one on a keep-alive connection, must be complete within [`HEAD_TIMEOUT`] (so an
+//! idle keep-alive connection is closed after it too); a connection that moves no byte for
+//! [`IDLE_TIMEOUT`] otherwise (a client that does not read its answer) is closed; beyond
+//! [`MAX_CONNECTIONS`] open connections new ones are closed at once (logged, rate-limited).
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,9 +35,11 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::oidc::Auth;
@@ -34,6 +47,69 @@ use crate::oidc::Auth;
 pub mod sessions;
 
 use sessions::{ApiRequest, SessionsApi};
+
+/// A request head (the first or a later one on a connection) must be complete this soon;
+/// hyper's timer runs from the moment it waits for a head, so it also closes a keep-alive
+/// connection idle between requests.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that neither reads nor writes for this long is closed (a client that
+/// stopped reading its answer; idle keep-alive is bounded by [`HEAD_TIMEOUT`] already).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open admin connections at most; beyond, new ones are closed at once. Probes and scrapers
+/// need a handful.
+pub const MAX_CONNECTIONS: usize = 256;
+
+static REFUSED_LOG: crate::ratelimit_log::Throttle =
+    crate::ratelimit_log::Throttle::new(crate::ratelimit_log::WINDOW);
+
+/// A stream that records when it last moved a byte (milliseconds since `epoch`).
+struct Tracked<S> {
+    inner: S,
+    epoch: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<S> Tracked<S> {
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// Process health shared between the proxy, the admin server and the signal handlers.
 #[derive(Default)]
@@ -82,6 +158,7 @@ impl Health {
                     serde_json::json!({
                         "ready": st.ready,
                         "consecutive_failures": st.consecutive_failures,
+                        "recent_failures": st.recent_failures,
                         "last_error": st.last_error,
                         "unavailable_for_s": st.unavailable_for.map(|d| d.as_secs()),
                     }),
@@ -228,14 +305,33 @@ impl BackgroundService for AdminService {
             }
         };
         let mut shutting_down = false;
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // EMFILE and the like: do not spin on an error that persists.
+                            if let Some(n) = REFUSED_LOG.hit("accept") {
+                                tracing::warn!(error = %e, "admin listener: accept failed{n}");
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        if let Some(n) = REFUSED_LOG.hit("full") {
+                            tracing::warn!(%peer, max = MAX_CONNECTIONS, "admin listener: connection refused, {MAX_CONNECTIONS} already open{n}");
+                        }
+                        drop(stream);
+                        continue;
+                    };
                     let metrics = self.metrics.clone();
                     let health = self.health.clone();
                     let sessions = self.sessions.clone();
                     tokio::spawn(async move {
+                        let _slot = slot;
                         let svc = service_fn(move |req| {
                             let metrics = metrics.clone();
                             let health = health.clone();
@@ -244,9 +340,35 @@ impl BackgroundService for AdminService {
                                 Ok::<_, Infallible>(handle(req, &metrics, &health, &sessions).await)
                             }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
+                        let last = Arc::new(AtomicU64::new(0));
+                        let epoch = Instant::now();
+                        let io = Tracked { inner: stream, epoch, last: last.clone() };
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEAD_TIMEOUT)
+                            .serve_connection(TokioIo::new(io), svc);
+                        tokio::pin!(conn);
+                        let mut tick = tokio::time::interval(Duration::from_millis(500));
+                        let mut closing = false;
+                        loop {
+                            tokio::select! {
+                                _ = conn.as_mut() => break,
+                                _ = tick.tick() => {
+                                    let idle = epoch.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                                    if idle < IDLE_TIMEOUT {
+                                        continue;
+                                    }
+                                    if closing {
+                                        // Not even a graceful close went through: drop it.
+                                        break;
+                                    }
+                                    // Closes an idle connection now, lets a request finish.
+                                    conn.as_mut().graceful_shutdown();
+                                    closing = true;
+                                    last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                                }
+                            }
+                        }
                     });
                 }
                 changed = shutdown.changed(), if !shutting_down => {

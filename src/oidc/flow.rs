@@ -860,7 +860,7 @@ impl Auth {
     }
 
     fn store_down(&self, info: &RequestInfo, e: &StoreError) -> Reply {
-        if let Some(n) = crate::ratelimit_log::SESSION_STORE_DOWN.hit("") {
+        if let Some(n) = crate::ratelimit_log::session_store_down(&e) {
             tracing::error!(request_id = info.request_id, error = %e, occurrences = n.count, "session store unavailable{n}");
         }
         self.page(

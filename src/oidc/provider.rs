@@ -1,12 +1,15 @@
 //! One OpenID provider: discovery, JWKS, the token endpoint.
 //!
 //! Discovery (`/.well-known/openid-configuration`) and the JWKS are fetched at start and
-//! refreshed in the background every `refresh_interval`; in between, discovery alone is
-//! fetched every [`PROBE_INTERVAL`] to notice a provider that went away. After
-//! `max_refresh_failures` consecutive failed attempts (retried after 1 s, 2 s, 4 s, then every
-//! [`RETRY_MAX`]) the provider is unavailable: reported not ready (`/readyz`), sign-in through
-//! it answers 503 (never a redirect to a provider that is down), and it recovers by itself at
-//! the first successful refresh. Sessions already established keep working, they do not need
+//! refreshed in the background every `refresh_interval`; in between, a probe fetches
+//! discovery and the JWKS (checked, not kept) about every [`PROBE_INTERVAL`] (up to 20 % sooner, so
+//! replicas do not probe in step) to notice a provider, or only its keys endpoint, that went
+//! away. After `max_refresh_failures` consecutive failed attempts (retried after 1 s, 2 s, 4 s,
+//! then every [`RETRY_MAX`]), or as many failures among the last [`LIVENESS_WINDOW`] attempts
+//! (a flapping provider), the provider is unavailable: reported not ready (`/readyz`),
+//! sign-in through it answers 503 (never a redirect to a provider that is down), and it
+//! recovers by itself after [`RECOVERY_SUCCESSES`] successful refreshes in a row (retried
+//! after [`RETRY_FIRST`] while recovering). Sessions already established keep working, they do not need
 //! the provider on every request; bearer tokens whose key is cached keep verifying.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -29,6 +32,14 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between attempts while the provider fails: how soon it is back in use.
 pub const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Attempts (probes and refreshes) whose outcomes count for a flapping provider: it is
+/// unavailable once `max_refresh_failures` of the last this many failed, even with
+/// successes in between.
+pub const LIVENESS_WINDOW: usize = 10;
+/// Successful attempts in a row that bring an unavailable provider back (one success
+/// between failures is a flapping provider, not a recovery). A provider never reached yet
+/// is ready at its first success.
+pub const RECOVERY_SUCCESSES: u32 = 2;
 /// Each background request (discovery, JWKS) fails after this: a provider that accepts
 /// connections but does not answer counts as down within seconds, not the client's 10 s.
 pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,10 +47,14 @@ pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A provider's health as `/readyz` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderStatus {
-    /// Sign-in through it is possible: discovery and keys fetched, and fewer than
-    /// `max_refresh_failures` attempts failed in a row since.
+    /// Sign-in through it is possible: discovery and keys fetched, fewer than
+    /// `max_refresh_failures` attempts failed in a row or among the last
+    /// [`LIVENESS_WINDOW`] since, and (after an outage) [`RECOVERY_SUCCESSES`] in a row.
     pub ready: bool,
     pub consecutive_failures: u32,
+    /// Failed attempts among the last [`LIVENESS_WINDOW`] (a flapping provider is
+    /// unavailable once this reaches `max_refresh_failures`).
+    pub recent_failures: u32,
     /// The last attempt's error, while failing.
     pub last_error: Option<String>,
     /// How long it has been unavailable (`None` while ready).
@@ -56,6 +71,29 @@ struct Liveness {
     unavailable_since: Option<Instant>,
     /// It was ready once (a later "ready" is a recovery, not the start).
     was_ready: bool,
+    /// Outcomes of the last [`LIVENESS_WINDOW`] attempts (`true`: failed), oldest first.
+    recent: std::collections::VecDeque<bool>,
+    /// Successful attempts in a row.
+    successes: u32,
+}
+
+impl Liveness {
+    fn record(&mut self, failed: bool) {
+        if self.recent.len() == LIVENESS_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(failed);
+    }
+
+    fn recent_failures(&self) -> u32 {
+        self.recent.iter().filter(|f| **f).count() as u32
+    }
+}
+
+/// `d` less up to 20 %: periodic requests of several replicas (and providers) do not line
+/// up, and no wait is longer than its nominal value (the detection bounds hold).
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.8..=1.0))
 }
 
 /// The discovery document fields we use.
@@ -88,6 +126,21 @@ pub enum ProviderError {
     BadResponse(String),
     #[error("provider refused the request: {0}")]
     Refused(String),
+}
+
+impl ProviderError {
+    /// The kind of this error for rate-limited log lines: variant and message up to its
+    /// varying values ([`crate::ratelimit_log::error_kind`]), so a new cause is logged at
+    /// once while the same one repeats silently.
+    pub fn kind(&self) -> String {
+        let (variant, message) = match self {
+            Self::NotReady => ("NotReady", ""),
+            Self::Unreachable(m) => ("Unreachable", m.as_str()),
+            Self::BadResponse(m) => ("BadResponse", m.as_str()),
+            Self::Refused(m) => ("Refused", m.as_str()),
+        };
+        crate::ratelimit_log::error_kind(variant, message)
+    }
 }
 
 /// The token endpoint's answer.
@@ -149,6 +202,7 @@ impl Provider {
         ProviderStatus {
             ready: self.is_ready(),
             consecutive_failures: self.failures.load(Ordering::Acquire),
+            recent_failures: l.recent_failures(),
             last_error: l.last_error.clone(),
             unavailable_for: l.unavailable_since.map(|t| t.elapsed()),
         }
@@ -177,9 +231,37 @@ impl Provider {
         Ok(())
     }
 
-    /// Is the provider still there? Discovery fetched and checked like a refresh, nothing kept.
+    /// Is the provider still there? Discovery fetched and checked like a refresh, then the
+    /// JWKS it names fetched (bounded, timed out) and checked to be a key set with keys;
+    /// nothing kept. A keys endpoint that died alone is noticed here, not at the next full
+    /// refresh (`refresh_interval`, 10 minutes by default).
     async fn probe(&self) -> Result<(), ProviderError> {
-        self.fetch_discovery().await.map(|_| ())
+        let (doc, _) = self.fetch_discovery().await?;
+        let resp = self
+            .http
+            .get(&doc.jwks_uri)
+            .timeout(REFRESH_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| ProviderError::Unreachable(format!("jwks: {}", e.without_url())))?;
+        if !resp.status().is_success() {
+            return Err(ProviderError::BadResponse(format!(
+                "jwks: HTTP {}",
+                resp.status()
+            )));
+        }
+        let body = super::fetch::read_capped(resp, super::fetch::MAX_ANSWER)
+            .await
+            .map_err(|e| ProviderError::BadResponse(format!("jwks: {e}")))?;
+        #[derive(Deserialize)]
+        struct KeySet {
+            keys: Vec<serde::de::IgnoredAny>,
+        }
+        match serde_json::from_slice::<KeySet>(&body) {
+            Ok(set) if !set.keys.is_empty() => Ok(()),
+            Ok(_) => Err(ProviderError::BadResponse("jwks: no keys".into())),
+            Err(e) => Err(ProviderError::BadResponse(format!("jwks: {e}"))),
+        }
     }
 
     /// The discovery document, checked, and the ID token algorithms it leads to.
@@ -296,11 +378,17 @@ impl Provider {
                     }
                     self.succeeded();
                     retry = RETRY_FIRST;
-                    tokio::time::sleep(between).await;
+                    // Recovering: confirm soon rather than a probe interval later.
+                    let next = if self.is_ready() {
+                        between
+                    } else {
+                        RETRY_FIRST
+                    };
+                    tokio::time::sleep(jittered(next)).await;
                 }
                 Err(e) => {
                     self.failed(&e, retry);
-                    tokio::time::sleep(retry).await;
+                    tokio::time::sleep(jittered(retry)).await;
                     retry = (retry * 2).min(RETRY_MAX);
                 }
             }
@@ -309,8 +397,15 @@ impl Provider {
 
     /// A successful attempt: ready (again).
     fn succeeded(&self) {
-        let failures = self.failures.swap(0, Ordering::AcqRel);
         let mut l = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        l.record(false);
+        l.successes = l.successes.saturating_add(1);
+        // Unavailable after having been in use: back only after a few successes in a row.
+        // (The failures of the outage stay counted until then.)
+        if l.unavailable_since.is_some() && l.was_ready && l.successes < RECOVERY_SUCCESSES {
+            return;
+        }
+        let failures = self.failures.swap(0, Ordering::AcqRel);
         let down = l.unavailable_since.take();
         let failing = l.failing_since.take();
         l.last_error = None;
@@ -341,7 +436,7 @@ impl Provider {
             tracing::info!(provider = %self.settings.id, failures, "provider answering again after {failures} failed attempts in {for_s:.1} s (never marked unavailable)");
         }
         // A new outage is reported at its first failure, without the old one's count.
-        self.failure_log.reset("");
+        self.failure_log.clear();
     }
 
     /// A failed attempt: unavailable once `max_refresh_failures` failed in a row, or at once
@@ -354,9 +449,13 @@ impl Provider {
         let never_reached = self.discovery().is_none();
         let limit = self.settings.max_refresh_failures;
         let mut l = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        l.record(true);
+        l.successes = 0;
+        let recent = l.recent_failures();
         l.last_error = Some(e.to_string());
         let failing_since = *l.failing_since.get_or_insert_with(Instant::now);
-        let goes_down = (never_reached || failures >= limit) && l.unavailable_since.is_none();
+        let goes_down = (never_reached || failures >= limit || recent >= limit)
+            && l.unavailable_since.is_none();
         if goes_down {
             l.unavailable_since = Some(Instant::now());
         }
@@ -364,17 +463,26 @@ impl Provider {
         if goes_down {
             self.healthy.store(false, Ordering::Release);
             if !never_reached {
-                tracing::error!(
-                    provider = %self.settings.id,
-                    failures,
-                    error = %e,
-                    "provider unavailable after {failures} failed refreshes in {:.1} s: sign-in through it answers 503 until it is back; sessions and cached keys keep working",
-                    failing_since.elapsed().as_secs_f64()
-                );
+                if failures >= limit {
+                    tracing::error!(
+                        provider = %self.settings.id,
+                        failures,
+                        error = %e,
+                        "provider unavailable after {failures} failed refreshes in {:.1} s: sign-in through it answers 503 until it is back; sessions and cached keys keep working",
+                        failing_since.elapsed().as_secs_f64()
+                    );
+                } else {
+                    tracing::error!(
+                        provider = %self.settings.id,
+                        failures = recent,
+                        error = %e,
+                        "provider unavailable: {recent} of its last {LIVENESS_WINDOW} attempts failed (flapping): sign-in through it answers 503 until it answers {RECOVERY_SUCCESSES} times in a row; sessions and cached keys keep working"
+                    );
+                }
                 return;
             }
         }
-        if let Some(n) = self.failure_log.hit("") {
+        if let Some(n) = self.failure_log.hit(&e.kind()) {
             tracing::warn!(provider = %self.settings.id, error = %e, occurrences = n.count, "provider refresh failed{n}; retrying in {retry:?}");
         }
     }
@@ -594,6 +702,58 @@ mod tests {
 
     /// Unavailable after `max_refresh_failures` failures in a row, with the details `/readyz`
     /// shows; ready again at the first success; keys kept throughout.
+    /// A provider failing every other attempt (SRE review of issue 13): the old counter of
+    /// failures in a row never reached the limit, so it was reported ready; now the failures
+    /// among the last attempts count, and one success between failures is no recovery.
+    #[test]
+    fn a_flapping_provider_is_unavailable() {
+        let config = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            "[[providers]]\nid = \"p\"\nissuer = \"https://idp.example\"\nclient_id = \"gw\"\n",
+        )
+        .unwrap();
+        let limit = config.providers[0].max_refresh_failures;
+        assert_eq!(limit, 3);
+        let p = Provider::new(config.providers[0].clone(), reqwest::Client::new());
+        let doc: Discovery = serde_json::from_value(serde_json::json!({
+            "issuer": "https://idp.example",
+            "authorization_endpoint": "https://idp.example/auth",
+            "token_endpoint": "https://idp.example/token",
+            "jwks_uri": "https://idp.example/jwks",
+        }))
+        .unwrap();
+        p.discovery.store(Arc::new(Some(Arc::new(doc))));
+        p.succeeded();
+        assert!(p.is_ready());
+        let e = ProviderError::BadResponse("discovery: HTTP 500".into());
+        let mut ready_after = Vec::new();
+        for i in 0..20 {
+            if i % 2 == 0 {
+                p.failed(&e, RETRY_FIRST);
+            } else {
+                p.succeeded();
+            }
+            ready_after.push(p.is_ready());
+        }
+        // Ready through the first two failures (each followed by a success), unavailable at
+        // the third and from then on.
+        assert_eq!(
+            &ready_after[..4],
+            &[true, true, true, true],
+            "{ready_after:?}"
+        );
+        assert!(ready_after[4..].iter().all(|r| !r), "{ready_after:?}");
+        let st = p.status();
+        assert!(st.recent_failures >= limit, "{st:?}");
+        // Back after RECOVERY_SUCCESSES in a row.
+        p.failed(&e, RETRY_FIRST);
+        for _ in 0..RECOVERY_SUCCESSES {
+            assert!(!p.is_ready());
+            p.succeeded();
+        }
+        assert!(p.is_ready());
+    }
+
     #[tokio::test]
     async fn unavailable_after_consecutive_failures_then_back() {
         let down = Arc::new(AtomicBool::new(false));

@@ -215,7 +215,7 @@ impl Gateway {
             }
             Ok(_) => return Ok(None),
             Err(e) => {
-                if let Some(n) = crate::ratelimit_log::SESSION_STORE_DOWN.hit("") {
+                if let Some(n) = crate::ratelimit_log::session_store_down(&e) {
                     tracing::error!(request_id = %ctx.request_id, error = %e, occurrences = n.count, "session store unavailable{n}");
                 }
                 return Err(Refusal::SessionStoreUnavailable);

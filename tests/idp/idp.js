@@ -101,6 +101,9 @@
 //   POST /__test/backchannel?client_id=<id>[&sub=..][&sid=..][&nonce=..]
 //                             signs a logout token with the chosen claims and POSTs it to that
 //                             client's backchannel_logout_uri. See below.
+//   POST /__test/jwks?down=1  the JWKS endpoint (GET /jwks) answers 503 from now on, while
+//                             discovery and everything else keep working; `down=0` restores it.
+//                             Answers 204. (Liveness tests: a JWKS that dies alone.)
 //   GET  /__test/end_session_confirm?xsrf=...  (IDP_AUTO_LOGIN only) internal hop that
 //                             confirms RP-initiated logout without a form; see below.
 //
@@ -857,7 +860,18 @@ async function sendLogoutToken(ctx, client, { sub, sid, nonce }) {
 // Koa middleware (runs before oidc-provider's own routes)
 
 // Request log, per-route counters and the /__test endpoints.
+let jwksDown = false;
 provider.use(async (ctx, next) => {
+  if (ctx.path === '/__test/jwks' && ctx.method === 'POST') {
+    jwksDown = ctx.query.down === '1';
+    ctx.status = 204;
+    return;
+  }
+  if (jwksDown && ctx.path === '/jwks') {
+    ctx.status = 503;
+    ctx.body = 'jwks down (POST /__test/jwks?down=1)';
+    return;
+  }
   if (ctx.path === '/__test/stats' && ctx.method === 'GET') {
     ctx.set('cache-control', 'no-store');
     ctx.body = stats;
