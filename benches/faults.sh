@@ -22,7 +22,7 @@ SCENARIOS=(
   "replicas|sentinel_failover_under_load_logs_nobody_out|Sentinel failover under load"
   "fault_scenarios|redis_cluster_primary_failover_loses_no_logout_and_mixes_no_identity|Redis Cluster primary SIGKILL with logins, reads and logouts in the window"
   "fault_scenarios|a_replica_with_a_skewed_clock_neither_extends_nor_cuts_sessions|one replica's clock at +5 min and one at -5 min (faketime)"
-  "fault_scenarios|a_skewed_replica_records_token_expiry_with_its_own_clock|access-token expiry written by a +5 min replica, read by a true-time one"
+  "fault_scenarios|a_skewed_replica_records_token_expiry_on_the_stores_clock|access-token expiry written by a +5 min replica, read by a true-time one"
   "redis_faults|sentinel_failover_loses_no_logout|Sentinel failover with logouts in the window"
   "replicas|provider_down_at_refresh_serves_until_expiry_then_503|provider down at token refresh"
   "login|redis_sessions_fail_closed_and_recover|Redis down and frozen"

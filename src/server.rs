@@ -414,6 +414,11 @@ pub fn build_auth(
                 if let Store::Memory(m) = &auth.sessions.store {
                     m.sweep();
                 }
+                // Token expiries in shared records are on Redis' clock: keep its offset from
+                // ours known even on a replica that signs nobody in.
+                if auth.sessions.store.is_redis() {
+                    let _ = auth.sessions.store.sync_clock().await;
+                }
             }
         });
     }

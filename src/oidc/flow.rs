@@ -694,7 +694,9 @@ impl Auth {
                 )
             }
         };
-        let now = crate::session::model::now_unix();
+        // The expiry goes into a record every replica reads: on the store's clock, so a
+        // replica whose clock is off does not stretch or cut it for the others.
+        let now = self.sessions.store_now().await;
         let stored = Tokens {
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),

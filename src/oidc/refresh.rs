@@ -21,7 +21,6 @@ use super::provider::{Provider, ProviderError};
 use crate::config::provider::Userinfo;
 use crate::jwt::{self, IdTokenRules};
 use crate::metrics::Metrics;
-use crate::session::model::now_unix;
 use crate::session::{IdHash, Session, SessionManager, SessionRecord, Tokens, Update};
 
 /// Longer than the provider HTTP timeout, so a lock never lapses under a live refresh.
@@ -58,10 +57,9 @@ pub fn need(record: &SessionRecord, now: u64, lead: Duration) -> Need {
     }
 }
 
-fn still_valid(s: &Session) -> bool {
-    s.record
-        .access_expires_at
-        .is_none_or(|exp| exp > now_unix())
+/// Whether the access token is unexpired at `now` (the store's clock).
+fn still_valid(s: &Session, now: u64) -> bool {
+    s.record.access_expires_at.is_none_or(|exp| exp > now)
 }
 
 /// How a refresh ended, shared by every request that waited for it.
@@ -109,7 +107,8 @@ impl Refresher {
     /// The session this request should use. `Ok(None)`: signed out (the refresh token was
     /// refused); `Err(())`: no usable token and no way to get one now (503).
     pub async fn ensure(self: &Arc<Self>, s: Arc<Session>) -> Result<Option<Arc<Session>>, ()> {
-        let need = need(&s.record, now_unix(), self.lead);
+        // Expiries are on the store's clock (see `SessionManager::store_now`).
+        let need = need(&s.record, self.sessions.store.now_unix(), self.lead);
         if need == Need::No {
             return Ok(Some(s));
         }
@@ -173,7 +172,7 @@ impl Refresher {
     /// Another replica holds the lock: keep a still-valid token, else watch the store for
     /// the new revision.
     async fn await_other(&self, s: Arc<Session>) -> Outcome {
-        if still_valid(&s) {
+        if still_valid(&s, self.sessions.store.now_unix()) {
             return Outcome::Fresh(s);
         }
         let until = Instant::now() + self.wait;
@@ -193,7 +192,7 @@ impl Refresher {
         self.failed_until
             .insert(s.hash, Instant::now() + FAILURE_BACKOFF);
         self.metrics.refreshes.with_label_values(&["failed"]).inc();
-        if still_valid(&s) {
+        if still_valid(&s, self.sessions.store.now_unix()) {
             Outcome::Fresh(s)
         } else {
             Outcome::Unavailable
@@ -218,7 +217,7 @@ impl Refresher {
             Ok(None) => return Outcome::Ended,
             Err(_) => return self.fallback(s),
         };
-        if need(&current.record, now_unix(), self.lead) == Need::No {
+        if need(&current.record, self.sessions.store.now_unix(), self.lead) == Need::No {
             self.metrics.refreshes.with_label_values(&["skipped"]).inc();
             return Outcome::Fresh(current);
         }
@@ -313,7 +312,7 @@ impl Refresher {
                 }
             },
         };
-        let now = now_unix();
+        let now = self.sessions.store_now().await;
         let fresh = Tokens {
             access_token: resp.access_token.or(tokens.access_token),
             // Rotation: the new one replaces the spent one; no rotation: keep it.

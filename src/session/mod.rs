@@ -483,6 +483,15 @@ impl SessionManager {
         Ok(outcome)
     }
 
+    /// The store's time (unix seconds), asked of the store now, or from the last measured
+    /// offset when it cannot answer: for times written into records every replica reads.
+    pub async fn store_now(&self) -> u64 {
+        match self.store.sync_clock().await {
+            Ok(t) => t,
+            Err(_) => self.store.now_unix(),
+        }
+    }
+
     /// The session's tokens, decrypted.
     pub fn tokens(&self, s: &Session) -> Option<Tokens> {
         let plain = self.keys.open(&s.hash, &s.record.tokens)?;

@@ -223,6 +223,10 @@ pub struct RedisStore {
     prefix: String,
     pub timeout: Duration,
     pending_metrics: Arc<OnceLock<PendingMetrics>>,
+    /// Redis' clock minus this process's, in ms, as last measured (`TIME`): times written
+    /// into shared records (a token's expiry) are the store's, so a replica whose clock is
+    /// off neither stretches nor cuts them for the others.
+    clock_offset_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -243,6 +247,7 @@ impl RedisStore {
             prefix: prefix.to_string(),
             timeout: options.timeout,
             pending_metrics: Arc::default(),
+            clock_offset_ms: Arc::default(),
         })
     }
 
@@ -436,18 +441,46 @@ impl Store {
         }
     }
 
-    /// Round-trip check for readiness.
+    /// Round-trip check for readiness; it also measures the store's clock (`TIME`).
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
         match self {
             Store::Memory(_) => Ok(Duration::ZERO),
-            Store::Redis(r) => {
+            Store::Redis(_) => {
                 // Readiness asks with the same one retry: a dropped idle connection is not an
                 // outage, and must not flap `/readyz`.
-                r.query::<String>(&redis::cmd("PING")).await?;
+                self.sync_clock().await?;
                 Ok(start.elapsed())
             }
         }
+    }
+
+    /// The store's time, unix seconds, from the last measured offset (no round trip): what
+    /// shared records' times are compared with.
+    pub fn now_unix(&self) -> u64 {
+        let local = unix_ms() as i64;
+        let offset = match self {
+            Store::Memory(_) => 0,
+            Store::Redis(r) => r.clock_offset_ms.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        (local.saturating_add(offset).max(0) / 1000) as u64
+    }
+
+    /// Ask the store for its time now (one round trip) and remember the offset; unix
+    /// seconds. For the times a record is written with (a sign-in, a refresh).
+    pub async fn sync_clock(&self) -> Result<u64, StoreError> {
+        let Store::Redis(r) = self else {
+            return Ok(self.now_unix());
+        };
+        let before = unix_ms() as i64;
+        let (secs, micros): (i64, i64) = r.query(&redis::cmd("TIME")).await?;
+        let after = unix_ms() as i64;
+        let redis_ms = secs * 1000 + micros / 1000;
+        // The answer was made about halfway through the round trip.
+        let offset = redis_ms - (before + after) / 2;
+        r.clock_offset_ms
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        Ok((redis_ms / 1000).max(0) as u64)
     }
 
     pub fn is_redis(&self) -> bool {
