@@ -40,6 +40,7 @@ SCENARIOS=(
   "fault_scenarios|twenty_sighups_under_load_fail_no_request|20 SIGHUPs (config reloads) under steady load"
   "pending_logins||anonymous login floods (memory, Redis, Cluster)"
   "gateway|proxying::upstream_down_is_502_and_slow_is_504|upstream down and slow (502/504)"
+  "fault_scenarios|upstreams_that_reset_are_502_and_harm_nothing_else|upstream closing or resetting connections"
 )
 
 filter="${1:-}"

@@ -897,3 +897,95 @@ async fn a_skewed_replica_records_token_expiry_on_the_stores_clock() {
         "control: renewed token"
     );
 }
+
+/// An upstream that misbehaves at the TCP level: one that closes every connection at once
+/// (before any answer), one that answers a head and then resets mid-body. The gateway answers
+/// 502 when nothing was sent yet, never hangs, never answers for another request, and keeps
+/// serving healthy routes throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_that_reset_are_502_and_harm_nothing_else() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Closes as soon as the request head is read.
+    let closer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closer_addr = closer.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = closer.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            drop(s);
+        }
+    });
+    // Answers a head promising 100 000 bytes, sends 10, then resets.
+    let truncator = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let truncator_addr = truncator.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = truncator.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789")
+                .await;
+            let _ = s.set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+    });
+    let healthy = echo().await;
+    let body = format!(
+        "[upstreams.closer]\nservers = [\"http://{closer_addr}\"]\nmax_fails = 0\n\n[upstreams.truncator]\nservers = [\"http://{truncator_addr}\"]\nmax_fails = 0\n\n[upstreams.ok]\nservers = [\"http://{healthy}\"]\n\n[[routes]]\nid = \"closer\"\npath = \"/closer\"\nupstream = \"closer\"\npublic = true\n\n[[routes]]\nid = \"truncator\"\npath = \"/truncator\"\nupstream = \"truncator\"\npublic = true\n\n[[routes]]\nid = \"ok\"\npath = \"/\"\nupstream = \"ok\"\npublic = true\n"
+    );
+    let gw = Gateway::start(&body).await;
+    let c = client();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let started = Instant::now();
+    for round in 0..20 {
+        for (path, method) in [
+            ("/closer", "GET"),
+            ("/closer", "POST"),
+            ("/truncator", "GET"),
+        ] {
+            let r = c
+                .request(method.parse().unwrap(), gw.url(&format!("{path}/{round}")))
+                .body("x")
+                .send()
+                .await;
+            let outcome = match r {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    match r.bytes().await {
+                        Ok(_) if status != 200 => format!("{status}"),
+                        Ok(b) if b.len() == 100_000 => format!("{status} whole"),
+                        Ok(_) => format!("{status} short body"),
+                        Err(_) => format!("{status} body cut"),
+                    }
+                }
+                Err(_) => "no answer".to_string(),
+            };
+            *counts
+                .entry(format!("{method} {path}: {outcome}"))
+                .or_default() += 1;
+        }
+        let r = c
+            .get(gw.url(&format!("/fine/{round}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "a healthy route during the faults");
+        *counts.entry("GET /fine: 200".into()).or_default() += 1;
+    }
+    eprintln!("upstream resets, {:?}: {counts:#?}", started.elapsed());
+    assert_eq!(counts.get("GET /closer: 502"), Some(&20), "{counts:?}");
+    assert_eq!(counts.get("POST /closer: 502"), Some(&20), "{counts:?}");
+    // Once the head is on its way, the client learns of the reset by a cut body, never a
+    // whole one.
+    assert!(
+        counts
+            .keys()
+            .filter(|k| k.starts_with("GET /truncator"))
+            .all(|k| k.ends_with("body cut") || k.contains("502")),
+        "{counts:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a reset made the gateway wait"
+    );
+}
