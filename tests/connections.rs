@@ -258,6 +258,10 @@ const MIB: u64 = 1 << 20;
 
 /// The connections the flood opens: 10 000, or as many as this process's open-files limit
 /// allows (each side of a loopback connection is one descriptor in each process).
+/// The two floods run one at a time: together they would need 20 000 client sockets in this
+/// process, the usual hard open-files limit (connections then fail with EMFILE).
+static FLOOD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn flood_size() -> usize {
     let limit = raise_nofile();
     let n = 10_000usize.min(limit.saturating_sub(500) as usize);
@@ -273,6 +277,7 @@ fn flood_size() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections_stay_under_the_memory_bound_and_a_client_is_served() {
+    let _one_flood = FLOOD.lock().await;
     let n = flood_size();
     let f = flood("max_connections = 20000", n, 2).await;
     let growth = f.peaks[0].saturating_sub(f.baseline);
@@ -362,6 +367,7 @@ fn shipped_sidecar() -> (String, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_sidecar_limits_survive_the_flood_within_the_container_memory_limit() {
+    let _one_flood = FLOOD.lock().await;
     let n = flood_size();
     let (server, limit) = shipped_sidecar();
     let f = flood(&server, n, 1).await;
@@ -784,4 +790,24 @@ async fn a_client_that_stops_reading_a_large_response_frees_its_connection() {
         eof && got < total,
         "the stalled response was cut (write timeout 30 s)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pipelined_requests_get_one_answer_that_says_connection_close() {
+    let gw = gateway_with("max_connections = 4").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: test\r\n\r\nGET /two HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), read_response(&mut s)).await;
+    assert_eq!(first, Ok(Some((200, true))), "the first answer says close");
+    let t = closed_within(&mut s, Duration::from_secs(3)).await;
+    assert!(
+        t.is_some(),
+        "then the connection closes (the second is not served)"
+    );
+    // One request alone still keeps its connection.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    assert_eq!(get(&mut s, "/alone").await, Some((200, false)));
+    assert_eq!(get(&mut s, "/again").await, Some((200, false)));
 }

@@ -40,7 +40,8 @@
 //! (Pingora's is HTTP/1.x only).
 //!
 //! Pipelining: Pingora (pipelining off, its default) answers the first of two requests sent
-//! together and then closes the connection; the client retries the second elsewhere.
+//! together and then closes the connection; the client retries the second elsewhere. When
+//! the extra bytes came with a bodiless request's head, that answer says `Connection: close`.
 //!
 //! Memory: until a request's first bytes arrive, a connection holds only its stream and a
 //! small task; the driver reads those bytes itself ([`Watched`] keeps them for Pingora) and
@@ -164,6 +165,8 @@ struct Conn {
     body_pending: AtomicU64,
     /// The request in progress is an upgrade (WebSocket): no body pace.
     upgrade: AtomicBool,
+    /// Bytes received from the client since the current request's wait began.
+    req_bytes: AtomicU64,
     evicted: AtomicBool,
     /// Wakes the driver on a phase change or an eviction.
     wake: Notify,
@@ -183,6 +186,7 @@ impl Conn {
             body_waited: AtomicU64::new(0),
             body_pending: AtomicU64::new(0),
             upgrade: AtomicBool::new(false),
+            req_bytes: AtomicU64::new(0),
             evicted: AtomicBool::new(false),
             wake: Notify::new(),
         }
@@ -207,6 +211,7 @@ impl Conn {
 
     fn reset_body(&self) {
         self.upgrade.store(false, Ordering::Release);
+        self.req_bytes.store(0, Ordering::Release);
         self.body_bytes.store(0, Ordering::Release);
         self.body_waited.store(0, Ordering::Release);
         self.body_pending.store(0, Ordering::Release);
@@ -392,6 +397,16 @@ pub fn request_started(ctx: Box<dyn Any + Send + Sync>, session: &mut ServerSess
         if session.is_upgrade_req() {
             conn.upgrade.store(true, Ordering::Release);
             session.set_read_timeout(Some(UPGRADE_READ_TIMEOUT));
+        }
+        // Pipelining: more bytes than this bodiless request's head arrived with it. Pingora
+        // (pipelining off) will close the connection after this answer: say so in it.
+        let head = session
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes().len() as u64);
+        if let Some(head) = head {
+            if conn.req_bytes.load(Ordering::Acquire) > head && session.is_body_empty() {
+                session.set_keepalive(None);
+            }
         }
         conn.phase.store(BUSY, Ordering::Release);
         table.unlist(&conn);
@@ -767,6 +782,9 @@ impl Watched {
             Poll::Ready(Ok(())) => {
                 if !buf.filled().is_empty() {
                     self.conn.progress.store(now_nanos(), Ordering::Release);
+                    self.conn
+                        .req_bytes
+                        .fetch_add(buf.filled().len() as u64, Ordering::AcqRel);
                 }
                 self.prefix.extend_from_slice(buf.filled());
                 Poll::Ready(Ok(self.prefix.len()))
@@ -811,6 +829,7 @@ impl AsyncRead for Watched {
                 let n = buf.filled().len() - before;
                 if n > 0 {
                     conn.progress.store(now, Ordering::Release);
+                    conn.req_bytes.fetch_add(n as u64, Ordering::AcqRel);
                 }
                 let pending = conn.body_pending.swap(0, Ordering::AcqRel);
                 if pending != 0 {
