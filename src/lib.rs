@@ -27,7 +27,10 @@
 //! - [`assertion`]: the signed identity assertion (ES256 JWT) for upstreams.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`server`]: assembles the Pingora server from a config; signals, reload, shutdown.
+//! - [`server`]: assembles the Pingora server from a config; signals, reload, shutdown,
+//!   upgrade; `server::connections` drives every downstream connection (limits, timeouts).
+//! - [`logging`]: log setup; other crates capped at `info` and rate-limited.
+//! - [`ratelimit_log`]: error lines rate-limited per cause, with counts.
 //! - [`demo`]: the echo upstream used by the demo, the load script and tests.
 //!
 //! ## Request flow
