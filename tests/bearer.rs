@@ -5,35 +5,6 @@ mod common;
 
 use common::{auth_gateway_with, client, free_port, Gateway, Idp, Seen};
 
-/// A client-credentials access token for `resource`, from the provider's token endpoint.
-async fn client_token(idp: &Idp, resource: &str) -> String {
-    let r = client()
-        .post(format!("{}/token", idp.issuer))
-        .basic_auth("authgate", Some("authgate-secret"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", resource),
-            ("scope", "api:read"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        200,
-        "token endpoint: {}",
-        r.text().await.unwrap_or_default()
-    );
-    let v: serde_json::Value = r.json().await.unwrap();
-    let t = v["access_token"].as_str().unwrap().to_string();
-    assert_eq!(
-        t.split('.').count(),
-        3,
-        "expected a JWT access token, got {t}"
-    );
-    t
-}
-
 const API_ROUTES: &str = r#"
 [[routes]]
 id = "api"
@@ -80,7 +51,7 @@ async fn call(gw: &Gateway, path: &str, authz: &[&str]) -> reqwest::Response {
 async fn bearer_tokens_from_the_provider() {
     let (idp, gw) = start().await;
     for resource in ["urn:authgate:api", "urn:authgate:api-es256"] {
-        let token = client_token(&idp, resource).await;
+        let token = idp.client_token(resource).await;
         let r = call(&gw, "/api/things", &[&format!("Bearer {token}")]).await;
         assert_eq!(r.status(), 200, "{resource}");
         let seen: Seen = r.json().await.unwrap();
@@ -102,7 +73,7 @@ async fn bearer_tokens_from_the_provider() {
             200
         );
     }
-    let token = client_token(&idp, "urn:authgate:api").await;
+    let token = idp.client_token("urn:authgate:api").await;
     // Issued for another audience: refused on this route.
     let r = call(&gw, "/other-api/x", &[&format!("Bearer {token}")]).await;
     assert_eq!(r.status(), 401);
@@ -333,7 +304,7 @@ audiences = ["urn:authgate:api"]
 
     // Bearer tokens are dispatched by issuer: both providers' tokens work on /both.
     for idp in [&a, &b] {
-        let token = client_token(idp, "urn:authgate:api").await;
+        let token = idp.client_token("urn:authgate:api").await;
         assert_eq!(
             call(&gw, "/both/x", &[&format!("Bearer {token}")])
                 .await
@@ -342,14 +313,14 @@ audiences = ["urn:authgate:api"]
         );
     }
     // A token from a provider the route does not accept is refused; b's token is fine.
-    let token = client_token(&a, "urn:authgate:api").await;
+    let token = a.client_token("urn:authgate:api").await;
     assert_eq!(
         call(&gw, "/only-b/x", &[&format!("Bearer {token}")])
             .await
             .status(),
         401
     );
-    let token = client_token(&b, "urn:authgate:api").await;
+    let token = b.client_token("urn:authgate:api").await;
     assert_eq!(
         call(&gw, "/only-b/x", &[&format!("Bearer {token}")])
             .await

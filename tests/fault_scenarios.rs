@@ -438,24 +438,6 @@ async fn measured_skew(env: &[(String, Option<String>)]) -> i64 {
     then - now
 }
 
-/// A client-credentials JWT access token for `urn:authgate:api`.
-async fn api_token(idp: &Idp) -> String {
-    let r = client()
-        .post(format!("{}/token", idp.issuer))
-        .basic_auth("authgate", Some("authgate-secret"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", "urn:authgate:api"),
-            ("scope", "api:read"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_string()
-}
-
 const API_ROUTE: &str = "\n[[routes]]\nid = \"api\"\npath = \"/api\"\nupstream = \"app\"\nbearer = true\naudiences = [\"urn:authgate:api\"]\n";
 
 /// Issue 13 point 7: one replica's clock skewed by minutes. Three gateways on one Redis: A
@@ -606,7 +588,7 @@ async fn a_replica_with_a_skewed_clock_neither_extends_nor_cuts_sessions() {
     }
 
     // Bearer tokens (JWT, 300 s) on each replica.
-    let token = api_token(&idp).await;
+    let token = idp.client_token("urn:authgate:api").await;
     for (gw, name) in gws.iter().zip(names) {
         let r = client()
             .get(gw.url("/api/x"))
@@ -899,7 +881,7 @@ async fn a_skewed_replica_records_token_expiry_on_the_stores_clock() {
 }
 
 /// An upstream that misbehaves at the TCP level: one that closes every connection at once
-/// (before any answer), one that answers a head and then resets mid-body. The gateway answers
+/// (before any answer), one that answers a head and then closes mid-body. The gateway answers
 /// 502 when nothing was sent yet, never hangs, never answers for another request, and keeps
 /// serving healthy routes throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -915,7 +897,7 @@ async fn upstreams_that_reset_are_502_and_harm_nothing_else() {
             drop(s);
         }
     });
-    // Answers a head promising 100 000 bytes, sends 10, then resets.
+    // Answers a head promising 100 000 bytes, sends 10, then closes.
     let truncator = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let truncator_addr = truncator.local_addr().unwrap();
     tokio::spawn(async move {
@@ -925,7 +907,6 @@ async fn upstreams_that_reset_are_502_and_harm_nothing_else() {
             let _ = s
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789")
                 .await;
-            let _ = s.set_linger(Some(Duration::ZERO));
             drop(s);
         }
     });

@@ -189,25 +189,6 @@ fn error_code(r: &RawResponse) -> String {
     v["error"].as_str().unwrap_or_default().to_string()
 }
 
-/// A client-credentials access token for the `urn:authgate:api` resource, from the test
-/// provider (as in tests/bearer.rs).
-async fn client_token(idp: &Idp) -> String {
-    let r = client()
-        .post(format!("{}/token", idp.issuer))
-        .basic_auth("authgate", Some("authgate-secret"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", "urn:authgate:api"),
-            ("scope", "api:read"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "token endpoint");
-    let v: serde_json::Value = r.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_string()
-}
-
 fn body_text(r: &RawResponse) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
@@ -1281,7 +1262,7 @@ async fn csrf_cross_site_unsafe_requests_never_reach_the_app() {
     assert_eq!(r.status, 200, "csrf = false: {}", r.head);
     // A bearer token is never sent by accident: not CSRF-checked, even beside the cookie. The
     // cookie alone on the same route is.
-    let token = client_token(&idp).await;
+    let token = idp.client_token("urn:authgate:api").await;
     let bearer = format!("Authorization: Bearer {token}");
     let before = app.hits();
     for extra in [

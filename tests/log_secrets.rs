@@ -164,24 +164,6 @@ fn provider_secrets(seen: &Exchanges) -> Vec<(String, String)> {
     out
 }
 
-/// A client-credentials JWT access token for the API, straight from the provider.
-async fn bearer_token(idp: &Idp) -> String {
-    let r = client()
-        .post(format!("{}/token", idp.issuer))
-        .basic_auth("authgate", Some("authgate-secret"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", "urn:authgate:api"),
-            ("scope", "api:read"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_string()
-}
-
 const ROUTES: &str = r#"
 [[routes]]
 id = "token"
@@ -282,7 +264,7 @@ async fn no_secret_in_logs(format: &str) {
     secrets.push(("access_token in a query".into(), leaky.into()));
 
     // A bearer call.
-    let bearer = bearer_token(&idp).await;
+    let bearer = idp.client_token("urn:authgate:api").await;
     let r = client()
         .get(gw.url("/api/things?page=2"))
         .header("accept", "application/json")

@@ -25,24 +25,6 @@ bearer = true
 audiences = ["urn:authgate:api", "urn:authgate:api-es256"]
 "#;
 
-/// A client-credentials JWT access token for `resource` from the provider.
-async fn client_token(idp: &Idp, resource: &str) -> String {
-    let r = client()
-        .post(format!("{}/token", idp.issuer))
-        .basic_auth("authgate", Some("authgate-secret"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", resource),
-            ("scope", "api:read"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_string()
-}
-
 /// `token` with its header's `kid` replaced: a key the gateway has never seen (the signature
 /// no longer matters: no key is found for it).
 fn with_kid(token: &str, kid: &str) -> String {
@@ -152,8 +134,8 @@ async fn provider_killed_and_restarted_is_noticed_served_around_and_recovered() 
     for round in 1..=3 {
         // Two tokens: one presented now (its verification is cached), one first presented
         // during the outage (verified then, with the cached key).
-        let warm = client_token(&idp, "urn:authgate:api").await;
-        let cold = client_token(&idp, "urn:authgate:api-es256").await;
+        let warm = idp.client_token("urn:authgate:api").await;
+        let cold = idp.client_token("urn:authgate:api-es256").await;
         assert_eq!(bearer(&gw, &warm).await.status(), 200);
         let bogus_kid = with_kid(&warm, &format!("rotated-{round}"));
         assert_eq!(
@@ -282,7 +264,7 @@ async fn provider_killed_and_restarted_is_noticed_served_around_and_recovered() 
         assert_eq!(gw.get_as("/app", &cookie).await.status(), 200);
         // The restarted provider has new keys: an unknown kid is a plain refusal again.
         assert_eq!(bearer(&gw, &bogus_kid).await.status(), 401);
-        let fresh = client_token(&idp, "urn:authgate:api").await;
+        let fresh = idp.client_token("urn:authgate:api").await;
         assert_eq!(bearer(&gw, &fresh).await.status(), 200);
         let (new_cookie, _) = http_login(&gw, "/").await;
         assert!(!new_cookie.is_empty(), "sign-in works again");
@@ -327,8 +309,8 @@ async fn cold_start_with_the_provider_down_answers_503_to_valid_bearer_tokens() 
     let port = free_port();
     let idp_port = free_port();
     let mut idp = Idp::start_on(idp_port, true, &[port]).await;
-    let rs256 = client_token(&idp, "urn:authgate:api").await;
-    let es256 = client_token(&idp, "urn:authgate:api-es256").await;
+    let rs256 = idp.client_token("urn:authgate:api").await;
+    let es256 = idp.client_token("urn:authgate:api-es256").await;
     idp.stop();
 
     let gw = gateway_for(&idp, port, false).await;
@@ -364,7 +346,7 @@ async fn cold_start_with_the_provider_down_answers_503_to_valid_bearer_tokens() 
     );
     // The restarted provider has fresh keys: the old tokens' key is gone, a real mismatch.
     assert_eq!(bearer(&gw, &rs256).await.status(), 401);
-    let fresh = client_token(&idp, "urn:authgate:api").await;
+    let fresh = idp.client_token("urn:authgate:api").await;
     assert_eq!(bearer(&gw, &fresh).await.status(), 200);
 }
 

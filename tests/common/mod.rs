@@ -839,6 +839,33 @@ impl Idp {
         )
     }
 
+    /// A client-credentials JWT access token for `resource` (e.g. `urn:authgate:api`), scope
+    /// `api:read`, straight from the provider's token endpoint.
+    pub async fn client_token(&self, resource: &str) -> String {
+        let r = client()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth("authgate", Some("authgate-secret"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("resource", resource),
+                ("scope", "api:read"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "token endpoint: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let t = v["access_token"].as_str().unwrap().to_string();
+        assert_eq!(
+            t.split('.').count(),
+            3,
+            "expected a JWT access token, got {t}"
+        );
+        t
+    }
+
     /// POST to one of the IdP's test endpoints (`/__test/...`); its JSON answer.
     pub async fn test_post(&self, path_and_query: &str) -> serde_json::Value {
         client()
