@@ -397,6 +397,19 @@ async fn one_provider_of_two_down() {
     );
     let r = browse(&gw, "/x").await;
     assert_eq!(r.status(), 302, "a can still sign people in");
+    // The sign-in page offers a, and says b cannot be reached instead of linking to a 503.
+    let page = client()
+        .get(gw.url("/.authgate/login"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("login?provider=a"), "{page}");
+    assert!(!page.contains("login?provider=b"), "{page}");
+    assert!(page.contains("b cannot be reached right now"), "{page}");
     let r = client()
         .get(gw.url("/.authgate/login?provider=b"))
         .send()

@@ -425,14 +425,20 @@ impl Auth {
     /// The sign-in page when several providers could be used.
     fn chooser(&self, offered: &[&Arc<Provider>], return_to: &str) -> Reply {
         let rd: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        // A provider that is down is shown as such, not as a link to a 503.
         let links: String = offered
             .iter()
-            .map(|p| {
+            .map(|p| if p.is_ready() {
                 format!(
                     "<p><a class=\"button\" href=\"{}login?provider={}&amp;rd={}\">Sign in with {}</a></p>",
                     html_escape(&self.prefix),
                     html_escape(&url::form_urlencoded::byte_serialize(p.id().as_bytes()).collect::<String>()),
                     html_escape(&rd),
+                    html_escape(&p.settings.display_name)
+                )
+            } else {
+                format!(
+                    "<p>{} cannot be reached right now.</p>",
                     html_escape(&p.settings.display_name)
                 )
             })
