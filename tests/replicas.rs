@@ -38,8 +38,10 @@ fn refreshes(stats: &serde_json::Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_at_expiry_refresh_exactly_once() {
     let ports = [free_port(), free_port(), free_port()];
+    // Tokens live 6 s with a 1 s lead: the burst below has 5 s after the refresh before a
+    // request may rightly start the next one (a loaded CI machine needed more than 2).
     let idp =
-        Idp::start_with_env(free_port(), true, &ports, &[("IDP_ACCESS_TOKEN_TTL", "3")]).await;
+        Idp::start_with_env(free_port(), true, &ports, &[("IDP_ACCESS_TOKEN_TTL", "6")]).await;
     let redis = Redis::start().await;
     let session = format!("{}refresh_lead = \"1s\"\n", redis_session(&redis.url()));
     let gws = replicas(&idp, &ports, &session, "").await;
@@ -63,7 +65,7 @@ async fn concurrent_requests_at_expiry_refresh_exactly_once() {
         }
         reset_stats(&idp).await;
         // Past expiry with no request in the lead window: every request needs the refresh.
-        tokio::time::sleep(Duration::from_millis(3500)).await;
+        tokio::time::sleep(Duration::from_millis(6500)).await;
         let mut tasks = Vec::new();
         for i in 0..100 {
             let url = gws[i % gws.len()].url("/app");
