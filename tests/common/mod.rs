@@ -19,20 +19,35 @@ pub mod redis_sets;
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 
 /// A free port on 127.0.0.1 (bound and released), never the same one twice in a test
-/// process: tests pick several ports before starting the servers that take them.
+/// process: tests pick several ports before starting the servers that take them. Taken below
+/// the kernel's ephemeral range (`ip_local_port_range`, 32768 and up on Linux): a port from
+/// that range can be handed to an outgoing connection (any client of any test) between the
+/// pick and the server's bind, which made a gateway fail with "address in use".
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    // A different start per test process (test binaries run one after another, but a
+    // lingering TIME_WAIT socket of the previous one should not be met first).
+    let low = 20000u32.min(ephemeral_low.saturating_sub(2000));
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (low + seed.wrapping_add(n) % span) as u16;
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port below the ephemeral range");
 }
 
 /// The echo upstream on a free port, served on the test's runtime.
