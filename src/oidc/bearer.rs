@@ -245,27 +245,29 @@ impl BearerVerifier {
             }
             other => other?,
         };
-        let as_id = jwt::IdTokenClaims {
-            iss: c.iss.clone(),
-            sub: c.sub.clone(),
-            aud: c.aud.clone(),
-            exp: c.exp,
-            iat: c.iat.unwrap_or(0),
-            nonce: None,
-            azp: None,
-            sid: None,
-            other: c.other.clone(),
-        };
+        self.remember(key, provider, &c.sub, &c.other, c.exp)
+    }
+
+    /// The identity `provider` vouches for (`sub` and the token's other claims), cached under
+    /// `key` until `expires_at` while the cache has room.
+    fn remember(
+        &self,
+        key: [u8; 32],
+        provider: &Provider,
+        sub: &str,
+        other: &serde_json::Map<String, serde_json::Value>,
+        expires_at: u64,
+    ) -> Result<Arc<BearerIdentity>, JwtError> {
         let claims = provider
             .settings
             .claims
-            .map(&as_id)
+            .map_claims(sub, other)
             .map_err(|e| JwtError::InvalidClaims(e.to_string()))?;
         let identity = Arc::new(BearerIdentity {
             provider: provider.settings.id.clone(),
             headers: self.headers.values(&provider.settings.id, &claims),
             claims,
-            expires_at: c.exp,
+            expires_at,
         });
         if self.cache.len() < self.max_entries {
             self.cache.insert(key, identity.clone());
@@ -374,32 +376,7 @@ impl BearerVerifier {
         if sub.is_empty() {
             return Err(JwtError::InvalidClaims("neither sub nor client_id".into()));
         }
-        let as_id = jwt::IdTokenClaims {
-            iss: provider.settings.issuer.clone(),
-            sub,
-            aud: jwt::Audience::Many(Vec::new()),
-            exp: expires_at,
-            iat: 0,
-            nonce: None,
-            azp: None,
-            sid: None,
-            other: (*answer).clone(),
-        };
-        let claims = provider
-            .settings
-            .claims
-            .map(&as_id)
-            .map_err(|e| JwtError::InvalidClaims(e.to_string()))?;
-        let identity = Arc::new(BearerIdentity {
-            provider: provider.settings.id.clone(),
-            headers: self.headers.values(&provider.settings.id, &claims),
-            claims,
-            expires_at,
-        });
-        if self.cache.len() < self.max_entries {
-            self.cache.insert(key, identity.clone());
-        }
-        Ok(identity)
+        self.remember(key, provider, &sub, &answer, expires_at)
     }
 
     /// What provider `at` says about `token`: remembered, joined to a call under way, or
