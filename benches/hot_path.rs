@@ -339,8 +339,8 @@ fn jwt_verify(c: &mut Criterion) {
 }
 
 fn policy_eval(c: &mut Criterion) {
+    use authgate::identity::Claims;
     use authgate::policy::Policy;
-    use authgate::session::Claims;
     let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
     let policy = Policy {
         users: set(&["alice", "bob", "carol", "dave", "erin"]),
@@ -380,11 +380,9 @@ fn request_with_cookie(cookie: &str) -> RequestHeader {
 
 /// A memory-store session manager, a signed-in session (cached) and its cookie.
 fn session_fixture() -> (authgate::session::SessionManager, String) {
-    use authgate::identity::IdentityHeaders;
+    use authgate::identity::{Claims, IdentityHeaders};
     use authgate::metrics::Metrics;
-    use authgate::session::{
-        Claims, CookieSettings, Keys, SessionCache, SessionManager, Store, Tokens,
-    };
+    use authgate::session::{CookieSettings, Keys, SessionCache, SessionManager, Store, Tokens};
     use futures_util::FutureExt;
     let mgr = SessionManager::new(
         Store::memory(),
@@ -475,7 +473,7 @@ fn session_auth(c: &mut Criterion) {
         let other = mgr
             .create(
                 "corp",
-                authgate::session::Claims::default(),
+                authgate::identity::Claims::default(),
                 None,
                 &Default::default(),
             )

@@ -21,8 +21,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use authgate::identity::Claims;
 use authgate::identity::IdentityHeaders;
-use authgate::session::{Claims, IdHash, Session, SessionCache, SessionRecord, Validated};
+use authgate::session::{IdHash, Session, SessionCache, SessionRecord, Validated};
 
 // The allocator the authgate binary ships with, so these figures are the binary's.
 #[global_allocator]

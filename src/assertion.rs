@@ -19,9 +19,9 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
-use crate::session::crypto::{b64url, sha256};
-use crate::session::model::now_unix;
-use crate::session::Claims;
+use crate::crypto::now_unix;
+use crate::crypto::{b64url, sha256};
+use crate::identity::Claims;
 
 /// Why the assertion key could not be set up (a start-up error).
 #[derive(Debug, thiserror::Error)]

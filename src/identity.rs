@@ -11,9 +11,32 @@ use std::collections::HashSet;
 
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
+use serde::{Deserialize, Serialize};
 
 use crate::out_header::OutName;
-use crate::session::Claims;
+
+/// The identity the provider vouched for, as far as the gateway passes it on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The provider's `sub`: stable and unique within its issuer, so sessions, refresh and
+    /// revocation key on (provider, `sub`). Empty only in records written before it was kept.
+    #[serde(default)]
+    pub sub: String,
+    /// The user as headers and policy show it: the provider's `user_claim` (`sub` by default).
+    pub subject: String,
+    /// Only an address the provider verified (`email_verified: true`, or no such claim from a
+    /// provider configured with `trust_email`); `None` otherwise.
+    pub email: Option<String>,
+    /// `Some(true)` exactly when `email` is set; `Some(false)`: the provider sent an address
+    /// it did not verify, which is not kept.
+    pub email_verified: Option<bool>,
+    pub name: Option<String>,
+    pub preferred_username: Option<String>,
+    pub groups: Vec<String>,
+    /// Other claims, for per-route policy rules (size-capped at login).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
+}
 
 /// Defaults compatible with oauth2-proxy's headers plus our own namespace.
 pub const DEFAULT_NAMES: &[&str] = &[

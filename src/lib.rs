@@ -16,8 +16,10 @@
 //! - [`session`]: server-side sessions: cookie MAC, memory/Redis store, coherent cache.
 //! - [`oidc`]: providers (discovery, JWKS refresh), the login/callback/logout flow, redirects.
 //! - [`jwt`]: JWT verification against a cached JWKS.
+//! - [`fetch`]: bounded reads of a provider's answers (discovery, JWKS, token, userinfo).
 //! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
 //! - [`limits`]: bounds of the request head (bytes, header lines), answered with 431.
+//! - [`crypto`]: randomness, digests, base64url, constant-time equality, unix time (a leaf).
 //! - [`csrf`]: the cross-site request guard for cookie-authenticated unsafe requests.
 //! - [`out_header`]: header names the gateway writes, spelled once.
 //! - [`policy`]: per-route authorization on the verified identity.
@@ -44,9 +46,11 @@
 pub mod admin;
 pub mod assertion;
 pub mod config;
+pub mod crypto;
 pub mod csrf;
 pub mod demo;
 pub mod error;
+pub mod fetch;
 pub mod forwarded;
 pub mod host;
 pub mod identity;

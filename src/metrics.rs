@@ -174,8 +174,8 @@ impl Metrics {
     }
 
     /// The handles the session store reports pending logins to.
-    pub fn pending(&self) -> crate::session::store::PendingMetrics {
-        crate::session::store::PendingMetrics {
+    pub fn pending(&self) -> PendingMetrics {
+        PendingMetrics {
             pending: self.pending_logins.clone(),
             evicted: self.pending_logins_evicted.clone(),
         }
@@ -193,5 +193,21 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Where the store reports pending logins: `authgate_pending_logins` (memory: exact; Redis:
+/// the count the last put or take of this process saw) and
+/// `authgate_pending_logins_evicted_total`.
+#[derive(Clone, Debug)]
+pub struct PendingMetrics {
+    pub pending: prometheus::IntGauge,
+    pub evicted: prometheus::IntCounter,
+}
+
+impl PendingMetrics {
+    pub fn report(&self, pending: u64, evicted: u64) {
+        self.pending.set(pending as i64);
+        self.evicted.inc_by(evicted);
     }
 }

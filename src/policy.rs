@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use http::Method;
 use serde_json::Value;
 
-use crate::session::Claims;
+use crate::identity::Claims;
 
 /// A claim rule: the claim equals the value, or (array claims) contains it.
 #[derive(Debug, Clone, PartialEq)]

@@ -338,7 +338,7 @@ pub fn build_auth(
         Some(secret) => secret.expose().as_bytes().to_vec(),
         // Memory store: one process, so a per-process key is enough (sessions end on restart
         // anyway).
-        None => session::crypto::random::<32>().to_vec(),
+        None => crate::crypto::random::<32>().to_vec(),
     };
     let cache = SessionCache::new(s.cache_max_age, s.cache_max_entries, !store.is_redis());
     let cookie = CookieSettings {

@@ -254,7 +254,7 @@ impl Jwks {
         if !resp.status().is_success() {
             return Err(JwtError::JwksUnavailable(format!("HTTP {}", resp.status())));
         }
-        let body = crate::oidc::fetch::read_capped(resp, crate::oidc::fetch::MAX_ANSWER)
+        let body = crate::fetch::read_capped(resp, crate::fetch::MAX_ANSWER)
             .await
             .map_err(|e| JwtError::JwksUnavailable(e.to_string()))?;
         // Only a set with a usable key replaces the cached one: an empty, encryption-only,

@@ -151,7 +151,7 @@ pub fn half_hash(alg: Algorithm, value: &str) -> Option<String> {
         _ => return None,
     };
     let d = d.as_ref();
-    Some(crate::session::crypto::b64url(&d[..d.len() / 2]))
+    Some(crate::crypto::b64url(&d[..d.len() / 2]))
 }
 
 fn map_error(e: jsonwebtoken::errors::Error) -> JwtError {
@@ -280,7 +280,7 @@ pub async fn verify_access_token(
         return Err(JwtError::NotAnAccessToken);
     }
     if c.iat
-        .is_some_and(|iat| iat > crate::session::model::now_unix() + rules.leeway_secs)
+        .is_some_and(|iat| iat > crate::crypto::now_unix() + rules.leeway_secs)
     {
         return Err(JwtError::IssuedInFuture);
     }
@@ -303,7 +303,7 @@ pub async fn verify_id_token(
         &["exp", "iat", "iss", "aud", "sub"],
     )
     .await?;
-    let now = crate::session::model::now_unix();
+    let now = crate::crypto::now_unix();
     if c.iat > now + rules.leeway_secs {
         return Err(JwtError::IssuedInFuture);
     }
@@ -320,7 +320,7 @@ pub async fn verify_id_token(
     if let (Some(at_hash), Some(access_token)) = (c.other.get("at_hash"), rules.access_token) {
         let expected = half_hash(header.alg, access_token);
         let ok = match (at_hash.as_str(), expected) {
-            (Some(got), Some(want)) => crate::session::crypto::ct_eq(got, &want),
+            (Some(got), Some(want)) => crate::crypto::ct_eq(got, &want),
             _ => false,
         };
         if !ok {
@@ -335,7 +335,7 @@ pub async fn verify_id_token(
     }
     if let Some(expected) = rules.nonce {
         match &c.nonce {
-            Some(n) if crate::session::crypto::ct_eq(n, expected) => {}
+            Some(n) if crate::crypto::ct_eq(n, expected) => {}
             _ => return Err(JwtError::InvalidNonce),
         }
     }
@@ -407,7 +407,7 @@ pub async fn verify_logout_token(
     if c.sid.is_none() && c.sub.is_none() {
         return Err(JwtError::InvalidClaims("neither sid nor sub".into()));
     }
-    let now = crate::session::model::now_unix();
+    let now = crate::crypto::now_unix();
     if c.iat > now + rules.leeway_secs {
         return Err(JwtError::IssuedInFuture);
     }
@@ -443,7 +443,7 @@ mod tests {
     }
 
     fn claims(over: serde_json::Value) -> serde_json::Value {
-        let now = crate::session::model::now_unix();
+        let now = crate::crypto::now_unix();
         let mut c = serde_json::json!({
             "iss": "https://idp.example", "sub": "alice", "aud": "client",
             "exp": now + 300, "iat": now, "nonce": "n-1", "email": "alice@example.com",
@@ -586,7 +586,7 @@ mod tests {
     #[test]
     fn every_bad_id_token_is_refused() {
         let s = signer();
-        let now = crate::session::model::now_unix();
+        let now = crate::crypto::now_unix();
         let cases = [
             (
                 serde_json::json!({"iss": "https://evil.example"}),
@@ -734,7 +734,7 @@ mod tests {
         );
         // Tampered payload.
         let parts: Vec<&str> = good.split('.').collect();
-        let evil_payload = crate::session::crypto::b64url(
+        let evil_payload = crate::crypto::b64url(
             serde_json::to_string(&claims(serde_json::json!({"sub": "root"})))
                 .unwrap()
                 .as_bytes(),
@@ -745,9 +745,8 @@ mod tests {
         );
         // alg none, and HS256 "signed" with a public key: refused before any key lookup.
         for alg in ["none", "HS256"] {
-            let header = crate::session::crypto::b64url(
-                format!("{{\"alg\":\"{alg}\",\"kid\":\"k1\"}}").as_bytes(),
-            );
+            let header =
+                crate::crypto::b64url(format!("{{\"alg\":\"{alg}\",\"kid\":\"k1\"}}").as_bytes());
             let t = format!("{header}.{}.{}", parts[1], parts[2]);
             assert!(
                 matches!(
@@ -775,7 +774,7 @@ mod tests {
             leeway_secs: 60,
             max_age_secs: 300,
         };
-        let now = crate::session::model::now_unix();
+        let now = crate::crypto::now_unix();
         let event = serde_json::json!({ BACKCHANNEL_LOGOUT_EVENT: {} });
         let base = serde_json::json!({"nonce": null, "email": null, "jti": "j1", "sid": "s1", "events": event});
         let check = |over: serde_json::Value, typ: &str| {

@@ -12,8 +12,9 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::flow::{Auth, Reply};
+use crate::crypto;
 use crate::jwt::{self, LogoutTokenRules};
-use crate::session::{crypto, IdHash};
+use crate::session::IdHash;
 
 /// Logout tokens are tiny; anything larger is not one.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -59,7 +60,7 @@ impl Auth {
             }
         };
         // Remember the jti for as long as the token could be accepted.
-        let now = crate::session::model::now_unix();
+        let now = crate::crypto::now_unix();
         let lifetime = claims
             .exp
             .map_or(MAX_AGE.as_secs(), |exp| exp.saturating_sub(now))

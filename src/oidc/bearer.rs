@@ -28,11 +28,11 @@ use dashmap::DashMap;
 use http::HeaderValue;
 
 use super::provider::Provider;
+use crate::crypto::now_unix;
+use crate::crypto::sha256;
+use crate::identity::Claims;
 use crate::identity::IdentityHeaders;
 use crate::jwt::{self, AccessTokenRules, JwtError};
-use crate::session::crypto::sha256;
-use crate::session::model::now_unix;
-use crate::session::Claims;
 
 /// An introspection answer's NumericDate (RFC 7519 §2: any JSON number, `1000.0` too);
 /// anything else is refused rather than ignored.

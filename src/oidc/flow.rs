@@ -25,11 +25,13 @@ use super::redirect::RedirectPolicy;
 use crate::config::front::CsrfSettings;
 use crate::config::model::LogoutMethod;
 use crate::config::provider::Userinfo;
+use crate::crypto;
 use crate::error::{html_escape, html_page};
 use crate::host::Authority;
+use crate::identity::Claims;
 use crate::jwt::{self, IdTokenRules, JwtError};
 use crate::metrics::Metrics;
-use crate::session::{crypto, Claims, SessionManager, StoreError, Tokens};
+use crate::session::{IdHash, SessionManager, StoreError, Tokens};
 
 /// A response the gateway writes itself.
 #[derive(Debug)]
@@ -399,7 +401,7 @@ impl Auth {
             return_to,
             redirect_uri,
         };
-        let key = crypto::IdHash(crypto::sha256(state.as_bytes())).hex();
+        let key = IdHash(crypto::sha256(state.as_bytes())).hex();
         let raw = serde_json::to_vec(&tx).unwrap_or_default();
         let cap = self.max_pending_logins;
         let stored = (self.sessions.store).put_pending(&key, &raw, self.login_ttl, cap);
@@ -512,7 +514,7 @@ impl Auth {
                 )
             }
         }
-        let key = crypto::IdHash(crypto::sha256(state.as_bytes())).hex();
+        let key = IdHash(crypto::sha256(state.as_bytes())).hex();
         let tx: Transaction = match self.sessions.store.take_pending(&key).await {
             Ok(Some(raw)) => match serde_json::from_slice(&raw) {
                 Ok(t) => t,

@@ -10,7 +10,6 @@
 
 pub mod backchannel;
 pub mod bearer;
-pub mod fetch;
 pub mod flow;
 pub mod provider;
 pub mod redirect;
@@ -26,8 +25,8 @@ pub use refresh::Refresher;
 use serde_json::{Map, Value};
 
 use crate::config::model::ClaimNames;
+use crate::identity::Claims;
 use crate::jwt::IdTokenClaims;
-use crate::session::Claims;
 
 /// Why a provider's claims cannot become an identity: the login (or bearer token) is refused
 /// rather than forwarded with a user the provider did not vouch for.

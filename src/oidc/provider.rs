@@ -250,7 +250,7 @@ impl Provider {
                 resp.status()
             )));
         }
-        let body = super::fetch::read_capped(resp, super::fetch::MAX_ANSWER)
+        let body = crate::fetch::read_capped(resp, crate::fetch::MAX_ANSWER)
             .await
             .map_err(|e| ProviderError::BadResponse(format!("jwks: {e}")))?;
         #[derive(Deserialize)]
@@ -283,7 +283,7 @@ impl Provider {
                 resp.status()
             )));
         }
-        let body = super::fetch::read_capped(resp, super::fetch::MAX_ANSWER)
+        let body = crate::fetch::read_capped(resp, crate::fetch::MAX_ANSWER)
             .await
             .map_err(|e| ProviderError::BadResponse(format!("discovery: {e}")))?;
         let doc: Discovery = serde_json::from_slice(&body)
@@ -565,7 +565,7 @@ impl Provider {
                 resp.status()
             )));
         }
-        let body = super::fetch::read_capped(resp, super::fetch::MAX_ANSWER)
+        let body = crate::fetch::read_capped(resp, crate::fetch::MAX_ANSWER)
             .await
             .map_err(|e| ProviderError::BadResponse(format!("introspection: {e}")))?;
         let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
@@ -622,7 +622,7 @@ impl Provider {
             .await
             .map_err(|e| ProviderError::Unreachable(e.without_url().to_string()))?;
         let status = resp.status();
-        let body = super::fetch::read_capped(resp, super::fetch::MAX_ANSWER)
+        let body = crate::fetch::read_capped(resp, crate::fetch::MAX_ANSWER)
             .await
             .map_err(|e| ProviderError::Unreachable(format!("token endpoint: {e}")))?;
         if !status.is_success() {

@@ -367,7 +367,7 @@ impl Refresher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::Claims;
+    use crate::identity::Claims;
 
     fn record(exp: Option<u64>, refreshable: bool) -> SessionRecord {
         SessionRecord {

@@ -50,7 +50,7 @@ impl Provider {
                 "userinfo answer is not application/json (signed userinfo is not supported)".into(),
             ));
         }
-        let body = super::fetch::read_capped(resp, super::fetch::MAX_ANSWER)
+        let body = crate::fetch::read_capped(resp, crate::fetch::MAX_ANSWER)
             .await
             .map_err(|e| ProviderError::BadResponse(format!("userinfo: {e}")))?;
         let claims: Map<String, Value> = serde_json::from_slice(&body)

@@ -24,9 +24,10 @@ use super::routes::{Route, Runtime};
 use crate::config::model::Unauthenticated;
 use crate::error::Refusal;
 use crate::host::Authority;
+use crate::identity::Claims;
 use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
-use crate::session::{Claims, Session as UserSession};
+use crate::session::Session as UserSession;
 
 /// The original request as the decision sees it, in canonical form.
 pub struct Inbound<'a> {

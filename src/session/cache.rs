@@ -120,7 +120,8 @@ impl SessionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::model::{Claims, SessionRecord, Validated};
+    use crate::identity::Claims;
+    use crate::session::model::{SessionRecord, Validated};
     use std::time::Instant;
 
     fn session(b: u8) -> Arc<Session> {

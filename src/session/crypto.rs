@@ -11,8 +11,9 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
-use ring::rand::{SecureRandom, SystemRandom};
-use ring::{digest, hkdf, hmac};
+use ring::{hkdf, hmac};
+
+use crate::crypto::{random, sha256};
 
 /// Cookie format version prefix; a change of format changes it.
 const COOKIE_PREFIX: &str = "v1.";
@@ -35,32 +36,6 @@ impl IdHash {
     pub fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
-}
-
-/// Random bytes from the OS CSPRNG.
-pub fn random<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    // SystemRandom reads getrandom(2); failure means the OS cannot give randomness at all.
-    SystemRandom::new()
-        .fill(&mut b)
-        .expect("OS random number generator failed");
-    b
-}
-
-/// 256 random bits, base64url: for `state`, nonces, PKCE verifiers.
-pub fn random_token() -> String {
-    B64.encode(random::<32>())
-}
-
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = digest::digest(&digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-pub fn b64url(data: &[u8]) -> String {
-    B64.encode(data)
 }
 
 impl SessionId {
@@ -171,17 +146,6 @@ impl Keys {
     }
 }
 
-/// PKCE S256 challenge for a verifier (RFC 7636 §4.2).
-pub fn pkce_challenge(verifier: &str) -> String {
-    B64.encode(sha256(verifier.as_bytes()))
-}
-
-/// Constant-time string equality for secrets (state, nonce).
-pub fn ct_eq(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,13 +194,5 @@ mod tests {
         assert!(k.open(&h2, &s).is_none());
         assert!(Keys::derive(&[2u8; 32]).open(&h1, &s).is_none());
         assert_ne!(k.seal(&h1, b"x"), k.seal(&h1, b"x"), "nonces must differ");
-    }
-
-    #[test]
-    fn pkce_rfc7636_example() {
-        assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-        );
     }
 }

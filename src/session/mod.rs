@@ -22,10 +22,10 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 pub use cache::SessionCache;
 pub use crypto::{IdHash, Keys, SessionId};
-pub use model::{Claims, Session, SessionRecord, Tokens, Validated};
+pub use model::{Session, SessionRecord, Tokens, Validated};
 pub use store::{Store, StoreError, Update};
 
-use crate::identity::IdentityHeaders;
+use crate::identity::{Claims, IdentityHeaders};
 use crate::metrics::Metrics;
 
 /// Cookie and lifetime settings, from `[session]`.
@@ -112,18 +112,21 @@ fn refresh_lock_key(hash: &IdHash) -> String {
 /// (a `user_claim` such as `email` can change, and two providers can share its values).
 fn user_index(provider: &str, sub: &str) -> String {
     let joined = [provider.as_bytes(), b"\0", sub.as_bytes()].concat();
-    format!("u2:{{{}}}", IdHash(crypto::sha256(&joined)).hex())
+    format!("u2:{{{}}}", IdHash(crate::crypto::sha256(&joined)).hex())
 }
 
 /// The index of records written before (provider, `sub`) was kept: by the header subject.
 /// Read only by revocation, until such records have expired (`absolute_timeout`).
 fn legacy_subject_index(subject: &str) -> String {
-    format!("u:{{{}}}", IdHash(crypto::sha256(subject.as_bytes())).hex())
+    format!(
+        "u:{{{}}}",
+        IdHash(crate::crypto::sha256(subject.as_bytes())).hex()
+    )
 }
 
 fn sid_index(provider: &str, sid: &str) -> String {
     let joined = [provider.as_bytes(), b"\0", sid.as_bytes()].concat();
-    format!("sid:{{{}}}", IdHash(crypto::sha256(&joined)).hex())
+    format!("sid:{{{}}}", IdHash(crate::crypto::sha256(&joined)).hex())
 }
 
 /// Records written before the gateway kept only verified emails (v2) may hold an address
@@ -418,7 +421,7 @@ impl SessionManager {
     ) -> Result<String, StoreError> {
         let id = SessionId::generate();
         let hash = id.hash();
-        let now = model::now_unix();
+        let now = crate::crypto::now_unix();
         let user_key = user_index(provider, &claims.sub);
         let base = SessionRecord {
             v: 3,
@@ -512,7 +515,7 @@ impl SessionManager {
         hash: &IdHash,
         ttl: Duration,
     ) -> Result<Option<RefreshLock>, StoreError> {
-        let token = crypto::random_token();
+        let token = crate::crypto::random_token();
         let key = refresh_lock_key(hash);
         Ok(self
             .store

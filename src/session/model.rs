@@ -8,6 +8,7 @@ use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 use super::crypto::IdHash;
+use crate::identity::Claims;
 
 /// Tokens from the provider; stored sealed (encrypted), never sent to the browser.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -17,29 +18,6 @@ pub struct Tokens {
     pub id_token: Option<String>,
     /// Unix seconds.
     pub access_token_expires_at: Option<u64>,
-}
-
-/// The identity the provider vouched for, as far as the gateway passes it on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// The provider's `sub`: stable and unique within its issuer, so sessions, refresh and
-    /// revocation key on (provider, `sub`). Empty only in records written before it was kept.
-    #[serde(default)]
-    pub sub: String,
-    /// The user as headers and policy show it: the provider's `user_claim` (`sub` by default).
-    pub subject: String,
-    /// Only an address the provider verified (`email_verified: true`, or no such claim from a
-    /// provider configured with `trust_email`); `None` otherwise.
-    pub email: Option<String>,
-    /// `Some(true)` exactly when `email` is set; `Some(false)`: the provider sent an address
-    /// it did not verify, which is not kept.
-    pub email_verified: Option<bool>,
-    pub name: Option<String>,
-    pub preferred_username: Option<String>,
-    pub groups: Vec<String>,
-    /// Other claims, for per-route policy rules (size-capped at login).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The record kept in the store under the hash of the session ID.
@@ -108,10 +86,4 @@ impl Validated {
     pub fn renew(&self) {
         self.0.store(Self::tick(), Ordering::Relaxed);
     }
-}
-
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -84,22 +84,6 @@ struct MemSession {
     expires: Instant,
 }
 
-/// Where the store reports pending logins: `authgate_pending_logins` (memory: exact; Redis:
-/// the count the last put or take of this process saw) and
-/// `authgate_pending_logins_evicted_total`.
-#[derive(Clone, Debug)]
-pub struct PendingMetrics {
-    pub pending: prometheus::IntGauge,
-    pub evicted: prometheus::IntCounter,
-}
-
-impl PendingMetrics {
-    fn report(&self, pending: u64, evicted: u64) {
-        self.pending.set(pending as i64);
-        self.evicted.inc_by(evicted);
-    }
-}
-
 /// Pending logins in memory: by id, and by insertion sequence (oldest first) for O(log n)
 /// eviction and expiry.
 #[derive(Debug, Default)]
@@ -165,7 +149,7 @@ pub struct MemoryStore {
     /// Index key → member → deadline (unix ms).
     indexes: DashMap<String, std::collections::HashMap<String, u64>>,
     pending: Mutex<PendingQueue>,
-    pending_metrics: OnceLock<PendingMetrics>,
+    pending_metrics: OnceLock<crate::metrics::PendingMetrics>,
 }
 
 impl MemoryStore {
@@ -222,7 +206,7 @@ pub struct RedisStore {
     pub conn: RedisConn,
     prefix: String,
     pub timeout: Duration,
-    pending_metrics: Arc<OnceLock<PendingMetrics>>,
+    pending_metrics: Arc<OnceLock<crate::metrics::PendingMetrics>>,
     /// Redis' clock minus this process's, in ms, as last measured (`TIME`): times written
     /// into shared records (a token's expiry) are the store's, so a replica whose clock is
     /// off neither stretches nor cuts them for the others.
@@ -491,7 +475,7 @@ impl Store {
 /// Pending logins: one-time login transactions, bounded.
 impl Store {
     /// Report pending logins to these metrics. Call once, before the store is cloned.
-    pub fn observe_pending(&self, metrics: PendingMetrics) {
+    pub fn observe_pending(&self, metrics: crate::metrics::PendingMetrics) {
         let _ = match self {
             Store::Memory(m) => m.pending_metrics.set(metrics),
             Store::Redis(r) => r.pending_metrics.set(metrics),
