@@ -30,7 +30,9 @@
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: assembles the Pingora server from a config; signals, reload, shutdown,
-//!   upgrade; `server::connections` drives every downstream connection (limits, timeouts).
+//!   upgrade.
+//! - [`connections`]: drives every downstream connection (limits, timeouts, HTTP/1 and
+//!   HTTP/2, draining); a leaf the proxy and the server both use.
 //! - [`logging`]: log setup; other crates capped at `info` and rate-limited.
 //! - [`ratelimit_log`]: error lines rate-limited per cause, with counts.
 //! - [`demo`]: the echo upstream used by the demo, the load script and tests.
@@ -46,6 +48,7 @@
 pub mod admin;
 pub mod assertion;
 pub mod config;
+pub mod connections;
 pub mod crypto;
 pub mod csrf;
 pub mod demo;

@@ -15,7 +15,7 @@
 //!   socket, SIGQUIT is refused (logged) instead of leaving nothing listening.
 //! - SIGHUP reloads routes and upstreams from the config file without dropping a connection.
 
-pub mod connections;
+use crate::connections;
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;

@@ -14,7 +14,7 @@
 //! 5. `logging`: metrics and the access log (path without query: queries can hold secrets).
 //!
 //! Connections: `on_connection_reuse` tells the connection driver
-//! (`crate::server::connections`) that a request head is complete (its head timeout and
+//! (`crate::connections`) that a request head is complete (its head timeout and
 //! "may be closed for room" end there); `early_request_filter` makes every response close
 //! its connection once shutdown has begun.
 //!
@@ -61,7 +61,7 @@ pub struct Gateway {
     /// Login flow and sessions; `None` when no provider is configured.
     auth: Option<Arc<Auth>>,
     /// Set when shutdown begins: every response closes its connection from then on.
-    drain: Arc<crate::server::connections::Drain>,
+    drain: Arc<crate::connections::Drain>,
 }
 
 impl Gateway {
@@ -79,7 +79,7 @@ impl Gateway {
     }
 
     /// Close each connection after its response once `drain` has begun.
-    pub fn with_drain(mut self, drain: Arc<crate::server::connections::Drain>) -> Self {
+    pub fn with_drain(mut self, drain: Arc<crate::connections::Drain>) -> Self {
         self.drain = drain;
         self
     }
@@ -405,7 +405,7 @@ impl ProxyHttp for Gateway {
         prev_ctx: Box<dyn std::any::Any + Send + Sync>,
     ) {
         // The head is in: the request is in progress (see the module comment).
-        crate::server::connections::request_started(prev_ctx, session);
+        crate::connections::request_started(prev_ctx, session);
     }
 
     async fn early_request_filter(
