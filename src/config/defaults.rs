@@ -206,3 +206,301 @@ pub const ROUTE_CSRF: bool = true;
 pub fn route_id(index: usize) -> String {
     format!("route{index}")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::model::{LogFormat, SameSitePolicy, SessionStore, Unauthenticated};
+    use crate::config::{parse, Config};
+
+    fn config(src: &str) -> Config {
+        parse(Path::new("t.toml"), src).unwrap_or_else(|e| panic!("{e}\n---\n{src}"))
+    }
+
+    const ROUTE: &str = "[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n\n[[routes]]\nupstream = \"app\"\n\n[[providers]]\nid = \"p\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n";
+
+    #[test]
+    fn an_empty_config_yields_the_defaults() {
+        let c = config("");
+        let s = &c.server;
+        assert_eq!(
+            s.threads,
+            std::thread::available_parallelism().map_or(THREADS_FALLBACK, |n| n.get())
+        );
+        assert_eq!(s.grace_period, GRACE_PERIOD);
+        assert_eq!(s.shutdown_timeout, SHUTDOWN_TIMEOUT);
+        assert_eq!(s.pid_file, PID_FILE);
+        assert_eq!(s.upgrade_socket, UPGRADE_SOCKET);
+        assert!(s.trusted_proxies.is_empty());
+        assert_eq!(s.request_id_header.as_str(), REQUEST_ID_HEADER);
+        assert_eq!(s.head_limits.max_bytes, MAX_REQUEST_HEADER_BYTES);
+        assert_eq!(s.head_limits.max_headers, MAX_REQUEST_HEADERS);
+        assert_eq!(s.max_connections, MAX_CONNECTIONS);
+        assert_eq!(s.keepalive_timeout, KEEPALIVE_TIMEOUT);
+        assert_eq!(s.request_header_timeout, REQUEST_HEADER_TIMEOUT);
+        assert_eq!(s.shutdown_delay, SHUTDOWN_DELAY);
+
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.log.level, LOG_LEVEL);
+        assert_eq!(c.log.access_log, ACCESS_LOG);
+
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].address.to_string(), LISTEN);
+        assert!(!c.listeners[0].h2c && c.listeners[0].tls.is_none());
+        assert_eq!(c.admin_address.to_string(), ADMIN_ADDRESS);
+        assert!(c.admin_token.is_none());
+
+        assert_eq!(c.paths, crate::path::PathOptions::default());
+        assert!(!c.case_insensitive_routes);
+
+        assert_eq!(c.identity_namespace.names, IDENTITY_HEADERS);
+        assert_eq!(c.identity_namespace.prefixes, IDENTITY_PREFIXES);
+        let h = &c.identity_headers;
+        assert_eq!(h.user.as_str(), USER_HEADER);
+        assert_eq!(h.email.as_str(), EMAIL_HEADER);
+        assert_eq!(h.groups.as_str(), GROUPS_HEADER);
+        assert_eq!(h.preferred_username.as_str(), PREFERRED_USERNAME_HEADER);
+        assert_eq!(h.access_token.as_str(), ACCESS_TOKEN_HEADER);
+        assert!(h.provider.is_none() && h.groups_filter.is_none());
+        assert_eq!(h.max_groups_bytes, MAX_GROUPS_BYTES);
+
+        assert_eq!(c.gateway_prefix, GATEWAY_PREFIX);
+        assert_eq!(c.bearer_cache_entries, BEARER_CACHE_ENTRIES);
+        assert!(c.allowed_redirect_hosts.is_empty());
+        assert!(c.forward_auth.is_none());
+        assert_eq!(c.csrf.enabled, CSRF_ENABLED);
+        assert_eq!(c.csrf.allow_same_site, CSRF_ALLOW_SAME_SITE);
+        assert!(c.csrf.allowed_origins.is_empty());
+
+        let s = &c.session;
+        assert_eq!(s.store, SessionStore::Memory);
+        assert!(s.redis.is_none() && s.redis_username.is_none() && s.redis_password.is_none());
+        assert!(s.redis_ca.is_none() && s.redis_min_replicas_ack.is_none());
+        assert_eq!(s.redis_prefix, REDIS_PREFIX);
+        assert_eq!(s.redis_timeout, REDIS_TIMEOUT);
+        assert!(s.secret.is_none());
+        assert_eq!(s.cookie_name, COOKIE_NAME);
+        assert_eq!(s.cookie_secure, COOKIE_SECURE);
+        assert_eq!(s.cookie_same_site, SameSitePolicy::Lax);
+        assert!(s.cookie_domain.is_none());
+        assert_eq!(s.idle_timeout, IDLE_TIMEOUT);
+        assert_eq!(s.absolute_timeout, ABSOLUTE_TIMEOUT);
+        assert_eq!(s.login_timeout, LOGIN_TIMEOUT);
+        assert_eq!(s.cache_max_age, CACHE_MAX_AGE);
+        assert_eq!(s.cache_max_entries, CACHE_MAX_ENTRIES);
+        assert_eq!(s.touch_interval, touch_interval(IDLE_TIMEOUT));
+        assert_eq!(s.refresh_lead, REFRESH_LEAD);
+        assert_eq!(s.refresh_wait, REFRESH_WAIT);
+        assert_eq!(s.max_pending_logins, MAX_PENDING_LOGINS);
+        assert_eq!(s.max_return_url_bytes, MAX_RETURN_URL_BYTES);
+
+        assert!(c.providers.is_empty());
+        assert_eq!(c.assertion.header.as_str(), ASSERTION_HEADER);
+        assert_eq!(c.assertion.issuer, ASSERTION_ISSUER);
+        assert_eq!(c.assertion.ttl, ASSERTION_TTL);
+        assert!(c.assertion.key_file.is_none());
+        assert!(c.upstreams.is_empty() && c.routes.is_empty());
+    }
+
+    #[test]
+    fn minimal_upstream_route_and_provider_take_the_defaults() {
+        let c = config(ROUTE);
+        let u = &c.upstreams["app"];
+        assert_eq!(u.connect_timeout, UPSTREAM_CONNECT_TIMEOUT);
+        assert_eq!(u.read_timeout, UPSTREAM_READ_TIMEOUT);
+        assert_eq!(u.write_timeout, UPSTREAM_WRITE_TIMEOUT);
+        assert_eq!(u.idle_timeout, UPSTREAM_IDLE_TIMEOUT);
+        assert_eq!(u.max_fails, UPSTREAM_MAX_FAILS);
+        assert_eq!(u.fail_timeout, UPSTREAM_FAIL_TIMEOUT);
+        assert_eq!(u.pass_host_header, UPSTREAM_PASS_HOST_HEADER);
+        assert_eq!(u.verify_tls, UPSTREAM_TLS_VERIFY);
+        assert_eq!(u.http2, UPSTREAM_HTTP2);
+        assert!(u.ca_der.is_none() && u.server_name.is_none() && !u.tls);
+
+        let r = &c.routes[0];
+        assert_eq!(r.id, route_id(0));
+        assert_eq!(r.path, ROUTE_PATH);
+        assert_eq!(r.host, crate::routing::HostPattern::Any);
+        assert_eq!(r.csrf, ROUTE_CSRF);
+        assert_eq!(r.unauthenticated, Unauthenticated::Auto);
+        assert!(!r.public && !r.bearer && !r.pass_access_token && !r.identity_assertion);
+        assert!(r.policy.is_none() && r.providers.is_empty() && r.audiences.is_empty());
+
+        let p = &c.providers[0];
+        assert_eq!(p.scopes, SCOPES);
+        assert_eq!(p.clock_skew, CLOCK_SKEW);
+        assert_eq!(p.refresh_interval, REFRESH_INTERVAL);
+        assert_eq!(p.max_refresh_failures, MAX_REFRESH_FAILURES);
+        assert_eq!(p.jwks_refetch_cooldown, JWKS_REFETCH_COOLDOWN);
+        assert_eq!(p.introspection_cache_ttl, INTROSPECTION_CACHE_TTL);
+        assert_eq!(p.introspection_inactive_ttl, INTROSPECTION_INACTIVE_TTL);
+        assert_eq!(p.claims.trust_email, TRUST_EMAIL);
+        assert_eq!(p.require_at_jwt, REQUIRE_AT_JWT);
+        assert_eq!(
+            p.introspection_requires_audience,
+            INTROSPECTION_REQUIRES_AUDIENCE
+        );
+        assert_eq!(p.introspect_opaque_tokens, INTROSPECT_OPAQUE_TOKENS);
+        assert_eq!(p.tls.system_trust_store, SYSTEM_TRUST_STORE);
+    }
+
+    #[test]
+    fn algorithms_are_the_verifiers() {
+        let names: Vec<String> = crate::jwt::ASYMMETRIC
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect();
+        assert_eq!(names, ALGORITHMS);
+        for a in ALGORITHMS {
+            assert_eq!(crate::jwt::allowed_algorithms([*a]).len(), 1, "{a}");
+        }
+        for a in ["HS256", "none", "rs256"] {
+            assert!(crate::jwt::allowed_algorithms([a]).is_empty(), "{a}");
+        }
+    }
+
+    /// Keys `config.toml` sets to show an example value rather than the default.
+    const EXAMPLES: &[&str] = &["server.threads"];
+    /// Keys without a default: written in both configs compared below.
+    const REQUIRED: &[&str] = &[
+        "upstreams.app.servers",
+        "providers.id",
+        "providers.issuer",
+        "providers.client_id",
+        "routes.id",
+        "routes.path",
+        "routes.upstream",
+        "routes.public",
+    ];
+    /// The commented `# key = value` lines of `# [[providers]]` document defaults, except
+    /// these examples (and `client_secret`, replaced by a literal).
+    const PROVIDER_EXAMPLES: &[&str] = &[
+        "display_name",
+        "client_secret",
+        "redirect_url",
+        "extra_auth_params",
+        "algorithms",
+        "opaque_token_prefix",
+        "ca_file",
+    ];
+
+    /// `key = value  # comment` → (key, value): the longest prefix of the rest that is a
+    /// TOML value is the value.
+    fn key_value(line: &str) -> Option<(String, String)> {
+        let (k, rest) = line.split_once(" = ")?;
+        let k = k.trim();
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+        {
+            return None;
+        }
+        let cuts = rest.match_indices('#').map(|(i, _)| i).chain([rest.len()]);
+        for cut in cuts {
+            let v = rest[..cut].trim();
+            if toml::from_str::<toml::Table>(&format!("x = {v}")).is_ok() {
+                return Some((k.to_string(), v.to_string()));
+            }
+        }
+        None
+    }
+
+    /// Rebuild `config.toml` twice: once with every documented default (plus the required
+    /// keys), once with the required keys only. Both must validate to the same config, so a
+    /// default changed in code or in `config.toml` alone fails here.
+    fn documented_and_bare() -> (String, String) {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let src = std::fs::read_to_string(p).unwrap();
+        let (mut doc, mut bare) = (String::new(), String::new());
+        // (header as written, whether it is commented out)
+        let mut section: Option<(String, bool)> = None;
+        for line in src.lines() {
+            let commented = line.starts_with('#');
+            let body = line.trim_start_matches('#').trim_start();
+            if body.starts_with('[') {
+                let header = body.split('#').next().unwrap().trim().to_string();
+                section = Some((header.clone(), commented));
+                let name = header.trim_matches(|c| c == '[' || c == ']');
+                // Documented sections: the uncommented ones, and the providers' defaults.
+                if !commented || name == "providers" {
+                    doc.push_str(&format!("\n{header}\n"));
+                    // Sections left out of the bare config take their defaults (a
+                    // `[[listeners]]` without its address would not even parse).
+                    if REQUIRED.iter().any(|r| r.starts_with(&format!("{name}."))) {
+                        bare.push_str(&format!("\n{header}\n"));
+                    }
+                    if name == "providers" {
+                        let secret = "client_secret = \"s\"\n";
+                        doc.push_str(secret);
+                        bare.push_str(secret);
+                    }
+                }
+                continue;
+            }
+            let Some((header, section_commented)) = &section else {
+                continue;
+            };
+            let name = header.trim_matches(|c| c == '[' || c == ']');
+            let Some((k, v)) = key_value(body) else {
+                continue;
+            };
+            let documented = if *section_commented {
+                name == "providers" && commented && !PROVIDER_EXAMPLES.contains(&k.as_str())
+            } else {
+                !commented
+            };
+            let full = format!("{name}.{k}");
+            if !documented || EXAMPLES.contains(&full.as_str()) {
+                continue;
+            }
+            let kv = format!("{k} = {v}\n");
+            if REQUIRED.contains(&full.as_str()) {
+                bare.push_str(&kv);
+            }
+            doc.push_str(&kv);
+        }
+        (doc, bare)
+    }
+
+    #[test]
+    fn config_toml_documents_the_defaults() {
+        let (doc, bare) = documented_and_bare();
+        // The rebuilt text really carries the documented values.
+        for k in [
+            "grace_period",
+            "cache_max_entries",
+            "max_fails",
+            "clock_skew",
+        ] {
+            assert!(doc.contains(&format!("\n{k} = ")), "{k} missing:\n{doc}");
+        }
+        let (documented, defaults) = (
+            format!("{:#?}", config(&doc)),
+            format!("{:#?}", config(&bare)),
+        );
+        let drift: Vec<String> = documented
+            .lines()
+            .zip(defaults.lines())
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("config.toml: {} / code: {}", a.trim(), b.trim()))
+            .collect();
+        assert!(
+            drift.is_empty() && documented.lines().count() == defaults.lines().count(),
+            "config.toml documents values that are not the defaults:\n{}",
+            drift.join("\n")
+        );
+        // [forward_auth] is off by default; its commented switch documents its default.
+        assert!(!doc.contains("auth_request_headers"));
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let src = std::fs::read_to_string(p).unwrap();
+        let line = src
+            .lines()
+            .find(|l| l.starts_with("# auth_request_headers = "))
+            .expect("documented");
+        let (_, v) = key_value(line.trim_start_matches("# ")).unwrap();
+        assert_eq!(v, FORWARD_AUTH_REQUEST_HEADERS.to_string());
+    }
+}

@@ -241,6 +241,36 @@ mod tests {
         );
     }
 
+    /// `validate` itself keeps the contract: `None` exactly when an error was reported, for
+    /// an error in the last section checked as for any other.
+    #[test]
+    fn validate_is_none_when_an_error_was_reported() {
+        let cases = [
+            ("", false),
+            ("[gateway]\nbearer_cache_entries = -1\n", true),
+            ("[csrf]\nallowed_origins = [\"nope\"]\n", true),
+            (
+                "[server]\nthreads = 0\n[gateway]\nbearer_cache_entries = -1\n",
+                true,
+            ),
+            ("[session]\ncache_max_entries = -1\n", true),
+        ];
+        for (src, bad) in cases {
+            let mut rep = Reporter::new(Path::new("t.toml"), src);
+            let f: file::File = toml::from_str(src).unwrap();
+            let c = validate(&f, &mut rep);
+            assert_eq!(c.is_none(), bad, "{src}");
+            assert_eq!(rep.errors.is_empty(), !bad, "{src}: {:?}", rep.errors);
+        }
+        // Every error is reported, also the one checked after others (it was dropped).
+        let e = errs("[server]\nthreads = 0\n[gateway]\nbearer_cache_entries = -1\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(
+            (e[1].line, e[1].key.as_str(), e[1].message.as_str()),
+            (4, "gateway.bearer_cache_entries", "must not be negative")
+        );
+    }
+
     #[test]
     fn example_config_is_valid() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
