@@ -38,19 +38,14 @@ pub struct Claims {
     pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
-/// Defaults compatible with oauth2-proxy's headers plus our own namespace.
-pub const DEFAULT_NAMES: &[&str] = &[
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-groups",
-    "x-forwarded-preferred-username",
-    "x-forwarded-access-token",
-    "remote-user",
-    "x-remote-user",
-    "x-user",
-    "x-email",
-];
-pub const DEFAULT_PREFIXES: &[&str] = &["x-auth-request-", "x-authgate-"];
+/// Defaults compatible with oauth2-proxy's headers plus our own namespace (defined in
+/// `config::defaults`).
+pub use crate::config::defaults::{
+    IDENTITY_HEADERS as DEFAULT_NAMES, IDENTITY_PREFIXES as DEFAULT_PREFIXES,
+    MAX_GROUPS_BYTES as DEFAULT_MAX_GROUPS_BYTES,
+};
+/// The configured identity header names; this module builds their values.
+pub use crate::config::model::IdentityHeaders;
 
 /// Canonical spelling: lower case, anything but `[a-z0-9]` becomes `-`.
 pub fn canonical_name(name: &str) -> String {
@@ -135,47 +130,29 @@ impl IdentityNamespace {
     }
 }
 
+impl IdentityNamespace {
+    /// The namespace a config asks for: its `[headers]` names and prefixes, plus every header
+    /// the gateway sets itself (identity headers, the assertion), whatever the namespace says.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let ns = &config.identity_namespace;
+        let mut out = Self::new(
+            ns.names.iter().map(String::as_str),
+            ns.prefixes.iter().map(String::as_str),
+        );
+        for h in config.identity_headers.names() {
+            out.insert(h.as_str());
+        }
+        out.insert(config.assertion.header.as_str());
+        out
+    }
+}
+
 impl Default for IdentityNamespace {
     fn default() -> Self {
         Self::new(
             DEFAULT_NAMES.iter().copied(),
             DEFAULT_PREFIXES.iter().copied(),
         )
-    }
-}
-
-/// The headers the gateway sets for an authenticated caller (oauth2-proxy compatible names by
-/// default). Values are built once per session load, not per request.
-#[derive(Debug, Clone)]
-pub struct IdentityHeaders {
-    pub user: OutName,
-    pub email: OutName,
-    pub groups: OutName,
-    pub preferred_username: OutName,
-    pub access_token: OutName,
-    /// Names the provider that vouched (its configured id); off unless configured.
-    pub provider: Option<OutName>,
-    /// Only groups matching this are forwarded (users in hundreds of groups).
-    pub groups_filter: Option<regex::Regex>,
-    /// Upper bound of the groups header; whole groups are dropped past it, with a log line.
-    pub max_groups_bytes: usize,
-}
-
-/// Default bound of the groups header: well inside common 8 KiB header limits.
-pub const DEFAULT_MAX_GROUPS_BYTES: usize = 4096;
-
-impl Default for IdentityHeaders {
-    fn default() -> Self {
-        Self {
-            user: OutName::from_static("x-forwarded-user"),
-            email: OutName::from_static("x-forwarded-email"),
-            groups: OutName::from_static("x-forwarded-groups"),
-            preferred_username: OutName::from_static("x-forwarded-preferred-username"),
-            access_token: OutName::from_static("x-forwarded-access-token"),
-            provider: None,
-            groups_filter: None,
-            max_groups_bytes: DEFAULT_MAX_GROUPS_BYTES,
-        }
     }
 }
 

@@ -15,34 +15,13 @@
 //! suffix matching (`corp.com.evil.com`), no multi-`@` confusion (`a@evil.com@corp.com`).
 //! Everything is pre-normalised at config load; evaluation allocates nothing.
 
-use std::collections::HashSet;
-
 use http::Method;
 use serde_json::Value;
 
 use crate::identity::Claims;
 
-/// A claim rule: the claim equals the value, or (array claims) contains it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClaimRule {
-    pub claim: String,
-    pub value: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Policy {
-    /// Provider ids: only users these vouched for.
-    pub providers: HashSet<String>,
-    pub users: HashSet<String>,
-    /// Lower case.
-    pub emails: HashSet<String>,
-    /// Lower case, without `@`.
-    pub email_domains: HashSet<String>,
-    pub groups: HashSet<String>,
-    pub methods: Vec<Method>,
-    /// Every rule must hold.
-    pub claims: Vec<ClaimRule>,
-}
+/// The rules of a `[routes.policy]`, validated by `config` as plain data; evaluated here.
+pub use crate::config::model::{ClaimRule, Policy};
 
 /// Why a request was denied (for the log; the caller sees 403).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,16 +176,6 @@ impl Policy {
         !self.methods.is_empty()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.providers.is_empty()
-            && self.users.is_empty()
-            && self.emails.is_empty()
-            && self.email_domains.is_empty()
-            && self.groups.is_empty()
-            && self.methods.is_empty()
-            && self.claims.is_empty()
-    }
-
     /// `Ok(())` to allow, `Err(reason)` to deny.
     pub fn evaluate(&self, provider: &str, id: &Claims, method: &Method) -> Result<(), Denial> {
         if !self.methods.is_empty() && !self.methods.contains(method) {
@@ -258,6 +227,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn method_override_in_the_query() {

@@ -3,7 +3,7 @@
 //! Both sections describe a boundary where someone else's account of a request is read: the
 //! front proxy's headers in forward-auth mode, the browser's `Origin` and `Sec-Fetch-Site` for
 //! cross-site request forgery. Each is validated once here into the settings the request path
-//! reads; defaults are the named constants below.
+//! reads; defaults are named constants in [`super::defaults`].
 
 use http::HeaderName;
 use toml::Spanned;
@@ -71,10 +71,9 @@ pub struct CsrfSettings {
     pub allowed_origins: Vec<String>,
 }
 
-/// On by default: an authentication gateway in front of apps with no CSRF defence of their own
-/// is where forged cross-site POSTs do harm.
-pub const DEFAULT_CSRF_ENABLED: bool = true;
-pub const DEFAULT_CSRF_ALLOW_SAME_SITE: bool = false;
+pub use super::defaults::{
+    CSRF_ALLOW_SAME_SITE as DEFAULT_CSRF_ALLOW_SAME_SITE, CSRF_ENABLED as DEFAULT_CSRF_ENABLED,
+};
 
 impl Default for CsrfSettings {
     fn default() -> Self {
@@ -195,7 +194,9 @@ pub fn forward_auth(
     };
     Some(ForwardAuthSettings {
         proxy,
-        auth_request_headers: f.auth_request_headers.unwrap_or(false),
+        auth_request_headers: f
+            .auth_request_headers
+            .unwrap_or(super::defaults::FORWARD_AUTH_REQUEST_HEADERS),
     })
 }
 

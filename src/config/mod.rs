@@ -1,16 +1,29 @@
 //! Configuration: `config.toml` → [`Config`].
 //!
-//! Two layers: [`file`] mirrors the TOML with serde, [`model`] validates it once into typed,
-//! ready-to-use settings. Errors carry the file, line, column and key ([`error`]); secrets come
-//! from the environment or files ([`secret`]). Load once at start and on reload; the request
-//! path never sees a config string.
+//! Two layers: [`file`] mirrors the TOML with serde, [`validate`] checks it once, one function
+//! per section (a module each), into the plain, typed settings of [`model`]. Every default and
+//! bound is a named constant in [`defaults`]. Errors carry the file, line, column and key
+//! ([`error`]); secrets come from the environment or files ([`secret`]). Load once at start and
+//! on reload; the request path never sees a config string. `config` depends on no runtime
+//! module: the runtime objects are built from the model by their own modules.
 
+mod assertion;
+pub mod defaults;
 pub mod error;
+mod fields;
 pub mod file;
 pub mod front;
+mod gateway;
+mod headers;
+mod listeners;
+mod logs;
 pub mod model;
 pub mod provider;
+mod routes;
 pub mod secret;
+mod server;
+mod session;
+mod upstreams;
 
 use std::path::Path;
 
@@ -50,10 +63,67 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
             return Err(ConfigErrors(rep.errors));
         }
     };
-    match model::validate(&file, &mut rep) {
-        Some(c) if rep.errors.is_empty() => Ok(c),
-        _ => Err(ConfigErrors(rep.errors)),
+    match validate(&file, &mut rep) {
+        Some(c) => Ok(c),
+        None => Err(ConfigErrors(rep.errors)),
     }
+}
+
+/// Check every section, collecting every error: `None` when at least one was reported (by
+/// construction: the config is only assembled after every section ran without one).
+pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
+    let server = server::server(rep, &f.server);
+    let log = logs::log(rep, &f.log);
+    let listeners = listeners::listeners(rep, &f.listeners);
+    // The admin address is checked against the configured listeners only.
+    let configured = if f.listeners.is_empty() {
+        &[][..]
+    } else {
+        &listeners[..]
+    };
+    let (admin_address, admin_token) = listeners::admin(rep, &f.admin, configured);
+    let (identity_namespace, identity_headers) = headers::headers(rep, &f.headers);
+    let paths = gateway::paths(&f.paths);
+    let gateway = gateway::gateway(rep, &f.gateway, paths);
+    let session = session::session(rep, &f.session);
+    let providers = provider::providers(rep, &f.providers, &gateway.prefix);
+    let assertion = assertion::assertion(rep, &f.assertion);
+    let upstreams = upstreams::upstreams(rep, &f.upstreams);
+    let routes = routes::routes(
+        rep,
+        &routes::Context {
+            file: f,
+            paths,
+            gateway_prefix: &gateway.prefix,
+        },
+    );
+    let forward_auth =
+        front::forward_auth(rep, &f.forward_auth, !server.trusted_proxies.is_empty());
+    let csrf = front::csrf(rep, &f.csrf);
+    if !rep.errors.is_empty() {
+        return None;
+    }
+    Some(Config {
+        server,
+        log,
+        listeners,
+        admin_address,
+        admin_token,
+        paths,
+        case_insensitive_routes: f.paths.case_insensitive,
+        identity_namespace,
+        identity_headers,
+        allowed_redirect_hosts: gateway.allowed_redirect_hosts,
+        bearer_cache_entries: gateway.bearer_cache_entries,
+        gateway_prefix: gateway.prefix,
+        forward_auth,
+        csrf,
+        session,
+        providers,
+        assertion,
+        upstreams,
+        routes,
+    })
 }
 
 #[cfg(test)]
@@ -168,6 +238,36 @@ mod tests {
         assert!(
             has("routes[2].policy.methods[0]", "not an HTTP method"),
             "{e:?}"
+        );
+    }
+
+    /// `validate` itself keeps the contract: `None` exactly when an error was reported, for
+    /// an error in the last section checked as for any other.
+    #[test]
+    fn validate_is_none_when_an_error_was_reported() {
+        let cases = [
+            ("", false),
+            ("[gateway]\nbearer_cache_entries = -1\n", true),
+            ("[csrf]\nallowed_origins = [\"nope\"]\n", true),
+            (
+                "[server]\nthreads = 0\n[gateway]\nbearer_cache_entries = -1\n",
+                true,
+            ),
+            ("[session]\ncache_max_entries = -1\n", true),
+        ];
+        for (src, bad) in cases {
+            let mut rep = Reporter::new(Path::new("t.toml"), src);
+            let f: file::File = toml::from_str(src).unwrap();
+            let c = validate(&f, &mut rep);
+            assert_eq!(c.is_none(), bad, "{src}");
+            assert_eq!(rep.errors.is_empty(), !bad, "{src}: {:?}", rep.errors);
+        }
+        // Every error is reported, also the one checked after others (it was dropped).
+        let e = errs("[server]\nthreads = 0\n[gateway]\nbearer_cache_entries = -1\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(
+            (e[1].line, e[1].key.as_str(), e[1].message.as_str()),
+            (4, "gateway.bearer_cache_entries", "must not be negative")
         );
     }
 

@@ -4,7 +4,7 @@
 //! must name, which audiences besides our client it may add, whether its `email` claim is
 //! worth forwarding when it does not say `email_verified`, which CA its TLS certificate
 //! chains to, whether its userinfo endpoint adds claims, and which opaque tokens are its to
-//! introspect. Defaults are the named constants below.
+//! introspect. Defaults are named constants in [`super::defaults`].
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -12,30 +12,21 @@ use std::time::Duration;
 use url::Url;
 
 use super::error::Reporter;
+use super::fields::{duration, load_ca, secret_value, span};
 use super::file;
-use super::model::{duration, load_ca, secret_value, span};
 use super::secret::Secret;
 
-pub const DEFAULT_SCOPES: &[&str] = &["openid", "email", "profile"];
-pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
-pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
-pub const DEFAULT_JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
-/// Failed background refreshes in a row before a provider is unavailable (not ready, sign-in
-/// 503): one failure is a blip, three (about 3 s apart at most, see
-/// `oidc::provider::RETRY_MAX`) an outage.
-pub const DEFAULT_MAX_REFRESH_FAILURES: u32 = 3;
-pub const MAX_MAX_REFRESH_FAILURES: i64 = 100;
-pub const DEFAULT_INTROSPECTION_CACHE_TTL: Duration = Duration::from_secs(30);
-/// Short: a token that becomes active later (rare) waits at most this long, while a flood
-/// of one bogus value costs one call per interval.
-pub const DEFAULT_INTROSPECTION_INACTIVE_TTL: Duration = Duration::from_secs(10);
-pub const MAX_INTROSPECTION_INACTIVE_TTL: Duration = Duration::from_secs(300);
-/// Only an `email_verified: true` claim makes an email identity (see [`ClaimNames::trust_email`]).
-pub const DEFAULT_TRUST_EMAIL: bool = false;
-pub const DEFAULT_REQUIRE_AT_JWT: bool = true;
-/// RFC 7662 makes `aud` optional; an answer without one cannot show the token is for this API.
-pub const DEFAULT_INTROSPECTION_REQUIRES_AUDIENCE: bool = true;
-pub const DEFAULT_SYSTEM_TRUST_STORE: bool = false;
+// Defaults live in `super::defaults`; the old names stay for their users.
+pub use super::defaults::{
+    CLOCK_SKEW as DEFAULT_CLOCK_SKEW, INTROSPECTION_CACHE_TTL as DEFAULT_INTROSPECTION_CACHE_TTL,
+    INTROSPECTION_INACTIVE_TTL as DEFAULT_INTROSPECTION_INACTIVE_TTL,
+    INTROSPECTION_REQUIRES_AUDIENCE as DEFAULT_INTROSPECTION_REQUIRES_AUDIENCE,
+    JWKS_REFETCH_COOLDOWN as DEFAULT_JWKS_REFETCH_COOLDOWN, MAX_INTROSPECTION_INACTIVE_TTL,
+    MAX_MAX_REFRESH_FAILURES, MAX_REFRESH_FAILURES as DEFAULT_MAX_REFRESH_FAILURES,
+    REFRESH_INTERVAL as DEFAULT_REFRESH_INTERVAL, REQUIRE_AT_JWT as DEFAULT_REQUIRE_AT_JWT,
+    SCOPES as DEFAULT_SCOPES, SYSTEM_TRUST_STORE as DEFAULT_SYSTEM_TRUST_STORE,
+    TRUST_EMAIL as DEFAULT_TRUST_EMAIL,
+};
 /// Provider ids appear in callback paths and metrics labels.
 const MAX_ID_LEN: usize = 64;
 
@@ -259,7 +250,7 @@ pub(super) fn providers(
         }
         if let Some(algs) = &p.algorithms {
             for (j, a) in algs.iter().enumerate() {
-                if crate::jwt::allowed_algorithms([a.get_ref().as_str()]).is_empty() {
+                if !super::defaults::ALGORITHMS.contains(&a.get_ref().as_str()) {
                     rep.error(format!("providers[{i}].algorithms[{j}]"), span(a), format!("{:?} is not an allowed algorithm (asymmetric only: RS256, PS256, ES256, EdDSA, ...)", a.get_ref()));
                 }
             }
@@ -320,7 +311,11 @@ pub(super) fn providers(
                 Some(v.get_ref().clone())
             }
         });
-        if opaque_token_prefix.is_some() && !p.introspect_opaque_tokens.unwrap_or(false) {
+        if opaque_token_prefix.is_some()
+            && !p
+                .introspect_opaque_tokens
+                .unwrap_or(super::defaults::INTROSPECT_OPAQUE_TOKENS)
+        {
             rep.error(
                 key("opaque_token_prefix"),
                 p.opaque_token_prefix.as_ref().and_then(span),
@@ -387,7 +382,9 @@ pub(super) fn providers(
                 callback,
                 logout_method,
                 require_at_jwt: p.require_at_jwt.unwrap_or(DEFAULT_REQUIRE_AT_JWT),
-                introspect_opaque_tokens: p.introspect_opaque_tokens.unwrap_or(false),
+                introspect_opaque_tokens: p
+                    .introspect_opaque_tokens
+                    .unwrap_or(super::defaults::INTROSPECT_OPAQUE_TOKENS),
                 introspection_cache_ttl,
                 introspection_inactive_ttl,
                 opaque_token_prefix,

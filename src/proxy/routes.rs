@@ -86,7 +86,7 @@ impl Runtime {
         }
         Self {
             routes,
-            identity: config.identity.clone(),
+            identity: IdentityNamespace::from_config(config),
             forwarding: Forwarding::new(
                 config.server.trusted_proxies.clone(),
                 config.server.request_id_header.clone(),

@@ -1,0 +1,506 @@
+//! Every default and bound of `config.toml`, once, named and documented.
+//!
+//! Validation reads these and nothing else when a key is unset or out of range; the root
+//! `config.toml` documents the same values, and a test (below) fails when the two drift
+//! apart. Constants are grouped by section, in the order of `config.toml`.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------
+// [server]
+
+/// `server.threads` when unset: the machine's available parallelism (this value when even
+/// that is unknown, and after an out-of-range value was reported).
+pub const THREADS_FALLBACK: usize = 1;
+pub const THREADS: RangeInclusive<i64> = 1..=1024;
+/// How long in-flight requests may run after SIGTERM/SIGINT.
+pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
+/// Extra time for the runtime to wind down after the grace period.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const PID_FILE: &str = "/tmp/authgate.pid";
+pub const UPGRADE_SOCKET: &str = "/tmp/authgate_upgrade.sock";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Bounds of the request head: defined beside the check in `crate::limits`.
+pub use crate::limits::{
+    DEFAULT_MAX_BYTES as MAX_REQUEST_HEADER_BYTES, DEFAULT_MAX_HEADERS as MAX_REQUEST_HEADERS,
+    MAX_MAX_BYTES, MAX_MAX_HEADERS, MIN_MAX_BYTES, MIN_MAX_HEADERS,
+};
+/// Downstream connections held at once, all listeners together.
+pub const MAX_CONNECTIONS: usize = 10_000;
+pub const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const KEEPALIVE_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+pub const REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REQUEST_HEADER_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(300);
+/// Off by default: without a load balancer to drain, closing at once is right.
+pub const SHUTDOWN_DELAY: Duration = Duration::ZERO;
+pub const SHUTDOWN_DELAY_RANGE: RangeInclusive<Duration> =
+    Duration::ZERO..=Duration::from_secs(300);
+
+// ---------------------------------------------------------------------------------------
+// [log]
+
+/// `tracing_subscriber::EnvFilter` directive; `RUST_LOG` overrides it.
+pub const LOG_LEVEL: &str = "info";
+pub const ACCESS_LOG: bool = true;
+
+// ---------------------------------------------------------------------------------------
+// [[listeners]] and [admin]
+
+/// The one listener of a config without `[[listeners]]`.
+pub const LISTEN: &str = "127.0.0.1:8080";
+/// Loopback: `/metrics` and `/sessions` are not for the world.
+pub const ADMIN_ADDRESS: &str = "127.0.0.1:9090";
+/// Shortest accepted `admin.token`.
+pub const ADMIN_TOKEN_MIN_BYTES: usize = 16;
+
+// ---------------------------------------------------------------------------------------
+// [paths]: every switch is off (`false`) by default, the strict reading.
+
+// ---------------------------------------------------------------------------------------
+// [headers]
+
+/// Names stripped from every client request: oauth2-proxy's plus common `REMOTE_USER` forms.
+pub const IDENTITY_HEADERS: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "remote-user",
+    "x-remote-user",
+    "x-user",
+    "x-email",
+];
+pub const IDENTITY_PREFIXES: &[&str] = &["x-auth-request-", "x-authgate-"];
+/// Our own namespace: stripped whatever `identity_prefixes` says.
+pub const OWN_PREFIX: &str = "x-authgate-";
+/// A shorter prefix would strip ordinary headers.
+pub const MIN_IDENTITY_PREFIX_LEN: usize = 3;
+pub const USER_HEADER: &str = "x-forwarded-user";
+pub const EMAIL_HEADER: &str = "x-forwarded-email";
+pub const GROUPS_HEADER: &str = "x-forwarded-groups";
+pub const PREFERRED_USERNAME_HEADER: &str = "x-forwarded-preferred-username";
+pub const ACCESS_TOKEN_HEADER: &str = "x-forwarded-access-token";
+/// Bound of the groups header: well inside common 8 KiB header limits.
+pub const MAX_GROUPS_BYTES: usize = 4096;
+pub const MAX_GROUPS_BYTES_RANGE: RangeInclusive<i64> = 64..=65536;
+
+// ---------------------------------------------------------------------------------------
+// [gateway]
+
+/// Reserved path prefix answered by the gateway itself.
+pub const GATEWAY_PREFIX: &str = "/.authgate/";
+/// Verified bearer tokens kept; 0 verifies every request.
+pub const BEARER_CACHE_ENTRIES: usize = 100_000;
+
+// ---------------------------------------------------------------------------------------
+// [csrf]
+
+/// On by default: an authentication gateway in front of apps with no CSRF defence of their own
+/// is where forged cross-site POSTs do harm.
+pub const CSRF_ENABLED: bool = true;
+pub const CSRF_ALLOW_SAME_SITE: bool = false;
+
+// ---------------------------------------------------------------------------------------
+// [forward_auth]
+
+/// oauth2-proxy's `X-Auth-Request-*` answer headers are off unless asked for.
+pub const FORWARD_AUTH_REQUEST_HEADERS: bool = false;
+
+// ---------------------------------------------------------------------------------------
+// [session]
+
+pub const REDIS_PREFIX: &str = "authgate:";
+/// Deadline of each Redis call.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
+pub const REDIS_MIN_REPLICAS_ACK_RANGE: RangeInclusive<usize> = 0..=64;
+pub const COOKIE_NAME: &str = "authgate_session";
+pub const COOKIE_SECURE: bool = true;
+/// Shortest accepted `session.secret`.
+pub const SESSION_SECRET_MIN_BYTES: usize = 32;
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+/// How long a started login may take (the pending login's TTL).
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(600);
+pub const CACHE_MAX_AGE: Duration = Duration::from_secs(10);
+pub const CACHE_MAX_ENTRIES: usize = 1_000_000;
+/// `session.touch_interval` is this or a quarter of the idle timeout, whichever is less.
+pub const TOUCH_INTERVAL_MAX: Duration = Duration::from_secs(60);
+pub const REFRESH_LEAD: Duration = Duration::from_secs(60);
+pub const REFRESH_WAIT: Duration = Duration::from_secs(5);
+/// Enough for every browser tab of a busy site's sign-in wave; ~1 KB each in the store.
+pub const MAX_PENDING_LOGINS: usize = 10_000;
+pub const MAX_PENDING_LOGINS_RANGE: RangeInclusive<usize> = 1..=10_000_000;
+pub const MAX_RETURN_URL_BYTES: usize = 2048;
+pub const MAX_RETURN_URL_BYTES_RANGE: RangeInclusive<usize> = 64..=65_536;
+
+/// `session.touch_interval` when unset.
+pub fn touch_interval(idle_timeout: Duration) -> Duration {
+    TOUCH_INTERVAL_MAX.min(idle_timeout / 4)
+}
+
+// ---------------------------------------------------------------------------------------
+// [[providers]]
+
+pub const SCOPES: &[&str] = &["openid", "email", "profile"];
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(600);
+pub const JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+/// Failed background refreshes in a row before a provider is unavailable (not ready, sign-in
+/// 503): one failure is a blip, three (about 3 s apart at most, see
+/// `oidc::provider::RETRY_MAX`) an outage.
+pub const MAX_REFRESH_FAILURES: u32 = 3;
+pub const MAX_MAX_REFRESH_FAILURES: i64 = 100;
+pub const INTROSPECTION_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Short: a token that becomes active later (rare) waits at most this long, while a flood
+/// of one bogus value costs one call per interval.
+pub const INTROSPECTION_INACTIVE_TTL: Duration = Duration::from_secs(10);
+pub const MAX_INTROSPECTION_INACTIVE_TTL: Duration = Duration::from_secs(300);
+/// Only an `email_verified: true` claim makes an email identity.
+pub const TRUST_EMAIL: bool = false;
+pub const REQUIRE_AT_JWT: bool = true;
+/// RFC 7662 makes `aud` optional; an answer without one cannot show the token is for this API.
+pub const INTROSPECTION_REQUIRES_AUDIENCE: bool = true;
+pub const SYSTEM_TRUST_STORE: bool = false;
+pub const INTROSPECT_OPAQUE_TOKENS: bool = false;
+/// ID token and bearer JWT algorithms a provider may be limited to: asymmetric only (an
+/// HMAC "verified" with a public key as secret is the classic key-confusion forgery). The
+/// same list as `jwt::ASYMMETRIC` (a test compares them).
+pub const ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+// ---------------------------------------------------------------------------------------
+// [assertion]
+
+pub const ASSERTION_HEADER: &str = "x-authgate-assertion";
+pub const ASSERTION_ISSUER: &str = "authgate";
+pub const ASSERTION_TTL: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// [upstreams.*]
+
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub const UPSTREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Consecutive failures that mark a server down; 0 never does.
+pub const UPSTREAM_MAX_FAILS: u32 = 1;
+pub const UPSTREAM_MAX_FAILS_RANGE: RangeInclusive<i64> = 0..=1000;
+pub const UPSTREAM_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const UPSTREAM_PASS_HOST_HEADER: bool = true;
+pub const UPSTREAM_TLS_VERIFY: bool = true;
+pub const UPSTREAM_HTTP2: bool = false;
+
+// ---------------------------------------------------------------------------------------
+// [[routes]]
+
+pub const ROUTE_PATH: &str = "/";
+pub const ROUTE_CSRF: bool = true;
+
+/// A route's id when unset: `route<N>`, N its index.
+pub fn route_id(index: usize) -> String {
+    format!("route{index}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::model::{LogFormat, SameSitePolicy, SessionStore, Unauthenticated};
+    use crate::config::{parse, Config};
+
+    fn config(src: &str) -> Config {
+        parse(Path::new("t.toml"), src).unwrap_or_else(|e| panic!("{e}\n---\n{src}"))
+    }
+
+    const ROUTE: &str = "[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n\n[[routes]]\nupstream = \"app\"\n\n[[providers]]\nid = \"p\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n";
+
+    #[test]
+    fn an_empty_config_yields_the_defaults() {
+        let c = config("");
+        let s = &c.server;
+        assert_eq!(
+            s.threads,
+            std::thread::available_parallelism().map_or(THREADS_FALLBACK, |n| n.get())
+        );
+        assert_eq!(s.grace_period, GRACE_PERIOD);
+        assert_eq!(s.shutdown_timeout, SHUTDOWN_TIMEOUT);
+        assert_eq!(s.pid_file, PID_FILE);
+        assert_eq!(s.upgrade_socket, UPGRADE_SOCKET);
+        assert!(s.trusted_proxies.is_empty());
+        assert_eq!(s.request_id_header.as_str(), REQUEST_ID_HEADER);
+        assert_eq!(s.head_limits.max_bytes, MAX_REQUEST_HEADER_BYTES);
+        assert_eq!(s.head_limits.max_headers, MAX_REQUEST_HEADERS);
+        assert_eq!(s.max_connections, MAX_CONNECTIONS);
+        assert_eq!(s.keepalive_timeout, KEEPALIVE_TIMEOUT);
+        assert_eq!(s.request_header_timeout, REQUEST_HEADER_TIMEOUT);
+        assert_eq!(s.shutdown_delay, SHUTDOWN_DELAY);
+
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.log.level, LOG_LEVEL);
+        assert_eq!(c.log.access_log, ACCESS_LOG);
+
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].address.to_string(), LISTEN);
+        assert!(!c.listeners[0].h2c && c.listeners[0].tls.is_none());
+        assert_eq!(c.admin_address.to_string(), ADMIN_ADDRESS);
+        assert!(c.admin_token.is_none());
+
+        assert_eq!(c.paths, crate::path::PathOptions::default());
+        assert!(!c.case_insensitive_routes);
+
+        assert_eq!(c.identity_namespace.names, IDENTITY_HEADERS);
+        assert_eq!(c.identity_namespace.prefixes, IDENTITY_PREFIXES);
+        let h = &c.identity_headers;
+        assert_eq!(h.user.as_str(), USER_HEADER);
+        assert_eq!(h.email.as_str(), EMAIL_HEADER);
+        assert_eq!(h.groups.as_str(), GROUPS_HEADER);
+        assert_eq!(h.preferred_username.as_str(), PREFERRED_USERNAME_HEADER);
+        assert_eq!(h.access_token.as_str(), ACCESS_TOKEN_HEADER);
+        assert!(h.provider.is_none() && h.groups_filter.is_none());
+        assert_eq!(h.max_groups_bytes, MAX_GROUPS_BYTES);
+
+        assert_eq!(c.gateway_prefix, GATEWAY_PREFIX);
+        assert_eq!(c.bearer_cache_entries, BEARER_CACHE_ENTRIES);
+        assert!(c.allowed_redirect_hosts.is_empty());
+        assert!(c.forward_auth.is_none());
+        assert_eq!(c.csrf.enabled, CSRF_ENABLED);
+        assert_eq!(c.csrf.allow_same_site, CSRF_ALLOW_SAME_SITE);
+        assert!(c.csrf.allowed_origins.is_empty());
+
+        let s = &c.session;
+        assert_eq!(s.store, SessionStore::Memory);
+        assert!(s.redis.is_none() && s.redis_username.is_none() && s.redis_password.is_none());
+        assert!(s.redis_ca.is_none() && s.redis_min_replicas_ack.is_none());
+        assert_eq!(s.redis_prefix, REDIS_PREFIX);
+        assert_eq!(s.redis_timeout, REDIS_TIMEOUT);
+        assert!(s.secret.is_none());
+        assert_eq!(s.cookie_name, COOKIE_NAME);
+        assert_eq!(s.cookie_secure, COOKIE_SECURE);
+        assert_eq!(s.cookie_same_site, SameSitePolicy::Lax);
+        assert!(s.cookie_domain.is_none());
+        assert_eq!(s.idle_timeout, IDLE_TIMEOUT);
+        assert_eq!(s.absolute_timeout, ABSOLUTE_TIMEOUT);
+        assert_eq!(s.login_timeout, LOGIN_TIMEOUT);
+        assert_eq!(s.cache_max_age, CACHE_MAX_AGE);
+        assert_eq!(s.cache_max_entries, CACHE_MAX_ENTRIES);
+        assert_eq!(s.touch_interval, touch_interval(IDLE_TIMEOUT));
+        assert_eq!(s.refresh_lead, REFRESH_LEAD);
+        assert_eq!(s.refresh_wait, REFRESH_WAIT);
+        assert_eq!(s.max_pending_logins, MAX_PENDING_LOGINS);
+        assert_eq!(s.max_return_url_bytes, MAX_RETURN_URL_BYTES);
+
+        assert!(c.providers.is_empty());
+        assert_eq!(c.assertion.header.as_str(), ASSERTION_HEADER);
+        assert_eq!(c.assertion.issuer, ASSERTION_ISSUER);
+        assert_eq!(c.assertion.ttl, ASSERTION_TTL);
+        assert!(c.assertion.key_file.is_none());
+        assert!(c.upstreams.is_empty() && c.routes.is_empty());
+    }
+
+    #[test]
+    fn minimal_upstream_route_and_provider_take_the_defaults() {
+        let c = config(ROUTE);
+        let u = &c.upstreams["app"];
+        assert_eq!(u.connect_timeout, UPSTREAM_CONNECT_TIMEOUT);
+        assert_eq!(u.read_timeout, UPSTREAM_READ_TIMEOUT);
+        assert_eq!(u.write_timeout, UPSTREAM_WRITE_TIMEOUT);
+        assert_eq!(u.idle_timeout, UPSTREAM_IDLE_TIMEOUT);
+        assert_eq!(u.max_fails, UPSTREAM_MAX_FAILS);
+        assert_eq!(u.fail_timeout, UPSTREAM_FAIL_TIMEOUT);
+        assert_eq!(u.pass_host_header, UPSTREAM_PASS_HOST_HEADER);
+        assert_eq!(u.verify_tls, UPSTREAM_TLS_VERIFY);
+        assert_eq!(u.http2, UPSTREAM_HTTP2);
+        assert!(u.ca_der.is_none() && u.server_name.is_none() && !u.tls);
+
+        let r = &c.routes[0];
+        assert_eq!(r.id, route_id(0));
+        assert_eq!(r.path, ROUTE_PATH);
+        assert_eq!(r.host, crate::routing::HostPattern::Any);
+        assert_eq!(r.csrf, ROUTE_CSRF);
+        assert_eq!(r.unauthenticated, Unauthenticated::Auto);
+        assert!(!r.public && !r.bearer && !r.pass_access_token && !r.identity_assertion);
+        assert!(r.policy.is_none() && r.providers.is_empty() && r.audiences.is_empty());
+
+        let p = &c.providers[0];
+        assert_eq!(p.scopes, SCOPES);
+        assert_eq!(p.clock_skew, CLOCK_SKEW);
+        assert_eq!(p.refresh_interval, REFRESH_INTERVAL);
+        assert_eq!(p.max_refresh_failures, MAX_REFRESH_FAILURES);
+        assert_eq!(p.jwks_refetch_cooldown, JWKS_REFETCH_COOLDOWN);
+        assert_eq!(p.introspection_cache_ttl, INTROSPECTION_CACHE_TTL);
+        assert_eq!(p.introspection_inactive_ttl, INTROSPECTION_INACTIVE_TTL);
+        assert_eq!(p.claims.trust_email, TRUST_EMAIL);
+        assert_eq!(p.require_at_jwt, REQUIRE_AT_JWT);
+        assert_eq!(
+            p.introspection_requires_audience,
+            INTROSPECTION_REQUIRES_AUDIENCE
+        );
+        assert_eq!(p.introspect_opaque_tokens, INTROSPECT_OPAQUE_TOKENS);
+        assert_eq!(p.tls.system_trust_store, SYSTEM_TRUST_STORE);
+    }
+
+    #[test]
+    fn algorithms_are_the_verifiers() {
+        let names: Vec<String> = crate::jwt::ASYMMETRIC
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect();
+        assert_eq!(names, ALGORITHMS);
+        for a in ALGORITHMS {
+            assert_eq!(crate::jwt::allowed_algorithms([*a]).len(), 1, "{a}");
+        }
+        for a in ["HS256", "none", "rs256"] {
+            assert!(crate::jwt::allowed_algorithms([a]).is_empty(), "{a}");
+        }
+    }
+
+    /// Keys `config.toml` sets to show an example value rather than the default.
+    const EXAMPLES: &[&str] = &["server.threads"];
+    /// Keys without a default: written in both configs compared below.
+    const REQUIRED: &[&str] = &[
+        "upstreams.app.servers",
+        "providers.id",
+        "providers.issuer",
+        "providers.client_id",
+        "routes.id",
+        "routes.path",
+        "routes.upstream",
+        "routes.public",
+    ];
+    /// The commented `# key = value` lines of `# [[providers]]` document defaults, except
+    /// these examples (and `client_secret`, replaced by a literal).
+    const PROVIDER_EXAMPLES: &[&str] = &[
+        "display_name",
+        "client_secret",
+        "redirect_url",
+        "extra_auth_params",
+        "algorithms",
+        "opaque_token_prefix",
+        "ca_file",
+    ];
+
+    /// `key = value  # comment` → (key, value): the longest prefix of the rest that is a
+    /// TOML value is the value.
+    fn key_value(line: &str) -> Option<(String, String)> {
+        let (k, rest) = line.split_once(" = ")?;
+        let k = k.trim();
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+        {
+            return None;
+        }
+        let cuts = rest.match_indices('#').map(|(i, _)| i).chain([rest.len()]);
+        for cut in cuts {
+            let v = rest[..cut].trim();
+            if toml::from_str::<toml::Table>(&format!("x = {v}")).is_ok() {
+                return Some((k.to_string(), v.to_string()));
+            }
+        }
+        None
+    }
+
+    /// Rebuild `config.toml` twice: once with every documented default (plus the required
+    /// keys), once with the required keys only. Both must validate to the same config, so a
+    /// default changed in code or in `config.toml` alone fails here.
+    fn documented_and_bare() -> (String, String) {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let src = std::fs::read_to_string(p).unwrap();
+        let (mut doc, mut bare) = (String::new(), String::new());
+        // (header as written, whether it is commented out)
+        let mut section: Option<(String, bool)> = None;
+        for line in src.lines() {
+            let commented = line.starts_with('#');
+            let body = line.trim_start_matches('#').trim_start();
+            if body.starts_with('[') {
+                let header = body.split('#').next().unwrap().trim().to_string();
+                section = Some((header.clone(), commented));
+                let name = header.trim_matches(|c| c == '[' || c == ']');
+                // Documented sections: the uncommented ones, and the providers' defaults.
+                if !commented || name == "providers" {
+                    doc.push_str(&format!("\n{header}\n"));
+                    // Sections left out of the bare config take their defaults (a
+                    // `[[listeners]]` without its address would not even parse).
+                    if REQUIRED.iter().any(|r| r.starts_with(&format!("{name}."))) {
+                        bare.push_str(&format!("\n{header}\n"));
+                    }
+                    if name == "providers" {
+                        let secret = "client_secret = \"s\"\n";
+                        doc.push_str(secret);
+                        bare.push_str(secret);
+                    }
+                }
+                continue;
+            }
+            let Some((header, section_commented)) = &section else {
+                continue;
+            };
+            let name = header.trim_matches(|c| c == '[' || c == ']');
+            let Some((k, v)) = key_value(body) else {
+                continue;
+            };
+            let documented = if *section_commented {
+                name == "providers" && commented && !PROVIDER_EXAMPLES.contains(&k.as_str())
+            } else {
+                !commented
+            };
+            let full = format!("{name}.{k}");
+            if !documented || EXAMPLES.contains(&full.as_str()) {
+                continue;
+            }
+            let kv = format!("{k} = {v}\n");
+            if REQUIRED.contains(&full.as_str()) {
+                bare.push_str(&kv);
+            }
+            doc.push_str(&kv);
+        }
+        (doc, bare)
+    }
+
+    #[test]
+    fn config_toml_documents_the_defaults() {
+        let (doc, bare) = documented_and_bare();
+        // The rebuilt text really carries the documented values.
+        for k in [
+            "grace_period",
+            "cache_max_entries",
+            "max_fails",
+            "clock_skew",
+        ] {
+            assert!(doc.contains(&format!("\n{k} = ")), "{k} missing:\n{doc}");
+        }
+        let (documented, defaults) = (
+            format!("{:#?}", config(&doc)),
+            format!("{:#?}", config(&bare)),
+        );
+        let drift: Vec<String> = documented
+            .lines()
+            .zip(defaults.lines())
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("config.toml: {} / code: {}", a.trim(), b.trim()))
+            .collect();
+        assert!(
+            drift.is_empty() && documented.lines().count() == defaults.lines().count(),
+            "config.toml documents values that are not the defaults:\n{}",
+            drift.join("\n")
+        );
+        // [forward_auth] is off by default; its commented switch documents its default.
+        assert!(!doc.contains("auth_request_headers"));
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let src = std::fs::read_to_string(p).unwrap();
+        let line = src
+            .lines()
+            .find(|l| l.starts_with("# auth_request_headers = "))
+            .expect("documented");
+        let (_, v) = key_value(line.trim_start_matches("# ")).unwrap();
+        assert_eq!(v, FORWARD_AUTH_REQUEST_HEADERS.to_string());
+    }
+}

@@ -1,0 +1,392 @@
+//! `[session]`: the store (memory or Redis: one server, Sentinel or Cluster), the cookie, and
+//! the session timeouts and bounds.
+
+use std::time::Duration;
+
+use toml::Spanned;
+use url::Url;
+
+use super::defaults as d;
+use super::error::Reporter;
+use super::fields::{bounded, duration, secret_value, span};
+use super::file;
+use super::model::{RedisTopology, SameSitePolicy, SessionSettings, SessionStore};
+use super::secret::{self, Secret};
+
+pub(super) fn session(rep: &mut Reporter, f: &file::Session) -> SessionSettings {
+    let store = match f.store.as_ref().map(|s| (s.get_ref().as_str(), s)) {
+        None | Some(("memory", _)) => SessionStore::Memory,
+        Some(("redis", _)) => SessionStore::Redis,
+        Some((other, s)) => {
+            rep.error(
+                "session.store",
+                span(s),
+                format!("{other:?}: expected \"memory\" or \"redis\""),
+            );
+            SessionStore::Memory
+        }
+    };
+    let redis = redis_topology(rep, f);
+    if store == SessionStore::Redis && redis.is_none() {
+        rep.error(
+            "session.redis_url",
+            f.store.as_ref().and_then(span),
+            "store = \"redis\" needs redis_url (or redis_url_file), redis_sentinels or redis_cluster_nodes",
+        );
+    }
+    let redis_password = secret_value(
+        rep,
+        "session.redis_password",
+        &f.redis_password,
+        "session.redis_password_file",
+        &f.redis_password_file,
+    );
+    let redis_ca = f
+        .redis_ca_file
+        .as_ref()
+        .and_then(|p| redis_ca(rep, p, &redis));
+    let cookie_name = cookie_name(rep, &f.cookie_name);
+    let secret = session_secret(rep, f, store);
+    let cookie_same_site = same_site(rep, &f.cookie_same_site);
+    let cache_max_entries = match &f.cache_max_entries {
+        None => d::CACHE_MAX_ENTRIES,
+        Some(v) if *v.get_ref() >= 0 => *v.get_ref() as usize,
+        Some(v) => {
+            rep.error("session.cache_max_entries", span(v), "must not be negative");
+            0
+        }
+    };
+    let t = timeouts(rep, f);
+    SessionSettings {
+        store,
+        redis,
+        redis_username: f.redis_username.as_ref().map(|u| u.get_ref().clone()),
+        redis_password,
+        redis_ca,
+        redis_prefix: f
+            .redis_prefix
+            .clone()
+            .unwrap_or_else(|| d::REDIS_PREFIX.into()),
+        redis_timeout: duration(
+            rep,
+            "session.redis_timeout",
+            &f.redis_timeout,
+            d::REDIS_TIMEOUT,
+        ),
+        redis_min_replicas_ack: f.redis_min_replicas_ack.as_ref().map(|_| {
+            bounded(
+                rep,
+                "session.redis_min_replicas_ack",
+                &f.redis_min_replicas_ack,
+                d::REDIS_MIN_REPLICAS_ACK_RANGE,
+                0,
+            ) as u32
+        }),
+        secret,
+        cookie_name,
+        cookie_secure: f.cookie_secure.unwrap_or(d::COOKIE_SECURE),
+        cookie_same_site,
+        cookie_domain: f.cookie_domain.as_ref().map(|c| c.get_ref().clone()),
+        idle_timeout: t.idle,
+        absolute_timeout: t.absolute,
+        login_timeout: duration(
+            rep,
+            "session.login_timeout",
+            &f.login_timeout,
+            d::LOGIN_TIMEOUT,
+        ),
+        cache_max_age: t.cache_max_age,
+        cache_max_entries,
+        touch_interval: t.touch_interval,
+        refresh_lead: duration(
+            rep,
+            "session.refresh_lead",
+            &f.refresh_lead,
+            d::REFRESH_LEAD,
+        ),
+        refresh_wait: duration(
+            rep,
+            "session.refresh_wait",
+            &f.refresh_wait,
+            d::REFRESH_WAIT,
+        ),
+        max_pending_logins: bounded(
+            rep,
+            "session.max_pending_logins",
+            &f.max_pending_logins,
+            d::MAX_PENDING_LOGINS_RANGE,
+            d::MAX_PENDING_LOGINS,
+        ),
+        max_return_url_bytes: bounded(
+            rep,
+            "session.max_return_url_bytes",
+            &f.max_return_url_bytes,
+            d::MAX_RETURN_URL_BYTES_RANGE,
+            d::MAX_RETURN_URL_BYTES,
+        ),
+    }
+}
+
+fn redis_scheme_ok(url: &str) -> bool {
+    Url::parse(url)
+        .map(|u| matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"))
+        .unwrap_or(false)
+}
+
+/// One of `redis_url` (or `redis_url_file`), `redis_sentinels` + `redis_sentinel_master`, or
+/// `redis_cluster_nodes`; `None` when none is set.
+fn redis_topology(rep: &mut Reporter, f: &file::Session) -> Option<RedisTopology> {
+    let redis_url = secret_value(
+        rep,
+        "session.redis_url",
+        &f.redis_url,
+        "session.redis_url_file",
+        &f.redis_url_file,
+    );
+    if let Some(url) = &redis_url {
+        if !redis_scheme_ok(url.expose()) {
+            // Do not echo the value: it may carry a password.
+            let s = f.redis_url.as_ref().or(f.redis_url_file.as_ref());
+            rep.error(
+                "session.redis_url",
+                s.and_then(span),
+                "not a redis:// or rediss:// URL",
+            );
+        }
+    }
+    let sentinels = f
+        .redis_sentinels
+        .as_ref()
+        .map(|v| url_list(rep, "session.redis_sentinels", v));
+    let cluster = f
+        .redis_cluster_nodes
+        .as_ref()
+        .map(|v| url_list(rep, "session.redis_cluster_nodes", v));
+    let chosen = [redis_url.is_some(), sentinels.is_some(), cluster.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if chosen > 1 {
+        let at = f
+            .redis_sentinels
+            .as_ref()
+            .and_then(span)
+            .or(f.redis_cluster_nodes.as_ref().and_then(span));
+        rep.error(
+            "session.redis_url",
+            at,
+            "set one of redis_url, redis_sentinels or redis_cluster_nodes",
+        );
+    }
+    match (redis_url, sentinels, cluster) {
+        (Some(url), _, _) => Some(RedisTopology::Standalone(url)),
+        (None, Some(sentinels), _) => {
+            let master = match &f.redis_sentinel_master {
+                Some(m) if !m.get_ref().is_empty() => m.get_ref().clone(),
+                _ => {
+                    rep.error(
+                        "session.redis_sentinel_master",
+                        f.redis_sentinels.as_ref().and_then(span),
+                        "redis_sentinels needs redis_sentinel_master (the monitored primary's name)",
+                    );
+                    String::new()
+                }
+            };
+            Some(RedisTopology::Sentinel { sentinels, master })
+        }
+        (None, None, Some(nodes)) => Some(RedisTopology::Cluster { nodes }),
+        (None, None, None) => None,
+    }
+}
+
+/// Sentinel or Cluster node URLs (with `${ENV}` expansion).
+fn url_list(rep: &mut Reporter, key: &str, v: &Spanned<Vec<String>>) -> Vec<Secret> {
+    let mut out = Vec::new();
+    for u in v.get_ref() {
+        match secret::expand_env(u, |k| std::env::var(k).ok()) {
+            Ok(u) if redis_scheme_ok(&u) && !u.starts_with("redis+unix") => {
+                out.push(Secret::new(u))
+            }
+            Ok(_) => rep.error(
+                key,
+                span(v),
+                "every entry must be a redis:// or rediss:// URL",
+            ),
+            Err(e) => rep.error(key, span(v), e),
+        }
+    }
+    if out.is_empty() && v.get_ref().is_empty() {
+        rep.error(key, span(v), "list at least one address");
+    }
+    out
+}
+
+fn redis_ca(
+    rep: &mut Reporter,
+    p: &Spanned<String>,
+    redis: &Option<RedisTopology>,
+) -> Option<Vec<u8>> {
+    if matches!(redis, Some(RedisTopology::Sentinel { .. })) {
+        rep.error(
+            "session.redis_ca_file",
+            span(p),
+            "not supported with redis_sentinels yet (system roots are used there)",
+        );
+    }
+    match std::fs::read(p.get_ref()) {
+        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+        Ok(_) => {
+            rep.error(
+                "session.redis_ca_file",
+                span(p),
+                "no PEM certificate in the file",
+            );
+            None
+        }
+        Err(e) => {
+            rep.error(
+                "session.redis_ca_file",
+                span(p),
+                format!("cannot read: {e}"),
+            );
+            None
+        }
+    }
+}
+
+fn cookie_name(rep: &mut Reporter, v: &Option<Spanned<String>>) -> String {
+    match v {
+        None => d::COOKIE_NAME.to_string(),
+        Some(c) => {
+            let v = c.get_ref();
+            if v.is_empty()
+                || v.starts_with("__")
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                rep.error(
+                    "session.cookie_name",
+                    span(c),
+                    "use letters, digits, '_' and '-' (the __Host- prefix is added over HTTPS)",
+                );
+            }
+            v.clone()
+        }
+    }
+}
+
+/// `secret` or `secret_file`: required with Redis (every replica must share it).
+fn session_secret(rep: &mut Reporter, f: &file::Session, store: SessionStore) -> Option<Secret> {
+    let secret = secret_value(
+        rep,
+        "session.secret",
+        &f.secret,
+        "session.secret_file",
+        &f.secret_file,
+    );
+    if let Some(s) = &secret {
+        if s.expose().len() < d::SESSION_SECRET_MIN_BYTES {
+            let at = f.secret.as_ref().or(f.secret_file.as_ref()).and_then(span);
+            rep.error(
+                "session.secret",
+                at,
+                format!(
+                    "must be at least {} bytes (e.g. `openssl rand -base64 48`)",
+                    d::SESSION_SECRET_MIN_BYTES
+                ),
+            );
+        }
+    } else if store == SessionStore::Redis {
+        rep.error(
+            "session.secret",
+            f.store.as_ref().and_then(span),
+            "store = \"redis\" needs secret or secret_file, shared by every replica",
+        );
+    }
+    secret
+}
+
+fn same_site(rep: &mut Reporter, v: &Option<Spanned<String>>) -> SameSitePolicy {
+    match v.as_ref().map(|s| (s.get_ref().to_ascii_lowercase(), s)) {
+        None => SameSitePolicy::Lax,
+        Some((v, _)) if v == "lax" => SameSitePolicy::Lax,
+        Some((v, _)) if v == "strict" => SameSitePolicy::Strict,
+        Some((_, s)) => {
+            rep.error("session.cookie_same_site", span(s), "expected \"lax\" or \"strict\" (\"none\" would send the cookie on cross-site requests)");
+            SameSitePolicy::Lax
+        }
+    }
+}
+
+/// The session timeouts that bound one another.
+struct Timeouts {
+    idle: Duration,
+    absolute: Duration,
+    cache_max_age: Duration,
+    touch_interval: Duration,
+}
+
+fn timeouts(rep: &mut Reporter, f: &file::Session) -> Timeouts {
+    let idle = duration(
+        rep,
+        "session.idle_timeout",
+        &f.idle_timeout,
+        d::IDLE_TIMEOUT,
+    );
+    let absolute = duration(
+        rep,
+        "session.absolute_timeout",
+        &f.absolute_timeout,
+        d::ABSOLUTE_TIMEOUT,
+    );
+    if idle.is_zero() || absolute.is_zero() {
+        rep.error(
+            "session.idle_timeout",
+            f.idle_timeout
+                .as_ref()
+                .or(f.absolute_timeout.as_ref())
+                .and_then(span),
+            "session timeouts must be positive",
+        );
+    }
+    let cache_max_age = duration(
+        rep,
+        "session.cache_max_age",
+        &f.cache_max_age,
+        d::CACHE_MAX_AGE,
+    );
+    // An active user's idle timer is refreshed when a cache entry expires and the session is
+    // re-read from the store: the cache must expire well before the idle timeout.
+    if cache_max_age * 2 > idle {
+        rep.error(
+            "session.cache_max_age",
+            f.cache_max_age
+                .as_ref()
+                .or(f.idle_timeout.as_ref())
+                .and_then(span),
+            "cache_max_age must be at most half of idle_timeout",
+        );
+    }
+    // Writing the idle TTL on every request would make every read a Redis write (and an AOF
+    // line): restart it at most once per interval, well inside the idle timeout.
+    let touch_interval = duration(
+        rep,
+        "session.touch_interval",
+        &f.touch_interval,
+        d::touch_interval(idle),
+    );
+    if touch_interval * 2 > idle {
+        rep.error(
+            "session.touch_interval",
+            f.touch_interval.as_ref().and_then(span),
+            "touch_interval must be at most half of idle_timeout",
+        );
+    }
+    Timeouts {
+        idle,
+        absolute,
+        cache_max_age,
+        touch_interval,
+    }
+}

@@ -1,0 +1,138 @@
+//! `[upstreams.*]`: server pools. Server names are resolved here, once: a DNS lookup has no
+//! place on the request path.
+
+use std::collections::BTreeMap;
+use std::net::ToSocketAddrs;
+
+use toml::Spanned;
+use url::Url;
+
+use super::defaults as d;
+use super::error::Reporter;
+use super::fields::{duration, load_ca, span};
+use super::file;
+use super::model::{ServerAddr, UpstreamSettings};
+
+pub(super) fn upstreams(
+    rep: &mut Reporter,
+    f: &BTreeMap<String, file::Upstream>,
+) -> BTreeMap<String, UpstreamSettings> {
+    f.iter()
+        .map(|(name, u)| (name.clone(), upstream(rep, name, u)))
+        .collect()
+}
+
+fn upstream(rep: &mut Reporter, name: &str, u: &file::Upstream) -> UpstreamSettings {
+    let key = |k: &str| format!("upstreams.{name}.{k}");
+    let (servers, scheme) = servers(rep, name, &u.servers);
+    let tls = scheme.as_deref() == Some("https");
+    let ca_der = u
+        .tls_ca_file
+        .as_ref()
+        .and_then(|f| load_ca(rep, &key("tls_ca_file"), f));
+    let max_fails = match &u.max_fails {
+        None => d::UPSTREAM_MAX_FAILS,
+        Some(v) if d::UPSTREAM_MAX_FAILS_RANGE.contains(v.get_ref()) => *v.get_ref() as u32,
+        Some(v) => {
+            rep.error(
+                key("max_fails"),
+                span(v),
+                format!(
+                    "must be between {} (never mark down) and {}",
+                    d::UPSTREAM_MAX_FAILS_RANGE.start(),
+                    d::UPSTREAM_MAX_FAILS_RANGE.end()
+                ),
+            );
+            d::UPSTREAM_MAX_FAILS
+        }
+    };
+    let mut timeout =
+        |k: &str, v: &Option<Spanned<String>>, default| duration(rep, &key(k), v, default);
+    UpstreamSettings {
+        name: name.to_string(),
+        servers,
+        tls,
+        ca_der,
+        verify_tls: u.tls_verify.unwrap_or(d::UPSTREAM_TLS_VERIFY),
+        server_name: u.tls_server_name.as_ref().map(|s| s.get_ref().clone()),
+        http2: u.http2.unwrap_or(d::UPSTREAM_HTTP2),
+        connect_timeout: timeout(
+            "connect_timeout",
+            &u.connect_timeout,
+            d::UPSTREAM_CONNECT_TIMEOUT,
+        ),
+        read_timeout: timeout("read_timeout", &u.read_timeout, d::UPSTREAM_READ_TIMEOUT),
+        write_timeout: timeout("write_timeout", &u.write_timeout, d::UPSTREAM_WRITE_TIMEOUT),
+        idle_timeout: timeout("idle_timeout", &u.idle_timeout, d::UPSTREAM_IDLE_TIMEOUT),
+        max_fails,
+        fail_timeout: timeout("fail_timeout", &u.fail_timeout, d::UPSTREAM_FAIL_TIMEOUT),
+        pass_host_header: u.pass_host_header.unwrap_or(d::UPSTREAM_PASS_HOST_HEADER),
+    }
+}
+
+/// The servers of one upstream, resolved, and their common scheme.
+fn servers(
+    rep: &mut Reporter,
+    name: &str,
+    list: &Spanned<Vec<Spanned<String>>>,
+) -> (Vec<ServerAddr>, Option<String>) {
+    let mut servers = Vec::new();
+    let mut scheme: Option<String> = None;
+    if list.get_ref().is_empty() {
+        rep.error(
+            format!("upstreams.{name}.servers"),
+            span(list),
+            "an upstream needs at least one server",
+        );
+    }
+    for (i, s) in list.get_ref().iter().enumerate() {
+        let k = format!("upstreams.{name}.servers[{i}]");
+        let url = match Url::parse(s.get_ref()) {
+            Ok(url) => url,
+            Err(e) => {
+                rep.error(k, span(s), format!("invalid URL {:?}: {e}", s.get_ref()));
+                continue;
+            }
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            rep.error(k, span(s), "scheme must be http or https");
+            continue;
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            rep.error(
+                k,
+                span(s),
+                "a server URL has no path, query or fragment: the route decides the path",
+            );
+            continue;
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            rep.error(k, span(s), "credentials in upstream URLs are not supported");
+            continue;
+        }
+        if let Some(prev) = &scheme {
+            if prev != url.scheme() {
+                rep.error(k, span(s), "all servers of an upstream use the same scheme");
+                continue;
+            }
+        }
+        scheme = Some(url.scheme().to_string());
+        let host = url.host_str().unwrap_or_default().to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match (bare, port).to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(addr)) => servers.push(ServerAddr {
+                addr,
+                authority: match url.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.clone(),
+                },
+                host: bare.to_string(),
+            }),
+            Ok(None) | Err(_) => {
+                rep.error(k, span(s), format!("cannot resolve host {host:?}"));
+            }
+        }
+    }
+    (servers, scheme)
+}
