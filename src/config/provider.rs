@@ -519,11 +519,14 @@ fn issuer_clashes(rep: &mut Reporter, list: &[file::Provider], out: &[ProviderSe
 fn claim_names(p: &file::Provider) -> ClaimNames {
     let or = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
     ClaimNames {
-        user: or(&p.user_claim, "sub"),
-        email: or(&p.email_claim, "email"),
-        name: or(&p.name_claim, "name"),
-        groups: or(&p.groups_claim, "groups"),
-        preferred_username: or(&p.preferred_username_claim, "preferred_username"),
+        user: or(&p.user_claim, super::defaults::USER_CLAIM),
+        email: or(&p.email_claim, super::defaults::EMAIL_CLAIM),
+        name: or(&p.name_claim, super::defaults::NAME_CLAIM),
+        groups: or(&p.groups_claim, super::defaults::GROUPS_CLAIM),
+        preferred_username: or(
+            &p.preferred_username_claim,
+            super::defaults::PREFERRED_USERNAME_CLAIM,
+        ),
         trust_email: p.trust_email.unwrap_or(DEFAULT_TRUST_EMAIL),
     }
 }
