@@ -84,6 +84,21 @@ impl IdentityNamespace {
         }
     }
 
+    /// The namespace a config asks for: its `[headers]` names and prefixes, plus every header
+    /// the gateway sets itself (identity headers, the assertion), whatever the namespace says.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let ns = &config.identity_namespace;
+        let mut out = Self::new(
+            ns.names.iter().map(String::as_str),
+            ns.prefixes.iter().map(String::as_str),
+        );
+        for h in config.identity_headers.names() {
+            out.insert(h.as_str());
+        }
+        out.insert(config.assertion.header.as_str());
+        out
+    }
+
     /// Add a name, e.g. a configured output header, so it is stripped from clients too.
     pub fn insert(&mut self, name: &str) {
         self.names.insert(canonical_name(name).into());
@@ -127,23 +142,6 @@ impl IdentityNamespace {
             req.remove_header(name);
         }
         doomed.len()
-    }
-}
-
-impl IdentityNamespace {
-    /// The namespace a config asks for: its `[headers]` names and prefixes, plus every header
-    /// the gateway sets itself (identity headers, the assertion), whatever the namespace says.
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        let ns = &config.identity_namespace;
-        let mut out = Self::new(
-            ns.names.iter().map(String::as_str),
-            ns.prefixes.iter().map(String::as_str),
-        );
-        for h in config.identity_headers.names() {
-            out.insert(h.as_str());
-        }
-        out.insert(config.assertion.header.as_str());
-        out
     }
 }
 
@@ -248,6 +246,29 @@ impl IdentityHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The namespace built from a config strips the configured names and prefixes, our own
+    /// prefix, and every header the gateway sets, even ones outside the namespace.
+    #[test]
+    fn namespace_from_config_covers_what_the_gateway_sets() {
+        let src = "[headers]\nidentity_headers = [\"x-a\"]\nidentity_prefixes = [\"x-pre-\"]\nuser = \"x-who\"\nprovider = \"x-idp\"\n[assertion]\nheader = \"x-proof\"\n";
+        let c = crate::config::parse(std::path::Path::new("t.toml"), src).unwrap();
+        let ns = IdentityNamespace::from_config(&c);
+        for h in [
+            "X-A",
+            "x-pre-anything",
+            "x-authgate-x",
+            "X_Who",
+            "x-idp",
+            "x-proof",
+            "x-forwarded-email",
+        ] {
+            assert!(ns.contains(h), "{h}");
+        }
+        for h in ["x-forwarded-user", "remote-user", "x-other"] {
+            assert!(!ns.contains(h), "{h}");
+        }
+    }
 
     #[test]
     fn every_spelling_matches() {

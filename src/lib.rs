@@ -6,7 +6,8 @@
 //! Comments cite "design decision N": the numbered product decisions in `docs/design.md`.
 //!
 //! ## Layout
-//! - [`config`]: `config.toml` → validated [`config::Config`] (serde mirror, model, errors, secrets).
+//! - [`config`]: `config.toml` → validated [`config::Config`] (serde mirror, one validator per
+//!   section, every default in `config::defaults`, plain-data model, errors, secrets).
 //! - [`host`]: the one strict parser for `Host`, `:authority`, `X-Forwarded-Host` and URL hosts.
 //! - [`path`]: the one canonical form of a request path.
 //! - [`routing`]: host + longest-prefix route table.

@@ -167,6 +167,12 @@ pub const REQUIRE_AT_JWT: bool = true;
 pub const INTROSPECTION_REQUIRES_AUDIENCE: bool = true;
 pub const SYSTEM_TRUST_STORE: bool = false;
 pub const INTROSPECT_OPAQUE_TOKENS: bool = false;
+/// Claims that fill the identity (`user_claim`, `email_claim`, ...): the OIDC standard ones.
+pub const USER_CLAIM: &str = "sub";
+pub const EMAIL_CLAIM: &str = "email";
+pub const NAME_CLAIM: &str = "name";
+pub const GROUPS_CLAIM: &str = "groups";
+pub const PREFERRED_USERNAME_CLAIM: &str = "preferred_username";
 /// ID token and bearer JWT algorithms a provider may be limited to: asymmetric only (an
 /// HMAC "verified" with a public key as secret is the classic key-confusion forgery). The
 /// same list as `jwt::ASYMMETRIC` (a test compares them).
@@ -344,6 +350,13 @@ mod tests {
         );
         assert_eq!(p.introspect_opaque_tokens, INTROSPECT_OPAQUE_TOKENS);
         assert_eq!(p.tls.system_trust_store, SYSTEM_TRUST_STORE);
+        assert_eq!(p.claims.user, USER_CLAIM);
+        assert_eq!(p.claims.email, EMAIL_CLAIM);
+        assert_eq!(p.claims.name, NAME_CLAIM);
+        assert_eq!(p.claims.groups, GROUPS_CLAIM);
+        assert_eq!(p.claims.preferred_username, PREFERRED_USERNAME_CLAIM);
+        assert_eq!(p.logout_method, crate::config::model::LogoutMethod::Post);
+        assert_eq!(p.userinfo, crate::config::provider::Userinfo::Off);
     }
 
     #[test]

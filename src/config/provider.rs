@@ -187,231 +187,296 @@ pub(super) fn providers(
     let several = list.len() > 1;
     let mut callbacks: Vec<(String, usize)> = Vec::new();
     for (i, p) in list.iter().enumerate() {
-        let key = |k: &str| format!("providers[{i}].{k}");
         let id = p.id.get_ref();
         if !valid_id(id) {
             rep.error(
-                key("id"),
+                format!("providers[{i}].id"),
                 span(&p.id),
                 format!("provider id {id:?} must be 1 to {MAX_ID_LEN} of A-Z a-z 0-9 - _ . (it names the callback path)"),
             );
         } else if !ids.insert(id.clone()) {
             rep.error(
-                key("id"),
+                format!("providers[{i}].id"),
                 span(&p.id),
                 format!("duplicate provider id {id:?}"),
             );
         }
-        let issuer = match Url::parse(p.issuer.get_ref()) {
-            Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => {
-                Some(p.issuer.get_ref().clone())
-            }
-            Ok(_) => {
-                rep.error(
-                    key("issuer"),
-                    span(&p.issuer),
-                    "issuer must be an https:// URL (http:// only on this machine: localhost, 127.0.0.1, [::1])",
-                );
-                None
-            }
-            Err(e) => {
-                rep.error(
-                    key("issuer"),
-                    span(&p.issuer),
-                    format!("invalid URL {:?}: {e}", p.issuer.get_ref()),
-                );
-                None
-            }
-        };
-        let client_secret = secret_value(
-            rep,
-            &key("client_secret"),
-            &p.client_secret,
-            &key("client_secret_file"),
-            &p.client_secret_file,
-        );
-        let default_callback = if several {
-            format!("{prefix}callback/{id}")
-        } else {
-            format!("{prefix}callback")
-        };
-        match &p.redirect_url {
-            None => callbacks.push((default_callback, i)),
-            Some(r) => match Url::parse(r.get_ref()) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {
-                    callbacks.push((u.path().to_string(), i));
-                }
-                _ => rep.error(
-                    key("redirect_url"),
-                    span(r),
-                    "must be an absolute http(s) URL ending in the gateway prefix + \"callback\"",
-                ),
-            },
-        }
-        if let Some(algs) = &p.algorithms {
-            for (j, a) in algs.iter().enumerate() {
-                if !super::defaults::ALGORITHMS.contains(&a.get_ref().as_str()) {
-                    rep.error(format!("providers[{i}].algorithms[{j}]"), span(a), format!("{:?} is not an allowed algorithm (asymmetric only: RS256, PS256, ES256, EdDSA, ...)", a.get_ref()));
-                }
-            }
-        }
-        let scopes = p
-            .scopes
-            .clone()
-            .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
-        if !scopes.iter().any(|s| s == "openid") {
-            rep.error(key("scopes"), span(&p.id), "scopes must include \"openid\"");
-        }
-        let clock_skew = duration(rep, &key("clock_skew"), &p.clock_skew, DEFAULT_CLOCK_SKEW);
-        let refresh_interval = duration(
-            rep,
-            &key("refresh_interval"),
-            &p.refresh_interval,
-            DEFAULT_REFRESH_INTERVAL,
-        );
-        let max_refresh_failures = match &p.max_refresh_failures {
-            None => DEFAULT_MAX_REFRESH_FAILURES,
-            Some(v) if (1..=MAX_MAX_REFRESH_FAILURES).contains(v.get_ref()) => *v.get_ref() as u32,
-            Some(v) => {
-                rep.error(
-                    key("max_refresh_failures"),
-                    span(v),
-                    format!("must be between 1 (the first failure) and {MAX_MAX_REFRESH_FAILURES}"),
-                );
-                DEFAULT_MAX_REFRESH_FAILURES
-            }
-        };
-        let introspection_cache_ttl = duration(
-            rep,
-            &key("introspection_cache_ttl"),
-            &p.introspection_cache_ttl,
-            DEFAULT_INTROSPECTION_CACHE_TTL,
-        );
-        let introspection_inactive_ttl = duration(
-            rep,
-            &key("introspection_inactive_ttl"),
-            &p.introspection_inactive_ttl,
-            DEFAULT_INTROSPECTION_INACTIVE_TTL,
-        );
-        if introspection_inactive_ttl > MAX_INTROSPECTION_INACTIVE_TTL {
-            rep.error(
-                key("introspection_inactive_ttl"),
-                p.introspection_inactive_ttl.as_ref().and_then(span),
-                format!(
-                    "at most {}s: a token revoked and reissued must not wait longer",
-                    MAX_INTROSPECTION_INACTIVE_TTL.as_secs()
-                ),
-            );
-        }
-        let opaque_token_prefix = p.opaque_token_prefix.as_ref().and_then(|v| {
-            if v.get_ref().is_empty() {
-                rep.error(key("opaque_token_prefix"), span(v), "must not be empty");
-                None
-            } else {
-                Some(v.get_ref().clone())
-            }
-        });
-        if opaque_token_prefix.is_some()
-            && !p
-                .introspect_opaque_tokens
-                .unwrap_or(super::defaults::INTROSPECT_OPAQUE_TOKENS)
-        {
-            rep.error(
-                key("opaque_token_prefix"),
-                p.opaque_token_prefix.as_ref().and_then(span),
-                "only used with introspect_opaque_tokens = true",
-            );
-        }
-        let logout_method = match p.logout_method.as_ref().map(|m| (m.get_ref().as_str(), m)) {
-            None | Some(("post", _)) => LogoutMethod::Post,
-            Some(("get", _)) => LogoutMethod::Get,
-            Some((other, m)) => {
-                rep.error(
-                    key("logout_method"),
-                    span(m),
-                    format!("{other:?}: expected \"post\" or \"get\""),
-                );
-                LogoutMethod::Post
-            }
-        };
-        let userinfo = match p.userinfo.as_ref().map(|m| (m.get_ref().as_str(), m)) {
-            None | Some(("off", _)) => Userinfo::Off,
-            Some(("merge", _)) => Userinfo::Merge,
-            Some((other, m)) => {
-                rep.error(
-                    key("userinfo"),
-                    span(m),
-                    format!("{other:?}: expected \"off\" or \"merge\""),
-                );
-                Userinfo::Off
-            }
-        };
-        let mut trusted_audiences = Vec::new();
-        for (j, a) in p.trusted_audiences.iter().flatten().enumerate() {
-            if a.get_ref().is_empty() || a.get_ref() == p.client_id.get_ref() {
-                rep.error(
-                    format!("providers[{i}].trusted_audiences[{j}]"),
-                    span(a),
-                    "list the other audiences an ID token may name (not empty, not client_id)",
-                );
-            } else {
-                trusted_audiences.push(a.get_ref().clone());
-            }
-        }
-        let tls = ProviderTls {
-            ca_der: p
-                .ca_file
-                .as_ref()
-                .and_then(|f| load_ca(rep, &key("ca_file"), f)),
-            system_trust_store: p.system_trust_store.unwrap_or(DEFAULT_SYSTEM_TRUST_STORE),
-        };
-        let callback = if several {
-            format!("callback/{id}")
-        } else {
-            "callback".to_string()
-        };
-        if let Some(issuer) = issuer {
-            out.push(ProviderSettings {
-                id: id.clone(),
-                display_name: p.display_name.clone().unwrap_or_else(|| id.clone()),
-                issuer,
-                client_id: p.client_id.get_ref().clone(),
-                client_secret,
-                scopes,
-                redirect_url: p.redirect_url.as_ref().map(|r| r.get_ref().clone()),
-                callback,
-                logout_method,
-                require_at_jwt: p.require_at_jwt.unwrap_or(DEFAULT_REQUIRE_AT_JWT),
-                introspect_opaque_tokens: p
-                    .introspect_opaque_tokens
-                    .unwrap_or(super::defaults::INTROSPECT_OPAQUE_TOKENS),
-                introspection_cache_ttl,
-                introspection_inactive_ttl,
-                opaque_token_prefix,
-                introspection_requires_audience: p
-                    .introspection_requires_audience
-                    .unwrap_or(DEFAULT_INTROSPECTION_REQUIRES_AUDIENCE),
-                extra_auth_params: p
-                    .extra_auth_params
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                algorithms: p
-                    .algorithms
-                    .as_ref()
-                    .map(|a| a.iter().map(|s| s.get_ref().clone()).collect()),
-                clock_skew,
-                refresh_interval,
-                max_refresh_failures,
-                jwks_refetch_cooldown: DEFAULT_JWKS_REFETCH_COOLDOWN,
-                claims: claim_names(p),
-                trusted_audiences,
-                userinfo,
-                tls,
-            });
+        let at = Place { i, several, prefix };
+        if let Some(settings) = provider(rep, &at, p, &mut callbacks) {
+            out.push(settings);
         }
     }
-    // Two providers answering at one callback address could not tell whose code came back.
+    callback_clashes(rep, list, &callbacks);
+    issuer_clashes(rep, list, &out);
+    out
+}
+
+/// Where a provider is: its index, whether there are several, the gateway prefix.
+struct Place<'a> {
+    i: usize,
+    several: bool,
+    prefix: &'a str,
+}
+
+/// One provider; `None` when its issuer is unusable (reported). Its callback path is added
+/// to `callbacks`.
+fn provider(
+    rep: &mut Reporter,
+    at: &Place,
+    p: &file::Provider,
+    callbacks: &mut Vec<(String, usize)>,
+) -> Option<ProviderSettings> {
+    let i = at.i;
+    let key = |k: &str| format!("providers[{i}].{k}");
+    let id = p.id.get_ref();
+    let issuer = issuer(rep, i, p);
+    let client_secret = secret_value(
+        rep,
+        &key("client_secret"),
+        &p.client_secret,
+        &key("client_secret_file"),
+        &p.client_secret_file,
+    );
+    let callback = if at.several {
+        format!("callback/{id}")
+    } else {
+        "callback".to_string()
+    };
+    match &p.redirect_url {
+        None => callbacks.push((format!("{}{callback}", at.prefix), i)),
+        Some(r) => match Url::parse(r.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                callbacks.push((u.path().to_string(), i));
+            }
+            _ => rep.error(
+                key("redirect_url"),
+                span(r),
+                "must be an absolute http(s) URL ending in the gateway prefix + \"callback\"",
+            ),
+        },
+    }
+    if let Some(algs) = &p.algorithms {
+        for (j, a) in algs.iter().enumerate() {
+            if !super::defaults::ALGORITHMS.contains(&a.get_ref().as_str()) {
+                rep.error(format!("providers[{i}].algorithms[{j}]"), span(a), format!("{:?} is not an allowed algorithm (asymmetric only: RS256, PS256, ES256, EdDSA, ...)", a.get_ref()));
+            }
+        }
+    }
+    let scopes = p
+        .scopes
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
+    if !scopes.iter().any(|s| s == "openid") {
+        rep.error(key("scopes"), span(&p.id), "scopes must include \"openid\"");
+    }
+    let t = timings(rep, i, p);
+    let opaque_token_prefix = opaque_token_prefix(rep, i, p);
+    let (logout_method, userinfo) = modes(rep, i, p);
+    let trusted_audiences = trusted_audiences(rep, i, p);
+    let tls = ProviderTls {
+        ca_der: p
+            .ca_file
+            .as_ref()
+            .and_then(|f| load_ca(rep, &key("ca_file"), f)),
+        system_trust_store: p.system_trust_store.unwrap_or(DEFAULT_SYSTEM_TRUST_STORE),
+    };
+    Some(ProviderSettings {
+        id: id.clone(),
+        display_name: p.display_name.clone().unwrap_or_else(|| id.clone()),
+        issuer: issuer?,
+        client_id: p.client_id.get_ref().clone(),
+        client_secret,
+        scopes,
+        redirect_url: p.redirect_url.as_ref().map(|r| r.get_ref().clone()),
+        callback,
+        logout_method,
+        require_at_jwt: p.require_at_jwt.unwrap_or(DEFAULT_REQUIRE_AT_JWT),
+        introspect_opaque_tokens: p
+            .introspect_opaque_tokens
+            .unwrap_or(super::defaults::INTROSPECT_OPAQUE_TOKENS),
+        introspection_cache_ttl: t.introspection_cache_ttl,
+        introspection_inactive_ttl: t.introspection_inactive_ttl,
+        opaque_token_prefix,
+        introspection_requires_audience: p
+            .introspection_requires_audience
+            .unwrap_or(DEFAULT_INTROSPECTION_REQUIRES_AUDIENCE),
+        extra_auth_params: p
+            .extra_auth_params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        algorithms: p
+            .algorithms
+            .as_ref()
+            .map(|a| a.iter().map(|s| s.get_ref().clone()).collect()),
+        clock_skew: t.clock_skew,
+        refresh_interval: t.refresh_interval,
+        max_refresh_failures: t.max_refresh_failures,
+        jwks_refetch_cooldown: DEFAULT_JWKS_REFETCH_COOLDOWN,
+        claims: claim_names(p),
+        trusted_audiences,
+        userinfo,
+        tls,
+    })
+}
+
+/// https, or http on this machine only.
+fn issuer(rep: &mut Reporter, i: usize, p: &file::Provider) -> Option<String> {
+    match Url::parse(p.issuer.get_ref()) {
+        Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => {
+            Some(p.issuer.get_ref().clone())
+        }
+        Ok(_) => {
+            rep.error(
+                format!("providers[{i}].issuer"),
+                span(&p.issuer),
+                "issuer must be an https:// URL (http:// only on this machine: localhost, 127.0.0.1, [::1])",
+            );
+            None
+        }
+        Err(e) => {
+            rep.error(
+                format!("providers[{i}].issuer"),
+                span(&p.issuer),
+                format!("invalid URL {:?}: {e}", p.issuer.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+/// A provider's refresh and introspection timings.
+struct Timings {
+    clock_skew: Duration,
+    refresh_interval: Duration,
+    max_refresh_failures: u32,
+    introspection_cache_ttl: Duration,
+    introspection_inactive_ttl: Duration,
+}
+
+fn timings(rep: &mut Reporter, i: usize, p: &file::Provider) -> Timings {
+    let key = |k: &str| format!("providers[{i}].{k}");
+    let clock_skew = duration(rep, &key("clock_skew"), &p.clock_skew, DEFAULT_CLOCK_SKEW);
+    let refresh_interval = duration(
+        rep,
+        &key("refresh_interval"),
+        &p.refresh_interval,
+        DEFAULT_REFRESH_INTERVAL,
+    );
+    let max_refresh_failures = match &p.max_refresh_failures {
+        None => DEFAULT_MAX_REFRESH_FAILURES,
+        Some(v) if (1..=MAX_MAX_REFRESH_FAILURES).contains(v.get_ref()) => *v.get_ref() as u32,
+        Some(v) => {
+            rep.error(
+                key("max_refresh_failures"),
+                span(v),
+                format!("must be between 1 (the first failure) and {MAX_MAX_REFRESH_FAILURES}"),
+            );
+            DEFAULT_MAX_REFRESH_FAILURES
+        }
+    };
+    let introspection_cache_ttl = duration(
+        rep,
+        &key("introspection_cache_ttl"),
+        &p.introspection_cache_ttl,
+        DEFAULT_INTROSPECTION_CACHE_TTL,
+    );
+    let introspection_inactive_ttl = duration(
+        rep,
+        &key("introspection_inactive_ttl"),
+        &p.introspection_inactive_ttl,
+        DEFAULT_INTROSPECTION_INACTIVE_TTL,
+    );
+    if introspection_inactive_ttl > MAX_INTROSPECTION_INACTIVE_TTL {
+        rep.error(
+            key("introspection_inactive_ttl"),
+            p.introspection_inactive_ttl.as_ref().and_then(span),
+            format!(
+                "at most {}s: a token revoked and reissued must not wait longer",
+                MAX_INTROSPECTION_INACTIVE_TTL.as_secs()
+            ),
+        );
+    }
+    Timings {
+        clock_skew,
+        refresh_interval,
+        max_refresh_failures,
+        introspection_cache_ttl,
+        introspection_inactive_ttl,
+    }
+}
+
+fn opaque_token_prefix(rep: &mut Reporter, i: usize, p: &file::Provider) -> Option<String> {
+    let key = format!("providers[{i}].opaque_token_prefix");
+    let prefix = p.opaque_token_prefix.as_ref().and_then(|v| {
+        if v.get_ref().is_empty() {
+            rep.error(&key, span(v), "must not be empty");
+            None
+        } else {
+            Some(v.get_ref().clone())
+        }
+    });
+    if prefix.is_some()
+        && !p
+            .introspect_opaque_tokens
+            .unwrap_or(super::defaults::INTROSPECT_OPAQUE_TOKENS)
+    {
+        rep.error(
+            &key,
+            p.opaque_token_prefix.as_ref().and_then(span),
+            "only used with introspect_opaque_tokens = true",
+        );
+    }
+    prefix
+}
+
+/// `logout_method` and `userinfo`.
+fn modes(rep: &mut Reporter, i: usize, p: &file::Provider) -> (LogoutMethod, Userinfo) {
+    let logout_method = match p.logout_method.as_ref().map(|m| (m.get_ref().as_str(), m)) {
+        None | Some(("post", _)) => LogoutMethod::Post,
+        Some(("get", _)) => LogoutMethod::Get,
+        Some((other, m)) => {
+            rep.error(
+                format!("providers[{i}].logout_method"),
+                span(m),
+                format!("{other:?}: expected \"post\" or \"get\""),
+            );
+            LogoutMethod::Post
+        }
+    };
+    let userinfo = match p.userinfo.as_ref().map(|m| (m.get_ref().as_str(), m)) {
+        None | Some(("off", _)) => Userinfo::Off,
+        Some(("merge", _)) => Userinfo::Merge,
+        Some((other, m)) => {
+            rep.error(
+                format!("providers[{i}].userinfo"),
+                span(m),
+                format!("{other:?}: expected \"off\" or \"merge\""),
+            );
+            Userinfo::Off
+        }
+    };
+    (logout_method, userinfo)
+}
+
+fn trusted_audiences(rep: &mut Reporter, i: usize, p: &file::Provider) -> Vec<String> {
+    let mut out = Vec::new();
+    for (j, a) in p.trusted_audiences.iter().flatten().enumerate() {
+        if a.get_ref().is_empty() || a.get_ref() == p.client_id.get_ref() {
+            rep.error(
+                format!("providers[{i}].trusted_audiences[{j}]"),
+                span(a),
+                "list the other audiences an ID token may name (not empty, not client_id)",
+            );
+        } else {
+            out.push(a.get_ref().clone());
+        }
+    }
+    out
+}
+
+/// Two providers answering at one callback address could not tell whose code came back.
+fn callback_clashes(rep: &mut Reporter, list: &[file::Provider], callbacks: &[(String, usize)]) {
     // The callback accepts a request path that ends the login's redirect path (a front proxy
     // may strip a path prefix), so paths that end one another are one address.
     for (n, (path, i)) in callbacks.iter().enumerate() {
@@ -430,6 +495,10 @@ pub(super) fn providers(
             );
         }
     }
+}
+
+/// Two providers with one issuer could not be told apart.
+fn issuer_clashes(rep: &mut Reporter, list: &[file::Provider], out: &[ProviderSettings]) {
     // Back-channel logout tokens and bearer tokens name their issuer only: two providers with
     // one issuer could not be told apart (the first would always be taken).
     for (n, p) in out.iter().enumerate() {
@@ -445,17 +514,19 @@ pub(super) fn providers(
             );
         }
     }
-    out
 }
 
 fn claim_names(p: &file::Provider) -> ClaimNames {
     let or = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
     ClaimNames {
-        user: or(&p.user_claim, "sub"),
-        email: or(&p.email_claim, "email"),
-        name: or(&p.name_claim, "name"),
-        groups: or(&p.groups_claim, "groups"),
-        preferred_username: or(&p.preferred_username_claim, "preferred_username"),
+        user: or(&p.user_claim, super::defaults::USER_CLAIM),
+        email: or(&p.email_claim, super::defaults::EMAIL_CLAIM),
+        name: or(&p.name_claim, super::defaults::NAME_CLAIM),
+        groups: or(&p.groups_claim, super::defaults::GROUPS_CLAIM),
+        preferred_username: or(
+            &p.preferred_username_claim,
+            super::defaults::PREFERRED_USERNAME_CLAIM,
+        ),
         trust_email: p.trust_email.unwrap_or(DEFAULT_TRUST_EMAIL),
     }
 }
