@@ -144,8 +144,7 @@ async fn echo(req: Request<Incoming>, conn: Conn) -> Result<Response<Body>, Infa
 
 /// The demo's page: the gateway's default layout (auto-escaped), not overridable.
 fn demo_page(ctx: minijinja::Value) -> String {
-    let mut env = minijinja::Environment::new();
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    let mut env = crate::answer::pages::environment();
     let base = crate::answer::pages::TEMPLATES[0];
     let rendered = env
         .add_template(base.0, base.1)

@@ -1061,7 +1061,7 @@ mod tests {
         );
         let html = String::from_utf8(r.body.to_vec()).unwrap();
         assert!(
-            html.contains("login?provider=a%20b&amp;rd=&#x2f;x%3Fy%3D1%26z"),
+            html.contains("login?provider=a%20b&amp;rd=/x%3Fy%3D1%26z"),
             "{html}"
         );
         assert!(html.contains("Sign in with A &lt;corp&gt;"), "{html}");

@@ -11,6 +11,7 @@ pub mod front;
 pub mod model;
 pub mod provider;
 pub mod secret;
+mod templates;
 
 use std::path::Path;
 

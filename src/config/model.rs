@@ -40,6 +40,8 @@ pub struct Config {
     pub bearer_cache_entries: usize,
     /// Reserved path prefix answered by the gateway itself, e.g. `/.authgate/`.
     pub gateway_prefix: String,
+    /// `gateway.templates_dir`: (template name, source) of each page override, checked.
+    pub templates: Vec<(String, String)>,
     /// `None`: `{prefix}auth` is not served.
     pub forward_auth: Option<super::front::ForwardAuthSettings>,
     pub csrf: super::front::CsrfSettings,
@@ -1650,6 +1652,8 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         identity_headers,
         allowed_redirect_hosts,
         gateway_prefix,
+        templates: (f.gateway.templates_dir.as_ref())
+            .map_or_else(Vec::new, |d| super::templates::read(rep, d)),
         forward_auth,
         csrf,
         bearer_cache_entries: match &f.gateway.bearer_cache_entries {
