@@ -517,6 +517,8 @@ pub enum Outcome<'a> {
         failure: &'a SignInFailure,
         prefix: &'a str,
     },
+    /// `{prefix}userinfo` without a session: 401, always JSON (an API endpoint).
+    NotSignedIn,
     /// The sign-in chooser (several providers).
     SignIn {
         providers: &'a [Choice<'a>],
@@ -637,6 +639,11 @@ pub fn respond(outcome: &Outcome, audience: Audience, request_id: &str) -> Reply
             );
             Reply::html(status, page, PAGE_CSP)
         }
+        Outcome::NotSignedIn => Reply::json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "unauthenticated", "message": "not signed in"}),
+        )
+        .header(header::WWW_AUTHENTICATE, r#"Bearer realm="authgate""#),
         Outcome::SignIn {
             providers,
             return_to,
@@ -1008,6 +1015,11 @@ mod tests {
             Refusal::from(&StoreError::Unavailable("x".into())),
             Refusal::SessionStoreUnavailable
         );
+        // userinfo without a session: JSON even for a page load.
+        let r = respond(&Outcome::NotSignedIn, a, "id");
+        assert_eq!(r.status, 401);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"], "unauthenticated");
         let bug = Refusal::from(&StoreError::Corrupt("x".into()));
         assert_eq!(bug.status(), 500);
         let (h, _) = render(&bug, Audience::default(), "id");

@@ -708,11 +708,7 @@ impl Auth {
             },
         };
         match session {
-            None => Reply::json(
-                StatusCode::UNAUTHORIZED,
-                serde_json::json!({"error": "unauthenticated", "message": "not signed in"}),
-            )
-            .header(header::WWW_AUTHENTICATE, "Bearer realm=\"authgate\""),
+            None => answer::respond(&Outcome::NotSignedIn, info.audience(), info.request_id),
             Some(s) => {
                 let c: &Claims = &s.record.claims;
                 Reply::json(
