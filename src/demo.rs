@@ -19,8 +19,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use crate::error::{html_escape, html_page};
-
 type Body = BoxBody<Bytes, Infallible>;
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
@@ -78,11 +76,8 @@ async fn echo(req: Request<Incoming>, conn: Conn) -> Result<Response<Body>, Infa
         .path_and_query()
         .map_or("/".to_string(), |pq| pq.as_str().to_string());
     let version = format!("{:?}", req.version());
-    let wants_html = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"));
+    // The gateway's own notion of "a browser page" (one function for both).
+    let wants_html = crate::answer::audience(req.method(), req.headers()).page;
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -106,49 +101,33 @@ async fn echo(req: Request<Incoming>, conn: Conn) -> Result<Response<Body>, Infa
                 || k.starts_with("x-forwarded-groups")
                 || k.starts_with("x-forwarded-preferred")
         };
-        let row = |(k, v): &(String, String)| {
-            format!(
-                "<tr{}><th>{}</th><td>{}</td></tr>",
-                if is_identity(k) { " class=\"id\"" } else { "" },
-                html_escape(k),
-                html_escape(v)
-            )
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            name: &'a str,
+            value: &'a str,
+            identity: bool,
+        }
+        let rows = |identity: bool| {
+            headers
+                .iter()
+                .filter(move |(k, _)| is_identity(k) == identity)
+                .map(move |(k, v)| Row {
+                    name: k,
+                    value: v,
+                    identity,
+                })
         };
-        let identity: String = headers
-            .iter()
-            .filter(|(k, _)| is_identity(k))
-            .map(row)
-            .collect();
-        let others: String = headers
-            .iter()
-            .filter(|(k, _)| !is_identity(k))
-            .map(row)
-            .collect();
-        let who = headers
+        let rows: Vec<Row> = rows(true).chain(rows(false)).collect();
+        let user = headers
             .iter()
             .find(|(k, _)| k == "x-forwarded-user")
-            .map_or(
-                "Nobody is signed in (a public route).".to_string(),
-                |(_, u)| {
-                    format!(
-                        "Signed in as <b>{}</b> — the gateway vouches for it.",
-                        html_escape(u)
-                    )
-                },
-            );
-        let page = html_page(
-            "authgate demo upstream",
-            &format!(
-                "<style>main{{max-width:48rem;width:100%}} table{{border-collapse:collapse;width:100%;font-size:.85rem}} \
-                 th{{text-align:left;font-weight:600;padding:.3rem .8rem .3rem 0;white-space:nowrap;vertical-align:top;color:#57606a}} \
-                 td{{font-family:ui-monospace,monospace;padding:.3rem 0;word-break:break-all}} tr.id th,tr.id td{{color:#0a3069;background:#ddf4ff}}</style>\
-                 <h1>Demo upstream</h1><p>This app has no auth of its own. {who}</p>\
-                 <p>It received <code>{} {}</code> with these headers:</p><table>{identity}{others}</table>\
-                 <p><a href=\"/.authgate/userinfo\">Who am I</a> · <a href=\"/.authgate/logout\">Sign out</a></p>",
-                html_escape(&method),
-                html_escape(&target),
-            ),
-        );
+            .map(|(_, u)| u.as_str());
+        let page = demo_page(minijinja::context! {
+            user => user,
+            method => method,
+            target => target,
+            headers => rows,
+        });
         return Ok(full(StatusCode::OK, "text/html; charset=utf-8", page));
     }
     let json = serde_json::json!({
@@ -161,6 +140,17 @@ async fn echo(req: Request<Incoming>, conn: Conn) -> Result<Response<Body>, Infa
         "peer": conn.peer.to_string(),
     });
     Ok(full(StatusCode::OK, "application/json", json.to_string()))
+}
+
+/// The demo's page: the gateway's default layout (auto-escaped), not overridable.
+fn demo_page(ctx: minijinja::Value) -> String {
+    let mut env = crate::answer::pages::environment();
+    let base = crate::answer::pages::TEMPLATES[0];
+    let rendered = env
+        .add_template(base.0, base.1)
+        .and_then(|()| env.add_template("demo.html", include_str!("demo.html")))
+        .and_then(|()| env.get_template("demo.html")?.render(ctx));
+    rendered.unwrap_or_else(|e| format!("demo page: {e}"))
 }
 
 /// Serve the echo app on `listener` (HTTP/1.1 and h2c) until the task is dropped.

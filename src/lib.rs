@@ -26,7 +26,8 @@
 //! - [`policy`]: per-route authorization on the verified identity.
 //! - [`proxy`]: the Pingora `ProxyHttp` glue; the request path reads top to bottom there.
 //!   `proxy::decision` is the one request decision, for proxy mode and forward-auth alike.
-//! - [`error`]: every refusal the gateway answers itself → one status and body, in one place.
+//! - [`answer`]: everything the gateway answers itself (refusals, sign-in and sign-out pages)
+//!   → one status, headers and body, in one place; pages from (overridable) templates.
 //! - [`assertion`]: the signed identity assertion (ES256 JWT) for upstreams.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - [`metrics`]: Prometheus metrics.
@@ -47,13 +48,13 @@
 //! headers, request ID → `logging`: metrics and access log.
 
 pub mod admin;
+pub mod answer;
 pub mod assertion;
 pub mod config;
 pub mod connections;
 pub mod crypto;
 pub mod csrf;
 pub mod demo;
-pub mod error;
 pub mod fetch;
 pub mod forwarded;
 pub mod host;

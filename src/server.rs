@@ -211,6 +211,18 @@ struct Reloader {
     loaded: Config,
 }
 
+/// The page templates of `config` (defaults plus `gateway.templates_dir`), built once per
+/// (re)load. The loader has checked every override; should one still fail, the defaults.
+fn install_pages(config: &Config) {
+    match crate::answer::pages::Pages::with_overrides(&config.templates) {
+        Ok(p) => crate::answer::pages::install(p),
+        Err(e) => {
+            tracing::error!(error = %e, "page templates rejected; using the default pages");
+            crate::answer::pages::install(crate::answer::pages::Pages::defaults());
+        }
+    }
+}
+
 impl Reloader {
     fn reload(&self) {
         match config::load(&self.path) {
@@ -232,6 +244,7 @@ impl Reloader {
                 {
                     tracing::warn!("listener or admin address changes take effect after a restart");
                 }
+                install_pages(&new);
                 self.runtime
                     .store(Arc::new(Runtime::new(&new, &self.metrics)));
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
@@ -446,6 +459,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> anyho
     let admin_listener = bind_admin(config.admin_address, upgrade, &control)?;
     let auth = build_auth(&config, &metrics, control.handle())?;
     let health = Arc::new(Health::new(auth.clone()));
+    install_pages(&config);
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics)));
 
     // Pingora counts whole seconds; round up so "500ms" still drains.

@@ -229,7 +229,7 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let mut r = answer(req, metrics, health, sessions).await;
     let status = r.status();
-    crate::error::retry_after(status, r.headers_mut());
+    crate::answer::retry_after(status, r.headers_mut());
     r
 }
 

@@ -171,6 +171,10 @@ impl SessionsApi {
             _ => Ok(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
         };
         result.unwrap_or_else(|e| {
+            if e.fault() == crate::answer::Fault::Bug {
+                tracing::error!(error = %e, "admin API: session data cannot be encoded (a bug)");
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            }
             tracing::error!(error = %e, "admin API: session store unavailable");
             error(StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")
         })

@@ -116,6 +116,7 @@ pub struct Headers {
 pub struct Gateway {
     pub prefix: Option<Spanned<String>>,
     pub bearer_cache_entries: Option<Spanned<i64>>,
+    pub templates_dir: Option<Spanned<String>>,
     #[serde(default)]
     pub allowed_redirect_hosts: Vec<Spanned<String>>,
 }

@@ -1,5 +1,5 @@
 //! `[gateway]` and `[paths]`: the gateway's reserved prefix, redirect targets, the bearer
-//! cache bound, and how request paths are read.
+//! cache bound, page templates, and how request paths are read.
 
 use super::defaults as d;
 use super::error::Reporter;
@@ -13,6 +13,8 @@ pub(super) struct Gateway {
     pub prefix: String,
     pub allowed_redirect_hosts: Vec<String>,
     pub bearer_cache_entries: usize,
+    /// `templates_dir`: (template name, source) of each page override, checked.
+    pub templates: Vec<(String, String)>,
 }
 
 pub(super) fn paths(f: &file::Paths) -> PathOptions {
@@ -68,9 +70,12 @@ pub(super) fn gateway(rep: &mut Reporter, f: &file::Gateway, paths: PathOptions)
             0
         }
     };
+    let templates =
+        (f.templates_dir.as_ref()).map_or_else(Vec::new, |d| super::templates::read(rep, d));
     Gateway {
         prefix,
         allowed_redirect_hosts,
         bearer_cache_entries,
+        templates,
     }
 }

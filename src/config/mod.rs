@@ -23,6 +23,7 @@ mod routes;
 pub mod secret;
 mod server;
 mod session;
+mod templates;
 mod upstreams;
 
 use std::path::Path;
@@ -116,6 +117,7 @@ pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
         allowed_redirect_hosts: gateway.allowed_redirect_hosts,
         bearer_cache_entries: gateway.bearer_cache_entries,
         gateway_prefix: gateway.prefix,
+        templates: gateway.templates,
         forward_auth,
         csrf,
         session,

@@ -39,6 +39,8 @@ pub struct Config {
     pub bearer_cache_entries: usize,
     /// Reserved path prefix answered by the gateway itself, e.g. `/.authgate/`.
     pub gateway_prefix: String,
+    /// `gateway.templates_dir`: (template name, source) of each page override, checked.
+    pub templates: Vec<(String, String)>,
     /// `None`: `{prefix}auth` is not served.
     pub forward_auth: Option<super::front::ForwardAuthSettings>,
     pub csrf: super::front::CsrfSettings,

@@ -58,6 +58,19 @@ pub enum JwtError {
     IntrospectionUnavailable(String),
 }
 
+impl JwtError {
+    /// A refused token (401) or a check that cannot be made now (503): `answer` maps each to
+    /// its status, so the client keeps a good token through a provider outage.
+    pub fn fault(&self) -> crate::answer::Fault {
+        match self {
+            JwtError::JwksUnavailable(_) | JwtError::IntrospectionUnavailable(_) => {
+                crate::answer::Fault::Unavailable
+            }
+            _ => crate::answer::Fault::Rejected,
+        }
+    }
+}
+
 /// Asymmetric algorithms we verify. HMAC is excluded: a JWKS publishes public keys, and an
 /// HMAC "verified" with a public key as secret is the classic key-confusion forgery.
 pub const ASYMMETRIC: &[Algorithm] = &[

@@ -16,75 +16,24 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cookie::{Cookie, SameSite};
-use http::{header, HeaderName, HeaderValue, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 use pingora::http::RequestHeader;
 use serde::{Deserialize, Serialize};
 
 use super::provider::{Provider, ProviderError};
 use super::redirect::RedirectPolicy;
+use crate::answer::{self, Choice, Field, Outcome, SignInFailure};
 use crate::config::front::CsrfSettings;
 use crate::config::model::LogoutMethod;
 use crate::config::provider::Userinfo;
 use crate::crypto;
-use crate::error::{html_escape, html_page};
 use crate::host::Authority;
 use crate::identity::Claims;
 use crate::jwt::{self, IdTokenRules, JwtError};
 use crate::metrics::Metrics;
 use crate::session::{IdHash, SessionManager, StoreError, Tokens};
 
-/// A response the gateway writes itself.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
-}
-
-impl Reply {
-    fn new(status: StatusCode) -> Self {
-        let mut headers = vec![(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
-        // Every 503 says when to try again (provider or store down).
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.push((
-                header::RETRY_AFTER,
-                HeaderValue::from_static(crate::error::RETRY_AFTER),
-            ));
-        }
-        Self {
-            status,
-            headers,
-            body: Bytes::new(),
-        }
-    }
-
-    fn header(mut self, name: HeaderName, value: &str) -> Self {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            self.headers.push((name, v));
-        }
-        self
-    }
-
-    fn redirect(location: &str) -> Self {
-        Self::new(StatusCode::FOUND).header(header::LOCATION, location)
-    }
-
-    fn html(status: StatusCode, page: String) -> Self {
-        let mut r = Self::new(status).header(header::CONTENT_TYPE, "text/html; charset=utf-8");
-        r.headers.push((
-            HeaderName::from_static("content-security-policy"),
-            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action *; frame-ancestors 'none'"),
-        ));
-        r.body = Bytes::from(page);
-        r
-    }
-
-    pub(super) fn json(status: StatusCode, v: serde_json::Value) -> Self {
-        let mut r = Self::new(status).header(header::CONTENT_TYPE, "application/json");
-        r.body = Bytes::from(v.to_string());
-        r
-    }
-}
+pub use crate::answer::{CallbackFailure, Reply};
 
 /// What the handlers need to know about the request beyond its header.
 pub struct RequestInfo<'a> {
@@ -106,8 +55,8 @@ impl RequestInfo<'_> {
         )
     }
 
-    fn wants_html(&self) -> bool {
-        crate::error::audience(&self.req.method, &self.req.headers).page
+    fn audience(&self) -> answer::Audience {
+        answer::audience(&self.req.method, &self.req.headers)
     }
 
     fn query_pairs(&self) -> Vec<(String, String)> {
@@ -147,78 +96,11 @@ struct Transaction {
     redirect_uri: String,
 }
 
-/// Why a callback failed: the metric label, the status and the user-facing message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallbackFailure {
-    ProviderError,
-    MissingParameter,
-    DuplicateParameter,
-    UnboundState,
-    UnknownState,
-    ProviderUnavailable,
-    CodeRejected,
-    BadIdToken,
-    NonceMismatch,
-    /// The answer came back to another provider's callback, or named another issuer
-    /// (RFC 9207): a mix-up.
-    WrongProvider,
-    /// The provider vouched for no usable user: no user claim, or an unverified email as it.
-    UnverifiedIdentity,
-    StoreUnavailable,
-}
-
-impl CallbackFailure {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::ProviderError => "provider_error",
-            Self::MissingParameter => "missing_parameter",
-            Self::DuplicateParameter => "duplicate_parameter",
-            Self::UnboundState => "unbound_state",
-            Self::UnknownState => "unknown_state",
-            Self::ProviderUnavailable => "provider_unavailable",
-            Self::CodeRejected => "code_rejected",
-            Self::BadIdToken => "bad_id_token",
-            Self::NonceMismatch => "nonce_mismatch",
-            Self::WrongProvider => "wrong_provider",
-            Self::UnverifiedIdentity => "unverified_identity",
-            Self::StoreUnavailable => "store_unavailable",
-        }
-    }
-
-    fn status(self) -> StatusCode {
-        match self {
-            Self::MissingParameter
-            | Self::DuplicateParameter
-            | Self::UnboundState
-            | Self::UnknownState => StatusCode::BAD_REQUEST,
-            Self::ProviderError
-            | Self::CodeRejected
-            | Self::BadIdToken
-            | Self::NonceMismatch
-            | Self::WrongProvider
-            | Self::UnverifiedIdentity => StatusCode::UNAUTHORIZED,
-            Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
-            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    fn message(self) -> &'static str {
-        match self {
-            Self::ProviderError => "The identity provider did not sign you in.",
-            Self::MissingParameter => "The sign-in response is incomplete.",
-            Self::DuplicateParameter => "The sign-in response is malformed.",
-            Self::UnboundState => "This sign-in was not started in this browser.",
-            Self::UnknownState => "This sign-in has expired or was already used.",
-            Self::ProviderUnavailable => "The identity provider could not be reached.",
-            Self::CodeRejected => "The identity provider rejected the sign-in.",
-            Self::BadIdToken | Self::NonceMismatch | Self::WrongProvider => {
-                "The identity provider's answer could not be verified."
-            }
-            Self::UnverifiedIdentity => {
-                "The identity provider did not confirm who you are (for example, your email address is not verified there)."
-            }
-            Self::StoreUnavailable => "Sessions are temporarily unavailable.",
-        }
+/// A store error during a callback: the store is down (503), or our data is wrong (500).
+fn store_failure(e: &StoreError) -> CallbackFailure {
+    match e.fault() {
+        answer::Fault::Bug => CallbackFailure::Internal,
+        _ => CallbackFailure::StoreUnavailable,
     }
 }
 
@@ -291,29 +173,16 @@ impl Auth {
             .to_string()
     }
 
-    fn page(
-        &self,
-        info: &RequestInfo,
-        status: StatusCode,
-        title: &str,
-        message: &str,
-        code: &str,
-    ) -> Reply {
-        if info.wants_html() {
-            let body = format!(
-                "<h1>{}</h1><p>{}</p><p><a class=\"button\" href=\"{}login\">Sign in again</a></p><p><code>request id {}</code></p>",
-                html_escape(title),
-                html_escape(message),
-                html_escape(&self.prefix),
-                html_escape(info.request_id)
-            );
-            Reply::html(status, html_page(title, &body))
-        } else {
-            Reply::json(
-                status,
-                serde_json::json!({"error": code, "message": message, "request_id": info.request_id}),
-            )
-        }
+    /// A failed sign-in or sign-out, answered by the one answer module.
+    fn page(&self, info: &RequestInfo, failure: SignInFailure) -> Reply {
+        answer::respond(
+            &Outcome::SignInFailed {
+                failure: &failure,
+                prefix: &self.prefix,
+            },
+            info.audience(),
+            info.request_id,
+        )
     }
 
     /// `GET {prefix}login?rd=…&provider=…`
@@ -338,31 +207,17 @@ impl Auth {
                     Some(list) => list.split(',').filter_map(|id| self.provider(id)).collect(),
                     None => self.providers.iter().collect(),
                 };
-                return self.chooser(&offered, &return_to);
+                return self.chooser(info, &offered, &return_to);
             }
         };
         let Some(provider) = provider else {
-            return self.page(
-                info,
-                StatusCode::BAD_REQUEST,
-                "Unknown sign-in method",
-                "No such identity provider is configured.",
-                "unknown_provider",
-            );
+            return self.page(info, SignInFailure::UnknownProvider);
         };
         // A provider that is down (or never reached) is not redirected to: the browser would
         // only find an error page there. 503 with Retry-After, here, until it is back.
         let Some(discovery) = provider.discovery().filter(|_| provider.is_ready()) else {
-            return self.page(
-                info,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in unavailable",
-                &format!(
-                    "{} cannot be reached right now. Please try again in a moment.",
-                    provider.settings.display_name
-                ),
-                "provider_unavailable",
-            );
+            let name = provider.settings.display_name.clone();
+            return self.page(info, SignInFailure::ProviderDown(name));
         };
         let state = crypto::random_token();
         let verifier = crypto::random_token();
@@ -385,13 +240,7 @@ impl Auth {
             Ok(u) => u,
             Err(e) => {
                 tracing::error!(provider = provider.id(), error = %e, "cannot build authorization URL");
-                return self.page(
-                    info,
-                    StatusCode::BAD_GATEWAY,
-                    "Sign-in unavailable",
-                    "The identity provider is misconfigured.",
-                    "provider_unavailable",
-                );
+                return self.page(info, SignInFailure::ProviderMisconfigured);
             }
         };
         let tx = Transaction {
@@ -407,13 +256,11 @@ impl Auth {
         let stored = (self.sessions.store).put_pending(&key, &raw, self.login_ttl, cap);
         if let Err(e) = stored.await {
             tracing::error!(error = %e, request_id = info.request_id, "cannot store login transaction");
-            return self.page(
-                info,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in unavailable",
-                "Sessions are temporarily unavailable.",
-                "store_unavailable",
-            );
+            let failure = match e.fault() {
+                answer::Fault::Bug => SignInFailure::Internal,
+                _ => SignInFailure::LoginStoreDown,
+            };
+            return self.page(info, failure);
         }
         self.metrics.logins.with_label_values(&["started"]).inc();
         let cookie = self.tx_cookie(
@@ -425,32 +272,22 @@ impl Auth {
     }
 
     /// The sign-in page when several providers could be used.
-    fn chooser(&self, offered: &[&Arc<Provider>], return_to: &str) -> Reply {
-        let rd: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
-        // A provider that is down is shown as such, not as a link to a 503.
-        let links: String = offered
+    fn chooser(&self, info: &RequestInfo, offered: &[&Arc<Provider>], return_to: &str) -> Reply {
+        let providers: Vec<Choice> = offered
             .iter()
-            .map(|p| if p.is_ready() {
-                format!(
-                    "<p><a class=\"button\" href=\"{}login?provider={}&amp;rd={}\">Sign in with {}</a></p>",
-                    html_escape(&self.prefix),
-                    html_escape(&url::form_urlencoded::byte_serialize(p.id().as_bytes()).collect::<String>()),
-                    html_escape(&rd),
-                    html_escape(&p.settings.display_name)
-                )
-            } else {
-                format!(
-                    "<p>{} cannot be reached right now.</p>",
-                    html_escape(&p.settings.display_name)
-                )
+            .map(|p| Choice {
+                id: p.id(),
+                name: &p.settings.display_name,
+                ready: p.is_ready(),
             })
             .collect();
-        Reply::html(
-            StatusCode::OK,
-            html_page(
-                "Sign in",
-                &format!("<h1>Sign in</h1><p>Choose how to sign in.</p>{links}"),
-            ),
+        answer::respond(
+            &Outcome::SignIn {
+                providers: &providers,
+                return_to,
+            },
+            info.audience(),
+            info.request_id,
         )
     }
 
@@ -471,7 +308,7 @@ impl Auth {
             detail,
             "login callback failed"
         );
-        let mut r = self.page(info, f.status(), "Sign-in failed", f.message(), f.reason());
+        let mut r = self.page(info, SignInFailure::Callback(f));
         if let Some(c) = clear {
             r = r.header(header::SET_COOKIE, &c);
         }
@@ -535,14 +372,7 @@ impl Auth {
                     Some(clear),
                 )
             }
-            Err(e) => {
-                return self.fail(
-                    info,
-                    CallbackFailure::StoreUnavailable,
-                    &e.to_string(),
-                    None,
-                )
-            }
+            Err(e) => return self.fail(info, store_failure(&e), &e.to_string(), None),
         };
         let Some(provider) = self.provider(&tx.provider) else {
             return self.fail(
@@ -717,14 +547,7 @@ impl Auth {
             .await
         {
             Ok(c) => c,
-            Err(e) => {
-                return self.fail(
-                    info,
-                    CallbackFailure::StoreUnavailable,
-                    &e.to_string(),
-                    Some(clear),
-                )
-            }
+            Err(e) => return self.fail(info, store_failure(&e), &e.to_string(), Some(clear)),
         };
         self.metrics.logins.with_label_values(&["completed"]).inc();
         tracing::info!(request_id = info.request_id, provider = provider.id(), sub = %claims.sub, "login completed");
@@ -757,17 +580,9 @@ impl Auth {
         // Only a same-origin POST ends a session: a bare GET (a link, an <img> on another
         // site) gets a page whose button makes that POST.
         match info.req.method {
-            http::Method::GET | http::Method::HEAD => return self.logout_confirmation(rd),
+            http::Method::GET | http::Method::HEAD => return self.logout_confirmation(info, rd),
             http::Method::POST => {}
-            _ => {
-                return self.page(
-                    info,
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "Sign out",
-                    "Sign out with a POST from this site's sign-out page.",
-                    "method_not_allowed",
-                )
-            }
+            _ => return self.page(info, SignInFailure::SignOutMethod),
         }
         // No allow-list and no sibling subdomains here: only this origin's own page.
         if crate::csrf::is_cross_site(
@@ -777,13 +592,7 @@ impl Auth {
             info.authority,
         ) {
             tracing::info!(request_id = info.request_id, "cross-site logout refused");
-            return self.page(
-                info,
-                StatusCode::FORBIDDEN,
-                "Access denied",
-                "Sign-out requests must come from this site's own sign-out page.",
-                "cross_site",
-            );
+            return self.page(info, SignInFailure::SignOutCrossSite);
         }
         let session = match self.sessions.load(&id).await {
             Ok(s) => s,
@@ -819,67 +628,53 @@ impl Auth {
                         .append_pair("client_id", &p.settings.client_id);
                     return Reply::redirect(u.as_str()).header(header::SET_COOKIE, &clear);
                 }
-                let field = |k: &str, v: &str| {
-                    format!(
-                        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-                        html_escape(k),
-                        html_escape(v)
-                    )
-                };
+                let fields = [
+                    Field {
+                        name: "id_token_hint",
+                        value: &hint,
+                    },
+                    Field {
+                        name: "post_logout_redirect_uri",
+                        value: &post_logout,
+                    },
+                    Field {
+                        name: "client_id",
+                        value: &p.settings.client_id,
+                    },
+                ];
                 let script_nonce = crypto::random_token();
-                let form = format!(
-                    "<h1>Signing out…</h1><p>You are signed out of this site. Continue to sign out at the identity provider.</p>\
-                     <form method=\"post\" action=\"{}\">{}{}{}<button class=\"button\" type=\"submit\">Continue</button></form>\
-                     <script nonce=\"{}\">document.forms[0].submit()</script>",
-                    html_escape(&endpoint),
-                    field("id_token_hint", &hint),
-                    field("post_logout_redirect_uri", &post_logout),
-                    field("client_id", &p.settings.client_id),
-                    script_nonce,
-                );
-                let mut r = Reply::html(StatusCode::OK, html_page("Signing out", &form))
-                    .header(header::SET_COOKIE, &clear);
-                // Allow exactly the auto-submit script above.
-                let csp = format!("default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{script_nonce}'; form-action *; frame-ancestors 'none'");
-                for (k, v) in r.headers.iter_mut() {
-                    if k == "content-security-policy" {
-                        if let Ok(csp) = HeaderValue::from_str(&csp) {
-                            *v = csp;
-                        }
-                    }
-                }
-                r
+                let outcome = Outcome::SigningOut {
+                    endpoint: &endpoint,
+                    fields: &fields,
+                    script_nonce: &script_nonce,
+                };
+                answer::respond(&outcome, info.audience(), info.request_id)
+                    .header(header::SET_COOKIE, &clear)
             }
             _ => Reply::redirect(&return_to).header(header::SET_COOKIE, &clear),
         }
     }
 
     /// `GET {prefix}logout`: a page asking to confirm, whose form POSTs back here.
-    fn logout_confirmation(&self, rd: &str) -> Reply {
+    fn logout_confirmation(&self, info: &RequestInfo, rd: &str) -> Reply {
         let action = format!(
             "{}logout?rd={}",
             self.prefix,
             url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
         );
-        let body = format!(
-            "<h1>Sign out?</h1><p>You will be signed out of this site.</p>\
-             <form method=\"post\" action=\"{}\"><button id=\"signout\" class=\"button\" type=\"submit\">Sign out</button></form>",
-            html_escape(&action)
-        );
-        Reply::html(StatusCode::OK, html_page("Sign out", &body))
+        let outcome = Outcome::ConfirmSignOut { action: &action };
+        answer::respond(&outcome, info.audience(), info.request_id)
     }
 
     fn store_down(&self, info: &RequestInfo, e: &StoreError) -> Reply {
+        if e.fault() == answer::Fault::Bug {
+            tracing::error!(request_id = info.request_id, error = %e, "session data cannot be encoded (a bug)");
+            return self.page(info, SignInFailure::Internal);
+        }
         if let Some(n) = crate::ratelimit_log::session_store_down(&e) {
             tracing::error!(request_id = info.request_id, error = %e, occurrences = n.count, "session store unavailable{n}");
         }
-        self.page(
-            info,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Temporarily unavailable",
-            "Sessions are temporarily unavailable. Please try again shortly.",
-            "store_unavailable",
-        )
+        self.page(info, SignInFailure::StoreDown)
     }
 
     /// `GET {prefix}jwks.json`: the public key of the identity assertion.
@@ -915,11 +710,7 @@ impl Auth {
             },
         };
         match session {
-            None => Reply::json(
-                StatusCode::UNAUTHORIZED,
-                serde_json::json!({"error": "unauthenticated", "message": "not signed in"}),
-            )
-            .header(header::WWW_AUTHENTICATE, "Bearer realm=\"authgate\""),
+            None => answer::respond(&Outcome::NotSignedIn, info.audience(), info.request_id),
             Some(s) => {
                 let c: &Claims = &s.record.claims;
                 Reply::json(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::routes::{Route, Runtime};
-use crate::error::Audience;
+use crate::answer::Audience;
 use crate::forwarded::{Origin, RequestId};
 use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
@@ -23,7 +23,7 @@ pub struct RequestCtx {
     /// The request's host in canonical form (`host[:port]`): what the route was chosen on,
     /// and so what the upstream receives as `Host` and `X-Forwarded-Host`.
     pub host: http::HeaderValue,
-    /// How the client wants answers, once decided (see `error::audience`).
+    /// How the client wants answers, once decided (see `answer::audience`).
     pub audience: Option<Audience>,
     pub path: Option<CanonicalPath>,
     pub route: Option<Arc<Route>>,

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 use super::routes::{Route, Runtime};
+use crate::answer::Refusal;
 use crate::config::model::Unauthenticated;
-use crate::error::Refusal;
 use crate::host::Authority;
 use crate::identity::Claims;
 use crate::oidc::BearerIdentity;
@@ -99,7 +99,7 @@ pub fn unauthenticated(rt: &Runtime, route: &Route, req: &Inbound, sign_in: bool
     }
     let redirect = match route.unauthenticated {
         // Worked out only here and for refusals: most requests never need it.
-        Unauthenticated::Auto => crate::error::audience(req.method, req.headers).navigation,
+        Unauthenticated::Auto => crate::answer::audience(req.method, req.headers).navigation,
         Unauthenticated::Redirect => true,
         Unauthenticated::Status401 => false,
     };

@@ -24,8 +24,8 @@ use pingora::Result;
 
 use super::decision::{Caller, Inbound};
 use super::{Gateway, RequestCtx, Runtime};
+use crate::answer::Refusal;
 use crate::config::front::{ForwardAuthSettings, FrontProxy};
-use crate::error::Refusal;
 use crate::host::Authority;
 use crate::identity::canonical_name;
 use crate::out_header::OutName;
@@ -262,7 +262,7 @@ impl Gateway {
             headers: &req.headers,
             https: ctx.origin.https,
         };
-        ctx.audience = Some(crate::error::audience(&orig.method, &req.headers));
+        ctx.audience = Some(crate::answer::audience(&orig.method, &req.headers));
         let caller = match self.decide(rt, &inbound, ctx).await {
             Ok(caller) => caller,
             // Default deny; 403 rather than 404 because auth_request understands only

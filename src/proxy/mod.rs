@@ -39,8 +39,8 @@ use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 pub use ctx::RequestCtx;
 pub use routes::{Route, Runtime};
 
+use crate::answer::{self, Refusal};
 use crate::config::front::FrontProxy;
-use crate::error::{self, Refusal};
 use crate::host::{Authority, HostError};
 use crate::metrics::{Metrics, NO_ROUTE};
 use crate::oidc::{Auth, Reply, RequestInfo};
@@ -111,15 +111,11 @@ impl Gateway {
         ctx: &mut RequestCtx,
         reply: Reply,
     ) -> Result<bool> {
-        let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
-        for (k, v) in reply.headers {
-            resp.append_header(k, v)?;
-        }
-        resp.insert_header(header::CONTENT_LENGTH, reply.body.len().to_string())?;
         if reply.status.is_client_error() || reply.status.is_server_error() {
             ctx.refusal = Some("gateway_endpoint_error");
         }
-        self.answer(session, resp, reply.body).await
+        let (resp, body) = reply.into_response();
+        self.answer(session, resp, body).await
     }
 
     /// The request decision (see [`decision`]): the one place, for proxy mode and
@@ -183,23 +179,27 @@ impl Gateway {
                     .await
                 {
                     Ok(id) => Ok(Some(Caller::Bearer(id))),
-                    // Outages are 503 (the client keeps its token and retries), logged once per
-                    // cause and window with a count, not once per request.
-                    Err(crate::jwt::JwtError::IntrospectionUnavailable(e)) => {
-                        if let Some(n) = INTROSPECTION_DOWN.hit(&route.id) {
-                            tracing::error!(request_id = %ctx.request_id, route = %route.id, error = %e, occurrences = n.count, "token introspection unavailable{n}");
-                        }
-                        Err(Refusal::ProviderUnavailable)
-                    }
-                    Err(crate::jwt::JwtError::JwksUnavailable(e)) => {
-                        if let Some(n) = JWKS_DOWN.hit(&route.id) {
-                            tracing::error!(request_id = %ctx.request_id, route = %route.id, error = %e, occurrences = n.count, "bearer token cannot be checked: provider keys unavailable{n}");
-                        }
-                        Err(Refusal::ProviderUnavailable)
-                    }
+                    // The status is `answer`'s (401 refused, 503 outage: the client keeps its
+                    // token and retries); outages are logged once per cause and window with
+                    // a count, not once per request.
                     Err(e) => {
-                        tracing::info!(request_id = %ctx.request_id, route = %route.id, error = %e, "bearer token refused");
-                        Err(Refusal::InvalidToken)
+                        use crate::jwt::JwtError;
+                        match &e {
+                            JwtError::IntrospectionUnavailable(why) => {
+                                if let Some(n) = INTROSPECTION_DOWN.hit(&route.id) {
+                                    tracing::error!(request_id = %ctx.request_id, route = %route.id, error = %why, occurrences = n.count, "token introspection unavailable{n}");
+                                }
+                            }
+                            JwtError::JwksUnavailable(why) => {
+                                if let Some(n) = JWKS_DOWN.hit(&route.id) {
+                                    tracing::error!(request_id = %ctx.request_id, route = %route.id, error = %why, occurrences = n.count, "bearer token cannot be checked: provider keys unavailable{n}");
+                                }
+                            }
+                            _ => {
+                                tracing::info!(request_id = %ctx.request_id, route = %route.id, error = %e, "bearer token refused");
+                            }
+                        }
+                        Err(Refusal::from(&e))
                     }
                 };
             }
@@ -215,10 +215,12 @@ impl Gateway {
             }
             Ok(_) => return Ok(None),
             Err(e) => {
-                if let Some(n) = crate::ratelimit_log::session_store_down(&e) {
+                if e.fault() == answer::Fault::Bug {
+                    tracing::error!(request_id = %ctx.request_id, error = %e, "session data cannot be decoded (a bug)");
+                } else if let Some(n) = crate::ratelimit_log::session_store_down(&e) {
                     tracing::error!(request_id = %ctx.request_id, error = %e, occurrences = n.count, "session store unavailable{n}");
                 }
-                return Err(Refusal::SessionStoreUnavailable);
+                return Err(Refusal::from(&e));
             }
         };
         // Near or past access-token expiry: refreshed once across replicas (usually no wait).
@@ -240,7 +242,8 @@ impl Gateway {
         ctx: &mut RequestCtx,
         refusal: Refusal,
     ) -> Result<bool> {
-        let (resp, body) = error::render(&refusal, audience(session, ctx), ctx.request_id.as_str());
+        let (resp, body) =
+            answer::render(&refusal, audience(session, ctx), ctx.request_id.as_str());
         ctx.refusal = Some(refusal.code());
         self.answer(session, resp, body).await
     }
@@ -371,10 +374,10 @@ fn authority_value(req: &RequestHeader, authority: &Authority) -> HeaderValue {
 
 /// How the client wants answers: forward-auth sets it from the original method; otherwise it
 /// is the request's own, worked out only when the gateway answers.
-fn audience(session: &Session, ctx: &RequestCtx) -> error::Audience {
+fn audience(session: &Session, ctx: &RequestCtx) -> answer::Audience {
     ctx.audience.unwrap_or_else(|| {
         let req = session.req_header();
-        error::audience(&req.method, &req.headers)
+        answer::audience(&req.method, &req.headers)
     })
 }
 
@@ -688,7 +691,7 @@ impl ProxyHttp for Gateway {
                 _ => Refusal::UpstreamUnavailable,
             };
             let (resp, body) =
-                error::render(&refusal, audience(session, ctx), ctx.request_id.as_str());
+                answer::render(&refusal, audience(session, ctx), ctx.request_id.as_str());
             ctx.refusal = Some(refusal.code());
             let status = resp.status.as_u16();
             // The connection is not reused after this answer: say so.

@@ -399,15 +399,14 @@ impl SessionManager {
         base: SessionRecord,
         tokens: &Tokens,
     ) -> Result<Vec<u8>, StoreError> {
-        let plain =
-            serde_json::to_vec(tokens).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let plain = serde_json::to_vec(tokens).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let record = SessionRecord {
             access_expires_at: tokens.access_token_expires_at,
             refreshable: tokens.refresh_token.is_some(),
             tokens: self.keys.seal(hash, &plain),
             ..base
         };
-        serde_json::to_vec(&record).map_err(|e| StoreError::Unavailable(e.to_string()))
+        serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
     /// Create a session with a fresh ID (never one the client chose), indexed by subject and

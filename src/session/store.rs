@@ -34,6 +34,20 @@ use super::redis_conn::{dead_connection, RedisConn, RedisOptions};
 pub enum StoreError {
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// Session data of ours cannot be encoded or decoded: a bug, not an outage (500, never
+    /// "try again later"). A stored record that cannot be read is "signed out", not this.
+    #[error("session data cannot be encoded or decoded: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Outage (503) or bug (500): `answer` maps each to its status.
+    pub fn fault(&self) -> crate::answer::Fault {
+        match self {
+            StoreError::Unavailable(_) => crate::answer::Fault::Unavailable,
+            StoreError::Corrupt(_) => crate::answer::Fault::Bug,
+        }
+    }
 }
 
 impl From<redis::RedisError> for StoreError {
