@@ -280,6 +280,8 @@ struct Reloader {
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
     loaded: Config,
+    /// `loaded` with the ports bound for port 0: a file that names them is no change either.
+    bound: Config,
 }
 
 impl Reloader {
@@ -298,9 +300,10 @@ impl Reloader {
                         })
                         .collect::<Vec<_>>()
                 };
-                if listeners(&new) != listeners(&self.loaded)
-                    || new.admin_address != self.loaded.admin_address
-                {
+                let same = |old: &Config| {
+                    listeners(&new) == listeners(old) && new.admin_address == old.admin_address
+                };
+                if !same(&self.loaded) && !same(&self.bound) {
                     tracing::warn!("listener or admin address changes take effect after a restart");
                 }
                 self.runtime
@@ -751,6 +754,7 @@ pub fn run(
                 runtime,
                 metrics,
                 loaded,
+                bound: config.clone(),
             },
         ));
     }
