@@ -276,6 +276,18 @@ impl Gateway {
         assert!(ok, "gateway never became ready:\n{}", self.log());
     }
 
+    /// Wait (bounded) until `n` requests are in flight (past the gateway's request head
+    /// parsing, `authgate_http_requests_in_flight`): the event a test used to sleep for
+    /// before a signal.
+    pub async fn wait_in_flight(&self, n: u32) {
+        let ok = eventually(Duration::from_secs(10), || async {
+            metric_value(&self.metrics().await, "authgate_http_requests_in_flight")
+                .is_some_and(|v| v >= f64::from(n))
+        })
+        .await;
+        assert!(ok, "never {n} requests in flight:\n{}", self.log());
+    }
+
     /// The Prometheus text from the admin listener.
     pub async fn metrics(&self) -> String {
         client()
