@@ -642,7 +642,7 @@ impl Redis {
             acl_user: None,
             tls_port: None,
         };
-        r.spawn().await;
+        r.spawn_fresh().await;
         r
     }
 
@@ -661,7 +661,7 @@ impl Redis {
             acl_user: Some("authgate".into()),
             tls_port: Some(free_port()),
         };
-        r.spawn().await;
+        r.spawn_fresh().await;
         r
     }
 
@@ -673,7 +673,34 @@ impl Redis {
         }
     }
 
+    /// The first start: its ports were picked by [`free_port`] (bound, released, handed on),
+    /// so another process may have taken one in between; a server that exits at once is
+    /// started again on new ports (a restart keeps its ports: clients know them).
+    async fn spawn_fresh(&mut self) {
+        for _ in 0..3 {
+            if self.try_spawn().await {
+                return;
+            }
+            eprintln!(
+                "redis-server exited at start on port {} (taken?); trying new ports",
+                self.port
+            );
+            self.port = free_port();
+            self.tls_port = self.tls_port.map(|_| free_port());
+        }
+        panic!("redis-server exited at start three times");
+    }
+
     async fn spawn(&mut self) {
+        assert!(
+            self.try_spawn().await,
+            "redis-server exited at start on port {}",
+            self.port
+        );
+    }
+
+    /// Start the server and wait until it answers; `false` if it exited first.
+    async fn try_spawn(&mut self) -> bool {
         let bin = require("redis-server", "apt-get install redis-server");
         let child = Command::new(bin)
             .args([
@@ -741,8 +768,15 @@ impl Redis {
                 let _ = s.write_all(b"PING\r\n");
                 let mut b = [0u8; 7];
                 if s.read_exact(&mut b).is_ok() && &b == b"+PONG\r\n" {
-                    return;
+                    return true;
                 }
+            }
+            if let Some(mut c) = self
+                .child
+                .take_if(|c| c.try_wait().is_ok_and(|s| s.is_some()))
+            {
+                let _ = c.wait();
+                return false;
             }
             assert!(
                 Instant::now() < deadline,
