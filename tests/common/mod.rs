@@ -834,8 +834,11 @@ pub struct Idp {
 impl Idp {
     /// `auto_login`: log in as alice without forms (HTTP tests). `gateway_ports`: the client
     /// gets redirect URIs for these gateway ports on 127.0.0.1 and localhost.
+    /// On a port the harness picks; a pick taken by another process meanwhile (node exits
+    /// with `EADDRINUSE`) is replaced by a new one.
     pub async fn start(auto_login: bool, gateway_ports: &[u16]) -> Idp {
-        Self::start_on(free_port(), auto_login, gateway_ports).await
+        let extra = serde_json::json!({});
+        Self::start_inner(free_port(), true, auto_login, gateway_ports, &[], extra).await
     }
 
     pub async fn start_on(port: u16, auto_login: bool, gateway_ports: &[u16]) -> Idp {
@@ -856,6 +859,18 @@ impl Idp {
     /// `backchannel_logout_uri`).
     pub async fn start_full(
         port: u16,
+        auto_login: bool,
+        gateway_ports: &[u16],
+        env: &[(&str, &str)],
+        client_extra: serde_json::Value,
+    ) -> Idp {
+        Self::start_inner(port, false, auto_login, gateway_ports, env, client_extra).await
+    }
+
+    /// `any_port`: the caller takes the port from the result, so a taken one may be replaced.
+    async fn start_inner(
+        mut port: u16,
+        any_port: bool,
         auto_login: bool,
         gateway_ports: &[u16],
         env: &[(&str, &str)],
@@ -885,8 +900,8 @@ impl Idp {
             c.extend(extra.clone());
         }
         let clients = serde_json::json!([client]);
-        let issuer = format!("http://127.0.0.1:{port}");
-        let stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
+        let mut issuer = format!("http://127.0.0.1:{port}");
+        let mut stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
         let stderr_file = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = Command::new(node);
         cmd.arg("idp.js")
@@ -897,6 +912,7 @@ impl Idp {
             .stdout(Stdio::piped())
             .stderr(stderr_file.try_clone().unwrap())
             .stdin(Stdio::null());
+        let mut port_retries = 0;
         if auto_login {
             cmd.env("IDP_AUTO_LOGIN", "1");
         }
@@ -928,11 +944,29 @@ impl Idp {
             // Ready line, or the process died (e.g. its port was taken): fail at once, with
             // its log.
             let deadline = Instant::now() + patient(Duration::from_secs(30));
+            let mut new_port = false;
             let ready = loop {
                 if rx.try_recv().is_ok() {
                     break true;
                 }
                 if let Ok(Some(status)) = child.try_wait() {
+                    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                    if any_port && port_retries < 2 && log.contains("EADDRINUSE") {
+                        port_retries += 1;
+                        let _ = std::fs::remove_file(&stderr_path);
+                        port = free_port();
+                        eprintln!("the test IdP's port was taken; starting it on {port}");
+                        issuer = format!("http://127.0.0.1:{port}");
+                        stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
+                        let stderr_file = std::fs::File::create(&stderr_path).unwrap();
+                        cmd.env("IDP_PORT", port.to_string())
+                            .env("IDP_ISSUER", &issuer)
+                            .stderr(stderr_file);
+                        // Not a stall: this start does not count as one of the three.
+                        attempt -= 1;
+                        new_port = true;
+                        break false;
+                    }
                     panic!(
                         "the test IdP exited ({status}) before it was ready:\n{}",
                         std::fs::read_to_string(&stderr_path).unwrap_or_default()
@@ -948,6 +982,9 @@ impl Idp {
             };
             if ready {
                 break child;
+            }
+            if new_port {
+                continue;
             }
             assert!(
                 attempt < 3,
