@@ -34,6 +34,12 @@ enum Command {
         /// first, then send the old one SIGQUIT within 5 s (both use server.upgrade_socket).
         #[arg(long)]
         upgrade: bool,
+        /// Once every listener is bound, write the actual addresses here (atomically) as
+        /// JSON: {"listeners":["127.0.0.1:8080"],"admin":"127.0.0.1:9090","pid":1234}.
+        /// With port 0 in listeners[].address or admin.address the kernel picks a free port,
+        /// and this file (or the "ready" log line) says which. Default: $AUTHGATE_READY_FILE.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
     },
     /// Validate a config file; prints every error as FILE:LINE:COLUMN: KEY: MESSAGE.
     Check {
@@ -187,9 +193,16 @@ fn print_errors(e: &config::ConfigErrors) {
     }
 }
 
-fn run(config: config::Config, path: Option<PathBuf>, upgrade: bool) -> ExitCode {
+fn run(
+    config: config::Config,
+    path: Option<PathBuf>,
+    upgrade: bool,
+    ready_file: Option<PathBuf>,
+) -> ExitCode {
     logging::init(config.log.format, &config.log.level);
-    match server::run(config, path, upgrade) {
+    let ready_file =
+        ready_file.or_else(|| std::env::var_os("AUTHGATE_READY_FILE").map(PathBuf::from));
+    match server::run(config, path, upgrade, ready_file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -255,8 +268,9 @@ fn main() -> ExitCode {
         Command::Run {
             config: path,
             upgrade,
+            ready_file,
         } => match config::load(&path) {
-            Ok(c) => run(c, Some(path), upgrade),
+            Ok(c) => run(c, Some(path), upgrade, ready_file),
             Err(e) => {
                 print_errors(&e);
                 ExitCode::FAILURE
@@ -302,7 +316,7 @@ fn main() -> ExitCode {
                 c.admin_address
             );
             println!("  Ctrl-C to stop");
-            let code = run(c, None, false);
+            let code = run(c, None, false, None);
             if let Some(child) = idp.as_mut() {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -202,6 +202,77 @@ mod upgrade_socket_tests {
     }
 }
 
+#[cfg(test)]
+mod ready_tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_parsing() {
+        // 127.0.0.1:8080 listening (ours), 127.0.0.1:8081 listening (not ours), an established
+        // connection on ours; the word order is the host's (little-endian here).
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0\n\
+   1: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1 0 100 0 0 10 0\n\
+   2: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 333 1 0 100 0 0 10 0\n";
+        let v6 = "   0: 00000000000000000000000001000000:1F92 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 444 1 0 100 0 0 10 0\n";
+        let ours: std::collections::HashSet<String> =
+            ["111", "333", "444"].map(String::from).into();
+        let table = format!("{v4}{v6}");
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                tcp_listeners(&table, &ours),
+                vec![
+                    "127.0.0.1:8080".parse().unwrap(),
+                    "[::1]:8082".parse().unwrap()
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_bound_listener_is_seen_and_a_reservation_is_not() {
+        let mut config = config::parse(
+            std::path::Path::new("t.toml"),
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n",
+        )
+        .expect("config");
+        let held = reserve_ephemeral(&mut config, false).unwrap();
+        let addr = config.listeners[0].address;
+        assert_ne!(addr.port(), 0, "the real port is written back");
+        assert_eq!(
+            listening_here(&[addr]),
+            Some(false),
+            "reserved, not listening"
+        );
+        // What Pingora does: SO_REUSEADDR, bind, listen, while the reservation is held.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(addr).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _enter = rt.enter();
+        let _listener = socket.listen(16).unwrap();
+        assert!(
+            std::net::TcpListener::bind(addr).is_err(),
+            "held from others"
+        );
+        assert_eq!(listening_here(&[addr]), Some(true));
+        drop(held);
+        assert!(
+            reserve_ephemeral(&mut config.clone(), true).is_ok(),
+            "no port 0 left"
+        );
+        let mut zero = config.clone();
+        zero.listeners[0].address.set_port(0);
+        assert!(
+            reserve_ephemeral(&mut zero, true).is_err(),
+            "port 0 under --upgrade"
+        );
+    }
+}
+
 /// Reloads routes and upstreams on SIGHUP. Listener, admin and server settings need a
 /// restart (or a SIGQUIT upgrade); a reload that changes them says so in the log.
 struct Reloader {
@@ -209,6 +280,8 @@ struct Reloader {
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
     loaded: Config,
+    /// `loaded` with the ports bound for port 0: a file that names them is no change either.
+    bound: Config,
 }
 
 /// The page templates of `config` (defaults plus `gateway.templates_dir`), built once per
@@ -239,9 +312,10 @@ impl Reloader {
                         })
                         .collect::<Vec<_>>()
                 };
-                if listeners(&new) != listeners(&self.loaded)
-                    || new.admin_address != self.loaded.admin_address
-                {
+                let same = |old: &Config| {
+                    listeners(&new) == listeners(old) && new.admin_address == old.admin_address
+                };
+                if !same(&self.loaded) && !same(&self.bound) {
                     tracing::warn!("listener or admin address changes take effect after a restart");
                 }
                 install_pages(&new);
@@ -280,13 +354,149 @@ impl BackgroundService for Reloader {
 }
 
 /// Bind-test every public address: Pingora keeps running without a listener whose port is
-/// taken, which would look healthy while serving nothing.
+/// taken, which would look healthy while serving nothing. Port 0 is left to
+/// [`reserve_ephemeral`].
 fn check_addresses(config: &Config) -> anyhow::Result<()> {
-    for l in &config.listeners {
+    for l in config.listeners.iter().filter(|l| l.address.port() != 0) {
         std::net::TcpListener::bind(l.address)
             .with_context(|| format!("cannot listen on {}", l.address))?;
     }
     Ok(())
+}
+
+/// Listeners configured with port 0 get a port the kernel picks, written back into `config`
+/// so that Pingora, the log and the ready file all see the real address. Pingora binds by
+/// address, not by socket, so the port is held until it has: each returned socket is bound
+/// (strictly: the kernel picks a port nobody holds) and then marked `SO_REUSEADDR`, which lets
+/// Pingora's own bind (also `SO_REUSEADDR`) share it while any other bind is refused. Drop
+/// them once [`listening_here`] sees Pingora's sockets. Not under `--upgrade`: the new process
+/// takes the old one's sockets by address, and port 0 names none.
+fn reserve_ephemeral(
+    config: &mut Config,
+    upgrade: bool,
+) -> anyhow::Result<Vec<tokio::net::TcpSocket>> {
+    let mut held = Vec::new();
+    for l in config
+        .listeners
+        .iter_mut()
+        .filter(|l| l.address.port() == 0)
+    {
+        anyhow::ensure!(
+            !upgrade,
+            "listener {}: port 0 cannot be taken over with --upgrade; configure the port the running gateway reported",
+            l.address
+        );
+        let context = || format!("cannot listen on {}", l.address);
+        let socket = if l.address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .with_context(context)?;
+        socket.bind(l.address).with_context(context)?;
+        socket.set_reuseaddr(true).with_context(context)?;
+        l.address = socket.local_addr().with_context(context)?;
+        held.push(socket);
+    }
+    Ok(held)
+}
+
+/// Whether this process has a listening TCP socket on `addr`: its own socket inodes
+/// (`/proc/self/fd`) against the kernel's socket tables (`/proc/net/tcp`, `tcp6`). Pingora
+/// binds in its service threads and says nothing when it has; a probe connection would be
+/// served and counted. Where `/proc` is not readable, `None`.
+fn listening_here(addrs: &[std::net::SocketAddr]) -> Option<bool> {
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            let target = target.to_string_lossy();
+            if let Some(inode) = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    let mut table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.push_str(&std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default());
+    let listening = tcp_listeners(&table, &inodes);
+    Some(addrs.iter().all(|a| listening.contains(a)))
+}
+
+/// `TCP_LISTEN` in the `st` column of `/proc/net/tcp`.
+const TCP_LISTEN: &str = "0A";
+
+/// The local addresses of the listening sockets in `table` (`/proc/net/tcp` or `tcp6` text)
+/// whose inode is one of `inodes`.
+fn tcp_listeners(
+    table: &str,
+    inodes: &std::collections::HashSet<String>,
+) -> Vec<std::net::SocketAddr> {
+    table
+        .lines()
+        .filter_map(|line| {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(3) != Some(&TCP_LISTEN) || !inodes.contains(*cols.get(9)?) {
+                return None;
+            }
+            let (ip, port) = cols.get(1)?.split_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            // The address is printed as 32-bit words in the host's byte order.
+            let mut bytes = Vec::with_capacity(16);
+            for i in (0..ip.len()).step_by(8) {
+                let word = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
+                bytes.extend_from_slice(&word.to_ne_bytes());
+            }
+            let ip: std::net::IpAddr = match bytes.len() {
+                4 => <[u8; 4]>::try_from(bytes).ok()?.into(),
+                16 => <[u8; 16]>::try_from(bytes).ok()?.into(),
+                _ => return None,
+            };
+            Some(std::net::SocketAddr::new(ip, port))
+        })
+        .collect()
+}
+
+/// Once every proxy listener is bound (the admin one is by now), release the port
+/// reservations, log the actual addresses in one line, and write them to `ready_file`
+/// (atomically: a temporary file renamed) as
+/// `{"listeners":["127.0.0.1:8080"],"admin":"127.0.0.1:9090","pid":1234}`. Runs on a thread
+/// of its own: Pingora's services start only inside `Server::run`.
+fn report_ready(
+    listeners: Vec<std::net::SocketAddr>,
+    admin: std::net::SocketAddr,
+    reserved: Vec<tokio::net::TcpSocket>,
+    ready_file: Option<PathBuf>,
+) {
+    const PATIENCE: Duration = Duration::from_secs(60);
+    let started = std::time::Instant::now();
+    loop {
+        match listening_here(&listeners) {
+            Some(false) if started.elapsed() < PATIENCE => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Some(false) => {
+                tracing::error!(listeners = ?listeners, "listeners not bound after {PATIENCE:?}; no ready report");
+                return;
+            }
+            Some(true) | None => break,
+        }
+    }
+    drop(reserved);
+    let pid = std::process::id();
+    let list: Vec<String> = listeners.iter().map(|a| a.to_string()).collect();
+    tracing::info!(listeners = %list.join(" "), %admin, pid, "ready: every listener is bound");
+    let Some(path) = ready_file else { return };
+    let json = serde_json::json!({"listeners": list, "admin": admin.to_string(), "pid": pid});
+    let tmp = PathBuf::from(format!("{}.{pid}.tmp", path.display()));
+    let written =
+        std::fs::write(&tmp, format!("{json}\n")).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::error!(ready_file = %path.display(), error = %e, "cannot write the ready file");
+    }
 }
 
 /// The admin listener, bound with `SO_REUSEPORT` so that a process started with `--upgrade`
@@ -440,12 +650,22 @@ pub fn build_auth(
 
 /// Build and run the server until it is shut down by a signal. `upgrade`: take the
 /// listening sockets over from a running process (which hands them over on SIGQUIT).
-pub fn run(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> anyhow::Result<()> {
+/// `ready_file`: where to write the bound addresses once every listener is up
+/// ([`report_ready`]); a listener or admin address with port 0 gets a free port.
+pub fn run(
+    mut config: Config,
+    config_path: Option<PathBuf>,
+    upgrade: bool,
+    ready_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
     crate::jwt::crypto::install();
     // In an upgrade the old process holds the addresses until it hands them over.
     if !upgrade {
         check_addresses(&config)?;
     }
+    // As loaded: a reload compares the file with this, port 0 and all.
+    let loaded = config.clone();
+    let reserved = reserve_ephemeral(&mut config, upgrade)?;
 
     let metrics = Arc::new(Metrics::new());
     // Background work that is not request handling (provider refresh, Redis pub/sub) runs on
@@ -457,6 +677,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> anyho
         .build()
         .context("control runtime")?;
     let admin_listener = bind_admin(config.admin_address, upgrade, &control)?;
+    config.admin_address = admin_listener
+        .local_addr()
+        .context("admin listener address")?;
     let auth = build_auth(&config, &metrics, control.handle())?;
     let health = Arc::new(Health::new(auth.clone()));
     install_pages(&config);
@@ -544,7 +767,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> anyho
                 path,
                 runtime,
                 metrics,
-                loaded: config.clone(),
+                loaded,
+                bound: config.clone(),
             },
         ));
     }
@@ -554,6 +778,14 @@ pub fn run(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> anyho
     }
     tracing::info!(address = %config.admin_address, "admin listening (/healthz /readyz /metrics)");
     health.started.store(true, Ordering::Release);
+    {
+        let listeners = config.listeners.iter().map(|l| l.address).collect();
+        let admin = config.admin_address;
+        std::thread::Builder::new()
+            .name("authgate-ready".into())
+            .spawn(move || report_ready(listeners, admin, reserved, ready_file))
+            .context("ready reporter thread")?;
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals {
             health,

@@ -126,8 +126,14 @@ async fn session_fixation_and_timeouts() {
         assert_eq!(gw.get_as("/app", &victim).await.status(), 200);
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }
-    // ...but the absolute timeout (6 s) is never extended by activity.
+    // ...but the absolute timeout (6 s) is never extended by activity. At least 6.3 s have
+    // passed; polling (activity every 50 ms, so never idle) until it is refused gives the
+    // clocks' granularity a deadline instead of a 300 ms margin.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually(Duration::from_secs(3), || async {
+        gw.get_as("/app", &victim).await.status() == 401
+    })
+    .await;
     assert_eq!(
         gw.get_as("/app", &victim).await.status(),
         401,
@@ -573,7 +579,16 @@ async fn redis_with_auth() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Noticed within a deadline rather than after a fixed 500 ms.
+    let readyz = || async {
+        client()
+            .get(gw2.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    eventually(Duration::from_secs(10), || async { readyz().await == 503 }).await;
     assert_eq!(
         client()
             .get(gw2.admin_url("/readyz"))

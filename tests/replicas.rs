@@ -443,37 +443,51 @@ fn redis_cli(redis: &Redis, args: &[&str]) -> String {
 /// Idle timeout slides, but the store's TTL is rewritten at most once per touch interval;
 /// the absolute timeout holds however active the user is. Both live in Redis (TTL and a
 /// deadline set from Redis' own clock), so every replica sees the same expiry.
+///
+/// The one wall-clock smoke test of those TTLs: every step keeps at least a second from the
+/// moment it is about (a loaded machine delays a request by hundreds of milliseconds), and
+/// the expiry at the end is waited for with a deadline rather than slept into.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_touch_is_lazy_and_absolute_timeout_holds() {
-    let session = "cache_max_age = \"0s\"\nidle_timeout = \"4s\"\n\
-                   touch_interval = \"2s\"\nabsolute_timeout = \"7s\"\n";
+    const IDLE_MS: i64 = 8000;
+    let session = "cache_max_age = \"0s\"\nidle_timeout = \"8s\"\n\
+                   touch_interval = \"4s\"\nabsolute_timeout = \"14s\"\n";
     let (_idp, redis, gws) = replicas_on_one_redis(2, session).await;
     let (cookie, _) = http_login(&gws[0], "/").await;
+    // The session was written before this instant: its TTL and deadlines run from earlier.
     let login = Instant::now();
     let keys = redis_cli(&redis, &["--scan", "--pattern", "authgate:s:*"]);
     let key = keys.lines().next().expect("a session key").to_string();
     let pttl = || redis_cli(&redis, &["PTTL", &key]).parse::<i64>().unwrap();
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap();
 
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(gws[1].get_as("/app", &cookie).await.status(), 200);
+    // Not rewritten: at most the idle timeout less the time since login, give or take the
+    // clocks' granularity (a rewrite by that read would have left ~1.5 s more).
+    let since = login.elapsed();
     let t = pttl();
     assert!(
-        t <= 3300,
-        "read within the touch interval must not rewrite the TTL: {t}"
+        t <= IDLE_MS - ms(since) + 200,
+        "read within the touch interval must not rewrite the TTL: {t} ms left {since:?} after login"
     );
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(5500).saturating_sub(login.elapsed())).await;
     assert_eq!(gws[0].get_as("/app", &cookie).await.status(), 200);
     let t = pttl();
-    assert!(t > 3500, "past the touch interval the TTL restarts: {t}");
+    // Not restarted it would be under 8 s - 5.5 s; restarted, near 8 s.
+    assert!(
+        t > IDLE_MS - 2000,
+        "past the touch interval the TTL restarts: {t}"
+    );
 
-    // Active every 1.5s: alive past the idle timeout, never past the absolute one.
-    while login.elapsed() < Duration::from_millis(6500) {
+    // Active every 1.5 s: alive past the idle timeout, never past the absolute one (14 s).
+    while login.elapsed() < Duration::from_millis(11_000) {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        if login.elapsed() < Duration::from_millis(6800) {
+        if login.elapsed() < Duration::from_millis(12_000) {
             assert_eq!(gws[1].get_as("/app", &cookie).await.status(), 200);
         }
     }
-    tokio::time::sleep(Duration::from_millis(7300).saturating_sub(login.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(15_000).saturating_sub(login.elapsed())).await;
     for gw in &gws {
         assert_eq!(
             gw.get_as("/app", &cookie).await.status(),
@@ -481,7 +495,12 @@ async fn idle_touch_is_lazy_and_absolute_timeout_holds() {
             "absolute timeout"
         );
     }
-    assert_eq!(redis_cli(&redis, &["EXISTS", &key]), "0");
+    // Refused, so gone from Redis (at once, or as its TTL runs out: waited for, bounded).
+    let gone = common::eventually(Duration::from_secs(10), || async {
+        redis_cli(&redis, &["EXISTS", &key]) == "0"
+    })
+    .await;
+    assert!(gone, "the session key is removed");
 }
 
 /// With the cache off every request asks Redis, and a copy held in memory is reused only

@@ -2,6 +2,9 @@
 # The test command from the README: installs what the tests need on a fresh Debian machine
 # with Rust, then runs the formatter check, clippy and every test. Under CI=true a missing
 # component is an error, never a skipped test.
+# On a slow or overloaded machine, AUTHGATE_TEST_PATIENCE=N (a factor, default 1) multiplies
+# every wait of the test harness (tests/common/mod.rs); it reaches the tests from the
+# environment as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

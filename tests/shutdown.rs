@@ -343,7 +343,7 @@ async fn a_request_in_flight_at_sigterm_is_answered_with_connection_close() {
     s.write_all(b"GET /slow?echo_sleep_ms=1500 HTTP/1.1\r\nHost: test\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.wait_in_flight(1).await;
     gw.signal("TERM");
     let answer = tokio::time::timeout(Duration::from_secs(5), read_response(&mut s)).await;
     assert_eq!(

@@ -20,7 +20,8 @@ pub(super) fn listeners(rep: &mut Reporter, list: &[file::Listener]) -> Vec<List
         let Some(address) = socket_addr(rep, &key("address"), &l.address) else {
             continue;
         };
-        if !seen_addrs.insert(address) {
+        // Port 0: a free port each, picked at start, so no clash.
+        if address.port() != 0 && !seen_addrs.insert(address) {
             rep.error(
                 key("address"),
                 span(&l.address),

@@ -23,7 +23,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock (the system's monotonic one, unless a test pauses it): the memory store's
+// expiry tests move time instead of sleeping.
+use tokio::time::Instant;
 
 use dashmap::DashMap;
 
@@ -1003,7 +1006,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn memory_semantics() {
         let s = Store::memory();
         s.put("a", b"1", Duration::from_secs(60)).await.unwrap();
@@ -1074,7 +1077,7 @@ mod tests {
         assert_eq!(m.pending_logins.get(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn memory_pending_expiry() {
         let (s, m) = observed();
         let short = Duration::from_millis(20);
@@ -1132,7 +1135,7 @@ mod tests {
         assert_eq!(s.take("v").await.unwrap().as_deref(), Some(&b"1"[..]));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn memory_sessions() {
         let s = Store::memory();
         let idle = Duration::from_secs(60);

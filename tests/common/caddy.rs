@@ -48,7 +48,7 @@ impl Caddy {
             dir,
         };
         let addr = caddy.addr();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::patient(Duration::from_secs(10));
         loop {
             if let Some(status) = caddy.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("caddy exited early ({status}):\n{}", caddy.log());

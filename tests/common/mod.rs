@@ -1,6 +1,11 @@
 //! The one integration-test harness: the real `authgate` binary on free loopback ports in
 //! front of real upstream servers (the echo app from `authgate::demo`, a WebSocket echo, a
 //! TLS echo with a test CA). Every wait is bounded; every process dies with its handle.
+//!
+//! Every wait, timeout and deadline here is scaled by one setting, [`patience`]
+//! (`AUTHGATE_TEST_PATIENCE`), for slow machines. A gateway whose port no test needs before
+//! the start binds port 0 and reports its ports in a ready file (`run --ready-file`), so no
+//! port is picked, released and raced for.
 
 #![allow(dead_code)]
 
@@ -17,6 +22,26 @@ pub mod caddy;
 pub mod redis_sets;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
+
+/// How patient the harness is: `AUTHGATE_TEST_PATIENCE` (a factor, e.g. `2` or `1.5`;
+/// default 1) multiplies every wait, timeout and deadline of the harness (process starts,
+/// health waits, [`eventually`], client timeouts), for slow or overloaded machines. It never
+/// changes what a test asserts, only how long it waits before deciding.
+pub fn patience() -> f64 {
+    static FACTOR: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *FACTOR.get_or_init(|| {
+        std::env::var("AUTHGATE_TEST_PATIENCE")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|f| f.is_finite() && *f >= 1.0)
+            .unwrap_or(1.0)
+    })
+}
+
+/// `d` scaled by [`patience`].
+pub fn patient(d: Duration) -> Duration {
+    d.mul_f64(patience())
+}
 
 /// A free port on 127.0.0.1 (bound and released), never the same one twice in a test
 /// process: tests pick several ports before starting the servers that take them. Taken below
@@ -145,20 +170,26 @@ impl Gateway {
         )
     }
 
+    /// Without `opts.port`, the listener and the admin listener bind port 0: the gateway
+    /// picks free ports and reports them in its ready file, and the harness then writes them
+    /// into the config file (so a reload, an `--upgrade` or the `sessions` CLI that reads the
+    /// file finds the same addresses).
     pub async fn start_with(body: &str, opts: Opts) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.toml");
         let mut gw = Gateway {
             child: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], opts.port.unwrap_or_else(free_port))),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            addr: SocketAddr::from(([127, 0, 0, 1], opts.port.unwrap_or(0))),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
             config_path,
         };
         std::fs::write(&gw.config_path, gw.config_text(body, &opts)).unwrap();
         let log = std::fs::File::create(gw.dir.path().join("log")).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.args(["run", "-c"])
+        cmd.args(["run", "--ready-file"])
+            .arg(gw.ready_file())
+            .arg("-c")
             .arg(&gw.config_path)
             .env_remove("RUST_LOG")
             .stdout(log.try_clone().unwrap())
@@ -173,7 +204,14 @@ impl Gateway {
         let child = cmd.spawn().expect("spawn authgate");
         gw.child = Some(child);
         gw.wait_listening().await;
+        // The config as it would be written had the ports been known before the start.
+        std::fs::write(&gw.config_path, gw.config_text(body, &opts)).unwrap();
         gw
+    }
+
+    /// Where the gateway reports its bound addresses (`run --ready-file`).
+    pub fn ready_file(&self) -> PathBuf {
+        self.dir.path().join("ready.json")
     }
 
     pub fn log(&self) -> String {
@@ -184,26 +222,41 @@ impl Gateway {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Wait for the ready file (every listener bound), then take the addresses from it.
     async fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let limit = patient(Duration::from_secs(20));
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("authgate exited early ({status}):\n{}", self.log());
             }
-            let up =
-                |a: SocketAddr| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok();
-            if up(self.addr) && up(self.admin) {
+            if let Some((addr, admin)) = self.read_ready_file() {
+                self.addr = addr;
+                self.admin = admin;
                 return;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "authgate did not listen on {} within 20s:\n{}",
+                    "authgate did not report its listeners (on {}) within {limit:?}:\n{}",
                     self.addr,
                     self.log()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The first listener's and the admin listener's addresses from the ready file, once it
+    /// is there (it is renamed into place whole) and written by this process.
+    fn read_ready_file(&self) -> Option<(SocketAddr, SocketAddr)> {
+        let text = std::fs::read_to_string(self.ready_file()).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        if v["pid"].as_u64() != Some(u64::from(self.pid())) {
+            return None;
+        }
+        let addr = v["listeners"][0].as_str()?.parse().ok()?;
+        let admin = v["admin"].as_str()?.parse().ok()?;
+        Some((addr, admin))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -214,13 +267,25 @@ impl Gateway {
         format!("http://{}{}", self.admin, path)
     }
 
-    /// Wait (at most 10 s) until `/readyz` answers 200.
+    /// Wait (at most 10 s, times [`patience`]) until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         let ok = eventually(Duration::from_secs(10), || async {
             matches!(client().get(self.admin_url("/readyz")).send().await, Ok(r) if r.status() == 200)
         })
         .await;
         assert!(ok, "gateway never became ready:\n{}", self.log());
+    }
+
+    /// Wait (bounded) until `n` requests are in flight (past the gateway's request head
+    /// parsing, `authgate_http_requests_in_flight`): the event a test used to sleep for
+    /// before a signal.
+    pub async fn wait_in_flight(&self, n: u32) {
+        let ok = eventually(Duration::from_secs(10), || async {
+            metric_value(&self.metrics().await, "authgate_http_requests_in_flight")
+                .is_some_and(|v| v >= f64::from(n))
+        })
+        .await;
+        assert!(ok, "never {n} requests in flight:\n{}", self.log());
     }
 
     /// The Prometheus text from the admin listener.
@@ -285,6 +350,7 @@ impl Gateway {
 
     /// Wait (bounded) for the process to exit; returns its success.
     pub async fn wait_exit(&mut self, limit: Duration) -> bool {
+        let limit = patient(limit);
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -307,13 +373,14 @@ impl Drop for Gateway {
     }
 }
 
-/// Poll `cond` every 50 ms until it holds or `limit` passes; whether it held.
+/// Poll `cond` every 50 ms until it holds or `limit` (times [`patience`]) passes; whether it
+/// held.
 pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + patient(limit);
     loop {
         if cond().await {
             return true;
@@ -330,7 +397,7 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .timeout(Duration::from_secs(15))
+        .timeout(patient(Duration::from_secs(15)))
         .build()
         .unwrap()
 }
@@ -394,8 +461,10 @@ impl RawResponse {
 
 /// Send `request` and read one response: by Content-Length, by chunked framing, or to EOF.
 pub fn raw(addr: SocketAddr, request: &str) -> RawResponse {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s =
+        TcpStream::connect_timeout(&addr, patient(Duration::from_secs(5))).expect("connect");
+    s.set_read_timeout(Some(patient(Duration::from_secs(10))))
+        .unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
@@ -573,7 +642,7 @@ impl Redis {
             acl_user: None,
             tls_port: None,
         };
-        r.spawn().await;
+        r.spawn_fresh().await;
         r
     }
 
@@ -592,7 +661,7 @@ impl Redis {
             acl_user: Some("authgate".into()),
             tls_port: Some(free_port()),
         };
-        r.spawn().await;
+        r.spawn_fresh().await;
         r
     }
 
@@ -604,7 +673,34 @@ impl Redis {
         }
     }
 
+    /// The first start: its ports were picked by [`free_port`] (bound, released, handed on),
+    /// so another process may have taken one in between; a server that exits at once is
+    /// started again on new ports (a restart keeps its ports: clients know them).
+    async fn spawn_fresh(&mut self) {
+        for _ in 0..3 {
+            if self.try_spawn().await {
+                return;
+            }
+            eprintln!(
+                "redis-server exited at start on port {} (taken?); trying new ports",
+                self.port
+            );
+            self.port = free_port();
+            self.tls_port = self.tls_port.map(|_| free_port());
+        }
+        panic!("redis-server exited at start three times");
+    }
+
     async fn spawn(&mut self) {
+        assert!(
+            self.try_spawn().await,
+            "redis-server exited at start on port {}",
+            self.port
+        );
+    }
+
+    /// Start the server and wait until it answers; `false` if it exited first.
+    async fn try_spawn(&mut self) -> bool {
         let bin = require("redis-server", "apt-get install redis-server");
         let child = Command::new(bin)
             .args([
@@ -660,7 +756,7 @@ impl Redis {
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + patient(Duration::from_secs(10));
         loop {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 if let Some(p) = &self.password {
@@ -672,8 +768,15 @@ impl Redis {
                 let _ = s.write_all(b"PING\r\n");
                 let mut b = [0u8; 7];
                 if s.read_exact(&mut b).is_ok() && &b == b"+PONG\r\n" {
-                    return;
+                    return true;
                 }
+            }
+            if let Some(mut c) = self
+                .child
+                .take_if(|c| c.try_wait().is_ok_and(|s| s.is_some()))
+            {
+                let _ = c.wait();
+                return false;
             }
             assert!(
                 Instant::now() < deadline,
@@ -731,8 +834,11 @@ pub struct Idp {
 impl Idp {
     /// `auto_login`: log in as alice without forms (HTTP tests). `gateway_ports`: the client
     /// gets redirect URIs for these gateway ports on 127.0.0.1 and localhost.
+    /// On a port the harness picks; a pick taken by another process meanwhile (node exits
+    /// with `EADDRINUSE`) is replaced by a new one.
     pub async fn start(auto_login: bool, gateway_ports: &[u16]) -> Idp {
-        Self::start_on(free_port(), auto_login, gateway_ports).await
+        let extra = serde_json::json!({});
+        Self::start_inner(free_port(), true, auto_login, gateway_ports, &[], extra).await
     }
 
     pub async fn start_on(port: u16, auto_login: bool, gateway_ports: &[u16]) -> Idp {
@@ -753,6 +859,18 @@ impl Idp {
     /// `backchannel_logout_uri`).
     pub async fn start_full(
         port: u16,
+        auto_login: bool,
+        gateway_ports: &[u16],
+        env: &[(&str, &str)],
+        client_extra: serde_json::Value,
+    ) -> Idp {
+        Self::start_inner(port, false, auto_login, gateway_ports, env, client_extra).await
+    }
+
+    /// `any_port`: the caller takes the port from the result, so a taken one may be replaced.
+    async fn start_inner(
+        mut port: u16,
+        any_port: bool,
         auto_login: bool,
         gateway_ports: &[u16],
         env: &[(&str, &str)],
@@ -782,8 +900,8 @@ impl Idp {
             c.extend(extra.clone());
         }
         let clients = serde_json::json!([client]);
-        let issuer = format!("http://127.0.0.1:{port}");
-        let stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
+        let mut issuer = format!("http://127.0.0.1:{port}");
+        let mut stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
         let stderr_file = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = Command::new(node);
         cmd.arg("idp.js")
@@ -794,6 +912,7 @@ impl Idp {
             .stdout(Stdio::piped())
             .stderr(stderr_file.try_clone().unwrap())
             .stdin(Stdio::null());
+        let mut port_retries = 0;
         if auto_login {
             cmd.env("IDP_AUTO_LOGIN", "1");
         }
@@ -824,12 +943,30 @@ impl Idp {
             });
             // Ready line, or the process died (e.g. its port was taken): fail at once, with
             // its log.
-            let deadline = Instant::now() + Duration::from_secs(30);
+            let deadline = Instant::now() + patient(Duration::from_secs(30));
+            let mut new_port = false;
             let ready = loop {
                 if rx.try_recv().is_ok() {
                     break true;
                 }
                 if let Ok(Some(status)) = child.try_wait() {
+                    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                    if any_port && port_retries < 2 && log.contains("EADDRINUSE") {
+                        port_retries += 1;
+                        let _ = std::fs::remove_file(&stderr_path);
+                        port = free_port();
+                        eprintln!("the test IdP's port was taken; starting it on {port}");
+                        issuer = format!("http://127.0.0.1:{port}");
+                        stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
+                        let stderr_file = std::fs::File::create(&stderr_path).unwrap();
+                        cmd.env("IDP_PORT", port.to_string())
+                            .env("IDP_ISSUER", &issuer)
+                            .stderr(stderr_file);
+                        // Not a stall: this start does not count as one of the three.
+                        attempt -= 1;
+                        new_port = true;
+                        break false;
+                    }
                     panic!(
                         "the test IdP exited ({status}) before it was ready:\n{}",
                         std::fs::read_to_string(&stderr_path).unwrap_or_default()
@@ -845,6 +982,9 @@ impl Idp {
             };
             if ready {
                 break child;
+            }
+            if new_port {
+                continue;
             }
             assert!(
                 attempt < 3,
@@ -1189,7 +1329,7 @@ impl Browser {
 
         // Wait (bounded) until chromedriver answers /status with ready: true.
         let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + patient(Duration::from_secs(10));
         loop {
             if let Some(status) = driver.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
@@ -1249,7 +1389,9 @@ impl Browser {
         let mut builder = fantoccini::ClientBuilder::new(connector);
         builder.capabilities(caps);
         let client =
-            match tokio::time::timeout(Duration::from_secs(30), builder.connect(&base)).await {
+            match tokio::time::timeout(patient(Duration::from_secs(30)), builder.connect(&base))
+                .await
+            {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
                     kill_group(&mut driver);
@@ -1292,7 +1434,7 @@ impl Browser {
 
     /// Wait (bounded) until the current URL satisfies `ok`; returns it.
     pub async fn wait_url(&self, what: &str, ok: impl Fn(&url::Url) -> bool) -> url::Url {
-        let deadline = Instant::now() + BROWSER_WAIT;
+        let deadline = Instant::now() + patient(BROWSER_WAIT);
         loop {
             let u = self.url().await;
             if ok(&u) {
@@ -1370,7 +1512,11 @@ impl Browser {
 
     /// End the WebDriver session (Chromium exits), then stop chromedriver.
     pub async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.client.clone().close()).await;
+        let _ = tokio::time::timeout(
+            patient(Duration::from_secs(10)),
+            self.client.clone().close(),
+        )
+        .await;
         kill_group(&mut self.driver);
     }
 }
@@ -1380,7 +1526,7 @@ pub async fn bounded<T, E: std::fmt::Display>(
     what: &str,
     f: impl std::future::Future<Output = Result<T, E>>,
 ) -> T {
-    match tokio::time::timeout(BROWSER_WAIT, f).await {
+    match tokio::time::timeout(patient(BROWSER_WAIT), f).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => panic!("browser: {what} failed: {e}"),
         Err(_) => panic!("browser: {what} took longer than {BROWSER_WAIT:?}"),
@@ -1469,7 +1615,7 @@ impl Drop for Nginx {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + patient(Duration::from_secs(5));
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
                     return;
@@ -1567,7 +1713,7 @@ pub fn client_trusting(ca_pem: &str, cookies: bool) -> reqwest::Client {
         .no_proxy()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
-        .timeout(Duration::from_secs(15))
+        .timeout(patient(Duration::from_secs(15)))
         .build()
         .unwrap()
 }

@@ -54,7 +54,7 @@ fn data_node(dir: &Path, port: u16, extra: &[String]) -> Child {
 
 /// Wait until `ok()` holds, or panic with `what` and the logs under `dir`.
 async fn wait(limit: Duration, what: &str, dir: &Path, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + super::patient(limit);
     while !ok() {
         if Instant::now() > deadline {
             let mut logs = String::new();

@@ -86,12 +86,19 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         let c = c.clone();
         async move { c.get(url).send().await.map(|r| r.status().as_u16()) }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.wait_in_flight(1).await;
     gw.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Draining: not ready any more, so load balancers stop sending.
-    let r = c.get(gw.admin_url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
+    // Draining: not ready any more, so load balancers stop sending (as soon as the signal is
+    // handled: waited for, bounded).
+    let readyz = || async {
+        c.get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    eventually(Duration::from_secs(5), || async { readyz().await == 503 }).await;
+    assert_eq!(readyz().await, 503);
     assert_eq!(
         inflight
             .await
@@ -113,11 +120,19 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_also_drains() {
     let e = echo().await;
-    let mut gw = Gateway::start(&routes(e, "")).await;
-    let url = gw.url("/app/slow?echo_sleep_ms=400");
+    // Slow enough (and a grace period long enough) to be seen in flight on a loaded machine.
+    let mut gw = Gateway::start_with(
+        &routes(e, ""),
+        Opts {
+            grace_period: "3s",
+            ..Opts::default()
+        },
+    )
+    .await;
+    let url = gw.url("/app/slow?echo_sleep_ms=1500");
     let inflight =
         tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    gw.wait_in_flight(1).await;
     gw.signal("INT");
     assert_eq!(inflight.await.unwrap().unwrap(), 200);
     assert!(gw.wait_exit(Duration::from_secs(10)).await);

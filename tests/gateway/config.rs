@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::common::{free_port, BIN};
+use crate::common::{client, echo, free_port, Gateway, BIN};
 
 fn check(src: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -321,5 +321,65 @@ fn provider_identity_keys_are_checked_and_explained() {
     assert!(
         !ok && out.contains("routes[0].policy.providers[0]: unknown provider \"nope\""),
         "{out}"
+    );
+}
+
+/// Port 0 everywhere: the kernel picks the ports, and the gateway reports them once bound,
+/// in the ready file (JSON, this process's pid) and in one log line; the harness relies on
+/// it for every gateway it starts without a fixed port. `--upgrade` refuses port 0 (it takes
+/// sockets over by address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_zero_is_bound_and_reported_in_the_ready_file() {
+    let e = echo().await;
+    let gw = Gateway::start(&format!(
+        "[upstreams.app]\nservers = [\"http://{e}\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\npublic = true\n"
+    ))
+    .await;
+    assert_ne!(gw.addr.port(), 0);
+    assert_ne!(gw.admin.port(), 0);
+    let ready: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gw.ready_file()).unwrap()).unwrap();
+    assert_eq!(
+        ready,
+        serde_json::json!({
+            "listeners": [gw.addr.to_string()],
+            "admin": gw.admin.to_string(),
+            "pid": gw.pid(),
+        })
+    );
+    let line = format!(
+        "ready: every listener is bound listeners={} admin={} pid={}",
+        gw.addr,
+        gw.admin,
+        gw.pid()
+    );
+    assert!(gw.log().contains(&line), "{}", gw.log());
+    assert_eq!(
+        client().get(gw.url("/")).send().await.unwrap().status(),
+        200
+    );
+    let r = client().get(gw.admin_url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[server]\npid_file = \"{d}/pid\"\nupgrade_socket = \"{d}/sock\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--upgrade", "-c"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("port 0 cannot be taken over with --upgrade"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
