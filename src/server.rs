@@ -39,7 +39,7 @@ use crate::admin::{AdminService, Health};
 use crate::config::model::{SameSitePolicy, SessionStore};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::oidc::{Auth, Provider, RedirectPolicy};
+use crate::oidc::{Auth, AuthParts, Provider, RedirectPolicy};
 use crate::proxy::{Gateway, Runtime};
 use crate::session::{self, CookieSettings, Keys, SessionCache, SessionManager, Store};
 
@@ -611,7 +611,7 @@ pub fn build_auth(
         s.refresh_wait,
         metrics.clone(),
     ));
-    let auth = Arc::new(Auth {
+    let auth = Arc::new(Auth::new(AuthParts {
         refresher,
         assertion,
         assertion_header: config.assertion.header.clone().into(),
@@ -624,24 +624,14 @@ pub fn build_auth(
         max_pending_logins: s.max_pending_logins,
         max_return_url_bytes: s.max_return_url_bytes,
         metrics: metrics.clone(),
-    });
+    }));
     {
         let auth = auth.clone();
         rt.spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
             loop {
                 tick.tick().await;
-                auth.sessions.cache.sweep();
-                auth.refresher.sweep();
-                auth.bearer.sweep();
-                if let Store::Memory(m) = &auth.sessions.store {
-                    m.sweep();
-                }
-                // Token expiries in shared records are on Redis' clock: keep its offset from
-                // ours known even on a replica that signs nobody in.
-                if auth.sessions.store.is_redis() {
-                    let _ = auth.sessions.store.sync_clock().await;
-                }
+                auth.sweep().await;
             }
         });
     }

@@ -143,13 +143,13 @@ impl Health {
         let mut ready = config && !draining;
         let mut checks = serde_json::json!({ "config": config, "draining": draining });
         if let Some(auth) = &self.auth {
-            let store = auth.sessions.store.ping().await.is_ok();
+            let store = auth.sessions().store.ping().await.is_ok();
             ready &= store;
             checks["session_store"] = store.into();
-            checks["session_cache_coherent"] = auth.sessions.cache.is_coherent().into();
+            checks["session_cache_coherent"] = auth.sessions().cache.is_coherent().into();
             let mut sign_in = false;
             let mut providers = serde_json::Map::new();
-            for p in &auth.providers {
+            for p in auth.providers() {
                 let st = p.status();
                 sign_in |= st.ready;
                 checks[format!("provider:{}", p.id())] = st.ready.into();

@@ -97,7 +97,7 @@ impl SessionsApi {
                 "no providers configured: no sessions",
             );
         };
-        let sessions = &auth.sessions;
+        let sessions = auth.sessions();
         let q: Vec<(String, String)> =
             url::form_urlencoded::parse(req.query.unwrap_or_default().as_bytes())
                 .into_owned()
@@ -107,7 +107,7 @@ impl SessionsApi {
         // A user is a provider's `sub`; without `provider`, that `sub` at every provider.
         let providers: Vec<&str> = match param("provider") {
             Some(p) => vec![p],
-            None => auth.providers.iter().map(|p| p.id()).collect(),
+            None => auth.providers().iter().map(|p| p.id()).collect(),
         };
         let result = match (req.method, handle, param("subject")) {
             (&Method::GET, None, Some(subject)) => {
@@ -136,7 +136,7 @@ impl SessionsApi {
                         Err(e) => failed = Some(e),
                     }
                 }
-                auth.metrics
+                auth.metrics()
                     .revocations
                     .with_label_values(&["admin"])
                     .inc_by(n as u64);
@@ -155,7 +155,7 @@ impl SessionsApi {
             }
             (&Method::DELETE, Some(id), None) => sessions.revoke_handle(id).await.map(|found| {
                 if found {
-                    auth.metrics.revocations.with_label_values(&["admin"]).inc();
+                    auth.metrics().revocations.with_label_values(&["admin"]).inc();
                     tracing::info!(session = id, "session revoked by the admin API");
                     let mut r = json(StatusCode::NO_CONTENT, serde_json::Value::Null);
                     *r.body_mut() = Full::new(Bytes::new());

@@ -104,8 +104,28 @@ fn store_failure(e: &StoreError) -> CallbackFailure {
     }
 }
 
-/// The login flow and gateway endpoints.
+/// The sign-in flows, the gateway's endpoints, and the services the proxy asks about a
+/// caller (see `oidc::services`). Its parts are private to `oidc`: the proxy, forward-auth and
+/// the admin listener go through methods.
 pub struct Auth {
+    pub(super) assertion: crate::assertion::Signer,
+    pub(super) assertion_header: crate::out_header::OutName,
+    pub(super) providers: Vec<Arc<Provider>>,
+    pub(super) bearer: super::BearerVerifier,
+    pub(super) sessions: Arc<SessionManager>,
+    pub(super) refresher: Arc<super::Refresher>,
+    pub(super) redirects: RedirectPolicy,
+    pub(super) prefix: String,
+    pub(super) login_ttl: Duration,
+    /// `session.max_pending_logins`: past it the oldest pending login is dropped.
+    pub(super) max_pending_logins: usize,
+    /// `session.max_return_url_bytes`: a longer return URL is stored as `/`.
+    pub(super) max_return_url_bytes: usize,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+/// What [`Auth`] is assembled from (by `server`, once per start).
+pub struct AuthParts {
     pub assertion: crate::assertion::Signer,
     pub assertion_header: crate::out_header::OutName,
     pub providers: Vec<Arc<Provider>>,
@@ -115,11 +135,28 @@ pub struct Auth {
     pub redirects: RedirectPolicy,
     pub prefix: String,
     pub login_ttl: Duration,
-    /// `session.max_pending_logins`: past it the oldest pending login is dropped.
     pub max_pending_logins: usize,
-    /// `session.max_return_url_bytes`: a longer return URL is stored as `/`.
     pub max_return_url_bytes: usize,
     pub metrics: Arc<Metrics>,
+}
+
+impl Auth {
+    pub fn new(p: AuthParts) -> Self {
+        Self {
+            assertion: p.assertion,
+            assertion_header: p.assertion_header,
+            providers: p.providers,
+            bearer: p.bearer,
+            sessions: p.sessions,
+            refresher: p.refresher,
+            redirects: p.redirects,
+            prefix: p.prefix,
+            login_ttl: p.login_ttl,
+            max_pending_logins: p.max_pending_logins,
+            max_return_url_bytes: p.max_return_url_bytes,
+            metrics: p.metrics,
+        }
+    }
 }
 
 impl Auth {

@@ -14,10 +14,11 @@ pub mod flow;
 pub mod provider;
 pub mod redirect;
 pub mod refresh;
+mod services;
 pub mod userinfo;
 
 pub use bearer::{BearerIdentity, BearerVerifier};
-pub use flow::{Auth, Reply, RequestInfo};
+pub use flow::{Auth, AuthParts, Reply, RequestInfo};
 pub use provider::Provider;
 pub use redirect::RedirectPolicy;
 pub use refresh::Refresher;

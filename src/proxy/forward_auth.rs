@@ -313,10 +313,7 @@ impl Gateway {
             (Some(Caller::Session(s)), Some(auth))
                 if route.is_some_and(|r| r.pass_access_token) =>
             {
-                auth.sessions
-                    .tokens(s)
-                    .and_then(|t| t.access_token)
-                    .and_then(|t| HeaderValue::from_str(&t).ok())
+                auth.access_token(s)
             }
             _ => None,
         }
@@ -354,9 +351,9 @@ impl Gateway {
             }
         }
         if let Some(auth) = &self.auth {
-            auth.assertion_header
+            auth.assertion_header()
                 .insert_response(&mut resp, assertion)?;
-            let cookies = auth.sessions.foreign_cookies(headers);
+            let cookies = auth.foreign_cookies(headers);
             let v = HeaderValue::from_str(&cookies).unwrap_or(HeaderValue::from_static(""));
             resp.insert_header(COOKIE_HEADER, v.clone())?;
             // The same under `Cookie`, for proxies that copy answer headers by name onto the

@@ -141,8 +141,7 @@ impl Gateway {
             // With no provider of the route ready, a redirect to sign in could only loop: 503.
             // (No providers at all: the sign-in endpoint answers 503 itself.)
             let sign_in = self.auth.as_ref().is_none_or(|auth| {
-                let states = auth.providers.iter().map(|p| (p.id(), p.is_ready()));
-                decision::sign_in_possible(&route, states)
+                decision::sign_in_possible(&route, auth.sign_in_states())
             });
             return Err(decision::unauthenticated(rt, &route, req, sign_in));
         };
@@ -174,8 +173,7 @@ impl Gateway {
             };
             if let Some(token) = token {
                 return match auth
-                    .bearer
-                    .verify(token, &route.audiences, &route.providers)
+                    .verify_bearer(token, &route.audiences, &route.providers)
                     .await
                 {
                     Ok(id) => Ok(Some(Caller::Bearer(id))),
@@ -204,10 +202,7 @@ impl Gateway {
                 };
             }
         }
-        let Some(id) = auth.sessions.read_cookie(req.headers, req.https).id() else {
-            return Ok(None);
-        };
-        let s = match auth.sessions.load(&id).await {
+        let s = match auth.session(req.headers, req.https).await {
             Ok(Some(s))
                 if route.providers.is_empty() || route.providers.contains(&s.record.provider) =>
             {
@@ -224,7 +219,7 @@ impl Gateway {
             }
         };
         // Near or past access-token expiry: refreshed once across replicas (usually no wait).
-        match auth.refresher.ensure(s).await {
+        match auth.fresh(s).await {
             Ok(s) => Ok(s.map(Caller::Session)),
             Err(()) => {
                 if let Some(n) = REFRESH_DOWN.hit("") {
@@ -544,7 +539,7 @@ impl ProxyHttp for Gateway {
         )?;
         if let Some(auth) = &self.auth {
             // The upstream never sees the gateway's cookies, on any route.
-            auth.sessions.strip_cookie(upstream)?;
+            auth.strip_cookie(upstream)?;
             if route.identity_assertion {
                 let vouched = ctx
                     .session
@@ -555,7 +550,7 @@ impl ProxyHttp for Gateway {
                         .as_ref()
                         .map(|b| (b.provider.as_str(), &b.claims)));
                 if let Some(v) = vouched.and_then(|(p, c)| auth.assertion_for(&route.id, p, c)) {
-                    auth.assertion_header.insert(upstream, v)?;
+                    auth.assertion_header().insert(upstream, v)?;
                 }
             }
             if let Some(b) = &ctx.bearer {
@@ -572,10 +567,8 @@ impl ProxyHttp for Gateway {
                     name.insert(upstream, value.clone())?;
                 }
                 if route.pass_access_token {
-                    if let Some(token) = auth.sessions.tokens(user).and_then(|t| t.access_token) {
-                        if let Ok(v) = HeaderValue::from_str(&token) {
-                            auth.sessions.access_token_header().insert(upstream, v)?;
-                        }
+                    if let Some(v) = auth.access_token(user) {
+                        auth.access_token_header().insert(upstream, v)?;
                     }
                 }
             }
@@ -595,7 +588,7 @@ impl ProxyHttp for Gateway {
         }
         if let Some(auth) = &self.auth {
             if resp.headers.contains_key(header::SET_COOKIE) {
-                let dropped = auth.sessions.drop_set_cookie(resp)?;
+                let dropped = auth.drop_set_cookie(resp)?;
                 if dropped > 0 {
                     tracing::warn!(request_id = %ctx.request_id, count = dropped, "dropped the upstream's Set-Cookie for a gateway cookie");
                 }
