@@ -155,7 +155,10 @@ impl SessionsApi {
             }
             (&Method::DELETE, Some(id), None) => sessions.revoke_handle(id).await.map(|found| {
                 if found {
-                    auth.metrics().revocations.with_label_values(&["admin"]).inc();
+                    auth.metrics()
+                        .revocations
+                        .with_label_values(&["admin"])
+                        .inc();
                     tracing::info!(session = id, "session revoked by the admin API");
                     let mut r = json(StatusCode::NO_CONTENT, serde_json::Value::Null);
                     *r.body_mut() = Full::new(Bytes::new());

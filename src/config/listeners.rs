@@ -99,7 +99,8 @@ pub(super) fn admin(
         Some(a) => {
             let addr = socket_addr(rep, "admin.address", a)
                 .unwrap_or_else(|| default_addr(d::ADMIN_ADDRESS));
-            if listeners.iter().any(|l| l.address == addr) {
+            // Port 0: each gets its own free port at start.
+            if addr.port() != 0 && listeners.iter().any(|l| l.address == addr) {
                 rep.error(
                     "admin.address",
                     span(a),

@@ -148,6 +148,27 @@ mod tests {
     }
 
     #[test]
+    fn port_zero_listeners_never_clash() {
+        // Port 0: each listener (and the admin one) gets its own free port at start.
+        let src = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n";
+        let c = parse(Path::new("t.toml"), src).unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.admin_address.port(), 0);
+        // A fixed port still clashes, with a listener and with the admin listener.
+        let src = "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[[listeners]]\naddress = \"127.0.0.1:8080\"\n[admin]\naddress = \"127.0.0.1:8080\"\n";
+        let e = errs(src);
+        assert!(
+            e.iter()
+                .any(|e| e.message.contains("used by another listener")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|e| e.message.contains("must not share")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let e = errs("[server]\nthreads = 2\n\n[[routes]]\nupstream = \"app\"\nbogus = 1\n");
         assert_eq!(e.len(), 1);

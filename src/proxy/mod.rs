@@ -140,9 +140,10 @@ impl Gateway {
         let Some(caller) = self.authenticate(req, ctx, &route).await? else {
             // With no provider of the route ready, a redirect to sign in could only loop: 503.
             // (No providers at all: the sign-in endpoint answers 503 itself.)
-            let sign_in = self.auth.as_ref().is_none_or(|auth| {
-                decision::sign_in_possible(&route, auth.sign_in_states())
-            });
+            let sign_in = self
+                .auth
+                .as_ref()
+                .is_none_or(|auth| decision::sign_in_possible(&route, auth.sign_in_states()));
             return Err(decision::unauthenticated(rt, &route, req, sign_in));
         };
         decision::authorize(rt, &route, req, &caller, ctx.request_id.as_str())?;
