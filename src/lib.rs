@@ -31,6 +31,8 @@
 //!   upgrade; `server::connections` drives every downstream connection (limits, timeouts).
 //! - [`logging`]: log setup; other crates capped at `info` and rate-limited.
 //! - [`ratelimit_log`]: error lines rate-limited per cause, with counts.
+//! - [`backoff`]: the retry pause of loops (accept errors): doubling to a cap, reset on success.
+//! - [`tasks`]: background tasks that stop on shutdown (one cancellation token for all).
 //! - [`demo`]: the echo upstream used by the demo, the load script and tests.
 //!
 //! ## Request flow
@@ -43,6 +45,7 @@
 
 pub mod admin;
 pub mod assertion;
+pub mod backoff;
 pub mod config;
 pub mod csrf;
 pub mod demo;
@@ -63,4 +66,5 @@ pub mod ratelimit_log;
 pub mod routing;
 pub mod server;
 pub mod session;
+pub mod tasks;
 pub mod upstream;
