@@ -34,32 +34,27 @@ pub enum Miss<E> {
     Failed(E),
 }
 
-/// The bounding rule, per entry: kept as a candidate for `keep` after it was (re)inserted,
-/// never past the session's own deadline.
+/// The bounding rule, per entry: kept as a candidate for `keep` after it was (re)inserted.
+/// An entry past its session's deadline is never used (the readers check it) and goes at
+/// the next [`SessionCache::sweep`].
 struct Lifetime {
     keep: Duration,
 }
 
-impl Lifetime {
-    fn of(&self, s: &Session, now: Instant) -> Duration {
-        self.keep.min(s.deadline.saturating_duration_since(now))
-    }
-}
-
 impl Expiry<IdHash, Arc<Session>> for Lifetime {
-    fn expire_after_create(&self, _: &IdHash, s: &Arc<Session>, now: Instant) -> Option<Duration> {
-        Some(self.of(s, now))
+    fn expire_after_create(&self, _: &IdHash, _: &Arc<Session>, _: Instant) -> Option<Duration> {
+        Some(self.keep)
     }
 
     /// A re-insert after the store confirmed the entry keeps it for `keep` again.
     fn expire_after_update(
         &self,
         _: &IdHash,
-        s: &Arc<Session>,
-        now: Instant,
+        _: &Arc<Session>,
+        _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(self.of(s, now))
+        Some(self.keep)
     }
 }
 
@@ -80,7 +75,6 @@ impl SessionCache {
                 .expire_after(Lifetime {
                     keep: max_age.max(CANDIDATE_KEEP),
                 })
-                .support_invalidation_closures()
                 .build(),
             max_age,
             coherent: AtomicBool::new(coherent),
@@ -175,14 +169,20 @@ impl SessionCache {
     }
 
     /// Drop entries no longer worth keeping as candidates, and expired sessions, now (moka
-    /// also does so as it is used, but counts them only once its timer wheel gets there).
+    /// also expires entries `keep` after their insert as it is used).
     pub async fn sweep(&self) {
         let keep = self.max_age.max(CANDIDATE_KEEP);
         let now = Instant::now();
-        // Only fails without `support_invalidation_closures`, which the builder sets.
-        let _ = self
+        // Not moka's invalidation closures: while one is pending every read runs it.
+        let gone: Vec<IdHash> = self
             .map
-            .invalidate_entries_if(move |_, s| s.validated.elapsed() > keep || s.deadline <= now);
+            .iter()
+            .filter(|(_, s)| s.validated.elapsed() > keep || s.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &gone {
+            self.map.invalidate(k).await;
+        }
         self.map.run_pending_tasks().await;
     }
 }
