@@ -415,7 +415,7 @@ pub fn build_auth(
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
             loop {
                 tick.tick().await;
-                auth.sessions.cache.sweep().await;
+                auth.sessions.cache.sweep();
                 auth.refresher.sweep();
                 auth.bearer.sweep();
                 if let Store::Memory(m) = &auth.sessions.store {

@@ -302,11 +302,10 @@ impl SessionManager {
     }
 
     /// Load a session: cache first, then the store (restarting the idle timeout at most once
-    /// per touch interval). A burst of requests for a session not cached here reads the store
-    /// once ([`SessionCache::load_once`]).
+    /// per touch interval).
     pub async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
         let hash = id.hash();
-        if let Some(s) = self.cache.get(&hash).await {
+        if let Some(s) = self.cache.get(&hash) {
             if s.deadline > Instant::now() {
                 self.cache_hits.inc();
                 return Ok(Some(s));
@@ -314,36 +313,20 @@ impl SessionManager {
         }
         self.cache_misses.inc();
         let generation = self.cache.generation();
+        let known = self.cache.candidate(&hash);
         let touch = Some(self.cookie.touch_interval);
-        let Some(known) = self.cache.candidate(&hash).await else {
-            let read = async {
-                match self.read(&hash, touch, None).await {
-                    Ok(Some(s)) => Ok(s),
-                    Ok(None) => Err(cache::Miss::Gone),
-                    Err(e) => Err(cache::Miss::Failed(e)),
-                }
-            };
-            return match self.cache.load_once(hash, generation, read).await {
-                Ok(s) => Ok(Some(s)),
-                Err(miss) => match &*miss {
-                    cache::Miss::Gone => Ok(None),
-                    cache::Miss::Failed(StoreError::Unavailable(e)) => {
-                        Err(StoreError::Unavailable(e.clone()))
-                    }
-                },
-            };
-        };
-        let Some(session) = self.read(&hash, touch, Some(&known)).await? else {
+        let Some(session) = self.read(&hash, touch, known.as_ref()).await? else {
             // Gone from the store: so goes any copy here.
-            self.cache.invalidate(&hash).await;
+            if known.is_some() {
+                self.cache.invalidate(&hash);
+            }
             return Ok(None);
         };
-        // Confirmed unchanged: the copy serves again, nothing decoded (re-inserted, so it is
-        // kept as long as a new one would be).
-        if Arc::ptr_eq(&known, &session) {
-            session.validated.renew();
+        match known {
+            // Confirmed unchanged: the copy serves again, nothing decoded or inserted.
+            Some(k) if Arc::ptr_eq(&k, &session) => session.validated.renew(),
+            _ => self.cache.insert(session.clone(), generation),
         }
-        self.cache.insert(session.clone(), generation).await;
         Ok(Some(session))
     }
 
@@ -494,7 +477,7 @@ impl SessionManager {
             .session_update(&session_key(&s.hash), s.rev, &raw)
             .await?;
         if let Update::Done(_) = outcome {
-            self.cache.invalidate(&s.hash).await;
+            self.cache.invalidate(&s.hash);
             self.store.publish_invalidation(&s.hash.hex()).await?;
         }
         Ok(outcome)
@@ -518,7 +501,7 @@ impl SessionManager {
     /// End a session everywhere: delete it, drop it from this cache, tell the other replicas.
     /// Index entries are left to be pruned when read.
     pub async fn destroy(&self, hash: &IdHash) -> Result<(), StoreError> {
-        self.cache.invalidate(hash).await;
+        self.cache.invalidate(hash);
         self.store.delete(&session_key(hash)).await?;
         self.store.publish_invalidation(&hash.hex()).await
     }
@@ -707,7 +690,7 @@ impl SessionManager {
                                     let Some(msg) = msg else { break };
                                     if let Ok(hex) = msg.get_payload::<String>() {
                                         if let Some(hash) = parse_hex32(&hex) {
-                                            self.cache.invalidate(&IdHash(hash)).await;
+                                            self.cache.invalidate(&IdHash(hash));
                                         }
                                     }
                                 }
