@@ -166,9 +166,24 @@ where
     F: std::future::Future<Output = std::io::Result<S>> + Send + 'static,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let mut backoff = crate::backoff::Backoff::accept();
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => {
+                backoff.succeeded();
+                a
+            }
+            Err(e) => {
+                // EMFILE and the like: pause instead of spinning on an error that persists.
+                static ACCEPT_LOG: crate::ratelimit_log::Throttle =
+                    crate::ratelimit_log::Throttle::new(crate::ratelimit_log::WINDOW);
+                let pause = backoff.failed();
+                if let Some(n) = ACCEPT_LOG.hit("accept") {
+                    tracing::warn!(error = %e, retry_in = ?pause, "demo upstream: accept failed{n}");
+                }
+                tokio::time::sleep(pause).await;
+                continue;
+            }
         };
         let Ok(local) = stream.local_addr() else {
             continue;

@@ -37,6 +37,8 @@
 //!   HTTP/2, draining); a leaf the proxy and the server both use.
 //! - [`logging`]: log setup; other crates capped at `info` and rate-limited.
 //! - [`ratelimit_log`]: error lines rate-limited per cause, with counts.
+//! - [`backoff`]: the retry pause of loops (accept errors): doubling to a cap, reset on success.
+//! - [`tasks`]: background tasks that stop on shutdown (one cancellation token for all).
 //! - [`demo`]: the echo upstream used by the demo, the load script and tests.
 //!
 //! ## Request flow
@@ -50,6 +52,7 @@
 pub mod admin;
 pub mod answer;
 pub mod assertion;
+pub mod backoff;
 pub mod config;
 pub mod connections;
 pub mod crypto;
@@ -72,4 +75,5 @@ pub mod ratelimit_log;
 pub mod routing;
 pub mod server;
 pub mod session;
+pub mod tasks;
 pub mod upstream;

@@ -42,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::oidc::{Auth, AuthParts, Provider, RedirectPolicy};
 use crate::proxy::{Gateway, Runtime};
 use crate::session::{self, CookieSettings, Keys, SessionCache, SessionManager, Store};
+use crate::tasks::Tasks;
 
 /// SIGTERM and SIGINT both drain: an operator's Ctrl-C should not cut requests either.
 /// Pingora stops accepting the moment `recv` returns, so the shutdown delay is spent here.
@@ -527,11 +528,13 @@ fn bind_admin(
 }
 
 /// Sessions, providers and the login flow, with their background tasks spawned on `rt`
-/// (discovery/JWKS refresh, cache invalidation listener, sweepers). `None` without providers.
+/// through `tasks` (discovery/JWKS refresh, cache invalidation listener, sweepers, Sentinel
+/// watchers): they run until `tasks` is shut down. `None` without providers.
 pub fn build_auth(
     config: &Config,
     metrics: &Arc<Metrics>,
     rt: &tokio::runtime::Handle,
+    tasks: &Tasks,
 ) -> anyhow::Result<Option<Arc<Auth>>> {
     if config.providers.is_empty() {
         return Ok(None);
@@ -549,6 +552,7 @@ pub fn build_auth(
                 ca: s.redis_ca.as_deref(),
                 timeout: s.redis_timeout,
                 min_replicas_ack: s.redis_min_replicas_ack,
+                tasks,
             };
             Store::Redis(Box::new(
                 session::store::RedisStore::new(&options, &s.redis_prefix)
@@ -591,9 +595,12 @@ pub fn build_auth(
         .map(|p| Ok(Arc::new(Provider::new(p.clone(), provider_http(p)?))))
         .collect::<anyhow::Result<_>>()?;
     for p in &providers {
-        rt.spawn(p.clone().run_refresh());
+        tasks.spawn("provider refresh", p.clone().run_refresh());
     }
-    rt.spawn(sessions.clone().run_invalidation_listener());
+    tasks.spawn(
+        "invalidation listener",
+        sessions.clone().run_invalidation_listener(),
+    );
     let bearer = crate::oidc::BearerVerifier::new(
         providers.clone(),
         config.identity_headers.clone(),
@@ -627,7 +634,7 @@ pub fn build_auth(
     }));
     {
         let auth = auth.clone();
-        rt.spawn(async move {
+        tasks.spawn("sweeper", async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
             loop {
                 tick.tick().await;
@@ -670,7 +677,10 @@ pub fn run(
     config.admin_address = admin_listener
         .local_addr()
         .context("admin listener address")?;
-    let auth = build_auth(&config, &metrics, control.handle())?;
+    // Stopped once the server has: no task outlives the gateway (a Redis connection left
+    // open, a provider still polled).
+    let tasks = Tasks::new();
+    let auth = build_auth(&config, &metrics, control.handle(), &tasks)?;
     let health = Arc::new(Health::new(auth.clone()));
     install_pages(&config);
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics)));
@@ -784,6 +794,8 @@ pub fn run(
             upgrade_socket: config.server.upgrade_socket.clone().into(),
         }),
     });
+    let aborted = control.block_on(tasks.shutdown(std::time::Duration::from_secs(1)));
+    tracing::debug!(aborted = aborted.len(), "background tasks stopped");
     control.shutdown_timeout(std::time::Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())

@@ -306,17 +306,22 @@ impl BackgroundService for AdminService {
         };
         let mut shutting_down = false;
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut backoff = crate::backoff::Backoff::accept();
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
-                        Ok(a) => a,
+                        Ok(a) => {
+                            backoff.succeeded();
+                            a
+                        }
                         Err(e) => {
                             // EMFILE and the like: do not spin on an error that persists.
+                            let pause = backoff.failed();
                             if let Some(n) = REFUSED_LOG.hit("accept") {
-                                tracing::warn!(error = %e, "admin listener: accept failed{n}");
+                                tracing::warn!(error = %e, retry_in = ?pause, "admin listener: accept failed{n}");
                             }
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            tokio::time::sleep(pause).await;
                             continue;
                         }
                     };

@@ -42,6 +42,8 @@ pub struct RedisOptions<'a> {
     /// `redis_min_replicas_ack`: replicas that must acknowledge a durable write (`WAIT`);
     /// `None`: the deployment's default (see [`RedisConn::replicas_to_ack`]).
     pub min_replicas_ack: Option<u32>,
+    /// Where the Sentinel watchers run: they stop when these tasks are shut down.
+    pub tasks: &'a crate::tasks::Tasks,
 }
 
 fn certificates(ca: &[u8]) -> redis::TlsCertificates {
@@ -237,7 +239,7 @@ pub enum RedisConn {
 
 impl RedisConn {
     /// Connects lazily: a Redis that is down at start makes requests 503 until it is back.
-    /// Must run inside a Tokio runtime.
+    /// Must run inside a Tokio runtime (Sentinel: its watchers are spawned on `o.tasks`).
     pub fn new(o: &RedisOptions<'_>) -> RedisResult<Self> {
         match o.topology {
             RedisTopology::Standalone(url) => {
@@ -264,9 +266,10 @@ impl RedisConn {
             }
             RedisTopology::Sentinel { sentinels, master } => {
                 let conn = SentinelConn::new(sentinels, master, o)?;
-                tokio::spawn(conn.clone().watch());
+                o.tasks.spawn("sentinel poll", conn.clone().watch());
                 for i in 0..conn.sentinels.len() {
-                    tokio::spawn(conn.clone().follow(i));
+                    o.tasks
+                        .spawn("sentinel +switch-master", conn.clone().follow(i));
                 }
                 Ok(RedisConn::Sentinel(conn))
             }

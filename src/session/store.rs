@@ -159,6 +159,12 @@ impl PendingQueue {
 }
 
 /// In-process store: the embedded default (single instance, nothing to run).
+///
+/// Not a cache: it holds the only copy of every session, and evicting one to make room would
+/// sign its user out silently. Its bounding rule is expiry alone: sessions leave at their idle
+/// or absolute timeout, other entries at their TTL (read as absent from then on; the sweeper
+/// frees them every 30 s); pending logins are also capped by `session.max_pending_logins`,
+/// oldest dropped first.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     map: DashMap<String, (Vec<u8>, Instant)>,
