@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use authgate::identity::Claims;
 use authgate::identity::IdentityHeaders;
-use authgate::session::{IdHash, Session, SessionCache, SessionRecord, Validated};
+use authgate::session::{IdHash, SessionCache, SessionRecord, UserSession, Validated};
 
 // The allocator the authgate binary ships with, so these figures are the binary's.
 #[global_allocator]
@@ -39,7 +39,7 @@ fn rss_bytes(pid: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn session(i: u64, headers: &IdentityHeaders) -> Arc<Session> {
+fn session(i: u64, headers: &IdentityHeaders) -> Arc<UserSession> {
     let mut hash = [0u8; 32];
     hash[..8].copy_from_slice(&i.to_le_bytes());
     let claims = Claims {
@@ -51,7 +51,7 @@ fn session(i: u64, headers: &IdentityHeaders) -> Arc<Session> {
         groups: (0..20).map(|g| format!("team-{g:02}")).collect(),
         ..Claims::default()
     };
-    Arc::new(Session {
+    Arc::new(UserSession {
         hash: IdHash(hash),
         headers: headers.values("idp", &claims),
         record: SessionRecord {

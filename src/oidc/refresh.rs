@@ -21,7 +21,7 @@ use super::provider::{Provider, ProviderError};
 use crate::config::provider::Userinfo;
 use crate::jwt::{self, IdTokenRules};
 use crate::metrics::Metrics;
-use crate::session::{IdHash, Session, SessionManager, SessionRecord, Tokens, Update};
+use crate::session::{IdHash, SessionManager, SessionRecord, Tokens, Update, UserSession};
 
 /// Longer than the provider HTTP timeout, so a lock never lapses under a live refresh.
 const LOCK_TTL: Duration = Duration::from_secs(15);
@@ -58,7 +58,7 @@ pub fn need(record: &SessionRecord, now: u64, lead: Duration) -> Need {
 }
 
 /// Whether the access token is unexpired at `now` (the store's clock).
-fn still_valid(s: &Session, now: u64) -> bool {
+fn still_valid(s: &UserSession, now: u64) -> bool {
     s.record.access_expires_at.is_none_or(|exp| exp > now)
 }
 
@@ -66,7 +66,7 @@ fn still_valid(s: &Session, now: u64) -> bool {
 #[derive(Clone)]
 pub enum Outcome {
     /// Use this session (refreshed, or still valid).
-    Fresh(Arc<Session>),
+    Fresh(Arc<UserSession>),
     /// The session is over: treat the request as signed out.
     Ended,
     /// Cannot tell: the provider or the store is down and the token has expired.
@@ -106,7 +106,10 @@ impl Refresher {
 
     /// The session this request should use. `Ok(None)`: signed out (the refresh token was
     /// refused); `Err(())`: no usable token and no way to get one now (503).
-    pub async fn ensure(self: &Arc<Self>, s: Arc<Session>) -> Result<Option<Arc<Session>>, ()> {
+    pub async fn ensure(
+        self: &Arc<Self>,
+        s: Arc<UserSession>,
+    ) -> Result<Option<Arc<UserSession>>, ()> {
         // Expiries are on the store's clock (see `SessionManager::store_now`).
         let need = need(&s.record, self.sessions.store.now_unix(), self.lead);
         if need == Need::No {
@@ -134,7 +137,7 @@ impl Refresher {
     }
 
     /// Join the session's refresh in this process, or start it.
-    fn flight(self: &Arc<Self>, s: Arc<Session>) -> Flight {
+    fn flight(self: &Arc<Self>, s: Arc<UserSession>) -> Flight {
         use dashmap::mapref::entry::Entry;
         match self.inflight.entry(s.hash) {
             Entry::Occupied(e) => e.get().clone(),
@@ -155,7 +158,7 @@ impl Refresher {
         }
     }
 
-    async fn run(&self, s: Arc<Session>) -> Outcome {
+    async fn run(&self, s: Arc<UserSession>) -> Outcome {
         let lock = match self.sessions.lock_refresh(&s.hash, LOCK_TTL).await {
             Ok(Some(lock)) => lock,
             Ok(None) => return self.await_other(s).await,
@@ -171,7 +174,7 @@ impl Refresher {
 
     /// Another replica holds the lock: keep a still-valid token, else watch the store for
     /// the new revision.
-    async fn await_other(&self, s: Arc<Session>) -> Outcome {
+    async fn await_other(&self, s: Arc<UserSession>) -> Outcome {
         if still_valid(&s, self.sessions.store.now_unix()) {
             return Outcome::Fresh(s);
         }
@@ -188,7 +191,7 @@ impl Refresher {
         Outcome::Unavailable
     }
 
-    fn fallback(&self, s: Arc<Session>) -> Outcome {
+    fn fallback(&self, s: Arc<UserSession>) -> Outcome {
         self.failed_until
             .insert(s.hash, Instant::now() + FAILURE_BACKOFF);
         self.metrics.refreshes.with_label_values(&["failed"]).inc();
@@ -199,7 +202,7 @@ impl Refresher {
         }
     }
 
-    async fn end(&self, s: &Session, why: &str) -> Outcome {
+    async fn end(&self, s: &UserSession, why: &str) -> Outcome {
         tracing::info!(provider = %s.record.provider, sub = %s.record.claims.sub, user = %s.record.claims.subject, reason = why, "session ended at refresh");
         self.metrics.refreshes.with_label_values(&["ended"]).inc();
         match self.sessions.destroy(&s.hash).await {
@@ -209,7 +212,7 @@ impl Refresher {
         }
     }
 
-    async fn refresh_locked(&self, s: Arc<Session>) -> Outcome {
+    async fn refresh_locked(&self, s: Arc<UserSession>) -> Outcome {
         // Under the lock, decide on what the store has now: another replica may have
         // refreshed between our read and our lock.
         let current = match self.sessions.reload(&s.hash).await {

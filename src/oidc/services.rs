@@ -12,7 +12,7 @@ use super::provider::Provider;
 use super::BearerIdentity;
 use crate::jwt::JwtError;
 use crate::out_header::OutName;
-use crate::session::{Session, SessionManager, StoreError};
+use crate::session::{SessionManager, StoreError, UserSession};
 
 impl Auth {
     // --- Who is calling -------------------------------------------------------------------
@@ -34,7 +34,7 @@ impl Auth {
         &self,
         headers: &HeaderMap,
         https: bool,
-    ) -> Result<Option<Arc<Session>>, StoreError> {
+    ) -> Result<Option<Arc<UserSession>>, StoreError> {
         match self.sessions.read_cookie(headers, https).id() {
             Some(id) => self.sessions.load(&id).await,
             None => Ok(None),
@@ -43,7 +43,7 @@ impl Auth {
 
     /// `s` with a valid access token: refreshed once across replicas when it is near or
     /// past expiry (`Ok(None)`: the session ended; `Err`: the provider cannot refresh now).
-    pub async fn fresh(&self, s: Arc<Session>) -> Result<Option<Arc<Session>>, ()> {
+    pub async fn fresh(&self, s: Arc<UserSession>) -> Result<Option<Arc<UserSession>>, ()> {
         self.refresher.ensure(s).await
     }
 
@@ -60,7 +60,7 @@ impl Auth {
     }
 
     /// The session's access token as a header value (for `pass_access_token` routes).
-    pub fn access_token(&self, s: &Session) -> Option<HeaderValue> {
+    pub fn access_token(&self, s: &UserSession) -> Option<HeaderValue> {
         let token = self.sessions.tokens(s)?.access_token?;
         HeaderValue::from_str(&token).ok()
     }

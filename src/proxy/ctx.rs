@@ -9,7 +9,7 @@ use crate::answer::Audience;
 use crate::forwarded::{Origin, RequestId};
 use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
-use crate::session::Session;
+use crate::session::UserSession;
 
 pub struct RequestCtx {
     /// The config snapshot this request started with: a reload mid-request cannot change
@@ -34,7 +34,7 @@ pub struct RequestCtx {
     /// Code of the refusal, when the gateway answered itself.
     pub refusal: Option<&'static str>,
     /// The caller's session, on protected routes.
-    pub session: Option<Arc<Session>>,
+    pub session: Option<Arc<UserSession>>,
     /// Or the caller's verified bearer token, on routes that accept them.
     pub bearer: Option<Arc<BearerIdentity>>,
 }

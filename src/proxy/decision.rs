@@ -27,7 +27,7 @@ use crate::host::Authority;
 use crate::identity::Claims;
 use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
-use crate::session::Session as UserSession;
+use crate::session::UserSession;
 
 /// The original request as the decision sees it, in canonical form.
 pub struct Inbound<'a> {

@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use super::crypto::IdHash;
-use super::model::Session;
+use super::model::UserSession;
 
 /// How long an entry stays as a revalidation candidate after the store last confirmed it
 /// (at least; `max_age` when longer).
 const CANDIDATE_KEEP: Duration = Duration::from_secs(60);
 
 pub struct SessionCache {
-    map: DashMap<IdHash, Arc<Session>>,
+    map: DashMap<IdHash, Arc<UserSession>>,
     max_age: Duration,
     max_entries: usize,
     coherent: AtomicBool,
@@ -47,7 +47,7 @@ impl SessionCache {
         !self.max_age.is_zero() && self.coherent.load(Ordering::Acquire)
     }
 
-    pub fn get(&self, hash: &IdHash) -> Option<Arc<Session>> {
+    pub fn get(&self, hash: &IdHash) -> Option<Arc<UserSession>> {
         if !self.usable() {
             return None;
         }
@@ -58,7 +58,7 @@ impl SessionCache {
 
     /// An entry of any age for the store to confirm (see the module doc): never to be used
     /// without that confirmation.
-    pub fn candidate(&self, hash: &IdHash) -> Option<Arc<Session>> {
+    pub fn candidate(&self, hash: &IdHash) -> Option<Arc<UserSession>> {
         let s = self.map.get(hash)?.clone();
         (s.deadline > Instant::now()).then_some(s)
     }
@@ -68,7 +68,7 @@ impl SessionCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub fn insert(&self, session: Arc<Session>, generation_at_load: u64) {
+    pub fn insert(&self, session: Arc<UserSession>, generation_at_load: u64) {
         // Inserted even when not usable (cache off, or not coherent): then only a candidate.
         if self.map.len() >= self.max_entries {
             return;
@@ -124,8 +124,8 @@ mod tests {
     use crate::session::model::{SessionRecord, Validated};
     use std::time::Instant;
 
-    fn session(b: u8) -> Arc<Session> {
-        Arc::new(Session {
+    fn session(b: u8) -> Arc<UserSession> {
+        Arc::new(UserSession {
             hash: IdHash([b; 32]),
             record: SessionRecord {
                 v: 1,

@@ -1,4 +1,4 @@
-//! Server-side sessions: cookie → cache → store → [`Session`].
+//! Server-side sessions: cookie → cache → store → [`UserSession`].
 //!
 //! [`crypto`] makes IDs, cookie MACs and sealed tokens; [`store`] keeps records (memory or
 //! Redis); [`cache`] keeps hot sessions in memory, coherent across replicas through Redis
@@ -22,7 +22,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 pub use cache::SessionCache;
 pub use crypto::{IdHash, Keys, SessionId};
-pub use model::{Session, SessionRecord, Tokens, Validated};
+pub use model::{SessionRecord, Tokens, UserSession, Validated};
 pub use store::{Store, StoreError, Update};
 
 use crate::identity::{Claims, IdentityHeaders};
@@ -306,7 +306,7 @@ impl SessionManager {
 
     /// Load a session: cache first, then the store (restarting the idle timeout at most once
     /// per touch interval).
-    pub async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, StoreError> {
+    pub async fn load(&self, id: &SessionId) -> Result<Option<Arc<UserSession>>, StoreError> {
         let hash = id.hash();
         if let Some(s) = self.cache.get(&hash) {
             if s.deadline > Instant::now() {
@@ -335,7 +335,7 @@ impl SessionManager {
 
     /// The session as the store has it now, bypassing the cache and leaving the idle timer
     /// alone: what a refresh decides on.
-    pub async fn reload(&self, hash: &IdHash) -> Result<Option<Arc<Session>>, StoreError> {
+    pub async fn reload(&self, hash: &IdHash) -> Result<Option<Arc<UserSession>>, StoreError> {
         self.read(hash, None, None).await
     }
 
@@ -345,8 +345,8 @@ impl SessionManager {
         &self,
         hash: &IdHash,
         touch: Option<Duration>,
-        known: Option<&Arc<Session>>,
-    ) -> Result<Option<Arc<Session>>, StoreError> {
+        known: Option<&Arc<UserSession>>,
+    ) -> Result<Option<Arc<UserSession>>, StoreError> {
         let started = Instant::now();
         let checked = self
             .store
@@ -372,7 +372,7 @@ impl SessionManager {
         };
         upgrade_claims(&mut record.claims);
         let now = Instant::now();
-        Ok(Some(Arc::new(Session {
+        Ok(Some(Arc::new(UserSession {
             hash: *hash,
             headers: self.headers.values(&record.provider, &record.claims),
             record,
@@ -465,7 +465,7 @@ impl SessionManager {
     /// On success every replica drops its cached copy.
     pub async fn update(
         &self,
-        s: &Session,
+        s: &UserSession,
         claims: Claims,
         tokens: &Tokens,
     ) -> Result<Update, StoreError> {
@@ -495,7 +495,7 @@ impl SessionManager {
     }
 
     /// The session's tokens, decrypted.
-    pub fn tokens(&self, s: &Session) -> Option<Tokens> {
+    pub fn tokens(&self, s: &UserSession) -> Option<Tokens> {
         let plain = self.keys.open(&s.hash, &s.record.tokens)?;
         serde_json::from_slice(&plain).ok()
     }

@@ -48,7 +48,7 @@ pub struct SessionRecord {
 
 /// A loaded session: the record plus everything the request path needs, computed once.
 #[derive(Debug)]
-pub struct Session {
+pub struct UserSession {
     pub hash: IdHash,
     pub record: SessionRecord,
     /// Identity headers for the upstream, ready to insert.
