@@ -31,7 +31,7 @@ impl ProxyHttp for Plain {
     }
 }
 
-pub fn main() {
+pub(crate) fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(listen), Some(upstream)) = (args.first(), args.get(1)) else {
         eprintln!("usage: plain_proxy LISTEN_ADDR UPSTREAM_ADDR [THREADS]");

@@ -10,7 +10,6 @@
 //! replicas sharing the file keep it). Signing costs tens of microseconds, so an assertion is
 //! reused for the same identity and route until shortly before it expires.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -25,12 +24,12 @@ use crate::identity::Claims;
 
 /// Why the assertion key could not be set up (a start-up error).
 #[derive(Debug, thiserror::Error)]
-pub enum AssertionError {
+pub(crate) enum AssertionError {
     #[error("assertion key {0}: {1}")]
     Key(String, String),
 }
 
-pub struct Signer {
+pub(crate) struct Signer {
     key: EncodingKey,
     kid: String,
     issuer: String,
@@ -55,7 +54,7 @@ fn pem_pkcs8(der: &[u8]) -> String {
 
 impl Signer {
     /// Load the P-256 key from `key_file` (PKCS#8 PEM), or generate one (and save it there).
-    pub fn new(
+    pub(crate) fn new(
         key_file: Option<&str>,
         issuer: &str,
         ttl: Duration,
@@ -101,12 +100,17 @@ impl Signer {
     }
 
     /// The JWKS document to publish.
-    pub fn jwks(&self) -> &str {
+    pub(crate) fn jwks(&self) -> &str {
         &self.jwks
     }
 
     /// The assertion for `claims` on `route`, reused until 10 s before it expires.
-    pub fn assertion(&self, route: &str, by: Vouched, claims: &Claims) -> Option<HeaderValue> {
+    pub(crate) fn assertion(
+        &self,
+        route: &str,
+        by: Vouched,
+        claims: &Claims,
+    ) -> Option<HeaderValue> {
         let mut id = Vec::with_capacity(128);
         for part in [
             route,
@@ -176,14 +180,11 @@ fn write_private(path: &str, pem: &str) -> std::io::Result<()> {
 
 /// The provider that vouched for an identity.
 #[derive(Debug, Clone, Copy)]
-pub struct Vouched<'a> {
+pub(crate) struct Vouched<'a> {
     /// The configured provider id.
-    pub provider: &'a str,
-    pub issuer: &'a str,
+    pub(crate) provider: &'a str,
+    pub(crate) issuer: &'a str,
 }
-
-/// Shared handle.
-pub type SharedSigner = Arc<Signer>;
 
 #[cfg(test)]
 mod tests {

@@ -8,12 +8,12 @@
 use std::time::Duration;
 
 /// Accept loops: 10 ms, doubling up to 1 s.
-pub const ACCEPT_FIRST: Duration = Duration::from_millis(10);
-pub const ACCEPT_MAX: Duration = Duration::from_secs(1);
+pub(crate) const ACCEPT_FIRST: Duration = Duration::from_millis(10);
+pub(crate) const ACCEPT_MAX: Duration = Duration::from_secs(1);
 
 /// The pause after `failures` consecutive failures (1: the first): `first · 2^(failures-1)`,
 /// at most `max`; zero when nothing failed.
-pub fn delay(failures: u32, first: Duration, max: Duration) -> Duration {
+pub(crate) fn delay(failures: u32, first: Duration, max: Duration) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
     }
@@ -24,14 +24,14 @@ pub fn delay(failures: u32, first: Duration, max: Duration) -> Duration {
 
 /// Consecutive failures of one loop and the pause each one earns.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     first: Duration,
     max: Duration,
     failures: u32,
 }
 
 impl Backoff {
-    pub const fn new(first: Duration, max: Duration) -> Self {
+    pub(crate) const fn new(first: Duration, max: Duration) -> Self {
         Self {
             first,
             max,
@@ -40,18 +40,18 @@ impl Backoff {
     }
 
     /// The policy of accept loops ([`ACCEPT_FIRST`], [`ACCEPT_MAX`]).
-    pub const fn accept() -> Self {
+    pub(crate) const fn accept() -> Self {
         Self::new(ACCEPT_FIRST, ACCEPT_MAX)
     }
 
     /// A failure: the pause to take before trying again.
-    pub fn failed(&mut self) -> Duration {
+    pub(crate) fn failed(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
         delay(self.failures, self.first, self.max)
     }
 
     /// A success: the next failure pauses only `first` again.
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.failures = 0;
     }
 }

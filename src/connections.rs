@@ -74,7 +74,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 /// for each new one (nginx's `ngx_drain_connections` closes 32); the rest of the room
 /// serves the connections that follow. A small table closes fewer: 1 per 128 connections of
 /// `max_connections`, at least 1.
-pub const EVICT_BATCH: usize = 32;
+pub(crate) const EVICT_BATCH: usize = 32;
 
 /// How long a new connection waits, at the limit, for the room that closing idle ones made.
 const ROOM_WAIT: Duration = Duration::from_millis(500);
@@ -82,12 +82,12 @@ const ROOM_WAIT: Duration = Duration::from_millis(500);
 /// A request body may keep the client waiting on it this long (between reads, and in all
 /// beyond what [`MIN_BODY_RATE`] earns), and a response write (one chunk) may wait this long
 /// for the client to read: a slow body or a slow reader cannot hold a connection for ever.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Each byte of a request body received earns the client `1 / MIN_BODY_RATE` s more of
 /// waiting beyond [`BODY_TIMEOUT`] (Apache's `mod_reqtimeout` `body=30,MinRate=1024`): an
 /// upload at 1 KiB/s or faster is never cut, one byte every 5 s is cut after about 30 s.
-pub const MIN_BODY_RATE: u64 = 1024;
+pub(crate) const MIN_BODY_RATE: u64 = 1024;
 
 /// Pingora's default per-read timeout, kept for upgraded (WebSocket) connections.
 const UPGRADE_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -105,24 +105,24 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Shutdown has begun: every response from now on closes its connection.
 #[derive(Debug, Default)]
-pub struct Drain(AtomicBool);
+pub(crate) struct Drain(AtomicBool);
 
 impl Drain {
-    pub fn begin(&self) {
+    pub(crate) fn begin(&self) {
         self.0.store(true, Ordering::Release);
     }
 
-    pub fn active(&self) -> bool {
+    pub(crate) fn active(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }
 
 /// `server.max_connections`, `keepalive_timeout` and `request_header_timeout`.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub keepalive_timeout: Duration,
-    pub request_header_timeout: Duration,
+pub(crate) struct Limits {
+    pub(crate) max_connections: usize,
+    pub(crate) keepalive_timeout: Duration,
+    pub(crate) request_header_timeout: Duration,
 }
 
 /// Where a connection is in its request cycle.
@@ -221,7 +221,7 @@ impl Conn {
 /// The connection table shared by every proxy service: the limit, and the connections that
 /// may be closed for room, oldest wait first.
 #[derive(Debug)]
-pub struct Connections {
+pub(crate) struct Connections {
     limits: Limits,
     permits: Arc<Semaphore>,
     waiting: Mutex<BTreeMap<u64, Arc<Conn>>>,
@@ -235,7 +235,7 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn new(limits: Limits) -> Arc<Self> {
+    pub(crate) fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Connections {
             limits,
             permits: Arc::new(Semaphore::new(limits.max_connections)),
@@ -245,11 +245,6 @@ impl Connections {
             refused: Tally::default(),
             evicted: Tally::default(),
         })
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.limits.max_connections - self.permits.available_permits()
     }
 
     /// A permit for a new connection: free room, else room made by closing the oldest
@@ -391,7 +386,7 @@ struct HeadSignal(Arc<Conn>, Arc<Connections>);
 /// every HTTP/1.x request of a driven connection, the first included, once its head is
 /// read): the connection now has a request in progress. An upgrade (WebSocket) is a
 /// conversation, not a body: no body pace, and Pingora's own 60 s per read as before.
-pub fn request_started(ctx: Box<dyn Any + Send + Sync>, session: &mut ServerSession) {
+pub(crate) fn request_started(ctx: Box<dyn Any + Send + Sync>, session: &mut ServerSession) {
     if let Ok(signal) = ctx.downcast::<HeadSignal>() {
         let HeadSignal(conn, table) = *signal;
         if session.is_upgrade_req() {
@@ -416,14 +411,14 @@ pub fn request_started(ctx: Box<dyn Any + Send + Sync>, session: &mut ServerSess
 
 /// Pingora's `ServerApp` for a proxy service: the connection limit and timeouts around
 /// `app` (an `HttpProxy`).
-pub struct Driver<A> {
+pub(crate) struct Driver<A> {
     app: Arc<A>,
     table: Arc<Connections>,
     h2c: bool,
 }
 
 impl<A> Driver<A> {
-    pub fn new(app: A, table: Arc<Connections>, h2c: bool) -> Self {
+    pub(crate) fn new(app: A, table: Arc<Connections>, h2c: bool) -> Self {
         Driver {
             app: Arc::new(app),
             table,

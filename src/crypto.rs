@@ -8,7 +8,7 @@ use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// Random bytes from the OS CSPRNG.
-pub fn random<const N: usize>() -> [u8; N] {
+pub(crate) fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     // SystemRandom reads getrandom(2); failure means the OS cannot give randomness at all.
     SystemRandom::new()
@@ -18,12 +18,12 @@ pub fn random<const N: usize>() -> [u8; N] {
 }
 
 /// 256 random bits, base64url: for `state`, nonces, PKCE verifiers.
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     B64.encode(random::<32>())
 }
 
 /// SHA-256 of `data`.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, data);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
@@ -31,23 +31,23 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// Unpadded base64url (RFC 4648 §5), as JWTs and PKCE use it.
-pub fn b64url(data: &[u8]) -> String {
+pub(crate) fn b64url(data: &[u8]) -> String {
     B64.encode(data)
 }
 
 /// PKCE S256 challenge for a verifier (RFC 7636 §4.2).
-pub fn pkce_challenge(verifier: &str) -> String {
+pub(crate) fn pkce_challenge(verifier: &str) -> String {
     B64.encode(sha256(verifier.as_bytes()))
 }
 
 /// Constant-time string equality for secrets (state, nonce).
-pub fn ct_eq(a: &str, b: &str) -> bool {
+pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Seconds since the unix epoch on this machine's clock (0 if the clock is before 1970).
-pub fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -14,7 +14,7 @@ use crate::config::front::{canonical_origin, origin_string, CsrfSettings};
 use crate::host::Authority;
 
 /// Methods that change state (RFC 9110 §9.2.1: everything but the safe ones).
-pub fn is_unsafe(method: &Method) -> bool {
+pub(crate) fn is_unsafe(method: &Method) -> bool {
     !matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
@@ -25,7 +25,7 @@ pub fn is_unsafe(method: &Method) -> bool {
 /// one or the allowed origins. Several values of either header, an unknown
 /// `Sec-Fetch-Site`, and `Origin: null` (sandboxed frames, `data:` pages) count as
 /// cross-site: fail closed.
-pub fn is_cross_site(
+pub(crate) fn is_cross_site(
     settings: &CsrfSettings,
     headers: &HeaderMap,
     https: bool,

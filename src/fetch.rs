@@ -7,11 +7,11 @@
 use bytes::{Bytes, BytesMut};
 
 /// Far above any real answer (a JWKS of dozens of keys, an ID token with hundreds of groups).
-pub const MAX_ANSWER: usize = 256 * 1024;
+pub(crate) const MAX_ANSWER: usize = 256 * 1024;
 
 /// Why a body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("answer larger than {0} bytes")]
     TooLarge(usize),
     #[error("reading the answer failed: {0}")]
@@ -19,7 +19,10 @@ pub enum BodyError {
 }
 
 /// The body of `resp`, at most `max` bytes.
-pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Bytes, BodyError> {
     if resp.content_length().is_some_and(|n| n > max as u64) {
         return Err(BodyError::TooLarge(max));
     }

@@ -25,7 +25,7 @@ use crate::out_header::OutName;
 
 /// Headers that describe the original request. Kept only from trusted proxies: upstream
 /// frameworks use them for client IPs, absolute URLs and even routing (`X-Original-URL`).
-pub const FORWARDING_HEADERS: &[&str] = &[
+pub(crate) const FORWARDING_HEADERS: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
@@ -78,7 +78,7 @@ static X_FORWARDED_HOST: LazyLock<OutName> =
 /// One byte of the canonical spelling: ASCII lower case, anything but `[a-z0-9]` as `-` (the
 /// byte-wise form of [`crate::identity::canonical_name`]).
 #[inline]
-pub const fn canonical_byte(b: u8) -> u8 {
+pub(crate) const fn canonical_byte(b: u8) -> u8 {
     if b.is_ascii_alphanumeric() {
         b.to_ascii_lowercase()
     } else {
@@ -89,7 +89,7 @@ pub const fn canonical_byte(b: u8) -> u8 {
 /// Whether `name` in canonical spelling equals `canon` (itself canonical). Byte by byte, no
 /// allocation, any length.
 #[inline]
-pub fn canonical_eq(name: &str, canon: &str) -> bool {
+pub(crate) fn canonical_eq(name: &str, canon: &str) -> bool {
     name.len() == canon.len()
         && name
             .bytes()
@@ -133,23 +133,23 @@ pub struct Forwarding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     /// The peer is a trusted proxy: its forwarding headers are believed.
-    pub trusted: bool,
+    pub(crate) trusted: bool,
     /// `https` when the client's request came over TLS (ours, or a trusted proxy's).
-    pub https: bool,
+    pub(crate) https: bool,
     /// A trusted proxy passed on a forwarding header in a variant spelling (`X_Forwarded_Uri`):
     /// a client's own, which was removed. Forward-auth refuses such a check (400): the
     /// proxy's account of the request came with a second one.
-    pub variant_from_trusted: bool,
+    pub(crate) variant_from_trusted: bool,
 }
 
 /// A request ID: visible ASCII only, held as the header value it is written as (on the
 /// upstream request and on the response), so writing it twice copies nothing.
 #[derive(Debug, Clone)]
-pub struct RequestId(HeaderValue);
+pub(crate) struct RequestId(HeaderValue);
 
 impl RequestId {
     /// A fresh random ID: 128 bits as 32 lower-case hex digits.
-    pub fn random() -> Self {
+    pub(crate) fn random() -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let n: u128 = rand::random();
         let mut buf = [0u8; 32];
@@ -160,12 +160,12 @@ impl RequestId {
         Self(HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("-")))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only visible ASCII gets in (checked when built), so this cannot fail.
         self.0.to_str().unwrap_or("-")
     }
 
-    pub fn value(&self) -> &HeaderValue {
+    pub(crate) fn value(&self) -> &HeaderValue {
         &self.0
     }
 }
@@ -247,11 +247,11 @@ impl Forwarding {
         is_forwarding_header(n) && (!trusted || !is_canonical(n))
     }
 
-    pub fn request_id_header(&self) -> &OutName {
+    pub(crate) fn request_id_header(&self) -> &OutName {
         &self.request_id_header
     }
 
-    pub fn is_trusted(&self, peer: Option<IpAddr>) -> bool {
+    pub(crate) fn is_trusted(&self, peer: Option<IpAddr>) -> bool {
         peer.is_some_and(|ip| {
             let ip = match ip {
                 IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -300,7 +300,7 @@ impl Forwarding {
     }
 
     /// The request ID: a trusted proxy's if it sent a sane one, else a fresh random one.
-    pub fn request_id(&self, req: &RequestHeader, origin: &Origin) -> RequestId {
+    pub(crate) fn request_id(&self, req: &RequestHeader, origin: &Origin) -> RequestId {
         if origin.trusted {
             if let Some(v) = req.headers.get(self.request_id_header.name()) {
                 let b = v.as_bytes();
@@ -317,7 +317,7 @@ impl Forwarding {
 
     /// Write the forwarding headers on the upstream request. `host` is the client's Host (or
     /// `:authority`) as sent.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         upstream: &mut RequestHeader,
         peer: Option<IpAddr>,

@@ -165,22 +165,23 @@ impl Authority {
     }
 
     /// The canonical host, as routing looks it up: `app.example.com`, `127.0.0.1`, `[::1]`.
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         &self.text[..self.host_len]
     }
 
     /// The port, if the value had one.
-    pub fn port(&self) -> Option<u16> {
+    pub(crate) fn port(&self) -> Option<u16> {
         self.port
     }
 
     /// The canonical `host[:port]`, as the upstream receives it in `Host`.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 
+    #[cfg(test)]
     /// Whether `raw` is accepted and already spelled canonically (so it can be forwarded as is).
-    pub fn is_canonical_spelling(raw: &[u8]) -> bool {
+    pub(crate) fn is_canonical_spelling(raw: &[u8]) -> bool {
         Self::parse(raw).is_ok_and(|a| a.text.as_bytes() == raw)
     }
 }

@@ -40,15 +40,14 @@ pub struct Claims {
 
 /// Defaults compatible with oauth2-proxy's headers plus our own namespace (defined in
 /// `config::defaults`).
-pub use crate::config::defaults::{
+pub(crate) use crate::config::defaults::{
     IDENTITY_HEADERS as DEFAULT_NAMES, IDENTITY_PREFIXES as DEFAULT_PREFIXES,
-    MAX_GROUPS_BYTES as DEFAULT_MAX_GROUPS_BYTES,
 };
 /// The configured identity header names; this module builds their values.
 pub use crate::config::model::IdentityHeaders;
 
 /// Canonical spelling: lower case, anything but `[a-z0-9]` becomes `-`.
-pub fn canonical_name(name: &str) -> String {
+pub(crate) fn canonical_name(name: &str) -> String {
     name.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() {
@@ -68,7 +67,7 @@ pub struct IdentityNamespace {
 }
 
 impl IdentityNamespace {
-    pub fn new<'a>(
+    pub(crate) fn new<'a>(
         names: impl IntoIterator<Item = &'a str>,
         prefixes: impl IntoIterator<Item = &'a str>,
     ) -> Self {
@@ -86,7 +85,7 @@ impl IdentityNamespace {
 
     /// The namespace a config asks for: its `[headers]` names and prefixes, plus every header
     /// the gateway sets itself (identity headers, the assertion), whatever the namespace says.
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    pub(crate) fn from_config(config: &crate::config::Config) -> Self {
         let ns = &config.identity_namespace;
         let mut out = Self::new(
             ns.names.iter().map(String::as_str),
@@ -100,7 +99,7 @@ impl IdentityNamespace {
     }
 
     /// Add a name, e.g. a configured output header, so it is stripped from clients too.
-    pub fn insert(&mut self, name: &str) {
+    pub(crate) fn insert(&mut self, name: &str) {
         self.names.insert(canonical_name(name).into());
     }
 
@@ -157,7 +156,7 @@ impl Default for IdentityNamespace {
 /// A header value from a claim. Control characters (CR, LF, NUL, ...) are removed so a
 /// claim can never end a header or start another; other UTF-8 is passed as bytes, as
 /// oauth2-proxy does. `None` if nothing printable is left.
-pub fn claim_value(s: &str) -> Option<HeaderValue> {
+pub(crate) fn claim_value(s: &str) -> Option<HeaderValue> {
     let clean: String = s.chars().filter(|c| !c.is_control()).collect();
     let clean = clean.trim();
     if clean.is_empty() {
@@ -230,7 +229,7 @@ impl IdentityHeaders {
     }
 
     /// All names, so the namespace strips client copies of each.
-    pub fn names(&self) -> Vec<&HeaderName> {
+    pub(crate) fn names(&self) -> Vec<&HeaderName> {
         let mut names = vec![
             self.user.name(),
             self.email.name(),
@@ -328,7 +327,7 @@ mod tests {
         };
         let h = IdentityHeaders::default();
         let v = h.groups_value(&claims).unwrap();
-        assert!(v.len() <= DEFAULT_MAX_GROUPS_BYTES);
+        assert!(v.len() <= crate::config::defaults::MAX_GROUPS_BYTES);
         assert!(v
             .to_str()
             .unwrap()

@@ -10,26 +10,26 @@ use pingora::http::RequestHeader;
 
 /// Default of `[server] max_request_header_bytes`: 32 KiB, between nginx's 8 KiB buffers and
 /// Envoy's 60 KiB, room for a session cookie beside several large third-party ones.
-pub const DEFAULT_MAX_BYTES: usize = 32 * 1024;
+pub(crate) const DEFAULT_MAX_BYTES: usize = 32 * 1024;
 /// Smallest accepted `max_request_header_bytes`: below 1 KiB ordinary browser requests fail.
-pub const MIN_MAX_BYTES: usize = 1024;
+pub(crate) const MIN_MAX_BYTES: usize = 1024;
 /// Largest accepted `max_request_header_bytes`: Pingora's own bound on a request head (1 MiB).
-pub const MAX_MAX_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_MAX_BYTES: usize = 1024 * 1024;
 
 /// Default of `[server] max_request_headers`: 100 header lines, as Envoy (browsers send 10–20).
-pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
 /// Smallest accepted `max_request_headers`: a browser request alone has about 8.
-pub const MIN_MAX_HEADERS: usize = 8;
+pub(crate) const MIN_MAX_HEADERS: usize = 8;
 /// Largest accepted `max_request_headers`: Pingora's own bound (256 lines).
-pub const MAX_MAX_HEADERS: usize = 256;
+pub(crate) const MAX_MAX_HEADERS: usize = 256;
 
 /// Bounds of one request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadLimits {
     /// Bytes of the head, counted as on the HTTP/1.1 wire (see [`head_size`]).
-    pub max_bytes: usize,
+    pub(crate) max_bytes: usize,
     /// Header lines; a name sent twice counts twice.
-    pub max_headers: usize,
+    pub(crate) max_headers: usize,
 }
 
 impl Default for HeadLimits {
@@ -54,7 +54,7 @@ pub enum LimitExceeded {
 /// sent), and for each header line `name: value` plus CRLF. The request line's spaces,
 /// version and the final CRLF are left out: a constant the bounds absorb. HTTP/2 heads are
 /// counted the same way (HPACK-decoded), which is what the upstream receives.
-pub fn head_size(req: &RequestHeader) -> usize {
+pub(crate) fn head_size(req: &RequestHeader) -> usize {
     req.headers.iter().fold(
         req.method.as_str().len() + req.raw_path().len(),
         |acc, (name, value)| acc + name.as_str().len() + value.len() + 4,

@@ -36,12 +36,12 @@ use tracing_subscriber::{filter, fmt, EnvFilter};
 use crate::config::model::LogFormat;
 
 /// The most verbose level a target outside authgate may log at.
-pub const THIRD_PARTY_MAX: Level = Level::INFO;
+pub(crate) const THIRD_PARTY_MAX: Level = Level::INFO;
 
 /// Whether a line from this target at this level may be written at all (before the
 /// user's filter): authgate's own at any level, everything else up to [`THIRD_PARTY_MAX`].
 /// Records bridged from the `log` crate are judged by their own target.
-pub fn allowed(meta: &Metadata<'_>) -> bool {
+pub(crate) fn allowed(meta: &Metadata<'_>) -> bool {
     is_ours(meta.target()) || *meta.level() <= THIRD_PARTY_MAX
 }
 
@@ -56,7 +56,7 @@ const MAX_TEMPLATES: usize = 64;
 
 /// The template of a message: its first [`TEMPLATE_CHARS`] characters, digits masked (ports,
 /// addresses, counts, error numbers vary per occurrence).
-pub fn template(message: &str) -> String {
+pub(crate) fn template(message: &str) -> String {
     message
         .chars()
         .take(TEMPLATE_CHARS)
@@ -74,7 +74,7 @@ struct Seen {
 /// The rate limit of other crates' lines (see the module doc), a [`Layer`] that vetoes
 /// repeats. [`Flood::flush`] (every window, from a thread of its own) writes the counts.
 #[derive(Default)]
-pub struct Flood {
+pub(crate) struct Flood {
     seen: Mutex<HashMap<(String, String), Seen>>,
 }
 
@@ -103,7 +103,7 @@ impl Visit for MessageOf {
 
 impl Flood {
     /// Whether a line of `target` with `message` is written now (else it is counted).
-    pub fn admit(&self, target: &str, message: &str) -> bool {
+    pub(crate) fn admit(&self, target: &str, message: &str) -> bool {
         if is_ours(target) {
             return true;
         }
@@ -133,7 +133,7 @@ impl Flood {
 
     /// End the window: one line per template with lines left out, then everything is
     /// forgotten (the next line of each template is written at once).
-    pub fn flush(&self) -> Vec<(String, String, u64)> {
+    pub(crate) fn flush(&self) -> Vec<(String, String, u64)> {
         let drained: Vec<Seen> = {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             seen.drain().map(|(_, s)| s).collect()

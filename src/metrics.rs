@@ -10,25 +10,25 @@ use prometheus::{
 
 pub struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
-    pub upstream_errors: IntCounterVec,
-    pub in_flight: IntGauge,
-    pub config_reloads: IntCounterVec,
-    pub logins: IntCounterVec,
-    pub login_failures: IntCounterVec,
-    pub session_cache: IntCounterVec,
-    pub redis_duration: Histogram,
-    pub redis_errors: IntCounter,
-    pub refreshes: IntCounterVec,
-    pub revocations: IntCounterVec,
+    pub(crate) requests: IntCounterVec,
+    pub(crate) request_duration: HistogramVec,
+    pub(crate) upstream_errors: IntCounterVec,
+    pub(crate) in_flight: IntGauge,
+    pub(crate) config_reloads: IntCounterVec,
+    pub(crate) logins: IntCounterVec,
+    pub(crate) login_failures: IntCounterVec,
+    pub(crate) session_cache: IntCounterVec,
+    pub(crate) redis_duration: Histogram,
+    pub(crate) redis_errors: IntCounter,
+    pub(crate) refreshes: IntCounterVec,
+    pub(crate) revocations: IntCounterVec,
     /// Logins started and not yet finished, expired or evicted (see [`Metrics::pending`]).
-    pub pending_logins: IntGauge,
-    pub pending_logins_evicted: IntCounter,
+    pub(crate) pending_logins: IntGauge,
+    pub(crate) pending_logins_evicted: IntCounter,
 }
 
 /// Label for requests that matched no route.
-pub const NO_ROUTE: &str = "none";
+pub(crate) const NO_ROUTE: &str = "none";
 
 impl Metrics {
     pub fn new() -> Self {
@@ -174,7 +174,7 @@ impl Metrics {
     }
 
     /// The handles the session store reports pending logins to.
-    pub fn pending(&self) -> PendingMetrics {
+    pub(crate) fn pending(&self) -> PendingMetrics {
         PendingMetrics {
             pending: self.pending_logins.clone(),
             evicted: self.pending_logins_evicted.clone(),
@@ -182,7 +182,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> Vec<u8> {
+    pub(crate) fn render(&self) -> Vec<u8> {
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
@@ -200,13 +200,13 @@ impl Default for Metrics {
 /// the count the last put or take of this process saw) and
 /// `authgate_pending_logins_evicted_total`.
 #[derive(Clone, Debug)]
-pub struct PendingMetrics {
-    pub pending: prometheus::IntGauge,
-    pub evicted: prometheus::IntCounter,
+pub(crate) struct PendingMetrics {
+    pub(crate) pending: prometheus::IntGauge,
+    pub(crate) evicted: prometheus::IntCounter,
 }
 
 impl PendingMetrics {
-    pub fn report(&self, pending: u64, evicted: u64) {
+    pub(crate) fn report(&self, pending: u64, evicted: u64) {
         self.pending.set(pending as i64);
         self.evicted.inc_by(evicted);
     }

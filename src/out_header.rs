@@ -21,25 +21,26 @@ pub struct OutName {
 }
 
 impl OutName {
-    pub fn new(name: HeaderName) -> Self {
+    pub(crate) fn new(name: HeaderName) -> Self {
         let wire = Bytes::copy_from_slice(name.as_str().as_bytes());
         Self { name, wire }
     }
 
     /// `s` must be a valid lower-case header name (checked when built, as
     /// `HeaderName::from_static` does).
-    pub fn from_static(s: &'static str) -> Self {
+    pub(crate) fn from_static(s: &'static str) -> Self {
         Self {
             name: HeaderName::from_static(s),
             wire: Bytes::from_static(s.as_bytes()),
         }
     }
 
-    pub fn name(&self) -> &HeaderName {
+    pub(crate) fn name(&self) -> &HeaderName {
         &self.name
     }
 
-    pub fn as_str(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &str {
         self.name.as_str()
     }
 
@@ -49,7 +50,7 @@ impl OutName {
     }
 
     /// Set this header on a response, replacing any value it had.
-    pub fn insert_response(
+    pub(crate) fn insert_response(
         &self,
         resp: &mut ResponseHeader,
         value: HeaderValue,

@@ -13,10 +13,10 @@ use std::fmt;
 pub struct PathOptions {
     /// Accept `;` in paths. Off by default: Tomcat/Jetty treat `;...` as a path parameter and
     /// strip it, so `/public/..;/admin` would be `/admin` to them but `/public/...` to us.
-    pub allow_semicolon: bool,
+    pub(crate) allow_semicolon: bool,
     /// Accept `%2F` / `%5C` (kept encoded). Off by default: some upstreams decode them into
     /// separators after our routing decision.
-    pub allow_encoded_slash: bool,
+    pub(crate) allow_encoded_slash: bool,
 }
 
 /// Why a path was refused; every variant maps to `400 Bad Request`.
@@ -44,7 +44,7 @@ pub enum PathError {
 pub struct CanonicalPath(String);
 
 impl CanonicalPath {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

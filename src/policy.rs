@@ -36,7 +36,7 @@ pub enum Denial {
 }
 
 impl Denial {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Denial::Provider => "provider not allowed",
             Denial::User => "user not allowed",
@@ -73,7 +73,7 @@ fn claim_matches(v: &Value, want: &str) -> bool {
 /// (case, `_` or `.` for `-`), as CGI/WSGI upstreams read them. Where a policy restricts
 /// methods, a request carrying one would be judged as GET here and run as DELETE upstream, so
 /// it is refused.
-pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+pub(crate) const METHOD_OVERRIDE_HEADERS: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
@@ -92,7 +92,7 @@ const METHOD_PARAM: &[u8] = b"method";
 /// `method` (PHP turns the last two into `_`); `method` in any ASCII case; and an array suffix (`_method[]`,
 /// `_method[0]`) allowed. A parameter without a value counts too. `x_method` or `my_method`
 /// do not match. Allocates nothing.
-pub fn claims_method_override(headers: &http::HeaderMap, query: Option<&str>) -> bool {
+pub(crate) fn claims_method_override(headers: &http::HeaderMap, query: Option<&str>) -> bool {
     let header = headers.keys().any(|n| {
         METHOD_OVERRIDE_HEADERS
             .iter()
@@ -172,7 +172,7 @@ impl<I: Iterator<Item = u8>> Iterator for PercentDecode<I> {
 
 impl Policy {
     /// Whether this policy depends on the method (and so must refuse method overrides).
-    pub fn restricts_methods(&self) -> bool {
+    pub(crate) fn restricts_methods(&self) -> bool {
         !self.methods.is_empty()
     }
 

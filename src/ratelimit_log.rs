@@ -21,15 +21,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The window of the gateway's throttled lines: at most one line per cause per 10 s.
-pub const WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 
 /// "Session store unavailable", wherever a request finds it so (proxied requests, sign-in,
 /// logout, userinfo): one count per kind of failure ([`session_store_down`]).
-pub static SESSION_STORE_DOWN: Throttle = Throttle::new(WINDOW);
+pub(crate) static SESSION_STORE_DOWN: Throttle = Throttle::new(WINDOW);
 
 /// A session-store failure, counted by its kind ([`error_kind`]): a connection refused and
 /// then a timeout are two lines, each repeat of one of them is counted.
-pub fn session_store_down(e: &dyn fmt::Display) -> Option<Repeats> {
+pub(crate) fn session_store_down(e: &dyn fmt::Display) -> Option<Repeats> {
     SESSION_STORE_DOWN.hit(&error_kind("store", &e.to_string()))
 }
 
@@ -40,11 +40,11 @@ const MAX_KEYS: usize = 64;
 
 /// What a line that is let through stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Repeats {
+pub(crate) struct Repeats {
     /// Occurrences since the previous line of this cause, this one included (1: the first).
-    pub count: u64,
+    pub(crate) count: u64,
     /// Time since the previous line of this cause (zero for the first).
-    pub over: Duration,
+    pub(crate) over: Duration,
 }
 
 /// Empty for a first occurrence, else ` (N times in the last S s)`: appended to a message.
@@ -68,13 +68,13 @@ struct Slot {
 
 /// One cause's (or one family of keyed causes') log-line limiter. `const`, so it can be a
 /// `static` next to the line it guards.
-pub struct Throttle {
+pub(crate) struct Throttle {
     window: Duration,
     slots: Mutex<Vec<Slot>>,
 }
 
 impl Throttle {
-    pub const fn new(window: Duration) -> Self {
+    pub(crate) const fn new(window: Duration) -> Self {
         Self {
             window,
             slots: Mutex::new(Vec::new()),
@@ -82,12 +82,12 @@ impl Throttle {
     }
 
     /// Record an occurrence of `key` now: `Some` when a line should be written.
-    pub fn hit(&self, key: &str) -> Option<Repeats> {
+    pub(crate) fn hit(&self, key: &str) -> Option<Repeats> {
         self.hit_at(key, Instant::now())
     }
 
     /// [`Throttle::hit`] at a given time (tests).
-    pub fn hit_at(&self, key: &str, now: Instant) -> Option<Repeats> {
+    pub(crate) fn hit_at(&self, key: &str, now: Instant) -> Option<Repeats> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let at = match slots.iter().position(|s| s.key == key) {
             Some(i) => i,
@@ -120,15 +120,16 @@ impl Throttle {
         Some(r)
     }
 
+    #[cfg(test)]
     /// Forget `key`: its next occurrence is logged at once, as a first one (after a recovery,
     /// so that a new outage is reported without delay and without the old one's count).
-    pub fn reset(&self, key: &str) {
+    pub(crate) fn reset(&self, key: &str) {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.retain(|s| s.key != key);
     }
 
     /// Forget every key (after a recovery: the next failure, whatever its kind, is new).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
@@ -147,7 +148,7 @@ impl Throttle {
 /// assert_ne!(error_kind("BadResponse", "discovery: HTTP 500"),
 ///            error_kind("BadResponse", "discovery issuer \"x\" is not the configured \"y\""));
 /// ```
-pub fn error_kind(prefix: &str, message: &str) -> String {
+pub(crate) fn error_kind(prefix: &str, message: &str) -> String {
     let cut = message
         .find(['"', '\'', '(', '[', '{', '<'])
         .unwrap_or(message.len());
@@ -156,7 +157,7 @@ pub fn error_kind(prefix: &str, message: &str) -> String {
 }
 
 /// Characters of a message kept in an [`error_kind`].
-pub const KIND_MAX: usize = 48;
+pub(crate) const KIND_MAX: usize = 48;
 
 #[cfg(test)]
 mod tests {

@@ -28,7 +28,7 @@ impl Tasks {
 
     /// Run `task` on the current Tokio runtime until it ends or the tasks are shut down.
     /// Must be called inside a runtime (like `tokio::spawn`).
-    pub fn spawn<F>(&self, name: &'static str, task: F)
+    pub(crate) fn spawn<F>(&self, name: &'static str, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -44,11 +44,6 @@ impl Tasks {
         // Forget tasks that ended on their own, so the list stays as long as what runs.
         running.retain(|(_, h)| !h.is_finished());
         running.push((name, handle));
-    }
-
-    /// Whether shutdown has begun.
-    pub fn is_stopped(&self) -> bool {
-        self.stop.is_cancelled()
     }
 
     /// Tasks not ended yet, by name.

@@ -36,17 +36,17 @@ struct Server {
 
 /// A named group of servers; shared by routes through `Arc`.
 #[derive(Debug)]
-pub struct Upstream {
-    pub name: Arc<str>,
+pub(crate) struct Upstream {
+    pub(crate) name: Arc<str>,
     servers: Vec<Server>,
     next: AtomicUsize,
     max_fails: u32,
     fail_timeout: Duration,
-    pub pass_host_header: bool,
+    pub(crate) pass_host_header: bool,
 }
 
 impl Upstream {
-    pub fn new(s: &UpstreamSettings) -> Self {
+    pub(crate) fn new(s: &UpstreamSettings) -> Self {
         let ca: Option<Arc<[WrappedX509]>> = s.ca_der.as_ref().map(|ders| {
             ders.iter()
                 .map(|d| WrappedX509::new(d.clone(), parse_x509))
@@ -91,12 +91,8 @@ impl Upstream {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.servers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
     }
 
     fn is_up(&self, i: usize, now: u64) -> bool {
@@ -105,7 +101,7 @@ impl Upstream {
 
     /// Next server by round robin, skipping servers marked down (unless all are) and the
     /// ones this request already tried (`tried` is a bit set of indices below 64).
-    pub fn select(&self, tried: u64) -> Option<usize> {
+    pub(crate) fn select(&self, tried: u64) -> Option<usize> {
         let n = self.servers.len();
         if n == 0 {
             return None;
@@ -119,19 +115,15 @@ impl Upstream {
             .or_else(|| (0..n).map(|k| (start + k) % n).find(|&i| untried(i)))
     }
 
-    pub fn peer(&self, i: usize) -> Box<HttpPeer> {
+    pub(crate) fn peer(&self, i: usize) -> Box<HttpPeer> {
         Box::new(self.servers[i].peer.clone())
     }
 
-    pub fn authority(&self, i: usize) -> &HeaderValue {
+    pub(crate) fn authority(&self, i: usize) -> &HeaderValue {
         &self.servers[i].authority
     }
 
-    pub fn addr(&self, i: usize) -> SocketAddr {
-        self.servers[i].addr
-    }
-
-    pub fn report_failure(&self, i: usize) {
+    pub(crate) fn report_failure(&self, i: usize) {
         if self.max_fails == 0 {
             return;
         }
@@ -147,7 +139,7 @@ impl Upstream {
         }
     }
 
-    pub fn report_success(&self, i: usize) {
+    pub(crate) fn report_success(&self, i: usize) {
         let s = &self.servers[i];
         // Read first: a store on every request would bounce the cache line between cores.
         if s.consecutive_fails.load(Ordering::Relaxed) != 0 {

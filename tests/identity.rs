@@ -413,7 +413,7 @@ mod built {
 
     /// What the provider does; tests change it between logins.
     #[derive(Clone)]
-    pub struct Behaviour {
+    pub(crate) struct Behaviour {
         /// Merged over the ID token's claims (`null` removes one).
         pub id_token: serde_json::Value,
         /// `Some(true)`: the right at_hash; `Some(false)`: another token's; `None`: none.
@@ -433,17 +433,17 @@ mod built {
         }
     }
 
-    pub struct Built {
+    pub(crate) struct Built {
         pub addr: SocketAddr,
         pub behaviour: Arc<Mutex<Behaviour>>,
     }
 
     impl Built {
-        pub fn issuer(&self) -> String {
+        pub(crate) fn issuer(&self) -> String {
             format!("http://{}", self.addr)
         }
 
-        pub fn set(&self, b: Behaviour) {
+        pub(crate) fn set(&self, b: Behaviour) {
             *self.behaviour.lock().unwrap() = b;
         }
     }
@@ -457,7 +457,7 @@ mod built {
         codes: Mutex<HashMap<String, String>>,
     }
 
-    pub async fn start() -> Built {
+    pub(crate) async fn start() -> Built {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let pair = rcgen::KeyPair::generate().unwrap();

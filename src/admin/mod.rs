@@ -44,7 +44,7 @@ use tokio::sync::Semaphore;
 use crate::metrics::Metrics;
 use crate::oidc::Auth;
 
-pub mod sessions;
+pub(crate) mod sessions;
 
 use sessions::{ApiRequest, SessionsApi};
 
@@ -54,7 +54,7 @@ use sessions::{ApiRequest, SessionsApi};
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection that neither reads nor writes for this long is closed (a client that
 /// stopped reading its answer; idle keep-alive is bounded by [`HEAD_TIMEOUT`] already).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open admin connections at most; beyond, new ones are closed at once. Probes and scrapers
 /// need a handful.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -113,31 +113,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
 /// Process health shared between the proxy, the admin server and the signal handlers.
 #[derive(Default)]
-pub struct Health {
+pub(crate) struct Health {
     /// Set when shutdown begins.
-    pub draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// Set once the proxy service is running with a loaded config.
-    pub started: AtomicBool,
-    pub auth: Option<Arc<Auth>>,
+    pub(crate) started: AtomicBool,
+    pub(crate) auth: Option<Arc<Auth>>,
 }
 
 impl Health {
-    pub fn new(auth: Option<Arc<Auth>>) -> Self {
+    pub(crate) fn new(auth: Option<Arc<Auth>>) -> Self {
         Self {
             auth,
             ..Self::default()
         }
     }
 
-    /// Readiness and a JSON body listing each check: config loaded, not draining, session
-    /// store reachable, some provider able to take a sign-in (see the module doc), each
-    /// provider's state.
-    pub async fn readiness(&self) -> (bool, String) {
-        self.readiness_with(false).await
-    }
-
     /// [`Health::readiness`]; with `exclude_providers`, providers are listed but do not count.
-    pub async fn readiness_with(&self, exclude_providers: bool) -> (bool, String) {
+    pub(crate) async fn readiness_with(&self, exclude_providers: bool) -> (bool, String) {
         let config = self.started.load(Ordering::Acquire);
         let draining = self.draining.load(Ordering::Acquire);
         let mut ready = config && !draining;
@@ -177,7 +170,7 @@ impl Health {
     }
 }
 
-pub struct AdminService {
+pub(crate) struct AdminService {
     listener: Mutex<Option<std::net::TcpListener>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -187,7 +180,7 @@ pub struct AdminService {
 impl AdminService {
     /// `listener` is bound by the caller before the server starts, so a taken port fails
     /// the start instead of leaving a gateway without health checks.
-    pub fn new(
+    pub(crate) fn new(
         listener: std::net::TcpListener,
         metrics: Arc<Metrics>,
         health: Arc<Health>,

@@ -17,17 +17,17 @@ use http_body_util::Full;
 use crate::config::secret::Secret;
 use crate::oidc::Auth;
 
-pub struct SessionsApi {
+pub(crate) struct SessionsApi {
     token: Option<Secret>,
     auth: Option<Arc<Auth>>,
 }
 
 /// What the handler needs of a request, so it can be driven without a socket.
-pub struct ApiRequest<'a> {
-    pub method: &'a Method,
-    pub path: &'a str,
-    pub query: Option<&'a str>,
-    pub authorization: Option<&'a [u8]>,
+pub(crate) struct ApiRequest<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    pub(crate) authorization: Option<&'a [u8]>,
 }
 
 fn json(status: StatusCode, v: serde_json::Value) -> http::Response<Full<Bytes>> {
@@ -49,12 +49,12 @@ fn error(status: StatusCode, msg: &str) -> http::Response<Full<Bytes>> {
 }
 
 impl SessionsApi {
-    pub fn new(token: Option<Secret>, auth: Option<Arc<Auth>>) -> Self {
+    pub(crate) fn new(token: Option<Secret>, auth: Option<Arc<Auth>>) -> Self {
         Self { token, auth }
     }
 
     /// Whether `path` belongs to this API.
-    pub fn owns(path: &str) -> bool {
+    pub(crate) fn owns(path: &str) -> bool {
         path == "/sessions" || path.starts_with("/sessions/")
     }
 
@@ -72,7 +72,7 @@ impl SessionsApi {
         }
     }
 
-    pub async fn handle(&self, req: ApiRequest<'_>) -> http::Response<Full<Bytes>> {
+    pub(crate) async fn handle(&self, req: ApiRequest<'_>) -> http::Response<Full<Bytes>> {
         match self.authorized(req.authorization) {
             Err(StatusCode::NOT_FOUND) => {
                 return error(

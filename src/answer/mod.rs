@@ -8,7 +8,7 @@
 //! internals (addresses, error chains): those go to the log line next to the request ID
 //! that both carry.
 
-pub mod pages;
+pub(crate) mod pages;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -20,15 +20,15 @@ use crate::limits::LimitExceeded;
 use crate::path::PathError;
 
 /// Where a browser should go to sign in, on every 401 and 302 (forward-auth proxies read it).
-pub const LOGIN_HEADER: HeaderName = HeaderName::from_static("x-authgate-login");
+pub(crate) const LOGIN_HEADER: HeaderName = HeaderName::from_static("x-authgate-login");
 
 /// `Retry-After` (seconds) on every 503 the gateway answers itself: the longest wait between
 /// two attempts to reach a provider that is down (`oidc::provider::RETRY_MAX`), a fair time
 /// for a store or provider blip to pass. Sign-in pages, the admin API and `/readyz` use it too.
-pub const RETRY_AFTER: &str = "5";
+pub(crate) const RETRY_AFTER: &str = "5";
 
 /// Add `Retry-After` to a 503 (and to nothing else).
-pub fn retry_after(status: StatusCode, headers: &mut HeaderMap) {
+pub(crate) fn retry_after(status: StatusCode, headers: &mut HeaderMap) {
     if status == StatusCode::SERVICE_UNAVAILABLE && !headers.contains_key(header::RETRY_AFTER) {
         headers.insert(
             header::RETRY_AFTER,
@@ -39,7 +39,7 @@ pub fn retry_after(status: StatusCode, headers: &mut HeaderMap) {
 
 /// Why the gateway answered a request itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("no route for this host and path")]
     NoRoute,
     #[error("unknown gateway endpoint")]
@@ -93,7 +93,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Refusal::NoRoute | Refusal::NoEndpoint => StatusCode::NOT_FOUND,
             Refusal::BadPath(_) | Refusal::BadHost(_) | Refusal::AmbiguousHost => {
@@ -120,7 +120,7 @@ impl Refusal {
     }
 
     /// Stable machine-readable code for JSON bodies and logs.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Refusal::NoRoute => "no_route",
             Refusal::NoEndpoint => "no_endpoint",
@@ -178,18 +178,18 @@ impl Refusal {
 /// Who is asking, for the shape of an answer (design decision 10): decided once per request,
 /// by this one function, for proxy mode and forward-auth alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Audience {
+pub(crate) struct Audience {
     /// The client wants a page (a browser loading a document): HTML bodies.
-    pub page: bool,
+    pub(crate) page: bool,
     /// A top-level GET/HEAD navigation: may be answered with a redirect to sign in.
-    pub navigation: bool,
+    pub(crate) navigation: bool,
 }
 
 /// Where the browser sends them, `Sec-Fetch-Mode` and `Sec-Fetch-Dest` decide; otherwise the
 /// method, `X-Requested-With` and `Accept` (q-values honoured: `text/html` must be preferred
 /// over `application/json` and not only reached through `*/*`). Everything else is an API
 /// client and gets JSON, because a redirect to an HTML login page means nothing to `fetch()`.
-pub fn audience(method: &Method, headers: &HeaderMap) -> Audience {
+pub(crate) fn audience(method: &Method, headers: &HeaderMap) -> Audience {
     let get = matches!(*method, Method::GET | Method::HEAD);
     if let Some(mode) = single(headers, "sec-fetch-mode") {
         let page = mode.eq_ignore_ascii_case(b"navigate");
@@ -294,7 +294,7 @@ fn parse_q(s: &str) -> Option<u16> {
 /// What kind of failure an error is, for its status: the error types say which
 /// (`JwtError::fault`, `StoreError::fault`); this module says what each answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// The client's request or credential is refused (4xx): retrying the same will not help.
     Rejected,
     /// Something the gateway depends on is down (503 with `Retry-After`): try again later.
@@ -326,7 +326,7 @@ impl From<&crate::session::StoreError> for Refusal {
 
 /// Why a login callback failed: the metric label, the status and the user-facing message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallbackFailure {
+pub(crate) enum CallbackFailure {
     ProviderError,
     MissingParameter,
     DuplicateParameter,
@@ -347,7 +347,7 @@ pub enum CallbackFailure {
 }
 
 impl CallbackFailure {
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Self::ProviderError => "provider_error",
             Self::MissingParameter => "missing_parameter",
@@ -407,7 +407,7 @@ impl CallbackFailure {
 /// Why a sign-in or sign-out endpoint did not do what was asked. Answered with a page that
 /// offers to sign in again (JSON for API clients).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignInFailure {
+pub(crate) enum SignInFailure {
     Callback(CallbackFailure),
     /// `login?provider=` names no configured provider.
     UnknownProvider,
@@ -491,24 +491,24 @@ impl SignInFailure {
 
 /// One provider on the sign-in chooser.
 #[derive(Debug, Clone, Serialize)]
-pub struct Choice<'a> {
-    pub id: &'a str,
-    pub name: &'a str,
+pub(crate) struct Choice<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) name: &'a str,
     /// Down providers are shown as such, not as a link to a 503.
-    pub ready: bool,
+    pub(crate) ready: bool,
 }
 
 /// One hidden field of the form that signs out at the provider.
 #[derive(Debug, Clone, Serialize)]
-pub struct Field<'a> {
-    pub name: &'a str,
-    pub value: &'a str,
+pub(crate) struct Field<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) value: &'a str,
 }
 
 /// Everything the gateway answers itself, as one enum: [`respond`] turns each into a status,
 /// headers and a body.
 #[derive(Debug, Clone)]
-pub enum Outcome<'a> {
+pub(crate) enum Outcome<'a> {
     /// A request refused on its way to the upstream (or to a gateway endpoint).
     Refused(&'a Refusal),
     /// A sign-in or sign-out endpoint failed; `prefix` is the gateway prefix (the page links
@@ -537,10 +537,10 @@ pub enum Outcome<'a> {
 
 /// A response the gateway writes itself.
 #[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) body: Bytes,
 }
 
 /// Pages allow inline styles only (and no scripts), and no framing.
@@ -549,7 +549,7 @@ const PAGE_CSP: &str =
 
 impl Reply {
     /// An empty answer with `Cache-Control: no-store` (and `Retry-After` on a 503).
-    pub fn new(status: StatusCode) -> Self {
+    pub(crate) fn new(status: StatusCode) -> Self {
         let mut headers = vec![(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.push((header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER)));
@@ -562,14 +562,14 @@ impl Reply {
     }
 
     /// Add a header; a value that is not a valid header value is left out.
-    pub fn header(mut self, name: HeaderName, value: &str) -> Self {
+    pub(crate) fn header(mut self, name: HeaderName, value: &str) -> Self {
         if let Ok(v) = HeaderValue::from_str(value) {
             self.headers.push((name, v));
         }
         self
     }
 
-    pub fn redirect(location: &str) -> Self {
+    pub(crate) fn redirect(location: &str) -> Self {
         Self::new(StatusCode::FOUND).header(header::LOCATION, location)
     }
 
@@ -580,14 +580,14 @@ impl Reply {
         r
     }
 
-    pub fn json(status: StatusCode, v: serde_json::Value) -> Self {
+    pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Self {
         let mut r = Self::new(status).header(header::CONTENT_TYPE, "application/json");
         r.body = Bytes::from(v.to_string());
         r
     }
 
     /// The response head (with `Content-Length`) and body, for Pingora.
-    pub fn into_response(self) -> (ResponseHeader, Bytes) {
+    pub(crate) fn into_response(self) -> (ResponseHeader, Bytes) {
         let mut resp = match ResponseHeader::build(self.status, Some(self.headers.len() + 1)) {
             Ok(r) => r,
             // Unreachable (any status builds); fail closed with a bare 500.
@@ -613,7 +613,7 @@ fn sentence(s: &str) -> String {
 
 /// The one function that turns an outcome into status, headers and body, shaped for the
 /// client that asked (pages from the current [`pages::Pages`]).
-pub fn respond(outcome: &Outcome, audience: Audience, request_id: &str) -> Reply {
+pub(crate) fn respond(outcome: &Outcome, audience: Audience, request_id: &str) -> Reply {
     let pages = pages::current();
     match outcome {
         Outcome::Refused(refusal) => refused(&pages, refusal, audience, request_id),
@@ -736,7 +736,11 @@ fn refused(pages: &pages::Pages, refusal: &Refusal, audience: Audience, request_
 }
 
 /// Status, headers and body for a refusal, shaped for the client that asked.
-pub fn render(refusal: &Refusal, audience: Audience, request_id: &str) -> (ResponseHeader, Bytes) {
+pub(crate) fn render(
+    refusal: &Refusal,
+    audience: Audience,
+    request_id: &str,
+) -> (ResponseHeader, Bytes) {
     respond(&Outcome::Refused(refusal), audience, request_id).into_response()
 }
 

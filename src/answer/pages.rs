@@ -14,23 +14,23 @@ use arc_swap::ArcSwap;
 use minijinja::{AutoEscape, Environment, Value};
 
 /// The layout every page extends: `{% block title %}`, `{% block head %}`, `{% block content %}`.
-pub const BASE: &str = "base.html";
+pub(crate) const BASE: &str = "base.html";
 /// A refused request. Variables: `status` (number), `title`, `message`, `code`, `request_id`,
 /// `retry` (true on a 503).
-pub const REFUSAL: &str = "refusal.html";
+pub(crate) const REFUSAL: &str = "refusal.html";
 /// A failed sign-in or sign-out. Variables: `status`, `title`, `message`, `code`,
 /// `request_id`, `sign_in_url`.
-pub const SIGN_IN_ERROR: &str = "sign_in_error.html";
+pub(crate) const SIGN_IN_ERROR: &str = "sign_in_error.html";
 /// The sign-in chooser. Variables: `providers` (each `id`, `name`, `ready`), `return_to`.
-pub const SIGN_IN: &str = "sign_in.html";
+pub(crate) const SIGN_IN: &str = "sign_in.html";
 /// The sign-out confirmation. Variables: `action` (the form's POST target).
-pub const SIGN_OUT: &str = "sign_out.html";
+pub(crate) const SIGN_OUT: &str = "sign_out.html";
 /// The form that continues sign-out at the provider. Variables: `endpoint`, `fields` (each
 /// `name`, `value`), `script_nonce` (the only script the page's CSP allows).
-pub const SIGNING_OUT: &str = "signing_out.html";
+pub(crate) const SIGNING_OUT: &str = "signing_out.html";
 
 /// Every template name, with its default source.
-pub const TEMPLATES: [(&str, &str); 6] = [
+pub(crate) const TEMPLATES: [(&str, &str); 6] = [
     (BASE, include_str!("templates/base.html")),
     (REFUSAL, include_str!("templates/refusal.html")),
     (SIGN_IN_ERROR, include_str!("templates/sign_in_error.html")),
@@ -40,7 +40,7 @@ pub const TEMPLATES: [(&str, &str); 6] = [
 ];
 
 /// A set of page templates: the defaults, with an operator's overrides.
-pub struct Pages {
+pub(crate) struct Pages {
     env: Environment<'static>,
     /// The defaults alone: the fallback when an override fails to render.
     defaults: Option<Box<Pages>>,
@@ -49,7 +49,7 @@ pub struct Pages {
 /// A template environment for pages: every template is HTML, whatever its name, so every
 /// `{{ … }}` is escaped by minijinja's escaper; `&#x2f;` is turned back into `/` (a slash is
 /// harmless in HTML text and quoted attributes) so URLs read as URLs in the page source.
-pub fn environment() -> Environment<'static> {
+pub(crate) fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::Html);
     env.set_formatter(|out, state, value| {
@@ -69,7 +69,7 @@ pub fn environment() -> Environment<'static> {
 
 impl Pages {
     /// The compiled-in pages.
-    pub fn defaults() -> Self {
+    pub(crate) fn defaults() -> Self {
         let mut env = environment();
         for (name, src) in TEMPLATES {
             // Checked by the tests: the defaults always parse.
@@ -85,7 +85,7 @@ impl Pages {
 
     /// The defaults with `overrides` (name, source) in their place. Each must be a known name
     /// and parse ([`check`]); the config loader has checked both.
-    pub fn with_overrides(overrides: &[(String, String)]) -> Result<Self, String> {
+    pub(crate) fn with_overrides(overrides: &[(String, String)]) -> Result<Self, String> {
         if overrides.is_empty() {
             return Ok(Self::defaults());
         }
@@ -102,7 +102,7 @@ impl Pages {
     }
 
     /// Render page `name`; on a render error, the default page (logged), else a bare one.
-    pub fn render(&self, name: &str, ctx: Value) -> String {
+    pub(crate) fn render(&self, name: &str, ctx: Value) -> String {
         match self.env.get_template(name).and_then(|t| t.render(&ctx)) {
             Ok(s) => s,
             Err(e) => {
@@ -117,7 +117,7 @@ impl Pages {
 }
 
 /// Whether `source` is a usable override for template `name`: a known name that parses.
-pub fn check(name: &str, source: &str) -> Result<(), String> {
+pub(crate) fn check(name: &str, source: &str) -> Result<(), String> {
     if !TEMPLATES.iter().any(|(n, _)| *n == name) {
         let known: Vec<&str> = TEMPLATES.iter().map(|(n, _)| *n).collect();
         return Err(format!(
@@ -143,12 +143,12 @@ static CURRENT: LazyLock<ArcSwap<Pages>> =
     LazyLock::new(|| ArcSwap::from_pointee(Pages::defaults()));
 
 /// The pages in use (the defaults until a config installs others).
-pub fn current() -> Arc<Pages> {
+pub(crate) fn current() -> Arc<Pages> {
     CURRENT.load_full()
 }
 
 /// Use `pages` from now on (at start and on every config reload).
-pub fn install(pages: Pages) {
+pub(crate) fn install(pages: Pages) {
     CURRENT.store(Arc::new(pages));
 }
 

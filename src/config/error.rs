@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// 1-based; 0 when the problem has no single place (e.g. an unreadable file).
-    pub line: usize,
-    pub column: usize,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
     /// Dotted key path, e.g. `routes[2].upstream`.
-    pub key: String,
-    pub message: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -46,14 +46,14 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// Turns byte spans into line/column and collects errors.
-pub struct Reporter<'a> {
+pub(crate) struct Reporter<'a> {
     file: &'a Path,
     src: &'a str,
-    pub errors: Vec<ConfigError>,
+    pub(crate) errors: Vec<ConfigError>,
 }
 
 impl<'a> Reporter<'a> {
-    pub fn new(file: &'a Path, src: &'a str) -> Self {
+    pub(crate) fn new(file: &'a Path, src: &'a str) -> Self {
         Self {
             file,
             src,
@@ -62,7 +62,7 @@ impl<'a> Reporter<'a> {
     }
 
     /// 1-based line and column of a byte offset.
-    pub fn position(&self, offset: usize) -> (usize, usize) {
+    pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.src.len());
         let before = &self.src[..offset];
         let line = before.matches('\n').count() + 1;
@@ -70,7 +70,7 @@ impl<'a> Reporter<'a> {
         (line, col)
     }
 
-    pub fn error(
+    pub(crate) fn error(
         &mut self,
         key: impl Into<String>,
         span: Option<Range<usize>>,

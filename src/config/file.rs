@@ -10,255 +10,255 @@ use toml::Spanned;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct File {
+pub(crate) struct File {
     #[serde(default)]
-    pub server: Server,
+    pub(crate) server: Server,
     #[serde(default)]
-    pub log: Log,
+    pub(crate) log: Log,
     #[serde(default)]
-    pub listeners: Vec<Listener>,
+    pub(crate) listeners: Vec<Listener>,
     #[serde(default)]
-    pub admin: Admin,
+    pub(crate) admin: Admin,
     #[serde(default)]
-    pub paths: Paths,
+    pub(crate) paths: Paths,
     #[serde(default)]
-    pub headers: Headers,
+    pub(crate) headers: Headers,
     #[serde(default)]
-    pub gateway: Gateway,
-    pub forward_auth: Option<ForwardAuth>,
+    pub(crate) gateway: Gateway,
+    pub(crate) forward_auth: Option<ForwardAuth>,
     #[serde(default)]
-    pub csrf: Csrf,
+    pub(crate) csrf: Csrf,
     #[serde(default)]
-    pub session: Session,
+    pub(crate) session: Session,
     #[serde(default)]
-    pub providers: Vec<Provider>,
+    pub(crate) providers: Vec<Provider>,
     #[serde(default)]
-    pub assertion: Assertion,
+    pub(crate) assertion: Assertion,
     #[serde(default)]
-    pub upstreams: BTreeMap<String, Upstream>,
+    pub(crate) upstreams: BTreeMap<String, Upstream>,
     #[serde(default)]
-    pub routes: Vec<Route>,
+    pub(crate) routes: Vec<Route>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Server {
-    pub threads: Option<Spanned<i64>>,
-    pub grace_period: Option<Spanned<String>>,
-    pub shutdown_timeout: Option<Spanned<String>>,
-    pub pid_file: Option<String>,
-    pub upgrade_socket: Option<String>,
+pub(crate) struct Server {
+    pub(crate) threads: Option<Spanned<i64>>,
+    pub(crate) grace_period: Option<Spanned<String>>,
+    pub(crate) shutdown_timeout: Option<Spanned<String>>,
+    pub(crate) pid_file: Option<String>,
+    pub(crate) upgrade_socket: Option<String>,
     #[serde(default)]
-    pub trusted_proxies: Vec<Spanned<String>>,
-    pub request_id_header: Option<Spanned<String>>,
-    pub max_request_header_bytes: Option<Spanned<i64>>,
-    pub max_request_headers: Option<Spanned<i64>>,
-    pub max_connections: Option<Spanned<i64>>,
-    pub keepalive_timeout: Option<Spanned<String>>,
-    pub request_header_timeout: Option<Spanned<String>>,
-    pub shutdown_delay: Option<Spanned<String>>,
+    pub(crate) trusted_proxies: Vec<Spanned<String>>,
+    pub(crate) request_id_header: Option<Spanned<String>>,
+    pub(crate) max_request_header_bytes: Option<Spanned<i64>>,
+    pub(crate) max_request_headers: Option<Spanned<i64>>,
+    pub(crate) max_connections: Option<Spanned<i64>>,
+    pub(crate) keepalive_timeout: Option<Spanned<String>>,
+    pub(crate) request_header_timeout: Option<Spanned<String>>,
+    pub(crate) shutdown_delay: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Log {
-    pub format: Option<Spanned<String>>,
-    pub level: Option<Spanned<String>>,
-    pub access_log: Option<bool>,
+pub(crate) struct Log {
+    pub(crate) format: Option<Spanned<String>>,
+    pub(crate) level: Option<Spanned<String>>,
+    pub(crate) access_log: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Listener {
-    pub address: Spanned<String>,
+pub(crate) struct Listener {
+    pub(crate) address: Spanned<String>,
     #[serde(default)]
-    pub h2c: bool,
-    pub tls_cert_file: Option<Spanned<String>>,
-    pub tls_key_file: Option<Spanned<String>>,
+    pub(crate) h2c: bool,
+    pub(crate) tls_cert_file: Option<Spanned<String>>,
+    pub(crate) tls_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Admin {
-    pub address: Option<Spanned<String>>,
-    pub token: Option<Spanned<String>>,
-    pub token_file: Option<Spanned<String>>,
+pub(crate) struct Admin {
+    pub(crate) address: Option<Spanned<String>>,
+    pub(crate) token: Option<Spanned<String>>,
+    pub(crate) token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Paths {
+pub(crate) struct Paths {
     #[serde(default)]
-    pub case_insensitive: bool,
+    pub(crate) case_insensitive: bool,
     #[serde(default)]
-    pub allow_semicolon: bool,
+    pub(crate) allow_semicolon: bool,
     #[serde(default)]
-    pub allow_encoded_slash: bool,
+    pub(crate) allow_encoded_slash: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Headers {
-    pub identity_headers: Option<Vec<Spanned<String>>>,
-    pub identity_prefixes: Option<Vec<Spanned<String>>>,
-    pub user: Option<Spanned<String>>,
-    pub email: Option<Spanned<String>>,
-    pub groups: Option<Spanned<String>>,
-    pub preferred_username: Option<Spanned<String>>,
-    pub access_token: Option<Spanned<String>>,
-    pub provider: Option<Spanned<String>>,
-    pub groups_filter: Option<Spanned<String>>,
-    pub max_groups_bytes: Option<Spanned<i64>>,
+pub(crate) struct Headers {
+    pub(crate) identity_headers: Option<Vec<Spanned<String>>>,
+    pub(crate) identity_prefixes: Option<Vec<Spanned<String>>>,
+    pub(crate) user: Option<Spanned<String>>,
+    pub(crate) email: Option<Spanned<String>>,
+    pub(crate) groups: Option<Spanned<String>>,
+    pub(crate) preferred_username: Option<Spanned<String>>,
+    pub(crate) access_token: Option<Spanned<String>>,
+    pub(crate) provider: Option<Spanned<String>>,
+    pub(crate) groups_filter: Option<Spanned<String>>,
+    pub(crate) max_groups_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Gateway {
-    pub prefix: Option<Spanned<String>>,
-    pub bearer_cache_entries: Option<Spanned<i64>>,
-    pub templates_dir: Option<Spanned<String>>,
+pub(crate) struct Gateway {
+    pub(crate) prefix: Option<Spanned<String>>,
+    pub(crate) bearer_cache_entries: Option<Spanned<i64>>,
+    pub(crate) templates_dir: Option<Spanned<String>>,
     #[serde(default)]
-    pub allowed_redirect_hosts: Vec<Spanned<String>>,
+    pub(crate) allowed_redirect_hosts: Vec<Spanned<String>>,
 }
 
 /// `[forward_auth]`: see `super::front`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ForwardAuth {
-    pub proxy: Spanned<String>,
-    pub method_header: Option<Spanned<String>>,
-    pub uri_header: Option<Spanned<String>>,
-    pub host_header: Option<Spanned<String>>,
-    pub auth_request_headers: Option<bool>,
+pub(crate) struct ForwardAuth {
+    pub(crate) proxy: Spanned<String>,
+    pub(crate) method_header: Option<Spanned<String>>,
+    pub(crate) uri_header: Option<Spanned<String>>,
+    pub(crate) host_header: Option<Spanned<String>>,
+    pub(crate) auth_request_headers: Option<bool>,
 }
 
 /// `[csrf]`: see `super::front`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Csrf {
-    pub enabled: Option<bool>,
-    pub allow_same_site: Option<bool>,
+pub(crate) struct Csrf {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) allow_same_site: Option<bool>,
     #[serde(default)]
-    pub allowed_origins: Vec<Spanned<String>>,
+    pub(crate) allowed_origins: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Session {
-    pub store: Option<Spanned<String>>,
-    pub redis_url: Option<Spanned<String>>,
-    pub redis_url_file: Option<Spanned<String>>,
-    pub redis_sentinels: Option<Spanned<Vec<String>>>,
-    pub redis_sentinel_master: Option<Spanned<String>>,
-    pub redis_cluster_nodes: Option<Spanned<Vec<String>>>,
-    pub redis_username: Option<Spanned<String>>,
-    pub redis_password: Option<Spanned<String>>,
-    pub redis_password_file: Option<Spanned<String>>,
-    pub redis_ca_file: Option<Spanned<String>>,
-    pub redis_prefix: Option<String>,
-    pub redis_timeout: Option<Spanned<String>>,
-    pub redis_min_replicas_ack: Option<Spanned<i64>>,
-    pub secret: Option<Spanned<String>>,
-    pub secret_file: Option<Spanned<String>>,
-    pub cookie_name: Option<Spanned<String>>,
-    pub cookie_secure: Option<bool>,
-    pub cookie_same_site: Option<Spanned<String>>,
-    pub cookie_domain: Option<Spanned<String>>,
-    pub idle_timeout: Option<Spanned<String>>,
-    pub absolute_timeout: Option<Spanned<String>>,
-    pub login_timeout: Option<Spanned<String>>,
-    pub cache_max_age: Option<Spanned<String>>,
-    pub cache_max_entries: Option<Spanned<i64>>,
-    pub touch_interval: Option<Spanned<String>>,
-    pub refresh_lead: Option<Spanned<String>>,
-    pub refresh_wait: Option<Spanned<String>>,
-    pub max_pending_logins: Option<Spanned<i64>>,
-    pub max_return_url_bytes: Option<Spanned<i64>>,
+pub(crate) struct Session {
+    pub(crate) store: Option<Spanned<String>>,
+    pub(crate) redis_url: Option<Spanned<String>>,
+    pub(crate) redis_url_file: Option<Spanned<String>>,
+    pub(crate) redis_sentinels: Option<Spanned<Vec<String>>>,
+    pub(crate) redis_sentinel_master: Option<Spanned<String>>,
+    pub(crate) redis_cluster_nodes: Option<Spanned<Vec<String>>>,
+    pub(crate) redis_username: Option<Spanned<String>>,
+    pub(crate) redis_password: Option<Spanned<String>>,
+    pub(crate) redis_password_file: Option<Spanned<String>>,
+    pub(crate) redis_ca_file: Option<Spanned<String>>,
+    pub(crate) redis_prefix: Option<String>,
+    pub(crate) redis_timeout: Option<Spanned<String>>,
+    pub(crate) redis_min_replicas_ack: Option<Spanned<i64>>,
+    pub(crate) secret: Option<Spanned<String>>,
+    pub(crate) secret_file: Option<Spanned<String>>,
+    pub(crate) cookie_name: Option<Spanned<String>>,
+    pub(crate) cookie_secure: Option<bool>,
+    pub(crate) cookie_same_site: Option<Spanned<String>>,
+    pub(crate) cookie_domain: Option<Spanned<String>>,
+    pub(crate) idle_timeout: Option<Spanned<String>>,
+    pub(crate) absolute_timeout: Option<Spanned<String>>,
+    pub(crate) login_timeout: Option<Spanned<String>>,
+    pub(crate) cache_max_age: Option<Spanned<String>>,
+    pub(crate) cache_max_entries: Option<Spanned<i64>>,
+    pub(crate) touch_interval: Option<Spanned<String>>,
+    pub(crate) refresh_lead: Option<Spanned<String>>,
+    pub(crate) refresh_wait: Option<Spanned<String>>,
+    pub(crate) max_pending_logins: Option<Spanned<i64>>,
+    pub(crate) max_return_url_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Provider {
-    pub id: Spanned<String>,
-    pub issuer: Spanned<String>,
-    pub client_id: Spanned<String>,
-    pub client_secret: Option<Spanned<String>>,
-    pub client_secret_file: Option<Spanned<String>>,
-    pub scopes: Option<Vec<String>>,
-    pub display_name: Option<String>,
-    pub redirect_url: Option<Spanned<String>>,
-    pub logout_method: Option<Spanned<String>>,
-    pub require_at_jwt: Option<bool>,
-    pub introspect_opaque_tokens: Option<bool>,
-    pub introspection_cache_ttl: Option<Spanned<String>>,
+pub(crate) struct Provider {
+    pub(crate) id: Spanned<String>,
+    pub(crate) issuer: Spanned<String>,
+    pub(crate) client_id: Spanned<String>,
+    pub(crate) client_secret: Option<Spanned<String>>,
+    pub(crate) client_secret_file: Option<Spanned<String>>,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) display_name: Option<String>,
+    pub(crate) redirect_url: Option<Spanned<String>>,
+    pub(crate) logout_method: Option<Spanned<String>>,
+    pub(crate) require_at_jwt: Option<bool>,
+    pub(crate) introspect_opaque_tokens: Option<bool>,
+    pub(crate) introspection_cache_ttl: Option<Spanned<String>>,
     #[serde(default)]
-    pub extra_auth_params: BTreeMap<String, String>,
-    pub algorithms: Option<Vec<Spanned<String>>>,
-    pub clock_skew: Option<Spanned<String>>,
-    pub refresh_interval: Option<Spanned<String>>,
-    pub user_claim: Option<String>,
-    pub email_claim: Option<String>,
-    pub name_claim: Option<String>,
-    pub groups_claim: Option<String>,
-    pub preferred_username_claim: Option<String>,
-    pub trust_email: Option<bool>,
-    pub trusted_audiences: Option<Vec<Spanned<String>>>,
-    pub userinfo: Option<Spanned<String>>,
-    pub ca_file: Option<Spanned<String>>,
-    pub system_trust_store: Option<bool>,
-    pub opaque_token_prefix: Option<Spanned<String>>,
-    pub introspection_inactive_ttl: Option<Spanned<String>>,
-    pub introspection_requires_audience: Option<bool>,
-    pub max_refresh_failures: Option<Spanned<i64>>,
+    pub(crate) extra_auth_params: BTreeMap<String, String>,
+    pub(crate) algorithms: Option<Vec<Spanned<String>>>,
+    pub(crate) clock_skew: Option<Spanned<String>>,
+    pub(crate) refresh_interval: Option<Spanned<String>>,
+    pub(crate) user_claim: Option<String>,
+    pub(crate) email_claim: Option<String>,
+    pub(crate) name_claim: Option<String>,
+    pub(crate) groups_claim: Option<String>,
+    pub(crate) preferred_username_claim: Option<String>,
+    pub(crate) trust_email: Option<bool>,
+    pub(crate) trusted_audiences: Option<Vec<Spanned<String>>>,
+    pub(crate) userinfo: Option<Spanned<String>>,
+    pub(crate) ca_file: Option<Spanned<String>>,
+    pub(crate) system_trust_store: Option<bool>,
+    pub(crate) opaque_token_prefix: Option<Spanned<String>>,
+    pub(crate) introspection_inactive_ttl: Option<Spanned<String>>,
+    pub(crate) introspection_requires_audience: Option<bool>,
+    pub(crate) max_refresh_failures: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Upstream {
-    pub servers: Spanned<Vec<Spanned<String>>>,
-    pub tls_ca_file: Option<Spanned<String>>,
-    pub tls_verify: Option<bool>,
-    pub tls_server_name: Option<Spanned<String>>,
-    pub http2: Option<bool>,
-    pub connect_timeout: Option<Spanned<String>>,
-    pub read_timeout: Option<Spanned<String>>,
-    pub write_timeout: Option<Spanned<String>>,
-    pub idle_timeout: Option<Spanned<String>>,
-    pub max_fails: Option<Spanned<i64>>,
-    pub fail_timeout: Option<Spanned<String>>,
-    pub pass_host_header: Option<bool>,
+pub(crate) struct Upstream {
+    pub(crate) servers: Spanned<Vec<Spanned<String>>>,
+    pub(crate) tls_ca_file: Option<Spanned<String>>,
+    pub(crate) tls_verify: Option<bool>,
+    pub(crate) tls_server_name: Option<Spanned<String>>,
+    pub(crate) http2: Option<bool>,
+    pub(crate) connect_timeout: Option<Spanned<String>>,
+    pub(crate) read_timeout: Option<Spanned<String>>,
+    pub(crate) write_timeout: Option<Spanned<String>>,
+    pub(crate) idle_timeout: Option<Spanned<String>>,
+    pub(crate) max_fails: Option<Spanned<i64>>,
+    pub(crate) fail_timeout: Option<Spanned<String>>,
+    pub(crate) pass_host_header: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Route {
-    pub id: Option<Spanned<String>>,
-    pub host: Option<Spanned<String>>,
-    pub path: Option<Spanned<String>>,
-    pub upstream: Spanned<String>,
+pub(crate) struct Route {
+    pub(crate) id: Option<Spanned<String>>,
+    pub(crate) host: Option<Spanned<String>>,
+    pub(crate) path: Option<Spanned<String>>,
+    pub(crate) upstream: Spanned<String>,
     #[serde(default)]
-    pub public: bool,
+    pub(crate) public: bool,
     #[serde(default)]
-    pub pass_access_token: bool,
+    pub(crate) pass_access_token: bool,
     #[serde(default)]
-    pub identity_assertion: bool,
+    pub(crate) identity_assertion: bool,
     #[serde(default)]
-    pub bearer: bool,
+    pub(crate) bearer: bool,
     #[serde(default)]
-    pub audiences: Vec<String>,
+    pub(crate) audiences: Vec<String>,
     #[serde(default)]
-    pub providers: Vec<Spanned<String>>,
-    pub policy: Option<Spanned<Policy>>,
+    pub(crate) providers: Vec<Spanned<String>>,
+    pub(crate) policy: Option<Spanned<Policy>>,
     /// `false` turns the CSRF guard off for this route.
-    pub csrf: Option<bool>,
+    pub(crate) csrf: Option<bool>,
     /// `"auto"`, `"redirect"` or `"401"`.
-    pub unauthenticated: Option<Spanned<String>>,
+    pub(crate) unauthenticated: Option<Spanned<String>>,
 }
 
 /// `[routes.policy]`: see `crate::policy` for the semantics.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Policy {
+pub(crate) struct Policy {
     #[serde(default)]
     pub users: Vec<String>,
     #[serde(default)]
@@ -277,9 +277,9 @@ pub struct Policy {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Assertion {
-    pub header: Option<Spanned<String>>,
-    pub key_file: Option<String>,
-    pub issuer: Option<String>,
-    pub ttl: Option<Spanned<String>>,
+pub(crate) struct Assertion {
+    pub(crate) header: Option<Spanned<String>>,
+    pub(crate) key_file: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) ttl: Option<Spanned<String>>,
 }

@@ -15,7 +15,7 @@ use crate::host::Authority;
 /// Which front proxy asks `{prefix}auth`, and so which headers describe the original request.
 /// The gateway reads exactly these: another proxy's header names are ignored, never guessed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrontProxy {
+pub(crate) enum FrontProxy {
     /// nginx `auth_request` with the README snippet: `X-Original-Method`, `X-Original-URI`,
     /// `X-Forwarded-Host`.
     Nginx,
@@ -39,7 +39,7 @@ pub enum FrontProxy {
 }
 
 impl FrontProxy {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             FrontProxy::Nginx => "nginx",
             FrontProxy::IngressNginx => "ingress-nginx",
@@ -53,25 +53,25 @@ impl FrontProxy {
 
 /// `[forward_auth]`, present only when the section is: without it `{prefix}auth` is not served.
 #[derive(Debug, Clone)]
-pub struct ForwardAuthSettings {
-    pub proxy: FrontProxy,
+pub(crate) struct ForwardAuthSettings {
+    pub(crate) proxy: FrontProxy,
     /// Also answer with oauth2-proxy's `X-Auth-Request-User`, `-Email`, `-Groups`,
     /// `-Preferred-Username` (and `-Access-Token` where the route passes it).
-    pub auth_request_headers: bool,
+    pub(crate) auth_request_headers: bool,
 }
 
 /// `[csrf]`: refuse cookie-authenticated unsafe requests that another site started.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CsrfSettings {
-    pub enabled: bool,
+pub(crate) struct CsrfSettings {
+    pub(crate) enabled: bool,
     /// Accept `Sec-Fetch-Site: same-site` (a sibling subdomain). Off by default: SameSite=Lax
     /// cookies travel between siblings, which is exactly the gap this guard closes.
-    pub allow_same_site: bool,
+    pub(crate) allow_same_site: bool,
     /// Other origins allowed to send unsafe requests, canonical `scheme://host[:port]`.
-    pub allowed_origins: Vec<String>,
+    pub(crate) allowed_origins: Vec<String>,
 }
 
-pub use super::defaults::{
+pub(crate) use super::defaults::{
     CSRF_ALLOW_SAME_SITE as DEFAULT_CSRF_ALLOW_SAME_SITE, CSRF_ENABLED as DEFAULT_CSRF_ENABLED,
 };
 
@@ -87,7 +87,7 @@ impl Default for CsrfSettings {
 
 /// Canonical `scheme://host[:port]` of an origin, the default port left out; `None` for
 /// anything that is not an http(s) origin (`null`, a path, userinfo, a bad host).
-pub fn canonical_origin(raw: &[u8]) -> Option<String> {
+pub(crate) fn canonical_origin(raw: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(raw).ok()?;
     let (scheme, rest) = s.split_once("://")?;
     let https = if scheme.eq_ignore_ascii_case("https") {
@@ -102,7 +102,7 @@ pub fn canonical_origin(raw: &[u8]) -> Option<String> {
 }
 
 /// `scheme://host[:port]` for a request's own origin, the default port left out.
-pub fn origin_string(https: bool, authority: &Authority) -> String {
+pub(crate) fn origin_string(https: bool, authority: &Authority) -> String {
     let (scheme, default_port) = if https { ("https", 443) } else { ("http", 80) };
     match authority.port() {
         Some(p) if p != default_port => format!("{scheme}://{}:{p}", authority.host()),
@@ -127,7 +127,7 @@ fn header(rep: &mut Reporter, key: &str, v: &Option<Spanned<String>>) -> Option<
 
 /// `[forward_auth]`; `trusted` says whether `server.trusted_proxies` names anyone, since
 /// only a trusted peer may ask.
-pub fn forward_auth(
+pub(crate) fn forward_auth(
     rep: &mut Reporter,
     f: &Option<file::ForwardAuth>,
     trusted: bool,
@@ -200,7 +200,7 @@ pub fn forward_auth(
     })
 }
 
-pub fn csrf(rep: &mut Reporter, f: &file::Csrf) -> CsrfSettings {
+pub(crate) fn csrf(rep: &mut Reporter, f: &file::Csrf) -> CsrfSettings {
     let mut allowed_origins = Vec::new();
     for (i, o) in f.allowed_origins.iter().enumerate() {
         match canonical_origin(o.get_ref().as_bytes()) {

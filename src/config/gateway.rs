@@ -10,11 +10,11 @@ use crate::routing::HostPattern;
 
 /// `[gateway]`, validated.
 pub(super) struct Gateway {
-    pub prefix: String,
-    pub allowed_redirect_hosts: Vec<String>,
-    pub bearer_cache_entries: usize,
+    pub(crate) prefix: String,
+    pub(crate) allowed_redirect_hosts: Vec<String>,
+    pub(crate) bearer_cache_entries: usize,
     /// `templates_dir`: (template name, source) of each page override, checked.
-    pub templates: Vec<(String, String)>,
+    pub(crate) templates: Vec<(String, String)>,
 }
 
 pub(super) fn paths(f: &file::Paths) -> PathOptions {

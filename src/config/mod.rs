@@ -8,19 +8,19 @@
 //! module: the runtime objects are built from the model by their own modules.
 
 mod assertion;
-pub mod defaults;
-pub mod error;
+pub(crate) mod defaults;
+pub(crate) mod error;
 mod fields;
-pub mod file;
-pub mod front;
+pub(crate) mod file;
+pub(crate) mod front;
 mod gateway;
 mod headers;
 mod listeners;
 mod logs;
 pub mod model;
-pub mod provider;
+pub(crate) mod provider;
 mod routes;
-pub mod secret;
+pub(crate) mod secret;
 mod server;
 mod session;
 mod templates;
@@ -72,7 +72,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
 
 /// Check every section, collecting every error: `None` when at least one was reported (by
 /// construction: the config is only assembled after every section ran without one).
-pub fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
+pub(crate) fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     let server = server::server(rep, &f.server);
     let log = logs::log(rep, &f.log);
     let listeners = listeners::listeners(rep, &f.listeners);

@@ -12,7 +12,7 @@ use http::{HeaderName, Method};
 use ipnet::IpNet;
 
 use super::defaults;
-pub use super::provider::{ClaimNames, LogoutMethod, ProviderSettings};
+pub(crate) use super::provider::{ClaimNames, LogoutMethod, ProviderSettings};
 use super::secret::Secret;
 use crate::limits::HeadLimits;
 use crate::out_header::OutName;
@@ -28,23 +28,23 @@ pub struct Config {
     /// Bearer secret for the admin API (`/sessions`); without it the API is off.
     pub admin_token: Option<Secret>,
     pub paths: PathOptions,
-    pub case_insensitive_routes: bool,
+    pub(crate) case_insensitive_routes: bool,
     /// Header names and prefixes stripped from every client request (`[headers]`); the
     /// runtime `identity::IdentityNamespace` adds the headers the gateway sets itself.
-    pub identity_namespace: NamespaceSettings,
-    pub identity_headers: IdentityHeaders,
+    pub(crate) identity_namespace: NamespaceSettings,
+    pub(crate) identity_headers: IdentityHeaders,
     /// Hosts allowed as absolute post-login/logout redirect targets (`.suffix` for subdomains).
-    pub allowed_redirect_hosts: Vec<String>,
+    pub(crate) allowed_redirect_hosts: Vec<String>,
     /// Bound of the verified-bearer-token cache; 0 disables it (every request verifies).
-    pub bearer_cache_entries: usize,
+    pub(crate) bearer_cache_entries: usize,
     /// Reserved path prefix answered by the gateway itself, e.g. `/.authgate/`.
-    pub gateway_prefix: String,
+    pub(crate) gateway_prefix: String,
     /// `gateway.templates_dir`: (template name, source) of each page override, checked.
-    pub templates: Vec<(String, String)>,
+    pub(crate) templates: Vec<(String, String)>,
     /// `None`: `{prefix}auth` is not served.
-    pub forward_auth: Option<super::front::ForwardAuthSettings>,
-    pub csrf: super::front::CsrfSettings,
-    pub session: SessionSettings,
+    pub(crate) forward_auth: Option<super::front::ForwardAuthSettings>,
+    pub(crate) csrf: super::front::CsrfSettings,
+    pub(crate) session: SessionSettings,
     pub providers: Vec<ProviderSettings>,
     pub assertion: AssertionSettings,
     pub upstreams: BTreeMap<String, UpstreamSettings>,
@@ -53,31 +53,31 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// How long in-flight requests may run after SIGTERM/SIGINT before the runtime stops.
-    pub grace_period: Duration,
+    pub(crate) grace_period: Duration,
     /// Extra time given to the runtime to wind down after the grace period.
-    pub shutdown_timeout: Duration,
-    pub pid_file: String,
-    pub upgrade_socket: String,
-    pub trusted_proxies: Vec<IpNet>,
-    pub request_id_header: HeaderName,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) pid_file: String,
+    pub(crate) upgrade_socket: String,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) request_id_header: HeaderName,
     /// `max_request_header_bytes` and `max_request_headers`: bounds of a request head.
-    pub head_limits: HeadLimits,
+    pub(crate) head_limits: HeadLimits,
     /// Downstream connections held at once, all listeners together. At the limit the
     /// connections without a request in progress are closed oldest first to make room; a
     /// new connection is refused only when none can be.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// How long a connection may wait for the next request after a response (HTTP/1.1
     /// keep-alive; idle HTTP/2 connections too).
-    pub keepalive_timeout: Duration,
+    pub(crate) keepalive_timeout: Duration,
     /// How long a request head may take to arrive whole: from the connection's start for
     /// the first request, from its first byte for every later one.
-    pub request_header_timeout: Duration,
+    pub(crate) request_header_timeout: Duration,
     /// After SIGTERM/SIGINT: how long the listeners keep accepting (with `/readyz` already
     /// 503 and `Connection: close` on every response) before they close and the grace
     /// period starts. The time a load balancer needs to stop sending new connections.
-    pub shutdown_delay: Duration,
+    pub(crate) shutdown_delay: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,37 +91,37 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// `tracing_subscriber::EnvFilter` directive; `RUST_LOG` overrides it.
     pub level: String,
-    pub access_log: bool,
+    pub(crate) access_log: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
     pub address: SocketAddr,
-    pub h2c: bool,
-    pub tls: Option<TlsFiles>,
+    pub(crate) h2c: bool,
+    pub(crate) tls: Option<TlsFiles>,
 }
 
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert_file: String,
-    pub key_file: String,
+pub(crate) struct TlsFiles {
+    pub(crate) cert_file: String,
+    pub(crate) key_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionStore {
+pub(crate) enum SessionStore {
     Memory,
     Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SameSitePolicy {
+pub(crate) enum SameSitePolicy {
     Lax,
     Strict,
 }
 
 /// How to reach Redis. URLs are secrets: they may carry passwords.
 #[derive(Debug, Clone)]
-pub enum RedisTopology {
+pub(crate) enum RedisTopology {
     Standalone(Secret),
     /// Sentinel addresses and the monitored primary's name: failover is followed.
     Sentinel {
@@ -135,109 +135,109 @@ pub enum RedisTopology {
 }
 
 #[derive(Debug, Clone)]
-pub struct SessionSettings {
-    pub store: SessionStore,
+pub(crate) struct SessionSettings {
+    pub(crate) store: SessionStore,
     /// Where the Redis store is (`None` with the memory store).
-    pub redis: Option<RedisTopology>,
+    pub(crate) redis: Option<RedisTopology>,
     /// Credentials for data nodes found through Sentinel or Cluster discovery.
-    pub redis_username: Option<String>,
-    pub redis_password: Option<Secret>,
+    pub(crate) redis_username: Option<String>,
+    pub(crate) redis_password: Option<Secret>,
     /// PEM CA bundle trusted for `rediss://` instead of the built-in web roots.
-    pub redis_ca: Option<Vec<u8>>,
-    pub redis_prefix: String,
-    pub redis_timeout: Duration,
+    pub(crate) redis_ca: Option<Vec<u8>>,
+    pub(crate) redis_prefix: String,
+    pub(crate) redis_timeout: Duration,
     /// Replicas that must acknowledge a session's end (`WAIT`) before it is reported done;
     /// `None`: the deployment's default (0 for one server or a Cluster; with Sentinel 1 while
     /// the sentinels know a replica that is up, 0 when they know none).
-    pub redis_min_replicas_ack: Option<u32>,
+    pub(crate) redis_min_replicas_ack: Option<u32>,
     /// Key material for cookie MACs and token encryption; generated per process when absent
     /// (memory store only: replicas sharing Redis must share it).
-    pub secret: Option<Secret>,
-    pub cookie_name: String,
-    pub cookie_secure: bool,
-    pub cookie_same_site: SameSitePolicy,
-    pub cookie_domain: Option<String>,
-    pub idle_timeout: Duration,
-    pub absolute_timeout: Duration,
-    pub login_timeout: Duration,
-    pub cache_max_age: Duration,
-    pub cache_max_entries: usize,
+    pub(crate) secret: Option<Secret>,
+    pub(crate) cookie_name: String,
+    pub(crate) cookie_secure: bool,
+    pub(crate) cookie_same_site: SameSitePolicy,
+    pub(crate) cookie_domain: Option<String>,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Duration,
+    pub(crate) login_timeout: Duration,
+    pub(crate) cache_max_age: Duration,
+    pub(crate) cache_max_entries: usize,
     /// Restart a session's idle TTL in the store at most this often.
-    pub touch_interval: Duration,
+    pub(crate) touch_interval: Duration,
     /// Refresh the access token this long before it expires.
-    pub refresh_lead: Duration,
+    pub(crate) refresh_lead: Duration,
     /// How long a request whose access token has expired waits for another request's (or
     /// replica's) refresh before it answers 503.
-    pub refresh_wait: Duration,
+    pub(crate) refresh_wait: Duration,
     /// Logins started and not yet finished, kept at most: the oldest is dropped past this.
-    pub max_pending_logins: usize,
+    pub(crate) max_pending_logins: usize,
     /// A return URL longer than this is replaced by `/` (it is stored with the login).
-    pub max_return_url_bytes: usize,
+    pub(crate) max_return_url_bytes: usize,
 }
 
 /// The signed identity assertion (`crate::assertion`).
 #[derive(Debug, Clone)]
 pub struct AssertionSettings {
-    pub header: HeaderName,
+    pub(crate) header: HeaderName,
     /// PKCS#8 PEM P-256 key; generated (and written here) when missing.
-    pub key_file: Option<String>,
-    pub issuer: String,
-    pub ttl: Duration,
+    pub(crate) key_file: Option<String>,
+    pub(crate) issuer: String,
+    pub(crate) ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
-    pub name: String,
-    pub servers: Vec<ServerAddr>,
-    pub tls: bool,
+    pub(crate) name: String,
+    pub(crate) servers: Vec<ServerAddr>,
+    pub(crate) tls: bool,
     /// DER certificates of a custom CA; `None` uses the system roots.
-    pub ca_der: Option<Vec<Vec<u8>>>,
-    pub verify_tls: bool,
-    pub server_name: Option<String>,
-    pub http2: bool,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub write_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_fails: u32,
-    pub fail_timeout: Duration,
-    pub pass_host_header: bool,
+    pub(crate) ca_der: Option<Vec<Vec<u8>>>,
+    pub(crate) verify_tls: bool,
+    pub(crate) server_name: Option<String>,
+    pub(crate) http2: bool,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_fails: u32,
+    pub(crate) fail_timeout: Duration,
+    pub(crate) pass_host_header: bool,
 }
 
 /// One upstream server, resolved at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerAddr {
-    pub addr: SocketAddr,
+pub(crate) struct ServerAddr {
+    pub(crate) addr: SocketAddr,
     /// Host as written, for SNI and (unless the Host header is passed) the `Host` header.
-    pub host: String,
-    pub authority: String,
+    pub(crate) host: String,
+    pub(crate) authority: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct RouteSettings {
-    pub id: String,
-    pub host: HostPattern,
-    pub path: String,
-    pub upstream: String,
-    pub public: bool,
-    pub pass_access_token: bool,
+    pub(crate) id: String,
+    pub(crate) host: HostPattern,
+    pub(crate) path: String,
+    pub(crate) upstream: String,
+    pub(crate) public: bool,
+    pub(crate) pass_access_token: bool,
     /// `None`: every authenticated caller.
-    pub policy: Option<Policy>,
+    pub(crate) policy: Option<Policy>,
     /// Accept `Authorization: Bearer <JWT>` with one of `audiences`.
-    pub bearer: bool,
-    pub audiences: Vec<String>,
+    pub(crate) bearer: bool,
+    pub(crate) audiences: Vec<String>,
     /// Provider ids whose sessions and tokens this route accepts; empty: all.
-    pub providers: Vec<String>,
+    pub(crate) providers: Vec<String>,
     /// Send the signed identity assertion to this route's upstream.
-    pub identity_assertion: bool,
+    pub(crate) identity_assertion: bool,
     /// Refuse cross-site unsafe requests authenticated by the session cookie.
-    pub csrf: bool,
-    pub unauthenticated: Unauthenticated,
+    pub(crate) csrf: bool,
+    pub(crate) unauthenticated: Unauthenticated,
 }
 
 /// What a caller without a session gets on a protected route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Unauthenticated {
+pub(crate) enum Unauthenticated {
     /// A redirect to sign in for top-level browser navigations, 401 with JSON otherwise.
     #[default]
     Auto,
@@ -249,11 +249,11 @@ pub enum Unauthenticated {
 
 /// `[headers]`: what is stripped from clients besides the headers the gateway sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamespaceSettings {
+pub(crate) struct NamespaceSettings {
     /// Exact names (as configured, valid header names).
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// Name prefixes, lower case, at least [`defaults::MIN_IDENTITY_PREFIX_LEN`] bytes.
-    pub prefixes: Vec<String>,
+    pub(crate) prefixes: Vec<String>,
 }
 
 impl Default for NamespaceSettings {
@@ -275,17 +275,17 @@ impl Default for NamespaceSettings {
 /// default). `crate::identity` builds their values; this is the configured data only.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
-    pub user: OutName,
-    pub email: OutName,
-    pub groups: OutName,
-    pub preferred_username: OutName,
-    pub access_token: OutName,
+    pub(crate) user: OutName,
+    pub(crate) email: OutName,
+    pub(crate) groups: OutName,
+    pub(crate) preferred_username: OutName,
+    pub(crate) access_token: OutName,
     /// Names the provider that vouched (its configured id); off unless configured.
-    pub provider: Option<OutName>,
+    pub(crate) provider: Option<OutName>,
     /// Only groups matching this are forwarded (users in hundreds of groups).
-    pub groups_filter: Option<regex::Regex>,
+    pub(crate) groups_filter: Option<regex::Regex>,
     /// Upper bound of the groups header; whole groups are dropped past it, with a log line.
-    pub max_groups_bytes: usize,
+    pub(crate) max_groups_bytes: usize,
 }
 
 impl Default for IdentityHeaders {
@@ -306,8 +306,8 @@ impl Default for IdentityHeaders {
 /// A claim rule: the claim equals the value, or (array claims) contains it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimRule {
-    pub claim: String,
-    pub value: String,
+    pub(crate) claim: String,
+    pub(crate) value: String,
 }
 
 /// `[routes.policy]` as data: who may pass a route. `crate::policy` evaluates it (see there
@@ -329,7 +329,7 @@ pub struct Policy {
 
 impl Policy {
     /// A policy without a rule (ambiguous: refused by validation).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.providers.is_empty()
             && self.users.is_empty()
             && self.emails.is_empty()

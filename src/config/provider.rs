@@ -17,7 +17,7 @@ use super::file;
 use super::secret::Secret;
 
 // Defaults live in `super::defaults`; the old names stay for their users.
-pub use super::defaults::{
+pub(crate) use super::defaults::{
     CLOCK_SKEW as DEFAULT_CLOCK_SKEW, INTROSPECTION_CACHE_TTL as DEFAULT_INTROSPECTION_CACHE_TTL,
     INTROSPECTION_INACTIVE_TTL as DEFAULT_INTROSPECTION_INACTIVE_TTL,
     INTROSPECTION_REQUIRES_AUDIENCE as DEFAULT_INTROSPECTION_REQUIRES_AUDIENCE,
@@ -32,7 +32,7 @@ const MAX_ID_LEN: usize = 64;
 
 /// RP-initiated logout request style.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogoutMethod {
+pub(crate) enum LogoutMethod {
     /// An auto-submitted form POST: the ID token hint stays out of URLs (the default).
     Post,
     /// A redirect with the hint in the query, for providers that only accept GET.
@@ -41,7 +41,7 @@ pub enum LogoutMethod {
 
 /// Whether the userinfo endpoint adds to the ID token's claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Userinfo {
+pub(crate) enum Userinfo {
     /// The ID token (and, on refresh, the new one) is the whole identity.
     #[default]
     Off,
@@ -53,70 +53,70 @@ pub enum Userinfo {
 /// How a provider's claims become the identity: which claims fill it, and whether its
 /// `email` counts without an `email_verified` claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimNames {
-    pub user: String,
-    pub email: String,
-    pub name: String,
-    pub groups: String,
-    pub preferred_username: String,
+pub(crate) struct ClaimNames {
+    pub(crate) user: String,
+    pub(crate) email: String,
+    pub(crate) name: String,
+    pub(crate) groups: String,
+    pub(crate) preferred_username: String,
     /// Forward `email` when the provider sends no `email_verified` claim at all (providers that
     /// only hand out addresses they own). An `email_verified` that is anything but `true`
     /// still means unverified.
-    pub trust_email: bool,
+    pub(crate) trust_email: bool,
 }
 
 /// Which CAs the provider's TLS certificate may chain to.
 #[derive(Debug, Clone, Default)]
-pub struct ProviderTls {
+pub(crate) struct ProviderTls {
     /// DER certificates of `ca_file`: trusted instead of the bundled web roots.
-    pub ca_der: Option<Vec<Vec<u8>>>,
+    pub(crate) ca_der: Option<Vec<Vec<u8>>>,
     /// Also trust the operating system's store (`/etc/ssl/certs` and the like).
-    pub system_trust_store: bool,
+    pub(crate) system_trust_store: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
-    pub id: String,
-    pub display_name: String,
+    pub(crate) id: String,
+    pub(crate) display_name: String,
     /// Exactly as configured: discovery must return this very string (OIDC Discovery §4.3).
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: Option<Secret>,
-    pub scopes: Vec<String>,
+    pub(crate) issuer: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Option<Secret>,
+    pub(crate) scopes: Vec<String>,
     /// Absolute callback URL; default: this request's origin + the gateway prefix + [`Self::callback`].
-    pub redirect_url: Option<String>,
+    pub(crate) redirect_url: Option<String>,
     /// The callback path below the gateway prefix: `callback` with one provider,
     /// `callback/<id>` with several, so each provider answers at its own address and a code
     /// one provider issued cannot be presented as another's (mix-up, RFC 9207 §1).
-    pub callback: String,
+    pub(crate) callback: String,
     /// How to send the browser to `end_session_endpoint`.
-    pub logout_method: LogoutMethod,
+    pub(crate) logout_method: LogoutMethod,
     /// Bearer tokens must carry `typ: at+jwt` (RFC 9068).
-    pub require_at_jwt: bool,
+    pub(crate) require_at_jwt: bool,
     /// Send opaque bearer tokens to this provider's introspection endpoint (RFC 7662).
-    pub introspect_opaque_tokens: bool,
+    pub(crate) introspect_opaque_tokens: bool,
     /// How long an "active" introspection answer is reused (never past the token's `exp`).
-    pub introspection_cache_ttl: Duration,
+    pub(crate) introspection_cache_ttl: Duration,
     /// How long an "inactive" answer is reused, so one bogus value costs one call.
-    pub introspection_inactive_ttl: Duration,
+    pub(crate) introspection_inactive_ttl: Duration,
     /// Opaque tokens of this provider start with this (e.g. Okta's, GitHub's prefixes): with
     /// several introspecting providers on a route, it picks the one a token is sent to.
-    pub opaque_token_prefix: Option<String>,
+    pub(crate) opaque_token_prefix: Option<String>,
     /// Refuse an introspection answer without `aud` on routes that name `audiences`.
-    pub introspection_requires_audience: bool,
-    pub extra_auth_params: Vec<(String, String)>,
+    pub(crate) introspection_requires_audience: bool,
+    pub(crate) extra_auth_params: Vec<(String, String)>,
     /// ID token algorithms; default: the provider's, asymmetric only.
-    pub algorithms: Option<Vec<String>>,
-    pub clock_skew: Duration,
-    pub refresh_interval: Duration,
+    pub(crate) algorithms: Option<Vec<String>>,
+    pub(crate) clock_skew: Duration,
+    pub(crate) refresh_interval: Duration,
     /// Failed background refreshes in a row before the provider is unavailable.
-    pub max_refresh_failures: u32,
-    pub jwks_refetch_cooldown: Duration,
-    pub claims: ClaimNames,
+    pub(crate) max_refresh_failures: u32,
+    pub(crate) jwks_refetch_cooldown: Duration,
+    pub(crate) claims: ClaimNames,
     /// Audiences an ID token may name besides our `client_id` (OIDC Core §3.1.3.7 step 3).
-    pub trusted_audiences: Vec<String>,
-    pub userinfo: Userinfo,
-    pub tls: ProviderTls,
+    pub(crate) trusted_audiences: Vec<String>,
+    pub(crate) userinfo: Userinfo,
+    pub(crate) tls: ProviderTls,
 }
 
 impl ProviderSettings {
@@ -156,7 +156,7 @@ impl ProviderSettings {
 }
 
 /// Whether a URL's host is this machine: the only place plain `http` to a provider is safe.
-pub fn is_loopback(u: &Url) -> bool {
+pub(crate) fn is_loopback(u: &Url) -> bool {
     match u.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

@@ -16,9 +16,9 @@ use crate::routing::HostPattern;
 
 /// What routes are checked against.
 pub(super) struct Context<'a> {
-    pub file: &'a file::File,
-    pub paths: PathOptions,
-    pub gateway_prefix: &'a str,
+    pub(crate) file: &'a file::File,
+    pub(crate) paths: PathOptions,
+    pub(crate) gateway_prefix: &'a str,
 }
 
 pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {

@@ -11,7 +11,7 @@ use std::fmt;
 pub struct Secret(String);
 
 impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
+    pub(crate) fn new(s: impl Into<String>) -> Self {
         Self(s.into())
     }
 
@@ -20,7 +20,7 @@ impl Secret {
     }
 
     /// Constant-time equality, so timing does not reveal how much of a guess was right.
-    pub fn ct_eq(&self, other: &[u8]) -> bool {
+    pub(crate) fn ct_eq(&self, other: &[u8]) -> bool {
         use subtle::ConstantTimeEq;
         self.0.as_bytes().ct_eq(other).into()
     }
@@ -33,7 +33,10 @@ impl fmt::Debug for Secret {
 }
 
 /// Expand every `${NAME}` from `env`; the error names the first missing variable.
-pub fn expand_env(value: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand_env(
+    value: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -55,7 +58,7 @@ pub fn expand_env(value: &str, env: impl Fn(&str) -> Option<String>) -> Result<S
 }
 
 /// Read a secret file, trimming the trailing newline editors and `kubectl` leave behind.
-pub fn read_file(path: &str) -> Result<String, String> {
+pub(crate) fn read_file(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path)
         .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
         .map_err(|e| format!("cannot read {path}: {e}"))

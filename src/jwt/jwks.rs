@@ -21,10 +21,10 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use super::JwtError;
 
 /// A verification key and what it may verify.
-pub struct Key {
-    pub decoding: DecodingKey,
+pub(crate) struct Key {
+    pub(crate) decoding: DecodingKey,
     /// The `alg` the JWK pins, if any.
-    pub alg: Option<Algorithm>,
+    pub(crate) alg: Option<Algorithm>,
     family: Family,
 }
 
@@ -48,7 +48,7 @@ fn family_of(alg: Algorithm) -> Option<Family> {
 
 impl Key {
     /// Whether this key may verify a token signed with `alg`.
-    pub fn allows(&self, alg: Algorithm) -> bool {
+    pub(crate) fn allows(&self, alg: Algorithm) -> bool {
         family_of(alg) == Some(self.family) && self.alg.is_none_or(|a| a == alg)
     }
 }
@@ -191,7 +191,7 @@ pub struct Jwks {
 
 /// Each JWKS request fails after this (the background refresh and a request waiting for an
 /// unknown key alike).
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Jwks {
     pub fn new(http: reqwest::Client, cooldown: Duration) -> Self {
@@ -206,7 +206,7 @@ impl Jwks {
         }
     }
 
-    pub fn set_uri(&self, uri: String) {
+    pub(crate) fn set_uri(&self, uri: String) {
         self.uri.store(Arc::new(Some(uri)));
     }
 
@@ -217,12 +217,12 @@ impl Jwks {
         self.failing.store(Arc::new(None));
     }
 
-    pub fn key_count(&self) -> usize {
+    pub(crate) fn key_count(&self) -> usize {
         self.keys.load().all.len()
     }
 
     /// Fetch now (background refresh and start-up).
-    pub async fn fetch(&self) -> Result<usize, JwtError> {
+    pub(crate) async fn fetch(&self) -> Result<usize, JwtError> {
         let mut last = self.last_fetch.lock().await;
         *last = Some(Instant::now());
         self.fetch_locked().await
@@ -295,7 +295,11 @@ impl Jwks {
     }
 
     /// The key for a token header, refetching the JWKS at most once per cooldown.
-    pub async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Key>, JwtError> {
+    pub(crate) async fn key_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<Key>, JwtError> {
         if let Some(k) = self.lookup(kid, alg) {
             return Ok(k);
         }
@@ -332,8 +336,9 @@ impl Jwks {
         }
     }
 
+    #[cfg(test)]
     /// Whether the last fetch failed (the cached keys, if any, may be stale).
-    pub fn is_failing(&self) -> bool {
+    pub(crate) fn is_failing(&self) -> bool {
         self.failing.load().is_some()
     }
 }

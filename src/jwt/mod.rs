@@ -6,7 +6,7 @@
 //! [`verify_id_token`] adds the OpenID Connect ID token rules (`azp`, `nonce`).
 
 pub mod crypto;
-pub mod jwks;
+pub(crate) mod jwks;
 
 use std::collections::HashSet;
 
@@ -61,7 +61,7 @@ pub enum JwtError {
 impl JwtError {
     /// A refused token (401) or a check that cannot be made now (503): `answer` maps each to
     /// its status, so the client keeps a good token through a provider outage.
-    pub fn fault(&self) -> crate::answer::Fault {
+    pub(crate) fn fault(&self) -> crate::answer::Fault {
         match self {
             JwtError::JwksUnavailable(_) | JwtError::IntrospectionUnavailable(_) => {
                 crate::answer::Fault::Unavailable
@@ -73,7 +73,7 @@ impl JwtError {
 
 /// Asymmetric algorithms we verify. HMAC is excluded: a JWKS publishes public keys, and an
 /// HMAC "verified" with a public key as secret is the classic key-confusion forgery.
-pub const ASYMMETRIC: &[Algorithm] = &[
+pub(crate) const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -86,7 +86,7 @@ pub const ASYMMETRIC: &[Algorithm] = &[
 ];
 
 /// Parse algorithm names, keeping only asymmetric ones.
-pub fn allowed_algorithms<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Algorithm> {
+pub(crate) fn allowed_algorithms<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Algorithm> {
     names
         .into_iter()
         .filter_map(|n| n.parse::<Algorithm>().ok())
@@ -97,65 +97,69 @@ pub fn allowed_algorithms<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<A
 /// `aud` is a string or an array of strings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum Audience {
+pub(crate) enum Audience {
     One(String),
     Many(Vec<String>),
 }
 
 impl Audience {
-    pub fn contains(&self, s: &str) -> bool {
+    pub(crate) fn contains(&self, s: &str) -> bool {
         match self {
             Audience::One(a) => a == s,
             Audience::Many(v) => v.iter().any(|a| a == s),
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Audience::One(_) => 1,
             Audience::Many(v) => v.len(),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The registered claims of an ID token, plus everything else for claim mapping.
 #[derive(Debug, Clone, Deserialize)]
-pub struct IdTokenClaims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: Audience,
-    pub exp: u64,
-    pub iat: u64,
-    pub nonce: Option<String>,
-    pub azp: Option<String>,
+pub(crate) struct IdTokenClaims {
+    #[allow(
+        dead_code,
+        reason = "required: a token without it does not parse (jsonwebtoken checks its value)"
+    )]
+    pub(crate) iss: String,
+    pub(crate) sub: String,
+    pub(crate) aud: Audience,
+    #[allow(
+        dead_code,
+        reason = "required: a token without it does not parse (jsonwebtoken checks its value)"
+    )]
+    pub(crate) exp: u64,
+    pub(crate) iat: u64,
+    pub(crate) nonce: Option<String>,
+    pub(crate) azp: Option<String>,
     /// The provider's session ID, for back-channel logout.
-    pub sid: Option<String>,
+    pub(crate) sid: Option<String>,
     #[serde(flatten)]
-    pub other: serde_json::Map<String, serde_json::Value>,
+    pub(crate) other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What an ID token must satisfy.
-pub struct IdTokenRules<'a> {
-    pub issuer: &'a str,
-    pub client_id: &'a str,
+pub(crate) struct IdTokenRules<'a> {
+    pub(crate) issuer: &'a str,
+    pub(crate) client_id: &'a str,
     /// Audiences the token may name besides `client_id` (OIDC Core §3.1.3.7 step 3).
-    pub trusted_audiences: &'a [String],
+    pub(crate) trusted_audiences: &'a [String],
     /// The login's nonce; `None` for an ID token from a refresh, which carries none of
     /// ours to check (OIDC Core §12.2).
-    pub nonce: Option<&'a str>,
+    pub(crate) nonce: Option<&'a str>,
     /// The access token issued with the ID token: its `at_hash`, when present, must match.
-    pub access_token: Option<&'a str>,
-    pub algorithms: &'a [Algorithm],
-    pub leeway_secs: u64,
+    pub(crate) access_token: Option<&'a str>,
+    pub(crate) algorithms: &'a [Algorithm],
+    pub(crate) leeway_secs: u64,
 }
 
 /// `at_hash` / `c_hash` (OIDC Core §3.1.3.6): the left half of the hash the JWS algorithm
 /// uses, base64url. Ed25519 hashes with SHA-512 (as its signatures do).
-pub fn half_hash(alg: Algorithm, value: &str) -> Option<String> {
+pub(crate) fn half_hash(alg: Algorithm, value: &str) -> Option<String> {
     use ring::digest::{digest, SHA256, SHA384, SHA512};
     let d = match alg {
         Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256 => digest(&SHA256, value.as_bytes()),
@@ -185,13 +189,21 @@ fn map_error(e: jsonwebtoken::errors::Error) -> JwtError {
 /// The claims of a JWT access token (RFC 9068), plus everything else for claim mapping.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AccessTokenClaims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: Audience,
-    pub exp: u64,
-    pub iat: Option<u64>,
+    #[allow(
+        dead_code,
+        reason = "required: a token without it does not parse (jsonwebtoken checks its value)"
+    )]
+    pub(crate) iss: String,
+    pub(crate) sub: String,
+    #[allow(
+        dead_code,
+        reason = "required: a token without it does not parse (jsonwebtoken checks its value)"
+    )]
+    pub(crate) aud: Audience,
+    pub(crate) exp: u64,
+    pub(crate) iat: Option<u64>,
     #[serde(flatten)]
-    pub other: serde_json::Map<String, serde_json::Value>,
+    pub(crate) other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What a bearer access token must satisfy.
@@ -237,7 +249,7 @@ async fn decode_checked<T: serde::de::DeserializeOwned>(
 }
 
 /// The issuer a token claims, read without verification: only to pick whose keys verify it.
-pub fn unverified_issuer(token: &str) -> Option<String> {
+pub(crate) fn unverified_issuer(token: &str) -> Option<String> {
     use base64::Engine;
     #[derive(Deserialize)]
     struct Iss {
@@ -252,7 +264,7 @@ pub fn unverified_issuer(token: &str) -> Option<String> {
 
 /// The claims of a JWT read without verification: only for a token verified when it was
 /// received and kept sealed since (the session's ID token).
-pub fn unverified_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+pub(crate) fn unverified_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -301,7 +313,7 @@ pub async fn verify_access_token(
 }
 
 /// Verify an ID token from `jwks` (OIDC Core §3.1.3.7).
-pub async fn verify_id_token(
+pub(crate) async fn verify_id_token(
     jwks: &Jwks,
     token: &str,
     rules: &IdTokenRules<'_>,
@@ -356,35 +368,36 @@ pub async fn verify_id_token(
 }
 
 /// The `events` member that makes a JWT a back-channel logout token.
-pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+pub(crate) const BACKCHANNEL_LOGOUT_EVENT: &str =
+    "http://schemas.openid.net/event/backchannel-logout";
 
 /// The claims of an OIDC Back-Channel Logout token (§2.4).
 #[derive(Debug, Clone, Deserialize)]
-pub struct LogoutTokenClaims {
-    pub iss: String,
-    pub sub: Option<String>,
-    pub sid: Option<String>,
-    pub iat: u64,
-    pub exp: Option<u64>,
-    pub jti: String,
-    pub events: serde_json::Map<String, serde_json::Value>,
+pub(crate) struct LogoutTokenClaims {
+    pub(crate) iss: String,
+    pub(crate) sub: Option<String>,
+    pub(crate) sid: Option<String>,
+    pub(crate) iat: u64,
+    pub(crate) exp: Option<u64>,
+    pub(crate) jti: String,
+    pub(crate) events: serde_json::Map<String, serde_json::Value>,
     /// Must be absent: its presence marks an ID token (§2.6 step 5).
-    pub nonce: Option<serde_json::Value>,
+    pub(crate) nonce: Option<serde_json::Value>,
 }
 
 /// What a logout token must satisfy.
-pub struct LogoutTokenRules<'a> {
-    pub issuer: &'a str,
-    pub client_id: &'a str,
-    pub algorithms: &'a [Algorithm],
-    pub leeway_secs: u64,
+pub(crate) struct LogoutTokenRules<'a> {
+    pub(crate) issuer: &'a str,
+    pub(crate) client_id: &'a str,
+    pub(crate) algorithms: &'a [Algorithm],
+    pub(crate) leeway_secs: u64,
     /// Tokens without `exp` are refused once their `iat` is older than this.
-    pub max_age_secs: u64,
+    pub(crate) max_age_secs: u64,
 }
 
 /// Back-Channel Logout 1.0 §2.6: signature, `iss`, `aud`, `iat`, `exp` when present, explicit
 /// `typ` when present, the logout event, no `nonce`, and a `sid` or `sub`.
-pub async fn verify_logout_token(
+pub(crate) async fn verify_logout_token(
     jwks: &Jwks,
     token: &str,
     rules: &LogoutTokenRules<'_>,

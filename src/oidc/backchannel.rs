@@ -17,7 +17,7 @@ use crate::jwt::{self, LogoutTokenRules};
 use crate::session::IdHash;
 
 /// Logout tokens are tiny; anything larger is not one.
-pub const MAX_BODY: usize = 16 * 1024;
+pub(crate) const MAX_BODY: usize = 16 * 1024;
 /// Age limit for tokens without `exp`, and the replay memory for them.
 const MAX_AGE: Duration = Duration::from_secs(300);
 
@@ -30,7 +30,7 @@ fn refused(why: &str) -> Reply {
 }
 
 impl Auth {
-    pub async fn backchannel_logout(&self, body: &[u8]) -> Reply {
+    pub(crate) async fn backchannel_logout(&self, body: &[u8]) -> Reply {
         let token = url::form_urlencoded::parse(body)
             .filter(|(k, _)| k == "logout_token")
             .map(|(_, v)| v.into_owned())

@@ -50,7 +50,7 @@ fn numeric_date(v: Option<&serde_json::Value>) -> Result<Option<u64>, JwtError> 
 
 /// Why the request's credentials cannot be read as one bearer token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presented {
+pub(crate) enum Presented {
     /// Two `Authorization` headers, or an `access_token` in the query (RFC 6750 §2.3 allows
     /// it, but a token in a URL ends up in logs and histories).
     Ambiguous,
@@ -59,7 +59,7 @@ pub enum Presented {
 }
 
 /// The bearer token of a request (its headers and query), if it presents one.
-pub fn presented_token<'a>(
+pub(crate) fn presented_token<'a>(
     headers: &'a http::HeaderMap,
     query: Option<&str>,
 ) -> Result<Option<&'a str>, Presented> {
@@ -87,18 +87,18 @@ pub fn presented_token<'a>(
 
 /// The identity a verified bearer token vouches for, headers ready to insert.
 #[derive(Debug)]
-pub struct BearerIdentity {
-    pub provider: String,
-    pub claims: Claims,
-    pub headers: Vec<(crate::out_header::OutName, HeaderValue)>,
-    pub expires_at: u64,
+pub(crate) struct BearerIdentity {
+    pub(crate) provider: String,
+    pub(crate) claims: Claims,
+    pub(crate) headers: Vec<(crate::out_header::OutName, HeaderValue)>,
+    pub(crate) expires_at: u64,
 }
 
 /// Introspection calls in flight at one provider, at most: a flood of opaque values is
 /// queued here, not passed on to the provider.
-pub const MAX_INTROSPECTIONS_IN_FLIGHT: usize = 16;
+pub(crate) const MAX_INTROSPECTIONS_IN_FLIGHT: usize = 16;
 /// How long a request waits for one of those calls before it is answered 503.
-pub const INTROSPECTION_QUEUE_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const INTROSPECTION_QUEUE_WAIT: Duration = Duration::from_secs(1);
 
 /// A provider's introspection answer about one token, reused across routes.
 #[derive(Clone)]
@@ -116,7 +116,7 @@ struct Remembered {
 /// The outcome of one introspection call, shared by the requests that waited for it.
 type Flight = Arc<tokio::sync::OnceCell<Result<Answer, JwtError>>>;
 
-pub struct BearerVerifier {
+pub(crate) struct BearerVerifier {
     providers: Vec<Arc<Provider>>,
     headers: IdentityHeaders,
     cache: DashMap<[u8; 32], Arc<BearerIdentity>>,
@@ -166,7 +166,7 @@ impl Drop for FlightGuard<'_> {
 }
 
 impl BearerVerifier {
-    pub fn new(
+    pub(crate) fn new(
         providers: Vec<Arc<Provider>>,
         headers: IdentityHeaders,
         max_entries: usize,
@@ -189,7 +189,7 @@ impl BearerVerifier {
     /// Verify `token` for a route that accepts `audiences` from `accepted` providers (empty:
     /// any configured provider). The cache key includes the route's audiences and providers:
     /// a token verified for one API is not thereby valid for another.
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         token: &str,
         audiences: &[String],
@@ -457,7 +457,7 @@ impl BearerVerifier {
     }
 
     /// Drop expired entries.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = now_unix();
         self.cache.retain(|_, v| v.expires_at > now);
         self.answers.retain(|_, v| v.until > now);

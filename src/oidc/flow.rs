@@ -33,17 +33,17 @@ use crate::jwt::{self, IdTokenRules, JwtError};
 use crate::metrics::Metrics;
 use crate::session::{IdHash, SessionManager, StoreError, Tokens};
 
-pub use crate::answer::{CallbackFailure, Reply};
+pub(crate) use crate::answer::{CallbackFailure, Reply};
 
 /// What the handlers need to know about the request beyond its header.
-pub struct RequestInfo<'a> {
-    pub req: &'a RequestHeader,
-    pub https: bool,
+pub(crate) struct RequestInfo<'a> {
+    pub(crate) req: &'a RequestHeader,
+    pub(crate) https: bool,
     /// The Host the client used, in canonical form (for redirect URIs and origin checks).
-    pub authority: &'a Authority,
+    pub(crate) authority: &'a Authority,
     /// The request path in canonical form (the callback must arrive where it was sent).
-    pub path: &'a str,
-    pub request_id: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) request_id: &'a str,
 }
 
 impl RequestInfo<'_> {
@@ -125,23 +125,23 @@ pub struct Auth {
 }
 
 /// What [`Auth`] is assembled from (by `server`, once per start).
-pub struct AuthParts {
-    pub assertion: crate::assertion::Signer,
-    pub assertion_header: crate::out_header::OutName,
-    pub providers: Vec<Arc<Provider>>,
-    pub bearer: super::BearerVerifier,
-    pub sessions: Arc<SessionManager>,
-    pub refresher: Arc<super::Refresher>,
-    pub redirects: RedirectPolicy,
-    pub prefix: String,
-    pub login_ttl: Duration,
-    pub max_pending_logins: usize,
-    pub max_return_url_bytes: usize,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct AuthParts {
+    pub(crate) assertion: crate::assertion::Signer,
+    pub(crate) assertion_header: crate::out_header::OutName,
+    pub(crate) providers: Vec<Arc<Provider>>,
+    pub(crate) bearer: super::BearerVerifier,
+    pub(crate) sessions: Arc<SessionManager>,
+    pub(crate) refresher: Arc<super::Refresher>,
+    pub(crate) redirects: RedirectPolicy,
+    pub(crate) prefix: String,
+    pub(crate) login_ttl: Duration,
+    pub(crate) max_pending_logins: usize,
+    pub(crate) max_return_url_bytes: usize,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Auth {
-    pub fn new(p: AuthParts) -> Self {
+    pub(crate) fn new(p: AuthParts) -> Self {
         Self {
             assertion: p.assertion,
             assertion_header: p.assertion_header,
@@ -160,13 +160,13 @@ impl Auth {
 }
 
 impl Auth {
-    pub fn provider(&self, id: &str) -> Option<&Arc<Provider>> {
+    pub(crate) fn provider(&self, id: &str) -> Option<&Arc<Provider>> {
         self.providers.iter().find(|p| p.id() == id)
     }
 
     /// The signed identity assertion for `claims` on `route`, naming the provider that
     /// vouched (`None`: that provider is no longer configured, or signing failed).
-    pub fn assertion_for(
+    pub(crate) fn assertion_for(
         &self,
         route: &str,
         provider: &str,
@@ -178,11 +178,6 @@ impl Auth {
             issuer: &p.settings.issuer,
         };
         self.assertion.assertion(route, by, claims)
-    }
-
-    /// Whether any provider can take a login now.
-    pub fn any_provider_ready(&self) -> bool {
-        self.providers.iter().any(|p| p.is_ready())
     }
 
     fn tx_cookie_name(&self, state: &str, https: bool) -> String {
@@ -223,7 +218,7 @@ impl Auth {
     }
 
     /// `GET {prefix}login?rd=…&provider=…`
-    pub async fn login(&self, info: &RequestInfo<'_>) -> Reply {
+    pub(crate) async fn login(&self, info: &RequestInfo<'_>) -> Reply {
         let q = info.query_pairs();
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let mut return_to = self.redirects.validate_or_root(get("rd").unwrap_or("/"));
@@ -353,7 +348,7 @@ impl Auth {
     }
 
     /// `GET {prefix}callback?code=…&state=…` (or `error=…`)
-    pub async fn callback(&self, info: &RequestInfo<'_>) -> Reply {
+    pub(crate) async fn callback(&self, info: &RequestInfo<'_>) -> Reply {
         let q = info.query_pairs();
         let all = |k: &str| {
             q.iter()
@@ -598,7 +593,7 @@ impl Auth {
     }
 
     /// `GET|POST {prefix}logout?rd=…`
-    pub async fn logout(&self, info: &RequestInfo<'_>) -> Reply {
+    pub(crate) async fn logout(&self, info: &RequestInfo<'_>) -> Reply {
         let q = info.query_pairs();
         let rd = q
             .iter()
@@ -715,7 +710,7 @@ impl Auth {
     }
 
     /// `GET {prefix}jwks.json`: the public key of the identity assertion.
-    pub fn jwks(&self) -> Reply {
+    pub(crate) fn jwks(&self) -> Reply {
         // Public keys: cacheable, unlike every other gateway answer.
         Reply {
             status: StatusCode::OK,
@@ -734,7 +729,7 @@ impl Auth {
     }
 
     /// `GET {prefix}userinfo`: the caller's identity, no tokens.
-    pub async fn userinfo(&self, info: &RequestInfo<'_>) -> Reply {
+    pub(crate) async fn userinfo(&self, info: &RequestInfo<'_>) -> Reply {
         let session = match self
             .sessions
             .read_cookie(&info.req.headers, info.https)

@@ -8,20 +8,20 @@
 //! serves ID tokens here and bearer access tokens on API routes, where `openidconnect`'s
 //! verifier takes a fixed key set per client.
 
-pub mod backchannel;
-pub mod bearer;
-pub mod flow;
-pub mod provider;
-pub mod redirect;
-pub mod refresh;
+pub(crate) mod backchannel;
+pub(crate) mod bearer;
+pub(crate) mod flow;
+pub(crate) mod provider;
+pub(crate) mod redirect;
+pub(crate) mod refresh;
 mod services;
-pub mod userinfo;
+pub(crate) mod userinfo;
 
-pub use bearer::{BearerIdentity, BearerVerifier};
-pub use flow::{Auth, AuthParts, Reply, RequestInfo};
-pub use provider::Provider;
-pub use redirect::RedirectPolicy;
-pub use refresh::Refresher;
+pub(crate) use bearer::{BearerIdentity, BearerVerifier};
+pub(crate) use flow::{Auth, AuthParts, Reply, RequestInfo};
+pub(crate) use provider::Provider;
+pub(crate) use redirect::RedirectPolicy;
+pub(crate) use refresh::Refresher;
 
 use serde_json::{Map, Value};
 
@@ -32,7 +32,7 @@ use crate::jwt::IdTokenClaims;
 /// Why a provider's claims cannot become an identity: the login (or bearer token) is refused
 /// rather than forwarded with a user the provider did not vouch for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClaimError {
+pub(crate) enum ClaimError {
     #[error("the token has no {0:?} claim to name the user (user_claim)")]
     MissingUser(String),
     #[error("the user claim {0:?} is an email the provider did not verify")]
@@ -75,7 +75,7 @@ fn string_claim(sub: &str, other: &Map<String, Value>, name: &str) -> Option<Str
 /// userinfo brings its own `email_verified` or none: the token's verdict was about the
 /// token's address. (A renamed email claim never borrows that verdict: see
 /// [`ClaimNames::map_claims`].)
-pub fn merge_userinfo(other: &mut Map<String, Value>, userinfo: &Map<String, Value>) {
+pub(crate) fn merge_userinfo(other: &mut Map<String, Value>, userinfo: &Map<String, Value>) {
     if userinfo.contains_key("email") {
         other.remove("email_verified");
     }
@@ -110,12 +110,16 @@ impl ClaimNames {
     }
 
     /// Map a verified token's claims to the identity the gateway vouches for.
-    pub fn map(&self, c: &IdTokenClaims) -> Result<Claims, ClaimError> {
+    pub(crate) fn map(&self, c: &IdTokenClaims) -> Result<Claims, ClaimError> {
         self.map_claims(&c.sub, &c.other)
     }
 
     /// [`Self::map`] from the token's `sub` and its other claims.
-    pub fn map_claims(&self, sub: &str, other: &Map<String, Value>) -> Result<Claims, ClaimError> {
+    pub(crate) fn map_claims(
+        &self,
+        sub: &str,
+        other: &Map<String, Value>,
+    ) -> Result<Claims, ClaimError> {
         let verified = self.email_verified(other);
         let email = string_claim(sub, other, &self.email);
         let subject = string_claim(sub, other, &self.user)

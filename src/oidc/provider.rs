@@ -26,39 +26,39 @@ use crate::ratelimit_log::Throttle;
 
 /// Between full refreshes, discovery alone is fetched this often: how soon a provider that
 /// went away is noticed (with `refresh_interval` shorter, every attempt is a full refresh).
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// The first retry after a failed attempt; each next one waits twice as long, up to
 /// [`RETRY_MAX`].
-pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between attempts while the provider fails: how soon it is back in use.
-pub const RETRY_MAX: Duration = Duration::from_secs(5);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Attempts (probes and refreshes) whose outcomes count for a flapping provider: it is
 /// unavailable once `max_refresh_failures` of the last this many failed, even with
 /// successes in between.
-pub const LIVENESS_WINDOW: usize = 10;
+pub(crate) const LIVENESS_WINDOW: usize = 10;
 /// Successful attempts in a row that bring an unavailable provider back (one success
 /// between failures is a flapping provider, not a recovery). A provider never reached yet
 /// is ready at its first success.
-pub const RECOVERY_SUCCESSES: u32 = 2;
+pub(crate) const RECOVERY_SUCCESSES: u32 = 2;
 /// Each background request (discovery, JWKS) fails after this: a provider that accepts
 /// connections but does not answer counts as down within seconds, not the client's 10 s.
-pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A provider's health as `/readyz` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderStatus {
+pub(crate) struct ProviderStatus {
     /// Sign-in through it is possible: discovery and keys fetched, fewer than
     /// `max_refresh_failures` attempts failed in a row or among the last
     /// [`LIVENESS_WINDOW`] since, and (after an outage) [`RECOVERY_SUCCESSES`] in a row.
-    pub ready: bool,
-    pub consecutive_failures: u32,
+    pub(crate) ready: bool,
+    pub(crate) consecutive_failures: u32,
     /// Failed attempts among the last [`LIVENESS_WINDOW`] (a flapping provider is
     /// unavailable once this reaches `max_refresh_failures`).
-    pub recent_failures: u32,
+    pub(crate) recent_failures: u32,
     /// The last attempt's error, while failing.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// How long it has been unavailable (`None` while ready).
-    pub unavailable_for: Option<Duration>,
+    pub(crate) unavailable_for: Option<Duration>,
 }
 
 /// What the refresh loop knows about failures, for the status and the log lines.
@@ -98,26 +98,26 @@ fn jittered(d: Duration) -> Duration {
 
 /// The discovery document fields we use.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Discovery {
-    pub issuer: String,
-    pub authorization_endpoint: String,
-    pub token_endpoint: String,
-    pub jwks_uri: String,
-    pub userinfo_endpoint: Option<String>,
-    pub end_session_endpoint: Option<String>,
-    pub introspection_endpoint: Option<String>,
+pub(crate) struct Discovery {
+    pub(crate) issuer: String,
+    pub(crate) authorization_endpoint: String,
+    pub(crate) token_endpoint: String,
+    pub(crate) jwks_uri: String,
+    pub(crate) userinfo_endpoint: Option<String>,
+    pub(crate) end_session_endpoint: Option<String>,
+    pub(crate) introspection_endpoint: Option<String>,
     #[serde(default)]
-    pub id_token_signing_alg_values_supported: Vec<String>,
+    pub(crate) id_token_signing_alg_values_supported: Vec<String>,
     #[serde(default)]
-    pub code_challenge_methods_supported: Vec<String>,
+    pub(crate) code_challenge_methods_supported: Vec<String>,
     /// RFC 9207: the provider names itself (`iss`) in every authorization response.
     #[serde(default)]
-    pub authorization_response_iss_parameter_supported: bool,
+    pub(crate) authorization_response_iss_parameter_supported: bool,
 }
 
 /// Why talking to the provider failed.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ProviderError {
+pub(crate) enum ProviderError {
     #[error("provider not ready (discovery has not succeeded)")]
     NotReady,
     #[error("provider unreachable: {0}")]
@@ -132,7 +132,7 @@ impl ProviderError {
     /// The kind of this error for rate-limited log lines: variant and message up to its
     /// varying values ([`crate::ratelimit_log::error_kind`]), so a new cause is logged at
     /// once while the same one repeats silently.
-    pub fn kind(&self) -> String {
+    pub(crate) fn kind(&self) -> String {
         let (variant, message) = match self {
             Self::NotReady => ("NotReady", ""),
             Self::Unreachable(m) => ("Unreachable", m.as_str()),
@@ -145,12 +145,11 @@ impl ProviderError {
 
 /// The token endpoint's answer.
 #[derive(Debug, Clone, Deserialize)]
-pub struct TokenResponse {
-    pub access_token: Option<String>,
-    pub id_token: Option<String>,
-    pub refresh_token: Option<String>,
-    pub expires_in: Option<u64>,
-    pub token_type: Option<String>,
+pub(crate) struct TokenResponse {
+    pub(crate) access_token: Option<String>,
+    pub(crate) id_token: Option<String>,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) expires_in: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,10 +157,10 @@ struct OAuthError {
     error: String,
 }
 
-pub struct Provider {
-    pub settings: ProviderSettings,
+pub(crate) struct Provider {
+    pub(crate) settings: ProviderSettings,
     pub(super) http: reqwest::Client,
-    pub jwks: Jwks,
+    pub(crate) jwks: Jwks,
     discovery: ArcSwap<Option<Arc<Discovery>>>,
     algorithms: ArcSwap<Vec<Algorithm>>,
     healthy: AtomicBool,
@@ -173,7 +172,7 @@ pub struct Provider {
 }
 
 impl Provider {
-    pub fn new(settings: ProviderSettings, http: reqwest::Client) -> Self {
+    pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> Self {
         Self {
             jwks: Jwks::new(http.clone(), settings.jwks_refetch_cooldown),
             settings,
@@ -187,17 +186,17 @@ impl Provider {
         }
     }
 
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.settings.id
     }
 
     /// Whether sign-in through this provider is possible now (see [`ProviderStatus::ready`]).
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
 
     /// Health details for `/readyz`.
-    pub fn status(&self) -> ProviderStatus {
+    pub(crate) fn status(&self) -> ProviderStatus {
         let l = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
         ProviderStatus {
             ready: self.is_ready(),
@@ -208,18 +207,18 @@ impl Provider {
         }
     }
 
-    pub fn discovery(&self) -> Option<Arc<Discovery>> {
+    pub(crate) fn discovery(&self) -> Option<Arc<Discovery>> {
         self.discovery.load().as_ref().clone()
     }
 
     /// ID token algorithms: the configured list, or the provider's, always asymmetric only.
-    pub fn algorithms(&self) -> Arc<Vec<Algorithm>> {
+    pub(crate) fn algorithms(&self) -> Arc<Vec<Algorithm>> {
         self.algorithms.load_full()
     }
 
     /// Fetch discovery and JWKS, and keep them (the background loop, [`Provider::run_refresh`],
     /// decides readiness from the outcome).
-    pub async fn refresh(&self) -> Result<(), ProviderError> {
+    pub(crate) async fn refresh(&self) -> Result<(), ProviderError> {
         let (doc, algs) = self.fetch_discovery().await?;
         self.jwks.set_uri(doc.jwks_uri.clone());
         self.jwks
@@ -357,7 +356,7 @@ impl Provider {
 
     /// Keep discovery and keys fresh, notice a provider that went away, retry quickly while
     /// it is down. Runs until dropped.
-    pub async fn run_refresh(self: Arc<Self>) {
+    pub(crate) async fn run_refresh(self: Arc<Self>) {
         let interval = self.settings.refresh_interval;
         let between = interval.clamp(Duration::from_millis(200), PROBE_INTERVAL);
         let mut retry = RETRY_FIRST;
@@ -488,7 +487,7 @@ impl Provider {
     }
 
     /// The authorization request URL (code flow, PKCE S256, state, nonce).
-    pub fn authorize_url(
+    pub(crate) fn authorize_url(
         &self,
         d: &Discovery,
         redirect_uri: &str,
@@ -539,7 +538,7 @@ impl Provider {
     /// RFC 7662 introspection of an opaque access token. `Ok(None)`: the provider says the
     /// token is not active. A provider without an introspection endpoint is an error (a
     /// configuration that cannot work, so 503 and a log line), not "every token inactive".
-    pub async fn introspect(
+    pub(crate) async fn introspect(
         &self,
         token: &str,
     ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, ProviderError> {
@@ -574,7 +573,7 @@ impl Provider {
     }
 
     /// Exchange an authorization code (with the PKCE verifier) for tokens.
-    pub async fn exchange_code(
+    pub(crate) async fn exchange_code(
         &self,
         d: &Discovery,
         code: &str,
@@ -595,7 +594,7 @@ impl Provider {
 
     /// Trade a refresh token for new tokens. `Refused("invalid_grant")`: the refresh token is
     /// spent, expired or revoked, so the session is over.
-    pub async fn refresh_tokens(
+    pub(crate) async fn refresh_tokens(
         &self,
         d: &Discovery,
         refresh_token: &str,

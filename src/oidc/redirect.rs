@@ -10,14 +10,14 @@ use url::Url;
 
 /// Allowed hosts for absolute redirect targets.
 #[derive(Debug, Clone, Default)]
-pub struct RedirectPolicy {
+pub(crate) struct RedirectPolicy {
     exact: Vec<String>,
     suffixes: Vec<String>,
 }
 
 impl RedirectPolicy {
     /// `hosts`: `example.com` (exactly) or `.example.com` (any name below it).
-    pub fn new<'a>(hosts: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(hosts: impl IntoIterator<Item = &'a str>) -> Self {
         let mut p = Self::default();
         for h in hosts {
             let h = h.to_ascii_lowercase();
@@ -40,7 +40,7 @@ impl RedirectPolicy {
     }
 
     /// The validated target, or `None` (callers fall back to `/`).
-    pub fn validate(&self, target: &str) -> Option<String> {
+    pub(crate) fn validate(&self, target: &str) -> Option<String> {
         if target.is_empty() || target.len() > 2048 {
             return None;
         }
@@ -95,7 +95,7 @@ impl RedirectPolicy {
     }
 
     /// [`RedirectPolicy::validate`] with the `/` fallback.
-    pub fn validate_or_root(&self, target: &str) -> String {
+    pub(crate) fn validate_or_root(&self, target: &str) -> String {
         self.validate(target).unwrap_or_else(|| "/".to_string())
     }
 }

@@ -32,7 +32,7 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// Where a session stands with its access token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     /// Valid beyond the lead time, or nothing to refresh with.
     No,
     /// Inside the lead time but still valid: refresh without waiting.
@@ -42,7 +42,7 @@ pub enum Need {
 }
 
 /// Pure decision, unit-tested.
-pub fn need(record: &SessionRecord, now: u64, lead: Duration) -> Need {
+pub(crate) fn need(record: &SessionRecord, now: u64, lead: Duration) -> Need {
     match record.access_expires_at {
         Some(exp) if record.refreshable => {
             if exp <= now {
@@ -64,7 +64,7 @@ fn still_valid(s: &UserSession, now: u64) -> bool {
 
 /// How a refresh ended, shared by every request that waited for it.
 #[derive(Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Use this session (refreshed, or still valid).
     Fresh(Arc<UserSession>),
     /// The session is over: treat the request as signed out.
@@ -75,7 +75,7 @@ pub enum Outcome {
 
 type Flight = Shared<BoxFuture<'static, Outcome>>;
 
-pub struct Refresher {
+pub(crate) struct Refresher {
     sessions: Arc<SessionManager>,
     providers: Vec<Arc<Provider>>,
     lead: Duration,
@@ -86,7 +86,7 @@ pub struct Refresher {
 }
 
 impl Refresher {
-    pub fn new(
+    pub(crate) fn new(
         sessions: Arc<SessionManager>,
         providers: Vec<Arc<Provider>>,
         lead: Duration,
@@ -106,7 +106,7 @@ impl Refresher {
 
     /// The session this request should use. `Ok(None)`: signed out (the refresh token was
     /// refused); `Err(())`: no usable token and no way to get one now (503).
-    pub async fn ensure(
+    pub(crate) async fn ensure(
         self: &Arc<Self>,
         s: Arc<UserSession>,
     ) -> Result<Option<Arc<UserSession>>, ()> {
@@ -361,7 +361,7 @@ impl Refresher {
     }
 
     /// Forget failure marks that have run out.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = Instant::now();
         self.failed_until.retain(|_, t| *t > now);
     }

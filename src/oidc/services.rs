@@ -19,7 +19,7 @@ impl Auth {
 
     /// A bearer token, verified for `audiences` and issued by one of `accepted` (empty: any
     /// configured provider).
-    pub async fn verify_bearer(
+    pub(crate) async fn verify_bearer(
         &self,
         token: &str,
         audiences: &[String],
@@ -30,7 +30,7 @@ impl Auth {
 
     /// The session named by the request's session cookie (`None`: no valid cookie, or no
     /// such session). Store trouble is an error, never "no session".
-    pub async fn session(
+    pub(crate) async fn session(
         &self,
         headers: &HeaderMap,
         https: bool,
@@ -43,69 +43,69 @@ impl Auth {
 
     /// `s` with a valid access token: refreshed once across replicas when it is near or
     /// past expiry (`Ok(None)`: the session ended; `Err`: the provider cannot refresh now).
-    pub async fn fresh(&self, s: Arc<UserSession>) -> Result<Option<Arc<UserSession>>, ()> {
+    pub(crate) async fn fresh(&self, s: Arc<UserSession>) -> Result<Option<Arc<UserSession>>, ()> {
         self.refresher.ensure(s).await
     }
 
     /// Each provider's id and whether it can take a sign-in now.
-    pub fn sign_in_states(&self) -> impl Iterator<Item = (&str, bool)> {
+    pub(crate) fn sign_in_states(&self) -> impl Iterator<Item = (&str, bool)> {
         self.providers.iter().map(|p| (p.id(), p.is_ready()))
     }
 
     // --- What goes upstream ---------------------------------------------------------------
 
     /// Remove the gateway's own cookies from a request bound upstream.
-    pub fn strip_cookie(&self, upstream: &mut RequestHeader) -> pingora::Result<()> {
+    pub(crate) fn strip_cookie(&self, upstream: &mut RequestHeader) -> pingora::Result<()> {
         self.sessions.strip_cookie(upstream)
     }
 
     /// The session's access token as a header value (for `pass_access_token` routes).
-    pub fn access_token(&self, s: &UserSession) -> Option<HeaderValue> {
+    pub(crate) fn access_token(&self, s: &UserSession) -> Option<HeaderValue> {
         let token = self.sessions.tokens(s)?.access_token?;
         HeaderValue::from_str(&token).ok()
     }
 
     /// Where the access token goes.
-    pub fn access_token_header(&self) -> &OutName {
+    pub(crate) fn access_token_header(&self) -> &OutName {
         self.sessions.access_token_header()
     }
 
     /// Where the signed identity assertion goes.
-    pub fn assertion_header(&self) -> &OutName {
+    pub(crate) fn assertion_header(&self) -> &OutName {
         &self.assertion_header
     }
 
     /// The request's cookies without the gateway's own (forward-auth hands them back).
-    pub fn foreign_cookies(&self, headers: &HeaderMap) -> String {
+    pub(crate) fn foreign_cookies(&self, headers: &HeaderMap) -> String {
         self.sessions.foreign_cookies(headers)
     }
 
     /// Drop an upstream's `Set-Cookie` for a gateway cookie; returns how many were dropped.
-    pub fn drop_set_cookie(&self, resp: &mut ResponseHeader) -> pingora::Result<usize> {
+    pub(crate) fn drop_set_cookie(&self, resp: &mut ResponseHeader) -> pingora::Result<usize> {
         self.sessions.drop_set_cookie(resp)
     }
 
     // --- Operations -----------------------------------------------------------------------
 
     /// The session manager (admin API: list and revoke; readiness: store and cache).
-    pub fn sessions(&self) -> &SessionManager {
+    pub(crate) fn sessions(&self) -> &SessionManager {
         &self.sessions
     }
 
     /// Every configured provider.
-    pub fn providers(&self) -> &[Arc<Provider>] {
+    pub(crate) fn providers(&self) -> &[Arc<Provider>] {
         &self.providers
     }
 
     /// The process's metrics.
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
     }
 
     /// Periodic upkeep: drop expired entries from the in-memory caches and the memory
     /// store; with Redis, keep its clock offset known (token expiries in shared records are
     /// on Redis' clock), even on a replica that signs nobody in.
-    pub async fn sweep(&self) {
+    pub(crate) async fn sweep(&self) {
         self.sessions.cache.sweep();
         self.refresher.sweep();
         self.bearer.sweep();

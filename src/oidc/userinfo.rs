@@ -10,7 +10,7 @@ use super::provider::{Discovery, Provider, ProviderError};
 impl Provider {
     /// The userinfo claims for `access_token`, whose `sub` must be `sub` (§5.3.2: otherwise
     /// the answer is about someone else and must not be used).
-    pub async fn userinfo(
+    pub(crate) async fn userinfo(
         &self,
         d: &Discovery,
         access_token: &str,

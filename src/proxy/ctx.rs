@@ -11,36 +11,36 @@ use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
 use crate::session::UserSession;
 
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     /// The config snapshot this request started with: a reload mid-request cannot change
     /// the route or headers halfway through.
-    pub runtime: Arc<Runtime>,
-    pub start: Instant,
-    pub in_flight: bool,
-    pub peer_ip: Option<IpAddr>,
-    pub origin: Origin,
-    pub request_id: RequestId,
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) start: Instant,
+    pub(crate) in_flight: bool,
+    pub(crate) peer_ip: Option<IpAddr>,
+    pub(crate) origin: Origin,
+    pub(crate) request_id: RequestId,
     /// The request's host in canonical form (`host[:port]`): what the route was chosen on,
     /// and so what the upstream receives as `Host` and `X-Forwarded-Host`.
-    pub host: http::HeaderValue,
+    pub(crate) host: http::HeaderValue,
     /// How the client wants answers, once decided (see `answer::audience`).
-    pub audience: Option<Audience>,
-    pub path: Option<CanonicalPath>,
-    pub route: Option<Arc<Route>>,
+    pub(crate) audience: Option<Audience>,
+    pub(crate) path: Option<CanonicalPath>,
+    pub(crate) route: Option<Arc<Route>>,
     /// Index of the upstream server of the current attempt.
-    pub server: Option<usize>,
+    pub(crate) server: Option<usize>,
     /// Bit set of servers already tried by this request.
-    pub tried: u64,
+    pub(crate) tried: u64,
     /// Code of the refusal, when the gateway answered itself.
-    pub refusal: Option<&'static str>,
+    pub(crate) refusal: Option<&'static str>,
     /// The caller's session, on protected routes.
-    pub session: Option<Arc<UserSession>>,
+    pub(crate) session: Option<Arc<UserSession>>,
     /// Or the caller's verified bearer token, on routes that accept them.
-    pub bearer: Option<Arc<BearerIdentity>>,
+    pub(crate) bearer: Option<Arc<BearerIdentity>>,
 }
 
 impl RequestCtx {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
+    pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
         Self {
             runtime,
             start: Instant::now(),

@@ -30,27 +30,27 @@ use crate::path::CanonicalPath;
 use crate::session::UserSession;
 
 /// The original request as the decision sees it, in canonical form.
-pub struct Inbound<'a> {
-    pub method: &'a Method,
-    pub authority: &'a Authority,
-    pub path: &'a CanonicalPath,
+pub(crate) struct Inbound<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) authority: &'a Authority,
+    pub(crate) path: &'a CanonicalPath,
     /// Raw query string: never used for routing, only passed to the login URL and checked for
     /// `_method` and `access_token`.
-    pub query: Option<&'a str>,
+    pub(crate) query: Option<&'a str>,
     /// The client's headers (identity and untrusted forwarding headers already removed).
-    pub headers: &'a HeaderMap,
+    pub(crate) headers: &'a HeaderMap,
     /// The client reached us (or the front proxy) over HTTPS.
-    pub https: bool,
+    pub(crate) https: bool,
 }
 
 /// An authenticated caller.
-pub enum Caller {
+pub(crate) enum Caller {
     Session(Arc<UserSession>),
     Bearer(Arc<BearerIdentity>),
 }
 
 impl Caller {
-    pub fn claims(&self) -> &Claims {
+    pub(crate) fn claims(&self) -> &Claims {
         match self {
             Caller::Session(s) => &s.record.claims,
             Caller::Bearer(b) => &b.claims,
@@ -58,7 +58,7 @@ impl Caller {
     }
 
     /// The id of the provider that vouched for the caller.
-    pub fn provider(&self) -> &str {
+    pub(crate) fn provider(&self) -> &str {
         match self {
             Caller::Session(s) => &s.record.provider,
             Caller::Bearer(b) => &b.provider,
@@ -67,7 +67,7 @@ impl Caller {
 }
 
 /// Checks that hold whoever is calling.
-pub fn admit(route: &Route, req: &Inbound) -> Result<(), Refusal> {
+pub(crate) fn admit(route: &Route, req: &Inbound) -> Result<(), Refusal> {
     // Judged as POST here, run as DELETE upstream: refused wherever the method matters.
     let restricts = route
         .policy
@@ -81,7 +81,7 @@ pub fn admit(route: &Route, req: &Inbound) -> Result<(), Refusal> {
 
 /// Whether someone could sign in for `route` now: one of the providers it accepts (any, when
 /// it names none) is ready. `providers`: every configured provider's id and readiness.
-pub fn sign_in_possible<'a>(
+pub(crate) fn sign_in_possible<'a>(
     route: &Route,
     mut providers: impl Iterator<Item = (&'a str, bool)>,
 ) -> bool {
@@ -93,7 +93,12 @@ pub fn sign_in_possible<'a>(
 /// The answer for a protected route when nobody is signed in: a redirect to sign in or a 401;
 /// a 503 when nobody can sign in now (`sign_in`: see [`sign_in_possible`]), since a redirect
 /// towards a provider that is down could only loop or strand the browser on an error page.
-pub fn unauthenticated(rt: &Runtime, route: &Route, req: &Inbound, sign_in: bool) -> Refusal {
+pub(crate) fn unauthenticated(
+    rt: &Runtime,
+    route: &Route,
+    req: &Inbound,
+    sign_in: bool,
+) -> Refusal {
     if !sign_in {
         return Refusal::ProviderUnavailable;
     }
@@ -110,7 +115,7 @@ pub fn unauthenticated(rt: &Runtime, route: &Route, req: &Inbound, sign_in: bool
 }
 
 /// Whether an identified caller may make this request.
-pub fn authorize(
+pub(crate) fn authorize(
     rt: &Runtime,
     route: &Route,
     req: &Inbound,
@@ -138,7 +143,7 @@ pub fn authorize(
 
 /// Where to sign in for `route`: with the route's provider when it accepts exactly one, or
 /// the list the sign-in page should offer when it accepts several.
-pub fn login_url(rt: &Runtime, route: &Route, path: &str, query: Option<&str>) -> String {
+pub(crate) fn login_url(rt: &Runtime, route: &Route, path: &str, query: Option<&str>) -> String {
     let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
     target.push_str(path);
     if let Some(q) = query {

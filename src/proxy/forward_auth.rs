@@ -32,16 +32,16 @@ use crate::out_header::OutName;
 use crate::path;
 
 /// The client's cookies minus the gateway's, for the front proxy to send to the app.
-pub const COOKIE_HEADER: &str = "x-authgate-cookie";
+pub(crate) const COOKIE_HEADER: &str = "x-authgate-cookie";
 
 /// The original request as the front proxy describes it (not yet normalised).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Original {
-    pub method: Method,
-    pub authority: Authority,
+pub(crate) struct Original {
+    pub(crate) method: Method,
+    pub(crate) authority: Authority,
     /// Raw path, as sent: normalised by the caller like any request path.
-    pub path: String,
-    pub query: Option<String>,
+    pub(crate) path: String,
+    pub(crate) query: Option<String>,
 }
 
 /// The one value of header `name`, matched in every spelling (case, `_`, `.`). `Err` when it
@@ -94,7 +94,7 @@ fn contract(proxy: &FrontProxy) -> (&str, &str, Option<&str>) {
 }
 
 /// Read the original request from the check request `req` (`auth_path` is `{prefix}auth`).
-pub fn original(
+pub(crate) fn original(
     proxy: &FrontProxy,
     req: &RequestHeader,
     auth_path: &str,

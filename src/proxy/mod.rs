@@ -20,10 +20,10 @@
 //!
 //! The pieces it calls are small and pure; this file only sequences them.
 
-pub mod ctx;
-pub mod decision;
+pub(crate) mod ctx;
+pub(crate) mod decision;
 mod forward_auth;
-pub mod routes;
+pub(crate) mod routes;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,8 +36,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
-pub use ctx::RequestCtx;
-pub use routes::{Route, Runtime};
+pub(crate) use ctx::RequestCtx;
+pub(crate) use routes::{Route, Runtime};
 
 use crate::answer::{self, Refusal};
 use crate::config::front::FrontProxy;
@@ -55,7 +55,7 @@ static JWKS_DOWN: Throttle = Throttle::new(WINDOW);
 
 /// The gateway's `ProxyHttp` implementation. Cheap to clone.
 #[derive(Clone)]
-pub struct Gateway {
+pub(crate) struct Gateway {
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
     /// Login flow and sessions; `None` when no provider is configured.
@@ -65,7 +65,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(
+    pub(crate) fn new(
         runtime: Arc<ArcSwap<Runtime>>,
         metrics: Arc<Metrics>,
         auth: Option<Arc<Auth>>,
@@ -79,7 +79,7 @@ impl Gateway {
     }
 
     /// Close each connection after its response once `drain` has begun.
-    pub fn with_drain(mut self, drain: Arc<crate::connections::Drain>) -> Self {
+    pub(crate) fn with_drain(mut self, drain: Arc<crate::connections::Drain>) -> Self {
         self.drain = drain;
         self
     }

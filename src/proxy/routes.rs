@@ -19,44 +19,44 @@ use crate::upstream::Upstream;
 
 /// One configured route, ready to use.
 #[derive(Debug)]
-pub struct Route {
-    pub id: Arc<str>,
-    pub upstream: Arc<Upstream>,
-    pub public: bool,
+pub(crate) struct Route {
+    pub(crate) id: Arc<str>,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) public: bool,
     /// Forward the session's access token to the upstream.
-    pub pass_access_token: bool,
-    pub policy: Option<crate::policy::Policy>,
+    pub(crate) pass_access_token: bool,
+    pub(crate) policy: Option<crate::policy::Policy>,
     /// Accept bearer JWTs issued for one of `audiences` by one of `providers` (empty: any).
-    pub bearer: bool,
-    pub audiences: Vec<String>,
-    pub providers: Vec<String>,
-    pub identity_assertion: bool,
+    pub(crate) bearer: bool,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) providers: Vec<String>,
+    pub(crate) identity_assertion: bool,
     /// Refuse cross-site unsafe requests authenticated by the session cookie.
-    pub csrf: bool,
-    pub unauthenticated: Unauthenticated,
+    pub(crate) csrf: bool,
+    pub(crate) unauthenticated: Unauthenticated,
     /// Pre-resolved label child: no label hashing per request.
-    pub duration: Histogram,
+    pub(crate) duration: Histogram,
 }
 
 /// Everything the proxy glue reads per request. Immutable; a reload builds a new one.
-pub struct Runtime {
-    pub routes: RouteTable<Arc<Route>>,
-    pub identity: IdentityNamespace,
-    pub forwarding: Forwarding,
-    pub paths: PathOptions,
+pub(crate) struct Runtime {
+    pub(crate) routes: RouteTable<Arc<Route>>,
+    pub(crate) identity: IdentityNamespace,
+    pub(crate) forwarding: Forwarding,
+    pub(crate) paths: PathOptions,
     /// e.g. `/.authgate/`; requests below it are answered by the gateway.
-    pub gateway_prefix: String,
-    pub access_log: bool,
+    pub(crate) gateway_prefix: String,
+    pub(crate) access_log: bool,
     /// `None`: forward-auth is not configured and `{prefix}auth` is not served.
-    pub forward_auth: Option<ForwardAuthSettings>,
-    pub csrf: CsrfSettings,
+    pub(crate) forward_auth: Option<ForwardAuthSettings>,
+    pub(crate) csrf: CsrfSettings,
     /// The identity header names (forward-auth answers carry each, empty when unknown).
-    pub identity_headers: IdentityHeaders,
-    pub head_limits: HeadLimits,
+    pub(crate) identity_headers: IdentityHeaders,
+    pub(crate) head_limits: HeadLimits,
 }
 
 impl Runtime {
-    pub fn new(config: &Config, metrics: &Metrics) -> Self {
+    pub(crate) fn new(config: &Config, metrics: &Metrics) -> Self {
         let upstreams: HashMap<&str, Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -102,7 +102,7 @@ impl Runtime {
     }
 
     /// Whether a canonical path is the gateway's own (`/.authgate` or below `/.authgate/`).
-    pub fn is_gateway_path(&self, path: &str) -> bool {
+    pub(crate) fn is_gateway_path(&self, path: &str) -> bool {
         path.starts_with(&self.gateway_prefix) || path == self.gateway_prefix.trim_end_matches('/')
     }
 }

@@ -47,7 +47,7 @@ impl SessionCache {
         !self.max_age.is_zero() && self.coherent.load(Ordering::Acquire)
     }
 
-    pub fn get(&self, hash: &IdHash) -> Option<Arc<UserSession>> {
+    pub(crate) fn get(&self, hash: &IdHash) -> Option<Arc<UserSession>> {
         if !self.usable() {
             return None;
         }
@@ -58,7 +58,7 @@ impl SessionCache {
 
     /// An entry of any age for the store to confirm (see the module doc): never to be used
     /// without that confirmation.
-    pub fn candidate(&self, hash: &IdHash) -> Option<Arc<UserSession>> {
+    pub(crate) fn candidate(&self, hash: &IdHash) -> Option<Arc<UserSession>> {
         let s = self.map.get(hash)?.clone();
         (s.deadline > Instant::now()).then_some(s)
     }
@@ -82,13 +82,13 @@ impl SessionCache {
         }
     }
 
-    pub fn invalidate(&self, hash: &IdHash) {
+    pub(crate) fn invalidate(&self, hash: &IdHash) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.map.remove(hash);
     }
 
     /// Called by the subscriber: `false` clears and bypasses the cache.
-    pub fn set_coherent(&self, coherent: bool) {
+    pub(crate) fn set_coherent(&self, coherent: bool) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         // Both ways: entries inserted while incoherent may have missed invalidations, and
         // must not be served once the cache is trusted again.
@@ -96,7 +96,7 @@ impl SessionCache {
         self.coherent.store(coherent, Ordering::Release);
     }
 
-    pub fn is_coherent(&self) -> bool {
+    pub(crate) fn is_coherent(&self) -> bool {
         self.coherent.load(Ordering::Acquire)
     }
 
@@ -109,7 +109,7 @@ impl SessionCache {
     }
 
     /// Drop entries no longer worth keeping as candidates, and expired sessions.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let keep = self.max_age.max(CANDIDATE_KEEP);
         let now = Instant::now();
         self.map

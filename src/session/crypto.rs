@@ -33,17 +33,17 @@ impl std::fmt::Debug for SessionId {
 pub struct IdHash(pub [u8; 32]);
 
 impl IdHash {
-    pub fn hex(&self) -> String {
+    pub(crate) fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
 impl SessionId {
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         Self(random())
     }
 
-    pub fn hash(&self) -> IdHash {
+    pub(crate) fn hash(&self) -> IdHash {
         IdHash(sha256(&self.0))
     }
 }
@@ -87,7 +87,7 @@ impl Keys {
     }
 
     /// The cookie value for a session ID.
-    pub fn cookie_value(&self, id: &SessionId) -> String {
+    pub(crate) fn cookie_value(&self, id: &SessionId) -> String {
         let tag = hmac::sign(&self.mac, &id.0);
         format!(
             "{COOKIE_PREFIX}{}.{}",
@@ -114,7 +114,7 @@ impl Keys {
     }
 
     /// Encrypt `plain`, bound to `key_hash`. Output: nonce ‖ ciphertext ‖ tag, base64url.
-    pub fn seal(&self, key_hash: &IdHash, plain: &[u8]) -> String {
+    pub(crate) fn seal(&self, key_hash: &IdHash, plain: &[u8]) -> String {
         let nonce_bytes = random::<NONCE_LEN>();
         let mut buf = plain.to_vec();
         self.seal
@@ -130,7 +130,7 @@ impl Keys {
     }
 
     /// Decrypt what [`Keys::seal`] produced for the same `key_hash`.
-    pub fn open(&self, key_hash: &IdHash, sealed: &str) -> Option<Vec<u8>> {
+    pub(crate) fn open(&self, key_hash: &IdHash, sealed: &str) -> Option<Vec<u8>> {
         let raw = B64.decode(sealed).ok()?;
         if raw.len() < NONCE_LEN + aead::CHACHA20_POLY1305.tag_len() {
             return None;

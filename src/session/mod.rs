@@ -5,11 +5,11 @@
 //! pub/sub ([`SessionManager::run_invalidation_listener`]); [`model`] is the data. The
 //! manager ties them together for the proxy glue and the login flow.
 
-pub mod cache;
-pub mod crypto;
-pub mod model;
-pub mod redis_conn;
-pub mod store;
+pub(crate) mod cache;
+pub(crate) mod crypto;
+pub(crate) mod model;
+pub(crate) mod redis_conn;
+pub(crate) mod store;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,21 +45,21 @@ pub struct CookieSettings {
 
 /// What the admin API shows of a session: metadata, never tokens.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct SessionInfo {
+pub(crate) struct SessionInfo {
     /// The store handle (hash of the cookie's ID): names the session, cannot be used as one.
-    pub id: String,
-    pub provider: String,
+    pub(crate) id: String,
+    pub(crate) provider: String,
     /// The provider's `sub`: with `provider`, who the session belongs to.
-    pub sub: String,
+    pub(crate) sub: String,
     /// The user as headers show it (`user_claim`).
-    pub subject: String,
-    pub email: Option<String>,
+    pub(crate) subject: String,
+    pub(crate) email: Option<String>,
     /// Unix seconds.
-    pub created_at: u64,
+    pub(crate) created_at: u64,
     /// Absolute expiry, unix seconds (store clock).
-    pub expires_at: u64,
-    pub access_token_expires_at: Option<u64>,
-    pub refreshable: bool,
+    pub(crate) expires_at: u64,
+    pub(crate) access_token_expires_at: Option<u64>,
+    pub(crate) refreshable: bool,
 }
 
 /// What the request's cookies say about its session (no `Debug`: it holds a session ID).
@@ -81,16 +81,16 @@ impl CookieRead {
 }
 
 /// A held refresh lock; give it back with [`SessionManager::unlock_refresh`].
-pub struct RefreshLock {
+pub(crate) struct RefreshLock {
     key: String,
     token: String,
 }
 
 pub struct SessionManager {
-    pub store: Store,
+    pub(crate) store: Store,
     keys: Keys,
     pub cache: SessionCache,
-    pub cookie: CookieSettings,
+    pub(crate) cookie: CookieSettings,
     headers: IdentityHeaders,
     metrics: Arc<Metrics>,
     /// Pre-resolved label children: no label hashing on the hot path.
@@ -163,7 +163,7 @@ impl SessionManager {
     }
 
     /// Header that carries the access token on routes with `pass_access_token`.
-    pub fn access_token_header(&self) -> &crate::out_header::OutName {
+    pub(crate) fn access_token_header(&self) -> &crate::out_header::OutName {
         &self.headers.access_token
     }
 
@@ -171,7 +171,7 @@ impl SessionManager {
     /// cookie can carry that prefix: Secure, Path=/ and no Domain; browsers honour it only
     /// over HTTPS), the plain name otherwise. The same rule names the cookie
     /// we set, so a browser never holds both for one site.
-    pub fn cookie_name(&self, https: bool) -> &str {
+    pub(crate) fn cookie_name(&self, https: bool) -> &str {
         if https && self.cookie.secure && self.cookie.domain.is_none() {
             &self.cookie.host_name
         } else {
@@ -228,7 +228,7 @@ impl SessionManager {
 
     /// Drop an upstream's `Set-Cookie` for one of the gateway's cookie names: an app must not
     /// be able to plant or clear the user's session.
-    pub fn drop_set_cookie(&self, resp: &mut ResponseHeader) -> pingora::Result<usize> {
+    pub(crate) fn drop_set_cookie(&self, resp: &mut ResponseHeader) -> pingora::Result<usize> {
         let ours = |v: &http::HeaderValue| {
             let name = v
                 .as_bytes()
@@ -263,12 +263,12 @@ impl SessionManager {
     }
 
     /// Prefix of login-transaction cookie names (one cookie per pending login).
-    pub fn tx_cookie_prefix(&self) -> String {
+    pub(crate) fn tx_cookie_prefix(&self) -> String {
         format!("{}_tx_", self.cookie.name)
     }
 
     /// The request's cookies without the gateway's, joined as one `Cookie` value.
-    pub fn foreign_cookies(&self, headers: &HeaderMap) -> String {
+    pub(crate) fn foreign_cookies(&self, headers: &HeaderMap) -> String {
         let ours = |part: &str| self.is_our_cookie(part.split('=').next().unwrap_or("").trim());
         headers
             .get_all(header::COOKIE)
@@ -335,7 +335,10 @@ impl SessionManager {
 
     /// The session as the store has it now, bypassing the cache and leaving the idle timer
     /// alone: what a refresh decides on.
-    pub async fn reload(&self, hash: &IdHash) -> Result<Option<Arc<UserSession>>, StoreError> {
+    pub(crate) async fn reload(
+        &self,
+        hash: &IdHash,
+    ) -> Result<Option<Arc<UserSession>>, StoreError> {
         self.read(hash, None, None).await
     }
 
@@ -463,7 +466,7 @@ impl SessionManager {
 
     /// Store refreshed tokens and identity, if nobody changed the session since `s` was read.
     /// On success every replica drops its cached copy.
-    pub async fn update(
+    pub(crate) async fn update(
         &self,
         s: &UserSession,
         claims: Claims,
@@ -487,7 +490,7 @@ impl SessionManager {
 
     /// The store's time (unix seconds), asked of the store now, or from the last measured
     /// offset when it cannot answer: for times written into records every replica reads.
-    pub async fn store_now(&self) -> u64 {
+    pub(crate) async fn store_now(&self) -> u64 {
         match self.store.sync_clock().await {
             Ok(t) => t,
             Err(_) => self.store.now_unix(),
@@ -495,21 +498,21 @@ impl SessionManager {
     }
 
     /// The session's tokens, decrypted.
-    pub fn tokens(&self, s: &UserSession) -> Option<Tokens> {
+    pub(crate) fn tokens(&self, s: &UserSession) -> Option<Tokens> {
         let plain = self.keys.open(&s.hash, &s.record.tokens)?;
         serde_json::from_slice(&plain).ok()
     }
 
     /// End a session everywhere: delete it, drop it from this cache, tell the other replicas.
     /// Index entries are left to be pruned when read.
-    pub async fn destroy(&self, hash: &IdHash) -> Result<(), StoreError> {
+    pub(crate) async fn destroy(&self, hash: &IdHash) -> Result<(), StoreError> {
         self.cache.invalidate(hash);
         self.store.delete(&session_key(hash)).await?;
         self.store.publish_invalidation(&hash.hex()).await
     }
 
     /// Hold the cross-replica refresh lock for a session; `None` if another holder has it.
-    pub async fn lock_refresh(
+    pub(crate) async fn lock_refresh(
         &self,
         hash: &IdHash,
         ttl: Duration,
@@ -523,7 +526,7 @@ impl SessionManager {
             .then_some(RefreshLock { key, token }))
     }
 
-    pub async fn unlock_refresh(&self, lock: RefreshLock) {
+    pub(crate) async fn unlock_refresh(&self, lock: RefreshLock) {
         if let Err(e) = self.store.unlock(&lock.key, &lock.token).await {
             // It expires by itself; the next refresher waits at most its TTL.
             tracing::warn!(error = %e, "could not release a refresh lock");
@@ -572,7 +575,7 @@ impl SessionManager {
     }
 
     /// A user's live sessions at one provider.
-    pub async fn list_user(
+    pub(crate) async fn list_user(
         &self,
         provider: &str,
         sub: &str,
@@ -592,7 +595,7 @@ impl SessionManager {
     }
 
     /// End every session of a user (the provider and its `sub`). Returns how many ended.
-    pub async fn revoke_user(&self, provider: &str, sub: &str) -> Result<usize, StoreError> {
+    pub(crate) async fn revoke_user(&self, provider: &str, sub: &str) -> Result<usize, StoreError> {
         let mine = |i: &SessionInfo| i.provider == provider && i.sub == sub;
         Ok(self
             .revoke_indexed(&user_index(provider, sub), mine)
@@ -603,7 +606,7 @@ impl SessionManager {
     }
 
     /// End every session a provider session (`sid`) created.
-    pub async fn revoke_sid(&self, provider: &str, sid: &str) -> Result<usize, StoreError> {
+    pub(crate) async fn revoke_sid(&self, provider: &str, sid: &str) -> Result<usize, StoreError> {
         self.revoke_indexed(&sid_index(provider, sid), |i| i.provider == provider)
             .await
     }
@@ -627,7 +630,7 @@ impl SessionManager {
 
     /// End one session by its store handle (the `id` of [`SessionInfo`]). `false`: no such
     /// session.
-    pub async fn revoke_handle(&self, handle: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn revoke_handle(&self, handle: &str) -> Result<bool, StoreError> {
         let Some(hash) = parse_hex32(handle).map(IdHash) else {
             return Ok(false);
         };
@@ -639,7 +642,7 @@ impl SessionManager {
     }
 
     /// `Set-Cookie` value for a new session.
-    pub fn set_cookie(&self, value: &str, https: bool) -> String {
+    pub(crate) fn set_cookie(&self, value: &str, https: bool) -> String {
         self.cookie_builder(value.to_string(), https)
             .max_age(cookie::time::Duration::seconds(
                 self.cookie.absolute_timeout.as_secs() as i64,
@@ -649,7 +652,7 @@ impl SessionManager {
     }
 
     /// `Set-Cookie` value that deletes the session cookie.
-    pub fn clear_cookie(&self, https: bool) -> String {
+    pub(crate) fn clear_cookie(&self, https: bool) -> String {
         self.cookie_builder(String::new(), https)
             .max_age(cookie::time::Duration::ZERO)
             .build()
@@ -670,7 +673,7 @@ impl SessionManager {
 
     /// Keep the cache coherent with other replicas (Redis only): subscribe to invalidations,
     /// trust the cache only while subscribed, reconnect with backoff. Runs until dropped.
-    pub async fn run_invalidation_listener(self: Arc<Self>) {
+    pub(crate) async fn run_invalidation_listener(self: Arc<Self>) {
         let Store::Redis(redis) = &self.store else {
             return;
         };

@@ -79,11 +79,11 @@ impl Validated {
         EPOCH.elapsed().as_micros() as u64
     }
 
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         Duration::from_micros(Self::tick().saturating_sub(self.0.load(Ordering::Relaxed)))
     }
 
-    pub fn renew(&self) {
+    pub(crate) fn renew(&self) {
         self.0.store(Self::tick(), Ordering::Relaxed);
     }
 }

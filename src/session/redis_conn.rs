@@ -32,18 +32,18 @@ use redis::{Cmd, ErrorKind, RedisError, RedisFuture, RedisResult, ServerErrorKin
 use crate::config::model::RedisTopology;
 
 /// How the store reaches Redis, from `[session]`.
-pub struct RedisOptions<'a> {
-    pub topology: &'a RedisTopology,
-    pub username: Option<&'a str>,
-    pub password: Option<&'a str>,
+pub(crate) struct RedisOptions<'a> {
+    pub(crate) topology: &'a RedisTopology,
+    pub(crate) username: Option<&'a str>,
+    pub(crate) password: Option<&'a str>,
     /// PEM CA for `rediss://` (otherwise the built-in web roots).
-    pub ca: Option<&'a [u8]>,
-    pub timeout: Duration,
+    pub(crate) ca: Option<&'a [u8]>,
+    pub(crate) timeout: Duration,
     /// `redis_min_replicas_ack`: replicas that must acknowledge a durable write (`WAIT`);
     /// `None`: the deployment's default (see [`RedisConn::replicas_to_ack`]).
-    pub min_replicas_ack: Option<u32>,
+    pub(crate) min_replicas_ack: Option<u32>,
     /// Where the Sentinel watchers run: they stop when these tasks are shut down.
-    pub tasks: &'a crate::tasks::Tasks,
+    pub(crate) tasks: &'a crate::tasks::Tasks,
 }
 
 fn certificates(ca: &[u8]) -> redis::TlsCertificates {
@@ -57,7 +57,7 @@ fn certificates(ca: &[u8]) -> redis::TlsCertificates {
 /// established) or points at a node that is no longer the primary: the command did not run
 /// where it should have, and a fresh connection may succeed. A timeout is not one of these
 /// (the command may still be running, and the deadline is spent anyway).
-pub fn dead_connection(e: &RedisError) -> bool {
+pub(crate) fn dead_connection(e: &RedisError) -> bool {
     if e.is_timeout() {
         return false;
     }
@@ -74,7 +74,7 @@ pub fn dead_connection(e: &RedisError) -> bool {
 
 /// Why a durable write did not happen (yet).
 #[derive(Debug)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     Redis(RedisError),
     /// The connection is to a replica (a demoted primary, or a sentinel that named one).
     NotPrimary(String),
@@ -219,7 +219,7 @@ async fn primary_pipeline(
 
 /// The command connection.
 #[derive(Clone)]
-pub enum RedisConn {
+pub(crate) enum RedisConn {
     Standalone {
         conn: ConnectionManager,
         /// Durable writes only: their `WAIT` blocks the connection it runs on.
@@ -240,7 +240,7 @@ pub enum RedisConn {
 impl RedisConn {
     /// Connects lazily: a Redis that is down at start makes requests 503 until it is back.
     /// Must run inside a Tokio runtime (Sentinel: its watchers are spawned on `o.tasks`).
-    pub fn new(o: &RedisOptions<'_>) -> RedisResult<Self> {
+    pub(crate) fn new(o: &RedisOptions<'_>) -> RedisResult<Self> {
         match o.topology {
             RedisTopology::Standalone(url) => {
                 let client = match o.ca {
@@ -310,7 +310,7 @@ impl RedisConn {
     }
 
     /// A fresh pub/sub connection, on the right server for the deployment.
-    pub async fn subscriber(&self, timeout: Duration) -> RedisResult<redis::aio::PubSub> {
+    pub(crate) async fn subscriber(&self, timeout: Duration) -> RedisResult<redis::aio::PubSub> {
         let client = match self {
             RedisConn::Standalone { client, .. } => (**client).clone(),
             RedisConn::Sentinel(s) => s.primary_client().await?,
@@ -332,7 +332,7 @@ impl RedisConn {
 
     /// Bumped whenever the primary behind this connection changes (Sentinel failover): the
     /// subscriber must move too.
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         match self {
             RedisConn::Sentinel(s) => s.epoch.load(Ordering::Acquire),
             _ => 0,
@@ -346,7 +346,7 @@ impl RedisConn {
     /// the old primary resyncs). 0 when there is no such replica (nothing could be promoted:
     /// right after a failover, the old primary is still listed but answers as a primary until
     /// the sentinels convert it, and its full resync from the new one brings every write).
-    pub fn replicas_to_ack(&self) -> u32 {
+    pub(crate) fn replicas_to_ack(&self) -> u32 {
         match self {
             RedisConn::Standalone { acks, .. } | RedisConn::Cluster { acks, .. } => *acks,
             RedisConn::Sentinel(s) => s
@@ -361,7 +361,7 @@ impl RedisConn {
     /// primary lost its replicas: it is probably being failed over) make it try again on the
     /// primary as the sentinels then name it, until `budget` is spent. The commands must be
     /// safe to repeat (a delete is).
-    pub async fn write_durably(&self, cmds: &[Cmd], budget: Duration) -> Result<(), String> {
+    pub(crate) async fn write_durably(&self, cmds: &[Cmd], budget: Duration) -> Result<(), String> {
         let started = Instant::now();
         let deadline = started + budget;
         // Each WAIT gets a slice of the budget: when it comes back short there is still time
@@ -548,7 +548,7 @@ struct Sentinel {
 }
 
 /// The current primary of a Sentinel-managed set, re-resolved after failover.
-pub struct SentinelConn {
+pub(crate) struct SentinelConn {
     /// One resolution at a time.
     resolving: tokio::sync::Mutex<()>,
     slots: [ArcSwapOption<Slot>; 2],

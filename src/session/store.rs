@@ -45,7 +45,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// Outage (503) or bug (500): `answer` maps each to its status.
-    pub fn fault(&self) -> crate::answer::Fault {
+    pub(crate) fn fault(&self) -> crate::answer::Fault {
         match self {
             StoreError::Unavailable(_) => crate::answer::Fault::Unavailable,
             StoreError::Corrupt(_) => crate::answer::Fault::Bug,
@@ -61,20 +61,20 @@ impl From<redis::RedisError> for StoreError {
 
 /// A session record as read from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredSession {
+pub(crate) struct StoredSession {
     /// The serialized [`super::SessionRecord`].
-    pub record: Vec<u8>,
+    pub(crate) record: Vec<u8>,
     /// Bumped by every update; the compare-and-set token for [`Store::session_update`].
-    pub rev: u64,
+    pub(crate) rev: u64,
     /// Time left until the absolute deadline, as the store's clock sees it.
-    pub remaining: Duration,
+    pub(crate) remaining: Duration,
     /// The absolute deadline, unix milliseconds (store clock): metadata and index score.
-    pub deadline_unix_ms: u64,
+    pub(crate) deadline_unix_ms: u64,
 }
 
 /// What a [`Store::session_check`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Checked {
+pub(crate) enum Checked {
     /// Still at the caller's revision: the record was not sent.
     Unchanged,
     /// Changed since: the record as it is now.
@@ -188,7 +188,7 @@ impl MemoryStore {
     }
 
     /// Drop expired entries; run periodically so abandoned logins do not accumulate.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let pending = {
             let mut q = self.pending();
@@ -226,9 +226,9 @@ impl MemoryStore {
 /// Redis-backed store shared by replicas.
 #[derive(Clone)]
 pub struct RedisStore {
-    pub conn: RedisConn,
+    pub(crate) conn: RedisConn,
     prefix: String,
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     pending_metrics: Arc<OnceLock<crate::metrics::PendingMetrics>>,
     /// Redis' clock minus this process's, in ms, as last measured (`TIME`): times written
     /// into shared records (a token's expiry) are the store's, so a replica whose clock is
@@ -248,7 +248,7 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects lazily: a Redis that is down at start makes requests 503 until it is back,
     /// it does not stop the gateway from starting. Must run inside a Tokio runtime.
-    pub fn new(options: &RedisOptions<'_>, prefix: &str) -> Result<Self, StoreError> {
+    pub(crate) fn new(options: &RedisOptions<'_>, prefix: &str) -> Result<Self, StoreError> {
         Ok(Self {
             conn: RedisConn::new(options)?,
             prefix: prefix.to_string(),
@@ -313,7 +313,7 @@ impl RedisStore {
         }
     }
 
-    pub fn channel(&self) -> String {
+    pub(crate) fn channel(&self) -> String {
         format!("{}invalidate", self.prefix)
     }
 
@@ -367,6 +367,7 @@ pub enum Store {
     Redis(Box<RedisStore>),
 }
 
+#[cfg(test)]
 fn ttl_secs(ttl: Duration) -> u64 {
     ttl.as_secs().max(1)
 }
@@ -376,7 +377,13 @@ impl Store {
         Store::Memory(Arc::new(MemoryStore::default()))
     }
 
-    pub async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
                 m.map
@@ -393,7 +400,8 @@ impl Store {
     }
 
     /// Atomically read and delete: a login transaction is consumed exactly once.
-    pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Store::Memory(m) => {
                 let now = Instant::now();
@@ -417,7 +425,7 @@ impl Store {
     /// (`redis_min_replicas_ack`, `WAIT`), so a failover cannot bring the key back; a delete
     /// that raced a failover is redone on the new primary within `redis_timeout`. Otherwise an
     /// error (503): the caller must not report the session as ended.
-    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
                 m.map.remove(key);
@@ -436,7 +444,7 @@ impl Store {
     }
 
     /// Tell every replica to drop a cached session.
-    pub async fn publish_invalidation(&self, cache_key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn publish_invalidation(&self, cache_key: &str) -> Result<(), StoreError> {
         match self {
             Store::Memory(_) => Ok(()),
             Store::Redis(r) => {
@@ -449,7 +457,7 @@ impl Store {
     }
 
     /// Round-trip check for readiness; it also measures the store's clock (`TIME`).
-    pub async fn ping(&self) -> Result<Duration, StoreError> {
+    pub(crate) async fn ping(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
         match self {
             Store::Memory(_) => Ok(Duration::ZERO),
@@ -464,7 +472,7 @@ impl Store {
 
     /// The store's time, unix seconds, from the last measured offset (no round trip): what
     /// shared records' times are compared with.
-    pub fn now_unix(&self) -> u64 {
+    pub(crate) fn now_unix(&self) -> u64 {
         let local = unix_ms() as i64;
         let offset = match self {
             Store::Memory(_) => 0,
@@ -475,7 +483,7 @@ impl Store {
 
     /// Ask the store for its time now (one round trip) and remember the offset; unix
     /// seconds. For the times a record is written with (a sign-in, a refresh).
-    pub async fn sync_clock(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn sync_clock(&self) -> Result<u64, StoreError> {
         let Store::Redis(r) = self else {
             return Ok(self.now_unix());
         };
@@ -490,7 +498,7 @@ impl Store {
         Ok((redis_ms / 1000).max(0) as u64)
     }
 
-    pub fn is_redis(&self) -> bool {
+    pub(crate) fn is_redis(&self) -> bool {
         matches!(self, Store::Redis(_))
     }
 }
@@ -498,7 +506,7 @@ impl Store {
 /// Pending logins: one-time login transactions, bounded.
 impl Store {
     /// Report pending logins to these metrics. Call once, before the store is cloned.
-    pub fn observe_pending(&self, metrics: crate::metrics::PendingMetrics) {
+    pub(crate) fn observe_pending(&self, metrics: crate::metrics::PendingMetrics) {
         let _ = match self {
             Store::Memory(m) => m.pending_metrics.set(metrics),
             Store::Redis(r) => r.pending_metrics.set(metrics),
@@ -510,7 +518,7 @@ impl Store {
     /// expired). Expired ones are dropped on the way. Nothing but pending logins is ever
     /// dropped: in Redis they live under their own keys (`<prefix>tx:{pending}:<id>`, ordered
     /// by the sorted set `<prefix>tx:{pending}:order`, scored by deadline).
-    pub async fn put_pending(
+    pub(crate) async fn put_pending(
         &self,
         id: &str,
         value: &[u8],
@@ -566,7 +574,7 @@ impl Store {
 
     /// Atomically read and delete a pending login: it is consumed exactly once. `None` when
     /// it never existed, expired, was taken or was dropped for newer ones.
-    pub async fn take_pending(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) async fn take_pending(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Store::Memory(m) => {
                 let now = Instant::now();
@@ -609,7 +617,7 @@ mod scripts {
     use std::sync::LazyLock;
 
     /// KEYS[1] session; ARGV record, idle ms, absolute ms → deadline (unix ms).
-    pub static CREATE: LazyLock<redis::Script> = LazyLock::new(|| {
+    pub(crate) static CREATE: LazyLock<redis::Script> = LazyLock::new(|| {
         redis::Script::new(
             r"
 local t = redis.call('TIME')
@@ -626,7 +634,7 @@ return deadline",
     /// empty record when it is still at the caller's revision. The idle TTL is rewritten only
     /// when the last write is at least one touch interval old, and never past the absolute
     /// deadline.
-    pub static LOAD: LazyLock<redis::Script> = LazyLock::new(|| {
+    pub(crate) static LOAD: LazyLock<redis::Script> = LazyLock::new(|| {
         redis::Script::new(
             r"
 local v = redis.call('HMGET', KEYS[1], 'r', 'rev', 'abs')
@@ -653,7 +661,7 @@ return {rec, tonumber(v[2]), left, tonumber(v[3])}",
 
     /// KEYS[1] session; ARGV expected rev, record → new rev | 0 (conflict) | -1 (gone).
     /// The TTL is left alone: an update never extends a session.
-    pub static UPDATE: LazyLock<redis::Script> = LazyLock::new(|| {
+    pub(crate) static UPDATE: LazyLock<redis::Script> = LazyLock::new(|| {
         redis::Script::new(
             r"
 local rev = redis.call('HGET', KEYS[1], 'rev')
@@ -667,7 +675,7 @@ return next",
 
     /// KEYS[1] index; ARGV member, deadline (unix ms). Drops expired members and keeps the
     /// index alive exactly as long as its longest-lived session.
-    pub static INDEX_ADD: LazyLock<redis::Script> = LazyLock::new(|| {
+    pub(crate) static INDEX_ADD: LazyLock<redis::Script> = LazyLock::new(|| {
         redis::Script::new(
             r"
 local t = redis.call('TIME')
@@ -681,7 +689,7 @@ return 1",
     });
 
     /// KEYS[1] index → members whose absolute deadline is still ahead.
-    pub static INDEX_READ: LazyLock<redis::Script> = LazyLock::new(|| {
+    pub(crate) static INDEX_READ: LazyLock<redis::Script> = LazyLock::new(|| {
         redis::Script::new(
             r"
 local t = redis.call('TIME')
@@ -697,7 +705,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)",
     /// their keys: only keys under the prefix are ever deleted. At most 1000 are dropped per
     /// call, so a cap lowered by a restart shrinks the set over a few logins instead of
     /// blocking Redis.
-    pub static PENDING_PUT: LazyLock<redis::Script> = LazyLock::new(|| {
+    pub(crate) static PENDING_PUT: LazyLock<redis::Script> = LazyLock::new(|| {
         redis::Script::new(
             r"
 local t = redis.call('TIME')
@@ -725,7 +733,7 @@ return {n - evicted, evicted}",
     });
 
     /// KEYS[1] pending login, KEYS[2] their order; ARGV id → {value or nil, count left}.
-    pub static PENDING_TAKE: LazyLock<redis::Script> = LazyLock::new(|| {
+    pub(crate) static PENDING_TAKE: LazyLock<redis::Script> = LazyLock::new(|| {
         redis::Script::new(
             r"
 local v = redis.call('GET', KEYS[1])
@@ -737,7 +745,7 @@ return {v, redis.call('ZCARD', KEYS[2])}",
 
     /// KEYS[1]; ARGV value, ttl ms → {1, nil} when set, {0, value held} when the key existed:
     /// `SET NX` that also says what is there (a retry must tell its own write from another's).
-    pub static SET_NEW: LazyLock<redis::Script> = LazyLock::new(|| {
+    pub(crate) static SET_NEW: LazyLock<redis::Script> = LazyLock::new(|| {
         redis::Script::new(
             r"
 local old = redis.call('GET', KEYS[1])
@@ -748,7 +756,7 @@ return {1, false}",
     });
 
     /// KEYS[1] lock; ARGV token: delete only our own lock.
-    pub static UNLOCK: LazyLock<redis::Script> = LazyLock::new(|| {
+    pub(crate) static UNLOCK: LazyLock<redis::Script> = LazyLock::new(|| {
         redis::Script::new(
             r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -760,7 +768,7 @@ return 0",
 /// Session records, indexes and locks.
 impl Store {
     /// Store a new session record. Returns its absolute deadline (unix ms, store clock).
-    pub async fn session_create(
+    pub(crate) async fn session_create(
         &self,
         key: &str,
         record: &[u8],
@@ -797,7 +805,7 @@ impl Store {
 
     /// Read a session record. `touch`: restart the idle TTL if the last restart is at least
     /// this old (`None`: read only, for refresh re-reads and the admin API).
-    pub async fn session_load(
+    pub(crate) async fn session_load(
         &self,
         key: &str,
         idle: Duration,
@@ -813,7 +821,7 @@ impl Store {
     /// As [`Store::session_load`], for a caller that holds the record at revision `known`:
     /// when it is still current, the store answers [`Checked::Unchanged`] and sends (and the
     /// caller decodes) nothing. The touch and every expiry check happen either way.
-    pub async fn session_check(
+    pub(crate) async fn session_check(
         &self,
         key: &str,
         idle: Duration,
@@ -863,7 +871,7 @@ impl Store {
     }
 
     /// Replace a session record if its revision is still `rev`.
-    pub async fn session_update(
+    pub(crate) async fn session_update(
         &self,
         key: &str,
         rev: u64,
@@ -895,7 +903,7 @@ impl Store {
     }
 
     /// Add a session to an index (per subject, per provider `sid`).
-    pub async fn index_add(
+    pub(crate) async fn index_add(
         &self,
         index: &str,
         member: &str,
@@ -920,7 +928,7 @@ impl Store {
 
     /// The members of an index whose absolute deadline has not passed. Members whose record
     /// already ended (logout, idle timeout) may still be listed: callers check the record.
-    pub async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
         match self {
             Store::Memory(m) => {
                 let now = unix_ms();
@@ -940,7 +948,7 @@ impl Store {
         }
     }
 
-    pub async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError> {
+    pub(crate) async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
                 m.indexes.remove_if_mut(index, |_, members| {
@@ -959,14 +967,19 @@ impl Store {
 
     /// Take a short lock (`SET NX PX`); `token` identifies the holder for [`Store::unlock`].
     /// In memory the caller's single-flight is the lock: one process, one refresher.
-    pub async fn lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+    pub(crate) async fn lock(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         match self {
             Store::Memory(_) => Ok(true),
             Store::Redis(r) => r.set_new(key, token.as_bytes(), ttl).await,
         }
     }
 
-    pub async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+    pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
         match self {
             Store::Memory(_) => Ok(()),
             Store::Redis(r) => {
@@ -979,7 +992,7 @@ impl Store {
     }
 
     /// Set a value only if the key is new: `false` when it already existed (replay).
-    pub async fn put_new(
+    pub(crate) async fn put_new(
         &self,
         key: &str,
         value: &[u8],

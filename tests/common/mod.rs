@@ -8,6 +8,8 @@
 //! port is picked, released and raced for.
 
 #![allow(dead_code)]
+// A harness shared by many test crates: its `pub` is its API, not the library's.
+#![allow(unreachable_pub)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
