@@ -18,6 +18,7 @@
 //! - [`oidc`]: providers (discovery, JWKS refresh), the login/callback/logout flow, redirects.
 //! - [`jwt`]: JWT verification against a cached JWKS.
 //! - [`fetch`]: bounded reads of a provider's answers (discovery, JWKS, token, userinfo).
+//! - `flight`: single-flight: one computation per key at a time, shared by its callers.
 //! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
 //! - [`limits`]: bounds of the request head (bytes, header lines), answered with 431.
 //! - [`crypto`]: randomness, digests, base64url, constant-time equality, unix time (a leaf).
@@ -59,6 +60,7 @@ pub(crate) mod crypto;
 pub(crate) mod csrf;
 pub mod demo;
 pub(crate) mod fetch;
+pub(crate) mod flight;
 pub mod forwarded;
 pub mod host;
 pub mod identity;

@@ -96,6 +96,8 @@ pub struct SessionManager {
     /// Pre-resolved label children: no label hashing on the hot path.
     cache_hits: prometheus::IntCounter,
     cache_misses: prometheus::IntCounter,
+    /// Cache misses in progress: a burst of requests for one cold session reads it once.
+    loads: crate::flight::SingleFlight<IdHash, Result<Option<Arc<UserSession>>, StoreError>>,
 }
 
 /// Store keys. The `{…}` hash tag puts a session's record and its refresh lock in one Redis
@@ -154,6 +156,7 @@ impl SessionManager {
             headers,
             cache_hits: metrics.session_cache.with_label_values(&["hit"]),
             cache_misses: metrics.session_cache.with_label_values(&["miss"]),
+            loads: Default::default(),
             metrics,
         }
     }
@@ -315,6 +318,12 @@ impl SessionManager {
             }
         }
         self.cache_misses.inc();
+        self.loads.run(&hash, || self.load_missed(hash)).await
+    }
+
+    /// A cache miss: read the store (the store only confirms a copy held here that is still
+    /// current) and cache what it says.
+    async fn load_missed(&self, hash: IdHash) -> Result<Option<Arc<UserSession>>, StoreError> {
         let generation = self.cache.generation();
         let known = self.cache.candidate(&hash);
         let touch = Some(self.cookie.touch_interval);

@@ -33,7 +33,7 @@ use dashmap::DashMap;
 use super::redis_conn::{dead_connection, RedisConn, RedisOptions};
 
 /// Why the store could not answer. Maps to 503: we cannot tell who the caller is.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("session store unavailable: {0}")]
     Unavailable(String),
