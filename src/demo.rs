@@ -144,8 +144,8 @@ async fn echo(req: Request<Incoming>, conn: Conn) -> Result<Response<Body>, Infa
 
 /// The demo's page: the gateway's default layout (auto-escaped), not overridable.
 fn demo_page(ctx: minijinja::Value) -> String {
-    let mut env = crate::answer::pages::environment();
-    let base = crate::answer::pages::TEMPLATES[0];
+    let mut env = crate::pages::environment();
+    let base = crate::pages::TEMPLATES[0];
     let rendered = env
         .add_template(base.0, base.1)
         .and_then(|()| env.add_template("demo.html", include_str!("demo.html")))

@@ -72,7 +72,11 @@ mod tests {
         for t in tasks {
             assert_eq!(t.await.unwrap(), Ok(42));
         }
-        assert_eq!(runs.load(Ordering::SeqCst), 1, "one computation for 50 callers");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "one computation for 50 callers"
+        );
         assert_eq!(flights.in_flight(), 0, "nothing kept once landed");
         // Other keys are other flights.
         let other = flights.run(&8, || async { Ok(1) }).await;
@@ -89,7 +93,10 @@ mod tests {
             Err::<u32, _>("store down".to_string())
         };
         let (a, b) = tokio::join!(flights.run(&1, slow_failure), flights.run(&1, slow_failure));
-        assert_eq!((a.clone(), b), (Err("store down".into()), Err("store down".into())));
+        assert_eq!(
+            (a.clone(), b),
+            (Err("store down".into()), Err("store down".into()))
+        );
         assert_eq!(runs.load(Ordering::SeqCst), 1, "one attempt for both");
         // The next caller tries again.
         let c = flights.run(&1, || async { Ok(5) }).await;

@@ -18,6 +18,7 @@
 //! - [`oidc`]: providers (discovery, JWKS refresh), the login/callback/logout flow, redirects.
 //! - [`jwt`]: JWT verification against a cached JWKS.
 //! - [`fetch`]: bounded reads of a provider's answers (discovery, JWKS, token, userinfo).
+//! - `fault`: what kind of failure an error is (rejected, unavailable, bug), a leaf.
 //! - `flight`: single-flight: one computation per key at a time, shared by its callers.
 //! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
 //! - [`limits`]: bounds of the request head (bytes, header lines), answered with 431.
@@ -28,7 +29,9 @@
 //! - [`proxy`]: the Pingora `ProxyHttp` glue; the request path reads top to bottom there.
 //!   `proxy::decision` is the one request decision, for proxy mode and forward-auth alike.
 //! - [`answer`]: everything the gateway answers itself (refusals, sign-in and sign-out pages)
-//!   → one status, headers and body, in one place; pages from (overridable) templates.
+//!   → one status, headers and body, in one place.
+//! - `pages`: the HTML page templates (built in, overridable from `gateway.templates_dir`);
+//!   a leaf that config checks overrides with at load.
 //! - [`assertion`]: the signed identity assertion (ES256 JWT) for upstreams.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - [`metrics`]: Prometheus metrics.
@@ -59,6 +62,7 @@ pub(crate) mod connections;
 pub(crate) mod crypto;
 pub(crate) mod csrf;
 pub mod demo;
+pub(crate) mod fault;
 pub(crate) mod fetch;
 pub(crate) mod flight;
 pub mod forwarded;
@@ -70,6 +74,7 @@ pub mod logging;
 pub mod metrics;
 pub(crate) mod oidc;
 pub(crate) mod out_header;
+pub(crate) mod pages;
 pub mod path;
 pub mod policy;
 pub(crate) mod proxy;

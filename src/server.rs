@@ -288,11 +288,11 @@ struct Reloader {
 /// The page templates of `config` (defaults plus `gateway.templates_dir`), built once per
 /// (re)load. The loader has checked every override; should one still fail, the defaults.
 fn install_pages(config: &Config) {
-    match crate::answer::pages::Pages::with_overrides(&config.templates) {
-        Ok(p) => crate::answer::pages::install(p),
+    match crate::pages::Pages::with_overrides(&config.templates) {
+        Ok(p) => crate::pages::install(p),
         Err(e) => {
             tracing::error!(error = %e, "page templates rejected; using the default pages");
-            crate::answer::pages::install(crate::answer::pages::Pages::defaults());
+            crate::pages::install(crate::pages::Pages::defaults());
         }
     }
 }

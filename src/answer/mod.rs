@@ -8,7 +8,7 @@
 //! internals (addresses, error chains): those go to the log line next to the request ID
 //! that both carry.
 
-pub(crate) mod pages;
+use crate::pages;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -291,17 +291,7 @@ fn parse_q(s: &str) -> Option<u16> {
     }
 }
 
-/// What kind of failure an error is, for its status: the error types say which
-/// (`JwtError::fault`, `StoreError::fault`); this module says what each answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fault {
-    /// The client's request or credential is refused (4xx): retrying the same will not help.
-    Rejected,
-    /// Something the gateway depends on is down (503 with `Retry-After`): try again later.
-    Unavailable,
-    /// The gateway's own data or code is wrong (500): logged as a bug, never "try later".
-    Bug,
-}
+pub(crate) use crate::fault::Fault;
 
 impl From<&crate::jwt::JwtError> for Refusal {
     /// A bearer token that cannot be accepted: refused (401), or not checkable now (503)

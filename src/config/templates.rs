@@ -1,5 +1,5 @@
 //! `gateway.templates_dir`: the operator's page templates, read and checked at load (and on
-//! reload), never per request. The pages themselves are `crate::answer::pages`.
+//! reload), never per request. The pages themselves are `crate::pages`.
 
 use toml::Spanned;
 
@@ -34,7 +34,7 @@ pub(super) fn read(rep: &mut Reporter, dir: &Spanned<String>) -> Vec<(String, St
         let checked = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
             .and_then(|src| {
-                let ok = crate::answer::pages::check(&name, &src);
+                let ok = crate::pages::check(&name, &src);
                 ok.map(|()| src)
                     .map_err(|e| format!("{}: {e}", dir.get_ref()))
             });

@@ -61,12 +61,12 @@ pub enum JwtError {
 impl JwtError {
     /// A refused token (401) or a check that cannot be made now (503): `answer` maps each to
     /// its status, so the client keeps a good token through a provider outage.
-    pub(crate) fn fault(&self) -> crate::answer::Fault {
+    pub(crate) fn fault(&self) -> crate::fault::Fault {
         match self {
             JwtError::JwksUnavailable(_) | JwtError::IntrospectionUnavailable(_) => {
-                crate::answer::Fault::Unavailable
+                crate::fault::Fault::Unavailable
             }
-            _ => crate::answer::Fault::Rejected,
+            _ => crate::fault::Fault::Rejected,
         }
     }
 }

@@ -45,10 +45,10 @@ pub enum StoreError {
 
 impl StoreError {
     /// Outage (503) or bug (500): `answer` maps each to its status.
-    pub(crate) fn fault(&self) -> crate::answer::Fault {
+    pub(crate) fn fault(&self) -> crate::fault::Fault {
         match self {
-            StoreError::Unavailable(_) => crate::answer::Fault::Unavailable,
-            StoreError::Corrupt(_) => crate::answer::Fault::Bug,
+            StoreError::Unavailable(_) => crate::fault::Fault::Unavailable,
+            StoreError::Corrupt(_) => crate::fault::Fault::Bug,
         }
     }
 }
