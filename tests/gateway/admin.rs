@@ -165,3 +165,71 @@ async fn sighup_reloads_routes_and_keeps_config_on_error() {
     );
     assert!(gw.log().contains("unknown upstream"));
 }
+
+/// `gateway.templates_dir`: an operator's page replaces the built-in one for browsers (API
+/// clients still get JSON), values are escaped, a SIGHUP picks up a changed page, and a
+/// broken one is refused with the running pages kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_pages_from_templates_dir_apply_and_reload() {
+    let e = echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let page = |text: &str| {
+        std::fs::write(
+            dir.path().join("refusal.html"),
+            format!("<!doctype html><title>{{{{ title }}}}</title><p>{text} {{{{ status }}}} {{{{ request_id }}}}</p>"),
+        )
+        .unwrap()
+    };
+    page("ACME");
+    let config = format!(
+        "[gateway]\ntemplates_dir = {:?}\n\n{}",
+        dir.path().display().to_string(),
+        routes(e, "")
+    );
+    let gw = Gateway::start(&config).await;
+    let c = client();
+    let browser = || async {
+        let r = c
+            .get(gw.url("/nowhere"))
+            .header("accept", "text/html,application/xhtml+xml")
+            .header("x-request-id", "<b>id</b>")
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let (status, body) = browser().await;
+    assert_eq!(status, 404);
+    assert!(body.contains("<p>ACME 404 "), "{body}");
+    assert!(!body.contains("<b>id</b>"), "a value is escaped: {body}");
+    // API clients: JSON, whatever the pages say.
+    let r = c
+        .get(gw.url("/nowhere"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v.get("error").is_some(), "{v}");
+
+    // A changed page is picked up on reload.
+    page("BRANDED");
+    gw.signal("HUP");
+    let branded = || async { browser().await.1.contains("<p>BRANDED 404 ") };
+    assert!(
+        eventually(Duration::from_secs(5), branded).await,
+        "page not reloaded:\n{}",
+        gw.log()
+    );
+    // A broken page is refused as a whole: the running pages stay.
+    std::fs::write(dir.path().join("refusal.html"), "{% if %}").unwrap();
+    gw.signal("HUP");
+    let refused = || async { gw.log().contains("templates_dir") };
+    assert!(
+        eventually(Duration::from_secs(5), refused).await,
+        "the broken page was not reported:\n{}",
+        gw.log()
+    );
+    assert!(browser().await.1.contains("<p>BRANDED 404 "));
+}
