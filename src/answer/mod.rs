@@ -6,7 +6,8 @@
 //! exactly one status. Bodies are JSON for API clients and a self-contained HTML page for
 //! browsers, from templates with HTML auto-escaping ([`pages`]); neither ever carries
 //! internals (addresses, error chains): those go to the log line next to the request ID
-//! that both carry.
+//! that both carry. A forward-auth grant (200 with the identity headers the front proxy
+//! copies) is written here too, by [`admitted`].
 
 use crate::pages;
 
@@ -599,6 +600,28 @@ fn sentence(s: &str) -> String {
         Some(f) => f.to_uppercase().chain(c).collect(),
         None => String::new(),
     }
+}
+
+/// A header of a forward-auth grant: a configured name (its spelling kept, see
+/// [`crate::out_header::OutName`]) or a fixed one.
+pub(crate) enum Granted<'a> {
+    Out(&'a crate::out_header::OutName),
+    Fixed(&'static str),
+}
+
+/// `{prefix}auth` admitted the request: 200 with every header of the grant, for the front
+/// proxy to copy onto the app's request. An empty value is sent too: it overwrites a client's
+/// own header of that name instead of letting it through. Never cached.
+pub(crate) fn admitted(grant: &[(Granted, HeaderValue)]) -> pingora::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(StatusCode::OK, Some(grant.len() + 1))?;
+    for (name, value) in grant {
+        match name {
+            Granted::Out(n) => n.insert_response(&mut resp, value.clone())?,
+            Granted::Fixed(n) => resp.insert_header(*n, value.clone())?,
+        }
+    }
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    Ok(resp)
 }
 
 /// The one function that turns an outcome into status, headers and body, shaped for the

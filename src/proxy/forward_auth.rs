@@ -17,14 +17,14 @@
 //! 401 with `X-Authgate-Login` (or a 302 to it for `?redirect=1` navigations, for proxies
 //! that pass answers through); 403; 400; 503.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::Result;
 
 use super::decision::{Caller, Inbound};
 use super::{Gateway, RequestCtx, Runtime};
-use crate::answer::Refusal;
+use crate::answer::{self, Granted, Refusal};
 use crate::config::front::{ForwardAuthSettings, FrontProxy};
 use crate::host::Authority;
 use crate::identity::canonical_name;
@@ -326,7 +326,6 @@ impl Gateway {
         }
         .unwrap_or(HeaderValue::from_static(""));
 
-        let mut resp = ResponseHeader::build(StatusCode::OK, Some(16))?;
         let identity = [
             (&names.user, value_of(&names.user)),
             (&names.email, value_of(&names.email)),
@@ -337,32 +336,29 @@ impl Gateway {
             ),
             (&names.access_token, access_token),
         ];
-        for (name, v) in &identity {
-            name.insert_response(&mut resp, v.clone())?;
-        }
+        let mut grant: Vec<(Granted, HeaderValue)> = Vec::with_capacity(16);
+        grant.extend(identity.iter().map(|(n, v)| (Granted::Out(n), v.clone())));
         // `[headers] provider`, when configured: the front proxy copies it like the others
         // (empty without a caller, so a client's own value is overwritten, not kept).
         if let Some(name) = &names.provider {
-            name.insert_response(&mut resp, value_of(name))?;
+            grant.push((Granted::Out(name), value_of(name)));
         }
         if fa.auth_request_headers {
             for (name, (_, v)) in AUTH_REQUEST_NAMES.iter().zip(&identity) {
-                resp.insert_header(*name, v.clone())?;
+                grant.push((Granted::Fixed(name), v.clone()));
             }
         }
         if let Some(auth) = &self.auth {
-            auth.assertion_header()
-                .insert_response(&mut resp, assertion)?;
+            grant.push((Granted::Out(auth.assertion_header()), assertion));
             let cookies = auth.foreign_cookies(headers);
             let v = HeaderValue::from_str(&cookies).unwrap_or(HeaderValue::from_static(""));
-            resp.insert_header(COOKIE_HEADER, v.clone())?;
+            grant.push((Granted::Fixed(COOKIE_HEADER), v.clone()));
             // The same under `Cookie`, for proxies that copy answer headers by name onto the
             // app's request (Traefik `authResponseHeaders`, ingress-nginx
             // `auth-response-headers`, Envoy `allowed_upstream_headers`).
-            resp.insert_header(http::header::COOKIE, v)?;
+            grant.push((Granted::Fixed("cookie"), v));
         }
-        resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        Ok(resp)
+        answer::admitted(&grant)
     }
 }
 
