@@ -32,17 +32,38 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
         Fut: std::future::Future<Output = V>,
     {
         let flight = self.flights.entry(key.clone()).or_default().clone();
-        let value = flight.get_or_init(work).await.clone();
-        // Landed: later callers start afresh (only this flight's entry, not a newer one).
-        self.flights
-            .remove_if(key, |_, current| Arc::ptr_eq(current, &flight));
-        value
+        let leave = Leave {
+            flights: &self.flights,
+            key,
+            flight,
+        };
+        leave.flight.get_or_init(work).await.clone()
     }
 
     /// Flights in progress (for tests and bounds: one entry per key being computed).
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.flights.len()
+    }
+}
+
+/// A caller leaving its flight, done or cancelled. The entry goes once the flight has
+/// landed (later callers start afresh), or when the last caller of an unfinished flight is
+/// cancelled: nothing is left behind for a key that is never asked for again.
+struct Leave<'a, K: Hash + Eq, V> {
+    flights: &'a DashMap<K, Arc<OnceCell<V>>>,
+    key: &'a K,
+    flight: Arc<OnceCell<V>>,
+}
+
+impl<K: Hash + Eq, V> Drop for Leave<'_, K, V> {
+    fn drop(&mut self) {
+        let mine = &self.flight;
+        // Under the shard lock: a caller joining now either already holds a clone (counted)
+        // or finds the entry gone and starts a new flight. 2 = the map's and this caller's.
+        self.flights.remove_if(self.key, |_, current| {
+            Arc::ptr_eq(current, mine) && (mine.initialized() || Arc::strong_count(current) <= 2)
+        });
     }
 }
 
@@ -127,5 +148,35 @@ mod tests {
         leader.abort();
         assert_eq!(waiter.await.unwrap(), 9);
         assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flight_abandoned_by_every_caller_leaves_nothing() {
+        let flights: Arc<SingleFlight<u32, u32>> = Arc::default();
+        let mut callers = Vec::new();
+        for _ in 0..3 {
+            let flights = flights.clone();
+            callers.push(tokio::spawn(async move {
+                flights
+                    .run(&1, || async {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        0
+                    })
+                    .await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(flights.in_flight(), 1);
+        for c in &callers {
+            c.abort();
+        }
+        for c in callers {
+            let _ = c.await;
+        }
+        assert_eq!(
+            flights.in_flight(),
+            0,
+            "no entry left for a key never asked again"
+        );
     }
 }
