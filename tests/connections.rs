@@ -307,9 +307,11 @@ async fn ten_thousand_idle_connections_stay_under_the_memory_bound_and_a_client_
         "{per_conn} bytes per idle connection"
     );
     // What the first flood's connections held is used again by the second's, whether or
-    // not the allocator gave it back to the OS in between.
+    // not the allocator gave it back to the OS in between. Allocator slack varies from run
+    // to run (seen: +16 MiB on +152 MiB, 10.5 %); a leak of what the connections held would
+    // add about their whole growth again.
     assert!(
-        f.peaks[1] <= f.peaks[0] + growth / 10,
+        f.peaks[1] <= f.peaks[0] + growth / 5,
         "second flood: peak {} MiB after {} MiB",
         f.peaks[1] / MIB,
         f.peaks[0] / MIB
