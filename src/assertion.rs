@@ -12,12 +12,12 @@
 
 use std::time::Duration;
 
-use dashmap::DashMap;
 use http::HeaderValue;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
+use crate::cache::{Cache, Tick};
 use crate::crypto::now_unix;
 use crate::crypto::{b64url, sha256};
 use crate::identity::Claims;
@@ -29,13 +29,18 @@ pub(crate) enum AssertionError {
     Key(String, String),
 }
 
+/// Identities × routes whose assertions are kept for reuse (a bound, not a target: past
+/// it, assertions are signed per request).
+const ASSERTION_CACHE_ENTRIES: usize = 100_000;
+
 pub(crate) struct Signer {
     key: EncodingKey,
     kid: String,
     issuer: String,
     ttl: Duration,
     jwks: String,
-    cache: DashMap<[u8; 32], (HeaderValue, u64)>,
+    /// Signed assertions by (route, provider, identity), until 10 s before they expire.
+    cache: Cache<[u8; 32], HeaderValue>,
 }
 
 fn pem_pkcs8(der: &[u8]) -> String {
@@ -95,13 +100,18 @@ impl Signer {
             issuer: issuer.to_string(),
             ttl,
             jwks,
-            cache: DashMap::new(),
+            cache: Cache::new(ASSERTION_CACHE_ENTRIES),
         })
     }
 
     /// The JWKS document to publish.
     pub(crate) fn jwks(&self) -> &str {
         &self.jwks
+    }
+
+    /// Drop assertions too close to expiry to be reused.
+    pub(crate) fn sweep(&self) {
+        self.cache.sweep(|_| true);
     }
 
     /// The assertion for `claims` on `route`, reused until 10 s before it expires.
@@ -130,9 +140,7 @@ impl Signer {
         let key = sha256(&id);
         let now = now_unix();
         if let Some(hit) = self.cache.get(&key) {
-            if hit.1 > now + 10 {
-                return Some(hit.0.clone());
-            }
+            return Some(hit);
         }
         let exp = now + self.ttl.as_secs().max(15);
         let body = serde_json::json!({
@@ -158,10 +166,8 @@ impl Signer {
             }
         };
         let value = HeaderValue::from_str(&token).ok()?;
-        if self.cache.len() > 100_000 {
-            self.cache.retain(|_, (_, exp)| *exp > now);
-        }
-        self.cache.insert(key, (value.clone(), exp));
+        self.cache
+            .insert(key, value.clone(), Tick::at_unix(exp.saturating_sub(10)));
         Some(value)
     }
 }

@@ -19,6 +19,8 @@
 //! - [`jwt`]: JWT verification against a cached JWKS.
 //! - [`fetch`]: bounded reads of a provider's answers (discovery, JWKS, token, userinfo).
 //! - `fault`: what kind of failure an error is (rejected, unavailable, bug), a leaf.
+//! - `cache`: the one bounded, expiring cache (sessions, bearer tokens, introspection answers,
+//!   assertions) and its monotonic clock.
 //! - `flight`: single-flight: one computation per key at a time, shared by its callers.
 //! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
 //! - [`limits`]: bounds of the request head (bytes, header lines), answered with 431.
@@ -57,6 +59,7 @@ pub mod admin;
 pub(crate) mod answer;
 pub(crate) mod assertion;
 pub(crate) mod backoff;
+pub(crate) mod cache;
 pub mod config;
 pub(crate) mod connections;
 pub(crate) mod crypto;

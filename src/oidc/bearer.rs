@@ -24,10 +24,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use http::HeaderValue;
 
 use super::provider::Provider;
+use crate::cache::{Cache, Tick};
 use crate::crypto::now_unix;
 use crate::crypto::sha256;
 use crate::identity::Claims;
@@ -91,7 +91,6 @@ pub(crate) struct BearerIdentity {
     pub(crate) provider: String,
     pub(crate) claims: Claims,
     pub(crate) headers: Vec<(crate::out_header::OutName, HeaderValue)>,
-    pub(crate) expires_at: u64,
 }
 
 /// Introspection calls in flight at one provider, at most: a flood of opaque values is
@@ -107,29 +106,17 @@ enum Answer {
     Inactive,
 }
 
-#[derive(Clone)]
-struct Remembered {
-    answer: Answer,
-    until: u64,
-}
-
-/// The outcome of one introspection call, shared by the requests that waited for it.
-type Flight = Arc<tokio::sync::OnceCell<Result<Answer, JwtError>>>;
-
 pub(crate) struct BearerVerifier {
     providers: Vec<Arc<Provider>>,
     headers: IdentityHeaders,
-    cache: DashMap<[u8; 32], Arc<BearerIdentity>>,
+    /// Verified tokens by (route audiences, accepted providers, token), until they expire.
+    cache: Cache<[u8; 32], Arc<BearerIdentity>>,
     /// Introspection answers by (provider, token): active ones for `introspection_cache_ttl`
-    /// (never past `exp`), inactive ones for `introspection_inactive_ttl`. Bounded like
-    /// `cache`; when full, nothing is added.
-    answers: DashMap<[u8; 32], Remembered>,
-    /// The introspection call under way for a (provider, token): concurrent requests with
-    /// the same value wait for its answer instead of asking again.
-    flights: DashMap<[u8; 32], Flight>,
+    /// (never past `exp`), inactive ones for `introspection_inactive_ttl`. Concurrent
+    /// requests with the same value share one call (its `load`).
+    answers: Cache<[u8; 32], Answer, Result<Answer, JwtError>>,
     /// Per provider (same order as `providers`): introspection calls in flight.
     permits: Vec<Arc<tokio::sync::Semaphore>>,
-    max_entries: usize,
 }
 
 /// Length-prefixed, so no choice of strings makes two different lists hash alike.
@@ -138,30 +125,6 @@ fn push_list(buf: &mut Vec<u8>, items: &[String]) {
     for s in items {
         buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
         buf.extend_from_slice(s.as_bytes());
-    }
-}
-
-/// One request's share of a flight; the last one out removes it from the map, so a later
-/// request never joins a finished flight (whose answer may be stale by then).
-struct FlightGuard<'a> {
-    flights: &'a DashMap<[u8; 32], Flight>,
-    key: [u8; 32],
-    flight: Option<Flight>,
-}
-
-impl FlightGuard<'_> {
-    fn flight(&self) -> &Flight {
-        self.flight.as_ref().expect("taken only on drop")
-    }
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        // Our share first, then "held by the map alone?" under the map's lock (where every
-        // share is taken): whichever request lets go last sees 1 and removes the entry.
-        drop(self.flight.take());
-        self.flights
-            .remove_if(&self.key, |_, f| Arc::strong_count(f) == 1);
     }
 }
 
@@ -178,11 +141,9 @@ impl BearerVerifier {
         Self {
             providers,
             headers,
-            cache: DashMap::new(),
-            answers: DashMap::new(),
-            flights: DashMap::new(),
+            cache: Cache::new(max_entries),
+            answers: Cache::new(max_entries),
             permits,
-            max_entries,
         }
     }
 
@@ -200,11 +161,8 @@ impl BearerVerifier {
         push_list(&mut keyed, accepted);
         keyed.extend_from_slice(token.as_bytes());
         let key = sha256(&keyed);
-        let now = now_unix();
         if let Some(hit) = self.cache.get(&key) {
-            if hit.expires_at > now {
-                return Ok(hit.clone());
-            }
+            return Ok(hit);
         }
         let Some(iss) = jwt::unverified_issuer(token) else {
             return self.introspect(key, token, audiences, accepted).await;
@@ -267,11 +225,9 @@ impl BearerVerifier {
             provider: provider.settings.id.clone(),
             headers: self.headers.values(&provider.settings.id, &claims),
             claims,
-            expires_at,
         });
-        if self.cache.len() < self.max_entries {
-            self.cache.insert(key, identity.clone());
-        }
+        self.cache
+            .insert(key, identity.clone(), Tick::at_unix(expires_at));
         Ok(identity)
     }
 
@@ -387,19 +343,13 @@ impl BearerVerifier {
         push_list(&mut keyed, std::slice::from_ref(&provider.settings.id));
         keyed.extend_from_slice(token.as_bytes());
         let key = sha256(&keyed);
-        if let Some(r) = self.remembered(&key) {
+        if let Some(r) = self.answers.get(&key) {
             return Ok(r);
         }
-        let guard = FlightGuard {
-            flights: &self.flights,
-            key,
-            flight: Some(self.flights.entry(key).or_default().clone()),
-        };
-        guard
-            .flight()
-            .get_or_init(|| async {
+        self.answers
+            .load(&key, || async {
                 // Answered while this request waited for the map?
-                if let Some(r) = self.remembered(&key) {
+                if let Some(r) = self.answers.get(&key) {
                     return Ok(r);
                 }
                 let answer = self.ask(at, token).await?;
@@ -407,33 +357,16 @@ impl BearerVerifier {
                     Answer::Active(_) => provider.settings.introspection_cache_ttl,
                     Answer::Inactive => provider.settings.introspection_inactive_ttl,
                 };
-                let now = now_unix();
-                let mut until = now + ttl.as_secs();
+                let mut until = Tick::now().after(ttl);
                 if let Answer::Active(a) = &answer {
                     if let Ok(Some(exp)) = numeric_date(a.get("exp")) {
-                        until = until.min(exp);
+                        until = until.min(Tick::at_unix(exp));
                     }
                 }
-                if until > now && self.answers.len() < self.max_entries {
-                    self.answers.insert(
-                        key,
-                        Remembered {
-                            answer: answer.clone(),
-                            until,
-                        },
-                    );
-                }
+                self.answers.insert(key, answer.clone(), until);
                 Ok(answer)
             })
             .await
-            .clone()
-    }
-
-    fn remembered(&self, key: &[u8; 32]) -> Option<Answer> {
-        self.answers
-            .get(key)
-            .filter(|r| r.until > now_unix())
-            .map(|r| r.answer.clone())
     }
 
     /// One introspection call, within the provider's bound on calls in flight.
@@ -458,9 +391,8 @@ impl BearerVerifier {
 
     /// Drop expired entries.
     pub(crate) fn sweep(&self) {
-        let now = now_unix();
-        self.cache.retain(|_, v| v.expires_at > now);
-        self.answers.retain(|_, v| v.until > now);
+        self.cache.sweep(|_| true);
+        self.answers.sweep(|_| true);
     }
 }
 
@@ -748,6 +680,14 @@ mod tests {
         assert_eq!(calls(&sb), 1);
     }
 
+    /// Move the caches' clock on without waiting (the provider here is real, on loopback:
+    /// time runs again at once, so its calls are not timed out by a paused clock).
+    async fn skip(d: Duration) {
+        tokio::time::pause();
+        tokio::time::advance(d).await;
+        tokio::time::resume();
+    }
+
     #[tokio::test]
     async fn answers_are_remembered_and_bounded() {
         let (a, sa) = fake_provider().await;
@@ -778,7 +718,7 @@ mod tests {
             assert_eq!(t.await.unwrap().unwrap_err(), JwtError::Inactive);
         }
         assert_eq!(calls(&sa), 2);
-        assert!(v.flights.is_empty(), "finished flights left behind");
+        assert_eq!(v.answers.loading(), 0, "finished flights left behind");
         // The answer is the provider's, reused across routes; the route's checks are not.
         assert!(v.verify("active", &api, &[]).await.is_ok());
         assert_eq!(
@@ -787,7 +727,7 @@ mod tests {
         );
         assert_eq!(calls(&sa), 3);
         // After the inactive TTL, one more call.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        skip(Duration::from_millis(1100)).await;
         assert_eq!(
             v.verify("bogus", &api, &[]).await.unwrap_err(),
             JwtError::Inactive
@@ -802,7 +742,7 @@ mod tests {
         }
         assert!(v.answers.len() <= 4, "{}", v.answers.len());
         assert_eq!(calls(&sa), 14);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        skip(Duration::from_millis(1100)).await;
         v.sweep();
         assert!(v.answers.len() <= 1, "inactive answers outlived their TTL");
     }

@@ -18,6 +18,7 @@ use dashmap::DashMap;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use super::provider::{Provider, ProviderError};
+use crate::cache::{Cache, Tick};
 use crate::config::provider::Userinfo;
 use crate::jwt::{self, IdTokenRules};
 use crate::metrics::Metrics;
@@ -27,6 +28,9 @@ use crate::session::{IdHash, SessionManager, SessionRecord, Tokens, Update, User
 const LOCK_TTL: Duration = Duration::from_secs(15);
 /// After a failed refresh, requests with a still-valid token do not retry for this long.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(2);
+/// Sessions whose failed refresh is remembered at once, at most (past it a failure is not
+/// remembered, and the next request tries again).
+const FAILURES_KEPT: usize = 100_000;
 /// How often a request waiting on another replica's refresh re-reads the record.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -80,8 +84,11 @@ pub(crate) struct Refresher {
     providers: Vec<Arc<Provider>>,
     lead: Duration,
     wait: Duration,
+    /// Refreshes under way here. Not a [`Cache`]: a refresh is spawned and runs to its end
+    /// even when every request waiting for it has gone.
     inflight: DashMap<IdHash, Flight>,
-    failed_until: DashMap<IdHash, Instant>,
+    /// Sessions whose refresh just failed: not tried again before `FAILURE_BACKOFF`.
+    failed: Cache<IdHash, ()>,
     metrics: Arc<Metrics>,
 }
 
@@ -99,7 +106,7 @@ impl Refresher {
             lead,
             wait,
             inflight: DashMap::new(),
-            failed_until: DashMap::new(),
+            failed: Cache::new(FAILURES_KEPT),
             metrics,
         }
     }
@@ -115,10 +122,7 @@ impl Refresher {
         if need == Need::No {
             return Ok(Some(s));
         }
-        let backing_off = self
-            .failed_until
-            .get(&s.hash)
-            .is_some_and(|t| *t > Instant::now());
+        let backing_off = self.failed.get(&s.hash).is_some();
         match need {
             Need::Soon => {
                 if !backing_off {
@@ -192,8 +196,8 @@ impl Refresher {
     }
 
     fn fallback(&self, s: Arc<UserSession>) -> Outcome {
-        self.failed_until
-            .insert(s.hash, Instant::now() + FAILURE_BACKOFF);
+        self.failed
+            .insert(s.hash, (), Tick::now().after(FAILURE_BACKOFF));
         self.metrics.refreshes.with_label_values(&["failed"]).inc();
         if still_valid(&s, self.sessions.store.now_unix()) {
             Outcome::Fresh(s)
@@ -348,7 +352,7 @@ impl Refresher {
                         .refreshes
                         .with_label_values(&["refreshed"])
                         .inc();
-                    self.failed_until.remove(&current.hash);
+                    self.failed.remove(&current.hash);
                     tracing::debug!(sub = %claims.sub, user = %claims.subject, "session tokens refreshed");
                 }
                 match self.sessions.reload(&current.hash).await {
@@ -362,8 +366,7 @@ impl Refresher {
 
     /// Forget failure marks that have run out.
     pub(crate) fn sweep(&self) {
-        let now = Instant::now();
-        self.failed_until.retain(|_, t| *t > now);
+        self.failed.sweep(|_| true);
     }
 }
 

@@ -109,6 +109,7 @@ impl Auth {
         self.sessions.cache.sweep();
         self.refresher.sweep();
         self.bearer.sweep();
+        self.assertion.sweep();
         if let crate::session::Store::Memory(m) = &self.sessions.store {
             m.sweep();
         }

@@ -254,7 +254,6 @@ mod tests {
                 ..Claims::default()
             },
             headers: vec![],
-            expires_at: 0,
         }))
     }
 

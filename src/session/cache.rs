@@ -12,21 +12,25 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use dashmap::DashMap;
+use std::time::Duration;
 
 use super::crypto::IdHash;
 use super::model::UserSession;
+use super::store::StoreError;
+use crate::cache::{Cache, Tick};
 
 /// How long an entry stays as a revalidation candidate after the store last confirmed it
 /// (at least; `max_age` when longer).
 const CANDIDATE_KEEP: Duration = Duration::from_secs(60);
 
+/// What a load of a missed session answers: the session, absent, or why the store could not say.
+pub(crate) type Loaded = Result<Option<Arc<UserSession>>, StoreError>;
+
 pub struct SessionCache {
-    map: DashMap<IdHash, Arc<UserSession>>,
+    /// Entries live until their session's absolute deadline; freshness (`max_age`) is
+    /// judged here, on top.
+    map: Cache<IdHash, Arc<UserSession>, Loaded>,
     max_age: Duration,
-    max_entries: usize,
     coherent: AtomicBool,
     generation: AtomicU64,
 }
@@ -35,9 +39,8 @@ impl SessionCache {
     /// `max_age` zero: never answer without the store (entries are then only candidates).
     pub fn new(max_age: Duration, max_entries: usize, coherent: bool) -> Self {
         Self {
-            map: DashMap::new(),
+            map: Cache::new(max_entries),
             max_age,
-            max_entries,
             coherent: AtomicBool::new(coherent),
             generation: AtomicU64::new(0),
         }
@@ -47,20 +50,32 @@ impl SessionCache {
         !self.max_age.is_zero() && self.coherent.load(Ordering::Acquire)
     }
 
+    /// A session the cache may answer with alone: live, and confirmed by the store within
+    /// `max_age` (one clock reading for both).
+    #[inline]
     pub(crate) fn get(&self, hash: &IdHash) -> Option<Arc<UserSession>> {
         if !self.usable() {
             return None;
         }
-        let s = self.map.get(hash)?.clone();
+        let now = Tick::now();
+        let s = self.map.get_at(hash, now)?;
         // Too old to serve alone; kept as a candidate.
-        (s.validated.elapsed() <= self.max_age).then_some(s)
+        (s.validated.age(now) <= self.max_age).then_some(s)
     }
 
     /// An entry of any age for the store to confirm (see the module doc): never to be used
     /// without that confirmation.
     pub(crate) fn candidate(&self, hash: &IdHash) -> Option<Arc<UserSession>> {
-        let s = self.map.get(hash)?.clone();
-        (s.deadline > Instant::now()).then_some(s)
+        self.map.get(hash)
+    }
+
+    /// A missed session, loaded by `load` once for every caller asking meanwhile.
+    pub(crate) async fn load<F, Fut>(&self, hash: &IdHash, load: F) -> Loaded
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Loaded>,
+    {
+        self.map.load(hash, load).await
     }
 
     /// Capture before reading the store; pass to [`SessionCache::insert`].
@@ -70,14 +85,13 @@ impl SessionCache {
 
     pub fn insert(&self, session: Arc<UserSession>, generation_at_load: u64) {
         // Inserted even when not usable (cache off, or not coherent): then only a candidate.
-        if self.map.len() >= self.max_entries {
-            return;
-        }
         // Insert, then re-check: an invalidation between the check and the insert bumps the
         // generation, and the entry it might have missed is removed here.
         let hash = session.hash;
-        self.map.insert(hash, session);
-        if self.generation.load(Ordering::Acquire) != generation_at_load {
+        let until = Tick::at(session.deadline);
+        if self.map.insert(hash, session, until)
+            && self.generation.load(Ordering::Acquire) != generation_at_load
+        {
             self.map.remove(&hash);
         }
     }
@@ -111,9 +125,8 @@ impl SessionCache {
     /// Drop entries no longer worth keeping as candidates, and expired sessions.
     pub(crate) fn sweep(&self) {
         let keep = self.max_age.max(CANDIDATE_KEEP);
-        let now = Instant::now();
-        self.map
-            .retain(|_, s| s.validated.elapsed() <= keep && s.deadline > now);
+        let now = Tick::now();
+        self.map.sweep(|s| s.validated.age(now) <= keep);
     }
 }
 
@@ -191,11 +204,11 @@ mod tests {
         assert!(c.get(&IdHash([3; 32])).is_none());
     }
 
-    #[test]
-    fn max_age_and_disabled() {
+    #[tokio::test(start_paused = true)]
+    async fn max_age_and_disabled() {
         let c = SessionCache::new(Duration::from_millis(1), 100, true);
         c.insert(session(4), c.generation());
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::advance(Duration::from_millis(5)).await;
         assert!(c.get(&IdHash([4; 32])).is_none());
         let old = c.candidate(&IdHash([4; 32])).expect("still a candidate");
         old.validated.renew();
@@ -209,5 +222,17 @@ mod tests {
         assert!(off.candidate(&IdHash([5; 32])).is_some());
         off.sweep();
         assert_eq!(off.len(), 1, "kept for CANDIDATE_KEEP");
+        tokio::time::advance(CANDIDATE_KEEP + Duration::from_secs(1)).await;
+        off.sweep();
+        assert!(off.is_empty(), "dropped once no longer worth revalidating");
+    }
+
+    #[test]
+    fn bounded() {
+        let c = SessionCache::new(Duration::from_secs(30), 2, true);
+        for b in 0..5 {
+            c.insert(session(b), c.generation());
+        }
+        assert_eq!(c.len(), 2);
     }
 }

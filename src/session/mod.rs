@@ -96,8 +96,6 @@ pub struct SessionManager {
     /// Pre-resolved label children: no label hashing on the hot path.
     cache_hits: prometheus::IntCounter,
     cache_misses: prometheus::IntCounter,
-    /// Cache misses in progress: a burst of requests for one cold session reads it once.
-    loads: crate::flight::SingleFlight<IdHash, Result<Option<Arc<UserSession>>, StoreError>>,
 }
 
 /// Store keys. The `{…}` hash tag puts a session's record and its refresh lock in one Redis
@@ -156,7 +154,6 @@ impl SessionManager {
             headers,
             cache_hits: metrics.session_cache.with_label_values(&["hit"]),
             cache_misses: metrics.session_cache.with_label_values(&["miss"]),
-            loads: Default::default(),
             metrics,
         }
     }
@@ -312,13 +309,12 @@ impl SessionManager {
     pub async fn load(&self, id: &SessionId) -> Result<Option<Arc<UserSession>>, StoreError> {
         let hash = id.hash();
         if let Some(s) = self.cache.get(&hash) {
-            if s.deadline > Instant::now() {
-                self.cache_hits.inc();
-                return Ok(Some(s));
-            }
+            self.cache_hits.inc();
+            return Ok(Some(s));
         }
         self.cache_misses.inc();
-        self.loads.run(&hash, || self.load_missed(hash)).await
+        // A burst of requests for one cold session reads it once.
+        self.cache.load(&hash, || self.load_missed(hash)).await
     }
 
     /// A cache miss: read the store (the store only confirms a copy held here that is still

@@ -1,13 +1,13 @@
 //! What a session is: the stored record, and the loaded form the request path uses.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 use super::crypto::IdHash;
+use crate::cache::Tick;
 use crate::identity::Claims;
 
 /// Tokens from the provider; stored sealed (encrypted), never sent to the browser.
@@ -63,27 +63,22 @@ pub struct UserSession {
 }
 
 /// When the store last confirmed a loaded session: set at load, renewed each time the store
-/// says the record is unchanged, so a revalidated copy is as fresh as a newly read one.
+/// says the record is unchanged, so a revalidated copy is as fresh as a newly read one. On
+/// the caches' clock ([`Tick`]), so a cache hit reads the clock once.
 #[derive(Debug)]
 pub struct Validated(AtomicU64);
 
-/// The zero of [`Validated`]'s clock (monotonic, per process).
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
 impl Validated {
     pub fn now() -> Self {
-        Self(AtomicU64::new(Self::tick()))
+        Self(AtomicU64::new(Tick::now().micros()))
     }
 
-    fn tick() -> u64 {
-        EPOCH.elapsed().as_micros() as u64
-    }
-
-    pub(crate) fn elapsed(&self) -> Duration {
-        Duration::from_micros(Self::tick().saturating_sub(self.0.load(Ordering::Relaxed)))
+    /// How long ago, seen at `now`.
+    pub(crate) fn age(&self, now: Tick) -> Duration {
+        now.since(Tick::from_micros(self.0.load(Ordering::Relaxed)))
     }
 
     pub(crate) fn renew(&self) {
-        self.0.store(Self::tick(), Ordering::Relaxed);
+        self.0.store(Tick::now().micros(), Ordering::Relaxed);
     }
 }
