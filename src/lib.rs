@@ -37,6 +37,8 @@
 //! - [`assertion`]: the signed identity assertion (ES256 JWT) for upstreams.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`reload`]: what a reload changes (all or nothing), what needs a restart, and what lives
+//!   across configs (session store and cache, running providers); `--watch`.
 //! - [`server`]: assembles the Pingora server from a config; signals, reload, shutdown,
 //!   upgrade.
 //! - [`connections`]: drives every downstream connection (limits, timeouts, HTTP/1 and
@@ -82,6 +84,7 @@ pub mod path;
 pub mod policy;
 pub(crate) mod proxy;
 pub(crate) mod ratelimit_log;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod session;

@@ -202,7 +202,7 @@ fn run(
     logging::init(config.log.format, &config.log.level);
     let ready_file =
         ready_file.or_else(|| std::env::var_os("AUTHGATE_READY_FILE").map(PathBuf::from));
-    match server::run(config, path, upgrade, ready_file) {
+    match server::run(config, path, upgrade, ready_file, None) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

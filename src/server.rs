@@ -30,18 +30,16 @@ use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::{AdminService, Health};
-use crate::config::model::{SameSitePolicy, SessionStore};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::oidc::{Auth, AuthParts, Provider, RedirectPolicy};
 use crate::proxy::{Gateway, Runtime};
-use crate::session::{self, CookieSettings, Keys, SessionCache, SessionManager, Store};
+use crate::reload::{Assembly, ReloadService, Reloader};
 use crate::tasks::Tasks;
 
 /// SIGTERM and SIGINT both drain: an operator's Ctrl-C should not cut requests either.
@@ -274,82 +272,14 @@ mod ready_tests {
     }
 }
 
-/// Reloads routes and upstreams on SIGHUP. Listener, admin and server settings need a
-/// restart (or a SIGQUIT upgrade); a reload that changes them says so in the log.
-struct Reloader {
-    path: PathBuf,
-    runtime: Arc<ArcSwap<Runtime>>,
-    metrics: Arc<Metrics>,
-    loaded: Config,
-    /// `loaded` with the ports bound for port 0: a file that names them is no change either.
-    bound: Config,
-}
-
 /// The page templates of `config` (defaults plus `gateway.templates_dir`), built once per
 /// (re)load. The loader has checked every override; should one still fail, the defaults.
-fn install_pages(config: &Config) {
+pub(crate) fn install_pages(config: &Config) {
     match crate::pages::Pages::with_overrides(&config.templates) {
         Ok(p) => crate::pages::install(p),
         Err(e) => {
             tracing::error!(error = %e, "page templates rejected; using the default pages");
             crate::pages::install(crate::pages::Pages::defaults());
-        }
-    }
-}
-
-impl Reloader {
-    fn reload(&self) {
-        match config::load(&self.path) {
-            Ok(new) => {
-                let listeners = |c: &Config| {
-                    c.listeners
-                        .iter()
-                        .map(|l| {
-                            (
-                                l.address,
-                                l.h2c,
-                                l.tls.as_ref().map(|t| t.cert_file.clone()),
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                };
-                let same = |old: &Config| {
-                    listeners(&new) == listeners(old) && new.admin_address == old.admin_address
-                };
-                if !same(&self.loaded) && !same(&self.bound) {
-                    tracing::warn!("listener or admin address changes take effect after a restart");
-                }
-                install_pages(&new);
-                self.runtime
-                    .store(Arc::new(Runtime::new(&new, &self.metrics)));
-                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
-                tracing::info!(path = %self.path.display(), routes = new.routes.len(), "config reloaded");
-            }
-            Err(errors) => {
-                self.metrics
-                    .config_reloads
-                    .with_label_values(&["error"])
-                    .inc();
-                for e in &errors.0 {
-                    tracing::error!(error = %e, "config reload rejected; keeping the running config");
-                }
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for Reloader {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::error!("cannot watch SIGHUP; reload disabled");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = hup.recv() => self.reload(),
-                _ = shutdown.changed() => return,
-            }
         }
     }
 }
@@ -527,124 +457,6 @@ fn bind_admin(
     listener.into_std().with_context(context)
 }
 
-/// Sessions, providers and the login flow, with their background tasks spawned on `rt`
-/// through `tasks` (discovery/JWKS refresh, cache invalidation listener, sweepers, Sentinel
-/// watchers): they run until `tasks` is shut down. `None` without providers.
-pub fn build_auth(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-    rt: &tokio::runtime::Handle,
-    tasks: &Tasks,
-) -> anyhow::Result<Option<Arc<Auth>>> {
-    if config.providers.is_empty() {
-        return Ok(None);
-    }
-    let _enter = rt.enter();
-    let s = &config.session;
-    let store = match s.store {
-        SessionStore::Memory => Store::memory(),
-        SessionStore::Redis => {
-            let topology = s.redis.as_ref().context("session.redis_url missing")?;
-            let options = session::redis_conn::RedisOptions {
-                topology,
-                username: s.redis_username.as_deref(),
-                password: s.redis_password.as_ref().map(|p| p.expose()),
-                ca: s.redis_ca.as_deref(),
-                timeout: s.redis_timeout,
-                min_replicas_ack: s.redis_min_replicas_ack,
-                tasks,
-            };
-            Store::Redis(Box::new(
-                session::store::RedisStore::new(&options, &s.redis_prefix)
-                    .map_err(|e| anyhow::anyhow!("session Redis settings: {e}"))?,
-            ))
-        }
-    };
-    store.observe_pending(metrics.pending());
-    let secret: Vec<u8> = match &s.secret {
-        Some(secret) => secret.expose().as_bytes().to_vec(),
-        // Memory store: one process, so a per-process key is enough (sessions end on restart
-        // anyway).
-        None => crate::crypto::random::<32>().to_vec(),
-    };
-    let cache = SessionCache::new(s.cache_max_age, s.cache_max_entries, !store.is_redis());
-    let cookie = CookieSettings {
-        host_name: format!("__Host-{}", s.cookie_name),
-        name: s.cookie_name.clone(),
-        secure: s.cookie_secure,
-        same_site: match s.cookie_same_site {
-            SameSitePolicy::Lax => cookie::SameSite::Lax,
-            SameSitePolicy::Strict => cookie::SameSite::Strict,
-        },
-        domain: s.cookie_domain.clone(),
-        idle_timeout: s.idle_timeout,
-        absolute_timeout: s.absolute_timeout,
-        touch_interval: s.touch_interval,
-    };
-    let sessions = Arc::new(SessionManager::new(
-        store.clone(),
-        Keys::derive(&secret),
-        cache,
-        cookie,
-        config.identity_headers.clone(),
-        metrics.clone(),
-    ));
-    let providers: Vec<Arc<Provider>> = config
-        .providers
-        .iter()
-        .map(|p| Ok(Arc::new(Provider::new(p.clone(), provider_http(p)?))))
-        .collect::<anyhow::Result<_>>()?;
-    for p in &providers {
-        tasks.spawn("provider refresh", p.clone().run_refresh());
-    }
-    tasks.spawn(
-        "invalidation listener",
-        sessions.clone().run_invalidation_listener(),
-    );
-    let bearer = crate::oidc::BearerVerifier::new(
-        providers.clone(),
-        config.identity_headers.clone(),
-        config.bearer_cache_entries,
-    );
-    let assertion = crate::assertion::Signer::new(
-        config.assertion.key_file.as_deref(),
-        &config.assertion.issuer,
-        config.assertion.ttl,
-    )?;
-    let refresher = Arc::new(crate::oidc::Refresher::new(
-        sessions.clone(),
-        providers.clone(),
-        s.refresh_lead,
-        s.refresh_wait,
-        metrics.clone(),
-    ));
-    let auth = Arc::new(Auth::new(AuthParts {
-        refresher,
-        assertion,
-        assertion_header: config.assertion.header.clone().into(),
-        bearer,
-        providers,
-        sessions,
-        redirects: RedirectPolicy::new(config.allowed_redirect_hosts.iter().map(String::as_str)),
-        prefix: config.gateway_prefix.clone(),
-        login_ttl: s.login_timeout,
-        max_pending_logins: s.max_pending_logins,
-        max_return_url_bytes: s.max_return_url_bytes,
-        metrics: metrics.clone(),
-    }));
-    {
-        let auth = auth.clone();
-        tasks.spawn("sweeper", async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
-            loop {
-                tick.tick().await;
-                auth.sweep().await;
-            }
-        });
-    }
-    Ok(Some(auth))
-}
-
 /// Build and run the server until it is shut down by a signal. `upgrade`: take the
 /// listening sockets over from a running process (which hands them over on SIGQUIT).
 /// `ready_file`: where to write the bound addresses once every listener is up
@@ -654,6 +466,7 @@ pub fn run(
     config_path: Option<PathBuf>,
     upgrade: bool,
     ready_file: Option<PathBuf>,
+    watch: Option<Duration>,
 ) -> anyhow::Result<()> {
     crate::jwt::crypto::install();
     // In an upgrade the old process holds the addresses until it hands them over.
@@ -679,11 +492,16 @@ pub fn run(
         .context("admin listener address")?;
     // Stopped once the server has: no task outlives the gateway (a Redis connection left
     // open, a provider still polled).
-    let tasks = Tasks::new();
-    let auth = build_auth(&config, &metrics, control.handle(), &tasks)?;
-    let health = Arc::new(Health::new(auth.clone()));
+    let tasks = Arc::new(Tasks::new());
+    let assembly = Arc::new(Assembly::new(
+        metrics.clone(),
+        control.handle().clone(),
+        tasks.clone(),
+    ));
+    let auth = assembly.commit(assembly.build(&config)?);
+    let health = Arc::new(Health::new(assembly.shared()));
     install_pages(&config);
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics)));
+    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics, auth)));
 
     // Pingora counts whole seconds; round up so "500ms" still drains.
     let secs = |d: std::time::Duration| Some(d.as_secs_f64().ceil() as u64);
@@ -713,8 +531,7 @@ pub fn run(
         keepalive_timeout: config.server.keepalive_timeout,
         request_header_timeout: config.server.request_header_timeout,
     });
-    let gateway =
-        Gateway::new(runtime.clone(), metrics.clone(), auth.clone()).with_drain(drain.clone());
+    let gateway = Gateway::new(runtime.clone(), metrics.clone()).with_drain(drain.clone());
     for h2c in [false, true] {
         let listeners: Vec<_> = config.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if listeners.is_empty() {
@@ -757,19 +574,21 @@ pub fn run(
             admin_listener,
             metrics.clone(),
             health.clone(),
-            crate::admin::sessions::SessionsApi::new(config.admin_token.clone(), auth.clone()),
+            crate::admin::sessions::SessionsApi::new(config.admin_token.clone(), assembly.shared()),
         ),
     ));
     if let Some(path) = config_path {
         server.add_service(background_service(
             "reload",
-            Reloader {
+            ReloadService(Arc::new(Reloader {
                 path,
                 runtime,
+                assembly: assembly.clone(),
                 metrics,
                 loaded,
                 bound: config.clone(),
-            },
+                watch,
+            })),
         ));
     }
 
@@ -810,7 +629,9 @@ pub fn run(
 /// `HTTPS_PROXY` for https issuers, `HTTP_PROXY` for http ones, `ALL_PROXY` for both, and
 /// `NO_PROXY` (hosts, `.domain` suffixes, IPs, CIDRs, `*`) to go direct. Loopback is not
 /// exempt unless `NO_PROXY` names it; under CGI (`REQUEST_METHOD` set) no proxy is used.
-fn provider_http(p: &config::provider::ProviderSettings) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn provider_http(
+    p: &config::provider::ProviderSettings,
+) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(10))

@@ -46,6 +46,15 @@ impl Tasks {
         running.push((name, handle));
     }
 
+    /// A set of its own (for what a reload may stop, such as a removed provider's refresh),
+    /// whose tasks also stop when these are shut down.
+    pub(crate) fn child(&self) -> Tasks {
+        Tasks {
+            stop: self.stop.child_token(),
+            running: Mutex::default(),
+        }
+    }
+
     /// Tasks not ended yet, by name.
     pub fn running(&self) -> Vec<&'static str> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());

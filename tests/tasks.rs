@@ -1,5 +1,5 @@
 //! Background tasks end on shutdown (issue 14, point 6), in process: the gateway's auth
-//! layer is built against a real Redis exactly as `server::run` builds it, and its tasks are
+//! layer is built against a real Redis exactly as `server::run` builds it (`reload::Assembly`), and its tasks are
 //! shut down. Proof that they ended is Redis' own `CLIENT LIST`: the invalidation listener's
 //! pub/sub connection goes away with the tasks, and every other connection with the owner.
 
@@ -43,15 +43,15 @@ async fn tasks_stop_and_close_their_redis_connections() {
     );
     let config = authgate::config::parse(Path::new("tasks.toml"), &text).expect("config");
     let metrics = Arc::new(authgate::metrics::Metrics::new());
-    let tasks = authgate::tasks::Tasks::new();
-    let auth = authgate::server::build_auth(
-        &config,
-        &metrics,
-        &tokio::runtime::Handle::current(),
-        &tasks,
-    )
-    .expect("auth")
-    .expect("a provider is configured");
+    let tasks = Arc::new(authgate::tasks::Tasks::new());
+    let assembly = authgate::reload::Assembly::new(
+        metrics.clone(),
+        tokio::runtime::Handle::current(),
+        tasks.clone(),
+    );
+    let auth = assembly
+        .commit(assembly.build(&config).expect("auth"))
+        .expect("a provider is configured");
 
     // The invalidation listener subscribes; the sweeper syncs the clock on the command
     // connection.
@@ -78,7 +78,9 @@ async fn tasks_stop_and_close_their_redis_connections() {
         clients(&redis).await
     );
 
-    // Nothing holds the auth layer any more but us: dropping it closes the rest.
+    // Nothing holds the auth layer any more but us (and the assembly, which `server::run`
+    // drops on its way out): dropping it closes the rest.
+    drop(assembly);
     assert_eq!(
         Arc::strong_count(&auth),
         1,

@@ -42,7 +42,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
-use crate::oidc::Auth;
 
 pub(crate) mod sessions;
 
@@ -118,11 +117,11 @@ pub(crate) struct Health {
     pub(crate) draining: AtomicBool,
     /// Set once the proxy service is running with a loaded config.
     pub(crate) started: AtomicBool,
-    pub(crate) auth: Option<Arc<Auth>>,
+    pub(crate) auth: crate::oidc::SharedAuth,
 }
 
 impl Health {
-    pub(crate) fn new(auth: Option<Arc<Auth>>) -> Self {
+    pub(crate) fn new(auth: crate::oidc::SharedAuth) -> Self {
         Self {
             auth,
             ..Self::default()
@@ -135,7 +134,7 @@ impl Health {
         let draining = self.draining.load(Ordering::Acquire);
         let mut ready = config && !draining;
         let mut checks = serde_json::json!({ "config": config, "draining": draining });
-        if let Some(auth) = &self.auth {
+        if let Some(auth) = self.auth.load_full() {
             let store = auth.sessions().store.ping().await.is_ok();
             ready &= store;
             checks["session_store"] = store.into();

@@ -8,18 +8,15 @@
 //! no token configured the API is off (404). Revocation deletes the record and publishes a
 //! cache invalidation, so every replica refuses the session within one pub/sub hop.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
 use http_body_util::Full;
 
 use crate::config::secret::Secret;
-use crate::oidc::Auth;
 
 pub(crate) struct SessionsApi {
     token: Option<Secret>,
-    auth: Option<Arc<Auth>>,
+    auth: crate::oidc::SharedAuth,
 }
 
 /// What the handler needs of a request, so it can be driven without a socket.
@@ -49,7 +46,7 @@ fn error(status: StatusCode, msg: &str) -> http::Response<Full<Bytes>> {
 }
 
 impl SessionsApi {
-    pub(crate) fn new(token: Option<Secret>, auth: Option<Arc<Auth>>) -> Self {
+    pub(crate) fn new(token: Option<Secret>, auth: crate::oidc::SharedAuth) -> Self {
         Self { token, auth }
     }
 
@@ -91,7 +88,7 @@ impl SessionsApi {
             }
             Ok(()) => {}
         }
-        let Some(auth) = &self.auth else {
+        let Some(auth) = self.auth.load_full() else {
             return error(
                 StatusCode::NOT_FOUND,
                 "no providers configured: no sessions",

@@ -94,14 +94,14 @@ pub struct LogSettings {
     pub(crate) access_log: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerSettings {
     pub address: SocketAddr,
     pub(crate) h2c: bool,
     pub(crate) tls: Option<TlsFiles>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TlsFiles {
     pub(crate) cert_file: String,
     pub(crate) key_file: String,
@@ -120,7 +120,7 @@ pub(crate) enum SameSitePolicy {
 }
 
 /// How to reach Redis. URLs are secrets: they may carry passwords.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RedisTopology {
     Standalone(Secret),
     /// Sentinel addresses and the monitored primary's name: failover is followed.
@@ -176,7 +176,7 @@ pub(crate) struct SessionSettings {
 }
 
 /// The signed identity assertion (`crate::assertion`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AssertionSettings {
     pub(crate) header: HeaderName,
     /// PKCS#8 PEM P-256 key; generated (and written here) when missing.

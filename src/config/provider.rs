@@ -66,7 +66,7 @@ pub(crate) struct ClaimNames {
 }
 
 /// Which CAs the provider's TLS certificate may chain to.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ProviderTls {
     /// DER certificates of `ca_file`: trusted instead of the bundled web roots.
     pub(crate) ca_der: Option<Vec<Vec<u8>>>,
@@ -74,7 +74,7 @@ pub(crate) struct ProviderTls {
     pub(crate) system_trust_store: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderSettings {
     pub(crate) id: String,
     pub(crate) display_name: String,

@@ -108,7 +108,7 @@ fn store_failure(e: &StoreError) -> CallbackFailure {
 /// caller (see `oidc::services`). Its parts are private to `oidc`: the proxy, forward-auth and
 /// the admin listener go through methods.
 pub struct Auth {
-    pub(super) assertion: crate::assertion::Signer,
+    pub(super) assertion: Arc<crate::assertion::Signer>,
     pub(super) assertion_header: crate::out_header::OutName,
     pub(super) providers: Vec<Arc<Provider>>,
     pub(super) bearer: super::BearerVerifier,
@@ -126,7 +126,7 @@ pub struct Auth {
 
 /// What [`Auth`] is assembled from (by `server`, once per start).
 pub(crate) struct AuthParts {
-    pub(crate) assertion: crate::assertion::Signer,
+    pub(crate) assertion: Arc<crate::assertion::Signer>,
     pub(crate) assertion_header: crate::out_header::OutName,
     pub(crate) providers: Vec<Arc<Provider>>,
     pub(crate) bearer: super::BearerVerifier,

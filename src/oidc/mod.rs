@@ -23,6 +23,10 @@ pub(crate) use provider::Provider;
 pub(crate) use redirect::RedirectPolicy;
 pub(crate) use refresh::Refresher;
 
+/// The running config's [`Auth`] (`None`: no provider configured), replaced whole by a
+/// reload: for the admin listener and the sweeper, which outlive any one config.
+pub(crate) type SharedAuth = std::sync::Arc<arc_swap::ArcSwapOption<Auth>>;
+
 use serde_json::{Map, Value};
 
 use crate::config::model::ClaimNames;

@@ -179,7 +179,7 @@ mod tests {
             "[upstreams.app]\nservers = [\"http://127.0.0.1:1\"]\n[[routes]]\nupstream = \"app\"\n",
         )
         .unwrap();
-        Runtime::new(&cfg, &crate::metrics::Metrics::new())
+        Runtime::new(&cfg, &crate::metrics::Metrics::new(), None)
     }
 
     fn route(rt: &Runtime, f: impl FnOnce(&mut Route)) -> Route {

@@ -309,7 +309,7 @@ impl Gateway {
                 .map_or(HeaderValue::from_static(""), |(_, v)| v.clone())
         };
         let route = ctx.route.as_ref();
-        let access_token = match (caller, &self.auth) {
+        let access_token = match (caller, &ctx.runtime.auth) {
             (Some(Caller::Session(s)), Some(auth))
                 if route.is_some_and(|r| r.pass_access_token) =>
             {
@@ -318,7 +318,7 @@ impl Gateway {
             _ => None,
         }
         .unwrap_or(HeaderValue::from_static(""));
-        let assertion = match (caller, &self.auth, route) {
+        let assertion = match (caller, &ctx.runtime.auth, route) {
             (Some(c), Some(auth), Some(r)) if r.identity_assertion => {
                 auth.assertion_for(&r.id, c.provider(), c.claims())
             }
@@ -348,7 +348,7 @@ impl Gateway {
                 grant.push((Granted::Fixed(name), v.clone()));
             }
         }
-        if let Some(auth) = &self.auth {
+        if let Some(auth) = &ctx.runtime.auth {
             grant.push((Granted::Out(auth.assertion_header()), assertion));
             let cookies = auth.foreign_cookies(headers);
             let v = HeaderValue::from_str(&cookies).unwrap_or(HeaderValue::from_static(""));

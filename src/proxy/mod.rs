@@ -43,7 +43,7 @@ use crate::answer::{self, Refusal};
 use crate::config::front::FrontProxy;
 use crate::host::{Authority, HostError};
 use crate::metrics::{Metrics, NO_ROUTE};
-use crate::oidc::{Auth, Reply, RequestInfo};
+use crate::oidc::{Reply, RequestInfo};
 use crate::path;
 use crate::ratelimit_log::{Throttle, WINDOW};
 use decision::{Caller, Inbound};
@@ -58,22 +58,15 @@ static JWKS_DOWN: Throttle = Throttle::new(WINDOW);
 pub(crate) struct Gateway {
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
-    /// Login flow and sessions; `None` when no provider is configured.
-    auth: Option<Arc<Auth>>,
     /// Set when shutdown begins: every response closes its connection from then on.
     drain: Arc<crate::connections::Drain>,
 }
 
 impl Gateway {
-    pub(crate) fn new(
-        runtime: Arc<ArcSwap<Runtime>>,
-        metrics: Arc<Metrics>,
-        auth: Option<Arc<Auth>>,
-    ) -> Self {
+    pub(crate) fn new(runtime: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Self {
         Self {
             runtime,
             metrics,
-            auth,
             drain: Arc::default(),
         }
     }
@@ -140,7 +133,7 @@ impl Gateway {
         let Some(caller) = self.authenticate(req, ctx, &route).await? else {
             // With no provider of the route ready, a redirect to sign in could only loop: 503.
             // (No providers at all: the sign-in endpoint answers 503 itself.)
-            let sign_in = self
+            let sign_in = rt
                 .auth
                 .as_ref()
                 .is_none_or(|auth| decision::sign_in_possible(&route, auth.sign_in_states()));
@@ -159,7 +152,7 @@ impl Gateway {
         ctx: &RequestCtx,
         route: &Route,
     ) -> std::result::Result<Option<Caller>, Refusal> {
-        let Some(auth) = &self.auth else {
+        let Some(auth) = &ctx.runtime.auth else {
             return Ok(None);
         };
         if route.bearer {
@@ -255,7 +248,7 @@ impl Gateway {
     ) -> Result<bool> {
         let path = ctx.path.as_ref().map_or("", |p| p.as_str());
         let endpoint = path[rt.gateway_prefix.len().min(path.len())..].to_string();
-        let Some(auth) = &self.auth else {
+        let Some(auth) = &rt.auth else {
             // Sign-in is reported unavailable rather than pretending to work.
             let r = match endpoint.as_str() {
                 "login" => Refusal::LoginUnavailable,
@@ -538,7 +531,7 @@ impl ProxyHttp for Gateway {
             &ctx.host,
             &ctx.request_id,
         )?;
-        if let Some(auth) = &self.auth {
+        if let Some(auth) = &ctx.runtime.auth {
             // The upstream never sees the gateway's cookies, on any route.
             auth.strip_cookie(upstream)?;
             if route.identity_assertion {
@@ -587,7 +580,7 @@ impl ProxyHttp for Gateway {
         if self.drain.active() {
             session.set_keepalive(None);
         }
-        if let Some(auth) = &self.auth {
+        if let Some(auth) = &ctx.runtime.auth {
             if resp.headers.contains_key(header::SET_COOKIE) {
                 let dropped = auth.drop_set_cookie(resp)?;
                 if dropped > 0 {

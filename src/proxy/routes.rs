@@ -13,6 +13,7 @@ use crate::forwarded::Forwarding;
 use crate::identity::{IdentityHeaders, IdentityNamespace};
 use crate::limits::HeadLimits;
 use crate::metrics::Metrics;
+use crate::oidc::Auth;
 use crate::path::PathOptions;
 use crate::routing::RouteTable;
 use crate::upstream::Upstream;
@@ -53,10 +54,13 @@ pub(crate) struct Runtime {
     /// The identity header names (forward-auth answers carry each, empty when unknown).
     pub(crate) identity_headers: IdentityHeaders,
     pub(crate) head_limits: HeadLimits,
+    /// Sign-in, sessions and tokens for this config; `None` when no provider is configured.
+    /// Here, so a request sees the routes and the providers of one config, never a mix.
+    pub(crate) auth: Option<Arc<Auth>>,
 }
 
 impl Runtime {
-    pub(crate) fn new(config: &Config, metrics: &Metrics) -> Self {
+    pub(crate) fn new(config: &Config, metrics: &Metrics, auth: Option<Arc<Auth>>) -> Self {
         let upstreams: HashMap<&str, Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -97,6 +101,7 @@ impl Runtime {
             forward_auth: config.forward_auth.clone(),
             identity_headers: config.identity_headers.clone(),
             head_limits: config.server.head_limits,
+            auth,
             csrf: config.csrf.clone(),
         }
     }

@@ -101,6 +101,13 @@ impl SessionCache {
         self.map.remove(hash);
     }
 
+    /// Forget every entry (a reload that may change what a loaded session carries, such as
+    /// its identity header names); coherence is the subscriber's to say.
+    pub(crate) fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.map.clear();
+    }
+
     /// Called by the subscriber: `false` clears and bypasses the cache.
     pub(crate) fn set_coherent(&self, coherent: bool) {
         self.generation.fetch_add(1, Ordering::AcqRel);

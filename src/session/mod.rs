@@ -89,7 +89,8 @@ pub(crate) struct RefreshLock {
 pub struct SessionManager {
     pub(crate) store: Store,
     keys: Keys,
-    pub cache: SessionCache,
+    /// Shared by every generation of the config (reloads keep it, and its coherence).
+    pub cache: Arc<SessionCache>,
     pub(crate) cookie: CookieSettings,
     headers: IdentityHeaders,
     metrics: Arc<Metrics>,
@@ -141,7 +142,7 @@ impl SessionManager {
     pub fn new(
         store: Store,
         keys: Keys,
-        cache: SessionCache,
+        cache: impl Into<Arc<SessionCache>>,
         cookie: CookieSettings,
         headers: IdentityHeaders,
         metrics: Arc<Metrics>,
@@ -149,7 +150,7 @@ impl SessionManager {
         Self {
             store,
             keys,
-            cache,
+            cache: cache.into(),
             cookie,
             headers,
             cache_hits: metrics.session_cache.with_label_values(&["hit"]),
