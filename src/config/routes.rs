@@ -21,7 +21,13 @@ pub(super) fn need_a_provider(rep: &mut Reporter, f: &file::File) {
     if !f.providers.is_empty() {
         return;
     }
-    for (i, r) in f.routes.iter().enumerate().filter(|(_, r)| !r.public) {
+    // Bearer routes are refused without a provider in every mode already.
+    for (i, r) in f
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.public && !r.bearer)
+    {
         rep.error(
             format!("routes[{i}]"),
             r.path.as_ref().map_or(span(&r.upstream), span),
