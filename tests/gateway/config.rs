@@ -73,9 +73,12 @@ fn authgate(dir: &std::path::Path, args: &[&str], env: &[(&str, Option<&str>)]) 
 fn offline_check_needs_no_dns_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
-    let src = "[session]\nstore = \"redis\"\nredis_url = \"${AUTHGATE_TEST_REDIS_URL}\"\nsecret_file = \"/nonexistent/authgate/session-secret\"\n\n[[providers]]\nid = \"corp\"\nissuer = \"https://login.example.com\"\nclient_id = \"gw\"\nclient_secret_file = \"/nonexistent/authgate/client-secret\"\n\n[upstreams.app]\nservers = [\"http://app.authgate-test.invalid:8080\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n";
+    let src = "[session]\nstore = \"redis\"\nredis_url = \"${AUTHGATE_TEST_REDIS_URL}\"\nsecret_file = \"/nonexistent/authgate/session-secret\"\n\n[[providers]]\nid = \"corp\"\nissuer = \"https://login.example.com\"\nclient_id = \"gw\"\nclient_secret_file = \"/nonexistent/authgate/client-secret\"\n\n[upstreams.app]\nservers = [\"http://app.authgate-test.invalid:8080\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n\n[admin]\ntoken = \"${AUTHGATE_TEST_ADMIN_TOKEN}\"\n\n[[listeners]]\naddress = \"127.0.0.1:8443\"\ntls_cert_file = \"/nonexistent/authgate/tls.crt\"\ntls_key_file = \"/nonexistent/authgate/tls.key\"\n";
     std::fs::write(&p, src).unwrap();
-    let unset = [("AUTHGATE_TEST_REDIS_URL", None)];
+    let unset = [
+        ("AUTHGATE_TEST_REDIS_URL", None),
+        ("AUTHGATE_TEST_ADMIN_TOKEN", None),
+    ];
     let (ok, out) = authgate(dir.path(), &["check", "c.toml"], &unset);
     assert!(!ok, "{out}");
     for want in [
@@ -83,6 +86,9 @@ fn offline_check_needs_no_dns_and_no_secrets() {
         "c.toml:4:15: session.secret_file: cannot read /nonexistent/authgate/session-secret",
         "c.toml:10:22: providers[0].client_secret_file: cannot read /nonexistent/authgate/client-secret",
         "c.toml:13:12: upstreams.app.servers[0]: cannot resolve host \"app.authgate-test.invalid\"",
+        "c.toml:20:9: admin.token: environment variable AUTHGATE_TEST_ADMIN_TOKEN is not set",
+        "c.toml:24:17: listeners[0].tls_cert_file: cannot read /nonexistent/authgate/tls.crt",
+        "c.toml:25:16: listeners[0].tls_key_file: cannot read /nonexistent/authgate/tls.key",
     ] {
         assert!(out.contains(want), "{want}\n{out}");
     }
