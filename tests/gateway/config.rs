@@ -656,3 +656,35 @@ async fn port_zero_is_bound_and_reported_in_the_ready_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The summary the README shows is what `check config.toml` prints (a line the README cuts
+/// with "..." matches up to there).
+#[test]
+fn the_readme_shows_the_summary_of_config_toml() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let shown: Vec<&str> = readme
+        .split("```text\nconfig.toml: ok")
+        .nth(1)
+        .expect("README shows the summary")
+        .split("\n```")
+        .next()
+        .unwrap()
+        .lines()
+        .skip(1)
+        .collect();
+    let (ok, out) = authgate(
+        std::path::Path::new(root),
+        &["check", "config.toml"],
+        &[("AUTHGATE_CLIENT_SECRET", Some("s"))],
+    );
+    assert!(ok, "{out}");
+    let printed: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(shown.len(), printed.len(), "{out}");
+    for (s, p) in shown.iter().zip(&printed) {
+        match s.strip_suffix(" ...") {
+            Some(start) => assert!(p.starts_with(start), "README: {s}\ncheck: {p}"),
+            None => assert_eq!(s, p),
+        }
+    }
+}
