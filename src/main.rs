@@ -28,8 +28,9 @@ enum Command {
     /// SIGQUIT hands the listening sockets to a process started with --upgrade.
     Run {
         /// Path of the TOML config (see config.toml in the repository for every key).
-        #[arg(short, long, default_value = "config.toml")]
-        config: PathBuf,
+        /// Default: $AUTHGATE_CONFIG, else ./config.toml.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// Take the listening sockets over from the running gateway: start this process
         /// first, then send the old one SIGQUIT within 5 s (both use server.upgrade_socket).
         #[arg(long)]
@@ -41,10 +42,19 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         ready_file: Option<PathBuf>,
     },
-    /// Validate a config file; prints every error as FILE:LINE:COLUMN: KEY: MESSAGE.
+    /// Validate a config file; prints every error as FILE:LINE:COLUMN: KEY: MESSAGE, or on
+    /// success a summary (listeners, routes and their protection, providers, store).
     Check {
-        /// Path of the TOML config.
-        config: PathBuf,
+        /// Path of the TOML config (same as -c).
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// Path of the TOML config. Default: $AUTHGATE_CONFIG, else ./config.toml.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// For CI: resolve no upstream name, and take secrets that are referenced but absent
+        /// (unset ${VAR}, missing secret or TLS files) as present; all else is checked.
+        #[arg(long)]
+        offline: bool,
     },
     /// Run a local demo: the test OpenID provider (tests/idp, needs Node.js and `npm ci`
     /// there), an upstream that shows the headers it receives, and authgate in front.
@@ -60,9 +70,10 @@ enum Command {
     Sessions {
         #[command(subcommand)]
         action: SessionsAction,
-        /// Config to take the admin address and token from.
-        #[arg(short, long, default_value = "config.toml", global = true)]
-        config: PathBuf,
+        /// Config to take the admin address and token from. Default: $AUTHGATE_CONFIG, else
+        /// ./config.toml.
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
         /// Admin API base URL (default: http://<admin.address> from the config).
         #[arg(long, global = true)]
         admin: Option<String>,
@@ -187,6 +198,49 @@ fn sessions(action: SessionsAction, path: &Path, admin: Option<String>) -> ExitC
     }
 }
 
+/// The config file to use and where its name came from: the command line wins over
+/// `AUTHGATE_CONFIG` (a container image sets it once), which wins over ./config.toml.
+fn config_path(flag: Option<PathBuf>) -> (PathBuf, &'static str) {
+    match (flag, std::env::var_os("AUTHGATE_CONFIG")) {
+        (Some(p), _) => (p, "command line"),
+        (None, Some(p)) if !p.is_empty() => (PathBuf::from(p), "AUTHGATE_CONFIG"),
+        (None, _) => (PathBuf::from("config.toml"), "default"),
+    }
+}
+
+/// `authgate check`: every error, or what the config sets up.
+fn check(path: &Path, from: &str, offline: bool) -> ExitCode {
+    let mode = if offline {
+        config::Mode::CheckOffline
+    } else {
+        config::Mode::Check
+    };
+    match config::load_as(path, mode) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} listeners, {} upstreams, {} routes)",
+                path.display(),
+                c.listeners.len(),
+                c.upstreams.len(),
+                c.routes.len()
+            );
+            println!("config file: {} (from {from})", path.display());
+            if offline {
+                println!("offline: upstream names not resolved, absent secrets not read");
+            }
+            for line in c.summary() {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("config file: {} (from {from})", path.display());
+            print_errors(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn print_errors(e: &config::ConfigErrors) {
     for err in &e.0 {
         eprintln!("error: {err}");
@@ -195,11 +249,15 @@ fn print_errors(e: &config::ConfigErrors) {
 
 fn run(
     config: config::Config,
-    path: Option<PathBuf>,
+    path: Option<(PathBuf, &str)>,
     upgrade: bool,
     ready_file: Option<PathBuf>,
 ) -> ExitCode {
     logging::init(config.log.format, &config.log.level);
+    if let Some((p, from)) = &path {
+        tracing::info!("config file {} (from {from})", p.display());
+    }
+    let path = path.map(|(p, _)| p);
     let ready_file =
         ready_file.or_else(|| std::env::var_os("AUTHGATE_READY_FILE").map(PathBuf::from));
     match server::run(config, path, upgrade, ready_file, None) {
@@ -242,40 +300,32 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Sessions {
             action,
-            config: path,
+            config,
             admin,
-        } => sessions(action, &path, admin),
-        Command::Check { config: path } => match config::load(&path) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} listeners, {} upstreams, {} routes)",
-                    path.display(),
-                    c.listeners.len(),
-                    c.upstreams.len(),
-                    c.routes.len()
-                );
-                // What each provider's claims will be taken to mean, said once.
-                for line in c.providers.iter().flat_map(|p| p.describe()) {
-                    println!("  {line}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                print_errors(&e);
-                ExitCode::FAILURE
-            }
-        },
+        } => sessions(action, &config_path(config).0, admin),
+        Command::Check {
+            file,
+            config,
+            offline,
+        } => {
+            let (path, from) = config_path(file.or(config));
+            check(&path, from, offline)
+        }
         Command::Run {
-            config: path,
+            config,
             upgrade,
             ready_file,
-        } => match config::load(&path) {
-            Ok(c) => run(c, Some(path), upgrade, ready_file),
-            Err(e) => {
-                print_errors(&e);
-                ExitCode::FAILURE
+        } => {
+            let (path, from) = config_path(config);
+            match config::load(&path) {
+                Ok(c) => run(c, Some((path, from)), upgrade, ready_file),
+                Err(e) => {
+                    eprintln!("config file: {} (from {from})", path.display());
+                    print_errors(&e);
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Demo {
             upstream_port,
             no_idp,

@@ -387,7 +387,7 @@ mod tests {
         "routes.upstream",
         "routes.public",
     ];
-    /// The commented `# key = value` lines of `# [[providers]]` document defaults, except
+    /// The commented `# key = value` lines of `[[providers]]` document defaults, except
     /// these examples (and `client_secret`, replaced by a literal).
     const PROVIDER_EXAMPLES: &[&str] = &[
         "display_name",
@@ -460,12 +460,15 @@ mod tests {
             let Some((k, v)) = key_value(body) else {
                 continue;
             };
-            let documented = if *section_commented {
-                name == "providers" && commented && !PROVIDER_EXAMPLES.contains(&k.as_str())
-            } else {
-                !commented
-            };
             let full = format!("{name}.{k}");
+            // The provider's commented keys document defaults; its live ones are the required
+            // keys (the example provider of config.toml, which `check` wants).
+            let documented = if name == "providers" {
+                !PROVIDER_EXAMPLES.contains(&k.as_str())
+                    && (commented || REQUIRED.contains(&full.as_str()))
+            } else {
+                !*section_commented && !commented
+            };
             if !documented || EXAMPLES.contains(&full.as_str()) {
                 continue;
             }

@@ -45,11 +45,19 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// What an absent secret reads as under `check --offline`: long enough for every length
+/// bound (session secret, admin token), and never used to run anything.
+pub(crate) const OFFLINE_PLACEHOLDER: &str =
+    "authgate-check-offline-placeholder-for-an-absent-secret";
+
 /// Turns byte spans into line/column and collects errors.
 pub(crate) struct Reporter<'a> {
     file: &'a Path,
     src: &'a str,
     pub(crate) errors: Vec<ConfigError>,
+    /// `check --offline`: names are not resolved, and secrets that are referenced but absent
+    /// (unset variables, missing files) stand in as placeholders; all else is checked alike.
+    pub(crate) offline: bool,
 }
 
 impl<'a> Reporter<'a> {
@@ -58,6 +66,16 @@ impl<'a> Reporter<'a> {
             file,
             src,
             errors: Vec::new(),
+            offline: false,
+        }
+    }
+
+    /// An environment variable; offline, an unset one reads as [`OFFLINE_PLACEHOLDER`].
+    pub(crate) fn env_var(&self, name: &str) -> Option<String> {
+        match std::env::var(name) {
+            Ok(v) => Some(v),
+            Err(_) if self.offline => Some(OFFLINE_PLACEHOLDER.to_string()),
+            Err(_) => None,
         }
     }
 

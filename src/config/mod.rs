@@ -23,6 +23,7 @@ mod routes;
 pub(crate) mod secret;
 mod server;
 mod session;
+mod summary;
 mod templates;
 mod upstreams;
 
@@ -33,8 +34,26 @@ pub use model::Config;
 
 use error::Reporter;
 
+/// How strictly a config is validated: for running it, or by `authgate check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `run` and reload: what the gateway needs to start.
+    Run,
+    /// `check`: as `Run`, and a protected route with no provider to sign in through is an
+    /// error (the gateway would start and refuse everyone).
+    Check,
+    /// `check --offline` (CI): as `Check`, without DNS, and with absent secrets (unset
+    /// `${VAR}`, missing secret and TLS files) taken as present.
+    CheckOffline,
+}
+
 /// Read and validate a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_as(path, Mode::Run)
+}
+
+/// Read and validate a config file in `mode`.
+pub fn load_as(path: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
     let src = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
@@ -44,12 +63,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read config: {e}"),
         }])
     })?;
-    parse(path, &src)
+    parse_as(path, &src, mode)
 }
 
 /// Validate config text; `path` is only used in messages.
 pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
+    parse_as(path, src, Mode::Run)
+}
+
+/// Validate config text in `mode`; `path` is only used in messages.
+pub fn parse_as(path: &Path, src: &str, mode: Mode) -> Result<Config, ConfigErrors> {
     let mut rep = Reporter::new(path, src);
+    rep.offline = mode == Mode::CheckOffline;
     let de = toml::Deserializer::new(src);
     let file: file::File = match serde_path_to_error::deserialize(de) {
         Ok(f) => f,
@@ -64,9 +89,13 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
             return Err(ConfigErrors(rep.errors));
         }
     };
-    match validate(&file, &mut rep) {
-        Some(c) => Ok(c),
-        None => Err(ConfigErrors(rep.errors)),
+    let config = validate(&file, &mut rep);
+    if mode != Mode::Run {
+        routes::need_a_provider(&mut rep, &file);
+    }
+    match config {
+        Some(c) if rep.errors.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(rep.errors)),
     }
 }
 
@@ -296,8 +325,9 @@ mod tests {
 
     #[test]
     fn example_config_is_valid() {
+        // Offline: its client secret comes from the environment, unset here.
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
-        if let Err(e) = load(&p) {
+        if let Err(e) = load_as(&p, Mode::CheckOffline) {
             panic!("config.toml: {e}");
         }
     }

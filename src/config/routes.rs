@@ -14,6 +14,29 @@ use super::model::{ClaimRule, Policy, RouteSettings, Unauthenticated};
 use crate::path::PathOptions;
 use crate::routing::HostPattern;
 
+/// `check`: a protected route needs a provider to sign in through. Without one the gateway
+/// starts and refuses everyone (401/503), which `run` allows (a provider may come later) but
+/// a CI check must not call ok.
+pub(super) fn need_a_provider(rep: &mut Reporter, f: &file::File) {
+    if !f.providers.is_empty() {
+        return;
+    }
+    // Bearer routes are refused without a provider in every mode already.
+    for (i, r) in f
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.public && !r.bearer)
+    {
+        rep.error(
+            format!("routes[{i}]"),
+            r.path.as_ref().map_or(span(&r.upstream), span),
+            "protected route, but no [[providers]] is configured: nobody could sign in \
+             (add a provider, or set public = true)",
+        );
+    }
+}
+
 /// What routes are checked against.
 pub(super) struct Context<'a> {
     pub(crate) file: &'a file::File,

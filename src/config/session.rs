@@ -7,7 +7,7 @@ use toml::Spanned;
 use url::Url;
 
 use super::defaults as d;
-use super::error::Reporter;
+use super::error::{Reporter, OFFLINE_PLACEHOLDER};
 use super::fields::{bounded, duration, secret_value, span};
 use super::file;
 use super::model::{RedisTopology, SameSitePolicy, SessionSettings, SessionStore};
@@ -144,7 +144,8 @@ fn redis_topology(rep: &mut Reporter, f: &file::Session) -> Option<RedisTopology
         &f.redis_url_file,
     );
     if let Some(url) = &redis_url {
-        if !redis_scheme_ok(url.expose()) {
+        // Offline, an absent URL is a placeholder: nothing to check in it.
+        if url.expose() != OFFLINE_PLACEHOLDER && !redis_scheme_ok(url.expose()) {
             // Do not echo the value: it may carry a password.
             let s = f.redis_url.as_ref().or(f.redis_url_file.as_ref());
             rep.error(
@@ -203,7 +204,8 @@ fn redis_topology(rep: &mut Reporter, f: &file::Session) -> Option<RedisTopology
 fn url_list(rep: &mut Reporter, key: &str, v: &Spanned<Vec<String>>) -> Vec<Secret> {
     let mut out = Vec::new();
     for u in v.get_ref() {
-        match secret::expand_env(u, |k| std::env::var(k).ok()) {
+        match secret::expand_env(u, |k| rep.env_var(k)) {
+            Ok(u) if u == OFFLINE_PLACEHOLDER => out.push(Secret::new(u)),
             Ok(u) if redis_scheme_ok(&u) && !u.starts_with("redis+unix") => {
                 out.push(Secret::new(u))
             }

@@ -29,13 +29,286 @@ fn every_example_config_checks_ok() {
         }
     }
     for f in files {
-        let out = Command::new(BIN).arg("check").arg(&f).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{f}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // As CI checks them (no DNS, no secrets), and as the host that runs them does.
+        for (args, secret) in [(&["check", "--offline"][..], None), (&["check"], Some("s"))] {
+            let mut cmd = Command::new(BIN);
+            cmd.args(args).arg(&f).env_remove("AUTHGATE_CONFIG");
+            match secret {
+                Some(s) => cmd.env("AUTHGATE_CLIENT_SECRET", s),
+                None => cmd.env_remove("AUTHGATE_CLIENT_SECRET"),
+            };
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{f} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
+}
+
+/// `authgate` with `args` and the environment variables `env` (`None`: unset), in `dir`.
+fn authgate(dir: &std::path::Path, args: &[&str], env: &[(&str, Option<&str>)]) -> (bool, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("AUTHGATE_CONFIG");
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+/// What CI cannot have: DNS for the cluster's names and the mounted secrets. Online both are
+/// errors at their line; offline both pass, and every other error is still reported, with
+/// file:line:column.
+#[test]
+fn offline_check_needs_no_dns_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    let src = "[session]\nstore = \"redis\"\nredis_url = \"${AUTHGATE_TEST_REDIS_URL}\"\nsecret_file = \"/nonexistent/authgate/session-secret\"\n\n[[providers]]\nid = \"corp\"\nissuer = \"https://login.example.com\"\nclient_id = \"gw\"\nclient_secret_file = \"/nonexistent/authgate/client-secret\"\n\n[upstreams.app]\nservers = [\"http://app.authgate-test.invalid:8080\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n\n[admin]\ntoken = \"${AUTHGATE_TEST_ADMIN_TOKEN}\"\n\n[[listeners]]\naddress = \"127.0.0.1:8443\"\ntls_cert_file = \"/nonexistent/authgate/tls.crt\"\ntls_key_file = \"/nonexistent/authgate/tls.key\"\n";
+    std::fs::write(&p, src).unwrap();
+    let unset = [
+        ("AUTHGATE_TEST_REDIS_URL", None),
+        ("AUTHGATE_TEST_ADMIN_TOKEN", None),
+    ];
+    let (ok, out) = authgate(dir.path(), &["check", "c.toml"], &unset);
+    assert!(!ok, "{out}");
+    for want in [
+        "c.toml:3:13: session.redis_url: environment variable AUTHGATE_TEST_REDIS_URL is not set",
+        "c.toml:4:15: session.secret_file: cannot read /nonexistent/authgate/session-secret",
+        "c.toml:10:22: providers[0].client_secret_file: cannot read /nonexistent/authgate/client-secret",
+        "c.toml:13:12: upstreams.app.servers[0]: cannot resolve host \"app.authgate-test.invalid\"",
+        "c.toml:20:9: admin.token: environment variable AUTHGATE_TEST_ADMIN_TOKEN is not set",
+        "c.toml:24:17: listeners[0].tls_cert_file: cannot read /nonexistent/authgate/tls.crt",
+        "c.toml:25:16: listeners[0].tls_key_file: cannot read /nonexistent/authgate/tls.key",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
+    let (ok, out) = authgate(dir.path(), &["check", "--offline", "c.toml"], &unset);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("offline: upstream names not resolved, absent secrets not read"),
+        "{out}"
+    );
+    assert!(out.contains("store: redis (one server)"), "{out}");
+
+    // Offline validates all else exactly as online: a wrong value, a missing secret where
+    // one is required, a partly absent URL that is still no redis URL.
+    std::fs::write(
+        &p,
+        src.replace(
+            "store = \"redis\"",
+            "store = \"redis\"\nredis_timeout = \"soon\"",
+        )
+        .replace(
+            "secret_file = \"/nonexistent/authgate/session-secret\"\n",
+            "",
+        )
+        .replace(
+            "${AUTHGATE_TEST_REDIS_URL}",
+            "http://${AUTHGATE_TEST_REDIS_URL}",
+        ),
+    )
+    .unwrap();
+    let (ok, out) = authgate(dir.path(), &["check", "--offline", "c.toml"], &unset);
+    assert!(!ok, "{out}");
+    for want in [
+        "c.toml:3:17: session.redis_timeout: invalid duration",
+        "c.toml:4:13: session.redis_url: not a redis:// or rediss:// URL",
+        "c.toml:2:9: session.secret: store = \"redis\" needs secret or secret_file",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
+    // An existing secret file is read and checked offline too.
+    let short = dir.path().join("short-secret");
+    std::fs::write(&short, "too short\n").unwrap();
+    std::fs::write(
+        &p,
+        src.replace(
+            "/nonexistent/authgate/session-secret",
+            &short.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let (ok, out) = authgate(dir.path(), &["check", "--offline", "c.toml"], &unset);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("c.toml:4:15: session.secret: must be at least 32 bytes"),
+        "{out}"
+    );
+}
+
+/// Where the config comes from: `check FILE`, `-c FILE` (check, run), `AUTHGATE_CONFIG`, else
+/// ./config.toml; the command line wins, and the output says which file and why.
+#[test]
+fn config_path_from_flag_positional_env_or_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\npublic = true\n";
+    std::fs::write(dir.path().join("a.toml"), good).unwrap();
+    std::fs::write(dir.path().join("b.toml"), "[server]\nthreads = 0\n").unwrap();
+    std::fs::write(dir.path().join("config.toml"), good).unwrap();
+    let env_b = [("AUTHGATE_CONFIG", Some("b.toml"))];
+    let env_a = [("AUTHGATE_CONFIG", Some("a.toml"))];
+    for (args, env, ok, want) in [
+        (
+            &["check", "a.toml"][..],
+            &[][..],
+            true,
+            "config file: a.toml (from command line)",
+        ),
+        (
+            &["check", "-c", "a.toml"],
+            &[],
+            true,
+            "config file: a.toml (from command line)",
+        ),
+        (
+            &["check", "--config", "a.toml"],
+            &[],
+            true,
+            "a.toml: ok (1 listeners, 1 upstreams, 1 routes)",
+        ),
+        (
+            &["check"],
+            &env_a,
+            true,
+            "config file: a.toml (from AUTHGATE_CONFIG)",
+        ),
+        (&["check"], &env_b, false, "b.toml:2:11: server.threads"),
+        (
+            &["check"],
+            &env_b,
+            false,
+            "config file: b.toml (from AUTHGATE_CONFIG)",
+        ),
+        (
+            &["check", "-c", "a.toml"],
+            &env_b,
+            true,
+            "config file: a.toml (from command line)",
+        ),
+        (
+            &["check", "a.toml"],
+            &env_b,
+            true,
+            "config file: a.toml (from command line)",
+        ),
+        (
+            &["check"],
+            &[],
+            true,
+            "config file: config.toml (from default)",
+        ),
+        (
+            &["check", "--offline"],
+            &env_a,
+            true,
+            "config file: a.toml (from AUTHGATE_CONFIG)",
+        ),
+        // run: the same sources (b.toml is refused before anything starts).
+        (
+            &["run"],
+            &env_b,
+            false,
+            "config file: b.toml (from AUTHGATE_CONFIG)",
+        ),
+        (
+            &["run", "-c", "b.toml"],
+            &env_a,
+            false,
+            "b.toml:2:11: server.threads",
+        ),
+        (
+            &["run", "-c", "missing.toml"],
+            &env_a,
+            false,
+            "config file: missing.toml (from command line)",
+        ),
+        // Both spellings at once is a usage error.
+        (
+            &["check", "a.toml", "-c", "a.toml"],
+            &[],
+            false,
+            "cannot be used with",
+        ),
+    ] {
+        let (got, out) = authgate(dir.path(), args, env);
+        assert_eq!(got, ok, "{args:?} {env:?}: {out}");
+        assert!(out.contains(want), "{args:?} {env:?}: {want}\n{out}");
+    }
+}
+
+/// On success `check` says what the config sets up, in plain stable lines.
+#[test]
+fn check_prints_a_summary() {
+    let (ok, out) = check(
+        "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[[listeners]]\naddress = \"127.0.0.1:8081\"\nh2c = true\n\n[admin]\naddress = \"127.0.0.1:9191\"\n\n[gateway]\nprefix = \"/oauth2/\"\n\n[session]\nstore = \"redis\"\nredis_cluster_nodes = [\"redis://10.0.0.1:6379\", \"redis://10.0.0.2:6379\"]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\n[[providers]]\nid = \"corp\"\nissuer = \"https://login.example.com\"\nclient_id = \"gw\"\n\n[[providers]]\nid = \"github\"\nissuer = \"https://token.example.com\"\nclient_id = \"gw2\"\n\n[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n\n[[routes]]\nid = \"static\"\npath = \"/static\"\nupstream = \"app\"\npublic = true\n\n[[routes]]\nid = \"admin\"\nhost = \"admin.example.com\"\npath = \"/\"\nupstream = \"app\"\nunauthenticated = \"401\"\nproviders = [\"corp\"]\n[routes.policy]\ngroups = [\"ops\", \"admins\"]\nemail_domains = [\"example.com\"]\n\n[[routes]]\nid = \"api\"\npath = \"/api\"\nupstream = \"app\"\nbearer = true\naudiences = [\"https://api.example.com\"]\n\n[[routes]]\nid = \"app\"\npath = \"/\"\nupstream = \"app\"\n",
+    );
+    assert!(ok, "{out}");
+    let summary: Vec<&str> = out
+        .lines()
+        .skip_while(|l| *l != "listeners:")
+        .filter(|l| !l.starts_with("    provider "))
+        .collect();
+    assert_eq!(
+        summary.join("\n"),
+        "listeners:
+  127.0.0.1:8080 http
+  127.0.0.1:8081 http (HTTP/1.1, h2c)
+  admin 127.0.0.1:9191
+routes:
+  static: /static -> app: public
+  admin: admin.example.com/ -> app: sign-in (unauthenticated = 401); providers corp; policy email_domains = [example.com] groups = [admins, ops]
+  api: /api -> app: bearer token (audiences https://api.example.com) or sign-in (unauthenticated = auto); any signed-in user
+  app: / -> app: sign-in (unauthenticated = auto); any signed-in user
+providers:
+  corp: issuer https://login.example.com client_id gw
+  github: issuer https://token.example.com client_id gw2
+store: redis (Cluster: 2 seed nodes)
+gateway prefix: /oauth2/"
+    );
+    assert!(
+        out.contains(
+            "    provider corp: email forwarded only when the token says email_verified: true"
+        ),
+        "{out}"
+    );
+}
+
+/// A protected route with no provider to sign in through: the gateway would refuse everyone,
+/// so `check` refuses it (online and offline), at the route's line; `run` still starts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_routes_need_a_provider() {
+    let src = "[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n\n[[routes]]\npath = \"/public\"\nupstream = \"app\"\npublic = true\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n\n[[routes]]\nupstream = \"app\"\nhost = \"api.example.com\"\nunauthenticated = \"401\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), src).unwrap();
+    for args in [
+        &["check", "c.toml"][..],
+        &["check", "--offline", "-c", "c.toml"],
+    ] {
+        let (ok, out) = authgate(dir.path(), args, &[]);
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("c.toml:10:8: routes[1]: protected route, but no [[providers]] is configured: nobody could sign in (add a provider, or set public = true)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("c.toml:14:12: routes[2]: protected route"),
+            "{out}"
+        );
+        assert!(!out.contains("routes[0]"), "{out}");
+    }
+    let gw = Gateway::start(src).await;
+    let r = client().get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 #[test]
@@ -382,4 +655,36 @@ async fn port_zero_is_bound_and_reported_in_the_ready_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The summary the README shows is what `check config.toml` prints (a line the README cuts
+/// with "..." matches up to there).
+#[test]
+fn the_readme_shows_the_summary_of_config_toml() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let shown: Vec<&str> = readme
+        .split("```text\nconfig.toml: ok")
+        .nth(1)
+        .expect("README shows the summary")
+        .split("\n```")
+        .next()
+        .unwrap()
+        .lines()
+        .skip(1)
+        .collect();
+    let (ok, out) = authgate(
+        std::path::Path::new(root),
+        &["check", "config.toml"],
+        &[("AUTHGATE_CLIENT_SECRET", Some("s"))],
+    );
+    assert!(ok, "{out}");
+    let printed: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(shown.len(), printed.len(), "{out}");
+    for (s, p) in shown.iter().zip(&printed) {
+        match s.strip_suffix(" ...") {
+            Some(start) => assert!(p.starts_with(start), "README: {s}\ncheck: {p}"),
+            None => assert_eq!(s, p),
+        }
+    }
 }
