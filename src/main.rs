@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway. SIGTERM/SIGINT drain and stop, SIGHUP reloads routes and upstreams,
+    /// Run the gateway. SIGTERM/SIGINT drain and stop, SIGHUP reloads the config (all of it or, when a key needs a restart, none),
     /// SIGQUIT hands the listening sockets to a process started with --upgrade.
     Run {
         /// Path of the TOML config (see config.toml in the repository for every key).
@@ -41,6 +41,11 @@ enum Command {
         /// and this file (or the "ready" log line) says which. Default: $AUTHGATE_READY_FILE.
         #[arg(long, value_name = "PATH")]
         ready_file: Option<PathBuf>,
+        /// Reload when the config file or a file it names (`*_file` keys: secrets, keys, CA
+        /// bundles) changes, as SIGHUP does; checked every 2 s, through symlinks, so a
+        /// Kubernetes ConfigMap or Secret update is followed.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a config file; prints every error as FILE:LINE:COLUMN: KEY: MESSAGE, or on
     /// success a summary (listeners, routes and their protection, providers, store).
@@ -252,6 +257,7 @@ fn run(
     path: Option<(PathBuf, &str)>,
     upgrade: bool,
     ready_file: Option<PathBuf>,
+    watch: bool,
 ) -> ExitCode {
     logging::init(config.log.format, &config.log.level);
     if let Some((p, from)) = &path {
@@ -260,7 +266,13 @@ fn run(
     let path = path.map(|(p, _)| p);
     let ready_file =
         ready_file.or_else(|| std::env::var_os("AUTHGATE_READY_FILE").map(PathBuf::from));
-    match server::run(config, path, upgrade, ready_file, None) {
+    match server::run(
+        config,
+        path,
+        upgrade,
+        ready_file,
+        watch.then_some(std::time::Duration::from_secs(2)),
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -315,10 +327,11 @@ fn main() -> ExitCode {
             config,
             upgrade,
             ready_file,
+            watch,
         } => {
             let (path, from) = config_path(config);
             match config::load(&path) {
-                Ok(c) => run(c, Some((path, from)), upgrade, ready_file),
+                Ok(c) => run(c, Some((path, from)), upgrade, ready_file, watch),
                 Err(e) => {
                     eprintln!("config file: {} (from {from})", path.display());
                     print_errors(&e);
@@ -366,7 +379,7 @@ fn main() -> ExitCode {
                 c.admin_address
             );
             println!("  Ctrl-C to stop");
-            let code = run(c, None, false, None);
+            let code = run(c, None, false, None, false);
             if let Some(child) = idp.as_mut() {
                 let _ = child.kill();
                 let _ = child.wait();
