@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 # redis-server (session store tests), Node.js + npm (the test OpenID provider), Chromium and
 # its WebDriver (the browser login test), nginx and Caddy (the forward-auth tests), tinyproxy
 # (the outbound proxy of tests/provider_tls.rs; tinyproxy-bin is the binary without the
-# system service), faketime (libfaketime: a replica with a skewed clock, tests/fault_scenarios.rs).
+# system service), faketime (libfaketime: a replica with a skewed clock, tests/fault_scenarios.rs),
+# systemd (systemd-analyze: the shipped unit's security exposure, tests/systemd.rs; a container
+# image of Debian has no systemd).
 pkgs=()
 command -v cmake >/dev/null || pkgs+=(cmake)
 command -v pkg-config >/dev/null || pkgs+=(pkg-config)
@@ -25,6 +27,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
 command -v caddy >/dev/null || pkgs+=(caddy)
 command -v tinyproxy >/dev/null || pkgs+=(tinyproxy-bin)
 command -v faketime >/dev/null || pkgs+=(faketime)
+command -v systemd-analyze >/dev/null || pkgs+=(systemd)
 if ((${#pkgs[@]})); then
   echo "==> installing: ${pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then
