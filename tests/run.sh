@@ -28,6 +28,9 @@ command -v caddy >/dev/null || pkgs+=(caddy)
 command -v tinyproxy >/dev/null || pkgs+=(tinyproxy-bin)
 command -v faketime >/dev/null || pkgs+=(faketime)
 command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+# python3 and its venv module: kubernetes-validate (below) for tests/kubernetes.rs.
+command -v python3 >/dev/null || pkgs+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)
 if ((${#pkgs[@]})); then
   echo "==> installing: ${pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then
@@ -44,6 +47,14 @@ fi
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+# The Kubernetes JSON schemas (tests/kubernetes.rs validates deploy/kubernetes/ against them),
+# from PyPI, in a virtual environment of its own (Debian's python3 refuses a global pip).
+if [ ! -x target/kube-venv/bin/kubernetes-validate ]; then
+  echo "==> kubernetes-validate (PyPI) into target/kube-venv"
+  python3 -m venv target/kube-venv
+  target/kube-venv/bin/pip install -q kubernetes-validate==1.37.0
+fi
 
 echo "==> npm ci (tests/idp: the test OpenID provider)"
 (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
