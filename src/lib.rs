@@ -43,6 +43,7 @@
 //!   upgrade.
 //! - [`connections`]: drives every downstream connection (limits, timeouts, HTTP/1 and
 //!   HTTP/2, draining); a leaf the proxy and the server both use.
+//! - `notify`: service manager notifications (`READY=1`, `RELOADING=1`, `STOPPING=1`).
 //! - [`logging`]: log setup; other crates capped at `info` and rate-limited.
 //! - [`ratelimit_log`]: error lines rate-limited per cause, with counts.
 //! - [`backoff`]: the retry pause of loops (accept errors): doubling to a cap, reset on success.
@@ -77,6 +78,7 @@ pub mod jwt;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub(crate) mod notify;
 pub(crate) mod oidc;
 pub(crate) mod out_header;
 pub(crate) mod pages;

@@ -283,16 +283,18 @@ fn run(
 }
 
 /// Start tests/idp/idp.js (form login) for the demo; `None` with a hint when it cannot run.
+/// Looked up from the working directory (a source checkout, where ./demo.sh runs), not from
+/// the build directory: a binary built elsewhere (the container image) names no dead path.
 fn start_demo_idp() -> Option<std::process::Child> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
+    let dir = Path::new("tests/idp");
     if !dir.join("node_modules/oidc-provider").is_dir() {
-        eprintln!("warning: the demo provider is not installed: run `npm ci` in {} (./demo.sh does); protected pages will answer 503", dir.display());
+        eprintln!("warning: the demo provider is not installed: run `authgate demo` from a source checkout after `npm ci` in {} (./demo.sh does both); protected pages will answer 503", dir.display());
         return None;
     }
     let clients = r#"[{"client_id":"authgate","client_secret":"authgate-secret","redirect_uris":["http://localhost:8080/.authgate/callback","http://127.0.0.1:8080/.authgate/callback"],"post_logout_redirect_uris":["http://localhost:8080/","http://127.0.0.1:8080/"]}]"#;
     match std::process::Command::new("node")
         .arg("idp.js")
-        .current_dir(&dir)
+        .current_dir(dir)
         .env("IDP_PORT", "9400")
         .env("IDP_CLIENTS", clients)
         .stdout(std::process::Stdio::null())

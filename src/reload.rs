@@ -514,7 +514,11 @@ impl BackgroundService for ReloadService {
             .flatten();
         loop {
             tokio::select! {
-                _ = hup.recv() => me.reload("SIGHUP").await,
+                _ = hup.recv() => {
+                    crate::notify::reloading();
+                    me.reload("SIGHUP").await;
+                    crate::notify::reloaded();
+                }
                 _ = tick.tick(), if me.watch.is_some() => {
                     let path = me.path.clone();
                     let now = tokio::task::spawn_blocking(move || fingerprint(&path))
@@ -524,7 +528,9 @@ impl BackgroundService for ReloadService {
                     // A file caught half-written or missing is looked at again next time.
                     if now.is_some() && now != seen {
                         seen = now;
+                        crate::notify::reloading();
                         me.reload("watch").await;
+                        crate::notify::reloaded();
                     }
                 }
                 _ = shutdown.changed() => return,

@@ -80,12 +80,14 @@ impl ShutdownSignalWatch for Signals {
                     // rotation, as on SIGTERM.
                     self.health.draining.store(true, Ordering::Release);
                     self.drain.begin();
+                    crate::notify::stopping();
                     tracing::info!(upgrade_socket = %self.upgrade_socket.display(), "SIGQUIT: handing the listening sockets to the new process; responses now close their connections");
                     return ShutdownSignal::GracefulUpgrade;
                 }
             };
             self.health.draining.store(true, Ordering::Release);
             self.drain.begin();
+            crate::notify::stopping();
             tracing::info!(
                 shutdown_delay = ?self.shutdown_delay,
                 "{name}: draining: /readyz answers 503, responses close their connections, listeners close after the shutdown delay"
@@ -419,6 +421,7 @@ fn report_ready(
     let pid = std::process::id();
     let list: Vec<String> = listeners.iter().map(|a| a.to_string()).collect();
     tracing::info!(listeners = %list.join(" "), %admin, pid, "ready: every listener is bound");
+    crate::notify::ready();
     let Some(path) = ready_file else { return };
     let json = serde_json::json!({"listeners": list, "admin": admin.to_string(), "pid": pid});
     let tmp = PathBuf::from(format!("{}.{pid}.tmp", path.display()));

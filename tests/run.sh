@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 # redis-server (session store tests), Node.js + npm (the test OpenID provider), Chromium and
 # its WebDriver (the browser login test), nginx and Caddy (the forward-auth tests), tinyproxy
 # (the outbound proxy of tests/provider_tls.rs; tinyproxy-bin is the binary without the
-# system service), faketime (libfaketime: a replica with a skewed clock, tests/fault_scenarios.rs).
+# system service), faketime (libfaketime: a replica with a skewed clock, tests/fault_scenarios.rs),
+# systemd (systemd-analyze: the shipped unit's security exposure, tests/systemd.rs; a container
+# image of Debian has no systemd).
 pkgs=()
 command -v cmake >/dev/null || pkgs+=(cmake)
 command -v pkg-config >/dev/null || pkgs+=(pkg-config)
@@ -25,6 +27,10 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
 command -v caddy >/dev/null || pkgs+=(caddy)
 command -v tinyproxy >/dev/null || pkgs+=(tinyproxy-bin)
 command -v faketime >/dev/null || pkgs+=(faketime)
+command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+# python3 and its venv module: kubernetes-validate (below) for tests/kubernetes.rs.
+command -v python3 >/dev/null || pkgs+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)
 if ((${#pkgs[@]})); then
   echo "==> installing: ${pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then
@@ -41,6 +47,14 @@ fi
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+# The Kubernetes JSON schemas (tests/kubernetes.rs validates deploy/kubernetes/ against them),
+# from PyPI, in a virtual environment of its own (Debian's python3 refuses a global pip).
+if [ ! -x target/kube-venv/bin/kubernetes-validate ]; then
+  echo "==> kubernetes-validate (PyPI) into target/kube-venv"
+  python3 -m venv target/kube-venv
+  target/kube-venv/bin/pip install -q kubernetes-validate==1.37.0
+fi
 
 echo "==> npm ci (tests/idp: the test OpenID provider)"
 (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)

@@ -194,6 +194,9 @@ impl Gateway {
             .arg("-c")
             .arg(&gw.config_path)
             .env_remove("RUST_LOG")
+            // A test run under a service manager (a CI runner unit) must not have every
+            // gateway report READY=1/STOPPING=1 to it; tests/systemd.rs sets its own.
+            .env_remove("NOTIFY_SOCKET")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null());
