@@ -33,9 +33,14 @@ fn every_example_config_checks_ok() {
         for (args, secret) in [(&["check", "--offline"][..], None), (&["check"], Some("s"))] {
             let mut cmd = Command::new(BIN);
             cmd.args(args).arg(&f).env_remove("AUTHGATE_CONFIG");
+            // The secrets the deployment's environment provides (deploy/kubernetes: Secrets).
             match secret {
-                Some(s) => cmd.env("AUTHGATE_CLIENT_SECRET", s),
-                None => cmd.env_remove("AUTHGATE_CLIENT_SECRET"),
+                Some(s) => cmd
+                    .env("AUTHGATE_CLIENT_SECRET", s)
+                    .env("AUTHGATE_SESSION_SECRET", "s".repeat(48)),
+                None => cmd
+                    .env_remove("AUTHGATE_CLIENT_SECRET")
+                    .env_remove("AUTHGATE_SESSION_SECRET"),
             };
             let out = cmd.output().unwrap();
             assert!(
