@@ -509,9 +509,6 @@ fn every_embedded_config_passes_authgate_check() {
             w.file.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        eprintln!(
-            "{what}: {}",
-            stdout.lines().next().unwrap_or_default()
-        );
+        eprintln!("{what}: {}", stdout.lines().next().unwrap_or_default());
     }
 }
