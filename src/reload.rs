@@ -404,8 +404,14 @@ impl Reloader {
     fn prepare(&self) -> Result<(Config, Built), Refused> {
         let new = config::load(&self.path)
             .map_err(|e| Refused::Invalid(e.0.iter().map(|e| e.to_string()).collect()))?;
-        let keys = restart_required(&self.loaded, &new);
-        if !keys.is_empty() && !restart_required(&self.bound, &new).is_empty() {
+        // A key is unchanged when the file still says what it said at start, or names the
+        // port that port 0 was given.
+        let bound = restart_required(&self.bound, &new);
+        let keys: Vec<&str> = restart_required(&self.loaded, &new)
+            .into_iter()
+            .filter(|k| bound.contains(k))
+            .collect();
+        if !keys.is_empty() {
             return Err(Refused::Restart(keys));
         }
         let built = self

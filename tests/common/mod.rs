@@ -138,6 +138,8 @@ pub struct Opts {
     pub env: Vec<(String, Option<String>)>,
     /// Extra TOML placed inside `[log]` (e.g. `format = "json"`).
     pub log_extra: String,
+    /// Extra arguments of `authgate run` (e.g. `--watch`).
+    pub run_args: Vec<String>,
 }
 
 impl Default for Opts {
@@ -149,6 +151,7 @@ impl Default for Opts {
             server_extra: String::new(),
             env: Vec::new(),
             log_extra: String::new(),
+            run_args: Vec::new(),
         }
     }
 }
@@ -193,6 +196,7 @@ impl Gateway {
             .arg(gw.ready_file())
             .arg("-c")
             .arg(&gw.config_path)
+            .args(&opts.run_args)
             .env_remove("RUST_LOG")
             // A test run under a service manager (a CI runner unit) must not have every
             // gateway report READY=1/STOPPING=1 to it; tests/systemd.rs sets its own.

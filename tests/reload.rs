@@ -1,0 +1,179 @@
+//! Reloads through the real binary (issue 15, point 1): all of the config or none of it.
+//! A provider added by SIGHUP signs users in, with the header names and prefix of the same
+//! file; a change that needs a restart is refused whole (the running config keeps serving,
+//! the route added beside it too is not applied); `--watch` follows the file without a
+//! signal; a broken file changes nothing. Reload under load: tests/fault_scenarios.rs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    client, echo, eventually, free_port, http_login, metric_value, Gateway, Idp, Opts, Seen,
+};
+
+/// A route table with `/` protected and `/public` public, in front of `app`.
+fn routes(app: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "[upstreams.app]\nservers = [\"http://{app}\"]\n\n[[routes]]\nid = \"public\"\npath = \"/public\"\nupstream = \"app\"\npublic = true\n\n[[routes]]\nid = \"app\"\npath = \"/\"\nupstream = \"app\"\n{extra}"
+    )
+}
+
+async fn reloads(gw: &Gateway, result: &str) -> f64 {
+    metric_value(
+        &gw.metrics().await,
+        &format!("authgate_config_reloads_total{{result=\"{result}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// Write `body` as the gateway's config (harness parts included) and send SIGHUP; wait
+/// until the reload counted under `result` went up.
+async fn reload(gw: &Gateway, opts: &Opts, body: &str, result: &str) {
+    let before = reloads(gw, result).await;
+    std::fs::write(&gw.config_path, gw.config_text(body, opts)).unwrap();
+    gw.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            reloads(gw, result).await > before
+        })
+        .await,
+        "no reload counted as {result}:\n{}",
+        gw.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_added_by_sighup_signs_users_in_with_the_new_header_names() {
+    let port = free_port();
+    let idp = Idp::start(true, &[port]).await;
+    let app = echo().await;
+    let opts = || Opts {
+        port: Some(port),
+        ..Opts::default()
+    };
+    let gw = Gateway::start_with(&routes(app, ""), opts()).await;
+    let c = client();
+    // No provider: nobody can sign in.
+    assert_eq!(
+        c.get(gw.url("/.authgate/login"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+
+    // One file: a provider, renamed identity headers and another prefix.
+    let with_provider = format!(
+        "{}\n[headers]\nuser = \"x-reloaded-user\"\n\n[gateway]\nprefix = \"/.authgate/\"\n\n{}",
+        idp.provider_toml(),
+        routes(app, "")
+    );
+    reload(&gw, &opts(), &with_provider, "ok").await;
+    let (cookie, _) = http_login(&gw, "/").await;
+    assert!(
+        !cookie.is_empty(),
+        "no session after the reload:\n{}",
+        gw.log()
+    );
+    let seen: Seen = gw.get_as("/", &cookie).await.json().await.unwrap();
+    assert_eq!(seen.header("x-reloaded-user"), Some("alice"), "{seen:?}");
+    assert_eq!(
+        seen.header("x-forwarded-user"),
+        None,
+        "the old name is gone"
+    );
+    // A client's own value under the new name is stripped like the old one was.
+    let forged: Seen = c
+        .get(gw.url("/public"))
+        .header("x-reloaded-user", "mallory")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(forged.header("x-reloaded-user"), None);
+
+    // A restart-only key beside a route change: refused whole, the running config stays.
+    let needs_restart = Opts {
+        server_extra: "max_connections = 77".into(),
+        ..opts()
+    };
+    let with_new_route = format!(
+        "{with_provider}\n[[routes]]\nid = \"new\"\npath = \"/new\"\nupstream = \"app\"\npublic = true\n"
+    );
+    reload(&gw, &needs_restart, &with_new_route, "restart_required").await;
+    assert!(
+        gw.log()
+            .contains("restart required: server.max_connections"),
+        "{}",
+        gw.log()
+    );
+    // /new falls under the protected `/` route: the new public route was not applied.
+    assert_eq!(
+        c.get(gw.url("/new")).send().await.unwrap().status(),
+        401,
+        "half a reload was applied"
+    );
+    let seen: Seen = gw.get_as("/", &cookie).await.json().await.unwrap();
+    assert_eq!(seen.header("x-reloaded-user"), Some("alice"));
+
+    // A broken file: rejected, nothing changes.
+    reload(
+        &gw,
+        &opts(),
+        "[[routes]]\nupstream = \"missing\"\n",
+        "error",
+    )
+    .await;
+    assert_eq!(gw.get_as("/", &cookie).await.status(), 200);
+
+    // The same change without the restart-only key applies.
+    reload(&gw, &opts(), &with_new_route, "ok").await;
+    assert_eq!(c.get(gw.url("/new")).send().await.unwrap().status(), 200);
+
+    // The provider removed again: its sessions end with it (nobody vouches for them), and
+    // sign-in is unavailable.
+    reload(&gw, &opts(), &routes(app, ""), "ok").await;
+    assert_eq!(
+        c.get(gw.url("/.authgate/login"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_ne!(gw.get_as("/", &cookie).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_the_file_and_the_files_it_names() {
+    let app = echo().await;
+    let opts = || Opts {
+        run_args: vec!["--watch".into()],
+        ..Opts::default()
+    };
+    let gw = Gateway::start_with(&routes(app, ""), opts()).await;
+    let c = client();
+    assert_eq!(c.get(gw.url("/new")).send().await.unwrap().status(), 401);
+
+    // No signal: the file changing is enough.
+    let before = reloads(&gw, "ok").await;
+    let body = routes(
+        app,
+        "\n[[routes]]\nid = \"new\"\npath = \"/new\"\nupstream = \"app\"\npublic = true\n",
+    );
+    std::fs::write(&gw.config_path, gw.config_text(&body, &opts())).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            c.get(gw.url("/new")).send().await.unwrap().status() == 200
+        })
+        .await,
+        "the change was not picked up:\n{}",
+        gw.log()
+    );
+    assert_eq!(reloads(&gw, "ok").await, before + 1.0);
+    assert!(gw.log().contains("cause=\"watch\"") || gw.log().contains("cause=watch"));
+}
