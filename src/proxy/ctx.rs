@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::routes::{Route, Runtime};
 use crate::answer::Audience;
@@ -31,6 +31,11 @@ pub(crate) struct RequestCtx {
     pub(crate) server: Option<usize>,
     /// Bit set of servers already tried by this request.
     pub(crate) tried: u64,
+    /// When the current upstream attempt began (server chosen, before connecting).
+    pub(crate) upstream_start: Option<Instant>,
+    /// From the start of the last upstream attempt to its response head: connect, send,
+    /// the upstream's own time. `None` when no upstream answered.
+    pub(crate) upstream_latency: Option<Duration>,
     /// Code of the refusal, when the gateway answered itself.
     pub(crate) refusal: Option<&'static str>,
     /// The caller's session, on protected routes.
@@ -58,6 +63,8 @@ impl RequestCtx {
             route: None,
             server: None,
             tried: 0,
+            upstream_start: None,
+            upstream_latency: None,
             refusal: None,
             session: None,
             bearer: None,

@@ -499,6 +499,7 @@ impl ProxyHttp for Gateway {
             ctx.tried |= 1 << i;
         }
         ctx.server = Some(i);
+        ctx.upstream_start = Some(Instant::now());
         Ok(route.upstream.peer(i))
     }
 
@@ -574,6 +575,17 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The upstream's answer head is in: its latency, for the access log and metrics.
+        ctx.upstream_latency = ctx.upstream_start.map(|t| t.elapsed());
         Ok(())
     }
 
@@ -734,28 +746,7 @@ impl ProxyHttp for Gateway {
             route.upstream.report_success(i);
         }
         if ctx.runtime.access_log {
-            let req = session.req_header();
-            tracing::info!(
-                target: "authgate::access",
-                request_id = %ctx.request_id,
-                client = ?ctx.peer_ip,
-                method = %req.method,
-                // Canonical path only: the query string may carry secrets.
-                path = ctx.path.as_ref().map_or("-", |p| p.as_str()),
-                route = route_id,
-                status,
-                refusal = ctx.refusal.unwrap_or("-"),
-                // Who, for audits: the verified subject, never a credential.
-                user = ctx
-                    .session
-                    .as_ref()
-                    .map(|s| s.record.claims.subject.as_str())
-                    .or(ctx.bearer.as_ref().map(|b| b.claims.subject.as_str()))
-                    .unwrap_or("-"),
-                error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                "request"
-            );
+            access_log(session, e, ctx, route_id, status, elapsed);
         }
     }
 
@@ -764,4 +755,76 @@ impl ProxyHttp for Gateway {
         // request summary, query string included.
         true
     }
+}
+
+/// Longest user agent written in the access log; a longer one is cut at a character boundary.
+const MAX_LOGGED_USER_AGENT: usize = 256;
+
+/// One access log line (`authgate::access`). Fields whose value is unknown are absent (JSON)
+/// rather than a placeholder. Never a secret: the canonical path without its query, the
+/// verified subject rather than any credential, no cookie or header other than the user
+/// agent. Every value borrows from the request or its context: no allocation here.
+fn access_log(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+    route_id: &str,
+    status: u16,
+    elapsed: std::time::Duration,
+) {
+    let req = session.req_header();
+    let upstream = ctx.route.as_ref().filter(|_| ctx.server.is_some());
+    let server = upstream
+        .zip(ctx.server)
+        .and_then(|(r, i)| r.upstream.authority(i).to_str().ok());
+    let (user, provider) = match (&ctx.session, &ctx.bearer) {
+        (Some(s), _) => (
+            Some(s.record.claims.subject.as_str()),
+            Some(s.record.provider.as_str()),
+        ),
+        (None, Some(b)) => (Some(b.claims.subject.as_str()), Some(b.provider.as_str())),
+        (None, None) => (None, None),
+    };
+    // Visible ASCII only (`to_str`), bounded; the formatter escapes quotes and backslashes.
+    let user_agent = req
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| truncate(s, MAX_LOGGED_USER_AGENT));
+    tracing::info!(
+        target: "authgate::access",
+        request_id = %ctx.request_id,
+        client = ctx.peer_ip.map(tracing::field::display),
+        method = req.method.as_str(),
+        host = ctx.host.to_str().ok().filter(|h| !h.is_empty()),
+        // Canonical path only: the query string may carry secrets.
+        path = ctx.path.as_ref().map(|p| p.as_str()),
+        status,
+        route = route_id,
+        upstream = upstream.map(|r| &*r.upstream.name),
+        upstream_server = server,
+        upstream_ms = ctx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        bytes_in = session.body_bytes_read() as u64,
+        bytes_out = session.body_bytes_sent() as u64,
+        // Who, for audits: the verified subject, never a credential.
+        user,
+        provider,
+        refusal = ctx.refusal,
+        user_agent,
+        error = e.map(|e| e.etype().as_str()),
+        "request"
+    );
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
