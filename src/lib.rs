@@ -21,6 +21,7 @@
 //! - `fault`: what kind of failure an error is (rejected, unavailable, bug), a leaf.
 //! - `flight`: single-flight: one computation per key at a time, shared by its callers.
 //! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
+//! - `trace`: W3C `traceparent`, continued when valid or started, passed upstream (a leaf).
 //! - [`limits`]: bounds of the request head (bytes, header lines), answered with 431.
 //! - [`crypto`]: randomness, digests, base64url, constant-time equality, unix time (a leaf).
 //! - [`csrf`]: the cross-site request guard for cookie-authenticated unsafe requests.
@@ -83,4 +84,5 @@ pub mod routing;
 pub mod server;
 pub mod session;
 pub mod tasks;
+pub(crate) mod trace;
 pub(crate) mod upstream;

@@ -10,6 +10,7 @@ use crate::forwarded::{Origin, RequestId};
 use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
 use crate::session::UserSession;
+use crate::trace::Trace;
 
 pub(crate) struct RequestCtx {
     /// The config snapshot this request started with: a reload mid-request cannot change
@@ -20,6 +21,8 @@ pub(crate) struct RequestCtx {
     pub(crate) peer_ip: Option<IpAddr>,
     pub(crate) origin: Origin,
     pub(crate) request_id: RequestId,
+    /// The W3C trace this request belongs to (see `crate::trace`), once its head is read.
+    pub(crate) trace: Option<Trace>,
     /// The request's host in canonical form (`host[:port]`): what the route was chosen on,
     /// and so what the upstream receives as `Host` and `X-Forwarded-Host`.
     pub(crate) host: http::HeaderValue,
@@ -57,6 +60,7 @@ impl RequestCtx {
                 variant_from_trusted: false,
             },
             request_id: RequestId::default(),
+            trace: None,
             host: http::HeaderValue::from_static(""),
             audience: None,
             path: None,

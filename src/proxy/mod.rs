@@ -46,6 +46,7 @@ use crate::metrics::{Metrics, NO_ROUTE};
 use crate::oidc::{Auth, Reply, RequestInfo};
 use crate::path;
 use crate::ratelimit_log::{Throttle, WINDOW};
+use crate::trace::{Trace, TRACEPARENT, TRACESTATE};
 use decision::{Caller, Inbound};
 
 /// Outage lines of the request path: one per cause (and route) per window, with a count.
@@ -444,6 +445,7 @@ impl ProxyHttp for Gateway {
         let stripped = rt.identity.strip(req);
         ctx.origin = rt.forwarding.inspect(req, ctx.peer_ip, tls);
         ctx.request_id = rt.forwarding.request_id(req, &ctx.origin);
+        ctx.trace = Some(Trace::of(&req.headers));
         if stripped > 0 {
             tracing::info!(request_id = %ctx.request_id, count = stripped, "stripped client-sent identity headers");
         }
@@ -539,6 +541,14 @@ impl ProxyHttp for Gateway {
             &ctx.host,
             &ctx.request_id,
         )?;
+        // The trace goes on with the gateway's hop as the upstream's parent; the client's
+        // `tracestate` only with the client's own trace.
+        if let Some(t) = &ctx.trace {
+            upstream.insert_header(TRACEPARENT, t.traceparent())?;
+            if !t.continued() {
+                upstream.remove_header(&TRACESTATE);
+            }
+        }
         if let Some(auth) = &self.auth {
             // The upstream never sees the gateway's cookies, on any route.
             auth.strip_cookie(upstream)?;
@@ -794,6 +804,8 @@ fn access_log(
     tracing::info!(
         target: "authgate::access",
         request_id = %ctx.request_id,
+        trace_id = ctx.trace.as_ref().map(|t| t.trace_id()),
+        span_id = ctx.trace.as_ref().map(|t| t.span_id()),
         client = ctx.peer_ip.map(tracing::field::display),
         method = req.method.as_str(),
         host = ctx.host.to_str().ok().filter(|h| !h.is_empty()),
