@@ -592,7 +592,11 @@ pub fn build_auth(
     let providers: Vec<Arc<Provider>> = config
         .providers
         .iter()
-        .map(|p| Ok(Arc::new(Provider::new(p.clone(), provider_http(p)?))))
+        .map(|p| {
+            Ok(Arc::new(
+                Provider::new(p.clone(), provider_http(p)?).count_in(metrics),
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
     for p in &providers {
         tasks.spawn("provider refresh", p.clone().run_refresh());

@@ -595,7 +595,14 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // The upstream's answer head is in: its latency, for the access log and metrics.
-        ctx.upstream_latency = ctx.upstream_start.map(|t| t.elapsed());
+        let latency = ctx.upstream_start.map(|t| t.elapsed());
+        if let (Some(route), Some(d)) = (&ctx.route, latency) {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[&route.upstream.name])
+                .observe(d.as_secs_f64());
+        }
+        ctx.upstream_latency = latency;
         Ok(())
     }
 
