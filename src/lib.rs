@@ -52,7 +52,7 @@
 //! builds the same request description from the front proxy's headers) → the decision: route
 //! (or 404) → method override → authenticate → 401/302, CSRF, policy →
 //! `upstream_peer`: round-robin server → `upstream_request_filter`: canonical path, forwarding
-//! headers, request ID → `logging`: metrics and access log.
+//! headers, request ID, `traceparent` → `logging`: metrics and access log.
 
 pub mod admin;
 pub(crate) mod answer;

@@ -6,12 +6,13 @@
 //!    when the session store or every provider is down: fail closed).
 //! 2. `upstream_peer`: pick a server of the route's upstream (round robin, passive health).
 //! 3. `upstream_request_filter`: send the canonical path, set forwarding headers, the request
-//!    ID, the caller's identity headers (and the signed assertion where asked for); remove the
+//!    ID, the W3C `traceparent` (`crate::trace`), the caller's identity headers (and the signed assertion where asked for); remove the
 //!    gateway's cookies. Pingora has already removed hop-by-hop and `Connection:`-nominated
 //!    headers here, so nothing a client nominates can remove what we add.
 //! 4. `fail_to_connect` / `error_while_proxy` / `fail_to_proxy`: mark servers, retry, map
 //!    errors to 502/504.
-//! 5. `logging`: metrics and the access log (path without query: queries can hold secrets).
+//! 5. `logging`: metrics and the access log (path without query: queries can hold secrets);
+//!    `upstream_response_filter` has timed the upstream for both.
 //!
 //! Connections: `on_connection_reuse` tells the connection driver
 //! (`crate::connections`) that a request head is complete (its head timeout and
