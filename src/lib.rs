@@ -36,6 +36,7 @@
 //! - [`assertion`]: the signed identity assertion (ES256 JWT) for upstreams.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - [`metrics`]: Prometheus metrics.
+//! - `otlp`: optional export of one span per request over OTLP/HTTP (from `OTEL_*` variables).
 //! - [`server`]: assembles the Pingora server from a config; signals, reload, shutdown,
 //!   upgrade.
 //! - [`connections`]: drives every downstream connection (limits, timeouts, HTTP/1 and
@@ -74,6 +75,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub(crate) mod oidc;
+pub(crate) mod otlp;
 pub(crate) mod out_header;
 pub(crate) mod pages;
 pub mod path;

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub(crate) upstream_duration: HistogramVec,
     /// Discovery and JWKS fetches, by provider, document and outcome (see [`Metrics::fetches`]).
     provider_fetches: IntCounterVec,
+    /// Request spans for OTLP export, by outcome (see [`Metrics::span_counts`]).
+    trace_spans: IntCounterVec,
 }
 
 /// Label for requests that matched no route.
@@ -162,6 +164,14 @@ impl Metrics {
             &["provider", "document", "outcome"],
         )
         .expect("valid metric");
+        let trace_spans = IntCounterVec::new(
+            Opts::new(
+                "authgate_trace_spans_total",
+                "Request spans for OTLP export, by outcome (exported, dropped: queue full, failed: the collector did not take them)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let build_info = IntGauge::with_opts(
             Opts::new(
                 "authgate_build_info",
@@ -194,6 +204,7 @@ impl Metrics {
             Box::new(pending_logins_evicted.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(provider_fetches.clone()),
+            Box::new(trace_spans.clone()),
             Box::new(build_info),
         ] {
             registry.register(m).expect("unique metric names");
@@ -216,6 +227,17 @@ impl Metrics {
             pending_logins_evicted,
             upstream_duration,
             provider_fetches,
+            trace_spans,
+        }
+    }
+
+    /// The counters of OTLP span export (each series created at 0: export is on).
+    pub(crate) fn span_counts(&self) -> crate::otlp::SpanCounts {
+        let c = |outcome| self.trace_spans.with_label_values(&[outcome]);
+        crate::otlp::SpanCounts {
+            exported: c("exported"),
+            dropped: c("dropped"),
+            failed: c("failed"),
         }
     }
 

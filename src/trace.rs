@@ -9,7 +9,8 @@
 //!
 //! Each request is one hop with a span id of its own: the upstream receives the trace id
 //! with the gateway's span id as its parent, and the access log writes both. Only the
-//! `sampled` flag is kept; a trace started here is not sampled (the gateway records no spans).
+//! `sampled` flag is kept; a trace started here is sampled only while spans are exported
+//! (`crate::otlp`): otherwise nobody records it.
 
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
@@ -28,6 +29,8 @@ const SAMPLED: u8 = 0x01;
 pub(crate) struct Trace {
     trace_id: [u8; 32],
     span_id: [u8; 16],
+    /// The client's span (hex), when its trace is continued.
+    parent_id: Option<[u8; 16]>,
     flags: u8,
     /// Whether the client's trace is continued (else a new trace was started).
     continued: bool,
@@ -35,32 +38,34 @@ pub(crate) struct Trace {
 
 impl Trace {
     /// The trace of a request with these headers: the client's, when its `traceparent` is
-    /// valid and alone, else a new one.
-    pub(crate) fn of(headers: &HeaderMap) -> Self {
+    /// valid and alone, else a new one (sampled when `sample_new`).
+    pub(crate) fn of(headers: &HeaderMap, sample_new: bool) -> Self {
         let mut lines = headers.get_all(TRACEPARENT).iter();
         let parsed = match (lines.next(), lines.next()) {
             (Some(v), None) => parse(v.as_bytes()),
             _ => None,
         };
         match parsed {
-            Some((trace_id, flags)) => Self {
+            Some((trace_id, parent_id, flags)) => Self {
                 trace_id,
                 span_id: span_id(),
+                parent_id: Some(parent_id),
                 flags: flags & SAMPLED,
                 continued: true,
             },
-            None => Self::start(),
+            None => Self::start(sample_new),
         }
     }
 
-    /// A new trace (random, never all zeros), not sampled.
-    pub(crate) fn start() -> Self {
+    /// A new trace (random, never all zeros).
+    pub(crate) fn start(sampled: bool) -> Self {
         let mut trace_id = [0u8; 32];
         hex_into(nonzero_u128(), &mut trace_id);
         Self {
             trace_id,
             span_id: span_id(),
-            flags: 0,
+            parent_id: None,
+            flags: if sampled { SAMPLED } else { 0 },
             continued: false,
         }
     }
@@ -72,6 +77,17 @@ impl Trace {
 
     pub(crate) fn span_id(&self) -> &str {
         std::str::from_utf8(&self.span_id).unwrap_or("")
+    }
+
+    /// The client's span id, when its trace is continued.
+    pub(crate) fn parent_id(&self) -> Option<&str> {
+        self.parent_id
+            .as_ref()
+            .map(|p| std::str::from_utf8(p).unwrap_or(""))
+    }
+
+    pub(crate) fn sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
     }
 
     /// Whether the client's trace was continued (its `tracestate` may then be passed on).
@@ -95,8 +111,8 @@ impl Trace {
     }
 }
 
-/// A strict version-00 `traceparent`: its trace id (hex) and flags.
-fn parse(v: &[u8]) -> Option<([u8; 32], u8)> {
+/// A strict version-00 `traceparent`: its trace id and parent id (hex) and flags.
+fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 16], u8)> {
     if v.len() != LEN || &v[..3] != b"00-" || v[35] != b'-' || v[52] != b'-' {
         return None;
     }
@@ -107,9 +123,10 @@ fn parse(v: &[u8]) -> Option<([u8; 32], u8)> {
         return None;
     }
     let digit = |c: u8| if c <= b'9' { c - b'0' } else { c - b'a' + 10 };
-    let mut id = [0u8; 32];
+    let (mut id, mut p) = ([0u8; 32], [0u8; 16]);
     id.copy_from_slice(trace);
-    Some((id, digit(flags[0]) << 4 | digit(flags[1])))
+    p.copy_from_slice(parent);
+    Some((id, p, digit(flags[0]) << 4 | digit(flags[1])))
 }
 
 fn span_id() -> [u8; 16] {
@@ -162,10 +179,12 @@ mod tests {
 
     #[test]
     fn a_valid_traceparent_is_continued_with_a_new_span() {
-        let t = Trace::of(&headers(&[VALID.as_bytes()]));
+        let t = Trace::of(&headers(&[VALID.as_bytes()]), false);
         assert!(t.continued());
         assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.span_id().len(), 16);
+        assert_eq!(t.parent_id(), Some("00f067aa0ba902b7"));
+        assert!(t.sampled());
         assert_ne!(t.span_id(), "00f067aa0ba902b7");
         let up = t.traceparent();
         let up = up.to_str().unwrap();
@@ -180,11 +199,11 @@ mod tests {
     #[test]
     fn flags_keep_only_sampled() {
         let v = VALID.replace("-01", "-ff");
-        let t = Trace::of(&headers(&[v.as_bytes()]));
+        let t = Trace::of(&headers(&[v.as_bytes()]), false);
         assert!(t.continued());
         assert!(t.traceparent().to_str().unwrap().ends_with("-01"));
         let v = VALID.replace("-01", "-02");
-        let t = Trace::of(&headers(&[v.as_bytes()]));
+        let t = Trace::of(&headers(&[v.as_bytes()]), false);
         assert!(t.traceparent().to_str().unwrap().ends_with("-00"));
     }
 
@@ -231,7 +250,7 @@ mod tests {
             };
             let mut h = HeaderMap::new();
             h.insert(TRACEPARENT, value);
-            let t = Trace::of(&h);
+            let t = Trace::of(&h, false);
             assert!(!t.continued(), "{v:?}");
             assert_ne!(t.trace_id(), trace, "{v:?}");
         }
@@ -243,7 +262,7 @@ mod tests {
     fn duplicates_start_a_new_trace_even_when_each_is_valid() {
         let other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         for pair in [[VALID, other], [VALID, VALID]] {
-            let t = Trace::of(&headers(&[pair[0].as_bytes(), pair[1].as_bytes()]));
+            let t = Trace::of(&headers(&[pair[0].as_bytes(), pair[1].as_bytes()]), false);
             assert!(!t.continued());
             assert_ne!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         }
@@ -251,14 +270,19 @@ mod tests {
 
     #[test]
     fn absent_starts_a_new_unsampled_trace() {
-        let t = Trace::of(&HeaderMap::new());
+        let t = Trace::of(&HeaderMap::new(), false);
         assert!(!t.continued());
+        assert!(!t.sampled() && t.parent_id().is_none());
+        assert!(Trace::of(&HeaderMap::new(), true).sampled());
         let v = t.traceparent();
         let v = v.to_str().unwrap();
         assert!(well_formed(v), "{v}");
         assert!(v.ends_with("-00"), "{v}");
-        assert_ne!(Trace::start().trace_id(), Trace::start().trace_id());
-        assert_ne!(t.span_id(), Trace::of(&HeaderMap::new()).span_id());
+        assert_ne!(
+            Trace::start(false).trace_id(),
+            Trace::start(false).trace_id()
+        );
+        assert_ne!(t.span_id(), Trace::of(&HeaderMap::new(), false).span_id());
     }
 
     #[test]

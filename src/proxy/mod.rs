@@ -64,6 +64,8 @@ pub(crate) struct Gateway {
     auth: Option<Arc<Auth>>,
     /// Set when shutdown begins: every response closes its connection from then on.
     drain: Arc<crate::connections::Drain>,
+    /// Where request spans go, when OTLP export is on.
+    otlp: Option<crate::otlp::Exporter>,
 }
 
 impl Gateway {
@@ -77,7 +79,14 @@ impl Gateway {
             metrics,
             auth,
             drain: Arc::default(),
+            otlp: None,
         }
+    }
+
+    /// Export a span per sampled request (see `crate::otlp`).
+    pub(crate) fn with_otlp(mut self, otlp: Option<crate::otlp::Exporter>) -> Self {
+        self.otlp = otlp;
+        self
     }
 
     /// Close each connection after its response once `drain` has begun.
@@ -446,7 +455,7 @@ impl ProxyHttp for Gateway {
         let stripped = rt.identity.strip(req);
         ctx.origin = rt.forwarding.inspect(req, ctx.peer_ip, tls);
         ctx.request_id = rt.forwarding.request_id(req, &ctx.origin);
-        ctx.trace = Some(Trace::of(&req.headers));
+        ctx.trace = Some(Trace::of(&req.headers, self.otlp.is_some()));
         if stripped > 0 {
             tracing::info!(request_id = %ctx.request_id, count = stripped, "stripped client-sent identity headers");
         }
@@ -765,6 +774,28 @@ impl ProxyHttp for Gateway {
         }
         if ctx.runtime.access_log {
             access_log(session, e, ctx, route_id, status, elapsed);
+        }
+        if let (Some(otlp), Some(trace)) = (&self.otlp, ctx.trace) {
+            if trace.sampled() {
+                let end = std::time::SystemTime::now();
+                otlp.export(crate::otlp::Span {
+                    trace,
+                    start: end.checked_sub(elapsed).unwrap_or(end),
+                    end,
+                    method: session.req_header().method.clone(),
+                    path: ctx
+                        .path
+                        .as_ref()
+                        .map_or_else(String::new, |p| p.as_str().to_string()),
+                    route: ctx.route.as_ref().map(|r| r.id.clone()),
+                    upstream: ctx
+                        .route
+                        .as_ref()
+                        .filter(|_| ctx.server.is_some())
+                        .map(|r| r.upstream.name.clone()),
+                    status,
+                });
+            }
         }
     }
 
