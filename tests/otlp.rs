@@ -247,3 +247,44 @@ async fn off_without_the_environment() {
     assert_eq!(t[2], "00");
     assert!(!gw.metrics().await.contains("authgate_trace_spans_total"));
 }
+
+/// A collector that is down: requests are answered as ever, the spans are counted as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_costs_no_request() {
+    let closed = common::free_port();
+    let e = echo().await;
+    let gw = Gateway::start_with(
+        &format!("[upstreams.app]\nservers = [\"http://{e}\"]\n\n[[routes]]\nid = \"app\"\npath = \"/app\"\nupstream = \"app\"\npublic = true\n"),
+        Opts {
+            env: vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), None),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(),
+                    Some(format!("http://127.0.0.1:{closed}/v1/traces")),
+                ),
+            ],
+            ..Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+    for _ in 0..5 {
+        assert_eq!(
+            client()
+                .get(gw.url("/app/x"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let counted = eventually(Duration::from_secs(10), || async {
+        gw.metrics()
+            .await
+            .contains("authgate_trace_spans_total{outcome=\"failed\"} 5")
+    })
+    .await;
+    assert!(counted, "{}\n{}", gw.metrics().await, gw.log());
+    assert!(gw.log().contains("OTLP export failed"), "{}", gw.log());
+}

@@ -71,6 +71,11 @@ async fn traceparent_continued_started_or_replaced_and_logged() {
         &format!("[upstreams.app]\nservers = [\"http://{e}\"]\n\n[[routes]]\nid = \"app\"\npath = \"/app\"\nupstream = \"app\"\npublic = true\n"),
         Opts {
             log_extra: "format = \"json\"\n".into(),
+            // Traces started here are sampled only while OTLP export is on.
+            env: vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), None),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(), None),
+            ],
             ..Opts::default()
         },
     )
