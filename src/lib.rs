@@ -23,6 +23,7 @@
 //!   assertions) and its monotonic clock.
 //! - `flight`: single-flight: one computation per key at a time, shared by its callers.
 //! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
+//! - `trace`: W3C `traceparent`, continued when valid or started, passed upstream (a leaf).
 //! - [`limits`]: bounds of the request head (bytes, header lines), answered with 431.
 //! - [`crypto`]: randomness, digests, base64url, constant-time equality, unix time (a leaf).
 //! - [`csrf`]: the cross-site request guard for cookie-authenticated unsafe requests.
@@ -39,6 +40,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`reload`]: what a reload changes (all or nothing), what needs a restart, and what lives
 //!   across configs (session store and cache, running providers); `--watch`.
+//! - `otlp`: optional export of one span per request over OTLP/HTTP (from `OTEL_*` variables).
 //! - [`server`]: assembles the Pingora server from a config; signals, reload, shutdown,
 //!   upgrade.
 //! - [`connections`]: drives every downstream connection (limits, timeouts, HTTP/1 and
@@ -56,7 +58,7 @@
 //! builds the same request description from the front proxy's headers) → the decision: route
 //! (or 404) → method override → authenticate → 401/302, CSRF, policy →
 //! `upstream_peer`: round-robin server → `upstream_request_filter`: canonical path, forwarding
-//! headers, request ID → `logging`: metrics and access log.
+//! headers, request ID, `traceparent` → `logging`: metrics and access log.
 
 pub mod admin;
 pub(crate) mod answer;
@@ -80,6 +82,7 @@ pub mod logging;
 pub mod metrics;
 pub(crate) mod notify;
 pub(crate) mod oidc;
+pub(crate) mod otlp;
 pub(crate) mod out_header;
 pub(crate) mod pages;
 pub mod path;
@@ -91,4 +94,5 @@ pub mod routing;
 pub mod server;
 pub mod session;
 pub mod tasks;
+pub(crate) mod trace;
 pub(crate) mod upstream;

@@ -1,7 +1,9 @@
 //! Prometheus metrics, named `authgate_<subsystem>_<what>_<unit>`.
 //!
 //! One registry per process, served by the admin listener. Labels come from route ids,
-//! upstream names and enums, never from raw request data, so cardinality is bounded by config.
+//! upstream names, provider ids and enums, never from raw request data, so cardinality is
+//! bounded by config. Also there: the prometheus crate's `process_*` metrics (CPU, memory,
+//! open file descriptors, start time; Linux) and `authgate_build_info{version}`.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -25,6 +27,12 @@ pub struct Metrics {
     /// Logins started and not yet finished, expired or evicted (see [`Metrics::pending`]).
     pub(crate) pending_logins: IntGauge,
     pub(crate) pending_logins_evicted: IntCounter,
+    /// From choosing an upstream server to its response head, by upstream.
+    pub(crate) upstream_duration: HistogramVec,
+    /// Discovery and JWKS fetches, by provider, document and outcome (see [`Metrics::fetches`]).
+    provider_fetches: IntCounterVec,
+    /// Request spans for OTLP export, by outcome (see [`Metrics::span_counts`]).
+    trace_spans: IntCounterVec,
 }
 
 /// Label for requests that matched no route.
@@ -136,6 +144,49 @@ impl Metrics {
             "Pending logins dropped, oldest first, because session.max_pending_logins was reached",
         )
         .expect("valid metric");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "authgate_upstream_response_duration_seconds",
+                "From choosing an upstream server (connect included) to its response head, by upstream",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let provider_fetches = IntCounterVec::new(
+            Opts::new(
+                "authgate_provider_fetches_total",
+                "Discovery and JWKS fetches from a provider, by provider, document (discovery, jwks) and outcome (ok, error)",
+            ),
+            &["provider", "document", "outcome"],
+        )
+        .expect("valid metric");
+        let trace_spans = IntCounterVec::new(
+            Opts::new(
+                "authgate_trace_spans_total",
+                "Request spans for OTLP export, by outcome (exported, dropped: queue full, failed: the collector did not take them)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let build_info = IntGauge::with_opts(
+            Opts::new(
+                "authgate_build_info",
+                "The running build: always 1, its version as a label",
+            )
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+        )
+        .expect("valid metric");
+        build_info.set(1);
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric names");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -151,6 +202,10 @@ impl Metrics {
             Box::new(revocations.clone()),
             Box::new(pending_logins.clone()),
             Box::new(pending_logins_evicted.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(provider_fetches.clone()),
+            Box::new(trace_spans.clone()),
+            Box::new(build_info),
         ] {
             registry.register(m).expect("unique metric names");
         }
@@ -170,6 +225,33 @@ impl Metrics {
             revocations,
             pending_logins,
             pending_logins_evicted,
+            upstream_duration,
+            provider_fetches,
+            trace_spans,
+        }
+    }
+
+    /// The counters of OTLP span export (each series created at 0: export is on).
+    pub(crate) fn span_counts(&self) -> crate::otlp::SpanCounts {
+        let c = |outcome| self.trace_spans.with_label_values(&[outcome]);
+        crate::otlp::SpanCounts {
+            exported: c("exported"),
+            dropped: c("dropped"),
+            failed: c("failed"),
+        }
+    }
+
+    /// The fetch counters of one provider, resolved once (no label lookup per fetch).
+    pub(crate) fn fetches(&self, provider: &str) -> FetchMetrics {
+        let c = |document, outcome| {
+            self.provider_fetches
+                .with_label_values(&[provider, document, outcome])
+        };
+        FetchMetrics {
+            discovery_ok: c("discovery", "ok"),
+            discovery_error: c("discovery", "error"),
+            jwks_ok: c("jwks", "ok"),
+            jwks_error: c("jwks", "error"),
         }
     }
 
@@ -209,5 +291,67 @@ impl PendingMetrics {
     pub(crate) fn report(&self, pending: u64, evicted: u64) {
         self.pending.set(pending as i64);
         self.evicted.inc_by(evicted);
+    }
+}
+
+/// Where one provider counts its fetches: `authgate_provider_fetches_total{provider,
+/// document, outcome}`.
+#[derive(Clone, Debug)]
+pub(crate) struct FetchMetrics {
+    discovery_ok: IntCounter,
+    discovery_error: IntCounter,
+    jwks_ok: IntCounter,
+    jwks_error: IntCounter,
+}
+
+impl FetchMetrics {
+    pub(crate) fn discovery(&self, ok: bool) {
+        if ok {
+            &self.discovery_ok
+        } else {
+            &self.discovery_error
+        }
+        .inc();
+    }
+
+    pub(crate) fn jwks(&self, ok: bool) {
+        if ok { &self.jwks_ok } else { &self.jwks_error }.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_process_and_fetch_counters_are_exported() {
+        let m = Metrics::new();
+        let f = m.fetches("corp");
+        f.discovery(true);
+        f.jwks(false);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains(&format!(
+                "authgate_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        if cfg!(target_os = "linux") {
+            assert!(text.contains("process_resident_memory_bytes "), "{text}");
+            assert!(text.contains("process_open_fds "), "{text}");
+        }
+        assert!(
+            text.contains(
+                "authgate_provider_fetches_total{document=\"discovery\",outcome=\"ok\",provider=\"corp\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "authgate_provider_fetches_total{document=\"jwks\",outcome=\"error\",provider=\"corp\"} 1"
+            ),
+            "{text}"
+        );
     }
 }

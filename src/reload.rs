@@ -197,7 +197,9 @@ impl Assembly {
                 .map(|p| match running.get(&p.id) {
                     Some(r) if r.provider.settings == *p => Ok(r.provider.clone()),
                     _ => {
-                        let new = Arc::new(Provider::new(p.clone(), provider_http(p)?));
+                        let new = Arc::new(
+                            Provider::new(p.clone(), provider_http(p)?).count_in(&self.metrics),
+                        );
                         fresh.push(new.clone());
                         Ok(new)
                     }

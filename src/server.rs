@@ -534,7 +534,17 @@ pub fn run(
         keepalive_timeout: config.server.keepalive_timeout,
         request_header_timeout: config.server.request_header_timeout,
     });
-    let gateway = Gateway::new(runtime.clone(), metrics.clone()).with_drain(drain.clone());
+    let otlp = match crate::otlp::from_env(&metrics)? {
+        Some((exporter, task)) => {
+            let _enter = control.enter();
+            tasks.spawn("otlp export", task);
+            Some(exporter)
+        }
+        None => None,
+    };
+    let gateway = Gateway::new(runtime.clone(), metrics.clone())
+        .with_drain(drain.clone())
+        .with_otlp(otlp);
     for h2c in [false, true] {
         let listeners: Vec<_> = config.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if listeners.is_empty() {

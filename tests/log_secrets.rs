@@ -179,6 +179,92 @@ bearer = true
 audiences = ["urn:authgate:api"]
 "#;
 
+/// A user agent with the characters a log format must escape.
+const USER_AGENT: &str = "log-test/1.0 (\"quoted\" \\ back)";
+
+/// The access log line of the bearer call has every field, each value plain (an address, not
+/// `Some(...)`), and the credentials nowhere (checked with every other secret).
+fn access_line_fields(log: &str, format: &str, bytes_out: usize) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("authgate::access") && l.contains("/api/things"))
+        .unwrap_or_else(|| panic!("no access line for the bearer call:\n{log}"));
+    assert!(!line.contains("Some("), "{line}");
+    assert!(
+        !line.contains("page=2"),
+        "the query is in the access log: {line}"
+    );
+    if format == "json" {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["timestamp"].is_string(), "{line}");
+        assert_eq!(v["request_id"].as_str().unwrap().len(), 32, "{line}");
+        assert_eq!(v["client"], "127.0.0.1", "{line}");
+        assert_eq!(v["method"], "POST", "{line}");
+        assert!(
+            v["host"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{line}"
+        );
+        assert_eq!(v["path"], "/api/things", "{line}");
+        assert_eq!(v["status"], 200, "{line}");
+        assert_eq!(v["route"], "api", "{line}");
+        assert_eq!(v["upstream"], "app", "{line}");
+        assert!(
+            v["upstream_server"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:"),
+            "{line}"
+        );
+        assert!(v["upstream_ms"].as_f64().unwrap() > 0.0, "{line}");
+        assert!(
+            v["duration_ms"].as_f64().unwrap() >= v["upstream_ms"].as_f64().unwrap(),
+            "{line}"
+        );
+        assert_eq!(v["bytes_in"], 10, "{line}");
+        assert_eq!(v["bytes_out"], bytes_out as u64, "{line}");
+        assert!(v["user"].is_string(), "{line}");
+        assert!(v["provider"].is_string(), "{line}");
+        assert_eq!(v["user_agent"], USER_AGENT, "{line}");
+        // Unknown values are absent, not placeholders.
+        assert!(
+            v.get("refusal").is_none() && v.get("error").is_none(),
+            "{line}"
+        );
+    } else {
+        for field in [
+            "client=127.0.0.1 ",
+            "method=\"POST\"",
+            "path=\"/api/things\"",
+            "status=200",
+            "route=\"api\"",
+            "upstream=\"app\"",
+            "upstream_ms=",
+            "duration_ms=",
+            "bytes_in=10 ",
+            &format!("bytes_out={bytes_out}"),
+            "user=",
+            "provider=",
+            "user_agent=\"log-test/1.0 (\\\"quoted\\\" \\\\ back)\"",
+        ] {
+            assert!(line.contains(field), "no {field} in {line}");
+        }
+    }
+    // A refused request names its refusal and no user.
+    let refused = log
+        .lines()
+        .find(|l| {
+            l.contains("authgate::access")
+                && l.contains("/.authgate/callback")
+                && (l.contains("status=400") || l.contains("\"status\":400"))
+        })
+        .unwrap_or_else(|| panic!("no access line for the failed callback:\n{log}"));
+    assert!(refused.contains("refusal"), "{refused}");
+    assert!(
+        !refused.contains("user=") && !refused.contains("\"user\""),
+        "{refused}"
+    );
+}
+
 async fn no_secret_in_logs(format: &str) {
     let port = free_port();
     // Access tokens live 30 s and refresh_lead is 60 s: the first request after the login
@@ -266,13 +352,16 @@ async fn no_secret_in_logs(format: &str) {
     // A bearer call.
     let bearer = idp.client_token("urn:authgate:api").await;
     let r = client()
-        .get(gw.url("/api/things?page=2"))
+        .post(gw.url("/api/things?page=2"))
         .header("accept", "application/json")
+        .header("user-agent", USER_AGENT)
         .bearer_auth(&bearer)
+        .body("0123456789")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let bytes_out = r.bytes().await.unwrap().len();
     secrets.push(("bearer token".into(), bearer));
 
     // A callback that fails (no transaction cookie), with a code and state of its own.
@@ -339,6 +428,7 @@ async fn no_secret_in_logs(format: &str) {
                 .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
         }
     }
+    access_line_fields(&log, format, bytes_out);
     // ...and no secret, whole or (for JWTs) its signature.
     for (what, secret) in &secrets {
         assert!(

@@ -187,6 +187,8 @@ pub struct Jwks {
     cooldown: Duration,
     /// Why the last fetch failed; `None` once one succeeds.
     failing: ArcSwap<Option<String>>,
+    /// Where fetches are counted, once the owning provider says (see [`Jwks::count_in`]).
+    counts: std::sync::OnceLock<crate::metrics::FetchMetrics>,
 }
 
 /// Each JWKS request fails after this (the background refresh and a request waiting for an
@@ -203,7 +205,13 @@ impl Jwks {
             last_fetch: tokio::sync::Mutex::new(None),
             cooldown,
             failing: ArcSwap::from_pointee(None),
+            counts: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Count every fetch from now on (`authgate_provider_fetches_total{document="jwks"}`).
+    pub(crate) fn count_in(&self, counts: crate::metrics::FetchMetrics) {
+        let _ = self.counts.set(counts);
     }
 
     pub(crate) fn set_uri(&self, uri: String) {
@@ -235,6 +243,9 @@ impl Jwks {
             return Err(JwtError::JwksUnavailable("no jwks_uri yet".into()));
         };
         let outcome = self.fetch_from(&uri).await;
+        if let Some(c) = self.counts.get() {
+            c.jwks(outcome.is_ok());
+        }
         self.failing.store(Arc::new(match &outcome {
             Ok(_) => None,
             Err(JwtError::JwksUnavailable(why)) => Some(why.clone()),

@@ -169,6 +169,8 @@ pub(crate) struct Provider {
     liveness: Mutex<Liveness>,
     /// Refresh failures are logged once per [`crate::ratelimit_log::WINDOW`], with a count.
     failure_log: Throttle,
+    /// Where discovery and JWKS fetches are counted (see [`Provider::count_in`]).
+    counts: Option<crate::metrics::FetchMetrics>,
 }
 
 impl Provider {
@@ -183,7 +185,16 @@ impl Provider {
             failures: AtomicU32::new(0),
             liveness: Mutex::new(Liveness::default()),
             failure_log: Throttle::new(crate::ratelimit_log::WINDOW),
+            counts: None,
         }
+    }
+
+    /// Count this provider's discovery and JWKS fetches in `metrics`.
+    pub(crate) fn count_in(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        let counts = metrics.fetches(&self.settings.id);
+        self.jwks.count_in(counts.clone());
+        self.counts = Some(counts);
+        self
     }
 
     pub(crate) fn id(&self) -> &str {
@@ -236,9 +247,18 @@ impl Provider {
     /// refresh (`refresh_interval`, 10 minutes by default).
     async fn probe(&self) -> Result<(), ProviderError> {
         let (doc, _) = self.fetch_discovery().await?;
+        let outcome = self.probe_jwks(&doc.jwks_uri).await;
+        if let Some(c) = &self.counts {
+            c.jwks(outcome.is_ok());
+        }
+        outcome
+    }
+
+    /// The probe's JWKS fetch: a key set with keys, nothing kept.
+    async fn probe_jwks(&self, uri: &str) -> Result<(), ProviderError> {
         let resp = self
             .http
-            .get(&doc.jwks_uri)
+            .get(uri)
             .timeout(REFRESH_TIMEOUT)
             .send()
             .await
@@ -263,8 +283,16 @@ impl Provider {
         }
     }
 
-    /// The discovery document, checked, and the ID token algorithms it leads to.
+    /// The discovery document, checked, and the ID token algorithms it leads to; counted.
     async fn fetch_discovery(&self) -> Result<(Discovery, Vec<Algorithm>), ProviderError> {
+        let outcome = self.discover().await;
+        if let Some(c) = &self.counts {
+            c.discovery(outcome.is_ok());
+        }
+        outcome
+    }
+
+    async fn discover(&self) -> Result<(Discovery, Vec<Algorithm>), ProviderError> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.settings.issuer.trim_end_matches('/')

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::routes::{Route, Runtime};
 use crate::answer::Audience;
@@ -10,6 +10,7 @@ use crate::forwarded::{Origin, RequestId};
 use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
 use crate::session::UserSession;
+use crate::trace::Trace;
 
 pub(crate) struct RequestCtx {
     /// The config snapshot this request started with: a reload mid-request cannot change
@@ -20,6 +21,8 @@ pub(crate) struct RequestCtx {
     pub(crate) peer_ip: Option<IpAddr>,
     pub(crate) origin: Origin,
     pub(crate) request_id: RequestId,
+    /// The W3C trace this request belongs to (see `crate::trace`), once its head is read.
+    pub(crate) trace: Option<Trace>,
     /// The request's host in canonical form (`host[:port]`): what the route was chosen on,
     /// and so what the upstream receives as `Host` and `X-Forwarded-Host`.
     pub(crate) host: http::HeaderValue,
@@ -31,6 +34,11 @@ pub(crate) struct RequestCtx {
     pub(crate) server: Option<usize>,
     /// Bit set of servers already tried by this request.
     pub(crate) tried: u64,
+    /// When the current upstream attempt began (server chosen, before connecting).
+    pub(crate) upstream_start: Option<Instant>,
+    /// From the start of the last upstream attempt to its response head: connect, send,
+    /// the upstream's own time. `None` when no upstream answered.
+    pub(crate) upstream_latency: Option<Duration>,
     /// Code of the refusal, when the gateway answered itself.
     pub(crate) refusal: Option<&'static str>,
     /// The caller's session, on protected routes.
@@ -52,12 +60,15 @@ impl RequestCtx {
                 variant_from_trusted: false,
             },
             request_id: RequestId::default(),
+            trace: None,
             host: http::HeaderValue::from_static(""),
             audience: None,
             path: None,
             route: None,
             server: None,
             tried: 0,
+            upstream_start: None,
+            upstream_latency: None,
             refusal: None,
             session: None,
             bearer: None,

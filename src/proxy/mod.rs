@@ -6,12 +6,13 @@
 //!    when the session store or every provider is down: fail closed).
 //! 2. `upstream_peer`: pick a server of the route's upstream (round robin, passive health).
 //! 3. `upstream_request_filter`: send the canonical path, set forwarding headers, the request
-//!    ID, the caller's identity headers (and the signed assertion where asked for); remove the
+//!    ID, the W3C `traceparent` (`crate::trace`), the caller's identity headers (and the signed assertion where asked for); remove the
 //!    gateway's cookies. Pingora has already removed hop-by-hop and `Connection:`-nominated
 //!    headers here, so nothing a client nominates can remove what we add.
 //! 4. `fail_to_connect` / `error_while_proxy` / `fail_to_proxy`: mark servers, retry, map
 //!    errors to 502/504.
-//! 5. `logging`: metrics and the access log (path without query: queries can hold secrets).
+//! 5. `logging`: metrics and the access log (path without query: queries can hold secrets);
+//!    `upstream_response_filter` has timed the upstream for both.
 //!
 //! Connections: `on_connection_reuse` tells the connection driver
 //! (`crate::connections`) that a request head is complete (its head timeout and
@@ -46,6 +47,7 @@ use crate::metrics::{Metrics, NO_ROUTE};
 use crate::oidc::{Reply, RequestInfo};
 use crate::path;
 use crate::ratelimit_log::{Throttle, WINDOW};
+use crate::trace::{Trace, TRACEPARENT, TRACESTATE};
 use decision::{Caller, Inbound};
 
 /// Outage lines of the request path: one per cause (and route) per window, with a count.
@@ -60,6 +62,8 @@ pub(crate) struct Gateway {
     metrics: Arc<Metrics>,
     /// Set when shutdown begins: every response closes its connection from then on.
     drain: Arc<crate::connections::Drain>,
+    /// Where request spans go, when OTLP export is on.
+    otlp: Option<crate::otlp::Exporter>,
 }
 
 impl Gateway {
@@ -68,7 +72,14 @@ impl Gateway {
             runtime,
             metrics,
             drain: Arc::default(),
+            otlp: None,
         }
+    }
+
+    /// Export a span per sampled request (see `crate::otlp`).
+    pub(crate) fn with_otlp(mut self, otlp: Option<crate::otlp::Exporter>) -> Self {
+        self.otlp = otlp;
+        self
     }
 
     /// Close each connection after its response once `drain` has begun.
@@ -437,6 +448,7 @@ impl ProxyHttp for Gateway {
         let stripped = rt.identity.strip(req);
         ctx.origin = rt.forwarding.inspect(req, ctx.peer_ip, tls);
         ctx.request_id = rt.forwarding.request_id(req, &ctx.origin);
+        ctx.trace = Some(Trace::of(&req.headers, self.otlp.is_some()));
         if stripped > 0 {
             tracing::info!(request_id = %ctx.request_id, count = stripped, "stripped client-sent identity headers");
         }
@@ -492,6 +504,7 @@ impl ProxyHttp for Gateway {
             ctx.tried |= 1 << i;
         }
         ctx.server = Some(i);
+        ctx.upstream_start = Some(Instant::now());
         Ok(route.upstream.peer(i))
     }
 
@@ -531,6 +544,14 @@ impl ProxyHttp for Gateway {
             &ctx.host,
             &ctx.request_id,
         )?;
+        // The trace goes on with the gateway's hop as the upstream's parent; the client's
+        // `tracestate` only with the client's own trace.
+        if let Some(t) = &ctx.trace {
+            upstream.insert_header(TRACEPARENT, t.traceparent())?;
+            if !t.continued() {
+                upstream.remove_header(&TRACESTATE);
+            }
+        }
         if let Some(auth) = &ctx.runtime.auth {
             // The upstream never sees the gateway's cookies, on any route.
             auth.strip_cookie(upstream)?;
@@ -567,6 +588,24 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The upstream's answer head is in: its latency, for the access log and metrics.
+        let latency = ctx.upstream_start.map(|t| t.elapsed());
+        if let (Some(route), Some(d)) = (&ctx.route, latency) {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[&route.upstream.name])
+                .observe(d.as_secs_f64());
+        }
+        ctx.upstream_latency = latency;
         Ok(())
     }
 
@@ -727,28 +766,29 @@ impl ProxyHttp for Gateway {
             route.upstream.report_success(i);
         }
         if ctx.runtime.access_log {
-            let req = session.req_header();
-            tracing::info!(
-                target: "authgate::access",
-                request_id = %ctx.request_id,
-                client = ?ctx.peer_ip,
-                method = %req.method,
-                // Canonical path only: the query string may carry secrets.
-                path = ctx.path.as_ref().map_or("-", |p| p.as_str()),
-                route = route_id,
-                status,
-                refusal = ctx.refusal.unwrap_or("-"),
-                // Who, for audits: the verified subject, never a credential.
-                user = ctx
-                    .session
-                    .as_ref()
-                    .map(|s| s.record.claims.subject.as_str())
-                    .or(ctx.bearer.as_ref().map(|b| b.claims.subject.as_str()))
-                    .unwrap_or("-"),
-                error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                "request"
-            );
+            access_log(session, e, ctx, route_id, status, elapsed);
+        }
+        if let (Some(otlp), Some(trace)) = (&self.otlp, ctx.trace) {
+            if trace.sampled() {
+                let end = std::time::SystemTime::now();
+                otlp.export(crate::otlp::Span {
+                    trace,
+                    start: end.checked_sub(elapsed).unwrap_or(end),
+                    end,
+                    method: session.req_header().method.clone(),
+                    path: ctx
+                        .path
+                        .as_ref()
+                        .map_or_else(String::new, |p| p.as_str().to_string()),
+                    route: ctx.route.as_ref().map(|r| r.id.clone()),
+                    upstream: ctx
+                        .route
+                        .as_ref()
+                        .filter(|_| ctx.server.is_some())
+                        .map(|r| r.upstream.name.clone()),
+                    status,
+                });
+            }
         }
     }
 
@@ -757,4 +797,78 @@ impl ProxyHttp for Gateway {
         // request summary, query string included.
         true
     }
+}
+
+/// Longest user agent written in the access log; a longer one is cut at a character boundary.
+const MAX_LOGGED_USER_AGENT: usize = 256;
+
+/// One access log line (`authgate::access`). Fields whose value is unknown are absent (JSON)
+/// rather than a placeholder. Never a secret: the canonical path without its query, the
+/// verified subject rather than any credential, no cookie or header other than the user
+/// agent. Every value borrows from the request or its context: no allocation here.
+fn access_log(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+    route_id: &str,
+    status: u16,
+    elapsed: std::time::Duration,
+) {
+    let req = session.req_header();
+    let upstream = ctx.route.as_ref().filter(|_| ctx.server.is_some());
+    let server = upstream
+        .zip(ctx.server)
+        .and_then(|(r, i)| r.upstream.authority(i).to_str().ok());
+    let (user, provider) = match (&ctx.session, &ctx.bearer) {
+        (Some(s), _) => (
+            Some(s.record.claims.subject.as_str()),
+            Some(s.record.provider.as_str()),
+        ),
+        (None, Some(b)) => (Some(b.claims.subject.as_str()), Some(b.provider.as_str())),
+        (None, None) => (None, None),
+    };
+    // Visible ASCII only (`to_str`), bounded; the formatter escapes quotes and backslashes.
+    let user_agent = req
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| truncate(s, MAX_LOGGED_USER_AGENT));
+    tracing::info!(
+        target: "authgate::access",
+        request_id = %ctx.request_id,
+        trace_id = ctx.trace.as_ref().map(|t| t.trace_id()),
+        span_id = ctx.trace.as_ref().map(|t| t.span_id()),
+        client = ctx.peer_ip.map(tracing::field::display),
+        method = req.method.as_str(),
+        host = ctx.host.to_str().ok().filter(|h| !h.is_empty()),
+        // Canonical path only: the query string may carry secrets.
+        path = ctx.path.as_ref().map(|p| p.as_str()),
+        status,
+        route = route_id,
+        upstream = upstream.map(|r| &*r.upstream.name),
+        upstream_server = server,
+        upstream_ms = ctx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        bytes_in = session.body_bytes_read() as u64,
+        bytes_out = session.body_bytes_sent() as u64,
+        // Who, for audits: the verified subject, never a credential.
+        user,
+        provider,
+        refusal = ctx.refusal,
+        user_agent,
+        error = e.map(|e| e.etype().as_str()),
+        "request"
+    );
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
