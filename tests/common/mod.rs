@@ -833,16 +833,21 @@ pub struct Idp {
     log: Option<PathBuf>,
 }
 
+/// A gateway port not known before the provider starts: the gateway binds port 0 (see
+/// [`Gateway::start_with`]). In `Idp::start*`'s `gateway_ports` it registers port-less
+/// loopback redirect URIs that the provider matches on any port (`IDP_LOOPBACK_ANY_PORT`,
+/// RFC 8252 section 7.3).
+pub const ANY_PORT: u16 = 0;
+
 impl Idp {
     /// `auto_login`: log in as alice without forms (HTTP tests). `gateway_ports`: the client
-    /// gets redirect URIs for these gateway ports on 127.0.0.1 and localhost.
-    /// On a port the harness picks; a pick taken by another process meanwhile (node exits
-    /// with `EADDRINUSE`) is replaced by a new one.
+    /// gets redirect URIs for these gateway ports on 127.0.0.1 and localhost ([`ANY_PORT`]:
+    /// any port). On a port the kernel picks (`IDP_PORT=0`), named by its ready line.
     pub async fn start(auto_login: bool, gateway_ports: &[u16]) -> Idp {
-        let extra = serde_json::json!({});
-        Self::start_inner(free_port(), true, auto_login, gateway_ports, &[], extra).await
+        Self::start_on(0, auto_login, gateway_ports).await
     }
 
+    /// On `port` (0: any; a fixed one for a provider restarted where the gateway expects it).
     pub async fn start_on(port: u16, auto_login: bool, gateway_ports: &[u16]) -> Idp {
         Self::start_with_env(port, auto_login, gateway_ports, &[]).await
     }
@@ -866,13 +871,11 @@ impl Idp {
         env: &[(&str, &str)],
         client_extra: serde_json::Value,
     ) -> Idp {
-        Self::start_inner(port, false, auto_login, gateway_ports, env, client_extra).await
+        Self::start_inner(port, auto_login, gateway_ports, env, client_extra).await
     }
 
-    /// `any_port`: the caller takes the port from the result, so a taken one may be replaced.
     async fn start_inner(
-        mut port: u16,
-        any_port: bool,
+        port: u16,
         auto_login: bool,
         gateway_ports: &[u16],
         env: &[(&str, &str)],
@@ -886,10 +889,17 @@ impl Idp {
         );
         let mut redirects = Vec::new();
         let mut post_logout = Vec::new();
-        for p in gateway_ports {
+        let mut ports = gateway_ports.to_vec();
+        ports.sort_unstable();
+        ports.dedup();
+        for p in &ports {
+            let port = match *p {
+                ANY_PORT => String::new(),
+                p => format!(":{p}"),
+            };
             for h in ["127.0.0.1", "localhost"] {
-                redirects.push(format!("http://{h}:{p}/.authgate/callback"));
-                post_logout.push(format!("http://{h}:{p}/"));
+                redirects.push(format!("http://{h}{port}/.authgate/callback"));
+                post_logout.push(format!("http://{h}{port}/"));
             }
         }
         let mut client = serde_json::json!({
@@ -902,21 +912,26 @@ impl Idp {
             c.extend(extra.clone());
         }
         let clients = serde_json::json!([client]);
-        let mut issuer = format!("http://127.0.0.1:{port}");
-        let mut stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let stderr_path = std::env::temp_dir().join(format!(
+            "authgate-idp-{}-{}.log",
+            std::process::id(),
+            STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let stderr_file = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = Command::new(node);
         cmd.arg("idp.js")
             .current_dir(&dir)
             .env("IDP_PORT", port.to_string())
-            .env("IDP_ISSUER", &issuer)
             .env("IDP_CLIENTS", clients.to_string())
             .stdout(Stdio::piped())
             .stderr(stderr_file.try_clone().unwrap())
             .stdin(Stdio::null());
-        let mut port_retries = 0;
         if auto_login {
             cmd.env("IDP_AUTO_LOGIN", "1");
+        }
+        if gateway_ports.contains(&ANY_PORT) {
+            cmd.env("IDP_LOOPBACK_ANY_PORT", "1");
         }
         for (k, v) in env {
             cmd.env(k, v);
@@ -927,7 +942,7 @@ impl Idp {
         // the test to fail, and the message then says what the process was doing.
         let mut attempt = 0;
         let mut stalls = Vec::new();
-        let child = loop {
+        let (child, issuer) = loop {
             attempt += 1;
             let mut child = cmd.spawn().expect("spawn node idp.js");
             let stdout = child.stdout.take().unwrap();
@@ -938,37 +953,19 @@ impl Idp {
                     .lines()
                     .map_while(Result::ok)
                 {
-                    if line.starts_with("IDP READY") {
-                        let _ = tx.send(());
+                    if let Some(issuer) = line.strip_prefix("IDP READY ") {
+                        let _ = tx.send(issuer.to_string());
                     }
                 }
             });
-            // Ready line, or the process died (e.g. its port was taken): fail at once, with
-            // its log.
+            // Ready line (with the issuer, so the port), or the process died (e.g. a fixed port
+            // was taken): fail at once, with its log.
             let deadline = Instant::now() + patient(Duration::from_secs(30));
-            let mut new_port = false;
             let ready = loop {
-                if rx.try_recv().is_ok() {
-                    break true;
+                if let Ok(issuer) = rx.try_recv() {
+                    break Some(issuer);
                 }
                 if let Ok(Some(status)) = child.try_wait() {
-                    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                    if any_port && port_retries < 2 && log.contains("EADDRINUSE") {
-                        port_retries += 1;
-                        let _ = std::fs::remove_file(&stderr_path);
-                        port = free_port();
-                        eprintln!("the test IdP's port was taken; starting it on {port}");
-                        issuer = format!("http://127.0.0.1:{port}");
-                        stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
-                        let stderr_file = std::fs::File::create(&stderr_path).unwrap();
-                        cmd.env("IDP_PORT", port.to_string())
-                            .env("IDP_ISSUER", &issuer)
-                            .stderr(stderr_file);
-                        // Not a stall: this start does not count as one of the three.
-                        attempt -= 1;
-                        new_port = true;
-                        break false;
-                    }
                     panic!(
                         "the test IdP exited ({status}) before it was ready:\n{}",
                         std::fs::read_to_string(&stderr_path).unwrap_or_default()
@@ -978,15 +975,12 @@ impl Idp {
                     stalls.push(process_state(child.id(), port));
                     let _ = child.kill();
                     let _ = child.wait();
-                    break false;
+                    break None;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             };
-            if ready {
-                break child;
-            }
-            if new_port {
-                continue;
+            if let Some(issuer) = ready {
+                break (child, issuer);
             }
             assert!(
                 attempt < 3,
@@ -999,6 +993,10 @@ impl Idp {
                 stalls.last().map(String::as_str).unwrap_or_default()
             );
         };
+        let port = url::Url::parse(&issuer)
+            .ok()
+            .and_then(|u| u.port())
+            .unwrap_or_else(|| panic!("the test IdP's issuer names no port: {issuer}"));
         Idp {
             child: Some(child),
             port,
@@ -1085,6 +1083,11 @@ impl Idp {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The provider's process id (e.g. to freeze it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 }
 
@@ -1684,8 +1687,6 @@ impl Idp {
     /// 127.0.0.1), issuer `https://127.0.0.1:<port>`; otherwise as [`Idp::start`]. Its own
     /// auto-login logout hop trusts `pki`'s CA (`NODE_EXTRA_CA_CERTS`).
     pub async fn start_tls(auto_login: bool, gateway_ports: &[u16], pki: &TestPki) -> Idp {
-        let port = free_port();
-        let issuer = format!("https://127.0.0.1:{port}");
         // node reads the files at startup: they may go once it is ready.
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str, pem: &str| write(dir.path(), name, pem).display().to_string();
@@ -1697,12 +1698,9 @@ impl Idp {
         let env = [
             ("IDP_TLS_CERT", cert.as_str()),
             ("IDP_TLS_KEY", key.as_str()),
-            ("IDP_ISSUER", issuer.as_str()),
             ("NODE_EXTRA_CA_CERTS", ca.as_str()),
         ];
-        let mut idp = Self::start_with_env(port, auto_login, gateway_ports, &env).await;
-        idp.issuer = issuer;
-        idp
+        Self::start_with_env(0, auto_login, gateway_ports, &env).await
     }
 }
 
