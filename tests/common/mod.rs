@@ -261,6 +261,17 @@ impl Gateway {
         Some((addr, admin))
     }
 
+    /// The bound address of listener `i` (config order: the harness's first, then the
+    /// body's), from the ready file: for more listeners on port 0.
+    pub fn listener(&self, i: usize) -> SocketAddr {
+        let text = std::fs::read_to_string(self.ready_file()).expect("ready file");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("ready file JSON");
+        v["listeners"][i]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no listener {i} in the ready file: {text}"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -100,9 +100,8 @@ async fn http2_clients_over_tls_and_h2c() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write(dir.path(), "cert.pem", &pki.cert_pem);
     let key = write(dir.path(), "key.pem", &pki.key_pem);
-    let tls_port = free_port();
     let body = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:{tls_port}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n\n{}",
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n\n{}",
         cert.display(),
         key.display(),
         public_app(&format!("\"http://{e}\""), "")
@@ -115,6 +114,7 @@ async fn http2_clients_over_tls_and_h2c() {
         },
     )
     .await;
+    let tls_port = gw.listener(1).port();
 
     // TLS listener: HTTP/2 negotiated by ALPN; the upstream sees X-Forwarded-Proto https.
     let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
