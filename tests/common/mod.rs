@@ -1327,10 +1327,11 @@ impl Browser {
         let driver_bin = require("chromedriver", "apt-get install chromium-driver");
         let chromium = require("chromium", "apt-get install chromium");
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("chromedriver.out")).unwrap();
+        let out = dir.path().join("chromedriver.out");
+        let log = std::fs::File::create(&out).unwrap();
+        // Port 0: chromedriver takes a free port and names it on stdout.
         let child = Command::new(driver_bin)
-            .arg(format!("--port={port}"))
+            .arg("--port=0")
             .arg(format!(
                 "--log-path={}",
                 dir.path().join("chromedriver.log").display()
@@ -1343,9 +1344,28 @@ impl Browser {
             .expect("spawn chromedriver");
         let mut driver = Some(child);
 
-        // Wait (bounded) until chromedriver answers /status with ready: true.
-        let base = format!("http://127.0.0.1:{port}");
+        // Wait (bounded) for its port, then until it answers /status with ready: true.
         let deadline = Instant::now() + patient(Duration::from_secs(10));
+        let port = loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let named = text
+                .split("started successfully on port ")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(port) = named {
+                break port;
+            }
+            if let Some(status) = driver.as_mut().unwrap().try_wait().unwrap() {
+                panic!("chromedriver exited early ({status}):\n{text}");
+            }
+            if Instant::now() > deadline {
+                kill_group(&mut driver);
+                panic!("chromedriver named no port within 10s:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let base = format!("http://127.0.0.1:{port}");
         loop {
             if let Some(status) = driver.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
