@@ -5,7 +5,12 @@
 //! Every wait, timeout and deadline here is scaled by one setting, [`patience`]
 //! (`AUTHGATE_TEST_PATIENCE`), for slow machines. A gateway whose port no test needs before
 //! the start binds port 0 and reports its ports in a ready file (`run --ready-file`), so no
-//! port is picked, released and raced for.
+//! port is picked, released and raced for. The test OpenID provider binds port 0 too (its
+//! ready line names the issuer) and, for gateways registered as [`ANY_PORT`], accepts a
+//! loopback redirect URI on any port (RFC 8252 section 7.3); chromedriver names its port
+//! on stdout. [`free_port`] is left for what cannot report a port it picked (redis-server,
+//! nginx, Caddy, tinyproxy), a port a peer must know before the start (a provider restarted
+//! where the gateway expects it, a back-channel logout URI), and dead addresses.
 
 #![allow(dead_code)]
 // A harness shared by many test crates: its `pub` is its API, not the library's.
