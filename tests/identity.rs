@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    auth_config, client, echo, eventually, free_port, http_login, set_cookies, tx_cookie, Gateway,
-    Idp, Opts, Seen, ANY_PORT,
+    auth_config, client, echo, eventually, http_login, set_cookies, tx_cookie, Gateway, Idp, Opts,
+    Seen, ANY_PORT,
 };
 
 /// The payload of a JWT, unverified: what the upstream would read from the assertion.
@@ -160,15 +160,14 @@ async fn email_is_identity_only_when_the_provider_verified_it() {
 /// `sub`: a refresh keeps it and a back-channel logout naming the `sub` ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_claim_email_survives_refresh_and_backchannel_logout_by_sub() {
-    // Known before the start: the provider posts logout tokens to this port.
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start_full(
         0,
         true,
         &[port],
         &[("IDP_ACCESS_TOKEN_TTL", "3")],
         serde_json::json!({
-            "backchannel_logout_uri": format!("http://127.0.0.1:{port}/.authgate/backchannel-logout"),
+            "backchannel_logout_uri": common::BACKCHANNEL_PLACEHOLDER,
             "backchannel_logout_session_required": false,
         }),
     )
@@ -181,6 +180,8 @@ async fn user_claim_email_survives_refresh_and_backchannel_logout_by_sub() {
         "",
     )
     .await;
+    idp.set_backchannel_logout_uri(&gw.url("/.authgate/backchannel-logout"))
+        .await;
     let (cookie, _) = http_login(&gw, "/app").await;
     let user = |seen: &Seen| seen.header("x-forwarded-user").map(str::to_string);
     let seen: Seen = gw.get_as("/app", &cookie).await.json().await.unwrap();

@@ -334,23 +334,22 @@ async fn redis_restart_with_aof_loses_no_session() {
 /// are refused with 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backchannel_logout_from_the_provider_ends_sessions_everywhere() {
-    // Replica A's port is known before the start: the provider posts logout tokens there.
-    let ports = [free_port(), ANY_PORT];
+    let ports = [ANY_PORT; 2];
     let idp = Idp::start_full(
         0,
         true,
         &ports,
         &[],
-        serde_json::json!({
-            "backchannel_logout_uri":
-                format!("http://127.0.0.1:{}/.authgate/backchannel-logout", ports[0]),
-        }),
+        serde_json::json!({"backchannel_logout_uri": BACKCHANNEL_PLACEHOLDER}),
     )
     .await;
     let redis = Redis::start().await;
     let session = format!("{}cache_max_age = \"5m\"\n", redis_session(&redis.url()));
     let gws = replicas(&idp, &ports, &session, "").await;
     let (a, b) = (&gws[0], &gws[1]);
+    // The provider posts logout tokens to replica A.
+    idp.set_backchannel_logout_uri(&a.url("/.authgate/backchannel-logout"))
+        .await;
 
     // Two provider sessions (each login has its own provider cookie jar).
     let c1 = http_login(a, "/").await.0;

@@ -855,6 +855,10 @@ pub struct Idp {
 /// RFC 8252 section 7.3).
 pub const ANY_PORT: u16 = 0;
 
+/// A `backchannel_logout_uri` to register before the gateway's port is known; the test then
+/// points the provider at the gateway with [`Idp::set_backchannel_logout_uri`].
+pub const BACKCHANNEL_PLACEHOLDER: &str = "http://127.0.0.1/.authgate/backchannel-logout";
+
 impl Idp {
     /// `auto_login`: log in as alice without forms (HTTP tests). `gateway_ports`: the client
     /// gets redirect URIs for these gateway ports on 127.0.0.1 and localhost ([`ANY_PORT`]:
@@ -1099,6 +1103,20 @@ impl Idp {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Deliver the `authgate` client's back-channel logout tokens to `uri` from now on (a
+    /// gateway that bound port 0 after the provider started). The client must have been
+    /// started with a `backchannel_logout_uri` (a placeholder such as
+    /// [`BACKCHANNEL_PLACEHOLDER`]).
+    pub async fn set_backchannel_logout_uri(&self, uri: &str) {
+        let r = client()
+            .post(format!("{}/__test/clients", self.issuer))
+            .query(&[("client_id", "authgate"), ("backchannel_logout_uri", uri)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap_or_default());
     }
 
     /// The provider's process id (e.g. to freeze it with SIGSTOP).

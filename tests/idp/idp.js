@@ -111,6 +111,14 @@
 //   POST /__test/backchannel?client_id=<id>[&sub=..][&sid=..][&nonce=..]
 //                             signs a logout token with the chosen claims and POSTs it to that
 //                             client's backchannel_logout_uri. See below.
+//   POST /__test/clients?client_id=<id>&backchannel_logout_uri=<URI>
+//                             moves that client's back-channel logout deliveries to <URI>
+//                             (e.g. a gateway on a port it bound after the provider started).
+//                             The client must have been registered with a
+//                             backchannel_logout_uri (a placeholder will do: its other
+//                             back-channel settings come from that registration). Answers 204;
+//                             400 for an unknown client, one without backchannel_logout_uri,
+//                             or a URI that is not absolute http(s).
 //   POST /__test/jwks?down=1  the JWKS endpoint (GET /jwks) answers 503 from now on, while
 //                             discovery and everything else keep working; `down=0` restores it.
 //                             Answers 204. (Liveness tests: a JWKS that dies alone.)
@@ -909,6 +917,21 @@ async function sendLogoutToken(ctx, client, { sub, sid, nonce }) {
 // Request log, per-route counters and the /__test endpoints.
 let jwksDown = false;
 provider.use(async (ctx, next) => {
+  if (ctx.path === '/__test/clients' && ctx.method === 'POST') {
+    const client = await provider.Client.find(String(ctx.query.client_id ?? ''));
+    const uri = URL.parse(String(ctx.query.backchannel_logout_uri ?? ''));
+    if (!client?.backchannelLogoutUri || !['http:', 'https:'].includes(uri?.protocol)) {
+      ctx.status = 400;
+      ctx.body = {
+        error: 'invalid_request',
+        error_description: 'needs a client with a backchannel_logout_uri and an http(s) URI',
+      };
+      return;
+    }
+    client.backchannelLogoutUri = uri.href;
+    ctx.status = 204;
+    return;
+  }
   if (ctx.path === '/__test/jwks' && ctx.method === 'POST') {
     jwksDown = ctx.query.down === '1';
     ctx.status = 204;
