@@ -301,7 +301,8 @@ async fn https_proxy_carries_the_provider_traffic() {
 
     // And a proxy that is down leaves the provider unreachable: with HTTPS_PROXY set, no
     // connection goes direct.
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let down = common::dead_port();
+    let dead = format!("http://127.0.0.1:{}", down.port);
     let gw = gateway(&idp2, ANY_PORT, &keys, env(&[("HTTPS_PROXY", dead)])).await;
     let logged = eventually(Duration::from_secs(10), || async {
         gw.log().contains("cannot connect to the provider")

@@ -82,6 +82,27 @@ pub fn free_port() -> u16 {
     panic!("no free port below the ephemeral range");
 }
 
+/// A loopback port where nothing listens and nothing else can, while this value lives: a
+/// socket bound to it (port 0: the kernel picks) that never listens, so a connection there is
+/// refused. For "the upstream / provider / proxy is down" tests, with no port picked,
+/// released and raced for.
+pub struct DeadPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn dead_port() -> DeadPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a dead port");
+    let port = socket.local_addr().expect("bound").port();
+    DeadPort {
+        port,
+        _socket: socket,
+    }
+}
+
 /// What a process that did not answer was doing: its scheduler state, kernel wait channel,
 /// CPU time, threads, and who listens on `port` (to tell a spin from a block from a clash).
 fn process_state(pid: u32, port: u16) -> String {
