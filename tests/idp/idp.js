@@ -13,11 +13,11 @@
 //   IDP_HOST          listen address (default 127.0.0.1).
 //   IDP_TLS_CERT, IDP_TLS_KEY  PEM files (server certificate chain, private key): serve HTTPS
 //                     (node's https.createServer) instead of plain HTTP; both or neither. The
-//                     default issuer is then https://127.0.0.1:${IDP_PORT}. The certificate must
+//                     default issuer is then https://127.0.0.1:<port>. The certificate must
 //                     name the issuer's host (and 127.0.0.1 / IDP_HOST: the auto-login logout
 //                     hop below calls the provider itself over https, trusting the CAs in node's
 //                     NODE_EXTRA_CA_CERTS, which the test harness sets to the test CA).
-//   IDP_ISSUER        issuer URL (default http://127.0.0.1:${IDP_PORT}). It goes into the `iss`
+//   IDP_ISSUER        issuer URL (default http://127.0.0.1:<port>, the port bound). It goes into the `iss`
 //                     claim and discovery's `issuer`. The *endpoint* URLs in discovery are built
 //                     from the Host header of the discovery request (oidc-provider behaviour), so
 //                     fetch discovery with the same host the browser/gateway will use. A path in
