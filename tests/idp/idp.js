@@ -17,7 +17,7 @@
 //                     name the issuer's host (and 127.0.0.1 / IDP_HOST: the auto-login logout
 //                     hop below calls the provider itself over https, trusting the CAs in node's
 //                     NODE_EXTRA_CA_CERTS, which the test harness sets to the test CA).
-//   IDP_ISSUER        issuer URL (default http://127.0.0.1:<port>, the port bound). It goes into the `iss`
+//   IDP_ISSUER        issuer URL (default http://127.0.0.1:<bound port>). It goes into the `iss`
 //                     claim and discovery's `issuer`. The *endpoint* URLs in discovery are built
 //                     from the Host header of the discovery request (oidc-provider behaviour), so
 //                     fetch discovery with the same host the browser/gateway will use. A path in
