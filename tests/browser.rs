@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use common::{auth_gateway, bounded, free_port, Browser, Idp};
+use common::{auth_gateway, bounded, Browser, Idp, ANY_PORT};
 
 /// The echo upstream's HTML row for a received header.
 fn header_row(name: &str, value: &str) -> String {
@@ -28,13 +28,13 @@ async fn screenshot(b: &Browser, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_login_headers_logout() {
     let started = Instant::now();
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(false, &[port]).await;
     let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
     let b = Browser::start().await;
     eprintln!("setup: {:?}", started.elapsed());
 
-    let app = format!("http://localhost:{port}");
+    let app = format!("http://localhost:{}", gw.addr.port());
     let page = format!("{app}/app/page");
     let idp_port = idp.port;
     let on_idp =

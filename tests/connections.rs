@@ -534,7 +534,8 @@ async fn beyond_the_limit_idle_connections_make_room_and_busy_ones_are_never_cut
             .unwrap();
         busy.push(s);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // All four are in progress (not a fixed pause that a loaded machine may outlast).
+    gw.wait_in_flight(4).await;
     let started = Instant::now();
     let mut refused = TcpStream::connect(gw.addr).await.unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(3), get(&mut refused, "/over")).await;

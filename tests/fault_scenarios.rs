@@ -132,7 +132,7 @@ async fn logout(url: String, cookie: String) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cluster_primary_failover_loses_no_logout_and_mixes_no_identity() {
     const N: usize = 60;
-    let ports = [free_port(), free_port()];
+    let ports = [ANY_PORT; 2];
     let idp = Idp::start(true, &ports).await;
     let mut cluster = redis_sets::ReplicatedCluster::start().await;
     let session = format!(
@@ -463,7 +463,7 @@ async fn a_replica_with_a_skewed_clock_neither_extends_nor_cuts_sessions() {
     assert!((295..=305).contains(&skew_plus), "{skew_plus}");
     assert!((-305..=-295).contains(&skew_minus), "{skew_minus}");
 
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [ANY_PORT; 3];
     let idp = Idp::start(true, &ports).await;
     let redis = Redis::start().await;
     let session = format!(
@@ -645,7 +645,7 @@ async fn a_replica_with_a_skewed_clock_neither_extends_nor_cuts_sessions() {
 /// 20th (which restores the file as started).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_sighups_under_load_fail_no_request() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let app = echo().await;
     let body = auth_config(&idp, app, "store = \"memory\"");
@@ -810,9 +810,8 @@ async fn active_at_provider(idp: &Idp, token: &str) -> bool {
 /// + 20 s, 5 min late, and A kept forwarding the expired token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_skewed_replica_records_token_expiry_on_the_stores_clock() {
-    let ports = [free_port(), free_port()];
-    let idp =
-        Idp::start_with_env(free_port(), true, &ports, &[("IDP_ACCESS_TOKEN_TTL", "20")]).await;
+    let ports = [ANY_PORT; 2];
+    let idp = Idp::start_with_env(0, true, &ports, &[("IDP_ACCESS_TOKEN_TTL", "20")]).await;
     let redis = Redis::start().await;
     let session = redis_session(&redis.url());
     let mut gws = Vec::new();

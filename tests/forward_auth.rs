@@ -75,15 +75,17 @@ fn assert_clean(seen: &Seen, user: Option<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_snippet() {
-    let (gw_port, nginx_port) = (free_port(), free_port());
+    // nginx cannot report a port it picked: its own is chosen before the start. The gateway
+    // binds port 0 and nginx's config is written after it started.
+    let nginx_port = free_port();
     // The browser talks to nginx, so the provider sends it back to nginx's callback.
     let idp = Idp::start(true, &[nginx_port]).await;
     let app = echo().await;
-    let _gw = common::forward_auth_gateway(&idp, app, gw_port, "nginx").await;
+    let gw = common::forward_auth_gateway(&idp, app, common::ANY_PORT, "nginx").await;
     let server = snippet(
         "docs/forward-auth/nginx.conf",
         &[
-            ("127.0.0.1:8080", format!("127.0.0.1:{gw_port}")),
+            ("127.0.0.1:8080", gw.addr.to_string()),
             ("127.0.0.1:3000", app.to_string()),
         ],
     );

@@ -103,11 +103,13 @@ fn assert_refused(r: &RawResponse, tap: &Tap, marker: &str, caddy: &Caddy) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_forward_auth() {
-    let (gw_port, caddy_port) = (free_port(), free_port());
+    // Caddy's port is chosen before its start (its config names it); the gateway binds
+    // port 0 and Caddy's config is written after it started.
+    let caddy_port = free_port();
     // The browser talks to Caddy, so the provider sends it back to Caddy's callback.
     let idp = Idp::start(true, &[caddy_port]).await;
     let (app, tap) = tapped_echo().await;
-    let gw = common::forward_auth_gateway(&idp, app, gw_port, "caddy").await;
+    let gw = common::forward_auth_gateway(&idp, app, common::ANY_PORT, "caddy").await;
     let caddy = Caddy::start(caddy_port, &caddyfile(caddy_port, gw.addr, app)).await;
     let c = client();
 

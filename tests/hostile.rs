@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{auth_config, client, free_port, http_login, raw, Gateway, Idp, Opts, RawResponse};
+use common::{auth_config, client, http_login, raw, Gateway, Idp, Opts, RawResponse, ANY_PORT};
 
 // ---------------------------------------------------------------------------------------
 // Harness bits of this file
@@ -470,7 +470,7 @@ methods = [\"GET\"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_auth_trusts_only_its_proxys_description() {
-    let (traefik_port, envoy_port) = (free_port(), free_port());
+    let (traefik_port, envoy_port) = (ANY_PORT, ANY_PORT);
     let idp = Idp::start(true, &[traefik_port, envoy_port]).await;
     let app = Upstream::start(&[]);
     let trusted = "trusted_proxies = [\"127.0.0.1\"]";
@@ -482,12 +482,12 @@ async fn forward_auth_trusts_only_its_proxys_description() {
         // Trusts another address only (a documentation one: no traffic goes there).
         auth_gw(
             &idp,
-            free_port(),
+            ANY_PORT,
             app.addr,
             &traefik_cfg,
             "trusted_proxies = [\"192.0.2.1\"]"
         ),
-        auth_gw(&idp, free_port(), app.addr, FA_ROUTES, trusted),
+        auth_gw(&idp, ANY_PORT, app.addr, FA_ROUTES, trusted),
     );
     let (alice, _) = http_login(&traefik, "/").await;
     assert!(!alice.is_empty());
@@ -897,7 +897,7 @@ async fn header_variants_of_forwarding_and_identity_never_reach_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_variants_method_override_is_refused_where_methods_matter() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let app = Upstream::start(&[]);
     let gw = auth_gw(
@@ -984,7 +984,7 @@ async fn header_variants_method_override_is_refused_where_methods_matter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookies_planted_duplicated_or_set_by_the_app() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let app = Upstream::start(&[]);
     let setter = Upstream::start(&[
@@ -1130,7 +1130,7 @@ async fn cookies_planted_duplicated_or_set_by_the_app() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csrf_cross_site_unsafe_requests_never_reach_the_app() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let app = Upstream::start(&[]);
     let gw = auth_gw(
@@ -1147,7 +1147,7 @@ async fn csrf_cross_site_unsafe_requests_never_reach_the_app() {
     let own = format!("Origin: http://{}", gw.addr);
     let own_upper = format!("Origin: HTTP://{}", gw.addr);
     let own_path = format!("Origin: http://{}/", gw.addr);
-    let own_localhost = format!("Origin: http://localhost:{port}");
+    let own_localhost = format!("Origin: http://localhost:{}", gw.addr.port());
     let own_https = format!("Origin: https://{}", gw.addr);
     let req = |method: &str, path: &str, extra: &[&str]| {
         let mut hs = vec![host.as_str(), cookie.as_str(), "Content-Length: 0"];
@@ -1371,7 +1371,7 @@ const BROWSER_ACCEPT: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_requests_get_401_or_a_redirect() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let app = Upstream::start(&[]);
     let gw = auth_gw(

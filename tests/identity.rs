@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    auth_config, client, echo, eventually, free_port, http_login, set_cookies, tx_cookie, Gateway,
-    Idp, Opts, Seen,
+    auth_config, client, echo, eventually, http_login, set_cookies, tx_cookie, Gateway, Idp, Opts,
+    Seen, ANY_PORT,
 };
 
 /// The payload of a JWT, unverified: what the upstream would read from the assertion.
@@ -76,13 +76,13 @@ async fn email_seen(gw: &Gateway) -> (Option<String>, serde_json::Value, u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_is_identity_only_when_the_provider_verified_it() {
-    let (strict_port, trusting_port, by_email_port) = (free_port(), free_port(), free_port());
+    let (strict_port, trusting_port, by_email_port) = (ANY_PORT, ANY_PORT, ANY_PORT);
     // alice starts with an address and no email_verified claim at all.
     let users = serde_json::json!({"alice": {
         "email": "ceo@corp.example", "name": "Alice", "preferred_username": "alice", "groups": []
     }});
     let idp = Idp::start_with_env(
-        free_port(),
+        0,
         true,
         &[strict_port, trusting_port, by_email_port],
         &[("IDP_USERS", &users.to_string())],
@@ -160,14 +160,14 @@ async fn email_is_identity_only_when_the_provider_verified_it() {
 /// `sub`: a refresh keeps it and a back-channel logout naming the `sub` ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_claim_email_survives_refresh_and_backchannel_logout_by_sub() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start_full(
-        free_port(),
+        0,
         true,
         &[port],
         &[("IDP_ACCESS_TOKEN_TTL", "3")],
         serde_json::json!({
-            "backchannel_logout_uri": format!("http://127.0.0.1:{port}/.authgate/backchannel-logout"),
+            "backchannel_logout_uri": common::BACKCHANNEL_PLACEHOLDER,
             "backchannel_logout_session_required": false,
         }),
     )
@@ -180,6 +180,8 @@ async fn user_claim_email_survives_refresh_and_backchannel_logout_by_sub() {
         "",
     )
     .await;
+    idp.set_backchannel_logout_uri(&gw.url("/.authgate/backchannel-logout"))
+        .await;
     let (cookie, _) = http_login(&gw, "/app").await;
     let user = |seen: &Seen| seen.header("x-forwarded-user").map(str::to_string);
     let seen: Seen = gw.get_as("/app", &cookie).await.json().await.unwrap();
@@ -228,14 +230,14 @@ async fn user_claim_email_survives_refresh_and_backchannel_logout_by_sub() {
 /// cannot claim a provider, and policy can admit one provider's users only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_providers_are_two_namespaces() {
-    let port = free_port();
+    let port = ANY_PORT;
     let callbacks = |id: &str| {
         serde_json::json!({
-            "redirect_uris": [format!("http://127.0.0.1:{port}/.authgate/callback/{id}")],
+            "redirect_uris": [format!("http://127.0.0.1/.authgate/callback/{id}")],
         })
     };
-    let one = Idp::start_full(free_port(), true, &[port], &[], callbacks("one")).await;
-    let two = Idp::start_full(free_port(), true, &[port], &[], callbacks("two")).await;
+    let one = Idp::start_full(0, true, &[port], &[], callbacks("one")).await;
+    let two = Idp::start_full(0, true, &[port], &[], callbacks("two")).await;
     let e = echo().await;
     let config = format!(
         "{}\n{}\n[headers]\nprovider = \"X-Forwarded-Provider\"\n\n[session]\nstore = \"memory\"\n\n[upstreams.app]\nservers = [\"http://{e}\"]\n\n[[routes]]\nid = \"one-only\"\npath = \"/one-only\"\nupstream = \"app\"\n[routes.policy]\nproviders = [\"one\"]\n\n[[routes]]\nid = \"app\"\npath = \"/\"\nupstream = \"app\"\nidentity_assertion = true\n",
@@ -341,9 +343,9 @@ async fn login_with(gw: &Gateway, id: &str, deliver_at: Option<&str>) -> (String
 /// each refresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn userinfo_merge_brings_the_claims_id_tokens_leave_out() {
-    let (plain_port, merge_port) = (free_port(), free_port());
+    let (plain_port, merge_port) = (ANY_PORT, ANY_PORT);
     let idp = Idp::start_with_env(
-        free_port(),
+        0,
         true,
         &[plain_port, merge_port],
         &[
@@ -851,7 +853,7 @@ async fn strict_id_tokens_from_a_provider_the_test_builds() {
 /// client's own value either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_auth_answers_name_the_provider() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let e = echo().await;
     let config = format!(

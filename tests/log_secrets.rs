@@ -19,8 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use common::{
-    auth_config, client, echo, eventually, free_port, http_login, set_cookies, Gateway, Idp, Opts,
-    Seen, SESSION_SECRET,
+    auth_config, client, echo, eventually, http_login, set_cookies, Gateway, Idp, Opts, Seen,
+    ANY_PORT, SESSION_SECRET,
 };
 
 /// Requests and responses that went through [`recording_proxy`], as text.
@@ -266,16 +266,10 @@ fn access_line_fields(log: &str, format: &str, bytes_out: usize) {
 }
 
 async fn no_secret_in_logs(format: &str) {
-    let port = free_port();
+    let port = ANY_PORT;
     // Access tokens live 30 s and refresh_lead is 60 s: the first request after the login
     // starts a background refresh.
-    let idp = Idp::start_with_env(
-        free_port(),
-        true,
-        &[port],
-        &[("IDP_ACCESS_TOKEN_TTL", "30")],
-    )
-    .await;
+    let idp = Idp::start_with_env(0, true, &[port], &[("IDP_ACCESS_TOKEN_TTL", "30")]).await;
     let (proxy, exchanges) = recording_proxy().await;
     let e = echo().await;
     let session =

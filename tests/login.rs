@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{
     auth_config, auth_gateway, auth_gateway_with, client, echo, eventually, free_port, http_login,
-    set_cookies, tx_cookie, Gateway, Idp, Opts, Redis, Seen,
+    set_cookies, tx_cookie, Gateway, Idp, Opts, Redis, Seen, ANY_PORT,
 };
 
 fn redis_session(redis: &Redis) -> String {
@@ -17,7 +17,7 @@ fn redis_session(redis: &Redis) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_sets_identity_headers_and_a_safe_cookie() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
 
@@ -96,7 +96,7 @@ async fn login_sets_identity_headers_and_a_safe_cookie() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_fixation_and_timeouts() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let gw = auth_gateway_with(
         &idp,
@@ -149,7 +149,7 @@ async fn session_fixation_and_timeouts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_or_stale_cookies_are_not_sessions() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
     let (cookie, _) = http_login(&gw, "/").await;
@@ -185,7 +185,7 @@ async fn forged_or_stale_cookies_are_not_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_ends_the_session_and_signs_out_at_the_provider() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
     let (cookie, _) = http_login(&gw, "/").await;
@@ -268,7 +268,7 @@ async fn expect(url: String, cookie: Option<&str>, status: u16, reason: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_errors_are_clear_and_create_no_session() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
     let c = client();
@@ -422,7 +422,7 @@ async fn callback_errors_are_clear_and_create_no_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_redirects_after_login_fall_back_to_root() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
     for (rd, want) in [
@@ -464,7 +464,7 @@ async fn open_redirects_after_login_fall_back_to_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_down_at_start_fails_closed_then_recovers() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp_port = free_port();
     let dead = Idp::not_running(idp_port);
     let e = echo().await;
@@ -512,7 +512,7 @@ async fn provider_down_at_start_fails_closed_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_sessions_fail_closed_and_recover() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let mut redis = Redis::start().await;
     let gw = auth_gateway(
@@ -556,7 +556,7 @@ async fn redis_sessions_fail_closed_and_recover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_with_auth() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let redis = Redis::start_with_password(Some("s3cret-pass")).await;
     let gw = auth_gateway(&idp, port, &redis_session(&redis)).await;
@@ -568,7 +568,7 @@ async fn redis_with_auth() {
     );
 
     // A wrong password: not ready, and protected routes fail closed.
-    let port2 = free_port();
+    let port2 = ANY_PORT;
     let e = echo().await;
     let wrong = redis_session(&redis).replace("s3cret-pass", "wrong");
     let gw2 = Gateway::start_with(
@@ -603,7 +603,7 @@ async fn redis_with_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_decides_on_the_session_identity() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let routes = "\n[[routes]]\nid = \"admins\"\npath = \"/admins\"\nupstream = \"app\"\n[routes.policy]\ngroups = [\"admins\"]\nemail_domains = [\"example.com\"]\n\n[[routes]]\nid = \"bob-only\"\npath = \"/bob\"\nupstream = \"app\"\n[routes.policy]\nusers = [\"bob\"]\n\n[[routes]]\nid = \"read-only\"\npath = \"/ro\"\nupstream = \"app\"\n[routes.policy]\nmethods = [\"GET\", \"HEAD\"]\n";
     let gw = auth_gateway_with(&idp, port, "store = \"memory\"", routes).await;
@@ -638,11 +638,11 @@ async fn policy_decides_on_the_session_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_in_a_thousand_groups() {
-    let port = free_port();
+    let port = ANY_PORT;
     let groups: Vec<String> = (0..1000).map(|i| format!("team-{i:04}")).collect();
     let users = serde_json::json!({"many": {"email": "many@example.com", "email_verified": true, "groups": groups}});
     let idp = Idp::start_with_env(
-        free_port(),
+        0,
         true,
         &[port],
         &[
@@ -664,9 +664,9 @@ async fn a_user_in_a_thousand_groups() {
     assert!(gw.log().contains("groups header truncated"));
 
     // With a filter, only the matching groups go upstream, whole.
-    let port2 = free_port();
+    let port2 = ANY_PORT;
     let idp2 = Idp::start_with_env(
-        free_port(),
+        0,
         true,
         &[port2],
         &[
@@ -695,7 +695,7 @@ async fn a_user_in_a_thousand_groups() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_identity_assertion_verifies_upstream() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let routes = "\n[[routes]]\nid = \"signed\"\npath = \"/signed\"\nupstream = \"app\"\nidentity_assertion = true\n";
     let gw = auth_gateway_with(&idp, port, "store = \"memory\"", routes).await;

@@ -56,7 +56,7 @@ fn metric(text: &str, name: &str) -> u64 {
 async fn memory_store_flood_stays_bounded() {
     const CAP: u64 = 500;
     const FLOOD: u64 = 20_000;
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let gw = auth_gateway(
         &idp,
@@ -130,7 +130,7 @@ async fn memory_store_flood_stays_bounded() {
 /// A return URL longer than `max_return_url_bytes` is not stored: the login returns to `/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_return_url_is_replaced_by_root() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let gw = auth_gateway(
         &idp,
@@ -214,7 +214,7 @@ async fn flood_spares_sessions(gw: &Gateway, nodes: &[u16], cluster: bool, cap: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_flood_never_evicts_sessions() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let redis = Redis::start().await;
     let session = format!("{}max_pending_logins = 200\n", redis_session(&redis.url()));
@@ -230,7 +230,7 @@ async fn redis_flood_never_evicts_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_flood_never_evicts_sessions() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let cluster = redis_sets::RedisCluster::start().await;
     let urls: Vec<String> = cluster

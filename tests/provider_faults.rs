@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     auth_config, client, echo, free_port, http_login, redis_session, set_cookies, Gateway, Idp,
-    Opts, Redis,
+    Opts, Redis, ANY_PORT,
 };
 
 /// Bound on noticing a provider that died, and on noticing it is back (default settings:
@@ -123,7 +123,7 @@ async fn gateway_for(idp: &Idp, port: u16, wait_ready: bool) -> Gateway {
 /// everything comes back by itself, sign-in included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_killed_and_restarted_is_noticed_served_around_and_recovered() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp_port = free_port();
     let mut idp = Idp::start_on(idp_port, true, &[port]).await;
     let gw = gateway_for(&idp, port, true).await;
@@ -306,7 +306,7 @@ async fn provider_killed_and_restarted_is_noticed_served_around_and_recovered() 
 /// back, a token signed by a key it no longer has is refused (401) and a fresh one passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_with_the_provider_down_answers_503_to_valid_bearer_tokens() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp_port = free_port();
     let mut idp = Idp::start_on(idp_port, true, &[port]).await;
     let rs256 = idp.client_token("urn:authgate:api").await;
@@ -355,7 +355,7 @@ async fn cold_start_with_the_provider_down_answers_503_to_valid_bearer_tokens() 
 /// still redirect to sign in. Both down: not ready, unless providers are excluded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_provider_of_two_down() {
-    let port = free_port();
+    let port = ANY_PORT;
     let (mut a, mut b) = (
         Idp::start(true, &[port]).await,
         Idp::start(true, &[port]).await,
@@ -436,7 +436,7 @@ async fn one_provider_of_two_down() {
 /// error line is written once for a burst of refusals, with a count after the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_503s_say_when_to_retry_and_log_once() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let mut redis = Redis::start().await;
     let e = echo().await;
@@ -518,23 +518,6 @@ async fn store_outage_503s_say_when_to_retry_and_log_once() {
     assert!(common::eventually(Duration::from_secs(10), back).await);
 }
 
-/// The pid of the test provider listening on `port` (found by its environment).
-fn idp_pid(port: u16) -> u32 {
-    let want = format!("IDP_PORT={port}");
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
-            return pid;
-        }
-    }
-    panic!("no provider process with {want}");
-}
-
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -549,12 +532,11 @@ fn signal(pid: u32, sig: &str) {
 /// served throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_provider_is_noticed_through_timeouts() {
-    let port = free_port();
-    let idp_port = free_port();
-    let idp = Idp::start_on(idp_port, true, &[port]).await;
+    let port = ANY_PORT;
+    let idp = Idp::start(true, &[port]).await;
     let gw = gateway_for(&idp, port, true).await;
     let (cookie, _) = http_login(&gw, "/").await;
-    let pid = idp_pid(idp_port);
+    let pid = idp.pid();
 
     signal(pid, "-STOP");
     let frozen = Instant::now();
@@ -593,7 +575,7 @@ async fn frozen_provider_is_noticed_through_timeouts() {
 /// client keeps its token), and one error line for the burst.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn introspection_outage_is_503_and_logged_once() {
-    let port = free_port();
+    let port = ANY_PORT;
     let mut idp = Idp::start(true, &[port]).await;
     let e = echo().await;
     let config = common::with_provider_keys(
@@ -646,8 +628,8 @@ async fn introspection_outage_is_503_and_logged_once() {
 /// and it is back by itself once the keys answer again.
 #[tokio::test]
 async fn jwks_dying_alone_is_noticed_by_the_probe_and_recovers() {
-    let port = free_port();
-    let idp = Idp::start_on(free_port(), true, &[port]).await;
+    let port = ANY_PORT;
+    let idp = Idp::start(true, &[port]).await;
     let gw = gateway_for(&idp, port, true).await;
     let bound = DETECT + Duration::from_secs(3);
 

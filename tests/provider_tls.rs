@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{
     auth_config, client, echo, eventually, free_port, http_login_trusting, require, test_pki,
-    with_provider_keys, write, Gateway, Idp, Opts, Seen, TestPki,
+    with_provider_keys, write, Gateway, Idp, Opts, Seen, TestPki, ANY_PORT,
 };
 
 /// Proxy variables the gateway could inherit: removed, so each test says exactly which it sets.
@@ -114,7 +114,7 @@ async fn ca_file_trusts_a_private_ca() {
     let pki = test_pki();
     let dir = tempfile::tempdir().unwrap();
     let ca = ca_file(dir.path(), "idp-ca.pem", &pki);
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start_tls(true, &[port], &pki).await;
     assert!(idp.issuer.starts_with("https://"), "{}", idp.issuer);
     let gw = gateway(
@@ -132,7 +132,7 @@ async fn ca_file_trusts_a_private_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_ca_file_a_private_ca_is_refused() {
     let pki = test_pki();
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start_tls(true, &[port], &pki).await;
     let gw = gateway(&idp, port, "", env(&[])).await;
     refused(&gw).await;
@@ -149,7 +149,7 @@ async fn ca_file_of_another_ca_is_refused() {
     let other = test_pki();
     let dir = tempfile::tempdir().unwrap();
     let ca = ca_file(dir.path(), "other-ca.pem", &other);
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start_tls(true, &[port], &pki).await;
     let gw = gateway(
         &idp,
@@ -169,7 +169,7 @@ async fn system_trust_store_adds_the_os_store_only_when_set() {
     let dir = tempfile::tempdir().unwrap();
     let ca = ca_file(dir.path(), "os-store.pem", &pki);
     let os_store = [("SSL_CERT_FILE", ca.display().to_string())];
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start_tls(true, &[port], &pki).await;
     let gw = gateway(&idp, port, "", env(&os_store)).await;
     refused(&gw).await;
@@ -252,7 +252,7 @@ async fn https_proxy_carries_the_provider_traffic() {
     let pki = test_pki();
     let dir = tempfile::tempdir().unwrap();
     let ca = ca_file(dir.path(), "idp-ca.pem", &pki);
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start_tls(true, &[port], &pki).await;
     let authority = format!("127.0.0.1:{}", idp.port);
     let proxy = Tinyproxy::start().await;
@@ -276,7 +276,7 @@ async fn https_proxy_carries_the_provider_traffic() {
     drop(gw);
 
     // NO_PROXY naming the provider's address: direct, the proxy sees nothing new.
-    let port2 = free_port();
+    let port2 = ANY_PORT;
     let idp2 = Idp::start_tls(true, &[port2], &pki).await;
     let authority2 = format!("127.0.0.1:{}", idp2.port);
     let gw = gateway(
@@ -301,8 +301,9 @@ async fn https_proxy_carries_the_provider_traffic() {
 
     // And a proxy that is down leaves the provider unreachable: with HTTPS_PROXY set, no
     // connection goes direct.
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let gw = gateway(&idp2, free_port(), &keys, env(&[("HTTPS_PROXY", dead)])).await;
+    let down = common::dead_port();
+    let dead = format!("http://127.0.0.1:{}", down.port);
+    let gw = gateway(&idp2, ANY_PORT, &keys, env(&[("HTTPS_PROXY", dead)])).await;
     let logged = eventually(Duration::from_secs(10), || async {
         gw.log().contains("cannot connect to the provider")
     })

@@ -45,7 +45,7 @@ async fn readyz_status(gw: &Gateway) -> u16 {
 
 /// One gateway on one Redis, with the session cache off: every request asks Redis.
 async fn gateway_on_redis() -> (Idp, Redis, Gateway) {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp = Idp::start(true, &[port]).await;
     let redis = Redis::start().await;
     let session = format!("{}cache_max_age = \"0s\"\n", redis_session(&redis.url()));
@@ -193,7 +193,7 @@ fn toml_list(items: &[String]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sentinel_failover_loses_no_logout() {
     const LOGOUTS: usize = 40;
-    let ports = [free_port(), free_port()];
+    let ports = [ANY_PORT; 2];
     let idp = Idp::start(true, &ports).await;
     let set = redis_sets::SentinelSet::start().await;
     let session = format!(

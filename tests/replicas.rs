@@ -37,11 +37,10 @@ fn refreshes(stats: &serde_json::Value) -> u64 {
 /// request is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_at_expiry_refresh_exactly_once() {
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [ANY_PORT; 3];
     // Tokens live 6 s with a 1 s lead: the burst below has 5 s after the refresh before a
     // request may rightly start the next one (a loaded CI machine needed more than 2).
-    let idp =
-        Idp::start_with_env(free_port(), true, &ports, &[("IDP_ACCESS_TOKEN_TTL", "6")]).await;
+    let idp = Idp::start_with_env(0, true, &ports, &[("IDP_ACCESS_TOKEN_TTL", "6")]).await;
     let redis = Redis::start().await;
     let session = format!("{}refresh_lead = \"1s\"\n", redis_session(&redis.url()));
     let gws = replicas(&idp, &ports, &session, "").await;
@@ -127,7 +126,7 @@ async fn concurrent_requests_at_expiry_refresh_exactly_once() {
 /// sign-in loop, never the cookie cleared); back up, it refreshes and serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_down_at_refresh_serves_until_expiry_then_503() {
-    let port = free_port();
+    let port = ANY_PORT;
     let idp_port = free_port();
     let mut idp =
         Idp::start_with_env(idp_port, true, &[port], &[("IDP_ACCESS_TOKEN_TTL", "4")]).await;
@@ -335,22 +334,22 @@ async fn redis_restart_with_aof_loses_no_session() {
 /// are refused with 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backchannel_logout_from_the_provider_ends_sessions_everywhere() {
-    let ports = [free_port(), free_port()];
+    let ports = [ANY_PORT; 2];
     let idp = Idp::start_full(
-        free_port(),
+        0,
         true,
         &ports,
         &[],
-        serde_json::json!({
-            "backchannel_logout_uri":
-                format!("http://127.0.0.1:{}/.authgate/backchannel-logout", ports[0]),
-        }),
+        serde_json::json!({"backchannel_logout_uri": BACKCHANNEL_PLACEHOLDER}),
     )
     .await;
     let redis = Redis::start().await;
     let session = format!("{}cache_max_age = \"5m\"\n", redis_session(&redis.url()));
     let gws = replicas(&idp, &ports, &session, "").await;
     let (a, b) = (&gws[0], &gws[1]);
+    // The provider posts logout tokens to replica A.
+    idp.set_backchannel_logout_uri(&a.url("/.authgate/backchannel-logout"))
+        .await;
 
     // Two provider sessions (each login has its own provider cookie jar).
     let c1 = http_login(a, "/").await.0;
@@ -421,7 +420,7 @@ async fn backchannel_logout_from_the_provider_ends_sessions_everywhere() {
 
 /// `n` replicas on one fresh Redis; `session` is appended to the Redis session settings.
 async fn replicas_on_one_redis(n: usize, session: &str) -> (Idp, Redis, Vec<Gateway>) {
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let ports = vec![ANY_PORT; n];
     let idp = Idp::start(true, &ports).await;
     let redis = Redis::start().await;
     let session = format!("{}{session}", redis_session(&redis.url()));
@@ -621,7 +620,7 @@ fn toml_list(items: &[String]) -> String {
 /// logins, logouts and their propagation work against the new primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sentinel_failover_under_load_logs_nobody_out() {
-    let ports = [free_port(), free_port()];
+    let ports = [ANY_PORT; 2];
     let idp = Idp::start(true, &ports).await;
     let set = redis_sets::SentinelSet::start().await;
     let session = format!(
@@ -714,7 +713,7 @@ async fn sentinel_failover_under_load_logs_nobody_out() {
 /// propagation over cluster-wide pub/sub, subject listing and revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_sessions_are_shared() {
-    let ports = [free_port(), free_port()];
+    let ports = [ANY_PORT; 2];
     let idp = Idp::start(true, &ports).await;
     let cluster = redis_sets::RedisCluster::start().await;
     let session = format!(
@@ -729,7 +728,7 @@ async fn redis_cluster_sessions_are_shared() {
 /// as usual; a wrong password fails closed (503), it never lets anyone in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_tls_with_acl_user() {
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [ANY_PORT; 3];
     let idp = Idp::start(true, &ports).await;
     let pki = test_pki();
     let redis = Redis::start_secure(&pki, "acl-password-1").await;

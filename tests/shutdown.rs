@@ -255,7 +255,11 @@ async fn steady_load_across_an_upgrade_loses_no_request() {
     gw.wait_ready().await;
     // SIGQUIT with no process waiting for the sockets is refused: still serving.
     gw.signal("QUIT");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait for the signal's verdict (no fixed pause before the checks).
+    common::eventually(Duration::from_secs(5), || async {
+        gw.log().contains("SIGQUIT ignored")
+    })
+    .await;
     let r = client().get(gw.url("/still")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(gw.log().contains("SIGQUIT ignored"), "{}", gw.log());

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, free_port, redis_session, Idp, Redis};
+use common::{eventually, redis_session, Idp, Redis};
 
 /// The clients connected to `redis` other than the asking one: (all, pub/sub).
 async fn clients(redis: &Redis) -> (usize, usize) {
@@ -35,7 +35,8 @@ async fn clients(redis: &Redis) -> (usize, usize) {
 async fn tasks_stop_and_close_their_redis_connections() {
     let redis = Redis::start().await;
     // No provider needs to answer: its refresh task retries in the background.
-    let idp = Idp::not_running(free_port());
+    let dead = common::dead_port();
+    let idp = Idp::not_running(dead.port);
     let text = format!(
         "{}\n[session]\n{}\n[upstreams.app]\nservers = [\"http://127.0.0.1:9\"]\n\n[[routes]]\nupstream = \"app\"\n",
         idp.provider_toml(),

@@ -661,16 +661,14 @@ mod tests {
             "refetched inside the cooldown"
         );
 
-        // After the cooldown, one unknown kid may refetch once.
-        let quick = Jwks::new(reqwest::Client::new(), Duration::from_millis(50));
-        quick.set_uri(jwks.uri.load().as_ref().clone().unwrap());
-        quick.fetch().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // After the cooldown, one unknown kid may refetch once, and that starts the next
+        // cooldown. The last fetch is moved back past the cooldown instead of sleeping it
+        // out: no wall-clock margin between the sleep and the 20 requests.
+        let last = Instant::now().checked_sub(Duration::from_secs(61)).unwrap();
+        *jwks.last_fetch.lock().await = Some(last);
         let before = hits.load(Ordering::SeqCst);
         for i in 0..20 {
-            let _ = quick
-                .key_for(Some(&format!("x{i}")), Algorithm::ES256)
-                .await;
+            let _ = jwks.key_for(Some(&format!("x{i}")), Algorithm::ES256).await;
         }
         assert_eq!(hits.load(Ordering::SeqCst), before + 1);
     }

@@ -5,7 +5,12 @@
 //! Every wait, timeout and deadline here is scaled by one setting, [`patience`]
 //! (`AUTHGATE_TEST_PATIENCE`), for slow machines. A gateway whose port no test needs before
 //! the start binds port 0 and reports its ports in a ready file (`run --ready-file`), so no
-//! port is picked, released and raced for.
+//! port is picked, released and raced for. The test OpenID provider binds port 0 too (its
+//! ready line names the issuer) and, for gateways registered as [`ANY_PORT`], accepts a
+//! loopback redirect URI on any port (RFC 8252 section 7.3); chromedriver names its port
+//! on stdout. [`free_port`] is left for what cannot report a port it picked (redis-server,
+//! nginx, Caddy, tinyproxy), a port a peer must know before the start (a provider restarted
+//! where the gateway expects it, a back-channel logout URI), and dead addresses.
 
 #![allow(dead_code)]
 // A harness shared by many test crates: its `pub` is its API, not the library's.
@@ -75,6 +80,27 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port below the ephemeral range");
+}
+
+/// A loopback port where nothing listens and nothing else can, while this value lives: a
+/// socket bound to it (port 0: the kernel picks) that never listens, so a connection there is
+/// refused. For "the upstream / provider / proxy is down" tests, with no port picked,
+/// released and raced for.
+pub struct DeadPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn dead_port() -> DeadPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a dead port");
+    let port = socket.local_addr().expect("bound").port();
+    DeadPort {
+        port,
+        _socket: socket,
+    }
 }
 
 /// What a process that did not answer was doing: its scheduler state, kernel wait channel,
@@ -266,6 +292,17 @@ impl Gateway {
         let addr = v["listeners"][0].as_str()?.parse().ok()?;
         let admin = v["admin"].as_str()?.parse().ok()?;
         Some((addr, admin))
+    }
+
+    /// The bound address of listener `i` (config order: the harness's first, then the
+    /// body's), from the ready file: for more listeners on port 0.
+    pub fn listener(&self, i: usize) -> SocketAddr {
+        let text = std::fs::read_to_string(self.ready_file()).expect("ready file");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("ready file JSON");
+        v["listeners"][i]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no listener {i} in the ready file: {text}"))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -840,16 +877,25 @@ pub struct Idp {
     log: Option<PathBuf>,
 }
 
+/// A gateway port not known before the provider starts: the gateway binds port 0 (see
+/// [`Gateway::start_with`]). In `Idp::start*`'s `gateway_ports` it registers port-less
+/// loopback redirect URIs that the provider matches on any port (`IDP_LOOPBACK_ANY_PORT`,
+/// RFC 8252 section 7.3).
+pub const ANY_PORT: u16 = 0;
+
+/// A `backchannel_logout_uri` to register before the gateway's port is known; the test then
+/// points the provider at the gateway with [`Idp::set_backchannel_logout_uri`].
+pub const BACKCHANNEL_PLACEHOLDER: &str = "http://127.0.0.1/.authgate/backchannel-logout";
+
 impl Idp {
     /// `auto_login`: log in as alice without forms (HTTP tests). `gateway_ports`: the client
-    /// gets redirect URIs for these gateway ports on 127.0.0.1 and localhost.
-    /// On a port the harness picks; a pick taken by another process meanwhile (node exits
-    /// with `EADDRINUSE`) is replaced by a new one.
+    /// gets redirect URIs for these gateway ports on 127.0.0.1 and localhost ([`ANY_PORT`]:
+    /// any port). On a port the kernel picks (`IDP_PORT=0`), named by its ready line.
     pub async fn start(auto_login: bool, gateway_ports: &[u16]) -> Idp {
-        let extra = serde_json::json!({});
-        Self::start_inner(free_port(), true, auto_login, gateway_ports, &[], extra).await
+        Self::start_on(0, auto_login, gateway_ports).await
     }
 
+    /// On `port` (0: any; a fixed one for a provider restarted where the gateway expects it).
     pub async fn start_on(port: u16, auto_login: bool, gateway_ports: &[u16]) -> Idp {
         Self::start_with_env(port, auto_login, gateway_ports, &[]).await
     }
@@ -873,13 +919,11 @@ impl Idp {
         env: &[(&str, &str)],
         client_extra: serde_json::Value,
     ) -> Idp {
-        Self::start_inner(port, false, auto_login, gateway_ports, env, client_extra).await
+        Self::start_inner(port, auto_login, gateway_ports, env, client_extra).await
     }
 
-    /// `any_port`: the caller takes the port from the result, so a taken one may be replaced.
     async fn start_inner(
-        mut port: u16,
-        any_port: bool,
+        port: u16,
         auto_login: bool,
         gateway_ports: &[u16],
         env: &[(&str, &str)],
@@ -893,10 +937,17 @@ impl Idp {
         );
         let mut redirects = Vec::new();
         let mut post_logout = Vec::new();
-        for p in gateway_ports {
+        let mut ports = gateway_ports.to_vec();
+        ports.sort_unstable();
+        ports.dedup();
+        for p in &ports {
+            let port = match *p {
+                ANY_PORT => String::new(),
+                p => format!(":{p}"),
+            };
             for h in ["127.0.0.1", "localhost"] {
-                redirects.push(format!("http://{h}:{p}/.authgate/callback"));
-                post_logout.push(format!("http://{h}:{p}/"));
+                redirects.push(format!("http://{h}{port}/.authgate/callback"));
+                post_logout.push(format!("http://{h}{port}/"));
             }
         }
         let mut client = serde_json::json!({
@@ -909,21 +960,26 @@ impl Idp {
             c.extend(extra.clone());
         }
         let clients = serde_json::json!([client]);
-        let mut issuer = format!("http://127.0.0.1:{port}");
-        let mut stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let stderr_path = std::env::temp_dir().join(format!(
+            "authgate-idp-{}-{}.log",
+            std::process::id(),
+            STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let stderr_file = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = Command::new(node);
         cmd.arg("idp.js")
             .current_dir(&dir)
             .env("IDP_PORT", port.to_string())
-            .env("IDP_ISSUER", &issuer)
             .env("IDP_CLIENTS", clients.to_string())
             .stdout(Stdio::piped())
             .stderr(stderr_file.try_clone().unwrap())
             .stdin(Stdio::null());
-        let mut port_retries = 0;
         if auto_login {
             cmd.env("IDP_AUTO_LOGIN", "1");
+        }
+        if gateway_ports.contains(&ANY_PORT) {
+            cmd.env("IDP_LOOPBACK_ANY_PORT", "1");
         }
         for (k, v) in env {
             cmd.env(k, v);
@@ -934,7 +990,7 @@ impl Idp {
         // the test to fail, and the message then says what the process was doing.
         let mut attempt = 0;
         let mut stalls = Vec::new();
-        let child = loop {
+        let (child, issuer) = loop {
             attempt += 1;
             let mut child = cmd.spawn().expect("spawn node idp.js");
             let stdout = child.stdout.take().unwrap();
@@ -945,37 +1001,19 @@ impl Idp {
                     .lines()
                     .map_while(Result::ok)
                 {
-                    if line.starts_with("IDP READY") {
-                        let _ = tx.send(());
+                    if let Some(issuer) = line.strip_prefix("IDP READY ") {
+                        let _ = tx.send(issuer.to_string());
                     }
                 }
             });
-            // Ready line, or the process died (e.g. its port was taken): fail at once, with
-            // its log.
+            // Ready line (with the issuer, so the port), or the process died (e.g. a fixed port
+            // was taken): fail at once, with its log.
             let deadline = Instant::now() + patient(Duration::from_secs(30));
-            let mut new_port = false;
             let ready = loop {
-                if rx.try_recv().is_ok() {
-                    break true;
+                if let Ok(issuer) = rx.try_recv() {
+                    break Some(issuer);
                 }
                 if let Ok(Some(status)) = child.try_wait() {
-                    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                    if any_port && port_retries < 2 && log.contains("EADDRINUSE") {
-                        port_retries += 1;
-                        let _ = std::fs::remove_file(&stderr_path);
-                        port = free_port();
-                        eprintln!("the test IdP's port was taken; starting it on {port}");
-                        issuer = format!("http://127.0.0.1:{port}");
-                        stderr_path = std::env::temp_dir().join(format!("authgate-idp-{port}.log"));
-                        let stderr_file = std::fs::File::create(&stderr_path).unwrap();
-                        cmd.env("IDP_PORT", port.to_string())
-                            .env("IDP_ISSUER", &issuer)
-                            .stderr(stderr_file);
-                        // Not a stall: this start does not count as one of the three.
-                        attempt -= 1;
-                        new_port = true;
-                        break false;
-                    }
                     panic!(
                         "the test IdP exited ({status}) before it was ready:\n{}",
                         std::fs::read_to_string(&stderr_path).unwrap_or_default()
@@ -985,15 +1023,12 @@ impl Idp {
                     stalls.push(process_state(child.id(), port));
                     let _ = child.kill();
                     let _ = child.wait();
-                    break false;
+                    break None;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             };
-            if ready {
-                break child;
-            }
-            if new_port {
-                continue;
+            if let Some(issuer) = ready {
+                break (child, issuer);
             }
             assert!(
                 attempt < 3,
@@ -1006,6 +1041,10 @@ impl Idp {
                 stalls.last().map(String::as_str).unwrap_or_default()
             );
         };
+        let port = url::Url::parse(&issuer)
+            .ok()
+            .and_then(|u| u.port())
+            .unwrap_or_else(|| panic!("the test IdP's issuer names no port: {issuer}"));
         Idp {
             child: Some(child),
             port,
@@ -1092,6 +1131,25 @@ impl Idp {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Deliver the `authgate` client's back-channel logout tokens to `uri` from now on (a
+    /// gateway that bound port 0 after the provider started). The client must have been
+    /// started with a `backchannel_logout_uri` (a placeholder such as
+    /// [`BACKCHANNEL_PLACEHOLDER`]).
+    pub async fn set_backchannel_logout_uri(&self, uri: &str) {
+        let r = client()
+            .post(format!("{}/__test/clients", self.issuer))
+            .query(&[("client_id", "authgate"), ("backchannel_logout_uri", uri)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap_or_default());
+    }
+
+    /// The provider's process id (e.g. to freeze it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 }
 
@@ -1320,10 +1378,11 @@ impl Browser {
         let driver_bin = require("chromedriver", "apt-get install chromium-driver");
         let chromium = require("chromium", "apt-get install chromium");
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("chromedriver.out")).unwrap();
+        let out = dir.path().join("chromedriver.out");
+        let log = std::fs::File::create(&out).unwrap();
+        // Port 0: chromedriver takes a free port and names it on stdout.
         let child = Command::new(driver_bin)
-            .arg(format!("--port={port}"))
+            .arg("--port=0")
             .arg(format!(
                 "--log-path={}",
                 dir.path().join("chromedriver.log").display()
@@ -1336,9 +1395,28 @@ impl Browser {
             .expect("spawn chromedriver");
         let mut driver = Some(child);
 
-        // Wait (bounded) until chromedriver answers /status with ready: true.
-        let base = format!("http://127.0.0.1:{port}");
+        // Wait (bounded) for its port, then until it answers /status with ready: true.
         let deadline = Instant::now() + patient(Duration::from_secs(10));
+        let port = loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let named = text
+                .split("started successfully on port ")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(port) = named {
+                break port;
+            }
+            if let Some(status) = driver.as_mut().unwrap().try_wait().unwrap() {
+                panic!("chromedriver exited early ({status}):\n{text}");
+            }
+            if Instant::now() > deadline {
+                kill_group(&mut driver);
+                panic!("chromedriver named no port within 10s:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let base = format!("http://127.0.0.1:{port}");
         loop {
             if let Some(status) = driver.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
@@ -1691,8 +1769,6 @@ impl Idp {
     /// 127.0.0.1), issuer `https://127.0.0.1:<port>`; otherwise as [`Idp::start`]. Its own
     /// auto-login logout hop trusts `pki`'s CA (`NODE_EXTRA_CA_CERTS`).
     pub async fn start_tls(auto_login: bool, gateway_ports: &[u16], pki: &TestPki) -> Idp {
-        let port = free_port();
-        let issuer = format!("https://127.0.0.1:{port}");
         // node reads the files at startup: they may go once it is ready.
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str, pem: &str| write(dir.path(), name, pem).display().to_string();
@@ -1704,12 +1780,9 @@ impl Idp {
         let env = [
             ("IDP_TLS_CERT", cert.as_str()),
             ("IDP_TLS_KEY", key.as_str()),
-            ("IDP_ISSUER", issuer.as_str()),
             ("NODE_EXTRA_CA_CERTS", ca.as_str()),
         ];
-        let mut idp = Self::start_with_env(port, auto_login, gateway_ports, &env).await;
-        idp.issuer = issuer;
-        idp
+        Self::start_with_env(0, auto_login, gateway_ports, &env).await
     }
 }
 

@@ -156,7 +156,13 @@ async fn sighup_reloads_routes_and_keeps_config_on_error() {
     )
     .unwrap();
     gw.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait for the reload's verdict (no fixed pause before the checks).
+    let judged = || async {
+        gw.metrics()
+            .await
+            .contains("authgate_config_reloads_total{result=\"error\"}")
+    };
+    eventually(Duration::from_secs(5), judged).await;
     assert_eq!(c.get(gw.url("/new/x")).send().await.unwrap().status(), 200);
     let m = gw.metrics().await;
     assert!(

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::{handshake::server, Message};
 
-use crate::common::{client, echo, free_port, test_pki, tls_echo, write, Gateway, Opts, Seen};
+use crate::common::{client, echo, test_pki, tls_echo, write, Gateway, Opts, Seen};
 
 fn public_app(servers: &str, extra: &str) -> String {
     format!("[upstreams.app]\nservers = [{servers}]\n{extra}\n\n[[routes]]\nupstream = \"app\"\npublic = true\n")
@@ -100,9 +100,8 @@ async fn http2_clients_over_tls_and_h2c() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write(dir.path(), "cert.pem", &pki.cert_pem);
     let key = write(dir.path(), "key.pem", &pki.key_pem);
-    let tls_port = free_port();
     let body = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:{tls_port}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n\n{}",
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n\n{}",
         cert.display(),
         key.display(),
         public_app(&format!("\"http://{e}\""), "")
@@ -115,6 +114,7 @@ async fn http2_clients_over_tls_and_h2c() {
         },
     )
     .await;
+    let tls_port = gw.listener(1).port();
 
     // TLS listener: HTTP/2 negotiated by ALPN; the upstream sees X-Forwarded-Proto https.
     let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
@@ -205,9 +205,9 @@ async fn upstream_tls_verified_with_custom_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_502_and_slow_is_504() {
-    let dead = free_port();
+    let dead = crate::common::dead_port();
     let gw = Gateway::start(&public_app(
-        &format!("\"http://127.0.0.1:{dead}\""),
+        &format!("\"http://127.0.0.1:{}\"", dead.port),
         "connect_timeout = \"1s\"",
     ))
     .await;
@@ -221,7 +221,7 @@ async fn upstream_down_is_502_and_slow_is_504() {
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"], "upstream_unavailable");
     assert!(
-        !v.to_string().contains(&dead.to_string()),
+        !v.to_string().contains(&dead.port.to_string()),
         "internals leaked: {v}"
     );
 
@@ -293,9 +293,12 @@ async fn large_bodies_stream_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_skips_failed_servers_and_pools_connections() {
     let (a, b) = (echo().await, echo().await);
-    let dead = free_port();
+    let dead = crate::common::dead_port();
     let gw = Gateway::start(&public_app(
-        &format!("\"http://{a}\", \"http://127.0.0.1:{dead}\", \"http://{b}\""),
+        &format!(
+            "\"http://{a}\", \"http://127.0.0.1:{}\", \"http://{b}\"",
+            dead.port
+        ),
         "max_fails = 1\nfail_timeout = \"60s\"\nconnect_timeout = \"1s\"",
     ))
     .await;

@@ -7,15 +7,17 @@
 //
 // Configuration (all optional):
 //
-//   IDP_PORT          TCP port to listen on (default 9400).
+//   IDP_PORT          TCP port to listen on (default 9400). 0: a free port the kernel picks;
+//                     the ready line's issuer then names it (the default issuer uses the
+//                     port actually bound).
 //   IDP_HOST          listen address (default 127.0.0.1).
 //   IDP_TLS_CERT, IDP_TLS_KEY  PEM files (server certificate chain, private key): serve HTTPS
 //                     (node's https.createServer) instead of plain HTTP; both or neither. The
-//                     default issuer is then https://127.0.0.1:${IDP_PORT}. The certificate must
+//                     default issuer is then https://127.0.0.1:<port>. The certificate must
 //                     name the issuer's host (and 127.0.0.1 / IDP_HOST: the auto-login logout
 //                     hop below calls the provider itself over https, trusting the CAs in node's
 //                     NODE_EXTRA_CA_CERTS, which the test harness sets to the test CA).
-//   IDP_ISSUER        issuer URL (default http://127.0.0.1:${IDP_PORT}). It goes into the `iss`
+//   IDP_ISSUER        issuer URL (default http://127.0.0.1:<bound port>). It goes into the `iss`
 //                     claim and discovery's `issuer`. The *endpoint* URLs in discovery are built
 //                     from the Host header of the discovery request (oidc-provider behaviour), so
 //                     fetch discovery with the same host the browser/gateway will use. A path in
@@ -29,7 +31,15 @@
 //                                         "http://127.0.0.1:8080/.authgate/callback"],
 //                        "post_logout_redirect_uris":["http://localhost:8080/",
 //                                                     "http://127.0.0.1:8080/"]}
-//                     Redirect URIs are matched exactly (scheme, host, port, path, query).
+//                     Redirect URIs are matched exactly (scheme, host, port, path, query),
+//                     unless IDP_LOOPBACK_ANY_PORT is on.
+//   IDP_LOOPBACK_ANY_PORT  "1": a redirect URI or post-logout redirect URI on http://127.0.0.1
+//                     or http://localhost matches a registered one that differs only in its
+//                     port (RFC 8252 section 7.3: a loopback redirect URI may use any port),
+//                     e.g. a registered http://127.0.0.1/.authgate/callback accepts
+//                     http://127.0.0.1:41234/.authgate/callback. For tests whose gateway binds
+//                     port 0, i.e. learns its port only after the provider is configured.
+//                     Other hosts and schemes stay exact. Default off (exact matching).
 //                     Back-Channel Logout (see below): "backchannel_logout_uri" (http:// on
 //                     127.0.0.1 / localhost / any host is fine) makes the client receive logout
 //                     tokens; "backchannel_logout_session_required" defaults to true for such a
@@ -101,6 +111,14 @@
 //   POST /__test/backchannel?client_id=<id>[&sub=..][&sid=..][&nonce=..]
 //                             signs a logout token with the chosen claims and POSTs it to that
 //                             client's backchannel_logout_uri. See below.
+//   POST /__test/clients?client_id=<id>&backchannel_logout_uri=<URI>
+//                             moves that client's back-channel logout deliveries to <URI>
+//                             (e.g. a gateway on a port it bound after the provider started).
+//                             The client must have been registered with a
+//                             backchannel_logout_uri (a placeholder will do: its other
+//                             back-channel settings come from that registration). Answers 204;
+//                             400 for an unknown client, one without backchannel_logout_uri,
+//                             or a URI that is not absolute http(s).
 //   POST /__test/jwks?down=1  the JWKS endpoint (GET /jwks) answers 503 from now on, while
 //                             discovery and everything else keep working; `down=0` restores it.
 //                             Answers 204. (Liveness tests: a JWKS that dies alone.)
@@ -243,12 +261,12 @@ import Provider, { errors } from 'oidc-provider';
 // ---------------------------------------------------------------------------------------------
 // Environment
 
-function envInt(name, fallback) {
+function envInt(name, fallback, min = 1) {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n <= 0) {
-    throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  if (!Number.isSafeInteger(n) || n < min) {
+    throw new Error(`${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
   }
   return n;
 }
@@ -263,7 +281,7 @@ function envJson(name, fallback) {
   }
 }
 
-const PORT = envInt('IDP_PORT', 9400);
+const PORT = envInt('IDP_PORT', 9400, 0);
 const HOST = process.env.IDP_HOST || '127.0.0.1';
 if (!process.env.IDP_TLS_CERT !== !process.env.IDP_TLS_KEY) {
   throw new Error('IDP_TLS_CERT and IDP_TLS_KEY go together');
@@ -273,7 +291,17 @@ const TLS = process.env.IDP_TLS_CERT
   ? { cert: readFileSync(process.env.IDP_TLS_CERT), key: readFileSync(process.env.IDP_TLS_KEY) }
   : null;
 const SCHEME = TLS ? 'https' : 'http';
-const ISSUER = (process.env.IDP_ISSUER || `${SCHEME}://127.0.0.1:${PORT}`).replace(/\/+$/, '');
+// Listen before anything else, so that with IDP_PORT=0 the issuer can name the port the kernel
+// picked. The request handler is attached at the end; nobody knows the port before the ready
+// line anyway. A taken port fails the start (EADDRINUSE on stderr).
+const server = TLS ? https.createServer(TLS) : http.createServer();
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(PORT, HOST, resolve);
+});
+const BOUND_PORT = server.address().port;
+const ISSUER = (process.env.IDP_ISSUER || `${SCHEME}://127.0.0.1:${BOUND_PORT}`).replace(/\/+$/, '');
+const LOOPBACK_ANY_PORT = process.env.IDP_LOOPBACK_ANY_PORT === '1';
 const AUTO_LOGIN = process.env.IDP_AUTO_LOGIN === '1';
 const AUTO_LOGIN_ACCOUNT = process.env.IDP_AUTO_LOGIN_ACCOUNT || 'alice';
 const REFRESH_TOKENS = process.env.IDP_REFRESH_TOKENS || 'always';
@@ -692,6 +720,33 @@ const configuration = {
 
 const provider = new Provider(ISSUER, configuration);
 
+// IDP_LOOPBACK_ANY_PORT: RFC 8252 section 7.3 for http loopback redirect URIs of any client
+// (oidc-provider does it only for application_type "native", which also forces a consent
+// prompt on every login). A URI with the port stripped, or undefined when it is not
+// http on a loopback host.
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost']);
+function withoutLoopbackPort(uri) {
+  const url = URL.parse(uri);
+  if (!url || url.protocol !== 'http:' || !LOOPBACK_HOSTS.has(url.hostname)) return undefined;
+  url.port = '';
+  return url.href;
+}
+if (LOOPBACK_ANY_PORT) {
+  const { prototype } = provider.Client;
+  for (const [method, registered] of [
+    ['redirectUriAllowed', 'redirectUris'],
+    ['postLogoutRedirectUriAllowed', 'postLogoutRedirectUris'],
+  ]) {
+    const exact = prototype[method];
+    prototype[method] = function anyLoopbackPort(value) {
+      if (exact.call(this, value)) return true;
+      const bare = withoutLoopbackPort(value);
+      return bare !== undefined
+        && (this[registered] ?? []).some((uri) => withoutLoopbackPort(uri) === bare);
+    };
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Events -> counters
 
@@ -862,6 +917,21 @@ async function sendLogoutToken(ctx, client, { sub, sid, nonce }) {
 // Request log, per-route counters and the /__test endpoints.
 let jwksDown = false;
 provider.use(async (ctx, next) => {
+  if (ctx.path === '/__test/clients' && ctx.method === 'POST') {
+    const client = await provider.Client.find(String(ctx.query.client_id ?? ''));
+    const uri = URL.parse(String(ctx.query.backchannel_logout_uri ?? ''));
+    if (!client?.backchannelLogoutUri || !['http:', 'https:'].includes(uri?.protocol)) {
+      ctx.status = 400;
+      ctx.body = {
+        error: 'invalid_request',
+        error_description: 'needs a client with a backchannel_logout_uri and an http(s) URI',
+      };
+      return;
+    }
+    client.backchannelLogoutUri = uri.href;
+    ctx.status = 204;
+    return;
+  }
   if (ctx.path === '/__test/jwks' && ctx.method === 'POST') {
     jwksDown = ctx.query.down === '1';
     ctx.status = 204;
@@ -1029,7 +1099,7 @@ if (AUTO_LOGIN) {
   // IdP session cookie.
   provider.use(async (ctx, next) => {
     if (ctx.path === '/__test/end_session_confirm' && ctx.method === 'GET') {
-      const selfUrl = `${SCHEME}://${['0.0.0.0', '::', '[::]'].includes(HOST) ? '127.0.0.1' : HOST}:${PORT}`;
+      const selfUrl = `${SCHEME}://${['0.0.0.0', '::', '[::]'].includes(HOST) ? '127.0.0.1' : HOST}:${BOUND_PORT}`;
       const res = await fetch(`${selfUrl}${MOUNT}/session/end/confirm`, {
         method: 'POST',
         redirect: 'manual',
@@ -1106,11 +1176,8 @@ const handler = (req, res) => {
   }
   callback(req, res);
 };
-const server = TLS ? https.createServer(TLS, handler) : http.createServer(handler);
-
-server.listen(PORT, HOST, () => {
-  process.stdout.write(`IDP READY ${ISSUER}\n`);
-});
+server.on('request', handler);
+process.stdout.write(`IDP READY ${ISSUER}\n`);
 
 function shutdown(signal) {
   if (DEBUG) console.error(`idp: ${signal}, shutting down`);
