@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    client, echo, eventually, free_port, http_login, metric_value, Gateway, Idp, Opts, Seen,
+    client, echo, eventually, http_login, metric_value, Gateway, Idp, Opts, Seen, ANY_PORT,
 };
 
 /// A route table with `/` protected and `/public` public, in front of `app`.
@@ -45,13 +45,9 @@ async fn reload(gw: &Gateway, opts: &Opts, body: &str, result: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_added_by_sighup_signs_users_in_with_the_new_header_names() {
-    let port = free_port();
-    let idp = Idp::start(true, &[port]).await;
+    let idp = Idp::start(true, &[ANY_PORT]).await;
     let app = echo().await;
-    let opts = || Opts {
-        port: Some(port),
-        ..Opts::default()
-    };
+    let opts = Opts::default;
     let gw = Gateway::start_with(&routes(app, ""), opts()).await;
     let c = client();
     // No provider: nobody can sign in.
