@@ -21,6 +21,7 @@
 //! - `fault`: what kind of failure an error is (rejected, unavailable, bug), a leaf.
 //! - `cache`: the one bounded, expiring cache (sessions, bearer tokens, introspection answers,
 //!   assertions) and its monotonic clock.
+//! - `certs`: the TLS listeners' certificates, renewed by a reload without a restart.
 //! - `flight`: single-flight: one computation per key at a time, shared by its callers.
 //! - [`forwarded`]: trusted proxies, `X-Forwarded-*`, request IDs.
 //! - `trace`: W3C `traceparent`, continued when valid or started, passed upstream (a leaf).
@@ -65,6 +66,7 @@ pub(crate) mod answer;
 pub(crate) mod assertion;
 pub(crate) mod backoff;
 pub(crate) mod cache;
+pub(crate) mod certs;
 pub mod config;
 pub(crate) mod connections;
 pub(crate) mod crypto;

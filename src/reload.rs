@@ -3,7 +3,7 @@
 //!
 //! A reload is all or nothing. Everything the request path reads from the config (routes,
 //! upstreams, policies, header names, the gateway prefix, providers, session timeouts,
-//! secrets read from files) is rebuilt into one new [`Runtime`] (with its [`Auth`]) and
+//! secrets read from files, TLS certificates renewed in place) is rebuilt into one new [`Runtime`] (with its [`Auth`]) and
 //! swapped in whole, so a request sees one config, never a mix. What cannot change while
 //! running (listener and admin addresses, the session store, the session secret, the
 //! server's limits and log setup) makes the whole reload refused with
@@ -38,14 +38,22 @@ use crate::proxy::Runtime;
 use crate::session::{self, CookieSettings, Keys, SessionCache, SessionManager, Store};
 use crate::tasks::Tasks;
 
-/// The config keys a running gateway cannot take on, that differ between `old` and `new`.
-pub(crate) fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
+/// The config keys a running gateway cannot take on, that differ between `old` (as loaded
+/// at start) and `new`. An address is unchanged when `new` names what `old` said or what
+/// it was bound to (`bound`: port 0 replaced by the port the kernel gave).
+pub(crate) fn restart_required(old: &Config, bound: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.server, &new.server);
+    let listeners =
+        new.listeners.len() == old.listeners.len()
+            && new.listeners.iter().enumerate().all(|(i, l)| {
+                *l == old.listeners[i] || bound.listeners.get(i).is_some_and(|b| b == l)
+            });
+    let admin = new.admin_address == old.admin_address || new.admin_address == bound.admin_address;
     let (s, t) = (&old.session, &new.session);
     let secret = |c: &Config| c.session.secret.as_ref().map(|s| s.expose().to_string());
     let checks = [
-        ("listeners", old.listeners != new.listeners),
-        ("admin.address", old.admin_address != new.admin_address),
+        ("listeners", !listeners),
+        ("admin.address", !admin),
         (
             "admin.token",
             old.admin_token.as_ref().map(|t| t.expose())
@@ -390,6 +398,8 @@ pub(crate) struct Reloader {
     pub(crate) loaded: Config,
     /// `loaded` with the ports bound for port 0: a file that names them is no change either.
     pub(crate) bound: Config,
+    /// The TLS listeners' certificates, read again at every reload.
+    pub(crate) certs: Vec<Arc<crate::certs::ListenerCert>>,
     /// Poll the files this often for changes (`--watch`); `None`: SIGHUP only.
     pub(crate) watch: Option<Duration>,
 }
@@ -403,16 +413,10 @@ enum Refused {
 
 impl Reloader {
     /// Load, check and build the new config: on a blocking thread (file reads, DNS).
-    fn prepare(&self) -> Result<(Config, Built), Refused> {
+    fn prepare(&self) -> Result<(Config, Built, Vec<crate::certs::Loaded>), Refused> {
         let new = config::load(&self.path)
             .map_err(|e| Refused::Invalid(e.0.iter().map(|e| e.to_string()).collect()))?;
-        // A key is unchanged when the file still says what it said at start, or names the
-        // port that port 0 was given.
-        let bound = restart_required(&self.bound, &new);
-        let keys: Vec<&str> = restart_required(&self.loaded, &new)
-            .into_iter()
-            .filter(|k| bound.contains(k))
-            .collect();
+        let keys = restart_required(&self.loaded, &self.bound, &new);
         if !keys.is_empty() {
             return Err(Refused::Restart(keys));
         }
@@ -420,7 +424,14 @@ impl Reloader {
             .assembly
             .build(&new)
             .map_err(|e| Refused::Failed(format!("{e:#}")))?;
-        Ok((new, built))
+        // Renewed certificates (same files, new contents); one that does not load refuses all.
+        let certs = self
+            .certs
+            .iter()
+            .map(|c| c.reread())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Refused::Failed(format!("TLS listener certificate: {e}")))?;
+        Ok((new, built, certs))
     }
 
     async fn reload(self: &Arc<Self>, cause: &'static str) {
@@ -430,8 +441,11 @@ impl Reloader {
             Err(e) => Err(Refused::Failed(e.to_string())),
         };
         let result = match prepared {
-            Ok((new, built)) => {
+            Ok((new, built, certs)) => {
                 crate::server::install_pages(&new);
+                for (c, loaded) in self.certs.iter().zip(certs) {
+                    c.install(loaded);
+                }
                 let auth = self.assembly.commit(built);
                 self.runtime
                     .store(Arc::new(Runtime::new(&new, &self.metrics, auth)));
@@ -561,10 +575,10 @@ mod tests {
     #[test]
     fn what_needs_a_restart() {
         let base = config("");
-        assert!(restart_required(&base, &config("")).is_empty());
+        assert!(restart_required(&base, &base, &config("")).is_empty());
         // Reloadable: routes, headers, prefix, timeouts.
         let reloadable = config("[gateway]\nprefix = \"/oauth2/\"\n[headers]\nuser = \"X-User\"\n[session]\nidle_timeout = \"2h\"\n");
-        assert!(restart_required(&base, &reloadable).is_empty());
+        assert!(restart_required(&base, &base, &reloadable).is_empty());
         for (extra, key) in [
             ("[server]\nthreads = 7\n", "server.threads"),
             ("[server]\nmax_connections = 17\n", "server.max_connections"),
@@ -573,8 +587,35 @@ mod tests {
             ("[session]\ncache_max_entries = 5\n", "session.cache_max_entries"),
             ("[log]\nformat = \"json\"\n", "log.format"),
         ] {
-            let keys = restart_required(&base, &config(extra));
+            let keys = restart_required(&base, &base, &config(extra));
             assert!(keys.contains(&key), "{extra}: {keys:?}");
+        }
+    }
+
+    #[test]
+    fn port_zero_is_the_port_it_was_given() {
+        let two = |a: &str, b: &str| {
+            config(&format!(
+                "[[listeners]]\naddress = \"{a}\"\n[[listeners]]\naddress = \"{b}\"\n"
+            ))
+        };
+        let (start, bound) = (
+            two("127.0.0.1:0", "127.0.0.1:0"),
+            two("127.0.0.1:4001", "127.0.0.1:4002"),
+        );
+        // Each listener names its start value or its bound one, in any mix.
+        for new in [
+            two("127.0.0.1:0", "127.0.0.1:4002"),
+            two("127.0.0.1:4001", "127.0.0.1:0"),
+        ] {
+            assert!(restart_required(&start, &bound, &new).is_empty());
+        }
+        for new in [
+            two("127.0.0.1:4002", "127.0.0.1:4001"),
+            two("127.0.0.1:0", "127.0.0.1:4003"),
+            config("[[listeners]]\naddress = \"127.0.0.1:0\"\n"),
+        ] {
+            assert_eq!(restart_required(&start, &bound, &new), ["listeners"]);
         }
     }
 

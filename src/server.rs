@@ -36,6 +36,7 @@ use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::{AdminService, Health};
+use crate::certs::ListenerCert;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Runtime};
@@ -545,6 +546,7 @@ pub fn run(
     let gateway = Gateway::new(runtime.clone(), metrics.clone())
         .with_drain(drain.clone())
         .with_otlp(otlp);
+    let mut certs = Vec::new();
     for h2c in [false, true] {
         let listeners: Vec<_> = config.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if listeners.is_empty() {
@@ -572,9 +574,16 @@ pub fn run(
             let mut endpoint = ListenerConfig::tcp(addr.clone())
                 .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
             if let Some(tls) = &l.tls {
-                let mut settings = TlsSettings::intermediate(&tls.cert_file, &tls.key_file)
+                // Served through a resolver a reload can update (`certs`).
+                let cert = Arc::new(
+                    ListenerCert::load(&tls.cert_file, &tls.key_file)
+                        .map_err(|e| anyhow::anyhow!("TLS listener {addr}: {e}"))?,
+                );
+                let mut settings = TlsSettings::intermediate("", "")
                     .map_err(|e| anyhow::anyhow!("TLS listener {addr}: {e}"))?;
+                settings.set_cert_resolver(cert.clone());
                 settings.enable_h2();
+                certs.push(cert);
                 endpoint = endpoint.tls(settings);
             }
             svc.add_listener(endpoint);
@@ -600,6 +609,7 @@ pub fn run(
                 metrics,
                 loaded,
                 bound: config.clone(),
+                certs,
                 watch,
             })),
         ));

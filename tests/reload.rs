@@ -2,14 +2,16 @@
 //! A provider added by SIGHUP signs users in, with the header names and prefix of the same
 //! file; a change that needs a restart is refused whole (the running config keeps serving,
 //! the route added beside it too is not applied); `--watch` follows the file without a
-//! signal; a broken file changes nothing. Reload under load: tests/fault_scenarios.rs.
+//! signal; a renewed TLS certificate is served without a restart; a broken file changes
+//! nothing. Reload under load: tests/fault_scenarios.rs.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{
-    client, echo, eventually, http_login, metric_value, Gateway, Idp, Opts, Seen, ANY_PORT,
+    client, echo, eventually, http_login, metric_value, test_pki, write, Gateway, Idp, Opts, Seen,
+    ANY_PORT,
 };
 
 /// A route table with `/` protected and `/public` public, in front of `app`.
@@ -172,4 +174,78 @@ async fn watch_follows_the_file_and_the_files_it_names() {
     );
     assert_eq!(reloads(&gw, "ok").await, before + 1.0);
     assert!(gw.log().contains("cause=\"watch\"") || gw.log().contains("cause=watch"));
+}
+
+/// A client that trusts `ca_pem` only, on a fresh connection each time.
+fn trusting(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .tls_built_in_root_certs(false)
+        .pool_max_idle_per_host(0)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_listener_certificate_is_served_without_a_restart() {
+    let app = echo().await;
+    let (old, new) = (test_pki(), test_pki());
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "tls.crt", &old.cert_pem);
+    let key = write(dir.path(), "tls.key", &old.key_pem);
+    let body = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n\n{}",
+        cert.display(),
+        key.display(),
+        routes(
+            app,
+            "\n[[routes]]\nid = \"open\"\npath = \"/open\"\nupstream = \"app\"\npublic = true\n"
+        )
+    );
+    let opts = || Opts {
+        run_args: vec!["--watch".into()],
+        ..Opts::default()
+    };
+    let gw = Gateway::start_with(&body, opts()).await;
+    let url = format!("https://localhost:{}/open", gw.listener(1).port());
+    let ok = |ca: &str| {
+        let (c, url) = (trusting(ca), url.clone());
+        async move { c.get(&url).send().await.is_ok_and(|r| r.status() == 200) }
+    };
+    assert!(ok(&old.ca_pem).await);
+    assert!(!ok(&new.ca_pem).await);
+
+    // Renewed in place (as cert-manager or certbot do): picked up by --watch, no signal.
+    std::fs::write(&key, &new.key_pem).unwrap();
+    std::fs::write(&cert, &new.cert_pem).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || ok(&new.ca_pem)).await,
+        "the renewed certificate is not served:\n{}",
+        gw.log()
+    );
+    assert!(
+        !ok(&old.ca_pem).await,
+        "the old certificate is still served"
+    );
+
+    // A key that is not the certificate's: the reload is refused, the running pair stays.
+    let before = reloads(&gw, "error").await;
+    std::fs::write(&key, &old.key_pem).unwrap();
+    gw.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            reloads(&gw, "error").await > before
+        })
+        .await,
+        "{}",
+        gw.log()
+    );
+    assert!(ok(&new.ca_pem).await);
+    assert!(
+        gw.log().contains("TLS listener certificate"),
+        "{}",
+        gw.log()
+    );
 }
