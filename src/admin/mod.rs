@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -41,6 +41,7 @@ use pingora::services::background::BackgroundService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
+use crate::answer::{Admin, AuthReadiness, Readiness};
 use crate::metrics::Metrics;
 use crate::oidc::Auth;
 
@@ -129,44 +130,35 @@ impl Health {
         }
     }
 
-    /// [`Health::readiness`]; with `exclude_providers`, providers are listed but do not count.
-    pub(crate) async fn readiness_with(&self, exclude_providers: bool) -> (bool, String) {
+    /// What the instance can serve; with `exclude_providers`, providers are listed but do
+    /// not count.
+    pub(crate) async fn readiness_with(&self, exclude_providers: bool) -> Readiness {
         let config = self.started.load(Ordering::Acquire);
         let draining = self.draining.load(Ordering::Acquire);
         let mut ready = config && !draining;
-        let mut checks = serde_json::json!({ "config": config, "draining": draining });
-        if let Some(auth) = &self.auth {
-            let store = auth.sessions().store.ping().await.is_ok();
-            ready &= store;
-            checks["session_store"] = store.into();
-            checks["session_cache_coherent"] = auth.sessions().cache.is_coherent().into();
-            let mut sign_in = false;
-            let mut providers = serde_json::Map::new();
-            for p in auth.providers() {
-                let st = p.status();
-                sign_in |= st.ready;
-                checks[format!("provider:{}", p.id())] = st.ready.into();
-                providers.insert(
-                    p.id().to_string(),
-                    serde_json::json!({
-                        "ready": st.ready,
-                        "consecutive_failures": st.consecutive_failures,
-                        "recent_failures": st.recent_failures,
-                        "last_error": st.last_error,
-                        "unavailable_for_s": st.unavailable_for.map(|d| d.as_secs()),
-                    }),
-                );
+        let auth = match &self.auth {
+            None => None,
+            Some(auth) => {
+                let session_store = auth.sessions().store.ping().await.is_ok();
+                let providers: Vec<_> = (auth.providers().iter())
+                    .map(|p| (p.id().to_string(), p.status()))
+                    .collect();
+                let sign_in = providers.iter().any(|(_, st)| st.ready);
+                ready &= session_store && (sign_in || exclude_providers);
+                Some(AuthReadiness {
+                    session_store,
+                    session_cache_coherent: auth.sessions().cache.is_coherent(),
+                    sign_in,
+                    providers,
+                })
             }
-            checks["sign_in"] = sign_in.into();
-            if !exclude_providers {
-                ready &= sign_in;
-            }
-            let body =
-                serde_json::json!({ "ready": ready, "checks": checks, "providers": providers });
-            return (ready, body.to_string());
+        };
+        Readiness {
+            ready,
+            config,
+            draining,
+            auth,
         }
-        let body = serde_json::json!({ "ready": ready, "checks": checks });
-        (ready, body.to_string())
     }
 }
 
@@ -195,35 +187,14 @@ impl AdminService {
     }
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    r
-}
-
-/// Every answer of the admin listener; a 503 says when to retry.
+/// Every answer of the admin listener, written by the one answer module.
 async fn handle(
     req: Request<Incoming>,
     metrics: &Metrics,
     health: &Health,
     sessions: &SessionsApi,
 ) -> Response<Full<Bytes>> {
-    let mut r = answer(req, metrics, health, sessions).await;
-    let status = r.status();
-    crate::answer::retry_after(status, r.headers_mut());
-    r
+    crate::answer::admin(answer(req, metrics, health, sessions).await)
 }
 
 /// Whether `/readyz?exclude=providers` (also in a list: `exclude=a&exclude=providers`).
@@ -239,7 +210,7 @@ async fn answer(
     metrics: &Metrics,
     health: &Health,
     sessions: &SessionsApi,
-) -> Response<Full<Bytes>> {
+) -> Admin {
     if SessionsApi::owns(req.uri().path()) {
         return sessions
             .handle(ApiRequest {
@@ -254,30 +225,16 @@ async fn answer(
             .await;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return respond(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "method not allowed\n",
-        );
+        return Admin::MethodNotAllowed;
     }
     match req.uri().path() {
-        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
+        "/healthz" => Admin::Alive,
         "/readyz" => {
             let exclude = excludes_providers(req.uri().query());
-            let (ready, body) = health.readiness_with(exclude).await;
-            let status = if ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            respond(status, "application/json", body)
+            Admin::Readiness(health.readiness_with(exclude).await)
         }
-        "/metrics" => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
-        ),
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        "/metrics" => Admin::Metrics(metrics.render()),
+        _ => Admin::NotFound,
     }
 }
 

@@ -11,6 +11,9 @@
 
 use crate::pages;
 
+mod admin;
+pub(crate) use admin::{admin, Admin, AuthReadiness, Readiness};
+
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use pingora::http::ResponseHeader;
@@ -524,6 +527,29 @@ pub(crate) enum Outcome<'a> {
         fields: &'a [Field<'a>],
         script_nonce: &'a str,
     },
+    /// `{prefix}userinfo` with a session: who the caller is, never a token.
+    Identity {
+        claims: &'a crate::identity::Claims,
+        provider: &'a str,
+        expires_at: u64,
+    },
+    /// `{prefix}jwks.json`: the public key set of the identity assertion (a JSON document).
+    AssertionKeys(&'a str),
+    /// `{prefix}backchannel-logout`, answered to the provider.
+    BackChannel(BackChannel<'a>),
+}
+
+/// How a back-channel logout went (OIDC Back-Channel Logout 1.0 §2.8): answered to the
+/// provider, in OAuth error JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackChannel<'a> {
+    /// The sessions of the logout token are ended (or there were none): 200.
+    LoggedOut,
+    /// The request or its logout token is refused (why, for the provider): 400.
+    Refused(&'a str),
+    /// The sessions could not be ended (the store is down): the provider may retry. 501
+    /// with `temporarily_unavailable`, as before this answer moved here.
+    NotPerformed,
 }
 
 /// A response the gateway writes itself.
@@ -688,6 +714,56 @@ pub(crate) fn respond(outcome: &Outcome, audience: Audience, request_id: &str) -
             let csp = format!("default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{script_nonce}'; form-action *; frame-ancestors 'none'");
             Reply::html(StatusCode::OK, page, &csp)
         }
+        Outcome::Identity {
+            claims: c,
+            provider,
+            expires_at,
+        } => Reply::json(
+            StatusCode::OK,
+            serde_json::json!({
+                // The provider's sub (with `provider`, the user for good) and the user as
+                // headers show it (user_claim).
+                "sub": if c.sub.is_empty() { &c.subject } else { &c.sub },
+                "user": c.subject,
+                "email": c.email,
+                "email_verified": c.email_verified,
+                "name": c.name,
+                "preferred_username": c.preferred_username,
+                "groups": c.groups,
+                "provider": provider,
+                "expires_at": expires_at,
+            }),
+        ),
+        // Public keys: cacheable, unlike every other gateway answer.
+        Outcome::AssertionKeys(jwks) => Reply {
+            status: StatusCode::OK,
+            headers: vec![
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/jwk-set+json"),
+                ),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                ),
+            ],
+            body: Bytes::copy_from_slice(jwks.as_bytes()),
+        },
+        Outcome::BackChannel(b) => back_channel(*b),
+    }
+}
+
+fn back_channel(outcome: BackChannel) -> Reply {
+    match outcome {
+        BackChannel::LoggedOut => Reply::json(StatusCode::OK, serde_json::json!({})),
+        BackChannel::Refused(why) => Reply::json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": "invalid_request", "error_description": why }),
+        ),
+        BackChannel::NotPerformed => Reply::json(
+            StatusCode::NOT_IMPLEMENTED,
+            serde_json::json!({ "error": "temporarily_unavailable" }),
+        ),
     }
 }
 
@@ -1121,5 +1197,65 @@ mod tests {
             .find(|(k, _)| k == "content-security-policy")
             .unwrap();
         assert!(csp.1.to_str().unwrap().contains("'nonce-n1'"));
+    }
+
+    #[test]
+    fn identity_keys_and_back_channel_answers() {
+        let claims = crate::identity::Claims {
+            sub: "u-1".into(),
+            subject: "alice".into(),
+            groups: vec!["g".into()],
+            ..Default::default()
+        };
+        let a = aud("GET", &[("accept", BROWSER)]);
+        let who = Outcome::Identity {
+            claims: &claims,
+            provider: "corp",
+            expires_at: 42,
+        };
+        let r = respond(&who, a, "id");
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            (&v["sub"], &v["user"], &v["provider"], &v["expires_at"]),
+            (&"u-1".into(), &"alice".into(), &"corp".into(), &42.into())
+        );
+        assert!(v.get("access_token").is_none() && v.get("id_token").is_none());
+        // Records written before `sub` was kept show the user as sub.
+        let old = crate::identity::Claims {
+            sub: String::new(),
+            ..claims.clone()
+        };
+        let who = Outcome::Identity {
+            claims: &old,
+            provider: "corp",
+            expires_at: 42,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&respond(&who, a, "id").body).unwrap();
+        assert_eq!(v["sub"], "alice");
+
+        let r = respond(&Outcome::AssertionKeys(r#"{"keys":[]}"#), a, "");
+        let header = |r: &Reply, n: &str| {
+            let v = r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v);
+            v.map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(header(&r, "cache-control").unwrap(), "public, max-age=300");
+        assert_eq!(
+            header(&r, "content-type").unwrap(),
+            "application/jwk-set+json"
+        );
+        assert_eq!(&r.body[..], br#"{"keys":[]}"#);
+
+        let bc = |b| respond(&Outcome::BackChannel(b), Audience::default(), "");
+        let r = bc(BackChannel::LoggedOut);
+        assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"{}"[..]));
+        let r = bc(BackChannel::Refused("unknown issuer"));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(r.status, 400);
+        assert_eq!(v["error"], "invalid_request");
+        assert_eq!(v["error_description"], "unknown issuer");
+        let r = bc(BackChannel::NotPerformed);
+        assert_eq!(r.status, 501);
+        assert_eq!(header(&r, "cache-control").unwrap(), "no-store");
     }
 }

@@ -9,9 +9,8 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
-
 use super::flow::{Auth, Reply};
+use crate::answer::{self, Audience, BackChannel, Outcome};
 use crate::crypto;
 use crate::jwt::{self, LogoutTokenRules};
 use crate::session::IdHash;
@@ -21,12 +20,14 @@ pub(crate) const MAX_BODY: usize = 16 * 1024;
 /// Age limit for tokens without `exp`, and the replay memory for them.
 const MAX_AGE: Duration = Duration::from_secs(300);
 
+/// The answer to the provider, by the one answer module (server to server: no request ID).
+fn reply(outcome: BackChannel) -> Reply {
+    answer::respond(&Outcome::BackChannel(outcome), Audience::default(), "")
+}
+
 /// §2.8: 400 with an OAuth error body for a token we refuse.
 fn refused(why: &str) -> Reply {
-    Reply::json(
-        StatusCode::BAD_REQUEST,
-        serde_json::json!({ "error": "invalid_request", "error_description": why }),
-    )
+    reply(BackChannel::Refused(why))
 }
 
 impl Auth {
@@ -104,7 +105,7 @@ impl Auth {
                     sessions = n,
                     "back-channel logout"
                 );
-                Reply::json(StatusCode::OK, serde_json::json!({}))
+                reply(BackChannel::LoggedOut)
             }
             Err(e) => {
                 // §2.8: the logout could not be performed; the provider may retry. A retry
@@ -112,10 +113,7 @@ impl Auth {
                 // sessions were the part that failed: forget the marker so it can succeed.
                 let _ = sessions.store.delete(&marker).await;
                 tracing::error!(provider = provider.id(), error = %e, "back-channel logout failed: session store unavailable");
-                Reply::json(
-                    StatusCode::NOT_IMPLEMENTED,
-                    serde_json::json!({ "error": "temporarily_unavailable" }),
-                )
+                reply(BackChannel::NotPerformed)
             }
         }
     }

@@ -14,9 +14,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use cookie::{Cookie, SameSite};
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderValue};
 use pingora::http::RequestHeader;
 use serde::{Deserialize, Serialize};
 
@@ -576,21 +575,8 @@ impl Auth {
 
     /// `GET {prefix}jwks.json`: the public key of the identity assertion.
     pub(crate) fn jwks(&self) -> Reply {
-        // Public keys: cacheable, unlike every other gateway answer.
-        Reply {
-            status: StatusCode::OK,
-            headers: vec![
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/jwk-set+json"),
-                ),
-                (
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=300"),
-                ),
-            ],
-            body: Bytes::from(self.assertion.jwks().to_string()),
-        }
+        let keys = Outcome::AssertionKeys(self.assertion.jwks());
+        answer::respond(&keys, answer::Audience::default(), "")
     }
 
     /// `GET {prefix}userinfo`: the caller's identity, no tokens.
@@ -609,23 +595,12 @@ impl Auth {
         match session {
             None => answer::respond(&Outcome::NotSignedIn, info.audience(), info.request_id),
             Some(s) => {
-                let c: &Claims = &s.record.claims;
-                Reply::json(
-                    StatusCode::OK,
-                    serde_json::json!({
-                        // The provider's sub (with `provider`, the user for good) and the
-                        // user as headers show it (user_claim).
-                        "sub": if c.sub.is_empty() { &c.subject } else { &c.sub },
-                        "user": c.subject,
-                        "email": c.email,
-                        "email_verified": c.email_verified,
-                        "name": c.name,
-                        "preferred_username": c.preferred_username,
-                        "groups": c.groups,
-                        "provider": s.record.provider,
-                        "expires_at": s.record.expires_at,
-                    }),
-                )
+                let outcome = Outcome::Identity {
+                    claims: &s.record.claims,
+                    provider: &s.record.provider,
+                    expires_at: s.record.expires_at,
+                };
+                answer::respond(&outcome, info.audience(), info.request_id)
             }
         }
     }
