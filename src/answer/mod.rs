@@ -657,26 +657,7 @@ pub(crate) fn respond(outcome: &Outcome, audience: Audience, request_id: &str) -
     match outcome {
         Outcome::Refused(refusal) => refused(&pages, refusal, audience, request_id),
         Outcome::SignInFailed { failure, prefix } => {
-            let status = failure.status();
-            let message = failure.message();
-            if !audience.page {
-                return Reply::json(
-                    status,
-                    serde_json::json!({"error": failure.code(), "message": message, "request_id": request_id}),
-                );
-            }
-            let page = pages.render(
-                pages::SIGN_IN_ERROR,
-                minijinja::context! {
-                    status => status.as_u16(),
-                    title => failure.title(),
-                    message => message,
-                    code => failure.code(),
-                    request_id => request_id,
-                    sign_in_url => format!("{prefix}login"),
-                },
-            );
-            Reply::html(status, page, PAGE_CSP)
+            sign_in_failed(&pages, failure, prefix, audience, request_id)
         }
         Outcome::NotSignedIn => Reply::json(
             StatusCode::UNAUTHORIZED,
@@ -715,41 +696,79 @@ pub(crate) fn respond(outcome: &Outcome, audience: Audience, request_id: &str) -
             Reply::html(StatusCode::OK, page, &csp)
         }
         Outcome::Identity {
-            claims: c,
+            claims,
             provider,
             expires_at,
-        } => Reply::json(
-            StatusCode::OK,
-            serde_json::json!({
-                // The provider's sub (with `provider`, the user for good) and the user as
-                // headers show it (user_claim).
-                "sub": if c.sub.is_empty() { &c.subject } else { &c.sub },
-                "user": c.subject,
-                "email": c.email,
-                "email_verified": c.email_verified,
-                "name": c.name,
-                "preferred_username": c.preferred_username,
-                "groups": c.groups,
-                "provider": provider,
-                "expires_at": expires_at,
-            }),
-        ),
-        // Public keys: cacheable, unlike every other gateway answer.
-        Outcome::AssertionKeys(jwks) => Reply {
-            status: StatusCode::OK,
-            headers: vec![
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/jwk-set+json"),
-                ),
-                (
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=300"),
-                ),
-            ],
-            body: Bytes::copy_from_slice(jwks.as_bytes()),
-        },
+        } => identity(claims, provider, *expires_at),
+        Outcome::AssertionKeys(jwks) => assertion_keys(jwks),
         Outcome::BackChannel(b) => back_channel(*b),
+    }
+}
+
+fn sign_in_failed(
+    pages: &pages::Pages,
+    failure: &SignInFailure,
+    prefix: &str,
+    audience: Audience,
+    request_id: &str,
+) -> Reply {
+    let status = failure.status();
+    let message = failure.message();
+    if !audience.page {
+        return Reply::json(
+            status,
+            serde_json::json!({"error": failure.code(), "message": message, "request_id": request_id}),
+        );
+    }
+    let page = pages.render(
+        pages::SIGN_IN_ERROR,
+        minijinja::context! {
+            status => status.as_u16(),
+            title => failure.title(),
+            message => message,
+            code => failure.code(),
+            request_id => request_id,
+            sign_in_url => format!("{prefix}login"),
+        },
+    );
+    Reply::html(status, page, PAGE_CSP)
+}
+
+/// `{prefix}userinfo`: who the caller is, never a token.
+fn identity(c: &crate::identity::Claims, provider: &str, expires_at: u64) -> Reply {
+    Reply::json(
+        StatusCode::OK,
+        serde_json::json!({
+            // The provider's sub (with `provider`, the user for good) and the user as
+            // headers show it (user_claim).
+            "sub": if c.sub.is_empty() { &c.subject } else { &c.sub },
+            "user": c.subject,
+            "email": c.email,
+            "email_verified": c.email_verified,
+            "name": c.name,
+            "preferred_username": c.preferred_username,
+            "groups": c.groups,
+            "provider": provider,
+            "expires_at": expires_at,
+        }),
+    )
+}
+
+/// Public keys: cacheable, unlike every other gateway answer.
+fn assertion_keys(jwks: &str) -> Reply {
+    Reply {
+        status: StatusCode::OK,
+        headers: vec![
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
+        ],
+        body: Bytes::copy_from_slice(jwks.as_bytes()),
     }
 }
 
