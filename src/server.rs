@@ -541,54 +541,9 @@ pub fn build_auth(
     }
     let _enter = rt.enter();
     let s = &config.session;
-    let store = match s.store {
-        SessionStore::Memory => Store::memory(),
-        SessionStore::Redis => {
-            let topology = s.redis.as_ref().context("session.redis_url missing")?;
-            let options = session::redis_conn::RedisOptions {
-                topology,
-                username: s.redis_username.as_deref(),
-                password: s.redis_password.as_ref().map(|p| p.expose()),
-                ca: s.redis_ca.as_deref(),
-                timeout: s.redis_timeout,
-                min_replicas_ack: s.redis_min_replicas_ack,
-                tasks,
-            };
-            Store::Redis(Box::new(
-                session::store::RedisStore::new(&options, &s.redis_prefix)
-                    .map_err(|e| anyhow::anyhow!("session Redis settings: {e}"))?,
-            ))
-        }
-    };
+    let store = session_store(s, tasks)?;
     store.observe_pending(metrics.pending());
-    let secret: Vec<u8> = match &s.secret {
-        Some(secret) => secret.expose().as_bytes().to_vec(),
-        // Memory store: one process, so a per-process key is enough (sessions end on restart
-        // anyway).
-        None => crate::crypto::random::<32>().to_vec(),
-    };
-    let cache = SessionCache::new(s.cache_max_age, s.cache_max_entries, !store.is_redis());
-    let cookie = CookieSettings {
-        host_name: format!("__Host-{}", s.cookie_name),
-        name: s.cookie_name.clone(),
-        secure: s.cookie_secure,
-        same_site: match s.cookie_same_site {
-            SameSitePolicy::Lax => cookie::SameSite::Lax,
-            SameSitePolicy::Strict => cookie::SameSite::Strict,
-        },
-        domain: s.cookie_domain.clone(),
-        idle_timeout: s.idle_timeout,
-        absolute_timeout: s.absolute_timeout,
-        touch_interval: s.touch_interval,
-    };
-    let sessions = Arc::new(SessionManager::new(
-        store.clone(),
-        Keys::derive(&secret),
-        cache,
-        cookie,
-        config.identity_headers.clone(),
-        metrics.clone(),
-    ));
+    let sessions = session_manager(config, store, metrics);
     let providers: Vec<Arc<Provider>> = config
         .providers
         .iter()
@@ -645,6 +600,64 @@ pub fn build_auth(
     Ok(Some(auth))
 }
 
+/// The session store `[session]` names: this process's memory, or Redis (its connection
+/// tasks spawned through `tasks`).
+fn session_store(s: &config::model::SessionSettings, tasks: &Tasks) -> anyhow::Result<Store> {
+    Ok(match s.store {
+        SessionStore::Memory => Store::memory(),
+        SessionStore::Redis => {
+            let topology = s.redis.as_ref().context("session.redis_url missing")?;
+            let options = session::redis_conn::RedisOptions {
+                topology,
+                username: s.redis_username.as_deref(),
+                password: s.redis_password.as_ref().map(|p| p.expose()),
+                ca: s.redis_ca.as_deref(),
+                timeout: s.redis_timeout,
+                min_replicas_ack: s.redis_min_replicas_ack,
+                tasks,
+            };
+            Store::Redis(Box::new(
+                session::store::RedisStore::new(&options, &s.redis_prefix)
+                    .map_err(|e| anyhow::anyhow!("session Redis settings: {e}"))?,
+            ))
+        }
+    })
+}
+
+/// Sessions on `store`: sealed with keys from `session.secret`, cached, in cookies as
+/// `[session]` says.
+fn session_manager(config: &Config, store: Store, metrics: &Arc<Metrics>) -> Arc<SessionManager> {
+    let s = &config.session;
+    let secret: Vec<u8> = match &s.secret {
+        Some(secret) => secret.expose().as_bytes().to_vec(),
+        // Memory store: one process, so a per-process key is enough (sessions end on restart
+        // anyway).
+        None => crate::crypto::random::<32>().to_vec(),
+    };
+    let cache = SessionCache::new(s.cache_max_age, s.cache_max_entries, !store.is_redis());
+    let cookie = CookieSettings {
+        host_name: format!("__Host-{}", s.cookie_name),
+        name: s.cookie_name.clone(),
+        secure: s.cookie_secure,
+        same_site: match s.cookie_same_site {
+            SameSitePolicy::Lax => cookie::SameSite::Lax,
+            SameSitePolicy::Strict => cookie::SameSite::Strict,
+        },
+        domain: s.cookie_domain.clone(),
+        idle_timeout: s.idle_timeout,
+        absolute_timeout: s.absolute_timeout,
+        touch_interval: s.touch_interval,
+    };
+    Arc::new(SessionManager::new(
+        store.clone(),
+        Keys::derive(&secret),
+        cache,
+        cookie,
+        config.identity_headers.clone(),
+        metrics.clone(),
+    ))
+}
+
 /// Build and run the server until it is shut down by a signal. `upgrade`: take the
 /// listening sockets over from a running process (which hands them over on SIGQUIT).
 /// `ready_file`: where to write the bound addresses once every listener is up
@@ -667,12 +680,7 @@ pub fn run(
     let metrics = Arc::new(Metrics::new());
     // Background work that is not request handling (provider refresh, Redis pub/sub) runs on
     // its own small runtime, alive as long as the server.
-    let control = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("authgate-control")
-        .enable_all()
-        .build()
-        .context("control runtime")?;
+    let control = control_runtime()?;
     let admin_listener = bind_admin(config.admin_address, upgrade, &control)?;
     config.admin_address = admin_listener
         .local_addr()
@@ -685,6 +693,79 @@ pub fn run(
     install_pages(&config);
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics)));
 
+    let mut server = pingora_server(&config, upgrade);
+    // With `upgrade`, this waits (Pingora: 5 s at most) for the old process's sockets; every
+    // fallible step of the start is done by now, so a bad config cannot take them and die.
+    server.bootstrap();
+
+    let drain = Arc::new(connections::Drain::default());
+    let table = connections::Connections::new(connections::Limits {
+        max_connections: config.server.max_connections,
+        keepalive_timeout: config.server.keepalive_timeout,
+        request_header_timeout: config.server.request_header_timeout,
+    });
+    let gateway =
+        Gateway::new(runtime.clone(), metrics.clone(), auth.clone()).with_drain(drain.clone());
+    for svc in proxy_services(&config, &server, &gateway, &table)? {
+        server.add_service(svc);
+    }
+    server.add_service(background_service(
+        "admin",
+        AdminService::new(
+            admin_listener,
+            metrics.clone(),
+            health.clone(),
+            crate::admin::sessions::SessionsApi::new(config.admin_token.clone(), auth.clone()),
+        ),
+    ));
+    if let Some(path) = config_path {
+        server.add_service(background_service(
+            "reload",
+            Reloader {
+                path,
+                runtime,
+                metrics,
+                loaded,
+                bound: config.clone(),
+            },
+        ));
+    }
+
+    for l in &config.listeners {
+        tracing::info!(address = %l.address, tls = l.tls.is_some(), h2c = l.h2c, upgrade, "listening");
+    }
+    tracing::info!(address = %config.admin_address, "admin listening (/healthz /readyz /metrics)");
+    health.started.store(true, Ordering::Release);
+    spawn_ready_reporter(&config, reserved, ready_file)?;
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            health,
+            drain,
+            shutdown_delay: config.server.shutdown_delay,
+            upgrade_socket: config.server.upgrade_socket.clone().into(),
+        }),
+    });
+    let aborted = control.block_on(tasks.shutdown(std::time::Duration::from_secs(1)));
+    tracing::debug!(aborted = aborted.len(), "background tasks stopped");
+    control.shutdown_timeout(std::time::Duration::from_secs(1));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The runtime of background work that is not request handling (provider refresh, Redis
+/// pub/sub): one thread, alive as long as the server.
+fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("authgate-control")
+        .enable_all()
+        .build()
+        .context("control runtime")
+}
+
+/// The Pingora server `[server]` describes (threads, grace periods, pid file, upgrade
+/// socket), taking the listening sockets over from a running process with `upgrade`.
+fn pingora_server(config: &Config, upgrade: bool) -> Server {
     // Pingora counts whole seconds; round up so "500ms" still drains.
     let secs = |d: std::time::Duration| Some(d.as_secs_f64().ceil() as u64);
     let conf = ServerConf {
@@ -702,19 +783,34 @@ pub fn run(
         upgrade,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
-    // With `upgrade`, this waits (Pingora: 5 s at most) for the old process's sockets; every
-    // fallible step of the start is done by now, so a bad config cannot take them and die.
-    server.bootstrap();
+    Server::new_with_opt_and_conf(Some(opt), conf)
+}
 
-    let drain = Arc::new(connections::Drain::default());
-    let table = connections::Connections::new(connections::Limits {
-        max_connections: config.server.max_connections,
-        keepalive_timeout: config.server.keepalive_timeout,
-        request_header_timeout: config.server.request_header_timeout,
-    });
-    let gateway =
-        Gateway::new(runtime.clone(), metrics.clone(), auth.clone()).with_drain(drain.clone());
+/// Report the bound addresses ([`report_ready`]) from a thread of its own, once every
+/// listener is up.
+fn spawn_ready_reporter(
+    config: &Config,
+    reserved: Vec<tokio::net::TcpSocket>,
+    ready_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let listeners = config.listeners.iter().map(|l| l.address).collect();
+    let admin = config.admin_address;
+    std::thread::Builder::new()
+        .name("authgate-ready".into())
+        .spawn(move || report_ready(listeners, admin, reserved, ready_file))
+        .context("ready reporter thread")?;
+    Ok(())
+}
+
+/// The proxy services: one for the HTTP/1.1 (and TLS) listeners, one for the h2c ones, each
+/// on every listener of its kind, sharing the connection table.
+fn proxy_services(
+    config: &Config,
+    server: &Server,
+    gateway: &Gateway,
+    table: &Arc<connections::Connections>,
+) -> anyhow::Result<Vec<Service<connections::Driver<pingora::proxy::HttpProxy<Gateway>>>>> {
+    let mut services = Vec::new();
     for h2c in [false, true] {
         let listeners: Vec<_> = config.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if listeners.is_empty() {
@@ -749,56 +845,9 @@ pub fn run(
             }
             svc.add_listener(endpoint);
         }
-        server.add_service(svc);
+        services.push(svc);
     }
-    server.add_service(background_service(
-        "admin",
-        AdminService::new(
-            admin_listener,
-            metrics.clone(),
-            health.clone(),
-            crate::admin::sessions::SessionsApi::new(config.admin_token.clone(), auth.clone()),
-        ),
-    ));
-    if let Some(path) = config_path {
-        server.add_service(background_service(
-            "reload",
-            Reloader {
-                path,
-                runtime,
-                metrics,
-                loaded,
-                bound: config.clone(),
-            },
-        ));
-    }
-
-    for l in &config.listeners {
-        tracing::info!(address = %l.address, tls = l.tls.is_some(), h2c = l.h2c, upgrade, "listening");
-    }
-    tracing::info!(address = %config.admin_address, "admin listening (/healthz /readyz /metrics)");
-    health.started.store(true, Ordering::Release);
-    {
-        let listeners = config.listeners.iter().map(|l| l.address).collect();
-        let admin = config.admin_address;
-        std::thread::Builder::new()
-            .name("authgate-ready".into())
-            .spawn(move || report_ready(listeners, admin, reserved, ready_file))
-            .context("ready reporter thread")?;
-    }
-    server.run(RunArgs {
-        shutdown_signal: Box::new(Signals {
-            health,
-            drain,
-            shutdown_delay: config.server.shutdown_delay,
-            upgrade_socket: config.server.upgrade_socket.clone().into(),
-        }),
-    });
-    let aborted = control.block_on(tasks.shutdown(std::time::Duration::from_secs(1)));
-    tracing::debug!(aborted = aborted.len(), "background tasks stopped");
-    control.shutdown_timeout(std::time::Duration::from_secs(1));
-    tracing::info!("stopped");
-    Ok(())
+    Ok(services)
 }
 
 /// The HTTP client for one provider (discovery, JWKS, token, userinfo, introspection). Every
