@@ -7,7 +7,11 @@
 //! browsers, from templates with HTML auto-escaping ([`pages`]); neither ever carries
 //! internals (addresses, error chains): those go to the log line next to the request ID
 //! that both carry. A forward-auth grant (200 with the identity headers the front proxy
-//! copies) is written here too, by [`admitted`].
+//! copies) is written here too, by [`admitted`], and so are the gateway endpoints' own
+//! answers (userinfo, the assertion key set, back-channel logout: [`Outcome`] too).
+//!
+//! The admin listener (a hyper server of its own: health, readiness, metrics, the session
+//! API) answers through the sibling enum [`Admin`] and its one function, [`admin`].
 
 use crate::pages;
 
