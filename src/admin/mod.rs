@@ -238,6 +238,54 @@ async fn answer(
     }
 }
 
+/// One admin connection, until it closes or idles out ([`IDLE_TIMEOUT`]).
+async fn serve(
+    stream: tokio::net::TcpStream,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    sessions: Arc<SessionsApi>,
+) {
+    let svc = service_fn(move |req| {
+        let metrics = metrics.clone();
+        let health = health.clone();
+        let sessions = sessions.clone();
+        async move { Ok::<_, Infallible>(handle(req, &metrics, &health, &sessions).await) }
+    });
+    let last = Arc::new(AtomicU64::new(0));
+    let epoch = Instant::now();
+    let io = Tracked {
+        inner: stream,
+        epoch,
+        last: last.clone(),
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = tick.tick() => {
+                let idle = epoch.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                if idle < IDLE_TIMEOUT {
+                    continue;
+                }
+                if closing {
+                    // Not even a graceful close went through: drop it.
+                    break;
+                }
+                // Closes an idle connection now, lets a request finish.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl BackgroundService for AdminService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -282,48 +330,11 @@ impl BackgroundService for AdminService {
                         drop(stream);
                         continue;
                     };
-                    let metrics = self.metrics.clone();
-                    let health = self.health.clone();
+                    let (metrics, health) = (self.metrics.clone(), self.health.clone());
                     let sessions = self.sessions.clone();
                     tokio::spawn(async move {
                         let _slot = slot;
-                        let svc = service_fn(move |req| {
-                            let metrics = metrics.clone();
-                            let health = health.clone();
-                            let sessions = sessions.clone();
-                            async move {
-                                Ok::<_, Infallible>(handle(req, &metrics, &health, &sessions).await)
-                            }
-                        });
-                        let last = Arc::new(AtomicU64::new(0));
-                        let epoch = Instant::now();
-                        let io = Tracked { inner: stream, epoch, last: last.clone() };
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEAD_TIMEOUT)
-                            .serve_connection(TokioIo::new(io), svc);
-                        tokio::pin!(conn);
-                        let mut tick = tokio::time::interval(Duration::from_millis(500));
-                        let mut closing = false;
-                        loop {
-                            tokio::select! {
-                                _ = conn.as_mut() => break,
-                                _ = tick.tick() => {
-                                    let idle = epoch.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                                    if idle < IDLE_TIMEOUT {
-                                        continue;
-                                    }
-                                    if closing {
-                                        // Not even a graceful close went through: drop it.
-                                        break;
-                                    }
-                                    // Closes an idle connection now, lets a request finish.
-                                    conn.as_mut().graceful_shutdown();
-                                    closing = true;
-                                    last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                                }
-                            }
-                        }
+                        serve(stream, metrics, health, sessions).await;
                     });
                 }
                 changed = shutdown.changed(), if !shutting_down => {
