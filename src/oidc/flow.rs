@@ -503,52 +503,66 @@ impl Auth {
         }
         tracing::info!(request_id = info.request_id, sub = %session.record.claims.sub, user = %session.record.claims.subject, "logout");
         let provider = self.provider(&session.record.provider);
-        let end_session = provider
-            .and_then(|p| p.discovery())
-            .and_then(|d| d.end_session_endpoint.clone());
-        match (provider, end_session, tokens.id_token) {
-            (Some(p), Some(endpoint), Some(hint)) => {
-                // post_logout_redirect_uri must be absolute and registered at the provider.
-                let post_logout = if return_to.starts_with('/') {
-                    format!("{}{}", info.origin(), return_to)
-                } else {
-                    return_to
-                };
-                if p.settings.logout_method == LogoutMethod::Get {
-                    let Ok(mut u) = url::Url::parse(&endpoint) else {
-                        return Reply::redirect(&post_logout).header(header::SET_COOKIE, &clear);
-                    };
-                    u.query_pairs_mut()
-                        .append_pair("id_token_hint", &hint)
-                        .append_pair("post_logout_redirect_uri", &post_logout)
-                        .append_pair("client_id", &p.settings.client_id);
-                    return Reply::redirect(u.as_str()).header(header::SET_COOKIE, &clear);
-                }
-                let fields = [
-                    Field {
-                        name: "id_token_hint",
-                        value: &hint,
-                    },
-                    Field {
-                        name: "post_logout_redirect_uri",
-                        value: &post_logout,
-                    },
-                    Field {
-                        name: "client_id",
-                        value: &p.settings.client_id,
-                    },
-                ];
-                let script_nonce = crypto::random_token();
-                let outcome = Outcome::SigningOut {
-                    endpoint: &endpoint,
-                    fields: &fields,
-                    script_nonce: &script_nonce,
-                };
-                answer::respond(&outcome, info.audience(), info.request_id)
-                    .header(header::SET_COOKIE, &clear)
-            }
-            _ => Reply::redirect(&return_to).header(header::SET_COOKIE, &clear),
+        let at_provider = match (provider, tokens.id_token) {
+            (Some(p), Some(hint)) => self.end_at_provider(info, p, &hint, return_to),
+            _ => Err(return_to),
+        };
+        // Without a way to end the provider's session: straight back.
+        at_provider
+            .unwrap_or_else(|return_to| Reply::redirect(&return_to))
+            .header(header::SET_COOKIE, &clear)
+    }
+
+    /// RP-initiated logout at `provider` (a GET redirect, or by default a form auto-posted so
+    /// the ID token hint appears in no URL or log), coming back to `return_to`; `Err` with the
+    /// address to go back to when the provider has no end-session endpoint (or an unusable one).
+    fn end_at_provider(
+        &self,
+        info: &RequestInfo,
+        p: &Provider,
+        hint: &str,
+        return_to: String,
+    ) -> Result<Reply, String> {
+        let Some(endpoint) = p.discovery().and_then(|d| d.end_session_endpoint.clone()) else {
+            return Err(return_to);
+        };
+        // post_logout_redirect_uri must be absolute and registered at the provider.
+        let post_logout = if return_to.starts_with('/') {
+            format!("{}{}", info.origin(), return_to)
+        } else {
+            return_to
+        };
+        if p.settings.logout_method == LogoutMethod::Get {
+            let Ok(mut u) = url::Url::parse(&endpoint) else {
+                return Err(post_logout);
+            };
+            u.query_pairs_mut()
+                .append_pair("id_token_hint", hint)
+                .append_pair("post_logout_redirect_uri", &post_logout)
+                .append_pair("client_id", &p.settings.client_id);
+            return Ok(Reply::redirect(u.as_str()));
         }
+        let fields = [
+            Field {
+                name: "id_token_hint",
+                value: hint,
+            },
+            Field {
+                name: "post_logout_redirect_uri",
+                value: &post_logout,
+            },
+            Field {
+                name: "client_id",
+                value: &p.settings.client_id,
+            },
+        ];
+        let script_nonce = crypto::random_token();
+        let outcome = Outcome::SigningOut {
+            endpoint: &endpoint,
+            fields: &fields,
+            script_nonce: &script_nonce,
+        };
+        Ok(answer::respond(&outcome, info.audience(), info.request_id))
     }
 
     /// `GET {prefix}logout`: a page asking to confirm, whose form POSTs back here.
