@@ -541,6 +541,9 @@ pub(crate) enum Outcome<'a> {
     AssertionKeys(&'a str),
     /// `{prefix}backchannel-logout`, answered to the provider.
     BackChannel(BackChannel<'a>),
+    /// 302 to `location` (the sign-in flows: to the provider, back to the app); the flow adds
+    /// its cookies.
+    Redirect(&'a str),
 }
 
 /// How a back-channel logout went (OIDC Back-Channel Logout 1.0 §2.8): answered to the
@@ -570,7 +573,7 @@ const PAGE_CSP: &str =
 
 impl Reply {
     /// An empty answer with `Cache-Control: no-store` (and `Retry-After` on a 503).
-    pub(crate) fn new(status: StatusCode) -> Self {
+    fn new(status: StatusCode) -> Self {
         let mut headers = vec![(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.push((header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER)));
@@ -590,7 +593,7 @@ impl Reply {
         self
     }
 
-    pub(crate) fn redirect(location: &str) -> Self {
+    fn redirect(location: &str) -> Self {
         Self::new(StatusCode::FOUND).header(header::LOCATION, location)
     }
 
@@ -601,7 +604,7 @@ impl Reply {
         r
     }
 
-    pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Self {
+    fn json(status: StatusCode, v: serde_json::Value) -> Self {
         let mut r = Self::new(status).header(header::CONTENT_TYPE, "application/json");
         r.body = Bytes::from(v.to_string());
         r
@@ -706,6 +709,7 @@ pub(crate) fn respond(outcome: &Outcome, audience: Audience, request_id: &str) -
         } => identity(claims, provider, *expires_at),
         Outcome::AssertionKeys(jwks) => assertion_keys(jwks),
         Outcome::BackChannel(b) => back_channel(*b),
+        Outcome::Redirect(location) => Reply::redirect(location),
     }
 }
 

@@ -95,6 +95,15 @@ struct Transaction {
     redirect_uri: String,
 }
 
+/// A redirect, by the one answer module.
+fn redirect(location: &str) -> Reply {
+    answer::respond(
+        &Outcome::Redirect(location),
+        answer::Audience::default(),
+        "",
+    )
+}
+
 /// A store error during a callback: the store is down (503), or our data is wrong (500).
 fn store_failure(e: &StoreError) -> CallbackFailure {
     match e.fault() {
@@ -299,7 +308,7 @@ impl Auth {
             state,
             self.login_ttl,
         );
-        Reply::redirect(&url).header(header::SET_COOKIE, &cookie)
+        redirect(&url).header(header::SET_COOKIE, &cookie)
     }
 
     /// The sign-in page when several providers could be used.
@@ -394,7 +403,7 @@ impl Auth {
         tracing::info!(request_id = info.request_id, provider = provider.id(), sub = %claims.sub, "login completed");
         let target = self.redirects.validate_or_root(&tx.return_to);
         let session_cookie = self.sessions.set_cookie(&cookie_value, info.https);
-        Ok(Reply::redirect(&target).header(header::SET_COOKIE, &session_cookie))
+        Ok(redirect(&target).header(header::SET_COOKIE, &session_cookie))
     }
 
     /// The login transaction of `state`, consumed: a second callback with it finds nothing.
@@ -471,7 +480,7 @@ impl Auth {
             .read_cookie(&info.req.headers, info.https)
             .id()
         else {
-            return Reply::redirect(&return_to).header(header::SET_COOKIE, &clear);
+            return redirect(&return_to).header(header::SET_COOKIE, &clear);
         };
         // Only a same-origin POST ends a session: a bare GET (a link, an <img> on another
         // site) gets a page whose button makes that POST.
@@ -495,7 +504,7 @@ impl Auth {
             Err(e) => return self.store_down(info, &e),
         };
         let Some(session) = session else {
-            return Reply::redirect(&return_to).header(header::SET_COOKIE, &clear);
+            return redirect(&return_to).header(header::SET_COOKIE, &clear);
         };
         let tokens = self.sessions.tokens(&session).unwrap_or_default();
         if let Err(e) = self.sessions.destroy(&session.hash).await {
@@ -509,7 +518,7 @@ impl Auth {
         };
         // Without a way to end the provider's session: straight back.
         at_provider
-            .unwrap_or_else(|return_to| Reply::redirect(&return_to))
+            .unwrap_or_else(|return_to| redirect(&return_to))
             .header(header::SET_COOKIE, &clear)
     }
 
@@ -540,7 +549,7 @@ impl Auth {
                 .append_pair("id_token_hint", hint)
                 .append_pair("post_logout_redirect_uri", &post_logout)
                 .append_pair("client_id", &p.settings.client_id);
-            return Ok(Reply::redirect(u.as_str()));
+            return Ok(redirect(u.as_str()));
         }
         let fields = [
             Field {
