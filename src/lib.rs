@@ -32,8 +32,9 @@
 //! - [`policy`]: per-route authorization on the verified identity.
 //! - [`proxy`]: the Pingora `ProxyHttp` glue; the request path reads top to bottom there.
 //!   `proxy::decision` is the one request decision, for proxy mode and forward-auth alike.
-//! - [`answer`]: everything the gateway answers itself (refusals, sign-in and sign-out pages)
-//!   → one status, headers and body, in one place.
+//! - [`answer`]: everything the gateway answers itself (refusals, sign-in and sign-out pages,
+//!   its endpoints' JSON, the admin listener's answers) → one status, headers and body, in
+//!   one place.
 //! - `pages`: the HTML page templates (built in, overridable from `gateway.templates_dir`);
 //!   a leaf that config checks overrides with at load.
 //! - [`assertion`]: the signed identity assertion (ES256 JWT) for upstreams.

@@ -482,14 +482,7 @@ pub fn run(
     let reserved = reserve_ephemeral(&mut config, upgrade)?;
 
     let metrics = Arc::new(Metrics::new());
-    // Background work that is not request handling (provider refresh, Redis pub/sub) runs on
-    // its own small runtime, alive as long as the server.
-    let control = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("authgate-control")
-        .enable_all()
-        .build()
-        .context("control runtime")?;
+    let control = control_runtime()?;
     let admin_listener = bind_admin(config.admin_address, upgrade, &control)?;
     config.admin_address = admin_listener
         .local_addr()
@@ -507,24 +500,7 @@ pub fn run(
     install_pages(&config);
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics, auth)));
 
-    // Pingora counts whole seconds; round up so "500ms" still drains.
-    let secs = |d: std::time::Duration| Some(d.as_secs_f64().ceil() as u64);
-    let conf = ServerConf {
-        threads: config.server.threads,
-        grace_period_seconds: secs(config.server.grace_period),
-        graceful_shutdown_timeout_seconds: secs(config.server.shutdown_timeout),
-        pid_file: config.server.pid_file.clone(),
-        upgrade_sock: config.server.upgrade_socket.clone(),
-        ..ServerConf::default()
-    };
-    if upgrade {
-        remove_stale_upgrade_socket(std::path::Path::new(&config.server.upgrade_socket));
-    }
-    let opt = Opt {
-        upgrade,
-        ..Opt::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    let mut server = pingora_server(&config, upgrade);
     // With `upgrade`, this waits (Pingora: 5 s at most) for the old process's sockets; every
     // fallible step of the start is done by now, so a bad config cannot take them and die.
     server.bootstrap();
@@ -546,6 +522,116 @@ pub fn run(
     let gateway = Gateway::new(runtime.clone(), metrics.clone())
         .with_drain(drain.clone())
         .with_otlp(otlp);
+    let (services, certs) = proxy_services(&config, &server, &gateway, &table)?;
+    for svc in services {
+        server.add_service(svc);
+    }
+    server.add_service(background_service(
+        "admin",
+        AdminService::new(
+            admin_listener,
+            metrics.clone(),
+            health.clone(),
+            crate::admin::sessions::SessionsApi::new(config.admin_token.clone(), assembly.shared()),
+        ),
+    ));
+    if let Some(path) = config_path {
+        server.add_service(background_service(
+            "reload",
+            ReloadService(Arc::new(Reloader {
+                path,
+                runtime,
+                assembly: assembly.clone(),
+                metrics,
+                loaded,
+                bound: config.clone(),
+                certs,
+                watch,
+            })),
+        ));
+    }
+
+    for l in &config.listeners {
+        tracing::info!(address = %l.address, tls = l.tls.is_some(), h2c = l.h2c, upgrade, "listening");
+    }
+    tracing::info!(address = %config.admin_address, "admin listening (/healthz /readyz /metrics)");
+    health.started.store(true, Ordering::Release);
+    spawn_ready_reporter(&config, reserved, ready_file)?;
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            health,
+            drain,
+            shutdown_delay: config.server.shutdown_delay,
+            upgrade_socket: config.server.upgrade_socket.clone().into(),
+        }),
+    });
+    let aborted = control.block_on(tasks.shutdown(std::time::Duration::from_secs(1)));
+    tracing::debug!(aborted = aborted.len(), "background tasks stopped");
+    control.shutdown_timeout(std::time::Duration::from_secs(1));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The runtime of background work that is not request handling (provider refresh, Redis
+/// pub/sub): one thread, alive as long as the server.
+fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("authgate-control")
+        .enable_all()
+        .build()
+        .context("control runtime")
+}
+
+/// The Pingora server `[server]` describes (threads, grace periods, pid file, upgrade
+/// socket), taking the listening sockets over from a running process with `upgrade`.
+fn pingora_server(config: &Config, upgrade: bool) -> Server {
+    // Pingora counts whole seconds; round up so "500ms" still drains.
+    let secs = |d: std::time::Duration| Some(d.as_secs_f64().ceil() as u64);
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: secs(config.server.grace_period),
+        graceful_shutdown_timeout_seconds: secs(config.server.shutdown_timeout),
+        pid_file: config.server.pid_file.clone(),
+        upgrade_sock: config.server.upgrade_socket.clone(),
+        ..ServerConf::default()
+    };
+    if upgrade {
+        remove_stale_upgrade_socket(std::path::Path::new(&config.server.upgrade_socket));
+    }
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    Server::new_with_opt_and_conf(Some(opt), conf)
+}
+
+/// Report the bound addresses ([`report_ready`]) from a thread of its own, once every
+/// listener is up.
+fn spawn_ready_reporter(
+    config: &Config,
+    reserved: Vec<tokio::net::TcpSocket>,
+    ready_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let listeners = config.listeners.iter().map(|l| l.address).collect();
+    let admin = config.admin_address;
+    std::thread::Builder::new()
+        .name("authgate-ready".into())
+        .spawn(move || report_ready(listeners, admin, reserved, ready_file))
+        .context("ready reporter thread")?;
+    Ok(())
+}
+
+/// The proxy services: one for the HTTP/1.1 (and TLS) listeners, one for the h2c ones, each
+/// on every listener of its kind, sharing the connection table; and the TLS listeners'
+/// certificates, which a reload renews.
+fn proxy_services(
+    config: &Config,
+    server: &Server,
+    gateway: &Gateway,
+    table: &Arc<connections::Connections>,
+) -> anyhow::Result<(Vec<ProxyService>, Vec<Arc<ListenerCert>>)> {
+    let mut services = Vec::new();
     let mut certs = Vec::new();
     for h2c in [false, true] {
         let listeners: Vec<_> = config.listeners.iter().filter(|l| l.h2c == h2c).collect();
@@ -588,60 +674,12 @@ pub fn run(
             }
             svc.add_listener(endpoint);
         }
-        server.add_service(svc);
+        services.push(svc);
     }
-    server.add_service(background_service(
-        "admin",
-        AdminService::new(
-            admin_listener,
-            metrics.clone(),
-            health.clone(),
-            crate::admin::sessions::SessionsApi::new(config.admin_token.clone(), assembly.shared()),
-        ),
-    ));
-    if let Some(path) = config_path {
-        server.add_service(background_service(
-            "reload",
-            ReloadService(Arc::new(Reloader {
-                path,
-                runtime,
-                assembly: assembly.clone(),
-                metrics,
-                loaded,
-                bound: config.clone(),
-                certs,
-                watch,
-            })),
-        ));
-    }
-
-    for l in &config.listeners {
-        tracing::info!(address = %l.address, tls = l.tls.is_some(), h2c = l.h2c, upgrade, "listening");
-    }
-    tracing::info!(address = %config.admin_address, "admin listening (/healthz /readyz /metrics)");
-    health.started.store(true, Ordering::Release);
-    {
-        let listeners = config.listeners.iter().map(|l| l.address).collect();
-        let admin = config.admin_address;
-        std::thread::Builder::new()
-            .name("authgate-ready".into())
-            .spawn(move || report_ready(listeners, admin, reserved, ready_file))
-            .context("ready reporter thread")?;
-    }
-    server.run(RunArgs {
-        shutdown_signal: Box::new(Signals {
-            health,
-            drain,
-            shutdown_delay: config.server.shutdown_delay,
-            upgrade_socket: config.server.upgrade_socket.clone().into(),
-        }),
-    });
-    let aborted = control.block_on(tasks.shutdown(std::time::Duration::from_secs(1)));
-    tracing::debug!(aborted = aborted.len(), "background tasks stopped");
-    control.shutdown_timeout(std::time::Duration::from_secs(1));
-    tracing::info!("stopped");
-    Ok(())
+    Ok((services, certs))
 }
+
+type ProxyService = Service<connections::Driver<pingora::proxy::HttpProxy<Gateway>>>;
 
 /// The HTTP client for one provider (discovery, JWKS, token, userinfo, introspection). Every
 /// provider's client has the same timeouts, redirect policy (none) and user agent; only the

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -41,6 +41,7 @@ use pingora::services::background::BackgroundService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
+use crate::answer::{Admin, AuthReadiness, Readiness};
 use crate::metrics::Metrics;
 
 pub(crate) mod sessions;
@@ -128,44 +129,35 @@ impl Health {
         }
     }
 
-    /// [`Health::readiness`]; with `exclude_providers`, providers are listed but do not count.
-    pub(crate) async fn readiness_with(&self, exclude_providers: bool) -> (bool, String) {
+    /// What the instance can serve; with `exclude_providers`, providers are listed but do
+    /// not count.
+    pub(crate) async fn readiness_with(&self, exclude_providers: bool) -> Readiness {
         let config = self.started.load(Ordering::Acquire);
         let draining = self.draining.load(Ordering::Acquire);
         let mut ready = config && !draining;
-        let mut checks = serde_json::json!({ "config": config, "draining": draining });
-        if let Some(auth) = self.auth.load_full() {
-            let store = auth.sessions().store.ping().await.is_ok();
-            ready &= store;
-            checks["session_store"] = store.into();
-            checks["session_cache_coherent"] = auth.sessions().cache.is_coherent().into();
-            let mut sign_in = false;
-            let mut providers = serde_json::Map::new();
-            for p in auth.providers() {
-                let st = p.status();
-                sign_in |= st.ready;
-                checks[format!("provider:{}", p.id())] = st.ready.into();
-                providers.insert(
-                    p.id().to_string(),
-                    serde_json::json!({
-                        "ready": st.ready,
-                        "consecutive_failures": st.consecutive_failures,
-                        "recent_failures": st.recent_failures,
-                        "last_error": st.last_error,
-                        "unavailable_for_s": st.unavailable_for.map(|d| d.as_secs()),
-                    }),
-                );
+        let auth = match self.auth.load_full() {
+            None => None,
+            Some(auth) => {
+                let session_store = auth.sessions().store.ping().await.is_ok();
+                let providers: Vec<_> = (auth.providers().iter())
+                    .map(|p| (p.id().to_string(), p.status()))
+                    .collect();
+                let sign_in = providers.iter().any(|(_, st)| st.ready);
+                ready &= session_store && (sign_in || exclude_providers);
+                Some(AuthReadiness {
+                    session_store,
+                    session_cache_coherent: auth.sessions().cache.is_coherent(),
+                    sign_in,
+                    providers,
+                })
             }
-            checks["sign_in"] = sign_in.into();
-            if !exclude_providers {
-                ready &= sign_in;
-            }
-            let body =
-                serde_json::json!({ "ready": ready, "checks": checks, "providers": providers });
-            return (ready, body.to_string());
+        };
+        Readiness {
+            ready,
+            config,
+            draining,
+            auth,
         }
-        let body = serde_json::json!({ "ready": ready, "checks": checks });
-        (ready, body.to_string())
     }
 }
 
@@ -194,35 +186,14 @@ impl AdminService {
     }
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    r
-}
-
-/// Every answer of the admin listener; a 503 says when to retry.
+/// Every answer of the admin listener, written by the one answer module.
 async fn handle(
     req: Request<Incoming>,
     metrics: &Metrics,
     health: &Health,
     sessions: &SessionsApi,
 ) -> Response<Full<Bytes>> {
-    let mut r = answer(req, metrics, health, sessions).await;
-    let status = r.status();
-    crate::answer::retry_after(status, r.headers_mut());
-    r
+    crate::answer::admin(answer(req, metrics, health, sessions).await)
 }
 
 /// Whether `/readyz?exclude=providers` (also in a list: `exclude=a&exclude=providers`).
@@ -238,7 +209,7 @@ async fn answer(
     metrics: &Metrics,
     health: &Health,
     sessions: &SessionsApi,
-) -> Response<Full<Bytes>> {
+) -> Admin {
     if SessionsApi::owns(req.uri().path()) {
         return sessions
             .handle(ApiRequest {
@@ -253,30 +224,64 @@ async fn answer(
             .await;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return respond(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "method not allowed\n",
-        );
+        return Admin::MethodNotAllowed;
     }
     match req.uri().path() {
-        "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
+        "/healthz" => Admin::Alive,
         "/readyz" => {
             let exclude = excludes_providers(req.uri().query());
-            let (ready, body) = health.readiness_with(exclude).await;
-            let status = if ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            respond(status, "application/json", body)
+            Admin::Readiness(health.readiness_with(exclude).await)
         }
-        "/metrics" => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
-        ),
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        "/metrics" => Admin::Metrics(metrics.render()),
+        _ => Admin::NotFound,
+    }
+}
+
+/// One admin connection, until it closes or idles out ([`IDLE_TIMEOUT`]).
+async fn serve(
+    stream: tokio::net::TcpStream,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    sessions: Arc<SessionsApi>,
+) {
+    let svc = service_fn(move |req| {
+        let metrics = metrics.clone();
+        let health = health.clone();
+        let sessions = sessions.clone();
+        async move { Ok::<_, Infallible>(handle(req, &metrics, &health, &sessions).await) }
+    });
+    let last = Arc::new(AtomicU64::new(0));
+    let epoch = Instant::now();
+    let io = Tracked {
+        inner: stream,
+        epoch,
+        last: last.clone(),
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = tick.tick() => {
+                let idle = epoch.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                if idle < IDLE_TIMEOUT {
+                    continue;
+                }
+                if closing {
+                    // Not even a graceful close went through: drop it.
+                    break;
+                }
+                // Closes an idle connection now, lets a request finish.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -324,48 +329,11 @@ impl BackgroundService for AdminService {
                         drop(stream);
                         continue;
                     };
-                    let metrics = self.metrics.clone();
-                    let health = self.health.clone();
+                    let (metrics, health) = (self.metrics.clone(), self.health.clone());
                     let sessions = self.sessions.clone();
                     tokio::spawn(async move {
                         let _slot = slot;
-                        let svc = service_fn(move |req| {
-                            let metrics = metrics.clone();
-                            let health = health.clone();
-                            let sessions = sessions.clone();
-                            async move {
-                                Ok::<_, Infallible>(handle(req, &metrics, &health, &sessions).await)
-                            }
-                        });
-                        let last = Arc::new(AtomicU64::new(0));
-                        let epoch = Instant::now();
-                        let io = Tracked { inner: stream, epoch, last: last.clone() };
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEAD_TIMEOUT)
-                            .serve_connection(TokioIo::new(io), svc);
-                        tokio::pin!(conn);
-                        let mut tick = tokio::time::interval(Duration::from_millis(500));
-                        let mut closing = false;
-                        loop {
-                            tokio::select! {
-                                _ = conn.as_mut() => break,
-                                _ = tick.tick() => {
-                                    let idle = epoch.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                                    if idle < IDLE_TIMEOUT {
-                                        continue;
-                                    }
-                                    if closing {
-                                        // Not even a graceful close went through: drop it.
-                                        break;
-                                    }
-                                    // Closes an idle connection now, lets a request finish.
-                                    conn.as_mut().graceful_shutdown();
-                                    closing = true;
-                                    last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                                }
-                            }
-                        }
+                        serve(stream, metrics, health, sessions).await;
                     });
                 }
                 changed = shutdown.changed(), if !shutting_down => {

@@ -7,9 +7,16 @@
 //! browsers, from templates with HTML auto-escaping ([`pages`]); neither ever carries
 //! internals (addresses, error chains): those go to the log line next to the request ID
 //! that both carry. A forward-auth grant (200 with the identity headers the front proxy
-//! copies) is written here too, by [`admitted`].
+//! copies) is written here too, by [`admitted`], and so are the gateway endpoints' own
+//! answers (userinfo, the assertion key set, back-channel logout: [`Outcome`] too).
+//!
+//! The admin listener (a hyper server of its own: health, readiness, metrics, the session
+//! API) answers through the sibling enum [`Admin`] and its one function, [`admin`].
 
 use crate::pages;
+
+mod admin;
+pub(crate) use admin::{admin, Admin, AuthReadiness, Readiness};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -524,6 +531,32 @@ pub(crate) enum Outcome<'a> {
         fields: &'a [Field<'a>],
         script_nonce: &'a str,
     },
+    /// `{prefix}userinfo` with a session: who the caller is, never a token.
+    Identity {
+        claims: &'a crate::identity::Claims,
+        provider: &'a str,
+        expires_at: u64,
+    },
+    /// `{prefix}jwks.json`: the public key set of the identity assertion (a JSON document).
+    AssertionKeys(&'a str),
+    /// `{prefix}backchannel-logout`, answered to the provider.
+    BackChannel(BackChannel<'a>),
+    /// 302 to `location` (the sign-in flows: to the provider, back to the app); the flow adds
+    /// its cookies.
+    Redirect(&'a str),
+}
+
+/// How a back-channel logout went (OIDC Back-Channel Logout 1.0 §2.8): answered to the
+/// provider, in OAuth error JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackChannel<'a> {
+    /// The sessions of the logout token are ended (or there were none): 200.
+    LoggedOut,
+    /// The request or its logout token is refused (why, for the provider): 400.
+    Refused(&'a str),
+    /// The sessions could not be ended (the store is down): the provider may retry. 501
+    /// with `temporarily_unavailable`, as before this answer moved here.
+    NotPerformed,
 }
 
 /// A response the gateway writes itself.
@@ -540,7 +573,7 @@ const PAGE_CSP: &str =
 
 impl Reply {
     /// An empty answer with `Cache-Control: no-store` (and `Retry-After` on a 503).
-    pub(crate) fn new(status: StatusCode) -> Self {
+    fn new(status: StatusCode) -> Self {
         let mut headers = vec![(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.push((header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER)));
@@ -560,7 +593,7 @@ impl Reply {
         self
     }
 
-    pub(crate) fn redirect(location: &str) -> Self {
+    fn redirect(location: &str) -> Self {
         Self::new(StatusCode::FOUND).header(header::LOCATION, location)
     }
 
@@ -571,7 +604,7 @@ impl Reply {
         r
     }
 
-    pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Self {
+    fn json(status: StatusCode, v: serde_json::Value) -> Self {
         let mut r = Self::new(status).header(header::CONTENT_TYPE, "application/json");
         r.body = Bytes::from(v.to_string());
         r
@@ -631,26 +664,7 @@ pub(crate) fn respond(outcome: &Outcome, audience: Audience, request_id: &str) -
     match outcome {
         Outcome::Refused(refusal) => refused(&pages, refusal, audience, request_id),
         Outcome::SignInFailed { failure, prefix } => {
-            let status = failure.status();
-            let message = failure.message();
-            if !audience.page {
-                return Reply::json(
-                    status,
-                    serde_json::json!({"error": failure.code(), "message": message, "request_id": request_id}),
-                );
-            }
-            let page = pages.render(
-                pages::SIGN_IN_ERROR,
-                minijinja::context! {
-                    status => status.as_u16(),
-                    title => failure.title(),
-                    message => message,
-                    code => failure.code(),
-                    request_id => request_id,
-                    sign_in_url => format!("{prefix}login"),
-                },
-            );
-            Reply::html(status, page, PAGE_CSP)
+            sign_in_failed(&pages, failure, prefix, audience, request_id)
         }
         Outcome::NotSignedIn => Reply::json(
             StatusCode::UNAUTHORIZED,
@@ -688,6 +702,95 @@ pub(crate) fn respond(outcome: &Outcome, audience: Audience, request_id: &str) -
             let csp = format!("default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{script_nonce}'; form-action *; frame-ancestors 'none'");
             Reply::html(StatusCode::OK, page, &csp)
         }
+        Outcome::Identity {
+            claims,
+            provider,
+            expires_at,
+        } => identity(claims, provider, *expires_at),
+        Outcome::AssertionKeys(jwks) => assertion_keys(jwks),
+        Outcome::BackChannel(b) => back_channel(*b),
+        Outcome::Redirect(location) => Reply::redirect(location),
+    }
+}
+
+fn sign_in_failed(
+    pages: &pages::Pages,
+    failure: &SignInFailure,
+    prefix: &str,
+    audience: Audience,
+    request_id: &str,
+) -> Reply {
+    let status = failure.status();
+    let message = failure.message();
+    if !audience.page {
+        return Reply::json(
+            status,
+            serde_json::json!({"error": failure.code(), "message": message, "request_id": request_id}),
+        );
+    }
+    let page = pages.render(
+        pages::SIGN_IN_ERROR,
+        minijinja::context! {
+            status => status.as_u16(),
+            title => failure.title(),
+            message => message,
+            code => failure.code(),
+            request_id => request_id,
+            sign_in_url => format!("{prefix}login"),
+        },
+    );
+    Reply::html(status, page, PAGE_CSP)
+}
+
+/// `{prefix}userinfo`: who the caller is, never a token.
+fn identity(c: &crate::identity::Claims, provider: &str, expires_at: u64) -> Reply {
+    Reply::json(
+        StatusCode::OK,
+        serde_json::json!({
+            // The provider's sub (with `provider`, the user for good) and the user as
+            // headers show it (user_claim).
+            "sub": if c.sub.is_empty() { &c.subject } else { &c.sub },
+            "user": c.subject,
+            "email": c.email,
+            "email_verified": c.email_verified,
+            "name": c.name,
+            "preferred_username": c.preferred_username,
+            "groups": c.groups,
+            "provider": provider,
+            "expires_at": expires_at,
+        }),
+    )
+}
+
+/// Public keys: cacheable, unlike every other gateway answer.
+fn assertion_keys(jwks: &str) -> Reply {
+    Reply {
+        status: StatusCode::OK,
+        headers: vec![
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
+        ],
+        body: Bytes::copy_from_slice(jwks.as_bytes()),
+    }
+}
+
+fn back_channel(outcome: BackChannel) -> Reply {
+    match outcome {
+        BackChannel::LoggedOut => Reply::json(StatusCode::OK, serde_json::json!({})),
+        BackChannel::Refused(why) => Reply::json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": "invalid_request", "error_description": why }),
+        ),
+        BackChannel::NotPerformed => Reply::json(
+            StatusCode::NOT_IMPLEMENTED,
+            serde_json::json!({ "error": "temporarily_unavailable" }),
+        ),
     }
 }
 
@@ -1121,5 +1224,65 @@ mod tests {
             .find(|(k, _)| k == "content-security-policy")
             .unwrap();
         assert!(csp.1.to_str().unwrap().contains("'nonce-n1'"));
+    }
+
+    #[test]
+    fn identity_keys_and_back_channel_answers() {
+        let claims = crate::identity::Claims {
+            sub: "u-1".into(),
+            subject: "alice".into(),
+            groups: vec!["g".into()],
+            ..Default::default()
+        };
+        let a = aud("GET", &[("accept", BROWSER)]);
+        let who = Outcome::Identity {
+            claims: &claims,
+            provider: "corp",
+            expires_at: 42,
+        };
+        let r = respond(&who, a, "id");
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            (&v["sub"], &v["user"], &v["provider"], &v["expires_at"]),
+            (&"u-1".into(), &"alice".into(), &"corp".into(), &42.into())
+        );
+        assert!(v.get("access_token").is_none() && v.get("id_token").is_none());
+        // Records written before `sub` was kept show the user as sub.
+        let old = crate::identity::Claims {
+            sub: String::new(),
+            ..claims.clone()
+        };
+        let who = Outcome::Identity {
+            claims: &old,
+            provider: "corp",
+            expires_at: 42,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&respond(&who, a, "id").body).unwrap();
+        assert_eq!(v["sub"], "alice");
+
+        let r = respond(&Outcome::AssertionKeys(r#"{"keys":[]}"#), a, "");
+        let header = |r: &Reply, n: &str| {
+            let v = r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v);
+            v.map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(header(&r, "cache-control").unwrap(), "public, max-age=300");
+        assert_eq!(
+            header(&r, "content-type").unwrap(),
+            "application/jwk-set+json"
+        );
+        assert_eq!(&r.body[..], br#"{"keys":[]}"#);
+
+        let bc = |b| respond(&Outcome::BackChannel(b), Audience::default(), "");
+        let r = bc(BackChannel::LoggedOut);
+        assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"{}"[..]));
+        let r = bc(BackChannel::Refused("unknown issuer"));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(r.status, 400);
+        assert_eq!(v["error"], "invalid_request");
+        assert_eq!(v["error_description"], "unknown issuer");
+        let r = bc(BackChannel::NotPerformed);
+        assert_eq!(r.status, 501);
+        assert_eq!(header(&r, "cache-control").unwrap(), "no-store");
     }
 }

@@ -14,18 +14,7 @@ use super::model::{RedisTopology, SameSitePolicy, SessionSettings, SessionStore}
 use super::secret::{self, Secret};
 
 pub(super) fn session(rep: &mut Reporter, f: &file::Session) -> SessionSettings {
-    let store = match f.store.as_ref().map(|s| (s.get_ref().as_str(), s)) {
-        None | Some(("memory", _)) => SessionStore::Memory,
-        Some(("redis", _)) => SessionStore::Redis,
-        Some((other, s)) => {
-            rep.error(
-                "session.store",
-                span(s),
-                format!("{other:?}: expected \"memory\" or \"redis\""),
-            );
-            SessionStore::Memory
-        }
-    };
+    let store = store_kind(rep, f);
     let redis = redis_topology(rep, f);
     if store == SessionStore::Redis && redis.is_none() {
         rep.error(
@@ -48,14 +37,7 @@ pub(super) fn session(rep: &mut Reporter, f: &file::Session) -> SessionSettings 
     let cookie_name = cookie_name(rep, &f.cookie_name);
     let secret = session_secret(rep, f, store);
     let cookie_same_site = same_site(rep, &f.cookie_same_site);
-    let cache_max_entries = match &f.cache_max_entries {
-        None => d::CACHE_MAX_ENTRIES,
-        Some(v) if *v.get_ref() >= 0 => *v.get_ref() as usize,
-        Some(v) => {
-            rep.error("session.cache_max_entries", span(v), "must not be negative");
-            0
-        }
-    };
+    let cache_max_entries = cache_max_entries(rep, f);
     let t = timeouts(rep, f);
     SessionSettings {
         store,
@@ -124,6 +106,34 @@ pub(super) fn session(rep: &mut Reporter, f: &file::Session) -> SessionSettings 
             d::MAX_RETURN_URL_BYTES_RANGE,
             d::MAX_RETURN_URL_BYTES,
         ),
+    }
+}
+
+/// `session.store`: `memory` (the default) or `redis`.
+fn store_kind(rep: &mut Reporter, f: &file::Session) -> SessionStore {
+    match f.store.as_ref().map(|s| (s.get_ref().as_str(), s)) {
+        None | Some(("memory", _)) => SessionStore::Memory,
+        Some(("redis", _)) => SessionStore::Redis,
+        Some((other, s)) => {
+            rep.error(
+                "session.store",
+                span(s),
+                format!("{other:?}: expected \"memory\" or \"redis\""),
+            );
+            SessionStore::Memory
+        }
+    }
+}
+
+/// `session.cache_max_entries`: not negative.
+fn cache_max_entries(rep: &mut Reporter, f: &file::Session) -> usize {
+    match &f.cache_max_entries {
+        None => d::CACHE_MAX_ENTRIES,
+        Some(v) if *v.get_ref() >= 0 => *v.get_ref() as usize,
+        Some(v) => {
+            rep.error("session.cache_max_entries", span(v), "must not be negative");
+            0
+        }
     }
 }
 

@@ -9,87 +9,57 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
-
 use super::flow::{Auth, Reply};
+use super::provider::Provider;
+use crate::answer::{self, Audience, BackChannel, Outcome};
 use crate::crypto;
-use crate::jwt::{self, LogoutTokenRules};
-use crate::session::IdHash;
+use crate::jwt::{self, LogoutTokenClaims, LogoutTokenRules};
+use crate::session::{IdHash, StoreError};
 
 /// Logout tokens are tiny; anything larger is not one.
 pub(crate) const MAX_BODY: usize = 16 * 1024;
 /// Age limit for tokens without `exp`, and the replay memory for them.
 const MAX_AGE: Duration = Duration::from_secs(300);
 
+/// The answer to the provider, by the one answer module (server to server: no request ID).
+fn reply(outcome: BackChannel) -> Reply {
+    answer::respond(&Outcome::BackChannel(outcome), Audience::default(), "")
+}
+
 /// §2.8: 400 with an OAuth error body for a token we refuse.
 fn refused(why: &str) -> Reply {
-    Reply::json(
-        StatusCode::BAD_REQUEST,
-        serde_json::json!({ "error": "invalid_request", "error_description": why }),
-    )
+    reply(BackChannel::Refused(why))
 }
 
 impl Auth {
+    /// `POST {prefix}backchannel-logout`: verify the logout token, then end its sessions.
     pub(crate) async fn backchannel_logout(&self, body: &[u8]) -> Reply {
-        let token = url::form_urlencoded::parse(body)
-            .filter(|(k, _)| k == "logout_token")
-            .map(|(_, v)| v.into_owned())
-            .collect::<Vec<_>>();
-        let [token] = token.as_slice() else {
-            return refused("exactly one logout_token is required");
+        let token = match logout_token(body) {
+            Ok(t) => t,
+            Err(why) => return refused(why),
         };
-        let Some(provider) = jwt::unverified_issuer(token)
+        let Some(provider) = jwt::unverified_issuer(&token)
             .and_then(|iss| self.providers.iter().find(|p| p.settings.issuer == iss))
         else {
             tracing::warn!("back-channel logout from an unknown issuer");
             return refused("unknown issuer");
         };
-        let algs = provider.algorithms();
-        let rules = LogoutTokenRules {
-            issuer: &provider.settings.issuer,
-            client_id: &provider.settings.client_id,
-            algorithms: &algs,
-            leeway_secs: provider.settings.clock_skew.as_secs(),
-            max_age_secs: MAX_AGE.as_secs(),
-        };
-        let claims = match jwt::verify_logout_token(&provider.jwks, token, &rules).await {
+        let claims = match verify(provider, &token).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(provider = provider.id(), error = %e, "logout token refused");
                 return refused(&e.to_string());
             }
         };
-        // Remember the jti for as long as the token could be accepted.
-        let now = crate::crypto::now_unix();
-        let lifetime = claims
-            .exp
-            .map_or(MAX_AGE.as_secs(), |exp| exp.saturating_sub(now))
-            + provider.settings.clock_skew.as_secs()
-            + 1;
-        let marker = format!(
-            "jti:{{{}}}",
-            IdHash(crypto::sha256(
-                [claims.iss.as_bytes(), b"\0", claims.jti.as_bytes()]
-                    .concat()
-                    .as_slice()
-            ))
-            .hex()
-        );
+        let marker = replay_marker(&claims);
+        let lifetime = remembered_for(&claims, provider, crypto::now_unix());
         let sessions = &self.sessions;
-        let ended = match sessions
-            .store
-            .put_new(&marker, b"", Duration::from_secs(lifetime))
-            .await
-        {
+        let ended = match sessions.store.put_new(&marker, b"", lifetime).await {
             Ok(false) => {
                 tracing::warn!(provider = provider.id(), "replayed logout token ignored");
                 return refused("logout token already used");
             }
-            Ok(true) => match (&claims.sid, &claims.sub) {
-                (Some(sid), _) => sessions.revoke_sid(provider.id(), sid).await,
-                (None, Some(sub)) => sessions.revoke_user(provider.id(), sub).await,
-                (None, None) => Ok(0),
-            },
+            Ok(true) => self.end_sessions(provider, &claims).await,
             Err(e) => Err(e),
         };
         match ended {
@@ -104,7 +74,7 @@ impl Auth {
                     sessions = n,
                     "back-channel logout"
                 );
-                Reply::json(StatusCode::OK, serde_json::json!({}))
+                reply(BackChannel::LoggedOut)
             }
             Err(e) => {
                 // §2.8: the logout could not be performed; the provider may retry. A retry
@@ -112,11 +82,72 @@ impl Auth {
                 // sessions were the part that failed: forget the marker so it can succeed.
                 let _ = sessions.store.delete(&marker).await;
                 tracing::error!(provider = provider.id(), error = %e, "back-channel logout failed: session store unavailable");
-                Reply::json(
-                    StatusCode::NOT_IMPLEMENTED,
-                    serde_json::json!({ "error": "temporarily_unavailable" }),
-                )
+                reply(BackChannel::NotPerformed)
             }
+        }
+    }
+
+    /// Every session of the token's provider session (`sid`), or failing one, of its user.
+    async fn end_sessions(
+        &self,
+        provider: &Provider,
+        claims: &LogoutTokenClaims,
+    ) -> Result<usize, StoreError> {
+        match (&claims.sid, &claims.sub) {
+            (Some(sid), _) => self.sessions.revoke_sid(provider.id(), sid).await,
+            (None, Some(sub)) => self.sessions.revoke_user(provider.id(), sub).await,
+            (None, None) => Ok(0),
+        }
+    }
+}
+
+/// The one `logout_token` of the form body.
+fn logout_token(body: &[u8]) -> Result<String, &'static str> {
+    let mut tokens = url::form_urlencoded::parse(body)
+        .filter(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned());
+    match (tokens.next(), tokens.next()) {
+        (Some(token), None) => Ok(token),
+        _ => Err("exactly one logout_token is required"),
+    }
+}
+
+/// The token verified against its provider's keys and rules (§2.6).
+async fn verify(provider: &Provider, token: &str) -> Result<LogoutTokenClaims, jwt::JwtError> {
+    let algs = provider.algorithms();
+    let rules = LogoutTokenRules {
+        issuer: &provider.settings.issuer,
+        client_id: &provider.settings.client_id,
+        algorithms: &algs,
+        leeway_secs: provider.settings.clock_skew.as_secs(),
+        max_age_secs: MAX_AGE.as_secs(),
+    };
+    jwt::verify_logout_token(&provider.jwks, token, &rules).await
+}
+
+/// The store key that remembers a token's `jti` (per issuer), so a replay does nothing.
+fn replay_marker(claims: &LogoutTokenClaims) -> String {
+    let id = [claims.iss.as_bytes(), b"\0", claims.jti.as_bytes()].concat();
+    format!("jti:{{{}}}", IdHash(crypto::sha256(&id)).hex())
+}
+
+/// How long to remember the jti: as long as the token could be accepted.
+fn remembered_for(claims: &LogoutTokenClaims, provider: &Provider, now: u64) -> Duration {
+    let skew = provider.settings.clock_skew.as_secs();
+    let left = (claims.exp).map_or(MAX_AGE.as_secs(), |exp| exp.saturating_sub(now));
+    Duration::from_secs(left + skew + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_logout_token() {
+        assert_eq!(logout_token(b"logout_token=a.b.c").unwrap(), "a.b.c");
+        assert_eq!(logout_token(b"x=1&logout_token=a%2Bb").unwrap(), "a+b");
+        for body in [&b""[..], b"token=x", b"logout_token=a&logout_token=a"] {
+            assert!(logout_token(body).is_err(), "{body:?}");
         }
     }
 }

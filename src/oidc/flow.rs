@@ -14,13 +14,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use cookie::{Cookie, SameSite};
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderValue};
 use pingora::http::RequestHeader;
 use serde::{Deserialize, Serialize};
 
-use super::provider::{Provider, ProviderError};
+use super::provider::{Discovery, Provider, ProviderError, TokenResponse};
 use super::redirect::RedirectPolicy;
 use crate::answer::{self, Choice, Field, Outcome, SignInFailure};
 use crate::config::front::CsrfSettings;
@@ -29,7 +28,7 @@ use crate::config::provider::Userinfo;
 use crate::crypto;
 use crate::host::Authority;
 use crate::identity::Claims;
-use crate::jwt::{self, IdTokenRules, JwtError};
+use crate::jwt::{self, IdTokenClaims, IdTokenRules, JwtError};
 use crate::metrics::Metrics;
 use crate::session::{IdHash, SessionManager, StoreError, Tokens};
 
@@ -94,6 +93,15 @@ struct Transaction {
     nonce: String,
     return_to: String,
     redirect_uri: String,
+}
+
+/// A redirect, by the one answer module.
+fn redirect(location: &str) -> Reply {
+    answer::respond(
+        &Outcome::Redirect(location),
+        answer::Audience::default(),
+        "",
+    )
 }
 
 /// A store error during a callback: the store is down (503), or our data is wrong (500).
@@ -300,7 +308,7 @@ impl Auth {
             state,
             self.login_ttl,
         );
-        Reply::redirect(&url).header(header::SET_COOKIE, &cookie)
+        redirect(&url).header(header::SET_COOKIE, &cookie)
     }
 
     /// The sign-in page when several providers could be used.
@@ -347,225 +355,102 @@ impl Auth {
         r
     }
 
-    /// `GET {prefix}callback?code=…&state=…` (or `error=…`)
+    /// `GET {prefix}callback?code=…&state=…` (or `error=…`): each step below either hands
+    /// the next one what it needs or says why the sign-in stops ([`Failed`]).
     pub(crate) async fn callback(&self, info: &RequestInfo<'_>) -> Reply {
-        let q = info.query_pairs();
-        let all = |k: &str| {
-            q.iter()
-                .filter(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-                .collect::<Vec<_>>()
+        let params = match CallbackParams::parse(&info.query_pairs()) {
+            Ok(p) => p,
+            Err(f) => return self.fail(info, f.failure, &f.detail, None),
         };
-        let (states, codes, errors, issuers) =
-            (all("state"), all("code"), all("error"), all("iss"));
-        if states.len() > 1 || codes.len() > 1 || errors.len() > 1 || issuers.len() > 1 {
-            return self.fail(
-                info,
-                CallbackFailure::DuplicateParameter,
-                "repeated state/code/error/iss",
-                None,
-            );
-        }
-        let Some(state) = states.first().copied().filter(|s| !s.is_empty()) else {
-            return self.fail(info, CallbackFailure::MissingParameter, "no state", None);
-        };
-        let cookie_name = self.tx_cookie_name(state, info.https);
+        let cookie_name = self.tx_cookie_name(&params.state, info.https);
         let clear = self.tx_cookie(cookie_name.clone(), String::new(), Duration::ZERO);
-        // The state must come back to the browser that started the login.
-        match info.cookie(&cookie_name) {
-            Some(v) if crypto::ct_eq(&v, state) => {}
-            _ => {
-                return self.fail(
-                    info,
-                    CallbackFailure::UnboundState,
-                    "no matching transaction cookie",
-                    Some(clear),
-                )
+        match self.sign_in(info, &params, &cookie_name).await {
+            Ok(reply) => reply.header(header::SET_COOKIE, &clear),
+            Err(f) => {
+                let clear = (!f.keep_cookie).then_some(clear);
+                self.fail(info, f.failure, &f.detail, clear)
             }
         }
-        let key = IdHash(crypto::sha256(state.as_bytes())).hex();
-        let tx: Transaction = match self.sessions.store.take_pending(&key).await {
-            Ok(Some(raw)) => match serde_json::from_slice(&raw) {
-                Ok(t) => t,
-                Err(_) => {
-                    return self.fail(
-                        info,
-                        CallbackFailure::UnknownState,
-                        "unreadable transaction",
-                        Some(clear),
-                    )
-                }
-            },
-            Ok(None) => {
-                return self.fail(
-                    info,
-                    CallbackFailure::UnknownState,
-                    "transaction expired or already used",
-                    Some(clear),
-                )
-            }
-            Err(e) => return self.fail(info, store_failure(&e), &e.to_string(), None),
+    }
+
+    /// The callback's steps, from a well-formed query to the session cookie.
+    async fn sign_in(
+        &self,
+        info: &RequestInfo<'_>,
+        params: &CallbackParams,
+        cookie_name: &str,
+    ) -> Result<Reply, Failed> {
+        bound_to_browser(info.cookie(cookie_name).as_deref(), &params.state)?;
+        let tx = self.take_transaction(&params.state).await?;
+        let (provider, discovery) = self.provider_of(&tx)?;
+        let expected = Issuer {
+            issuer: &provider.settings.issuer,
+            always_named: discovery.authorization_response_iss_parameter_supported,
         };
+        arrived_from(&tx.redirect_uri, info.path, params.iss.as_deref(), expected)?;
+        let code = params.code()?;
+        let tokens = exchange(provider, &discovery, code, &tx).await?;
+        let (id_token, mut claims) = verify_id_token(provider, &tokens, &tx).await?;
+        if provider.settings.userinfo == Userinfo::Merge {
+            merge_userinfo(provider, &discovery, &tokens, &mut claims).await?;
+        }
+        let mapped = (provider.settings.claims.map(&claims))
+            .map_err(|e| Failed::new(CallbackFailure::UnverifiedIdentity, e.to_string()))?;
+        let cookie_value = self
+            .start_session(provider, mapped, claims.sid.clone(), &tokens, id_token)
+            .await?;
+        self.metrics.logins.with_label_values(&["completed"]).inc();
+        tracing::info!(request_id = info.request_id, provider = provider.id(), sub = %claims.sub, "login completed");
+        let target = self.redirects.validate_or_root(&tx.return_to);
+        let session_cookie = self.sessions.set_cookie(&cookie_value, info.https);
+        Ok(redirect(&target).header(header::SET_COOKIE, &session_cookie))
+    }
+
+    /// The login transaction of `state`, consumed: a second callback with it finds nothing.
+    async fn take_transaction(&self, state: &str) -> Result<Transaction, Failed> {
+        let key = IdHash(crypto::sha256(state.as_bytes())).hex();
+        match self.sessions.store.take_pending(&key).await {
+            Ok(Some(raw)) => serde_json::from_slice(&raw)
+                .map_err(|_| Failed::new(CallbackFailure::UnknownState, "unreadable transaction")),
+            Ok(None) => Err(Failed::new(
+                CallbackFailure::UnknownState,
+                "transaction expired or already used",
+            )),
+            // The transaction may still be there: keep the cookie so a retry can finish.
+            Err(e) => Err(Failed {
+                keep_cookie: true,
+                ..Failed::new(store_failure(&e), e.to_string())
+            }),
+        }
+    }
+
+    /// The provider the login was started with, and its metadata.
+    fn provider_of(&self, tx: &Transaction) -> Result<(&Arc<Provider>, Arc<Discovery>), Failed> {
         let Some(provider) = self.provider(&tx.provider) else {
-            return self.fail(
-                info,
+            return Err(Failed::new(
                 CallbackFailure::UnknownState,
                 "provider no longer configured",
-                Some(clear),
-            );
+            ));
         };
         let Some(discovery) = provider.discovery() else {
-            return self.fail(
-                info,
+            return Err(Failed::new(
                 CallbackFailure::ProviderUnavailable,
                 "provider not ready",
-                Some(clear),
-            );
+            ));
         };
-        // Mix-up defence: the answer must arrive at the callback address this login's provider
-        // was given, and name that provider when it says who it is (RFC 9207 §2.4: always
-        // when the provider advertises it).
-        let arrived_where_sent =
-            url::Url::parse(&tx.redirect_uri).is_ok_and(|u| u.path().ends_with(info.path));
-        if !arrived_where_sent {
-            return self.fail(
-                info,
-                CallbackFailure::WrongProvider,
-                "the answer arrived at another provider's callback",
-                Some(clear),
-            );
-        }
-        match issuers.first() {
-            Some(iss) if *iss != provider.settings.issuer => {
-                return self.fail(
-                    info,
-                    CallbackFailure::WrongProvider,
-                    "the authorization response names another issuer (iss)",
-                    Some(clear),
-                )
-            }
-            None if discovery.authorization_response_iss_parameter_supported => {
-                return self.fail(
-                    info,
-                    CallbackFailure::WrongProvider,
-                    "the authorization response lacks the iss its provider advertises",
-                    Some(clear),
-                )
-            }
-            _ => {}
-        }
-        if let Some(err) = errors.first() {
-            // The provider's own words stay in the log; the page says something safe.
-            let err: String = err
-                .chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(64)
-                .collect();
-            return self.fail(
-                info,
-                CallbackFailure::ProviderError,
-                &format!("provider error {err}"),
-                Some(clear),
-            );
-        }
-        let Some(code) = codes.first().copied().filter(|c| !c.is_empty()) else {
-            return self.fail(
-                info,
-                CallbackFailure::MissingParameter,
-                "no code",
-                Some(clear),
-            );
-        };
-        let tokens = match provider
-            .exchange_code(&discovery, code, &tx.verifier, &tx.redirect_uri)
-            .await
-        {
-            Ok(t) => t,
-            Err(ProviderError::Refused(e)) => {
-                return self.fail(info, CallbackFailure::CodeRejected, &e, Some(clear))
-            }
-            Err(e) => {
-                return self.fail(
-                    info,
-                    CallbackFailure::ProviderUnavailable,
-                    &e.to_string(),
-                    Some(clear),
-                )
-            }
-        };
-        let Some(id_token) = tokens.id_token.as_deref() else {
-            return self.fail(
-                info,
-                CallbackFailure::BadIdToken,
-                "no id_token in token response",
-                Some(clear),
-            );
-        };
-        let algs = provider.algorithms();
-        let rules = IdTokenRules {
-            issuer: &provider.settings.issuer,
-            client_id: &provider.settings.client_id,
-            trusted_audiences: &provider.settings.trusted_audiences,
-            nonce: Some(&tx.nonce),
-            access_token: tokens.access_token.as_deref(),
-            algorithms: &algs,
-            leeway_secs: provider.settings.clock_skew.as_secs(),
-        };
-        let mut claims = match jwt::verify_id_token(&provider.jwks, id_token, &rules).await {
-            Ok(c) => c,
-            Err(JwtError::InvalidNonce) => {
-                return self.fail(info, CallbackFailure::NonceMismatch, "nonce", Some(clear))
-            }
-            // The keys could not be fetched: an outage (502), not a bad token.
-            Err(e @ JwtError::JwksUnavailable(_)) => {
-                return self.fail(
-                    info,
-                    CallbackFailure::ProviderUnavailable,
-                    &e.to_string(),
-                    Some(clear),
-                )
-            }
-            Err(e) => {
-                return self.fail(
-                    info,
-                    CallbackFailure::BadIdToken,
-                    &e.to_string(),
-                    Some(clear),
-                )
-            }
-        };
-        if provider.settings.userinfo == Userinfo::Merge {
-            let fetched = match tokens.access_token.as_deref() {
-                Some(at) => provider.userinfo(&discovery, at, &claims.sub).await,
-                None => Err(ProviderError::BadResponse(
-                    "no access token for the userinfo endpoint".into(),
-                )),
-            };
-            match fetched {
-                Ok(extra) => super::merge_userinfo(&mut claims.other, &extra),
-                Err(e) => {
-                    return self.fail(
-                        info,
-                        CallbackFailure::ProviderUnavailable,
-                        &format!("userinfo: {e}"),
-                        Some(clear),
-                    )
-                }
-            }
-        }
-        let mapped = match provider.settings.claims.map(&claims) {
-            Ok(m) => m,
-            Err(e) => {
-                return self.fail(
-                    info,
-                    CallbackFailure::UnverifiedIdentity,
-                    &e.to_string(),
-                    Some(clear),
-                )
-            }
-        };
-        // The expiry goes into a record every replica reads: on the store's clock, so a
-        // replica whose clock is off does not stretch or cut it for the others.
+        Ok((provider, discovery))
+    }
+
+    /// Store the new session (its expiry on the store's clock, so a replica whose clock is
+    /// off does not stretch or cut it for the others); the cookie value that names it.
+    async fn start_session(
+        &self,
+        provider: &Provider,
+        mapped: Claims,
+        sid: Option<String>,
+        tokens: &TokenResponse,
+        id_token: &str,
+    ) -> Result<String, Failed> {
         let now = self.sessions.store_now().await;
         let stored = Tokens {
             access_token: tokens.access_token.clone(),
@@ -573,23 +458,11 @@ impl Auth {
             id_token: Some(id_token.to_string()),
             access_token_expires_at: tokens.expires_in.map(|s| now + s),
         };
-        let cookie_value = match self
+        (self
             .sessions
-            .create(provider.id(), mapped, claims.sid.clone(), &stored)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => return self.fail(info, store_failure(&e), &e.to_string(), Some(clear)),
-        };
-        self.metrics.logins.with_label_values(&["completed"]).inc();
-        tracing::info!(request_id = info.request_id, provider = provider.id(), sub = %claims.sub, "login completed");
-        let target = self.redirects.validate_or_root(&tx.return_to);
-        Reply::redirect(&target)
-            .header(
-                header::SET_COOKIE,
-                &self.sessions.set_cookie(&cookie_value, info.https),
-            )
-            .header(header::SET_COOKIE, &clear)
+            .create(provider.id(), mapped, sid, &stored)
+            .await)
+            .map_err(|e| Failed::new(store_failure(&e), e.to_string()))
     }
 
     /// `GET|POST {prefix}logout?rd=…`
@@ -607,7 +480,7 @@ impl Auth {
             .read_cookie(&info.req.headers, info.https)
             .id()
         else {
-            return Reply::redirect(&return_to).header(header::SET_COOKIE, &clear);
+            return redirect(&return_to).header(header::SET_COOKIE, &clear);
         };
         // Only a same-origin POST ends a session: a bare GET (a link, an <img> on another
         // site) gets a page whose button makes that POST.
@@ -631,7 +504,7 @@ impl Auth {
             Err(e) => return self.store_down(info, &e),
         };
         let Some(session) = session else {
-            return Reply::redirect(&return_to).header(header::SET_COOKIE, &clear);
+            return redirect(&return_to).header(header::SET_COOKIE, &clear);
         };
         let tokens = self.sessions.tokens(&session).unwrap_or_default();
         if let Err(e) = self.sessions.destroy(&session.hash).await {
@@ -639,52 +512,66 @@ impl Auth {
         }
         tracing::info!(request_id = info.request_id, sub = %session.record.claims.sub, user = %session.record.claims.subject, "logout");
         let provider = self.provider(&session.record.provider);
-        let end_session = provider
-            .and_then(|p| p.discovery())
-            .and_then(|d| d.end_session_endpoint.clone());
-        match (provider, end_session, tokens.id_token) {
-            (Some(p), Some(endpoint), Some(hint)) => {
-                // post_logout_redirect_uri must be absolute and registered at the provider.
-                let post_logout = if return_to.starts_with('/') {
-                    format!("{}{}", info.origin(), return_to)
-                } else {
-                    return_to
-                };
-                if p.settings.logout_method == LogoutMethod::Get {
-                    let Ok(mut u) = url::Url::parse(&endpoint) else {
-                        return Reply::redirect(&post_logout).header(header::SET_COOKIE, &clear);
-                    };
-                    u.query_pairs_mut()
-                        .append_pair("id_token_hint", &hint)
-                        .append_pair("post_logout_redirect_uri", &post_logout)
-                        .append_pair("client_id", &p.settings.client_id);
-                    return Reply::redirect(u.as_str()).header(header::SET_COOKIE, &clear);
-                }
-                let fields = [
-                    Field {
-                        name: "id_token_hint",
-                        value: &hint,
-                    },
-                    Field {
-                        name: "post_logout_redirect_uri",
-                        value: &post_logout,
-                    },
-                    Field {
-                        name: "client_id",
-                        value: &p.settings.client_id,
-                    },
-                ];
-                let script_nonce = crypto::random_token();
-                let outcome = Outcome::SigningOut {
-                    endpoint: &endpoint,
-                    fields: &fields,
-                    script_nonce: &script_nonce,
-                };
-                answer::respond(&outcome, info.audience(), info.request_id)
-                    .header(header::SET_COOKIE, &clear)
-            }
-            _ => Reply::redirect(&return_to).header(header::SET_COOKIE, &clear),
+        let at_provider = match (provider, tokens.id_token) {
+            (Some(p), Some(hint)) => self.end_at_provider(info, p, &hint, return_to),
+            _ => Err(return_to),
+        };
+        // Without a way to end the provider's session: straight back.
+        at_provider
+            .unwrap_or_else(|return_to| redirect(&return_to))
+            .header(header::SET_COOKIE, &clear)
+    }
+
+    /// RP-initiated logout at `provider` (a GET redirect, or by default a form auto-posted so
+    /// the ID token hint appears in no URL or log), coming back to `return_to`; `Err` with the
+    /// address to go back to when the provider has no end-session endpoint (or an unusable one).
+    fn end_at_provider(
+        &self,
+        info: &RequestInfo,
+        p: &Provider,
+        hint: &str,
+        return_to: String,
+    ) -> Result<Reply, String> {
+        let Some(endpoint) = p.discovery().and_then(|d| d.end_session_endpoint.clone()) else {
+            return Err(return_to);
+        };
+        // post_logout_redirect_uri must be absolute and registered at the provider.
+        let post_logout = if return_to.starts_with('/') {
+            format!("{}{}", info.origin(), return_to)
+        } else {
+            return_to
+        };
+        if p.settings.logout_method == LogoutMethod::Get {
+            let Ok(mut u) = url::Url::parse(&endpoint) else {
+                return Err(post_logout);
+            };
+            u.query_pairs_mut()
+                .append_pair("id_token_hint", hint)
+                .append_pair("post_logout_redirect_uri", &post_logout)
+                .append_pair("client_id", &p.settings.client_id);
+            return Ok(redirect(u.as_str()));
         }
+        let fields = [
+            Field {
+                name: "id_token_hint",
+                value: hint,
+            },
+            Field {
+                name: "post_logout_redirect_uri",
+                value: &post_logout,
+            },
+            Field {
+                name: "client_id",
+                value: &p.settings.client_id,
+            },
+        ];
+        let script_nonce = crypto::random_token();
+        let outcome = Outcome::SigningOut {
+            endpoint: &endpoint,
+            fields: &fields,
+            script_nonce: &script_nonce,
+        };
+        Ok(answer::respond(&outcome, info.audience(), info.request_id))
     }
 
     /// `GET {prefix}logout`: a page asking to confirm, whose form POSTs back here.
@@ -711,21 +598,8 @@ impl Auth {
 
     /// `GET {prefix}jwks.json`: the public key of the identity assertion.
     pub(crate) fn jwks(&self) -> Reply {
-        // Public keys: cacheable, unlike every other gateway answer.
-        Reply {
-            status: StatusCode::OK,
-            headers: vec![
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/jwk-set+json"),
-                ),
-                (
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=300"),
-                ),
-            ],
-            body: Bytes::from(self.assertion.jwks().to_string()),
-        }
+        let keys = Outcome::AssertionKeys(self.assertion.jwks());
+        answer::respond(&keys, answer::Audience::default(), "")
     }
 
     /// `GET {prefix}userinfo`: the caller's identity, no tokens.
@@ -744,24 +618,320 @@ impl Auth {
         match session {
             None => answer::respond(&Outcome::NotSignedIn, info.audience(), info.request_id),
             Some(s) => {
-                let c: &Claims = &s.record.claims;
-                Reply::json(
-                    StatusCode::OK,
-                    serde_json::json!({
-                        // The provider's sub (with `provider`, the user for good) and the
-                        // user as headers show it (user_claim).
-                        "sub": if c.sub.is_empty() { &c.subject } else { &c.sub },
-                        "user": c.subject,
-                        "email": c.email,
-                        "email_verified": c.email_verified,
-                        "name": c.name,
-                        "preferred_username": c.preferred_username,
-                        "groups": c.groups,
-                        "provider": s.record.provider,
-                        "expires_at": s.record.expires_at,
-                    }),
-                )
+                let outcome = Outcome::Identity {
+                    claims: &s.record.claims,
+                    provider: &s.record.provider,
+                    expires_at: s.record.expires_at,
+                };
+                answer::respond(&outcome, info.audience(), info.request_id)
             }
+        }
+    }
+}
+
+/// Why a callback stops: the failure answered, the detail for the log line, and whether
+/// the browser keeps its transaction cookie (only when the store could not be asked).
+#[derive(Debug, PartialEq, Eq)]
+struct Failed {
+    failure: CallbackFailure,
+    detail: String,
+    keep_cookie: bool,
+}
+
+impl Failed {
+    fn new(failure: CallbackFailure, detail: impl Into<String>) -> Self {
+        Self {
+            failure,
+            detail: detail.into(),
+            keep_cookie: false,
+        }
+    }
+}
+
+/// The callback's query, each parameter at most once and `state` present.
+#[derive(Debug, PartialEq, Eq)]
+struct CallbackParams {
+    state: String,
+    code: Option<String>,
+    error: Option<String>,
+    iss: Option<String>,
+}
+
+impl CallbackParams {
+    fn parse(q: &[(String, String)]) -> Result<Self, Failed> {
+        let mut duplicate = false;
+        let mut one = |k: &str| {
+            let mut all = q.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let first = all.next();
+            duplicate |= all.next().is_some();
+            first
+        };
+        let (state, code, error, iss) = (one("state"), one("code"), one("error"), one("iss"));
+        if duplicate {
+            return Err(Failed::new(
+                CallbackFailure::DuplicateParameter,
+                "repeated state/code/error/iss",
+            ));
+        }
+        let Some(state) = state.filter(|s| !s.is_empty()) else {
+            return Err(Failed::new(CallbackFailure::MissingParameter, "no state"));
+        };
+        Ok(Self {
+            state,
+            code,
+            error,
+            iss,
+        })
+    }
+
+    /// The authorization code, unless the provider answered with an error instead.
+    fn code(&self) -> Result<&str, Failed> {
+        if let Some(err) = &self.error {
+            // The provider's own words stay in the log; the page says something safe.
+            let err: String = err
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect();
+            return Err(Failed::new(
+                CallbackFailure::ProviderError,
+                format!("provider error {err}"),
+            ));
+        }
+        match self.code.as_deref() {
+            Some(code) if !code.is_empty() => Ok(code),
+            _ => Err(Failed::new(CallbackFailure::MissingParameter, "no code")),
+        }
+    }
+}
+
+/// The state must come back to the browser that started the login (its transaction cookie).
+fn bound_to_browser(cookie: Option<&str>, state: &str) -> Result<(), Failed> {
+    match cookie {
+        Some(v) if crypto::ct_eq(v, state) => Ok(()),
+        _ => Err(Failed::new(
+            CallbackFailure::UnboundState,
+            "no matching transaction cookie",
+        )),
+    }
+}
+
+/// The issuer a login's provider answers as.
+#[derive(Debug, Clone, Copy)]
+struct Issuer<'a> {
+    issuer: &'a str,
+    /// The provider advertises `authorization_response_iss_parameter_supported`.
+    always_named: bool,
+}
+
+/// Mix-up defence: the answer must arrive (at `path`) at the callback address this login's
+/// provider was given (`redirect_uri`), and name that provider when it says who it is (RFC
+/// 9207 §2.4: always when the provider advertises it).
+fn arrived_from(
+    redirect_uri: &str,
+    path: &str,
+    iss: Option<&str>,
+    expected: Issuer,
+) -> Result<(), Failed> {
+    let wrong = |detail| Err(Failed::new(CallbackFailure::WrongProvider, detail));
+    let arrived_where_sent = url::Url::parse(redirect_uri).is_ok_and(|u| u.path().ends_with(path));
+    if !arrived_where_sent {
+        return wrong("the answer arrived at another provider's callback");
+    }
+    match iss {
+        Some(iss) if iss != expected.issuer => {
+            wrong("the authorization response names another issuer (iss)")
+        }
+        None if expected.always_named => {
+            wrong("the authorization response lacks the iss its provider advertises")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The code for tokens, at the provider's token endpoint (with the PKCE verifier).
+async fn exchange(
+    provider: &Provider,
+    discovery: &Discovery,
+    code: &str,
+    tx: &Transaction,
+) -> Result<TokenResponse, Failed> {
+    let exchanged = provider.exchange_code(discovery, code, &tx.verifier, &tx.redirect_uri);
+    exchanged.await.map_err(|e| match e {
+        ProviderError::Refused(e) => Failed::new(CallbackFailure::CodeRejected, e),
+        e => Failed::new(CallbackFailure::ProviderUnavailable, e.to_string()),
+    })
+}
+
+/// The ID token of the token response, verified (signature, issuer, audience, this login's
+/// nonce, `at_hash`), and its claims.
+async fn verify_id_token<'t>(
+    provider: &Provider,
+    tokens: &'t TokenResponse,
+    tx: &Transaction,
+) -> Result<(&'t str, IdTokenClaims), Failed> {
+    let Some(id_token) = tokens.id_token.as_deref() else {
+        return Err(Failed::new(
+            CallbackFailure::BadIdToken,
+            "no id_token in token response",
+        ));
+    };
+    let algs = provider.algorithms();
+    let rules = IdTokenRules {
+        issuer: &provider.settings.issuer,
+        client_id: &provider.settings.client_id,
+        trusted_audiences: &provider.settings.trusted_audiences,
+        nonce: Some(&tx.nonce),
+        access_token: tokens.access_token.as_deref(),
+        algorithms: &algs,
+        leeway_secs: provider.settings.clock_skew.as_secs(),
+    };
+    match jwt::verify_id_token(&provider.jwks, id_token, &rules).await {
+        Ok(c) => Ok((id_token, c)),
+        Err(JwtError::InvalidNonce) => Err(Failed::new(CallbackFailure::NonceMismatch, "nonce")),
+        // The keys could not be fetched: an outage (502), not a bad token.
+        Err(e @ JwtError::JwksUnavailable(_)) => Err(Failed::new(
+            CallbackFailure::ProviderUnavailable,
+            e.to_string(),
+        )),
+        Err(e) => Err(Failed::new(CallbackFailure::BadIdToken, e.to_string())),
+    }
+}
+
+/// `userinfo = "merge"`: the provider's userinfo answer joins the ID token's claims.
+async fn merge_userinfo(
+    provider: &Provider,
+    discovery: &Discovery,
+    tokens: &TokenResponse,
+    claims: &mut IdTokenClaims,
+) -> Result<(), Failed> {
+    let fetched = match tokens.access_token.as_deref() {
+        Some(at) => provider.userinfo(discovery, at, &claims.sub).await,
+        None => Err(ProviderError::BadResponse(
+            "no access token for the userinfo endpoint".into(),
+        )),
+    };
+    match fetched {
+        Ok(extra) => {
+            super::merge_userinfo(&mut claims.other, &extra);
+            Ok(())
+        }
+        Err(e) => Err(Failed::new(
+            CallbackFailure::ProviderUnavailable,
+            format!("userinfo: {e}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn failure<T: std::fmt::Debug>(r: Result<T, Failed>) -> CallbackFailure {
+        r.unwrap_err().failure
+    }
+
+    #[test]
+    fn callback_query_each_parameter_once_and_a_state() {
+        let p = CallbackParams::parse(&query(&[("state", "s"), ("code", "c"), ("x", "1")]));
+        assert_eq!(
+            p.unwrap(),
+            CallbackParams {
+                state: "s".into(),
+                code: Some("c".into()),
+                error: None,
+                iss: None
+            }
+        );
+        for dup in ["state", "code", "error", "iss"] {
+            let q = query(&[("state", "s"), (dup, "a"), (dup, "b")]);
+            assert_eq!(
+                failure(CallbackParams::parse(&q)),
+                CallbackFailure::DuplicateParameter,
+                "{dup}"
+            );
+        }
+        for q in [
+            query(&[("code", "c")]),
+            query(&[("state", ""), ("code", "c")]),
+        ] {
+            assert_eq!(
+                failure(CallbackParams::parse(&q)),
+                CallbackFailure::MissingParameter
+            );
+        }
+        // Duplicates are reported before a missing state.
+        let q = query(&[("code", "a"), ("code", "b")]);
+        assert_eq!(
+            failure(CallbackParams::parse(&q)),
+            CallbackFailure::DuplicateParameter
+        );
+    }
+
+    #[test]
+    fn a_provider_error_wins_over_a_code_and_is_logged_tamed() {
+        let parse = |q: &[(&str, &str)]| CallbackParams::parse(&query(q)).unwrap();
+        assert_eq!(parse(&[("state", "s"), ("code", "c")]).code().unwrap(), "c");
+        let f = parse(&[
+            ("state", "s"),
+            ("code", "c"),
+            ("error", "access_denied\n<x> y"),
+        ])
+        .code()
+        .unwrap_err();
+        assert_eq!(f.failure, CallbackFailure::ProviderError);
+        assert_eq!(f.detail, "provider error access_denied<x>y");
+        assert!(!f.keep_cookie);
+        let long = "e".repeat(100);
+        let f = parse(&[("state", "s"), ("error", &long)])
+            .code()
+            .unwrap_err();
+        assert_eq!(f.detail.len(), "provider error ".len() + 64);
+        for q in [&[("state", "s")][..], &[("state", "s"), ("code", "")]] {
+            assert_eq!(failure(parse(q).code()), CallbackFailure::MissingParameter);
+        }
+    }
+
+    #[test]
+    fn the_state_must_match_this_browsers_cookie() {
+        assert!(bound_to_browser(Some("s1"), "s1").is_ok());
+        for cookie in [None, Some(""), Some("s2"), Some("s1x")] {
+            assert_eq!(
+                failure(bound_to_browser(cookie, "s1")),
+                CallbackFailure::UnboundState
+            );
+        }
+    }
+
+    #[test]
+    fn mix_up_defence() {
+        let uri = "https://app.example/.authgate/callback/a";
+        let idp = |always_named| Issuer {
+            issuer: "https://idp-a",
+            always_named,
+        };
+        let path = "/.authgate/callback/a";
+        assert!(arrived_from(uri, path, None, idp(false)).is_ok());
+        assert!(arrived_from(uri, path, Some("https://idp-a"), idp(true)).is_ok());
+        for (uri, path, iss, expected) in [
+            (uri, "/.authgate/callback/b", None, idp(false)),
+            ("not a url", path, None, idp(false)),
+            (uri, path, Some("https://idp-b"), idp(false)),
+            (uri, path, Some(""), idp(false)),
+            (uri, path, None, idp(true)),
+        ] {
+            assert_eq!(
+                failure(arrived_from(uri, path, iss, expected)),
+                CallbackFailure::WrongProvider,
+                "{uri} {path} {iss:?}"
+            );
         }
     }
 }

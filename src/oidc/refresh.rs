@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-use super::provider::{Provider, ProviderError};
+use super::provider::{Discovery, Provider, ProviderError, TokenResponse};
 use crate::cache::{Cache, Tick};
 use crate::config::provider::Userinfo;
+use crate::identity::Claims;
 use crate::jwt::{self, IdTokenRules};
 use crate::metrics::Metrics;
 use crate::session::{IdHash, SessionManager, SessionRecord, Tokens, Update, UserSession};
@@ -228,96 +229,32 @@ impl Refresher {
             self.metrics.refreshes.with_label_values(&["skipped"]).inc();
             return Outcome::Fresh(current);
         }
-        let Some(provider) = self
-            .providers
-            .iter()
+        match self.refresh_current(&current).await {
+            Ok(outcome) => outcome,
+            Err(Stop::Keep) => Outcome::Fresh(current),
+            Err(Stop::Fallback) => self.fallback(current),
+            Err(Stop::End(why)) => self.end(&current, why).await,
+        }
+    }
+
+    /// The refresh itself, on the record read under the lock: redeem the refresh token,
+    /// check and map the identity again, store the new tokens.
+    async fn refresh_current(&self, current: &Arc<UserSession>) -> Result<Outcome, Stop> {
+        let provider = (self.providers.iter())
             .find(|p| p.id() == current.record.provider)
-        else {
-            return self.end(&current, "provider no longer configured").await;
-        };
-        let Some(discovery) = provider.discovery() else {
-            return self.fallback(current);
-        };
-        let Some(tokens) = self.sessions.tokens(&current) else {
-            return self.end(&current, "tokens unreadable").await;
-        };
-        let Some(refresh_token) = tokens.refresh_token.as_deref() else {
-            return Outcome::Fresh(current);
-        };
-        let resp = match provider.refresh_tokens(&discovery, refresh_token).await {
-            Ok(r) => r,
-            Err(ProviderError::Refused(e)) if e == "invalid_grant" => {
-                return self.end(&current, "refresh token refused").await
-            }
-            Err(e) => {
-                tracing::warn!(provider = provider.id(), error = %e, "token refresh failed");
-                return self.fallback(current);
-            }
-        };
-        // The session's user is (provider, sub); records from before `sub` was kept hold it
-        // as the subject (user_claim was `sub` then, or sessions ended at their first refresh).
-        let known_sub = if current.record.claims.sub.is_empty() {
-            current.record.claims.subject.clone()
-        } else {
-            current.record.claims.sub.clone()
-        };
-        let access_token = resp
-            .access_token
-            .as_deref()
-            .or(tokens.access_token.as_deref());
-        // The claims to map again: the new ID token's, or (userinfo only) the stored one's,
-        // which was verified when it was issued.
-        let mut fresh_claims = None;
-        if let Some(id_token) = resp.id_token.as_deref() {
-            let algs = provider.algorithms();
-            let rules = IdTokenRules {
-                issuer: &provider.settings.issuer,
-                client_id: &provider.settings.client_id,
-                trusted_audiences: &provider.settings.trusted_audiences,
-                nonce: None,
-                access_token: resp.access_token.as_deref(),
-                algorithms: &algs,
-                leeway_secs: provider.settings.clock_skew.as_secs(),
-            };
-            match jwt::verify_id_token(&provider.jwks, id_token, &rules).await {
-                // OIDC Core §12.2: same subject, or it is not this session's user.
-                Ok(c) if c.sub == known_sub => fresh_claims = Some(c.other),
-                Ok(_) => {
-                    return self
-                        .end(&current, "refreshed ID token for another subject")
-                        .await
-                }
-                Err(e) => {
-                    tracing::warn!(provider = provider.id(), error = %e, "refreshed ID token refused");
-                    return self.fallback(current);
-                }
-            }
-        }
-        if provider.settings.userinfo == Userinfo::Merge {
-            let base = fresh_claims
-                .take()
-                .or_else(|| tokens.id_token.as_deref().and_then(jwt::unverified_claims));
-            let (Some(mut base), Some(at)) = (base, access_token) else {
-                return self.end(&current, "nothing to merge userinfo into").await;
-            };
-            match provider.userinfo(&discovery, at, &known_sub).await {
-                Ok(extra) => super::merge_userinfo(&mut base, &extra),
-                Err(e) => {
-                    tracing::warn!(provider = provider.id(), error = %e, "userinfo at refresh failed");
-                    return self.fallback(current);
-                }
-            }
-            fresh_claims = Some(base);
-        }
-        let claims = match fresh_claims {
+            .ok_or(Stop::End("provider no longer configured"))?;
+        let discovery = provider.discovery().ok_or(Stop::Fallback)?;
+        let tokens = (self.sessions.tokens(current)).ok_or(Stop::End("tokens unreadable"))?;
+        let refresh_token = tokens.refresh_token.as_deref().ok_or(Stop::Keep)?;
+        let resp = redeem(provider, &discovery, refresh_token).await?;
+        let known_sub = known_sub(&current.record.claims);
+        let claims = match fresh_claims(provider, &discovery, &tokens, &resp, &known_sub).await? {
             None => current.record.claims.clone(),
-            Some(other) => match provider.settings.claims.map_claims(&known_sub, &other) {
-                Ok(c) => c,
-                Err(e) => {
+            Some(other) => (provider.settings.claims.map_claims(&known_sub, &other))
+                .map_err(|e| {
                     tracing::info!(provider = provider.id(), error = %e, "refreshed identity no longer vouched for");
-                    return self.end(&current, "identity no longer vouched for").await;
-                }
-            },
+                    Stop::End("identity no longer vouched for")
+                })?,
         };
         let now = self.sessions.store_now().await;
         let fresh = Tokens {
@@ -327,11 +264,21 @@ impl Refresher {
             id_token: resp.id_token.or(tokens.id_token),
             access_token_expires_at: resp.expires_in.map(|s| now + s),
         };
+        self.store_refreshed(current, claims, &fresh).await
+    }
+
+    /// Write the refreshed session (compare-and-set) and read back what the store holds.
+    async fn store_refreshed(
+        &self,
+        current: &Arc<UserSession>,
+        claims: Claims,
+        fresh: &Tokens,
+    ) -> Result<Outcome, Stop> {
         // The old refresh token may be spent now: losing this write would strand the session,
         // so a store hiccup gets a few retries (well inside the lock TTL).
         let mut attempt = 0;
         let outcome = loop {
-            match self.sessions.update(&current, claims.clone(), &fresh).await {
+            match self.sessions.update(current, claims.clone(), fresh).await {
                 Ok(o) => break o,
                 Err(e) if attempt < 3 => {
                     attempt += 1;
@@ -340,28 +287,27 @@ impl Refresher {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "refreshed tokens could not be stored");
-                    return self.fallback(current);
+                    return Err(Stop::Fallback);
                 }
             }
         };
         match outcome {
-            Update::Gone => Outcome::Ended,
-            Update::Done(_) | Update::Conflict => {
-                if matches!(outcome, Update::Done(_)) {
-                    self.metrics
-                        .refreshes
-                        .with_label_values(&["refreshed"])
-                        .inc();
-                    self.failed.remove(&current.hash);
-                    tracing::debug!(sub = %claims.sub, user = %claims.subject, "session tokens refreshed");
-                }
-                match self.sessions.reload(&current.hash).await {
-                    Ok(Some(n)) => Outcome::Fresh(n),
-                    Ok(None) => Outcome::Ended,
-                    Err(_) => Outcome::Unavailable,
-                }
+            Update::Gone => return Ok(Outcome::Ended),
+            Update::Done(_) => {
+                self.metrics
+                    .refreshes
+                    .with_label_values(&["refreshed"])
+                    .inc();
+                self.failed.remove(&current.hash);
+                tracing::debug!(sub = %claims.sub, user = %claims.subject, "session tokens refreshed");
             }
+            Update::Conflict => {}
         }
+        Ok(match self.sessions.reload(&current.hash).await {
+            Ok(Some(n)) => Outcome::Fresh(n),
+            Ok(None) => Outcome::Ended,
+            Err(_) => Outcome::Unavailable,
+        })
     }
 
     /// Forget failure marks that have run out.
@@ -369,6 +315,110 @@ impl Refresher {
         self.failed.sweep(|_| true);
     }
 }
+
+/// Why a refresh stopped short of new tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Nothing to refresh with: the session goes on as it is.
+    Keep,
+    /// The provider or store failed for now: use the session while its token is valid.
+    Fallback,
+    /// The session cannot go on (why, for the log): end it.
+    End(&'static str),
+}
+
+/// The session's user is (provider, sub); records from before `sub` was kept hold it as the
+/// subject (user_claim was `sub` then, or sessions ended at their first refresh).
+fn known_sub(claims: &Claims) -> String {
+    if claims.sub.is_empty() {
+        claims.subject.clone()
+    } else {
+        claims.sub.clone()
+    }
+}
+
+/// The refresh token for new tokens; `invalid_grant` ends the session.
+async fn redeem(
+    provider: &Provider,
+    discovery: &Discovery,
+    refresh_token: &str,
+) -> Result<TokenResponse, Stop> {
+    match provider.refresh_tokens(discovery, refresh_token).await {
+        Ok(r) => Ok(r),
+        Err(ProviderError::Refused(e)) if e == "invalid_grant" => {
+            Err(Stop::End("refresh token refused"))
+        }
+        Err(e) => {
+            tracing::warn!(provider = provider.id(), error = %e, "token refresh failed");
+            Err(Stop::Fallback)
+        }
+    }
+}
+
+/// The claims to map again: the new ID token's (verified, same subject), or with
+/// `userinfo = "merge"` those joined with the userinfo answer (on the stored ID token's
+/// claims, verified when it was issued, if no new one came). `None`: keep the session's.
+async fn fresh_claims(
+    provider: &Provider,
+    discovery: &Discovery,
+    tokens: &Tokens,
+    resp: &TokenResponse,
+    known_sub: &str,
+) -> Result<Option<ClaimMap>, Stop> {
+    let mut fresh = match resp.id_token.as_deref() {
+        Some(id_token) => Some(verify_refreshed(provider, id_token, resp, known_sub).await?),
+        None => None,
+    };
+    if provider.settings.userinfo == Userinfo::Merge {
+        let base = fresh
+            .take()
+            .or_else(|| tokens.id_token.as_deref().and_then(jwt::unverified_claims));
+        let access_token = (resp.access_token.as_deref()).or(tokens.access_token.as_deref());
+        let (Some(mut base), Some(at)) = (base, access_token) else {
+            return Err(Stop::End("nothing to merge userinfo into"));
+        };
+        match provider.userinfo(discovery, at, known_sub).await {
+            Ok(extra) => super::merge_userinfo(&mut base, &extra),
+            Err(e) => {
+                tracing::warn!(provider = provider.id(), error = %e, "userinfo at refresh failed");
+                return Err(Stop::Fallback);
+            }
+        }
+        fresh = Some(base);
+    }
+    Ok(fresh)
+}
+
+/// A refreshed ID token, verified; OIDC Core §12.2: same subject, or it is not this
+/// session's user.
+async fn verify_refreshed(
+    provider: &Provider,
+    id_token: &str,
+    resp: &TokenResponse,
+    known_sub: &str,
+) -> Result<ClaimMap, Stop> {
+    let algs = provider.algorithms();
+    let rules = IdTokenRules {
+        issuer: &provider.settings.issuer,
+        client_id: &provider.settings.client_id,
+        trusted_audiences: &provider.settings.trusted_audiences,
+        nonce: None,
+        access_token: resp.access_token.as_deref(),
+        algorithms: &algs,
+        leeway_secs: provider.settings.clock_skew.as_secs(),
+    };
+    match jwt::verify_id_token(&provider.jwks, id_token, &rules).await {
+        Ok(c) if c.sub == known_sub => Ok(c.other),
+        Ok(_) => Err(Stop::End("refreshed ID token for another subject")),
+        Err(e) => {
+            tracing::warn!(provider = provider.id(), error = %e, "refreshed ID token refused");
+            Err(Stop::Fallback)
+        }
+    }
+}
+
+/// Claims other than the registered ones, as the provider sent them.
+type ClaimMap = serde_json::Map<String, serde_json::Value>;
 
 #[cfg(test)]
 mod tests {
