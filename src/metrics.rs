@@ -232,9 +232,9 @@ impl Metrics {
     }
 
     /// The counters of OTLP span export (each series created at 0: export is on).
-    pub(crate) fn span_counts(&self) -> crate::otlp::SpanCounts {
+    pub(crate) fn span_counts(&self) -> SpanCounts {
         let c = |outcome| self.trace_spans.with_label_values(&[outcome]);
-        crate::otlp::SpanCounts {
+        SpanCounts {
             exported: c("exported"),
             dropped: c("dropped"),
             failed: c("failed"),
@@ -317,6 +317,14 @@ impl FetchMetrics {
     pub(crate) fn jwks(&self, ok: bool) {
         if ok { &self.jwks_ok } else { &self.jwks_error }.inc();
     }
+}
+
+/// Counters of `authgate_trace_spans_total{outcome}`, for the OTLP exporter.
+#[derive(Clone, Debug)]
+pub(crate) struct SpanCounts {
+    pub(crate) exported: IntCounter,
+    pub(crate) dropped: IntCounter,
+    pub(crate) failed: IntCounter,
 }
 
 #[cfg(test)]

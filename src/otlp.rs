@@ -16,9 +16,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
+use crate::metrics::SpanCounts;
 use crate::trace::Trace;
 
 /// Spans waiting to be sent at most; more are dropped.
@@ -41,14 +41,6 @@ pub(crate) struct Span {
     pub(crate) route: Option<std::sync::Arc<str>>,
     pub(crate) upstream: Option<std::sync::Arc<str>>,
     pub(crate) status: u16,
-}
-
-/// Counters of `authgate_trace_spans_total{outcome}`.
-#[derive(Clone, Debug)]
-pub(crate) struct SpanCounts {
-    pub(crate) exported: IntCounter,
-    pub(crate) dropped: IntCounter,
-    pub(crate) failed: IntCounter,
 }
 
 /// The request path's handle: where finished spans go. Cheap to clone.

@@ -206,7 +206,8 @@ impl Assembly {
                     Some(r) if r.provider.settings == *p => Ok(r.provider.clone()),
                     _ => {
                         let new = Arc::new(
-                            Provider::new(p.clone(), provider_http(p)?).count_in(&self.metrics),
+                            Provider::new(p.clone(), crate::oidc::client::provider_http(p)?)
+                                .count_in(&self.metrics),
                         );
                         fresh.push(new.clone());
                         Ok(new)
@@ -385,8 +386,6 @@ pub struct Built {
     signer: Option<(AssertionSettings, Arc<crate::assertion::Signer>)>,
 }
 
-use crate::server::provider_http;
-
 /// Reloads the config on SIGHUP (and, with `--watch`, when the file or a file it names
 /// changes): all of it, or nothing (see the module doc).
 pub(crate) struct Reloader {
@@ -442,7 +441,7 @@ impl Reloader {
         };
         let result = match prepared {
             Ok((new, built, certs)) => {
-                crate::server::install_pages(&new);
+                install_pages(&new);
                 for (c, loaded) in self.certs.iter().zip(certs) {
                     c.install(loaded);
                 }
@@ -557,6 +556,18 @@ impl BackgroundService for ReloadService {
                 }
                 _ = shutdown.changed() => return,
             }
+        }
+    }
+}
+
+/// The page templates of `config` (defaults plus `gateway.templates_dir`), built once per
+/// (re)load. The loader has checked every override; should one still fail, the defaults.
+pub(crate) fn install_pages(config: &Config) {
+    match crate::pages::Pages::with_overrides(&config.templates) {
+        Ok(p) => crate::pages::install(p),
+        Err(e) => {
+            tracing::error!(error = %e, "page templates rejected; using the default pages");
+            crate::pages::install(crate::pages::Pages::defaults());
         }
     }
 }

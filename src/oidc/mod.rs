@@ -10,6 +10,7 @@
 
 pub(crate) mod backchannel;
 pub(crate) mod bearer;
+pub(crate) mod client;
 pub(crate) mod flow;
 pub(crate) mod provider;
 pub(crate) mod redirect;
