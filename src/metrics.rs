@@ -38,196 +38,154 @@ pub struct Metrics {
 /// Label for requests that matched no route.
 pub(crate) const NO_ROUTE: &str = "none";
 
+/// Latency buckets of request and upstream durations (seconds).
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Latency buckets of Redis round trips (seconds).
+const REDIS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0,
+];
+
+/// Registers what it makes: names and help texts are constants here, so a failure is a bug
+/// caught by every test that starts a gateway.
+struct Register(Registry);
+
+impl Register {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, m: M) -> M {
+        self.0
+            .register(Box::new(m.clone()))
+            .expect("unique metric names");
+        m
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+
+    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "authgate_http_requests_total",
-                "Requests answered, by route and status",
-            ),
-            &["route", "status"],
-        )
-        .expect("valid metric");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "authgate_http_request_duration_seconds",
-                "Time from request to end of response, by route",
+        let r = Register(Registry::new());
+        let build_info = r.add(
+            IntGauge::with_opts(
+                Opts::new(
+                    "authgate_build_info",
+                    "The running build: always 1, its version as a label",
+                )
+                .const_label("version", env!("CARGO_PKG_VERSION")),
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
-            &["route"],
-        )
-        .expect("valid metric");
-        let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "authgate_upstream_errors_total",
-                "Failed upstream attempts, by upstream and kind (connect, timeout, other)",
-            ),
-            &["upstream", "kind"],
-        )
-        .expect("valid metric");
-        let in_flight = IntGauge::new(
-            "authgate_http_requests_in_flight",
-            "Requests being processed now",
-        )
-        .expect("valid metric");
-        let config_reloads = IntCounterVec::new(
-            Opts::new("authgate_config_reloads_total", "Config reloads, by result"),
-            &["result"],
-        )
-        .expect("valid metric");
-        let logins = IntCounterVec::new(
-            Opts::new(
-                "authgate_logins_total",
-                "Browser logins, by stage (started, completed)",
-            ),
-            &["stage"],
-        )
-        .expect("valid metric");
-        let login_failures = IntCounterVec::new(
-            Opts::new(
-                "authgate_login_failures_total",
-                "Failed login callbacks, by reason",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let session_cache = IntCounterVec::new(
-            Opts::new(
-                "authgate_session_cache_lookups_total",
-                "Session cache lookups, by result (hit, miss)",
-            ),
-            &["result"],
-        )
-        .expect("valid metric");
-        let redis_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "authgate_redis_request_duration_seconds",
-                "Session store round trips to Redis",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0,
-            ]),
-        )
-        .expect("valid metric");
-        let redis_errors = IntCounter::new(
-            "authgate_redis_errors_total",
-            "Failed or timed-out Redis session store calls",
-        )
-        .expect("valid metric");
-        let refreshes = IntCounterVec::new(
-            Opts::new(
-                "authgate_session_refreshes_total",
-                "Access token refreshes, by result (refreshed, ended, failed, skipped)",
-            ),
-            &["result"],
-        )
-        .expect("valid metric");
-        let revocations = IntCounterVec::new(
-            Opts::new(
-                "authgate_session_revocations_total",
-                "Sessions ended by the admin API or back-channel logout, by source",
-            ),
-            &["source"],
-        )
-        .expect("valid metric");
-        let pending_logins = IntGauge::new(
-            "authgate_pending_logins",
-            "Logins started and not yet finished or expired (memory store: exact; Redis: the count this process last saw)",
-        )
-        .expect("valid metric");
-        let pending_logins_evicted = IntCounter::new(
-            "authgate_pending_logins_evicted_total",
-            "Pending logins dropped, oldest first, because session.max_pending_logins was reached",
-        )
-        .expect("valid metric");
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "authgate_upstream_response_duration_seconds",
-                "From choosing an upstream server (connect included) to its response head, by upstream",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
-            &["upstream"],
-        )
-        .expect("valid metric");
-        let provider_fetches = IntCounterVec::new(
-            Opts::new(
-                "authgate_provider_fetches_total",
-                "Discovery and JWKS fetches from a provider, by provider, document (discovery, jwks) and outcome (ok, error)",
-            ),
-            &["provider", "document", "outcome"],
-        )
-        .expect("valid metric");
-        let trace_spans = IntCounterVec::new(
-            Opts::new(
-                "authgate_trace_spans_total",
-                "Request spans for OTLP export, by outcome (exported, dropped: queue full, failed: the collector did not take them)",
-            ),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        let build_info = IntGauge::with_opts(
-            Opts::new(
-                "authgate_build_info",
-                "The running build: always 1, its version as a label",
-            )
-            .const_label("version", env!("CARGO_PKG_VERSION")),
-        )
-        .expect("valid metric");
+            .expect("valid metric"),
+        );
         build_info.set(1);
         #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("unique metric names");
-        for m in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(request_duration.clone()),
-            Box::new(upstream_errors.clone()),
-            Box::new(in_flight.clone()),
-            Box::new(config_reloads.clone()),
-            Box::new(logins.clone()),
-            Box::new(login_failures.clone()),
-            Box::new(session_cache.clone()),
-            Box::new(redis_duration.clone()),
-            Box::new(redis_errors.clone()),
-            Box::new(refreshes.clone()),
-            Box::new(revocations.clone()),
-            Box::new(pending_logins.clone()),
-            Box::new(pending_logins_evicted.clone()),
-            Box::new(upstream_duration.clone()),
-            Box::new(provider_fetches.clone()),
-            Box::new(trace_spans.clone()),
-            Box::new(build_info),
-        ] {
-            registry.register(m).expect("unique metric names");
-        }
+        r.0.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric names");
         Self {
-            registry,
-            requests,
-            request_duration,
-            upstream_errors,
-            in_flight,
-            config_reloads,
-            logins,
-            login_failures,
-            session_cache,
-            redis_duration,
-            redis_errors,
-            refreshes,
-            revocations,
-            pending_logins,
-            pending_logins_evicted,
-            upstream_duration,
-            provider_fetches,
-            trace_spans,
+            requests: r.counters(
+                "authgate_http_requests_total",
+                "Requests answered, by route and status",
+                &["route", "status"],
+            ),
+            request_duration: r.histograms(
+                "authgate_http_request_duration_seconds",
+                "Time from request to end of response, by route",
+                REQUEST_BUCKETS,
+                &["route"],
+            ),
+            upstream_errors: r.counters(
+                "authgate_upstream_errors_total",
+                "Failed upstream attempts, by upstream and kind (connect, timeout, other)",
+                &["upstream", "kind"],
+            ),
+            in_flight: r.gauge(
+                "authgate_http_requests_in_flight",
+                "Requests being processed now",
+            ),
+            config_reloads: r.counters(
+                "authgate_config_reloads_total",
+                "Config reloads, by result (ok, error, restart_required)",
+                &["result"],
+            ),
+            logins: r.counters(
+                "authgate_logins_total",
+                "Browser logins, by stage (started, completed)",
+                &["stage"],
+            ),
+            login_failures: r.counters(
+                "authgate_login_failures_total",
+                "Failed login callbacks, by reason",
+                &["reason"],
+            ),
+            session_cache: r.counters(
+                "authgate_session_cache_lookups_total",
+                "Session cache lookups, by result (hit, miss)",
+                &["result"],
+            ),
+            redis_duration: r.histogram(
+                "authgate_redis_request_duration_seconds",
+                "Session store round trips to Redis",
+                REDIS_BUCKETS,
+            ),
+            redis_errors: r.counter(
+                "authgate_redis_errors_total",
+                "Failed or timed-out Redis session store calls",
+            ),
+            refreshes: r.counters(
+                "authgate_session_refreshes_total",
+                "Access token refreshes, by result (refreshed, ended, failed, skipped)",
+                &["result"],
+            ),
+            revocations: r.counters(
+                "authgate_session_revocations_total",
+                "Sessions ended by the admin API or back-channel logout, by source",
+                &["source"],
+            ),
+            pending_logins: r.gauge(
+                "authgate_pending_logins",
+                "Logins started and not yet finished or expired (memory store: exact; Redis: the count this process last saw)",
+            ),
+            pending_logins_evicted: r.counter(
+                "authgate_pending_logins_evicted_total",
+                "Pending logins dropped, oldest first, because session.max_pending_logins was reached",
+            ),
+            upstream_duration: r.histograms(
+                "authgate_upstream_response_duration_seconds",
+                "From choosing an upstream server (connect included) to its response head, by upstream",
+                REQUEST_BUCKETS,
+                &["upstream"],
+            ),
+            provider_fetches: r.counters(
+                "authgate_provider_fetches_total",
+                "Discovery and JWKS fetches from a provider, by provider, document (discovery, jwks) and outcome (ok, error)",
+                &["provider", "document", "outcome"],
+            ),
+            trace_spans: r.counters(
+                "authgate_trace_spans_total",
+                "Request spans for OTLP export, by outcome (exported, dropped: queue full, failed: the collector did not take them)",
+                &["outcome"],
+            ),
+            registry: r.0,
         }
     }
 
