@@ -344,72 +344,74 @@ fn main() -> ExitCode {
         Command::Demo {
             upstream_port,
             no_idp,
-        } => {
-            let src =
-                demo::DEMO_CONFIG.replace("127.0.0.1:3000", &format!("127.0.0.1:{upstream_port}"));
-            let c = match config::parse(Path::new("<demo>"), &src) {
-                Ok(c) => c,
-                Err(e) => {
-                    print_errors(&e);
-                    return ExitCode::FAILURE;
-                }
-            };
-            let upstream = match demo::spawn_echo_thread(([127, 0, 0, 1], upstream_port).into()) {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!(
-                        "error: demo upstream cannot listen on 127.0.0.1:{upstream_port}: {e}"
-                    );
-                    return ExitCode::FAILURE;
-                }
-            };
-            let mut idp = if no_idp { None } else { start_demo_idp() };
-            let port = c.listeners[0].address.port();
-            println!("authgate demo");
-            println!("  open http://localhost:{port}/   (protected: you are sent to sign in)");
-            if idp.is_some() {
-                println!(
-                    "  sign in as: alice (any password; groups admins, dev) or bob (groups dev)"
-                );
-            }
-            println!("  public route:  http://localhost:{port}/public/");
-            println!("  who am I:      http://localhost:{port}/.authgate/userinfo");
-            println!("  sign out:      http://localhost:{port}/.authgate/logout");
-            println!("  upstream alone (no auth of its own): http://{upstream}/");
-            println!(
-                "  admin: http://{}/metrics  /healthz  /readyz",
-                c.admin_address
-            );
-            println!("  Ctrl-C to stop");
-            let code = run(c, None, false, None, false);
-            if let Some(child) = idp.as_mut() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            code
-        }
-        Command::Echo { listen } => {
-            logging::init(config::model::LogFormat::Text, "info");
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            rt.block_on(async {
-                match tokio::net::TcpListener::bind(listen).await {
-                    Ok(l) => {
-                        println!("echo upstream on http://{listen}/");
-                        demo::serve_echo(l).await;
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("error: cannot listen on {listen}: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
-        }
+        } => demo(upstream_port, no_idp),
+        Command::Echo { listen } => echo(listen),
     }
+}
+
+/// `authgate demo`: the echo upstream, the test provider (unless `no_idp`) and the gateway
+/// with the built-in demo config, until Ctrl-C.
+fn demo(upstream_port: u16, no_idp: bool) -> ExitCode {
+    let src = demo::DEMO_CONFIG.replace("127.0.0.1:3000", &format!("127.0.0.1:{upstream_port}"));
+    let c = match config::parse(Path::new("<demo>"), &src) {
+        Ok(c) => c,
+        Err(e) => {
+            print_errors(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let upstream = match demo::spawn_echo_thread(([127, 0, 0, 1], upstream_port).into()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: demo upstream cannot listen on 127.0.0.1:{upstream_port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut idp = if no_idp { None } else { start_demo_idp() };
+    let port = c.listeners[0].address.port();
+    println!("authgate demo");
+    println!("  open http://localhost:{port}/   (protected: you are sent to sign in)");
+    if idp.is_some() {
+        println!("  sign in as: alice (any password; groups admins, dev) or bob (groups dev)");
+    }
+    println!("  public route:  http://localhost:{port}/public/");
+    println!("  who am I:      http://localhost:{port}/.authgate/userinfo");
+    println!("  sign out:      http://localhost:{port}/.authgate/logout");
+    println!("  upstream alone (no auth of its own): http://{upstream}/");
+    println!(
+        "  admin: http://{}/metrics  /healthz  /readyz",
+        c.admin_address
+    );
+    println!("  Ctrl-C to stop");
+    let code = run(c, None, false, None, false);
+    if let Some(child) = idp.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    code
+}
+
+/// `authgate echo`: the echo upstream alone.
+fn echo(listen: std::net::SocketAddr) -> ExitCode {
+    logging::init(config::model::LogFormat::Text, "info");
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => {
+                println!("echo upstream on http://{listen}/");
+                demo::serve_echo(l).await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot listen on {listen}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
