@@ -249,3 +249,126 @@ async fn a_renewed_listener_certificate_is_served_without_a_restart() {
         gw.log()
     );
 }
+
+/// Reloads under load (issue 15 point 1): valid ones (a route added and removed, identity
+/// headers renamed), broken files and restart-only changes, one after another while
+/// signed-in and public clients keep reading. Not one request may fail, and every reload is
+/// counted as what it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_valid_broken_and_refused_under_load_fail_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let idp = Idp::start(true, &[ANY_PORT]).await;
+    let app = echo().await;
+    let base = format!("{}\n{}", idp.provider_toml(), routes(app, ""));
+    let gw = Gateway::start_with(&base, Opts::default()).await;
+    gw.wait_ready().await;
+    let (cookie, _) = http_login(&gw, "/").await;
+    assert!(!cookie.is_empty());
+
+    let opts = Opts::default();
+    let route =
+        "\n[[routes]]\nid = \"extra\"\npath = \"/extra\"\nupstream = \"app\"\npublic = true\n";
+    let restart = Opts {
+        server_extra: "max_connections = 77".into(),
+        ..Opts::default()
+    };
+    // (config text, expected result)
+    let steps = [
+        (gw.config_text(&format!("{base}{route}"), &opts), "ok"),
+        (
+            gw.config_text(
+                &format!("{base}\n[[routes]]\nupstream = \"missing\"\n"),
+                &opts,
+            ),
+            "error",
+        ),
+        (
+            gw.config_text(&format!("{base}{route}"), &restart),
+            "restart_required",
+        ),
+        (
+            gw.config_text(
+                &format!("[headers]\nuser = \"x-renamed-user\"\n{base}"),
+                &opts,
+            ),
+            "ok",
+        ),
+        (gw.config_text(&base, &opts), "ok"),
+    ];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut load = Vec::new();
+    for (path, signed_in, fresh_connection) in [
+        ("/app", true, false),
+        ("/public/x", false, false),
+        ("/public/y", false, true),
+    ] {
+        let (stop, done, failed, failures) =
+            (stop.clone(), done.clone(), failed.clone(), failures.clone());
+        let (url, cookie) = (gw.url(path), cookie.clone());
+        load.push(tokio::spawn(async move {
+            let keep = client();
+            while !stop.load(Ordering::Relaxed) {
+                let c = if fresh_connection {
+                    reqwest::Client::builder()
+                        .no_proxy()
+                        .pool_max_idle_per_host(0)
+                        .timeout(Duration::from_secs(15))
+                        .build()
+                        .unwrap()
+                } else {
+                    keep.clone()
+                };
+                let mut req = c.get(&url).header("accept", "application/json");
+                if signed_in {
+                    req = req.header("cookie", &cookie);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                match req.send().await {
+                    Ok(r) if r.status() == 200 => {}
+                    other => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{path}: {:?}", other.map(|r| r.status())));
+                    }
+                }
+            }
+        }));
+    }
+    let mut expected = std::collections::HashMap::new();
+    for round in 0..4 {
+        for (text, result) in &steps {
+            let before = reloads(&gw, result).await;
+            std::fs::write(&gw.config_path, text).unwrap();
+            gw.signal("HUP");
+            assert!(
+                eventually(Duration::from_secs(10), || async {
+                    reloads(&gw, result).await > before
+                })
+                .await,
+                "round {round}: no reload counted as {result}:\n{}",
+                gw.log()
+            );
+            *expected.entry(*result).or_insert(0.0) += 1.0;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "20 reloads (12 ok, 4 broken, 4 restart-only) under load: {done} requests, {failed} failed"
+    );
+    assert_eq!(failed, 0, "{:?}", failures.lock().unwrap());
+    assert!(done >= 100, "too little load: {done} requests");
+    for (result, n) in expected {
+        assert_eq!(reloads(&gw, result).await, n, "{result}");
+    }
+}
