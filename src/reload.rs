@@ -290,6 +290,18 @@ impl Assembly {
         built.auth
     }
 
+    /// Look `runtime`'s upstream names up again every `resolve_interval` on the control
+    /// runtime; each task holds its pool weakly and ends once the config is replaced.
+    pub(crate) fn follow_upstreams(&self, runtime: &Runtime) {
+        let _enter = self.rt.enter();
+        for u in runtime.upstreams.iter().filter(|u| u.has_names()) {
+            self.tasks.spawn(
+                "upstream resolve",
+                crate::upstream::follow(Arc::downgrade(u), u.resolve_interval()),
+            );
+        }
+    }
+
     /// The session store, cache and keys: made by the first config with a provider, then
     /// kept (changing them is refused by [`restart_required`]).
     fn session_base(&self, config: &Config) -> anyhow::Result<Arc<SessionBase>> {
@@ -433,8 +445,10 @@ impl Reloader {
             Ok((new, built)) => {
                 crate::server::install_pages(&new);
                 let auth = self.assembly.commit(built);
-                self.runtime
-                    .store(Arc::new(Runtime::new(&new, &self.metrics, auth)));
+                let next = Runtime::new(&new, &self.metrics, auth);
+                next.resolve(crate::upstream::RESOLVE_PATIENCE).await;
+                self.assembly.follow_upstreams(&next);
+                self.runtime.store(Arc::new(next));
                 tracing::info!(path = %self.path.display(), cause, routes = new.routes.len(), providers = new.providers.len(), "config reloaded");
                 "ok"
             }

@@ -504,7 +504,12 @@ pub fn run(
     let auth = assembly.commit(assembly.build(&config)?);
     let health = Arc::new(Health::new(assembly.shared()));
     install_pages(&config);
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics, auth)));
+    let runtime = Runtime::new(&config, &metrics, auth);
+    // Upstream names are looked up before the first request, then followed in the background;
+    // one that does not resolve leaves its upstream without a server, not the gateway down.
+    control.block_on(runtime.resolve(crate::upstream::RESOLVE_PATIENCE));
+    assembly.follow_upstreams(&runtime);
+    let runtime = Arc::new(ArcSwap::from_pointee(runtime));
 
     // Pingora counts whole seconds; round up so "500ms" still drains.
     let secs = |d: std::time::Duration| Some(d.as_secs_f64().ceil() as u64);

@@ -227,6 +227,7 @@ pub(crate) struct Upstream {
     pub(crate) max_fails: Option<Spanned<i64>>,
     pub(crate) fail_timeout: Option<Spanned<String>>,
     pub(crate) pass_host_header: Option<bool>,
+    pub(crate) resolve_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

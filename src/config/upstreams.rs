@@ -1,15 +1,15 @@
-//! `[upstreams.*]`: server pools. Server names are resolved here, once: a DNS lookup has no
-//! place on the request path (`check --offline` skips the lookup: CI has no cluster DNS).
+//! `[upstreams.*]`: server pools. Server names are not resolved here: the gateway looks
+//! them up in the background while it runs (see `crate::upstream`), so a name that does not
+//! resolve yet is no config error, and `check` needs no DNS, online or `--offline`.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 
 use toml::Spanned;
 use url::Url;
 
 use super::defaults as d;
 use super::error::Reporter;
-use super::fields::{duration, load_ca, span};
+use super::fields::{duration, duration_within, load_ca, span};
 use super::file;
 use super::model::{ServerAddr, UpstreamSettings};
 
@@ -67,10 +67,17 @@ fn upstream(rep: &mut Reporter, name: &str, u: &file::Upstream) -> UpstreamSetti
         max_fails,
         fail_timeout: timeout("fail_timeout", &u.fail_timeout, d::UPSTREAM_FAIL_TIMEOUT),
         pass_host_header: u.pass_host_header.unwrap_or(d::UPSTREAM_PASS_HOST_HEADER),
+        resolve_interval: duration_within(
+            rep,
+            &key("resolve_interval"),
+            &u.resolve_interval,
+            d::UPSTREAM_RESOLVE_INTERVAL_RANGE,
+            d::UPSTREAM_RESOLVE_INTERVAL,
+        ),
     }
 }
 
-/// The servers of one upstream, resolved, and their common scheme.
+/// The servers of one upstream, as written, and their common scheme.
 fn servers(
     rep: &mut Reporter,
     name: &str,
@@ -120,26 +127,20 @@ fn servers(
         let host = url.host_str().unwrap_or_default().to_string();
         let port = url.port_or_known_default().unwrap_or(80);
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let resolved = match url.host() {
-            // Offline (CI): no DNS; an address that is never dialled stands in for the name.
-            Some(url::Host::Domain(_)) if rep.offline => {
-                Ok(Some(SocketAddr::from(([0, 0, 0, 0], port))))
-            }
-            _ => (bare, port).to_socket_addrs().map(|mut a| a.next()),
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(a)) => Some(a.into()),
+            Some(url::Host::Ipv6(a)) => Some(a.into()),
+            _ => None,
         };
-        match resolved {
-            Ok(Some(addr)) => servers.push(ServerAddr {
-                addr,
-                authority: match url.port() {
-                    Some(p) => format!("{host}:{p}"),
-                    None => host.clone(),
-                },
-                host: bare.to_string(),
-            }),
-            Ok(None) | Err(_) => {
-                rep.error(k, span(s), format!("cannot resolve host {host:?}"));
-            }
-        }
+        servers.push(ServerAddr {
+            ip,
+            port,
+            authority: match url.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.clone(),
+            },
+            host: bare.to_string(),
+        });
     }
     (servers, scheme)
 }
