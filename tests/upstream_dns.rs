@@ -1,0 +1,173 @@
+//! Upstreams that follow DNS (issue 15 point 3), through the real binary:
+//!
+//! - a server written as `localhost` gets every address the system resolver gives for it
+//!   (each one is a server of the pool: requests reach all of them);
+//! - a name that does not resolve does not stop the start: its upstream has no server and
+//!   answers like a dead upstream (502), `/readyz` stays ready (one dead upstream is that
+//!   upstream's problem, as when its server is down), and `check` accepts the config;
+//! - a named upstream added by SIGHUP serves from the first request after the reload.
+//!
+//! How the pool changes when a name's addresses change (added, removed, health kept) is
+//! unit-tested in `src/upstream.rs`: tests may not edit /etc/hosts and run no DNS server.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tokio::net::TcpListener;
+
+/// Public routes `/{id}` for each `(id, server URL)`.
+fn routes(upstreams: &[(&str, String)]) -> String {
+    upstreams
+        .iter()
+        .map(|(id, url)| {
+            format!(
+                "[upstreams.{id}]\nservers = [\"{url}\"]\nresolve_interval = \"1s\"\n\n[[routes]]\nid = \"{id}\"\npath = \"/{id}\"\nupstream = \"{id}\"\npublic = true\n\n"
+            )
+        })
+        .collect()
+}
+
+/// An echo upstream on every address `localhost` has, on one port.
+async fn echo_on_localhost() -> (u16, BTreeSet<SocketAddr>) {
+    for _ in 0..20 {
+        let port = free_port();
+        let addrs: BTreeSet<SocketAddr> = tokio::net::lookup_host(("localhost", port))
+            .await
+            .expect("localhost resolves")
+            .collect();
+        let mut listeners = Vec::new();
+        for a in &addrs {
+            match TcpListener::bind(a).await {
+                Ok(l) => listeners.push(l),
+                Err(_) => break,
+            }
+        }
+        if listeners.len() == addrs.len() {
+            for l in listeners {
+                tokio::spawn(authgate::demo::serve_echo(l));
+            }
+            return (port, addrs);
+        }
+    }
+    panic!("no port free on every address of localhost");
+}
+
+/// The address of the echo server that answered `path`.
+async fn served_by(gw: &Gateway, path: &str) -> (u16, Option<SocketAddr>) {
+    let r = client().get(gw.url(path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    (status, v["server"].as_str().and_then(|s| s.parse().ok()))
+}
+
+#[tokio::test]
+async fn a_name_is_served_on_every_address_it_has() {
+    let (port, addrs) = echo_on_localhost().await;
+    let gw = Gateway::start(&routes(&[("app", format!("http://localhost:{port}"))])).await;
+    gw.wait_ready().await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..(4 * addrs.len()) {
+        let (status, server) = served_by(&gw, "/app").await;
+        assert_eq!(status, 200, "{}", gw.log());
+        seen.insert(server.expect("echo answer"));
+    }
+    assert_eq!(
+        seen, addrs,
+        "every address of localhost is a server (round robin)"
+    );
+    println!("localhost resolved to {addrs:?}; every one served");
+    assert!(gw.log().contains("server name resolved"), "{}", gw.log());
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_a_dead_upstream_not_a_failed_start() {
+    let app = echo().await;
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let body = routes(&[
+        ("app", format!("http://{app}")),
+        ("dead", closed),
+        ("nowhere", "http://no-such-upstream.invalid:8080".into()),
+    ]);
+    let gw = Gateway::start(&body).await;
+    gw.wait_ready().await;
+    assert_eq!(served_by(&gw, "/app").await.0, 200);
+    let dead = served_by(&gw, "/dead").await.0;
+    let nowhere = served_by(&gw, "/nowhere").await.0;
+    assert_eq!(dead, 502, "a dead upstream: {}", gw.log());
+    assert_eq!(nowhere, dead, "no address answers like a dead upstream");
+    // Still not resolved at the next lookups: nothing changes, and the gateway stays ready.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(served_by(&gw, "/nowhere").await.0, 502);
+    assert_eq!(served_by(&gw, "/app").await.0, 200);
+    assert_eq!(gw.readyz().await["ready"], true, "{}", gw.readyz().await);
+    assert!(
+        gw.log().contains("no-such-upstream.invalid"),
+        "{}",
+        gw.log()
+    );
+
+    // `check` (online) needs no DNS for upstreams either.
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&gw.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_named_upstream_added_by_reload_serves_at_once() {
+    let app = echo().await;
+    let (port, _) = echo_on_localhost().await;
+    let before = routes(&[("app", format!("http://{app}"))]);
+    let gw = Gateway::start(&before).await;
+    gw.wait_ready().await;
+    let after = format!(
+        "{before}{}",
+        routes(&[("named", format!("http://localhost:{port}"))])
+    );
+    std::fs::write(&gw.config_path, gw.config_text(&after, &Opts::default())).unwrap();
+    gw.signal("HUP");
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        gw.log().contains("config reloaded")
+    })
+    .await;
+    assert!(reloaded, "{}", gw.log());
+    // The reload swapped the config in after its names were looked up: no 502 window.
+    for _ in 0..5 {
+        assert_eq!(served_by(&gw, "/named").await.0, 200, "{}", gw.log());
+    }
+}
+
+#[test]
+fn resolve_interval_is_checked_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[upstreams.a]\nservers = [\"http://a.internal\"]\nresolve_interval = \"0s\"\n\n[upstreams.b]\nservers = [\"http://b.internal\"]\nresolve_interval = \"often\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for expected in [
+        "c.toml:3:20: upstreams.a.resolve_interval: must be between 1s and 1day",
+        "c.toml:7:20: upstreams.b.resolve_interval: invalid duration",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+}
