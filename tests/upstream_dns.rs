@@ -4,7 +4,8 @@
 //!   (each one is a server of the pool: requests reach all of them);
 //! - a name that does not resolve does not stop the start: its upstream has no server and
 //!   answers like a dead upstream (502), `/readyz` stays ready (one dead upstream is that
-//!   upstream's problem, as when its server is down), and `check` accepts the config;
+//!   upstream's problem, as when its server is down), and `check` accepts the config (online
+//!   with a warning for the name);
 //! - a named upstream added by SIGHUP serves from the first request after the reload.
 //!
 //! How the pool changes when a name's addresses change (added, removed, health kept) is
@@ -110,18 +111,26 @@ async fn a_name_that_does_not_resolve_is_a_dead_upstream_not_a_failed_start() {
         gw.log()
     );
 
-    // `check` (online) needs no DNS for upstreams either.
-    let out = std::process::Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&gw.config_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // `check` (online) accepts the config, with a warning for the name; offline, no lookup.
+    for offline in [false, true] {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("check");
+        if offline {
+            cmd.arg("--offline");
+        }
+        let out = cmd.arg("-c").arg(&gw.config_path).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        let warned = text.contains(
+            "warning: upstreams.nowhere.servers[0]: host \"no-such-upstream.invalid\" does not resolve from here",
+        );
+        assert_eq!(warned, !offline, "{text}");
+        assert!(!text.contains("upstreams.app.servers"), "{text}");
+    }
 }
 
 #[tokio::test]

@@ -144,3 +144,27 @@ fn servers(
     }
     (servers, scheme)
 }
+
+impl super::Config {
+    /// `check` online: the upstream server names that do not resolve from here, as
+    /// warnings (the gateway starts anyway and serves them once they do).
+    pub fn unresolved_upstream_names(&self) -> Vec<String> {
+        use std::net::ToSocketAddrs;
+        let mut out = Vec::new();
+        for (name, u) in &self.upstreams {
+            for (i, s) in u.servers.iter().enumerate() {
+                let found = s.ip.is_some()
+                    || (s.host.as_str(), s.port)
+                        .to_socket_addrs()
+                        .is_ok_and(|mut a| a.next().is_some());
+                if !found {
+                    out.push(format!(
+                        "upstreams.{name}.servers[{i}]: host {:?} does not resolve from here; the gateway starts anyway and serves it once it does",
+                        s.host
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
