@@ -290,15 +290,24 @@ impl Assembly {
         built.auth
     }
 
-    /// Look `runtime`'s upstream names up again every `resolve_interval` on the control
-    /// runtime; each task holds its pool weakly and ends once the config is replaced.
+    /// Look `runtime`'s upstream names up again every `resolve_interval`, and run their
+    /// active health checks, on the control runtime; each task holds its pool weakly and
+    /// ends once the config is replaced.
     pub(crate) fn follow_upstreams(&self, runtime: &Runtime) {
         let _enter = self.rt.enter();
-        for u in runtime.upstreams.iter().filter(|u| u.has_names()) {
-            self.tasks.spawn(
-                "upstream resolve",
-                crate::upstream::follow(Arc::downgrade(u), u.resolve_interval()),
-            );
+        for u in &runtime.upstreams {
+            if u.has_names() {
+                self.tasks.spawn(
+                    "upstream resolve",
+                    crate::upstream::follow(Arc::downgrade(u), u.resolve_interval()),
+                );
+            }
+            if u.has_health_check() {
+                self.tasks.spawn(
+                    "upstream health check",
+                    crate::upstream::check_health(Arc::downgrade(u)),
+                );
+            }
         }
     }
 

@@ -13,6 +13,11 @@
 //! name that has not resolved yet has no server (its requests get the dead-upstream 502); a
 //! lookup that fails later keeps the addresses last seen, like nginx's `resolve` and Envoy's
 //! strict DNS: a DNS outage should not take down upstreams that are still there.
+//!
+//! With `health_path`, [`check_health`] also asks every server `GET path` every
+//! `health_interval`: a failure (not 2xx/3xx, or no answer within `health_timeout`) marks
+//! it down until a check passes. It shares the passive mark (`down_until_ms` = forever), so
+//! the request path reads one field either way.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -271,6 +276,103 @@ impl Upstream {
     }
 }
 
+/// `down_until_ms` of a server that failed its active health check: down until one passes.
+const DOWN_UNTIL_CHECKED: u64 = u64::MAX;
+
+/// Ask every server of `upstream` its health path every `health_interval`, for as long as
+/// the pool is in use (held weakly, like [`follow`]).
+pub(crate) async fn check_health(upstream: Weak<Upstream>) {
+    let Some(hc) = upstream.upgrade().and_then(|u| u.settings.health.clone()) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(hc.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(u) = upstream.upgrade() else { return };
+        let servers = u.servers.load_full();
+        let probes = servers.iter().map(|s| u.probe(s, &hc));
+        let results = futures_util::future::join_all(probes).await;
+        for (s, ok) in servers.iter().zip(results) {
+            u.checked(s, ok);
+        }
+    }
+}
+
+impl Upstream {
+    /// One active check of `s`: `GET path` with the server's Host, TLS as for requests.
+    async fn probe(
+        &self,
+        s: &Server,
+        hc: &crate::config::model::HealthCheck,
+    ) -> Result<(), String> {
+        let st = &self.settings;
+        let srv = &st.servers[s.target];
+        let scheme = if st.tls { "https" } else { "http" };
+        // The name TLS verifies (as for requests: tls_server_name, else the host written).
+        let host = st.server_name.as_deref().unwrap_or(&srv.host);
+        let named = host.parse::<std::net::IpAddr>().is_err();
+        let url = if named {
+            format!("{scheme}://{host}:{}{}", s.addr.port(), hc.path)
+        } else {
+            format!("{scheme}://{}{}", s.addr, hc.path)
+        };
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(hc.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("authgate-health/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(!st.verify_tls)
+            .tls_built_in_native_certs(false);
+        if named {
+            // This server's address, not whatever the name resolves to now.
+            b = b.resolve(host, s.addr);
+        }
+        if let Some(ders) = &st.ca_der {
+            b = b.tls_built_in_webpki_certs(false);
+            for der in ders {
+                if let Ok(c) = reqwest::Certificate::from_der(der) {
+                    b = b.add_root_certificate(c);
+                }
+            }
+        }
+        let client = b.build().map_err(|e| e.to_string())?;
+        // No client Host to pass: the server's own, as when pass_host_header = false.
+        let req = client
+            .get(&url)
+            .header(http::header::HOST, s.authority.clone());
+        match req.send().await {
+            Ok(r) if r.status().is_success() || r.status().is_redirection() => Ok(()),
+            Ok(r) => Err(format!("status {}", r.status().as_u16())),
+            Err(e) if e.is_timeout() => Err(format!("no answer within {:?}", hc.timeout)),
+            Err(e) => Err(format!("{e}")),
+        }
+    }
+
+    /// Take the result of an active check of `s`.
+    fn checked(&self, s: &Server, result: Result<(), String>) {
+        let was_down = s.down_until_ms.load(Ordering::Relaxed) == DOWN_UNTIL_CHECKED;
+        match result {
+            Ok(()) if was_down => {
+                s.down_until_ms.store(0, Ordering::Relaxed);
+                tracing::info!(upstream = %self.name, server = %s.addr, "server passed its health check: up");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                s.down_until_ms.store(DOWN_UNTIL_CHECKED, Ordering::Relaxed);
+                if !was_down {
+                    tracing::warn!(upstream = %self.name, server = %s.addr, error = %e, "server failed its health check: down");
+                }
+            }
+        }
+    }
+
+    /// Whether this upstream has active health checks (and so needs [`check_health`]).
+    pub(crate) fn has_health_check(&self) -> bool {
+        self.settings.health.is_some()
+    }
+}
+
 /// Longest wait for the first lookup of a config's names before it serves anyway.
 pub(crate) const RESOLVE_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -309,6 +411,7 @@ mod tests {
             fail_timeout: Duration::from_secs(60),
             pass_host_header: true,
             resolve_interval: Duration::from_secs(10),
+            health: None,
         }
     }
 
@@ -480,6 +583,21 @@ mod tests {
         assert_eq!(u.len(), 4);
         assert!(u.update(0, Ok(vec![])));
         assert_eq!(addrs(&u), ["10.0.0.9:81"]);
+    }
+
+    #[test]
+    fn a_failed_health_check_marks_down_until_one_passes() {
+        let u = upstream(2, 0);
+        let s0 = u.servers.load()[0].clone();
+        u.checked(&s0, Err("status 500".into()));
+        assert!(
+            (0..6).all(|_| pick(&u, 0) == Some(1)),
+            "down, even with max_fails 0"
+        );
+        u.checked(&s0, Err("status 500".into()));
+        assert!((0..6).all(|_| pick(&u, 0) == Some(1)), "still down");
+        u.checked(&s0, Ok(()));
+        assert!((0..6).any(|_| pick(&u, 0) == Some(0)), "up again");
     }
 
     #[tokio::test]

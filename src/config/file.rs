@@ -228,6 +228,9 @@ pub(crate) struct Upstream {
     pub(crate) fail_timeout: Option<Spanned<String>>,
     pub(crate) pass_host_header: Option<bool>,
     pub(crate) resolve_interval: Option<Spanned<String>>,
+    pub(crate) health_path: Option<Spanned<String>>,
+    pub(crate) health_interval: Option<Spanned<String>>,
+    pub(crate) health_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

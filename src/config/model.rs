@@ -204,6 +204,17 @@ pub struct UpstreamSettings {
     pub(crate) pass_host_header: bool,
     /// How often server names are looked up again (IP literals never are).
     pub(crate) resolve_interval: Duration,
+    /// Active health checks; `None`: passive health only.
+    pub(crate) health: Option<HealthCheck>,
+}
+
+/// `health_path`, `health_interval`, `health_timeout` of an upstream: every server is asked
+/// `GET path` this often; a 2xx or 3xx in time marks it up, anything else down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HealthCheck {
+    pub(crate) path: String,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// One upstream server as written: an IP literal, or a name resolved at run time (every

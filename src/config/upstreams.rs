@@ -11,7 +11,7 @@ use super::defaults as d;
 use super::error::Reporter;
 use super::fields::{duration, duration_within, load_ca, span};
 use super::file;
-use super::model::{ServerAddr, UpstreamSettings};
+use super::model::{HealthCheck, ServerAddr, UpstreamSettings};
 
 pub(super) fn upstreams(
     rep: &mut Reporter,
@@ -46,6 +46,7 @@ fn upstream(rep: &mut Reporter, name: &str, u: &file::Upstream) -> UpstreamSetti
             d::UPSTREAM_MAX_FAILS
         }
     };
+    let health = health(rep, name, u);
     let mut timeout =
         |k: &str, v: &Option<Spanned<String>>, default| duration(rep, &key(k), v, default);
     UpstreamSettings {
@@ -74,7 +75,62 @@ fn upstream(rep: &mut Reporter, name: &str, u: &file::Upstream) -> UpstreamSetti
             d::UPSTREAM_RESOLVE_INTERVAL_RANGE,
             d::UPSTREAM_RESOLVE_INTERVAL,
         ),
+        health,
     }
+}
+
+/// The active health check, when `health_path` is set.
+fn health(rep: &mut Reporter, name: &str, u: &file::Upstream) -> Option<HealthCheck> {
+    let key = |k: &str| format!("upstreams.{name}.{k}");
+    let interval = duration_within(
+        rep,
+        &key("health_interval"),
+        &u.health_interval,
+        d::UPSTREAM_HEALTH_INTERVAL_RANGE,
+        d::UPSTREAM_HEALTH_INTERVAL,
+    );
+    let timeout = duration_within(
+        rep,
+        &key("health_timeout"),
+        &u.health_timeout,
+        d::UPSTREAM_HEALTH_TIMEOUT_RANGE,
+        d::UPSTREAM_HEALTH_TIMEOUT,
+    );
+    let Some(path) = &u.health_path else {
+        for (k, v) in [
+            ("health_interval", &u.health_interval),
+            ("health_timeout", &u.health_timeout),
+        ] {
+            if let Some(v) = v {
+                rep.error(key(k), span(v), "needs health_path (the path to check)");
+            }
+        }
+        return None;
+    };
+    let p = path.get_ref();
+    // An origin-form path (query allowed): it is written into the request line as is.
+    let valid = p.starts_with('/')
+        && http::uri::PathAndQuery::try_from(p.as_str()).is_ok_and(|pq| pq.as_str() == p);
+    if !valid {
+        rep.error(
+            key("health_path"),
+            span(path),
+            "must be a path starting with / (a query is allowed), e.g. \"/healthz\"",
+        );
+        return None;
+    }
+    if timeout >= interval {
+        rep.error(
+            key("health_timeout"),
+            u.health_timeout.as_ref().map_or_else(|| span(path), span),
+            "must be shorter than health_interval",
+        );
+    }
+    Some(HealthCheck {
+        path: p.clone(),
+        interval,
+        timeout,
+    })
 }
 
 /// The servers of one upstream, as written, and their common scheme.
