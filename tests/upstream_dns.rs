@@ -6,7 +6,9 @@
 //!   answers like a dead upstream (502), `/readyz` stays ready (one dead upstream is that
 //!   upstream's problem, as when its server is down), and `check` accepts the config (online
 //!   with a warning for the name);
-//! - a named upstream added by SIGHUP serves from the first request after the reload.
+//! - a named upstream added by SIGHUP serves from the first request after the reload;
+//! - an active health check (`health_path`) takes a server that answers 500 there out of the
+//!   pool, and puts it back once it answers 200 (with `max_fails = 0`: no passive marking).
 //!
 //! How the pool changes when a name's addresses change (added, removed, health kept) is
 //! unit-tested in `src/upstream.rs`: tests may not edit /etc/hosts and run no DNS server.
@@ -15,9 +17,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Public routes `/{id}` for each `(id, server URL)`.
@@ -179,4 +184,79 @@ fn resolve_interval_is_checked_with_its_line() {
     ] {
         assert!(text.contains(expected), "{expected}\n{text}");
     }
+}
+
+/// An upstream that answers `B` to every request, and 500 on `/healthz` while `sick` is set.
+async fn sickly_server(sick: Arc<AtomicBool>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let sick = sick.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let health = buf.starts_with(b"GET /healthz ");
+                let status = if health && sick.load(Ordering::SeqCst) {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let reply =
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nB");
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_active_health_check_takes_a_server_out_and_back() {
+    let a = echo().await;
+    let sick = Arc::new(AtomicBool::new(false));
+    let b = sickly_server(sick.clone()).await;
+    // max_fails = 0: only the active check can take a server out.
+    let body = format!(
+        "[upstreams.app]\nservers = [\"http://{a}\", \"http://{b}\"]\nmax_fails = 0\nhealth_path = \"/healthz\"\nhealth_interval = \"1s\"\nhealth_timeout = \"500ms\"\n\n[[routes]]\nid = \"app\"\npath = \"/\"\nupstream = \"app\"\npublic = true\n"
+    );
+    let gw = Gateway::start(&body).await;
+    gw.wait_ready().await;
+    let served_by_b = || async {
+        let mut n = 0;
+        for _ in 0..10 {
+            let r = client().get(gw.url("/x")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{}", gw.log());
+            if r.text().await.unwrap() == "B" {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert!(served_by_b().await > 0, "both servers serve");
+
+    sick.store(true, Ordering::SeqCst);
+    let out = eventually(Duration::from_secs(10), || async {
+        gw.log().contains("server failed its health check: down")
+    })
+    .await;
+    assert!(out, "{}", gw.log());
+    assert_eq!(served_by_b().await, 0, "B is out while its check fails");
+
+    sick.store(false, Ordering::SeqCst);
+    let back = eventually(Duration::from_secs(10), || async {
+        gw.log().contains("server passed its health check: up")
+    })
+    .await;
+    assert!(back, "{}", gw.log());
+    assert!(served_by_b().await > 0, "B is back");
 }
