@@ -10,9 +10,15 @@
 //! `resolve_interval` on the control runtime, never on the request path, and every address a
 //! name has (IPv4 and IPv6) becomes a server. The list is swapped whole ([`ArcSwap`]): a
 //! request reads it without a lock, and a server whose address stays keeps its health. A
-//! name that has not resolved yet has no server (its requests get the dead-upstream 502); a
-//! lookup that fails later keeps the addresses last seen, like nginx's `resolve` and Envoy's
-//! strict DNS: a DNS outage should not take down upstreams that are still there.
+//! name that does not resolve (yet, or any more: no such name, no address) has no server, so
+//! its requests get the dead-upstream 502 rather than go to addresses that may belong to
+//! someone else by now (a deleted Kubernetes Service's pod IPs are reused). Only a lookup
+//! that failed for now (`EAI_AGAIN`: the resolver did not answer) keeps the addresses last
+//! seen: a DNS outage should not take down upstreams that are still there.
+//!
+//! Not Pingora's `LoadBalancer`: its health is active checks only, it would replace the
+//! nginx-style `max_fails`/`fail_timeout` passive health (and the retry on the next server)
+//! that the proxy and its tests rely on; the pool here adds discovery to that instead.
 //!
 //! With `health_path`, [`check_health`] also asks every server `GET path` every
 //! `health_interval`: a failure (not 2xx/3xx, or no answer within `health_timeout`) marks
@@ -169,21 +175,26 @@ impl Upstream {
 
     /// Take the result of looking up configured server `target`: its addresses, or the
     /// lookup error (the addresses last seen stay). Returns whether the pool changed.
-    fn update(&self, target: usize, lookup: std::io::Result<Vec<SocketAddr>>) -> bool {
+    fn update(
+        &self,
+        target: usize,
+        lookup: std::io::Result<Vec<SocketAddr>>,
+        initial: bool,
+    ) -> bool {
         let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
         let host = &self.settings.servers[target].host;
         match lookup {
             Ok(mut addrs) => {
                 addrs.sort_unstable();
                 addrs.dedup();
-                if addrs.is_empty() {
-                    // Resolves, but to nothing: same as unknown.
-                    tracing::warn!(upstream = %self.name, host = %host, "server name has no address");
+                // Once when it happens (and at a config's first lookup), not every interval.
+                if addrs.is_empty() && (!resolved[target].is_empty() || initial) {
+                    tracing::warn!(upstream = %self.name, host = %host, "server name does not resolve: no server for it");
                 }
                 resolved[target] = addrs;
             }
             Err(e) => {
-                tracing::warn!(upstream = %self.name, host = %host, error = %e, kept = resolved[target].len(), "server name lookup failed; keeping the addresses last seen");
+                tracing::warn!(upstream = %self.name, host = %host, error = %e, kept = resolved[target].len(), "server name lookup failed for now; keeping the addresses last seen");
                 return false;
             }
         }
@@ -209,13 +220,21 @@ impl Upstream {
         self.names().next().is_some()
     }
 
-    /// Look every name up once (on Tokio's blocking pool, through the system resolver).
-    pub(crate) async fn resolve(&self) {
+    /// Look every name up once (on Tokio's blocking pool, through the system resolver);
+    /// `initial`: the config's first lookup, before it serves.
+    pub(crate) async fn resolve(&self, initial: bool) {
         for (t, srv) in self.names() {
             let lookup = tokio::net::lookup_host((srv.host.as_str(), srv.port))
                 .await
-                .map(|a| a.collect());
-            self.update(t, lookup);
+                .map(|a| a.collect())
+                .or_else(|e| {
+                    if is_temporary(&e) {
+                        Err(e)
+                    } else {
+                        Ok(Vec::new())
+                    }
+                });
+            self.update(t, lookup, initial);
         }
     }
 
@@ -274,6 +293,15 @@ impl Upstream {
             s.down_until_ms.store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// Whether a failed lookup says nothing about the name (the resolver did not answer:
+/// `EAI_AGAIN`), rather than that it has no address. std reports getaddrinfo errors by their
+/// `gai_strerror` text only; anything else counts as "no such name" (fail closed).
+fn is_temporary(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut
+        || e.to_string()
+            .contains("Temporary failure in name resolution")
 }
 
 /// `down_until_ms` of a server that failed its active health check: down until one passes.
@@ -385,7 +413,7 @@ pub(crate) async fn follow(upstream: Weak<Upstream>, interval: Duration) {
     loop {
         tick.tick().await;
         let Some(u) = upstream.upgrade() else { return };
-        u.resolve().await;
+        u.resolve(false).await;
     }
 }
 
@@ -505,7 +533,7 @@ mod tests {
         assert_eq!(u.len(), 0);
         assert!(u.select(0).is_none(), "no server: the dead-upstream answer");
         // A failed lookup leaves it so.
-        assert!(!u.update(0, Err(std::io::Error::other("no such name"))));
+        assert!(!u.update(0, Err(std::io::Error::other("no such name")), true));
         assert_eq!(u.len(), 0);
         assert!(
             !upstream(1, 1).has_names(),
@@ -533,7 +561,8 @@ mod tests {
                 sa("[fd00::1]:80"),
                 sa("10.0.0.1:80"),
                 sa("10.0.0.2:80")
-            ])
+            ]),
+            false
         ));
         assert_eq!(
             addrs(&u),
@@ -555,7 +584,8 @@ mod tests {
                 sa("10.0.0.1:80"),
                 sa("10.0.0.2:80"),
                 sa("[fd00::1]:80")
-            ])
+            ]),
+            false
         ));
 
         // 10.0.0.1 goes, 10.0.0.3 comes: 10.0.0.2 keeps its state, the new one is up.
@@ -565,7 +595,8 @@ mod tests {
                 sa("10.0.0.3:80"),
                 sa("10.0.0.2:80"),
                 sa("[fd00::1]:80")
-            ])
+            ]),
+            false
         ));
         assert_eq!(
             addrs(&u),
@@ -579,10 +610,22 @@ mod tests {
         assert!(!is_down(&now[0]));
 
         // A lookup error keeps the addresses last seen; an empty answer removes them.
-        assert!(!u.update(0, Err(std::io::Error::other("timeout"))));
+        assert!(!u.update(0, Err(std::io::Error::other("timeout")), false));
         assert_eq!(u.len(), 4);
-        assert!(u.update(0, Ok(vec![])));
+        assert!(u.update(0, Ok(vec![]), false));
         assert_eq!(addrs(&u), ["10.0.0.9:81"]);
+    }
+
+    #[tokio::test]
+    async fn only_a_resolver_that_did_not_answer_keeps_the_addresses() {
+        let Err(gone) = tokio::net::lookup_host(("no-such-upstream.invalid", 80)).await else {
+            panic!("a .invalid name resolves");
+        };
+        assert!(!is_temporary(&gone), "{gone}");
+        let again = std::io::Error::other(
+            "failed to lookup address information: Temporary failure in name resolution",
+        );
+        assert!(is_temporary(&again));
     }
 
     #[test]
@@ -603,7 +646,7 @@ mod tests {
     #[tokio::test]
     async fn localhost_resolves_through_the_system_resolver() {
         let u = Upstream::new(&settings(vec![named("localhost", 8080)], 1));
-        u.resolve().await;
+        u.resolve(true).await;
         let a = addrs(&u);
         assert!(
             !a.is_empty() && a.iter().all(|a| a == "127.0.0.1:8080" || a == "[::1]:8080"),

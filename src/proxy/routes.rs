@@ -115,7 +115,7 @@ impl Runtime {
     pub(crate) async fn resolve(&self, patience: std::time::Duration) {
         let all = async {
             for u in self.upstreams.iter().filter(|u| u.has_names()) {
-                u.resolve().await;
+                u.resolve(true).await;
             }
         };
         if tokio::time::timeout(patience, all).await.is_err() {
