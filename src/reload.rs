@@ -452,10 +452,12 @@ impl Reloader {
         };
         let result = match prepared {
             Ok((new, built)) => {
-                crate::server::install_pages(&new);
-                let auth = self.assembly.commit(built);
-                let next = Runtime::new(&new, &self.metrics, auth);
+                // The new upstreams' names are looked up before anything of the new config
+                // is applied: the swap below stays one step.
+                let next = Runtime::new(&new, &self.metrics, built.auth.clone());
                 next.resolve(crate::upstream::RESOLVE_PATIENCE).await;
+                crate::server::install_pages(&new);
+                self.assembly.commit(built);
                 self.assembly.follow_upstreams(&next);
                 self.runtime.store(Arc::new(next));
                 tracing::info!(path = %self.path.display(), cause, routes = new.routes.len(), providers = new.providers.len(), "config reloaded");
