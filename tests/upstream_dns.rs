@@ -6,7 +6,8 @@
 //!   answers like a dead upstream (502), `/readyz` stays ready (one dead upstream is that
 //!   upstream's problem, as when its server is down), and `check` accepts the config (online
 //!   with a warning for the name);
-//! - a named upstream added by SIGHUP serves from the first request after the reload;
+//! - a named upstream added by SIGHUP serves from the first request after the reload, and 5
+//!   SIGHUPs under load to a named upstream fail no request;
 //! - an active health check (`health_path`) takes a server that answers 500 there out of the
 //!   pool, and puts it back once it answers 200 (with `max_fails = 0`: no passive marking).
 //!
@@ -259,4 +260,52 @@ async fn an_active_health_check_takes_a_server_out_and_back() {
     .await;
     assert!(back, "{}", gw.log());
     assert!(served_by_b().await > 0, "B is back");
+}
+
+/// SIGHUPs while requests run to an upstream written as a name: each new config has looked
+/// the name up before it serves, so no request meets a pool without servers.
+#[tokio::test]
+async fn reloads_under_load_leave_no_named_upstream_without_servers() {
+    let (port, _) = echo_on_localhost().await;
+    let gw = Gateway::start(&routes(&[("app", format!("http://localhost:{port}"))])).await;
+    gw.wait_ready().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop) = (gw.url("/app"), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0, Vec::new());
+                while !stop.load(Ordering::SeqCst) {
+                    match client().get(&url).send().await {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => failed.push(r.status().as_u16().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    for i in 1..=5 {
+        gw.signal("HUP");
+        let done = eventually(Duration::from_secs(10), || async {
+            gw.log().matches("config reloaded").count() >= i
+        })
+        .await;
+        assert!(done, "{}", gw.log());
+        // Requests on the new config before the next reload.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for l in load {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    println!(
+        "5 reloads under load: {ok} requests served, {} failed",
+        failed.len()
+    );
+    assert!(ok > 0 && failed.is_empty(), "{failed:?}\n{}", gw.log());
 }
