@@ -119,11 +119,12 @@ fn health(rep: &mut Reporter, name: &str, u: &file::Upstream) -> Option<HealthCh
         );
         return None;
     }
-    if timeout >= interval {
+    // Equal is fine (1s and the default 1s): a check never overlaps the next one.
+    if timeout > interval {
         rep.error(
             key("health_timeout"),
             u.health_timeout.as_ref().map_or_else(|| span(path), span),
-            "must be shorter than health_interval",
+            "must not be longer than health_interval",
         );
     }
     Some(HealthCheck {
