@@ -644,6 +644,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_probe_without_an_answer_in_time_fails() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        // Accepts and never answers.
+        let _held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = l.accept().await {
+                conns.push(c);
+            }
+        });
+        let mut st = settings(
+            vec![ServerAddr {
+                ip: Some([127, 0, 0, 1].into()),
+                port,
+                host: "127.0.0.1".into(),
+                authority: format!("127.0.0.1:{port}"),
+            }],
+            1,
+        );
+        let hc = crate::config::model::HealthCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(200),
+        };
+        st.health = Some(hc.clone());
+        let u = Upstream::new(&st);
+        let s = u.servers.load()[0].clone();
+        let e = u.probe(&s, &hc).await.unwrap_err();
+        assert!(e.contains("no answer within 200ms"), "{e}");
+        u.checked(&s, Err(e));
+        assert_eq!(s.down_until_ms.load(Ordering::Relaxed), DOWN_UNTIL_CHECKED);
+    }
+
+    #[tokio::test]
     async fn localhost_resolves_through_the_system_resolver() {
         let u = Upstream::new(&settings(vec![named("localhost", 8080)], 1));
         u.resolve(true).await;
