@@ -56,8 +56,9 @@ enum Command {
         /// Path of the TOML config. Default: $AUTHGATE_CONFIG, else ./config.toml.
         #[arg(short, long)]
         config: Option<PathBuf>,
-        /// For CI: resolve no upstream name, and take secrets that are referenced but absent
-        /// (unset ${VAR}, missing secret or TLS files) as present; all else is checked.
+        /// For CI: resolve no upstream name (online, one that does not resolve is a warning),
+        /// and take secrets that are referenced but absent (unset ${VAR}, missing secret or
+        /// TLS files) as present; all else is checked.
         #[arg(long)]
         offline: bool,
     },
@@ -232,6 +233,10 @@ fn check(path: &Path, from: &str, offline: bool) -> ExitCode {
             println!("config file: {} (from {from})", path.display());
             if offline {
                 println!("offline: upstream names not resolved, absent secrets not read");
+            } else {
+                for w in c.unresolved_upstream_names() {
+                    eprintln!("warning: {w}");
+                }
             }
             for line in c.summary() {
                 println!("{line}");

@@ -299,6 +299,27 @@ impl Assembly {
         built.auth
     }
 
+    /// Look `runtime`'s upstream names up again every `resolve_interval`, and run their
+    /// active health checks, on the control runtime; each task holds its pool weakly and
+    /// ends once the config is replaced.
+    pub(crate) fn follow_upstreams(&self, runtime: &Runtime) {
+        let _enter = self.rt.enter();
+        for u in &runtime.upstreams {
+            if u.has_names() {
+                self.tasks.spawn(
+                    "upstream resolve",
+                    crate::upstream::follow(Arc::downgrade(u), u.resolve_interval()),
+                );
+            }
+            if u.has_health_check() {
+                self.tasks.spawn(
+                    "upstream health check",
+                    crate::upstream::check_health(Arc::downgrade(u)),
+                );
+            }
+        }
+    }
+
     /// The session store, cache and keys: made by the first config with a provider, then
     /// kept (changing them is refused by [`restart_required`]).
     fn session_base(&self, config: &Config) -> anyhow::Result<Arc<SessionBase>> {
@@ -441,13 +462,17 @@ impl Reloader {
         };
         let result = match prepared {
             Ok((new, built, certs)) => {
+                // The new upstreams' names are looked up before anything of the new config
+                // is applied: the swap below stays one step.
+                let next = Runtime::new(&new, &self.metrics, built.auth.clone());
+                next.resolve(crate::upstream::RESOLVE_PATIENCE).await;
                 install_pages(&new);
                 for (c, loaded) in self.certs.iter().zip(certs) {
                     c.install(loaded);
                 }
-                let auth = self.assembly.commit(built);
-                self.runtime
-                    .store(Arc::new(Runtime::new(&new, &self.metrics, auth)));
+                self.assembly.commit(built);
+                self.assembly.follow_upstreams(&next);
+                self.runtime.store(Arc::new(next));
                 tracing::info!(path = %self.path.display(), cause, routes = new.routes.len(), providers = new.providers.len(), "config reloaded");
                 "ok"
             }

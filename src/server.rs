@@ -486,7 +486,12 @@ pub fn run(
     let auth = assembly.commit(assembly.build(&config)?);
     let health = Arc::new(Health::new(assembly.shared()));
     crate::reload::install_pages(&config);
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::new(&config, &metrics, auth)));
+    let runtime = Runtime::new(&config, &metrics, auth);
+    // Upstream names are looked up before the first request, then followed in the background;
+    // one that does not resolve leaves its upstream without a server, not the gateway down.
+    control.block_on(runtime.resolve(crate::upstream::RESOLVE_PATIENCE));
+    assembly.follow_upstreams(&runtime);
+    let runtime = Arc::new(ArcSwap::from_pointee(runtime));
 
     let mut server = pingora_server(&config, upgrade);
     // With `upgrade`, this waits (Pingora: 5 s at most) for the old process's sockets; every

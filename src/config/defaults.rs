@@ -199,6 +199,16 @@ pub(crate) const UPSTREAM_MAX_FAILS: u32 = 1;
 pub(crate) const UPSTREAM_MAX_FAILS_RANGE: RangeInclusive<i64> = 0..=1000;
 pub(crate) const UPSTREAM_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const UPSTREAM_PASS_HOST_HEADER: bool = true;
+pub(crate) const UPSTREAM_RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Below a second DNS would be asked in a loop; above a day a moved Service is never seen.
+pub(crate) const UPSTREAM_RESOLVE_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(86_400);
+pub(crate) const UPSTREAM_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const UPSTREAM_HEALTH_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+pub(crate) const UPSTREAM_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const UPSTREAM_HEALTH_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(60);
 pub(crate) const UPSTREAM_TLS_VERIFY: bool = true;
 pub(crate) const UPSTREAM_HTTP2: bool = false;
 
@@ -321,6 +331,11 @@ mod tests {
         assert_eq!(u.max_fails, UPSTREAM_MAX_FAILS);
         assert_eq!(u.fail_timeout, UPSTREAM_FAIL_TIMEOUT);
         assert_eq!(u.pass_host_header, UPSTREAM_PASS_HOST_HEADER);
+        assert_eq!(u.resolve_interval, UPSTREAM_RESOLVE_INTERVAL);
+        assert!(
+            u.health.is_none(),
+            "active health checks are off by default"
+        );
         assert_eq!(u.verify_tls, UPSTREAM_TLS_VERIFY);
         assert_eq!(u.http2, UPSTREAM_HTTP2);
         assert!(u.ca_der.is_none() && u.server_name.is_none() && !u.tls);

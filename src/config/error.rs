@@ -55,7 +55,7 @@ pub(crate) struct Reporter<'a> {
     file: &'a Path,
     src: &'a str,
     pub(crate) errors: Vec<ConfigError>,
-    /// `check --offline`: names are not resolved, and secrets that are referenced but absent
+    /// `check --offline`: secrets that are referenced but absent
     /// (unset variables, missing files) stand in as placeholders; all else is checked alike.
     pub(crate) offline: bool,
 }

@@ -227,6 +227,10 @@ pub(crate) struct Upstream {
     pub(crate) max_fails: Option<Spanned<i64>>,
     pub(crate) fail_timeout: Option<Spanned<String>>,
     pub(crate) pass_host_header: Option<bool>,
+    pub(crate) resolve_interval: Option<Spanned<String>>,
+    pub(crate) health_path: Option<Spanned<String>>,
+    pub(crate) health_interval: Option<Spanned<String>>,
+    pub(crate) health_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

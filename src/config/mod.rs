@@ -244,6 +244,18 @@ mod tests {
     }
 
     #[test]
+    fn health_check_keys_are_checked_with_their_line() {
+        let e = errs(
+            "[upstreams.x]\nservers = [\"http://a\"]\nhealth_path = \"healthz\"\n[upstreams.y]\nservers = [\"http://b\"]\nhealth_interval = \"5s\"\n[upstreams.z]\nservers = [\"http://c\"]\nhealth_path = \"/h\"\nhealth_interval = \"2s\"\nhealth_timeout = \"3s\"\n",
+        );
+        let at = |key: &str, line| e.iter().any(|e| e.key == key && e.line == line);
+        assert!(at("upstreams.x.health_path", 3), "{e:?}");
+        assert!(at("upstreams.y.health_interval", 6), "{e:?}");
+        assert!(at("upstreams.z.health_timeout", 11), "{e:?}");
+        assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    #[test]
     fn non_canonical_route_path_is_refused() {
         let e = errs(&format!(
             "{UP}[[routes]]\npath = \"/a/../b\"\nupstream = \"app\"\n"

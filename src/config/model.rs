@@ -202,12 +202,28 @@ pub struct UpstreamSettings {
     pub(crate) max_fails: u32,
     pub(crate) fail_timeout: Duration,
     pub(crate) pass_host_header: bool,
+    /// How often server names are looked up again (IP literals never are).
+    pub(crate) resolve_interval: Duration,
+    /// Active health checks; `None`: passive health only.
+    pub(crate) health: Option<HealthCheck>,
 }
 
-/// One upstream server, resolved at load.
+/// `health_path`, `health_interval`, `health_timeout` of an upstream: every server is asked
+/// `GET path` this often; a 2xx or 3xx in time marks it up, anything else down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HealthCheck {
+    pub(crate) path: String,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+}
+
+/// One upstream server as written: an IP literal, or a name resolved at run time (every
+/// address it has becomes a server of the pool).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ServerAddr {
-    pub(crate) addr: SocketAddr,
+    /// `Some` for an IP literal: never resolved.
+    pub(crate) ip: Option<std::net::IpAddr>,
+    pub(crate) port: u16,
     /// Host as written, for SNI and (unless the Host header is passed) the `Host` header.
     pub(crate) host: String,
     pub(crate) authority: String,

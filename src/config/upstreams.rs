@@ -1,17 +1,17 @@
-//! `[upstreams.*]`: server pools. Server names are resolved here, once: a DNS lookup has no
-//! place on the request path (`check --offline` skips the lookup: CI has no cluster DNS).
+//! `[upstreams.*]`: server pools. Server names are not resolved here: the gateway looks
+//! them up in the background while it runs (see `crate::upstream`), so a name that does not
+//! resolve yet is no config error, and `check` needs no DNS, online or `--offline`.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 
 use toml::Spanned;
 use url::Url;
 
 use super::defaults as d;
 use super::error::Reporter;
-use super::fields::{duration, load_ca, span};
+use super::fields::{duration, duration_within, load_ca, span};
 use super::file;
-use super::model::{ServerAddr, UpstreamSettings};
+use super::model::{HealthCheck, ServerAddr, UpstreamSettings};
 
 pub(super) fn upstreams(
     rep: &mut Reporter,
@@ -46,6 +46,7 @@ fn upstream(rep: &mut Reporter, name: &str, u: &file::Upstream) -> UpstreamSetti
             d::UPSTREAM_MAX_FAILS
         }
     };
+    let health = health(rep, name, u);
     let mut timeout =
         |k: &str, v: &Option<Spanned<String>>, default| duration(rep, &key(k), v, default);
     UpstreamSettings {
@@ -67,10 +68,73 @@ fn upstream(rep: &mut Reporter, name: &str, u: &file::Upstream) -> UpstreamSetti
         max_fails,
         fail_timeout: timeout("fail_timeout", &u.fail_timeout, d::UPSTREAM_FAIL_TIMEOUT),
         pass_host_header: u.pass_host_header.unwrap_or(d::UPSTREAM_PASS_HOST_HEADER),
+        resolve_interval: duration_within(
+            rep,
+            &key("resolve_interval"),
+            &u.resolve_interval,
+            d::UPSTREAM_RESOLVE_INTERVAL_RANGE,
+            d::UPSTREAM_RESOLVE_INTERVAL,
+        ),
+        health,
     }
 }
 
-/// The servers of one upstream, resolved, and their common scheme.
+/// The active health check, when `health_path` is set.
+fn health(rep: &mut Reporter, name: &str, u: &file::Upstream) -> Option<HealthCheck> {
+    let key = |k: &str| format!("upstreams.{name}.{k}");
+    let interval = duration_within(
+        rep,
+        &key("health_interval"),
+        &u.health_interval,
+        d::UPSTREAM_HEALTH_INTERVAL_RANGE,
+        d::UPSTREAM_HEALTH_INTERVAL,
+    );
+    let timeout = duration_within(
+        rep,
+        &key("health_timeout"),
+        &u.health_timeout,
+        d::UPSTREAM_HEALTH_TIMEOUT_RANGE,
+        d::UPSTREAM_HEALTH_TIMEOUT,
+    );
+    let Some(path) = &u.health_path else {
+        for (k, v) in [
+            ("health_interval", &u.health_interval),
+            ("health_timeout", &u.health_timeout),
+        ] {
+            if let Some(v) = v {
+                rep.error(key(k), span(v), "needs health_path (the path to check)");
+            }
+        }
+        return None;
+    };
+    let p = path.get_ref();
+    // An origin-form path (query allowed): it is written into the request line as is.
+    let valid = p.starts_with('/')
+        && http::uri::PathAndQuery::try_from(p.as_str()).is_ok_and(|pq| pq.as_str() == p);
+    if !valid {
+        rep.error(
+            key("health_path"),
+            span(path),
+            "must be a path starting with / (a query is allowed), e.g. \"/healthz\"",
+        );
+        return None;
+    }
+    // Equal is fine (1s and the default 1s): a check never overlaps the next one.
+    if timeout > interval {
+        rep.error(
+            key("health_timeout"),
+            u.health_timeout.as_ref().map_or_else(|| span(path), span),
+            "must not be longer than health_interval",
+        );
+    }
+    Some(HealthCheck {
+        path: p.clone(),
+        interval,
+        timeout,
+    })
+}
+
+/// The servers of one upstream, as written, and their common scheme.
 fn servers(
     rep: &mut Reporter,
     name: &str,
@@ -120,26 +184,44 @@ fn servers(
         let host = url.host_str().unwrap_or_default().to_string();
         let port = url.port_or_known_default().unwrap_or(80);
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let resolved = match url.host() {
-            // Offline (CI): no DNS; an address that is never dialled stands in for the name.
-            Some(url::Host::Domain(_)) if rep.offline => {
-                Ok(Some(SocketAddr::from(([0, 0, 0, 0], port))))
-            }
-            _ => (bare, port).to_socket_addrs().map(|mut a| a.next()),
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(a)) => Some(a.into()),
+            Some(url::Host::Ipv6(a)) => Some(a.into()),
+            _ => None,
         };
-        match resolved {
-            Ok(Some(addr)) => servers.push(ServerAddr {
-                addr,
-                authority: match url.port() {
-                    Some(p) => format!("{host}:{p}"),
-                    None => host.clone(),
-                },
-                host: bare.to_string(),
-            }),
-            Ok(None) | Err(_) => {
-                rep.error(k, span(s), format!("cannot resolve host {host:?}"));
-            }
-        }
+        servers.push(ServerAddr {
+            ip,
+            port,
+            authority: match url.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.clone(),
+            },
+            host: bare.to_string(),
+        });
     }
     (servers, scheme)
+}
+
+impl super::Config {
+    /// `check` online: the upstream server names that do not resolve from here, as
+    /// warnings (the gateway starts anyway and serves them once they do).
+    pub fn unresolved_upstream_names(&self) -> Vec<String> {
+        use std::net::ToSocketAddrs;
+        let mut out = Vec::new();
+        for (name, u) in &self.upstreams {
+            for (i, s) in u.servers.iter().enumerate() {
+                let found = s.ip.is_some()
+                    || (s.host.as_str(), s.port)
+                        .to_socket_addrs()
+                        .is_ok_and(|mut a| a.next().is_some());
+                if !found {
+                    out.push(format!(
+                        "upstreams.{name}.servers[{i}]: host {:?} does not resolve from here; the gateway starts anyway and serves it once it does",
+                        s.host
+                    ));
+                }
+            }
+        }
+        out
+    }
 }

@@ -30,8 +30,8 @@ pub(crate) struct RequestCtx {
     pub(crate) audience: Option<Audience>,
     pub(crate) path: Option<CanonicalPath>,
     pub(crate) route: Option<Arc<Route>>,
-    /// Index of the upstream server of the current attempt.
-    pub(crate) server: Option<usize>,
+    /// The upstream server of the current attempt (valid when the pool is swapped).
+    pub(crate) server: Option<Arc<crate::upstream::Server>>,
     /// Bit set of servers already tried by this request.
     pub(crate) tried: u64,
     /// When the current upstream attempt began (server chosen, before connecting).

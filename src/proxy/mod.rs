@@ -497,15 +497,16 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
-        let Some(i) = route.upstream.select(ctx.tried) else {
+        let Some((i, server)) = route.upstream.select(ctx.tried) else {
             return Error::e_explain(ErrorType::ConnectNoRoute, "no upstream server left to try");
         };
         if i < 64 {
             ctx.tried |= 1 << i;
         }
-        ctx.server = Some(i);
+        let peer = server.peer();
+        ctx.server = Some(server);
         ctx.upstream_start = Some(Instant::now());
-        Ok(route.upstream.peer(i))
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
@@ -530,8 +531,8 @@ impl ProxyHttp for Gateway {
             upstream.set_uri(uri);
         }
         if !route.upstream.pass_host_header {
-            if let Some(i) = ctx.server {
-                upstream.insert_header(header::HOST, route.upstream.authority(i).clone())?;
+            if let Some(server) = &ctx.server {
+                upstream.insert_header(header::HOST, server.authority().clone())?;
             }
         } else if upstream.headers.get(header::HOST) != Some(&ctx.host) {
             // The host the route was chosen on, never a spelling the upstream reads otherwise.
@@ -640,8 +641,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(route), Some(i)) = (ctx.route.as_ref(), ctx.server) {
-            route.upstream.report_failure(i);
+        if let (Some(route), Some(server)) = (ctx.route.as_ref(), ctx.server.as_ref()) {
+            route.upstream.report_failure(server);
             self.metrics
                 .upstream_errors
                 .with_label_values(&[&route.upstream.name, "connect"])
@@ -664,9 +665,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        if let (Some(route), Some(i)) = (ctx.route.as_ref(), ctx.server) {
+        if let (Some(route), Some(server)) = (ctx.route.as_ref(), ctx.server.as_ref()) {
             if e.esource() == &ErrorSource::Upstream {
-                route.upstream.report_failure(i);
+                route.upstream.report_failure(server);
                 let kind = match e.etype() {
                     ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
                     _ => "other",
@@ -762,8 +763,8 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[NO_ROUTE])
                 .observe(elapsed.as_secs_f64()),
         }
-        if let (Some(route), Some(i), None) = (&ctx.route, ctx.server, e) {
-            route.upstream.report_success(i);
+        if let (Some(route), Some(server), None) = (&ctx.route, &ctx.server, e) {
+            route.upstream.report_success(server);
         }
         if ctx.runtime.access_log {
             access_log(session, e, ctx, route_id, status, elapsed);
@@ -817,8 +818,8 @@ fn access_log(
     let req = session.req_header();
     let upstream = ctx.route.as_ref().filter(|_| ctx.server.is_some());
     let server = upstream
-        .zip(ctx.server)
-        .and_then(|(r, i)| r.upstream.authority(i).to_str().ok());
+        .and(ctx.server.as_ref())
+        .and_then(|s| s.authority().to_str().ok());
     let (user, provider) = match (&ctx.session, &ctx.bearer) {
         (Some(s), _) => (
             Some(s.record.claims.subject.as_str()),

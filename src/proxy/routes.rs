@@ -57,6 +57,8 @@ pub(crate) struct Runtime {
     /// Sign-in, sessions and tokens for this config; `None` when no provider is configured.
     /// Here, so a request sees the routes and the providers of one config, never a mix.
     pub(crate) auth: Option<Arc<Auth>>,
+    /// The pools of this config, whose names [`Runtime::resolve`] looks up.
+    pub(crate) upstreams: Vec<Arc<Upstream>>,
 }
 
 impl Runtime {
@@ -103,6 +105,21 @@ impl Runtime {
             head_limits: config.server.head_limits,
             auth,
             csrf: config.csrf.clone(),
+            upstreams: upstreams.into_values().collect(),
+        }
+    }
+
+    /// Look up the upstreams' server names once, before this config serves (at most
+    /// `patience`: a slow resolver delays a start or reload, never a request; a name not
+    /// resolved by then is looked up again by its follow task).
+    pub(crate) async fn resolve(&self, patience: std::time::Duration) {
+        let all = async {
+            for u in self.upstreams.iter().filter(|u| u.has_names()) {
+                u.resolve(true).await;
+            }
+        };
+        if tokio::time::timeout(patience, all).await.is_err() {
+            tracing::warn!("upstream name lookup still running after {patience:?}; serving without the names not resolved yet");
         }
     }
 

@@ -90,13 +90,15 @@ fn offline_check_needs_no_dns_and_no_secrets() {
         "c.toml:3:13: session.redis_url: environment variable AUTHGATE_TEST_REDIS_URL is not set",
         "c.toml:4:15: session.secret_file: cannot read /nonexistent/authgate/session-secret",
         "c.toml:10:22: providers[0].client_secret_file: cannot read /nonexistent/authgate/client-secret",
-        "c.toml:13:12: upstreams.app.servers[0]: cannot resolve host \"app.authgate-test.invalid\"",
         "c.toml:20:9: admin.token: environment variable AUTHGATE_TEST_ADMIN_TOKEN is not set",
         "c.toml:24:17: listeners[0].tls_cert_file: cannot read /nonexistent/authgate/tls.crt",
         "c.toml:25:16: listeners[0].tls_key_file: cannot read /nonexistent/authgate/tls.key",
     ] {
         assert!(out.contains(want), "{want}\n{out}");
     }
+    // A name that does not resolve is no config error (the gateway follows DNS while it
+    // runs; tests/upstream_dns.rs has the warning `check` prints for it).
+    assert!(!out.contains("upstreams.app.servers[0]"), "{out}");
     let (ok, out) = authgate(dir.path(), &["check", "--offline", "c.toml"], &unset);
     assert!(ok, "{out}");
     assert!(
