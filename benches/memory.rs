@@ -70,6 +70,7 @@ fn session(i: u64, headers: &IdentityHeaders) -> Arc<UserSession> {
         validated: Validated::now(),
         rev: 1,
         deadline: Instant::now() + Duration::from_secs(3600),
+        epoch: 0,
     })
 }
 

@@ -127,7 +127,8 @@ pub struct Assembly {
     tasks: Arc<Tasks>,
     sessions: Mutex<Option<Arc<SessionBase>>>,
     providers: Mutex<HashMap<String, Running>>,
-    signer: Mutex<Option<(AssertionSettings, Arc<crate::assertion::Signer>)>>,
+    /// The signer, its settings and a digest of its key file: a rotated key is a new signer.
+    signer: Mutex<Option<(SignerKey, Arc<crate::assertion::Signer>)>>,
     /// The running config's [`Auth`], for the admin listener and the sweeper.
     current: SharedAuth,
 }
@@ -218,7 +219,7 @@ impl Assembly {
         let assertion = {
             let signer = self.signer.lock().unwrap_or_else(|e| e.into_inner());
             match &*signer {
-                Some((settings, s)) if *settings == config.assertion => s.clone(),
+                Some((key, s)) if *key == signer_key(&config.assertion) => s.clone(),
                 _ => Arc::new(crate::assertion::Signer::new(
                     config.assertion.key_file.as_deref(),
                     &config.assertion.issuer,
@@ -257,7 +258,7 @@ impl Assembly {
         Ok(Built {
             auth: Some(auth),
             fresh,
-            signer: Some((config.assertion.clone(), assertion)),
+            signer: Some((signer_key(&config.assertion), assertion)),
         })
     }
 
@@ -382,6 +383,18 @@ impl Assembly {
     }
 }
 
+/// What makes a signer the same: its settings and the contents of its key file.
+type SignerKey = (AssertionSettings, Option<[u8; 32]>);
+
+fn signer_key(a: &AssertionSettings) -> SignerKey {
+    let digest = a
+        .key_file
+        .as_deref()
+        .and_then(|f| read_watched(f.as_ref()))
+        .map(|pem| crate::crypto::sha256(&pem));
+    (a.clone(), digest)
+}
+
 fn cookie_settings(config: &Config) -> CookieSettings {
     let s = &config.session;
     CookieSettings {
@@ -404,7 +417,7 @@ fn cookie_settings(config: &Config) -> CookieSettings {
 pub struct Built {
     auth: Option<Arc<Auth>>,
     fresh: Vec<Arc<Provider>>,
-    signer: Option<(AssertionSettings, Arc<crate::assertion::Signer>)>,
+    signer: Option<(SignerKey, Arc<crate::assertion::Signer>)>,
 }
 
 /// Reloads the config on SIGHUP (and, with `--watch`, when the file or a file it names
@@ -506,8 +519,9 @@ impl Reloader {
 /// (`*_file` keys: secrets, keys, CA bundles), read through symlinks, so a Kubernetes
 /// ConfigMap or Secret update (an atomic `..data` symlink swap) and a rotated file are seen.
 fn fingerprint(path: &std::path::Path) -> Option<[u8; 32]> {
-    let text = std::fs::read(path).ok()?;
-    let mut all = text.clone();
+    let text = read_watched(path)?;
+    let mut all = Vec::with_capacity(text.len() + 64);
+    all.extend_from_slice(&text);
     if let Ok(doc) = std::str::from_utf8(&text)
         .unwrap_or("")
         .parse::<toml::Table>()
@@ -517,10 +531,19 @@ fn fingerprint(path: &std::path::Path) -> Option<[u8; 32]> {
         // Paths as the loader reads them (relative ones from the working directory).
         for f in files {
             all.extend_from_slice(f.as_bytes());
-            all.extend_from_slice(&std::fs::read(&f).unwrap_or_default());
+            all.extend_from_slice(&crate::crypto::sha256(
+                &read_watched(f.as_ref()).unwrap_or_default(),
+            ));
         }
     }
     Some(crate::crypto::sha256(&all))
+}
+
+/// A watched file's bytes: read as the loader reads it (a regular file of bounded size; a
+/// `*_file` naming `/dev/zero`, a FIFO or a huge file must not hang or exhaust the watcher),
+/// `None` when it cannot be.
+fn read_watched(path: &std::path::Path) -> Option<Vec<u8>> {
+    crate::config::secret::read_bounded(path).ok()
 }
 
 /// String values of `*_file` keys, anywhere in the document.
@@ -689,7 +712,27 @@ mod tests {
         let tmp = dir.path().join("c.toml.tmp");
         std::os::unix::fs::symlink(data2.join("c.toml"), &tmp).unwrap();
         std::fs::rename(&tmp, &link).unwrap();
-        assert_ne!(fingerprint(&link), Some(b), "a symlink swap is a change");
+        let c = fingerprint(&link).unwrap();
+        assert_ne!(c, b, "a symlink swap is a change");
         assert_eq!(fingerprint(&dir.path().join("missing.toml")), None);
+        // Named files the watcher must not read: a device, a FIFO, a directory. Each reads
+        // as absent (at once), never blocks or allocates without bound.
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        for odd in [
+            "/dev/zero".into(),
+            fifo.display().to_string(),
+            dir.path().display().to_string(),
+        ] {
+            std::fs::write(&secret, "two").unwrap();
+            let text = format!("{named}# v2\nkey_file = {odd:?}\n");
+            std::fs::write(data2.join("c.toml"), text).unwrap();
+            assert!(fingerprint(&link).is_some(), "{odd}");
+            assert_eq!(read_watched(odd.as_ref()), None, "{odd}");
+        }
     }
 }

@@ -356,6 +356,20 @@ async fn reloads_valid_broken_and_refused_under_load_fail_no_request() {
                 gw.log()
             );
             *expected.entry(*result).or_insert(0.0) += 1.0;
+            // Once the reload is counted, the upstream sees the running config's names only
+            // (a session cached under the previous names is never served).
+            if *result == "ok" {
+                let (now, gone) = if text.contains("x-renamed-user") {
+                    ("x-renamed-user", "x-forwarded-user")
+                } else {
+                    ("x-forwarded-user", "x-renamed-user")
+                };
+                for _ in 0..3 {
+                    let seen: Seen = gw.get_as("/", &cookie).await.json().await.unwrap();
+                    assert_eq!(seen.header(now), Some("alice"), "round {round}: {seen:?}");
+                    assert_eq!(seen.header(gone), None, "round {round}: {seen:?}");
+                }
+            }
         }
     }
     stop.store(true, Ordering::Relaxed);

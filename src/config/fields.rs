@@ -188,7 +188,7 @@ pub(super) fn header_name(
 /// Parse PEM certificates and check each is well-formed DER X.509, so nothing can fail on
 /// the request path later.
 pub(super) fn load_ca(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Option<Vec<Vec<u8>>> {
-    let pem = match std::fs::read(v.get_ref()) {
+    let pem = match super::secret::read_bounded(v.get_ref().as_ref()) {
         Ok(p) => p,
         Err(e) => {
             rep.error(key, span(v), format!("cannot read {}: {e}", v.get_ref()));

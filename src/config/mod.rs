@@ -54,15 +54,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Read and validate a config file in `mode`.
 pub fn load_as(path: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
-    let src = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            key: String::new(),
-            message: format!("cannot read config: {e}"),
-        }])
-    })?;
+    let src = secret::read_bounded(path)
+        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+        .map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!("cannot read config: {e}"),
+            }])
+        })?;
     parse_as(path, &src, mode)
 }
 

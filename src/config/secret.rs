@@ -59,14 +59,56 @@ pub(crate) fn expand_env(
 
 /// Read a secret file, trimming the trailing newline editors and `kubectl` leave behind.
 pub(crate) fn read_file(path: &str) -> Result<String, String> {
-    std::fs::read_to_string(path)
+    read_bounded(path.as_ref())
+        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
         .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
         .map_err(|e| format!("cannot read {path}: {e}"))
+}
+
+/// The most the config loader reads of one file (the config, a secret, a CA bundle).
+pub(crate) const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Every file the config names is read through here: a regular file (a `*_file` naming
+/// `/dev/zero` or a FIFO is refused, not read forever) of at most [`MAX_FILE_BYTES`].
+pub(crate) fn read_bounded(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut out = Vec::with_capacity(meta.len().min(MAX_FILE_BYTES) as usize);
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB",
+            MAX_FILE_BYTES >> 20
+        )));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn odd_files_are_refused_not_read() {
+        assert!(read_file("/dev/zero")
+            .unwrap_err()
+            .contains("not a regular file"));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_file(dir.path().to_str().unwrap()).is_err());
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; (MAX_FILE_BYTES + 1) as usize]).unwrap();
+        assert!(read_file(big.to_str().unwrap())
+            .unwrap_err()
+            .contains("larger than"));
+        let ok = dir.path().join("ok");
+        std::fs::write(&ok, "s3cret\n").unwrap();
+        assert_eq!(read_file(ok.to_str().unwrap()).unwrap(), "s3cret");
+    }
 
     #[test]
     fn expands_and_reports_missing() {

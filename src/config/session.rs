@@ -245,7 +245,7 @@ fn redis_ca(
             "not supported with redis_sentinels yet (system roots are used there)",
         );
     }
-    match std::fs::read(p.get_ref()) {
+    match super::secret::read_bounded(p.get_ref().as_ref()) {
         Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
         Ok(_) => {
             rep.error(

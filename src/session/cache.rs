@@ -162,6 +162,7 @@ mod tests {
             validated: Validated::now(),
             rev: 1,
             deadline: Instant::now() + Duration::from_secs(3600),
+            epoch: 0,
         })
     }
 

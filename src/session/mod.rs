@@ -94,10 +94,15 @@ pub struct SessionManager {
     pub(crate) cookie: CookieSettings,
     headers: IdentityHeaders,
     metrics: Arc<Metrics>,
+    /// This manager's number: what the sessions it loads carry (see `UserSession::epoch`).
+    epoch: u64,
     /// Pre-resolved label children: no label hashing on the hot path.
     cache_hits: prometheus::IntCounter,
     cache_misses: prometheus::IntCounter,
 }
+
+/// Numbers session managers (one per config generation).
+static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Store keys. The `{…}` hash tag puts a session's record and its refresh lock in one Redis
 /// Cluster slot; index keys name a hash of the subject or `sid`, never the value itself.
@@ -153,6 +158,7 @@ impl SessionManager {
             cache: cache.into(),
             cookie,
             headers,
+            epoch: EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             cache_hits: metrics.session_cache.with_label_values(&["hit"]),
             cache_misses: metrics.session_cache.with_label_values(&["miss"]),
             metrics,
@@ -309,20 +315,27 @@ impl SessionManager {
     /// per touch interval).
     pub async fn load(&self, id: &SessionId) -> Result<Option<Arc<UserSession>>, StoreError> {
         let hash = id.hash();
-        if let Some(s) = self.cache.get(&hash) {
+        if let Some(s) = self.cache.get(&hash).filter(|s| s.epoch == self.epoch) {
             self.cache_hits.inc();
             return Ok(Some(s));
         }
         self.cache_misses.inc();
-        // A burst of requests for one cold session reads it once.
-        self.cache.load(&hash, || self.load_missed(hash)).await
+        // A burst of requests for one cold session reads it once; a load of the previous
+        // config's manager (joined just after a reload) does not count.
+        match self.cache.load(&hash, || self.load_missed(hash)).await {
+            Ok(Some(s)) if s.epoch != self.epoch => self.load_missed(hash).await,
+            other => other,
+        }
     }
 
     /// A cache miss: read the store (the store only confirms a copy held here that is still
     /// current) and cache what it says.
     async fn load_missed(&self, hash: IdHash) -> Result<Option<Arc<UserSession>>, StoreError> {
         let generation = self.cache.generation();
-        let known = self.cache.candidate(&hash);
+        let known = self
+            .cache
+            .candidate(&hash)
+            .filter(|k| k.epoch == self.epoch);
         let touch = Some(self.cookie.touch_interval);
         let Some(session) = self.read(&hash, touch, known.as_ref()).await? else {
             // Gone from the store: so goes any copy here.
@@ -388,6 +401,7 @@ impl SessionManager {
             validated: Validated::now(),
             rev: stored.rev,
             deadline: now + stored.remaining,
+            epoch: self.epoch,
         })))
     }
 

@@ -60,6 +60,9 @@ pub struct UserSession {
     /// The absolute deadline on this process's monotonic clock, from the store's count of
     /// time left: a wrong wall clock here cannot stretch it.
     pub deadline: Instant,
+    /// The session manager (one per config) that built `headers`: after a reload that
+    /// renamed identity headers, a copy built under the old names is never served.
+    pub epoch: u64,
 }
 
 /// When the store last confirmed a loaded session: set at load, renewed each time the store
