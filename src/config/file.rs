@@ -242,6 +242,9 @@ pub(crate) struct Route {
     pub(crate) upstream: Spanned<String>,
     #[serde(default)]
     pub(crate) public: bool,
+    /// Methods that need no sign-in on an otherwise protected route (e.g. `["OPTIONS"]`).
+    #[serde(default)]
+    pub(crate) public_methods: Vec<Spanned<String>>,
     #[serde(default)]
     pub(crate) pass_access_token: bool,
     #[serde(default)]

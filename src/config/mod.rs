@@ -179,6 +179,29 @@ mod tests {
     }
 
     #[test]
+    fn public_methods_are_methods_on_protected_routes() {
+        let route = |extra: &str| format!("{UP}[[routes]]\nupstream = \"app\"\n{extra}\n");
+        let c = parse(
+            Path::new("t.toml"),
+            &route("public_methods = [\"options\", \"GET\"]"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.routes[0].public_methods,
+            [http::Method::OPTIONS, http::Method::GET]
+        );
+        let e = errs(&route("public_methods = [\"GET\", \"G ET\"]"));
+        assert_eq!(e[0].key, "routes[0].public_methods[1]", "{e:?}");
+        assert!(e[0].message.contains("not an HTTP method"));
+        assert_eq!((e[0].line, e[0].column), (5, 26), "{e:?}");
+        let e = errs(&route("public = true\npublic_methods = [\"GET\"]"));
+        assert!(
+            e[0].message.contains("public = true admits every method"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn port_zero_listeners_never_clash() {
         // Port 0: each listener (and the admin one) gets its own free port at start.
         let src = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n";

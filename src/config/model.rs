@@ -236,6 +236,9 @@ pub struct RouteSettings {
     pub(crate) path: String,
     pub(crate) upstream: String,
     pub(crate) public: bool,
+    /// Methods anyone may use on this otherwise protected route (CORS preflight, read-only
+    /// pages): those requests pass anonymously, the others must sign in.
+    pub(crate) public_methods: Vec<Method>,
     pub(crate) pass_access_token: bool,
     /// `None`: every authenticated caller.
     pub(crate) policy: Option<Policy>,

@@ -87,6 +87,7 @@ pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
             path,
             upstream: r.upstream.get_ref().clone(),
             public: r.public,
+            public_methods: public_methods(rep, i, r),
             pass_access_token: r.pass_access_token,
             policy: r.policy.as_ref().and_then(|p| {
                 let ids: Vec<&str> = cx
@@ -292,6 +293,29 @@ fn unauthenticated(rep: &mut Reporter, i: usize, v: &Option<Spanned<String>>) ->
 }
 
 /// Validate `[routes.policy]` into its rules.
+/// `public_methods`: HTTP methods (spelled in any case, as policy `methods`), on a route that
+/// is not public already.
+fn public_methods(rep: &mut Reporter, i: usize, r: &file::Route) -> Vec<http::Method> {
+    let mut out = Vec::new();
+    for (j, m) in r.public_methods.iter().enumerate() {
+        let key = format!("routes[{i}].public_methods[{j}]");
+        match m.get_ref().to_ascii_uppercase().parse::<http::Method>() {
+            Ok(method) if r.public => rep.error(
+                key,
+                span(m),
+                format!("{method} is public already: public = true admits every method"),
+            ),
+            Ok(method) => out.push(method),
+            Err(_) => rep.error(
+                key,
+                span(m),
+                format!("{:?} is not an HTTP method", m.get_ref()),
+            ),
+        }
+    }
+    out
+}
+
 fn policy(
     rep: &mut Reporter,
     i: usize,

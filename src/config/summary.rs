@@ -70,6 +70,10 @@ fn route(r: &RouteSettings) -> String {
             Some(policy) => p.push_str(&format!("; policy {}", policy_text(policy))),
             None => p.push_str("; any signed-in user"),
         }
+        if !r.public_methods.is_empty() {
+            let methods: Vec<&str> = r.public_methods.iter().map(|m| m.as_str()).collect();
+            p.push_str(&format!("; public for {}", methods.join(", ")));
+        }
         p
     };
     format!("{}: {host}{} -> {}: {protection}", r.id, r.path, r.upstream)

@@ -68,11 +68,13 @@ impl Caller {
 
 /// Checks that hold whoever is calling.
 pub(crate) fn admit(route: &Route, req: &Inbound) -> Result<(), Refusal> {
-    // Judged as POST here, run as DELETE upstream: refused wherever the method matters.
-    let restricts = route
-        .policy
-        .as_ref()
-        .is_some_and(crate::policy::Policy::restricts_methods);
+    // Judged as POST here, run as DELETE upstream: refused wherever the method matters (a
+    // policy on methods, or methods that pass without sign-in).
+    let restricts = !route.public_methods.is_empty()
+        || route
+            .policy
+            .as_ref()
+            .is_some_and(crate::policy::Policy::restricts_methods);
     if restricts && crate::policy::claims_method_override(req.headers, req.query) {
         return Err(Refusal::MethodOverride);
     }
@@ -188,6 +190,7 @@ mod tests {
             id: base.id.clone(),
             upstream: base.upstream.clone(),
             public: false,
+            public_methods: vec![],
             pass_access_token: false,
             policy: None,
             bearer: false,
@@ -268,6 +271,7 @@ mod tests {
     fn method_overrides_are_refused_only_where_methods_matter() {
         let rt = runtime();
         let strict = route(&rt, |r| r.policy = methods_policy());
+        let preflight = route(&rt, |r| r.public_methods = vec![Method::OPTIONS]);
         let open = route(&rt, |_| {});
         for (uri, headers) in [
             ("/x?_method=DELETE", vec![]),
@@ -277,11 +281,13 @@ mod tests {
             ("/x", vec![("x-method-override", "PUT")]),
         ] {
             let req = Req::new("POST", uri, &headers);
-            assert_eq!(
-                admit(&strict, &req.inbound()),
-                Err(Refusal::MethodOverride),
-                "{uri} {headers:?}"
-            );
+            for r in [&strict, &preflight] {
+                assert_eq!(
+                    admit(r, &req.inbound()),
+                    Err(Refusal::MethodOverride),
+                    "{uri} {headers:?}"
+                );
+            }
             assert_eq!(admit(&open, &req.inbound()), Ok(()));
         }
         assert_eq!(

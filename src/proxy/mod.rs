@@ -138,7 +138,7 @@ impl Gateway {
             .ok_or(Refusal::NoRoute)?;
         ctx.route = Some(route.clone());
         decision::admit(&route, req)?;
-        if route.public {
+        if route.public || route.public_methods.contains(req.method) {
             return Ok(None);
         }
         let Some(caller) = self.authenticate(req, ctx, &route).await? else {

@@ -24,6 +24,8 @@ pub(crate) struct Route {
     pub(crate) id: Arc<str>,
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) public: bool,
+    /// Methods that pass without sign-in (`public_methods`).
+    pub(crate) public_methods: Vec<http::Method>,
     /// Forward the session's access token to the upstream.
     pub(crate) pass_access_token: bool,
     pub(crate) policy: Option<crate::policy::Policy>,
@@ -78,6 +80,7 @@ impl Runtime {
                 id: r.id.as_str().into(),
                 upstream: upstream.clone(),
                 public: r.public,
+                public_methods: r.public_methods.clone(),
                 pass_access_token: r.pass_access_token,
                 policy: r.policy.clone(),
                 bearer: r.bearer,

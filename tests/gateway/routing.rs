@@ -169,3 +169,57 @@ async fn case_insensitive_routes_for_case_insensitive_upstreams() {
     assert_eq!(r.status, 200);
     assert_eq!(r.seen().target, "/PUBLIC/x");
 }
+
+/// `public_methods`: those methods pass without sign-in on an otherwise protected route
+/// (anonymous: forged identity headers still stripped); every other method must sign in,
+/// and a method override, which would run another method upstream, is refused there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_methods_open_only_those_methods() {
+    let e = echo().await;
+    let extra = "[[routes]]\nid = \"cors\"\npath = \"/cors\"\nupstream = \"app\"\npublic_methods = [\"options\", \"HEAD\"]\n";
+    let gw = Gateway::start(&layout(e, extra)).await;
+    let c = crate::common::client();
+    let preflight = c
+        .request(reqwest::Method::OPTIONS, gw.url("/cors/x"))
+        .header("x-forwarded-user", "mallory")
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    let seen: crate::common::Seen = preflight.json().await.unwrap();
+    assert_eq!(
+        seen.header("x-forwarded-user"),
+        None,
+        "anonymous, never forged"
+    );
+    let head = c.head(gw.url("/cors/x")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    for method in ["GET", "POST", "DELETE", "options2"] {
+        let r = c
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                gw.url("/cors/x"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{method}");
+    }
+    // POST claiming to be OPTIONS (or anything): refused before it could pass as public.
+    for (name, value) in [
+        ("x-http-method-override", "OPTIONS"),
+        ("X_Method_Override", "OPTIONS"),
+    ] {
+        let r = crate::common::raw(
+            gw.addr,
+            &format!("OPTIONS /cors/x HTTP/1.1\r\nHost: {}\r\n{name}: {value}\r\nConnection: close\r\n\r\n", gw.addr),
+        );
+        assert_eq!(r.status, 400, "{name}");
+    }
+    let r = raw_get(gw.addr, "/cors/x?_method=OPTIONS", &[]);
+    assert!(r.status == 400 || r.status == 401, "{}", r.status);
+    // Other routes are as they were.
+    assert_eq!(raw_get(gw.addr, "/admin/x", &[]).status, 401);
+    assert_eq!(raw_get(gw.addr, "/public/x", &[]).status, 200);
+}
