@@ -37,8 +37,10 @@ pub(crate) struct Route {
     /// Refuse cross-site unsafe requests authenticated by the session cookie.
     pub(crate) csrf: bool,
     pub(crate) unauthenticated: Unauthenticated,
-    /// Pre-resolved label child: no label hashing per request.
+    /// Pre-resolved label children: no label hashing per request.
     pub(crate) duration: Histogram,
+    /// The upstream's response latency (`authgate_upstream_response_duration_seconds`).
+    pub(crate) upstream_duration: Histogram,
 }
 
 /// Everything the proxy glue reads per request. Immutable; a reload builds a new one.
@@ -90,6 +92,9 @@ impl Runtime {
                 csrf: r.csrf,
                 unauthenticated: r.unauthenticated,
                 duration: metrics.request_duration.with_label_values(&[r.id.as_str()]),
+                upstream_duration: metrics
+                    .upstream_duration
+                    .with_label_values(&[r.upstream.as_str()]),
             };
             let _ = routes.insert(&r.host, &r.path, Arc::new(route));
         }
