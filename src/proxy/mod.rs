@@ -601,7 +601,9 @@ impl ProxyHttp for Gateway {
         // The upstream's answer head is in: its latency, for the access log and metrics.
         let latency = ctx.upstream_start.map(|t| t.elapsed());
         if let (Some(route), Some(d)) = (&ctx.route, latency) {
-            route.upstream_duration.observe(d.as_secs_f64());
+            route
+                .upstream_duration
+                .observe(&route.upstream.name, d.as_secs_f64());
         }
         ctx.upstream_latency = latency;
         Ok(())

@@ -39,8 +39,25 @@ pub(crate) struct Route {
     pub(crate) unauthenticated: Unauthenticated,
     /// Pre-resolved label children: no label hashing per request.
     pub(crate) duration: Histogram,
-    /// The upstream's response latency (`authgate_upstream_response_duration_seconds`).
-    pub(crate) upstream_duration: Histogram,
+    /// The upstream's response latency (`authgate_upstream_response_duration_seconds`):
+    /// its label child resolved at the first answer (no series for an upstream that never
+    /// answered), then reused without a lookup.
+    pub(crate) upstream_duration: UpstreamDuration,
+}
+
+/// See [`Route::upstream_duration`].
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamDuration {
+    family: prometheus::HistogramVec,
+    child: std::sync::OnceLock<Histogram>,
+}
+
+impl UpstreamDuration {
+    pub(crate) fn observe(&self, upstream: &str, seconds: f64) {
+        self.child
+            .get_or_init(|| self.family.with_label_values(&[upstream]))
+            .observe(seconds);
+    }
 }
 
 /// Everything the proxy glue reads per request. Immutable; a reload builds a new one.
@@ -92,9 +109,10 @@ impl Runtime {
                 csrf: r.csrf,
                 unauthenticated: r.unauthenticated,
                 duration: metrics.request_duration.with_label_values(&[r.id.as_str()]),
-                upstream_duration: metrics
-                    .upstream_duration
-                    .with_label_values(&[r.upstream.as_str()]),
+                upstream_duration: UpstreamDuration {
+                    family: metrics.upstream_duration.clone(),
+                    child: std::sync::OnceLock::new(),
+                },
             };
             let _ = routes.insert(&r.host, &r.path, Arc::new(route));
         }
