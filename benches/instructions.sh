@@ -5,6 +5,7 @@
 #   bash benches/instructions.sh                       # target/release binaries
 #   BIN=/path/authgate PLAIN=/path/plain_proxy bash benches/instructions.sh
 #   N=2000 SHAPE=browser bash benches/instructions.sh
+#   KEEP=dir bash benches/instructions.sh   # keep each target's dump for callgrind_annotate
 #
 # Each server runs under `valgrind --tool=callgrind`; a Python keep-alive client sends WARM
 # requests, the counters are zeroed (`callgrind_control -z`), N more requests are sent, the
@@ -204,6 +205,7 @@ measure() {
     local dump total
     dump="$(ls -t "$TMP"/*.cg."$pid".* 2>/dev/null | grep -v "\.$pid$" | head -1)"
     [[ -n "$dump" ]] || die "$name: no callgrind dump"
+    [[ -n "${KEEP:-}" ]] && mkdir -p "$KEEP" && cp "$dump" "$KEEP/$name.callgrind"
     total="$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")"
     printf '%-16s %10d instructions/request\n' "$name" "$((total / N))" | tee -a "$TMP/result.txt"
 }

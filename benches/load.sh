@@ -3,13 +3,18 @@
 # through authgate and through Apache + mod_auth_openidc, interleaved in one run so every target
 # sees the same machine state. Targets:
 #   direct          the echo upstream itself
-#   plain-proxy     examples/plain_proxy.rs: Pingora with nothing on the request path, built
-#                   from the same dependency (the baseline for authgate's own cost)
-#   plain-mimalloc  the same proxy with authgate's allocator (mimalloc): the ratio to it is
+#   plain-fair      examples/plain_proxy.rs with `fair`: Pingora with nothing on the request
+#                   path but the settings a production proxy has (authgate's defaults: upstream
+#                   connect/read/write/pool-idle timeouts, client keep-alive timeout), built from
+#                   the same dependency: the fair baseline for authgate's own cost
+#   plain-proxy     the same proxy bare (no timeouts at all): a second line
+#   plain-mimalloc  the fair proxy with authgate's allocator (mimalloc): the ratio to it is
 #                   authgate's own cost without the allocator's share
 #   public          authgate (memory store) on a public route (/public/...)
 #   session-cached  the same authgate on a protected route with a valid session cookie: the
 #                   in-memory session cache answers
+#   session-many    the same, rotating over SESSIONS distinct signed-in sessions (default
+#                   10 000, each from a real login): caches as in production, not one hot entry
 #   session-redis   a second authgate with store = "redis" and cache_max_age = "0s": every
 #                   request asks Redis (one Lua script call: expiry, idle touch, and the record
 #                   only when it changed since the copy held in memory)
@@ -26,8 +31,20 @@
 # benches/login.py and wrk sends the session cookie; bearer targets send
 # client-credentials tokens from the same IdP.
 #
-#   bash benches/load.sh                      # 3 rounds x 8 targets x (1 s warm-up + 5 s)
+#   bash benches/load.sh                      # 3 rounds x 3 shapes x 13 targets x (1 s + 5 s)
 #   ROUNDS=5 CONNS=128 DURATION=10s bash benches/load.sh
+#   SHAPES=browser ONLY=plain-fair,session-many bash benches/load.sh
+#
+# Request shapes (SHAPES, default "minimal browser api"; every target is measured in each):
+#   minimal   wrk's own request: Host, and the target's credential (cookie or bearer token)
+#   browser   a navigation as Chromium sends it: 14 headers, ~1 KB (Accept, Accept-Language,
+#             Sec-Fetch-*, Sec-Ch-Ua*, User-Agent, Referer, ...), the session cookie among
+#             three unrelated cookies
+#   api       an XHR/fetch call: Accept: application/json, Sec-Fetch-Mode: cors, a User-Agent,
+#             a Referer, and the credential
+# Every target gets its requests from one generated wrk Lua script (the same mechanism for
+# all, so the load generator's cost is equal); session-many's picks the next of the SESSIONS
+# cookies on each request.
 #
 # After the rounds, a scaling curve: plain-proxy and session-cached at SCALE_CONNS connections
 # (default "1 16 64 256 1024"), one run each, drawn into $OUT_DIR/scaling.svg (throughput and
@@ -56,6 +73,9 @@ DURATION="${DURATION:-5s}"
 WRK_THREADS="${WRK_THREADS:-2}"
 WARMUP="${WARMUP:-1s}"
 REQ_PATH="${REQ_PATH:-/bench?echo_quiet}"
+SHAPES="${SHAPES:-minimal browser api}"
+SESSIONS="${SESSIONS:-10000}"
+SCALE_SHAPE="${SCALE_SHAPE:-browser}"
 OUT_DIR="${OUT_DIR:-bench-results}"
 SCALE_CONNS="${SCALE_CONNS-1 16 64 256 1024}"
 ONLY="${ONLY:-}"
@@ -78,7 +98,10 @@ PLAIN_MI="$ROOT/target/release/examples/plain_proxy_mimalloc"
 
 die() { echo "load.sh: error: $*" >&2; exit 1; }
 
-for v in ROUNDS CONNS WRK_THREADS; do
+for shape in $SHAPES $SCALE_SHAPE; do
+    [[ "$shape" =~ ^(minimal|browser|api)$ ]] || die "unknown shape '$shape' (minimal, browser, api)"
+done
+for v in ROUNDS CONNS WRK_THREADS SESSIONS; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 
@@ -296,7 +319,8 @@ EOF
 
 start_servers() {
     read -r ECHO_PORT GW_PORT ADMIN_PORT GWR_PORT GWR_ADMIN_PORT REDIS_PORT IDP_PORT \
-        GWN_PORT GWN_ADMIN_PORT PLAIN_PORT APACHE_PORT PLAIN_MI_PORT <<<"$(free_ports 12)"
+        GWN_PORT GWN_ADMIN_PORT PLAIN_PORT APACHE_PORT PLAIN_MI_PORT PLAIN_FAIR_PORT \
+        <<<"$(free_ports 13)"
 
     $LOADGEN_CPU "$BIN" echo --listen "127.0.0.1:$ECHO_PORT" >"$TMP/echo.log" 2>&1 &
     ECHO_PID=$!
@@ -328,7 +352,11 @@ start_servers() {
     PLAIN_PID=$!
     PIDS+=("$PLAIN_PID")
     wait_http "plain Pingora proxy" "http://127.0.0.1:$PLAIN_PORT$REQ_PATH" "$TMP/plain.log" "$PLAIN_PID"
-    $PROXY_CPU "$PLAIN_MI" "127.0.0.1:$PLAIN_MI_PORT" "127.0.0.1:$ECHO_PORT" 2 >"$TMP/plain-mimalloc.log" 2>&1 &
+    $PROXY_CPU "$PLAIN" "127.0.0.1:$PLAIN_FAIR_PORT" "127.0.0.1:$ECHO_PORT" 2 fair >"$TMP/plain-fair.log" 2>&1 &
+    PLAIN_FAIR_PID=$!
+    PIDS+=("$PLAIN_FAIR_PID")
+    wait_http "plain Pingora proxy (fair)" "http://127.0.0.1:$PLAIN_FAIR_PORT$REQ_PATH" "$TMP/plain-fair.log" "$PLAIN_FAIR_PID"
+    $PROXY_CPU "$PLAIN_MI" "127.0.0.1:$PLAIN_MI_PORT" "127.0.0.1:$ECHO_PORT" 2 fair >"$TMP/plain-mimalloc.log" 2>&1 &
     PLAIN_MI_PID=$!
     PIDS+=("$PLAIN_MI_PID")
     wait_http "plain Pingora proxy (mimalloc)" "http://127.0.0.1:$PLAIN_MI_PORT$REQ_PATH" \
@@ -365,6 +393,12 @@ cache_max_age = \"0s\""
     start_apache
     SESSION_MEM="$(login "$GW_PORT")"
     SESSION_REDIS="$(login "$GWR_PORT")"
+    echo "signing in $SESSIONS sessions on 127.0.0.1:$GW_PORT for session-many"
+    local t0=$SECONDS
+    python3 "$ROOT/benches/login.py" --count "$SESSIONS" --parallel 16 "http://127.0.0.1:$GW_PORT" \
+        >"$TMP/sessions.txt" || die "the $SESSIONS logins for session-many failed"
+    [[ "$(sort -u "$TMP/sessions.txt" | wc -l)" -eq "$SESSIONS" ]] || die "the $SESSIONS sessions are not distinct"
+    echo "$SESSIONS sessions signed in in $((SECONDS - t0)) s"
     TOKEN_RS256="$(access_token urn:authgate:api)"
     TOKEN_ES256="$(access_token urn:authgate:api-es256)"
     local t port code
@@ -489,18 +523,116 @@ to_us() {
     }'
 }
 
-# measure NAME URL HEADER PID: warm up, run wrk once (sending HEADER, e.g. "Cookie: ..." or
-# "Authorization: Bearer ...", when not empty) and append "name round rps p50_us p99_us
-# p999_us errors cpu_s_per_10k" to $TMP/results.tsv. PID serves the target: its CPU time (and
-# its children's) over the measured run is divided by the requests wrk completed.
+# lua_str VALUE: VALUE as a Lua string literal (cookies, tokens and paths: no quote, backslash
+# or control character, which is checked).
+lua_str() {
+    [[ "$1" != *[\"\\]* && "$1" != *[[:cntrl:]]* ]] || die "cannot quote for Lua: $1"
+    printf '"%s"' "$1"
+}
+
+# wrk_script SHAPE HEADER OUT: write the wrk Lua script that sends SHAPE's headers plus HEADER
+# ("Cookie: ...", "Authorization: ...", empty, or "@FILE": a different cookie from FILE, one
+# name=value per line, on each request), and reports percentiles in its `done` hook.
+wrk_script() {
+    local shape="$1" header="$2" out="$3"
+    {
+        echo 'local headers = {}'
+        case "$shape" in
+        browser)
+            cat <<'LUA'
+headers["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"
+headers["Accept-Encoding"] = "gzip, deflate, br, zstd"
+headers["Accept-Language"] = "en-GB,en-US;q=0.9,en;q=0.8,de;q=0.7"
+headers["Cache-Control"] = "max-age=0"
+headers["Sec-Ch-Ua"] = "\"Chromium\";v=\"156\", \"Not)A;Brand\";v=\"24\", \"Google Chrome\";v=\"156\""
+headers["Sec-Ch-Ua-Mobile"] = "?0"
+headers["Sec-Ch-Ua-Platform"] = "\"Linux\""
+headers["Sec-Fetch-Dest"] = "document"
+headers["Sec-Fetch-Mode"] = "navigate"
+headers["Sec-Fetch-Site"] = "same-origin"
+headers["Sec-Fetch-User"] = "?1"
+headers["Upgrade-Insecure-Requests"] = "1"
+headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
+headers["Referer"] = "http://127.0.0.1/dashboard/reports?period=last-30-days&view=summary"
+local cookie_before = "_ga=GA1.1.1946326214.1764500000; _ga_X1Y2Z3=GS1.1.1764500000.3.1.1764500100.0.0.0; theme=dark"
+local cookie_after = "consent=necessary%2Canalytics"
+LUA
+            ;;
+        api)
+            cat <<'LUA'
+headers["Accept"] = "application/json"
+headers["Accept-Encoding"] = "gzip, deflate, br, zstd"
+headers["Accept-Language"] = "en-GB,en-US;q=0.9,en;q=0.8"
+headers["Sec-Fetch-Dest"] = "empty"
+headers["Sec-Fetch-Mode"] = "cors"
+headers["Sec-Fetch-Site"] = "same-origin"
+headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
+headers["Referer"] = "http://127.0.0.1/dashboard/reports"
+local cookie_before, cookie_after = "theme=dark", nil
+LUA
+            ;;
+        *) echo 'local cookie_before, cookie_after = nil, nil' ;;
+        esac
+        cat <<'LUA'
+local function cookie(session)
+  local parts = {}
+  for _, c in ipairs({cookie_before, session, cookie_after}) do
+    if c then parts[#parts + 1] = c end
+  end
+  if #parts > 0 then headers["Cookie"] = table.concat(parts, "; ") end
+end
+LUA
+        case "$header" in
+        @*)
+            printf 'local file = %s\n' "$(lua_str "${header#@}")"
+            cat <<'LUA'
+local cookies, i = {}, 0
+init = function(args)
+  for line in io.lines(file) do cookies[#cookies + 1] = line end
+  -- Each thread starts elsewhere in the list.
+  i = math.random(#cookies)
+end
+request = function()
+  i = i % #cookies + 1
+  cookie(cookies[i])
+  return wrk.format(nil, nil, headers)
+end
+LUA
+            ;;
+        *)
+            if [[ "$header" == Cookie:* ]]; then
+                printf 'cookie(%s)\n' "$(lua_str "${header#Cookie: }")"
+            else
+                echo 'cookie(nil)'
+                [[ -z "$header" ]] || printf 'headers[%s] = %s\n' "$(lua_str "${header%%: *}")" "$(lua_str "${header#*: }")"
+            fi
+            cat <<'LUA'
+local req
+init = function(args) req = wrk.format(nil, nil, headers) end
+request = function() return req end
+LUA
+            ;;
+        esac
+        cat <<'LUA'
+done = function(summary, latency, requests)
+  io.write(string.format("pctl %d %d %d %d\n", latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9), summary.requests))
+end
+LUA
+    } >"$out"
+}
+
+# measure NAME URL HEADER PID: warm up, run wrk once in SHAPE (sending HEADER as `wrk_script`
+# takes it) and append "name shape round rps p50_us p99_us p999_us errors cpu_s_per_10k" to
+# $TMP/results.tsv. PID serves the target: its CPU time (and its children's) over the measured
+# run is divided by the requests wrk completed.
 measure() {
-    local name="$1" url="$2" header="${3:-}" pid="$4" out="$TMP/wrk-$1-$ROUND.txt"
-    local rps p50 p99 p999 errors requests before after cpu
-    local hdr=()
-    [[ -z "$header" ]] || hdr=(-H "$header")
-    $LOADGEN_CPU wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
+    local name="$1" url="$2" header="${3:-}" pid="$4" out="$TMP/wrk-$1-$SHAPE-$ROUND.txt"
+    local rps p50 p99 p999 errors requests before after cpu script="$TMP/wrk-$1-$SHAPE.lua"
+    wrk_script "$SHAPE" "$header" "$script"
+    $LOADGEN_CPU wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -s "$script" "$url" >/dev/null
     before="$(cpu_ticks "$pid")"
-    $LOADGEN_CPU wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -s "$TMP/pctl.lua" "${hdr[@]}" "$url" >"$out"
+    $LOADGEN_CPU wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -s "$script" "$url" >"$out"
     after="$(cpu_ticks "$pid")"
     rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
     read -r p50 p99 p999 requests <<<"$(awk '$1 == "pctl" {print $2, $3, $4, $5}' "$out")"
@@ -511,10 +643,10 @@ measure() {
     [[ -n "$rps" && -n "$p999" && "${requests:-0}" -gt 0 ]] || { cat "$out" >&2; die "cannot parse wrk output for $name"; }
     cpu="$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
         'BEGIN {printf "%.3f", t / hz / n * 10000}')"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$ROUND" "$rps" "$p50" "$p99" "$p999" "$errors" "$cpu" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$SHAPE" "$ROUND" "$rps" "$p50" "$p99" "$p999" "$errors" "$cpu" \
         >>"$TMP/results.tsv"
-    printf '  round %s  %-20s %10s req/s  p50 %7s us  p99 %7s us  p99.9 %7s us  cpu %6s s/10k  errors %s\n' \
-        "$ROUND" "$name" "$rps" "$p50" "$p99" "$p999" "$cpu" "$errors"
+    printf '  round %s  %-8s %-20s %10s req/s  p50 %7s us  p99 %7s us  p99.9 %7s us  cpu %6s s/10k  errors %s\n' \
+        "$ROUND" "$SHAPE" "$name" "$rps" "$p50" "$p99" "$p999" "$cpu" "$errors"
 }
 
 # scaling: throughput and p99 of plain-proxy and session-cached at each of SCALE_CONNS.
@@ -522,17 +654,17 @@ scaling() {
     [[ -n "$SCALE_CONNS" ]] || return 0
     local c t name url header threads out rps p99
     : >"$TMP/scaling.tsv"
-    echo "scaling curve: connections $SCALE_CONNS"
+    echo "scaling curve: connections $SCALE_CONNS, $SCALE_SHAPE requests"
     for c in $SCALE_CONNS; do
         threads=$((c < WRK_THREADS ? c : WRK_THREADS))
-        for t in "plain-proxy|http://127.0.0.1:$PLAIN_PORT$REQ_PATH|" \
-                 "session-cached|http://127.0.0.1:$GW_PORT$REQ_PATH|Cookie: $SESSION_MEM"; do
+        for t in "plain-fair|http://127.0.0.1:$PLAIN_FAIR_PORT$REQ_PATH|" \
+                 "session-many|http://127.0.0.1:$GW_PORT$REQ_PATH|@$TMP/sessions.txt"; do
             IFS='|' read -r name url header <<<"$t"
-            local hdr=()
-            [[ -z "$header" ]] || hdr=(-H "$header")
+            local script="$TMP/scale-$name.lua"
+            wrk_script "$SCALE_SHAPE" "$header" "$script"
             out="$TMP/scale-$name-$c.txt"
-            $LOADGEN_CPU wrk -t"$threads" -c"$c" -d"$WARMUP" "${hdr[@]}" "$url" >/dev/null
-            $LOADGEN_CPU wrk -t"$threads" -c"$c" -d"$DURATION" -s "$TMP/pctl.lua" "${hdr[@]}" "$url" >"$out"
+            $LOADGEN_CPU wrk -t"$threads" -c"$c" -d"$WARMUP" -s "$script" "$url" >/dev/null
+            $LOADGEN_CPU wrk -t"$threads" -c"$c" -d"$DURATION" -s "$script" "$url" >"$out"
             rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
             p99="$(awk '$1 == "pctl" {print $3}' "$out")"
             [[ -n "$rps" && -n "$p99" ]] || { cat "$out" >&2; die "cannot parse wrk output ($name, $c connections)"; }
@@ -548,45 +680,58 @@ report() {
     MACHINE_NPROC="$MACHINE_NPROC" MACHINE_ARCH="$MACHINE_ARCH" MACHINE_CPU="$MACHINE_CPU" \
     ROUNDS="$ROUNDS" CONNS="$CONNS" DURATION="$DURATION" WRK_THREADS="$WRK_THREADS" \
     REQ_PATH="$REQ_PATH" GIT_REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    TARGET_ORDER="$(printf '%s\n' "${TARGETS[@]%%|*}")" BASELINES="${BASELINES[*]}" \
+    TARGET_ORDER="$(printf '%s\n' "${TARGETS[@]%%|*}")" BASELINES="${BASELINES[*]}" SHAPES="$SHAPES" \
     python3 - "$TMP/results.tsv" "$OUT_DIR" <<'PY'
 import json, os, statistics, sys, time
 
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out_dir = sys.argv[2]
+shapes = [x for x in os.environ["SHAPES"].split() if any(r[1] == x for r in rows)]
 # Targets left out with ONLY have no rows.
 measured = {r[0] for r in rows}
 order = [t for t in os.environ["TARGET_ORDER"].split() if t in measured]
-runs = {t: [] for t in order}
-for name, rnd, rps, p50, p99, p999, err, cpu in rows:
-    runs[name].append({"round": int(rnd), "rps": float(rps), "p50_us": float(p50),
-                       "p99_us": float(p99), "p999_us": float(p999), "errors": int(err),
-                       "cpu_s_per_10k": float(cpu)})
+runs = {sh: {t: [] for t in order} for sh in shapes}
+for name, shape, rnd, rps, p50, p99, p999, err, cpu in rows:
+    runs[shape][name].append({"round": int(rnd), "rps": float(rps), "p50_us": float(p50),
+                              "p99_us": float(p99), "p999_us": float(p999), "errors": int(err),
+                              "cpu_s_per_10k": float(cpu)})
 keys = ("rps", "p50_us", "p99_us", "p999_us", "cpu_s_per_10k")
-med = {t: {k: statistics.median(r[k] for r in runs[t]) for k in keys}
-       | {"errors": sum(r["errors"] for r in runs[t])} for t in order}
+med = {sh: {t: {k: statistics.median(r[k] for r in runs[sh][t]) for k in keys}
+            | {"errors": sum(r["errors"] for r in runs[sh][t])} for t in order if runs[sh][t]}
+       for sh in shapes}
 bases = [b for b in os.environ["BASELINES"].split() if b in measured]
-# ratios[base][target]: the target's median throughput and p99 divided by the base's.
-ratios = {b: {t: {"throughput": med[t]["rps"] / med[b]["rps"],
-                  "p99": med[t]["p99_us"] / med[b]["p99_us"]} for t in order if t != b}
-          for b in bases}
-rcols = [(b, k, f"{'thr' if k == 'throughput' else 'p99'}/{b}") for b in bases
-         for k in ("throughput", "p99")]
+# ratios[shape][base][target]: the target's median throughput, p99 and CPU per request
+# divided by the base's, in the same shape.
+ratios = {sh: {b: {t: {"throughput": med[sh][t]["rps"] / med[sh][b]["rps"],
+                       "p99": med[sh][t]["p99_us"] / med[sh][b]["p99_us"],
+                       "cpu": med[sh][t]["cpu_s_per_10k"] / med[sh][b]["cpu_s_per_10k"]
+                              if med[sh][b]["cpu_s_per_10k"] else float("nan")}
+                   for t in med[sh] if t != b}
+               for b in bases if b in med[sh]}
+          for sh in shapes}
+rcols = [(b, k, f"{'thr' if k == 'throughput' else k}/{b}") for b in bases
+         for k in ("throughput", "p99", "cpu")]
 
-def cell(b, t, k):
-    return "-" if t == b else f"{ratios[b][t][k]:.3f}"
+def cell(sh, b, t, k):
+    if t == b or b not in ratios[sh] or t not in ratios[sh][b]:
+        return "-"
+    return f"{ratios[sh][b][t][k]:.3f}"
 
 w = max(6, max(len(t) for t in order))
-hdr = (f"{'target':<{w}} {'req/s':>10} {'p50 µs':>9} {'p99 µs':>9} {'p99.9 µs':>9} {'cpu/10k':>8} {'errors':>6}"
-       + "".join(f" {h:>11}" for _, _, h in rcols))
-print(f"\nmedians over {os.environ['ROUNDS']} rounds; ratio = target / baseline "
-      "(thr: higher is better, p99: lower is better)")
-print(hdr)
-print("-" * len(hdr))
-for t in order:
-    m = med[t]
-    print(f"{t:<{w}} {m['rps']:>10.0f} {m['p50_us']:>9.0f} {m['p99_us']:>9.0f} {m['p999_us']:>9.0f} {m['cpu_s_per_10k']:>8.3f} {m['errors']:>6}"
-          + "".join(f" {cell(b, t, k):>11}" for b, k, _ in rcols))
+print(f"\nmedians over {os.environ['ROUNDS']} rounds; ratio = target / baseline in the same shape "
+      "(thr: higher is better, p99 and cpu: lower is better)")
+for sh in shapes:
+    hdr = (f"{'target':<{w}} {'req/s':>10} {'p50 µs':>9} {'p99 µs':>9} {'p99.9 µs':>9} {'cpu/10k':>8} {'errors':>6}"
+           + "".join(f" {h:>17}" for _, _, h in rcols))
+    print(f"\nshape: {sh}")
+    print(hdr)
+    print("-" * len(hdr))
+    for t in order:
+        if t not in med[sh]:
+            continue
+        m = med[sh][t]
+        print(f"{t:<{w}} {m['rps']:>10.0f} {m['p50_us']:>9.0f} {m['p99_us']:>9.0f} {m['p999_us']:>9.0f} {m['cpu_s_per_10k']:>8.3f} {m['errors']:>6}"
+              + "".join(f" {cell(sh, b, t, k):>17}" for b, k, _ in rcols))
 
 env = {k: os.environ[k] for k in ("ROUNDS", "CONNS", "DURATION", "WRK_THREADS", "REQ_PATH")}
 machine = {"nproc": int(os.environ["MACHINE_NPROC"]), "arch": os.environ["MACHINE_ARCH"],
@@ -595,7 +740,7 @@ stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 doc = {"timestamp": stamp, "git_rev": os.environ["GIT_REV"], "machine": machine,
        "params": {"rounds": int(env["ROUNDS"]), "connections": int(env["CONNS"]),
                   "duration": env["DURATION"], "wrk_threads": int(env["WRK_THREADS"]),
-                  "path": env["REQ_PATH"]},
+                  "path": env["REQ_PATH"], "shapes": shapes},
        "baselines": bases, "median": med, "ratios": ratios, "runs": runs}
 with open(os.path.join(out_dir, "load.json"), "w") as f:
     json.dump(doc, f, indent=2)
@@ -605,14 +750,18 @@ md = [f"# authgate load test ({stamp}, {os.environ['GIT_REV']})", "",
       f"Machine: {machine['nproc']} CPUs, {machine['arch']}, {machine['cpu']}  ",
       f"wrk -t{env['WRK_THREADS']} -c{env['CONNS']} -d{env['DURATION']} on `{env['REQ_PATH']}` "
       f"(public: `/public{env['REQ_PATH']}`), medians of {env['ROUNDS']} interleaved rounds. "
-      "Ratios are target / baseline (thr: higher is better; p99: lower is better). "
-      "CPU: seconds of the serving process(es) per 10 000 requests.", "",
-      "| target | req/s | p50 µs | p99 µs | p99.9 µs | CPU s/10k | errors | " + " | ".join(h for _, _, h in rcols) + " |",
-      "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(rcols)]
-for t in order:
-    m = med[t]
-    md.append(f"| {t} | {m['rps']:.0f} | {m['p50_us']:.0f} | {m['p99_us']:.0f} | {m['p999_us']:.0f} | {m['cpu_s_per_10k']:.3f} | {m['errors']} | "
-              + " | ".join(cell(b, t, k) for b, k, _ in rcols) + " |")
+      "Ratios are target / baseline in the same request shape (thr: higher is better; p99 and "
+      "cpu: lower is better). CPU: seconds of the serving process(es) per 10 000 requests."]
+for sh in shapes:
+    md += ["", f"## Shape: {sh}", "",
+           "| target | req/s | p50 µs | p99 µs | p99.9 µs | CPU s/10k | errors | " + " | ".join(h for _, _, h in rcols) + " |",
+           "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(rcols)]
+    for t in order:
+        if t not in med[sh]:
+            continue
+        m = med[sh][t]
+        md.append(f"| {t} | {m['rps']:.0f} | {m['p50_us']:.0f} | {m['p99_us']:.0f} | {m['p999_us']:.0f} | {m['cpu_s_per_10k']:.3f} | {m['errors']} | "
+                  + " | ".join(cell(sh, b, t, k) for b, k, _ in rcols) + " |")
 with open(os.path.join(out_dir, "load.md"), "w") as f:
     f.write("\n".join(md) + "\n")
 print(f"\nwrote {out_dir}/load.md and {out_dir}/load.json")
@@ -631,22 +780,18 @@ main() {
     echo "building release binaries"
     cargo build --release --bin authgate --example plain_proxy --example plain_proxy_mimalloc
     [[ -x "$BIN" && -x "$PLAIN" && -x "$PLAIN_MI" ]] || die "$BIN, $PLAIN or $PLAIN_MI not built"
-    cat >"$TMP/pctl.lua" <<'EOF'
-done = function(summary, latency, requests)
-  io.write(string.format("pctl %d %d %d %d\n", latency:percentile(50), latency:percentile(99),
-    latency:percentile(99.9), summary.requests))
-end
-EOF
     start_servers
 
     # name|url|header (empty: none)|pid of the serving process. Ratios are taken against each
     # of BASELINES.
     TARGETS=(
         "direct|http://127.0.0.1:$ECHO_PORT$REQ_PATH||$ECHO_PID"
+        "plain-fair|http://127.0.0.1:$PLAIN_FAIR_PORT$REQ_PATH||$PLAIN_FAIR_PID"
         "plain-proxy|http://127.0.0.1:$PLAIN_PORT$REQ_PATH||$PLAIN_PID"
         "plain-mimalloc|http://127.0.0.1:$PLAIN_MI_PORT$REQ_PATH||$PLAIN_MI_PID"
         "public|http://127.0.0.1:$GW_PORT/public$REQ_PATH||$GW_PID"
         "session-cached|http://127.0.0.1:$GW_PORT$REQ_PATH|Cookie: $SESSION_MEM|$GW_PID"
+        "session-many|http://127.0.0.1:$GW_PORT$REQ_PATH|@$TMP/sessions.txt|$GW_PID"
         "session-redis|http://127.0.0.1:$GWR_PORT$REQ_PATH|Cookie: $SESSION_REDIS|$GWR_PID"
         "bearer-rs256|http://127.0.0.1:$GW_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_RS256|$GW_PID"
         "bearer-es256|http://127.0.0.1:$GW_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_ES256|$GW_PID"
@@ -654,18 +799,20 @@ EOF
         "bearer-es256-nocache|http://127.0.0.1:$GWN_PORT/api$REQ_PATH|Authorization: Bearer $TOKEN_ES256|$GWN_PID"
         "apache-oidc|http://127.0.0.1:$APACHE_PORT$REQ_PATH|Cookie: $SESSION_APACHE|$APACHE_PID"
     )
-    BASELINES=(plain-proxy plain-mimalloc apache-oidc public)
+    BASELINES=(plain-fair plain-proxy plain-mimalloc apache-oidc)
 
     : >"$TMP/results.tsv"
     for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
         echo "round $ROUND/$ROUNDS"
         local t name url header pid
-        for t in "${TARGETS[@]}"; do
-            IFS='|' read -r name url header pid <<<"$t"
-            if [[ -n "$ONLY" && ",$ONLY," != *",$name,"* ]]; then
-                continue
-            fi
-            measure "$name" "$url" "$header" "$pid"
+        for SHAPE in $SHAPES; do
+            for t in "${TARGETS[@]}"; do
+                IFS='|' read -r name url header pid <<<"$t"
+                if [[ -n "$ONLY" && ",$ONLY," != *",$name,"* ]]; then
+                    continue
+                fi
+                measure "$name" "$url" "$header" "$pid"
+            done
         done
     done
     report

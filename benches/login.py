@@ -5,6 +5,8 @@
     python3 benches/login.py --apache http://127.0.0.1:PORT
         # the same against Apache + mod_auth_openidc (redirect URI /oidc/callback): prints
         # "mod_auth_openidc_session=..."
+    python3 benches/login.py --count 10000 --parallel 16 http://127.0.0.1:PORT
+        # 10 000 distinct sessions (one real login each, 16 at a time): one cookie per line
 
 Replicates `http_login` in tests/common/mod.rs: GET <gw>/.authgate/login?rd=/ -> 302 to the
 IdP with the transaction cookie -> the IdP's redirects (303s, relative Locations resolved
@@ -55,19 +57,47 @@ def get(op, url, headers=None):
         return e.code, e.headers
 
 
+class LoginError(Exception):
+    pass
+
+
 def fail(msg):
-    print(f"login.py: {msg}", file=sys.stderr)
-    sys.exit(1)
+    raise LoginError(msg)
 
 
 def main():
     args = sys.argv[1:]
-    apache = args[:1] == ["--apache"]
-    if apache:
-        args = args[1:]
-    if len(args) != 1:
-        fail("usage: login.py [--apache] http://127.0.0.1:PORT")
+    apache, count, parallel = False, 1, 1
+    while args and args[0].startswith("--"):
+        flag = args.pop(0)
+        if flag == "--apache":
+            apache = True
+        elif flag in ("--count", "--parallel") and args and args[0].isdigit():
+            value = int(args.pop(0))
+            count, parallel = (value, parallel) if flag == "--count" else (count, value)
+        else:
+            args = []
+            break
+    if len(args) != 1 or count < 1 or parallel < 1:
+        print("usage: login.py [--apache] [--count N] [--parallel P] http://127.0.0.1:PORT",
+              file=sys.stderr)
+        sys.exit(2)
     gw = args[0].rstrip("/")
+    try:
+        if count == 1:
+            print(login(gw, apache))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(parallel) as pool:
+            for cookie in pool.map(lambda _: login(gw, apache), range(count)):
+                print(cookie)
+    except LoginError as e:
+        print(f"login.py: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def login(gw, apache):
+    """One complete sign-in; the session cookie as name=value."""
     gw_op = opener()
     idp_op = opener(LoopbackJar())
 
@@ -98,7 +128,7 @@ def main():
                if c.startswith(name + "=") and not c.startswith(name + "=;")]
     if status // 100 != 3 or not session:
         fail(f"callback answered {status} without a session cookie")
-    print(session[0])
+    return session[0]
 
 
 if __name__ == "__main__":

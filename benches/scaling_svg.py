@@ -12,7 +12,7 @@ import math
 import os
 import sys
 
-COLORS = {"plain-proxy": "#888888", "session-cached": "#1f6feb"}
+COLORS = {"plain-fair": "#888888", "session-many": "#1f6feb"}
 
 
 def chart(series, conns, x0, title, key, log_y):
@@ -79,8 +79,8 @@ def main():
         for n in series:
             cells += [f"{by[n][c]['rps']:.0f}", f"{by[n][c]['p99_us']:.0f}"]
         ratio = "-"
-        if "session-cached" in by and "plain-proxy" in by:
-            ratio = f"{by['session-cached'][c]['rps'] / by['plain-proxy'][c]['rps']:.3f}"
+        if "session-many" in by and "plain-fair" in by:
+            ratio = f"{by['session-many'][c]['rps'] / by['plain-fair'][c]['rps']:.3f}"
         md.append(f"| {c} | " + " | ".join(cells) + f" | {ratio} |")
     with open(os.path.join(out, "scaling.md"), "w") as f:
         f.write("\n".join(md) + "\n")

@@ -2,7 +2,7 @@
 //! (mimalloc), so `benches/load.sh` can tell the allocator's share of a ratio from authgate's own
 //! cost.
 //!
-//!     cargo run --release --example plain_proxy_mimalloc -- 127.0.0.1:8081 127.0.0.1:3000 [THREADS]
+//!     cargo run --release --example plain_proxy_mimalloc -- 127.0.0.1:8081 127.0.0.1:3000 [THREADS] [fair]
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
