@@ -46,6 +46,16 @@
 # all, so the load generator's cost is equal); session-many's picks the next of the SESSIONS
 # cookies on each request.
 #
+# TLS and HTTP/2 (TLS=1, the default), after the plain-HTTP rounds, as browsers reach a
+# gateway: one self-signed certificate for 127.0.0.1, served by authgate's TLS listener, the fair
+# plain proxy (`--tls`) and Apache (mod_ssl, mod_http2), all in the browser shape with the
+# session cookie (authgate: `__Host-` name over HTTPS; one session, as h2load sends fixed
+# headers), TLS_ROUNDS interleaved rounds (default ROUNDS) of:
+#   h2        h2load over TLS with ALPN h2, CONNS connections x TLS_STREAMS (10) concurrent
+#             streams each, for DURATION; percentiles from h2load's per-request log
+#   h1-close  wrk over TLS with HTTP/1.1 and `Connection: close`: a new TLS connection (full
+#             handshake) for every request
+#
 # After the rounds, a scaling curve: plain-proxy and session-cached at SCALE_CONNS connections
 # (default "1 16 64 256 1024"), one run each, drawn into $OUT_DIR/scaling.svg (throughput and
 # p99 against connections) with the numbers in scaling.md / scaling.json. SCALE_CONNS="" skips it.
@@ -76,6 +86,9 @@ REQ_PATH="${REQ_PATH:-/bench?echo_quiet}"
 SHAPES="${SHAPES:-minimal browser api}"
 SESSIONS="${SESSIONS:-10000}"
 SCALE_SHAPE="${SCALE_SHAPE:-browser}"
+TLS="${TLS:-1}"
+TLS_ROUNDS="${TLS_ROUNDS:-$ROUNDS}"
+TLS_STREAMS="${TLS_STREAMS:-10}"
 OUT_DIR="${OUT_DIR:-bench-results}"
 SCALE_CONNS="${SCALE_CONNS-1 16 64 256 1024}"
 ONLY="${ONLY:-}"
@@ -101,7 +114,7 @@ die() { echo "load.sh: error: $*" >&2; exit 1; }
 for shape in $SHAPES $SCALE_SHAPE; do
     [[ "$shape" =~ ^(minimal|browser|api)$ ]] || die "unknown shape '$shape' (minimal, browser, api)"
 done
-for v in ROUNDS CONNS WRK_THREADS SESSIONS; do
+for v in ROUNDS CONNS WRK_THREADS SESSIONS TLS_ROUNDS TLS_STREAMS; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 
@@ -320,7 +333,12 @@ EOF
 start_servers() {
     read -r ECHO_PORT GW_PORT ADMIN_PORT GWR_PORT GWR_ADMIN_PORT REDIS_PORT IDP_PORT \
         GWN_PORT GWN_ADMIN_PORT PLAIN_PORT APACHE_PORT PLAIN_MI_PORT PLAIN_FAIR_PORT \
-        <<<"$(free_ports 13)"
+        GW_TLS_PORT PLAIN_TLS_PORT APACHE_TLS_PORT <<<"$(free_ports 16)"
+    # One self-signed certificate for 127.0.0.1 (P-256), for every TLS listener.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$TMP/tls-key.pem" -out "$TMP/tls-cert.pem" 2>/dev/null || die "openssl could not make a certificate"
+    chmod 644 "$TMP/tls-key.pem"
 
     $LOADGEN_CPU "$BIN" echo --listen "127.0.0.1:$ECHO_PORT" >"$TMP/echo.log" 2>&1 &
     ECHO_PID=$!
@@ -352,7 +370,8 @@ start_servers() {
     PLAIN_PID=$!
     PIDS+=("$PLAIN_PID")
     wait_http "plain Pingora proxy" "http://127.0.0.1:$PLAIN_PORT$REQ_PATH" "$TMP/plain.log" "$PLAIN_PID"
-    $PROXY_CPU "$PLAIN" "127.0.0.1:$PLAIN_FAIR_PORT" "127.0.0.1:$ECHO_PORT" 2 fair >"$TMP/plain-fair.log" 2>&1 &
+    $PROXY_CPU "$PLAIN" "127.0.0.1:$PLAIN_FAIR_PORT" "127.0.0.1:$ECHO_PORT" 2 fair \
+        --tls "127.0.0.1:$PLAIN_TLS_PORT" "$TMP/tls-cert.pem" "$TMP/tls-key.pem" >"$TMP/plain-fair.log" 2>&1 &
     PLAIN_FAIR_PID=$!
     PIDS+=("$PLAIN_FAIR_PID")
     wait_http "plain Pingora proxy (fair)" "http://127.0.0.1:$PLAIN_FAIR_PORT$REQ_PATH" "$TMP/plain-fair.log" "$PLAIN_FAIR_PID"
@@ -366,7 +385,10 @@ start_servers() {
 
     local secret
     secret="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-    gateway_config authgate "$GW_PORT" "$ADMIN_PORT" 'store = "memory"'
+    gateway_config authgate "$GW_PORT" "$ADMIN_PORT" 'store = "memory"' "[[listeners]]
+address = \"127.0.0.1:$GW_TLS_PORT\"
+tls_cert_file = \"$TMP/tls-cert.pem\"
+tls_key_file = \"$TMP/tls-key.pem\""
     gateway_config authgate-redis "$GWR_PORT" "$GWR_ADMIN_PORT" "store = \"redis\"
 redis_url = \"redis://127.0.0.1:$REDIS_PORT/\"
 secret = \"$secret\"
@@ -431,7 +453,18 @@ LoadModule authn_core_module $m/mod_authn_core.so
 LoadModule auth_openidc_module $m/mod_auth_openidc.so
 LoadModule proxy_module $m/mod_proxy.so
 LoadModule proxy_http_module $m/mod_proxy_http.so
+LoadModule ssl_module $m/mod_ssl.so
+LoadModule http2_module $m/mod_http2.so
+LoadModule socache_shmcb_module $m/mod_socache_shmcb.so
 Listen 127.0.0.1:$APACHE_PORT
+Listen 127.0.0.1:$APACHE_TLS_PORT
+SSLSessionCache shmcb:$TMP/apache/ssl_scache(512000)
+<VirtualHost 127.0.0.1:$APACHE_TLS_PORT>
+  SSLEngine on
+  SSLCertificateFile $TMP/tls-cert.pem
+  SSLCertificateKeyFile $TMP/tls-key.pem
+  Protocols h2 http/1.1
+</VirtualHost>
 ServerName 127.0.0.1
 PidFile $TMP/apache/httpd.pid
 ErrorLog $TMP/apache/error.log
@@ -576,8 +609,10 @@ LUA
         cat <<'LUA'
 local function cookie(session)
   local parts = {}
-  for _, c in ipairs({cookie_before, session, cookie_after}) do
-    if c then parts[#parts + 1] = c end
+  -- Not ipairs: it would stop at the first nil.
+  local all = {cookie_before, session, cookie_after}
+  for i = 1, 3 do
+    if all[i] then parts[#parts + 1] = all[i] end
   end
   if #parts > 0 then headers["Cookie"] = table.concat(parts, "; ") end
 end
@@ -675,13 +710,115 @@ scaling() {
     python3 "$ROOT/benches/scaling_svg.py" "$TMP/scaling.tsv" "$OUT_DIR"
 }
 
+# measure_tls NAME MODE URL COOKIE PID: one TLS run (MODE h2 or h1-close) in the browser shape
+# with COOKIE; appends to $TMP/tls.tsv like `measure` does to results.tsv.
+measure_tls() {
+    local name="$1" mode="$2" url="$3" cookie="$4" pid="$5" out="$TMP/tls-$1-$2-$ROUND.txt"
+    local rps p50 p99 p999 errors requests before after cpu secs="${DURATION%s}"
+    local script="$TMP/tls-$1-$2.lua" h=() line
+    if [[ "$mode" == h2 ]]; then
+        # The browser shape's headers, from the generated script, as h2load -H options.
+        wrk_script browser "Cookie: $cookie" "$script"
+        while IFS= read -r line; do
+            h+=(-H "$line")
+        done < <(python3 - "$script" <<'PY'
+import re, sys
+src = open(sys.argv[1]).read()
+for k, v in re.findall(r'headers\["([^"]+)"\] = "((?:[^"\\]|\\.)*)"', src):
+    print(f"{k}: {v.encode().decode('unicode_escape')}")
+before = re.search(r'local cookie_before = "([^"]*)"', src).group(1)
+after = re.search(r'local cookie_after = "([^"]*)"', src).group(1)
+session = re.search(r'cookie\("([^"]*)"\)', src).group(1)
+print(f"Cookie: {before}; {session}; {after}")
+PY
+)
+        $LOADGEN_CPU h2load -t"$WRK_THREADS" -c"$CONNS" -m"$TLS_STREAMS" -D1 "${h[@]}" "$url" >/dev/null 2>&1
+        before="$(cpu_ticks "$pid")"
+        $LOADGEN_CPU h2load -t"$WRK_THREADS" -c"$CONNS" -m"$TLS_STREAMS" -D"$secs" --log-file="$out.log" \
+            "${h[@]}" "$url" >"$out" 2>&1 || true
+        after="$(cpu_ticks "$pid")"
+        rps="$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$out")"
+        requests="$(awk '/^requests:/ {print $8}' "$out")"
+        # "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
+        # and "status codes: N 2xx, N 3xx, N 4xx, N 5xx".
+        errors="$(awk '/^requests:/ {e += $10 + $12 + $14} /^status codes:/ {e += $6 + $8} END {print e + 0}' "$out")"
+        read -r p50 p99 p999 <<<"$(awk -F'\t' '{print $3}' "$out.log" | sort -n | awk '
+            {v[NR] = $1} END {if (NR == 0) exit; printf "%d %d %d\n", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1], v[int(NR * 0.999) + 1]}')"
+    else
+        wrk_script browser "Cookie: $cookie" "$script"
+        sed -i 's/^local req$/headers["Connection"] = "close"\nlocal req/' "$script"
+        $LOADGEN_CPU wrk -t"$WRK_THREADS" -c"$CONNS" -d"$WARMUP" -s "$script" "$url" >/dev/null
+        before="$(cpu_ticks "$pid")"
+        $LOADGEN_CPU wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" -s "$script" "$url" >"$out"
+        after="$(cpu_ticks "$pid")"
+        rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
+        read -r p50 p99 p999 requests <<<"$(awk '$1 == "pctl" {print $2, $3, $4, $5}' "$out")"
+        errors="$(awk '/Non-2xx or 3xx responses:/ {e += $NF}
+                       /Socket errors:/ {for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) e += $i}
+                       END {print e + 0}' "$out")"
+    fi
+    [[ -n "$rps" && -n "$p999" && "${requests:-0}" -gt 0 ]] || { cat "$out" >&2; die "cannot parse the TLS run of $name ($mode)"; }
+    cpu="$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+        'BEGIN {printf "%.3f", t / hz / n * 10000}')"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$ROUND" "$rps" "$p50" "$p99" "$p999" "${errors:-0}" "$cpu" \
+        >>"$TMP/tls.tsv"
+    printf '  round %s  %-8s %-20s %10s req/s  p50 %7s us  p99 %7s us  p99.9 %7s us  cpu %6s s/10k  errors %s\n' \
+        "$ROUND" "$mode" "$name" "$rps" "$p50" "$p99" "$p999" "$cpu" "${errors:-0}"
+}
+
+# tls_rounds: the TLS and HTTP/2 comparison (see the header), reported like the plain rounds
+# into $OUT_DIR/tls.md and tls.json.
+tls_rounds() {
+    [[ "$TLS" == 1 ]] || return 0
+    local t name url cookie pid mode
+    local tls_targets=(
+        "plain-fair|https://127.0.0.1:$PLAIN_TLS_PORT$REQ_PATH||$PLAIN_FAIR_PID"
+        "session-cached|https://127.0.0.1:$GW_TLS_PORT$REQ_PATH|__Host-$SESSION_MEM|$GW_PID"
+        "apache-oidc|https://127.0.0.1:$APACHE_TLS_PORT$REQ_PATH|$SESSION_APACHE|$APACHE_PID"
+    )
+    local code
+    for t in "${tls_targets[@]}"; do
+        IFS='|' read -r name url cookie pid <<<"$t"
+        code="$(curl -sk -o /dev/null -w '%{http_code} %{http_version}' --http2 --max-time 5 \
+            ${cookie:+-H "Cookie: $cookie"} "$url")"
+        [[ "$code" == "200 2" ]] || die "$name over TLS answered '$code' (expected 200 over HTTP/2)"
+    done
+    echo "TLS targets answer 200 over HTTP/2"
+    : >"$TMP/tls.tsv"
+    for ((ROUND = 1; ROUND <= TLS_ROUNDS; ROUND++)); do
+        echo "TLS round $ROUND/$TLS_ROUNDS"
+        for mode in h2 h1-close; do
+            for t in "${tls_targets[@]}"; do
+                IFS='|' read -r name url cookie pid <<<"$t"
+                if [[ -n "$ONLY" && ",$ONLY," != *",$name,"* ]]; then
+                    continue
+                fi
+                measure_tls "$name" "$mode" "$url" "$cookie" "$pid"
+            done
+        done
+    done
+    local dir="$OUT_DIR/tls"
+    mkdir -p "$dir"
+    # report_tsv reads these (bash scoping is dynamic): the TLS targets, modes and baselines.
+    local TARGETS=("${tls_targets[@]}") SHAPES="h2 h1-close" BASELINES=(plain-fair apache-oidc)
+    report_tsv "$TMP/tls.tsv" "$dir"
+    mv "$dir/load.md" "$OUT_DIR/tls.md"
+    mv "$dir/load.json" "$OUT_DIR/tls.json"
+    rmdir "$dir"
+}
+
 report() {
-    mkdir -p "$OUT_DIR"
+    report_tsv "$TMP/results.tsv" "$OUT_DIR"
+}
+
+# report_tsv TSV DIR: medians, ratios and the tables of one set of runs.
+report_tsv() {
+    mkdir -p "$2"
     MACHINE_NPROC="$MACHINE_NPROC" MACHINE_ARCH="$MACHINE_ARCH" MACHINE_CPU="$MACHINE_CPU" \
     ROUNDS="$ROUNDS" CONNS="$CONNS" DURATION="$DURATION" WRK_THREADS="$WRK_THREADS" \
     REQ_PATH="$REQ_PATH" GIT_REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     TARGET_ORDER="$(printf '%s\n' "${TARGETS[@]%%|*}")" BASELINES="${BASELINES[*]}" SHAPES="$SHAPES" \
-    python3 - "$TMP/results.tsv" "$OUT_DIR" <<'PY'
+    python3 - "$1" "$2" <<'PY'
 import json, os, statistics, sys, time
 
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
@@ -775,6 +912,8 @@ main() {
     ensure_tool wrk wrk
     ensure_tool redis-server redis-server
     ensure_tool apache2 apache2
+    ensure_tool openssl openssl
+    [[ "$TLS" != 1 ]] || ensure_tool h2load nghttp2-client
     ensure_file /usr/lib/apache2/modules/mod_auth_openidc.so libapache2-mod-auth-openidc
     ensure_idp
     echo "building release binaries"
@@ -816,6 +955,7 @@ main() {
         done
     done
     report
+    tls_rounds
     scaling
 }
 

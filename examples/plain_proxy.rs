@@ -2,12 +2,14 @@
 //! `pingora` dependency (and features) as authgate, with nothing else on the request path.
 //!
 //!     cargo run --release --example plain_proxy -- 127.0.0.1:8081 127.0.0.1:3000 [THREADS] [fair]
+//!         [--tls 127.0.0.1:8443 CERT_PEM KEY_PEM]
 //!
 //! `benches/load.sh` measures it next to authgate, so the gateway's cost is a ratio to what the
 //! proxy engine costs on its own. With `fair`, it is configured as a production proxy would
 //! be, with authgate's defaults: upstream connect (5 s, 10 s in all), read, write and pool idle
 //! timeouts (60 s), and a 60 s keep-alive timeout for idle client connections. The ratio to the
-//! fair proxy is then authgate's own work; the bare one (no timeouts) is kept as a second line. It uses the system allocator, as Pingora does by default;
+//! fair proxy is then authgate's own work; the bare one (no timeouts) is kept as a second line.
+//! `--tls` adds a TLS listener with HTTP/2 by ALPN, as authgate's TLS listeners have. It uses the system allocator, as Pingora does by default;
 //! `plain_proxy_mimalloc` is the same proxy with authgate's allocator.
 
 use async_trait::async_trait;
@@ -69,6 +71,10 @@ pub(crate) fn main() {
     };
     let threads = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(2);
     let fair = args.get(3).is_some_and(|a| a == "fair");
+    let tls = args
+        .iter()
+        .position(|a| a == "--tls")
+        .and_then(|i| Some((args.get(i + 1)?, args.get(i + 2)?, args.get(i + 3)?)));
     let dir = std::env::temp_dir();
     let conf = ServerConf {
         threads,
@@ -94,6 +100,15 @@ pub(crate) fn main() {
         },
     );
     svc.add_tcp(listen);
+    if let Some((addr, cert, key)) = tls {
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate(cert, key)
+            .unwrap_or_else(|e| {
+                eprintln!("plain_proxy: TLS listener {addr}: {e}");
+                std::process::exit(2);
+            });
+        settings.enable_h2();
+        svc.add_tls_with_settings(addr, None, settings);
+    }
     server.add_service(svc);
     server.run_forever();
 }
