@@ -247,7 +247,14 @@ const FORGED: &[(&str, &str)] = &[
 
 /// One request as an API client (JSON: the echo app answers with what it saw) or a browser
 /// navigation (HTML: only the decision is recorded), holding `cookies`.
-async fn request(base: &str, method: &str, path: &str, browser: bool, cookies: &Jar) -> Seen {
+async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    browser: bool,
+    cookies: &Jar,
+    forged: &[(&str, &str)],
+) -> Seen {
     let mut req = client()
         .request(method.parse().unwrap(), format!("{base}{path}"))
         .header(
@@ -261,12 +268,19 @@ async fn request(base: &str, method: &str, path: &str, browser: bool, cookies: &
     if !cookies.0.is_empty() {
         req = req.header("cookie", cookies.header());
     }
-    for (k, v) in FORGED {
+    for (k, v) in forged {
         req = req.header(*k, *v);
     }
     let r = req.send().await.unwrap();
     let decision = decision(r.status().as_u16());
     let mut identity = BTreeMap::new();
+    // Identity headers are for the app, never for the browser.
+    for k in r.headers().keys() {
+        assert!(
+            !is_identity(k.as_str()),
+            "{method} {path}: answered with {k}"
+        );
+    }
     if decision == Decision::Pass && !browser {
         let seen: common::Seen = r.json().await.expect("the echo app's JSON");
         for (k, v) in seen.headers {
@@ -322,9 +336,18 @@ fn extra_users() -> String {
     .to_string()
 }
 
-/// A provider (with its login form) whose client `app` may return to both sites.
-async fn provider(apache_port: u16, gateway_port: u16) -> Idp {
+/// A provider (with its login form) whose client `app` may return to the sites at `ports`,
+/// each with its callback path.
+async fn provider_for(sites: &[(u16, &str)]) -> Idp {
     let users = extra_users();
+    let redirects: Vec<String> = sites
+        .iter()
+        .map(|(port, callback)| format!("http://127.0.0.1:{port}{callback}"))
+        .collect();
+    let post_logout: Vec<String> = sites
+        .iter()
+        .map(|(port, _)| format!("http://127.0.0.1:{port}/"))
+        .collect();
     Idp::start_full(
         0,
         false,
@@ -332,16 +355,19 @@ async fn provider(apache_port: u16, gateway_port: u16) -> Idp {
         &[("IDP_USERS", users.as_str())],
         serde_json::json!({
             "client_id": "app",
-            "redirect_uris": [
-                format!("http://127.0.0.1:{apache_port}/redirect_uri"),
-                format!("http://127.0.0.1:{gateway_port}/.authgate/callback"),
-            ],
-            "post_logout_redirect_uris": [
-                format!("http://127.0.0.1:{apache_port}/"),
-                format!("http://127.0.0.1:{gateway_port}/"),
-            ],
+            "redirect_uris": redirects,
+            "post_logout_redirect_uris": post_logout,
         }),
     )
+    .await
+}
+
+/// [`provider_for`] Apache's and authgate's callbacks in the mod_auth_openidc example.
+async fn provider(apache_port: u16, gateway_port: u16) -> Idp {
+    provider_for(&[
+        (apache_port, "/redirect_uri"),
+        (gateway_port, "/.authgate/callback"),
+    ])
     .await
 }
 
@@ -401,6 +427,10 @@ async fn authgate_from_guide(
             env: vec![
                 ("OIDC_CLIENT_SECRET".into(), Some(CLIENT_SECRET.into())),
                 ("OIDC_PASSPHRASE".into(), Some(PASSPHRASE.into())),
+                (
+                    "OAUTH2_PROXY_CLIENT_SECRET".into(),
+                    Some(CLIENT_SECRET.into()),
+                ),
             ],
             ..Opts::default()
         },
@@ -426,7 +456,7 @@ async fn matrix(base: &str, callback_path: &str, users: &[&str]) -> Matrix {
     for (user, jar) in &jars {
         for path in PATHS {
             for (method, browser) in KINDS {
-                let seen = request(base, method, path, *browser, jar).await;
+                let seen = request(base, method, path, *browser, jar, FORGED).await;
                 out.insert(
                     (user.clone(), method.to_string(), *browser, path.to_string()),
                     seen,
@@ -673,5 +703,196 @@ async fn authgate_gives_the_app_what_mod_auth_openidc_gave() {
             "{what}: {:?}",
             now.identity
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// oauth2-proxy
+
+const OAUTH2_PROXY_GUIDE: &str = "docs/migrate-oauth2-proxy.md";
+
+/// What oauth2-proxy (v7, github.com/oauth2-proxy/oauth2-proxy) passes the app for a user it
+/// lets in, with the worked example's flags, from its source:
+/// - `pkg/apis/options/legacy_header.go`, `getRequestHeaders`: `--pass-user-headers`
+///   (default true) adds `X-Forwarded-User` (claim "user"), `X-Forwarded-Email`,
+///   `X-Forwarded-Groups` and `X-Forwarded-Preferred-Username`; `--pass-basic-auth`
+///   (default true) adds `Authorization: Basic` only with a `--basic-auth-password`;
+///   `--pass-authorization-header` adds `Authorization: Bearer <id_token>`
+///   (`getAuthorizationHeader`, claim "id_token", prefix "Bearer "); no
+///   `--pass-access-token`, so no `X-Forwarded-Access-Token`. Every one of them is
+///   `PreserveRequestValue: false` (`--skip-auth-strip-headers`, default true): a client's copy
+///   is removed.
+/// - `getResponseHeaders`: `--set-xauthrequest` adds `X-Auth-Request-User`, `-Email`,
+///   `-Preferred-Username`, `-Groups` to the *response* (authgate: to the app, documented).
+/// - `pkg/apis/options/legacy_provider.go`: `--user-id-claim` defaults to `email`, so "user"
+///   is the address.
+/// - `pkg/header/injector.go`: a claim with several values (groups) is `header.Add`ed once
+///   per value: one header line per group (authgate: one line, comma-separated; documented).
+fn oauth2_proxy_headers(user: &str) -> BTreeMap<String, Vec<String>> {
+    let (email, groups): (&str, &[&str]) = match user {
+        "alice" => ("alice@example.com", &["admins", "dev"]),
+        other => panic!("oauth2-proxy lets only alice in, not {other}"),
+    };
+    let v = |s: &str| vec![s.to_string()];
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    BTreeMap::from([
+        ("x-forwarded-user".to_string(), v(email)),
+        ("x-forwarded-email".to_string(), v(email)),
+        ("x-forwarded-groups".to_string(), groups),
+        ("x-forwarded-preferred-username".to_string(), v(user)),
+    ])
+}
+
+/// What oauth2-proxy decides with the worked example's flags, from its source
+/// (`oauthproxy.go`):
+/// - `Proxy` → `getAuthenticatedSession`: a request `IsAllowedRequest` matches
+///   (`--skip-auth-route='GET=^/status'`: method GET and the path regex) passes without a
+///   session; otherwise no session is `ErrNeedsLogin`: 401 for an AJAX request (`isAjax`:
+///   `Accept: application/json`), else with `--skip-provider-button` a redirect to the
+///   provider (`OAuthStart`).
+/// - `OAuthCallback`: `p.Validator(session.Email)` (`--email-domain`) and
+///   `p.provider.Authorize` (`--allowed-group`) must both pass, else 403 ("Invalid Account") and
+///   no session; `getAuthenticatedSession` checks both again on every request (403).
+///   authgate signs such a user in and answers 403 to every request (documented): the kind of
+///   decision the user and the app see is the same.
+fn oauth2_proxy_decision(user: &str, method: &str, path: &str, browser: bool) -> Decision {
+    if method == "GET" && path.starts_with("/status") {
+        return Decision::Pass;
+    }
+    match user {
+        "anonymous" if browser => Decision::SignIn,
+        "anonymous" => Decision::Unauthorized,
+        "alice" => Decision::Pass,
+        // carol: example.com, not in admins; erin: in admins, example.org.
+        _ => Decision::Forbidden,
+    }
+}
+
+/// The guide's oauth2-proxy worked example: authgate running its TOML block gives the app
+/// the headers and decisions oauth2-proxy's source defines for its flags (see
+/// [`oauth2_proxy_headers`], [`oauth2_proxy_decision`]).
+///
+/// Needs issue 16's `id_token = "Authorization"` and `x_auth_request` (claims to headers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authgate_gives_the_app_what_oauth2_proxy_gave() {
+    let md = guide(OAUTH2_PROXY_GUIDE);
+    // The expectations below are for exactly these flags.
+    let flags = section_blocks(&md, WORKED_EXAMPLE, "sh");
+    assert_eq!(
+        flags.len(),
+        1,
+        "one oauth2-proxy command in the worked example"
+    );
+    for flag in [
+        "--provider=oidc",
+        "--email-domain=example.com",
+        "--allowed-group=admins",
+        "--skip-auth-route='GET=^/status'",
+        "--skip-provider-button",
+        "--set-xauthrequest",
+        "--pass-authorization-header",
+    ] {
+        assert!(flags[0].contains(flag), "the guide's flags: no {flag}");
+    }
+    for flag in [
+        "--pass-access-token",
+        "--basic-auth-password",
+        "--prefer-email-to-user",
+        "--user-id-claim",
+        "--pass-user-headers",
+        "--skip-auth-strip-headers",
+    ] {
+        assert!(!flags[0].contains(flag), "the guide's flags: {flag}");
+    }
+
+    let port = free_port();
+    let idp = provider_for(&[(port, "/oauth2/callback")]).await;
+    let app = echo().await;
+    let gw = authgate_from_guide(
+        OAUTH2_PROXY_GUIDE,
+        port,
+        &idp,
+        app,
+        "[[listeners]]\naddress = \"0.0.0.0:4180\"\n\n",
+    )
+    .await;
+    let base = format!("http://{}", gw.addr);
+    // oauth2-proxy's namespace (and `Authorization`, which it sets here).
+    let forged = [
+        ("X-Forwarded-User", "forged"),
+        ("X_Forwarded_Email", "forged@evil.example"),
+        ("x-forwarded-groups", "forged"),
+        ("X-Auth-Request-User", "forged"),
+        ("Authorization", "Bearer forged"),
+    ];
+    let mut users = vec![("anonymous".to_string(), Jar::default())];
+    for user in ["alice", "carol", "erin"] {
+        users.push((
+            user.to_string(),
+            form_login(&base, "/app/page", "/oauth2/callback", user).await,
+        ));
+    }
+    for (user, jar) in &users {
+        for path in ["/app/page?x=1", "/status"] {
+            for (method, browser) in KINDS {
+                let what = format!("{user} {method} {path} (browser: {browser})");
+                let seen = request(&base, method, path, *browser, jar, &forged).await;
+                assert_eq!(
+                    seen.decision,
+                    oauth2_proxy_decision(user, method, path, *browser),
+                    "{what}\n{}",
+                    gw.log()
+                );
+                if seen.decision != Decision::Pass || *browser {
+                    continue;
+                }
+                assert!(
+                    seen.identity
+                        .values()
+                        .flatten()
+                        .all(|v| !v.contains("forged")),
+                    "{what}: {:?}",
+                    seen.identity
+                );
+                // The skip-auth route: no identity at all (authgate's public_methods; newer
+                // oauth2-proxy also identifies a signed-in user there: documented).
+                if *method == "GET" && path.starts_with("/status") {
+                    assert!(seen.identity.is_empty(), "{what}: {:?}", seen.identity);
+                    continue;
+                }
+                let mut identity = seen.identity.clone();
+                // The ID token as a bearer token: a JWT from the provider about the user.
+                let auth = identity.remove("authorization").unwrap_or_default();
+                assert_eq!(auth.len(), 1, "{what}: Authorization {auth:?}");
+                let token = auth[0]
+                    .strip_prefix("Bearer ")
+                    .unwrap_or_else(|| panic!("{what}: Authorization {auth:?}"));
+                let claims = jwt_payload(token);
+                assert_eq!(claims["iss"], idp.issuer.as_str(), "{what}: {claims}");
+                assert_eq!(claims["sub"], user.as_str(), "{what}: {claims}");
+                assert_eq!(claims["aud"], "app", "{what}: {claims}");
+                // Groups: one comma-separated line (oauth2-proxy: a line per group).
+                for values in identity.values_mut() {
+                    *values = values
+                        .iter()
+                        .flat_map(|v| v.split(',').map(|s| s.trim().to_string()))
+                        .collect();
+                }
+                // X-Auth-Request-*: the same values, to the app (oauth2-proxy: to the client).
+                let mut expected = oauth2_proxy_headers(user);
+                for (suffix, value) in [
+                    ("user", expected["x-forwarded-user"].clone()),
+                    ("email", expected["x-forwarded-email"].clone()),
+                    ("groups", expected["x-forwarded-groups"].clone()),
+                    (
+                        "preferred-username",
+                        expected["x-forwarded-preferred-username"].clone(),
+                    ),
+                ] {
+                    expected.insert(format!("x-auth-request-{suffix}"), value);
+                }
+                assert_eq!(identity, expected, "{what}");
+            }
+        }
     }
 }
