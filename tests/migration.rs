@@ -896,3 +896,16 @@ async fn authgate_gives_the_app_what_oauth2_proxy_gave() {
         }
     }
 }
+
+/// The worked examples are read from their own section only: blocks of other sections and
+/// of other languages are not taken, a heading of the same level ends the section.
+#[test]
+fn section_blocks_reads_one_section() {
+    let md = "## A\n```toml\na = 1\n```\n## A worked example\ntext\n```sh\nx\n```\n```toml\nb = 2\n```\n### sub\n```toml\nc = 3\n```\n## Next\n```toml\nd = 4\n```\n";
+    assert_eq!(
+        section_blocks(md, "## A worked example", "toml"),
+        ["b = 2\n", "c = 3\n"]
+    );
+    assert_eq!(section_blocks(md, "## A worked example", "sh"), ["x\n"]);
+    assert!(section_blocks(md, "## Next", "sh").is_empty());
+}
