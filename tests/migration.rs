@@ -141,8 +141,24 @@ fn form_fields(html: &str, user: &str) -> (String, Vec<(String, String)>) {
 
 /// Sign `user` in at the site `base` as a browser would: a page under `start` → the sign-in
 /// redirect(s) → the provider's login and consent forms → the site's callback at
-/// `callback_path`. Returns the site's cookies after the callback.
+/// `callback_path`. Returns the site's cookies after the callback, which must redirect.
 async fn form_login(base: &str, start: &str, callback_path: &str, user: &str) -> Jar {
+    let (jar, status, body) = sign_in(base, start, callback_path, user).await;
+    assert!(
+        status.is_redirection(),
+        "{user}: the callback answered {status}: {body}"
+    );
+    jar
+}
+
+/// [`form_login`] whatever the callback answers: the site's cookies after it, its status and
+/// its body.
+async fn sign_in(
+    base: &str,
+    start: &str,
+    callback_path: &str,
+    user: &str,
+) -> (Jar, reqwest::StatusCode, String) {
     let c = client();
     let base_url = reqwest::Url::parse(base).unwrap();
     let (mut site, mut idp) = (Jar::default(), Jar::default());
@@ -163,13 +179,8 @@ async fn form_login(base: &str, start: &str, callback_path: &str, user: &str) ->
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         jar.absorb(&r);
         if on_site && url.path() == callback_path {
-            assert!(
-                r.status().is_redirection(),
-                "{user}: the callback answered {}: {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
-            return site;
+            let status = r.status();
+            return (site, status, r.text().await.unwrap_or_default());
         }
         if r.status().is_redirection() {
             let location = r.headers()["location"].to_str().unwrap().to_string();
@@ -321,7 +332,8 @@ const KINDS: &[(&str, bool)] = &[("GET", true), ("GET", false), ("POST", false)]
 
 /// The test provider's users for the worked examples. alice is built in (groups admins and
 /// dev, alice@example.com); carol is added here (not in admins); erin is in admins with an
-/// address outside example.com (the oauth2-proxy example's `--email-domain`).
+/// address outside example.com (the oauth2-proxy example's `--email-domain`, and no match
+/// for the mod_auth_openidc example's `OIDCRemoteUserClaim` expression).
 fn extra_users() -> String {
     serde_json::json!({
         "carol": {
@@ -602,6 +614,15 @@ async fn mod_auth_openidc_worked_example_decides_and_sends_what_the_guide_says()
         assert_eq!(rest, expected_identity(true, user), "{what}");
         check_tokens(&what, user, &idp.issuer, id_token, access_token);
     }
+
+    // erin@example.org does not match OIDCRemoteUserClaim's regex: the callback answers an
+    // error page and no session (the guide: authgate answers 403 instead).
+    let (jar, status, body) = sign_in(&apache.base(), "/app/page", "/redirect_uri", "erin").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Remote user could not be set"), "{body}");
+    assert!(!jar.0.contains_key("mod_auth_openidc_session"), "{jar:?}");
+    let seen = request(&apache.base(), "GET", "/app/page", false, &jar, FORGED).await;
+    assert_eq!(seen.decision, Decision::Unauthorized);
 }
 
 /// authgate running the guide's TOML block for the worked example gives the app what
@@ -703,6 +724,15 @@ async fn authgate_gives_the_app_what_mod_auth_openidc_gave() {
             "{what}: {:?}",
             now.identity
         );
+    }
+
+    // erin@example.org does not match remote_user's pattern: signed in, and refused with 403
+    // wherever the app would be told who she is (mod_auth_openidc: no session at all; the
+    // app never sees her either way).
+    let jar = form_login(&base, "/app/page", "/.authgate/callback", "erin").await;
+    for path in PATHS {
+        let seen = request(&base, "GET", path, false, &jar, FORGED).await;
+        assert_eq!(seen.decision, Decision::Forbidden, "erin GET {path}");
     }
 }
 
