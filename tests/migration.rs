@@ -777,7 +777,8 @@ fn oauth2_proxy_headers(user: &str) -> BTreeMap<String, Vec<String>> {
 /// (`oauthproxy.go`):
 /// - `Proxy` → `getAuthenticatedSession`: a request `IsAllowedRequest` matches
 ///   (`--skip-auth-route='GET=^/status'`: method GET and the path regex) passes without a
-///   session; otherwise no session is `ErrNeedsLogin`: 401 for an AJAX request (`isAjax`:
+///   session (with one, with its headers: a documented difference, authgate sends none);
+///   otherwise no session is `ErrNeedsLogin`: 401 for an AJAX request (`isAjax`:
 ///   `Accept: application/json`), else with `--skip-provider-button` a redirect to the
 ///   provider (`OAuthStart`).
 /// - `OAuthCallback`: `p.Validator(session.Email)` (`--email-domain`) and
@@ -884,8 +885,9 @@ async fn authgate_gives_the_app_what_oauth2_proxy_gave() {
                     "{what}: {:?}",
                     seen.identity
                 );
-                // The skip-auth route: no identity at all (authgate's public_methods; newer
-                // oauth2-proxy also identifies a signed-in user there: documented).
+                // The skip-auth route: no identity at all (authgate's public_methods;
+                // oauth2-proxy's getAuthenticatedSession also passes a signed-in user's
+                // headers there: the guide says so).
                 if *method == "GET" && path.starts_with("/status") {
                     assert!(seen.identity.is_empty(), "{what}: {:?}", seen.identity);
                     continue;
