@@ -476,3 +476,461 @@ impl std::io::Write for Bounded {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const UP: &str = "[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n";
+
+    fn config(src: &str) -> Config {
+        crate::config::parse(std::path::Path::new("t.toml"), &format!("{UP}{src}")).unwrap()
+    }
+
+    /// The route's claim headers of a config whose first route is `[[routes]]` in `src`.
+    fn route(src: &str) -> (Config, RouteClaims) {
+        let c = config(src);
+        let s = c.routes[0].claim_headers.clone().expect("claim headers");
+        let rc = RouteClaims::new(s, &c);
+        (c, rc)
+    }
+
+    fn claims() -> Claims {
+        let extra = json!({
+            "department": "eng\r\nX-Evil: 1",
+            "level": 42,
+            "ratio": 1.5,
+            "admin": true,
+            "nothing": null,
+            "roles": ["a", "b,c", 7, null, false],
+            "realm_access": {"roles": ["r1", "r2"], "deep": {"x": {"y": 1}}},
+            "mixed": [{"k": "v"}, 1],
+            "dotted.name": "whole",
+            "bad name": "skipped",
+            "email_hint": "x@y",
+        });
+        Claims {
+            sub: "sub-1".into(),
+            subject: "alice".into(),
+            email: Some("alice@corp.example".into()),
+            email_verified: Some(true),
+            name: Some("Alice Liddell".into()),
+            preferred_username: Some("al".into()),
+            groups: vec!["admins".into(), "dev".into()],
+            extra: serde_json::from_value(extra).unwrap(),
+        }
+    }
+
+    fn run(rc: &RouteClaims, c: &Claims) -> Result<Vec<(String, String)>, Underivable> {
+        let names = IdentityHeaders::default();
+        let identity = names.values("p", c);
+        let v = Vouched {
+            provider: "p",
+            claims: c,
+            identity: &identity,
+            id_token: Some("h.p.s"),
+        };
+        Ok(rc
+            .headers(&names, &v, "r")?
+            .into_iter()
+            .map(|(n, v)| (n.name().to_string(), v.to_str().unwrap().to_string()))
+            .collect())
+    }
+
+    fn get<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        h.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn claims_map_renders_every_json_type() {
+        let (_, rc) = route(
+            "[[routes]]\nupstream = \"app\"\n[routes.headers]\nclaims = { \"X-Dept\" = \"department\", \"X-Level\" = \"level\", \"X-Ratio\" = \"ratio\", \"X-Admin\" = \"admin\", \"X-Null\" = \"nothing\", \"X-Roles\" = \"roles\", \"X-Realm\" = \"realm_access.roles\", \"X-Realm-All\" = \"realm_access\", \"X-Deep\" = \"realm_access.deep.x.y\", \"X-Mixed\" = \"mixed\", \"X-Dotted\" = \"dotted.name\", \"X-Missing\" = \"no.such\", \"X-Groups\" = \"groups\", \"X-Sub\" = \"sub\", \"X-Mail\" = \"email\", \"X-Name\" = \"name\" }\nclaim_separator = \";\"\n",
+        );
+        let h = run(&rc, &claims()).unwrap();
+        assert_eq!(
+            get(&h, "x-dept"),
+            Some("engX-Evil: 1"),
+            "control characters removed"
+        );
+        assert_eq!(get(&h, "x-level"), Some("42"));
+        assert_eq!(get(&h, "x-ratio"), Some("1.5"));
+        assert_eq!(get(&h, "x-admin"), Some("true"));
+        assert_eq!(get(&h, "x-null"), None);
+        assert_eq!(get(&h, "x-roles"), Some("a;b,c;7;false"));
+        assert_eq!(get(&h, "x-realm"), Some("r1;r2"));
+        assert_eq!(
+            get(&h, "x-realm-all"),
+            Some(r#"{"deep":{"x":{"y":1}},"roles":["r1","r2"]}"#)
+        );
+        assert_eq!(get(&h, "x-deep"), Some("1"));
+        assert_eq!(get(&h, "x-mixed"), Some(r#"[{"k":"v"},1]"#));
+        assert_eq!(get(&h, "x-dotted"), Some("whole"));
+        assert_eq!(get(&h, "x-missing"), None);
+        assert_eq!(get(&h, "x-groups"), Some("admins;dev"));
+        assert_eq!(get(&h, "x-sub"), Some("sub-1"));
+        assert_eq!(get(&h, "x-mail"), Some("alice@corp.example"));
+        assert_eq!(get(&h, "x-name"), Some("Alice Liddell"));
+    }
+
+    #[test]
+    fn separators_inside_items_cannot_split_them() {
+        let (_, rc) = route("[[routes]]\nupstream = \"app\"\n[routes.headers]\nclaims = { \"X-Roles\" = \"roles\" }\n");
+        let h = run(&rc, &claims()).unwrap();
+        assert_eq!(get(&h, "x-roles"), Some("a,bc,7,false"));
+    }
+
+    #[test]
+    fn prefix_mode_sends_every_claim_or_the_allowed_ones() {
+        let (_, rc) =
+            route("[headers]\nclaim_prefix = \"OIDC_CLAIM_\"\n[[routes]]\nupstream = \"app\"\n");
+        let mut c = claims();
+        let h = run(&rc, &c).unwrap();
+        for (n, v) in [
+            ("oidc_claim_sub", "sub-1"),
+            ("oidc_claim_email", "alice@corp.example"),
+            ("oidc_claim_name", "Alice Liddell"),
+            ("oidc_claim_groups", "admins,dev"),
+            ("oidc_claim_preferred_username", "al"),
+            ("oidc_claim_level", "42"),
+            ("oidc_claim_dotted.name", "whole"),
+            (
+                "oidc_claim_realm_access",
+                r#"{"deep":{"x":{"y":1}},"roles":["r1","r2"]}"#,
+            ),
+        ] {
+            assert_eq!(get(&h, n), Some(v), "{n}");
+        }
+        assert!(
+            get(&h, "oidc_claim_bad name").is_none(),
+            "not a header name: skipped"
+        );
+        assert!(get(&h, "oidc_claim_nothing").is_none());
+        // Sent as spelled, as mod_auth_openidc does.
+        let names = IdentityHeaders::default();
+        let identity = names.values("p", &c);
+        let v = Vouched {
+            provider: "p",
+            claims: &c,
+            identity: &identity,
+            id_token: None,
+        };
+        let out = rc.headers(&names, &v, "r").unwrap();
+        let mut req = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+        for (n, v) in &out {
+            n.insert(&mut req, v.clone()).unwrap();
+        }
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(
+            wire.contains("OIDC_CLAIM_email: alice@corp.example"),
+            "{wire}"
+        );
+        // Only a verified email is ever sent.
+        c.email = None;
+        c.email_verified = Some(false);
+        assert!(get(&run(&rc, &c).unwrap(), "oidc_claim_email").is_none());
+
+        let (_, only) = route(
+            "[headers]\nclaim_prefix = \"OIDC_CLAIM_\"\nclaim_prefix_allow = [\"email\", \"level\"]\n[[routes]]\nupstream = \"app\"\n",
+        );
+        let h = run(&only, &claims()).unwrap();
+        let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["oidc_claim_email", "oidc_claim_level"]);
+    }
+
+    #[test]
+    fn prefix_mode_never_overwrites_what_the_gateway_sets() {
+        // "X-Forwarded-" is refused by check; "X-Auth-Request-" with a claim "user" would
+        // collide with x_auth_request, and a claims-map name wins over the prefix's.
+        let (_, rc) = route(
+            "[headers]\nclaim_prefix = \"X-Auth-Request-\"\nx_auth_request = true\nclaims = { \"X-Auth-Request-Level\" = \"admin\" }\n[[routes]]\nupstream = \"app\"\n",
+        );
+        let mut c = claims();
+        c.extra.insert("user".into(), json!("mallory"));
+        let h = run(&rc, &c).unwrap();
+        let users: Vec<&str> = h
+            .iter()
+            .filter(|(n, _)| n == "x-auth-request-user")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(users, ["alice"]);
+        let levels: Vec<&str> = h
+            .iter()
+            .filter(|(n, _)| n == "x-auth-request-level")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(levels, ["true"]);
+    }
+
+    #[test]
+    fn the_budget_bounds_every_request() {
+        let (_, rc) = route(
+            "[headers]\nclaim_prefix = \"OIDC_CLAIM_\"\nmax_claim_bytes = 256\n[[routes]]\nupstream = \"app\"\n",
+        );
+        let mut c = claims();
+        for i in 0..100 {
+            c.extra.insert(format!("c{i:03}"), json!("x".repeat(20)));
+        }
+        c.extra
+            .insert("huge".into(), json!({"a": "y".repeat(100_000)}));
+        let h = run(&rc, &c).unwrap();
+        let total: usize = h.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert!(total <= 256, "{total}");
+        assert!(get(&h, "oidc_claim_sub").is_some(), "what fits is sent");
+        assert!(get(&h, "oidc_claim_huge").is_none());
+        // A value past the bound is cut off while serialising, not built whole.
+        let deep = (0..100).fold(json!("z"), |v, _| json!([v]));
+        assert!(render(&Found::Json(&deep), ",", 50).is_none());
+        assert!(render(&Found::Json(&deep), ",", 500).is_some());
+    }
+
+    #[test]
+    fn remote_user_transforms_or_refuses() {
+        let (_, rc) = route(
+            "[[routes]]\nupstream = \"app\"\n[routes.headers]\nremote_user = { claim = \"email\", pattern = \"^(.+)@corp\\\\.example$\" }\n",
+        );
+        let mut c = claims();
+        assert_eq!(get(&run(&rc, &c).unwrap(), "remote-user"), Some("alice"));
+        c.email = Some("eve@other.example".into());
+        assert_eq!(run(&rc, &c), Err(Underivable), "no match: refused");
+        c.email = None;
+        assert_eq!(run(&rc, &c), Err(Underivable), "no claim: refused");
+
+        let (_, named) = route(
+            "[[routes]]\nupstream = \"app\"\n[routes.headers]\nremote_user = { claim = \"email\", pattern = \"^(?P<u>[^@]+)@(?P<d>.+)$\", replace = \"${d}\\\\${u}\", header = \"X-Remote-User\" }\n",
+        );
+        assert_eq!(
+            get(&run(&named, &claims()).unwrap(), "x-remote-user"),
+            Some("corp.example\\alice")
+        );
+        let (_, plain) =
+            route("[[routes]]\nupstream = \"app\"\n[routes.headers]\nremote_user = {}\n");
+        assert_eq!(
+            get(&run(&plain, &claims()).unwrap(), "remote-user"),
+            Some("alice")
+        );
+    }
+
+    #[test]
+    fn basic_auth_is_built_from_the_user() {
+        let (_, rc) = route(
+            "[[routes]]\nupstream = \"app\"\n[routes.headers]\nbasic_auth = { password = \"s3cret\" }\n",
+        );
+        let h = run(&rc, &claims()).unwrap();
+        // base64("alice:s3cret")
+        assert_eq!(get(&h, "authorization"), Some("Basic YWxpY2U6czNjcmV0"));
+        let (_, ru) = route(
+            "[[routes]]\nupstream = \"app\"\n[routes.headers]\nbasic_auth = {}\nremote_user = { claim = \"preferred_username\" }\n",
+        );
+        // base64("al:")
+        assert_eq!(
+            get(&run(&ru, &claims()).unwrap(), "authorization"),
+            Some("Basic YWw6")
+        );
+        let mut c = claims();
+        c.subject = "a:b".into();
+        assert_eq!(run(&rc, &c), Err(Underivable));
+        assert!(rc.settings.owns_authorization());
+        let v = basic(&HeaderValue::from_static("u"), "p", "r").unwrap();
+        assert!(v.is_sensitive());
+    }
+
+    #[test]
+    fn id_token_and_x_auth_request() {
+        let (_, rc) = route(
+            "[headers]\nid_token = \"OIDC_id_token\"\nx_auth_request = true\n[[routes]]\nupstream = \"app\"\n",
+        );
+        let h = run(&rc, &claims()).unwrap();
+        assert_eq!(get(&h, "oidc_id_token"), Some("h.p.s"));
+        assert_eq!(get(&h, "x-auth-request-user"), Some("alice"));
+        assert_eq!(get(&h, "x-auth-request-email"), Some("alice@corp.example"));
+        assert_eq!(get(&h, "x-auth-request-groups"), Some("admins,dev"));
+        assert_eq!(get(&h, "x-auth-request-preferred-username"), Some("al"));
+        assert!(!rc.settings.owns_authorization());
+        let (_, bearer) =
+            route("[headers]\nid_token = \"authorization\"\n[[routes]]\nupstream = \"app\"\n");
+        assert_eq!(
+            get(&run(&bearer, &claims()).unwrap(), "authorization"),
+            Some("Bearer h.p.s")
+        );
+        assert!(bearer.settings.owns_authorization());
+        assert!(bearer
+            .exact_names()
+            .iter()
+            .any(|n| n.name() == "authorization"));
+    }
+
+    #[test]
+    fn a_route_overrides_the_global_keys() {
+        let c = config(
+            "[headers]\nclaims = { \"X-Dept\" = \"department\", \"X-Level\" = \"level\" }\nclaim_separator = \";\"\nx_auth_request = true\n[[routes]]\npath = \"/a\"\nupstream = \"app\"\n[routes.headers]\nclaims = { \"x_dept\" = \"admin\" }\nx_auth_request = false\n[[routes]]\npath = \"/b\"\nupstream = \"app\"\n",
+        );
+        let a = c.routes[0].claim_headers.as_ref().unwrap();
+        let claims: Vec<(&str, &str)> = a
+            .claims
+            .iter()
+            .map(|(n, c)| (n.name().as_str(), c.as_str()))
+            .collect();
+        assert_eq!(claims, [("x_dept", "admin"), ("x-level", "level")]);
+        assert!(!a.x_auth_request);
+        assert_eq!(a.separator, ";");
+        let b = c.routes[1].claim_headers.as_ref().unwrap();
+        assert!(b.x_auth_request);
+        assert_eq!(b.claims.len(), 2);
+        // Nothing configured: nothing per request.
+        assert!(config("[[routes]]\nupstream = \"app\"\n").routes[0]
+            .claim_headers
+            .is_none());
+        assert!(
+            config("[headers]\nclaim_separator = \";\"\nmax_claim_bytes = 100\n[[routes]]\nupstream = \"app\"\n")
+                .routes[0]
+                .claim_headers
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn every_settable_name_is_stripped_in_every_spelling() {
+        let c = config(
+            "[[routes]]\npath = \"/a\"\nupstream = \"app\"\npublic = true\n[[routes]]\npath = \"/b\"\nupstream = \"app\"\n[routes.headers]\nclaims = { \"X-Department\" = \"department\" }\nclaim_prefix = \"OIDC_CLAIM_\"\nid_token = \"OIDC_id_token\"\nremote_user = { header = \"REMOTE_USER_NAME\" }\nx_auth_request = true\nbasic_auth = {}\n",
+        );
+        let ns = crate::identity::IdentityNamespace::from_config(&c);
+        for n in [
+            "X-Department",
+            "x_department",
+            "x.department",
+            "OIDC_CLAIM_email",
+            "oidc-claim-email",
+            "Oidc.Claim.Email",
+            "oidc_claim_anything",
+            "OIDC_id_token",
+            "oidc-id-token",
+            "remote_user_name",
+            "Remote-User-Name",
+            "X_Auth_Request_User",
+            "x-auth-request-access-token",
+        ] {
+            assert!(ns.contains(n), "{n}");
+        }
+        assert!(!ns.contains("authorization"), "clients send it");
+        assert!(!ns.contains("x-oidc-claim"));
+    }
+
+    fn errors(src: &str) -> Vec<String> {
+        crate::config::parse(std::path::Path::new("t.toml"), &format!("{UP}{src}"))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn check_refuses_what_cannot_work() {
+        let route = |h: &str| format!("[[routes]]\nupstream = \"app\"\n[routes.headers]\n{h}\n");
+        for (src, want) in [
+            (route("claims = { \"Content-Length\" = \"x\" }"), "framing"),
+            (
+                route("claims = { \"Transfer_Encoding\" = \"x\" }"),
+                "framing",
+            ),
+            (route("claims = { \"Proxy-Foo\" = \"x\" }"), "framing"),
+            (route("claims = { \"Cookie\" = \"x\" }"), "framing"),
+            (
+                route("claims = { \"X-Forwarded-User\" = \"x\" }"),
+                "identity header",
+            ),
+            (
+                route("claims = { \"x_forwarded_email\" = \"x\" }"),
+                "identity header",
+            ),
+            (
+                route("claims = { \"bad name\" = \"x\" }"),
+                "not a valid header name",
+            ),
+            (
+                route("claims = { \"X-A\" = \"x\", \"x_a\" = \"y\" }"),
+                "same header",
+            ),
+            (route("claim_prefix = \"X-\""), "too short"),
+            (
+                route("claim_prefix = \"X-Forwarded-\""),
+                "would let a claim set",
+            ),
+            (
+                route("claim_prefix = \"Content-\""),
+                "would let a claim set",
+            ),
+            (
+                route("claim_prefix = \"bad prefix\""),
+                "cannot start a header name",
+            ),
+            (
+                route("claim_prefix_allow = [\"email\"]"),
+                "without claim_prefix",
+            ),
+            (
+                route("remote_user = { pattern = \"(\" }"),
+                "invalid regular expression",
+            ),
+            (
+                route("remote_user = { pattern = \"^(.+)@\", replace = \"$2\" }"),
+                "group $2",
+            ),
+            (
+                route("remote_user = { pattern = \"^(?P<u>.+)@\", replace = \"${v}\" }"),
+                "group $v",
+            ),
+            (
+                route("remote_user = { replace = \"$1\" }"),
+                "needs a pattern",
+            ),
+            (route("remote_user = { header = \"Host\" }"), "framing"),
+            (
+                route("basic_auth = {}\nid_token = \"Authorization\""),
+                "choose one",
+            ),
+            (
+                route("id_token = \"Remote-User\"\nremote_user = {}"),
+                "same header",
+            ),
+            (route("max_claim_bytes = 10"), "between"),
+            (route("claim_separator = \"\\n\""), "control characters"),
+            (
+                format!(
+                    "[headers]\nbasic_auth = {{ password = \"a\", password_file = \"/x\" }}\n{}",
+                    route("")
+                ),
+                "not both",
+            ),
+        ] {
+            let e = errors(&src);
+            assert!(
+                e.iter().any(|e| e.contains(want)),
+                "{src}\nwant {want}, got {e:?}"
+            );
+            assert!(e.iter().all(|e| e.contains("t.toml:")), "{e:?}");
+        }
+        // Accepted: group references that exist, `$$`, an empty password.
+        config(&route(
+            "remote_user = { pattern = \"^(?P<u>.+)@(.+)$\", replace = \"$$${u}-$2\" }\nbasic_auth = { password = \"\" }",
+        ));
+    }
+
+    #[test]
+    fn the_summary_names_the_headers_never_a_secret() {
+        let c = config(
+            "[[routes]]\nupstream = \"app\"\n[routes.headers]\nclaims = { \"X-Dept\" = \"department\" }\nbasic_auth = { password = \"hunter2\" }\nremote_user = { claim = \"email\" }\n",
+        );
+        let s = c.summary().join("\n");
+        assert!(
+            s.contains("sends x-dept (department), remote-user (email), authorization (Basic)"),
+            "{s}"
+        );
+        assert!(!s.contains("hunter2"));
+    }
+}
