@@ -140,6 +140,8 @@ async fn claim_headers_reach_the_app_and_only_the_gateway_sets_them() {
         &format!("{}{ROUTE}", auth_config(&idp, app, "store = \"memory\"")),
         Opts {
             server_extra: "trusted_proxies = [\"127.0.0.1\"]".into(),
+            // Every line the gateway can write, so a secret at any level would show.
+            env: vec![("RUST_LOG".into(), Some("trace".into()))],
             ..Opts::default()
         },
     )
@@ -199,8 +201,10 @@ async fn claim_headers_reach_the_app_and_only_the_gateway_sets_them() {
         assert_eq!(r.headers()[name], "", "{name}");
     }
 
-    // Secrets never reach the log: the ID token, the Basic password.
+    // Secrets never reach the log, at any level: the ID token, the Basic credentials.
     let log = gw.log();
+    let basic = base64::engine::general_purpose::STANDARD.encode("alice:legacy-pw");
+    assert!(!log.contains(&basic), "Basic credentials in the log");
     assert!(
         !log.contains(&id_token[id_token.len() - 20..]),
         "ID token in the log"

@@ -111,6 +111,16 @@ fn identity_headers(rep: &mut Reporter, f: &file::Headers) -> IdentityHeaders {
     }
 }
 
+/// Where `[headers]`' claim header keys are, for errors about their combination: the first of
+/// them that is set.
+pub(super) fn claim_span(f: &file::Headers) -> Option<std::ops::Range<usize>> {
+    f.basic_auth
+        .as_ref()
+        .and_then(span)
+        .or_else(|| f.id_token.as_ref().and_then(span))
+        .or_else(|| f.claim_prefix_allow.as_ref()?.first().and_then(span))
+}
+
 /// Whether a header (canonical spelling, see `identity::canonical_name`) is one no claim may
 /// ever become: framing, hop-by-hop, forwarding, cookies ([`d::PROTECTED_HEADERS`],
 /// `proxy-*`).
@@ -273,9 +283,14 @@ pub(super) fn claim_keys(
     }
     for (i, (a, ka)) in own.iter().enumerate() {
         if let Some((_, kb)) = own[..i].iter().find(|(b, _)| b == a) {
+            // Claims entries are distinct already: `ka` is id_token or remote_user.header.
+            let at = match *ka {
+                "id_token" => f.id_token.as_ref().and_then(span),
+                _ => f.remote_user.as_ref().and_then(span),
+            };
             rep.error(
                 key(ka),
-                None,
+                at,
                 format!("{ka} and {kb} name the same header {a:?}"),
             );
         }
@@ -474,14 +489,14 @@ pub(super) fn merge(
     if merged.basic_auth.is_some() && merged.id_token == Some(IdTokenTo::Authorization) {
         rep.error(
             route_key,
-            at,
+            at.clone(),
             "basic_auth and id_token = \"Authorization\" would both set Authorization: choose one",
         );
     }
     if merged.prefix_allow.is_some() && merged.prefix.is_none() {
         rep.error(
             route_key,
-            None,
+            at,
             "claim_prefix_allow without claim_prefix: set the prefix claims are sent under",
         );
     }

@@ -117,8 +117,14 @@ pub(crate) fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     let (identity_namespace, identity_headers) = headers::headers(rep, &f.headers);
     let claim_keys =
         headers::claim_keys(rep, "headers", &f.headers.claim_keys(), &identity_headers);
-    let claim_headers =
-        headers::merge(rep, &claim_keys, None, "headers", None).map(std::sync::Arc::new);
+    let claim_headers = headers::merge(
+        rep,
+        &claim_keys,
+        None,
+        "headers",
+        headers::claim_span(&f.headers),
+    )
+    .map(std::sync::Arc::new);
     let paths = gateway::paths(&f.paths);
     let gateway = gateway::gateway(rep, &f.gateway, paths);
     let session = session::session(rep, &f.session);
