@@ -858,6 +858,21 @@ mod tests {
             ),
             (route("claim_prefix = \"X-\""), "too short"),
             (
+                route("claim_prefix = \"X-Authgate-\""),
+                "would let a claim set",
+            ),
+            (
+                route("claims = { \"X-Authgate-Cookie\" = \"x\" }"),
+                "own namespace",
+            ),
+            (
+                format!(
+                    "[headers]\nuser = \"Remote-User\"\n{}",
+                    route("remote_user = {}")
+                ),
+                "identity header",
+            ),
+            (
                 route("claim_prefix = \"X-Forwarded-\""),
                 "would let a claim set",
             ),

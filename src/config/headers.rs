@@ -173,6 +173,18 @@ pub(super) fn claim_keys(
             );
             return None;
         }
+        if canon.starts_with(d::OWN_PREFIX) {
+            rep.error(
+                k,
+                span(v),
+                format!(
+                    "{:?} is in the gateway's own namespace ({})",
+                    v.get_ref(),
+                    d::OWN_PREFIX
+                ),
+            );
+            return None;
+        }
         if fixed_names.contains(&canon) {
             rep.error(
                 k,
@@ -323,6 +335,7 @@ fn claim_prefix(
     let clash = d::PROTECTED_HEADERS
         .iter()
         .copied()
+        .chain([d::OWN_PREFIX])
         .chain(fixed_names.iter().map(String::as_str))
         .find(|h| h.starts_with(&canon))
         .or(canon.starts_with("proxy-").then_some("proxy-*"));
@@ -390,10 +403,12 @@ fn remote_user(
     };
     let header = match &f.header {
         Some(h) => settable(rep, &format!("{key}.header"), h)?,
-        None => OutName::with_spelling(
-            HeaderName::from_static("remote-user"),
-            d::REMOTE_USER_HEADER,
-        ),
+        // The default is checked too: `[headers] user` may be "Remote-User".
+        None => settable(
+            rep,
+            &format!("{key}.header"),
+            &Spanned::new(span(r).unwrap_or(0..0), d::REMOTE_USER_HEADER.to_string()),
+        )?,
     };
     Some(RemoteUser {
         claim,
