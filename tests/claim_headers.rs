@@ -29,6 +29,17 @@ claim_prefix_allow = ["email", "name", "groups", "department", "nicknames", "rea
 id_token = "OIDC_id_token"
 remote_user = { claim = "email", pattern = "^(.+)@corp\\.example$" }
 basic_auth = { password = "legacy-pw" }
+
+[[routes]]
+id = "api"
+path = "/api"
+upstream = "app"
+bearer = true
+audiences = ["urn:authgate:api"]
+[routes.headers]
+claims = { "X-Sub" = "sub" }
+remote_user = {}
+basic_auth = {}
 "#;
 
 /// Headers a client forges, in several spellings of every name the route sets.
@@ -210,6 +221,40 @@ async fn claim_headers_reach_the_app_and_only_the_gateway_sets_them() {
         "ID token in the log"
     );
     assert!(!log.contains("legacy-pw"));
+
+    // A bearer caller: the token's claims, its own Authorization replaced by Basic.
+    let token = idp.client_token("urn:authgate:api").await;
+    let r = forged(c.get(gw.url("/api/x")))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    // Two Authorization headers (the forged one and the token) are refused outright.
+    assert_eq!(r.status(), 400);
+    let r = c
+        .get(gw.url("/api/x"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("OIDC_CLAIM_email", "mallory@corp.example")
+        .header("X_Sub", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Seen = r.json().await.unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode("authgate:");
+    assert_eq!(seen.all("authorization"), [format!("Basic {basic}")]);
+    assert_eq!(seen.all("x-sub"), ["authgate"]);
+    assert!(seen.all("x_sub").is_empty(), "a client's X_Sub");
+    assert_eq!(seen.all("remote-user"), ["authgate"]);
+    assert_eq!(
+        seen.all("x-auth-request-user"),
+        ["authgate"],
+        "[headers] x_auth_request"
+    );
+    assert!(
+        seen.all("oidc_claim_email").is_empty(),
+        "the prefix is stripped on every route"
+    );
 
     // remote_user cannot be derived (the email is outside corp.example): 403 in both modes.
     idp.test_post(&format!(
