@@ -95,7 +95,28 @@ impl IdentityNamespace {
             out.insert(h.as_str());
         }
         out.insert(config.assertion.header.as_str());
+        // Claim headers: every name any route may set, on every route (one namespace), and
+        // the claim prefix as a prefix. `Authorization` is never among them: clients send it.
+        for c in config
+            .routes
+            .iter()
+            .filter_map(|r| r.claim_headers.as_deref())
+        {
+            for n in c.names() {
+                out.insert(n);
+            }
+            if let Some(p) = &c.prefix {
+                out.insert_prefix(p);
+            }
+        }
         out
+    }
+
+    fn insert_prefix(&mut self, prefix: &str) {
+        let p: Box<str> = canonical_name(prefix).into();
+        if !self.prefixes.contains(&p) {
+            self.prefixes.push(p);
+        }
     }
 
     /// Add a name, e.g. a configured output header, so it is stripped from clients too.

@@ -14,6 +14,8 @@
 //! - [`upstream`]: upstream server pools, round robin, passive failure marking, peer options.
 //! - [`identity`]: the identity header namespace (stripped from every client request) and the
 //!   identity headers the gateway sets.
+//! - `claim_headers`: claims and tokens as headers per route (claims map, `OIDC_CLAIM_`-style
+//!   prefix, ID token, `REMOTE_USER`, Basic auth, `X-Auth-Request-*`).
 //! - [`session`]: server-side sessions: cookie MAC, memory/Redis store, coherent cache.
 //! - [`oidc`]: providers (discovery, JWKS refresh), the login/callback/logout flow, redirects.
 //! - [`jwt`]: JWT verification against a cached JWKS.
@@ -68,6 +70,7 @@ pub(crate) mod assertion;
 pub(crate) mod backoff;
 pub(crate) mod cache;
 pub(crate) mod certs;
+pub(crate) mod claim_headers;
 pub mod config;
 pub(crate) mod connections;
 pub(crate) mod crypto;

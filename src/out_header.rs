@@ -26,6 +26,14 @@ impl OutName {
         Self { name, wire }
     }
 
+    /// A configured name sent as spelled (`OIDC_CLAIM_email`, `Remote-User`): legacy apps
+    /// may compare names case-sensitively. `spelling` must be the text `name` was parsed from.
+    pub(crate) fn with_spelling(name: HeaderName, spelling: &str) -> Self {
+        debug_assert!(name.as_str().eq_ignore_ascii_case(spelling));
+        let wire = Bytes::copy_from_slice(spelling.as_bytes());
+        Self { name, wire }
+    }
+
     /// `s` must be a valid lower-case header name (checked when built, as
     /// `HeaderName::from_static` does).
     pub(crate) fn from_static(s: &'static str) -> Self {

@@ -88,6 +88,53 @@ pub(crate) const ACCESS_TOKEN_HEADER: &str = "x-forwarded-access-token";
 /// Bound of the groups header: well inside common 8 KiB header limits.
 pub(crate) const MAX_GROUPS_BYTES: usize = 4096;
 pub(crate) const MAX_GROUPS_BYTES_RANGE: RangeInclusive<i64> = 64..=65536;
+/// Joins the values of array claims sent as headers.
+pub(crate) const CLAIM_SEPARATOR: &str = ",";
+/// Bound of all claim headers (names and values) of one request: well inside common 16 KiB
+/// request head limits, beside the identity headers and cookies.
+pub(crate) const MAX_CLAIM_BYTES: usize = 8192;
+pub(crate) const MAX_CLAIM_BYTES_RANGE: RangeInclusive<usize> = 64..=65536;
+/// `x_auth_request`: oauth2-proxy's names are not sent unless asked for.
+pub(crate) const X_AUTH_REQUEST: bool = false;
+/// `remote_user.header` when not set.
+pub(crate) const REMOTE_USER_HEADER: &str = "Remote-User";
+/// oauth2-proxy's `--set-xauthrequest` names: user, email, groups, preferred username, access
+/// token (the last only with `pass_access_token`).
+pub(crate) const X_AUTH_REQUEST_HEADERS: [&str; 5] = [
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+];
+/// Headers no claim may ever become (canonical spelling): framing, hop-by-hop, the client's
+/// address and forwarding chain, cookies, tracing. Names starting with `proxy-` too.
+pub(crate) const PROTECTED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "traceparent",
+    "tracestate",
+    "via",
+];
 
 // ---------------------------------------------------------------------------------------
 // [gateway]

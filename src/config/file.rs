@@ -109,6 +109,67 @@ pub(crate) struct Headers {
     pub(crate) provider: Option<Spanned<String>>,
     pub(crate) groups_filter: Option<Spanned<String>>,
     pub(crate) max_groups_bytes: Option<Spanned<i64>>,
+    // The claim header keys, for every route (a route's `[routes.headers]` overrides each).
+    pub(crate) claims: Option<BTreeMap<String, Spanned<String>>>,
+    pub(crate) claim_separator: Option<Spanned<String>>,
+    pub(crate) claim_prefix: Option<Spanned<String>>,
+    pub(crate) claim_prefix_allow: Option<Vec<Spanned<String>>>,
+    pub(crate) max_claim_bytes: Option<Spanned<i64>>,
+    pub(crate) id_token: Option<Spanned<String>>,
+    pub(crate) remote_user: Option<Spanned<RemoteUser>>,
+    pub(crate) basic_auth: Option<Spanned<BasicAuth>>,
+    pub(crate) x_auth_request: Option<Spanned<bool>>,
+}
+
+impl Headers {
+    /// The claim header keys of `[headers]`, in the shape of a route's `[routes.headers]`.
+    pub(crate) fn claim_keys(&self) -> ClaimKeys {
+        ClaimKeys {
+            claims: self.claims.clone(),
+            claim_separator: self.claim_separator.clone(),
+            claim_prefix: self.claim_prefix.clone(),
+            claim_prefix_allow: self.claim_prefix_allow.clone(),
+            max_claim_bytes: self.max_claim_bytes.clone(),
+            id_token: self.id_token.clone(),
+            remote_user: self.remote_user.clone(),
+            basic_auth: self.basic_auth.clone(),
+            x_auth_request: self.x_auth_request.clone(),
+        }
+    }
+}
+
+/// `[routes.headers]`: the claim header keys of `[headers]`, for one route.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClaimKeys {
+    /// Header name = claim path.
+    pub(crate) claims: Option<BTreeMap<String, Spanned<String>>>,
+    pub(crate) claim_separator: Option<Spanned<String>>,
+    pub(crate) claim_prefix: Option<Spanned<String>>,
+    pub(crate) claim_prefix_allow: Option<Vec<Spanned<String>>>,
+    pub(crate) max_claim_bytes: Option<Spanned<i64>>,
+    pub(crate) id_token: Option<Spanned<String>>,
+    pub(crate) remote_user: Option<Spanned<RemoteUser>>,
+    pub(crate) basic_auth: Option<Spanned<BasicAuth>>,
+    pub(crate) x_auth_request: Option<Spanned<bool>>,
+}
+
+/// `remote_user = { claim, pattern, replace, header }`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RemoteUser {
+    pub(crate) claim: Option<Spanned<String>>,
+    pub(crate) pattern: Option<Spanned<String>>,
+    pub(crate) replace: Option<Spanned<String>>,
+    pub(crate) header: Option<Spanned<String>>,
+}
+
+/// `basic_auth = { password }` or `{ password_file }`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BasicAuth {
+    pub(crate) password: Option<Spanned<String>>,
+    pub(crate) password_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -260,6 +321,8 @@ pub(crate) struct Route {
     pub(crate) csrf: Option<bool>,
     /// `"auto"`, `"redirect"` or `"401"`.
     pub(crate) unauthenticated: Option<Spanned<String>>,
+    /// `[routes.headers]`: this route's claim header keys.
+    pub(crate) headers: Option<Spanned<ClaimKeys>>,
 }
 
 /// `[routes.policy]`: see `crate::policy` for the semantics.

@@ -14,7 +14,7 @@ mod fields;
 pub(crate) mod file;
 pub(crate) mod front;
 mod gateway;
-mod headers;
+pub(crate) mod headers;
 mod listeners;
 mod logs;
 pub mod model;
@@ -115,6 +115,16 @@ pub(crate) fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     };
     let (admin_address, admin_token) = listeners::admin(rep, &f.admin, configured);
     let (identity_namespace, identity_headers) = headers::headers(rep, &f.headers);
+    let claim_keys =
+        headers::claim_keys(rep, "headers", &f.headers.claim_keys(), &identity_headers);
+    let claim_headers = headers::merge(
+        rep,
+        &claim_keys,
+        None,
+        "headers",
+        headers::claim_span(&f.headers),
+    )
+    .map(std::sync::Arc::new);
     let paths = gateway::paths(&f.paths);
     let gateway = gateway::gateway(rep, &f.gateway, paths);
     let session = session::session(rep, &f.session);
@@ -127,6 +137,9 @@ pub(crate) fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             file: f,
             paths,
             gateway_prefix: &gateway.prefix,
+            claim_keys: &claim_keys,
+            claim_headers: &claim_headers,
+            identity_headers: &identity_headers,
         },
     );
     let forward_auth =

@@ -252,6 +252,74 @@ pub struct RouteSettings {
     /// Refuse cross-site unsafe requests authenticated by the session cookie.
     pub(crate) csrf: bool,
     pub(crate) unauthenticated: Unauthenticated,
+    /// Claims and tokens as headers (`[headers]` merged with `[routes.headers]`); `None`
+    /// when the route sends none of them, so the request path does nothing extra.
+    pub(crate) claim_headers: Option<std::sync::Arc<ClaimHeaders>>,
+}
+
+/// Where the ID token goes (`id_token`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum IdTokenTo {
+    /// `Authorization: Bearer <id token>` (oauth2-proxy `--pass-authorization-header`).
+    Authorization,
+    Header(OutName),
+}
+
+/// `remote_user`: one claim, optionally transformed by a regex, as one header.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteUser {
+    /// `None`: the provider's user claim (the user header's value).
+    pub(crate) claim: Option<String>,
+    /// Applied to the claim's value: the first match, expanded with `replace`. No match:
+    /// the request is refused (403), as mod_auth_openidc refuses.
+    pub(crate) pattern: Option<regex::Regex>,
+    /// `$1` when the pattern has a group, else `$0`.
+    pub(crate) replace: String,
+    pub(crate) header: OutName,
+}
+
+/// The claim headers of one route: `[headers]` merged with its `[routes.headers]`, defaults
+/// applied. Built only when at least one header would be sent.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimHeaders {
+    /// Header = claim path, in config order.
+    pub(crate) claims: Vec<(OutName, String)>,
+    /// Joins array claims.
+    pub(crate) separator: String,
+    /// Prefix mode: every claim as `<prefix><claim name>`.
+    pub(crate) prefix: Option<String>,
+    /// Prefix mode sends only these claims (`None`: every claim).
+    pub(crate) prefix_allow: Option<Vec<String>>,
+    /// Total bytes (names and values) of the claim headers (map and prefix) per request.
+    pub(crate) max_claim_bytes: usize,
+    pub(crate) id_token: Option<IdTokenTo>,
+    pub(crate) remote_user: Option<RemoteUser>,
+    /// `Authorization: Basic base64(user:password)`; the password (may be empty).
+    pub(crate) basic_auth: Option<Secret>,
+    /// oauth2-proxy's `X-Auth-Request-*` copies of the identity headers.
+    pub(crate) x_auth_request: bool,
+}
+
+impl ClaimHeaders {
+    /// The gateway writes `Authorization` on this route: a client's copy never passes.
+    pub(crate) fn owns_authorization(&self) -> bool {
+        self.basic_auth.is_some() || self.id_token == Some(IdTokenTo::Authorization)
+    }
+
+    /// Every exact header name this route may set (the prefix aside), for the namespace.
+    pub(crate) fn names(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.claims.iter().map(|(n, _)| n.name().as_str()).collect();
+        if let Some(IdTokenTo::Header(h)) = &self.id_token {
+            out.push(h.name().as_str());
+        }
+        if let Some(r) = &self.remote_user {
+            out.push(r.header.name().as_str());
+        }
+        if self.x_auth_request {
+            out.extend(defaults::X_AUTH_REQUEST_HEADERS);
+        }
+        out
+    }
 }
 
 /// What a caller without a session gets on a protected route.

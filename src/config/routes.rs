@@ -10,7 +10,9 @@ use super::defaults as d;
 use super::error::Reporter;
 use super::fields::span;
 use super::file;
-use super::model::{ClaimRule, Policy, RouteSettings, Unauthenticated};
+use super::model::{
+    ClaimHeaders, ClaimRule, IdentityHeaders, Policy, RouteSettings, Unauthenticated,
+};
 use crate::path::PathOptions;
 use crate::routing::HostPattern;
 
@@ -42,6 +44,11 @@ pub(super) struct Context<'a> {
     pub(crate) file: &'a file::File,
     pub(crate) paths: PathOptions,
     pub(crate) gateway_prefix: &'a str,
+    /// `[headers]`' claim header keys, which a route's `[routes.headers]` overrides.
+    pub(crate) claim_keys: &'a super::headers::ClaimKeys,
+    /// What a route without `[routes.headers]` sends: `[headers]` alone.
+    pub(crate) claim_headers: &'a Option<std::sync::Arc<ClaimHeaders>>,
+    pub(crate) identity_headers: &'a IdentityHeaders,
 }
 
 pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
@@ -104,9 +111,26 @@ pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
             identity_assertion: r.identity_assertion,
             csrf: r.csrf.unwrap_or(d::ROUTE_CSRF),
             unauthenticated: unauthenticated(rep, i, &r.unauthenticated),
+            claim_headers: claim_headers(rep, i, r, cx),
         });
     }
     routes
+}
+
+/// The route's claim headers: `[headers]` with its own `[routes.headers]` laid over.
+fn claim_headers(
+    rep: &mut Reporter,
+    i: usize,
+    r: &file::Route,
+    cx: &Context,
+) -> Option<std::sync::Arc<ClaimHeaders>> {
+    let Some(own) = &r.headers else {
+        return cx.claim_headers.clone();
+    };
+    let base = format!("routes[{i}].headers");
+    let keys = super::headers::claim_keys(rep, &base, own.get_ref(), cx.identity_headers);
+    super::headers::merge(rep, cx.claim_keys, Some(&keys), &base, span(own))
+        .map(std::sync::Arc::new)
 }
 
 fn host(rep: &mut Reporter, i: usize, v: &Option<Spanned<String>>) -> Option<HostPattern> {

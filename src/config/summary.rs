@@ -76,7 +76,46 @@ fn route(r: &RouteSettings) -> String {
         }
         p
     };
-    format!("{}: {host}{} -> {}: {protection}", r.id, r.path, r.upstream)
+    let mut line = format!("{}: {host}{} -> {}: {protection}", r.id, r.path, r.upstream);
+    if let Some(c) = &r.claim_headers {
+        line.push_str(&format!("; sends {}", claim_headers_text(c)));
+    }
+    line
+}
+
+/// The names of the claim headers a route sends (never a value).
+fn claim_headers_text(c: &super::model::ClaimHeaders) -> String {
+    use super::model::IdTokenTo;
+    let mut names: Vec<String> = c
+        .claims
+        .iter()
+        .map(|(n, claim)| format!("{} ({claim})", n.name()))
+        .collect();
+    if let Some(p) = &c.prefix {
+        match &c.prefix_allow {
+            Some(allow) => names.push(format!("{p}<claim> for {}", allow.join(", "))),
+            None => names.push(format!("{p}<claim>")),
+        }
+    }
+    if let Some(r) = &c.remote_user {
+        names.push(format!(
+            "{} ({})",
+            r.header.name(),
+            r.claim.as_deref().unwrap_or("the user")
+        ));
+    }
+    match &c.id_token {
+        Some(IdTokenTo::Header(h)) => names.push(format!("{} (ID token)", h.name())),
+        Some(IdTokenTo::Authorization) => names.push("authorization (Bearer ID token)".into()),
+        None => {}
+    }
+    if c.basic_auth.is_some() {
+        names.push("authorization (Basic)".into());
+    }
+    if c.x_auth_request {
+        names.push("x-auth-request-*".into());
+    }
+    names.join(", ")
 }
 
 /// Every key of a policy that is set, values sorted: `groups = [admins, dev] methods = [GET]`.

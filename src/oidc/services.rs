@@ -65,6 +65,12 @@ impl Auth {
         HeaderValue::from_str(&token).ok()
     }
 
+    /// The session's ID token (for routes with `id_token`): unsealed per request, like the
+    /// access token, never kept in clear.
+    pub(crate) fn id_token(&self, s: &UserSession) -> Option<String> {
+        self.sessions.tokens(s)?.id_token
+    }
+
     /// Where the access token goes.
     pub(crate) fn access_token_header(&self) -> &OutName {
         self.sessions.access_token_header()

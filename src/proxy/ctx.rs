@@ -45,6 +45,9 @@ pub(crate) struct RequestCtx {
     pub(crate) session: Option<Arc<UserSession>>,
     /// Or the caller's verified bearer token, on routes that accept them.
     pub(crate) bearer: Option<Arc<BearerIdentity>>,
+    /// The route's claim headers for the caller (`crate::claim_headers`), part of the
+    /// decision; empty (no allocation) on routes without them.
+    pub(crate) claim_headers: Vec<(crate::out_header::OutName, http::HeaderValue)>,
 }
 
 impl RequestCtx {
@@ -72,6 +75,7 @@ impl RequestCtx {
             refusal: None,
             session: None,
             bearer: None,
+            claim_headers: Vec::new(),
         }
     }
 }

@@ -334,7 +334,7 @@ impl Gateway {
                 &names.preferred_username,
                 value_of(&names.preferred_username),
             ),
-            (&names.access_token, access_token),
+            (&names.access_token, access_token.clone()),
         ];
         let mut grant: Vec<(Granted, HeaderValue)> = Vec::with_capacity(16);
         grant.extend(identity.iter().map(|(n, v)| (Granted::Out(n), v.clone())));
@@ -346,6 +346,29 @@ impl Gateway {
         if fa.auth_request_headers {
             for (name, (_, v)) in AUTH_REQUEST_NAMES.iter().zip(&identity) {
                 grant.push((Granted::Fixed(name), v.clone()));
+            }
+        }
+        // The route's claim headers: every name it may set (empty without a value, so the
+        // proxy's copy overwrites a client's), then the prefix-mode ones it has values for.
+        if let Some(rc) = route.and_then(|r| r.claim_headers.as_ref()) {
+            let claim_value = |name: &OutName| {
+                ctx.claim_headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(HeaderValue::from_static(""), |(_, v)| v.clone())
+            };
+            for name in rc.exact_names() {
+                let v = if name.name() == X_AUTH_REQUEST_ACCESS_TOKEN {
+                    access_token.clone()
+                } else {
+                    claim_value(name)
+                };
+                grant.push((Granted::Out(name), v));
+            }
+            for (name, v) in &ctx.claim_headers {
+                if !rc.exact_names().contains(name) {
+                    grant.push((Granted::Out(name), v.clone()));
+                }
             }
         }
         if let Some(auth) = &ctx.runtime.auth {
@@ -361,6 +384,8 @@ impl Gateway {
         answer::admitted(&grant)
     }
 }
+
+const X_AUTH_REQUEST_ACCESS_TOKEN: &str = crate::config::defaults::X_AUTH_REQUEST_HEADERS[4];
 
 /// oauth2-proxy's names, in the order of the identity array above.
 const AUTH_REQUEST_NAMES: [&str; 5] = [

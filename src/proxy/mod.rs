@@ -50,6 +50,9 @@ use crate::ratelimit_log::{Throttle, WINDOW};
 use crate::trace::{Trace, TRACEPARENT, TRACESTATE};
 use decision::{Caller, Inbound};
 
+/// oauth2-proxy's access token header, sent with `x_auth_request` on `pass_access_token` routes.
+const X_AUTH_REQUEST_ACCESS_TOKEN: &str = crate::config::defaults::X_AUTH_REQUEST_HEADERS[4];
+
 /// Outage lines of the request path: one per cause (and route) per window, with a count.
 static REFRESH_DOWN: Throttle = Throttle::new(WINDOW);
 static INTROSPECTION_DOWN: Throttle = Throttle::new(WINDOW);
@@ -151,6 +154,9 @@ impl Gateway {
             return Err(decision::unauthenticated(rt, &route, req, sign_in));
         };
         decision::authorize(rt, &route, req, &caller, ctx.request_id.as_str())?;
+        if let Some(rc) = &route.claim_headers {
+            ctx.claim_headers = claim_headers(rt, &route.id, rc, &caller)?;
+        }
         Ok(Some(caller))
     }
 
@@ -314,6 +320,34 @@ impl Gateway {
             None => self.refuse(session, ctx, Refusal::NoEndpoint).await,
         }
     }
+}
+
+/// The route's claim headers for an identified caller (part of the decision: a `remote_user`
+/// that cannot be derived is 403 in both modes).
+fn claim_headers(
+    rt: &Runtime,
+    route_id: &str,
+    rc: &crate::claim_headers::RouteClaims,
+    caller: &Caller,
+) -> std::result::Result<Vec<(crate::out_header::OutName, HeaderValue)>, Refusal> {
+    let (identity, id_token): (&[_], _) = match caller {
+        Caller::Session(s) => (
+            &s.headers,
+            match (&rc.settings.id_token, &rt.auth) {
+                (Some(_), Some(auth)) => auth.id_token(s),
+                _ => None,
+            },
+        ),
+        Caller::Bearer(b) => (&b.headers, None),
+    };
+    let vouched = crate::claim_headers::Vouched {
+        provider: caller.provider(),
+        claims: caller.claims(),
+        identity,
+        id_token: id_token.as_deref(),
+    };
+    rc.headers(&rt.identity_headers, &vouched, route_id)
+        .map_err(|_| Refusal::Forbidden)
 }
 
 /// The request's host, by the one strict parser (design decision 11): the `Host` header,
@@ -584,9 +618,26 @@ impl ProxyHttp for Gateway {
                 }
                 if route.pass_access_token {
                     if let Some(v) = auth.access_token(user) {
+                        if route
+                            .claim_headers
+                            .as_ref()
+                            .is_some_and(|c| c.settings.x_auth_request)
+                        {
+                            upstream.insert_header(X_AUTH_REQUEST_ACCESS_TOKEN, v.clone())?;
+                        }
                         auth.access_token_header().insert(upstream, v)?;
                     }
                 }
+            }
+        }
+        if let Some(claims) = &route.claim_headers {
+            // The gateway writes Authorization here (Basic, or the ID token): a client's own
+            // never passes, signed in or not (public methods, optional sign-in).
+            if claims.settings.owns_authorization() {
+                upstream.remove_header(&header::AUTHORIZATION);
+            }
+            for (name, value) in &ctx.claim_headers {
+                name.insert(upstream, value.clone())?;
             }
         }
         Ok(())

@@ -37,6 +37,8 @@ pub(crate) struct Route {
     /// Refuse cross-site unsafe requests authenticated by the session cookie.
     pub(crate) csrf: bool,
     pub(crate) unauthenticated: Unauthenticated,
+    /// Claims and tokens as headers; `None` (nothing to do per request) unless configured.
+    pub(crate) claim_headers: Option<Arc<crate::claim_headers::RouteClaims>>,
     /// Pre-resolved label children: no label hashing per request.
     pub(crate) duration: Histogram,
     /// The upstream's response latency (`authgate_upstream_response_duration_seconds`):
@@ -108,6 +110,10 @@ impl Runtime {
                 identity_assertion: r.identity_assertion,
                 csrf: r.csrf,
                 unauthenticated: r.unauthenticated,
+                claim_headers: r
+                    .claim_headers
+                    .as_ref()
+                    .map(|s| Arc::new(crate::claim_headers::RouteClaims::new(s.clone(), config))),
                 duration: metrics.request_duration.with_label_values(&[r.id.as_str()]),
                 upstream_duration: UpstreamDuration {
                     family: metrics.upstream_duration.clone(),

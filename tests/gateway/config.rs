@@ -694,3 +694,32 @@ fn the_readme_shows_the_summary_of_config_toml() {
         }
     }
 }
+
+/// Claim headers (issue 16): `check` names each bad key with its line, and on success the
+/// summary lists the headers a route sends, never a secret.
+#[test]
+fn check_claim_headers() {
+    let base = "[[providers]]\nid = \"corp\"\nissuer = \"https://login.example.com\"\nclient_id = \"gw\"\nclient_secret = \"s\"\n\n[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n\n[[routes]]\nid = \"legacy\"\nupstream = \"app\"\n[routes.headers]\n";
+    let (ok, out) = check(&format!(
+        "{base}claims = {{ \"Content-Length\" = \"x\" }}\nclaim_prefix = \"X-Forwarded-\"\nremote_user = {{ pattern = \"^(.+)@\", replace = \"$2\" }}\nbasic_auth = {{ password = \"hunter2\" }}\nid_token = \"Authorization\"\n"
+    ));
+    assert!(!ok, "{out}");
+    for want in [
+        "c.toml:14:31: routes[0].headers.claims.Content-Length: \"Content-Length\" is a framing",
+        "c.toml:15:16: routes[0].headers.claim_prefix: \"X-Forwarded-\" would let a claim set",
+        "c.toml:16:47: routes[0].headers.remote_user.replace: refers to group $2",
+        "c.toml:13:1: routes[0].headers: basic_auth and id_token = \"Authorization\" would both set Authorization",
+    ] {
+        assert!(out.contains(want), "want {want}\n{out}");
+    }
+    assert!(!out.contains("hunter2"), "{out}");
+    let (ok, out) = check(&format!(
+        "{base}claims = {{ \"X-Dept\" = \"department\" }}\nclaim_prefix = \"OIDC_CLAIM_\"\nremote_user = {{ claim = \"email\", pattern = \"^(.+)@corp\\\\.example$\" }}\nbasic_auth = {{ password = \"hunter2\" }}\nx_auth_request = true\n"
+    ));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("  legacy: / -> app: sign-in (unauthenticated = auto); any signed-in user; sends x-dept (department), OIDC_CLAIM_<claim>, remote-user (email), authorization (Basic), x-auth-request-*"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+}

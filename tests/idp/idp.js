@@ -566,7 +566,10 @@ const configuration = {
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],
-    profile: ['name', 'preferred_username', 'groups'],
+    // The custom claims some tests give their users (IDP_USERS, /__test/users): a nested
+    // object, an array, a number and a boolean, as Keycloak-like providers issue them. Users
+    // without them (alice and bob as built in) get none.
+    profile: ['name', 'preferred_username', 'groups', 'department', 'employee_number', 'active', 'realm_access', 'nicknames'],
     groups: ['groups'],
     // (acr, sid, auth_time, iss as in oidc-provider's defaults)
     acr: null,

@@ -1,0 +1,285 @@
+//! Claims and tokens as headers (issue 16 points 1 and 2), through the real binary, the real
+//! provider (`tests/idp`, a user with nested, array, number and boolean claims) and the echo
+//! upstream: a route with a claims map, prefix mode, `remote_user`, the ID token, Basic auth
+//! and `X-Auth-Request-*` gives the app exactly those headers; a client's copies of any of
+//! them, in any spelling, never reach it; a `remote_user` that cannot be derived is 403; and
+//! forward-auth answers the same headers for the same route (one decision, both modes).
+
+mod common;
+
+use base64::Engine;
+use common::{auth_config, client, echo, http_login, Gateway, Idp, Opts, Seen, ANY_PORT};
+
+const ROUTE: &str = r#"
+[forward_auth]
+proxy = "nginx"
+
+[headers]
+x_auth_request = true
+
+[[routes]]
+id = "legacy"
+path = "/legacy"
+upstream = "app"
+public_methods = ["OPTIONS"]
+[routes.headers]
+claims = { "X-Department" = "department", "X-Roles" = "realm_access.roles", "X-Employee" = "employee_number", "X-Active" = "active" }
+claim_prefix = "OIDC_CLAIM_"
+claim_prefix_allow = ["email", "name", "groups", "department", "nicknames", "realm_access"]
+id_token = "OIDC_id_token"
+remote_user = { claim = "email", pattern = "^(.+)@corp\\.example$" }
+basic_auth = { password = "legacy-pw" }
+
+[[routes]]
+id = "api"
+path = "/api"
+upstream = "app"
+bearer = true
+audiences = ["urn:authgate:api"]
+[routes.headers]
+claims = { "X-Sub" = "sub" }
+remote_user = {}
+basic_auth = {}
+"#;
+
+/// Headers a client forges, in several spellings of every name the route sets.
+const FORGED: &[(&str, &str)] = &[
+    ("OIDC_CLAIM_email", "mallory@corp.example"),
+    ("oidc-claim-email", "mallory@corp.example"),
+    ("Oidc.Claim.Email", "mallory@corp.example"),
+    ("OIDC_CLAIM_admin", "true"),
+    ("REMOTE_USER", "mallory"),
+    ("Remote.User", "mallory"),
+    ("x_auth_request_user", "mallory"),
+    ("X-Auth-Request-Email", "mallory@corp.example"),
+    ("X_Department", "forged"),
+    ("x.roles", "forged"),
+    ("OIDC-Id-Token", "forged"),
+    ("oidc_id_token", "forged"),
+    ("Authorization", "Basic bWFsbG9yeTpmb3JnZWQ="),
+];
+
+fn forged(rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    FORGED.iter().fold(rb, |rb, (k, v)| rb.header(*k, *v))
+}
+
+/// What the app must see for alice, name → value (lower case names).
+fn expected(id_token: &str) -> Vec<(String, String)> {
+    let basic = base64::engine::general_purpose::STANDARD.encode("alice:legacy-pw");
+    [
+        ("x-department", "eng"),
+        ("x-roles", "r1,r2"),
+        ("x-employee", "4711"),
+        ("x-active", "true"),
+        ("oidc_claim_email", "alice@corp.example"),
+        ("oidc_claim_name", "Alice Corp"),
+        ("oidc_claim_groups", "admins,dev"),
+        ("oidc_claim_department", "eng"),
+        ("oidc_claim_nicknames", "al,ally"),
+        ("oidc_claim_realm_access", r#"{"roles":["r1","r2"]}"#),
+        ("oidc_id_token", id_token),
+        ("remote-user", "alice"),
+        ("authorization", &format!("Basic {basic}")),
+        ("x-auth-request-user", "alice"),
+        ("x-auth-request-email", "alice@corp.example"),
+        ("x-auth-request-groups", "admins,dev"),
+        ("x-auth-request-preferred-username", "alice"),
+        ("x-forwarded-user", "alice"),
+        ("x-forwarded-email", "alice@corp.example"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Every header the app saw of the names the route sets or a client forged (any spelling).
+fn identity_like(seen: &Seen) -> Vec<(String, String)> {
+    let canon = |s: &str| s.to_ascii_lowercase().replace(['_', '.'], "-");
+    let watched: Vec<String> = FORGED
+        .iter()
+        .map(|(k, _)| canon(k))
+        .chain(expected("").into_iter().map(|(k, _)| canon(&k)))
+        .collect();
+    let mut out: Vec<(String, String)> = seen
+        .headers
+        .iter()
+        .filter(|(k, _)| {
+            let c = canon(k);
+            watched.contains(&c) || c.starts_with("oidc-claim-")
+        })
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn jwt_sub(jwt: &str) -> serde_json::Value {
+    let p = jwt.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["sub"].clone()
+}
+
+/// Ask the forward-auth endpoint about `method path` as nginx would (the test runs on the
+/// trusted loopback address), with the client's cookie and forged headers.
+async fn check(gw: &Gateway, method: &str, path: &str, cookie: &str) -> reqwest::Response {
+    let mut rb = forged(client().get(gw.url("/.authgate/auth")))
+        .header("x-original-method", method)
+        .header("x-original-uri", path)
+        .header("x-forwarded-host", "app.example");
+    if !cookie.is_empty() {
+        rb = rb.header("cookie", cookie);
+    }
+    rb.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_headers_reach_the_app_and_only_the_gateway_sets_them() {
+    let users = serde_json::json!({"alice": {
+        "email": "alice@corp.example", "email_verified": true, "name": "Alice Corp",
+        "preferred_username": "alice", "groups": ["admins", "dev"],
+        "department": "eng", "employee_number": 4711, "active": true,
+        "realm_access": {"roles": ["r1", "r2"]}, "nicknames": ["al", "ally"]
+    }});
+    let idp = Idp::start_with_env(0, true, &[ANY_PORT], &[("IDP_USERS", &users.to_string())]).await;
+    let app = echo().await;
+    let gw = Gateway::start_with(
+        &format!("{}{ROUTE}", auth_config(&idp, app, "store = \"memory\"")),
+        Opts {
+            server_extra: "trusted_proxies = [\"127.0.0.1\"]".into(),
+            // Every line the gateway can write, so a secret at any level would show.
+            env: vec![("RUST_LOG".into(), Some("trace".into()))],
+            ..Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+    let c = client();
+
+    let (cookie, r) = http_login(&gw, "/legacy/x").await;
+    assert!(!cookie.is_empty(), "login failed: {}", r.status());
+
+    // Proxy mode: exactly the expected headers, one value each, nothing forged.
+    let r = forged(c.get(gw.url("/legacy/x")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Seen = r.json().await.unwrap();
+    let id_token = seen.header("oidc_id_token").expect("ID token").to_string();
+    assert_eq!(jwt_sub(&id_token), "alice", "the session's own ID token");
+    let mut want = expected(&id_token);
+    want.sort();
+    assert_eq!(identity_like(&seen), want);
+
+    // An anonymous public method: the app sees none of it, not even the client's Basic
+    // credentials (the route builds Authorization itself).
+    let r = forged(c.request(reqwest::Method::OPTIONS, gw.url("/legacy/x")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Seen = r.json().await.unwrap();
+    assert_eq!(identity_like(&seen), Vec::<(String, String)>::new());
+
+    // Forward-auth: the same decision answers the same headers for the front proxy to copy.
+    let r = check(&gw, "GET", "/legacy/x", &cookie).await;
+    assert_eq!(r.status(), 200);
+    for (name, value) in expected(&id_token) {
+        let got = r
+            .headers()
+            .get_all(name.as_str())
+            .iter()
+            .collect::<Vec<_>>();
+        assert_eq!(got.len(), 1, "{name}: {got:?}");
+        assert_eq!(got[0].to_str().unwrap(), value, "{name}");
+    }
+    // Anonymous: every exact name answered empty, so the proxy overwrites a client's copy.
+    let r = check(&gw, "OPTIONS", "/legacy/x", "").await;
+    assert_eq!(r.status(), 200);
+    for name in [
+        "x-department",
+        "oidc_id_token",
+        "remote-user",
+        "authorization",
+        "x-auth-request-user",
+    ] {
+        assert_eq!(r.headers()[name], "", "{name}");
+    }
+
+    // Secrets never reach the log, at any level: the ID token, the Basic credentials.
+    let log = gw.log();
+    let basic = base64::engine::general_purpose::STANDARD.encode("alice:legacy-pw");
+    assert!(!log.contains(&basic), "Basic credentials in the log");
+    assert!(
+        !log.contains(&id_token[id_token.len() - 20..]),
+        "ID token in the log"
+    );
+    assert!(!log.contains("legacy-pw"));
+
+    // A bearer caller: the token's claims, its own Authorization replaced by Basic.
+    let token = idp.client_token("urn:authgate:api").await;
+    let r = forged(c.get(gw.url("/api/x")))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    // Two Authorization headers (the forged one and the token) are refused outright.
+    assert_eq!(r.status(), 400);
+    let r = c
+        .get(gw.url("/api/x"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("OIDC_CLAIM_email", "mallory@corp.example")
+        .header("X_Sub", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Seen = r.json().await.unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode("authgate:");
+    assert_eq!(seen.all("authorization"), [format!("Basic {basic}")]);
+    assert_eq!(seen.all("x-sub"), ["authgate"]);
+    assert!(seen.all("x_sub").is_empty(), "a client's X_Sub");
+    assert_eq!(seen.all("remote-user"), ["authgate"]);
+    assert_eq!(
+        seen.all("x-auth-request-user"),
+        ["authgate"],
+        "[headers] x_auth_request"
+    );
+    assert!(
+        seen.all("oidc_claim_email").is_empty(),
+        "the prefix is stripped on every route"
+    );
+
+    // remote_user cannot be derived (the email is outside corp.example): 403 in both modes.
+    idp.test_post(&format!(
+        "/__test/users?account=alice&claims={}",
+        url::form_urlencoded::byte_serialize(br#"{"email":"alice@other.example"}"#)
+            .collect::<String>()
+    ))
+    .await;
+    let (other, _) = http_login(&gw, "/legacy/x").await;
+    assert!(!other.is_empty());
+    let r = c
+        .get(gw.url("/legacy/x"))
+        .header("cookie", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(check(&gw, "GET", "/legacy/x", &other).await.status(), 403);
+    // Routes without a remote_user still admit her.
+    let r = c
+        .get(gw.url("/x"))
+        .header("cookie", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(gw.log().contains("remote_user cannot be derived"));
+}
