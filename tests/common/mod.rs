@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-pub mod apache;
 pub mod caddy;
 pub mod redis_sets;
 
