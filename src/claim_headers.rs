@@ -841,6 +841,19 @@ mod tests {
             (route("claims = { \"Proxy-Foo\" = \"x\" }"), "framing"),
             (route("claims = { \"Cookie\" = \"x\" }"), "framing"),
             (
+                route("claims = { \"X-Original-URL\" = \"x\" }"),
+                "forwarding",
+            ),
+            (route("claims = { \"x_client_ip\" = \"x\" }"), "forwarding"),
+            (
+                route("claims = { \"True-Client-IP\" = \"x\" }"),
+                "forwarding",
+            ),
+            (
+                route("claims = { \"X.Forwarded.Server\" = \"x\" }"),
+                "forwarding",
+            ),
+            (
                 route("claims = { \"X-Forwarded-User\" = \"x\" }"),
                 "identity header",
             ),

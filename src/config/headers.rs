@@ -125,7 +125,11 @@ pub(super) fn claim_span(f: &file::Headers) -> Option<std::ops::Range<usize>> {
 /// ever become: framing, hop-by-hop, forwarding, cookies ([`d::PROTECTED_HEADERS`],
 /// `proxy-*`).
 pub(crate) fn is_protected(canon: &str) -> bool {
-    d::PROTECTED_HEADERS.contains(&canon) || canon.starts_with("proxy-")
+    // Every header that describes the original request (`X-Original-URL`, `X-Client-IP`...) is
+    // the forwarding module's list: one list, so a claim can never pose as one of them.
+    d::PROTECTED_HEADERS.contains(&canon)
+        || crate::forwarded::FORWARDING_HEADERS.contains(&canon)
+        || canon.starts_with("proxy-")
 }
 
 /// The claim header keys of one table (`[headers]` or a `[routes.headers]`), checked, before
