@@ -23,6 +23,7 @@ mod routes;
 pub(crate) mod secret;
 mod server;
 mod session;
+mod shaping;
 mod summary;
 mod templates;
 mod upstreams;
@@ -127,8 +128,13 @@ pub(crate) fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             file: f,
             paths,
             gateway_prefix: &gateway.prefix,
+            namespace: &identity_namespace,
+            identity_headers: &identity_headers,
+            assertion_header: &assertion.header,
+            request_id_header: &server.request_id_header,
         },
     );
+    session::cookie_path_covers(rep, f, &gateway.prefix);
     let forward_auth =
         front::forward_auth(rep, &f.forward_auth, !server.trusted_proxies.is_empty());
     let csrf = front::csrf(rep, &f.csrf);

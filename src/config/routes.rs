@@ -10,7 +10,9 @@ use super::defaults as d;
 use super::error::Reporter;
 use super::fields::span;
 use super::file;
-use super::model::{ClaimRule, Policy, RouteSettings, Unauthenticated};
+use super::model::{
+    ClaimRule, IdentityHeaders, NamespaceSettings, Policy, RouteSettings, Unauthenticated,
+};
 use crate::path::PathOptions;
 use crate::routing::HostPattern;
 
@@ -42,6 +44,11 @@ pub(super) struct Context<'a> {
     pub(crate) file: &'a file::File,
     pub(crate) paths: PathOptions,
     pub(crate) gateway_prefix: &'a str,
+    /// What request shaping may not touch (see `super::shaping`).
+    pub(crate) namespace: &'a NamespaceSettings,
+    pub(crate) identity_headers: &'a IdentityHeaders,
+    pub(crate) assertion_header: &'a http::HeaderName,
+    pub(crate) request_id_header: &'a http::HeaderName,
 }
 
 pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
@@ -81,6 +88,20 @@ pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
                 format!("duplicate route id {id:?}"),
             );
         }
+        let shaping = super::shaping::shaping(
+            rep,
+            i,
+            r,
+            Some(path.as_str()),
+            cx.paths,
+            cx.file.paths.case_insensitive,
+            &super::shaping::Owned {
+                namespace: cx.namespace,
+                identity_headers: cx.identity_headers,
+                assertion_header: cx.assertion_header,
+                request_id_header: cx.request_id_header,
+            },
+        );
         routes.push(RouteSettings {
             id,
             host,
@@ -104,6 +125,7 @@ pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
             identity_assertion: r.identity_assertion,
             csrf: r.csrf.unwrap_or(d::ROUTE_CSRF),
             unauthenticated: unauthenticated(rep, i, &r.unauthenticated),
+            shaping,
         });
     }
     routes

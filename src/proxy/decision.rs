@@ -199,6 +199,7 @@ mod tests {
             identity_assertion: false,
             csrf: true,
             unauthenticated: Unauthenticated::Auto,
+            shaping: None,
             duration: base.duration.clone(),
             upstream_duration: base.upstream_duration.clone(),
         };

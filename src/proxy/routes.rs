@@ -37,6 +37,9 @@ pub(crate) struct Route {
     /// Refuse cross-site unsafe requests authenticated by the session cookie.
     pub(crate) csrf: bool,
     pub(crate) unauthenticated: Unauthenticated,
+    /// `strip_prefix`, `rewrite`, header edits (`super::shaping`); `None`: none of them, and
+    /// nothing is computed for them per request.
+    pub(crate) shaping: Option<Box<crate::config::model::RouteShaping>>,
     /// Pre-resolved label children: no label hashing per request.
     pub(crate) duration: Histogram,
     /// The upstream's response latency (`authgate_upstream_response_duration_seconds`):
@@ -108,6 +111,7 @@ impl Runtime {
                 identity_assertion: r.identity_assertion,
                 csrf: r.csrf,
                 unauthenticated: r.unauthenticated,
+                shaping: r.shaping.clone().map(Box::new),
                 duration: metrics.request_duration.with_label_values(&[r.id.as_str()]),
                 upstream_duration: UpstreamDuration {
                     family: metrics.upstream_duration.clone(),
