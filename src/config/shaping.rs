@@ -41,14 +41,6 @@ impl Owned<'_> {
         if FRAMING.iter().any(|n| is(n)) || f.starts_with("proxy-") {
             return Some("a framing or hop-by-hop header");
         }
-        if crate::forwarded::FORWARDING_HEADERS.iter().any(|n| is(n))
-            || f.starts_with("x-forwarded-")
-            || is(self.request_id_header.as_str())
-            || is(crate::trace::TRACEPARENT.as_str())
-            || is(crate::trace::TRACESTATE.as_str())
-        {
-            return Some("a forwarding header the gateway sets");
-        }
         let ns = self.namespace;
         if ns.names.iter().any(|n| is(n))
             || ns.prefixes.iter().any(|p| f.starts_with(&folded(p)))
@@ -56,6 +48,14 @@ impl Owned<'_> {
             || is(self.assertion_header.as_str())
         {
             return Some("in the identity namespace: only the gateway sets it");
+        }
+        if crate::forwarded::FORWARDING_HEADERS.iter().any(|n| is(n))
+            || f.starts_with("x-forwarded-")
+            || is(self.request_id_header.as_str())
+            || is(crate::trace::TRACEPARENT.as_str())
+            || is(crate::trace::TRACESTATE.as_str())
+        {
+            return Some("a forwarding header the gateway sets");
         }
         None
     }
