@@ -51,6 +51,9 @@ use crate::ratelimit_log::{Throttle, WINDOW};
 use crate::trace::{Trace, TRACEPARENT, TRACESTATE};
 use decision::{Caller, Inbound};
 
+/// Set when a route's `strip_prefix` took a prefix off the path.
+const X_FORWARDED_PREFIX: http::HeaderName = http::HeaderName::from_static("x-forwarded-prefix");
+
 /// Outage lines of the request path: one per cause (and route) per window, with a count.
 static REFRESH_DOWN: Throttle = Throttle::new(WINDOW);
 static INTROSPECTION_DOWN: Throttle = Throttle::new(WINDOW);
@@ -570,6 +573,14 @@ impl ProxyHttp for Gateway {
             &ctx.host,
             &ctx.request_id,
         )?;
+        if let (Some(s), Some(canonical)) = (&route.shaping, &ctx.path) {
+            // A trusted proxy's own prefix survived the strip of forwarding headers; an
+            // untrusted client's did not.
+            let previous = upstream.headers.get(X_FORWARDED_PREFIX);
+            if let Some(v) = shaping::forwarded_prefix(s, canonical.as_str(), previous) {
+                upstream.insert_header(X_FORWARDED_PREFIX, v)?;
+            }
+        }
         // The trace goes on with the gateway's hop as the upstream's parent; the client's
         // `tracestate` only with the client's own trace.
         if let Some(t) = &ctx.trace {

@@ -57,6 +57,25 @@ pub(crate) fn upstream_path(
     }
 }
 
+/// `X-Forwarded-Prefix` for a request whose `strip_prefix` was stripped: the prefix as the
+/// client spelled it (canonical), after a trusted proxy's own prefix (`previous`), so an app
+/// can still build its public URLs. `None` when nothing was stripped.
+pub(crate) fn forwarded_prefix(
+    s: &RouteShaping,
+    canonical: &str,
+    previous: Option<&http::HeaderValue>,
+) -> Option<http::HeaderValue> {
+    let p = s.strip_prefix.as_deref()?;
+    crate::path::strip_segment_prefix(canonical, p, s.strip_case_insensitive)?;
+    let ours = &canonical[..p.len()];
+    let v = match previous.and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{}{ours}", prev.trim_end_matches('/')),
+        None => ours.to_string(),
+    };
+    // A canonical path is visible ASCII; a trusted proxy's value was a valid header value.
+    http::HeaderValue::from_str(&v).ok()
+}
+
 /// Both names equal once folded as the identity namespace folds them (ASCII case, and any
 /// non-alphanumeric byte as `-`): CGI/WSGI stacks read `X_Env` as `X-Env`.
 fn same_folded(a: &str, b: &str) -> bool {
@@ -187,6 +206,29 @@ mod tests {
         // Captures never yield '?' or '#': canonical paths hold them escaped.
         let s = shaping(None, Some(("^/q/(.*)$", "/$1")));
         assert_eq!(up(&s, "/q/a%3Fb").unwrap().as_deref(), Some("/a%3Fb"));
+    }
+
+    #[test]
+    fn forwarded_prefix_is_what_was_stripped() {
+        let s = shaping(Some("/app"), None);
+        let v = |c: &str, prev: Option<&str>| {
+            let prev = prev.map(|p| http::HeaderValue::from_str(p).unwrap());
+            forwarded_prefix(&s, c, prev.as_ref()).map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(v("/app/x", None).as_deref(), Some("/app"));
+        assert_eq!(v("/app", None).as_deref(), Some("/app"));
+        assert_eq!(v("/app/x", Some("/edge/")).as_deref(), Some("/edge/app"));
+        assert_eq!(v("/apple", None), None);
+        assert_eq!(forwarded_prefix(&shaping(None, None), "/app/x", None), None);
+        let ci = RouteShaping {
+            strip_case_insensitive: true,
+            ..shaping(Some("/app"), None)
+        };
+        assert_eq!(
+            forwarded_prefix(&ci, "/APP/x", None).unwrap(),
+            "/APP",
+            "the client's spelling"
+        );
     }
 
     #[test]

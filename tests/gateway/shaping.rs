@@ -130,6 +130,12 @@ async fn header_edits_on_requests_and_responses() {
     assert!(seen.header("x-forwarded-user").is_none());
     assert!(seen.header("x-request-id").is_some());
     assert!(seen.header("x-forwarded-for").is_some());
+    // What was stripped, for the app's own URLs; an untrusted client's value never.
+    assert_eq!(seen.all("x-forwarded-prefix"), ["/app"]);
+    let r2 = get(&gw, "/app/y", &["X-Forwarded-Prefix: /evil"]);
+    assert_eq!(r2.seen().all("x-forwarded-prefix"), ["/app"]);
+    let r2 = get(&gw, "/fragile/a", &["X-Forwarded-Prefix: /evil"]);
+    assert!(r2.seen().header("x-forwarded-prefix").is_none());
 
     // Response: set and removed on the upstream's answer; the gateway's own headers stay.
     assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
