@@ -394,6 +394,8 @@ fn session_fixture() -> (authgate::session::SessionManager, String) {
             secure: true,
             same_site: cookie::SameSite::Lax,
             domain: None,
+            persistent: true,
+            path: "/".into(),
             idle_timeout: Duration::from_secs(3600),
             absolute_timeout: Duration::from_secs(12 * 3600),
             touch_interval: Duration::from_secs(60),

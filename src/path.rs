@@ -154,6 +154,25 @@ pub fn normalize(raw: &str, opts: PathOptions) -> Result<CanonicalPath, PathErro
     Ok(CanonicalPath(out))
 }
 
+/// `path` without `prefix`, when `prefix` ends at a segment boundary of it: the rest (`/x`,
+/// `/`, or empty for the prefix itself). `/app` strips from `/app` and `/app/x`, never from
+/// `/apple`. `case_insensitive`: ASCII case is ignored (as routes are, with
+/// `paths.case_insensitive`).
+pub(crate) fn strip_segment_prefix<'a>(
+    path: &'a str,
+    prefix: &str,
+    case_insensitive: bool,
+) -> Option<&'a str> {
+    let head = path.get(..prefix.len())?;
+    let same = if case_insensitive {
+        head.eq_ignore_ascii_case(prefix)
+    } else {
+        head == prefix
+    };
+    let rest = &path[prefix.len()..];
+    (same && (rest.is_empty() || rest.starts_with('/'))).then_some(rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -404,8 +404,11 @@ fn cookie_settings(config: &Config) -> CookieSettings {
         same_site: match s.cookie_same_site {
             SameSitePolicy::Lax => cookie::SameSite::Lax,
             SameSitePolicy::Strict => cookie::SameSite::Strict,
+            SameSitePolicy::None => cookie::SameSite::None,
         },
         domain: s.cookie_domain.clone(),
+        persistent: s.cookie_persistent,
+        path: s.cookie_path.clone(),
         idle_timeout: s.idle_timeout,
         absolute_timeout: s.absolute_timeout,
         touch_interval: s.touch_interval,

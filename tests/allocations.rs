@@ -36,6 +36,8 @@ fn cached_session_path_allocations_do_not_grow() {
             secure: true,
             same_site: cookie::SameSite::Lax,
             domain: None,
+            persistent: true,
+            path: "/".into(),
             idle_timeout: Duration::from_secs(3600),
             absolute_timeout: Duration::from_secs(12 * 3600),
             touch_interval: Duration::from_secs(3600),

@@ -14,3 +14,5 @@ mod headers;
 mod proxying;
 #[path = "gateway/routing.rs"]
 mod routing;
+#[path = "gateway/shaping.rs"]
+mod shaping;

@@ -77,6 +77,12 @@ pub(crate) enum Refusal {
     LoginUnavailable,
     #[error("malformed request")]
     BadRequest,
+    /// The route's `rewrite` made a path that is not canonical (e.g. an empty capture
+    /// doubling a `/`): forwarding it would let the upstream read a path other than the one
+    /// decided on. 400 like the client's own ambiguous paths: this request path has no
+    /// unambiguous form upstream; other paths of the route still work.
+    #[error("this request path cannot be forwarded (the route's rewrite makes it ambiguous)")]
+    PathNotRewritable,
     #[error("method not allowed here")]
     MethodNotAllowed,
     #[error("request body too large")]
@@ -112,7 +118,7 @@ impl Refusal {
             Refusal::CrossSite => StatusCode::FORBIDDEN,
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::LoginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::BadRequest => StatusCode::BAD_REQUEST,
+            Refusal::BadRequest | Refusal::PathNotRewritable => StatusCode::BAD_REQUEST,
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
@@ -143,6 +149,7 @@ impl Refusal {
             Refusal::Unauthenticated { .. } => "unauthenticated",
             Refusal::LoginUnavailable => "login_unavailable",
             Refusal::BadRequest => "bad_request",
+            Refusal::PathNotRewritable => "path_not_rewritable",
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::BodyTooLarge => "body_too_large",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
@@ -166,6 +173,7 @@ impl Refusal {
             | Refusal::MethodOverride
             | Refusal::ForwardAuth(_)
             | Refusal::BadRequest
+            | Refusal::PathNotRewritable
             | Refusal::MethodNotAllowed
             | Refusal::BodyTooLarge => "Bad request",
             Refusal::Unauthenticated { .. } => "Sign-in required",

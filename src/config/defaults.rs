@@ -167,6 +167,10 @@ pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 pub(crate) const REDIS_MIN_REPLICAS_ACK_RANGE: RangeInclusive<usize> = 0..=64;
 pub(crate) const COOKIE_NAME: &str = "authgate_session";
 pub(crate) const COOKIE_SECURE: bool = true;
+/// A cookie that outlives the browser (`Max-Age` = the absolute timeout); `false` makes it a
+/// browser-session cookie, as mod_auth_openidc's default.
+pub(crate) const COOKIE_PERSISTENT: bool = true;
+pub(crate) const COOKIE_PATH: &str = "/";
 /// Shortest accepted `session.secret`.
 pub(crate) const SESSION_SECRET_MIN_BYTES: usize = 32;
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -348,6 +352,8 @@ mod tests {
         assert_eq!(s.cookie_secure, COOKIE_SECURE);
         assert_eq!(s.cookie_same_site, SameSitePolicy::Lax);
         assert!(s.cookie_domain.is_none());
+        assert_eq!(s.cookie_persistent, COOKIE_PERSISTENT);
+        assert_eq!(s.cookie_path, COOKIE_PATH);
         assert_eq!(s.idle_timeout, IDLE_TIMEOUT);
         assert_eq!(s.absolute_timeout, ABSOLUTE_TIMEOUT);
         assert_eq!(s.login_timeout, LOGIN_TIMEOUT);
@@ -395,6 +401,7 @@ mod tests {
         assert_eq!(r.unauthenticated, Unauthenticated::Auto);
         assert!(!r.public && !r.bearer && !r.pass_access_token && !r.identity_assertion);
         assert!(r.policy.is_none() && r.providers.is_empty() && r.audiences.is_empty());
+        assert!(r.shaping.is_none(), "no request shaping by default");
 
         let p = &c.providers[0];
         assert_eq!(p.scopes, SCOPES);

@@ -225,6 +225,8 @@ pub(crate) struct Session {
     pub(crate) cookie_secure: Option<bool>,
     pub(crate) cookie_same_site: Option<Spanned<String>>,
     pub(crate) cookie_domain: Option<Spanned<String>>,
+    pub(crate) cookie_persistent: Option<bool>,
+    pub(crate) cookie_path: Option<Spanned<String>>,
     pub(crate) idle_timeout: Option<Spanned<String>>,
     pub(crate) absolute_timeout: Option<Spanned<String>>,
     pub(crate) login_timeout: Option<Spanned<String>>,
@@ -323,6 +325,30 @@ pub(crate) struct Route {
     pub(crate) unauthenticated: Option<Spanned<String>>,
     /// `[routes.headers]`: this route's claim header keys.
     pub(crate) headers: Option<Spanned<ClaimKeys>>,
+    /// Request shaping (see `super::shaping`): what the upstream receives instead of the
+    /// canonical path and the client's headers, and what the client receives of its answer.
+    pub(crate) strip_prefix: Option<Spanned<String>>,
+    pub(crate) rewrite: Option<Spanned<Rewrite>>,
+    pub(crate) request_headers: Option<Spanned<HeaderEdits>>,
+    pub(crate) response_headers: Option<Spanned<HeaderEdits>>,
+}
+
+/// `rewrite = { pattern, replace }` of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Rewrite {
+    pub(crate) pattern: Spanned<String>,
+    pub(crate) replace: Spanned<String>,
+}
+
+/// `request_headers` / `response_headers = { set, remove }` of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeaderEdits {
+    #[serde(default)]
+    pub(crate) set: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub(crate) remove: Vec<Spanned<String>>,
 }
 
 /// `[routes.policy]`: see `crate::policy` for the semantics.

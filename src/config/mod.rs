@@ -23,6 +23,7 @@ mod routes;
 pub(crate) mod secret;
 mod server;
 mod session;
+mod shaping;
 mod summary;
 mod templates;
 mod upstreams;
@@ -140,8 +141,12 @@ pub(crate) fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
             claim_keys: &claim_keys,
             claim_headers: &claim_headers,
             identity_headers: &identity_headers,
+            namespace: &identity_namespace,
+            assertion_header: &assertion.header,
+            request_id_header: &server.request_id_header,
         },
     );
+    session::cookie_path_covers(rep, f, &gateway.prefix);
     let forward_auth =
         front::forward_auth(rep, &f.forward_auth, !server.trusted_proxies.is_empty());
     let csrf = front::csrf(rep, &f.csrf);

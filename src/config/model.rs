@@ -117,6 +117,9 @@ pub(crate) enum SessionStore {
 pub(crate) enum SameSitePolicy {
     Lax,
     Strict,
+    /// Sent on cross-site requests too (an app embedded in another site's frame, a cross-site
+    /// API called with credentials); browsers require `Secure` with it.
+    None,
 }
 
 /// How to reach Redis. URLs are secrets: they may carry passwords.
@@ -157,6 +160,11 @@ pub(crate) struct SessionSettings {
     pub(crate) cookie_secure: bool,
     pub(crate) cookie_same_site: SameSitePolicy,
     pub(crate) cookie_domain: Option<String>,
+    /// `false`: a browser-session cookie (no `Max-Age`), gone when the browser closes; the
+    /// session still ends at `absolute_timeout` in the store.
+    pub(crate) cookie_persistent: bool,
+    /// The cookie's `Path`; covers the gateway prefix and every protected route.
+    pub(crate) cookie_path: String,
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Duration,
     pub(crate) login_timeout: Duration,
@@ -255,6 +263,9 @@ pub struct RouteSettings {
     /// Claims and tokens as headers (`[headers]` merged with `[routes.headers]`); `None`
     /// when the route sends none of them, so the request path does nothing extra.
     pub(crate) claim_headers: Option<std::sync::Arc<ClaimHeaders>>,
+    /// `strip_prefix`, `rewrite`, `request_headers`, `response_headers`; `None` when the
+    /// route sets none of them (nothing is computed per request then).
+    pub(crate) shaping: Option<RouteShaping>,
 }
 
 /// Where the ID token goes (`id_token`).
@@ -320,6 +331,38 @@ impl ClaimHeaders {
         }
         out
     }
+}
+
+/// How a route shapes what its upstream receives and what the client gets back. The route
+/// decision and the policy never see any of it: they use the canonical path and the headers
+/// as the client sent them (`crate::proxy::shaping` applies it afterwards).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RouteShaping {
+    /// Canonical, no trailing `/`, not `/`; covers the route's path at a segment boundary.
+    pub(crate) strip_prefix: Option<String>,
+    /// Compare `strip_prefix` without regard to ASCII case (`paths.case_insensitive`).
+    pub(crate) strip_case_insensitive: bool,
+    pub(crate) rewrite: Option<PathRewrite>,
+    /// Header edits on the upstream request, before the gateway adds its own headers.
+    pub(crate) request: HeaderEdits,
+    /// Header edits on the upstream's response, before the gateway adds its own headers.
+    pub(crate) response: HeaderEdits,
+}
+
+/// `rewrite = { pattern, replace }`: the first match in the (stripped) canonical path is
+/// replaced, `$1`/`${name}` naming captures (`regex::Regex::replace`).
+#[derive(Debug, Clone)]
+pub(crate) struct PathRewrite {
+    pub(crate) pattern: regex::Regex,
+    pub(crate) replace: String,
+}
+
+/// `{ set = { name = value }, remove = [name] }`, checked: valid names and values, none the
+/// gateway owns, no name both set and removed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HeaderEdits {
+    pub(crate) set: Vec<(HeaderName, http::HeaderValue)>,
+    pub(crate) remove: Vec<HeaderName>,
 }
 
 /// What a caller without a session gets on a protected route.

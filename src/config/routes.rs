@@ -11,7 +11,8 @@ use super::error::Reporter;
 use super::fields::span;
 use super::file;
 use super::model::{
-    ClaimHeaders, ClaimRule, IdentityHeaders, Policy, RouteSettings, Unauthenticated,
+    ClaimHeaders, ClaimRule, IdentityHeaders, NamespaceSettings, Policy, RouteSettings,
+    Unauthenticated,
 };
 use crate::path::PathOptions;
 use crate::routing::HostPattern;
@@ -49,6 +50,10 @@ pub(super) struct Context<'a> {
     /// What a route without `[routes.headers]` sends: `[headers]` alone.
     pub(crate) claim_headers: &'a Option<std::sync::Arc<ClaimHeaders>>,
     pub(crate) identity_headers: &'a IdentityHeaders,
+    /// What request shaping may not touch (see `super::shaping`).
+    pub(crate) namespace: &'a NamespaceSettings,
+    pub(crate) assertion_header: &'a http::HeaderName,
+    pub(crate) request_id_header: &'a http::HeaderName,
 }
 
 pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
@@ -88,6 +93,22 @@ pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
                 format!("duplicate route id {id:?}"),
             );
         }
+        let claim_headers = claim_headers(rep, i, r, cx);
+        let shaping = super::shaping::shaping(
+            rep,
+            i,
+            r,
+            Some(path.as_str()),
+            cx.paths,
+            cx.file.paths.case_insensitive,
+            &super::shaping::Owned {
+                namespace: cx.namespace,
+                identity_headers: cx.identity_headers,
+                assertion_header: cx.assertion_header,
+                request_id_header: cx.request_id_header,
+                claim_headers: claim_headers.as_deref(),
+            },
+        );
         routes.push(RouteSettings {
             id,
             host,
@@ -111,7 +132,8 @@ pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
             identity_assertion: r.identity_assertion,
             csrf: r.csrf.unwrap_or(d::ROUTE_CSRF),
             unauthenticated: unauthenticated(rep, i, &r.unauthenticated),
-            claim_headers: claim_headers(rep, i, r, cx),
+            claim_headers,
+            shaping,
         });
     }
     routes

@@ -36,7 +36,8 @@ pub(super) fn session(rep: &mut Reporter, f: &file::Session) -> SessionSettings 
         .and_then(|p| redis_ca(rep, p, &redis));
     let cookie_name = cookie_name(rep, &f.cookie_name);
     let secret = session_secret(rep, f, store);
-    let cookie_same_site = same_site(rep, &f.cookie_same_site);
+    let cookie_same_site = same_site(rep, f);
+    let cookie_path = cookie_path(rep, f);
     let cache_max_entries = cache_max_entries(rep, f);
     let t = timeouts(rep, f);
     SessionSettings {
@@ -69,6 +70,8 @@ pub(super) fn session(rep: &mut Reporter, f: &file::Session) -> SessionSettings 
         cookie_secure: f.cookie_secure.unwrap_or(d::COOKIE_SECURE),
         cookie_same_site,
         cookie_domain: f.cookie_domain.as_ref().map(|c| c.get_ref().clone()),
+        cookie_persistent: f.cookie_persistent.unwrap_or(d::COOKIE_PERSISTENT),
+        cookie_path,
         idle_timeout: t.idle,
         absolute_timeout: t.absolute,
         login_timeout: duration(
@@ -319,14 +322,102 @@ fn session_secret(rep: &mut Reporter, f: &file::Session, store: SessionStore) ->
     secret
 }
 
-fn same_site(rep: &mut Reporter, v: &Option<Spanned<String>>) -> SameSitePolicy {
-    match v.as_ref().map(|s| (s.get_ref().to_ascii_lowercase(), s)) {
+fn same_site(rep: &mut Reporter, f: &file::Session) -> SameSitePolicy {
+    match f
+        .cookie_same_site
+        .as_ref()
+        .map(|s| (s.get_ref().to_ascii_lowercase(), s))
+    {
         None => SameSitePolicy::Lax,
         Some((v, _)) if v == "lax" => SameSitePolicy::Lax,
         Some((v, _)) if v == "strict" => SameSitePolicy::Strict,
+        // Browsers drop a `SameSite=None` cookie that is not `Secure`: refused rather than
+        // a gateway whose sign-in silently never sticks.
+        Some((v, s)) if v == "none" => {
+            if !f.cookie_secure.unwrap_or(d::COOKIE_SECURE) {
+                rep.error(
+                    "session.cookie_same_site",
+                    span(s),
+                    "\"none\" needs cookie_secure = true: browsers reject SameSite=None cookies without Secure",
+                );
+            }
+            SameSitePolicy::None
+        }
         Some((_, s)) => {
-            rep.error("session.cookie_same_site", span(s), "expected \"lax\" or \"strict\" (\"none\" would send the cookie on cross-site requests)");
+            rep.error(
+                "session.cookie_same_site",
+                span(s),
+                "expected \"lax\", \"strict\" or \"none\"",
+            );
             SameSitePolicy::Lax
+        }
+    }
+}
+
+/// `cookie_path`: a canonical path (no `;`, control bytes or anything a browser would read
+/// as another attribute). Whether it covers the gateway and the routes is
+/// [`cookie_path_covers`]'s.
+fn cookie_path(rep: &mut Reporter, f: &file::Session) -> String {
+    let Some(p) = &f.cookie_path else {
+        return d::COOKIE_PATH.to_string();
+    };
+    let v = p.get_ref();
+    match crate::path::normalize(v, crate::path::PathOptions::default()) {
+        Ok(c) if c.as_str() == v => {}
+        Ok(c) => rep.error(
+            "session.cookie_path",
+            span(p),
+            format!("not a canonical path; write {:?}", c.as_str()),
+        ),
+        Err(e) => rep.error(
+            "session.cookie_path",
+            span(p),
+            format!("{v:?} is not a cookie path: {e}"),
+        ),
+    }
+    v.clone()
+}
+
+/// Whether a browser sends a cookie with `Path=cookie_path` on a request for `path`
+/// (RFC 6265 §5.1.4 path-match).
+pub(super) fn path_matches(cookie_path: &str, path: &str) -> bool {
+    path == cookie_path
+        || (path.starts_with(cookie_path)
+            && (cookie_path.ends_with('/')
+                || path.as_bytes().get(cookie_path.len()) == Some(&b'/')))
+}
+
+/// The session cookie must reach the gateway's endpoints (the callback sets it, logout
+/// clears it, forward-auth reads it) and every protected route: a route outside
+/// `cookie_path` would send its users to sign in again and again.
+pub(super) fn cookie_path_covers(rep: &mut Reporter, f: &file::File, gateway_prefix: &str) {
+    let Some(p) = &f.session.cookie_path else {
+        return;
+    };
+    let cp = p.get_ref();
+    if !path_matches(cp, gateway_prefix) {
+        rep.error(
+            "session.cookie_path",
+            span(p),
+            format!(
+                "{cp:?} does not cover the gateway prefix {gateway_prefix:?}: the sign-in callback and logout would not receive the session cookie (set gateway.prefix below it, e.g. \"{}/.authgate/\")",
+                cp.trim_end_matches('/')
+            ),
+        );
+    }
+    for (i, r) in f.routes.iter().enumerate().filter(|(_, r)| !r.public) {
+        let path = r
+            .path
+            .as_ref()
+            .map_or(d::ROUTE_PATH, |p| p.get_ref().as_str());
+        if !path_matches(cp, path) {
+            rep.error(
+                format!("routes[{i}].path"),
+                r.path.as_ref().map_or(span(&r.upstream), span),
+                format!(
+                    "protected route {path:?} is outside session.cookie_path {cp:?}: its requests would never carry the session cookie (a sign-in loop); make the route public or widen cookie_path"
+                ),
+            );
         }
     }
 }
@@ -400,5 +491,98 @@ fn timeouts(rep: &mut Reporter, f: &file::Session) -> Timeouts {
         absolute,
         cache_max_age,
         touch_interval,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::path_matches;
+    use crate::config::model::SameSitePolicy;
+    use crate::config::{parse, ConfigError};
+
+    const ROUTES: &str = "[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n[[routes]]\npath = \"/app/\"\nupstream = \"app\"\n[[routes]]\npath = \"/\"\nupstream = \"app\"\npublic = true\n";
+
+    fn errs(src: &str) -> Vec<ConfigError> {
+        parse(Path::new("t.toml"), src).unwrap_err().0
+    }
+
+    #[test]
+    fn same_site_none_needs_secure() {
+        let c = parse(
+            Path::new("t.toml"),
+            "[session]\ncookie_same_site = \"None\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.session.cookie_same_site, SameSitePolicy::None);
+        let e = errs("[session]\ncookie_secure = false\ncookie_same_site = \"none\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            (e[0].key.as_str(), e[0].line),
+            ("session.cookie_same_site", 3)
+        );
+        assert!(e[0].message.contains("cookie_secure = true"), "{e:?}");
+        let e = errs("[session]\ncookie_same_site = \"lenient\"\n");
+        assert!(e[0].message.contains("\"none\""), "{e:?}");
+    }
+
+    #[test]
+    fn browser_session_cookie() {
+        let c = parse(
+            Path::new("t.toml"),
+            "[session]\ncookie_persistent = false\n",
+        )
+        .unwrap();
+        assert!(!c.session.cookie_persistent);
+    }
+
+    #[test]
+    fn cookie_path_is_a_canonical_path() {
+        for bad in ["app", "/app;x", "/a b", "/app/../x", "//app", "/caf\u{e9}"] {
+            let e = errs(&format!("[session]\ncookie_path = \"{bad}\"\n"));
+            assert_eq!(e[0].key, "session.cookie_path", "{bad}: {e:?}");
+            assert_eq!(e[0].line, 2);
+        }
+    }
+
+    #[test]
+    fn cookie_path_covers_the_gateway_and_the_protected_routes() {
+        let ok = format!(
+            "[gateway]\nprefix = \"/app/.authgate/\"\n[session]\ncookie_path = \"/app/\"\n{}",
+            ROUTES.replace(
+                "[[routes]]\npath = \"/\"\nupstream = \"app\"\npublic = true\n",
+                ""
+            )
+        );
+        parse(Path::new("t.toml"), &ok).unwrap();
+        // Without a trailing '/', "/app" covers "/app/..." too (RFC 6265 path-match).
+        parse(
+            Path::new("t.toml"),
+            &ok.replace("cookie_path = \"/app/\"", "cookie_path = \"/app\""),
+        )
+        .unwrap();
+        // The gateway prefix outside the cookie path: callback and logout would not see it.
+        let e = errs(&format!("[session]\ncookie_path = \"/app/\"\n{ROUTES}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key, "session.cookie_path");
+        assert!(e[0].message.contains("gateway prefix"), "{e:?}");
+        // A protected route outside it: a sign-in loop. (The public one may be anywhere.)
+        let src = format!("[gateway]\nprefix = \"/app/.authgate/\"\n[session]\ncookie_path = \"/app/\"\n{ROUTES}[[routes]]\npath = \"/other\"\nupstream = \"app\"\n");
+        let e = errs(&src);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key, "routes[2].path");
+        assert!(e[0].message.contains("sign-in loop"), "{e:?}");
+    }
+
+    #[test]
+    fn path_match_is_rfc6265() {
+        assert!(path_matches("/", "/anything"));
+        assert!(path_matches("/app", "/app"));
+        assert!(path_matches("/app", "/app/x"));
+        assert!(!path_matches("/app", "/apple"));
+        assert!(path_matches("/app/", "/app/x"));
+        assert!(!path_matches("/app/", "/app"));
+        assert!(!path_matches("/app/", "/"));
     }
 }

@@ -166,7 +166,7 @@ fn servers(
             rep.error(
                 k,
                 span(s),
-                "a server URL has no path, query or fragment: the route decides the path",
+                "a server URL has no path, query or fragment: the route decides the path (to send \"/app/x\" as \"/x\", set the route's strip_prefix = \"/app\"; to map paths, its rewrite = { pattern, replace })",
             );
             continue;
         }

@@ -201,6 +201,10 @@ impl Auth {
         }
     }
 
+    /// The login transaction's cookie keeps `Path=/` (and so its `__Host-` name over HTTPS)
+    /// and `SameSite=Lax` whatever `cookie_path` and `cookie_same_site` say: it is read only
+    /// at the callback, which a browser reaches by a top-level GET from the provider (Lax
+    /// sends it; Strict would not), and `cookie_path` must cover the gateway prefix anyway.
     fn tx_cookie(&self, name: String, value: String, max_age: Duration) -> String {
         Cookie::build((name, value))
             .path("/")

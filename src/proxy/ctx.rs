@@ -29,6 +29,9 @@ pub(crate) struct RequestCtx {
     /// How the client wants answers, once decided (see `answer::audience`).
     pub(crate) audience: Option<Audience>,
     pub(crate) path: Option<CanonicalPath>,
+    /// What the upstream receives instead of `path` (the route's `strip_prefix`/`rewrite`);
+    /// `None`: `path` itself.
+    pub(crate) upstream_path: Option<String>,
     pub(crate) route: Option<Arc<Route>>,
     /// The upstream server of the current attempt (valid when the pool is swapped).
     pub(crate) server: Option<Arc<crate::upstream::Server>>,
@@ -67,6 +70,7 @@ impl RequestCtx {
             host: http::HeaderValue::from_static(""),
             audience: None,
             path: None,
+            upstream_path: None,
             route: None,
             server: None,
             tried: 0,

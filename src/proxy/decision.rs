@@ -200,6 +200,7 @@ mod tests {
             csrf: true,
             unauthenticated: Unauthenticated::Auto,
             claim_headers: None,
+            shaping: None,
             duration: base.duration.clone(),
             upstream_duration: base.upstream_duration.clone(),
         };

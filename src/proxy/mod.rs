@@ -25,6 +25,7 @@ pub(crate) mod ctx;
 pub(crate) mod decision;
 mod forward_auth;
 pub(crate) mod routes;
+mod shaping;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,6 +53,8 @@ use decision::{Caller, Inbound};
 
 /// oauth2-proxy's access token header, sent with `x_auth_request` on `pass_access_token` routes.
 const X_AUTH_REQUEST_ACCESS_TOKEN: &str = crate::config::defaults::X_AUTH_REQUEST_HEADERS[4];
+/// Set when a route's `strip_prefix` took a prefix off the path.
+const X_FORWARDED_PREFIX: http::HeaderName = http::HeaderName::from_static("x-forwarded-prefix");
 
 /// Outage lines of the request path: one per cause (and route) per window, with a count.
 static REFRESH_DOWN: Throttle = Throttle::new(WINDOW);
@@ -513,12 +516,30 @@ impl ProxyHttp for Gateway {
             https: ctx.origin.https,
         };
         let decided = self.decide(&rt, &inbound, ctx).await;
+        // Shaped only once the request is admitted: a caller who may not pass learns nothing
+        // of the route's rewrite.
+        let shaped = match (
+            &decided,
+            ctx.route.as_ref().and_then(|r| r.shaping.as_deref()),
+        ) {
+            (Ok(_), Some(s)) => Some(shaping::upstream_path(s, canonical.as_str(), rt.paths)),
+            _ => None,
+        };
         ctx.path = Some(canonical);
         match decided {
             Ok(Some(Caller::Session(s))) => ctx.session = Some(s),
             Ok(Some(Caller::Bearer(b))) => ctx.bearer = Some(b),
             Ok(None) => {}
             Err(refusal) => return self.refuse(session, ctx, refusal).await,
+        }
+        match shaped {
+            Some(Ok(p)) => ctx.upstream_path = p,
+            Some(Err(shaping::NotCanonical(out))) => {
+                // Paths only, never the query: it may carry secrets.
+                tracing::warn!(request_id = %ctx.request_id, route = ctx.route.as_ref().map(|r| &*r.id), path = ctx.path.as_ref().map(|p| p.as_str()), rewritten = %out, "the route's rewrite made a path that is not canonical; refused");
+                return self.refuse(session, ctx, Refusal::PathNotRewritable).await;
+            }
+            None => {}
         }
         Ok(false)
     }
@@ -552,17 +573,23 @@ impl ProxyHttp for Gateway {
         let (Some(route), Some(path)) = (ctx.route.as_ref(), ctx.path.as_ref()) else {
             return Error::e_explain(ErrorType::InternalError, "request not routed");
         };
-        // The upstream gets exactly the path the route decision was made on, in origin form:
-        // an absolute-form target's authority would be a second Host.
-        if upstream.uri.path() != path.as_str() || upstream.uri.authority().is_some() {
+        // The upstream gets exactly the path the route decision was made on (or what the
+        // route's shaping made of it), in origin form: an absolute-form target's authority
+        // would be a second Host. The query goes as the client sent it.
+        let path = ctx.upstream_path.as_deref().unwrap_or(path.as_str());
+        if upstream.uri.path() != path || upstream.uri.authority().is_some() {
             let pq = match upstream.uri.query() {
-                Some(q) => format!("{}?{q}", path.as_str()),
-                None => path.as_str().to_string(),
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
             };
             let uri: Uri = pq
                 .parse()
                 .or_err(ErrorType::InternalError, "canonical path is not a URI")?;
             upstream.set_uri(uri);
+        }
+        // Before the gateway's own headers below: a route's edits cannot replace them.
+        if let Some(s) = &route.shaping {
+            shaping::edit_request(&s.request, upstream)?;
         }
         if !route.upstream.pass_host_header {
             if let Some(server) = &ctx.server {
@@ -579,6 +606,14 @@ impl ProxyHttp for Gateway {
             &ctx.host,
             &ctx.request_id,
         )?;
+        if let (Some(s), Some(canonical)) = (&route.shaping, &ctx.path) {
+            // A trusted proxy's own prefix survived the strip of forwarding headers; an
+            // untrusted client's did not.
+            let previous = upstream.headers.get(X_FORWARDED_PREFIX);
+            if let Some(v) = shaping::forwarded_prefix(s, canonical.as_str(), previous) {
+                upstream.insert_header(X_FORWARDED_PREFIX, v)?;
+            }
+        }
         // The trace goes on with the gateway's hop as the upstream's parent; the client's
         // `tracestate` only with the client's own trace.
         if let Some(t) = &ctx.trace {
@@ -669,6 +704,10 @@ impl ProxyHttp for Gateway {
         // Shutdown began while this request was in flight: `Connection: close` on its answer.
         if self.drain.active() {
             session.set_keepalive(None);
+        }
+        // The route's edits first: the gateway's own response headers below win over them.
+        if let Some(s) = ctx.route.as_ref().and_then(|r| r.shaping.as_deref()) {
+            shaping::edit_response(&s.response, resp)?;
         }
         if let Some(auth) = &ctx.runtime.auth {
             if resp.headers.contains_key(header::SET_COOKIE) {

@@ -39,6 +39,9 @@ pub(crate) struct Route {
     pub(crate) unauthenticated: Unauthenticated,
     /// Claims and tokens as headers; `None` (nothing to do per request) unless configured.
     pub(crate) claim_headers: Option<Arc<crate::claim_headers::RouteClaims>>,
+    /// `strip_prefix`, `rewrite`, header edits (`super::shaping`); `None`: none of them, and
+    /// nothing is computed for them per request.
+    pub(crate) shaping: Option<Box<crate::config::model::RouteShaping>>,
     /// Pre-resolved label children: no label hashing per request.
     pub(crate) duration: Histogram,
     /// The upstream's response latency (`authgate_upstream_response_duration_seconds`):
@@ -114,6 +117,7 @@ impl Runtime {
                     .claim_headers
                     .as_ref()
                     .map(|s| Arc::new(crate::claim_headers::RouteClaims::new(s.clone(), config))),
+                shaping: r.shaping.clone().map(Box::new),
                 duration: metrics.request_duration.with_label_values(&[r.id.as_str()]),
                 upstream_duration: UpstreamDuration {
                     family: metrics.upstream_duration.clone(),

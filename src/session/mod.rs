@@ -37,6 +37,10 @@ pub struct CookieSettings {
     pub secure: bool,
     pub same_site: SameSite,
     pub domain: Option<String>,
+    /// `false`: no `Max-Age` (a browser-session cookie, gone when the browser closes).
+    pub persistent: bool,
+    /// The cookie's `Path` (`/` unless `cookie_path` says otherwise).
+    pub path: String,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
     /// Restart the idle TTL in the store at most this often per session.
@@ -177,9 +181,10 @@ impl SessionManager {
     /// The session cookie's name for a request: the `__Host-` name over HTTPS (when the
     /// cookie can carry that prefix: Secure, Path=/ and no Domain; browsers honour it only
     /// over HTTPS), the plain name otherwise. The same rule names the cookie
-    /// we set, so a browser never holds both for one site.
+    /// we set, so a browser never holds both for one site. (A `cookie_path` other than `/`
+    /// gives up the prefix as `cookie_domain` does: a browser would reject the cookie.)
     pub(crate) fn cookie_name(&self, https: bool) -> &str {
-        if https && self.cookie.secure && self.cookie.domain.is_none() {
+        if https && self.cookie.secure && self.cookie.domain.is_none() && self.cookie.path == "/" {
             &self.cookie.host_name
         } else {
             &self.cookie.name
@@ -662,13 +667,19 @@ impl SessionManager {
     }
 
     /// `Set-Cookie` value for a new session.
+    /// Persistent: it lasts as long as the session can (`Max-Age` = the absolute timeout);
+    /// otherwise a browser-session cookie (no `Max-Age`, no `Expires`) while the session
+    /// itself still ends at its timeouts in the store.
     pub(crate) fn set_cookie(&self, value: &str, https: bool) -> String {
-        self.cookie_builder(value.to_string(), https)
-            .max_age(cookie::time::Duration::seconds(
+        let b = self.cookie_builder(value.to_string(), https);
+        let b = if self.cookie.persistent {
+            b.max_age(cookie::time::Duration::seconds(
                 self.cookie.absolute_timeout.as_secs() as i64,
             ))
-            .build()
-            .to_string()
+        } else {
+            b
+        };
+        b.build().to_string()
     }
 
     /// `Set-Cookie` value that deletes the session cookie.
@@ -681,7 +692,7 @@ impl SessionManager {
 
     fn cookie_builder(&self, value: String, https: bool) -> cookie::CookieBuilder<'static> {
         let mut b = Cookie::build((self.cookie_name(https).to_string(), value))
-            .path("/")
+            .path(self.cookie.path.clone())
             .http_only(true)
             .secure(self.cookie.secure)
             .same_site(self.cookie.same_site);
@@ -783,20 +794,28 @@ mod tests {
     }
 
     fn manager() -> SessionManager {
+        manager_with(|_| {})
+    }
+
+    fn manager_with(f: impl FnOnce(&mut CookieSettings)) -> SessionManager {
+        let mut cookie = CookieSettings {
+            name: "authgate_session".into(),
+            host_name: "__Host-authgate_session".into(),
+            secure: true,
+            same_site: SameSite::Lax,
+            domain: None,
+            persistent: true,
+            path: "/".into(),
+            idle_timeout: Duration::from_secs(3600),
+            absolute_timeout: Duration::from_secs(7200),
+            touch_interval: Duration::from_secs(60),
+        };
+        f(&mut cookie);
         SessionManager::new(
             Store::memory(),
             Keys::derive(&[7u8; 32]),
             SessionCache::new(Duration::from_secs(30), 1000, true),
-            CookieSettings {
-                name: "authgate_session".into(),
-                host_name: "__Host-authgate_session".into(),
-                secure: true,
-                same_site: SameSite::Lax,
-                domain: None,
-                idle_timeout: Duration::from_secs(3600),
-                absolute_timeout: Duration::from_secs(7200),
-                touch_interval: Duration::from_secs(60),
-            },
+            cookie,
             IdentityHeaders::default(),
             Arc::new(Metrics::new()),
         )
@@ -925,5 +944,49 @@ mod tests {
         let h = IdHash([0xab; 32]);
         assert_eq!(parse_hex32(&h.hex()), Some([0xab; 32]));
         assert_eq!(parse_hex32("zz"), None);
+    }
+
+    #[test]
+    fn set_cookie_follows_the_cookie_options() {
+        let attrs = |m: &SessionManager, https| {
+            let v = m.set_cookie("v", https);
+            let c = Cookie::parse(v.clone()).unwrap();
+            (v, c.into_owned())
+        };
+        // Default: persistent, Path=/, Lax, __Host- over HTTPS.
+        let (v, c) = attrs(&manager(), true);
+        assert_eq!(c.name(), "__Host-authgate_session");
+        assert_eq!(c.path(), Some("/"));
+        assert_eq!(c.max_age(), Some(cookie::time::Duration::seconds(7200)));
+        assert_eq!(c.same_site(), Some(SameSite::Lax));
+        assert!(v.contains("Secure") && v.contains("HttpOnly"), "{v}");
+        // A browser-session cookie: neither Max-Age nor Expires; clearing still expires it.
+        let m = manager_with(|c| c.persistent = false);
+        let (v, c) = attrs(&m, true);
+        assert!(c.max_age().is_none() && c.expires().is_none(), "{v}");
+        assert!(!v.contains("Max-Age") && !v.contains("Expires"), "{v}");
+        assert!(m.clear_cookie(true).contains("Max-Age=0"));
+        // SameSite=None, with Secure.
+        let m = manager_with(|c| c.same_site = SameSite::None);
+        let (v, c) = attrs(&m, true);
+        assert_eq!(c.same_site(), Some(SameSite::None));
+        assert!(v.contains("SameSite=None") && v.contains("Secure"), "{v}");
+        // A path: no __Host- name (browsers reject it with Path other than /), over HTTPS
+        // as over HTTP; the same name and path are read and cleared.
+        let m = manager_with(|c| c.path = "/app/".into());
+        let (v, c) = attrs(&m, true);
+        assert_eq!(c.name(), "authgate_session", "{v}");
+        assert_eq!(c.path(), Some("/app/"));
+        assert_eq!(m.cookie_name(true), "authgate_session");
+        let clear = Cookie::parse(m.clear_cookie(true)).unwrap();
+        assert_eq!(
+            (clear.name(), clear.path()),
+            ("authgate_session", Some("/app/"))
+        );
+        let id = SessionId::generate();
+        let h = cookies(&[&format!("authgate_session={}", m.keys().cookie_value(&id))]);
+        assert!(m.read_cookie(&h, true) == CookieRead::One(id));
+        // Its cookie is still the gateway's: stripped from upstream requests.
+        assert_eq!(m.foreign_cookies(&h), "");
     }
 }
