@@ -75,6 +75,92 @@ static X_FORWARDED_PROTO: LazyLock<OutName> =
 static X_FORWARDED_HOST: LazyLock<OutName> =
     LazyLock::new(|| OutName::from_static("x-forwarded-host"));
 
+/// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, a dual-stack listener's IPv4 peer) as the
+/// IPv4 address it is, so one rule covers both spellings.
+#[inline]
+pub(crate) fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// An IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) as its IPv4 block (`10.0.0.0/8`), as
+/// [`unmap`] does to addresses. Other blocks stay as they are.
+pub(crate) fn unmap_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// The client's address as the request decision sees it (`source_ips`), worked out on first
+/// use only, so routes that never ask pay nothing.
+///
+/// The address is the last hop not in `server.trusted_proxies`, walking from the gateway's
+/// peer back through `X-Forwarded-For` (every line, in order), the way nginx's `realip` with
+/// `real_ip_recursive` does: a client may write anything at the left of that header, but
+/// only a trusted proxy appends to it. When every hop is trusted, the leftmost is the client.
+/// Fail closed: an entry that is not a plain IP address on the way is an unknown client, not
+/// a skipped one. In proxy mode the chain ends with the peer (a header from an untrusted
+/// peer is never read); in forward-auth mode the peer is the front proxy asking, not a hop
+/// of the original request, so the chain is its `X-Forwarded-For` only, and a front proxy
+/// that sends none leaves the client unknown.
+pub(crate) struct ClientAddr<'a> {
+    /// Where the chain is read when the last hop is trusted.
+    chain: Option<(&'a Forwarding, &'a http::HeaderMap)>,
+    last_hop: Option<IpAddr>,
+    resolved: std::sync::OnceLock<Option<IpAddr>>,
+}
+
+impl<'a> ClientAddr<'a> {
+    /// Proxy mode: the peer, or (peer trusted) the chain through `X-Forwarded-For`.
+    pub(crate) fn proxied(
+        forwarding: &'a Forwarding,
+        trusted: bool,
+        headers: &'a http::HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Self {
+        Self {
+            chain: trusted.then_some((forwarding, headers)),
+            last_hop: peer,
+            resolved: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Forward-auth: the front proxy's `X-Forwarded-For` only.
+    pub(crate) fn forward_auth(forwarding: &'a Forwarding, headers: &'a http::HeaderMap) -> Self {
+        Self {
+            chain: Some((forwarding, headers)),
+            last_hop: None,
+            resolved: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A known address (or none), for tests.
+    #[cfg(test)]
+    pub(crate) fn known(ip: Option<IpAddr>) -> Self {
+        Self {
+            chain: None,
+            last_hop: ip,
+            resolved: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The client's address, IPv4-mapped IPv6 as IPv4; `None` when unknown.
+    pub(crate) fn get(&self) -> Option<IpAddr> {
+        match self.chain {
+            None => self.last_hop.map(unmap),
+            Some((f, headers)) => *self
+                .resolved
+                .get_or_init(|| f.client_addr(headers, self.last_hop)),
+        }
+    }
+}
+
 /// One byte of the canonical spelling: ASCII lower case, anything but `[a-z0-9]` as `-` (the
 /// byte-wise form of [`crate::identity::canonical_name`]).
 #[inline]
@@ -253,12 +339,31 @@ impl Forwarding {
 
     pub(crate) fn is_trusted(&self, peer: Option<IpAddr>) -> bool {
         peer.is_some_and(|ip| {
-            let ip = match ip {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-                v4 => v4,
-            };
+            let ip = unmap(ip);
             self.trusted.iter().any(|net| net.contains(&ip))
         })
+    }
+
+    /// See [`ClientAddr`]: the last untrusted hop of `X-Forwarded-For` + `last_hop`.
+    fn client_addr(&self, headers: &http::HeaderMap, last_hop: Option<IpAddr>) -> Option<IpAddr> {
+        let mut leftmost = None;
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .rev()
+            .flat_map(|line| {
+                // A line that is not text holds no address: one unknown hop.
+                let line = line.to_str().unwrap_or("?");
+                line.rsplit(',').map(|e| e.trim().parse::<IpAddr>().ok())
+            });
+        for hop in last_hop.map(Some).into_iter().chain(forwarded) {
+            let ip = unmap(hop?);
+            if !self.trusted.iter().any(|net| net.contains(&ip)) {
+                return Some(ip);
+            }
+            leftmost = Some(ip);
+        }
+        leftmost
     }
 
     /// Decide trust, drop forwarding headers (every spelling from untrusted peers, variant

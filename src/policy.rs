@@ -13,7 +13,24 @@
 //! (`crate::oidc::ClaimNames::map` drops the rest); an email is still checked to be
 //! `email_verified == Some(true)`. Email domains match the part after the single `@` exactly: no
 //! suffix matching (`corp.com.evil.com`), no multi-`@` confusion (`a@evil.com@corp.com`).
-//! Everything is pre-normalised at config load; evaluation allocates nothing.
+//! Everything is pre-normalised at config load; evaluation allocates nothing (but for a number
+//! claim compared as its JSON text).
+//!
+//! Patterns (`email_patterns`, `claim_patterns`) are regexes anchored at load to match a
+//! whole value: `corp\.example` never matches `evil-corp.example.org`. Emails match
+//! case-insensitively (as `emails` compare); claims exactly. `claim_patterns` (like `claims`)
+//! reads the provider's other claims, and else the standard names the identity keeps apart:
+//! `sub`, `email` (verified only), `name`, `preferred_username`, `groups` (any element).
+//!
+//! `source_ips` is the client address as established through `server.trusted_proxies`
+//! ([`crate::forwarded::ClientAddr`]), IPv4-mapped IPv6 as IPv4. An unknown address (a front
+//! proxy that did not say, an `X-Forwarded-For` entry that is not an address) never matches
+//! an allow rule, and always matches a deny rule's `source_ips`: both fail closed.
+//!
+//! `[[routes.deny]]` rules use the same keys; a rule matches when all of its keys match, and
+//! the rules are evaluated, in order, before the policy: a match is a 403.
+
+use std::net::IpAddr;
 
 use http::Method;
 use serde_json::Value;
@@ -21,7 +38,7 @@ use serde_json::Value;
 use crate::identity::Claims;
 
 /// The rules of a `[routes.policy]`, validated by `config` as plain data; evaluated here.
-pub use crate::config::model::{ClaimRule, Policy};
+pub use crate::config::model::{ClaimPattern, ClaimRule, Pattern, Policy};
 
 /// Why a request was denied (for the log; the caller sees 403).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +50,9 @@ pub enum Denial {
     Group,
     Method,
     Claim,
+    EmailPattern,
+    ClaimPattern,
+    SourceIp,
 }
 
 impl Denial {
@@ -45,6 +65,9 @@ impl Denial {
             Denial::Group => "no allowed group",
             Denial::Method => "method not allowed",
             Denial::Claim => "claim requirement not met",
+            Denial::EmailPattern => "email matches no allowed pattern",
+            Denial::ClaimPattern => "claim matches no allowed pattern",
+            Denial::SourceIp => "client address not allowed",
         }
     }
 }
@@ -65,6 +88,54 @@ fn claim_matches(v: &Value, want: &str) -> bool {
         Value::Bool(b) => (want == "true" && *b) || (want == "false" && !*b),
         Value::Number(n) => n.to_string() == want,
         _ => false,
+    }
+}
+
+/// Whether claim `name` of `id` (a string, or an element of an array claim; numbers and
+/// booleans as their JSON text) satisfies `ok`. See the module comment for where it is read.
+fn claim_any(id: &Claims, name: &str, mut ok: impl FnMut(&str) -> bool) -> bool {
+    let mut scalar = |v: &Value| match v {
+        Value::String(s) => ok(s),
+        Value::Bool(b) => ok(if *b { "true" } else { "false" }),
+        Value::Number(n) => ok(&n.to_string()),
+        _ => false,
+    };
+    if let Some(v) = id.extra.get(name) {
+        return match v {
+            Value::Array(a) => a.iter().any(scalar),
+            v => scalar(v),
+        };
+    }
+    match name {
+        "sub" => !id.sub.is_empty() && ok(&id.sub),
+        "email" => verified_email(id).is_some_and(ok),
+        "name" => id.name.as_deref().is_some_and(ok),
+        "preferred_username" => id.preferred_username.as_deref().is_some_and(ok),
+        "groups" => id.groups.iter().any(|g| ok(g)),
+        _ => false,
+    }
+}
+
+/// Only an address the provider verified counts, whatever put one in the claims.
+fn verified_email(id: &Claims) -> Option<&str> {
+    id.email
+        .as_deref()
+        .filter(|_| id.email_verified == Some(true))
+}
+
+/// Whether the client address (worked out only when asked) is in one of `nets`; an unknown
+/// address is `unknown`.
+fn source_in(
+    nets: &[ipnet::IpNet],
+    client: impl FnOnce() -> Option<IpAddr>,
+    unknown: bool,
+) -> bool {
+    match client() {
+        Some(ip) => {
+            let ip = crate::forwarded::unmap(ip);
+            nets.iter().any(|n| n.contains(&ip))
+        }
+        None => unknown,
     }
 }
 
@@ -176,8 +247,64 @@ impl Policy {
         !self.methods.is_empty()
     }
 
-    /// `Ok(())` to allow, `Err(reason)` to deny.
+    /// `Ok(())` to allow, `Err(reason)` to deny. Without a client address: see
+    /// [`Policy::evaluate_from`].
     pub fn evaluate(&self, provider: &str, id: &Claims, method: &Method) -> Result<(), Denial> {
+        self.evaluate_from(provider, id, method, || None)
+    }
+
+    /// `Ok(())` to allow, `Err(reason)` to deny. `client` is asked only if the policy has
+    /// `source_ips`; an unknown address does not match them.
+    pub fn evaluate_from(
+        &self,
+        provider: &str,
+        id: &Claims,
+        method: &Method,
+        client: impl FnOnce() -> Option<IpAddr>,
+    ) -> Result<(), Denial> {
+        self.check(provider, id, method, client, false)
+    }
+
+    /// As a `[[routes.deny]]` rule: whether every key it sets matches (an unknown client
+    /// address matches its `source_ips`: fail closed).
+    pub(crate) fn denies(
+        &self,
+        provider: &str,
+        id: &Claims,
+        method: &Method,
+        client: impl FnOnce() -> Option<IpAddr>,
+    ) -> bool {
+        self.check(provider, id, method, client, true).is_ok()
+    }
+
+    /// The keys this rule sets, for a log line (`groups, methods`).
+    pub(crate) fn keys(&self) -> String {
+        let set = [
+            ("providers", !self.providers.is_empty()),
+            ("users", !self.users.is_empty()),
+            ("emails", !self.emails.is_empty()),
+            ("email_domains", !self.email_domains.is_empty()),
+            ("email_patterns", !self.email_patterns.is_empty()),
+            ("groups", !self.groups.is_empty()),
+            ("methods", !self.methods.is_empty()),
+            ("claims", !self.claims.is_empty()),
+            ("claim_patterns", !self.claim_patterns.is_empty()),
+            ("source_ips", !self.source_ips.is_empty()),
+        ];
+        let keys: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect();
+        keys.join(", ")
+    }
+
+    /// Every key that is set must hold (`unknown`: whether an unknown client address is in
+    /// `source_ips`). Cheap keys first; the client address is worked out last, if at all.
+    fn check(
+        &self,
+        provider: &str,
+        id: &Claims,
+        method: &Method,
+        client: impl FnOnce() -> Option<IpAddr>,
+        unknown: bool,
+    ) -> Result<(), Denial> {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return Err(Denial::Method);
         }
@@ -187,10 +314,7 @@ impl Policy {
         if !self.users.is_empty() && !self.users.contains(&id.subject) {
             return Err(Denial::User);
         }
-        let verified_email = id
-            .email
-            .as_deref()
-            .filter(|_| id.email_verified == Some(true));
+        let verified_email = verified_email(id);
         if !self.emails.is_empty() {
             let ok = verified_email.is_some_and(|e| {
                 // Compare without allocating: ASCII case-insensitively against each entry.
@@ -208,6 +332,13 @@ impl Policy {
                 return Err(Denial::EmailDomain);
             }
         }
+        if !self.email_patterns.is_empty() {
+            let ok =
+                verified_email.is_some_and(|e| self.email_patterns.iter().any(|p| p.0.is_match(e)));
+            if !ok {
+                return Err(Denial::EmailPattern);
+            }
+        }
         if !self.groups.is_empty() && !id.groups.iter().any(|g| self.groups.contains(g)) {
             return Err(Denial::Group);
         }
@@ -219,6 +350,16 @@ impl Policy {
             if !ok {
                 return Err(Denial::Claim);
             }
+        }
+        for rule in &self.claim_patterns {
+            if !claim_any(id, &rule.claim, |v| {
+                rule.patterns.iter().any(|p| p.0.is_match(v))
+            }) {
+                return Err(Denial::ClaimPattern);
+            }
+        }
+        if !self.source_ips.is_empty() && !source_in(&self.source_ips, client, unknown) {
+            return Err(Denial::SourceIp);
         }
         Ok(())
     }
