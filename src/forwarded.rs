@@ -767,4 +767,80 @@ mod tests {
         };
         assert_ne!(f.request_id(&r, &o).as_str(), "has space");
     }
+
+    #[test]
+    fn client_address_through_trusted_proxies() {
+        let f = fwd(&["10.0.0.0/8", "2001:db8:ffff::/48"]);
+        let headers = |lines: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for l in lines {
+                h.append("x-forwarded-for", HeaderValue::from_str(l).unwrap());
+            }
+            h
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let proxied = |lines: &[&str], peer: &str| {
+            let h = headers(lines);
+            let peer: IpAddr = peer.parse().unwrap();
+            ClientAddr::proxied(&f, f.is_trusted(Some(peer)), &h, Some(peer)).get()
+        };
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(proxied(&["10.1.1.1"], "192.0.2.7"), ip("192.0.2.7"));
+        assert_eq!(proxied(&[], "::ffff:192.0.2.7"), ip("192.0.2.7"));
+        // Through a trusted proxy: the last untrusted hop, the client's own claims ignored.
+        assert_eq!(proxied(&["198.51.100.1"], "10.0.0.2"), ip("198.51.100.1"));
+        assert_eq!(
+            proxied(&["6.6.6.6, 198.51.100.1, 10.0.0.3"], "10.0.0.2"),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            proxied(&["6.6.6.6", "198.51.100.1", "10.0.0.3"], "10.0.0.2"),
+            ip("198.51.100.1"),
+            "several lines read in order"
+        );
+        assert_eq!(
+            proxied(&["2001:db8::5, 2001:db8:ffff::1"], "10.0.0.2"),
+            ip("2001:db8::5")
+        );
+        assert_eq!(
+            proxied(&["::ffff:198.51.100.1"], "10.0.0.2"),
+            ip("198.51.100.1")
+        );
+        // Every hop trusted: the leftmost; no header: the trusted peer itself.
+        assert_eq!(proxied(&["10.9.9.9, 10.0.0.3"], "10.0.0.2"), ip("10.9.9.9"));
+        assert_eq!(proxied(&[], "10.0.0.2"), ip("10.0.0.2"));
+        // Not an address on the way: unknown, never skipped.
+        for bad in [
+            "unknown",
+            "198.51.100.1:443",
+            "",
+            "1.2.3.4, ",
+            "[2001:db8::1]",
+        ] {
+            assert_eq!(proxied(&[bad], "10.0.0.2"), None, "{bad:?}");
+        }
+        // ... but garbage left of the first untrusted hop is the client's, not read.
+        assert_eq!(
+            proxied(&["garbage, 198.51.100.1"], "10.0.0.2"),
+            ip("198.51.100.1")
+        );
+        // Forward-auth: the front proxy's header only, never the front proxy itself.
+        let h = headers(&["198.51.100.1"]);
+        assert_eq!(ClientAddr::forward_auth(&f, &h).get(), ip("198.51.100.1"));
+        let h = headers(&[]);
+        assert_eq!(ClientAddr::forward_auth(&f, &h).get(), None);
+        let h = headers(&["10.0.0.4"]);
+        assert_eq!(ClientAddr::forward_auth(&f, &h).get(), ip("10.0.0.4"));
+    }
+
+    #[test]
+    fn mapped_networks_are_ipv4() {
+        let n = |s: &str| unmap_net(s.parse().unwrap()).to_string();
+        assert_eq!(n("::ffff:10.0.0.0/104"), "10.0.0.0/8");
+        assert_eq!(n("::ffff:192.0.2.7/128"), "192.0.2.7/32");
+        assert_eq!(n("::ffff:0.0.0.0/96"), "0.0.0.0/0");
+        assert_eq!(n("::/0"), "::/0");
+        assert_eq!(n("2001:db8::/32"), "2001:db8::/32");
+        assert_eq!(n("10.0.0.0/8"), "10.0.0.0/8");
+    }
 }

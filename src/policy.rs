@@ -594,4 +594,206 @@ mod tests {
         wrong.email = Some("alice@corp.com.evil".into());
         assert_eq!(p.evaluate("corp", &wrong, &Method::GET), Err(Denial::Email));
     }
+
+    fn pat(p: &str, email: bool) -> Pattern {
+        Pattern(
+            regex::RegexBuilder::new(&format!("^(?:{p})$"))
+                .case_insensitive(email)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    /// Through config validation, so the patterns are anchored as at load.
+    fn loaded(policy: &str) -> Policy {
+        let cfg = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            &format!("[upstreams.app]\nservers = [\"http://127.0.0.1:1\"]\n[[routes]]\nupstream = \"app\"\n[routes.policy]\n{policy}\n"),
+        )
+        .unwrap();
+        cfg.routes[0].policy.clone().unwrap()
+    }
+
+    #[test]
+    fn email_patterns_match_whole_addresses_case_insensitively() {
+        let p = loaded(r#"email_patterns = ['[^@]+@corp\.com', 'admin@(eng|ops)\.corp\.com']"#);
+        let with = |email: &str, verified: Option<bool>| {
+            let mut c = alice();
+            c.email = Some(email.into());
+            c.email_verified = verified;
+            p.evaluate("corp", &c, &Method::GET)
+        };
+        for ok in ["alice@corp.com", "ALICE@CORP.COM", "Admin@Eng.Corp.Com"] {
+            assert_eq!(with(ok, Some(true)), Ok(()), "{ok}");
+        }
+        for bad in [
+            "alice@corp.com.evil.org",
+            "alice@evil-corp.com",
+            "alice@corp.com\nx@evil.org",
+            "alice@corp.com\n",
+            "a@b@corp.com",
+            "admin@dev.corp.com",
+        ] {
+            assert_eq!(with(bad, Some(true)), Err(Denial::EmailPattern), "{bad:?}");
+        }
+        assert_eq!(
+            with("alice@corp.com", Some(false)),
+            Err(Denial::EmailPattern)
+        );
+        assert_eq!(with("alice@corp.com", None), Err(Denial::EmailPattern));
+        // An unanchored-looking pattern is anchored all the same.
+        let p = loaded(r#"email_patterns = ['corp\.example']"#);
+        let mut c = alice();
+        c.email = Some("x@evil-corp.example.org".into());
+        assert_eq!(
+            p.evaluate("corp", &c, &Method::GET),
+            Err(Denial::EmailPattern)
+        );
+        // Written with anchors: still the same meaning.
+        let p = loaded(r#"email_patterns = ['^[^@]+@corp\.com$']"#);
+        assert_eq!(p.evaluate("corp", &alice(), &Method::GET), Ok(()));
+    }
+
+    #[test]
+    fn claim_patterns_on_strings_arrays_numbers_and_standard_names() {
+        let mut c = alice();
+        c.extra.insert("department".into(), "eng-platform".into());
+        c.extra.insert("level".into(), serde_json::json!(42));
+        c.extra.insert("staff".into(), serde_json::json!(true));
+        c.extra
+            .insert("nested".into(), serde_json::json!({"a": "eng-x"}));
+        let eval = |rules: &[(&str, &[&str])]| {
+            let p = Policy {
+                claim_patterns: rules
+                    .iter()
+                    .map(|(claim, pats)| ClaimPattern {
+                        claim: claim.to_string(),
+                        patterns: pats.iter().map(|p| pat(p, false)).collect(),
+                        written: pats.iter().map(|p| p.to_string()).collect(),
+                    })
+                    .collect(),
+                ..Policy::default()
+            };
+            p.evaluate("corp", &c, &Method::GET)
+        };
+        assert_eq!(eval(&[("department", &["eng-.*"])]), Ok(()));
+        assert_eq!(
+            eval(&[("department", &["eng-"])]),
+            Err(Denial::ClaimPattern),
+            "whole value"
+        );
+        assert_eq!(
+            eval(&[("department", &["ENG-.*"])]),
+            Err(Denial::ClaimPattern),
+            "claims are case-sensitive"
+        );
+        assert_eq!(
+            eval(&[("department", &["ops-.*", "eng-.*"])]),
+            Ok(()),
+            "any of a list"
+        );
+        assert_eq!(eval(&[("roles", &["adm.*"])]), Ok(()), "an array element");
+        assert_eq!(eval(&[("roles", &["read"])]), Err(Denial::ClaimPattern));
+        assert_eq!(eval(&[("level", &["4[0-9]"])]), Ok(()));
+        assert_eq!(eval(&[("staff", &["true"])]), Ok(()));
+        assert_eq!(
+            eval(&[("nested", &[".*"])]),
+            Err(Denial::ClaimPattern),
+            "objects never match"
+        );
+        assert_eq!(eval(&[("missing", &[".*"])]), Err(Denial::ClaimPattern));
+        // Standard names kept outside `extra`.
+        assert_eq!(eval(&[("groups", &["adm.*"])]), Ok(()));
+        assert_eq!(
+            eval(&[("email", &[".*@corp\\.com"])]),
+            Err(Denial::ClaimPattern),
+            "case-sensitive"
+        );
+        assert_eq!(eval(&[("email", &[".*@Corp\\.com"])]), Ok(()));
+        assert_eq!(
+            eval(&[("sub", &[".*"])]),
+            Err(Denial::ClaimPattern),
+            "no sub in this identity"
+        );
+        // Every entry must hold.
+        assert_eq!(
+            eval(&[("department", &["eng-.*"]), ("level", &["1"])]),
+            Err(Denial::ClaimPattern)
+        );
+    }
+
+    fn sources(nets: &[&str]) -> Policy {
+        Policy {
+            source_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn source_ips_edges() {
+        let from = |p: &Policy, ip: Option<&str>| {
+            let ip: Option<IpAddr> = ip.map(|i| i.parse().unwrap());
+            p.evaluate_from("corp", &alice(), &Method::GET, || ip)
+        };
+        let all4 = sources(&["0.0.0.0/0"]);
+        assert_eq!(from(&all4, Some("203.0.113.9")), Ok(()));
+        assert_eq!(
+            from(&all4, Some("::ffff:203.0.113.9")),
+            Ok(()),
+            "v4-mapped is v4"
+        );
+        assert_eq!(from(&all4, Some("2001:db8::1")), Err(Denial::SourceIp));
+        assert_eq!(
+            from(&all4, None),
+            Err(Denial::SourceIp),
+            "unknown never allows"
+        );
+        let all6 = sources(&["::/0"]);
+        assert_eq!(from(&all6, Some("2001:db8::1")), Ok(()));
+        assert_eq!(from(&all6, Some("::ffff:10.0.0.1")), Err(Denial::SourceIp));
+        let host = sources(&["192.0.2.7/32", "2001:db8::7/128"]);
+        assert_eq!(from(&host, Some("192.0.2.7")), Ok(()));
+        assert_eq!(from(&host, Some("192.0.2.8")), Err(Denial::SourceIp));
+        assert_eq!(from(&host, Some("2001:db8::7")), Ok(()));
+        assert_eq!(from(&host, Some("2001:db8::8")), Err(Denial::SourceIp));
+        let net = sources(&["10.0.0.0/8"]);
+        assert_eq!(from(&net, Some("10.255.255.255")), Ok(()));
+        assert_eq!(from(&net, Some("11.0.0.0")), Err(Denial::SourceIp));
+        // The address is asked only when the other keys passed.
+        let mut p = sources(&["10.0.0.0/8"]);
+        p.users = set(&["bob"]);
+        let asked = std::cell::Cell::new(false);
+        let r = p.evaluate_from("corp", &alice(), &Method::GET, || {
+            asked.set(true);
+            None
+        });
+        assert_eq!(r, Err(Denial::User));
+        assert!(!asked.get());
+    }
+
+    #[test]
+    fn deny_rules_match_all_their_keys_and_unknown_addresses() {
+        let mut rule = sources(&["192.0.2.0/24"]);
+        rule.methods = vec![Method::DELETE];
+        let d = |m: &Method, ip: Option<&str>| {
+            let ip: Option<IpAddr> = ip.map(|i| i.parse().unwrap());
+            rule.denies("corp", &alice(), m, || ip)
+        };
+        assert!(d(&Method::DELETE, Some("192.0.2.1")));
+        assert!(!d(&Method::GET, Some("192.0.2.1")), "all keys must match");
+        assert!(!d(&Method::DELETE, Some("198.51.100.1")));
+        assert!(
+            d(&Method::DELETE, None),
+            "unknown address: may be that network"
+        );
+        assert_eq!(rule.keys(), "methods, source_ips");
+        let groups = Policy {
+            groups: set(&["admins"]),
+            ..Policy::default()
+        };
+        assert!(groups.denies("corp", &alice(), &Method::GET, || None));
+        let mut bob = alice();
+        bob.groups = vec!["dev".into()];
+        assert!(!groups.denies("corp", &bob, &Method::GET, || None));
+    }
 }

@@ -202,4 +202,23 @@ mod tests {
         );
         assert!(!text.contains("hunter2"));
     }
+
+    #[test]
+    fn summary_shows_optional_routes_deny_rules_and_patterns() {
+        let src = "[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n\n[[routes]]\nid = \"home\"\npath = \"/home\"\nupstream = \"app\"\nauth = \"optional\"\n[routes.policy]\nsource_ips = [\"10.0.0.0/8\"]\n\n[[routes]]\nid = \"app\"\nupstream = \"app\"\n[routes.policy]\nemail_patterns = [\"[^@]+@corp\\\\.example\"]\nclaim_patterns = { dept = [\"eng-.*\", \"ops\"] }\n[[routes.deny]]\ngroups = [\"contractors\"]\nmethods = [\"DELETE\"]\n";
+        let c = super::super::parse(Path::new("t.toml"), src).unwrap();
+        let lines = c.summary();
+        let routes: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("  home") || l.starts_with("  app"))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "  home: /home -> app: optional sign-in (anonymous callers pass); policy source_ips = [10.0.0.0/8]",
+                "  app: / -> app: sign-in (unauthenticated = auto); deny[0] groups = [contractors] methods = [DELETE]; policy email_patterns = [[^@]+@corp\\.example] claim_patterns = [dept ~ eng-.* | ops]",
+            ]
+        );
+    }
 }
