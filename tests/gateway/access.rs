@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use crate::common::{self, free_port, http_login, Gateway, Idp, Opts, Seen};
+use crate::common::{self, free_port, http_login, snippet, Gateway, Idp, Nginx, Opts, Seen};
 
 /// The routes under test, besides the harness's `/public` and protected `/`.
 const ROUTES: &str = r#"
@@ -30,6 +30,14 @@ upstream = "app"
 auth = "optional"
 [routes.policy]
 source_ips = ["192.0.2.0/24", "2001:db8::/32"]
+
+[[routes]]
+id = "lan"
+path = "/lan"
+upstream = "app"
+auth = "optional"
+[routes.policy]
+source_ips = ["127.0.0.2"]
 
 [[routes]]
 id = "no-delete"
@@ -384,4 +392,57 @@ async fn forward_auth_makes_the_same_decisions() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+/// The README's nginx snippet, verbatim, in front of the gateway: nginx tells the gateway
+/// who the client is (`$proxy_add_x_forwarded_for`), so `source_ips` holds in forward-auth
+/// mode, and what the client itself writes in `X-Forwarded-For` does not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_snippet_tells_the_gateway_who_the_client_is() {
+    let nginx_port = free_port();
+    let idp = Idp::start(true, &[nginx_port]).await;
+    let app = common::echo().await;
+    let gw = Gateway::start_with(
+        &format!(
+            "[forward_auth]\nproxy = \"nginx\"\n\n{}{ROUTES}",
+            common::auth_config(&idp, app, "store = \"memory\"")
+        ),
+        Opts {
+            port: Some(common::ANY_PORT),
+            server_extra: "trusted_proxies = [\"127.0.0.1\"]".into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+    let server = snippet(
+        "docs/forward-auth/nginx.conf",
+        &[
+            ("127.0.0.1:8080", gw.addr.to_string()),
+            ("127.0.0.1:3000", app.to_string()),
+        ],
+    );
+    let nginx = Nginx::start(nginx_port, &server).await;
+    let lan = |from: &str, xff: Option<&str>| {
+        let mut b = client_from(from).get(nginx.url("/lan/x"));
+        if let Some(v) = xff {
+            b = b.header("x-forwarded-for", v);
+        }
+        b.send()
+    };
+    assert_eq!(lan("127.0.0.2", None).await.unwrap().status(), 200);
+    assert_eq!(
+        lan("127.0.0.2", Some("203.0.113.1"))
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the client's own entries are left of nginx's"
+    );
+    assert_eq!(lan("127.0.0.3", None).await.unwrap().status(), 403);
+    assert_eq!(
+        lan("127.0.0.3", Some("127.0.0.2")).await.unwrap().status(),
+        403,
+        "a forged entry is not the client"
+    );
 }
