@@ -6,8 +6,8 @@
 //! is a small pure function here, unit-tested below:
 //!
 //! 1. route: host, then longest path prefix (no route: 404, default deny);
-//! 2. [`admit`]: checks that need no identity (a method override where the policy restricts
-//!    methods);
+//! 2. [`admit`]: checks that need no identity (a method override where the policy or a deny
+//!    rule names methods, or where some methods are public);
 //! 3. public route → [`screen`] (its `source_ips` rules, if any) and allow; a public method
 //!    → allow; else authenticate (bearer token or session cookie, in
 //!    `Gateway::authenticate`, the only step with I/O);
@@ -74,12 +74,16 @@ impl Caller {
 /// Checks that hold whoever is calling.
 pub(crate) fn admit(route: &Route, req: &Inbound) -> Result<(), Refusal> {
     // Judged as POST here, run as DELETE upstream: refused wherever the method matters (a
-    // policy on methods, or methods that pass without sign-in).
+    // policy or a deny rule on methods, or methods that pass without sign-in).
     let restricts = !route.public_methods.is_empty()
         || route
             .policy
             .as_ref()
-            .is_some_and(crate::policy::Policy::restricts_methods);
+            .is_some_and(crate::policy::Policy::restricts_methods)
+        || route
+            .deny
+            .iter()
+            .any(crate::policy::Policy::restricts_methods);
     if restricts && crate::policy::claims_method_override(req.headers, req.query) {
         return Err(Refusal::MethodOverride);
     }
@@ -335,6 +339,12 @@ mod tests {
         let rt = runtime();
         let strict = route(&rt, |r| r.policy = methods_policy());
         let preflight = route(&rt, |r| r.public_methods = vec![Method::OPTIONS]);
+        let no_delete = route(&rt, |r| {
+            r.deny = vec![Policy {
+                methods: vec![Method::DELETE],
+                ..Policy::default()
+            }]
+        });
         let open = route(&rt, |_| {});
         for (uri, headers) in [
             ("/x?_method=DELETE", vec![]),
@@ -344,7 +354,7 @@ mod tests {
             ("/x", vec![("x-method-override", "PUT")]),
         ] {
             let req = Req::new("POST", uri, &headers);
-            for r in [&strict, &preflight] {
+            for r in [&strict, &preflight, &no_delete] {
                 assert_eq!(
                     admit(r, &req.inbound()),
                     Err(Refusal::MethodOverride),
