@@ -524,7 +524,18 @@ fn policy(
             "an optional route lets anonymous callers pass, so a rule on who is signed in could only stop signed-in users: only source_ips may be set here (it holds for every caller)",
         ),
     }
-    if out.is_empty() {
+    // Empty as written (entries that failed validation were reported already).
+    let written_empty = f.users.is_empty()
+        && f.emails.is_empty()
+        && f.email_domains.is_empty()
+        && f.groups.is_empty()
+        && f.methods.is_empty()
+        && f.claims.is_empty()
+        && f.providers.is_empty()
+        && f.email_patterns.is_empty()
+        && f.claim_patterns.is_empty()
+        && f.source_ips.is_empty();
+    if written_empty {
         let what = if at.ends_with(".policy") {
             "policy"
         } else {
@@ -549,6 +560,7 @@ fn pattern(rep: &mut Reporter, key: &str, p: &Spanned<String>, email: bool) -> O
             // The regex crate's message spans several lines; its last one says what is wrong.
             let why = e.to_string();
             let why = why.lines().last().unwrap_or("invalid").trim();
+            let why = why.strip_prefix("error: ").unwrap_or(why);
             rep.error(
                 key,
                 span(p),

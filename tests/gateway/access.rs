@@ -446,3 +446,65 @@ async fn nginx_snippet_tells_the_gateway_who_the_client_is() {
         "a forged entry is not the client"
     );
 }
+
+/// `authgate check` names each mistake with file:line:column, before anything runs.
+#[test]
+fn check_refuses_ambiguous_access_rules_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        r#"[[providers]]
+id = "corp"
+issuer = "https://idp.example"
+client_id = "gw"
+client_secret = "s"
+
+[upstreams.app]
+servers = ["http://127.0.0.1:3000"]
+
+[[routes]]
+id = "home"
+path = "/home"
+upstream = "app"
+public = true
+auth = "optional"
+
+[[routes]]
+id = "open"
+path = "/open"
+upstream = "app"
+auth = "optional"
+[routes.policy]
+groups = ["admins"]
+
+[[routes]]
+id = "app"
+upstream = "app"
+[routes.policy]
+email_patterns = ["(unclosed"]
+source_ips = ["10.0.0.1/8"]
+[[routes.deny]]
+source_ips = ["example.com"]
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["check", "--offline"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "c.toml:15:8: routes[0].auth: public = true contradicts auth = \"optional\"",
+        "c.toml:22:1: routes[1].policy: an optional route lets anonymous callers pass",
+        "c.toml:29:19: routes[2].policy.email_patterns[0]: \"(unclosed\" is not a valid regex",
+        "c.toml:30:15: routes[2].policy.source_ips[0]: \"10.0.0.1/8\" has host bits set",
+        "c.toml:32:15: routes[2].deny[0].source_ips[0]: \"example.com\" is not an IP address",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+    assert!(!text.contains("empty"), "{text}");
+}
