@@ -75,6 +75,92 @@ static X_FORWARDED_PROTO: LazyLock<OutName> =
 static X_FORWARDED_HOST: LazyLock<OutName> =
     LazyLock::new(|| OutName::from_static("x-forwarded-host"));
 
+/// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, a dual-stack listener's IPv4 peer) as the
+/// IPv4 address it is, so one rule covers both spellings.
+#[inline]
+pub(crate) fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// An IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) as its IPv4 block (`10.0.0.0/8`), as
+/// [`unmap`] does to addresses. Other blocks stay as they are.
+pub(crate) fn unmap_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// The client's address as the request decision sees it (`source_ips`), worked out on first
+/// use only, so routes that never ask pay nothing.
+///
+/// The address is the last hop not in `server.trusted_proxies`, walking from the gateway's
+/// peer back through `X-Forwarded-For` (every line, in order), the way nginx's `realip` with
+/// `real_ip_recursive` does: a client may write anything at the left of that header, but
+/// only a trusted proxy appends to it. When every hop is trusted, the leftmost is the client.
+/// Fail closed: an entry that is not a plain IP address on the way is an unknown client, not
+/// a skipped one. In proxy mode the chain ends with the peer (a header from an untrusted
+/// peer is never read); in forward-auth mode the peer is the front proxy asking, not a hop
+/// of the original request, so the chain is its `X-Forwarded-For` only, and a front proxy
+/// that sends none leaves the client unknown.
+pub(crate) struct ClientAddr<'a> {
+    /// Where the chain is read when the last hop is trusted.
+    chain: Option<(&'a Forwarding, &'a http::HeaderMap)>,
+    last_hop: Option<IpAddr>,
+    resolved: std::sync::OnceLock<Option<IpAddr>>,
+}
+
+impl<'a> ClientAddr<'a> {
+    /// Proxy mode: the peer, or (peer trusted) the chain through `X-Forwarded-For`.
+    pub(crate) fn proxied(
+        forwarding: &'a Forwarding,
+        trusted: bool,
+        headers: &'a http::HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Self {
+        Self {
+            chain: trusted.then_some((forwarding, headers)),
+            last_hop: peer,
+            resolved: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Forward-auth: the front proxy's `X-Forwarded-For` only.
+    pub(crate) fn forward_auth(forwarding: &'a Forwarding, headers: &'a http::HeaderMap) -> Self {
+        Self {
+            chain: Some((forwarding, headers)),
+            last_hop: None,
+            resolved: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A known address (or none), for tests.
+    #[cfg(test)]
+    pub(crate) fn known(ip: Option<IpAddr>) -> Self {
+        Self {
+            chain: None,
+            last_hop: ip,
+            resolved: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The client's address, IPv4-mapped IPv6 as IPv4; `None` when unknown.
+    pub(crate) fn get(&self) -> Option<IpAddr> {
+        match self.chain {
+            None => self.last_hop.map(unmap),
+            Some((f, headers)) => *self
+                .resolved
+                .get_or_init(|| f.client_addr(headers, self.last_hop)),
+        }
+    }
+}
+
 /// One byte of the canonical spelling: ASCII lower case, anything but `[a-z0-9]` as `-` (the
 /// byte-wise form of [`crate::identity::canonical_name`]).
 #[inline]
@@ -253,12 +339,31 @@ impl Forwarding {
 
     pub(crate) fn is_trusted(&self, peer: Option<IpAddr>) -> bool {
         peer.is_some_and(|ip| {
-            let ip = match ip {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-                v4 => v4,
-            };
+            let ip = unmap(ip);
             self.trusted.iter().any(|net| net.contains(&ip))
         })
+    }
+
+    /// See [`ClientAddr`]: the last untrusted hop of `X-Forwarded-For` + `last_hop`.
+    fn client_addr(&self, headers: &http::HeaderMap, last_hop: Option<IpAddr>) -> Option<IpAddr> {
+        let mut leftmost = None;
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .rev()
+            .flat_map(|line| {
+                // A line that is not text holds no address: one unknown hop.
+                let line = line.to_str().unwrap_or("?");
+                line.rsplit(',').map(|e| e.trim().parse::<IpAddr>().ok())
+            });
+        for hop in last_hop.map(Some).into_iter().chain(forwarded) {
+            let ip = unmap(hop?);
+            if !self.trusted.iter().any(|net| net.contains(&ip)) {
+                return Some(ip);
+            }
+            leftmost = Some(ip);
+        }
+        leftmost
     }
 
     /// Decide trust, drop forwarding headers (every spelling from untrusted peers, variant
@@ -661,5 +766,81 @@ mod tests {
             variant_from_trusted: false,
         };
         assert_ne!(f.request_id(&r, &o).as_str(), "has space");
+    }
+
+    #[test]
+    fn client_address_through_trusted_proxies() {
+        let f = fwd(&["10.0.0.0/8", "2001:db8:ffff::/48"]);
+        let headers = |lines: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for l in lines {
+                h.append("x-forwarded-for", HeaderValue::from_str(l).unwrap());
+            }
+            h
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let proxied = |lines: &[&str], peer: &str| {
+            let h = headers(lines);
+            let peer: IpAddr = peer.parse().unwrap();
+            ClientAddr::proxied(&f, f.is_trusted(Some(peer)), &h, Some(peer)).get()
+        };
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(proxied(&["10.1.1.1"], "192.0.2.7"), ip("192.0.2.7"));
+        assert_eq!(proxied(&[], "::ffff:192.0.2.7"), ip("192.0.2.7"));
+        // Through a trusted proxy: the last untrusted hop, the client's own claims ignored.
+        assert_eq!(proxied(&["198.51.100.1"], "10.0.0.2"), ip("198.51.100.1"));
+        assert_eq!(
+            proxied(&["6.6.6.6, 198.51.100.1, 10.0.0.3"], "10.0.0.2"),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            proxied(&["6.6.6.6", "198.51.100.1", "10.0.0.3"], "10.0.0.2"),
+            ip("198.51.100.1"),
+            "several lines read in order"
+        );
+        assert_eq!(
+            proxied(&["2001:db8::5, 2001:db8:ffff::1"], "10.0.0.2"),
+            ip("2001:db8::5")
+        );
+        assert_eq!(
+            proxied(&["::ffff:198.51.100.1"], "10.0.0.2"),
+            ip("198.51.100.1")
+        );
+        // Every hop trusted: the leftmost; no header: the trusted peer itself.
+        assert_eq!(proxied(&["10.9.9.9, 10.0.0.3"], "10.0.0.2"), ip("10.9.9.9"));
+        assert_eq!(proxied(&[], "10.0.0.2"), ip("10.0.0.2"));
+        // Not an address on the way: unknown, never skipped.
+        for bad in [
+            "unknown",
+            "198.51.100.1:443",
+            "",
+            "1.2.3.4, ",
+            "[2001:db8::1]",
+        ] {
+            assert_eq!(proxied(&[bad], "10.0.0.2"), None, "{bad:?}");
+        }
+        // ... but garbage left of the first untrusted hop is the client's, not read.
+        assert_eq!(
+            proxied(&["garbage, 198.51.100.1"], "10.0.0.2"),
+            ip("198.51.100.1")
+        );
+        // Forward-auth: the front proxy's header only, never the front proxy itself.
+        let h = headers(&["198.51.100.1"]);
+        assert_eq!(ClientAddr::forward_auth(&f, &h).get(), ip("198.51.100.1"));
+        let h = headers(&[]);
+        assert_eq!(ClientAddr::forward_auth(&f, &h).get(), None);
+        let h = headers(&["10.0.0.4"]);
+        assert_eq!(ClientAddr::forward_auth(&f, &h).get(), ip("10.0.0.4"));
+    }
+
+    #[test]
+    fn mapped_networks_are_ipv4() {
+        let n = |s: &str| unmap_net(s.parse().unwrap()).to_string();
+        assert_eq!(n("::ffff:10.0.0.0/104"), "10.0.0.0/8");
+        assert_eq!(n("::ffff:192.0.2.7/128"), "192.0.2.7/32");
+        assert_eq!(n("::ffff:0.0.0.0/96"), "0.0.0.0/0");
+        assert_eq!(n("::/0"), "::/0");
+        assert_eq!(n("2001:db8::/32"), "2001:db8::/32");
+        assert_eq!(n("10.0.0.0/8"), "10.0.0.0/8");
     }
 }

@@ -13,7 +13,24 @@
 //! (`crate::oidc::ClaimNames::map` drops the rest); an email is still checked to be
 //! `email_verified == Some(true)`. Email domains match the part after the single `@` exactly: no
 //! suffix matching (`corp.com.evil.com`), no multi-`@` confusion (`a@evil.com@corp.com`).
-//! Everything is pre-normalised at config load; evaluation allocates nothing.
+//! Everything is pre-normalised at config load; evaluation allocates nothing (but for a number
+//! claim compared as its JSON text).
+//!
+//! Patterns (`email_patterns`, `claim_patterns`) are regexes anchored at load to match a
+//! whole value: `corp\.example` never matches `evil-corp.example.org`. Emails match
+//! case-insensitively (as `emails` compare); claims exactly. `claim_patterns` (like `claims`)
+//! reads the provider's other claims, and else the standard names the identity keeps apart:
+//! `sub`, `email` (verified only), `name`, `preferred_username`, `groups` (any element).
+//!
+//! `source_ips` is the client address as established through `server.trusted_proxies`
+//! ([`crate::forwarded::ClientAddr`]), IPv4-mapped IPv6 as IPv4. An unknown address (a front
+//! proxy that did not say, an `X-Forwarded-For` entry that is not an address) never matches
+//! an allow rule, and always matches a deny rule's `source_ips`: both fail closed.
+//!
+//! `[[routes.deny]]` rules use the same keys; a rule matches when all of its keys match, and
+//! the rules are evaluated, in order, before the policy: a match is a 403.
+
+use std::net::IpAddr;
 
 use http::Method;
 use serde_json::Value;
@@ -21,7 +38,7 @@ use serde_json::Value;
 use crate::identity::Claims;
 
 /// The rules of a `[routes.policy]`, validated by `config` as plain data; evaluated here.
-pub use crate::config::model::{ClaimRule, Policy};
+pub use crate::config::model::{ClaimPattern, ClaimRule, Pattern, Policy};
 
 /// Why a request was denied (for the log; the caller sees 403).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +50,9 @@ pub enum Denial {
     Group,
     Method,
     Claim,
+    EmailPattern,
+    ClaimPattern,
+    SourceIp,
 }
 
 impl Denial {
@@ -45,6 +65,9 @@ impl Denial {
             Denial::Group => "no allowed group",
             Denial::Method => "method not allowed",
             Denial::Claim => "claim requirement not met",
+            Denial::EmailPattern => "email matches no allowed pattern",
+            Denial::ClaimPattern => "claim matches no allowed pattern",
+            Denial::SourceIp => "client address not allowed",
         }
     }
 }
@@ -65,6 +88,54 @@ fn claim_matches(v: &Value, want: &str) -> bool {
         Value::Bool(b) => (want == "true" && *b) || (want == "false" && !*b),
         Value::Number(n) => n.to_string() == want,
         _ => false,
+    }
+}
+
+/// Whether claim `name` of `id` (a string, or an element of an array claim; numbers and
+/// booleans as their JSON text) satisfies `ok`. See the module comment for where it is read.
+fn claim_any(id: &Claims, name: &str, mut ok: impl FnMut(&str) -> bool) -> bool {
+    let mut scalar = |v: &Value| match v {
+        Value::String(s) => ok(s),
+        Value::Bool(b) => ok(if *b { "true" } else { "false" }),
+        Value::Number(n) => ok(&n.to_string()),
+        _ => false,
+    };
+    if let Some(v) = id.extra.get(name) {
+        return match v {
+            Value::Array(a) => a.iter().any(scalar),
+            v => scalar(v),
+        };
+    }
+    match name {
+        "sub" => !id.sub.is_empty() && ok(&id.sub),
+        "email" => verified_email(id).is_some_and(ok),
+        "name" => id.name.as_deref().is_some_and(ok),
+        "preferred_username" => id.preferred_username.as_deref().is_some_and(ok),
+        "groups" => id.groups.iter().any(|g| ok(g)),
+        _ => false,
+    }
+}
+
+/// Only an address the provider verified counts, whatever put one in the claims.
+fn verified_email(id: &Claims) -> Option<&str> {
+    id.email
+        .as_deref()
+        .filter(|_| id.email_verified == Some(true))
+}
+
+/// Whether the client address (worked out only when asked) is in one of `nets`; an unknown
+/// address is `unknown`.
+fn source_in(
+    nets: &[ipnet::IpNet],
+    client: impl FnOnce() -> Option<IpAddr>,
+    unknown: bool,
+) -> bool {
+    match client() {
+        Some(ip) => {
+            let ip = crate::forwarded::unmap(ip);
+            nets.iter().any(|n| n.contains(&ip))
+        }
+        None => unknown,
     }
 }
 
@@ -176,8 +247,64 @@ impl Policy {
         !self.methods.is_empty()
     }
 
-    /// `Ok(())` to allow, `Err(reason)` to deny.
+    /// `Ok(())` to allow, `Err(reason)` to deny. Without a client address: see
+    /// [`Policy::evaluate_from`].
     pub fn evaluate(&self, provider: &str, id: &Claims, method: &Method) -> Result<(), Denial> {
+        self.evaluate_from(provider, id, method, || None)
+    }
+
+    /// `Ok(())` to allow, `Err(reason)` to deny. `client` is asked only if the policy has
+    /// `source_ips`; an unknown address does not match them.
+    pub fn evaluate_from(
+        &self,
+        provider: &str,
+        id: &Claims,
+        method: &Method,
+        client: impl FnOnce() -> Option<IpAddr>,
+    ) -> Result<(), Denial> {
+        self.check(provider, id, method, client, false)
+    }
+
+    /// As a `[[routes.deny]]` rule: whether every key it sets matches (an unknown client
+    /// address matches its `source_ips`: fail closed).
+    pub(crate) fn denies(
+        &self,
+        provider: &str,
+        id: &Claims,
+        method: &Method,
+        client: impl FnOnce() -> Option<IpAddr>,
+    ) -> bool {
+        self.check(provider, id, method, client, true).is_ok()
+    }
+
+    /// The keys this rule sets, for a log line (`groups, methods`).
+    pub(crate) fn keys(&self) -> String {
+        let set = [
+            ("providers", !self.providers.is_empty()),
+            ("users", !self.users.is_empty()),
+            ("emails", !self.emails.is_empty()),
+            ("email_domains", !self.email_domains.is_empty()),
+            ("email_patterns", !self.email_patterns.is_empty()),
+            ("groups", !self.groups.is_empty()),
+            ("methods", !self.methods.is_empty()),
+            ("claims", !self.claims.is_empty()),
+            ("claim_patterns", !self.claim_patterns.is_empty()),
+            ("source_ips", !self.source_ips.is_empty()),
+        ];
+        let keys: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect();
+        keys.join(", ")
+    }
+
+    /// Every key that is set must hold (`unknown`: whether an unknown client address is in
+    /// `source_ips`). Cheap keys first; the client address is worked out last, if at all.
+    fn check(
+        &self,
+        provider: &str,
+        id: &Claims,
+        method: &Method,
+        client: impl FnOnce() -> Option<IpAddr>,
+        unknown: bool,
+    ) -> Result<(), Denial> {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return Err(Denial::Method);
         }
@@ -187,10 +314,7 @@ impl Policy {
         if !self.users.is_empty() && !self.users.contains(&id.subject) {
             return Err(Denial::User);
         }
-        let verified_email = id
-            .email
-            .as_deref()
-            .filter(|_| id.email_verified == Some(true));
+        let verified_email = verified_email(id);
         if !self.emails.is_empty() {
             let ok = verified_email.is_some_and(|e| {
                 // Compare without allocating: ASCII case-insensitively against each entry.
@@ -208,6 +332,13 @@ impl Policy {
                 return Err(Denial::EmailDomain);
             }
         }
+        if !self.email_patterns.is_empty() {
+            let ok =
+                verified_email.is_some_and(|e| self.email_patterns.iter().any(|p| p.0.is_match(e)));
+            if !ok {
+                return Err(Denial::EmailPattern);
+            }
+        }
         if !self.groups.is_empty() && !id.groups.iter().any(|g| self.groups.contains(g)) {
             return Err(Denial::Group);
         }
@@ -219,6 +350,16 @@ impl Policy {
             if !ok {
                 return Err(Denial::Claim);
             }
+        }
+        for rule in &self.claim_patterns {
+            if !claim_any(id, &rule.claim, |v| {
+                rule.patterns.iter().any(|p| p.0.is_match(v))
+            }) {
+                return Err(Denial::ClaimPattern);
+            }
+        }
+        if !self.source_ips.is_empty() && !source_in(&self.source_ips, client, unknown) {
+            return Err(Denial::SourceIp);
         }
         Ok(())
     }
@@ -452,5 +593,207 @@ mod tests {
         let mut wrong = alice();
         wrong.email = Some("alice@corp.com.evil".into());
         assert_eq!(p.evaluate("corp", &wrong, &Method::GET), Err(Denial::Email));
+    }
+
+    fn pat(p: &str, email: bool) -> Pattern {
+        Pattern(
+            regex::RegexBuilder::new(&format!("^(?:{p})$"))
+                .case_insensitive(email)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    /// Through config validation, so the patterns are anchored as at load.
+    fn loaded(policy: &str) -> Policy {
+        let cfg = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            &format!("[upstreams.app]\nservers = [\"http://127.0.0.1:1\"]\n[[routes]]\nupstream = \"app\"\n[routes.policy]\n{policy}\n"),
+        )
+        .unwrap();
+        cfg.routes[0].policy.clone().unwrap()
+    }
+
+    #[test]
+    fn email_patterns_match_whole_addresses_case_insensitively() {
+        let p = loaded(r#"email_patterns = ['[^@]+@corp\.com', 'admin@(eng|ops)\.corp\.com']"#);
+        let with = |email: &str, verified: Option<bool>| {
+            let mut c = alice();
+            c.email = Some(email.into());
+            c.email_verified = verified;
+            p.evaluate("corp", &c, &Method::GET)
+        };
+        for ok in ["alice@corp.com", "ALICE@CORP.COM", "Admin@Eng.Corp.Com"] {
+            assert_eq!(with(ok, Some(true)), Ok(()), "{ok}");
+        }
+        for bad in [
+            "alice@corp.com.evil.org",
+            "alice@evil-corp.com",
+            "alice@corp.com\nx@evil.org",
+            "alice@corp.com\n",
+            "a@b@corp.com",
+            "admin@dev.corp.com",
+        ] {
+            assert_eq!(with(bad, Some(true)), Err(Denial::EmailPattern), "{bad:?}");
+        }
+        assert_eq!(
+            with("alice@corp.com", Some(false)),
+            Err(Denial::EmailPattern)
+        );
+        assert_eq!(with("alice@corp.com", None), Err(Denial::EmailPattern));
+        // An unanchored-looking pattern is anchored all the same.
+        let p = loaded(r#"email_patterns = ['corp\.example']"#);
+        let mut c = alice();
+        c.email = Some("x@evil-corp.example.org".into());
+        assert_eq!(
+            p.evaluate("corp", &c, &Method::GET),
+            Err(Denial::EmailPattern)
+        );
+        // Written with anchors: still the same meaning.
+        let p = loaded(r#"email_patterns = ['^[^@]+@corp\.com$']"#);
+        assert_eq!(p.evaluate("corp", &alice(), &Method::GET), Ok(()));
+    }
+
+    #[test]
+    fn claim_patterns_on_strings_arrays_numbers_and_standard_names() {
+        let mut c = alice();
+        c.extra.insert("department".into(), "eng-platform".into());
+        c.extra.insert("level".into(), serde_json::json!(42));
+        c.extra.insert("staff".into(), serde_json::json!(true));
+        c.extra
+            .insert("nested".into(), serde_json::json!({"a": "eng-x"}));
+        let eval = |rules: &[(&str, &[&str])]| {
+            let p = Policy {
+                claim_patterns: rules
+                    .iter()
+                    .map(|(claim, pats)| ClaimPattern {
+                        claim: claim.to_string(),
+                        patterns: pats.iter().map(|p| pat(p, false)).collect(),
+                        written: pats.iter().map(|p| p.to_string()).collect(),
+                    })
+                    .collect(),
+                ..Policy::default()
+            };
+            p.evaluate("corp", &c, &Method::GET)
+        };
+        assert_eq!(eval(&[("department", &["eng-.*"])]), Ok(()));
+        assert_eq!(
+            eval(&[("department", &["eng-"])]),
+            Err(Denial::ClaimPattern),
+            "whole value"
+        );
+        assert_eq!(
+            eval(&[("department", &["ENG-.*"])]),
+            Err(Denial::ClaimPattern),
+            "claims are case-sensitive"
+        );
+        assert_eq!(
+            eval(&[("department", &["ops-.*", "eng-.*"])]),
+            Ok(()),
+            "any of a list"
+        );
+        assert_eq!(eval(&[("roles", &["adm.*"])]), Ok(()), "an array element");
+        assert_eq!(eval(&[("roles", &["read"])]), Err(Denial::ClaimPattern));
+        assert_eq!(eval(&[("level", &["4[0-9]"])]), Ok(()));
+        assert_eq!(eval(&[("staff", &["true"])]), Ok(()));
+        assert_eq!(
+            eval(&[("nested", &[".*"])]),
+            Err(Denial::ClaimPattern),
+            "objects never match"
+        );
+        assert_eq!(eval(&[("missing", &[".*"])]), Err(Denial::ClaimPattern));
+        // Standard names kept outside `extra`.
+        assert_eq!(eval(&[("groups", &["adm.*"])]), Ok(()));
+        assert_eq!(
+            eval(&[("email", &[".*@corp\\.com"])]),
+            Err(Denial::ClaimPattern),
+            "case-sensitive"
+        );
+        assert_eq!(eval(&[("email", &[".*@Corp\\.com"])]), Ok(()));
+        assert_eq!(
+            eval(&[("sub", &[".*"])]),
+            Err(Denial::ClaimPattern),
+            "no sub in this identity"
+        );
+        // Every entry must hold.
+        assert_eq!(
+            eval(&[("department", &["eng-.*"]), ("level", &["1"])]),
+            Err(Denial::ClaimPattern)
+        );
+    }
+
+    fn sources(nets: &[&str]) -> Policy {
+        Policy {
+            source_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn source_ips_edges() {
+        let from = |p: &Policy, ip: Option<&str>| {
+            let ip: Option<IpAddr> = ip.map(|i| i.parse().unwrap());
+            p.evaluate_from("corp", &alice(), &Method::GET, || ip)
+        };
+        let all4 = sources(&["0.0.0.0/0"]);
+        assert_eq!(from(&all4, Some("203.0.113.9")), Ok(()));
+        assert_eq!(
+            from(&all4, Some("::ffff:203.0.113.9")),
+            Ok(()),
+            "v4-mapped is v4"
+        );
+        assert_eq!(from(&all4, Some("2001:db8::1")), Err(Denial::SourceIp));
+        assert_eq!(
+            from(&all4, None),
+            Err(Denial::SourceIp),
+            "unknown never allows"
+        );
+        let all6 = sources(&["::/0"]);
+        assert_eq!(from(&all6, Some("2001:db8::1")), Ok(()));
+        assert_eq!(from(&all6, Some("::ffff:10.0.0.1")), Err(Denial::SourceIp));
+        let host = sources(&["192.0.2.7/32", "2001:db8::7/128"]);
+        assert_eq!(from(&host, Some("192.0.2.7")), Ok(()));
+        assert_eq!(from(&host, Some("192.0.2.8")), Err(Denial::SourceIp));
+        assert_eq!(from(&host, Some("2001:db8::7")), Ok(()));
+        assert_eq!(from(&host, Some("2001:db8::8")), Err(Denial::SourceIp));
+        let net = sources(&["10.0.0.0/8"]);
+        assert_eq!(from(&net, Some("10.255.255.255")), Ok(()));
+        assert_eq!(from(&net, Some("11.0.0.0")), Err(Denial::SourceIp));
+        // The address is asked only when the other keys passed.
+        let mut p = sources(&["10.0.0.0/8"]);
+        p.users = set(&["bob"]);
+        let asked = std::cell::Cell::new(false);
+        let r = p.evaluate_from("corp", &alice(), &Method::GET, || {
+            asked.set(true);
+            None
+        });
+        assert_eq!(r, Err(Denial::User));
+        assert!(!asked.get());
+    }
+
+    #[test]
+    fn deny_rules_match_all_their_keys_and_unknown_addresses() {
+        let mut rule = sources(&["192.0.2.0/24"]);
+        rule.methods = vec![Method::DELETE];
+        let d = |m: &Method, ip: Option<&str>| {
+            let ip: Option<IpAddr> = ip.map(|i| i.parse().unwrap());
+            rule.denies("corp", &alice(), m, || ip)
+        };
+        assert!(d(&Method::DELETE, Some("192.0.2.1")));
+        assert!(!d(&Method::GET, Some("192.0.2.1")), "all keys must match");
+        assert!(!d(&Method::DELETE, Some("198.51.100.1")));
+        assert!(
+            d(&Method::DELETE, None),
+            "unknown address: may be that network"
+        );
+        assert_eq!(rule.keys(), "methods, source_ips");
+        let groups = Policy {
+            groups: set(&["admins"]),
+            ..Policy::default()
+        };
+        assert!(groups.denies("corp", &alice(), &Method::GET, || None));
+        let mut bob = alice();
+        bob.groups = vec!["dev".into()];
+        assert!(!groups.denies("corp", &bob, &Method::GET, || None));
     }
 }

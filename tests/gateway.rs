@@ -4,6 +4,8 @@
 
 mod common;
 
+#[path = "gateway/access.rs"]
+mod access;
 #[path = "gateway/admin.rs"]
 mod admin;
 #[path = "gateway/config.rs"]

@@ -268,6 +268,8 @@ pub(crate) const UPSTREAM_HTTP2: bool = false;
 
 pub(crate) const ROUTE_PATH: &str = "/";
 pub(crate) const ROUTE_CSRF: bool = true;
+/// `auth`: the caller must sign in.
+pub(crate) const ROUTE_AUTH: &str = "required";
 
 /// A route's id when unset: `route<N>`, N its index.
 pub(crate) fn route_id(index: usize) -> String {

@@ -305,6 +305,8 @@ pub(crate) struct Route {
     pub(crate) upstream: Spanned<String>,
     #[serde(default)]
     pub(crate) public: bool,
+    /// `"required"` (default), `"optional"` or `"public"` (`public = true` is its alias).
+    pub(crate) auth: Option<Spanned<String>>,
     /// Methods that need no sign-in on an otherwise protected route (e.g. `["OPTIONS"]`).
     #[serde(default)]
     pub(crate) public_methods: Vec<Spanned<String>>,
@@ -319,6 +321,9 @@ pub(crate) struct Route {
     #[serde(default)]
     pub(crate) providers: Vec<Spanned<String>>,
     pub(crate) policy: Option<Spanned<Policy>>,
+    /// `[[routes.deny]]`: rules with the policy's keys, evaluated before it.
+    #[serde(default)]
+    pub(crate) deny: Vec<Spanned<Policy>>,
     /// `false` turns the CSRF guard off for this route.
     pub(crate) csrf: Option<bool>,
     /// `"auto"`, `"redirect"` or `"401"`.
@@ -369,6 +374,13 @@ pub(crate) struct Policy {
     pub claims: BTreeMap<String, String>,
     #[serde(default)]
     pub providers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub email_patterns: Vec<Spanned<String>>,
+    /// Claim name → a regex or a list of them.
+    #[serde(default)]
+    pub claim_patterns: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub source_ips: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

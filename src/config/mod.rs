@@ -220,6 +220,125 @@ mod tests {
     }
 
     #[test]
+    fn auth_modes_and_their_contradictions() {
+        let route = |extra: &str| format!("{UP}[[routes]]\nupstream = \"app\"\n{extra}\n");
+        let one =
+            |extra: &str| parse(Path::new("t.toml"), &route(extra)).unwrap().routes[0].clone();
+        let r = one("auth = \"optional\"");
+        assert!(r.optional && !r.public);
+        let r = one("auth = \"public\"");
+        assert!(r.public && !r.optional);
+        let r = one("public = true\nauth = \"public\"");
+        assert!(r.public);
+        let r = one("auth = \"required\"");
+        assert!(!r.public && !r.optional);
+        let e = errs(&route("public = true\nauth = \"optional\""));
+        assert_eq!(e[0].key, "routes[0].auth", "{e:?}");
+        assert_eq!((e[0].line, e[0].column), (6, 8), "{e:?}");
+        assert!(e[0].message.contains("contradicts"), "{e:?}");
+        let e = errs(&route("public = true\nauth = \"required\""));
+        assert!(e[0].message.contains("contradicts"), "{e:?}");
+        let e = errs(&route("auth = \"anonymous\""));
+        assert_eq!(
+            (e[0].key.as_str(), e[0].line),
+            ("routes[0].auth", 5),
+            "{e:?}"
+        );
+        let e = errs(&route("auth = \"optional\"\nunauthenticated = \"401\""));
+        assert_eq!(e[0].key, "routes[0].unauthenticated", "{e:?}");
+        let e = errs(&route("auth = \"optional\"\npublic_methods = [\"GET\"]"));
+        assert_eq!(e[0].key, "routes[0].public_methods[0]", "{e:?}");
+        let e = errs(&route(
+            "auth = \"public\"\nbearer = true\naudiences = [\"a\"]",
+        ));
+        assert!(e.iter().any(|e| e.key == "routes[0].bearer"), "{e:?}");
+    }
+
+    #[test]
+    fn rules_on_optional_and_public_routes_are_source_ips_only() {
+        let route = |auth: &str, tables: &str| {
+            format!("{UP}[[routes]]\nupstream = \"app\"\nauth = \"{auth}\"\n{tables}")
+        };
+        for auth in ["optional", "public"] {
+            let e = errs(&route(auth, "[routes.policy]\ngroups = [\"admins\"]\n"));
+            assert_eq!(e[0].key, "routes[0].policy", "{auth} {e:?}");
+            assert_eq!(e[0].line, 6, "{e:?}");
+            let e = errs(&route(auth, "[[routes.deny]]\nusers = [\"mallory\"]\n"));
+            assert_eq!(e[0].key, "routes[0].deny[0]", "{auth} {e:?}");
+            let c = parse(
+                Path::new("t.toml"),
+                &route(
+                    auth,
+                    "[routes.policy]\nsource_ips = [\"10.0.0.0/8\"]\n[[routes.deny]]\nsource_ips = [\"10.6.6.0/24\"]\n",
+                ),
+            )
+            .unwrap();
+            assert!(c.routes[0].policy.as_ref().unwrap().network_only());
+            assert_eq!(c.routes[0].deny.len(), 1);
+        }
+        // Deny rules without a policy on a protected route, several of them.
+        let c = parse(
+            Path::new("t.toml"),
+            &route(
+                "required",
+                "[[routes.deny]]\ngroups = [\"contractors\"]\nmethods = [\"delete\"]\n[[routes.deny]]\nsource_ips = [\"192.0.2.0/24\"]\n",
+            ),
+        )
+        .unwrap();
+        assert!(c.routes[0].policy.is_none());
+        assert_eq!(c.routes[0].deny.len(), 2);
+        assert_eq!(c.routes[0].deny[0].methods, [http::Method::DELETE]);
+        let e = errs(&route("required", "[[routes.deny]]\n"));
+        assert!(e[0].message.contains("empty deny rule"), "{e:?}");
+    }
+
+    #[test]
+    fn patterns_and_networks_are_checked_at_load() {
+        let policy =
+            |p: &str| format!("{UP}[[routes]]\nupstream = \"app\"\n[routes.policy]\n{p}\n");
+        let e = errs(&policy(
+            "email_patterns = [\"ok@x\\\\.com\", \"(unclosed\"]",
+        ));
+        assert_eq!(e[0].key, "routes[0].policy.email_patterns[1]", "{e:?}");
+        assert_eq!((e[0].line, e[0].column), (6, 33), "{e:?}");
+        assert!(e[0].message.contains("not a valid regex"), "{e:?}");
+        let e = errs(&policy("claim_patterns = { dept = [\"a\", \"[z-a]\"] }"));
+        assert_eq!(e[0].key, "routes[0].policy.claim_patterns.dept", "{e:?}");
+        assert_eq!(e[0].line, 6, "{e:?}");
+        let e = errs(&policy("claim_patterns = { dept = 3 }"));
+        assert!(e[0].message.contains("expected a regex"), "{e:?}");
+        let e = errs(&policy("claim_patterns = { dept = [] }"));
+        assert!(e[0].message.contains("expected a regex"), "{e:?}");
+        for (bad, why) in [
+            ("10.0.0.0/33", "not an IP address"),
+            ("10.0.0.1/8", "host bits"),
+            ("2001:db8::1/32", "host bits"),
+            ("example.com", "not an IP address"),
+            ("", "not an IP address"),
+        ] {
+            let e = errs(&policy(&format!(
+                "source_ips = [\"10.0.0.0/8\", \"{bad}\"]"
+            )));
+            assert_eq!(e[0].key, "routes[0].policy.source_ips[1]", "{bad} {e:?}");
+            assert_eq!(e[0].line, 6, "{e:?}");
+            assert!(e[0].message.contains(why), "{bad} {e:?}");
+        }
+        let c = parse(
+            Path::new("t.toml"),
+            &policy("source_ips = [\"::ffff:10.0.0.0/104\", \"192.0.2.7\", \"2001:db8::/32\", \"0.0.0.0/0\"]\nclaim_patterns = { dept = \"eng-.*\", level = [\"1\", \"2\"] }"),
+        )
+        .unwrap();
+        let p = c.routes[0].policy.as_ref().unwrap();
+        let nets: Vec<String> = p.source_ips.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            nets,
+            ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "0.0.0.0/0"]
+        );
+        assert_eq!(p.claim_patterns.len(), 2);
+        assert_eq!(p.claim_patterns[1].patterns.len(), 2);
+    }
+
+    #[test]
     fn port_zero_listeners_never_clash() {
         // Port 0: each listener (and the admin one) gets its own free port at start.
         let src = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n";

@@ -247,9 +247,15 @@ pub struct RouteSettings {
     /// Methods anyone may use on this otherwise protected route (CORS preflight, read-only
     /// pages): those requests pass anonymously, the others must sign in.
     pub(crate) public_methods: Vec<Method>,
+    /// `auth = "optional"`: a caller with a session (or bearer token) passes with identity
+    /// headers, one without passes anonymously; never a redirect or a 401 for a missing one.
+    pub(crate) optional: bool,
     pub(crate) pass_access_token: bool,
-    /// `None`: every authenticated caller.
+    /// `None`: every authenticated caller. On public and optional routes only `source_ips`
+    /// (validation), evaluated for every request, anonymous or not.
     pub(crate) policy: Option<Policy>,
+    /// `[[routes.deny]]`: evaluated before the policy, in order; a rule that matches is 403.
+    pub(crate) deny: Vec<Policy>,
     /// Accept `Authorization: Bearer <JWT>` with one of `audiences`.
     pub(crate) bearer: bool,
     pub(crate) audiences: Vec<String>,
@@ -440,8 +446,29 @@ pub struct ClaimRule {
     pub(crate) value: String,
 }
 
-/// `[routes.policy]` as data: who may pass a route. `crate::policy` evaluates it (see there
-/// for the semantics).
+/// A regex compiled at load, matched against a whole value (anchored by validation).
+/// Compared by its source, so configs stay comparable.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub(crate) regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// A `claim_patterns` entry: the claim (or, array claims, one of its elements) matches one
+/// of the patterns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimPattern {
+    pub(crate) claim: String,
+    pub(crate) patterns: Vec<Pattern>,
+    /// The patterns as written (for `check`'s summary).
+    pub(crate) written: Vec<String>,
+}
+
+/// `[routes.policy]` (and each `[[routes.deny]]`) as data: who may pass a route.
+/// `crate::policy` evaluates it (see there for the semantics).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     /// Provider ids: only users these vouched for.
@@ -455,6 +482,13 @@ pub struct Policy {
     pub methods: Vec<Method>,
     /// Every rule must hold.
     pub claims: Vec<ClaimRule>,
+    /// Whole-value, case-insensitive regexes on the verified email; any of them.
+    pub email_patterns: Vec<Pattern>,
+    /// Every entry must hold.
+    pub claim_patterns: Vec<ClaimPattern>,
+    /// The client address (see `crate::forwarded::ClientAddr`) is in one of these networks
+    /// (IPv4-mapped IPv6 networks stored as IPv4).
+    pub source_ips: Vec<IpNet>,
 }
 
 impl Policy {
@@ -467,5 +501,23 @@ impl Policy {
             && self.groups.is_empty()
             && self.methods.is_empty()
             && self.claims.is_empty()
+            && self.email_patterns.is_empty()
+            && self.claim_patterns.is_empty()
+            && self.source_ips.is_empty()
+    }
+
+    /// Whether only `source_ips` is set: a rule that needs no identity, so it can hold on
+    /// public and optional routes, for anonymous callers too.
+    pub(crate) fn network_only(&self) -> bool {
+        !self.source_ips.is_empty()
+            && self.providers.is_empty()
+            && self.users.is_empty()
+            && self.emails.is_empty()
+            && self.email_domains.is_empty()
+            && self.groups.is_empty()
+            && self.methods.is_empty()
+            && self.claims.is_empty()
+            && self.email_patterns.is_empty()
+            && self.claim_patterns.is_empty()
     }
 }

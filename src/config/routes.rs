@@ -11,8 +11,8 @@ use super::error::Reporter;
 use super::fields::span;
 use super::file;
 use super::model::{
-    ClaimHeaders, ClaimRule, IdentityHeaders, NamespaceSettings, Policy, RouteSettings,
-    Unauthenticated,
+    ClaimHeaders, ClaimPattern, ClaimRule, IdentityHeaders, NamespaceSettings, Pattern, Policy,
+    RouteSettings, Unauthenticated,
 };
 use crate::path::PathOptions;
 use crate::routing::HostPattern;
@@ -29,7 +29,7 @@ pub(super) fn need_a_provider(rep: &mut Reporter, f: &file::File) {
         .routes
         .iter()
         .enumerate()
-        .filter(|(_, r)| !r.public && !r.bearer)
+        .filter(|(_, r)| !is_public(r) && !r.bearer)
     {
         rep.error(
             format!("routes[{i}]"),
@@ -109,23 +109,34 @@ pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
                 claim_headers: claim_headers.as_deref(),
             },
         );
+        let mode = auth(rep, i, r);
+        let ids: Vec<&str> = cx
+            .file
+            .providers
+            .iter()
+            .map(|p| p.id.get_ref().as_str())
+            .collect();
+        let allow = r
+            .policy
+            .as_ref()
+            .map(|p| policy(rep, &format!("routes[{i}].policy"), mode, p, &ids));
+        let deny = r
+            .deny
+            .iter()
+            .enumerate()
+            .map(|(j, p)| policy(rep, &format!("routes[{i}].deny[{j}]"), mode, p, &ids))
+            .collect();
         routes.push(RouteSettings {
             id,
             host,
             path,
             upstream: r.upstream.get_ref().clone(),
-            public: r.public,
-            public_methods: public_methods(rep, i, r),
+            public: mode == Auth::Public,
+            public_methods: public_methods(rep, i, r, mode),
+            optional: mode == Auth::Optional,
             pass_access_token: r.pass_access_token,
-            policy: r.policy.as_ref().and_then(|p| {
-                let ids: Vec<&str> = cx
-                    .file
-                    .providers
-                    .iter()
-                    .map(|p| p.id.get_ref().as_str())
-                    .collect();
-                policy(rep, i, r.public, p, &ids)
-            }),
+            policy: allow,
+            deny,
             bearer: r.bearer,
             audiences: r.audiences.clone(),
             providers: r.providers.iter().map(|p| p.get_ref().clone()).collect(),
@@ -231,7 +242,7 @@ fn references(rep: &mut Reporter, i: usize, r: &file::Route, f: &file::File) {
             "bearer = true needs the audiences its access tokens are issued for",
         );
     }
-    if r.bearer && r.public {
+    if r.bearer && is_public(r) {
         rep.error(
             key("bearer"),
             span(&r.upstream),
@@ -338,18 +349,93 @@ fn unauthenticated(rep: &mut Reporter, i: usize, v: &Option<Spanned<String>>) ->
     }
 }
 
-/// Validate `[routes.policy]` into its rules.
+/// How a route treats callers: `auth`, with `public = true` as the alias of `"public"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    Required,
+    Optional,
+    Public,
+}
+
+/// Whether the route is public, by `public = true` or `auth = "public"` (for checks that run
+/// before [`auth`] reports a contradiction).
+pub(super) fn is_public(r: &file::Route) -> bool {
+    r.public || r.auth.as_ref().is_some_and(|a| a.get_ref() == "public")
+}
+
+fn parse_auth(v: &str) -> Option<Auth> {
+    match v {
+        "required" => Some(Auth::Required),
+        "optional" => Some(Auth::Optional),
+        "public" => Some(Auth::Public),
+        _ => None,
+    }
+}
+
+/// `auth`, reconciled with `public`: both set and saying different things is an error.
+fn auth(rep: &mut Reporter, i: usize, r: &file::Route) -> Auth {
+    let key = format!("routes[{i}].auth");
+    let Some(a) = &r.auth else {
+        return if r.public {
+            Auth::Public
+        } else {
+            parse_auth(d::ROUTE_AUTH).unwrap_or(Auth::Required)
+        };
+    };
+    let Some(mode) = parse_auth(a.get_ref()) else {
+        rep.error(
+            key,
+            span(a),
+            format!(
+                "{:?}: expected \"required\", \"optional\" or \"public\"",
+                a.get_ref()
+            ),
+        );
+        return if r.public {
+            Auth::Public
+        } else {
+            Auth::Required
+        };
+    };
+    if r.public && mode != Auth::Public {
+        rep.error(
+            key,
+            span(a),
+            format!(
+                "public = true contradicts auth = {:?}: keep one of them",
+                a.get_ref()
+            ),
+        );
+    }
+    if mode == Auth::Optional {
+        // Nobody is ever sent to sign in from an optional route.
+        if let Some(u) = &r.unauthenticated {
+            rep.error(
+                format!("routes[{i}].unauthenticated"),
+                span(u),
+                "an optional route never asks to sign in: remove unauthenticated",
+            );
+        }
+    }
+    mode
+}
+
 /// `public_methods`: HTTP methods (spelled in any case, as policy `methods`), on a route that
-/// is not public already.
-fn public_methods(rep: &mut Reporter, i: usize, r: &file::Route) -> Vec<http::Method> {
+/// is not public (or optional) already.
+fn public_methods(rep: &mut Reporter, i: usize, r: &file::Route, mode: Auth) -> Vec<http::Method> {
     let mut out = Vec::new();
     for (j, m) in r.public_methods.iter().enumerate() {
         let key = format!("routes[{i}].public_methods[{j}]");
         match m.get_ref().to_ascii_uppercase().parse::<http::Method>() {
-            Ok(method) if r.public => rep.error(
+            Ok(method) if mode == Auth::Public => rep.error(
                 key,
                 span(m),
                 format!("{method} is public already: public = true admits every method"),
+            ),
+            Ok(method) if mode == Auth::Optional => rep.error(
+                key,
+                span(m),
+                format!("{method} needs no sign-in already: auth = \"optional\" lets every method pass without one"),
             ),
             Ok(method) => out.push(method),
             Err(_) => rep.error(
@@ -362,14 +448,17 @@ fn public_methods(rep: &mut Reporter, i: usize, r: &file::Route) -> Vec<http::Me
     out
 }
 
+/// Validate `[routes.policy]` or one `[[routes.deny]]` (`at`: its key) into its rules.
+/// On public and optional routes only `source_ips` may be set: a rule on the identity could
+/// only stop signed-in callers while anonymous ones pass, which says nothing clear.
 fn policy(
     rep: &mut Reporter,
-    i: usize,
-    public: bool,
+    at: &str,
+    mode: Auth,
     p: &Spanned<file::Policy>,
     provider_ids: &[&str],
-) -> Option<Policy> {
-    let key = |k: &str| format!("routes[{i}].policy.{k}");
+) -> Policy {
+    let key = |k: &str| format!("{at}.{k}");
     let f = p.get_ref();
     let mut providers = HashSet::new();
     for (j, id) in f.providers.iter().enumerate() {
@@ -381,13 +470,6 @@ fn policy(
             );
         }
         providers.insert(id.get_ref().clone());
-    }
-    if public {
-        rep.error(
-            format!("routes[{i}].policy"),
-            span(p),
-            "a public route admits everyone: remove the policy or public = true",
-        );
     }
     let mut out = Policy {
         providers,
@@ -433,8 +515,136 @@ fn policy(
             value: value.clone(),
         });
     }
-    if out.is_empty() {
-        rep.error(format!("routes[{i}].policy"), span(p), "empty policy: list providers, users, emails, email_domains, groups, methods or claims (or remove the table to admit every signed-in user)");
+    for (j, e) in f.email_patterns.iter().enumerate() {
+        if let Some(p) = pattern(rep, &format!("{}[{j}]", key("email_patterns")), e, true) {
+            out.email_patterns.push(p);
+        }
     }
-    Some(out)
+    for (claim, v) in &f.claim_patterns {
+        let at = format!("{}.{claim}", key("claim_patterns"));
+        let written: Vec<Spanned<String>> = match v.get_ref() {
+            toml::Value::String(s) => vec![Spanned::new(v.span(), s.clone())],
+            toml::Value::Array(a)
+                if !a.is_empty() && a.iter().all(|x| matches!(x, toml::Value::String(_))) =>
+            {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .map(|s| Spanned::new(v.span(), s.to_string()))
+                    .collect()
+            }
+            _ => {
+                rep.error(
+                    at,
+                    span(v),
+                    "expected a regex or a non-empty list of regexes",
+                );
+                continue;
+            }
+        };
+        let patterns: Vec<Pattern> = written
+            .iter()
+            .filter_map(|w| pattern(rep, &at, w, false))
+            .collect();
+        out.claim_patterns.push(ClaimPattern {
+            claim: claim.clone(),
+            patterns,
+            written: written.into_iter().map(Spanned::into_inner).collect(),
+        });
+    }
+    for (j, s) in f.source_ips.iter().enumerate() {
+        if let Some(net) = source_net(rep, &format!("{}[{j}]", key("source_ips")), s) {
+            out.source_ips.push(net);
+        }
+    }
+    match mode {
+        Auth::Required => {}
+        Auth::Public | Auth::Optional if out.is_empty() || out.network_only() => {}
+        Auth::Public => rep.error(
+            at,
+            span(p),
+            "a public route admits everyone: only source_ips may be set here (it holds for every caller); remove the other keys or make the route protected",
+        ),
+        Auth::Optional => rep.error(
+            at,
+            span(p),
+            "an optional route lets anonymous callers pass, so a rule on who is signed in could only stop signed-in users: only source_ips may be set here (it holds for every caller)",
+        ),
+    }
+    // Empty as written (entries that failed validation were reported already).
+    let written_empty = f.users.is_empty()
+        && f.emails.is_empty()
+        && f.email_domains.is_empty()
+        && f.groups.is_empty()
+        && f.methods.is_empty()
+        && f.claims.is_empty()
+        && f.providers.is_empty()
+        && f.email_patterns.is_empty()
+        && f.claim_patterns.is_empty()
+        && f.source_ips.is_empty();
+    if written_empty {
+        let what = if at.ends_with(".policy") {
+            "policy"
+        } else {
+            "deny rule"
+        };
+        rep.error(at, span(p), format!("empty {what}: list providers, users, emails, email_domains, email_patterns, groups, methods, claims, claim_patterns or source_ips (or remove the table to admit every signed-in user)"));
+    }
+    out
+}
+
+/// A regex matched against a whole value: anchored here (`corp\.example` must not match
+/// `evil-corp.example.org`), case-insensitive for emails, compiled once.
+fn pattern(rep: &mut Reporter, key: &str, p: &Spanned<String>, email: bool) -> Option<Pattern> {
+    let anchored = format!("^(?:{})$", p.get_ref());
+    match regex::RegexBuilder::new(&anchored)
+        .case_insensitive(email)
+        .size_limit(1 << 20)
+        .build()
+    {
+        Ok(re) => Some(Pattern(re)),
+        Err(e) => {
+            // The regex crate's message spans several lines; its last one says what is wrong.
+            let why = e.to_string();
+            let why = why.lines().last().unwrap_or("invalid").trim();
+            let why = why.strip_prefix("error: ").unwrap_or(why);
+            rep.error(
+                key,
+                span(p),
+                format!("{:?} is not a valid regex: {why}", p.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+/// A `source_ips` entry: an address (a /32 or /128) or a CIDR block without host bits; an
+/// IPv4-mapped IPv6 block is kept as the IPv4 block it is, as client addresses are.
+fn source_net(rep: &mut Reporter, key: &str, s: &Spanned<String>) -> Option<ipnet::IpNet> {
+    let v = s.get_ref().trim();
+    let net = match v.parse::<ipnet::IpNet>() {
+        Ok(n) => n,
+        Err(_) => match v.parse::<std::net::IpAddr>() {
+            Ok(ip) => ipnet::IpNet::from(ip),
+            Err(_) => {
+                rep.error(
+                    key,
+                    span(s),
+                    format!("{v:?} is not an IP address or CIDR block"),
+                );
+                return None;
+            }
+        },
+    };
+    if net.trunc() != net {
+        rep.error(
+            key,
+            span(s),
+            format!(
+                "{v:?} has host bits set: write {} for the block, or the address alone",
+                net.trunc()
+            ),
+        );
+        return None;
+    }
+    Some(crate::forwarded::unmap_net(net))
 }

@@ -405,7 +405,12 @@ pub(super) fn cookie_path_covers(rep: &mut Reporter, f: &file::File, gateway_pre
             ),
         );
     }
-    for (i, r) in f.routes.iter().enumerate().filter(|(_, r)| !r.public) {
+    for (i, r) in f
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !super::routes::is_public(r))
+    {
         let path = r
             .path
             .as_ref()
@@ -573,6 +578,14 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].key, "routes[2].path");
         assert!(e[0].message.contains("sign-in loop"), "{e:?}");
+        // `auth = "public"` is public too; an optional route needs the cookie to know anyone.
+        let base = format!("[gateway]\nprefix = \"/app/.authgate/\"\n[session]\ncookie_path = \"/app/\"\n{ROUTES}");
+        let public = format!("{base}[[routes]]\npath = \"/other\"\nupstream = \"app\"\nauth = \"public\"\n");
+        parse(Path::new("t.toml"), &public).unwrap();
+        let optional = format!("{base}[[routes]]\npath = \"/other\"\nupstream = \"app\"\nauth = \"optional\"\n");
+        let e = errs(&optional);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key, "routes[2].path");
     }
 
     #[test]

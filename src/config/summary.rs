@@ -3,7 +3,9 @@
 //! CI scripts read it, so its wording is stable; it never shows a secret (Redis URLs can hold
 //! passwords, so the store is named by its topology only).
 
-use super::model::{Config, Policy, RedisTopology, RouteSettings, SessionStore, Unauthenticated};
+use super::model::{
+    Config, Pattern, Policy, RedisTopology, RouteSettings, SessionStore, Unauthenticated,
+};
 use crate::routing::HostPattern;
 
 impl Config {
@@ -52,7 +54,22 @@ fn route(r: &RouteSettings) -> String {
         HostPattern::Wildcard(suffix) => format!("*{suffix}"),
     };
     let protection = if r.public {
-        "public".to_string()
+        let mut p = "public".to_string();
+        rules_text(&mut p, r);
+        p
+    } else if r.optional {
+        let mut p = "optional sign-in (anonymous callers pass)".to_string();
+        if r.bearer {
+            p.push_str(&format!(
+                "; bearer token (audiences {})",
+                r.audiences.join(", ")
+            ));
+        }
+        if !r.providers.is_empty() {
+            p.push_str(&format!("; providers {}", r.providers.join(", ")));
+        }
+        rules_text(&mut p, r);
+        p
     } else {
         let unauthenticated = match r.unauthenticated {
             Unauthenticated::Auto => "auto",
@@ -66,10 +83,10 @@ fn route(r: &RouteSettings) -> String {
         if !r.providers.is_empty() {
             p.push_str(&format!("; providers {}", r.providers.join(", ")));
         }
-        match &r.policy {
-            Some(policy) => p.push_str(&format!("; policy {}", policy_text(policy))),
-            None => p.push_str("; any signed-in user"),
+        if r.policy.is_none() {
+            p.push_str("; any signed-in user");
         }
+        rules_text(&mut p, r);
         if !r.public_methods.is_empty() {
             let methods: Vec<&str> = r.public_methods.iter().map(|m| m.as_str()).collect();
             p.push_str(&format!("; public for {}", methods.join(", ")));
@@ -118,6 +135,16 @@ fn claim_headers_text(c: &super::model::ClaimHeaders) -> String {
     names.join(", ")
 }
 
+/// `; deny [...]` for each deny rule, then `; policy ...`.
+fn rules_text(p: &mut String, r: &RouteSettings) {
+    for (i, rule) in r.deny.iter().enumerate() {
+        p.push_str(&format!("; deny[{i}] {}", policy_text(rule)));
+    }
+    if let Some(policy) = &r.policy {
+        p.push_str(&format!("; policy {}", policy_text(policy)));
+    }
+}
+
 /// Every key of a policy that is set, values sorted: `groups = [admins, dev] methods = [GET]`.
 fn policy_text(p: &Policy) -> String {
     let sorted = |set: &std::collections::HashSet<String>| {
@@ -149,7 +176,31 @@ fn policy_text(p: &Policy) -> String {
             .collect();
         parts.push(format!("claims = [{}]", c.join(", ")));
     }
+    if !p.email_patterns.is_empty() {
+        let e: Vec<&str> = p.email_patterns.iter().map(pattern_text).collect();
+        parts.push(format!("email_patterns = [{}]", e.join(", ")));
+    }
+    if !p.claim_patterns.is_empty() {
+        let c: Vec<String> = p
+            .claim_patterns
+            .iter()
+            .map(|c| format!("{} ~ {}", c.claim, c.written.join(" | ")))
+            .collect();
+        parts.push(format!("claim_patterns = [{}]", c.join(", ")));
+    }
+    if !p.source_ips.is_empty() {
+        let n: Vec<String> = p.source_ips.iter().map(|n| n.to_string()).collect();
+        parts.push(format!("source_ips = [{}]", n.join(", ")));
+    }
     parts.join(" ")
+}
+
+/// A pattern as written (without the anchors validation wrapped it in).
+fn pattern_text(p: &Pattern) -> &str {
+    let s = p.0.as_str();
+    s.strip_prefix("^(?:")
+        .and_then(|s| s.strip_suffix(")$"))
+        .unwrap_or(s)
 }
 
 fn store(c: &Config) -> String {
@@ -189,5 +240,24 @@ mod tests {
             "listeners:\n  127.0.0.1:8080 http\n  admin 127.0.0.1:9090\nroutes:\n  pub: /public -> app: public\n  api: *.example.com/api -> app: bearer token (audiences api) or sign-in (unauthenticated = auto); policy groups = [admins, dev] methods = [GET]\nproviders:\n  corp: issuer https://idp.example client_id gw\nstore: redis (one server)\ngateway prefix: /.authgate/"
         );
         assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
+    fn summary_shows_optional_routes_deny_rules_and_patterns() {
+        let src = "[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n\n[[routes]]\nid = \"home\"\npath = \"/home\"\nupstream = \"app\"\nauth = \"optional\"\n[routes.policy]\nsource_ips = [\"10.0.0.0/8\"]\n\n[[routes]]\nid = \"app\"\nupstream = \"app\"\n[routes.policy]\nemail_patterns = [\"[^@]+@corp\\\\.example\"]\nclaim_patterns = { dept = [\"eng-.*\", \"ops\"] }\n[[routes.deny]]\ngroups = [\"contractors\"]\nmethods = [\"DELETE\"]\n";
+        let c = super::super::parse(Path::new("t.toml"), src).unwrap();
+        let lines = c.summary();
+        let routes: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("  home") || l.starts_with("  app"))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "  home: /home -> app: optional sign-in (anonymous callers pass); policy source_ips = [10.0.0.0/8]",
+                "  app: / -> app: sign-in (unauthenticated = auto); deny[0] groups = [contractors] methods = [DELETE]; policy email_patterns = [[^@]+@corp\\.example] claim_patterns = [dept ~ eng-.* | ops]",
+            ]
+        );
     }
 }

@@ -6,23 +6,26 @@
 //! is a small pure function here, unit-tested below:
 //!
 //! 1. route: host, then longest path prefix (no route: 404, default deny);
-//! 2. [`admit`]: checks that need no identity (a method override where the policy restricts
-//!    methods);
-//! 3. public route → allow; else authenticate (bearer token or session cookie, in
+//! 2. [`admit`]: checks that need no identity (a method override where the policy or a deny
+//!    rule names methods, or where some methods are public);
+//! 3. public route → [`screen`] (its `source_ips` rules, if any) and allow; a public method
+//!    → allow; else authenticate (bearer token or session cookie, in
 //!    `Gateway::authenticate`, the only step with I/O);
 //! 4. nobody → [`unauthenticated`]: a redirect to sign in or a 401 (503 when no provider
-//!    the route accepts can take a sign-in now);
-//! 5. [`authorize`]: CSRF for cookie sessions, then the route's policy.
+//!    the route accepts can take a sign-in now); on an optional route (`auth = "optional"`,
+//!    [`screen`]ed first) nobody passes anonymously instead;
+//! 5. [`authorize`]: CSRF for cookie sessions, then the route's deny rules, then its policy.
 //!
 //! `Gateway::decide` sequences them; nothing else decides whether a request passes.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use http::{HeaderMap, Method};
 
 use super::routes::{Route, Runtime};
 use crate::answer::Refusal;
 use crate::config::model::Unauthenticated;
+use crate::forwarded::ClientAddr;
 use crate::host::Authority;
 use crate::identity::Claims;
 use crate::oidc::BearerIdentity;
@@ -41,6 +44,8 @@ pub(crate) struct Inbound<'a> {
     pub(crate) headers: &'a HeaderMap,
     /// The client reached us (or the front proxy) over HTTPS.
     pub(crate) https: bool,
+    /// The client's address through trusted proxies (`source_ips`), worked out if asked.
+    pub(crate) client: ClientAddr<'a>,
 }
 
 /// An authenticated caller.
@@ -69,12 +74,16 @@ impl Caller {
 /// Checks that hold whoever is calling.
 pub(crate) fn admit(route: &Route, req: &Inbound) -> Result<(), Refusal> {
     // Judged as POST here, run as DELETE upstream: refused wherever the method matters (a
-    // policy on methods, or methods that pass without sign-in).
+    // policy or a deny rule on methods, or methods that pass without sign-in).
     let restricts = !route.public_methods.is_empty()
         || route
             .policy
             .as_ref()
-            .is_some_and(crate::policy::Policy::restricts_methods);
+            .is_some_and(crate::policy::Policy::restricts_methods)
+        || route
+            .deny
+            .iter()
+            .any(crate::policy::Policy::restricts_methods);
     if restricts && crate::policy::claims_method_override(req.headers, req.query) {
         return Err(Refusal::MethodOverride);
     }
@@ -134,9 +143,56 @@ pub(crate) fn authorize(
             return Err(Refusal::CrossSite);
         }
     }
+    rules(route, req, Some(caller), request_id)
+}
+
+/// Nobody: what rules without an identity (`source_ips`) check for anonymous callers.
+static ANONYMOUS: LazyLock<Claims> = LazyLock::new(Claims::default);
+
+/// The rules that need no identity, for every caller of a public or optional route (where
+/// validation admits `source_ips` rules only), before anyone is authenticated. Nothing to do
+/// (no allocation, no address worked out) on a route without rules.
+pub(crate) fn screen(route: &Route, req: &Inbound, request_id: &str) -> Result<(), Refusal> {
+    if route.policy.is_none() && route.deny.is_empty() {
+        return Ok(());
+    }
+    rules(route, req, None, request_id)
+}
+
+/// The deny rules in order (the first that matches refuses), then the policy. `caller`:
+/// `None` for an anonymous caller.
+fn rules(
+    route: &Route,
+    req: &Inbound,
+    caller: Option<&Caller>,
+    request_id: &str,
+) -> Result<(), Refusal> {
+    let (provider, claims) = caller.map_or(("", &*ANONYMOUS), |c| (c.provider(), c.claims()));
+    let client = || req.client.get();
+    for (i, rule) in route.deny.iter().enumerate() {
+        if rule.denies(provider, claims, req.method, client) {
+            let keys = rule.keys();
+            match caller {
+                Some(c) => {
+                    tracing::info!(request_id, route = %route.id, provider, sub = %c.claims().sub, user = %c.claims().subject, deny_rule = i, matched = %keys, client = ?req.client.get(), "denied by a deny rule")
+                }
+                None => {
+                    tracing::info!(request_id, route = %route.id, deny_rule = i, matched = %keys, client = ?req.client.get(), "denied by a deny rule")
+                }
+            }
+            return Err(Refusal::Forbidden);
+        }
+    }
     if let Some(policy) = &route.policy {
-        if let Err(denial) = policy.evaluate(caller.provider(), caller.claims(), req.method) {
-            tracing::info!(request_id, route = %route.id, provider = caller.provider(), sub = %caller.claims().sub, user = %caller.claims().subject, reason = denial.as_str(), "denied by policy");
+        if let Err(denial) = policy.evaluate_from(provider, claims, req.method, client) {
+            match caller {
+                Some(c) => {
+                    tracing::info!(request_id, route = %route.id, provider, sub = %c.claims().sub, user = %c.claims().subject, reason = denial.as_str(), client = ?req.client.get(), "denied by policy")
+                }
+                None => {
+                    tracing::info!(request_id, route = %route.id, reason = denial.as_str(), client = ?req.client.get(), "denied by policy")
+                }
+            }
             return Err(Refusal::Forbidden);
         }
     }
@@ -191,8 +247,10 @@ mod tests {
             upstream: base.upstream.clone(),
             public: false,
             public_methods: vec![],
+            optional: false,
             pass_access_token: false,
             policy: None,
+            deny: vec![],
             bearer: false,
             audiences: vec![],
             providers: vec![],
@@ -215,6 +273,7 @@ mod tests {
         query: Option<String>,
         headers: HeaderMap,
         https: bool,
+        client: Option<std::net::IpAddr>,
     }
 
     impl Req {
@@ -237,7 +296,13 @@ mod tests {
                 query,
                 headers: h,
                 https: true,
+                client: None,
             }
+        }
+
+        fn from(mut self, ip: &str) -> Self {
+            self.client = Some(ip.parse().unwrap());
+            self
         }
 
         fn inbound(&self) -> Inbound<'_> {
@@ -248,6 +313,7 @@ mod tests {
                 query: self.query.as_deref(),
                 headers: &self.headers,
                 https: self.https,
+                client: ClientAddr::known(self.client),
             }
         }
     }
@@ -275,6 +341,12 @@ mod tests {
         let rt = runtime();
         let strict = route(&rt, |r| r.policy = methods_policy());
         let preflight = route(&rt, |r| r.public_methods = vec![Method::OPTIONS]);
+        let no_delete = route(&rt, |r| {
+            r.deny = vec![Policy {
+                methods: vec![Method::DELETE],
+                ..Policy::default()
+            }]
+        });
         let open = route(&rt, |_| {});
         for (uri, headers) in [
             ("/x?_method=DELETE", vec![]),
@@ -284,7 +356,7 @@ mod tests {
             ("/x", vec![("x-method-override", "PUT")]),
         ] {
             let req = Req::new("POST", uri, &headers);
-            for r in [&strict, &preflight] {
+            for r in [&strict, &preflight, &no_delete] {
                 assert_eq!(
                     admit(r, &req.inbound()),
                     Err(Refusal::MethodOverride),
@@ -401,5 +473,175 @@ mod tests {
             ),
             Err(Refusal::Forbidden)
         );
+    }
+
+    fn caller(subject: &str, groups: &[&str]) -> Caller {
+        Caller::Bearer(Arc::new(BearerIdentity {
+            provider: "p".into(),
+            claims: Claims {
+                subject: subject.into(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ..Claims::default()
+            },
+            headers: vec![],
+        }))
+    }
+
+    fn nets(v: &[&str]) -> Vec<ipnet::IpNet> {
+        v.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn deny_rules_come_first_in_order_and_each_is_a_full_match() {
+        let rt = runtime();
+        let r = route(&rt, |r| {
+            r.deny = vec![
+                // Contractors may not delete.
+                Policy {
+                    groups: ["contractors".to_string()].into(),
+                    methods: vec![Method::DELETE],
+                    ..Policy::default()
+                },
+                // Nobody from the guest network.
+                Policy {
+                    source_ips: nets(&["192.0.2.0/24"]),
+                    ..Policy::default()
+                },
+            ];
+            // The policy would admit alice everywhere: deny wins.
+            r.policy = Some(Policy {
+                users: ["alice".to_string(), "carol".to_string()].into(),
+                ..Policy::default()
+            });
+        });
+        let get = Req::new("GET", "/x", &[]).from("10.0.0.1");
+        let delete = Req::new("DELETE", "/x", &[]).from("10.0.0.1");
+        let guest = Req::new("GET", "/x", &[]).from("192.0.2.9");
+        let unknown = Req::new("GET", "/x", &[]);
+        let alice = caller("alice", &["contractors"]);
+        let carol = caller("carol", &["staff"]);
+        let ok = |req: &Req, c: &Caller| authorize(&rt, &r, &req.inbound(), c, "id");
+        assert_eq!(ok(&get, &alice), Ok(()));
+        assert_eq!(ok(&delete, &alice), Err(Refusal::Forbidden), "rule 0");
+        assert_eq!(ok(&delete, &carol), Ok(()), "rule 0 needs both keys");
+        assert_eq!(ok(&guest, &carol), Err(Refusal::Forbidden), "rule 1");
+        // An unknown address may be the guest network's: a deny on addresses holds.
+        assert_eq!(ok(&unknown, &carol), Err(Refusal::Forbidden));
+        // Deny on a route without a policy: everyone signed in but ...
+        let open = route(&rt, |r| {
+            r.deny = vec![Policy {
+                users: ["mallory".to_string()].into(),
+                ..Policy::default()
+            }]
+        });
+        let m = caller("mallory", &[]);
+        assert_eq!(
+            authorize(&rt, &open, &get.inbound(), &m, "id"),
+            Err(Refusal::Forbidden)
+        );
+        assert_eq!(authorize(&rt, &open, &get.inbound(), &carol, "id"), Ok(()));
+        // The policy still applies after the deny rules.
+        let dave = caller("dave", &[]);
+        assert_eq!(ok(&get, &dave), Err(Refusal::Forbidden));
+    }
+
+    #[test]
+    fn screen_holds_source_rules_for_anonymous_callers_and_costs_nothing_without() {
+        let rt = runtime();
+        let office = route(&rt, |r| {
+            r.optional = true;
+            r.policy = Some(Policy {
+                source_ips: nets(&["10.0.0.0/8", "2001:db8::/32"]),
+                ..Policy::default()
+            });
+        });
+        let screen_of = |r: &Route, req: &Req| screen(r, &req.inbound(), "id");
+        for ip in ["10.1.2.3", "::ffff:10.9.9.9", "2001:db8::1"] {
+            assert_eq!(
+                screen_of(&office, &Req::new("GET", "/", &[]).from(ip)),
+                Ok(()),
+                "{ip}"
+            );
+        }
+        for ip in ["11.0.0.1", "2001:db9::1", "::ffff:11.0.0.1"] {
+            assert_eq!(
+                screen_of(&office, &Req::new("GET", "/", &[]).from(ip)),
+                Err(Refusal::Forbidden),
+                "{ip}"
+            );
+        }
+        // Unknown: not in any allowed network.
+        assert_eq!(
+            screen_of(&office, &Req::new("GET", "/", &[])),
+            Err(Refusal::Forbidden)
+        );
+        let blocked = route(&rt, |r| {
+            r.public = true;
+            r.deny = vec![Policy {
+                source_ips: nets(&["203.0.113.0/24"]),
+                ..Policy::default()
+            }];
+        });
+        assert_eq!(
+            screen_of(&blocked, &Req::new("GET", "/", &[]).from("203.0.113.5")),
+            Err(Refusal::Forbidden)
+        );
+        assert_eq!(
+            screen_of(&blocked, &Req::new("GET", "/", &[]).from("198.51.100.5")),
+            Ok(())
+        );
+        assert_eq!(
+            screen_of(&blocked, &Req::new("GET", "/", &[])),
+            Err(Refusal::Forbidden),
+            "unknown: may be the blocked network"
+        );
+        // No rules: nothing is worked out, whatever the address.
+        let plain = route(&rt, |r| r.optional = true);
+        assert_eq!(screen_of(&plain, &Req::new("GET", "/", &[])), Ok(()));
+    }
+
+    /// `decide` on an optional route of a gateway without providers (so nobody can be
+    /// identified): anonymous callers pass, never a sign-in answer, and its `source_ips`
+    /// rules hold for them; a protected route on the same gateway refuses them. (With
+    /// providers, sessions and bearer tokens: the integration tests in
+    /// tests/gateway/access.rs.)
+    #[tokio::test]
+    async fn optional_routes_pass_anonymous_callers() {
+        let cfg = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            "[upstreams.app]\nservers = [\"http://127.0.0.1:1\"]\n\
+             [[routes]]\npath = \"/opt\"\nupstream = \"app\"\nauth = \"optional\"\n\
+             [[routes]]\npath = \"/office\"\nupstream = \"app\"\nauth = \"optional\"\n\
+             [routes.policy]\nsource_ips = [\"10.0.0.0/8\"]\n\
+             [[routes]]\npath = \"/\"\nupstream = \"app\"\n",
+        )
+        .unwrap();
+        let rt = Arc::new(Runtime::new(&cfg, &crate::metrics::Metrics::new(), None));
+        let gw = super::super::Gateway::new(
+            Arc::new(arc_swap::ArcSwap::new(rt.clone())),
+            Arc::new(crate::metrics::Metrics::new()),
+        );
+        let mut ctx = super::super::RequestCtx::new(rt.clone());
+        let nav = [("sec-fetch-mode", "navigate")];
+        let req = Req::new("POST", "/opt/x", &nav);
+        assert!(matches!(
+            gw.decide(&rt, &req.inbound(), &mut ctx).await,
+            Ok(None)
+        ));
+        let office = Req::new("GET", "/office", &nav).from("10.0.0.7");
+        assert!(matches!(
+            gw.decide(&rt, &office.inbound(), &mut ctx).await,
+            Ok(None)
+        ));
+        let outside = Req::new("GET", "/office", &nav).from("192.0.2.7");
+        assert!(matches!(
+            gw.decide(&rt, &outside.inbound(), &mut ctx).await,
+            Err(Refusal::Forbidden)
+        ));
+        let req = Req::new("GET", "/x", &nav);
+        assert!(matches!(
+            gw.decide(&rt, &req.inbound(), &mut ctx).await,
+            Err(Refusal::Unauthenticated { .. }) | Err(Refusal::ProviderUnavailable)
+        ));
     }
 }

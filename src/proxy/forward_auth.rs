@@ -261,6 +261,9 @@ impl Gateway {
             query: orig.query.as_deref(),
             headers: &req.headers,
             https: ctx.origin.https,
+            // The front proxy's account of the client (its `X-Forwarded-For`), never the
+            // front proxy's own address.
+            client: crate::forwarded::ClientAddr::forward_auth(&rt.forwarding, &req.headers),
         };
         ctx.audience = Some(crate::answer::audience(&orig.method, &req.headers));
         let caller = match self.decide(rt, &inbound, ctx).await {

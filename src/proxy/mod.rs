@@ -144,8 +144,25 @@ impl Gateway {
             .ok_or(Refusal::NoRoute)?;
         ctx.route = Some(route.clone());
         decision::admit(&route, req)?;
-        if route.public || route.public_methods.contains(req.method) {
+        if route.public {
+            decision::screen(&route, req, ctx.request_id.as_str())?;
             return Ok(None);
+        }
+        if route.public_methods.contains(req.method) {
+            return Ok(None);
+        }
+        if route.optional {
+            // Identified if a credential is presented, anonymous without one; never sent to
+            // sign in. Fail closed all the same: a bad bearer token is 401 and a store or
+            // provider outage with a session cookie is 503 (`authenticate`), never an
+            // anonymous pass that would hide a signed-in user's identity from the app only
+            // while Redis is down. A cookie for a session that ended is no session.
+            decision::screen(&route, req, ctx.request_id.as_str())?;
+            let caller = self.authenticate(req, ctx, &route).await?;
+            if let Some(c) = &caller {
+                decision::authorize(rt, &route, req, c, ctx.request_id.as_str())?;
+            }
+            return Ok(caller);
         }
         let Some(caller) = self.authenticate(req, ctx, &route).await? else {
             // With no provider of the route ready, a redirect to sign in could only loop: 503.
@@ -514,6 +531,12 @@ impl ProxyHttp for Gateway {
             query: req.uri.query(),
             headers: &req.headers,
             https: ctx.origin.https,
+            client: crate::forwarded::ClientAddr::proxied(
+                &rt.forwarding,
+                ctx.origin.trusted,
+                &req.headers,
+                ctx.peer_ip,
+            ),
         };
         let decided = self.decide(&rt, &inbound, ctx).await;
         // Shaped only once the request is admitted: a caller who may not pass learns nothing

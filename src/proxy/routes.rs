@@ -26,9 +26,13 @@ pub(crate) struct Route {
     pub(crate) public: bool,
     /// Methods that pass without sign-in (`public_methods`).
     pub(crate) public_methods: Vec<http::Method>,
+    /// `auth = "optional"`: anonymous callers pass, signed-in ones are identified.
+    pub(crate) optional: bool,
     /// Forward the session's access token to the upstream.
     pub(crate) pass_access_token: bool,
     pub(crate) policy: Option<crate::policy::Policy>,
+    /// `[[routes.deny]]`, evaluated in order before the policy.
+    pub(crate) deny: Vec<crate::policy::Policy>,
     /// Accept bearer JWTs issued for one of `audiences` by one of `providers` (empty: any).
     pub(crate) bearer: bool,
     pub(crate) audiences: Vec<String>,
@@ -105,8 +109,10 @@ impl Runtime {
                 upstream: upstream.clone(),
                 public: r.public,
                 public_methods: r.public_methods.clone(),
+                optional: r.optional,
                 pass_access_token: r.pass_access_token,
                 policy: r.policy.clone(),
+                deny: r.deny.clone(),
                 bearer: r.bearer,
                 audiences: r.audiences.clone(),
                 providers: r.providers.clone(),
