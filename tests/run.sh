@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 # (the outbound proxy of tests/provider_tls.rs; tinyproxy-bin is the binary without the
 # system service), faketime (libfaketime: a replica with a skewed clock, tests/fault_scenarios.rs),
 # systemd (systemd-analyze: the shipped unit's security exposure, tests/systemd.rs; a container
-# image of Debian has no systemd).
+# image of Debian has no systemd), Apache httpd and mod_auth_openidc (the incumbent the
+# migration guide's worked example replaces, run for real by tests/migration.rs).
 pkgs=()
 command -v cmake >/dev/null || pkgs+=(cmake)
 command -v pkg-config >/dev/null || pkgs+=(pkg-config)
@@ -28,6 +29,8 @@ command -v caddy >/dev/null || pkgs+=(caddy)
 command -v tinyproxy >/dev/null || pkgs+=(tinyproxy-bin)
 command -v faketime >/dev/null || pkgs+=(faketime)
 command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+command -v apache2 >/dev/null || [ -x /usr/sbin/apache2 ] || pkgs+=(apache2)
+[ -e /usr/lib/apache2/modules/mod_auth_openidc.so ] || pkgs+=(libapache2-mod-auth-openidc)
 # python3 and its venv module: kubernetes-validate (below) for tests/kubernetes.rs.
 command -v python3 >/dev/null || pkgs+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)

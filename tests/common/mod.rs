@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
+pub mod apache;
 pub mod caddy;
 pub mod redis_sets;
 
