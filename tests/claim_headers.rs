@@ -31,6 +31,17 @@ remote_user = { claim = "email", pattern = "^(.+)@corp\\.example$" }
 basic_auth = { password = "legacy-pw" }
 
 [[routes]]
+id = "news"
+path = "/news"
+upstream = "app"
+auth = "optional"
+[routes.headers]
+claims = { "X-Department" = "department" }
+claim_prefix = "OIDC_CLAIM_"
+claim_prefix_allow = ["email"]
+remote_user = { claim = "email", pattern = "^(.+)@corp\\.example$" }
+
+[[routes]]
 id = "api"
 path = "/api"
 upstream = "app"
@@ -212,6 +223,59 @@ async fn claim_headers_reach_the_app_and_only_the_gateway_sets_them() {
         assert_eq!(r.headers()[name], "", "{name}");
     }
 
+    // An optional route: a signed-in reader gets its claim headers, in both modes; an
+    // anonymous one none of them, and never a client's copies.
+    let news = [
+        ("x-department", "eng"),
+        ("oidc_claim_email", "alice@corp.example"),
+        ("remote-user", "alice"),
+        ("x-auth-request-user", "alice"),
+    ];
+    let r = forged(c.get(gw.url("/news/today")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Seen = r.json().await.unwrap();
+    for (name, value) in news {
+        assert_eq!(seen.all(name), [value], "optional route, signed in: {name}");
+    }
+    assert!(
+        seen.all("oidc_claim_name").is_empty(),
+        "not in the allow-list"
+    );
+    let r = check(&gw, "GET", "/news/today", &cookie).await;
+    assert_eq!(r.status(), 200);
+    for (name, value) in news {
+        assert_eq!(
+            r.headers()[name],
+            value,
+            "forward-auth, optional route: {name}"
+        );
+    }
+    let r = forged(c.get(gw.url("/news/today"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Seen = r.json().await.unwrap();
+    // This route writes no Authorization: the client's own passes, as anywhere else.
+    let forged_seen: Vec<_> = identity_like(&seen)
+        .into_iter()
+        .filter(|(k, _)| k != "authorization")
+        .collect();
+    assert_eq!(forged_seen, Vec::<(String, String)>::new());
+    let r = check(&gw, "GET", "/news/today", "").await;
+    assert_eq!(r.status(), 200);
+    // Exact names answered empty (the proxy overwrites a client's copy); the prefix names
+    // have no fixed name to answer (see the README on forward-auth and claim_prefix).
+    for (name, _) in news {
+        let v = r.headers().get(name).map(|v| v.to_str().unwrap());
+        if name.starts_with("oidc_claim_") {
+            assert_eq!(v, None, "{name}");
+        } else {
+            assert_eq!(v, Some(""), "forward-auth, anonymous reader: {name}");
+        }
+    }
+
     // Secrets never reach the log, at any level: the ID token, the Basic credentials.
     let log = gw.log();
     let basic = base64::engine::general_purpose::STANDARD.encode("alice:legacy-pw");
@@ -273,6 +337,16 @@ async fn claim_headers_reach_the_app_and_only_the_gateway_sets_them() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(check(&gw, "GET", "/legacy/x", &other).await.status(), 403);
+    // On an optional route too: a signed-in caller the app cannot be told about is refused,
+    // never passed on as anonymous.
+    let r = c
+        .get(gw.url("/news/today"))
+        .header("cookie", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(check(&gw, "GET", "/news/today", &other).await.status(), 403);
     // Routes without a remote_user still admit her.
     let r = c
         .get(gw.url("/x"))

@@ -579,10 +579,15 @@ mod tests {
         assert_eq!(e[0].key, "routes[2].path");
         assert!(e[0].message.contains("sign-in loop"), "{e:?}");
         // `auth = "public"` is public too; an optional route needs the cookie to know anyone.
-        let base = format!("[gateway]\nprefix = \"/app/.authgate/\"\n[session]\ncookie_path = \"/app/\"\n{ROUTES}");
-        let public = format!("{base}[[routes]]\npath = \"/other\"\nupstream = \"app\"\nauth = \"public\"\n");
+        let base = format!(
+            "[gateway]\nprefix = \"/app/.authgate/\"\n[session]\ncookie_path = \"/app/\"\n{ROUTES}"
+        );
+        let public =
+            format!("{base}[[routes]]\npath = \"/other\"\nupstream = \"app\"\nauth = \"public\"\n");
         parse(Path::new("t.toml"), &public).unwrap();
-        let optional = format!("{base}[[routes]]\npath = \"/other\"\nupstream = \"app\"\nauth = \"optional\"\n");
+        let optional = format!(
+            "{base}[[routes]]\npath = \"/other\"\nupstream = \"app\"\nauth = \"optional\"\n"
+        );
         let e = errs(&optional);
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].key, "routes[2].path");

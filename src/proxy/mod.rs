@@ -158,11 +158,10 @@ impl Gateway {
             // anonymous pass that would hide a signed-in user's identity from the app only
             // while Redis is down. A cookie for a session that ended is no session.
             decision::screen(&route, req, ctx.request_id.as_str())?;
-            let caller = self.authenticate(req, ctx, &route).await?;
-            if let Some(c) = &caller {
-                decision::authorize(rt, &route, req, c, ctx.request_id.as_str())?;
-            }
-            return Ok(caller);
+            let Some(caller) = self.authenticate(req, ctx, &route).await? else {
+                return Ok(None);
+            };
+            return self.admit_caller(rt, &route, req, ctx, caller);
         }
         let Some(caller) = self.authenticate(req, ctx, &route).await? else {
             // With no provider of the route ready, a redirect to sign in could only loop: 503.
@@ -173,7 +172,20 @@ impl Gateway {
                 .is_none_or(|auth| decision::sign_in_possible(&route, auth.sign_in_states()));
             return Err(decision::unauthenticated(rt, &route, req, sign_in));
         };
-        decision::authorize(rt, &route, req, &caller, ctx.request_id.as_str())?;
+        self.admit_caller(rt, &route, req, ctx, caller)
+    }
+
+    /// A caller who proved who they are, on a required or optional route: the route's
+    /// policy, then the claim headers it sends (which may refuse: `remote_user`).
+    fn admit_caller(
+        &self,
+        rt: &Runtime,
+        route: &Route,
+        req: &Inbound<'_>,
+        ctx: &mut RequestCtx,
+        caller: Caller,
+    ) -> std::result::Result<Option<Caller>, Refusal> {
+        decision::authorize(rt, route, req, &caller, ctx.request_id.as_str())?;
         if let Some(rc) = &route.claim_headers {
             ctx.claim_headers = claim_headers(rt, &route.id, rc, &caller)?;
         }
