@@ -1814,10 +1814,21 @@ pub async fn http_login_trusting(
 
 /// Resident memory (VmRSS) of process `pid`, in bytes; 0 when it cannot be read.
 pub fn rss_bytes(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Anonymous resident memory (`RssAnon`): the heap and stacks, what requests and connections
+/// make the process hold. RSS adds the mapped binary (tens of MiB for a debug build), clean
+/// file pages the kernel can drop under a container's limit.
+pub fn anon_rss_bytes(pid: u32) -> u64 {
+    status_kib(pid, "RssAnon:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
