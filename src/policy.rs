@@ -277,6 +277,12 @@ impl Policy {
         self.check(provider, id, method, client, true).is_ok()
     }
 
+    /// Whether the client address passes this policy's `source_ips` (no `source_ips`: yes;
+    /// an unknown address: no).
+    pub(crate) fn admits_source(&self, client: impl FnOnce() -> Option<IpAddr>) -> bool {
+        self.source_ips.is_empty() || source_in(&self.source_ips, client, false)
+    }
+
     /// The keys this rule sets, for a log line (`groups, methods`).
     pub(crate) fn keys(&self) -> String {
         let set = [
@@ -305,7 +311,11 @@ impl Policy {
         client: impl FnOnce() -> Option<IpAddr>,
         unknown: bool,
     ) -> Result<(), Denial> {
-        if !self.methods.is_empty() && !self.methods.contains(method) {
+        // A deny rule on GET covers HEAD: an app answers HEAD with its GET handler.
+        if !self.methods.is_empty()
+            && !self.methods.contains(method)
+            && !(unknown && method == Method::HEAD && self.methods.contains(&Method::GET))
+        {
             return Err(Denial::Method);
         }
         if !self.providers.is_empty() && !self.providers.contains(provider) {

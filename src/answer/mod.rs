@@ -69,6 +69,10 @@ pub(crate) enum Refusal {
     },
     #[error("this route does not accept a method override (X-HTTP-Method-Override, _method)")]
     MethodOverride,
+    /// A method in lower case (`delete`): a different method to us than to the many apps
+    /// that upper-case it before dispatch. Refused as nginx refuses it.
+    #[error("methods are upper case (GET, POST, ...)")]
+    BadMethod,
     #[error("cross-site request refused: send it from this site's own pages")]
     CrossSite,
     #[error("forward-auth: {0}")]
@@ -114,7 +118,9 @@ impl Refusal {
                 StatusCode::BAD_REQUEST
             }
             Refusal::HeadLimit(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Refusal::MethodOverride | Refusal::ForwardAuth(_) => StatusCode::BAD_REQUEST,
+            Refusal::MethodOverride | Refusal::BadMethod | Refusal::ForwardAuth(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Refusal::CrossSite => StatusCode::FORBIDDEN,
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::LoginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -144,6 +150,7 @@ impl Refusal {
             Refusal::HeadLimit(LimitExceeded::HeadTooLarge) => "head_too_large",
             Refusal::HeadLimit(LimitExceeded::TooManyHeaders) => "too_many_headers",
             Refusal::MethodOverride => "method_override",
+            Refusal::BadMethod => "bad_method",
             Refusal::CrossSite => "cross_site",
             Refusal::ForwardAuth(_) => "bad_forward_auth_request",
             Refusal::Unauthenticated { .. } => "unauthenticated",
@@ -171,6 +178,7 @@ impl Refusal {
             | Refusal::AmbiguousHost
             | Refusal::HeadLimit(_)
             | Refusal::MethodOverride
+            | Refusal::BadMethod
             | Refusal::ForwardAuth(_)
             | Refusal::BadRequest
             | Refusal::PathNotRewritable

@@ -6,10 +6,10 @@
 //! is a small pure function here, unit-tested below:
 //!
 //! 1. route: host, then longest path prefix (no route: 404, default deny);
-//! 2. [`admit`]: checks that need no identity (a method override where the policy or a deny
-//!    rule names methods, or where some methods are public);
-//! 3. public route → [`screen`] (its `source_ips` rules, if any) and allow; a public method
-//!    → allow; else authenticate (bearer token or session cookie, in
+//! 2. [`admit`]: checks that need no identity (a method in lower case; a method override
+//!    where the policy or a deny rule names methods, or where some methods are public);
+//! 3. public route or public method → [`screen`] (the deny rules as they apply to nobody,
+//!    the policy's `source_ips`) and allow; else authenticate (bearer token or session cookie, in
 //!    `Gateway::authenticate`, the only step with I/O);
 //! 4. nobody → [`unauthenticated`]: a redirect to sign in or a 401 (503 when no provider
 //!    the route accepts can take a sign-in now); on an optional route (`auth = "optional"`,
@@ -73,6 +73,11 @@ impl Caller {
 
 /// Checks that hold whoever is calling.
 pub(crate) fn admit(route: &Route, req: &Inbound) -> Result<(), Refusal> {
+    // `delete` is not DELETE to a deny rule, but is to every framework that upper-cases the
+    // method before dispatch: no such method passes at all.
+    if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(Refusal::BadMethod);
+    }
     // Judged as POST here, run as DELETE upstream: refused wherever the method matters (a
     // policy or a deny rule on methods, or methods that pass without sign-in).
     let restricts = !route.public_methods.is_empty()
@@ -149,14 +154,24 @@ pub(crate) fn authorize(
 /// Nobody: what rules without an identity (`source_ips`) check for anonymous callers.
 static ANONYMOUS: LazyLock<Claims> = LazyLock::new(Claims::default);
 
-/// The rules that need no identity, for every caller of a public or optional route (where
-/// validation admits `source_ips` rules only), before anyone is authenticated. Nothing to do
-/// (no allocation, no address worked out) on a route without rules.
+/// The rules that need no identity, for every caller of a public or optional route and of a
+/// public method, before anyone is authenticated: the deny rules as they apply to an
+/// anonymous caller (its address, the method) and the policy's `source_ips` (on public and
+/// optional routes validation admits nothing else; on a public method of a protected route
+/// the rest of the policy is about users, and nobody is signed in). Nothing to do (no
+/// allocation, no address worked out) on a route without rules.
 pub(crate) fn screen(route: &Route, req: &Inbound, request_id: &str) -> Result<(), Refusal> {
     if route.policy.is_none() && route.deny.is_empty() {
         return Ok(());
     }
-    rules(route, req, None, request_id)
+    deny_rules(route, req, None, request_id)?;
+    if let Some(policy) = &route.policy {
+        if !policy.admits_source(|| req.client.get()) {
+            tracing::info!(request_id, route = %route.id, reason = crate::policy::Denial::SourceIp.as_str(), client = ?req.client.get(), "denied by policy");
+            return Err(Refusal::Forbidden);
+        }
+    }
+    Ok(())
 }
 
 /// The deny rules in order (the first that matches refuses), then the policy. `caller`:
@@ -167,10 +182,35 @@ fn rules(
     caller: Option<&Caller>,
     request_id: &str,
 ) -> Result<(), Refusal> {
+    deny_rules(route, req, caller, request_id)?;
+    let Some(policy) = &route.policy else {
+        return Ok(());
+    };
     let (provider, claims) = caller.map_or(("", &*ANONYMOUS), |c| (c.provider(), c.claims()));
-    let client = || req.client.get();
+    if let Err(denial) = policy.evaluate_from(provider, claims, req.method, || req.client.get()) {
+        match caller {
+            Some(c) => {
+                tracing::info!(request_id, route = %route.id, provider, sub = %c.claims().sub, user = %c.claims().subject, reason = denial.as_str(), client = ?req.client.get(), "denied by policy")
+            }
+            None => {
+                tracing::info!(request_id, route = %route.id, reason = denial.as_str(), client = ?req.client.get(), "denied by policy")
+            }
+        }
+        return Err(Refusal::Forbidden);
+    }
+    Ok(())
+}
+
+/// The deny rules in order: the first that matches refuses.
+fn deny_rules(
+    route: &Route,
+    req: &Inbound,
+    caller: Option<&Caller>,
+    request_id: &str,
+) -> Result<(), Refusal> {
+    let (provider, claims) = caller.map_or(("", &*ANONYMOUS), |c| (c.provider(), c.claims()));
     for (i, rule) in route.deny.iter().enumerate() {
-        if rule.denies(provider, claims, req.method, client) {
+        if rule.denies(provider, claims, req.method, || req.client.get()) {
             let keys = rule.keys();
             match caller {
                 Some(c) => {
@@ -178,19 +218,6 @@ fn rules(
                 }
                 None => {
                     tracing::info!(request_id, route = %route.id, deny_rule = i, matched = %keys, client = ?req.client.get(), "denied by a deny rule")
-                }
-            }
-            return Err(Refusal::Forbidden);
-        }
-    }
-    if let Some(policy) = &route.policy {
-        if let Err(denial) = policy.evaluate_from(provider, claims, req.method, client) {
-            match caller {
-                Some(c) => {
-                    tracing::info!(request_id, route = %route.id, provider, sub = %c.claims().sub, user = %c.claims().subject, reason = denial.as_str(), client = ?req.client.get(), "denied by policy")
-                }
-                None => {
-                    tracing::info!(request_id, route = %route.id, reason = denial.as_str(), client = ?req.client.get(), "denied by policy")
                 }
             }
             return Err(Refusal::Forbidden);
@@ -598,6 +625,93 @@ mod tests {
         // No rules: nothing is worked out, whatever the address.
         let plain = route(&rt, |r| r.optional = true);
         assert_eq!(screen_of(&plain, &Req::new("GET", "/", &[])), Ok(()));
+
+        // A public method of a protected route: its policy's source_ips and its deny rules
+        // hold for the anonymous caller; the policy's other keys are about signed-in users.
+        let preflight = route(&rt, |r| {
+            r.public_methods = vec![Method::GET, Method::OPTIONS];
+            r.policy = Some(Policy {
+                groups: ["staff".to_string()].into(),
+                source_ips: nets(&["10.0.0.0/8"]),
+                ..Policy::default()
+            });
+            r.deny = vec![
+                Policy {
+                    source_ips: nets(&["10.66.0.0/16"]),
+                    ..Policy::default()
+                },
+                Policy {
+                    methods: vec![Method::GET],
+                    groups: ["contractors".to_string()].into(),
+                    ..Policy::default()
+                },
+            ];
+        });
+        assert_eq!(
+            screen_of(&preflight, &Req::new("GET", "/", &[]).from("10.1.2.3")),
+            Ok(())
+        );
+        for (ip, why) in [
+            (Some("192.0.2.1"), "outside the policy's source_ips"),
+            (Some("10.66.1.1"), "a denied network"),
+            (None, "unknown address"),
+        ] {
+            let mut req = Req::new("OPTIONS", "/", &[]);
+            if let Some(ip) = ip {
+                req = req.from(ip);
+            }
+            assert_eq!(
+                screen_of(&preflight, &req),
+                Err(Refusal::Forbidden),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn lower_case_methods_are_refused_and_a_deny_on_get_covers_head() {
+        let rt = runtime();
+        let open = route(&rt, |_| {});
+        for m in ["delete", "Delete", "get", "pOST"] {
+            assert_eq!(
+                admit(&open, &Req::new(m, "/", &[]).inbound()),
+                Err(Refusal::BadMethod),
+                "{m}"
+            );
+        }
+        for m in ["GET", "DELETE", "PROPFIND", "M-SEARCH"] {
+            assert_eq!(
+                admit(&open, &Req::new(m, "/", &[]).inbound()),
+                Ok(()),
+                "{m}"
+            );
+        }
+        let no_get = route(&rt, |r| {
+            r.public = true;
+            r.deny = vec![Policy {
+                methods: vec![Method::GET],
+                ..Policy::default()
+            }];
+        });
+        for m in ["GET", "HEAD"] {
+            assert_eq!(
+                screen(&no_get, &Req::new(m, "/", &[]).inbound(), "id"),
+                Err(Refusal::Forbidden),
+                "{m}"
+            );
+        }
+        assert_eq!(
+            screen(&no_get, &Req::new("POST", "/", &[]).inbound(), "id"),
+            Ok(())
+        );
+        // An allow-list on GET still does not admit HEAD (fails closed).
+        let get_only = Policy {
+            methods: vec![Method::GET],
+            ..Policy::default()
+        };
+        assert!(get_only
+            .evaluate("p", &Claims::default(), &Method::HEAD)
+            .is_err());
     }
 
     /// `decide` on an optional route of a gateway without providers (so nobody can be

@@ -48,6 +48,20 @@ groups = ["admins"]
 methods = ["DELETE"]
 [[routes.deny]]
 source_ips = ["198.51.100.0/24"]
+
+[[routes]]
+id = "kiosk"
+path = "/kiosk"
+upstream = "app"
+public_methods = ["GET", "OPTIONS"]
+[routes.policy]
+groups = ["admins"]
+source_ips = ["192.0.2.0/24", "198.51.100.0/24"]
+[[routes.deny]]
+source_ips = ["198.51.100.0/24"]
+[[routes.deny]]
+methods = ["GET"]
+groups = ["contractors"]
 "#;
 
 /// A gateway trusting 127.0.0.1 (the "front proxy") only: clients bound to 127.0.0.2 are
@@ -295,6 +309,37 @@ async fn deny_rules_and_source_ips_through_trusted_proxies() {
         office(&anyone, Some("192.0.2.7")).await.unwrap().status(),
         403
     );
+    // A public method: nobody signs in, but the policy's source_ips and the deny rules
+    // hold (they did not, and every address passed).
+    let kiosk = |c: &reqwest::Client, m: &str, xff: Option<&str>| {
+        let mut b = c.request(m.parse().unwrap(), gw.url("/kiosk/x"));
+        if let Some(v) = xff {
+            b = b.header("x-forwarded-for", v);
+        }
+        b.send()
+    };
+    for (m, xff, status) in [
+        ("GET", Some("192.0.2.7"), 200),
+        ("OPTIONS", Some("192.0.2.7"), 200),
+        ("GET", Some("203.0.113.1"), 403),
+        ("OPTIONS", Some("203.0.113.1"), 403),
+        ("GET", Some("198.51.100.9"), 403),
+        ("GET", Some("unknown"), 403),
+        ("GET", None, 403),
+    ] {
+        let r = kiosk(&proxy, m, xff).await.unwrap();
+        assert_eq!(r.status(), status, "{m} {xff:?}");
+    }
+    assert_eq!(kiosk(&anyone, "GET", None).await.unwrap().status(), 403);
+
+    // A method in lower case is 400 everywhere: to many frameworks `delete` is DELETE.
+    for m in ["delete", "Delete", "get"] {
+        let r = call(&anyone, m.parse().unwrap(), None).await.unwrap();
+        assert_eq!(r.status(), 400, "{m}");
+        let r = kiosk(&proxy, m, Some("192.0.2.7")).await.unwrap();
+        assert_eq!(r.status(), 400, "{m}");
+    }
+
     // The refusals are logged with their reason, without the session or a token.
     let log = gw.log();
     assert!(log.contains("denied by a deny rule"), "{log}");
@@ -370,6 +415,20 @@ async fn forward_auth_makes_the_same_decisions() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+
+    // A public method: the address rules and deny rules hold in forward-auth too.
+    for (m, xff, status) in [
+        ("GET", Some("192.0.2.7"), 200),
+        ("OPTIONS", Some("192.0.2.7"), 200),
+        ("GET", Some("203.0.113.1"), 403),
+        ("GET", Some("198.51.100.9"), 403),
+        ("GET", None, 403),
+        ("get", Some("192.0.2.7"), 400),
+        ("delete", Some("203.0.113.1"), 400),
+    ] {
+        let r = check(m, "/kiosk/x", None, xff).await.unwrap();
+        assert_eq!(r.status(), status, "{m} {xff:?}");
+    }
 
     // source_ips: the client as the front proxy reports it.
     for (xff, status) in [
