@@ -898,6 +898,94 @@ mod tests {
                 "cannot start a header name",
             ),
             (
+                route("claims = { \"X-HTTP-Method-Override\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claims = { \"x_http_method\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claims = { \"X-Method-Override\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claims = { \"Origin\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claims = { \"Referer\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claims = { \"Sec-Fetch-Site\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claims = { \"sec_ch_ua\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claims = { \"X-Request-Id\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claims = { \"X_Requested_With\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claims = { \"Accept\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claims = { \"CF-Connecting-IP\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claims = { \"X-Original-Method\" = \"x\" }"),
+                "no claim may set it",
+            ),
+            (
+                route("claim_prefix = \"X-Original-\""),
+                "would let a claim set",
+            ),
+            (
+                route("claim_prefix = \"X-Forwarded-M\""),
+                "would let a claim set",
+            ),
+            (
+                route("claim_prefix = \"Sec-Fetch-\""),
+                "would let a claim set",
+            ),
+            (
+                route("claim_prefix = \"Sec-\""),
+                "would let a claim set",
+            ),
+            (
+                route("claim_prefix = \"X-HTTP-\""),
+                "would let a claim set",
+            ),
+            (
+                route("claim_prefix = \"X-Method-\""),
+                "would let a claim set",
+            ),
+            (
+                route("claim_prefix = \"CF-Conn\""),
+                "would let a claim set",
+            ),
+            (
+                route("claim_prefix = \"X-Request-\""),
+                "would let a claim set",
+            ),
+            (
+                route("claim_prefix = \"X-Requested-\""),
+                "would let a claim set",
+            ),
+            (
+                route("claim_prefix = \"Orig\""),
+                "would let a claim set",
+            ),
+            (
                 route("claim_prefix_allow = [\"email\"]"),
                 "without claim_prefix",
             ),
@@ -927,6 +1015,25 @@ mod tests {
                 "same header",
             ),
             (route("max_claim_bytes = 10"), "between"),
+            (
+                route("claims = { \"X-Auth-Request-Email\" = \"mail\" }"),
+                "one header, one source",
+            ),
+            (
+                route("x_auth_request = true\nremote_user = { header = \"X-Auth-Request-User\" }"),
+                "one header, one source",
+            ),
+            (
+                route("claims = { \"Remote-User-Name\" = \"name\" }\nremote_user = { header = \"remote_user_name\" }"),
+                "one header, one source",
+            ),
+            (
+                format!(
+                    "[headers]\nclaims = {{ \"X-Level\" = \"level\" }}\n{}",
+                    route("id_token = \"x_level\"")
+                ),
+                "one header, one source",
+            ),
             (route("claim_separator = \"\\n\""), "control characters"),
             (
                 format!(

@@ -430,15 +430,20 @@ impl Forwarding {
         host: &HeaderValue,
         request_id: &RequestId,
     ) -> pingora::Result<()> {
-        let xff = match (peer, upstream.headers.get("x-forwarded-for")) {
-            (Some(ip), Some(prev)) if origin.trusted => {
-                let mut v = prev.as_bytes().to_vec();
-                v.extend_from_slice(b", ");
+        // Every line a trusted proxy sent, in order (HAProxy adds a line of its own; the
+        // client address is read over all of them, so the upstream must see all of them too).
+        let xff = match peer {
+            Some(ip) if origin.trusted && upstream.headers.contains_key("x-forwarded-for") => {
+                let mut v = Vec::new();
+                for line in upstream.headers.get_all("x-forwarded-for") {
+                    v.extend_from_slice(line.as_bytes());
+                    v.extend_from_slice(b", ");
+                }
                 v.extend_from_slice(&ip_value(ip));
                 Some(v)
             }
-            (Some(ip), _) => Some(ip_value(ip)),
-            (None, _) => None,
+            Some(ip) => Some(ip_value(ip)),
+            None => None,
         };
         if let Some(v) = xff {
             // Digits, dots, colons and a trusted proxy's (already valid) value.
@@ -526,6 +531,17 @@ mod tests {
             .unwrap();
         assert_eq!(r.headers["x-forwarded-for"], "1.2.3.4, 10.1.2.3");
         assert_eq!(r.headers["x-forwarded-proto"], "https");
+        // Several lines (a proxy that adds its own): all of them, in order, then the peer; the
+        // upstream reads the same list the gateway read the client address from.
+        let mut r = req_with(&[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-For", "1.2.3.4, 10.9.9.9"),
+        ]);
+        let o = f.inspect(&mut r, peer, false);
+        f.apply(&mut r, peer, &o, &HeaderValue::from_static("h"), &id)
+            .unwrap();
+        let all: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["6.6.6.6, 1.2.3.4, 10.9.9.9, 10.1.2.3"]);
         assert!(f.is_trusted(Some("::ffff:10.0.0.1".parse().unwrap())));
         assert!(f.is_trusted(Some("::1".parse().unwrap())));
         assert!(!f.is_trusted(Some("11.0.0.1".parse().unwrap())));

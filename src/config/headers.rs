@@ -126,11 +126,28 @@ pub(super) fn claim_span(f: &file::Headers) -> Option<std::ops::Range<usize>> {
 /// `proxy-*`).
 pub(crate) fn is_protected(canon: &str) -> bool {
     // Every header that describes the original request (`X-Original-URL`, `X-Client-IP`...) is
-    // the forwarding module's list: one list, so a claim can never pose as one of them.
+    // the forwarding module's list, every method override the policy's: one list each, so a
+    // claim can never pose as one of them.
     d::PROTECTED_HEADERS.contains(&canon)
         || crate::forwarded::FORWARDING_HEADERS.contains(&canon)
-        || canon.starts_with("proxy-")
+        || crate::policy::METHOD_OVERRIDE_HEADERS.contains(&canon)
+        || DECISION_HEADERS.contains(&canon)
+        || DECISION_PREFIXES.iter().any(|p| canon.starts_with(p))
 }
+
+/// Headers the gateway reads to decide about a request (the CSRF guard, whether to redirect
+/// to sign in) or sets on it (the default request ID): a claim header by such a name would
+/// forge them upstream, and, stripped from every request as part of the namespace, blind the
+/// gateway (no `Origin` and no `Sec-Fetch-Site`: no cross-site request is ever seen).
+const DECISION_HEADERS: &[&str] = &[
+    "origin",
+    "referer",
+    "accept",
+    "x-requested-with",
+    "x-request-id",
+    "user-agent",
+];
+const DECISION_PREFIXES: &[&str] = &["proxy-", "sec-"];
 
 /// The claim header keys of one table (`[headers]` or a `[routes.headers]`), checked, before
 /// the route's are laid over the global ones ([`merge`]).
@@ -171,7 +188,7 @@ pub(super) fn claim_keys(
                 k,
                 span(v),
                 format!(
-                    "{:?} is a framing, hop-by-hop, forwarding or cookie header: no claim may set it",
+                    "{:?} is a framing, hop-by-hop, forwarding, cookie or method-override header, or one the gateway reads to decide (Origin, Sec-*, ...): no claim may set it",
                     v.get_ref()
                 ),
             );
@@ -339,10 +356,19 @@ fn claim_prefix(
     let clash = d::PROTECTED_HEADERS
         .iter()
         .copied()
+        .chain(crate::forwarded::FORWARDING_HEADERS.iter().copied())
+        .chain(crate::policy::METHOD_OVERRIDE_HEADERS.iter().copied())
+        .chain(DECISION_HEADERS.iter().copied())
+        .chain(DECISION_PREFIXES.iter().copied())
         .chain([d::OWN_PREFIX])
         .chain(fixed_names.iter().map(String::as_str))
         .find(|h| h.starts_with(&canon))
-        .or(canon.starts_with("proxy-").then_some("proxy-*"));
+        .or_else(|| {
+            DECISION_PREFIXES
+                .iter()
+                .find(|p| canon.starts_with(*p))
+                .copied()
+        });
     if let Some(h) = clash {
         rep.error(
             key,
@@ -505,6 +531,39 @@ pub(super) fn merge(
             .or(global.x_auth_request)
             .unwrap_or(d::X_AUTH_REQUEST),
     };
+    // One value per name: two keys setting one header would send one value in proxy mode
+    // (the later insert) and another in forward-auth (the first answered). The
+    // `X-Auth-Request-*` names are the identity headers' copies (`x_auth_request`, forward-auth
+    // `auth_request_headers`): never a claim's.
+    let mut named: Vec<(String, String)> = merged
+        .claims
+        .iter()
+        .map(|(n, c)| (n.name().as_str().to_string(), format!("claims {c:?}")))
+        .collect();
+    if let Some(IdTokenTo::Header(h)) = &merged.id_token {
+        named.push((h.name().as_str().to_string(), "id_token".into()));
+    }
+    if let Some(ru) = &merged.remote_user {
+        named.push((ru.header.name().as_str().to_string(), "remote_user".into()));
+    }
+    for (i, (name, what)) in named.iter().enumerate() {
+        let canon = canonical_name(name);
+        let twice = named[..i]
+            .iter()
+            .find(|(n, _)| canonical_name(n) == canon)
+            .map(|(_, w)| w.clone());
+        let copy = d::X_AUTH_REQUEST_HEADERS
+            .iter()
+            .any(|x| canonical_name(x) == canon)
+            .then(|| "x_auth_request (the identity headers' copies)".to_string());
+        if let Some(other) = twice.or(copy) {
+            rep.error(
+                route_key,
+                at.clone(),
+                format!("{what} and {other} both set {name:?}: one header, one source"),
+            );
+        }
+    }
     if merged.basic_auth.is_some() && merged.id_token == Some(IdTokenTo::Authorization) {
         rep.error(
             route_key,

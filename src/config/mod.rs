@@ -150,6 +150,16 @@ pub(crate) fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     let forward_auth =
         front::forward_auth(rep, &f.forward_auth, !server.trusted_proxies.is_empty());
     let csrf = front::csrf(rep, &f.csrf);
+    if session.cookie_same_site == model::SameSitePolicy::None && !csrf.enabled {
+        // Every cross-site form would then carry the session cookie and pass.
+        if let Some(v) = &f.session.cookie_same_site {
+            rep.error(
+                "session.cookie_same_site",
+                fields::span(v),
+                "\"none\" sends the session cookie with cross-site requests: it needs the CSRF guard ([csrf] enabled = true)",
+            );
+        }
+    }
     if !rep.errors.is_empty() {
         return None;
     }

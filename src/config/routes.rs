@@ -60,6 +60,16 @@ pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
     let mut routes = Vec::new();
     let mut seen_routes = HashSet::new();
     let mut seen_ids = HashSet::new();
+    // Every route's claim headers first: request shaping may not set any name any route
+    // sets (one namespace, stripped on every route).
+    let all_claims: Vec<_> = cx
+        .file
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| claim_headers(rep, i, r, cx))
+        .collect();
+    let every_claims: Vec<&ClaimHeaders> = all_claims.iter().flatten().map(|c| &**c).collect();
     for (i, r) in cx.file.routes.iter().enumerate() {
         let key = |k: &str| format!("routes[{i}].{k}");
         let host = host(rep, i, &r.host);
@@ -93,7 +103,7 @@ pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
                 format!("duplicate route id {id:?}"),
             );
         }
-        let claim_headers = claim_headers(rep, i, r, cx);
+        let claim_headers = all_claims[i].clone();
         let shaping = super::shaping::shaping(
             rep,
             i,
@@ -106,7 +116,8 @@ pub(super) fn routes(rep: &mut Reporter, cx: &Context) -> Vec<RouteSettings> {
                 identity_headers: cx.identity_headers,
                 assertion_header: cx.assertion_header,
                 request_id_header: cx.request_id_header,
-                claim_headers: claim_headers.as_deref(),
+                claim_headers: &every_claims,
+                own_claims: claim_headers.as_deref(),
             },
         );
         let mode = auth(rep, i, r);

@@ -530,6 +530,14 @@ mod tests {
         assert!(e[0].message.contains("cookie_secure = true"), "{e:?}");
         let e = errs("[session]\ncookie_same_site = \"lenient\"\n");
         assert!(e[0].message.contains("\"none\""), "{e:?}");
+        // Without the CSRF guard every cross-site form would carry the cookie and pass.
+        let e = errs("[csrf]\nenabled = false\n[session]\ncookie_same_site = \"none\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            (e[0].key.as_str(), e[0].line),
+            ("session.cookie_same_site", 4)
+        );
+        assert!(e[0].message.contains("CSRF guard"), "{e:?}");
     }
 
     #[test]

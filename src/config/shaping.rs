@@ -19,8 +19,11 @@ pub(super) struct Owned<'a> {
     pub(super) identity_headers: &'a IdentityHeaders,
     pub(super) assertion_header: &'a HeaderName,
     pub(super) request_id_header: &'a HeaderName,
-    /// The route's claim headers: what they send is the gateway's too.
-    pub(super) claim_headers: Option<&'a super::model::ClaimHeaders>,
+    /// Every route's claim headers: what they send is the gateway's too (and stripped on
+    /// every route).
+    pub(super) claim_headers: &'a [&'a super::model::ClaimHeaders],
+    /// This route's own: whether they write `Authorization`.
+    pub(super) own_claims: Option<&'a super::model::ClaimHeaders>,
 }
 
 /// Framing and hop-by-hop headers: what they say is the connection's, never a route's.
@@ -51,15 +54,15 @@ impl Owned<'_> {
         {
             return Some("in the identity namespace: only the gateway sets it");
         }
-        if let Some(c) = self.claim_headers {
+        for c in self.claim_headers {
             if c.names().iter().any(|n| is(n))
                 || c.prefix.as_ref().is_some_and(|p| f.starts_with(&folded(p)))
             {
-                return Some("a claim header of this route: only the gateway sets it");
+                return Some("a claim header (of this route or another): only the gateway sets it");
             }
-            if c.owns_authorization() && is("authorization") {
-                return Some("the Authorization header this route's claim headers set");
-            }
+        }
+        if self.own_claims.is_some_and(|c| c.owns_authorization()) && is("authorization") {
+            return Some("the Authorization header this route's claim headers set");
         }
         if crate::forwarded::FORWARDING_HEADERS.iter().any(|n| is(n))
             || f.starts_with("x-forwarded-")
@@ -116,7 +119,7 @@ pub(super) fn shaping(
     let rewrite = r
         .rewrite
         .as_ref()
-        .and_then(|rw| rewrite(rep, &key("rewrite"), rw));
+        .and_then(|rw| rewrite(rep, &key("rewrite"), rw, case_insensitive));
     let request = r
         .request_headers
         .as_ref()
@@ -185,9 +188,19 @@ fn strip(
     Some(v.clone())
 }
 
-fn rewrite(rep: &mut Reporter, key: &str, rw: &Spanned<file::Rewrite>) -> Option<PathRewrite> {
+/// `case_insensitive` (`paths.case_insensitive`): the upstream reads `/DOCS/x` as `/docs/x`,
+/// so the pattern must match it too, or `/DOCS/x` would go upstream unrewritten.
+fn rewrite(
+    rep: &mut Reporter,
+    key: &str,
+    rw: &Spanned<file::Rewrite>,
+    case_insensitive: bool,
+) -> Option<PathRewrite> {
     let f = rw.get_ref();
-    let pattern = match regex::Regex::new(f.pattern.get_ref()) {
+    let pattern = match regex::RegexBuilder::new(f.pattern.get_ref())
+        .case_insensitive(case_insensitive)
+        .build()
+    {
         Ok(re) => Some(re),
         Err(e) => {
             rep.error(
@@ -437,6 +450,33 @@ mod tests {
         // Other headers are fine, Authorization and Cookie included.
         let ok = route("request_headers = { set = { \"X-Env\" = \"prod\", Authorization = \"Basic dTpw\" }, remove = [\"Cookie\", \"X-Debug\"] }");
         assert!(parse(Path::new("t.toml"), &ok).is_ok());
+        // Claim headers of any route (names, the prefix) and Authorization where this route's
+        // claim headers write it: in any spelling.
+        let other = "[[routes]]\npath = \"/legacy/\"\nupstream = \"app\"\n[routes.headers]\nclaims = { \"X-Claim-Email\" = \"email\" }\nclaim_prefix = \"OIDC_CLAIM_\"\n";
+        for name in [
+            "X-Claim-Email",
+            "x_claim_email",
+            "OIDC_CLAIM_email",
+            "oidc-claim-anything",
+        ] {
+            let src = format!(
+                "{}{other}",
+                route(&format!(
+                    "request_headers = {{ set = {{ \"{name}\" = \"v\" }} }}"
+                ))
+            );
+            let e = errs(&src);
+            assert_eq!(e.len(), 1, "{name}: {e:?}");
+            assert!(e[0].message.contains("claim header"), "{e:?}");
+        }
+        let src = format!(
+            "{UP}[[routes]]\npath = \"/app/\"\nupstream = \"app\"\nrequest_headers = {{ set = {{ authorization = \"Basic dTpw\" }} }}\n[routes.headers]\nbasic_auth = {{}}\n"
+        );
+        let e = errs(&src);
+        assert!(
+            e.iter().any(|e| e.message.contains("Authorization")),
+            "{e:?}"
+        );
     }
 
     #[test]

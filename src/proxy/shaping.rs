@@ -68,7 +68,14 @@ pub(crate) fn forwarded_prefix(
     let p = s.strip_prefix.as_deref()?;
     crate::path::strip_segment_prefix(canonical, p, s.strip_case_insensitive)?;
     let ours = &canonical[..p.len()];
-    let v = match previous.and_then(|v| v.to_str().ok()) {
+    // A trusted proxy's prefix is kept only when it is a canonical path of its own: it may
+    // carry a client's value (`//evil.example` would make the app's URLs point elsewhere).
+    let prev = previous.and_then(|v| v.to_str().ok()).filter(|p| {
+        !p.starts_with("//")
+            && crate::path::normalize(p, crate::path::PathOptions::default())
+                .is_ok_and(|c| c.as_str() == *p)
+    });
+    let v = match prev {
         Some(prev) => format!("{}{ours}", prev.trim_end_matches('/')),
         None => ours.to_string(),
     };
@@ -162,6 +169,57 @@ mod tests {
             Some("")
         );
         assert_eq!(crate::path::strip_segment_prefix("/a", "/a/b", false), None);
+    }
+
+    /// On case-insensitive routes the upstream reads `/DOCS/x` as `/docs/x`: the rewrite,
+    /// compiled at load, matches it in every case too, or it would go upstream unrewritten.
+    #[test]
+    fn rewrite_follows_case_insensitive_paths() {
+        let cfg = |ci: bool| {
+            crate::config::parse(
+                std::path::Path::new("t.toml"),
+                &format!("[paths]\ncase_insensitive = {ci}\n[upstreams.app]\nservers = [\"http://127.0.0.1:1\"]\n[[routes]]\npath = \"/docs/\"\nupstream = \"app\"\npublic = true\nrewrite = {{ pattern = \"^/docs/(.*)$\", replace = \"/public-docs/$1\" }}\n"),
+            )
+            .unwrap()
+        };
+        let c = cfg(true);
+        let s = c.routes[0].shaping.as_ref().unwrap();
+        for p in ["/docs/a.pdf", "/DOCS/a.pdf", "/Docs/a.pdf"] {
+            assert_eq!(
+                up(s, p).unwrap().as_deref(),
+                Some("/public-docs/a.pdf"),
+                "{p}"
+            );
+        }
+        let c = cfg(false);
+        let s = c.routes[0].shaping.as_ref().unwrap();
+        assert_eq!(
+            up(s, "/docs/a.pdf").unwrap().as_deref(),
+            Some("/public-docs/a.pdf")
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxys_prefix_is_kept_only_when_canonical() {
+        let s = shaping(Some("/app"), None);
+        let fp = |prev: Option<&str>| {
+            let prev = prev.map(|p| http::HeaderValue::from_str(p).unwrap());
+            forwarded_prefix(&s, "/app/x", prev.as_ref()).map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(fp(None).as_deref(), Some("/app"));
+        assert_eq!(fp(Some("/base")).as_deref(), Some("/base/app"));
+        assert_eq!(fp(Some("/base/")).as_deref(), Some("/base/app"));
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/a/../b",
+            "/a//b",
+            "evil",
+            "/%2F/x",
+            "/a\\b",
+        ] {
+            assert_eq!(fp(Some(bad)).as_deref(), Some("/app"), "{bad}");
+        }
     }
 
     #[test]
