@@ -1053,6 +1053,7 @@ mod tests {
                     .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
             };
             assert!(e.iter().all(with_line), "{e:?}");
+            assert!(e.iter().all(|e| !e.contains('\n')), "one line each: {e:?}");
         }
         // Accepted: group references that exist, `$$`, an empty password.
         config(&route(

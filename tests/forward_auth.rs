@@ -256,11 +256,33 @@ fn every_snippet_covers_the_identity_headers() {
     // Traefik's regex strips and copies every spelling at once.
     let traefik = snippet("docs/forward-auth/traefik.yaml", &[]);
     for part in [
-        "x[-_]forwarded[-_](user|email|groups|preferred[-_]username|access[-_]token)",
-        "x[-_]authgate[-_].*",
-        "(x[-_])?remote[-_]user",
+        "x[-_.]forwarded[-_.](user|email|groups|preferred[-_.]username|access[-_.]token)",
+        "x[-_.]authgate[-_.].*",
+        "(x[-_.])?remote[-_.]user",
         "cookie",
     ] {
         assert!(traefik.contains(part), "traefik.yaml lacks {part}");
     }
+    // Envoy: the method overrides reach the check (in every spelling), and the guide says to
+    // drop `_` spellings, which Envoy passes by default and the gateway never sees.
+    let envoy = snippet("docs/forward-auth/envoy.yaml", &[]);
+    let re = envoy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("regex: "))
+        .expect("a method-override regex in envoy.yaml");
+    let re = regex::Regex::new(&format!("^(?:{})$", re.trim_matches('"'))).unwrap();
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x_http_method_override",
+        "x.method.override",
+    ] {
+        assert!(
+            re.is_match(name),
+            "envoy.yaml does not send {name} to the check"
+        );
+    }
+    assert!(!re.is_match("x-http-methods"));
+    assert!(envoy.contains("headers_with_underscores_action: DROP_HEADER"));
 }

@@ -221,3 +221,11 @@ pub(super) fn load_ca(rep: &mut Reporter, key: &str, v: &Spanned<String>) -> Opt
     }
     Some(certs)
 }
+
+/// What is wrong with a regex, on one line: the regex crate's message spans several (the
+/// pattern, a caret, then `error: ...`), which would break the file:line form of `check`.
+pub(super) fn regex_why(e: &regex::Error) -> String {
+    let why = e.to_string();
+    let last = why.lines().last().unwrap_or("invalid").trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
+}

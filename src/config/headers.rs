@@ -86,7 +86,10 @@ fn identity_headers(rep: &mut Reporter, f: &file::Headers) -> IdentityHeaders {
                     rep.error(
                         "headers.groups_filter",
                         span(r),
-                        format!("invalid regular expression: {e}"),
+                        format!(
+                            "invalid regular expression: {}",
+                            super::fields::regex_why(&e)
+                        ),
                     );
                     None
                 }
@@ -402,7 +405,10 @@ fn remote_user(
                 rep.error(
                     format!("{key}.pattern"),
                     span(p),
-                    format!("invalid regular expression: {e}"),
+                    format!(
+                        "invalid regular expression: {}",
+                        super::fields::regex_why(&e)
+                    ),
                 );
                 return None;
             }

@@ -614,10 +614,7 @@ fn pattern(rep: &mut Reporter, key: &str, p: &Spanned<String>, email: bool) -> O
     {
         Ok(re) => Some(Pattern(re)),
         Err(e) => {
-            // The regex crate's message spans several lines; its last one says what is wrong.
-            let why = e.to_string();
-            let why = why.lines().last().unwrap_or("invalid").trim();
-            let why = why.strip_prefix("error: ").unwrap_or(why);
+            let why = super::fields::regex_why(&e);
             rep.error(
                 key,
                 span(p),

@@ -206,7 +206,10 @@ fn rewrite(
             rep.error(
                 format!("{key}.pattern"),
                 span(&f.pattern),
-                format!("invalid regular expression: {e}"),
+                format!(
+                    "invalid regular expression: {}",
+                    super::fields::regex_why(&e)
+                ),
             );
             None
         }
@@ -392,6 +395,7 @@ mod tests {
         let e = err("rewrite = { pattern = \"^/(\", replace = \"/x\" }");
         assert_eq!(e.key, "routes[0].rewrite.pattern");
         assert!(e.message.contains("invalid regular expression"));
+        assert!(!e.message.contains('\n'), "{e:?}");
         for bad in ["/x?y=1", "/x#f", "/a b", "/caf\u{e9}", "/a;b", "x/$1"] {
             let e = err(&format!(
                 "rewrite = {{ pattern = \"^/(.*)$\", replace = \"{bad}\" }}"
