@@ -195,7 +195,7 @@ async fn public_methods_open_only_those_methods() {
     );
     let head = c.head(gw.url("/cors/x")).send().await.unwrap();
     assert_eq!(head.status(), 200);
-    for method in ["GET", "POST", "DELETE", "options2"] {
+    for method in ["GET", "POST", "DELETE", "OPTIONS2"] {
         let r = c
             .request(
                 reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
@@ -205,6 +205,18 @@ async fn public_methods_open_only_those_methods() {
             .await
             .unwrap();
         assert_eq!(r.status(), 401, "{method}");
+    }
+    // A method in lower case is no method (many frameworks upper-case it): 400.
+    for method in ["options", "Options", "get"] {
+        let r = c
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                gw.url("/cors/x"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{method}");
     }
     // POST claiming to be OPTIONS (or anything): refused before it could pass as public.
     for (name, value) in [
