@@ -312,10 +312,9 @@ impl Policy {
         unknown: bool,
     ) -> Result<(), Denial> {
         // A deny rule on GET covers HEAD: an app answers HEAD with its GET handler.
-        if !self.methods.is_empty()
-            && !self.methods.contains(method)
-            && !(unknown && method == Method::HEAD && self.methods.contains(&Method::GET))
-        {
+        let head_as_get =
+            || unknown && method == Method::HEAD && self.methods.contains(&Method::GET);
+        if !(self.methods.is_empty() || self.methods.contains(method) || head_as_get()) {
             return Err(Denial::Method);
         }
         if !self.providers.is_empty() && !self.providers.contains(provider) {
