@@ -61,6 +61,14 @@ pub(crate) const FORWARDING_HEADERS: &[&str] = &[
     "x-envoy-original-host",
 ];
 
+/// A path prefix a trusted proxy may hand on (`X-Forwarded-Prefix`): a canonical path of its
+/// own, not `//host`.
+pub(crate) fn is_canonical_prefix(p: &str) -> bool {
+    !p.starts_with("//")
+        && crate::path::normalize(p, crate::path::PathOptions::default())
+            .is_ok_and(|c| c.as_str() == p)
+}
+
 /// Longest name in [`FORWARDING_HEADERS`]: anything longer is not one, whatever its spelling.
 const MAX_FORWARDING_NAME_LEN: usize = 32;
 
@@ -451,6 +459,19 @@ impl Forwarding {
                 .or_err(ErrorType::InternalError, "X-Forwarded-For value")?;
             X_FORWARDED_FOR.insert(upstream, v)?;
         }
+        // A trusted proxy's path prefix goes on only as one canonical path: it may carry a
+        // client's value, and an app builds its URLs from it (`//evil.example/...`).
+        if origin.trusted {
+            let mut prefixes = upstream.headers.get_all("x-forwarded-prefix").iter();
+            let keep = match (prefixes.next(), prefixes.next()) {
+                (None, _) => true,
+                (Some(v), None) => v.to_str().is_ok_and(is_canonical_prefix),
+                (Some(_), Some(_)) => false,
+            };
+            if !keep {
+                upstream.remove_header("x-forwarded-prefix");
+            }
+        }
         if !(origin.trusted && single_proto(upstream)) {
             let proto = if origin.https { "https" } else { "http" };
             X_FORWARDED_PROTO.insert(upstream, HeaderValue::from_static(proto))?;
@@ -542,6 +563,32 @@ mod tests {
             .unwrap();
         let all: Vec<_> = r.headers.get_all("x-forwarded-for").iter().collect();
         assert_eq!(all, ["6.6.6.6, 1.2.3.4, 10.9.9.9, 10.1.2.3"]);
+        // X-Forwarded-Prefix from a trusted proxy: one canonical path, or nothing.
+        for (lines, kept) in [
+            (&["/base"][..], Some("/base")),
+            (&["/base/app/"][..], Some("/base/app/")),
+            (&["//evil.example"][..], None),
+            (&["/a/../b"][..], None),
+            (&["https://evil.example"][..], None),
+            (&["/a", "/b"][..], None),
+        ] {
+            let mut r = req_with(
+                &lines
+                    .iter()
+                    .map(|l| ("X-Forwarded-Prefix", *l))
+                    .collect::<Vec<_>>(),
+            );
+            let o = f.inspect(&mut r, peer, false);
+            f.apply(&mut r, peer, &o, &HeaderValue::from_static("h"), &id)
+                .unwrap();
+            let got: Vec<_> = r
+                .headers
+                .get_all("x-forwarded-prefix")
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(got, kept.into_iter().collect::<Vec<_>>(), "{lines:?}");
+        }
         assert!(f.is_trusted(Some("::ffff:10.0.0.1".parse().unwrap())));
         assert!(f.is_trusted(Some("::1".parse().unwrap())));
         assert!(!f.is_trusted(Some("11.0.0.1".parse().unwrap())));

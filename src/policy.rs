@@ -283,6 +283,11 @@ impl Policy {
         self.source_ips.is_empty() || source_in(&self.source_ips, client, false)
     }
 
+    /// Whether the method passes this policy's `methods` (none: yes).
+    pub(crate) fn admits_method(&self, method: &Method) -> bool {
+        self.methods.is_empty() || self.methods.contains(method)
+    }
+
     /// The keys this rule sets, for a log line (`groups, methods`).
     pub(crate) fn keys(&self) -> String {
         let set = [

@@ -4,7 +4,7 @@ use http::HeaderName;
 
 use super::defaults as d;
 use super::error::Reporter;
-use super::fields::{duration, header_name};
+use super::fields::duration;
 use super::file;
 use super::model::AssertionSettings;
 
@@ -12,7 +12,7 @@ pub(super) fn assertion(rep: &mut Reporter, f: &file::Assertion) -> AssertionSet
     AssertionSettings {
         header: match &f.header {
             None => HeaderName::from_static(d::ASSERTION_HEADER),
-            Some(h) => header_name(rep, "assertion.header", h)
+            Some(h) => super::headers::owned_name(rep, "assertion.header", h, None)
                 .unwrap_or(HeaderName::from_static(d::ASSERTION_HEADER)),
         },
         key_file: f.key_file.clone(),

@@ -22,6 +22,51 @@ pub(super) fn headers(
     (namespace(rep, f), identity_headers(rep, f))
 }
 
+/// A header name the gateway sets (an identity header, the assertion) or strips from every
+/// request (the namespace): never one it reads to decide or that describes the request
+/// ([`is_protected`]). Stripped, `Origin` would blind the CSRF guard and `X-Forwarded-For`
+/// make every client the proxy; set, `X-HTTP-Method-Override` would run another method.
+/// `except`: a name this key may have (the request ID header's own default).
+pub(super) fn owned_name(
+    rep: &mut Reporter,
+    key: &str,
+    v: &Spanned<String>,
+    except: Option<&str>,
+) -> Option<HeaderName> {
+    let name = header_name(rep, key, v)?;
+    let canon = canonical_name(name.as_str());
+    if is_protected(&canon) && except != Some(canon.as_str()) {
+        rep.error(
+            key,
+            span(v),
+            format!(
+                "{:?} is a framing, forwarding, cookie or method-override header, or one the gateway reads to decide (Origin, Sec-*, ...): the gateway cannot own it",
+                v.get_ref()
+            ),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+/// The protected header a prefix (canonical) would cover, or whose family it is in.
+fn prefix_clash(canon: &str) -> Option<&'static str> {
+    d::PROTECTED_HEADERS
+        .iter()
+        .copied()
+        .chain(crate::forwarded::FORWARDING_HEADERS.iter().copied())
+        .chain(crate::policy::METHOD_OVERRIDE_HEADERS.iter().copied())
+        .chain(DECISION_HEADERS.iter().copied())
+        .chain(DECISION_PREFIXES.iter().copied())
+        .find(|h| h.starts_with(canon))
+        .or_else(|| {
+            DECISION_PREFIXES
+                .iter()
+                .find(|p| canon.starts_with(*p))
+                .copied()
+        })
+}
+
 fn namespace(rep: &mut Reporter, f: &file::Headers) -> NamespaceSettings {
     let defaults = NamespaceSettings::default();
     let names: Vec<String> = match &f.identity_headers {
@@ -30,7 +75,7 @@ fn namespace(rep: &mut Reporter, f: &file::Headers) -> NamespaceSettings {
             .iter()
             .enumerate()
             .filter_map(|(i, h)| {
-                header_name(rep, &format!("headers.identity_headers[{i}]"), h)
+                owned_name(rep, &format!("headers.identity_headers[{i}]"), h, None)
                     .map(|h| h.to_string())
             })
             .collect(),
@@ -46,6 +91,15 @@ fn namespace(rep: &mut Reporter, f: &file::Headers) -> NamespaceSettings {
                 span(p),
                 "prefix too short: it would strip ordinary headers",
             );
+        } else if let Some(h) = prefix_clash(&canonical_name(p.get_ref())) {
+            rep.error(
+                format!("headers.identity_prefixes[{i}]"),
+                span(p),
+                format!(
+                    "{:?} would strip {h} from every request, which the gateway reads",
+                    p.get_ref()
+                ),
+            );
         }
     }
     // Our own namespace is never optional.
@@ -59,7 +113,7 @@ fn identity_headers(rep: &mut Reporter, f: &file::Headers) -> IdentityHeaders {
     let defaults = IdentityHeaders::default();
     let mut out_header = |k: &str, v: &Option<Spanned<String>>, d: &OutName| -> OutName {
         v.as_ref()
-            .and_then(|h| header_name(rep, &format!("headers.{k}"), h))
+            .and_then(|h| owned_name(rep, &format!("headers.{k}"), h, None))
             .map(OutName::new)
             .unwrap_or_else(|| d.clone())
     };
@@ -76,7 +130,7 @@ fn identity_headers(rep: &mut Reporter, f: &file::Headers) -> IdentityHeaders {
         provider: f
             .provider
             .as_ref()
-            .and_then(|h| header_name(rep, "headers.provider", h))
+            .and_then(|h| owned_name(rep, "headers.provider", h, None))
             .map(OutName::new),
         groups_filter: match &f.groups_filter {
             None => None,
@@ -149,8 +203,19 @@ const DECISION_HEADERS: &[&str] = &[
     "x-requested-with",
     "x-request-id",
     "user-agent",
+    // What front proxies say about a client certificate or an earlier hop: identity too.
+    "x-forwarded-client-cert",
+    "x-forwarded-tls-client-cert",
+    "x-forwarded-tls-client-cert-info",
+    "x-original-forwarded-for",
+    "ssl-client-cert",
+    "x-client-cert",
 ];
-const DECISION_PREFIXES: &[&str] = &["proxy-", "sec-"];
+const DECISION_PREFIXES: &[&str] = &["proxy-", "sec-", "x-ssl-", "x-amzn-oidc-"];
+
+/// The `X-Forwarded-*` family describes the request; the default identity headers are in it
+/// (`X-Forwarded-User`), so it is closed to claims only, not to `[headers]`.
+const CLAIM_FREE_PREFIX: &str = "x-forwarded-";
 
 /// The claim header keys of one table (`[headers]` or a `[routes.headers]`), checked, before
 /// the route's are laid over the global ones ([`merge`]).
@@ -174,12 +239,17 @@ pub(super) fn claim_keys(
     base: &str,
     f: &file::ClaimKeys,
     fixed: &IdentityHeaders,
+    reserved: &[&HeaderName],
 ) -> ClaimKeys {
     let key = |k: &str| format!("{base}.{k}");
+    // The identity headers, and the headers the gateway sets besides (the request ID, the
+    // assertion): a claim by one of these names would replace the gateway's value.
     let fixed_names: Vec<String> = fixed
         .names()
         .iter()
-        .map(|n| canonical_name(n.as_str()))
+        .map(|n| n.as_str())
+        .chain(reserved.iter().map(|n| n.as_str()))
+        .map(canonical_name)
         .collect();
     // A header name the gateway may set from a claim or token: valid, not protected, not one
     // of the fixed identity headers (which one would the upstream believe?).
@@ -214,7 +284,18 @@ pub(super) fn claim_keys(
                 k,
                 span(v),
                 format!(
-                    "{:?} is already an identity header ([headers] user, email, groups, preferred_username, access_token or provider)",
+                    "{:?} is already an identity header ([headers] user, email, groups, preferred_username, access_token or provider) or a header the gateway sets (server.request_id_header, assertion.header)",
+                    v.get_ref()
+                ),
+            );
+            return None;
+        }
+        if canon.starts_with(CLAIM_FREE_PREFIX) {
+            rep.error(
+                k,
+                span(v),
+                format!(
+                    "{:?}: X-Forwarded-* headers describe the request (proxies read and write them): no claim may set one",
                     v.get_ref()
                 ),
             );
@@ -356,22 +437,16 @@ fn claim_prefix(
         return None;
     }
     let canon = canonical_name(v);
-    let clash = d::PROTECTED_HEADERS
-        .iter()
-        .copied()
-        .chain(crate::forwarded::FORWARDING_HEADERS.iter().copied())
-        .chain(crate::policy::METHOD_OVERRIDE_HEADERS.iter().copied())
-        .chain(DECISION_HEADERS.iter().copied())
-        .chain(DECISION_PREFIXES.iter().copied())
-        .chain([d::OWN_PREFIX])
-        .chain(fixed_names.iter().map(String::as_str))
-        .find(|h| h.starts_with(&canon))
+    let clash = prefix_clash(&canon)
         .or_else(|| {
-            DECISION_PREFIXES
-                .iter()
-                .find(|p| canon.starts_with(*p))
-                .copied()
-        });
+            [d::OWN_PREFIX, CLAIM_FREE_PREFIX]
+                .into_iter()
+                .chain(fixed_names.iter().map(String::as_str))
+                .find(|h| h.starts_with(&canon))
+        })
+        .or(canon
+            .starts_with(CLAIM_FREE_PREFIX)
+            .then_some("X-Forwarded-*"));
     if let Some(h) = clash {
         rep.error(
             key,
@@ -591,4 +666,125 @@ pub(super) fn merge(
         || merged.basic_auth.is_some()
         || merged.x_auth_request;
     sends.then_some(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    const UP: &str = "[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n[[routes]]\nupstream = \"app\"\npublic = true\n";
+
+    /// The errors of `src` (before the route), as "key: message".
+    fn errors(src: &str) -> Vec<String> {
+        match crate::config::parse(Path::new("t.toml"), &format!("{src}\n{UP}")) {
+            Ok(_) => vec![],
+            Err(e) => {
+                e.0.iter()
+                    .map(|e| format!("{}: {}", e.key, e.message))
+                    .collect()
+            }
+        }
+    }
+
+    /// Every name the gateway sets or strips is checked as the claim names are: none may be
+    /// a header the gateway reads to decide or that describes the request.
+    #[test]
+    fn owned_names_are_never_headers_the_gateway_reads() {
+        for (src, key) in [
+            (
+                "[headers]\nidentity_headers = [\"Origin\"]",
+                "headers.identity_headers[0]",
+            ),
+            (
+                "[headers]\nidentity_headers = [\"sec_fetch_site\"]",
+                "headers.identity_headers[0]",
+            ),
+            (
+                "[headers]\nidentity_headers = [\"X-HTTP-Method-Override\"]",
+                "headers.identity_headers[0]",
+            ),
+            (
+                "[headers]\nidentity_headers = [\"X-Forwarded-For\"]",
+                "headers.identity_headers[0]",
+            ),
+            (
+                "[headers]\nidentity_prefixes = [\"x-forwarded-\"]",
+                "headers.identity_prefixes[0]",
+            ),
+            (
+                "[headers]\nidentity_prefixes = [\"X-Forwarded-F\"]",
+                "headers.identity_prefixes[0]",
+            ),
+            (
+                "[headers]\nidentity_prefixes = [\"ori\"]",
+                "headers.identity_prefixes[0]",
+            ),
+            (
+                "[headers]\nidentity_prefixes = [\"Sec-Fetch-\"]",
+                "headers.identity_prefixes[0]",
+            ),
+            (
+                "[headers]\nidentity_prefixes = [\"x-original-\"]",
+                "headers.identity_prefixes[0]",
+            ),
+            (
+                "[headers]\nidentity_prefixes = [\"X-HTTP-\"]",
+                "headers.identity_prefixes[0]",
+            ),
+            (
+                "[headers]\npreferred_username = \"X-HTTP-Method-Override\"",
+                "headers.preferred_username",
+            ),
+            ("[headers]\nuser = \"Origin\"", "headers.user"),
+            ("[headers]\nprovider = \"X-Real-IP\"", "headers.provider"),
+            ("[headers]\ngroups = \"X-Requested-With\"", "headers.groups"),
+            ("[assertion]\nheader = \"Origin\"", "assertion.header"),
+            (
+                "[assertion]\nheader = \"Sec-Assertion\"",
+                "assertion.header",
+            ),
+            (
+                "[server]\nrequest_id_header = \"Origin\"",
+                "server.request_id_header",
+            ),
+            (
+                "[server]\nrequest_id_header = \"X-Forwarded-For\"",
+                "server.request_id_header",
+            ),
+        ] {
+            let e = errors(src);
+            assert!(e.iter().any(|e| e.starts_with(key)), "{src}: {e:?}");
+        }
+        for ok in [
+            "[headers]\nidentity_headers = [\"X-Legacy-User\"]\nidentity_prefixes = [\"x-legacy-\"]",
+            "[headers]\nuser = \"Remote-User\"\npreferred_username = \"X-Login\"",
+            "[server]\nrequest_id_header = \"X-Request-Id\"",
+            "[server]\nrequest_id_header = \"X-Correlation-Id\"",
+            "[assertion]\nheader = \"X-Identity-Proof\"",
+        ] {
+            assert_eq!(errors(ok), Vec::<String>::new(), "{ok}");
+        }
+    }
+
+    /// A claim header may not take the name of a header the gateway sets besides the
+    /// identity headers (the configured request ID, the assertion), nor of the X-Forwarded-*
+    /// family, by name or by prefix.
+    #[test]
+    fn claims_never_replace_what_the_gateway_sets() {
+        for (src, want) in [
+            ("[server]\nrequest_id_header = \"X-Correlation-Id\"\n[headers]\nclaims = { \"x_correlation_id\" = \"name\" }", "header the gateway sets"),
+            ("[assertion]\nheader = \"X-Proof\"\n[headers]\nclaims = { \"X-Proof\" = \"name\" }", "header the gateway sets"),
+            ("[server]\nrequest_id_header = \"X-Correlation-Id\"\n[headers]\nremote_user = { header = \"X-Correlation-Id\" }", "header the gateway sets"),
+            ("[headers]\nclaims = { \"X-Forwarded-Department\" = \"department\" }", "X-Forwarded-*"),
+            ("[headers]\nclaims = { \"X-Forwarded-Client-Cert\" = \"x\" }", "no claim may set it"),
+            ("[headers]\nclaims = { \"X-Amzn-Oidc-Identity\" = \"x\" }", "no claim may set it"),
+            ("[headers]\nclaim_prefix = \"X-Forwarded-C\"", "would let a claim set"),
+            ("[headers]\nclaim_prefix = \"X-Forwarded-Tls-\"", "would let a claim set"),
+            ("[headers]\nclaim_prefix = \"X-Ssl-\"", "would let a claim set"),
+            ("[server]\nrequest_id_header = \"X-Correlation-Id\"\n[headers]\nclaim_prefix = \"X-Corr\"", "would let a claim set"),
+        ] {
+            let e = errors(src);
+            assert!(e.iter().any(|e| e.contains(want)), "{src}: {e:?}");
+        }
+    }
 }

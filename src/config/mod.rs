@@ -116,8 +116,14 @@ pub(crate) fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     };
     let (admin_address, admin_token) = listeners::admin(rep, &f.admin, configured);
     let (identity_namespace, identity_headers) = headers::headers(rep, &f.headers);
-    let claim_keys =
-        headers::claim_keys(rep, "headers", &f.headers.claim_keys(), &identity_headers);
+    let assertion = assertion::assertion(rep, &f.assertion);
+    let claim_keys = headers::claim_keys(
+        rep,
+        "headers",
+        &f.headers.claim_keys(),
+        &identity_headers,
+        &[&server.request_id_header, &assertion.header],
+    );
     let claim_headers = headers::merge(
         rep,
         &claim_keys,
@@ -130,7 +136,6 @@ pub(crate) fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     let gateway = gateway::gateway(rep, &f.gateway, paths);
     let session = session::session(rep, &f.session);
     let providers = provider::providers(rep, &f.providers, &gateway.prefix);
-    let assertion = assertion::assertion(rep, &f.assertion);
     let upstreams = upstreams::upstreams(rep, &f.upstreams);
     let routes = routes::routes(
         rep,
@@ -150,6 +155,18 @@ pub(crate) fn validate(f: &file::File, rep: &mut Reporter) -> Option<Config> {
     let forward_auth =
         front::forward_auth(rep, &f.forward_auth, !server.trusted_proxies.is_empty());
     let csrf = front::csrf(rep, &f.csrf);
+    if session.cookie_same_site == model::SameSitePolicy::None {
+        // The same on a route that opts out: its cross-site forms would pass signed in.
+        for (i, (r, set)) in f.routes.iter().zip(&routes).enumerate() {
+            if !set.csrf && !set.public {
+                rep.error(
+                    format!("routes[{i}].csrf"),
+                    r.path.as_ref().map_or(fields::span(&r.upstream), fields::span),
+                    "csrf = false with session.cookie_same_site = \"none\": cross-site requests would carry the session cookie and pass",
+                );
+            }
+        }
+    }
     if session.cookie_same_site == model::SameSitePolicy::None && !csrf.enabled {
         // Every cross-site form would then carry the session cookie and pass.
         if let Some(v) = &f.session.cookie_same_site {

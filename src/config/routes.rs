@@ -172,7 +172,13 @@ fn claim_headers(
         return cx.claim_headers.clone();
     };
     let base = format!("routes[{i}].headers");
-    let keys = super::headers::claim_keys(rep, &base, own.get_ref(), cx.identity_headers);
+    let keys = super::headers::claim_keys(
+        rep,
+        &base,
+        own.get_ref(),
+        cx.identity_headers,
+        &[cx.request_id_header, cx.assertion_header],
+    );
     super::headers::merge(rep, cx.claim_keys, Some(&keys), &base, span(own))
         .map(std::sync::Arc::new)
 }

@@ -6,7 +6,7 @@ use ipnet::IpNet;
 
 use super::defaults as d;
 use super::error::Reporter;
-use super::fields::{bounded, duration, duration_within, header_name, span};
+use super::fields::{bounded, duration, duration_within, span};
 use super::file;
 use super::model::ServerSettings;
 use crate::limits::HeadLimits;
@@ -31,8 +31,13 @@ pub(super) fn server(rep: &mut Reporter, f: &file::Server) -> ServerSettings {
     let trusted_proxies = trusted_proxies(rep, &f.trusted_proxies);
     let request_id_header = match &f.request_id_header {
         None => HeaderName::from_static(d::REQUEST_ID_HEADER),
-        Some(h) => header_name(rep, "server.request_id_header", h)
-            .unwrap_or(HeaderName::from_static(d::REQUEST_ID_HEADER)),
+        Some(h) => super::headers::owned_name(
+            rep,
+            "server.request_id_header",
+            h,
+            Some(d::REQUEST_ID_HEADER),
+        )
+        .unwrap_or(HeaderName::from_static(d::REQUEST_ID_HEADER)),
     };
     let head_limits = HeadLimits {
         max_bytes: bounded(

@@ -538,6 +538,12 @@ mod tests {
             ("session.cookie_same_site", 4)
         );
         assert!(e[0].message.contains("CSRF guard"), "{e:?}");
+        // Nor may a route that takes the cookie opt out of the guard (a public one may).
+        let e = errs(&format!(
+            "[session]\ncookie_same_site = \"none\"\n{ROUTES}[[routes]]\npath = \"/hook\"\nupstream = \"app\"\ncsrf = false\n[[routes]]\npath = \"/open\"\nupstream = \"app\"\npublic = true\ncsrf = false\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key, "routes[2].csrf");
     }
 
     #[test]

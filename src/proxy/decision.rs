@@ -156,9 +156,9 @@ static ANONYMOUS: LazyLock<Claims> = LazyLock::new(Claims::default);
 
 /// The rules that need no identity, for every caller of a public or optional route and of a
 /// public method, before anyone is authenticated: the deny rules as they apply to an
-/// anonymous caller (its address, the method) and the policy's `source_ips` (on public and
-/// optional routes validation admits nothing else; on a public method of a protected route
-/// the rest of the policy is about users, and nobody is signed in). Nothing to do (no
+/// anonymous caller (its address, the method) and the policy's `methods` and `source_ips`
+/// (on public and optional routes validation admits only `source_ips`; on a public method of
+/// a protected route the rest of the policy is about users, and nobody is signed in). Nothing to do (no
 /// allocation, no address worked out) on a route without rules.
 pub(crate) fn screen(route: &Route, req: &Inbound, request_id: &str) -> Result<(), Refusal> {
     if route.policy.is_none() && route.deny.is_empty() {
@@ -166,8 +166,15 @@ pub(crate) fn screen(route: &Route, req: &Inbound, request_id: &str) -> Result<(
     }
     deny_rules(route, req, None, request_id)?;
     if let Some(policy) = &route.policy {
-        if !policy.admits_source(|| req.client.get()) {
-            tracing::info!(request_id, route = %route.id, reason = crate::policy::Denial::SourceIp.as_str(), client = ?req.client.get(), "denied by policy");
+        let denial = if !policy.admits_method(req.method) {
+            Some(crate::policy::Denial::Method)
+        } else if !policy.admits_source(|| req.client.get()) {
+            Some(crate::policy::Denial::SourceIp)
+        } else {
+            None
+        };
+        if let Some(denial) = denial {
+            tracing::info!(request_id, route = %route.id, reason = denial.as_str(), client = ?req.client.get(), "denied by policy");
             return Err(Refusal::Forbidden);
         }
     }
@@ -666,6 +673,27 @@ mod tests {
                 "{why}"
             );
         }
+    }
+
+    /// A public method outside the policy's `methods`: the policy holds for it too.
+    #[test]
+    fn a_public_method_the_policy_does_not_allow_is_refused() {
+        let rt = runtime();
+        let r = route(&rt, |r| {
+            r.public_methods = vec![Method::DELETE, Method::GET];
+            r.policy = Some(Policy {
+                methods: vec![Method::GET],
+                ..Policy::default()
+            });
+        });
+        assert_eq!(
+            screen(&r, &Req::new("GET", "/", &[]).inbound(), "id"),
+            Ok(())
+        );
+        assert_eq!(
+            screen(&r, &Req::new("DELETE", "/", &[]).inbound(), "id"),
+            Err(Refusal::Forbidden)
+        );
     }
 
     #[test]

@@ -70,11 +70,9 @@ pub(crate) fn forwarded_prefix(
     let ours = &canonical[..p.len()];
     // A trusted proxy's prefix is kept only when it is a canonical path of its own: it may
     // carry a client's value (`//evil.example` would make the app's URLs point elsewhere).
-    let prev = previous.and_then(|v| v.to_str().ok()).filter(|p| {
-        !p.starts_with("//")
-            && crate::path::normalize(p, crate::path::PathOptions::default())
-                .is_ok_and(|c| c.as_str() == *p)
-    });
+    let prev = previous
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| crate::forwarded::is_canonical_prefix(p));
     let v = match prev {
         Some(prev) => format!("{}{ours}", prev.trim_end_matches('/')),
         None => ours.to_string(),
