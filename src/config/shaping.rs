@@ -64,6 +64,12 @@ impl Owned<'_> {
         if self.own_claims.is_some_and(|c| c.owns_authorization()) && is("authorization") {
             return Some("the Authorization header this route's claim headers set");
         }
+        // The upstream would run another method than the one the route's rules judged.
+        if crate::policy::METHOD_OVERRIDE_HEADERS.iter().any(|n| is(n)) {
+            return Some(
+                "a method override: the upstream would run another method than the one judged",
+            );
+        }
         if crate::forwarded::FORWARDING_HEADERS.iter().any(|n| is(n))
             || f.starts_with("x-forwarded-")
             || is(self.request_id_header.as_str())
@@ -429,6 +435,8 @@ mod tests {
             "Keep-Alive",
             "Proxy-Authorization",
             "X-Original-URL",
+            "X-HTTP-Method-Override",
+            "x_http_method",
         ] {
             for edit in [
                 format!("request_headers = {{ set = {{ \"{name}\" = \"v\" }} }}"),

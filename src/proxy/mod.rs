@@ -144,11 +144,7 @@ impl Gateway {
             .ok_or(Refusal::NoRoute)?;
         ctx.route = Some(route.clone());
         decision::admit(&route, req)?;
-        if route.public {
-            decision::screen(&route, req, ctx.request_id.as_str())?;
-            return Ok(None);
-        }
-        if route.public_methods.contains(req.method) {
+        if route.public || route.public_methods.contains(req.method) {
             // Nobody signs in for these, but the address rules and the deny rules hold.
             decision::screen(&route, req, ctx.request_id.as_str())?;
             return Ok(None);

@@ -84,13 +84,7 @@ pub(crate) fn forwarded_prefix(
 /// Both names equal once folded as the identity namespace folds them (ASCII case, and any
 /// non-alphanumeric byte as `-`): CGI/WSGI stacks read `X_Env` as `X-Env`.
 fn same_folded(a: &str, b: &str) -> bool {
-    let fold = |x: u8| {
-        if x.is_ascii_alphanumeric() {
-            x.to_ascii_lowercase()
-        } else {
-            b'-'
-        }
-    };
+    use crate::forwarded::canonical_byte as fold;
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
