@@ -2,10 +2,12 @@
 //! idle RSS of a running gateway, and what a flood of anonymous logins costs it.
 //!
 //! Sessions are built as the gateway builds them after a login (identity in 20 groups, email,
-//! name, identity headers ready to insert; the sealed tokens — ID, access and refresh token —
-//! as stored) and inserted into a [`SessionCache`]; the figure is the growth of this process's
-//! RSS divided by the number of sessions. With the Redis store that cache is all a replica
-//! holds; the memory store keeps the serialized record besides (also measured).
+//! name, identity headers ready to insert) and inserted into a [`SessionCache`]; the figure is
+//! the growth of this process's RSS divided by the number of sessions. Two kinds of cached
+//! copy: the default, without the tokens, and the one a config with a `pass_access_token` or
+//! `id_token` route caches, which holds the sealed ID, access and refresh tokens (~1.8 KB).
+//! With the Redis store that cache is all a replica holds; the memory store keeps the
+//! serialized record besides.
 //!
 //! Pending logins: a gateway (memory store, the real `oidc-provider` test IdP) takes 100 000
 //! `GET /.authgate/login` over 4 keep-alive connections; the figure is the growth of its RSS,
@@ -39,7 +41,7 @@ fn rss_bytes(pid: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn session(i: u64, headers: &IdentityHeaders) -> Arc<UserSession> {
+fn session(i: u64, headers: &IdentityHeaders, tokens: bool) -> Arc<UserSession> {
     let mut hash = [0u8; 32];
     hash[..8].copy_from_slice(&i.to_le_bytes());
     let claims = Claims {
@@ -60,12 +62,16 @@ fn session(i: u64, headers: &IdentityHeaders) -> Arc<UserSession> {
             claims,
             created_at: 1_800_000_000,
             expires_at: 1_800_043_200,
-            sid: Some(format!("sid-{i:016x}")),
+            sid: Some(format!("sid-{i:016x}").into()),
             access_expires_at: Some(1_800_000_300),
             refreshable: true,
             // Sealed tokens as stored: ~1.8 KB of base64 for an ID token, a JWT access token
-            // and a refresh token.
-            tokens: "t".repeat(1800),
+            // and a refresh token; a copy that does not hold them has none.
+            tokens: if tokens {
+                "t".repeat(1800).into()
+            } else {
+                Box::default()
+            },
         },
         validated: Validated::now(),
         rev: 1,
@@ -74,16 +80,27 @@ fn session(i: u64, headers: &IdentityHeaders) -> Arc<UserSession> {
     })
 }
 
-fn per_session(n: u64) -> (f64, u64) {
+/// Per-session bytes and RSS growth for `n` cached sessions, measured in a fresh process:
+/// memory the allocator kept from an earlier measurement would be reused and hide the cost.
+fn per_session(n: u64, tokens: bool) -> (f64, u64) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--per-session", &n.to_string(), &tokens.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let grown: u64 = (text.trim().parse()).unwrap_or_else(|_| panic!("measurement: {text:?}"));
+    (grown as f64 / n as f64, grown)
+}
+
+fn measure_per_session(n: u64, tokens: bool) -> u64 {
     let headers = IdentityHeaders::default();
     let cache = SessionCache::new(Duration::from_secs(3600), usize::MAX, true);
     let before = rss_bytes("self");
     for i in 0..n {
-        cache.insert(session(i, &headers), cache.generation());
+        cache.insert(session(i, &headers, tokens), cache.generation());
     }
     assert_eq!(cache.len() as u64, n);
-    let grown = rss_bytes("self").saturating_sub(before);
-    (grown as f64 / n as f64, grown)
+    rss_bytes("self").saturating_sub(before)
 }
 
 fn idle_gateway_rss() -> u64 {
@@ -155,24 +172,37 @@ fn pending_logins(n: usize, cap: u64) -> (u64, f64, u64, u64) {
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, n, tokens, ..] = &args[..] {
+        if flag == "--per-session" {
+            println!(
+                "{}",
+                measure_per_session(n.parse().unwrap(), tokens == "true")
+            );
+            return;
+        }
+    }
+    let full = args.iter().any(|a| a == "--bench");
     let sizes: &[u64] = if full {
         &[100_000, 1_000_000]
     } else {
         &[10_000]
     };
-    let mut md =
-        String::from("| sessions in the cache | RSS growth | per session |\n|---:|---:|---:|\n");
+    let mut md = String::from(
+        "| sessions in the cache | cached copy | RSS growth | per session |\n|---:|---|---:|---:|\n",
+    );
     for &n in sizes {
-        let (per, grown) = per_session(n);
-        println!(
-            "{n} cached sessions: RSS +{:.1} MiB, {per:.0} bytes per session",
-            grown as f64 / 1048576.0
-        );
-        md.push_str(&format!(
-            "| {n} | {:.1} MiB | {per:.0} B |\n",
-            grown as f64 / 1048576.0
-        ));
+        for (tokens, kind) in [(false, "default"), (true, "with tokens")] {
+            let (per, grown) = per_session(n, tokens);
+            println!(
+                "{n} cached sessions ({kind}): RSS +{:.1} MiB, {per:.0} bytes per session",
+                grown as f64 / 1048576.0
+            );
+            md.push_str(&format!(
+                "| {n} | {kind} | {:.1} MiB | {per:.0} B |\n",
+                grown as f64 / 1048576.0
+            ));
+        }
     }
     let idle = idle_gateway_rss();
     println!(

@@ -133,7 +133,7 @@ impl Signer {
             id.extend_from_slice(part.as_bytes());
             id.push(0);
         }
-        for g in &claims.groups {
+        for g in claims.groups.iter() {
             id.extend_from_slice(g.as_bytes());
             id.push(0);
         }
@@ -210,7 +210,7 @@ mod tests {
             sub: "u-1".into(),
             subject: "alice".into(),
             email: Some("alice@example.com".into()),
-            groups: vec!["dev".into()],
+            groups: ["dev"].into_iter().collect(),
             ..Claims::default()
         };
         let a = s.assertion("app", by, &claims).unwrap();

@@ -76,11 +76,7 @@ impl RouteClaims {
             exact.push(r.header.clone());
         }
         if settings.x_auth_request {
-            exact.extend(
-                crate::config::defaults::X_AUTH_REQUEST_HEADERS
-                    .iter()
-                    .map(|n| OutName::from_static(n)),
-            );
+            exact.extend(X_AUTH_REQUEST.iter().cloned());
         }
         let mut reserved: HashSet<String> = exact
             .iter()
@@ -194,12 +190,9 @@ impl RouteClaims {
                 &names.groups,
                 &names.preferred_username,
             ];
-            for (role, xname) in roles
-                .into_iter()
-                .zip(crate::config::defaults::X_AUTH_REQUEST_HEADERS)
-            {
+            for (role, xname) in roles.into_iter().zip(X_AUTH_REQUEST.iter()) {
                 if let Some((_, value)) = v.identity.iter().find(|(n, _)| n == role) {
-                    out.push((OutName::from_static(xname), value.clone()));
+                    out.push((xname.clone(), value.clone()));
                 }
             }
         }
@@ -207,8 +200,17 @@ impl RouteClaims {
     }
 }
 
+/// Names built once: these are written per request.
+static AUTHORIZATION: std::sync::LazyLock<OutName> =
+    std::sync::LazyLock::new(|| OutName::from_static("authorization"));
+static X_AUTH_REQUEST: std::sync::LazyLock<Vec<OutName>> = std::sync::LazyLock::new(|| {
+    (crate::config::defaults::X_AUTH_REQUEST_HEADERS.iter())
+        .map(|n| OutName::from_static(n))
+        .collect()
+});
+
 fn authorization() -> OutName {
-    OutName::from_static("authorization")
+    AUTHORIZATION.clone()
 }
 
 /// `Authorization: Basic base64(user:password)` (RFC 7617: a user with `:` cannot be sent).
@@ -324,7 +326,7 @@ impl Budget {
 #[derive(Debug)]
 enum Found<'a> {
     Str(&'a str),
-    List(&'a [String]),
+    List(&'a crate::strlist::StrList),
     Json(&'a Value),
 }
 
@@ -408,7 +410,7 @@ fn every_claim<'a>(
 fn render(found: &Found, separator: &str, max: usize) -> Option<String> {
     let out = match found {
         Found::Str(s) => (*s).to_string(),
-        Found::List(items) => join(items.iter().map(|s| s.as_str()), separator),
+        Found::List(items) => join(items.iter(), separator),
         Found::Json(v) => match v {
             Value::Null => return None,
             Value::String(s) => s.clone(),
@@ -517,7 +519,7 @@ mod tests {
             email_verified: Some(true),
             name: Some("Alice Liddell".into()),
             preferred_username: Some("al".into()),
-            groups: vec!["admins".into(), "dev".into()],
+            groups: ["admins", "dev"].into_iter().collect(),
             extra: serde_json::from_value(extra).unwrap(),
         }
     }

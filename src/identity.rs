@@ -32,7 +32,7 @@ pub struct Claims {
     pub email_verified: Option<bool>,
     pub name: Option<String>,
     pub preferred_username: Option<String>,
-    pub groups: Vec<String>,
+    pub groups: crate::strlist::StrList,
     /// Other claims, for per-route policy rules (size-capped at login).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub extra: std::collections::BTreeMap<String, serde_json::Value>,
@@ -188,7 +188,8 @@ pub(crate) fn claim_value(s: &str) -> Option<HeaderValue> {
 
 impl IdentityHeaders {
     /// The identity headers for `claims` that `provider` vouched for, ready to insert.
-    pub fn values(&self, provider: &str, claims: &Claims) -> Vec<(OutName, HeaderValue)> {
+    /// Exactly as long as it needs to be: cached sessions and tokens each hold one.
+    pub fn values(&self, provider: &str, claims: &Claims) -> Box<[(OutName, HeaderValue)]> {
         let mut out = Vec::with_capacity(5);
         if let (Some(name), Some(v)) = (&self.provider, claim_value(provider)) {
             out.push((name.clone(), v));
@@ -205,7 +206,7 @@ impl IdentityHeaders {
         if let Some(v) = claims.preferred_username.as_deref().and_then(claim_value) {
             out.push((self.preferred_username.clone(), v));
         }
-        out
+        out.into_boxed_slice()
     }
 
     /// The groups header: filtered, comma-joined (commas inside a name are dropped so they
@@ -213,7 +214,7 @@ impl IdentityHeaders {
     fn groups_value(&self, claims: &Claims) -> Option<HeaderValue> {
         let mut joined = String::new();
         let (mut kept, mut eligible) = (0usize, 0usize);
-        for g in &claims.groups {
+        for g in claims.groups.iter() {
             if self
                 .groups_filter
                 .as_ref()
@@ -330,7 +331,7 @@ mod tests {
         let claims = Claims {
             subject: "alice".into(),
             email: Some("a@x\n".into()),
-            groups: vec!["a,b".into(), "c".into()],
+            groups: ["a,b", "c"].into_iter().collect(),
             ..Claims::default()
         };
         let v = IdentityHeaders::default().values("p", &claims);

@@ -99,6 +99,7 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod session;
+pub mod strlist;
 pub mod tasks;
 pub(crate) mod trace;
 pub(crate) mod upstream;

@@ -7,14 +7,19 @@
 //! benchmarks (`benches/load.sh`).
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 
-/// A header name the gateway sets, with its wire spelling prepared.
+/// A header name the gateway sets, with its wire spelling prepared. One pointer wide:
+/// every cached session and verified token holds one per identity header.
 #[derive(Clone, Debug)]
-pub struct OutName {
+pub struct OutName(Arc<Spelled>);
+
+#[derive(Debug)]
+struct Spelled {
     name: HeaderName,
     /// Lower case, as `HeaderName` holds it (what Pingora sent for these names before).
     wire: Bytes,
@@ -23,7 +28,7 @@ pub struct OutName {
 impl OutName {
     pub(crate) fn new(name: HeaderName) -> Self {
         let wire = Bytes::copy_from_slice(name.as_str().as_bytes());
-        Self { name, wire }
+        Self(Arc::new(Spelled { name, wire }))
     }
 
     /// A configured name sent as spelled (`OIDC_CLAIM_email`, `Remote-User`): legacy apps
@@ -31,30 +36,30 @@ impl OutName {
     pub(crate) fn with_spelling(name: HeaderName, spelling: &str) -> Self {
         debug_assert!(name.as_str().eq_ignore_ascii_case(spelling));
         let wire = Bytes::copy_from_slice(spelling.as_bytes());
-        Self { name, wire }
+        Self(Arc::new(Spelled { name, wire }))
     }
 
     /// `s` must be a valid lower-case header name (checked when built, as
     /// `HeaderName::from_static` does).
     pub(crate) fn from_static(s: &'static str) -> Self {
-        Self {
+        Self(Arc::new(Spelled {
             name: HeaderName::from_static(s),
             wire: Bytes::from_static(s.as_bytes()),
-        }
+        }))
     }
 
     pub(crate) fn name(&self) -> &HeaderName {
-        &self.name
+        &self.0.name
     }
 
     #[cfg(test)]
     pub(crate) fn as_str(&self) -> &str {
-        self.name.as_str()
+        self.0.name.as_str()
     }
 
     /// Set this header on a request, replacing any value it had.
     pub fn insert(&self, req: &mut RequestHeader, value: HeaderValue) -> pingora::Result<()> {
-        req.insert_header(self.wire.clone(), value)
+        req.insert_header(self.0.wire.clone(), value)
     }
 
     /// Set this header on a response, replacing any value it had.
@@ -63,7 +68,7 @@ impl OutName {
         resp: &mut ResponseHeader,
         value: HeaderValue,
     ) -> pingora::Result<()> {
-        resp.insert_header(self.wire.clone(), value)
+        resp.insert_header(self.0.wire.clone(), value)
     }
 }
 
@@ -75,7 +80,7 @@ impl From<HeaderName> for OutName {
 
 impl PartialEq for OutName {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
+        Arc::ptr_eq(&self.0, &other.0) || self.0.name == other.0.name
     }
 }
 
@@ -83,7 +88,7 @@ impl Eq for OutName {}
 
 impl fmt::Display for OutName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name.as_str())
+        f.write_str(self.0.name.as_str())
     }
 }
 

@@ -111,7 +111,7 @@ fn claim_any(id: &Claims, name: &str, mut ok: impl FnMut(&str) -> bool) -> bool 
         "email" => verified_email(id).is_some_and(ok),
         "name" => id.name.as_deref().is_some_and(ok),
         "preferred_username" => id.preferred_username.as_deref().is_some_and(ok),
-        "groups" => id.groups.iter().any(|g| ok(g)),
+        "groups" => id.groups.iter().any(ok),
         _ => false,
     }
 }
@@ -487,7 +487,7 @@ mod tests {
             subject: "alice".into(),
             email: Some("Alice@Corp.com".into()),
             email_verified: Some(true),
-            groups: vec!["dev".into(), "admins".into()],
+            groups: ["dev", "admins"].into_iter().collect(),
             extra: extra.into_iter().collect(),
             ..Claims::default()
         }
@@ -521,7 +521,7 @@ mod tests {
         bob.subject = "carol".into();
         assert_eq!(p.evaluate("corp", &bob, &Method::GET), Err(Denial::User));
         let mut nogroup = alice();
-        nogroup.groups = vec!["dev".into()];
+        nogroup.groups = ["dev"].into_iter().collect();
         assert_eq!(
             p.evaluate("corp", &nogroup, &Method::GET),
             Err(Denial::Group)
@@ -807,7 +807,7 @@ mod tests {
         };
         assert!(groups.denies("corp", &alice(), &Method::GET, || None));
         let mut bob = alice();
-        bob.groups = vec!["dev".into()];
+        bob.groups = ["dev"].into_iter().collect();
         assert!(!groups.denies("corp", &bob, &Method::GET, || None));
     }
 }

@@ -189,14 +189,17 @@ impl Assembly {
         let _enter = self.rt.enter();
         let base = self.session_base(config)?;
         let s = &config.session;
-        let sessions = Arc::new(SessionManager::new(
-            base.store.clone(),
-            Keys::derive(&base.secret),
-            base.cache.clone(),
-            cookie_settings(config),
-            config.identity_headers.clone(),
-            self.metrics.clone(),
-        ));
+        let sessions = Arc::new(
+            SessionManager::new(
+                base.store.clone(),
+                Keys::derive(&base.secret),
+                base.cache.clone(),
+                cookie_settings(config),
+                config.identity_headers.clone(),
+                self.metrics.clone(),
+            )
+            .holding_tokens(config.routes_send_tokens()),
+        );
         let mut fresh = Vec::new();
         let providers: Vec<Arc<Provider>> = {
             let running = self.providers.lock().unwrap_or_else(|e| e.into_inner());

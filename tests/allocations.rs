@@ -50,7 +50,7 @@ fn cached_session_path_allocations_do_not_grow() {
         email: Some("erin@example.com".into()),
         email_verified: Some(true),
         preferred_username: Some("erin".into()),
-        groups: vec!["staff".into(), "payments".into()],
+        groups: ["staff", "payments"].into_iter().collect(),
         ..Claims::default()
     };
     let tokens = Tokens {

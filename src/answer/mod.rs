@@ -1247,7 +1247,7 @@ mod tests {
         let claims = crate::identity::Claims {
             sub: "u-1".into(),
             subject: "alice".into(),
-            groups: vec!["g".into()],
+            groups: ["g"].into_iter().collect(),
             ..Default::default()
         };
         let a = aud("GET", &[("accept", BROWSER)]);

@@ -51,6 +51,20 @@ pub struct Config {
     pub routes: Vec<RouteSettings>,
 }
 
+impl Config {
+    /// Some route sends a session's tokens upstream on every request (`pass_access_token`,
+    /// `id_token`): only then do cached sessions hold their sealed tokens (half of a cached
+    /// session's memory); everywhere else they are read from the store when needed.
+    pub(crate) fn routes_send_tokens(&self) -> bool {
+        self.routes.iter().any(|r| {
+            r.pass_access_token
+                || r.claim_headers
+                    .as_ref()
+                    .is_some_and(|c| c.id_token.is_some())
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub(crate) threads: usize,

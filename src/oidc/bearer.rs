@@ -90,7 +90,7 @@ pub(crate) fn presented_token<'a>(
 pub(crate) struct BearerIdentity {
     pub(crate) provider: String,
     pub(crate) claims: Claims,
-    pub(crate) headers: Vec<(crate::out_header::OutName, HeaderValue)>,
+    pub(crate) headers: Box<[(crate::out_header::OutName, HeaderValue)]>,
 }
 
 /// Introspection calls in flight at one provider, at most: a flood of opaque values is

@@ -510,7 +510,11 @@ impl Auth {
         let Some(session) = session else {
             return redirect(&return_to).header(header::SET_COOKIE, &clear);
         };
-        let tokens = self.sessions.tokens(&session).unwrap_or_default();
+        // Read before the record goes: the ID token is the provider's logout hint.
+        let tokens = match self.sessions.current_tokens(&session).await {
+            Ok(t) => t.unwrap_or_default(),
+            Err(e) => return self.store_down(info, &e),
+        };
         if let Err(e) = self.sessions.destroy(&session.hash).await {
             return self.store_down(info, &e);
         }

@@ -183,7 +183,7 @@ impl ClaimNames {
             email: email.filter(|_| verified),
             name: string_claim(sub, other, &self.name),
             preferred_username: string_claim(sub, other, &self.preferred_username),
-            groups,
+            groups: groups.into_iter().collect(),
         })
     }
 }

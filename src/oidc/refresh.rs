@@ -435,7 +435,7 @@ mod tests {
             sid: None,
             access_expires_at: exp,
             refreshable,
-            tokens: String::new(),
+            tokens: Box::default(),
         }
     }
 

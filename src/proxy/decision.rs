@@ -359,7 +359,7 @@ mod tests {
                 subject: subject.into(),
                 ..Claims::default()
             },
-            headers: vec![],
+            headers: Box::default(),
         }))
     }
 
@@ -517,7 +517,7 @@ mod tests {
                 groups: groups.iter().map(|g| g.to_string()).collect(),
                 ..Claims::default()
             },
-            headers: vec![],
+            headers: Box::default(),
         }))
     }
 

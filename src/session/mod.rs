@@ -100,6 +100,8 @@ pub struct SessionManager {
     metrics: Arc<Metrics>,
     /// This manager's number: what the sessions it loads carry (see `UserSession::epoch`).
     epoch: u64,
+    /// Sessions it loads keep their sealed tokens (see [`Self::holding_tokens`]).
+    hold_tokens: bool,
     /// Pre-resolved label children: no label hashing on the hot path.
     cache_hits: prometheus::IntCounter,
     cache_misses: prometheus::IntCounter,
@@ -163,10 +165,20 @@ impl SessionManager {
             cookie,
             headers,
             epoch: EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            hold_tokens: true,
             cache_hits: metrics.session_cache.with_label_values(&["hit"]),
             cache_misses: metrics.session_cache.with_label_values(&["miss"]),
             metrics,
         }
+    }
+
+    /// Whether the sessions this manager loads (and caches) keep their sealed tokens. They
+    /// are half of a cached session's memory and only routes that send them upstream on
+    /// every request need them at hand; refresh and logout read them from the store
+    /// ([`Self::current_tokens`]).
+    pub fn holding_tokens(mut self, hold: bool) -> Self {
+        self.hold_tokens = hold;
+        self
     }
 
     pub fn keys(&self) -> &Keys {
@@ -342,7 +354,8 @@ impl SessionManager {
             .candidate(&hash)
             .filter(|k| k.epoch == self.epoch);
         let touch = Some(self.cookie.touch_interval);
-        let Some(session) = self.read(&hash, touch, known.as_ref()).await? else {
+        let read = self.read(&hash, touch, known.as_ref(), self.hold_tokens);
+        let Some(session) = read.await? else {
             // Gone from the store: so goes any copy here.
             if known.is_some() {
                 self.cache.invalidate(&hash);
@@ -357,22 +370,24 @@ impl SessionManager {
         Ok(Some(session))
     }
 
-    /// The session as the store has it now, bypassing the cache and leaving the idle timer
-    /// alone: what a refresh decides on.
+    /// The session as the store has it now, tokens included, bypassing the cache and leaving
+    /// the idle timer alone: what a refresh decides on.
     pub(crate) async fn reload(
         &self,
         hash: &IdHash,
     ) -> Result<Option<Arc<UserSession>>, StoreError> {
-        self.read(hash, None, None).await
+        self.read(hash, None, None, true).await
     }
 
     /// Read the session from the store. With `known`, a copy held here, the store only
-    /// confirms it when the record is unchanged, and `known` itself is returned.
+    /// confirms it when the record is unchanged, and `known` itself is returned. Without
+    /// `tokens` the sealed tokens are dropped from the copy.
     async fn read(
         &self,
         hash: &IdHash,
         touch: Option<Duration>,
         known: Option<&Arc<UserSession>>,
+        tokens: bool,
     ) -> Result<Option<Arc<UserSession>>, StoreError> {
         let started = Instant::now();
         let checked = self
@@ -398,6 +413,9 @@ impl SessionManager {
             }
         };
         upgrade_claims(&mut record.claims);
+        if !tokens {
+            record.tokens = Box::default();
+        }
         let now = Instant::now();
         Ok(Some(Arc::new(UserSession {
             hash: *hash,
@@ -431,7 +449,7 @@ impl SessionManager {
         let record = SessionRecord {
             access_expires_at: tokens.access_token_expires_at,
             refreshable: tokens.refresh_token.is_some(),
-            tokens: self.keys.seal(hash, &plain),
+            tokens: self.keys.seal(hash, &plain).into(),
             ..base
         };
         serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -456,10 +474,10 @@ impl SessionManager {
             claims,
             created_at: now,
             expires_at: now + self.cookie.absolute_timeout.as_secs(),
-            sid,
+            sid: sid.map(Into::into),
             access_expires_at: None,
             refreshable: false,
-            tokens: String::new(),
+            tokens: Box::default(),
         };
         let sid_key = base.sid.as_deref().map(|sid| sid_index(provider, sid));
         let raw = self.seal_record(&hash, base, tokens)?;
@@ -522,10 +540,23 @@ impl SessionManager {
         }
     }
 
-    /// The session's tokens, decrypted.
+    /// The tokens a loaded session holds, decrypted: on the request path, for routes that
+    /// send them upstream (`None` when this manager does not hold tokens).
     pub(crate) fn tokens(&self, s: &UserSession) -> Option<Tokens> {
         let plain = self.keys.open(&s.hash, &s.record.tokens)?;
         serde_json::from_slice(&plain).ok()
+    }
+
+    /// The session's tokens, for logout: those `s` holds, or else the store's (`None`: the
+    /// session is gone or its tokens are unreadable).
+    pub(crate) async fn current_tokens(
+        &self,
+        s: &UserSession,
+    ) -> Result<Option<Tokens>, StoreError> {
+        if !s.record.tokens.is_empty() {
+            return Ok(self.tokens(s));
+        }
+        Ok(self.reload(&s.hash).await?.and_then(|c| self.tokens(&c)))
     }
 
     /// End a session everywhere: delete it, drop it from this cache, tell the other replicas.
@@ -936,6 +967,52 @@ mod tests {
             let h = cookies(&[&v]);
             proptest::prop_assert!(m.read_cookie(&h, true) == CookieRead::One(id));
             proptest::prop_assert!(!m.foreign_cookies(&h).contains("authgate_session"));
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_copies_hold_tokens_only_when_asked() {
+        let tokens = Tokens {
+            access_token: Some("at".into()),
+            refresh_token: Some("rt".into()),
+            id_token: Some("idt".into()),
+            access_token_expires_at: Some(1),
+        };
+        let claims = Claims {
+            sub: "alice".into(),
+            subject: "alice".into(),
+            ..Claims::default()
+        };
+        for hold in [false, true] {
+            let m = manager().holding_tokens(hold);
+            let cookie = m
+                .create("corp", claims.clone(), None, &tokens)
+                .await
+                .unwrap();
+            let id = m.keys().open_cookie(&cookie).unwrap();
+            let s = m.load(&id).await.unwrap().unwrap();
+            // The copy the cache answers with next time.
+            let cached = m.load(&id).await.unwrap().unwrap();
+            assert!(Arc::ptr_eq(&s, &cached), "hold {hold}");
+            assert_eq!(s.record.tokens.is_empty(), !hold, "hold {hold}");
+            assert_eq!(m.tokens(&s).is_some(), hold, "hold {hold}");
+            // Clear metadata stays either way: refresh decides on it without the tokens.
+            assert_eq!(
+                (s.record.access_expires_at, s.record.refreshable),
+                (Some(1), true)
+            );
+            // Logout and refresh get them either way, from the store.
+            let current = m.current_tokens(&s).await.unwrap().unwrap();
+            assert_eq!(current.id_token.as_deref(), Some("idt"), "hold {hold}");
+            let reloaded = m.reload(&s.hash).await.unwrap().unwrap();
+            assert_eq!(
+                m.tokens(&reloaded).unwrap().refresh_token.as_deref(),
+                Some("rt")
+            );
+            m.destroy(&s.hash).await.unwrap();
+            // A copy that holds them answers alone; one that does not, asks the store.
+            let after = m.current_tokens(&s).await.unwrap();
+            assert_eq!(after.is_some(), hold, "hold {hold}");
         }
     }
 

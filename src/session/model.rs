@@ -34,7 +34,7 @@ pub struct SessionRecord {
     pub expires_at: u64,
     /// The provider's session ID (`sid` of the ID token), for back-channel logout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
+    pub sid: Option<Box<str>>,
     /// When the access token expires (unix seconds), in clear so the hot path can decide
     /// about refresh without decrypting the tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,8 +42,9 @@ pub struct SessionRecord {
     /// A refresh token is stored.
     #[serde(default)]
     pub refreshable: bool,
-    /// [`Tokens`] as JSON, sealed with the session keys and bound to this record's key.
-    pub tokens: String,
+    /// [`Tokens`] as JSON, sealed with the session keys and bound to this record's key;
+    /// empty in a loaded copy that does not hold them (`SessionManager::holding_tokens`).
+    pub tokens: Box<str>,
 }
 
 /// A loaded session: the record plus everything the request path needs, computed once.
@@ -52,7 +53,7 @@ pub struct UserSession {
     pub hash: IdHash,
     pub record: SessionRecord,
     /// Identity headers for the upstream, ready to insert.
-    pub headers: Vec<(crate::out_header::OutName, HeaderValue)>,
+    pub headers: Box<[(crate::out_header::OutName, HeaderValue)]>,
     /// When the store last confirmed this copy.
     pub validated: Validated,
     /// The store revision this was read at (compare-and-set for refresh).
