@@ -34,6 +34,7 @@
 #   bash benches/load.sh                      # 3 rounds x 3 shapes x 13 targets x (1 s + 5 s)
 #   ROUNDS=5 CONNS=128 DURATION=10s bash benches/load.sh
 #   SHAPES=browser ONLY=plain-fair,session-many bash benches/load.sh
+#   SOAK=0 TLS=0 bash benches/load.sh         # without the 10-minute memory run and TLS
 #
 # Request shapes (SHAPES, default "minimal browser api"; every target is measured in each):
 #   minimal   wrk's own request: Host, and the target's credential (cookie or bearer token)
@@ -55,6 +56,11 @@
 #             streams each, for DURATION; percentiles from h2load's per-request log
 #   h1-close  wrk over TLS with HTTP/1.1 and `Connection: close`: a new TLS connection (full
 #             handshake) for every request
+#
+# Memory under load (SOAK, default 600s; SOAK=0 skips it): session-many in SCALE_SHAPE at CONNS
+# connections for SOAK without a pause, the gateway's resident memory (VmRSS and RssAnon)
+# sampled every 10 s, into $OUT_DIR/soak-load.md and soak-load.tsv: RSS before the run, the
+# highest in the middle and in the last third (flat is the pass mark), requests and errors.
 #
 # After the rounds, a scaling curve: plain-proxy and session-cached at SCALE_CONNS connections
 # (default "1 16 64 256 1024"), one run each, drawn into $OUT_DIR/scaling.svg (throughput and
@@ -91,6 +97,7 @@ TLS_ROUNDS="${TLS_ROUNDS:-$ROUNDS}"
 TLS_STREAMS="${TLS_STREAMS:-10}"
 OUT_DIR="${OUT_DIR:-bench-results}"
 SCALE_CONNS="${SCALE_CONNS-1 16 64 256 1024}"
+SOAK="${SOAK-600s}"
 ONLY="${ONLY:-}"
 # PIN=1 (the default with 2+ CPUs and taskset): every proxy under test runs on the last CPU;
 # wrk, the upstream, Redis and the IdP share the others. The proxy is then the bottleneck and
@@ -811,6 +818,69 @@ report() {
     report_tsv "$TMP/results.tsv" "$OUT_DIR"
 }
 
+# rss_kib PID FIELD: VmRSS or RssAnon of PID in KiB.
+rss_kib() {
+    awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"
+}
+
+# soak: the session gateway under SOAK of session-many load, its RSS sampled every 10 s.
+soak() {
+    [[ -n "$SOAK" && "$SOAK" != 0 && "$SOAK" != 0s ]] || return 0
+    local secs="${SOAK%s}" script="$TMP/wrk-soak.lua" out="$TMP/wrk-soak.txt" t=0 wrk_pid
+    [[ "$secs" =~ ^[1-9][0-9]*$ ]] || die "SOAK must be seconds, e.g. 600s (got '$SOAK')"
+    echo "memory under load: session-many ($SCALE_SHAPE shape) for ${secs} s"
+    wrk_script "$SCALE_SHAPE" "@$TMP/sessions.txt" "$script"
+    printf '0\t%s\t%s\n' "$(rss_kib "$GW_PID" VmRSS)" "$(rss_kib "$GW_PID" RssAnon)" >"$TMP/soak.tsv"
+    $LOADGEN_CPU wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" -s "$script" \
+        "http://127.0.0.1:$GW_PORT$REQ_PATH" >"$out" &
+    wrk_pid=$!
+    while kill -0 "$wrk_pid" 2>/dev/null; do
+        sleep 10
+        t=$((t + 10))
+        ((t <= secs)) || break
+        printf '%s\t%s\t%s\n' "$t" "$(rss_kib "$GW_PID" VmRSS)" "$(rss_kib "$GW_PID" RssAnon)" >>"$TMP/soak.tsv"
+    done
+    wait "$wrk_pid" || die "wrk failed during the soak"
+    cp "$TMP/soak.tsv" "$OUT_DIR/soak-load.tsv"
+    local requests errors rps
+    requests="$(awk '$1 == "pctl" {print $5}' "$out")"
+    rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
+    errors="$(awk '/Non-2xx or 3xx responses:/ {e += $NF}
+                   /Socket errors:/ {for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) e += $i}
+                   END {print e + 0}' "$out")"
+    SECS="$secs" REQUESTS="$requests" RPS="$rps" ERRORS="$errors" SESSIONS="$SESSIONS" \
+        SHAPE="$SCALE_SHAPE" CONNS="$CONNS" python3 - "$TMP/soak.tsv" "$OUT_DIR/soak-load.md" <<'PY'
+import os, sys
+rows = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if l.strip()]
+secs = int(os.environ["SECS"])
+start = rows[0]
+middle = [r for r in rows if secs / 3 <= r[0] < 2 * secs / 3]
+last = [r for r in rows if r[0] >= 2 * secs / 3]
+mib = lambda kib: kib / 1024
+peak = lambda rs, i: max(r[i] for r in rs)
+lines = [
+    f"Memory under load: session-many ({os.environ['SESSIONS']} rotated sessions, "
+    f"{os.environ['SHAPE']} shape, {os.environ['CONNS']} connections) for {secs} s without a "
+    f"pause: {int(os.environ['REQUESTS']):,} requests ({float(os.environ['RPS']):,.0f} req/s), "
+    f"{os.environ['ERRORS']} errors. Resident memory of the gateway, sampled every 10 s:",
+    "",
+    "| | RSS | anonymous |",
+    "|---|---:|---:|",
+    f"| before the run (after the rounds and {os.environ['SESSIONS']} sign-ins) | {mib(start[1]):.1f} MiB | {mib(start[2]):.1f} MiB |",
+    f"| highest, middle third | {mib(peak(middle, 1)):.1f} MiB | {mib(peak(middle, 2)):.1f} MiB |",
+    f"| highest, last third | {mib(peak(last, 1)):.1f} MiB | {mib(peak(last, 2)):.1f} MiB |",
+    f"| at the end | {mib(rows[-1][1]):.1f} MiB | {mib(rows[-1][2]):.1f} MiB |",
+    "",
+    "Growth from the middle third to the last: "
+    f"{mib(peak(last, 1) - peak(middle, 1)):+.1f} MiB RSS, {mib(peak(last, 2) - peak(middle, 2)):+.1f} MiB anonymous.",
+    "",
+    "Samples (s, RSS MiB): " + " ".join(f"{r[0]}:{mib(r[1]):.1f}" for r in rows),
+]
+open(sys.argv[2], "w").write("\n".join(lines) + "\n")
+print("\n".join(lines[:-1]))
+PY
+}
+
 # report_tsv TSV DIR: medians, ratios and the tables of one set of runs.
 report_tsv() {
     mkdir -p "$2"
@@ -956,6 +1026,7 @@ main() {
     done
     report
     tls_rounds
+    soak
     scaling
 }
 
