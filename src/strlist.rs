@@ -48,7 +48,8 @@ impl<S: AsRef<str>> FromIterator<S> for StrList {
     fn from_iter<I: IntoIterator<Item = S>>(names: I) -> Self {
         let (mut text, mut ends) = (String::new(), Vec::new());
         for n in names {
-            // Claims come from responses bounded to a few MiB: offsets never near 4 GiB.
+            // Claims come from responses bounded to a few MiB: offsets never near 4 GiB (and
+            // deserializing refuses more rather than come here).
             let Ok(end) = u32::try_from(text.len() + n.as_ref().len()) else {
                 break;
             };
@@ -76,7 +77,13 @@ impl Serialize for StrList {
 
 impl<'de> Deserialize<'de> for StrList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Vec::<String>::deserialize(d)?.into_iter().collect())
+        let names = Vec::<String>::deserialize(d)?;
+        // `from_iter` would keep only the names that fit: refuse instead, so no name is
+        // silently lost (a deny rule on a dropped group would not match).
+        if names.iter().map(String::len).sum::<usize>() > u32::MAX as usize {
+            return Err(serde::de::Error::custom("names longer than 4 GiB in all"));
+        }
+        Ok(names.into_iter().collect())
     }
 }
 

@@ -503,18 +503,17 @@ impl Auth {
             tracing::info!(request_id = info.request_id, "cross-site logout refused");
             return self.page(info, SignInFailure::SignOutCrossSite);
         }
-        let session = match self.sessions.load(&id).await {
+        // The record as the store holds it now, tokens included (a cached copy may lack them):
+        // the ID token in it is the provider's logout hint. One read for both, so the session
+        // ended and the hint sent are the same one.
+        let session = match self.sessions.reload(&id.hash()).await {
             Ok(s) => s,
             Err(e) => return self.store_down(info, &e),
         };
         let Some(session) = session else {
             return redirect(&return_to).header(header::SET_COOKIE, &clear);
         };
-        // Read before the record goes: the ID token is the provider's logout hint.
-        let tokens = match self.sessions.current_tokens(&session).await {
-            Ok(t) => t.unwrap_or_default(),
-            Err(e) => return self.store_down(info, &e),
-        };
+        let tokens = self.sessions.tokens(&session).unwrap_or_default();
         if let Err(e) = self.sessions.destroy(&session.hash).await {
             return self.store_down(info, &e);
         }

@@ -175,7 +175,7 @@ impl SessionManager {
     /// Whether the sessions this manager loads (and caches) keep their sealed tokens. They
     /// are half of a cached session's memory and only routes that send them upstream on
     /// every request need them at hand; refresh and logout read them from the store
-    /// ([`Self::current_tokens`]).
+    /// ([`Self::reload`]).
     pub fn holding_tokens(mut self, hold: bool) -> Self {
         self.hold_tokens = hold;
         self
@@ -541,22 +541,15 @@ impl SessionManager {
     }
 
     /// The tokens a loaded session holds, decrypted: on the request path, for routes that
-    /// send them upstream (`None` when this manager does not hold tokens).
+    /// send them upstream, and from [`Self::reload`]'s copies. Every record holds sealed
+    /// tokens; only a copy loaded without them is empty.
     pub(crate) fn tokens(&self, s: &UserSession) -> Option<Tokens> {
+        debug_assert!(
+            !s.record.tokens.is_empty(),
+            "tokens asked of a session copy loaded without them"
+        );
         let plain = self.keys.open(&s.hash, &s.record.tokens)?;
         serde_json::from_slice(&plain).ok()
-    }
-
-    /// The session's tokens, for logout: those `s` holds, or else the store's (`None`: the
-    /// session is gone or its tokens are unreadable).
-    pub(crate) async fn current_tokens(
-        &self,
-        s: &UserSession,
-    ) -> Result<Option<Tokens>, StoreError> {
-        if !s.record.tokens.is_empty() {
-            return Ok(self.tokens(s));
-        }
-        Ok(self.reload(&s.hash).await?.and_then(|c| self.tokens(&c)))
     }
 
     /// End a session everywhere: delete it, drop it from this cache, tell the other replicas.
@@ -995,24 +988,21 @@ mod tests {
             let cached = m.load(&id).await.unwrap().unwrap();
             assert!(Arc::ptr_eq(&s, &cached), "hold {hold}");
             assert_eq!(s.record.tokens.is_empty(), !hold, "hold {hold}");
-            assert_eq!(m.tokens(&s).is_some(), hold, "hold {hold}");
+            if hold {
+                assert_eq!(m.tokens(&s).unwrap().access_token.as_deref(), Some("at"));
+            }
             // Clear metadata stays either way: refresh decides on it without the tokens.
             assert_eq!(
                 (s.record.access_expires_at, s.record.refreshable),
                 (Some(1), true)
             );
-            // Logout and refresh get them either way, from the store.
-            let current = m.current_tokens(&s).await.unwrap().unwrap();
-            assert_eq!(current.id_token.as_deref(), Some("idt"), "hold {hold}");
+            // Logout and refresh read the store, which has them either way.
             let reloaded = m.reload(&s.hash).await.unwrap().unwrap();
-            assert_eq!(
-                m.tokens(&reloaded).unwrap().refresh_token.as_deref(),
-                Some("rt")
-            );
+            let current = m.tokens(&reloaded).unwrap();
+            assert_eq!(current.id_token.as_deref(), Some("idt"), "hold {hold}");
+            assert_eq!(current.refresh_token.as_deref(), Some("rt"), "hold {hold}");
             m.destroy(&s.hash).await.unwrap();
-            // A copy that holds them answers alone; one that does not, asks the store.
-            let after = m.current_tokens(&s).await.unwrap();
-            assert_eq!(after.is_some(), hold, "hold {hold}");
+            assert!(m.reload(&s.hash).await.unwrap().is_none());
         }
     }
 
