@@ -13,6 +13,7 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use serde::{Deserialize, Serialize};
 
+use crate::forwarded::canonical_byte;
 use crate::out_header::OutName;
 
 /// The identity the provider vouched for, as far as the gateway passes it on.
@@ -48,15 +49,7 @@ pub use crate::config::model::IdentityHeaders;
 
 /// Canonical spelling: lower case, anything but `[a-z0-9]` becomes `-`.
 pub(crate) fn canonical_name(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                b.to_ascii_lowercase() as char
-            } else {
-                '-'
-            }
-        })
-        .collect()
+    name.bytes().map(|b| canonical_byte(b) as char).collect()
 }
 
 /// Header names (exact) and prefixes that belong to the gateway.
@@ -64,6 +57,36 @@ pub(crate) fn canonical_name(name: &str) -> String {
 pub struct IdentityNamespace {
     names: HashSet<Box<str>>,
     prefixes: Vec<Box<str>>,
+    /// The first bytes (canonical) of every name and prefix: most of a request's headers
+    /// (`accept`, `sec-fetch-*`, `user-agent` …) start with none of them and are passed
+    /// without hashing.
+    first: FirstBytes,
+}
+
+/// A set of bytes.
+#[derive(Debug, Clone, Default)]
+struct FirstBytes([u64; 4]);
+
+impl FirstBytes {
+    fn insert(&mut self, b: u8) {
+        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+
+    fn contains(&self, b: u8) -> bool {
+        self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+    }
+
+    fn of<'a>(entries: impl Iterator<Item = &'a Box<str>>) -> Self {
+        let mut set = Self::default();
+        for e in entries {
+            match e.bytes().next() {
+                Some(b) => set.insert(b),
+                // An empty prefix matches every name.
+                None => set.0 = [u64::MAX; 4],
+            }
+        }
+        set
+    }
 }
 
 impl IdentityNamespace {
@@ -71,7 +94,7 @@ impl IdentityNamespace {
         names: impl IntoIterator<Item = &'a str>,
         prefixes: impl IntoIterator<Item = &'a str>,
     ) -> Self {
-        Self {
+        let mut out = Self {
             names: names
                 .into_iter()
                 .map(|n| canonical_name(n).into())
@@ -80,7 +103,14 @@ impl IdentityNamespace {
                 .into_iter()
                 .map(|p| canonical_name(p).into())
                 .collect(),
-        }
+            first: FirstBytes::default(),
+        };
+        out.index();
+        out
+    }
+
+    fn index(&mut self) {
+        self.first = FirstBytes::of(self.names.iter().chain(&self.prefixes));
     }
 
     /// The namespace a config asks for: its `[headers]` names and prefixes, plus every header
@@ -117,24 +147,28 @@ impl IdentityNamespace {
         if !self.prefixes.contains(&p) {
             self.prefixes.push(p);
         }
+        self.index();
     }
 
     /// Add a name, e.g. a configured output header, so it is stripped from clients too.
     pub(crate) fn insert(&mut self, name: &str) {
         self.names.insert(canonical_name(name).into());
+        self.index();
     }
 
     /// Whether `name` in any spelling belongs to the namespace.
     pub fn contains(&self, name: &str) -> bool {
+        match name.bytes().next() {
+            Some(b) if self.first.contains(canonical_byte(b)) => {}
+            // No name or prefix starts so (none is empty: an empty prefix admits every byte).
+            Some(_) => return false,
+            None => return self.names.contains(""),
+        }
         // Canonicalise on the stack: this runs for every header of every request.
         let mut buf = [0u8; 96];
         let canon: &str = if name.len() <= buf.len() {
             for (dst, b) in buf.iter_mut().zip(name.bytes()) {
-                *dst = if b.is_ascii_alphanumeric() {
-                    b.to_ascii_lowercase()
-                } else {
-                    b'-'
-                };
+                *dst = canonical_byte(b);
             }
             // Only ASCII bytes were written.
             std::str::from_utf8(&buf[..name.len()]).unwrap_or("")
@@ -318,6 +352,58 @@ mod tests {
         }
         let long = format!("x-authgate-{}", "a".repeat(200));
         assert!(ns.contains(&long));
+    }
+
+    #[test]
+    fn the_first_byte_filter_never_changes_an_answer() {
+        let spaces = [
+            IdentityNamespace::default(),
+            IdentityNamespace::new(["_user", "9id", "Zed", "a"], ["-x-", "Q"]),
+            IdentityNamespace::new(["x-user"], [""]),
+            IdentityNamespace::new([], []),
+        ];
+        let mut names: Vec<String> = [
+            "x-forwarded-user",
+            "_user",
+            "-user",
+            ".user",
+            "9ID",
+            "zed",
+            "ZED",
+            "a",
+            "A",
+            "b",
+            "-x-y",
+            "_x_y",
+            "qq",
+            "Q",
+            "accept",
+            "sec-fetch-site",
+            "remote_user",
+            "x",
+            "-",
+            "_",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every first byte, before a few tails.
+        for b in 0u8..=255 {
+            for tail in ["", "user", "-x-", "-forwarded-user"] {
+                let mut n = String::new();
+                n.push(char::from(b));
+                n.push_str(tail);
+                names.push(n);
+            }
+        }
+        for ns in &spaces {
+            for n in &names {
+                assert_eq!(ns.contains(n), ns.contains_slow(n), "{n:?} in {ns:?}");
+            }
+        }
+        // An empty prefix takes every name.
+        assert!(spaces[2].contains("accept") && spaces[2].contains("_"));
+        assert!(!spaces[3].contains("x-user"));
     }
 
     #[test]
