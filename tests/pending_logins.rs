@@ -96,9 +96,13 @@ async fn memory_store_flood_stays_bounded() {
         after - before,
         2 * FLOOD
     );
+    // Past the cap, growth counts from the highest level reached before: the allocator may
+    // give pages back in between (a dip at `filled`), and climbing back to where the process
+    // already was is not growth.
+    let peak = filled.max(before);
     assert!(
-        after.saturating_sub(filled) < 2 * 1048576,
-        "RSS kept growing past the cap: {filled} -> {after}"
+        after.saturating_sub(peak) < 2 * 1048576,
+        "RSS kept growing past the cap: {before} -> {filled} -> {after}"
     );
 
     let m = gw.metrics().await;
