@@ -198,11 +198,38 @@ fn is_canonical(name: &str) -> bool {
     name.bytes().all(|b| canonical_byte(b) == b)
 }
 
+/// For each canonical first byte, the lengths (bit `len`) of the [`FORWARDING_HEADERS`] that
+/// start with it. Built at compile time from the list, so it cannot drift from it.
+static FORWARDING_SHAPES: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut i = 0;
+    while i < FORWARDING_HEADERS.len() {
+        let name = FORWARDING_HEADERS[i].as_bytes();
+        assert!(!name.is_empty() && name.len() <= MAX_FORWARDING_NAME_LEN);
+        table[canonical_byte(name[0]) as usize] |= 1 << name.len();
+        i += 1;
+    }
+    table
+};
+
+/// Whether `name` could be a spelling of a forwarding header: some entry has its length and
+/// (canonical) first byte. Never false for one that is; true for few others (`cookie`,
+/// `accept`, `sec-fetch-*` and the other headers every browser sends are not).
+#[inline]
+fn may_be_forwarding_header(name: &str) -> bool {
+    match name.as_bytes().first() {
+        Some(&b) if name.len() <= MAX_FORWARDING_NAME_LEN => {
+            FORWARDING_SHAPES[usize::from(canonical_byte(b))] & (1 << name.len()) != 0
+        }
+        _ => false,
+    }
+}
+
 /// Whether `name` in any spelling is one of [`FORWARDING_HEADERS`]. Runs for every header of
-/// every request: canonicalised into a stack buffer, then compared with the list (a length
-/// check rejects most entries before any byte is compared).
+/// every request: most are ruled out by their length and first byte; the rest are
+/// canonicalised into a stack buffer and compared with the list.
 fn is_forwarding_header(name: &str) -> bool {
-    if name.len() > MAX_FORWARDING_NAME_LEN {
+    if !may_be_forwarding_header(name) {
         return false;
     }
     let mut buf = [0u8; MAX_FORWARDING_NAME_LEN];
@@ -697,6 +724,79 @@ mod tests {
             assert!(is_forwarding_header(n), "{n}");
         }
         assert!(!is_forwarding_header(&"x".repeat(200)));
+    }
+
+    /// The check before the length and first-byte filter: canonicalise, then look up.
+    fn forwarding_unfiltered(name: &str) -> bool {
+        let canon: String = name
+            .bytes()
+            .map(|b| char::from(canonical_byte(b)))
+            .collect();
+        FORWARDING_HEADERS.contains(&canon.as_str())
+    }
+
+    #[test]
+    fn the_shape_filter_never_hides_a_forwarding_header() {
+        // Every entry in every spelling a client could use: case, `_`, `.`, other punctuation.
+        for n in FORWARDING_HEADERS {
+            for sep in ['-', '_', '.', '~', '+'] {
+                let spelled = n.replace('-', &sep.to_string());
+                for v in [
+                    spelled.clone(),
+                    spelled.to_ascii_uppercase(),
+                    spelled.to_ascii_lowercase(),
+                ] {
+                    assert!(is_forwarding_header(&v), "{v}");
+                    assert_eq!(is_forwarding_header(&v), forwarding_unfiltered(&v), "{v}");
+                }
+            }
+        }
+        // The headers a browser sends on every request are ruled out before any comparison.
+        for n in [
+            "accept",
+            "accept-language",
+            "accept-encoding",
+            "cookie",
+            "cache-control",
+            "connection",
+            "host",
+            "user-agent",
+            "referer",
+            "priority",
+            "sec-fetch-mode",
+            "sec-fetch-site",
+            "sec-fetch-dest",
+            "sec-fetch-user",
+            "sec-ch-ua",
+            "sec-ch-ua-mobile",
+            "sec-ch-ua-platform",
+            "upgrade-insecure-requests",
+        ] {
+            assert!(!may_be_forwarding_header(n), "{n}");
+        }
+        assert!(!is_forwarding_header(""));
+    }
+
+    proptest::proptest! {
+        /// Any name, of any length and bytes: the filtered check answers as the full one.
+        #[test]
+        fn the_shape_filter_agrees_with_the_full_check(
+            name in "[a-zA-Z0-9_.!#$%&'*+^`|~-]{0,40}",
+            pick in 0..FORWARDING_HEADERS.len(),
+            upper in proptest::bool::ANY,
+        ) {
+            proptest::prop_assert_eq!(is_forwarding_header(&name), forwarding_unfiltered(&name));
+            // Near misses of a real entry: one byte changed, one added, one removed.
+            let real = FORWARDING_HEADERS[pick];
+            let real = if upper { real.to_ascii_uppercase() } else { real.to_string() };
+            let i = name.len() % real.len();
+            let mut changed = real.clone().into_bytes();
+            changed[i] = name.bytes().next().unwrap_or(b'_');
+            let changed = String::from_utf8(changed).unwrap();
+            for v in [changed, format!("{real}{name}"), real[..i].to_string() + &real[i + 1..]] {
+                proptest::prop_assert_eq!(is_forwarding_header(&v), forwarding_unfiltered(&v), "{}", v);
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use pingora::http::RequestHeader;
 
 /// Allocations per request (debug build, as CI runs tests), measured when it was set. Lower it
 /// when a change saves some; never raise it to make a change pass.
-const BUDGET: u64 = 15;
+const BUDGET: u64 = 14;
 
 #[test]
 fn cached_session_path_allocations_do_not_grow() {

@@ -217,18 +217,26 @@ pub struct AccessTokenRules<'a> {
     pub require_at_jwt: bool,
 }
 
+/// The header's explicit type is what the caller expects (RFC 8725 §3.11). Checked before
+/// any key lookup: a token of the wrong kind must not even cost a JWKS refetch.
+type TypCheck = fn(&jsonwebtoken::Header) -> Result<(), JwtError>;
+
 /// Signature, algorithm allow-list, `iss`, `aud`, `exp`/`nbf` (with leeway) and required
 /// claims: the checks every JWT we accept goes through. Returns the header and the claims.
+#[allow(clippy::too_many_arguments)]
 async fn decode_checked<T: serde::de::DeserializeOwned>(
     jwks: &Jwks,
     token: &str,
+    typ: TypCheck,
     algorithms: &[Algorithm],
     issuer: &str,
     audiences: &[String],
     leeway_secs: u64,
     required: &[&str],
 ) -> Result<(jsonwebtoken::Header, T), JwtError> {
+    // Decoded once here; jsonwebtoken decodes it again for the signature check.
     let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+    typ(&header)?;
     if !algorithms.contains(&header.alg) {
         return Err(JwtError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
     }
@@ -279,17 +287,21 @@ pub async fn verify_access_token(
     token: &str,
     rules: &AccessTokenRules<'_>,
 ) -> Result<AccessTokenClaims, JwtError> {
-    if rules.require_at_jwt {
-        // Checked before any key lookup: an ID token must not even cost a JWKS refetch.
-        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-        let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
-        if typ != "at+jwt" && typ != "application/at+jwt" {
-            return Err(JwtError::NotAnAccessToken);
+    fn at_jwt(header: &jsonwebtoken::Header) -> Result<(), JwtError> {
+        match header.typ.as_deref() {
+            Some(t) if t.eq_ignore_ascii_case("at+jwt") => Ok(()),
+            Some(t) if t.eq_ignore_ascii_case("application/at+jwt") => Ok(()),
+            _ => Err(JwtError::NotAnAccessToken),
         }
     }
     let (_, c): (_, AccessTokenClaims) = decode_checked(
         jwks,
         token,
+        if rules.require_at_jwt {
+            at_jwt
+        } else {
+            |_| Ok(())
+        },
         rules.algorithms,
         rules.issuer,
         rules.audiences,
@@ -321,6 +333,7 @@ pub(crate) async fn verify_id_token(
     let (header, c): (_, IdTokenClaims) = decode_checked(
         jwks,
         token,
+        |_| Ok(()),
         rules.algorithms,
         rules.issuer,
         &[rules.client_id.to_string()],
@@ -402,9 +415,21 @@ pub(crate) async fn verify_logout_token(
     token: &str,
     rules: &LogoutTokenRules<'_>,
 ) -> Result<LogoutTokenClaims, JwtError> {
-    let (header, c): (_, LogoutTokenClaims) = decode_checked(
+    // Explicit typing (§2.4, RFC 8725 §3.11): a token typed as anything else is not ours.
+    fn logout_typ(header: &jsonwebtoken::Header) -> Result<(), JwtError> {
+        match &header.typ {
+            Some(typ)
+                if !typ.eq_ignore_ascii_case("logout+jwt") && !typ.eq_ignore_ascii_case("JWT") =>
+            {
+                Err(JwtError::InvalidClaims(format!("typ {typ}")))
+            }
+            _ => Ok(()),
+        }
+    }
+    let (_, c): (_, LogoutTokenClaims) = decode_checked(
         jwks,
         token,
+        logout_typ,
         rules.algorithms,
         rules.issuer,
         &[rules.client_id.to_string()],
@@ -412,12 +437,6 @@ pub(crate) async fn verify_logout_token(
         &["iss", "aud", "iat"],
     )
     .await?;
-    // Explicit typing (§2.4, RFC 8725 §3.11): a token typed as anything else is not ours.
-    if let Some(typ) = &header.typ {
-        if !typ.eq_ignore_ascii_case("logout+jwt") && !typ.eq_ignore_ascii_case("JWT") {
-            return Err(JwtError::InvalidClaims(format!("typ {typ}")));
-        }
-    }
     if c.nonce.is_some() {
         return Err(JwtError::InvalidClaims("nonce in a logout token".into()));
     }
