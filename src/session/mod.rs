@@ -213,7 +213,15 @@ impl SessionManager {
         let mut found: Option<SessionId> = None;
         for h in headers.get_all(header::COOKIE) {
             let Ok(s) = h.to_str() else { continue };
-            for c in Cookie::split_parse(s).flatten() {
+            // As `Cookie::split_parse` splits and trims, but only a piece that starts with our
+            // name is parsed: a browser sends many cookies and one is ours. (`to_str` admits
+            // no whitespace but space and tab, so a name the parser would find after trimming
+            // is at the start of the trimmed piece.)
+            let candidates = s
+                .split(';')
+                .map(str::trim)
+                .filter(|piece| piece.starts_with(name));
+            for c in candidates.filter_map(|piece| Cookie::parse(piece).ok()) {
                 if c.name() != name {
                     continue;
                 }
@@ -971,6 +979,69 @@ mod tests {
             let h = cookies(&[&v]);
             proptest::prop_assert!(m.read_cookie(&h, true) == CookieRead::One(id));
             proptest::prop_assert!(!m.foreign_cookies(&h).contains("authgate_session"));
+        }
+    }
+
+    /// The reader before its name prefilter: every piece through `Cookie::split_parse`.
+    fn read_cookie_unfiltered(m: &SessionManager, headers: &HeaderMap, https: bool) -> CookieRead {
+        let name = m.cookie_name(https);
+        let mut found: Option<SessionId> = None;
+        for h in headers.get_all(header::COOKIE) {
+            let Ok(s) = h.to_str() else { continue };
+            for c in Cookie::split_parse(s).flatten() {
+                let Some(id) = (c.name() == name)
+                    .then(|| m.keys.open_cookie(c.value()))
+                    .flatten()
+                else {
+                    continue;
+                };
+                match &found {
+                    Some(prev) if *prev != id => return CookieRead::Conflict,
+                    _ => found = Some(id),
+                }
+            }
+        }
+        found.map_or(CookieRead::Absent, CookieRead::One)
+    }
+
+    proptest::proptest! {
+        /// Valid, forged and look-alike session cookies among noise, in any spacing, order and
+        /// number of headers: the reader answers exactly as the cookie crate's own splitter.
+        #[test]
+        fn name_prefilter_reads_as_the_full_parse(
+            pieces in proptest::collection::vec((0..9usize, "[ \t]{0,2}", "[ \t]{0,2}", "[ -:<-~]{0,12}"), 0..8),
+            breaks in proptest::collection::vec(proptest::bool::ANY, 8),
+            https: bool,
+        ) {
+            let m = manager();
+            let (a, b) = (SessionId::generate(), SessionId::generate());
+            let (ca, cb) = (m.keys().cookie_value(&a), m.keys().cookie_value(&b));
+            let mut lines = vec![String::new()];
+            for (i, (kind, lead, trail, noise)) in pieces.iter().enumerate() {
+                let piece = match kind {
+                    0 => format!("authgate_session={ca}"),
+                    1 => format!("__Host-authgate_session={ca}"),
+                    2 => format!("__Host-authgate_session={cb}"),
+                    3 => format!("authgate_session {trail}={lead}{ca}"),
+                    4 => format!("authgate_sessionx={ca}"),
+                    5 => format!("__Host-authgate_session=\"{ca}\""),
+                    6 => format!("__Host-authgate_session={noise}"),
+                    7 => format!("__Host-authgate_session{noise}"),
+                    _ => noise.clone(),
+                };
+                let line = lines.last_mut().unwrap();
+                line.push_str(&format!("{lead}{piece}{trail};"));
+                if breaks[i] {
+                    lines.push(String::new());
+                }
+            }
+            let mut h = HeaderMap::new();
+            for l in &lines {
+                if let Ok(v) = l.parse() {
+                    h.append(header::COOKIE, v);
+                }
+            }
+            proptest::prop_assert!(m.read_cookie(&h, https) == read_cookie_unfiltered(&m, &h, https));
         }
     }
 
