@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use http::header;
 use http::HeaderMap;
 use pingora::http::{RequestHeader, ResponseHeader};
+use smallvec::SmallVec;
 
 pub use cache::SessionCache;
 pub use crypto::{IdHash, Keys, SessionId};
@@ -301,45 +302,40 @@ impl SessionManager {
 
     /// The request's cookies without the gateway's, joined as one `Cookie` value.
     pub(crate) fn foreign_cookies(&self, headers: &HeaderMap) -> String {
-        let ours = |part: &str| self.is_our_cookie(part.split('=').next().unwrap_or("").trim());
-        let parts = || {
-            headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|h| h.to_str().ok())
-                .flat_map(|s| s.split(';'))
-                .map(str::trim)
-                .filter(|p| !p.is_empty() && !ours(p))
-        };
-        // Exactly sized, so the header value built from it takes the buffer without another
-        // allocation: one allocation in all.
-        let (n, len) = parts().fold((0usize, 0), |(n, len), p| (n + 1, len + p.len()));
-        let mut kept = String::with_capacity(len + 2 * n.saturating_sub(1));
-        for part in parts() {
-            if !kept.is_empty() {
-                kept.push_str("; ");
+        join_cookies(&self.sift_cookies(headers).0)
+    }
+
+    /// One pass over the `Cookie` headers: the pieces that are not the gateway's (on the
+    /// stack: a browser sends a handful), and whether anything has to go: one of ours, or a
+    /// header that is not text (we cannot tell what it holds, so it does not go upstream).
+    fn sift_cookies<'h>(&self, headers: &'h HeaderMap) -> (SmallVec<[&'h str; 16]>, bool) {
+        let mut kept = SmallVec::new();
+        let mut dropped = false;
+        for h in headers.get_all(header::COOKIE) {
+            let Ok(s) = h.to_str() else {
+                dropped = true;
+                continue;
+            };
+            for piece in s.split(';').map(str::trim) {
+                if self.is_our_cookie(piece.split('=').next().unwrap_or("").trim()) {
+                    dropped = true;
+                } else if !piece.is_empty() {
+                    kept.push(piece);
+                }
             }
-            kept.push_str(part);
         }
-        kept
+        (kept, dropped)
     }
 
     /// Remove the gateway's cookies (session and login transactions) from what the upstream
     /// receives; other cookies stay.
     pub fn strip_cookie(&self, req: &mut RequestHeader) -> pingora::Result<()> {
-        // Every request with cookies passes here: look first, allocate only when one of
+        // Every request with cookies passes here: the header is rewritten only when one of
         // ours (or an unreadable header) has to go.
-        let found = req.headers.get_all(header::COOKIE).iter().any(|h| {
-            // Not text: we cannot tell what it holds, so it does not go upstream.
-            h.to_str().map_or(true, |s| {
-                s.split(';')
-                    .any(|p| self.is_our_cookie(p.split('=').next().unwrap_or("").trim()))
-            })
-        });
-        if !found {
-            return Ok(());
-        }
-        let kept = self.foreign_cookies(&req.headers);
+        let kept = match self.sift_cookies(&req.headers) {
+            (_, false) => return Ok(()),
+            (kept, true) => join_cookies(&kept),
+        };
         req.remove_header(&header::COOKIE);
         if !kept.is_empty() {
             req.insert_header(header::COOKIE, kept)?;
@@ -809,6 +805,20 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
         *b = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+/// Cookie pieces joined as one `Cookie` value, in one exactly sized buffer: the header value
+/// built from it takes it without another allocation.
+fn join_cookies(parts: &[&str]) -> String {
+    let len = parts.iter().map(|p| p.len()).sum::<usize>() + 2 * parts.len().saturating_sub(1);
+    let mut joined = String::with_capacity(len);
+    for part in parts {
+        if !joined.is_empty() {
+            joined.push_str("; ");
+        }
+        joined.push_str(part);
+    }
+    joined
 }
 
 #[cfg(test)]
