@@ -328,7 +328,11 @@ fn single_proto(req: &RequestHeader) -> bool {
 fn ip_value(ip: IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(v4) => {
-            let mut out = Vec::with_capacity(15);
+            // Exactly sized: a `Bytes` made from a full vector takes it as is (one allocation
+            // for the header value, not two).
+            let digits = |o: u8| 1 + usize::from(o >= 10) + usize::from(o >= 100);
+            let mut out =
+                Vec::with_capacity(3 + v4.octets().into_iter().map(digits).sum::<usize>());
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     out.push(b'.');
@@ -629,11 +633,15 @@ mod tests {
             "127.0.0.1",
             "10.20.30.40",
             "255.255.255.255",
+            "1.10.100.9",
             "::1",
             "2001:db8::7",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_value(ip), ip.to_string().into_bytes());
+            if ip.is_ipv4() {
+                assert_eq!(ip_value(ip).capacity(), ip_value(ip).len(), "{ip}");
+            }
         }
     }
 
