@@ -732,6 +732,35 @@ mod tests {
             assert!(is_forwarding_header(n), "{n}");
         }
         assert!(!is_forwarding_header(&"x".repeat(200)));
+        // At and just past the longest name the table can hold; a leading `-` (what any
+        // punctuation canonicalises to) starts no entry.
+        assert!(!is_forwarding_header(&"x".repeat(MAX_FORWARDING_NAME_LEN)));
+        assert!(!is_forwarding_header(
+            &"x".repeat(MAX_FORWARDING_NAME_LEN + 1)
+        ));
+        assert!(!is_forwarding_header("-forwarded"));
+        assert!(!is_forwarding_header("_x-forwarded-for"));
+    }
+
+    #[test]
+    fn every_spelling_of_the_request_id_header_is_dropped_from_an_untrusted_peer() {
+        let f = fwd(&[TRUSTED_NET]);
+        let spellings = [
+            "X-Request-Id",
+            "x_request_id",
+            "X.Request.ID",
+            "X_REQUEST-id",
+            "x~request~id",
+        ];
+        let headers: Vec<(&str, &str)> = spellings.iter().map(|n| (*n, "evil")).collect();
+        let mut r = req_with(&headers);
+        f.inspect(&mut r, Some(UNTRUSTED.parse().unwrap()), false);
+        assert_eq!(r.headers.len(), 0, "{:?}", r.headers);
+        // From a trusted proxy only the exact name stays.
+        let mut r = req_with(&headers);
+        f.inspect(&mut r, Some(TRUSTED.parse().unwrap()), false);
+        let left: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(left, ["x-request-id"]);
     }
 
     /// The check before the length and first-byte filter: canonicalise, then look up.

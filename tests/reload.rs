@@ -69,6 +69,9 @@ async fn a_provider_added_by_sighup_signs_users_in_with_the_new_header_names() {
         routes(app, "")
     );
     reload(&gw, &opts(), &with_provider, "ok").await;
+    // The new provider's discovery runs after the swap; until it answers, sign-in is a 503
+    // with Retry-After (seen in CI on a loaded machine, right after the IdP restarted).
+    gw.wait_ready().await;
     let (cookie, _) = http_login(&gw, "/").await;
     assert!(
         !cookie.is_empty(),

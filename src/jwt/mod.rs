@@ -416,12 +416,16 @@ pub(crate) async fn verify_logout_token(
     rules: &LogoutTokenRules<'_>,
 ) -> Result<LogoutTokenClaims, JwtError> {
     // Explicit typing (§2.4, RFC 8725 §3.11): a token typed as anything else is not ours.
+    // Checked before the signature, so the value is the sender's: it is not echoed into the
+    // log line or the answer.
     fn logout_typ(header: &jsonwebtoken::Header) -> Result<(), JwtError> {
         match &header.typ {
             Some(typ)
                 if !typ.eq_ignore_ascii_case("logout+jwt") && !typ.eq_ignore_ascii_case("JWT") =>
             {
-                Err(JwtError::InvalidClaims(format!("typ {typ}")))
+                Err(JwtError::InvalidClaims(
+                    "typ is neither logout+jwt nor JWT".into(),
+                ))
             }
             _ => Ok(()),
         }
@@ -765,6 +769,46 @@ mod tests {
         );
         let expired = sign_typ(&s, &at(serde_json::json!({"exp": 1000})), Some("at+jwt"));
         assert_eq!(verify_at(&s, &expired, true).err(), Some(JwtError::Expired));
+        // RFC 9068's media type in any ASCII case, with or without `application/`; nothing else.
+        for typ in [
+            "AT+JWT",
+            "At+Jwt",
+            "application/at+jwt",
+            "Application/AT+JWT",
+        ] {
+            let t = sign_typ(&s, &at(serde_json::json!({})), Some(typ));
+            assert!(verify_at(&s, &t, true).is_ok(), "{typ}");
+        }
+        for typ in [
+            "JWT",
+            "at+jwt ",
+            " at+jwt",
+            "at_jwt",
+            "application/at+jwt;x",
+            "",
+            "logout+jwt",
+        ] {
+            let t = sign_typ(&s, &at(serde_json::json!({})), Some(typ));
+            assert_eq!(
+                verify_at(&s, &t, true).err(),
+                Some(JwtError::NotAnAccessToken),
+                "{typ:?}"
+            );
+        }
+        // Where untyped tokens are allowed, any typ is.
+        let jwt = sign_typ(&s, &at(serde_json::json!({})), Some("JWT"));
+        assert!(verify_at(&s, &jwt, false).is_ok());
+        // The type is checked before the key is looked up: a mistyped token with an unknown
+        // key and a broken signature is refused as mistyped, without a key lookup.
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("unknown-kid".into());
+        h.typ = Some("JWT".into());
+        let forged = jsonwebtoken::encode(&h, &at(serde_json::json!({})), &s.key).unwrap();
+        let forged = format!("{}AAAA", &forged[..forged.rfind('.').unwrap() + 1]);
+        assert_eq!(
+            verify_at(&s, &forged, true).err(),
+            Some(JwtError::NotAnAccessToken)
+        );
     }
 
     #[test]
@@ -890,6 +934,27 @@ mod tests {
         for (over, typ, why) in refused {
             assert!(check(over, typ).is_err(), "{why}");
         }
+        // Either accepted type, in any case; absent is allowed (§2.4: "SHOULD" be typed).
+        for typ in ["LOGOUT+JWT", "Logout+Jwt", "jwt"] {
+            assert!(check(serde_json::json!({}), typ).is_ok(), "{typ}");
+        }
+        // A mistyped token is refused before its key is looked up or its signature checked,
+        // and the sender's typ is not repeated in the error (it reaches the log line).
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("unknown-kid".into());
+        h.typ = Some("at+jwt\u{1b}[31m".into());
+        let t = jsonwebtoken::encode(&h, &claims(base.clone()), &s.key).unwrap();
+        let t = format!("{}AAAA", &t[..t.rfind('.').unwrap() + 1]);
+        let err = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(verify_logout_token(&s.jwks, &t, &rules))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            JwtError::InvalidClaims("typ is neither logout+jwt nor JWT".into())
+        );
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl Auth {
             }
         };
         let marker = replay_marker(&claims);
-        let lifetime = remembered_for(&claims, provider, crypto::now_unix());
+        let lifetime = remembered_for(claims.exp, provider.settings.clock_skew, crypto::now_unix());
         let sessions = &self.sessions;
         let ended = match sessions.store.put_new(&marker, b"", lifetime).await {
             Ok(false) => {
@@ -131,16 +131,55 @@ fn replay_marker(claims: &LogoutTokenClaims) -> String {
     format!("jti:{{{}}}", IdHash(crypto::sha256(&id)).hex())
 }
 
-/// How long to remember the jti: as long as the token could be accepted.
-fn remembered_for(claims: &LogoutTokenClaims, provider: &Provider, now: u64) -> Duration {
-    let skew = provider.settings.clock_skew.as_secs();
-    let left = (claims.exp).map_or(MAX_AGE.as_secs(), |exp| exp.saturating_sub(now));
-    Duration::from_secs(left + skew + 1)
+/// Longest a jti is remembered. A logout token lives minutes; an `exp` years ahead (the
+/// provider's value) must not overflow the store's clock arithmetic. Replaying a logout past
+/// this only ends the same provider session again.
+const MAX_REMEMBERED: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long to remember the jti: as long as the token could be accepted, at most
+/// [`MAX_REMEMBERED`].
+fn remembered_for(exp: Option<u64>, skew: Duration, now: u64) -> Duration {
+    let left = exp.map_or(MAX_AGE.as_secs(), |exp| exp.saturating_sub(now));
+    Duration::from_secs(left.saturating_add(skew.as_secs()).saturating_add(1)).min(MAX_REMEMBERED)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jti_is_remembered_while_its_token_lives_and_never_overflows() {
+        let skew = Duration::from_secs(60);
+        let now = 1_700_000_000;
+        assert_eq!(
+            remembered_for(Some(now + 120), skew, now),
+            Duration::from_secs(181)
+        );
+        assert_eq!(
+            remembered_for(None, skew, now),
+            MAX_AGE + Duration::from_secs(61)
+        );
+        assert_eq!(
+            remembered_for(Some(now - 5), skew, now),
+            Duration::from_secs(61)
+        );
+        for exp in [
+            u64::MAX,
+            u64::MAX - 1,
+            10_000_000_000_000_000_000,
+            now + 365 * 24 * 3600,
+        ] {
+            assert_eq!(
+                remembered_for(Some(exp), skew, now),
+                MAX_REMEMBERED,
+                "{exp}"
+            );
+        }
+        assert_eq!(
+            remembered_for(Some(u64::MAX), Duration::MAX, 0),
+            MAX_REMEMBERED
+        );
+    }
 
     #[test]
     fn exactly_one_logout_token() {

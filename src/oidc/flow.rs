@@ -460,7 +460,7 @@ impl Auth {
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
             id_token: Some(id_token.to_string()),
-            access_token_expires_at: tokens.expires_in.map(|s| now + s),
+            access_token_expires_at: tokens.expires_in.map(|s| now.saturating_add(s)),
         };
         (self
             .sessions

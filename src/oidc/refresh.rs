@@ -262,7 +262,7 @@ impl Refresher {
             // Rotation: the new one replaces the spent one; no rotation: keep it.
             refresh_token: resp.refresh_token.or(tokens.refresh_token),
             id_token: resp.id_token.or(tokens.id_token),
-            access_token_expires_at: resp.expires_in.map(|s| now + s),
+            access_token_expires_at: resp.expires_in.map(|s| now.saturating_add(s)),
         };
         self.store_refreshed(current, claims, &fresh).await
     }

@@ -246,17 +246,25 @@ impl SessionManager {
 
     /// Whether `name` is one of the gateway's cookies (session or login transaction), in any
     /// ASCII case: browsers match the `__Host-` prefix case-insensitively.
+    /// Compared as bytes: the name may come from an upstream's `Set-Cookie` and hold any
+    /// UTF-8, and a `str` slice that cuts a character would panic.
     fn is_our_cookie(&self, name: &str) -> bool {
-        let bare = if name.len() >= 7 && name[..7].eq_ignore_ascii_case("__Host-") {
-            &name[7..]
-        } else {
-            name
+        let name = name.as_bytes();
+        let bare = match name.get(..7) {
+            Some(prefix) if prefix.eq_ignore_ascii_case(b"__Host-") => &name[7..],
+            _ => name,
         };
-        let n = self.cookie.name.len();
-        bare.len() >= n
-            && bare.is_char_boundary(n)
-            && bare[..n].eq_ignore_ascii_case(&self.cookie.name)
-            && (bare.len() == n || bare[n..].to_ascii_lowercase().starts_with("_tx_"))
+        let ours = self.cookie.name.as_bytes();
+        match bare.get(..ours.len()) {
+            Some(head) if head.eq_ignore_ascii_case(ours) => {
+                let rest = &bare[ours.len()..];
+                rest.is_empty()
+                    || rest
+                        .get(..4)
+                        .is_some_and(|t| t.eq_ignore_ascii_case(b"_tx_"))
+            }
+            _ => false,
+        }
     }
 
     /// Drop an upstream's `Set-Cookie` for one of the gateway's cookie names: an app must not
@@ -989,6 +997,98 @@ mod tests {
             let h = cookies(&[&v]);
             proptest::prop_assert!(m.read_cookie(&h, true) == CookieRead::One(id));
             proptest::prop_assert!(!m.foreign_cookies(&h).contains("authgate_session"));
+        }
+    }
+
+    #[test]
+    fn cookie_names_in_any_utf8_never_panic_and_only_ours_are_ours() {
+        let m = manager();
+        // Multi-byte characters across the `__Host-` cut (byte 7), the name's end and `_tx_`.
+        for name in [
+            "abcdefé",
+            "abcdef\u{10348}x",
+            "__Host-é",
+            "__Hosté",
+            "é",
+            "",
+            "authgate_sessioné",
+            "authgate_session_té",
+            "authgate_sessio\u{e9}",
+            "__Host-authgate_sessioné",
+        ] {
+            assert!(!m.is_our_cookie(name), "{name}");
+        }
+        for name in [
+            "authgate_session",
+            "AUTHGATE_SESSION",
+            "__host-authgate_session",
+            "__Host-authgate_session_tx_é",
+            "authgate_session_TX_1",
+        ] {
+            assert!(m.is_our_cookie(name), "{name}");
+        }
+        // An upstream's Set-Cookie with such a name is kept, not a panic.
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for v in [
+            "abcdefé=1",
+            "__Hosté=2",
+            "authgate_sessioné=3",
+            "__Host-authgate_session_tx_é=4",
+        ] {
+            resp.append_header(
+                header::SET_COOKIE,
+                http::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        }
+        assert_eq!(m.drop_set_cookie(&mut resp).unwrap(), 1);
+        assert_eq!(resp.headers.get_all(header::SET_COOKIE).iter().count(), 3);
+    }
+
+    proptest::proptest! {
+        /// Any UTF-8 name, from an upstream or a client: an answer, never a panic.
+        #[test]
+        fn is_our_cookie_takes_any_utf8(name in "\\PC{0,24}") {
+            let m = manager();
+            let _ = m.is_our_cookie(&name);
+            let _ = m.is_our_cookie(&format!("__Host-{name}"));
+            let _ = m.is_our_cookie(&format!("authgate_session{name}"));
+        }
+    }
+
+    #[test]
+    fn stripping_keeps_every_other_cookie_in_every_layout() {
+        let m = manager();
+        let strip = |lines: &[&[u8]]| {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            for l in lines {
+                req.append_header("cookie", http::HeaderValue::from_bytes(l).unwrap())
+                    .unwrap();
+            }
+            m.strip_cookie(&mut req).unwrap();
+            req.headers
+                .get_all("cookie")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let cases: &[(&[&[u8]], &[&str])] = &[
+            (&[b"\t authgate_session=v; a=1"], &["a=1"]),
+            (&[b"authgate_session; a=1"], &["a=1"]),
+            (&[b";;  ; __HOST-AUTHGATE_SESSION_TX_ab=1; a=b"], &["a=b"]),
+            (&[b"a=b", b"c=d; authgate_session=x"], &["a=b; c=d"]),
+            (&[b"authgate_session = x ; a=b"], &["a=b"]),
+            (&[b"a=\xff\xfe", b"b=2"], &["b=2"]),
+            (&[b"authgate_session=x"], &[]),
+            // Nothing of ours: left exactly as sent, even with empty pieces.
+            (&[b"a=1;; b=2", b"c=3"], &["a=1;; b=2", "c=3"]),
+            (
+                &[b"authgate_sessionx=1; xauthgate_session=2"],
+                &["authgate_sessionx=1; xauthgate_session=2"],
+            ),
+        ];
+        for (lines, want) in cases {
+            assert_eq!(strip(lines), *want, "{lines:?}");
         }
     }
 

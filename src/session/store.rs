@@ -607,8 +607,12 @@ fn unix_ms() -> u64 {
 }
 
 fn ms(d: Duration) -> u64 {
-    (d.as_millis() as u64).max(1)
+    // Redis takes a signed 64-bit count; a longer lifetime is "for ever" all the same.
+    (d.as_millis().min(i64::MAX as u128) as u64).max(1)
 }
+
+/// What the memory store uses for a lifetime the monotonic clock cannot add.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Redis-side session logic. Each session script touches one key, and the pending-login
 /// scripts only keys of one hash tag, so they run unchanged on a Cluster; `TIME` makes Redis
@@ -1001,18 +1005,20 @@ impl Store {
         match self {
             Store::Memory(m) => {
                 let now = Instant::now();
+                // A lifetime past the clock's range (callers bound theirs) stays "for ever".
+                let until = now.checked_add(ttl).unwrap_or(now + FOREVER);
                 let mut fresh = false;
                 m.map
                     .entry(key.to_string())
                     .and_modify(|e| {
                         if e.1 <= now {
-                            *e = (value.to_vec(), now + ttl);
+                            *e = (value.to_vec(), until);
                             fresh = true;
                         }
                     })
                     .or_insert_with(|| {
                         fresh = true;
-                        (value.to_vec(), now + ttl)
+                        (value.to_vec(), until)
                     });
                 Ok(fresh)
             }
