@@ -995,6 +995,11 @@ async fn cookies_planted_duplicated_or_set_by_the_app() {
         "authgate_session_tx_abc=evil",
         "app=1; Path=/",
         "theme=dark",
+        // Names an upstream may send in any UTF-8: a multi-byte character across the
+        // `__Host-` cut (byte 7) once panicked the gateway-cookie check.
+        "abcdefé=1",
+        "__Hosté=2",
+        "__Host-authgate_session_tx_é=evil",
     ]);
     let extra = format!(
         "\n[upstreams.setter]\nservers = [\"http://{}\"]\n\n[[routes]]\nid = \"setter\"\npath = \"/setter\"\nupstream = \"setter\"\npublic = true\n\n[[routes]]\nid = \"psetter\"\npath = \"/psetter\"\nupstream = \"setter\"\n",
@@ -1118,6 +1123,12 @@ async fn cookies_planted_duplicated_or_set_by_the_app() {
             set.iter().any(|s| s.starts_with("theme=dark")),
             "{path}: {set:?}"
         );
+        for own in ["abcdef", "__Host\u{e9}=2"] {
+            assert!(
+                set.iter().any(|s| s.starts_with(own)),
+                "{path}: {own} lost: {set:?}"
+            );
+        }
     }
     // The session still works afterwards.
     let r = get(std::slice::from_ref(&a));
