@@ -212,40 +212,65 @@ impl Default for IdentityNamespace {
 /// claim can never end a header or start another; other UTF-8 is passed as bytes, as
 /// oauth2-proxy does. `None` if nothing printable is left.
 pub(crate) fn claim_value(s: &str) -> Option<HeaderValue> {
+    clean_claim(s).and_then(|c| HeaderValue::from_bytes(c.as_bytes()).ok())
+}
+
+/// [`claim_value`]'s text: control characters removed, trimmed; `None` if empty.
+fn clean_claim(s: &str) -> Option<String> {
     let clean: String = s.chars().filter(|c| !c.is_control()).collect();
-    let clean = clean.trim();
-    if clean.is_empty() {
-        return None;
+    let trimmed = clean.trim();
+    match trimmed.len() {
+        0 => None,
+        n if n == clean.len() => Some(clean),
+        _ => Some(trimmed.to_string()),
     }
-    HeaderValue::from_bytes(clean.as_bytes()).ok()
 }
 
 impl IdentityHeaders {
     /// The identity headers for `claims` that `provider` vouched for, ready to insert.
     /// Exactly as long as it needs to be: cached sessions and tokens each hold one.
+    ///
+    /// The values are slices of one buffer: one allocation per session instead of one per
+    /// header (plus the shared count each gets when first cloned), and the bytes a request
+    /// copies onto the upstream request sit together.
     pub fn values(&self, provider: &str, claims: &Claims) -> Box<[(OutName, HeaderValue)]> {
-        let mut out = Vec::with_capacity(5);
-        if let (Some(name), Some(v)) = (&self.provider, claim_value(provider)) {
-            out.push((name.clone(), v));
+        let groups = self.groups_joined(claims);
+        let wanted = [
+            (self.provider.as_ref(), Some(provider)),
+            (Some(&self.user), Some(claims.subject.as_str())),
+            (Some(&self.email), claims.email.as_deref()),
+            (Some(&self.groups), Some(groups.as_str())),
+            (
+                Some(&self.preferred_username),
+                claims.preferred_username.as_deref(),
+            ),
+        ];
+        let cleaned: Vec<(&OutName, String)> = wanted
+            .into_iter()
+            .filter_map(|(name, raw)| Some((name?, clean_claim(raw?)?)))
+            .collect();
+        let mut buf = Vec::with_capacity(cleaned.iter().map(|(_, v)| v.len()).sum());
+        let mut ends = Vec::with_capacity(cleaned.len());
+        for (_, v) in &cleaned {
+            buf.extend_from_slice(v.as_bytes());
+            ends.push(buf.len());
         }
-        if let Some(v) = claim_value(&claims.subject) {
-            out.push((self.user.clone(), v));
-        }
-        if let Some(v) = claims.email.as_deref().and_then(claim_value) {
-            out.push((self.email.clone(), v));
-        }
-        if let Some(v) = self.groups_value(claims) {
-            out.push((self.groups.clone(), v));
-        }
-        if let Some(v) = claims.preferred_username.as_deref().and_then(claim_value) {
-            out.push((self.preferred_username.clone(), v));
+        let buf = bytes::Bytes::from(buf);
+        let mut start = 0;
+        let mut out = Vec::with_capacity(cleaned.len());
+        for ((name, _), end) in cleaned.iter().zip(ends) {
+            // Checked as `HeaderValue::from_bytes` checks a claim's value on its own.
+            if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(start..end)) {
+                out.push(((*name).clone(), v));
+            }
+            start = end;
         }
         out.into_boxed_slice()
     }
 
-    /// The groups header: filtered, comma-joined (commas inside a name are dropped so they
-    /// cannot split it), and cut at a group boundary to `max_groups_bytes`.
-    fn groups_value(&self, claims: &Claims) -> Option<HeaderValue> {
+    /// The groups header's text: filtered, comma-joined (commas inside a name are dropped so
+    /// they cannot split it), and cut at a group boundary to `max_groups_bytes`.
+    fn groups_joined(&self, claims: &Claims) -> String {
         let mut joined = String::new();
         let (mut kept, mut eligible) = (0usize, 0usize);
         for g in claims.groups.iter() {
@@ -281,7 +306,7 @@ impl IdentityHeaders {
                 "groups header truncated: set headers.groups_filter or max_groups_bytes"
             );
         }
-        claim_value(&joined)
+        joined
     }
 
     /// All names, so the namespace strips client copies of each.
@@ -435,19 +460,67 @@ mod tests {
             ..Claims::default()
         };
         let h = IdentityHeaders::default();
-        let v = h.groups_value(&claims).unwrap();
+        let v = h.groups_joined(&claims);
         assert!(v.len() <= crate::config::defaults::MAX_GROUPS_BYTES);
         assert!(v
-            .to_str()
-            .unwrap()
             .split(',')
             .all(|g| g.starts_with("group-") && g.len() == 10));
         let only = IdentityHeaders {
             groups_filter: Some(regex::Regex::new("^group-0(1|2)").unwrap()),
             ..IdentityHeaders::default()
         };
-        let v = only.groups_value(&claims).unwrap();
-        assert_eq!(v.to_str().unwrap().split(',').count(), 200);
+        assert_eq!(only.groups_joined(&claims).split(',').count(), 200);
+    }
+
+    /// Every value as `claim_value` makes it on its own, whatever the claims hold: control
+    /// characters, surrounding space, empty or all-control values (no header), UTF-8.
+    #[test]
+    fn values_from_one_buffer_equal_each_claim_alone() {
+        let odd = [
+            "alice",
+            " bob ",
+            "\tcarol\r\n",
+            "\u{0}",
+            "",
+            "  ",
+            "é\u{7f}ü",
+            "x\ny",
+            "\u{1b}[31mred",
+        ];
+        let h = IdentityHeaders {
+            provider: Some(OutName::from_static("x-auth-provider")),
+            ..IdentityHeaders::default()
+        };
+        for (i, a) in odd.iter().enumerate() {
+            for b in odd.iter().skip(i % 3) {
+                let claims = Claims {
+                    subject: a.to_string(),
+                    email: Some(b.to_string()),
+                    preferred_username: Some(format!("{b}{a}")),
+                    groups: [*a, *b, "g"].into_iter().collect(),
+                    ..Claims::default()
+                };
+                let got: Vec<(String, HeaderValue)> = h
+                    .values(b, &claims)
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_string(), v.clone()))
+                    .collect();
+                let alone: Vec<(String, HeaderValue)> = [
+                    ("x-auth-provider", claim_value(b)),
+                    (h.user.as_str(), claim_value(a)),
+                    (h.email.as_str(), claim_value(b)),
+                    (h.groups.as_str(), claim_value(&h.groups_joined(&claims))),
+                    (
+                        h.preferred_username.as_str(),
+                        claim_value(&format!("{b}{a}")),
+                    ),
+                ]
+                .into_iter()
+                .filter_map(|(n, v)| Some((n.to_string(), v?)))
+                .collect();
+                assert_eq!(got, alone, "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]
