@@ -246,6 +246,7 @@ impl SessionManager {
 
     /// Whether `name` is one of the gateway's cookies (session or login transaction), in any
     /// ASCII case: browsers match the `__Host-` prefix case-insensitively.
+    ///
     /// Compared as bytes: the name may come from an upstream's `Set-Cookie` and hold any
     /// UTF-8, and a `str` slice that cuts a character would panic.
     fn is_our_cookie(&self, name: &str) -> bool {
@@ -310,7 +311,7 @@ impl SessionManager {
 
     /// The request's cookies without the gateway's, joined as one `Cookie` value.
     pub(crate) fn foreign_cookies(&self, headers: &HeaderMap) -> String {
-        join_cookies(&self.sift_cookies(headers).0)
+        self.sift_cookies(headers).0.join("; ")
     }
 
     /// One pass over the `Cookie` headers: the pieces that are not the gateway's (on the
@@ -342,7 +343,8 @@ impl SessionManager {
         // ours (or an unreadable header) has to go.
         let kept = match self.sift_cookies(&req.headers) {
             (_, false) => return Ok(()),
-            (kept, true) => join_cookies(&kept),
+            // `join` sizes its buffer exactly: the header value takes it as is.
+            (kept, true) => kept.join("; "),
         };
         req.remove_header(&header::COOKIE);
         if !kept.is_empty() {
@@ -813,20 +815,6 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
         *b = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
     }
     Some(out)
-}
-
-/// Cookie pieces joined as one `Cookie` value, in one exactly sized buffer: the header value
-/// built from it takes it without another allocation.
-fn join_cookies(parts: &[&str]) -> String {
-    let len = parts.iter().map(|p| p.len()).sum::<usize>() + 2 * parts.len().saturating_sub(1);
-    let mut joined = String::with_capacity(len);
-    for part in parts {
-        if !joined.is_empty() {
-            joined.push_str("; ");
-        }
-        joined.push_str(part);
-    }
-    joined
 }
 
 #[cfg(test)]

@@ -386,8 +386,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
-                m.map
-                    .insert(key.to_string(), (value.to_vec(), Instant::now() + ttl));
+                m.map.insert(
+                    key.to_string(),
+                    (value.to_vec(), expiry(Instant::now(), ttl)),
+                );
                 Ok(())
             }
             Store::Redis(r) => {
@@ -611,8 +613,12 @@ fn ms(d: Duration) -> u64 {
     (d.as_millis().min(i64::MAX as u128) as u64).max(1)
 }
 
-/// What the memory store uses for a lifetime the monotonic clock cannot add.
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// When a memory-store entry put at `now` for `ttl` expires. Callers bound their lifetimes;
+/// one past the monotonic clock's range stays "for ever" (100 years) instead of panicking.
+fn expiry(now: Instant, ttl: Duration) -> Instant {
+    const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(ttl).unwrap_or(now + FOREVER)
+}
 
 /// Redis-side session logic. Each session script touches one key, and the pending-login
 /// scripts only keys of one hash tag, so they run unchanged on a Cluster; `TIME` makes Redis
@@ -1005,8 +1011,7 @@ impl Store {
         match self {
             Store::Memory(m) => {
                 let now = Instant::now();
-                // A lifetime past the clock's range (callers bound theirs) stays "for ever".
-                let until = now.checked_add(ttl).unwrap_or(now + FOREVER);
+                let until = expiry(now, ttl);
                 let mut fresh = false;
                 m.map
                     .entry(key.to_string())
@@ -1100,6 +1105,18 @@ mod tests {
             assert!(s.take_pending(id).await.unwrap().is_some(), "{id}");
         }
         assert_eq!(m.pending_logins.get(), 0);
+    }
+
+    #[test]
+    fn memory_expiry_never_overflows_the_clock() {
+        let now = Instant::now();
+        assert_eq!(
+            expiry(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        for ttl in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+            assert!(expiry(now, ttl) > now + Duration::from_secs(50 * 365 * 24 * 3600));
+        }
     }
 
     #[tokio::test(start_paused = true)]
