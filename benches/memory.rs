@@ -54,26 +54,31 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool) -> Arc<UserSession> 
         groups: (0..20).map(|g| format!("team-{g:02}")).collect(),
         ..Claims::default()
     };
+    let record = SessionRecord {
+        v: 2,
+        provider: "corp".into(),
+        claims,
+        created_at: 1_800_000_000,
+        expires_at: 1_800_043_200,
+        sid: Some(format!("sid-{i:016x}").into()),
+        access_expires_at: Some(1_800_000_300),
+        refreshable: true,
+        // Sealed tokens as stored: ~1.8 KB of base64 for an ID token, a JWT access token
+        // and a refresh token; a copy that does not hold them has none.
+        tokens: if tokens {
+            "t".repeat(1800).into()
+        } else {
+            Box::default()
+        },
+    };
+    // Read back from its stored form, as a replica loads it from the store: what a cached
+    // session holds is what deserializing makes, not what this function's `format!`s made.
+    let record: SessionRecord =
+        serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
     Arc::new(UserSession {
         hash: IdHash(hash),
-        headers: headers.values("idp", &claims),
-        record: SessionRecord {
-            v: 2,
-            provider: "corp".into(),
-            claims,
-            created_at: 1_800_000_000,
-            expires_at: 1_800_043_200,
-            sid: Some(format!("sid-{i:016x}").into()),
-            access_expires_at: Some(1_800_000_300),
-            refreshable: true,
-            // Sealed tokens as stored: ~1.8 KB of base64 for an ID token, a JWT access token
-            // and a refresh token; a copy that does not hold them has none.
-            tokens: if tokens {
-                "t".repeat(1800).into()
-            } else {
-                Box::default()
-            },
-        },
+        headers: headers.values("idp", &record.claims),
+        record,
         validated: Validated::now(),
         rev: 1,
         deadline: Instant::now() + Duration::from_secs(3600),
