@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use authgate::identity::Claims;
 use authgate::identity::IdentityHeaders;
-use authgate::session::{IdHash, SessionCache, SessionRecord, UserSession, Validated};
+use authgate::session::{IdHash, SessionCache, SessionRecord, Tick, UserSession, Validated};
 
 // The allocator the authgate binary ships with, so these figures are the binary's.
 #[global_allocator]
@@ -46,11 +46,11 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool) -> Arc<UserSession> 
     let mut hash = [0u8; 32];
     hash[..8].copy_from_slice(&i.to_le_bytes());
     let claims = Claims {
-        subject: format!("user-{i:08}"),
-        email: Some(format!("user-{i:08}@example.com")),
+        subject: format!("user-{i:08}").into(),
+        email: Some(format!("user-{i:08}@example.com").into()),
         email_verified: Some(true),
-        name: Some(format!("User Number {i}")),
-        preferred_username: Some(format!("user{i}")),
+        name: Some(format!("User Number {i}").into()),
+        preferred_username: Some(format!("user{i}").into()),
         groups: (0..20).map(|g| format!("team-{g:02}")).collect(),
         ..Claims::default()
     };
@@ -61,7 +61,7 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool) -> Arc<UserSession> 
         created_at: 1_800_000_000,
         expires_at: 1_800_043_200,
         sid: Some(format!("sid-{i:016x}").into()),
-        access_expires_at: Some(1_800_000_300),
+        access_expires_at: Some(authgate::session::unix_secs_nonzero(1_800_000_300)),
         refreshable: true,
         // Sealed tokens as stored: ~1.8 KB of base64 for an ID token, a JWT access token
         // and a refresh token; a copy that does not hold them has none.
@@ -81,7 +81,7 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool) -> Arc<UserSession> 
         record,
         validated: Validated::now(),
         rev: 1,
-        deadline: Instant::now() + Duration::from_secs(3600),
+        deadline: Tick::at(Instant::now() + Duration::from_secs(3600)),
         epoch: 0,
     })
 }

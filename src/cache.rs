@@ -28,7 +28,7 @@ use crate::flight::SingleFlight;
 
 /// A point on the caches' clock: microseconds since the process's first reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Tick(u64);
+pub struct Tick(u64);
 
 /// The zero of [`Tick`].
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
@@ -45,7 +45,7 @@ impl Tick {
     }
 
     /// `instant` on this clock (the epoch, for an instant before it).
-    pub(crate) fn at(instant: Instant) -> Self {
+    pub fn at(instant: Instant) -> Self {
         Self(instant.saturating_duration_since(*EPOCH).as_micros() as u64)
     }
 

@@ -243,7 +243,7 @@ fn remote_user_value(
 ) -> Result<HeaderValue, Underivable> {
     let claim = r.claim.as_deref();
     let raw = match claim {
-        None => Some(claims.subject.clone()),
+        None => Some(claims.subject.to_string()),
         Some(path) => lookup(provider, claims, path)
             .and_then(|f| render(&f, separator, crate::config::defaults::MAX_CLAIM_BYTES)),
     };
@@ -335,7 +335,7 @@ const STANDARD: [&str; 5] = ["sub", "email", "name", "groups", "preferred_userna
 
 /// A mapped claim by its standard name, or by the provider's name for it.
 fn mapped<'a>(provider: Option<&ClaimNames>, c: &'a Claims, name: &str) -> Option<Found<'a>> {
-    let opt = |s: &'a Option<String>| s.as_deref().map(Found::Str);
+    let opt = |s: &'a Option<Box<str>>| s.as_deref().map(Found::Str);
     match name {
         "sub" => return (!c.sub.is_empty()).then_some(Found::Str(&c.sub)),
         "email" => return opt(&c.email),

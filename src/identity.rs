@@ -22,17 +22,17 @@ pub struct Claims {
     /// The provider's `sub`: stable and unique within its issuer, so sessions, refresh and
     /// revocation key on (provider, `sub`). Empty only in records written before it was kept.
     #[serde(default)]
-    pub sub: String,
+    pub sub: Box<str>,
     /// The user as headers and policy show it: the provider's `user_claim` (`sub` by default).
-    pub subject: String,
+    pub subject: Box<str>,
     /// Only an address the provider verified (`email_verified: true`, or no such claim from a
     /// provider configured with `trust_email`); `None` otherwise.
-    pub email: Option<String>,
+    pub email: Option<Box<str>>,
     /// `Some(true)` exactly when `email` is set; `Some(false)`: the provider sent an address
     /// it did not verify, which is not kept.
     pub email_verified: Option<bool>,
-    pub name: Option<String>,
-    pub preferred_username: Option<String>,
+    pub name: Option<Box<str>>,
+    pub preferred_username: Option<Box<str>>,
     pub groups: crate::strlist::StrList,
     /// Other claims, for per-route policy rules (size-capped at login).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -237,7 +237,7 @@ impl IdentityHeaders {
         let groups = self.groups_joined(claims);
         let wanted = [
             (self.provider.as_ref(), Some(provider)),
-            (Some(&self.user), Some(claims.subject.as_str())),
+            (Some(&self.user), Some(&*claims.subject)),
             (Some(&self.email), claims.email.as_deref()),
             (Some(&self.groups), Some(groups.as_str())),
             (
@@ -494,9 +494,9 @@ mod tests {
         for (i, a) in odd.iter().enumerate() {
             for b in odd.iter().skip(i % 3) {
                 let claims = Claims {
-                    subject: a.to_string(),
-                    email: Some(b.to_string()),
-                    preferred_username: Some(format!("{b}{a}")),
+                    subject: (*a).into(),
+                    email: Some((*b).into()),
+                    preferred_username: Some(format!("{b}{a}").into()),
                     groups: [*a, *b, "g"].into_iter().collect(),
                     ..Claims::default()
                 };

@@ -325,7 +325,7 @@ impl Policy {
         if !self.providers.is_empty() && !self.providers.contains(provider) {
             return Err(Denial::Provider);
         }
-        if !self.users.is_empty() && !self.users.contains(&id.subject) {
+        if !self.users.is_empty() && !self.users.contains(&*id.subject) {
             return Err(Denial::User);
         }
         let verified_email = verified_email(id);

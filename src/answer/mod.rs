@@ -1266,7 +1266,7 @@ mod tests {
         assert!(v.get("access_token").is_none() && v.get("id_token").is_none());
         // Records written before `sub` was kept show the user as sub.
         let old = crate::identity::Claims {
-            sub: String::new(),
+            sub: Box::default(),
             ..claims.clone()
         };
         let who = Outcome::Identity {

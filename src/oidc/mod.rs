@@ -177,12 +177,12 @@ impl ClaimNames {
         }
         Ok(Claims {
             extra,
-            sub: sub.to_string(),
-            subject,
+            sub: sub.into(),
+            subject: subject.into(),
             email_verified: email.as_ref().map(|_| verified),
-            email: email.filter(|_| verified),
-            name: string_claim(sub, other, &self.name),
-            preferred_username: string_claim(sub, other, &self.preferred_username),
+            email: email.filter(|_| verified).map(Into::into),
+            name: string_claim(sub, other, &self.name).map(Into::into),
+            preferred_username: string_claim(sub, other, &self.preferred_username).map(Into::into),
             groups: groups.into_iter().collect(),
         })
     }
@@ -245,7 +245,7 @@ mod tests {
                 &other(json!({"email": "a@x", "email_verified": true})),
             )
             .unwrap();
-        assert_eq!((c.sub.as_str(), c.subject.as_str()), ("u1", "a@x"));
+        assert_eq!((&*c.sub, &*c.subject), ("u1", "a@x"));
         assert_eq!(
             n.map_claims("u1", &other(json!({"email": "a@x"}))),
             Err(ClaimError::UnverifiedUser("email".into()))
@@ -264,10 +264,7 @@ mod tests {
         let c = names("upn", false)
             .map_claims("u1", &other(json!({"upn": "alice@corp", "email": "x@y"})))
             .unwrap();
-        assert_eq!(
-            (c.subject.as_str(), c.email.as_deref()),
-            ("alice@corp", None)
-        );
+        assert_eq!((&*c.subject, c.email.as_deref()), ("alice@corp", None));
     }
 
     #[test]
@@ -308,7 +305,7 @@ mod tests {
             n.map_claims("u1", &other(json!({"upn": "alice@corp"})))
                 .unwrap()
                 .subject,
-            "alice@corp"
+            Box::<str>::from("alice@corp")
         );
     }
 

@@ -48,7 +48,7 @@ pub(crate) enum Need {
 
 /// Pure decision, unit-tested.
 pub(crate) fn need(record: &SessionRecord, now: u64, lead: Duration) -> Need {
-    match record.access_expires_at {
+    match record.access_expires_at.map(std::num::NonZeroU64::get) {
         Some(exp) if record.refreshable => {
             if exp <= now {
                 Need::Now
@@ -64,7 +64,7 @@ pub(crate) fn need(record: &SessionRecord, now: u64, lead: Duration) -> Need {
 
 /// Whether the access token is unexpired at `now` (the store's clock).
 fn still_valid(s: &UserSession, now: u64) -> bool {
-    s.record.access_expires_at.is_none_or(|exp| exp > now)
+    s.record.access_expires_at.is_none_or(|exp| exp.get() > now)
 }
 
 /// How a refresh ended, shared by every request that waited for it.
@@ -241,7 +241,7 @@ impl Refresher {
     /// check and map the identity again, store the new tokens.
     async fn refresh_current(&self, current: &Arc<UserSession>) -> Result<Outcome, Stop> {
         let provider = (self.providers.iter())
-            .find(|p| p.id() == current.record.provider)
+            .find(|p| p.id() == &*current.record.provider)
             .ok_or(Stop::End("provider no longer configured"))?;
         let discovery = provider.discovery().ok_or(Stop::Fallback)?;
         let tokens = (self.sessions.tokens(current)).ok_or(Stop::End("tokens unreadable"))?;
@@ -331,9 +331,9 @@ enum Stop {
 /// subject (user_claim was `sub` then, or sessions ended at their first refresh).
 fn known_sub(claims: &Claims) -> String {
     if claims.sub.is_empty() {
-        claims.subject.clone()
+        claims.subject.to_string()
     } else {
-        claims.sub.clone()
+        claims.sub.to_string()
     }
 }
 
@@ -433,7 +433,7 @@ mod tests {
             created_at: 0,
             expires_at: u64::MAX,
             sid: None,
-            access_expires_at: exp,
+            access_expires_at: exp.map(crate::session::unix_secs_nonzero),
             refreshable,
             tokens: Box::default(),
         }

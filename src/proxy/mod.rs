@@ -245,7 +245,8 @@ impl Gateway {
         }
         let s = match auth.session(req.headers, req.https).await {
             Ok(Some(s))
-                if route.providers.is_empty() || route.providers.contains(&s.record.provider) =>
+                if route.providers.is_empty()
+                    || route.providers.iter().any(|p| **p == *s.record.provider) =>
             {
                 s
             }
@@ -662,7 +663,7 @@ impl ProxyHttp for Gateway {
                 let vouched = ctx
                     .session
                     .as_ref()
-                    .map(|s| (s.record.provider.as_str(), &s.record.claims))
+                    .map(|s| (&*s.record.provider, &s.record.claims))
                     .or(ctx
                         .bearer
                         .as_ref()
@@ -943,11 +944,8 @@ fn access_log(
         .and(ctx.server.as_ref())
         .and_then(|s| s.authority().to_str().ok());
     let (user, provider) = match (&ctx.session, &ctx.bearer) {
-        (Some(s), _) => (
-            Some(s.record.claims.subject.as_str()),
-            Some(s.record.provider.as_str()),
-        ),
-        (None, Some(b)) => (Some(b.claims.subject.as_str()), Some(b.provider.as_str())),
+        (Some(s), _) => (Some(&*s.record.claims.subject), Some(&*s.record.provider)),
+        (None, Some(b)) => (Some(&*b.claims.subject), Some(b.provider.as_str())),
         (None, None) => (None, None),
     };
     // Visible ASCII only (`to_str`), bounded; the formatter escapes quotes and backslashes.

@@ -88,7 +88,7 @@ impl SessionCache {
         // Insert, then re-check: an invalidation between the check and the insert bumps the
         // generation, and the entry it might have missed is removed here.
         let hash = session.hash;
-        let until = Tick::at(session.deadline);
+        let until = session.deadline;
         if self.map.insert(hash, session, until)
             && self.generation.load(Ordering::Acquire) != generation_at_load
         {
@@ -161,7 +161,7 @@ mod tests {
             headers: Box::default(),
             validated: Validated::now(),
             rev: 1,
-            deadline: Instant::now() + Duration::from_secs(3600),
+            deadline: Tick::at(Instant::now() + Duration::from_secs(3600)),
             epoch: 0,
         })
     }
@@ -196,7 +196,7 @@ mod tests {
     fn expired_session_is_no_candidate() {
         let c = SessionCache::new(Duration::from_secs(30), 100, true);
         let mut s = session(6);
-        Arc::get_mut(&mut s).unwrap().deadline = Instant::now();
+        Arc::get_mut(&mut s).unwrap().deadline = Tick::at(Instant::now());
         c.insert(s, c.generation());
         assert!(c.candidate(&IdHash([6; 32])).is_none());
         c.sweep();

@@ -21,9 +21,10 @@ use http::HeaderMap;
 use pingora::http::{RequestHeader, ResponseHeader};
 use smallvec::SmallVec;
 
+pub use crate::cache::Tick;
 pub use cache::SessionCache;
 pub use crypto::{IdHash, Keys, SessionId};
-pub use model::{SessionRecord, Tokens, UserSession, Validated};
+pub use model::{unix_secs_nonzero, SessionRecord, Tokens, UserSession, Validated};
 pub use store::{Store, StoreError, Update};
 
 use crate::identity::{Claims, IdentityHeaders};
@@ -448,7 +449,7 @@ impl SessionManager {
             record,
             validated: Validated::now(),
             rev: stored.rev,
-            deadline: now + stored.remaining,
+            deadline: Tick::at(now + stored.remaining),
             epoch: self.epoch,
         })))
     }
@@ -472,7 +473,7 @@ impl SessionManager {
     ) -> Result<Vec<u8>, StoreError> {
         let plain = serde_json::to_vec(tokens).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let record = SessionRecord {
-            access_expires_at: tokens.access_token_expires_at,
+            access_expires_at: tokens.access_token_expires_at.map(unix_secs_nonzero),
             refreshable: tokens.refresh_token.is_some(),
             tokens: self.keys.seal(hash, &plain).into(),
             ..base
@@ -495,7 +496,7 @@ impl SessionManager {
         let user_key = user_index(provider, &claims.sub);
         let base = SessionRecord {
             v: 3,
-            provider: provider.to_string(),
+            provider: provider.into(),
             claims,
             created_at: now,
             expires_at: now + self.cookie.absolute_timeout.as_secs(),
@@ -630,17 +631,17 @@ impl SessionManager {
                 hash,
                 SessionInfo {
                     id: member,
-                    provider: r.provider,
+                    provider: r.provider.into(),
                     sub: if r.claims.sub.is_empty() {
-                        r.claims.subject.clone()
+                        r.claims.subject.to_string()
                     } else {
-                        r.claims.sub
+                        r.claims.sub.into()
                     },
-                    subject: r.claims.subject,
-                    email: r.claims.email,
+                    subject: r.claims.subject.into(),
+                    email: r.claims.email.map(Into::into),
                     created_at: r.created_at,
                     expires_at: stored.deadline_unix_ms / 1000,
-                    access_token_expires_at: r.access_expires_at,
+                    access_token_expires_at: r.access_expires_at.map(std::num::NonZeroU64::get),
                     refreshable: r.refreshable,
                 },
             ));
@@ -830,7 +831,7 @@ mod tests {
             let mut c: Claims =
                 serde_json::from_str(&raw.replace("false,\"name", &format!("{verdict},\"name")))
                     .unwrap();
-            assert_eq!(c.sub, "", "no sub in v2 records");
+            assert_eq!(&*c.sub, "", "no sub in v2 records");
             upgrade_claims(&mut c);
             assert_eq!(c.email.is_some(), kept, "email_verified {verdict}");
         }
@@ -1174,7 +1175,7 @@ mod tests {
             // Clear metadata stays either way: refresh decides on it without the tokens.
             assert_eq!(
                 (s.record.access_expires_at, s.record.refreshable),
-                (Some(1), true)
+                (Some(unix_secs_nonzero(1)), true)
             );
             // Logout and refresh read the store, which has them either way.
             let reloaded = m.reload(&s.hash).await.unwrap().unwrap();
