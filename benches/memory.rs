@@ -1,9 +1,10 @@
 //! Memory: resident memory per cached session (at 100 000 and 1 000 000 sessions), the
 //! idle RSS of a running gateway, and what a flood of anonymous logins costs it.
 //!
-//! Sessions are built as the gateway builds them after a login (identity in 20 groups, email,
-//! name, identity headers ready to insert), their header values cloned once as a served
-//! request clones them, and inserted into a [`SessionCache`]; the figure is
+//! Sessions are built as a replica builds them from the store (identity in 20 groups, email,
+//! name; the record read back from its JSON; identity headers ready to insert), their header
+//! values cloned once as a served request clones them, and inserted into a [`SessionCache`];
+//! the figure is
 //! the growth of this process's RSS divided by the number of sessions. Two kinds of cached
 //! copy: the default, without the tokens, and the one a config with a `pass_access_token` or
 //! `id_token` route caches, which holds the sealed ID, access and refresh tokens (~1.8 KB).
