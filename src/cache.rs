@@ -46,12 +46,17 @@ impl Tick {
 
     /// `instant` on this clock (the epoch, for an instant before it).
     pub fn at(instant: Instant) -> Self {
-        Self(instant.saturating_duration_since(*EPOCH).as_micros() as u64)
+        Self::from_duration(instant.saturating_duration_since(*EPOCH))
+    }
+
+    /// A duration in micros, saturating (`as u64` would wrap a huge one to a small one).
+    fn from_duration(d: Duration) -> Self {
+        Self(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     }
 
     /// `d` after `self`, saturating.
     pub(crate) fn after(self, d: Duration) -> Self {
-        Self(self.0.saturating_add(d.as_micros() as u64))
+        Self(self.0.saturating_add(Self::from_duration(d).0))
     }
 
     /// A deadline given in unix seconds (a token's `exp`), on this clock, to the microsecond:
@@ -313,5 +318,11 @@ mod tests {
             u64::MAX
         );
         assert!(Tick::at(Instant::now()) >= Tick::from_micros(0));
+        // A duration beyond u64 micros saturates instead of wrapping to a near deadline (a
+        // session with an enormous absolute timeout must not leave the cache at once).
+        let huge = Duration::from_micros(u64::MAX) + Duration::from_secs(1);
+        assert_eq!(t.after(huge).micros(), u64::MAX);
+        assert_eq!(Tick::from_micros(0).after(Duration::MAX).micros(), u64::MAX);
+        assert_eq!(Tick::now().after(Duration::MAX).micros(), u64::MAX);
     }
 }

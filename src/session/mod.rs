@@ -442,14 +442,14 @@ impl SessionManager {
         if !tokens {
             record.tokens = Box::default();
         }
-        let now = Instant::now();
         Ok(Some(Arc::new(UserSession {
             hash: *hash,
             headers: self.headers.values(&record.provider, &record.claims),
             record,
             validated: Validated::now(),
             rev: stored.rev,
-            deadline: Tick::at(now + stored.remaining),
+            // Saturating, and on the clock the cache judges it by.
+            deadline: Tick::now().after(stored.remaining),
             epoch: self.epoch,
         })))
     }
