@@ -2,7 +2,8 @@
 //! idle RSS of a running gateway, and what a flood of anonymous logins costs it.
 //!
 //! Sessions are built as a replica builds them from the store (identity in 20 groups, email,
-//! name; the record read back from its JSON; identity headers ready to insert), their header
+//! name, and the four other claims of a Keycloak ID token; the record read back from its JSON;
+//! identity headers ready to insert), their header
 //! values cloned once as a served request clones them, and inserted into a [`SessionCache`];
 //! the figure is
 //! the growth of this process's RSS divided by the number of sessions. Two kinds of cached
@@ -53,6 +54,20 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool) -> Arc<UserSession> 
         name: Some(format!("User Number {i}").into()),
         preferred_username: Some(format!("user{i}").into()),
         groups: (0..20).map(|g| format!("team-{g:02}")).collect(),
+        // What a Keycloak ID token carries besides the mapped and protocol claims, kept for
+        // policy rules and claim headers.
+        extra: [
+            ("given_name", serde_json::json!("User")),
+            ("family_name", serde_json::json!(format!("Number {i}"))),
+            ("acr", serde_json::json!("1")),
+            (
+                "session_state",
+                serde_json::json!(format!("{i:08x}-1c2d-4e5f-8a9b-0c1d2e3f4a5b")),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
         ..Claims::default()
     };
     let record = SessionRecord {

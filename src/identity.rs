@@ -35,8 +35,8 @@ pub struct Claims {
     pub preferred_username: Option<Box<str>>,
     pub groups: crate::strlist::StrList,
     /// Other claims, for per-route policy rules (size-capped at login).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "crate::claimmap::ClaimMap::is_empty")]
+    pub extra: crate::claimmap::ClaimMap,
 }
 
 /// Defaults compatible with oauth2-proxy's headers plus our own namespace (defined in

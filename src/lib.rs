@@ -17,6 +17,8 @@
 //! - `claim_headers`: claims and tokens as headers per route (claims map, `OIDC_CLAIM_`-style
 //!   prefix, ID token, `REMOTE_USER`, Basic auth, `X-Auth-Request-*`).
 //! - [`session`]: server-side sessions: cookie MAC, memory/Redis store, coherent cache.
+//! - [`strlist`], [`claimmap`]: the compact, exactly sized forms a cached session keeps its
+//!   groups and its other claims in.
 //! - [`oidc`]: providers (discovery, JWKS refresh), the login/callback/logout flow, redirects.
 //! - [`jwt`]: JWT verification against a cached JWKS.
 //! - [`fetch`]: bounded reads of a provider's answers (discovery, JWKS, token, userinfo).
@@ -71,6 +73,7 @@ pub(crate) mod backoff;
 pub(crate) mod cache;
 pub(crate) mod certs;
 pub(crate) mod claim_headers;
+pub mod claimmap;
 pub mod config;
 pub(crate) mod connections;
 pub(crate) mod crypto;

@@ -176,7 +176,7 @@ impl ClaimNames {
             extra.insert(k.clone(), v.clone());
         }
         Ok(Claims {
-            extra,
+            extra: extra.into_iter().collect(),
             sub: sub.into(),
             subject: subject.into(),
             email_verified: email.as_ref().map(|_| verified),

@@ -111,11 +111,44 @@ mod tests {
     /// Every cached session is one `Arc<UserSession>` for as long as it is cached (a million
     /// of them in a large deployment). With the `Arc`'s two counts it fits mimalloc's 320-byte
     /// size class; at 305 bytes or more it takes the 384-byte one, 64 bytes more per session.
-    /// A field added here should be paid for elsewhere in the struct.
+    /// A field added here should be paid for elsewhere in the struct. (Sizes of a 64-bit
+    /// target.)
     #[test]
+    #[cfg(target_pointer_width = "64")]
     fn user_session_fits_its_allocator_block() {
         let arc = std::mem::size_of::<UserSession>() + 2 * std::mem::size_of::<usize>();
         assert!(arc <= 320, "Arc<UserSession> is {arc} bytes");
+    }
+
+    /// Records in the store are read and written by every replica, old and new: the compact
+    /// types (`Box<str>`, `StrList`, `ClaimMap`, `NonZeroU64`) must write back, byte for byte,
+    /// what the `String`, `Vec<String>`, `BTreeMap` and `u64` fields wrote.
+    #[test]
+    fn stored_records_read_and_write_back_byte_for_byte() {
+        let full = concat!(
+            r#"{"v":2,"provider":"corp","claims":{"sub":"s-1","subject":"ada@example.com","#,
+            r#""email":"ada@example.com","email_verified":true,"name":"Ada Lovelace","#,
+            r#""preferred_username":"ada","groups":["admins","","dev ops","é,ü"],"#,
+            r#""extra":{"acr":"1","family_name":"Lovelace","given_name":"Ada","#,
+            r#""realm_access":{"roles":["a","b"]},"session_state":"x-y","ü":null}},"#,
+            r#""created_at":1800000000,"expires_at":18446744073709551615,"sid":"sid-1","#,
+            r#""access_expires_at":18446744073709551615,"refreshable":true,"tokens":"sealed"}"#
+        );
+        let bare = concat!(
+            r#"{"v":2,"provider":"p","claims":{"sub":"","subject":"u","email":null,"#,
+            r#""email_verified":null,"name":null,"preferred_username":null,"groups":[]},"#,
+            r#""created_at":0,"expires_at":0,"refreshable":false,"tokens":""}"#
+        );
+        for stored in [full, bare] {
+            let r: SessionRecord = serde_json::from_str(stored).unwrap();
+            assert_eq!(serde_json::to_string(&r).unwrap(), stored);
+        }
+        // Written by a version before `sub` was kept, and with the optional keys absent.
+        let old = r#"{"v":1,"provider":"p","claims":{"subject":"u","groups":["g"]},"created_at":0,"expires_at":0,"tokens":""}"#;
+        let r: SessionRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((&*r.claims.sub, &*r.claims.subject), ("", "u"));
+        assert!(r.claims.email.is_none() && r.claims.extra.is_empty() && !r.refreshable);
+        assert_eq!(r.claims.groups.iter().collect::<Vec<_>>(), ["g"]);
     }
 
     #[test]

@@ -1,0 +1,232 @@
+//! A compact, immutable map from claim name to JSON value: the claims a session keeps beside
+//! the mapped ones, for policy rules and claim headers.
+//!
+//! Every cached session holds it for as long as it is cached. A `BTreeMap` allocates a whole
+//! 11-slot node for its first entry (~640 bytes), so the four other claims of a Keycloak ID
+//! token (`given_name`, `family_name`, `acr`, `session_state`) cost more than the rest of the
+//! session's claims together. A [`ClaimMap`] is one exactly sized slice of entries sorted by
+//! name: 4 entries take 192 bytes. Lookups are a binary search; it reads, iterates (in name
+//! order) and serializes as the map it was (a JSON object in stored records, unchanged).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClaimMap {
+    /// Sorted by name, names unique.
+    entries: Box<[(Box<str>, Value)]>,
+}
+
+impl ClaimMap {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        let i = self
+            .entries
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()?;
+        Some(&self.entries[i].1)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The claims in name order, as a `BTreeMap` iterates them.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> + '_ {
+        self.entries.iter().map(|(k, v)| (&**k, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Sets `name` (rebuilding the slice: for building claims, not for a hot path); the
+    /// value it replaces, if any.
+    pub fn insert(&mut self, name: Box<str>, value: Value) -> Option<Value> {
+        let old = self.remove(&name);
+        let entries = std::mem::take(&mut self.entries).into_vec();
+        *self = entries.into_iter().chain([(name, value)]).collect();
+        old
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        let i = self
+            .entries
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()?;
+        let mut entries = std::mem::take(&mut self.entries).into_vec();
+        let (_, v) = entries.remove(i);
+        *self = entries.into_iter().collect();
+        Some(v)
+    }
+}
+
+/// `value` in exactly sized blocks: a JSON array read from a token or a record grows as it is
+/// read (5 elements hold 8 slots), and a collected or shrunk vector may keep its block.
+fn compact(value: Value) -> Value {
+    match value {
+        Value::Array(items) => {
+            let mut exact = Vec::with_capacity(items.len());
+            exact.extend(items.into_iter().map(compact));
+            Value::Array(exact)
+        }
+        Value::String(s) if s.capacity() > s.len() => Value::String(s.as_str().to_owned()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, compact(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// Later entries win over earlier ones with the same name, as inserting into a map does.
+impl<K: Into<Box<str>>> FromIterator<(K, Value)> for ClaimMap {
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(claims: I) -> Self {
+        let mut all: Vec<(Box<str>, Value)> =
+            claims.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        // Stable: of equal names, the last one given stays last, and is the one kept.
+        all.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let mut exact: Vec<(Box<str>, Value)> = Vec::with_capacity(all.len());
+        for (k, v) in all {
+            match exact.last_mut() {
+                Some(last) if last.0 == k => last.1 = compact(v),
+                _ => exact.push((k, compact(v))),
+            }
+        }
+        // Exactly sized, not shrunk in place (see `compact`).
+        if exact.len() < exact.capacity() {
+            let mut fit = Vec::with_capacity(exact.len());
+            fit.extend(exact);
+            exact = fit;
+        }
+        Self {
+            entries: exact.into_boxed_slice(),
+        }
+    }
+}
+
+impl fmt::Debug for ClaimMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for ClaimMap {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for ClaimMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(std::collections::BTreeMap::<String, Value>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn pairs() -> Vec<(String, Value)> {
+        vec![
+            ("given_name".into(), json!("Ada")),
+            ("acr".into(), json!("1")),
+            ("roles".into(), json!(["a", "b", "c"])),
+            ("".into(), json!(null)),
+            ("realm_access".into(), json!({"roles": ["x"], "n": 1})),
+            ("acr".into(), json!("2")),
+            ("Zeta".into(), json!(false)),
+            ("ü".into(), json!(1.5)),
+        ]
+    }
+
+    #[test]
+    fn reads_iterates_and_serializes_as_a_btreemap() {
+        let m: ClaimMap = pairs().into_iter().collect();
+        let b: BTreeMap<String, Value> = pairs().into_iter().collect();
+        assert_eq!(m.len(), b.len());
+        assert!(m
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .eq(b.clone()));
+        for (k, v) in &b {
+            assert_eq!(m.get(k), Some(v), "{k}");
+            assert!(m.contains_key(k));
+        }
+        assert_eq!(m.get("acr"), Some(&json!("2")), "the later of two wins");
+        assert_eq!(m.get("missing"), None);
+        assert_eq!(m.get("ac"), None);
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            serde_json::to_string(&b).unwrap()
+        );
+        let back: ClaimMap = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(format!("{m:?}"), format!("{b:?}"));
+        let empty = ClaimMap::default();
+        assert!(empty.is_empty() && empty.get("").is_none());
+        assert_eq!(serde_json::to_string(&empty).unwrap(), "{}");
+        for bad in ["[]", "1", r#"{"a":1,"#, "null"] {
+            assert!(serde_json::from_str::<ClaimMap>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn insert_and_remove_keep_it_a_map() {
+        let mut m: ClaimMap = pairs().into_iter().collect();
+        let mut b: BTreeMap<String, Value> = pairs().into_iter().collect();
+        assert_eq!(
+            m.insert("acr".into(), json!(3)),
+            b.insert("acr".into(), json!(3))
+        );
+        assert_eq!(
+            m.insert("new".into(), json!("n")),
+            b.insert("new".into(), json!("n"))
+        );
+        assert_eq!(m.remove("roles"), b.remove("roles"));
+        assert_eq!(m.remove("roles"), None);
+        assert!(m.iter().map(|(k, v)| (k.to_string(), v.clone())).eq(b));
+    }
+
+    #[test]
+    fn values_are_kept_exactly_sized() {
+        let mut grown = Vec::new();
+        for i in 0..5 {
+            grown.push(json!(i));
+        }
+        assert!(grown.capacity() > grown.len());
+        let m: ClaimMap = [("a", Value::Array(grown)), ("b", json!({"c": [1, 2, 3]}))]
+            .into_iter()
+            .collect();
+        let Some(Value::Array(a)) = m.get("a") else {
+            panic!("an array")
+        };
+        assert_eq!((a.len(), a.capacity()), (5, 5));
+        assert_eq!(m.get("b"), Some(&json!({"c": [1, 2, 3]})));
+    }
+
+    proptest::proptest! {
+        /// Any claims, with repeated and odd names, read back as a `BTreeMap` built from the
+        /// same pairs does, and serialize to the same JSON.
+        #[test]
+        fn any_claims_behave_as_a_btreemap(
+            pairs in proptest::collection::vec(("[a-c]{0,2}|\\PC{0,3}", proptest::num::i64::ANY), 0..12),
+            probe in "[a-c]{0,2}",
+        ) {
+            let pairs: Vec<(String, Value)> = pairs.into_iter().map(|(k, n)| (k, json!(n))).collect();
+            let m: ClaimMap = pairs.clone().into_iter().collect();
+            let b: BTreeMap<String, Value> = pairs.into_iter().collect();
+            proptest::prop_assert_eq!(m.get(&probe), b.get(&probe));
+            proptest::prop_assert_eq!(m.len(), b.len());
+            proptest::prop_assert_eq!(serde_json::to_string(&m).unwrap(), serde_json::to_string(&b).unwrap());
+        }
+    }
+}
