@@ -84,10 +84,13 @@ fn compact(value: Value) -> Value {
 }
 
 /// Later entries win over earlier ones with the same name, as inserting into a map does.
-impl<K: Into<Box<str>>> FromIterator<(K, Value)> for ClaimMap {
+impl<K: AsRef<str>> FromIterator<(K, Value)> for ClaimMap {
     fn from_iter<I: IntoIterator<Item = (K, Value)>>(claims: I) -> Self {
-        let mut all: Vec<(Box<str>, Value)> =
-            claims.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        // Names copied into exact blocks (a `String` with spare room would be shrunk in place).
+        let mut all: Vec<(Box<str>, Value)> = claims
+            .into_iter()
+            .map(|(k, v)| (Box::from(k.as_ref()), v))
+            .collect();
         // Stable: of equal names, the last one given stays last, and is the one kept.
         all.sort_by(|(a, _), (b, _)| a.cmp(b));
         let mut exact: Vec<(Box<str>, Value)> = Vec::with_capacity(all.len());

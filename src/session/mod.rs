@@ -416,6 +416,10 @@ impl SessionManager {
         tokens: bool,
     ) -> Result<Option<Arc<UserSession>>, StoreError> {
         let started = Instant::now();
+        // Before the store is asked: it counts the time left when it answers, later than
+        // this, so a deadline counted from here is never late (a slow reply or the decoding
+        // cannot stretch it past the session's end).
+        let asked = Tick::now();
         let checked = self
             .store
             .session_check(
@@ -448,8 +452,9 @@ impl SessionManager {
             record,
             validated: Validated::now(),
             rev: stored.rev,
-            // Saturating, and on the clock the cache judges it by.
-            deadline: Tick::now().after(stored.remaining),
+            // Saturating, on the clock the cache judges it by; less the millisecond Redis
+            // floors its clock to.
+            deadline: asked.after(stored.remaining.saturating_sub(Duration::from_millis(1))),
             epoch: self.epoch,
         })))
     }
