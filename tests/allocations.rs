@@ -1,4 +1,5 @@
-//! Allocations per request on the cached session path must not grow.
+//! Allocations per request on the cached session path must not grow, nor what each cached
+//! session keeps on the heap.
 //!
 //! Timings are no CI check (they depend on the machine); the number of heap allocations the
 //! per-request auth work makes is exact and machine-independent, so it is the in-process figure
@@ -129,4 +130,66 @@ fn cached_session_path_allocations_do_not_grow() {
         "{per_request:.2} allocations per request on the cached session path, the budget is {BUDGET}: \
          find the new allocation (e.g. `valgrind --tool=dhat`) rather than raising the budget"
     );
+}
+
+/// Heap blocks and bytes a cached session keeps, built as a replica builds it from the store
+/// (the record read from its JSON: 20 groups, email, name and the four other claims of a
+/// Keycloak ID token; identity headers ready to insert, their values cloned once as a served
+/// request clones them). Exact and machine-independent like the count above; the RSS figures
+/// are `benches/memory.rs`'. Lower these when a change saves some; raise them only for a
+/// per-session cost a feature needs, and say so in its commit. (Requested bytes: the allocator's rounding is the bench's to show, and
+/// `UserSession`'s own size class is held by a unit test beside it.)
+const SESSION_BLOCKS: u64 = 21;
+const SESSION_BYTES: u64 = 1_288;
+
+#[test]
+fn a_cached_session_holds_no_more_than_it_did() {
+    use authgate::identity::IdentityHeaders;
+    use authgate::session::{IdHash, SessionRecord, Tick, UserSession, Validated};
+    use std::sync::Arc;
+
+    let record = concat!(
+        r#"{"v":2,"provider":"corp","claims":{"sub":"f1e2d3c4-0000-4a5b-9c8d-7e6f5a4b3c2d","#,
+        r#""subject":"user-00123456","email":"user-00123456@example.com","email_verified":true,"#,
+        r#""name":"User Number 123456","preferred_username":"user123456","groups":["team-00","#,
+        r#""team-01","team-02","team-03","team-04","team-05","team-06","team-07","team-08","#,
+        r#""team-09","team-10","team-11","team-12","team-13","team-14","team-15","team-16","#,
+        r#""team-17","team-18","team-19"],"extra":{"acr":"1","family_name":"Number 123456","#,
+        r#""given_name":"User","session_state":"0001e240-1c2d-4e5f-8a9b-0c1d2e3f4a5b"}},"#,
+        r#""created_at":1800000000,"expires_at":1800043200,"sid":"sid-000000000001e240","#,
+        r#""access_expires_at":1800000300,"refreshable":true,"tokens":""}"#
+    );
+    let headers = IdentityHeaders::default();
+    const N: u64 = 100;
+    let mut kept: Vec<Arc<UserSession>> = Vec::with_capacity(N as usize);
+    let counted = allocation_counter::measure(|| {
+        for _ in 0..N {
+            let record: SessionRecord = serde_json::from_str(record).unwrap();
+            let s = Arc::new(UserSession {
+                hash: IdHash([1; 32]),
+                headers: headers.values(&record.provider, &record.claims),
+                record,
+                validated: Validated::now(),
+                rev: 1,
+                deadline: Tick::at(std::time::Instant::now()),
+                epoch: 0,
+            });
+            for (_, v) in s.headers.iter() {
+                drop(v.clone());
+            }
+            kept.push(s);
+        }
+    });
+    let (blocks, bytes) = (
+        counted.count_current as f64 / N as f64,
+        counted.bytes_current as f64 / N as f64,
+    );
+    println!("a cached session keeps {blocks:.1} heap blocks, {bytes:.0} bytes");
+    assert!(
+        blocks <= SESSION_BLOCKS as f64 && bytes <= SESSION_BYTES as f64,
+        "a cached session keeps {blocks:.1} heap blocks and {bytes:.0} bytes, the budget is \
+         {SESSION_BLOCKS} and {SESSION_BYTES}: a per-session cost grew (every cached session \
+         pays it; see README, Memory)"
+    );
+    drop(kept);
 }
