@@ -7,6 +7,11 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+/// The longest duration any key takes. Longer is a typo, and deadlines, unix times and
+/// multiples computed from it (`Instant + d`, `now + d`, `cache_max_age * 2`) could overflow.
+/// `"100y"` exactly (humantime's years are 365.25 days).
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
 // ---------------------------------------------------------------------------------------
 // [server]
 

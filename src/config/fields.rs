@@ -24,7 +24,11 @@ pub(super) fn duration(
     match v {
         None => default,
         Some(s) => match humantime::parse_duration(s.get_ref()) {
-            Ok(d) => d,
+            Ok(d) if d <= super::defaults::MAX_DURATION => d,
+            Ok(_) => {
+                rep.error(key, span(s), "longer than 100 years");
+                default
+            }
             Err(e) => {
                 rep.error(
                     key,

@@ -214,6 +214,38 @@ mod tests {
 
     const UP: &str = "[upstreams.app]\nservers = [\"http://127.0.0.1:3000\"]\n";
 
+    /// Every duration key goes through one reader, which refuses more than 100 years with
+    /// its line: such a value used to overflow `cache_max_age * 2` (a panic in `authgate
+    /// check`) or a session's deadline arithmetic.
+    #[test]
+    fn durations_beyond_a_century_are_refused_with_their_line() {
+        for (section, key) in [
+            ("session", "cache_max_age"),
+            ("session", "absolute_timeout"),
+            ("session", "idle_timeout"),
+            ("server", "grace_period"),
+        ] {
+            for huge in ["500000000000y", "101y", "18446744073709551615s"] {
+                let e = errs(&format!("[{section}]\n{key} = \"{huge}\"\n"));
+                assert!(
+                    e.iter().any(|e| e.key == format!("{section}.{key}")
+                        && e.line == 2
+                        && e.message.contains("100 years")),
+                    "{section}.{key} = {huge}: {e:?}"
+                );
+            }
+        }
+        let c = parse(
+            Path::new("t.toml"),
+            "[session]\nabsolute_timeout = \"100y\"\nidle_timeout = \"99y\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.session.absolute_timeout,
+            crate::config::defaults::MAX_DURATION
+        );
+    }
+
     #[test]
     fn empty_config_has_defaults() {
         let c = parse(Path::new("t.toml"), "").unwrap();
