@@ -39,6 +39,19 @@ pub struct Claims {
     pub extra: crate::claimmap::ClaimMap,
 }
 
+impl Claims {
+    /// The provider's `sub`, which with the provider is the user for good; records from
+    /// before `sub` was kept hold it as the subject (`user_claim` was `sub` then, or sessions
+    /// ended at their first refresh).
+    pub fn known_sub(&self) -> &str {
+        if self.sub.is_empty() {
+            &self.subject
+        } else {
+            &self.sub
+        }
+    }
+}
+
 /// Defaults compatible with oauth2-proxy's headers plus our own namespace (defined in
 /// `config::defaults`).
 pub(crate) use crate::config::defaults::{

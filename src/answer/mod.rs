@@ -765,7 +765,7 @@ fn identity(c: &crate::identity::Claims, provider: &str, expires_at: u64) -> Rep
         serde_json::json!({
             // The provider's sub (with `provider`, the user for good) and the user as
             // headers show it (user_claim).
-            "sub": if c.sub.is_empty() { &c.subject } else { &c.sub },
+            "sub": c.known_sub(),
             "user": c.subject,
             "email": c.email,
             "email_verified": c.email_verified,

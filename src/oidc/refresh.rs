@@ -247,10 +247,10 @@ impl Refresher {
         let tokens = (self.sessions.tokens(current)).ok_or(Stop::End("tokens unreadable"))?;
         let refresh_token = tokens.refresh_token.as_deref().ok_or(Stop::Keep)?;
         let resp = redeem(provider, &discovery, refresh_token).await?;
-        let known_sub = known_sub(&current.record.claims);
-        let claims = match fresh_claims(provider, &discovery, &tokens, &resp, &known_sub).await? {
+        let known_sub = current.record.claims.known_sub();
+        let claims = match fresh_claims(provider, &discovery, &tokens, &resp, known_sub).await? {
             None => current.record.claims.clone(),
-            Some(other) => (provider.settings.claims.map_claims(&known_sub, &other))
+            Some(other) => (provider.settings.claims.map_claims(known_sub, &other))
                 .map_err(|e| {
                     tracing::info!(provider = provider.id(), error = %e, "refreshed identity no longer vouched for");
                     Stop::End("identity no longer vouched for")
@@ -325,16 +325,6 @@ enum Stop {
     Fallback,
     /// The session cannot go on (why, for the log): end it.
     End(&'static str),
-}
-
-/// The session's user is (provider, sub); records from before `sub` was kept hold it as the
-/// subject (user_claim was `sub` then, or sessions ended at their first refresh).
-fn known_sub(claims: &Claims) -> String {
-    if claims.sub.is_empty() {
-        claims.subject.to_string()
-    } else {
-        claims.sub.to_string()
-    }
 }
 
 /// The refresh token for new tokens; `invalid_grant` ends the session.

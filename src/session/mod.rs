@@ -637,11 +637,7 @@ impl SessionManager {
                 SessionInfo {
                     id: member,
                     provider: r.provider.into(),
-                    sub: if r.claims.sub.is_empty() {
-                        r.claims.subject.to_string()
-                    } else {
-                        r.claims.sub.into()
-                    },
+                    sub: r.claims.known_sub().to_string(),
                     subject: r.claims.subject.into(),
                     email: r.claims.email.map(Into::into),
                     created_at: r.created_at,
