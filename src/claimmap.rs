@@ -20,12 +20,12 @@ pub struct ClaimMap {
 }
 
 impl ClaimMap {
+    fn position(&self, name: &str) -> Option<usize> {
+        self.entries.binary_search_by(|(k, _)| (**k).cmp(name)).ok()
+    }
+
     pub fn get(&self, name: &str) -> Option<&Value> {
-        let i = self
-            .entries
-            .binary_search_by(|(k, _)| (**k).cmp(name))
-            .ok()?;
-        Some(&self.entries[i].1)
+        Some(&self.entries[self.position(name)?].1)
     }
 
     pub fn contains_key(&self, name: &str) -> bool {
@@ -48,17 +48,15 @@ impl ClaimMap {
     /// Sets `name` (rebuilding the slice: for building claims, not for a hot path); the
     /// value it replaces, if any.
     pub fn insert(&mut self, name: Box<str>, value: Value) -> Option<Value> {
-        let old = self.remove(&name);
+        let old = self.get(&name).cloned();
+        // Given last, it is the one kept.
         let entries = std::mem::take(&mut self.entries).into_vec();
         *self = entries.into_iter().chain([(name, value)]).collect();
         old
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Value> {
-        let i = self
-            .entries
-            .binary_search_by(|(k, _)| (**k).cmp(name))
-            .ok()?;
+        let i = self.position(name)?;
         let mut entries = std::mem::take(&mut self.entries).into_vec();
         let (_, v) = entries.remove(i);
         *self = entries.into_iter().collect();
@@ -91,21 +89,19 @@ impl<K: AsRef<str>> FromIterator<(K, Value)> for ClaimMap {
             .into_iter()
             .map(|(k, v)| (Box::from(k.as_ref()), v))
             .collect();
-        // Stable: of equal names, the last one given stays last, and is the one kept.
+        // Stable: equal names stay in the order given. `dedup_by` keeps the first of a run;
+        // the later value moves into it, so the last one given is the one kept.
         all.sort_by(|(a, _), (b, _)| a.cmp(b));
-        let mut exact: Vec<(Box<str>, Value)> = Vec::with_capacity(all.len());
-        for (k, v) in all {
-            match exact.last_mut() {
-                Some(last) if last.0 == k => last.1 = compact(v),
-                _ => exact.push((k, compact(v))),
+        all.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
             }
-        }
+            same
+        });
         // Exactly sized, not shrunk in place (see `compact`).
-        if exact.len() < exact.capacity() {
-            let mut fit = Vec::with_capacity(exact.len());
-            fit.extend(exact);
-            exact = fit;
-        }
+        let mut exact = Vec::with_capacity(all.len());
+        exact.extend(all.into_iter().map(|(k, v)| (k, compact(v))));
         Self {
             entries: exact.into_boxed_slice(),
         }
