@@ -3,10 +3,9 @@
 //!
 //! Sessions are built as a replica builds them from the store (identity in 20 groups, email,
 //! name, and the four other claims of a Keycloak ID token; the record read back from its JSON;
-//! identity headers ready to insert), their header
-//! values cloned once as a served request clones them, and inserted into a [`SessionCache`];
-//! the figure is
-//! the growth of this process's RSS divided by the number of sessions. Two kinds of cached
+//! identity headers ready to insert), their header values cloned once as a served request
+//! clones them, and inserted into a [`SessionCache`]; the figure is the growth of this
+//! process's RSS divided by the number of sessions. Two kinds of cached
 //! copy: the default, without the tokens, and the one a config with a `pass_access_token` or
 //! `id_token` route caches, which holds the sealed ID, access and refresh tokens (~1.8 KB).
 //! With the Redis store that cache is all a replica holds; the memory store keeps the
@@ -66,7 +65,6 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool) -> Arc<UserSession> 
             ),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
         .collect(),
         ..Claims::default()
     };

@@ -137,8 +137,9 @@ fn cached_session_path_allocations_do_not_grow() {
 /// Keycloak ID token; identity headers ready to insert, their values cloned once as a served
 /// request clones them). Exact and machine-independent like the count above; the RSS figures
 /// are `benches/memory.rs`'. Lower these when a change saves some; raise them only for a
-/// per-session cost a feature needs, and say so in its commit. (Requested bytes: the allocator's rounding is the bench's to show, and
-/// `UserSession`'s own size class is held by a unit test beside it.)
+/// per-session cost a feature needs, and say so in its commit. (Requested bytes: the
+/// allocator's rounding is the bench's to show, and `UserSession`'s own size class is held by
+/// a unit test beside it.)
 const SESSION_BLOCKS: u64 = 21;
 const SESSION_BYTES: u64 = 1_288;
 
