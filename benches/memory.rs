@@ -1,13 +1,16 @@
 //! Memory: resident memory per cached session (at 100 000 and 1 000 000 sessions), the
 //! idle RSS of a running gateway, and what a flood of anonymous logins costs it.
 //!
-//! Sessions are built as a replica builds them from the store (identity in 20 groups, email,
-//! name, and the four other claims of a Keycloak ID token; the record read back from its JSON;
+//! Sessions are built as a replica builds them from the store (identity as Keycloak gives it:
+//! a UUID `sub` that is also the user, email, name, 20 groups, a `sid`, and the four other
+//! claims of a Keycloak ID token; the record read back from its JSON;
 //! identity headers ready to insert), their header values cloned once as a served request
 //! clones them, and inserted into a [`SessionCache`]; the figure is the growth of this
-//! process's RSS divided by the number of sessions. Two kinds of cached
-//! copy: the default, without the tokens, and the one a config with a `pass_access_token` or
-//! `id_token` route caches, which holds the sealed ID, access and refresh tokens (~1.8 KB).
+//! process's RSS divided by the number of sessions. Three kinds of cached copy: the default,
+//! without the tokens and without the other claims no rule or claim header of the config
+//! reads; the one a config with claim headers in prefix mode caches, with every other claim;
+//! and the one a config that also has a `pass_access_token` or `id_token` route caches, which
+//! holds the sealed ID, access and refresh tokens (~1.8 KB) besides.
 //! With the Redis store that cache is all a replica holds; the memory store keeps the
 //! serialized record besides.
 //!
@@ -25,6 +28,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use authgate::claimmap::ClaimsRead;
 use authgate::identity::Claims;
 use authgate::identity::IdentityHeaders;
 use authgate::session::{IdHash, SessionCache, SessionRecord, Tick, UserSession, Validated};
@@ -43,11 +47,22 @@ fn rss_bytes(pid: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn session(i: u64, headers: &IdentityHeaders, tokens: bool) -> Arc<UserSession> {
+/// A distinct UUID-shaped ID per session and kind, as Keycloak's IDs look.
+fn uuid(i: u64, kind: u64) -> String {
+    format!(
+        "{i:08x}-{kind:04x}-4e5f-8a9b-{:012x}",
+        i.wrapping_mul(0x9e37_79b9)
+    )
+}
+
+fn session(i: u64, headers: &IdentityHeaders, tokens: bool, all: bool) -> Arc<UserSession> {
     let mut hash = [0u8; 32];
     hash[..8].copy_from_slice(&i.to_le_bytes());
     let claims = Claims {
-        subject: format!("user-{i:08}").into(),
+        // A Keycloak user ID, and the user as headers show it (`user_claim = "sub"`, the
+        // default).
+        sub: uuid(i, 1).into(),
+        subject: uuid(i, 1).into(),
         email: Some(format!("user-{i:08}@example.com").into()),
         email_verified: Some(true),
         name: Some(format!("User Number {i}").into()),
@@ -59,14 +74,10 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool) -> Arc<UserSession> 
             ("given_name", serde_json::json!("User")),
             ("family_name", serde_json::json!(format!("Number {i}"))),
             ("acr", serde_json::json!("1")),
-            (
-                "session_state",
-                serde_json::json!(format!("{i:08x}-1c2d-4e5f-8a9b-0c1d2e3f4a5b")),
-            ),
+            ("session_state", serde_json::json!(uuid(i, 3))),
         ]
         .into_iter()
         .collect(),
-        ..Claims::default()
     };
     let record = SessionRecord {
         v: 2,
@@ -74,21 +85,26 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool) -> Arc<UserSession> 
         claims,
         created_at: 1_800_000_000,
         expires_at: 1_800_043_200,
-        sid: Some(format!("sid-{i:016x}").into()),
+        sid: Some(uuid(i, 2).into()),
         access_expires_at: Some(authgate::session::unix_secs_nonzero(1_800_000_300)),
         refreshable: true,
         // Sealed tokens as stored: ~1.8 KB of base64 for an ID token, a JWT access token
         // and a refresh token; a copy that does not hold them has none.
-        tokens: if tokens {
-            "t".repeat(1800).into()
-        } else {
-            Box::default()
-        },
+        tokens: "t".repeat(1800).into(),
     };
     // Read back from its stored form, as a replica loads it from the store: what a cached
     // session holds is what deserializing makes, not what this function's `format!`s made.
-    let record: SessionRecord =
+    let mut record: SessionRecord =
         serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+    // As the session manager trims it for its cache. The other claims kept: those the config
+    // reads (none, in a config without claim rules or claim headers on them), or every one
+    // (prefix mode).
+    let read = if all {
+        ClaimsRead::All
+    } else {
+        ClaimsRead::named(Vec::<&str>::new())
+    };
+    record.trim_for_cache(tokens, &read);
     Arc::new(UserSession {
         hash: IdHash(hash),
         headers: headers.values("idp", &record.claims),
@@ -102,9 +118,14 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool) -> Arc<UserSession> 
 
 /// Per-session bytes and RSS growth for `n` cached sessions, measured in a fresh process:
 /// memory the allocator kept from an earlier measurement would be reused and hide the cost.
-fn per_session(n: u64, tokens: bool) -> (f64, u64) {
+fn per_session(n: u64, tokens: bool, all: bool) -> (f64, u64) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--per-session", &n.to_string(), &tokens.to_string()])
+        .args([
+            "--per-session",
+            &n.to_string(),
+            &tokens.to_string(),
+            &all.to_string(),
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -112,12 +133,12 @@ fn per_session(n: u64, tokens: bool) -> (f64, u64) {
     (grown as f64 / n as f64, grown)
 }
 
-fn measure_per_session(n: u64, tokens: bool) -> u64 {
+fn measure_per_session(n: u64, tokens: bool, all: bool) -> u64 {
     let headers = IdentityHeaders::default();
     let cache = SessionCache::new(Duration::from_secs(3600), usize::MAX, true);
     let before = rss_bytes("self");
     for i in 0..n {
-        let s = session(i, &headers, tokens);
+        let s = session(i, &headers, tokens, all);
         // As after the session's first request: inserting a header value clones it, and the
         // first clone of a value's bytes allocates their shared count.
         for (_, v) in s.headers.iter() {
@@ -199,11 +220,11 @@ fn pending_logins(n: usize, cap: u64) -> (u64, f64, u64, u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, n, tokens, ..] = &args[..] {
+    if let [_, flag, n, tokens, all, ..] = &args[..] {
         if flag == "--per-session" {
             println!(
                 "{}",
-                measure_per_session(n.parse().unwrap(), tokens == "true")
+                measure_per_session(n.parse().unwrap(), tokens == "true", all == "true")
             );
             return;
         }
@@ -218,8 +239,12 @@ fn main() {
         "| sessions in the cache | cached copy | RSS growth | per session |\n|---:|---|---:|---:|\n",
     );
     for &n in sizes {
-        for (tokens, kind) in [(false, "default"), (true, "with tokens")] {
-            let (per, grown) = per_session(n, tokens);
+        for (tokens, all, kind) in [
+            (false, false, "default"),
+            (false, true, "every other claim (prefix mode)"),
+            (true, true, "with tokens and every other claim"),
+        ] {
+            let (per, grown) = per_session(n, tokens, all);
             println!(
                 "{n} cached sessions ({kind}): RSS +{:.1} MiB, {per:.0} bytes per session",
                 grown as f64 / 1048576.0

@@ -1076,4 +1076,63 @@ mod tests {
         );
         assert!(!s.contains("hunter2"));
     }
+
+    /// A cached session keeps only the other claims its config reads
+    /// (`Config::claims_read`): under every reader (claim paths whole, dotted and nested,
+    /// `remote_user`, prefix mode with and without an allow list, policy and deny rules on
+    /// claims and claim patterns), what a route sends and decides is the same with the copy
+    /// as with every claim.
+    #[test]
+    fn a_session_keeping_only_the_claims_read_gets_the_same_headers_and_decisions() {
+        use crate::claimmap::ClaimsRead;
+        let routes = [
+            "[routes.headers]\nclaims = { \"X-A\" = \"department\", \"X-B\" = \"realm_access.roles\", \"X-C\" = \"dotted.name\", \"X-D\" = \"realm_access.deep.x.y\", \"X-E\" = \"absent.x\" }\n",
+            "[routes.headers]\nremote_user = { claim = \"realm_access.deep.x\" }\n",
+            "[routes.headers]\nremote_user = { claim = \"email_hint\", pattern = \"^(.+)@\" }\nbasic_auth = {}\n",
+            "[routes.headers]\nclaim_prefix = \"OIDC_CLAIM_\"\nclaim_prefix_allow = [\"level\", \"roles\", \"email\"]\n",
+            "[routes.headers]\nclaim_prefix = \"OIDC_CLAIM_\"\n",
+            "[routes.policy]\nclaims = { level = \"42\", roles = \"b,c\" }\n",
+            "[routes.policy]\nclaim_patterns = { ratio = \"1\\\\..*\", mixed = \".*\", groups = \"dev\" }\n",
+            "[[routes.deny]]\nclaims = { admin = \"true\" }\n[[routes.deny]]\nclaim_patterns = { \"dotted.name\" = \"wh.*\" }\n",
+        ];
+        let mut projected_some = 0;
+        for r in routes {
+            let c = config(&format!("[[routes]]\nupstream = \"app\"\n{r}"));
+            let read = c.claims_read();
+            let full = claims();
+            let mut kept = full.clone();
+            kept.extra.keep(&read);
+            if read != ClaimsRead::All {
+                assert!(kept.extra.len() < full.extra.len(), "{r}: {read:?}");
+                projected_some += 1;
+            }
+            // Without any other claim the route behaves otherwise: each case reads some.
+            let mut bare = full.clone();
+            bare.extra = Default::default();
+            let route = &c.routes[0];
+            let get = http::Method::GET;
+            let never = || None;
+            let outcome = |id: &Claims| {
+                let headers = (route.claim_headers.as_ref())
+                    .map(|s| run(&RouteClaims::new(s.clone(), &c), id));
+                let allowed = (route.policy.as_ref()).map(|p| p.evaluate("p", id, &get).is_ok());
+                let denied: Vec<bool> = (route.deny.iter())
+                    .map(|d| d.denies("p", id, &get, never))
+                    .collect();
+                (headers, allowed, denied)
+            };
+            assert_eq!(outcome(&kept), outcome(&full), "{r}");
+            assert_ne!(
+                outcome(&bare),
+                outcome(&full),
+                "{r}: the case reads other claims"
+            );
+        }
+        assert_eq!(projected_some, routes.len() - 1);
+        // A route that reads no other claim keeps none; one that sends them all keeps all.
+        let c = config("[[routes]]\nupstream = \"app\"\n");
+        assert_eq!(c.claims_read(), ClaimsRead::named(Vec::<&str>::new()));
+        let c = config("[headers]\nclaim_prefix = \"X-Claim-\"\n[[routes]]\nupstream = \"app\"\n");
+        assert_eq!(c.claims_read(), ClaimsRead::All);
+    }
 }

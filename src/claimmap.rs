@@ -55,12 +55,59 @@ impl ClaimMap {
         old
     }
 
+    /// Keeps only the claims `read` names (a cached session's copy: see [`ClaimsRead`]).
+    pub fn keep(&mut self, read: &ClaimsRead) {
+        let ClaimsRead::Named(names) = read else {
+            return;
+        };
+        if self.iter().all(|(k, _)| read.reads(k)) {
+            return;
+        }
+        let kept: Vec<_> = std::mem::take(&mut self.entries)
+            .into_vec()
+            .into_iter()
+            .filter(|(k, _)| names.binary_search(k).is_ok())
+            .collect();
+        // Exactly sized (a filtered vector keeps its block).
+        *self = kept.into_iter().collect();
+    }
+
     pub fn remove(&mut self, name: &str) -> Option<Value> {
         let i = self.position(name)?;
         let mut entries = std::mem::take(&mut self.entries).into_vec();
         let (_, v) = entries.remove(i);
         *self = entries.into_iter().collect();
         Some(v)
+    }
+}
+
+/// Which of a session's other claims the request path can read under one config: the names
+/// its policy and deny rules test, its claim headers' paths (whole, and their first segment
+/// for nested ones), `remote_user`'s claim, prefix mode's allow list, or every claim when a
+/// prefix mode sends them all (`Config::claims_read`). A cached session keeps only those:
+/// other claims are often most of its memory (an Entra ID token carries a dozen), and a copy
+/// is tied to the config it was made under (`UserSession::epoch`), so a reload that reads
+/// more claims reads the record again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimsRead {
+    All,
+    /// Sorted, unique.
+    Named(Box<[Box<str>]>),
+}
+
+impl ClaimsRead {
+    pub fn named<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Self {
+        let mut names: Vec<Box<str>> = names.into_iter().map(|n| n.as_ref().into()).collect();
+        names.sort();
+        names.dedup();
+        Self::Named(names.into_boxed_slice())
+    }
+
+    pub fn reads(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Named(names) => names.binary_search_by(|n| (**n).cmp(name)).is_ok(),
+        }
     }
 }
 
@@ -196,6 +243,25 @@ mod tests {
     }
 
     #[test]
+    fn keep_drops_the_claims_nobody_reads() {
+        let full: ClaimMap = pairs().into_iter().collect();
+        let mut all = full.clone();
+        all.keep(&ClaimsRead::All);
+        assert_eq!(all, full);
+        let mut some = full.clone();
+        some.keep(&ClaimsRead::named(["roles", "acr", "absent", "roles", "ü"]));
+        assert!(some.iter().map(|(k, _)| k).eq(["acr", "roles", "ü"]));
+        assert_eq!(some.get("acr"), full.get("acr"));
+        let mut none = full.clone();
+        none.keep(&ClaimsRead::named(Vec::<&str>::new()));
+        assert!(none.is_empty());
+        // Names compare exactly: no case folding, no prefix.
+        let mut exact = full.clone();
+        exact.keep(&ClaimsRead::named(["ACR", "role", "given_name "]));
+        assert!(exact.is_empty());
+    }
+
+    #[test]
     fn values_are_kept_exactly_sized() {
         let mut grown = Vec::new();
         for i in 0..5 {
@@ -226,6 +292,12 @@ mod tests {
             proptest::prop_assert_eq!(m.get(&probe), b.get(&probe));
             proptest::prop_assert_eq!(m.len(), b.len());
             proptest::prop_assert_eq!(serde_json::to_string(&m).unwrap(), serde_json::to_string(&b).unwrap());
+            let mut kept = m.clone();
+            let read = ClaimsRead::named([probe.as_str(), "a", "bc"]);
+            kept.keep(&read);
+            let mut b = b;
+            b.retain(|k, _| read.reads(k));
+            proptest::prop_assert!(kept.iter().map(|(k, v)| (k.to_string(), v.clone())).eq(b));
         }
     }
 }

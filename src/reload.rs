@@ -198,7 +198,8 @@ impl Assembly {
                 config.identity_headers.clone(),
                 self.metrics.clone(),
             )
-            .holding_tokens(config.routes_send_tokens()),
+            .holding_tokens(config.routes_send_tokens())
+            .keeping_claims(config.claims_read()),
         );
         let mut fresh = Vec::new();
         let providers: Vec<Arc<Provider>> = {

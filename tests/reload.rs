@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    client, echo, eventually, http_login, metric_value, test_pki, write, Gateway, Idp, Opts, Seen,
-    ANY_PORT,
+    auth_config, client, echo, eventually, http_login, metric_value, test_pki, write, Gateway, Idp,
+    Opts, Seen, ANY_PORT,
 };
 
 /// A route table with `/` protected and `/public` public, in front of `app`.
@@ -147,6 +147,79 @@ async fn a_provider_added_by_sighup_signs_users_in_with_the_new_header_names() {
         503
     );
     assert_ne!(gw.get_as("/", &cookie).await.status(), 200);
+}
+
+/// A cached session keeps only the other claims its config reads (rules and claim headers);
+/// a reload whose new route reads others (a claim rule, claim headers, prefix mode) reads the
+/// session again, so the route decides and sends on every claim the provider gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_reads_more_claims_reads_the_session_again() {
+    let users = serde_json::json!({"alice": {
+        "email": "alice@corp.example", "email_verified": true, "name": "Alice Corp",
+        "preferred_username": "alice", "groups": ["dev"],
+        "department": "eng", "employee_number": 4711, "active": true,
+        "realm_access": {"roles": ["r1", "r2"]}, "nicknames": ["al", "ally"]
+    }});
+    let idp = Idp::start_with_env(0, true, &[ANY_PORT], &[("IDP_USERS", &users.to_string())]).await;
+    let app = echo().await;
+    let dept = "[[routes]]\nid = \"dept\"\npath = \"/dept\"\nupstream = \"app\"\n[routes.policy]\nclaims = { department = \"eng\" }\n[routes.headers]\nclaims = { \"X-Roles\" = \"realm_access.roles\" }\n";
+    let emp = "[[routes]]\nid = \"emp\"\npath = \"/emp\"\nupstream = \"app\"\n[routes.policy]\nclaim_patterns = { active = \"true\", employee_number = \"47.*\" }\n[routes.headers]\nclaims = { \"X-Employee\" = \"employee_number\" }\n";
+    let every = "[[routes]]\nid = \"all\"\npath = \"/all\"\nupstream = \"app\"\n[routes.headers]\nclaim_prefix = \"OIDC_CLAIM_\"\n";
+    let base = auth_config(&idp, app, "store = \"memory\"");
+    let gw = Gateway::start_with(&format!("{base}\n{dept}"), Opts::default()).await;
+    gw.wait_ready().await;
+    let c = client();
+    let get = |path: &'static str, cookie: String| {
+        let c = c.clone();
+        let url = gw.url(path);
+        async move {
+            let r = c.get(url).header("cookie", cookie).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Seen>().await.ok())
+        }
+    };
+    let (cookie, r) = http_login(&gw, "/dept/x").await;
+    assert!(!cookie.is_empty(), "login failed: {}", r.status());
+    // Twice: the second from the cached copy.
+    for _ in 0..2 {
+        let (status, seen) = get("/dept/x", cookie.clone()).await;
+        assert_eq!(status, 200, "{}", gw.log());
+        assert_eq!(seen.unwrap().header("x-roles"), Some("r1,r2"));
+    }
+
+    let with_emp = format!("{base}\n{dept}\n{emp}");
+    reload(&gw, &Opts::default(), &with_emp, "ok").await;
+    for _ in 0..2 {
+        let (status, seen) = get("/emp/x", cookie.clone()).await;
+        assert_eq!(
+            status, 200,
+            "the new route's rules read claims the old copy did not keep"
+        );
+        assert_eq!(seen.unwrap().header("x-employee"), Some("4711"));
+        let (status, _) = get("/dept/x", cookie.clone()).await;
+        assert_eq!(status, 200);
+    }
+
+    let with_every = format!("{with_emp}\n{every}");
+    reload(&gw, &Opts::default(), &with_every, "ok").await;
+    let (status, seen) = get("/all/x", cookie.clone()).await;
+    assert_eq!(status, 200);
+    let seen = seen.unwrap();
+    for (name, value) in [
+        ("oidc_claim_nicknames", "al,ally"),
+        ("oidc_claim_department", "eng"),
+        ("oidc_claim_active", "true"),
+    ] {
+        assert_eq!(seen.header(name), Some(value), "{name}: {seen:?}");
+    }
+
+    // And back: a route table that reads none of them still decides as before.
+    reload(&gw, &Opts::default(), &format!("{base}\n{dept}"), "ok").await;
+    let (status, _) = get("/dept/x", cookie.clone()).await;
+    assert_eq!(status, 200);
+    let (status, seen) = get("/emp/x", cookie).await;
+    assert_eq!(status, 200, "now the catch-all route");
+    assert_eq!(seen.unwrap().header("x-employee"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

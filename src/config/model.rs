@@ -52,6 +52,35 @@ pub struct Config {
 }
 
 impl Config {
+    /// The other claims (`Claims::extra`) the request path can read under this config: all a
+    /// cached session needs to keep (see [`crate::claimmap::ClaimsRead`]). Every reader of
+    /// those claims is here: policy and deny rules (`crate::policy`), and claim headers
+    /// (`crate::claim_headers`: paths, `remote_user`, prefix mode).
+    pub(crate) fn claims_read(&self) -> crate::claimmap::ClaimsRead {
+        let mut names: Vec<&str> = Vec::new();
+        for r in &self.routes {
+            for p in r.policy.iter().chain(&r.deny) {
+                names.extend(p.claims.iter().map(|c| c.claim.as_str()));
+                names.extend(p.claim_patterns.iter().map(|c| c.claim.as_str()));
+            }
+            let Some(h) = &r.claim_headers else { continue };
+            if h.prefix.is_some() {
+                match &h.prefix_allow {
+                    None => return crate::claimmap::ClaimsRead::All,
+                    Some(allow) => names.extend(allow.iter().map(String::as_str)),
+                }
+            }
+            let paths = h.claims.iter().map(|(_, p)| p.as_str());
+            let remote = h.remote_user.iter().filter_map(|r| r.claim.as_deref());
+            for path in paths.chain(remote) {
+                // Read whole as one claim's name first, else its first segment is the claim.
+                names.push(path);
+                names.extend(path.split('.').next());
+            }
+        }
+        crate::claimmap::ClaimsRead::named(names)
+    }
+
     /// Some route sends a session's tokens upstream on every request (`pass_access_token`,
     /// `id_token`): only then do cached sessions hold their sealed tokens (half of a cached
     /// session's memory); everywhere else they are read from the store when needed.

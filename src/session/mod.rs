@@ -104,6 +104,8 @@ pub struct SessionManager {
     epoch: u64,
     /// Sessions it loads keep their sealed tokens (see [`Self::holding_tokens`]).
     hold_tokens: bool,
+    /// The other claims sessions it loads keep (see [`Self::keeping_claims`]).
+    keep_claims: crate::claimmap::ClaimsRead,
     /// Pre-resolved label children: no label hashing on the hot path.
     cache_hits: prometheus::IntCounter,
     cache_misses: prometheus::IntCounter,
@@ -168,6 +170,7 @@ impl SessionManager {
             headers,
             epoch: EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             hold_tokens: true,
+            keep_claims: crate::claimmap::ClaimsRead::All,
             cache_hits: metrics.session_cache.with_label_values(&["hit"]),
             cache_misses: metrics.session_cache.with_label_values(&["miss"]),
             metrics,
@@ -180,6 +183,14 @@ impl SessionManager {
     /// ([`Self::reload`]).
     pub fn holding_tokens(mut self, hold: bool) -> Self {
         self.hold_tokens = hold;
+        self
+    }
+
+    /// Which of their other claims the sessions this manager loads (and caches) keep: those
+    /// the config's rules and headers read (`Config::claims_read`). A refresh reads the whole
+    /// record from the store ([`Self::reload`]), so nothing stored is lost.
+    pub fn keeping_claims(mut self, read: crate::claimmap::ClaimsRead) -> Self {
+        self.keep_claims = read;
         self
     }
 
@@ -380,7 +391,7 @@ impl SessionManager {
             .candidate(&hash)
             .filter(|k| k.epoch == self.epoch);
         let touch = Some(self.cookie.touch_interval);
-        let read = self.read(&hash, touch, known.as_ref(), self.hold_tokens);
+        let read = self.read(&hash, touch, known.as_ref(), false);
         let Some(session) = read.await? else {
             // Gone from the store: so goes any copy here.
             if known.is_some() {
@@ -396,8 +407,8 @@ impl SessionManager {
         Ok(Some(session))
     }
 
-    /// The session as the store has it now, tokens included, bypassing the cache and leaving
-    /// the idle timer alone: what a refresh decides on.
+    /// The session as the store has it now, tokens and every claim included, bypassing the
+    /// cache and leaving the idle timer alone: what a refresh decides on (and writes back).
     pub(crate) async fn reload(
         &self,
         hash: &IdHash,
@@ -406,14 +417,14 @@ impl SessionManager {
     }
 
     /// Read the session from the store. With `known`, a copy held here, the store only
-    /// confirms it when the record is unchanged, and `known` itself is returned. Without
-    /// `tokens` the sealed tokens are dropped from the copy.
+    /// confirms it when the record is unchanged, and `known` itself is returned. Unless
+    /// `whole`, the copy is the one this manager caches ([`SessionRecord::trim_for_cache`]).
     async fn read(
         &self,
         hash: &IdHash,
         touch: Option<Duration>,
         known: Option<&Arc<UserSession>>,
-        tokens: bool,
+        whole: bool,
     ) -> Result<Option<Arc<UserSession>>, StoreError> {
         let started = Instant::now();
         // Before the store is asked: it counts the time left when it answers, later than
@@ -443,8 +454,8 @@ impl SessionManager {
             }
         };
         upgrade_claims(&mut record.claims);
-        if !tokens {
-            record.tokens = Box::default();
+        if !whole {
+            record.trim_for_cache(self.hold_tokens, &self.keep_claims);
         }
         Ok(Some(Arc::new(UserSession {
             hash: *hash,
@@ -1186,6 +1197,62 @@ mod tests {
             m.destroy(&s.hash).await.unwrap();
             assert!(m.reload(&s.hash).await.unwrap().is_none());
         }
+    }
+
+    #[tokio::test]
+    async fn cached_copies_keep_what_the_request_path_reads_and_the_store_keeps_all() {
+        use crate::claimmap::ClaimsRead;
+        let tokens = Tokens {
+            refresh_token: Some("rt".into()),
+            ..Tokens::default()
+        };
+        let claims = Claims {
+            sub: "alice".into(),
+            subject: "alice".into(),
+            extra: [
+                ("tenant", serde_json::json!("acme")),
+                ("acr", serde_json::json!("1")),
+                ("session_state", serde_json::json!("s-1")),
+            ]
+            .into_iter()
+            .collect(),
+            ..Claims::default()
+        };
+        let m = manager().keeping_claims(ClaimsRead::named(["tenant", "absent"]));
+        let sid = Some("sid-1".to_string());
+        let cookie = (m.create("corp", claims.clone(), sid, &tokens).await).unwrap();
+        let id = m.keys().open_cookie(&cookie).unwrap();
+        let s = m.load(&id).await.unwrap().unwrap();
+        assert!(s.record.claims.extra.iter().map(|(k, _)| k).eq(["tenant"]));
+        assert_eq!(
+            s.record.sid, None,
+            "back-channel logout reads the store's index"
+        );
+        // The whole record for a refresh, which writes it back: nothing stored is lost.
+        let whole = m.reload(&s.hash).await.unwrap().unwrap();
+        assert_eq!(whole.record.claims.extra, claims.extra);
+        assert_eq!(whole.record.sid.as_deref(), Some("sid-1"));
+        let refreshed = Claims {
+            name: Some("Alice".into()),
+            ..whole.record.claims.clone()
+        };
+        assert!(matches!(
+            m.update(&whole, refreshed, &tokens).await.unwrap(),
+            Update::Done(_)
+        ));
+        let after = m.reload(&s.hash).await.unwrap().unwrap();
+        assert_eq!(after.record.claims.extra, claims.extra);
+        assert_eq!(after.record.sid.as_deref(), Some("sid-1"));
+        assert_eq!(after.record.claims.name.as_deref(), Some("Alice"));
+        // A manager of a config that reads every claim (a reload) does not serve that copy.
+        let all = manager().keeping_claims(ClaimsRead::All);
+        let m2 = SessionManager {
+            cache: m.cache.clone(),
+            store: m.store.clone(),
+            ..all
+        };
+        let s2 = m2.load(&id).await.unwrap().unwrap();
+        assert_eq!(s2.record.claims.extra, claims.extra);
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub struct SessionRecord {
     /// Absolute expiry, unix seconds, as the creating replica saw it: for display only.
     /// The store enforces the deadline with its own clock.
     pub expires_at: u64,
-    /// The provider's session ID (`sid` of the ID token), for back-channel logout.
+    /// The provider's session ID (`sid` of the ID token), for back-channel logout, which
+    /// finds sessions by the store's index: a cached copy does not keep it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<Box<str>>,
     /// When the access token expires (unix seconds), in clear so the hot path can decide
@@ -51,6 +52,20 @@ pub struct SessionRecord {
     /// [`Tokens`] as JSON, sealed with the session keys and bound to this record's key;
     /// empty in a loaded copy that does not hold them (`SessionManager::holding_tokens`).
     pub tokens: Box<str>,
+}
+
+impl SessionRecord {
+    /// Make this the copy a session cache keeps: what the request path reads. The sealed
+    /// tokens only when `tokens` (a route sends them on every request; refresh and logout read
+    /// the store), the other claims `read` names, and no `sid` (back-channel logout finds
+    /// sessions by the store's index). Never written back: a refresh reads the whole record.
+    pub fn trim_for_cache(&mut self, tokens: bool, read: &crate::claimmap::ClaimsRead) {
+        if !tokens {
+            self.tokens = Box::default();
+        }
+        self.claims.extra.keep(read);
+        self.sid = None;
+    }
 }
 
 /// A unix time in seconds as [`SessionRecord::access_expires_at`] keeps it: 0, the one value
