@@ -113,6 +113,7 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool, all: bool) -> Arc<Us
         rev: 1,
         deadline: Tick::at(Instant::now() + Duration::from_secs(3600)),
         epoch: 0,
+        whole: false,
     })
 }
 

@@ -1129,6 +1129,38 @@ mod tests {
             );
         }
         assert_eq!(projected_some, routes.len() - 1);
+
+        // All of them in one config, beside global claim headers and a provider whose user
+        // and groups claims have their own names: every route decides and sends the same.
+        let mut src = String::from(
+            "[headers]\nclaims = { \"X-Global\" = \"realm_access.deep\" }\n[[providers]]\nid = \"p\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\nuser_claim = \"email_hint\"\ngroups_claim = \"roles\"\n",
+        );
+        for (i, r) in routes.iter().enumerate().filter(|(i, _)| *i != 4) {
+            src.push_str(&format!(
+                "[[routes]]\npath = \"/r{i}\"\nupstream = \"app\"\n{r}"
+            ));
+        }
+        let c = config(&src);
+        let read = c.claims_read();
+        assert_ne!(read, ClaimsRead::All);
+        let full = claims();
+        let mut kept = full.clone();
+        kept.extra.keep(&read);
+        assert!(kept.extra.len() < full.extra.len());
+        let get = http::Method::GET;
+        for (i, route) in c.routes.iter().enumerate() {
+            let never = || None;
+            let outcome = |id: &Claims| {
+                let headers = (route.claim_headers.as_ref())
+                    .map(|s| run(&RouteClaims::new(s.clone(), &c), id));
+                let allowed = (route.policy.as_ref()).map(|p| p.evaluate("p", id, &get).is_ok());
+                let denied: Vec<bool> = (route.deny.iter())
+                    .map(|d| d.denies("p", id, &get, never))
+                    .collect();
+                (headers, allowed, denied)
+            };
+            assert_eq!(outcome(&kept), outcome(&full), "route {i}");
+        }
         // A route that reads no other claim keeps none; one that sends them all keeps all.
         let c = config("[[routes]]\nupstream = \"app\"\n");
         assert_eq!(c.claims_read(), ClaimsRead::named(Vec::<&str>::new()));

@@ -34,7 +34,8 @@ pub struct Claims {
     pub name: Option<Box<str>>,
     pub preferred_username: Option<Box<str>>,
     pub groups: crate::strlist::StrList,
-    /// Other claims, for per-route policy rules (size-capped at login).
+    /// Other claims, for policy rules and claim headers (size-capped at login). A session
+    /// cache's copy holds only those its config reads (`SessionRecord::trim_for_cache`).
     #[serde(default, skip_serializing_if = "crate::claimmap::ClaimMap::is_empty")]
     pub extra: crate::claimmap::ClaimMap,
 }

@@ -163,6 +163,7 @@ mod tests {
             rev: 1,
             deadline: Tick::at(Instant::now() + Duration::from_secs(3600)),
             epoch: 0,
+            whole: true,
         })
     }
 

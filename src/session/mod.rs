@@ -467,6 +467,7 @@ impl SessionManager {
             // floors its clock to.
             deadline: asked.after(stored.remaining.saturating_sub(Duration::from_millis(1))),
             epoch: self.epoch,
+            whole,
         })))
     }
 
@@ -557,6 +558,13 @@ impl SessionManager {
         claims: Claims,
         tokens: &Tokens,
     ) -> Result<Update, StoreError> {
+        if !s.whole {
+            // A cache's copy lacks what the request path does not read (claims, `sid`):
+            // written back, that would be lost for good.
+            return Err(StoreError::Corrupt(
+                "a trimmed session copy cannot be written back".into(),
+            ));
+        }
         let base = SessionRecord {
             claims,
             ..s.record.clone()
@@ -1199,14 +1207,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn cached_copies_keep_what_the_request_path_reads_and_the_store_keeps_all() {
-        use crate::claimmap::ClaimsRead;
-        let tokens = Tokens {
-            refresh_token: Some("rt".into()),
-            ..Tokens::default()
-        };
-        let claims = Claims {
+    fn with_other_claims() -> Claims {
+        Claims {
             sub: "alice".into(),
             subject: "alice".into(),
             extra: [
@@ -1217,7 +1219,17 @@ mod tests {
             .into_iter()
             .collect(),
             ..Claims::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_copies_keep_what_the_request_path_reads_and_the_store_keeps_all() {
+        use crate::claimmap::ClaimsRead;
+        let tokens = Tokens {
+            refresh_token: Some("rt".into()),
+            ..Tokens::default()
         };
+        let claims = with_other_claims();
         let m = manager().keeping_claims(ClaimsRead::named(["tenant", "absent"]));
         let sid = Some("sid-1".to_string());
         let cookie = (m.create("corp", claims.clone(), sid, &tokens).await).unwrap();
@@ -1228,8 +1240,19 @@ mod tests {
             s.record.sid, None,
             "back-channel logout reads the store's index"
         );
+        assert!(!s.whole);
+        // Never written back: it would lose what it does not hold.
+        let refreshed = Claims {
+            name: Some("Alice".into()),
+            ..s.record.claims.clone()
+        };
+        assert!(matches!(
+            m.update(&s, refreshed.clone(), &tokens).await,
+            Err(StoreError::Corrupt(_))
+        ));
         // The whole record for a refresh, which writes it back: nothing stored is lost.
         let whole = m.reload(&s.hash).await.unwrap().unwrap();
+        assert!(whole.whole);
         assert_eq!(whole.record.claims.extra, claims.extra);
         assert_eq!(whole.record.sid.as_deref(), Some("sid-1"));
         let refreshed = Claims {
@@ -1244,15 +1267,39 @@ mod tests {
         assert_eq!(after.record.claims.extra, claims.extra);
         assert_eq!(after.record.sid.as_deref(), Some("sid-1"));
         assert_eq!(after.record.claims.name.as_deref(), Some("Alice"));
-        // A manager of a config that reads every claim (a reload) does not serve that copy.
-        let all = manager().keeping_claims(ClaimsRead::All);
-        let m2 = SessionManager {
-            cache: m.cache.clone(),
-            store: m.store.clone(),
-            ..all
-        };
-        let s2 = m2.load(&id).await.unwrap().unwrap();
-        assert_eq!(s2.record.claims.extra, claims.extra);
+    }
+
+    /// A copy trimmed under one config is never served under the next (a reload builds a new
+    /// manager), whether the cache answers alone or the store confirms the copy unchanged
+    /// (`cache_max_age = "0s"`: every entry only a candidate).
+    #[tokio::test]
+    async fn a_copy_trimmed_under_one_config_is_not_served_under_the_next() {
+        use crate::claimmap::ClaimsRead;
+        for max_age in [Duration::from_secs(60), Duration::ZERO] {
+            let cache = Arc::new(SessionCache::new(max_age, 1000, true));
+            let m = SessionManager {
+                cache: cache.clone(),
+                ..manager()
+            }
+            .keeping_claims(ClaimsRead::named(["tenant"]));
+            let claims = with_other_claims();
+            let tokens = Tokens::default();
+            let cookie = m.create("corp", claims.clone(), None, &tokens).await;
+            let id = m.keys().open_cookie(&cookie.unwrap()).unwrap();
+            let s = m.load(&id).await.unwrap().unwrap();
+            assert_eq!(s.record.claims.extra.len(), 1, "{max_age:?}");
+            let again = m.load(&id).await.unwrap().unwrap();
+            assert!(Arc::ptr_eq(&s, &again), "{max_age:?}: held and reused");
+            let next = SessionManager {
+                cache: cache.clone(),
+                store: m.store.clone(),
+                ..manager()
+            }
+            .keeping_claims(ClaimsRead::All);
+            let s2 = next.load(&id).await.unwrap().unwrap();
+            assert_eq!(s2.record.claims.extra, claims.extra, "{max_age:?}");
+            assert!(!Arc::ptr_eq(&s, &s2));
+        }
     }
 
     #[test]

@@ -93,9 +93,13 @@ pub struct UserSession {
     /// time left: a wrong wall clock here cannot stretch it. A [`Tick`] (8 bytes), not an
     /// `Instant` (16): see `user_session_fits_its_allocator_block`.
     pub deadline: Tick,
-    /// The session manager (one per config) that built `headers`: after a reload that
-    /// renamed identity headers, a copy built under the old names is never served.
+    /// The session manager (one per config) that built this copy: after a reload, a copy
+    /// built under the old config (its identity header names, the claims it kept: see
+    /// [`SessionRecord::trim_for_cache`]) is never served.
     pub epoch: u64,
+    /// The whole stored record, as a refresh reads it; `false` for a cache's trimmed copy,
+    /// which is never written back (`SessionManager::update` refuses it).
+    pub whole: bool,
 }
 
 /// When the store last confirmed a loaded session: set at load, renewed each time the store
