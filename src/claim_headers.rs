@@ -1077,6 +1077,28 @@ mod tests {
         assert!(!s.contains("hunter2"));
     }
 
+    /// What `route` sends and decides for `id`: its claim headers, its policy's answer and
+    /// each deny rule's.
+    #[allow(clippy::type_complexity)]
+    fn outcome(
+        c: &Config,
+        route: &crate::config::model::RouteSettings,
+        id: &Claims,
+    ) -> (
+        Option<Result<Vec<(String, String)>, Underivable>>,
+        Option<bool>,
+        Vec<bool>,
+    ) {
+        let get = http::Method::GET;
+        let headers =
+            (route.claim_headers.as_ref()).map(|s| run(&RouteClaims::new(s.clone(), c), id));
+        let allowed = (route.policy.as_ref()).map(|p| p.evaluate("p", id, &get).is_ok());
+        let denied = (route.deny.iter())
+            .map(|d| d.denies("p", id, &get, || None))
+            .collect();
+        (headers, allowed, denied)
+    }
+
     /// A cached session keeps only the other claims its config reads
     /// (`Config::claims_read`): under every reader (claim paths whole, dotted and nested,
     /// `remote_user`, prefix mode with and without an allow list, policy and deny rules on
@@ -1109,18 +1131,7 @@ mod tests {
             // Without any other claim the route behaves otherwise: each case reads some.
             let mut bare = full.clone();
             bare.extra = Default::default();
-            let route = &c.routes[0];
-            let get = http::Method::GET;
-            let never = || None;
-            let outcome = |id: &Claims| {
-                let headers = (route.claim_headers.as_ref())
-                    .map(|s| run(&RouteClaims::new(s.clone(), &c), id));
-                let allowed = (route.policy.as_ref()).map(|p| p.evaluate("p", id, &get).is_ok());
-                let denied: Vec<bool> = (route.deny.iter())
-                    .map(|d| d.denies("p", id, &get, never))
-                    .collect();
-                (headers, allowed, denied)
-            };
+            let outcome = |id: &Claims| outcome(&c, &c.routes[0], id);
             assert_eq!(outcome(&kept), outcome(&full), "{r}");
             assert_ne!(
                 outcome(&bare),
@@ -1147,19 +1158,12 @@ mod tests {
         let mut kept = full.clone();
         kept.extra.keep(&read);
         assert!(kept.extra.len() < full.extra.len());
-        let get = http::Method::GET;
         for (i, route) in c.routes.iter().enumerate() {
-            let never = || None;
-            let outcome = |id: &Claims| {
-                let headers = (route.claim_headers.as_ref())
-                    .map(|s| run(&RouteClaims::new(s.clone(), &c), id));
-                let allowed = (route.policy.as_ref()).map(|p| p.evaluate("p", id, &get).is_ok());
-                let denied: Vec<bool> = (route.deny.iter())
-                    .map(|d| d.denies("p", id, &get, never))
-                    .collect();
-                (headers, allowed, denied)
-            };
-            assert_eq!(outcome(&kept), outcome(&full), "route {i}");
+            assert_eq!(
+                outcome(&c, route, &kept),
+                outcome(&c, route, &full),
+                "route {i}"
+            );
         }
         // A route that reads no other claim keeps none; one that sends them all keeps all.
         let c = config("[[routes]]\nupstream = \"app\"\n");
