@@ -114,6 +114,10 @@ pub struct SessionManager {
 /// Numbers session managers (one per config generation).
 static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+fn next_epoch() -> u64 {
+    EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Store keys. The `{…}` hash tag puts a session's record and its refresh lock in one Redis
 /// Cluster slot; index keys name a hash of the subject or `sid`, never the value itself.
 fn session_key(hash: &IdHash) -> String {
@@ -168,7 +172,7 @@ impl SessionManager {
             cache: cache.into(),
             cookie,
             headers,
-            epoch: EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            epoch: next_epoch(),
             hold_tokens: true,
             keep_claims: crate::claimmap::ClaimsRead::All,
             cache_hits: metrics.session_cache.with_label_values(&["hit"]),
@@ -183,6 +187,13 @@ impl SessionManager {
     /// ([`Self::reload`]).
     pub fn holding_tokens(mut self, hold: bool) -> Self {
         self.hold_tokens = hold;
+        self.renumber()
+    }
+
+    /// A new number (see `UserSession::epoch`): copies made with other settings (kept in the
+    /// cache every generation shares) are never served as this manager's.
+    fn renumber(mut self) -> Self {
+        self.epoch = next_epoch();
         self
     }
 
@@ -191,7 +202,7 @@ impl SessionManager {
     /// record from the store ([`Self::reload`]), so nothing stored is lost.
     pub fn keeping_claims(mut self, read: crate::claimmap::ClaimsRead) -> Self {
         self.keep_claims = read;
-        self
+        self.renumber()
     }
 
     pub fn keys(&self) -> &Keys {
@@ -1267,6 +1278,17 @@ mod tests {
         assert_eq!(after.record.claims.extra, claims.extra);
         assert_eq!(after.record.sid.as_deref(), Some("sid-1"));
         assert_eq!(after.record.claims.name.as_deref(), Some("Alice"));
+    }
+
+    #[test]
+    fn settings_that_change_what_a_copy_holds_renumber_the_manager() {
+        let m = manager();
+        let before = m.epoch;
+        let m = m.holding_tokens(false);
+        assert_ne!(m.epoch, before);
+        let before = m.epoch;
+        let m = m.keeping_claims(crate::claimmap::ClaimsRead::All);
+        assert_ne!(m.epoch, before);
     }
 
     /// A copy trimmed under one config is never served under the next (a reload builds a new
