@@ -57,19 +57,12 @@ impl ClaimMap {
 
     /// Keeps only the claims `read` names (a cached session's copy: see [`ClaimsRead`]).
     pub fn keep(&mut self, read: &ClaimsRead) {
-        let ClaimsRead::Named(names) = read else {
-            return;
-        };
         if self.iter().all(|(k, _)| read.reads(k)) {
             return;
         }
-        let kept: Vec<_> = std::mem::take(&mut self.entries)
-            .into_vec()
-            .into_iter()
-            .filter(|(k, _)| names.binary_search(k).is_ok())
-            .collect();
-        // Exactly sized (a filtered vector keeps its block).
-        *self = kept.into_iter().collect();
+        // Collected anew, exactly sized (a filtered vector keeps its block).
+        let entries = std::mem::take(&mut self.entries).into_vec();
+        *self = entries.into_iter().filter(|(k, _)| read.reads(k)).collect();
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Value> {

@@ -121,10 +121,10 @@ pub(crate) struct BearerVerifier {
     permits: Vec<Arc<tokio::sync::Semaphore>>,
 }
 
-/// Length-prefixed, so no choice of strings makes two different lists hash alike.
 /// The cache key of `token` for a route's `lists` (audiences, providers): SHA-256 over each
-/// list as its length and each item as its length and bytes, then the token. Fed to the hash
-/// piece by piece, so the token (~1 KB) is not copied into a buffer allocated per request.
+/// list as its length and each item as its length and bytes, then the token. Length-prefixed,
+/// so no choice of strings makes two different lists hash alike; fed to the hash piece by
+/// piece, so the token (~1 KB) is not copied into a buffer allocated per request.
 fn cache_key(lists: &[&[String]], token: &str) -> [u8; 32] {
     let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     for items in lists {
