@@ -363,7 +363,7 @@ fn policy_eval(c: &mut Criterion) {
         ..Policy::default()
     };
     let id = Claims {
-        subject: "erin".into(),
+        ids: authgate::identity::UserIds::new("", "erin"),
         email: Some("erin@example.com".into()),
         email_verified: Some(true),
         groups: (0..19)
@@ -417,7 +417,7 @@ fn session_fixture() -> (authgate::session::SessionManager, String) {
         std::sync::Arc::new(Metrics::new()),
     );
     let claims = Claims {
-        subject: "erin".into(),
+        ids: authgate::identity::UserIds::new("", "erin"),
         email: Some("erin@example.com".into()),
         email_verified: Some(true),
         preferred_username: Some("erin".into()),

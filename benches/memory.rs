@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use authgate::claimmap::ClaimsRead;
 use authgate::identity::Claims;
 use authgate::identity::IdentityHeaders;
-use authgate::session::{IdHash, SessionCache, SessionRecord, Tick, UserSession, Validated};
+use authgate::session::{
+    IdHash, SessionCache, SessionRecord, SessionRef, Tick, UserSession, Validated,
+};
 
 // The allocator the authgate binary ships with, so these figures are the binary's.
 #[global_allocator]
@@ -55,14 +57,13 @@ fn uuid(i: u64, kind: u64) -> String {
     )
 }
 
-fn session(i: u64, headers: &IdentityHeaders, tokens: bool, all: bool) -> Arc<UserSession> {
+fn session(i: u64, headers: &IdentityHeaders, tokens: bool, all: bool) -> SessionRef {
     let mut hash = [0u8; 32];
     hash[..8].copy_from_slice(&i.to_le_bytes());
     let claims = Claims {
         // A Keycloak user ID, and the user as headers show it (`user_claim = "sub"`, the
         // default).
-        sub: uuid(i, 1).into(),
-        subject: uuid(i, 1).into(),
+        ids: authgate::identity::UserIds::new(&uuid(i, 1), &uuid(i, 1)),
         email: Some(format!("user-{i:08}@example.com").into()),
         email_verified: Some(true),
         name: Some(format!("User Number {i}").into()),
@@ -105,8 +106,7 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool, all: bool) -> Arc<Us
         ClaimsRead::named(Vec::<&str>::new())
     };
     record.trim_for_cache(tokens, &read);
-    Arc::new(UserSession {
-        hash: IdHash(hash),
+    let copy = Arc::new(UserSession {
         headers: headers.values("idp", &record.claims),
         record,
         validated: Validated::now(),
@@ -114,7 +114,11 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool, all: bool) -> Arc<Us
         deadline: Tick::at(Instant::now() + Duration::from_secs(3600)),
         epoch: 0,
         whole: false,
-    })
+    });
+    SessionRef {
+        hash: IdHash(hash),
+        copy,
+    }
 }
 
 /// Per-session bytes and RSS growth for `n` cached sessions, measured in a fresh process:

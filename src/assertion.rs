@@ -126,8 +126,8 @@ impl Signer {
             route,
             by.provider,
             by.issuer,
-            &claims.sub,
-            &claims.subject,
+            claims.sub(),
+            claims.subject(),
             claims.email.as_deref().unwrap_or(""),
         ] {
             id.extend_from_slice(part.as_bytes());
@@ -146,11 +146,11 @@ impl Signer {
         let body = serde_json::json!({
             "iss": self.issuer,
             "aud": route,
-            "sub": claims.subject,
+            "sub": claims.subject(),
             "idp": by.provider,
             "idp_iss": by.issuer,
             // Unknown for sessions older than `sub` keeping: absent, never "".
-            "idp_sub": (!claims.sub.is_empty()).then_some(&claims.sub),
+            "idp_sub": (!claims.sub().is_empty()).then_some(&claims.sub()),
             "email": claims.email,
             "groups": claims.groups,
             "iat": now,
@@ -207,8 +207,7 @@ mod tests {
             issuer: "https://idp.example",
         };
         let claims = Claims {
-            sub: "u-1".into(),
-            subject: "alice".into(),
+            ids: crate::identity::UserIds::new("u-1", "alice"),
             email: Some("alice@example.com".into()),
             groups: ["dev"].into_iter().collect(),
             ..Claims::default()

@@ -164,7 +164,7 @@ impl RouteClaims {
                 out.push((r.header.clone(), value.clone()));
                 value
             }
-            None => claim_value(&v.claims.subject).ok_or(Underivable)?,
+            None => claim_value(v.claims.subject()).ok_or(Underivable)?,
         };
         if let (Some(to), Some(token)) = (&s.id_token, v.id_token) {
             let value = match to {
@@ -243,12 +243,12 @@ fn remote_user_value(
 ) -> Result<HeaderValue, Underivable> {
     let claim = r.claim.as_deref();
     let raw = match claim {
-        None => Some(claims.subject.to_string()),
+        None => Some(claims.subject().to_string()),
         Some(path) => lookup(provider, claims, path)
             .and_then(|f| render(&f, separator, crate::config::defaults::MAX_CLAIM_BYTES)),
     };
     let refused = |why: &str| {
-        tracing::info!(route = route_id, sub = %claims.sub, claim = claim.unwrap_or("(user)"), "remote_user cannot be derived ({why}): refused");
+        tracing::info!(route = route_id, sub = %claims.sub(), claim = claim.unwrap_or("(user)"), "remote_user cannot be derived ({why}): refused");
         Underivable
     };
     let raw = raw.ok_or_else(|| refused("no such claim"))?;
@@ -312,7 +312,7 @@ impl Budget {
         if let Some(n) = DROPPED.hit(route_id) {
             tracing::warn!(
                 route = route_id,
-                sub = %claims.sub,
+                sub = %claims.sub(),
                 dropped = self.dropped_count,
                 claims = ?self.dropped,
                 occurrences = n.count,
@@ -337,7 +337,7 @@ const STANDARD: [&str; 5] = ["sub", "email", "name", "groups", "preferred_userna
 fn mapped<'a>(provider: Option<&ClaimNames>, c: &'a Claims, name: &str) -> Option<Found<'a>> {
     let opt = |s: &'a Option<Box<str>>| s.as_deref().map(Found::Str);
     match name {
-        "sub" => return (!c.sub.is_empty()).then_some(Found::Str(&c.sub)),
+        "sub" => return (!c.sub().is_empty()).then_some(Found::Str(c.sub())),
         "email" => return opt(&c.email),
         "name" => return opt(&c.name),
         "groups" => return Some(Found::List(&c.groups)),
@@ -346,7 +346,7 @@ fn mapped<'a>(provider: Option<&ClaimNames>, c: &'a Claims, name: &str) -> Optio
     }
     let p = provider?;
     if name == p.user {
-        Some(Found::Str(&c.subject))
+        Some(Found::Str(c.subject()))
     } else if name == p.email {
         opt(&c.email)
     } else if name == p.name {
@@ -513,8 +513,7 @@ mod tests {
             "email_hint": "x@y",
         });
         Claims {
-            sub: "sub-1".into(),
-            subject: "alice".into(),
+            ids: crate::identity::UserIds::new("sub-1", "alice"),
             email: Some("alice@corp.example".into()),
             email_verified: Some(true),
             name: Some("Alice Liddell".into()),
@@ -735,7 +734,7 @@ mod tests {
             Some("Basic YWw6")
         );
         let mut c = claims();
-        c.subject = "a:b".into();
+        c.ids = crate::identity::UserIds::new(c.sub(), "a:b");
         assert_eq!(run(&rc, &c), Err(Underivable));
         assert!(rc.settings.owns_authorization());
         let v = basic(&HeaderValue::from_static("u"), "p", "r").unwrap();

@@ -16,15 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::forwarded::canonical_byte;
 use crate::out_header::OutName;
 
-/// The identity the provider vouched for, as far as the gateway passes it on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The identity the provider vouched for, as far as the gateway passes it on. Stored as the
+/// JSON object [`ClaimsWire`] describes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claims {
-    /// The provider's `sub`: stable and unique within its issuer, so sessions, refresh and
-    /// revocation key on (provider, `sub`). Empty only in records written before it was kept.
-    #[serde(default)]
-    pub sub: Box<str>,
-    /// The user as headers and policy show it: the provider's `user_claim` (`sub` by default).
-    pub subject: Box<str>,
+    /// The provider's `sub` and the user as headers and policy show it: see [`UserIds`].
+    pub ids: UserIds,
     /// Only an address the provider verified (`email_verified: true`, or no such claim from a
     /// provider configured with `trust_email`); `None` otherwise.
     pub email: Option<Box<str>>,
@@ -36,20 +33,122 @@ pub struct Claims {
     pub groups: crate::strlist::StrList,
     /// Other claims, for policy rules and claim headers (size-capped at login). A session
     /// cache's copy holds only those its config reads (`SessionRecord::trim_for_cache`).
-    #[serde(default, skip_serializing_if = "crate::claimmap::ClaimMap::is_empty")]
     pub extra: crate::claimmap::ClaimMap,
 }
 
 impl Claims {
+    /// The provider's `sub`: stable and unique within its issuer, so sessions, refresh and
+    /// revocation key on (provider, `sub`). Empty only in records written before it was kept.
+    pub fn sub(&self) -> &str {
+        self.ids.sub()
+    }
+
+    /// The user as headers and policy show it: the provider's `user_claim` (`sub` by default).
+    pub fn subject(&self) -> &str {
+        self.ids.subject()
+    }
+
     /// The provider's `sub`, which with the provider is the user for good; records from
     /// before `sub` was kept hold it as the subject (`user_claim` was `sub` then, or sessions
     /// ended at their first refresh).
     pub fn known_sub(&self) -> &str {
-        if self.sub.is_empty() {
-            &self.subject
-        } else {
-            &self.sub
+        match self.sub() {
+            "" => self.subject(),
+            sub => sub,
         }
+    }
+}
+
+/// The provider's `sub` and the user (its `user_claim`), in one block. With the default
+/// `user_claim` (`sub`) they are the same string, often a 36-byte UUID, and every cached
+/// session and verified token would hold it twice; here it is kept once. Private, so neither
+/// is ever read as the other: [`UserIds::sub`] and [`UserIds::subject`] are the only way in.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct UserIds(
+    /// `[sub, subject]`; `[sub]` when they are equal, `[]` when both are empty. One spelling
+    /// per pair, so two are equal exactly when their pairs are.
+    crate::strlist::StrList,
+);
+
+impl UserIds {
+    pub fn new(sub: &str, subject: &str) -> Self {
+        Self(match (sub == subject, sub.is_empty()) {
+            (true, true) => crate::strlist::StrList::default(),
+            (true, false) => [sub].into_iter().collect(),
+            (false, _) => [sub, subject].into_iter().collect(),
+        })
+    }
+
+    pub fn sub(&self) -> &str {
+        self.0.iter().next().unwrap_or("")
+    }
+
+    pub fn subject(&self) -> &str {
+        let mut ids = self.0.iter();
+        let sub = ids.next().unwrap_or("");
+        ids.next().unwrap_or(sub)
+    }
+}
+
+impl std::fmt::Debug for UserIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserIds")
+            .field("sub", &self.sub())
+            .field("subject", &self.subject())
+            .finish()
+    }
+}
+
+/// [`Claims`] as stored (JSON in session records, read and written by every replica, old and
+/// new): `sub` and `subject` as two fields, whatever [`UserIds`] shares in memory. Read as
+/// owned values, written from borrowed ones.
+#[derive(Serialize, Deserialize)]
+struct ClaimsWire<S, T, G, X: std::borrow::Borrow<crate::claimmap::ClaimMap>> {
+    #[serde(default)]
+    sub: S,
+    subject: S,
+    email: T,
+    email_verified: Option<bool>,
+    name: T,
+    preferred_username: T,
+    groups: G,
+    #[serde(default, skip_serializing_if = "no_extra")]
+    extra: X,
+}
+
+fn no_extra<X: std::borrow::Borrow<crate::claimmap::ClaimMap>>(x: &X) -> bool {
+    x.borrow().is_empty()
+}
+
+impl Serialize for Claims {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ClaimsWire {
+            sub: self.sub(),
+            subject: self.subject(),
+            email: &self.email,
+            email_verified: self.email_verified,
+            name: &self.name,
+            preferred_username: &self.preferred_username,
+            groups: &self.groups,
+            extra: &self.extra,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w: ClaimsWire<Box<str>, Option<Box<str>>, crate::strlist::StrList, _> =
+            ClaimsWire::deserialize(d)?;
+        Ok(Claims {
+            ids: UserIds::new(&w.sub, &w.subject),
+            email: w.email,
+            email_verified: w.email_verified,
+            name: w.name,
+            preferred_username: w.preferred_username,
+            groups: w.groups,
+            extra: w.extra,
+        })
     }
 }
 
@@ -251,7 +350,7 @@ impl IdentityHeaders {
         let groups = self.groups_joined(claims);
         let wanted = [
             (self.provider.as_ref(), Some(provider)),
-            (Some(&self.user), Some(&*claims.subject)),
+            (Some(&self.user), Some(claims.subject())),
             (Some(&self.email), claims.email.as_deref()),
             (Some(&self.groups), Some(groups.as_str())),
             (
@@ -312,8 +411,8 @@ impl IdentityHeaders {
         }
         if kept < eligible {
             tracing::warn!(
-                sub = %claims.sub,
-                user = %claims.subject,
+                sub = %claims.sub(),
+                user = %claims.subject(),
                 forwarded = kept,
                 groups = eligible,
                 max_bytes = self.max_groups_bytes,
@@ -340,6 +439,65 @@ impl IdentityHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `sub` and the user read back as given, in every shape (equal, either or both empty,
+    /// one a prefix of the other, odd characters, long), are equal exactly when both are, and
+    /// are stored as the two fields they always were.
+    #[test]
+    fn user_ids_read_back_and_store_as_two_fields() {
+        let long = "x".repeat(300);
+        let odd = [
+            "",
+            "alice",
+            "alic",
+            "alice2",
+            "é,\u{0}",
+            long.as_str(),
+            "a\"b",
+        ];
+        for sub in odd {
+            for subject in odd {
+                let ids = UserIds::new(sub, subject);
+                assert_eq!((ids.sub(), ids.subject()), (sub, subject));
+                for (s2, u2) in [(sub, subject), (subject, sub), (sub, ""), ("", subject)] {
+                    assert_eq!(ids == UserIds::new(s2, u2), (sub, subject) == (s2, u2));
+                }
+                let c = Claims {
+                    ids,
+                    ..Claims::default()
+                };
+                let json = serde_json::to_value(&c).unwrap();
+                assert_eq!(
+                    (&json["sub"], &json["subject"]),
+                    (&sub.into(), &subject.into())
+                );
+                let back: Claims = serde_json::from_value(json).unwrap();
+                assert_eq!(back, c);
+            }
+        }
+        assert_eq!(UserIds::default(), UserIds::new("", ""));
+        // Records from before `sub` was kept have no such field.
+        let old: Claims = serde_json::from_str(
+            r#"{"subject":"u","email":null,"email_verified":null,"name":null,"preferred_username":null,"groups":[]}"#,
+        )
+        .unwrap();
+        assert_eq!((old.sub(), old.subject(), old.known_sub()), ("", "u", "u"));
+    }
+
+    /// The same string as `sub` and as the user (the default `user_claim`) is held once.
+    #[test]
+    fn the_same_sub_and_user_take_one_block() {
+        let uuid = "f1e2d3c4-0000-4a5b-9c8d-7e6f5a4b3c2d";
+        let same = UserIds::new(uuid, uuid);
+        let other = UserIds::new(uuid, "alice@example.com");
+        assert_eq!(format!("{:?}", same.0), format!("{:?}", [uuid]));
+        assert_eq!(
+            format!("{:?}", other.0),
+            format!("{:?}", [uuid, "alice@example.com"])
+        );
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<UserIds>(), 16);
+    }
 
     /// The namespace built from a config strips the configured names and prefixes, our own
     /// prefix, and every header the gateway sets, even ones outside the namespace.
@@ -455,7 +613,7 @@ mod tests {
         );
         assert!(claim_value("\r\n\0").is_none());
         let claims = Claims {
-            subject: "alice".into(),
+            ids: crate::identity::UserIds::new("", "alice"),
             email: Some("a@x\n".into()),
             groups: ["a,b", "c"].into_iter().collect(),
             ..Claims::default()
@@ -469,7 +627,7 @@ mod tests {
     #[test]
     fn groups_are_filtered_and_bounded() {
         let claims = Claims {
-            subject: "u".into(),
+            ids: crate::identity::UserIds::new("", "u"),
             groups: (0..1000).map(|i| format!("group-{i:04}")).collect(),
             ..Claims::default()
         };
@@ -508,7 +666,7 @@ mod tests {
         for (i, a) in odd.iter().enumerate() {
             for b in odd.iter().skip(i % 3) {
                 let claims = Claims {
-                    subject: (*a).into(),
+                    ids: crate::identity::UserIds::new("", a),
                     email: Some((*b).into()),
                     preferred_username: Some(format!("{b}{a}").into()),
                     groups: [*a, *b, "g"].into_iter().collect(),

@@ -107,7 +107,7 @@ fn claim_any(id: &Claims, name: &str, mut ok: impl FnMut(&str) -> bool) -> bool 
         };
     }
     match name {
-        "sub" => !id.sub.is_empty() && ok(&id.sub),
+        "sub" => !id.sub().is_empty() && ok(id.sub()),
         "email" => verified_email(id).is_some_and(ok),
         "name" => id.name.as_deref().is_some_and(ok),
         "preferred_username" => id.preferred_username.as_deref().is_some_and(ok),
@@ -325,7 +325,7 @@ impl Policy {
         if !self.providers.is_empty() && !self.providers.contains(provider) {
             return Err(Denial::Provider);
         }
-        if !self.users.is_empty() && !self.users.contains(&*id.subject) {
+        if !self.users.is_empty() && !self.users.contains(id.subject()) {
             return Err(Denial::User);
         }
         let verified_email = verified_email(id);
@@ -484,7 +484,7 @@ mod tests {
         extra.insert("tenant".into(), "acme".into());
         extra.insert("roles".into(), serde_json::json!(["reader", "admin"]));
         Claims {
-            subject: "alice".into(),
+            ids: crate::identity::UserIds::new("", "alice"),
             email: Some("Alice@Corp.com".into()),
             email_verified: Some(true),
             groups: ["dev", "admins"].into_iter().collect(),
@@ -518,7 +518,7 @@ mod tests {
             Err(Denial::Method)
         );
         let mut bob = alice();
-        bob.subject = "carol".into();
+        bob.ids = crate::identity::UserIds::new(bob.sub(), "carol");
         assert_eq!(p.evaluate("corp", &bob, &Method::GET), Err(Denial::User));
         let mut nogroup = alice();
         nogroup.groups = ["dev"].into_iter().collect();

@@ -766,7 +766,7 @@ fn identity(c: &crate::identity::Claims, provider: &str, expires_at: u64) -> Rep
             // The provider's sub (with `provider`, the user for good) and the user as
             // headers show it (user_claim).
             "sub": c.known_sub(),
-            "user": c.subject,
+            "user": c.subject(),
             "email": c.email,
             "email_verified": c.email_verified,
             "name": c.name,
@@ -1245,8 +1245,7 @@ mod tests {
     #[test]
     fn identity_keys_and_back_channel_answers() {
         let claims = crate::identity::Claims {
-            sub: "u-1".into(),
-            subject: "alice".into(),
+            ids: crate::identity::UserIds::new("u-1", "alice"),
             groups: ["g"].into_iter().collect(),
             ..Default::default()
         };
@@ -1266,7 +1265,7 @@ mod tests {
         assert!(v.get("access_token").is_none() && v.get("id_token").is_none());
         // Records written before `sub` was kept show the user as sub.
         let old = crate::identity::Claims {
-            sub: Box::default(),
+            ids: crate::identity::UserIds::new("", "alice"),
             ..claims.clone()
         };
         let who = Outcome::Identity {

@@ -702,7 +702,7 @@ mod tests {
         // Active tokens, each at its own provider.
         let id = v.verify("a_active", &api, &[]).await.unwrap();
         assert_eq!(id.provider, "p0");
-        assert_eq!(&*id.claims.sub, "svc");
+        assert_eq!(id.claims.sub(), "svc");
         assert_eq!(
             v.verify("b_active", &api, &[]).await.unwrap().provider,
             "p1"

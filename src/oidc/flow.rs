@@ -517,7 +517,7 @@ impl Auth {
         if let Err(e) = self.sessions.destroy(&session.hash).await {
             return self.store_down(info, &e);
         }
-        tracing::info!(request_id = info.request_id, sub = %session.record.claims.sub, user = %session.record.claims.subject, "logout");
+        tracing::info!(request_id = info.request_id, sub = %session.record.claims.sub(), user = %session.record.claims.subject(), "logout");
         let provider = self.provider(&session.record.provider);
         let at_provider = match (provider, tokens.id_token) {
             (Some(p), Some(hint)) => self.end_at_provider(info, p, &hint, return_to),

@@ -177,8 +177,7 @@ impl ClaimNames {
         }
         Ok(Claims {
             extra: extra.into_iter().collect(),
-            sub: sub.into(),
-            subject: subject.into(),
+            ids: crate::identity::UserIds::new(sub, &subject),
             email_verified: email.as_ref().map(|_| verified),
             email: email.filter(|_| verified).map(Into::into),
             name: string_claim(sub, other, &self.name).map(Into::into),
@@ -245,7 +244,7 @@ mod tests {
                 &other(json!({"email": "a@x", "email_verified": true})),
             )
             .unwrap();
-        assert_eq!((&*c.sub, &*c.subject), ("u1", "a@x"));
+        assert_eq!((c.sub(), c.subject()), ("u1", "a@x"));
         assert_eq!(
             n.map_claims("u1", &other(json!({"email": "a@x"}))),
             Err(ClaimError::UnverifiedUser("email".into()))
@@ -264,7 +263,7 @@ mod tests {
         let c = names("upn", false)
             .map_claims("u1", &other(json!({"upn": "alice@corp", "email": "x@y"})))
             .unwrap();
-        assert_eq!((&*c.subject, c.email.as_deref()), ("alice@corp", None));
+        assert_eq!((c.subject(), c.email.as_deref()), ("alice@corp", None));
     }
 
     #[test]
@@ -304,8 +303,8 @@ mod tests {
         assert_eq!(
             n.map_claims("u1", &other(json!({"upn": "alice@corp"})))
                 .unwrap()
-                .subject,
-            Box::<str>::from("alice@corp")
+                .subject(),
+            "alice@corp"
         );
     }
 

@@ -23,7 +23,9 @@ use crate::config::provider::Userinfo;
 use crate::identity::Claims;
 use crate::jwt::{self, IdTokenRules};
 use crate::metrics::Metrics;
-use crate::session::{IdHash, SessionManager, SessionRecord, Tokens, Update, UserSession};
+use crate::session::{
+    IdHash, SessionManager, SessionRecord, SessionRef, Tokens, Update, UserSession,
+};
 
 /// Longer than the provider HTTP timeout, so a lock never lapses under a live refresh.
 const LOCK_TTL: Duration = Duration::from_secs(15);
@@ -71,7 +73,7 @@ fn still_valid(s: &UserSession, now: u64) -> bool {
 #[derive(Clone)]
 pub(crate) enum Outcome {
     /// Use this session (refreshed, or still valid).
-    Fresh(Arc<UserSession>),
+    Fresh(SessionRef),
     /// The session is over: treat the request as signed out.
     Ended,
     /// Cannot tell: the provider or the store is down and the token has expired.
@@ -114,10 +116,7 @@ impl Refresher {
 
     /// The session this request should use. `Ok(None)`: signed out (the refresh token was
     /// refused); `Err(())`: no usable token and no way to get one now (503).
-    pub(crate) async fn ensure(
-        self: &Arc<Self>,
-        s: Arc<UserSession>,
-    ) -> Result<Option<Arc<UserSession>>, ()> {
+    pub(crate) async fn ensure(self: &Arc<Self>, s: SessionRef) -> Result<Option<SessionRef>, ()> {
         // Expiries are on the store's clock (see `SessionManager::store_now`).
         let need = need(&s.record, self.sessions.store.now_unix(), self.lead);
         if need == Need::No {
@@ -142,7 +141,7 @@ impl Refresher {
     }
 
     /// Join the session's refresh in this process, or start it.
-    fn flight(self: &Arc<Self>, s: Arc<UserSession>) -> Flight {
+    fn flight(self: &Arc<Self>, s: SessionRef) -> Flight {
         use dashmap::mapref::entry::Entry;
         match self.inflight.entry(s.hash) {
             Entry::Occupied(e) => e.get().clone(),
@@ -163,7 +162,7 @@ impl Refresher {
         }
     }
 
-    async fn run(&self, s: Arc<UserSession>) -> Outcome {
+    async fn run(&self, s: SessionRef) -> Outcome {
         let lock = match self.sessions.lock_refresh(&s.hash, LOCK_TTL).await {
             Ok(Some(lock)) => lock,
             Ok(None) => return self.await_other(s).await,
@@ -179,7 +178,7 @@ impl Refresher {
 
     /// Another replica holds the lock: keep a still-valid token, else watch the store for
     /// the new revision.
-    async fn await_other(&self, s: Arc<UserSession>) -> Outcome {
+    async fn await_other(&self, s: SessionRef) -> Outcome {
         if still_valid(&s, self.sessions.store.now_unix()) {
             return Outcome::Fresh(s);
         }
@@ -196,7 +195,7 @@ impl Refresher {
         Outcome::Unavailable
     }
 
-    fn fallback(&self, s: Arc<UserSession>) -> Outcome {
+    fn fallback(&self, s: SessionRef) -> Outcome {
         self.failed
             .insert(s.hash, (), Tick::now().after(FAILURE_BACKOFF));
         self.metrics.refreshes.with_label_values(&["failed"]).inc();
@@ -207,8 +206,8 @@ impl Refresher {
         }
     }
 
-    async fn end(&self, s: &UserSession, why: &str) -> Outcome {
-        tracing::info!(provider = %s.record.provider, sub = %s.record.claims.sub, user = %s.record.claims.subject, reason = why, "session ended at refresh");
+    async fn end(&self, s: &SessionRef, why: &str) -> Outcome {
+        tracing::info!(provider = %s.record.provider, sub = %s.record.claims.sub(), user = %s.record.claims.subject(), reason = why, "session ended at refresh");
         self.metrics.refreshes.with_label_values(&["ended"]).inc();
         match self.sessions.destroy(&s.hash).await {
             Ok(()) => Outcome::Ended,
@@ -217,7 +216,7 @@ impl Refresher {
         }
     }
 
-    async fn refresh_locked(&self, s: Arc<UserSession>) -> Outcome {
+    async fn refresh_locked(&self, s: SessionRef) -> Outcome {
         // Under the lock, decide on what the store has now: another replica may have
         // refreshed between our read and our lock.
         let current = match self.sessions.reload(&s.hash).await {
@@ -239,7 +238,7 @@ impl Refresher {
 
     /// The refresh itself, on the record read under the lock: redeem the refresh token,
     /// check and map the identity again, store the new tokens.
-    async fn refresh_current(&self, current: &Arc<UserSession>) -> Result<Outcome, Stop> {
+    async fn refresh_current(&self, current: &SessionRef) -> Result<Outcome, Stop> {
         let provider = (self.providers.iter())
             .find(|p| p.id() == &*current.record.provider)
             .ok_or(Stop::End("provider no longer configured"))?;
@@ -270,7 +269,7 @@ impl Refresher {
     /// Write the refreshed session (compare-and-set) and read back what the store holds.
     async fn store_refreshed(
         &self,
-        current: &Arc<UserSession>,
+        current: &SessionRef,
         claims: Claims,
         fresh: &Tokens,
     ) -> Result<Outcome, Stop> {
@@ -299,7 +298,7 @@ impl Refresher {
                     .with_label_values(&["refreshed"])
                     .inc();
                 self.failed.remove(&current.hash);
-                tracing::debug!(sub = %claims.sub, user = %claims.subject, "session tokens refreshed");
+                tracing::debug!(sub = %claims.sub(), user = %claims.subject(), "session tokens refreshed");
             }
             Update::Conflict => {}
         }

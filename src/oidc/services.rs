@@ -12,7 +12,7 @@ use super::provider::Provider;
 use super::BearerIdentity;
 use crate::jwt::JwtError;
 use crate::out_header::OutName;
-use crate::session::{SessionManager, StoreError, UserSession};
+use crate::session::{SessionManager, SessionRef, StoreError};
 
 impl Auth {
     // --- Who is calling -------------------------------------------------------------------
@@ -34,7 +34,7 @@ impl Auth {
         &self,
         headers: &HeaderMap,
         https: bool,
-    ) -> Result<Option<Arc<UserSession>>, StoreError> {
+    ) -> Result<Option<SessionRef>, StoreError> {
         match self.sessions.read_cookie(headers, https).id() {
             Some(id) => self.sessions.load(&id).await,
             None => Ok(None),
@@ -43,7 +43,7 @@ impl Auth {
 
     /// `s` with a valid access token: refreshed once across replicas when it is near or
     /// past expiry (`Ok(None)`: the session ended; `Err`: the provider cannot refresh now).
-    pub(crate) async fn fresh(&self, s: Arc<UserSession>) -> Result<Option<Arc<UserSession>>, ()> {
+    pub(crate) async fn fresh(&self, s: SessionRef) -> Result<Option<SessionRef>, ()> {
         self.refresher.ensure(s).await
     }
 
@@ -60,14 +60,14 @@ impl Auth {
     }
 
     /// The session's access token as a header value (for `pass_access_token` routes).
-    pub(crate) fn access_token(&self, s: &UserSession) -> Option<HeaderValue> {
+    pub(crate) fn access_token(&self, s: &SessionRef) -> Option<HeaderValue> {
         let token = self.sessions.tokens(s)?.access_token?;
         HeaderValue::from_str(&token).ok()
     }
 
     /// The session's ID token (for routes with `id_token`): unsealed per request, like the
     /// access token, never kept in clear.
-    pub(crate) fn id_token(&self, s: &UserSession) -> Option<String> {
+    pub(crate) fn id_token(&self, s: &SessionRef) -> Option<String> {
         self.sessions.tokens(s)?.id_token
     }
 

@@ -9,7 +9,7 @@ use crate::answer::Audience;
 use crate::forwarded::{Origin, RequestId};
 use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
-use crate::session::UserSession;
+use crate::session::SessionRef;
 use crate::trace::Trace;
 
 pub(crate) struct RequestCtx {
@@ -45,7 +45,7 @@ pub(crate) struct RequestCtx {
     /// Code of the refusal, when the gateway answered itself.
     pub(crate) refusal: Option<&'static str>,
     /// The caller's session, on protected routes.
-    pub(crate) session: Option<Arc<UserSession>>,
+    pub(crate) session: Option<SessionRef>,
     /// Or the caller's verified bearer token, on routes that accept them.
     pub(crate) bearer: Option<Arc<BearerIdentity>>,
     /// The route's claim headers for the caller (`crate::claim_headers`), part of the

@@ -30,7 +30,7 @@ use crate::host::Authority;
 use crate::identity::Claims;
 use crate::oidc::BearerIdentity;
 use crate::path::CanonicalPath;
-use crate::session::UserSession;
+use crate::session::SessionRef;
 
 /// The original request as the decision sees it, in canonical form.
 pub(crate) struct Inbound<'a> {
@@ -50,7 +50,7 @@ pub(crate) struct Inbound<'a> {
 
 /// An authenticated caller.
 pub(crate) enum Caller {
-    Session(Arc<UserSession>),
+    Session(SessionRef),
     Bearer(Arc<BearerIdentity>),
 }
 
@@ -144,7 +144,7 @@ pub(crate) fn authorize(
             && crate::csrf::is_unsafe(req.method)
             && crate::csrf::is_cross_site(&rt.csrf, req.headers, req.https, req.authority)
         {
-            tracing::info!(request_id, route = %route.id, provider = caller.provider(), sub = %caller.claims().sub, user = %caller.claims().subject, "cross-site request refused");
+            tracing::info!(request_id, route = %route.id, provider = caller.provider(), sub = %caller.claims().sub(), user = %caller.claims().subject(), "cross-site request refused");
             return Err(Refusal::CrossSite);
         }
     }
@@ -197,7 +197,7 @@ fn rules(
     if let Err(denial) = policy.evaluate_from(provider, claims, req.method, || req.client.get()) {
         match caller {
             Some(c) => {
-                tracing::info!(request_id, route = %route.id, provider, sub = %c.claims().sub, user = %c.claims().subject, reason = denial.as_str(), client = ?req.client.get(), "denied by policy")
+                tracing::info!(request_id, route = %route.id, provider, sub = %c.claims().sub(), user = %c.claims().subject(), reason = denial.as_str(), client = ?req.client.get(), "denied by policy")
             }
             None => {
                 tracing::info!(request_id, route = %route.id, reason = denial.as_str(), client = ?req.client.get(), "denied by policy")
@@ -221,7 +221,7 @@ fn deny_rules(
             let keys = rule.keys();
             match caller {
                 Some(c) => {
-                    tracing::info!(request_id, route = %route.id, provider, sub = %c.claims().sub, user = %c.claims().subject, deny_rule = i, matched = %keys, client = ?req.client.get(), "denied by a deny rule")
+                    tracing::info!(request_id, route = %route.id, provider, sub = %c.claims().sub(), user = %c.claims().subject(), deny_rule = i, matched = %keys, client = ?req.client.get(), "denied by a deny rule")
                 }
                 None => {
                     tracing::info!(request_id, route = %route.id, deny_rule = i, matched = %keys, client = ?req.client.get(), "denied by a deny rule")
@@ -356,7 +356,7 @@ mod tests {
         Caller::Bearer(Arc::new(BearerIdentity {
             provider: "p".into(),
             claims: Claims {
-                subject: subject.into(),
+                ids: crate::identity::UserIds::new("", subject),
                 ..Claims::default()
             },
             headers: Box::default(),
@@ -513,7 +513,7 @@ mod tests {
         Caller::Bearer(Arc::new(BearerIdentity {
             provider: "p".into(),
             claims: Claims {
-                subject: subject.into(),
+                ids: crate::identity::UserIds::new("", subject),
                 groups: groups.iter().map(|g| g.to_string()).collect(),
                 ..Claims::default()
             },

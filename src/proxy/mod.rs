@@ -944,8 +944,8 @@ fn access_log(
         .and(ctx.server.as_ref())
         .and_then(|s| s.authority().to_str().ok());
     let (user, provider) = match (&ctx.session, &ctx.bearer) {
-        (Some(s), _) => (Some(&*s.record.claims.subject), Some(&*s.record.provider)),
-        (None, Some(b)) => (Some(&*b.claims.subject), Some(b.provider.as_str())),
+        (Some(s), _) => (Some(s.record.claims.subject()), Some(&*s.record.provider)),
+        (None, Some(b)) => (Some(b.claims.subject()), Some(b.provider.as_str())),
         (None, None) => (None, None),
     };
     // Visible ASCII only (`to_str`), bounded; the formatter escapes quotes and backslashes.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::crypto::IdHash;
-use super::model::UserSession;
+use super::model::{SessionRef, UserSession};
 use super::store::StoreError;
 use crate::cache::{Cache, Tick};
 
@@ -24,7 +24,7 @@ use crate::cache::{Cache, Tick};
 const CANDIDATE_KEEP: Duration = Duration::from_secs(60);
 
 /// What a load of a missed session answers: the session, absent, or why the store could not say.
-pub(crate) type Loaded = Result<Option<Arc<UserSession>>, StoreError>;
+pub(crate) type Loaded = Result<Option<SessionRef>, StoreError>;
 
 pub struct SessionCache {
     /// Entries live until their session's absolute deadline; freshness (`max_age`) is
@@ -53,20 +53,25 @@ impl SessionCache {
     /// A session the cache may answer with alone: live, and confirmed by the store within
     /// `max_age` (one clock reading for both).
     #[inline]
-    pub(crate) fn get(&self, hash: &IdHash) -> Option<Arc<UserSession>> {
+    pub(crate) fn get(&self, hash: &IdHash) -> Option<SessionRef> {
         if !self.usable() {
             return None;
         }
         let now = Tick::now();
         let s = self.map.get_at(hash, now)?;
         // Too old to serve alone; kept as a candidate.
-        (s.validated.age(now) <= self.max_age).then_some(s)
+        (s.validated.age(now) <= self.max_age).then_some(SessionRef {
+            hash: *hash,
+            copy: s,
+        })
     }
 
     /// An entry of any age for the store to confirm (see the module doc): never to be used
     /// without that confirmation.
-    pub(crate) fn candidate(&self, hash: &IdHash) -> Option<Arc<UserSession>> {
-        self.map.get(hash)
+    pub(crate) fn candidate(&self, hash: &IdHash) -> Option<SessionRef> {
+        self.map
+            .get(hash)
+            .map(|copy| SessionRef { hash: *hash, copy })
     }
 
     /// A missed session, loaded by `load` once for every caller asking meanwhile.
@@ -83,13 +88,13 @@ impl SessionCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub fn insert(&self, session: Arc<UserSession>, generation_at_load: u64) {
+    pub fn insert(&self, session: SessionRef, generation_at_load: u64) {
         // Inserted even when not usable (cache off, or not coherent): then only a candidate.
         // Insert, then re-check: an invalidation between the check and the insert bumps the
         // generation, and the entry it might have missed is removed here.
-        let hash = session.hash;
-        let until = session.deadline;
-        if self.map.insert(hash, session, until)
+        let SessionRef { hash, copy } = session;
+        let until = copy.deadline;
+        if self.map.insert(hash, copy, until)
             && self.generation.load(Ordering::Acquire) != generation_at_load
         {
             self.map.remove(&hash);
@@ -144,9 +149,8 @@ mod tests {
     use crate::session::model::{SessionRecord, Validated};
     use std::time::Instant;
 
-    fn session(b: u8) -> Arc<UserSession> {
-        Arc::new(UserSession {
-            hash: IdHash([b; 32]),
+    fn session(b: u8) -> SessionRef {
+        let copy = Arc::new(UserSession {
             record: SessionRecord {
                 v: 1,
                 provider: "p".into(),
@@ -164,7 +168,11 @@ mod tests {
             deadline: Tick::at(Instant::now() + Duration::from_secs(3600)),
             epoch: 0,
             whole: true,
-        })
+        });
+        SessionRef {
+            hash: IdHash([b; 32]),
+            copy,
+        }
     }
 
     #[test]
@@ -197,7 +205,7 @@ mod tests {
     fn expired_session_is_no_candidate() {
         let c = SessionCache::new(Duration::from_secs(30), 100, true);
         let mut s = session(6);
-        Arc::get_mut(&mut s).unwrap().deadline = Tick::at(Instant::now());
+        Arc::get_mut(&mut s.copy).unwrap().deadline = Tick::at(Instant::now());
         c.insert(s, c.generation());
         assert!(c.candidate(&IdHash([6; 32])).is_none());
         c.sweep();

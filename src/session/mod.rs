@@ -24,7 +24,7 @@ use smallvec::SmallVec;
 pub use crate::cache::Tick;
 pub use cache::SessionCache;
 pub use crypto::{IdHash, Keys, SessionId};
-pub use model::{unix_secs_nonzero, SessionRecord, Tokens, UserSession, Validated};
+pub use model::{unix_secs_nonzero, SessionRecord, SessionRef, Tokens, UserSession, Validated};
 pub use store::{Store, StoreError, Update};
 
 use crate::identity::{Claims, IdentityHeaders};
@@ -378,7 +378,7 @@ impl SessionManager {
 
     /// Load a session: cache first, then the store (restarting the idle timeout at most once
     /// per touch interval).
-    pub async fn load(&self, id: &SessionId) -> Result<Option<Arc<UserSession>>, StoreError> {
+    pub async fn load(&self, id: &SessionId) -> Result<Option<SessionRef>, StoreError> {
         let hash = id.hash();
         if let Some(s) = self.cache.get(&hash).filter(|s| s.epoch == self.epoch) {
             self.cache_hits.inc();
@@ -395,7 +395,7 @@ impl SessionManager {
 
     /// A cache miss: read the store (the store only confirms a copy held here that is still
     /// current) and cache what it says.
-    async fn load_missed(&self, hash: IdHash) -> Result<Option<Arc<UserSession>>, StoreError> {
+    async fn load_missed(&self, hash: IdHash) -> Result<Option<SessionRef>, StoreError> {
         let generation = self.cache.generation();
         let known = self
             .cache
@@ -412,7 +412,7 @@ impl SessionManager {
         };
         match known {
             // Confirmed unchanged: the copy serves again, nothing decoded or inserted.
-            Some(k) if Arc::ptr_eq(&k, &session) => session.validated.renew(),
+            Some(k) if k.same(&session) => session.validated.renew(),
             _ => self.cache.insert(session.clone(), generation),
         }
         Ok(Some(session))
@@ -420,10 +420,7 @@ impl SessionManager {
 
     /// The session as the store has it now, tokens and every claim included, bypassing the
     /// cache and leaving the idle timer alone: what a refresh decides on (and writes back).
-    pub(crate) async fn reload(
-        &self,
-        hash: &IdHash,
-    ) -> Result<Option<Arc<UserSession>>, StoreError> {
+    pub(crate) async fn reload(&self, hash: &IdHash) -> Result<Option<SessionRef>, StoreError> {
         self.read(hash, None, None, true).await
     }
 
@@ -434,9 +431,9 @@ impl SessionManager {
         &self,
         hash: &IdHash,
         touch: Option<Duration>,
-        known: Option<&Arc<UserSession>>,
+        known: Option<&SessionRef>,
         whole: bool,
-    ) -> Result<Option<Arc<UserSession>>, StoreError> {
+    ) -> Result<Option<SessionRef>, StoreError> {
         let started = Instant::now();
         // Before the store is asked: it counts the time left when it answers, later than
         // this, so a deadline counted from here is never late (a slow reply or the decoding
@@ -468,8 +465,7 @@ impl SessionManager {
         if !whole {
             record.trim_for_cache(self.hold_tokens, &self.keep_claims);
         }
-        Ok(Some(Arc::new(UserSession {
-            hash: *hash,
+        let copy = Arc::new(UserSession {
             headers: self.headers.values(&record.provider, &record.claims),
             record,
             validated: Validated::now(),
@@ -479,7 +475,8 @@ impl SessionManager {
             deadline: asked.after(stored.remaining.saturating_sub(Duration::from_millis(1))),
             epoch: self.epoch,
             whole,
-        })))
+        });
+        Ok(Some(SessionRef { hash: *hash, copy }))
     }
 
     fn observe_store(&self, started: Instant, ok: bool) {
@@ -521,7 +518,7 @@ impl SessionManager {
         let id = SessionId::generate();
         let hash = id.hash();
         let now = crate::crypto::now_unix();
-        let user_key = user_index(provider, &claims.sub);
+        let user_key = user_index(provider, claims.sub());
         let base = SessionRecord {
             v: 3,
             provider: provider.into(),
@@ -565,7 +562,7 @@ impl SessionManager {
     /// On success every replica drops its cached copy.
     pub(crate) async fn update(
         &self,
-        s: &UserSession,
+        s: &SessionRef,
         claims: Claims,
         tokens: &Tokens,
     ) -> Result<Update, StoreError> {
@@ -604,7 +601,7 @@ impl SessionManager {
     /// The tokens a loaded session holds, decrypted: on the request path, for routes that
     /// send them upstream, and from [`Self::reload`]'s copies. Every record holds sealed
     /// tokens; only a copy loaded without them is empty.
-    pub(crate) fn tokens(&self, s: &UserSession) -> Option<Tokens> {
+    pub(crate) fn tokens(&self, s: &SessionRef) -> Option<Tokens> {
         debug_assert!(
             !s.record.tokens.is_empty(),
             "tokens asked of a session copy loaded without them"
@@ -668,7 +665,7 @@ impl SessionManager {
                     id: member,
                     provider: r.provider.into(),
                     sub: r.claims.known_sub().to_string(),
-                    subject: r.claims.subject.into(),
+                    subject: r.claims.subject().into(),
                     email: r.claims.email.map(Into::into),
                     created_at: r.created_at,
                     expires_at: stored.deadline_unix_ms / 1000,
@@ -862,7 +859,7 @@ mod tests {
             let mut c: Claims =
                 serde_json::from_str(&raw.replace("false,\"name", &format!("{verdict},\"name")))
                     .unwrap();
-            assert_eq!(&*c.sub, "", "no sub in v2 records");
+            assert_eq!(c.sub(), "", "no sub in v2 records");
             upgrade_claims(&mut c);
             assert_eq!(c.email.is_some(), kept, "email_verified {verdict}");
         }
@@ -1184,8 +1181,7 @@ mod tests {
             access_token_expires_at: Some(1),
         };
         let claims = Claims {
-            sub: "alice".into(),
-            subject: "alice".into(),
+            ids: crate::identity::UserIds::new("alice", "alice"),
             ..Claims::default()
         };
         for hold in [false, true] {
@@ -1198,7 +1194,7 @@ mod tests {
             let s = m.load(&id).await.unwrap().unwrap();
             // The copy the cache answers with next time.
             let cached = m.load(&id).await.unwrap().unwrap();
-            assert!(Arc::ptr_eq(&s, &cached), "hold {hold}");
+            assert!(s.same(&cached), "hold {hold}");
             assert_eq!(s.record.tokens.is_empty(), !hold, "hold {hold}");
             if hold {
                 assert_eq!(m.tokens(&s).unwrap().access_token.as_deref(), Some("at"));
@@ -1220,8 +1216,7 @@ mod tests {
 
     fn with_other_claims() -> Claims {
         Claims {
-            sub: "alice".into(),
-            subject: "alice".into(),
+            ids: crate::identity::UserIds::new("alice", "alice"),
             extra: [
                 ("tenant", serde_json::json!("acme")),
                 ("acr", serde_json::json!("1")),
@@ -1311,7 +1306,7 @@ mod tests {
             let s = m.load(&id).await.unwrap().unwrap();
             assert_eq!(s.record.claims.extra.len(), 1, "{max_age:?}");
             let again = m.load(&id).await.unwrap().unwrap();
-            assert!(Arc::ptr_eq(&s, &again), "{max_age:?}: held and reused");
+            assert!(s.same(&again), "{max_age:?}: held and reused");
             let next = SessionManager {
                 cache: cache.clone(),
                 store: m.store.clone(),
@@ -1320,7 +1315,7 @@ mod tests {
             .keeping_claims(ClaimsRead::All);
             let s2 = next.load(&id).await.unwrap().unwrap();
             assert_eq!(s2.record.claims.extra, claims.extra, "{max_age:?}");
-            assert!(!Arc::ptr_eq(&s, &s2));
+            assert!(!s.same(&s2));
         }
     }
 
