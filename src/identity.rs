@@ -65,28 +65,49 @@ impl Claims {
 /// is ever read as the other: [`UserIds::sub`] and [`UserIds::subject`] are the only way in.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct UserIds(
-    /// `[sub, subject]`; `[sub]` when they are equal, `[]` when both are empty. One spelling
-    /// per pair, so two are equal exactly when their pairs are.
-    crate::strlist::StrList,
+    /// Empty when both are; otherwise `sub`'s length times two, plus one when the user is
+    /// `sub` (written as `StrList` writes lengths), then `sub`, then the user unless it is
+    /// `sub`. One spelling per pair, so two are equal exactly when their pairs are.
+    Box<str>,
 );
 
 impl UserIds {
     pub fn new(sub: &str, subject: &str) -> Self {
-        Self(match (sub == subject, sub.is_empty()) {
-            (true, true) => crate::strlist::StrList::default(),
-            (true, false) => [sub].into_iter().collect(),
-            (false, _) => [sub, subject].into_iter().collect(),
-        })
+        if sub.is_empty() && subject.is_empty() {
+            return Self::default();
+        }
+        let same = sub == subject;
+        let mut text = String::with_capacity(sub.len() + subject.len() + 4);
+        crate::strlist::push_len(&mut text, sub.len().saturating_mul(2) | usize::from(same));
+        text.push_str(sub);
+        if !same {
+            text.push_str(subject);
+        }
+        Self(text.into_boxed_str())
+    }
+
+    /// (`sub`, the user's text when it is not `sub`).
+    fn split(&self) -> (&str, Option<&str>) {
+        let Some((len, at)) = crate::strlist::read_len(self.0.as_bytes()) else {
+            return ("", None);
+        };
+        // Written by `new`: in bounds and on a character boundary; `get` answers empty
+        // rather than panic if that were ever not so.
+        let end = at.saturating_add(len / 2);
+        let sub = self.0.get(at..end).unwrap_or("");
+        let subject = (len & 1 == 0).then(|| self.0.get(end..).unwrap_or(""));
+        (sub, subject)
     }
 
     pub fn sub(&self) -> &str {
-        self.0.iter().next().unwrap_or("")
+        self.split().0
     }
 
     pub fn subject(&self) -> &str {
-        let mut ids = self.0.iter();
-        let sub = ids.next().unwrap_or("");
-        ids.next().unwrap_or(sub)
+        match self.split() {
+            (sub, None) => sub,
+            (_, Some(subject)) => subject,
+        }
     }
 }
 
@@ -347,36 +368,54 @@ impl IdentityHeaders {
     /// header (plus the shared count each gets when first cloned), and the bytes a request
     /// copies onto the upstream request sit together.
     pub fn values(&self, provider: &str, claims: &Claims) -> Box<[(OutName, HeaderValue)]> {
-        let groups = self.groups_joined(claims);
-        let wanted = [
-            (self.provider.as_ref(), Some(provider)),
-            (Some(&self.user), Some(claims.subject())),
-            (Some(&self.email), claims.email.as_deref()),
-            (Some(&self.groups), Some(groups.as_str())),
+        enum Value {
+            Text(String),
+            Shared(bytes::Bytes),
+        }
+        let groups = clean_claim(&self.groups_joined(claims)).map(|joined| {
+            // Most often the header sends the groups exactly as the claims keep them
+            // (`StrList`'s joined spelling): the value then shares that block, the largest
+            // part of an identity, instead of a copy (compared byte for byte, not assumed).
+            match claims.groups.joined() {
+                Some(j) if j.as_str() == joined => Value::Shared(bytes::Bytes::from_owner(j)),
+                _ => Value::Text(joined),
+            }
+        });
+        let text = |raw: Option<&str>| raw.and_then(clean_claim).map(Value::Text);
+        let wanted: Vec<(&OutName, Value)> = [
+            (self.provider.as_ref(), text(Some(provider))),
+            (Some(&self.user), text(Some(claims.subject()))),
+            (Some(&self.email), text(claims.email.as_deref())),
+            (Some(&self.groups), groups),
             (
                 Some(&self.preferred_username),
-                claims.preferred_username.as_deref(),
+                text(claims.preferred_username.as_deref()),
             ),
-        ];
-        let cleaned: Vec<(&OutName, String)> = wanted
-            .into_iter()
-            .filter_map(|(name, raw)| Some((name?, clean_claim(raw?)?)))
-            .collect();
-        let mut buf = Vec::with_capacity(cleaned.iter().map(|(_, v)| v.len()).sum());
-        let mut ends = Vec::with_capacity(cleaned.len());
-        for (_, v) in &cleaned {
-            buf.extend_from_slice(v.as_bytes());
-            ends.push(buf.len());
-        }
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name?, value?)))
+        .collect();
+        let texts = wanted.iter().filter_map(|(_, v)| match v {
+            Value::Text(t) => Some(t),
+            Value::Shared(_) => None,
+        });
+        let mut buf = Vec::with_capacity(texts.clone().map(String::len).sum());
+        texts.for_each(|t| buf.extend_from_slice(t.as_bytes()));
         let buf = bytes::Bytes::from(buf);
         let mut start = 0;
-        let mut out = Vec::with_capacity(cleaned.len());
-        for ((name, _), end) in cleaned.iter().zip(ends) {
+        let mut out = Vec::with_capacity(wanted.len());
+        for (name, value) in wanted {
+            let bytes = match value {
+                Value::Text(t) => {
+                    start += t.len();
+                    buf.slice(start - t.len()..start)
+                }
+                Value::Shared(b) => b,
+            };
             // Checked as `HeaderValue::from_bytes` checks a claim's value on its own.
-            if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(start..end)) {
-                out.push(((*name).clone(), v));
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes) {
+                out.push((name.clone(), v));
             }
-            start = end;
         }
         out.into_boxed_slice()
     }
@@ -490,11 +529,9 @@ mod tests {
         let uuid = "f1e2d3c4-0000-4a5b-9c8d-7e6f5a4b3c2d";
         let same = UserIds::new(uuid, uuid);
         let other = UserIds::new(uuid, "alice@example.com");
-        assert_eq!(format!("{:?}", same.0), format!("{:?}", [uuid]));
-        assert_eq!(
-            format!("{:?}", other.0),
-            format!("{:?}", [uuid, "alice@example.com"])
-        );
+        // The length (36 * 2 + 1 = 73: 0x40 | 9, then 1), then the UUID once.
+        assert_eq!(&*same.0, format!("\u{49}\u{1}{uuid}"));
+        assert_eq!(&*other.0, format!("\u{48}\u{1}{uuid}alice@example.com"));
         #[cfg(target_pointer_width = "64")]
         assert_eq!(std::mem::size_of::<UserIds>(), 16);
     }
@@ -642,6 +679,65 @@ mod tests {
             ..IdentityHeaders::default()
         };
         assert_eq!(only.groups_joined(&claims).split(',').count(), 200);
+    }
+
+    /// The groups header shares the claims' block exactly when it sends that very text:
+    /// plain names with no filter and within the size bound. Filtered, truncated, cleaned
+    /// (control characters, surrounding space) or packed lists get their own copy, and
+    /// either way the value is what `groups_joined` and `claim_value` make.
+    #[test]
+    fn the_groups_value_shares_the_claims_text_only_when_it_is_that_text() {
+        let many: Vec<String> = (0..1000).map(|i| format!("group-{i:04}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let lists: [(&[&str], bool); 12] = [
+            (&["team-00", "team-01"], true),
+            (&["team-00"], true),
+            (&["g"], true),
+            (&["é", "日本", "a b"], true),
+            (&[" lead", "tail "], false),
+            (&["a\u{1}b", "c"], false),
+            (&["x\ny"], false),
+            (&["a,b", "c"], false),
+            (&["", "c"], false),
+            (&["\u{7f}"], false),
+            (&many, false),
+            (&[], false),
+        ];
+        let plain = IdentityHeaders::default();
+        let filtered = IdentityHeaders {
+            groups_filter: Some(regex::Regex::new("^team-00$").unwrap()),
+            ..IdentityHeaders::default()
+        };
+        for (groups, shares) in lists {
+            let claims = Claims {
+                ids: UserIds::new("s", "u"),
+                groups: groups.iter().collect(),
+                ..Claims::default()
+            };
+            for (h, filtering) in [(&plain, false), (&filtered, true)] {
+                let values = h.values("p", &claims);
+                let got = values.iter().find(|(n, _)| n.as_str() == h.groups.as_str());
+                let want = claim_value(&h.groups_joined(&claims));
+                assert_eq!(got.map(|(_, v)| v), want.as_ref(), "{groups:?}");
+                let shared = got.is_some_and(|(_, v)| {
+                    claims
+                        .groups
+                        .joined()
+                        .is_some_and(|j| j.as_str().as_ptr() == v.as_bytes().as_ptr())
+                });
+                // The filter keeps `team-00` alone: only that list passes it whole.
+                let expect = shares && (!filtering || groups == ["team-00"]);
+                assert_eq!(shared, expect, "{groups:?}, filter {filtering}");
+                // Every other value still comes from the one buffer, as before.
+                assert_eq!(
+                    values
+                        .iter()
+                        .find(|(n, _)| n.as_str() == h.user.as_str())
+                        .map(|(_, v)| v.as_bytes()),
+                    Some(&b"u"[..])
+                );
+            }
+        }
     }
 
     /// Every value as `claim_value` makes it on its own, whatever the claims hold: control

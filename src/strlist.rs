@@ -3,32 +3,39 @@
 //! Every cached session holds its user's groups for as long as it is cached, and a user in 20
 //! groups made a `Vec<String>` the largest part of a cached session: 21 allocations, each
 //! rounded up by the allocator, plus 24 bytes of header per name. A [`StrList`] keeps the
-//! names in one `Box<str>`, each after its length: one allocation whatever the count (a session
-//! in 20 groups went from ~840 bytes for them to 384, then 256 with the names and their end
-//! offsets in two exact blocks, then 160 with the lengths inline; `cargo bench --bench
-//! memory`). It reads, compares and serializes as the list of names it is (a JSON array in
-//! stored records, unchanged).
+//! names in one shared block of text (a session in 20 groups went from ~840 bytes for them to
+//! 384, then 256, then 160, then none of its own: see below; `cargo bench --bench memory`). It
+//! reads, compares and serializes as the list of names it is (a JSON array in stored records,
+//! unchanged).
 //!
-//! A length is written in ASCII, so the text stays valid UTF-8 and every slice of it is
-//! checked by `str` itself (no `unsafe`): six bits per byte, low bits first, bit 6 set on every
-//! byte but the last. A name shorter than 64 bytes costs one byte more; any length fits.
+//! Two spellings, chosen by the names, so each list has exactly one:
+//! - **joined**: when every name is non-empty and has no comma, the names joined with `,`.
+//!   That is what the groups identity header sends, so the header's value can be this very
+//!   block ([`StrList::joined`]) instead of a second copy of the text.
+//! - **packed**: otherwise, `,` then each name after its length. A joined text never starts
+//!   with a comma, so the first byte tells them apart. A length is written in ASCII, so the
+//!   text stays valid UTF-8 and every slice of it is checked by `str` itself (no `unsafe`): six
+//!   bits per byte, low bits first, bit 6 set on every byte but the last.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct StrList {
-    /// Each name after its length (see the module doc). Length-prefixed, so two lists are
-    /// equal exactly when their texts are.
-    packed: Box<str>,
+    /// The names in one of the two spellings (see the module doc); `None` for no names.
+    /// One spelling per list, so two lists are equal exactly when their texts are.
+    text: Option<Arc<str>>,
 }
 
 /// Bit 6: more length bytes follow.
 const MORE: u8 = 0x40;
 const LOW6: usize = 0x3F;
+/// Starts a packed text.
+const PACKED: char = ',';
 
-fn push_len(out: &mut String, mut len: usize) {
+pub(crate) fn push_len(out: &mut String, mut len: usize) {
     while len > LOW6 {
         out.push(char::from(MORE | (len & LOW6) as u8));
         len >>= 6;
@@ -37,7 +44,7 @@ fn push_len(out: &mut String, mut len: usize) {
 }
 
 /// The length at the start of `s` and the bytes it took; `None` past the end.
-fn read_len(s: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn read_len(s: &[u8]) -> Option<(usize, usize)> {
     let (mut len, mut shift) = (0usize, 0u32);
     for (i, &b) in s.iter().enumerate() {
         len |= usize::from(b & LOW6 as u8).checked_shl(shift)?;
@@ -49,18 +56,57 @@ fn read_len(s: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
+/// The names of a [`StrList`], in order.
+#[derive(Clone)]
+pub struct Names<'a> {
+    rest: Option<&'a str>,
+    joined: bool,
+}
+
+impl<'a> Iterator for Names<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        if self.joined {
+            let (name, tail) = rest
+                .split_once(',')
+                .map_or((rest, None), |(n, t)| (n, Some(t)));
+            self.rest = tail;
+            return Some(name);
+        }
+        let Some((len, at)) = read_len(rest.as_bytes()) else {
+            self.rest = None;
+            return None;
+        };
+        // Written by `from_iter`: always in bounds and on character boundaries; `get` ends
+        // the list rather than panic if that were ever not so.
+        let end = at.checked_add(len)?;
+        let name = rest.get(at..end)?;
+        self.rest = rest.get(end..);
+        Some(name)
+    }
+}
+
 impl StrList {
     /// The names, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &str> + Clone + '_ {
-        let mut rest = &*self.packed;
-        std::iter::from_fn(move || {
-            let (len, at) = read_len(rest.as_bytes())?;
-            // Written by `from_iter`: always in bounds and on character boundaries; `get`
-            // ends the list rather than panic if that were ever not so.
-            let name = rest.get(at..at.checked_add(len)?)?;
-            rest = &rest[at + len..];
-            Some(name)
-        })
+    pub fn iter(&self) -> Names<'_> {
+        match self.text.as_deref() {
+            None => Names {
+                rest: None,
+                joined: false,
+            },
+            Some(t) => match t.strip_prefix(PACKED) {
+                Some(packed) => Names {
+                    rest: Some(packed),
+                    joined: false,
+                },
+                None => Names {
+                    rest: Some(t),
+                    joined: true,
+                },
+            },
+        }
     }
 
     /// How many names.
@@ -69,22 +115,60 @@ impl StrList {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.packed.is_empty()
+        self.text.is_none()
+    }
+
+    /// The names joined with `,`, as shared text, when that spelling holds them (each name
+    /// non-empty and without a comma): a header value can own it instead of a copy.
+    pub(crate) fn joined(&self) -> Option<Joined> {
+        self.text
+            .as_ref()
+            .filter(|t| !t.starts_with(PACKED))
+            .map(|t| Joined(Arc::clone(t)))
+    }
+}
+
+/// [`StrList::joined`]: the text, as `bytes::Bytes::from_owner` takes it.
+pub(crate) struct Joined(Arc<str>);
+
+impl AsRef<[u8]> for Joined {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl Joined {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
 impl<S: AsRef<str>> FromIterator<S> for StrList {
     fn from_iter<I: IntoIterator<Item = S>>(names: I) -> Self {
-        let mut packed = String::new();
-        for n in names {
-            push_len(&mut packed, n.as_ref().len());
-            packed.push_str(n.as_ref());
+        let names: Vec<S> = names.into_iter().collect();
+        if names.is_empty() {
+            return Self::default();
         }
-        // Copied into an exactly sized block, not shrunk in place: an allocator may keep a
-        // shrunk block where it is (mimalloc does down to half its size), and a cached
-        // session holds this for its lifetime.
+        let joinable = names
+            .iter()
+            .all(|n| !n.as_ref().is_empty() && !n.as_ref().contains(','));
+        let mut text = String::new();
+        if joinable {
+            for (i, n) in names.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(n.as_ref());
+            }
+        } else {
+            text.push(PACKED);
+            for n in &names {
+                push_len(&mut text, n.as_ref().len());
+                text.push_str(n.as_ref());
+            }
+        }
         Self {
-            packed: Box::from(packed.as_str()),
+            text: Some(Arc::from(text.as_str())),
         }
     }
 }
@@ -173,17 +257,39 @@ mod tests {
     }
 
     #[test]
-    fn the_text_is_the_names_and_one_byte_each_below_64() {
+    fn each_list_has_one_spelling_and_the_joined_one_is_the_header_text() {
+        let text = |l: &StrList| l.text.as_deref().map(str::to_string);
+        // Joined: every name non-empty and without a comma.
         let l: StrList = ["team-00", "team-01"].into_iter().collect();
-        assert_eq!(l.packed.len(), 16);
-        // Lengths are ASCII: a length byte never looks like part of a multi-byte character.
-        let l: StrList = ["\u{7f}", "ü"].into_iter().collect();
-        assert_eq!(l.iter().collect::<Vec<_>>(), ["\u{7f}", "ü"]);
-        assert_eq!(&*l.packed, "\u{1}\u{7f}\u{2}ü");
+        assert_eq!(text(&l).as_deref(), Some("team-00,team-01"));
+        assert_eq!(l.joined().unwrap().as_str(), "team-00,team-01");
+        let one: StrList = ["x"].into_iter().collect();
+        assert_eq!((text(&one).as_deref(), one.len()), (Some("x"), 1));
+        // Packed: a comma, then each name after its length. Lengths are ASCII: a length byte
+        // never looks like part of a multi-byte character.
+        let l: StrList = ["\u{7f}", "ü", ""].into_iter().collect();
+        assert_eq!(l.iter().collect::<Vec<_>>(), ["\u{7f}", "ü", ""]);
+        assert_eq!(text(&l).as_deref(), Some(",\u{1}\u{7f}\u{2}ü\u{0}"));
+        assert!(l.joined().is_none());
+        for names in [
+            &["a,b", "c"][..],
+            &[","],
+            &[""],
+            &["a", ""],
+            &["", "a"],
+            &[",a"],
+        ] {
+            let l: StrList = names.iter().collect();
+            assert!(text(&l).unwrap().starts_with(','), "{names:?}");
+            assert!(l.joined().is_none(), "{names:?}");
+            assert_eq!(l.iter().collect::<Vec<_>>(), names);
+        }
         // 64 and more take two bytes: 100 = 36 + 1 * 64, so 0x40 | 36, then 1.
         let hundred = "y".repeat(100);
-        let l: StrList = [hundred.as_str()].into_iter().collect();
-        assert_eq!(&l.packed.as_bytes()[..2], [0x40 | 36, 1]);
+        let l: StrList = [hundred.as_str(), ""].into_iter().collect();
+        assert_eq!(&text(&l).unwrap().as_bytes()[1..3], [0x40 | 36, 1]);
+        // No names, no block.
+        assert!(StrList::from_iter([""; 0]).text.is_none());
     }
 
     proptest::proptest! {
@@ -194,7 +300,15 @@ mod tests {
         fn any_names_read_back_and_compare_as_lists(
             a in proptest::collection::vec(".{0,80}|\\PC{0,3}|x{60,70}", 0..8),
             b in proptest::collection::vec(".{0,4}", 0..4),
+            c in proptest::collection::vec("[a,]{0,3}", 0..5),
+            d in proptest::collection::vec("[a,]{0,3}", 0..5),
         ) {
+            // Either spelling, and lists that differ only in spelling, compare as lists.
+            let (lc, ld): (StrList, StrList) = (c.iter().collect(), d.iter().collect());
+            proptest::prop_assert_eq!(lc.iter().collect::<Vec<_>>(), c.iter().map(String::as_str).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(ld.iter().collect::<Vec<_>>(), d.iter().map(String::as_str).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(lc == ld, c == d);
+            proptest::prop_assert_eq!(lc.joined().map(|j| j.as_str().to_string()), (!c.is_empty() && c.iter().all(|n| !n.is_empty() && !n.contains(','))).then(|| c.join(",")));
             let la: StrList = a.iter().collect();
             let lb: StrList = b.iter().collect();
             proptest::prop_assert_eq!(la.iter().collect::<Vec<_>>(), a.iter().map(String::as_str).collect::<Vec<_>>());
