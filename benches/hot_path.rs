@@ -363,8 +363,12 @@ fn policy_eval(c: &mut Criterion) {
         ..Policy::default()
     };
     let id = Claims {
-        ids: authgate::identity::UserIds::new("", "erin"),
-        email: Some("erin@example.com".into()),
+        text: authgate::identity::UserText::from_parts(authgate::identity::UserParts {
+            sub: "",
+            subject: "erin",
+            email: Some("erin@example.com"),
+            ..Default::default()
+        }),
         email_verified: Some(true),
         groups: (0..19)
             .map(|i| format!("team-{i}"))
@@ -417,10 +421,14 @@ fn session_fixture() -> (authgate::session::SessionManager, String) {
         std::sync::Arc::new(Metrics::new()),
     );
     let claims = Claims {
-        ids: authgate::identity::UserIds::new("", "erin"),
-        email: Some("erin@example.com".into()),
+        text: authgate::identity::UserText::from_parts(authgate::identity::UserParts {
+            sub: "",
+            subject: "erin",
+            email: Some("erin@example.com"),
+            preferred_username: Some("erin"),
+            ..Default::default()
+        }),
         email_verified: Some(true),
-        preferred_username: Some("erin".into()),
         groups: (0..19)
             .map(|i| format!("team-{i}"))
             .chain(["payments".to_string()])

@@ -63,11 +63,14 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool, all: bool) -> Sessio
     let claims = Claims {
         // A Keycloak user ID, and the user as headers show it (`user_claim = "sub"`, the
         // default).
-        ids: authgate::identity::UserIds::new(&uuid(i, 1), &uuid(i, 1)),
-        email: Some(format!("user-{i:08}@example.com").into()),
+        text: authgate::identity::UserText::from_parts(authgate::identity::UserParts {
+            sub: &uuid(i, 1),
+            subject: &uuid(i, 1),
+            email: Some(&*format!("user-{i:08}@example.com")),
+            name: Some(&*format!("User Number {i}")),
+            preferred_username: Some(&*format!("user{i}")),
+        }),
         email_verified: Some(true),
-        name: Some(format!("User Number {i}").into()),
-        preferred_username: Some(format!("user{i}").into()),
         groups: (0..20).map(|g| format!("team-{g:02}")).collect(),
         // What a Keycloak ID token carries besides the mapped and protocol claims, kept for
         // policy rules and claim headers.
@@ -114,6 +117,7 @@ fn session(i: u64, headers: &IdentityHeaders, tokens: bool, all: bool) -> Sessio
         deadline: Tick::at(Instant::now() + Duration::from_secs(3600)),
         epoch: 0,
         whole: false,
+        hash_tail: IdHash(hash).halves().1,
     });
     SessionRef {
         hash: IdHash(hash),

@@ -128,7 +128,7 @@ impl Signer {
             by.issuer,
             claims.sub(),
             claims.subject(),
-            claims.email.as_deref().unwrap_or(""),
+            claims.email().unwrap_or(""),
         ] {
             id.extend_from_slice(part.as_bytes());
             id.push(0);
@@ -151,7 +151,7 @@ impl Signer {
             "idp_iss": by.issuer,
             // Unknown for sessions older than `sub` keeping: absent, never "".
             "idp_sub": (!claims.sub().is_empty()).then_some(&claims.sub()),
-            "email": claims.email,
+            "email": claims.email(),
             "groups": claims.groups,
             "iat": now,
             "exp": exp,
@@ -207,8 +207,12 @@ mod tests {
             issuer: "https://idp.example",
         };
         let claims = Claims {
-            ids: crate::identity::UserIds::new("u-1", "alice"),
-            email: Some("alice@example.com".into()),
+            text: crate::identity::UserText::from_parts(crate::identity::UserParts {
+                sub: "u-1",
+                subject: "alice",
+                email: Some("alice@example.com"),
+                ..Default::default()
+            }),
             groups: ["dev"].into_iter().collect(),
             ..Claims::default()
         };

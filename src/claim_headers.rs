@@ -335,26 +335,26 @@ const STANDARD: [&str; 5] = ["sub", "email", "name", "groups", "preferred_userna
 
 /// A mapped claim by its standard name, or by the provider's name for it.
 fn mapped<'a>(provider: Option<&ClaimNames>, c: &'a Claims, name: &str) -> Option<Found<'a>> {
-    let opt = |s: &'a Option<Box<str>>| s.as_deref().map(Found::Str);
+    let opt = |s: Option<&'a str>| s.map(Found::Str);
     match name {
         "sub" => return (!c.sub().is_empty()).then_some(Found::Str(c.sub())),
-        "email" => return opt(&c.email),
-        "name" => return opt(&c.name),
+        "email" => return opt(c.email()),
+        "name" => return opt(c.name()),
         "groups" => return Some(Found::List(&c.groups)),
-        "preferred_username" => return opt(&c.preferred_username),
+        "preferred_username" => return opt(c.preferred_username()),
         _ => {}
     }
     let p = provider?;
     if name == p.user {
         Some(Found::Str(c.subject()))
     } else if name == p.email {
-        opt(&c.email)
+        opt(c.email())
     } else if name == p.name {
-        opt(&c.name)
+        opt(c.name())
     } else if name == p.groups {
         Some(Found::List(&c.groups))
     } else if name == p.preferred_username {
-        opt(&c.preferred_username)
+        opt(c.preferred_username())
     } else {
         None
     }
@@ -513,11 +513,14 @@ mod tests {
             "email_hint": "x@y",
         });
         Claims {
-            ids: crate::identity::UserIds::new("sub-1", "alice"),
-            email: Some("alice@corp.example".into()),
+            text: crate::identity::UserText::from_parts(crate::identity::UserParts {
+                sub: "sub-1",
+                subject: "alice",
+                email: Some("alice@corp.example"),
+                name: Some("Alice Liddell"),
+                preferred_username: Some("al"),
+            }),
             email_verified: Some(true),
-            name: Some("Alice Liddell".into()),
-            preferred_username: Some("al".into()),
             groups: ["admins", "dev"].into_iter().collect(),
             extra: serde_json::from_value(extra).unwrap(),
         }
@@ -631,7 +634,7 @@ mod tests {
             "{wire}"
         );
         // Only a verified email is ever sent.
-        c.email = None;
+        c.text = c.text.with(|p| p.email = None);
         c.email_verified = Some(false);
         assert!(get(&run(&rc, &c).unwrap(), "oidc_claim_email").is_none());
 
@@ -697,9 +700,9 @@ mod tests {
         );
         let mut c = claims();
         assert_eq!(get(&run(&rc, &c).unwrap(), "remote-user"), Some("alice"));
-        c.email = Some("eve@other.example".into());
+        c.text = c.text.with(|p| p.email = Some("eve@other.example"));
         assert_eq!(run(&rc, &c), Err(Underivable), "no match: refused");
-        c.email = None;
+        c.text = c.text.with(|p| p.email = None);
         assert_eq!(run(&rc, &c), Err(Underivable), "no claim: refused");
 
         let (_, named) = route(
@@ -734,7 +737,7 @@ mod tests {
             Some("Basic YWw6")
         );
         let mut c = claims();
-        c.ids = crate::identity::UserIds::new(c.sub(), "a:b");
+        c.text = c.text.with(|p| p.subject = "a:b");
         assert_eq!(run(&rc, &c), Err(Underivable));
         assert!(rc.settings.owns_authorization());
         let v = basic(&HeaderValue::from_static("u"), "p", "r").unwrap();

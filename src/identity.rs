@@ -20,16 +20,11 @@ use crate::out_header::OutName;
 /// JSON object [`ClaimsWire`] describes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claims {
-    /// The provider's `sub` and the user as headers and policy show it: see [`UserIds`].
-    pub ids: UserIds,
-    /// Only an address the provider verified (`email_verified: true`, or no such claim from a
-    /// provider configured with `trust_email`); `None` otherwise.
-    pub email: Option<Box<str>>,
-    /// `Some(true)` exactly when `email` is set; `Some(false)`: the provider sent an address
-    /// it did not verify, which is not kept.
+    /// `sub`, the user, the email address, the name and the username: see [`UserText`].
+    pub text: UserText,
+    /// `Some(true)` exactly when there is an email address; `Some(false)`: the provider sent
+    /// an address it did not verify, which is not kept.
     pub email_verified: Option<bool>,
-    pub name: Option<Box<str>>,
-    pub preferred_username: Option<Box<str>>,
     pub groups: crate::strlist::StrList,
     /// Other claims, for policy rules and claim headers (size-capped at login). A session
     /// cache's copy holds only those its config reads (`SessionRecord::trim_for_cache`).
@@ -40,12 +35,26 @@ impl Claims {
     /// The provider's `sub`: stable and unique within its issuer, so sessions, refresh and
     /// revocation key on (provider, `sub`). Empty only in records written before it was kept.
     pub fn sub(&self) -> &str {
-        self.ids.sub()
+        self.text.parts().sub
     }
 
     /// The user as headers and policy show it: the provider's `user_claim` (`sub` by default).
     pub fn subject(&self) -> &str {
-        self.ids.subject()
+        self.text.parts().subject
+    }
+
+    /// Only an address the provider verified (`email_verified: true`, or no such claim from
+    /// a provider configured with `trust_email`); `None` otherwise.
+    pub fn email(&self) -> Option<&str> {
+        self.text.parts().email
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.text.parts().name
+    }
+
+    pub fn preferred_username(&self) -> Option<&str> {
+        self.text.parts().preferred_username
     }
 
     /// The provider's `sub`, which with the provider is the user for good; records from
@@ -59,64 +68,122 @@ impl Claims {
     }
 }
 
-/// The provider's `sub` and the user (its `user_claim`), in one block. With the default
-/// `user_claim` (`sub`) they are the same string, often a 36-byte UUID, and every cached
-/// session and verified token would hold it twice; here it is kept once. Private, so neither
-/// is ever read as the other: [`UserIds::sub`] and [`UserIds::subject`] are the only way in.
+/// The strings of an identity: `sub`, the user (its `user_claim`), and the email address,
+/// name and username when there are. Every cached session and verified token holds these
+/// for as long as it is cached, so they share one block instead of five, and with the
+/// default `user_claim` (`sub`) the same string, often a 36-byte UUID, is kept once, not
+/// twice. Private: [`UserText::parts`] (and `Claims`' readers) are the only way in, so no
+/// field is ever read as another.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct UserIds(
-    /// Empty when both are; otherwise `sub`'s length times two, plus one when the user is
-    /// `sub` (written as `StrList` writes lengths), then `sub`, then the user unless it is
-    /// `sub`. One spelling per pair, so two are equal exactly when their pairs are.
+pub struct UserText(
+    /// Empty when every part is; otherwise `sub`'s length times two, plus one when the user
+    /// is `sub`, then `sub`; then the user's length and text unless it is `sub`; then for the
+    /// email address, name and username, 0 when absent or the length plus one, then the text.
+    /// Lengths are written as `StrList` writes them. One spelling per identity, so two are
+    /// equal exactly when their parts are.
     Box<str>,
 );
 
-impl UserIds {
+/// What a [`UserText`] holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserParts<'a> {
+    pub sub: &'a str,
+    pub subject: &'a str,
+    pub email: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub preferred_username: Option<&'a str>,
+}
+
+impl UserText {
+    /// `sub` and the user, with no email address, name or username.
     pub fn new(sub: &str, subject: &str) -> Self {
-        if sub.is_empty() && subject.is_empty() {
+        Self::from_parts(UserParts {
+            sub,
+            subject,
+            ..UserParts::default()
+        })
+    }
+
+    pub fn from_parts(p: UserParts) -> Self {
+        if p == UserParts::default() {
             return Self::default();
         }
-        let same = sub == subject;
-        let mut text = String::with_capacity(sub.len() + subject.len() + 4);
-        crate::strlist::push_len(&mut text, sub.len().saturating_mul(2) | usize::from(same));
-        text.push_str(sub);
+        use crate::strlist::push_len;
+        let same = p.sub == p.subject;
+        let optional = [p.email, p.name, p.preferred_username];
+        let mut text = String::with_capacity(
+            p.sub.len()
+                + p.subject.len()
+                + optional.iter().flatten().map(|s| s.len()).sum::<usize>()
+                + 16,
+        );
+        push_len(&mut text, p.sub.len().saturating_mul(2) | usize::from(same));
+        text.push_str(p.sub);
         if !same {
-            text.push_str(subject);
+            push_len(&mut text, p.subject.len());
+            text.push_str(p.subject);
+        }
+        for part in optional {
+            push_len(&mut text, part.map_or(0, |s| s.len().saturating_add(1)));
+            text.push_str(part.unwrap_or(""));
         }
         Self(text.into_boxed_str())
     }
 
-    /// (`sub`, the user's text when it is not `sub`).
-    fn split(&self) -> (&str, Option<&str>) {
-        let Some((len, at)) = crate::strlist::read_len(self.0.as_bytes()) else {
-            return ("", None);
+    /// Every part. Written by `from_parts`, so always well formed; a malformed text (never
+    /// made) would read as empty parts rather than panic.
+    pub fn parts(&self) -> UserParts<'_> {
+        let mut r = Reader(&self.0);
+        let mut p = UserParts::default();
+        let Some(first) = r.len() else {
+            return p;
         };
-        // Written by `new`: in bounds and on a character boundary; `get` answers empty
-        // rather than panic if that were ever not so.
-        let end = at.saturating_add(len / 2);
-        let sub = self.0.get(at..end).unwrap_or("");
-        let subject = (len & 1 == 0).then(|| self.0.get(end..).unwrap_or(""));
-        (sub, subject)
+        p.sub = r.take(first / 2);
+        p.subject = match first & 1 {
+            1 => p.sub,
+            _ => {
+                let n = r.len().unwrap_or(0);
+                r.take(n)
+            }
+        };
+        let mut optional = || match r.len() {
+            None | Some(0) => None,
+            Some(n) => Some(r.take(n - 1)),
+        };
+        p.email = optional();
+        p.name = optional();
+        p.preferred_username = optional();
+        p
     }
 
-    pub fn sub(&self) -> &str {
-        self.split().0
-    }
-
-    pub fn subject(&self) -> &str {
-        match self.split() {
-            (sub, None) => sub,
-            (_, Some(subject)) => subject,
-        }
+    /// This identity with `f` applied to its parts (building and tests; never per request).
+    pub fn with<'a>(&'a self, f: impl FnOnce(&mut UserParts<'a>)) -> Self {
+        let mut p = self.parts();
+        f(&mut p);
+        Self::from_parts(p)
     }
 }
 
-impl std::fmt::Debug for UserIds {
+/// Reads a [`UserText`] front to back.
+struct Reader<'a>(&'a str);
+
+impl<'a> Reader<'a> {
+    fn len(&mut self) -> Option<usize> {
+        let (len, at) = crate::strlist::read_len(self.0.as_bytes())?;
+        self.0 = self.0.get(at..)?;
+        Some(len)
+    }
+
+    fn take(&mut self, n: usize) -> &'a str {
+        let part = self.0.get(..n).unwrap_or("");
+        self.0 = self.0.get(n..).unwrap_or("");
+        part
+    }
+}
+
+impl std::fmt::Debug for UserText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserIds")
-            .field("sub", &self.sub())
-            .field("subject", &self.subject())
-            .finish()
+        self.parts().fmt(f)
     }
 }
 
@@ -143,13 +210,14 @@ fn no_extra<X: std::borrow::Borrow<crate::claimmap::ClaimMap>>(x: &X) -> bool {
 
 impl Serialize for Claims {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = self.text.parts();
         ClaimsWire {
-            sub: self.sub(),
-            subject: self.subject(),
-            email: &self.email,
+            sub: p.sub,
+            subject: p.subject,
+            email: p.email,
             email_verified: self.email_verified,
-            name: &self.name,
-            preferred_username: &self.preferred_username,
+            name: p.name,
+            preferred_username: p.preferred_username,
             groups: &self.groups,
             extra: &self.extra,
         }
@@ -162,11 +230,14 @@ impl<'de> Deserialize<'de> for Claims {
         let w: ClaimsWire<Box<str>, Option<Box<str>>, crate::strlist::StrList, _> =
             ClaimsWire::deserialize(d)?;
         Ok(Claims {
-            ids: UserIds::new(&w.sub, &w.subject),
-            email: w.email,
+            text: UserText::from_parts(UserParts {
+                sub: &w.sub,
+                subject: &w.subject,
+                email: w.email.as_deref(),
+                name: w.name.as_deref(),
+                preferred_username: w.preferred_username.as_deref(),
+            }),
             email_verified: w.email_verified,
-            name: w.name,
-            preferred_username: w.preferred_username,
             groups: w.groups,
             extra: w.extra,
         })
@@ -385,11 +456,11 @@ impl IdentityHeaders {
         let wanted: Vec<(&OutName, Value)> = [
             (self.provider.as_ref(), text(Some(provider))),
             (Some(&self.user), text(Some(claims.subject()))),
-            (Some(&self.email), text(claims.email.as_deref())),
+            (Some(&self.email), text(claims.email())),
             (Some(&self.groups), groups),
             (
                 Some(&self.preferred_username),
-                text(claims.preferred_username.as_deref()),
+                text(claims.preferred_username()),
             ),
         ]
         .into_iter()
@@ -479,42 +550,84 @@ impl IdentityHeaders {
 mod tests {
     use super::*;
 
-    /// `sub` and the user read back as given, in every shape (equal, either or both empty,
-    /// one a prefix of the other, odd characters, long), are equal exactly when both are, and
-    /// are stored as the two fields they always were.
+    /// Every part reads back as given, in every shape: `sub` and the user equal, either or
+    /// both empty, one a prefix of the other; each optional part absent, empty or odd; odd
+    /// characters, lengths across the length-byte boundaries. Two are equal exactly when
+    /// their parts are, and they are stored as the separate fields they always were.
     #[test]
-    fn user_ids_read_back_and_store_as_two_fields() {
+    fn user_text_reads_back_and_stores_as_separate_fields() {
         let long = "x".repeat(300);
-        let odd = [
-            "",
-            "alice",
-            "alic",
-            "alice2",
-            "é,\u{0}",
-            long.as_str(),
-            "a\"b",
+        let odd = ["", "alice", "alic", "é,\u{0}", long.as_str(), "a\"b"];
+        let opt = [
+            None,
+            Some(""),
+            Some("alice"),
+            Some(long.as_str()),
+            Some("\u{7f}ü"),
         ];
+        let mut all = Vec::new();
         for sub in odd {
             for subject in odd {
-                let ids = UserIds::new(sub, subject);
-                assert_eq!((ids.sub(), ids.subject()), (sub, subject));
-                for (s2, u2) in [(sub, subject), (subject, sub), (sub, ""), ("", subject)] {
-                    assert_eq!(ids == UserIds::new(s2, u2), (sub, subject) == (s2, u2));
+                for (i, email) in opt.iter().enumerate() {
+                    // The other two optional parts vary with the email's.
+                    let (name, username) = (opt[(i + 1) % opt.len()], opt[(i + 3) % opt.len()]);
+                    all.push(UserParts {
+                        sub,
+                        subject,
+                        email: *email,
+                        name,
+                        preferred_username: username,
+                    });
                 }
-                let c = Claims {
-                    ids,
-                    ..Claims::default()
-                };
-                let json = serde_json::to_value(&c).unwrap();
-                assert_eq!(
-                    (&json["sub"], &json["subject"]),
-                    (&sub.into(), &subject.into())
-                );
-                let back: Claims = serde_json::from_value(json).unwrap();
-                assert_eq!(back, c);
             }
         }
-        assert_eq!(UserIds::default(), UserIds::new("", ""));
+        let texts: Vec<UserText> = all.iter().map(|p| UserText::from_parts(*p)).collect();
+        for (p, t) in all.iter().zip(&texts) {
+            assert_eq!(t.parts(), *p);
+            let c = Claims {
+                text: t.clone(),
+                ..Claims::default()
+            };
+            assert_eq!(
+                (
+                    c.sub(),
+                    c.subject(),
+                    c.email(),
+                    c.name(),
+                    c.preferred_username()
+                ),
+                (p.sub, p.subject, p.email, p.name, p.preferred_username)
+            );
+            let json = serde_json::to_value(&c).unwrap();
+            let field = |s: Option<&str>| s.map_or(serde_json::Value::Null, Into::into);
+            assert_eq!(
+                [
+                    &json["sub"],
+                    &json["subject"],
+                    &json["email"],
+                    &json["name"],
+                    &json["preferred_username"]
+                ],
+                [
+                    &p.sub.into(),
+                    &p.subject.into(),
+                    &field(p.email),
+                    &field(p.name),
+                    &field(p.preferred_username)
+                ]
+            );
+            let back: Claims = serde_json::from_value(json).unwrap();
+            assert_eq!(back, c);
+        }
+        for (i, a) in texts.iter().enumerate() {
+            for (j, b) in texts.iter().enumerate().skip(i) {
+                assert_eq!(a == b, all[i] == all[j], "{:?} {:?}", all[i], all[j]);
+            }
+        }
+        assert_eq!(UserText::default(), UserText::new("", ""));
+        assert_eq!(UserText::default().parts(), UserParts::default());
+        let t = UserText::new("s", "u").with(|p| p.email = Some("e"));
+        assert_eq!(t.with(|p| p.email = None), UserText::new("s", "u"));
         // Records from before `sub` was kept have no such field.
         let old: Claims = serde_json::from_str(
             r#"{"subject":"u","email":null,"email_verified":null,"name":null,"preferred_username":null,"groups":[]}"#,
@@ -523,17 +636,27 @@ mod tests {
         assert_eq!((old.sub(), old.subject(), old.known_sub()), ("", "u", "u"));
     }
 
-    /// The same string as `sub` and as the user (the default `user_claim`) is held once.
+    /// The strings share one block, and the same string as `sub` and as the user (the
+    /// default `user_claim`) is in it once.
     #[test]
     fn the_same_sub_and_user_take_one_block() {
         let uuid = "f1e2d3c4-0000-4a5b-9c8d-7e6f5a4b3c2d";
-        let same = UserIds::new(uuid, uuid);
-        let other = UserIds::new(uuid, "alice@example.com");
-        // The length (36 * 2 + 1 = 73: 0x40 | 9, then 1), then the UUID once.
-        assert_eq!(&*same.0, format!("\u{49}\u{1}{uuid}"));
-        assert_eq!(&*other.0, format!("\u{48}\u{1}{uuid}alice@example.com"));
+        let same = UserText::new(uuid, uuid);
+        let other = UserText::new(uuid, "alice@example.com");
+        // The length (36 * 2 + 1 = 73: 0x40 | 9, then 1), the UUID once, then three absent
+        // parts.
+        assert_eq!(&*same.0, format!("\u{49}\u{1}{uuid}\0\0\0"));
+        assert_eq!(
+            &*other.0,
+            format!("\u{48}\u{1}{uuid}\u{11}alice@example.com\0\0\0")
+        );
+        let full = same.with(|p| {
+            p.email = Some("a@x");
+            p.name = Some("");
+        });
+        assert_eq!(&*full.0, format!("\u{49}\u{1}{uuid}\u{4}a@x\u{1}\0"));
         #[cfg(target_pointer_width = "64")]
-        assert_eq!(std::mem::size_of::<UserIds>(), 16);
+        assert_eq!(std::mem::size_of::<UserText>(), 16);
     }
 
     /// The namespace built from a config strips the configured names and prefixes, our own
@@ -650,8 +773,12 @@ mod tests {
         );
         assert!(claim_value("\r\n\0").is_none());
         let claims = Claims {
-            ids: crate::identity::UserIds::new("", "alice"),
-            email: Some("a@x\n".into()),
+            text: crate::identity::UserText::from_parts(crate::identity::UserParts {
+                sub: "",
+                subject: "alice",
+                email: Some("a@x\n"),
+                ..Default::default()
+            }),
             groups: ["a,b", "c"].into_iter().collect(),
             ..Claims::default()
         };
@@ -664,7 +791,7 @@ mod tests {
     #[test]
     fn groups_are_filtered_and_bounded() {
         let claims = Claims {
-            ids: crate::identity::UserIds::new("", "u"),
+            text: crate::identity::UserText::new("", "u"),
             groups: (0..1000).map(|i| format!("group-{i:04}")).collect(),
             ..Claims::default()
         };
@@ -710,7 +837,7 @@ mod tests {
         };
         for (groups, shares) in lists {
             let claims = Claims {
-                ids: UserIds::new("s", "u"),
+                text: UserText::new("s", "u"),
                 groups: groups.iter().collect(),
                 ..Claims::default()
             };
@@ -762,9 +889,13 @@ mod tests {
         for (i, a) in odd.iter().enumerate() {
             for b in odd.iter().skip(i % 3) {
                 let claims = Claims {
-                    ids: crate::identity::UserIds::new("", a),
-                    email: Some((*b).into()),
-                    preferred_username: Some(format!("{b}{a}").into()),
+                    text: crate::identity::UserText::from_parts(crate::identity::UserParts {
+                        sub: "",
+                        subject: a,
+                        email: Some(b),
+                        preferred_username: Some(&*format!("{b}{a}")),
+                        ..Default::default()
+                    }),
                     groups: [*a, *b, "g"].into_iter().collect(),
                     ..Claims::default()
                 };

@@ -109,8 +109,8 @@ fn claim_any(id: &Claims, name: &str, mut ok: impl FnMut(&str) -> bool) -> bool 
     match name {
         "sub" => !id.sub().is_empty() && ok(id.sub()),
         "email" => verified_email(id).is_some_and(ok),
-        "name" => id.name.as_deref().is_some_and(ok),
-        "preferred_username" => id.preferred_username.as_deref().is_some_and(ok),
+        "name" => id.name().is_some_and(ok),
+        "preferred_username" => id.preferred_username().is_some_and(ok),
         "groups" => id.groups.iter().any(ok),
         _ => false,
     }
@@ -118,9 +118,7 @@ fn claim_any(id: &Claims, name: &str, mut ok: impl FnMut(&str) -> bool) -> bool 
 
 /// Only an address the provider verified counts, whatever put one in the claims.
 fn verified_email(id: &Claims) -> Option<&str> {
-    id.email
-        .as_deref()
-        .filter(|_| id.email_verified == Some(true))
+    id.email().filter(|_| id.email_verified == Some(true))
 }
 
 /// Whether the client address (worked out only when asked) is in one of `nets`; an unknown
@@ -484,12 +482,15 @@ mod tests {
         extra.insert("tenant".into(), "acme".into());
         extra.insert("roles".into(), serde_json::json!(["reader", "admin"]));
         Claims {
-            ids: crate::identity::UserIds::new("", "alice"),
-            email: Some("Alice@Corp.com".into()),
+            text: crate::identity::UserText::from_parts(crate::identity::UserParts {
+                sub: "",
+                subject: "alice",
+                email: Some("Alice@Corp.com"),
+                ..Default::default()
+            }),
             email_verified: Some(true),
             groups: ["dev", "admins"].into_iter().collect(),
             extra: extra.into_iter().collect(),
-            ..Claims::default()
         }
     }
 
@@ -518,7 +519,7 @@ mod tests {
             Err(Denial::Method)
         );
         let mut bob = alice();
-        bob.ids = crate::identity::UserIds::new(bob.sub(), "carol");
+        bob.text = bob.text.with(|p| p.subject = "carol");
         assert_eq!(p.evaluate("corp", &bob, &Method::GET), Err(Denial::User));
         let mut nogroup = alice();
         nogroup.groups = ["dev"].into_iter().collect();
@@ -545,7 +546,7 @@ mod tests {
             "a@corp.com@",
         ] {
             let mut c = alice();
-            c.email = Some(bad.into());
+            c.text = c.text.with(|p| p.email = Some(bad));
             assert_eq!(
                 p.evaluate("corp", &c, &Method::GET),
                 Err(Denial::EmailDomain),
@@ -605,7 +606,7 @@ mod tests {
             Err(Denial::Claim)
         );
         let mut wrong = alice();
-        wrong.email = Some("alice@corp.com.evil".into());
+        wrong.text = wrong.text.with(|p| p.email = Some("alice@corp.com.evil"));
         assert_eq!(p.evaluate("corp", &wrong, &Method::GET), Err(Denial::Email));
     }
 
@@ -633,7 +634,7 @@ mod tests {
         let p = loaded(r#"email_patterns = ['[^@]+@corp\.com', 'admin@(eng|ops)\.corp\.com']"#);
         let with = |email: &str, verified: Option<bool>| {
             let mut c = alice();
-            c.email = Some(email.into());
+            c.text = c.text.with(|p| p.email = Some(email));
             c.email_verified = verified;
             p.evaluate("corp", &c, &Method::GET)
         };
@@ -658,7 +659,7 @@ mod tests {
         // An unanchored-looking pattern is anchored all the same.
         let p = loaded(r#"email_patterns = ['corp\.example']"#);
         let mut c = alice();
-        c.email = Some("x@evil-corp.example.org".into());
+        c.text = c.text.with(|p| p.email = Some("x@evil-corp.example.org"));
         assert_eq!(
             p.evaluate("corp", &c, &Method::GET),
             Err(Denial::EmailPattern)

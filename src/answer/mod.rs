@@ -767,10 +767,10 @@ fn identity(c: &crate::identity::Claims, provider: &str, expires_at: u64) -> Rep
             // headers show it (user_claim).
             "sub": c.known_sub(),
             "user": c.subject(),
-            "email": c.email,
+            "email": c.email(),
             "email_verified": c.email_verified,
-            "name": c.name,
-            "preferred_username": c.preferred_username,
+            "name": c.name(),
+            "preferred_username": c.preferred_username(),
             "groups": c.groups,
             "provider": provider,
             "expires_at": expires_at,
@@ -1245,7 +1245,7 @@ mod tests {
     #[test]
     fn identity_keys_and_back_channel_answers() {
         let claims = crate::identity::Claims {
-            ids: crate::identity::UserIds::new("u-1", "alice"),
+            text: crate::identity::UserText::new("u-1", "alice"),
             groups: ["g"].into_iter().collect(),
             ..Default::default()
         };
@@ -1265,7 +1265,7 @@ mod tests {
         assert!(v.get("access_token").is_none() && v.get("id_token").is_none());
         // Records written before `sub` was kept show the user as sub.
         let old = crate::identity::Claims {
-            ids: crate::identity::UserIds::new("", "alice"),
+            text: crate::identity::UserText::new("", "alice"),
             ..claims.clone()
         };
         let who = Outcome::Identity {

@@ -177,11 +177,14 @@ impl ClaimNames {
         }
         Ok(Claims {
             extra: extra.into_iter().collect(),
-            ids: crate::identity::UserIds::new(sub, &subject),
+            text: crate::identity::UserText::from_parts(crate::identity::UserParts {
+                sub,
+                subject: &subject,
+                email: email.as_deref().filter(|_| verified),
+                name: string_claim(sub, other, &self.name).as_deref(),
+                preferred_username: string_claim(sub, other, &self.preferred_username).as_deref(),
+            }),
             email_verified: email.as_ref().map(|_| verified),
-            email: email.filter(|_| verified).map(Into::into),
-            name: string_claim(sub, other, &self.name).map(Into::into),
-            preferred_username: string_claim(sub, other, &self.preferred_username).map(Into::into),
             groups: groups.into_iter().collect(),
         })
     }
@@ -222,13 +225,18 @@ mod tests {
         ];
         for (claims, want) in &cases {
             let c = n.map_claims("u1", &other(claims.clone())).unwrap();
-            assert_eq!(c.email.as_deref(), *want, "{claims}");
+            assert_eq!(c.email(), *want, "{claims}");
             assert_eq!(c.email_verified, Some(want.is_some()), "{claims}");
             assert!(!c.extra.contains_key("email") && !c.extra.contains_key("email_verified"));
         }
         // trust_email: an absent claim counts as verified, anything but `true` still does not.
         let t = names("sub", true);
-        let got = |v: Value| t.map_claims("u1", &other(v)).unwrap().email;
+        let got = |v: Value| {
+            t.map_claims("u1", &other(v))
+                .unwrap()
+                .email()
+                .map(str::to_string)
+        };
         assert_eq!(got(json!({"email": "a@x"})).as_deref(), Some("a@x"));
         assert_eq!(got(json!({"email": "a@x", "email_verified": false})), None);
         assert_eq!(got(json!({"email": "a@x", "email_verified": "true"})), None);
@@ -263,7 +271,7 @@ mod tests {
         let c = names("upn", false)
             .map_claims("u1", &other(json!({"upn": "alice@corp", "email": "x@y"})))
             .unwrap();
-        assert_eq!((c.subject(), c.email.as_deref()), ("alice@corp", None));
+        assert_eq!((c.subject(), c.email()), ("alice@corp", None));
     }
 
     #[test]
@@ -275,10 +283,10 @@ mod tests {
             "email": "me@gmail.example", "email_verified": true,
             "preferred_username": "ceo@corp.example"
         }));
-        assert_eq!(n.map_claims("u1", &token).unwrap().email, None);
+        assert_eq!(n.map_claims("u1", &token).unwrap().email(), None);
         n.trust_email = true;
         assert_eq!(
-            n.map_claims("u1", &token).unwrap().email.as_deref(),
+            n.map_claims("u1", &token).unwrap().email(),
             Some("ceo@corp.example"),
             "only a provider marked trust_email vouches for another claim"
         );
@@ -322,15 +330,11 @@ mod tests {
         assert!(!o.contains_key("iss") && !o.contains_key("sub"));
         assert_eq!(o["groups"], json!(["admins"]));
         let c = names("sub", false).map_claims("u1", &o).unwrap();
-        assert_eq!(c.email, None, "the token verified a@x, not b@x");
+        assert_eq!(c.email(), None, "the token verified a@x, not b@x");
         let mut o = other(json!({"email": "a@x", "email_verified": true}));
         merge_userinfo(&mut o, &other(json!({"groups": ["g"]})));
         assert_eq!(
-            names("sub", false)
-                .map_claims("u1", &o)
-                .unwrap()
-                .email
-                .as_deref(),
+            names("sub", false).map_claims("u1", &o).unwrap().email(),
             Some("a@x")
         );
     }

@@ -356,7 +356,7 @@ mod tests {
         Caller::Bearer(Arc::new(BearerIdentity {
             provider: "p".into(),
             claims: Claims {
-                ids: crate::identity::UserIds::new("", subject),
+                text: crate::identity::UserText::new("", subject),
                 ..Claims::default()
             },
             headers: Box::default(),
@@ -513,7 +513,7 @@ mod tests {
         Caller::Bearer(Arc::new(BearerIdentity {
             provider: "p".into(),
             claims: Claims {
-                ids: crate::identity::UserIds::new("", subject),
+                text: crate::identity::UserText::new("", subject),
                 groups: groups.iter().map(|g| g.to_string()).collect(),
                 ..Claims::default()
             },

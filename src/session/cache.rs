@@ -29,7 +29,9 @@ pub(crate) type Loaded = Result<Option<SessionRef>, StoreError>;
 pub struct SessionCache {
     /// Entries live until their session's absolute deadline; freshness (`max_age`) is
     /// judged here, on top.
-    map: Cache<IdHash, Arc<UserSession>, Loaded>,
+    /// Keyed by the first half of the hash (`IdHash::halves`); every lookup checks the
+    /// other half, which the copy keeps.
+    map: Cache<u128, Arc<UserSession>, Loaded>,
     max_age: Duration,
     coherent: AtomicBool,
     generation: AtomicU64,
@@ -58,7 +60,8 @@ impl SessionCache {
             return None;
         }
         let now = Tick::now();
-        let s = self.map.get_at(hash, now)?;
+        let (key, tail) = hash.halves();
+        let s = self.map.get_at(&key, now).filter(|s| s.hash_tail == tail)?;
         // Too old to serve alone; kept as a candidate.
         (s.validated.age(now) <= self.max_age).then_some(SessionRef {
             hash: *hash,
@@ -69,9 +72,9 @@ impl SessionCache {
     /// An entry of any age for the store to confirm (see the module doc): never to be used
     /// without that confirmation.
     pub(crate) fn candidate(&self, hash: &IdHash) -> Option<SessionRef> {
-        self.map
-            .get(hash)
-            .map(|copy| SessionRef { hash: *hash, copy })
+        let (key, tail) = hash.halves();
+        let copy = self.map.get(&key).filter(|s| s.hash_tail == tail)?;
+        Some(SessionRef { hash: *hash, copy })
     }
 
     /// A missed session, loaded by `load` once for every caller asking meanwhile.
@@ -80,7 +83,12 @@ impl SessionCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Loaded>,
     {
-        self.map.load(hash, load).await
+        match self.map.load(&hash.halves().0, load).await {
+            // Another session's load, met under the same half hash (never seen: see
+            // `IdHash::halves`): not this caller's session.
+            Ok(Some(s)) if s.hash != *hash => Ok(None),
+            loaded => loaded,
+        }
     }
 
     /// Capture before reading the store; pass to [`SessionCache::insert`].
@@ -93,17 +101,22 @@ impl SessionCache {
         // Insert, then re-check: an invalidation between the check and the insert bumps the
         // generation, and the entry it might have missed is removed here.
         let SessionRef { hash, copy } = session;
+        let (key, tail) = hash.halves();
+        if copy.hash_tail != tail {
+            // Built for another hash (a bug): never cached.
+            return;
+        }
         let until = copy.deadline;
-        if self.map.insert(hash, copy, until)
+        if self.map.insert(key, copy, until)
             && self.generation.load(Ordering::Acquire) != generation_at_load
         {
-            self.map.remove(&hash);
+            self.map.remove(&key);
         }
     }
 
     pub(crate) fn invalidate(&self, hash: &IdHash) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.map.remove(hash);
+        self.map.remove(&hash.halves().0);
     }
 
     /// Forget every entry (a reload that may change what a loaded session carries, such as
@@ -168,11 +181,42 @@ mod tests {
             deadline: Tick::at(Instant::now() + Duration::from_secs(3600)),
             epoch: 0,
             whole: true,
+            hash_tail: [b; 16],
         });
         SessionRef {
             hash: IdHash([b; 32]),
             copy,
         }
+    }
+
+    /// The key is half the hash; the other half, kept in the copy, is checked on every
+    /// lookup and load, so a copy is only ever found under its own whole hash.
+    #[tokio::test]
+    async fn a_lookup_checks_the_whole_hash() {
+        let c = SessionCache::new(Duration::from_secs(30), 100, true);
+        c.insert(session(1), c.generation());
+        let mut twin = [1u8; 32];
+        twin[31] = 9;
+        let twin = IdHash(twin);
+        assert_eq!(twin.halves().0, IdHash([1; 32]).halves().0, "same key");
+        assert!(c.get(&IdHash([1; 32])).is_some());
+        assert!(c.get(&twin).is_none() && c.candidate(&twin).is_none());
+        // A load answered with another hash's session (the leader of a load under the same
+        // key) is not this caller's.
+        let loaded = c.load(&twin, || async { Ok(Some(session(1))) }).await;
+        assert!(matches!(loaded, Ok(None)));
+        let loaded = c
+            .load(&IdHash([1; 32]), || async { Ok(Some(session(1))) })
+            .await;
+        assert!(matches!(loaded, Ok(Some(s)) if s.hash == IdHash([1; 32])));
+        // A copy built for another hash is never inserted.
+        let c = SessionCache::new(Duration::from_secs(30), 100, true);
+        let wrong = SessionRef {
+            hash: IdHash([2; 32]),
+            copy: session(3).copy,
+        };
+        c.insert(wrong, c.generation());
+        assert!(c.is_empty());
     }
 
     #[test]

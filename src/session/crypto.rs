@@ -33,6 +33,20 @@ impl std::fmt::Debug for SessionId {
 pub struct IdHash(pub [u8; 32]);
 
 impl IdHash {
+    /// The first half, the session cache's key, and the second, which the cached copy keeps
+    /// ([`super::UserSession::hash_tail`]) so a lookup is checked against the whole hash. A
+    /// 32-byte key costs every cached session ~35 bytes more in the cache's table (which is
+    /// half empty after it grows); finding another session's key in 128 bits of SHA-256
+    /// would take ~2^108 guesses against a million sessions, and even that is caught by the
+    /// check.
+    pub fn halves(&self) -> (u128, [u8; 16]) {
+        let mut key = [0u8; 16];
+        let mut tail = [0u8; 16];
+        key.copy_from_slice(&self.0[..16]);
+        tail.copy_from_slice(&self.0[16..]);
+        (u128::from_le_bytes(key), tail)
+    }
+
     pub(crate) fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }

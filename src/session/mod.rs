@@ -152,8 +152,8 @@ fn sid_index(provider: &str, sid: &str) -> String {
 /// Records written before the gateway kept only verified emails (v2) may hold an address
 /// the provider did not verify: it is dropped here, so nothing downstream ever sees it.
 fn upgrade_claims(c: &mut Claims) {
-    if c.email_verified != Some(true) {
-        c.email = None;
+    if c.email_verified != Some(true) && c.email().is_some() {
+        c.text = c.text.with(|p| p.email = None);
     }
 }
 
@@ -475,6 +475,7 @@ impl SessionManager {
             deadline: asked.after(stored.remaining.saturating_sub(Duration::from_millis(1))),
             epoch: self.epoch,
             whole,
+            hash_tail: hash.halves().1,
         });
         Ok(Some(SessionRef { hash: *hash, copy }))
     }
@@ -666,7 +667,7 @@ impl SessionManager {
                     provider: r.provider.into(),
                     sub: r.claims.known_sub().to_string(),
                     subject: r.claims.subject().into(),
-                    email: r.claims.email.map(Into::into),
+                    email: r.claims.email().map(Into::into),
                     created_at: r.created_at,
                     expires_at: stored.deadline_unix_ms / 1000,
                     access_token_expires_at: r.access_expires_at.map(std::num::NonZeroU64::get),
@@ -861,14 +862,14 @@ mod tests {
                     .unwrap();
             assert_eq!(c.sub(), "", "no sub in v2 records");
             upgrade_claims(&mut c);
-            assert_eq!(c.email.is_some(), kept, "email_verified {verdict}");
+            assert_eq!(c.email().is_some(), kept, "email_verified {verdict}");
         }
         let mut c: Claims = serde_json::from_str(
             r#"{"subject":"alice","email":"a@x","name":null,"preferred_username":null,"groups":[]}"#,
         )
         .unwrap();
         upgrade_claims(&mut c);
-        assert_eq!(c.email, None, "no verdict at all");
+        assert_eq!(c.email(), None, "no verdict at all");
     }
 
     fn manager() -> SessionManager {
@@ -1181,7 +1182,7 @@ mod tests {
             access_token_expires_at: Some(1),
         };
         let claims = Claims {
-            ids: crate::identity::UserIds::new("alice", "alice"),
+            text: crate::identity::UserText::new("alice", "alice"),
             ..Claims::default()
         };
         for hold in [false, true] {
@@ -1216,7 +1217,7 @@ mod tests {
 
     fn with_other_claims() -> Claims {
         Claims {
-            ids: crate::identity::UserIds::new("alice", "alice"),
+            text: crate::identity::UserText::new("alice", "alice"),
             extra: [
                 ("tenant", serde_json::json!("acme")),
                 ("acr", serde_json::json!("1")),
@@ -1249,7 +1250,7 @@ mod tests {
         assert!(!s.whole);
         // Never written back: it would lose what it does not hold.
         let refreshed = Claims {
-            name: Some("Alice".into()),
+            text: s.record.claims.text.with(|p| p.name = Some("Alice")),
             ..s.record.claims.clone()
         };
         assert!(matches!(
@@ -1262,7 +1263,7 @@ mod tests {
         assert_eq!(whole.record.claims.extra, claims.extra);
         assert_eq!(whole.record.sid.as_deref(), Some("sid-1"));
         let refreshed = Claims {
-            name: Some("Alice".into()),
+            text: whole.record.claims.text.with(|p| p.name = Some("Alice")),
             ..whole.record.claims.clone()
         };
         assert!(matches!(
@@ -1272,7 +1273,7 @@ mod tests {
         let after = m.reload(&s.hash).await.unwrap().unwrap();
         assert_eq!(after.record.claims.extra, claims.extra);
         assert_eq!(after.record.sid.as_deref(), Some("sid-1"));
-        assert_eq!(after.record.claims.name.as_deref(), Some("Alice"));
+        assert_eq!(after.record.claims.name(), Some("Alice"));
     }
 
     #[test]
