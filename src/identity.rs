@@ -80,8 +80,9 @@ pub struct UserText(
     /// is `sub`, then `sub`; then the user's length and text unless it is `sub`; then for the
     /// email address, name and username, 0 when absent or the length plus one, then the text.
     /// Lengths are written as `StrList` writes them. One spelling per identity, so two are
-    /// equal exactly when their parts are.
-    Box<str>,
+    /// equal exactly when their parts are. Shared, so identity header values can be slices
+    /// of it ([`UserText::shared`]) instead of copies; `None` when empty.
+    Option<std::sync::Arc<str>>,
 );
 
 /// What a [`UserText`] holds.
@@ -127,13 +128,13 @@ impl UserText {
             push_len(&mut text, part.map_or(0, |s| s.len().saturating_add(1)));
             text.push_str(part.unwrap_or(""));
         }
-        Self(text.into_boxed_str())
+        Self(Some(std::sync::Arc::from(text)))
     }
 
     /// Every part. Written by `from_parts`, so always well formed; a malformed text (never
     /// made) would read as empty parts rather than panic.
     pub fn parts(&self) -> UserParts<'_> {
-        let mut r = Reader(&self.0);
+        let mut r = Reader(self.0.as_deref().unwrap_or(""));
         let mut p = UserParts::default();
         let Some(first) = r.len() else {
             return p;
@@ -156,11 +157,34 @@ impl UserText {
         p
     }
 
+    /// The text, for `bytes::Bytes::from_owner`: header values sliced from it ([`Self::span`])
+    /// share this block instead of copying the strings.
+    pub(crate) fn shared(&self) -> Option<SharedText> {
+        self.0.clone().map(SharedText)
+    }
+
+    /// Where `part` (one of [`Self::parts`]) lies in the text; `None` for any other string.
+    pub(crate) fn span(&self, part: &str) -> Option<std::ops::Range<usize>> {
+        let text = self.0.as_deref()?;
+        let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        (end <= text.len() && text.get(start..end).is_some()).then_some(start..end)
+    }
+
     /// This identity with `f` applied to its parts (building and tests; never per request).
     pub fn with<'a>(&'a self, f: impl FnOnce(&mut UserParts<'a>)) -> Self {
         let mut p = self.parts();
         f(&mut p);
         Self::from_parts(p)
+    }
+}
+
+/// [`UserText::shared`]: its text, as `bytes::Bytes::from_owner` takes it.
+pub(crate) struct SharedText(std::sync::Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 
@@ -440,27 +464,38 @@ impl IdentityHeaders {
     /// copies onto the upstream request sit together.
     pub fn values(&self, provider: &str, claims: &Claims) -> Box<[(OutName, HeaderValue)]> {
         enum Value {
+            /// Cleaned into a copy, kept in one buffer with the other copies.
             Text(String),
+            /// Exactly as the claims keep it: a slice of their [`UserText`].
+            Part(std::ops::Range<usize>),
             Shared(bytes::Bytes),
         }
-        let groups = clean_claim(&self.groups_joined(claims)).map(|joined| {
-            // Most often the header sends the groups exactly as the claims keep them
-            // (`StrList`'s joined spelling): the value then shares that block, the largest
-            // part of an identity, instead of a copy (compared byte for byte, not assumed).
-            match claims.groups.joined() {
+        // Most values are sent exactly as the claims keep them: each then shares the
+        // claims' own block instead of a copy (compared byte for byte, not assumed).
+        let string = |raw: Option<&str>| {
+            let clean = clean_claim(raw?)?;
+            Some(match claims.text.span(raw?) {
+                Some(span) if clean == raw? => Value::Part(span),
+                _ => Value::Text(clean),
+            })
+        };
+        // The groups too (`StrList`'s joined spelling), the largest part of an identity.
+        let groups =
+            clean_claim(&self.groups_joined(claims)).map(|joined| match claims.groups.joined() {
                 Some(j) if j.as_str() == joined => Value::Shared(bytes::Bytes::from_owner(j)),
                 _ => Value::Text(joined),
-            }
-        });
-        let text = |raw: Option<&str>| raw.and_then(clean_claim).map(Value::Text);
+            });
         let wanted: Vec<(&OutName, Value)> = [
-            (self.provider.as_ref(), text(Some(provider))),
-            (Some(&self.user), text(Some(claims.subject()))),
-            (Some(&self.email), text(claims.email())),
+            (
+                self.provider.as_ref(),
+                clean_claim(provider).map(Value::Text),
+            ),
+            (Some(&self.user), string(Some(claims.subject()))),
+            (Some(&self.email), string(claims.email())),
             (Some(&self.groups), groups),
             (
                 Some(&self.preferred_username),
-                text(claims.preferred_username()),
+                string(claims.preferred_username()),
             ),
         ]
         .into_iter()
@@ -468,11 +503,17 @@ impl IdentityHeaders {
         .collect();
         let texts = wanted.iter().filter_map(|(_, v)| match v {
             Value::Text(t) => Some(t),
-            Value::Shared(_) => None,
+            _ => None,
         });
         let mut buf = Vec::with_capacity(texts.clone().map(String::len).sum());
         texts.for_each(|t| buf.extend_from_slice(t.as_bytes()));
         let buf = bytes::Bytes::from(buf);
+        let parts = wanted
+            .iter()
+            .any(|(_, v)| matches!(v, Value::Part(_)))
+            .then(|| claims.text.shared().map(bytes::Bytes::from_owner))
+            .flatten()
+            .unwrap_or_default();
         let mut start = 0;
         let mut out = Vec::with_capacity(wanted.len());
         for (name, value) in wanted {
@@ -481,6 +522,8 @@ impl IdentityHeaders {
                     start += t.len();
                     buf.slice(start - t.len()..start)
                 }
+                Value::Part(span) if span.end <= parts.len() => parts.slice(span),
+                Value::Part(_) => continue,
                 Value::Shared(b) => b,
             };
             // Checked as `HeaderValue::from_bytes` checks a claim's value on its own.
@@ -645,16 +688,17 @@ mod tests {
         let other = UserText::new(uuid, "alice@example.com");
         // The length (36 * 2 + 1 = 73: 0x40 | 9, then 1), the UUID once, then three absent
         // parts.
-        assert_eq!(&*same.0, format!("\u{49}\u{1}{uuid}\0\0\0"));
+        let text = |t: &UserText| t.0.as_deref().unwrap_or("").to_string();
+        assert_eq!(text(&same), format!("\u{49}\u{1}{uuid}\0\0\0"));
         assert_eq!(
-            &*other.0,
+            text(&other),
             format!("\u{48}\u{1}{uuid}\u{11}alice@example.com\0\0\0")
         );
         let full = same.with(|p| {
             p.email = Some("a@x");
             p.name = Some("");
         });
-        assert_eq!(&*full.0, format!("\u{49}\u{1}{uuid}\u{4}a@x\u{1}\0"));
+        assert_eq!(text(&full), format!("\u{49}\u{1}{uuid}\u{4}a@x\u{1}\0"));
         #[cfg(target_pointer_width = "64")]
         assert_eq!(std::mem::size_of::<UserText>(), 16);
     }
@@ -864,6 +908,70 @@ mod tests {
                     Some(&b"u"[..])
                 );
             }
+        }
+    }
+
+    /// The user, email and username values are slices of the claims' own block when they
+    /// send them unchanged, and copies when cleaning changed them; either way, what
+    /// `claim_value` makes of each.
+    #[test]
+    fn string_values_share_the_claims_text_only_when_unchanged() {
+        let h = IdentityHeaders {
+            provider: Some(OutName::from_static("x-auth-provider")),
+            ..IdentityHeaders::default()
+        };
+        let cases = [
+            (
+                "f1e2d3c4-0000-4a5b-9c8d-7e6f5a4b3c2d",
+                Some("a@x"),
+                Some("ann"),
+                [true, true, true],
+            ),
+            (
+                "alice",
+                Some(" a@x"),
+                Some("ann\u{1}"),
+                [true, false, false],
+            ),
+            (" alice ", None, Some(""), [false, false, false]),
+            ("é", Some("日本@x"), None, [true, true, false]),
+        ];
+        for (user, email, username, shared) in cases {
+            let claims = Claims {
+                text: UserText::from_parts(UserParts {
+                    sub: user,
+                    subject: user,
+                    email,
+                    preferred_username: username,
+                    ..UserParts::default()
+                }),
+                ..Claims::default()
+            };
+            let text = claims.text.0.clone().unwrap();
+            let values = h.values(" corp ", &claims);
+            let get = |n: &OutName| {
+                values
+                    .iter()
+                    .find(|(m, _)| m.as_str() == n.as_str())
+                    .map(|(_, v)| v)
+            };
+            for ((name, raw), share) in [
+                (&h.user, Some(user)),
+                (&h.email, email),
+                (&h.preferred_username, username),
+            ]
+            .into_iter()
+            .zip(shared)
+            {
+                let v = get(name);
+                assert_eq!(v, raw.and_then(claim_value).as_ref(), "{raw:?}");
+                let inside = v.is_some_and(|v| {
+                    let (p, t) = (v.as_bytes().as_ptr() as usize, text.as_ptr() as usize);
+                    p >= t && p + v.len() <= t + text.len()
+                });
+                assert_eq!(inside, share, "{raw:?}");
+            }
+            assert_eq!(get(h.provider.as_ref().unwrap()).unwrap(), "corp");
         }
     }
 
