@@ -459,9 +459,10 @@ impl IdentityHeaders {
     /// The identity headers for `claims` that `provider` vouched for, ready to insert.
     /// Exactly as long as it needs to be: cached sessions and tokens each hold one.
     ///
-    /// The values are slices of one buffer: one allocation per session instead of one per
-    /// header (plus the shared count each gets when first cloned), and the bytes a request
-    /// copies onto the upstream request sit together.
+    /// No value is a block of its own: a value sent exactly as the claims keep it is a slice
+    /// of the claims' own text (their [`UserText`], or the groups' joined spelling), and the
+    /// rest (cleaned values, the provider) are slices of one buffer. Every cached session and
+    /// token holds these for its lifetime.
     pub fn values(&self, provider: &str, claims: &Claims) -> Box<[(OutName, HeaderValue)]> {
         enum Value {
             /// Cleaned into a copy, kept in one buffer with the other copies.
@@ -899,7 +900,7 @@ mod tests {
                 // The filter keeps `team-00` alone: only that list passes it whole.
                 let expect = shares && (!filtering || groups == ["team-00"]);
                 assert_eq!(shared, expect, "{groups:?}, filter {filtering}");
-                // Every other value still comes from the one buffer, as before.
+                // The user's value is still what it was.
                 assert_eq!(
                     values
                         .iter()
