@@ -121,21 +121,28 @@ impl Signer {
         by: Vouched,
         claims: &Claims,
     ) -> Option<HeaderValue> {
-        let mut id = Vec::with_capacity(128);
-        for part in [
+        // Every part after its length (an absent email apart from an empty one): claims may
+        // hold any byte, and joined with a separator two identities could spell one key.
+        let mut id = Vec::with_capacity(256);
+        let mut part = |p: Option<&str>| match p {
+            Some(p) => {
+                id.extend_from_slice(&(p.len() as u64).to_le_bytes());
+                id.extend_from_slice(p.as_bytes());
+            }
+            None => id.extend_from_slice(&u64::MAX.to_le_bytes()),
+        };
+        for p in [
             route,
             by.provider,
             by.issuer,
             claims.sub(),
             claims.subject(),
-            claims.email().unwrap_or(""),
         ] {
-            id.extend_from_slice(part.as_bytes());
-            id.push(0);
+            part(Some(p));
         }
+        part(claims.email());
         for g in claims.groups.iter() {
-            id.extend_from_slice(g.as_bytes());
-            id.push(0);
+            part(Some(g));
         }
         let key = sha256(&id);
         let now = now_unix();
@@ -245,6 +252,45 @@ mod tests {
         assert_eq!(c.claims["idp"], "corp");
         assert_eq!(c.claims["idp_iss"], "https://idp.example");
         assert_eq!(c.claims["idp_sub"], "u-1");
+
+        // Identities that joined with a separator would spell one key get their own assertion.
+        let with = |sub: &str, user: &str, email: Option<&str>, groups: &[&str]| Claims {
+            text: crate::identity::UserText::from_parts(crate::identity::UserParts {
+                sub,
+                subject: user,
+                email,
+                ..Default::default()
+            }),
+            groups: groups.iter().collect(),
+            ..Claims::default()
+        };
+        let twins = [
+            [
+                with("u", "alice\0x", Some(""), &[]),
+                with("u", "alice", Some("x\0"), &[]),
+            ],
+            [with("u", "a", None, &[]), with("u", "a", Some(""), &[])],
+            [
+                with("u", "a", Some("e"), &["g\0h"]),
+                with("u", "a", Some("e"), &["g", "h"]),
+            ],
+            [with("u\0a", "", None, &[]), with("u", "\0a", None, &[])],
+        ];
+        for [x, y] in &twins {
+            let (ax, ay) = (
+                s.assertion("app", by, x).unwrap(),
+                s.assertion("app", by, y).unwrap(),
+            );
+            let payload = |a: &HeaderValue| {
+                jsonwebtoken::decode::<serde_json::Value>(a.to_str().unwrap(), &key, &v)
+                    .unwrap()
+                    .claims
+            };
+            assert_eq!(payload(&ax)["sub"], x.subject(), "{x:?}");
+            assert_eq!(payload(&ay)["sub"], y.subject(), "{y:?}");
+            assert_eq!(payload(&ay)["email"], serde_json::json!(y.email()), "{y:?}");
+            assert_eq!(payload(&ay)["groups"], serde_json::json!(y.groups), "{y:?}");
+        }
 
         // The same file gives the same key (and kid) after a restart.
         let again = Signer::new(Some(path), "authgate", Duration::from_secs(60)).unwrap();

@@ -61,9 +61,9 @@ impl Claims {
     /// before `sub` was kept hold it as the subject (`user_claim` was `sub` then, or sessions
     /// ended at their first refresh).
     pub fn known_sub(&self) -> &str {
-        match self.sub() {
-            "" => self.subject(),
-            sub => sub,
+        match self.text.parts() {
+            p if p.sub.is_empty() => p.subject,
+            p => p.sub,
         }
     }
 }
@@ -212,7 +212,7 @@ impl std::fmt::Debug for UserText {
 }
 
 /// [`Claims`] as stored (JSON in session records, read and written by every replica, old and
-/// new): `sub` and `subject` as two fields, whatever [`UserIds`] shares in memory. Read as
+/// new): `sub` and `subject` as two fields, whatever [`UserText`] shares in memory. Read as
 /// owned values, written from borrowed ones.
 #[derive(Serialize, Deserialize)]
 struct ClaimsWire<S, T, G, X: std::borrow::Borrow<crate::claimmap::ClaimMap>> {

@@ -80,13 +80,13 @@ impl SessionCache {
     /// A missed session, loaded by `load` once for every caller asking meanwhile.
     pub(crate) async fn load<F, Fut>(&self, hash: &IdHash, load: F) -> Loaded
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: std::future::Future<Output = Loaded>,
     {
-        match self.map.load(&hash.halves().0, load).await {
+        match self.map.load(&hash.halves().0, &load).await {
             // Another session's load, met under the same half hash (never seen: see
-            // `IdHash::halves`): not this caller's session.
-            Ok(Some(s)) if s.hash != *hash => Ok(None),
+            // `IdHash::halves`): not this caller's answer, so it loads its own.
+            Ok(Some(s)) if s.hash != *hash => load().await,
             loaded => loaded,
         }
     }
@@ -202,9 +202,29 @@ mod tests {
         assert!(c.get(&IdHash([1; 32])).is_some());
         assert!(c.get(&twin).is_none() && c.candidate(&twin).is_none());
         // A load answered with another hash's session (the leader of a load under the same
-        // key) is not this caller's.
-        let loaded = c.load(&twin, || async { Ok(Some(session(1))) }).await;
-        assert!(matches!(loaded, Ok(None)));
+        // key) is not this caller's: it loads its own.
+        let twin_copy = || SessionRef {
+            hash: twin,
+            copy: Arc::new(UserSession {
+                hash_tail: twin.halves().1,
+                ..Arc::try_unwrap(session(1).copy).unwrap()
+            }),
+        };
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let loaded = c
+            .load(&twin, || {
+                let n = calls.fetch_add(1, Ordering::Relaxed);
+                async move { Ok(Some(if n == 0 { session(1) } else { twin_copy() })) }
+            })
+            .await;
+        assert!(matches!(loaded, Ok(Some(s)) if s.hash == twin));
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        // Under the shared key the twin replaces the entry, and invalidating either drops it:
+        // the other is then a miss, never the wrong session.
+        c.insert(twin_copy(), c.generation());
+        assert!(c.get(&IdHash([1; 32])).is_none() && c.get(&twin).is_some());
+        c.invalidate(&IdHash([1; 32]));
+        assert!(c.get(&twin).is_none() && c.candidate(&twin).is_none());
         let loaded = c
             .load(&IdHash([1; 32]), || async { Ok(Some(session(1))) })
             .await;

@@ -167,8 +167,9 @@ mod tests {
     }
 
     /// Records in the store are read and written by every replica, old and new: the compact
-    /// types (`Box<str>`, `StrList`, `ClaimMap`, `NonZeroU64`) must write back, byte for byte,
-    /// what the `String`, `Vec<String>`, `BTreeMap` and `u64` fields wrote.
+    /// types (`UserText`, both spellings of `StrList`, `ClaimMap`, `NonZeroU64`, `Box<str>`)
+    /// must write back, byte for byte, what the `String`, `Vec<String>`, `BTreeMap` and `u64`
+    /// fields wrote.
     #[test]
     fn stored_records_read_and_write_back_byte_for_byte() {
         let full = concat!(
@@ -185,7 +186,15 @@ mod tests {
             r#""email_verified":null,"name":null,"preferred_username":null,"groups":[]},"#,
             r#""created_at":0,"expires_at":0,"refreshable":false,"tokens":""}"#
         );
-        for stored in [full, bare] {
+        // `sub` that is also the user, groups in the joined spelling, an empty name.
+        let keycloak = concat!(
+            r#"{"v":2,"provider":"kc","claims":{"sub":"f1e2d3c4-0000-4a5b-9c8d-7e6f5a4b3c2d","#,
+            r#""subject":"f1e2d3c4-0000-4a5b-9c8d-7e6f5a4b3c2d","email":"a@x","#,
+            r#""email_verified":true,"name":"","preferred_username":null,"#,
+            r#""groups":["team-00","team-01"]},"created_at":1,"expires_at":2,"refreshable":false,"#,
+            r#""tokens":"t"}"#
+        );
+        for stored in [full, bare, keycloak] {
             let r: SessionRecord = serde_json::from_str(stored).unwrap();
             assert_eq!(serde_json::to_string(&r).unwrap(), stored);
         }
