@@ -4,7 +4,8 @@
 //! groups made a `Vec<String>` the largest part of a cached session: 21 allocations, each
 //! rounded up by the allocator, plus 24 bytes of header per name. A [`StrList`] keeps the
 //! names in one shared block of text (a session in 20 groups went from ~840 bytes for them to
-//! 384, then 256, then 160, then none of its own: see below; `cargo bench --bench memory`). It
+//! 384, then 256, then 160; now a 192-byte block that is also the groups header's value, which
+//! was a second 159-byte copy: see below; `cargo bench --bench memory`). It
 //! reads, compares and serializes as the list of names it is (a JSON array in stored records,
 //! unchanged).
 //!
