@@ -123,14 +123,7 @@ impl Signer {
     ) -> Option<HeaderValue> {
         // Every part after its length (an absent email apart from an empty one): claims may
         // hold any byte, and joined with a separator two identities could spell one key.
-        let mut id = Vec::with_capacity(256);
-        let mut part = |p: Option<&str>| match p {
-            Some(p) => {
-                id.extend_from_slice(&(p.len() as u64).to_le_bytes());
-                id.extend_from_slice(p.as_bytes());
-            }
-            None => id.extend_from_slice(&u64::MAX.to_le_bytes()),
-        };
+        let mut h = crate::crypto::PartsHash::new();
         for p in [
             route,
             by.provider,
@@ -138,13 +131,16 @@ impl Signer {
             claims.sub(),
             claims.subject(),
         ] {
-            part(Some(p));
+            h.part(p.as_bytes());
         }
-        part(claims.email());
+        match claims.email() {
+            Some(e) => h.part(e.as_bytes()),
+            None => h.word(u64::MAX),
+        };
         for g in claims.groups.iter() {
-            part(Some(g));
+            h.part(g.as_bytes());
         }
-        let key = sha256(&id);
+        let key = h.finish();
         let now = now_unix();
         if let Some(hit) = self.cache.get(&key) {
             return Some(hit);

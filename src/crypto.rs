@@ -30,6 +30,42 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// SHA-256 over a sequence of parts, each written after its length: no choice of strings
+/// makes two different sequences hash alike (joined with a separator, a part holding it
+/// would). Fed piece by piece, so a cache key built from a request costs no buffer.
+pub(crate) struct PartsHash(digest::Context);
+
+impl PartsHash {
+    pub(crate) fn new() -> Self {
+        Self(digest::Context::new(&digest::SHA256))
+    }
+
+    /// A count or marker, as 8 little-endian bytes.
+    pub(crate) fn word(&mut self, n: u64) -> &mut Self {
+        self.0.update(&n.to_le_bytes());
+        self
+    }
+
+    /// `bytes` after its length.
+    pub(crate) fn part(&mut self, bytes: &[u8]) -> &mut Self {
+        self.word(bytes.len() as u64);
+        self.0.update(bytes);
+        self
+    }
+
+    /// `bytes` as they are: only as the last part, whose end is the input's.
+    pub(crate) fn last(mut self, bytes: &[u8]) -> [u8; 32] {
+        self.0.update(bytes);
+        self.finish()
+    }
+
+    pub(crate) fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
 /// Unpadded base64url (RFC 4648 §5), as JWTs and PKCE use it.
 pub(crate) fn b64url(data: &[u8]) -> String {
     B64.encode(data)

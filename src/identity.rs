@@ -474,9 +474,10 @@ impl IdentityHeaders {
         // Most values are sent exactly as the claims keep them: each then shares the
         // claims' own block instead of a copy (compared byte for byte, not assumed).
         let string = |raw: Option<&str>| {
-            let clean = clean_claim(raw?)?;
-            Some(match claims.text.span(raw?) {
-                Some(span) if clean == raw? => Value::Part(span),
+            let raw = raw?;
+            let clean = clean_claim(raw)?;
+            Some(match claims.text.span(raw) {
+                Some(span) if clean == raw => Value::Part(span),
                 _ => Value::Text(clean),
             })
         };

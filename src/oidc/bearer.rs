@@ -126,18 +126,14 @@ pub(crate) struct BearerVerifier {
 /// so no choice of strings makes two different lists hash alike; fed to the hash piece by
 /// piece, so the token (~1 KB) is not copied into a buffer allocated per request.
 fn cache_key(lists: &[&[String]], token: &str) -> [u8; 32] {
-    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut h = crate::crypto::PartsHash::new();
     for items in lists {
-        h.update(&(items.len() as u64).to_le_bytes());
+        h.word(items.len() as u64);
         for s in *items {
-            h.update(&(s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
+            h.part(s.as_bytes());
         }
     }
-    h.update(token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(h.finish().as_ref());
-    out
+    h.last(token.as_bytes())
 }
 
 impl BearerVerifier {
