@@ -12,7 +12,11 @@
 # counters are dumped (`callgrind_control -d`) and the dump's total is divided by N. The client
 # is outside the counted process, so only the server's work is counted (the echo upstream runs
 # natively). Targets:
-#   plain-proxy     examples/plain_proxy.rs (Pingora with nothing on the request path)
+#   plain-fair      examples/plain_proxy.rs with `fair`: the production timeouts, pool and
+#                   keep-alive settings (authgate's defaults), the baseline issue 17's target
+#                   is set against (the ratios below are to it)
+#   plain-proxy     examples/plain_proxy.rs bare (Pingora with nothing on the request path): a
+#                   second line
 #   public          authgate, a public route
 #   session-cached  authgate, a protected route with a session cookie (in-memory cache answers)
 #   bearer-cached   authgate, a bearer route with an RS256 access token (verified-token cache)
@@ -54,9 +58,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r ECHO_PORT IDP_PORT GW_PORT ADMIN_PORT PLAIN_PORT <<<"$(python3 -c '
+read -r ECHO_PORT IDP_PORT GW_PORT ADMIN_PORT PLAIN_PORT FAIR_PORT <<<"$(python3 -c '
 import socket
-s = [socket.socket() for _ in range(5)]
+s = [socket.socket() for _ in range(6)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(" ".join(str(x.getsockname()[1]) for x in s))')"
 
@@ -146,8 +150,13 @@ valgrind --tool=callgrind --callgrind-out-file="$TMP/plain.cg.%p" \
     "$PLAIN" "127.0.0.1:$PLAIN_PORT" "127.0.0.1:$ECHO_PORT" 1 >"$TMP/plain.log" 2>&1 &
 PLAIN_PID=$!
 PIDS+=("$PLAIN_PID")
+valgrind --tool=callgrind --callgrind-out-file="$TMP/fair.cg.%p" \
+    "$PLAIN" "127.0.0.1:$FAIR_PORT" "127.0.0.1:$ECHO_PORT" 1 fair >"$TMP/fair.log" 2>&1 &
+FAIR_PID=$!
+PIDS+=("$FAIR_PID")
 wait_url "authgate under callgrind" "http://127.0.0.1:$ADMIN_PORT/readyz" 120
 wait_url "plain proxy under callgrind" "http://127.0.0.1:$PLAIN_PORT/" 120
+wait_url "fair plain proxy under callgrind" "http://127.0.0.1:$FAIR_PORT/" 120
 
 COOKIE="$(python3 "$ROOT/benches/login.py" "http://127.0.0.1:$GW_PORT")" || die "login failed"
 TOKEN="$(curl -sf --max-time 10 -u authgate:authgate-secret "http://127.0.0.1:$IDP_PORT/token" \
@@ -207,7 +216,11 @@ measure() {
     [[ -n "$dump" ]] || die "$name: no callgrind dump"
     [[ -n "${KEEP:-}" ]] && mkdir -p "$KEEP" && cp "$dump" "$KEEP/$name.callgrind"
     total="$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")"
-    printf '%-16s %10d instructions/request\n' "$name" "$((total / N))" | tee -a "$TMP/result.txt"
+    local per=$((total / N)) ratio=""
+    [[ "$name" == plain-fair ]] && FAIR_PER=$per
+    [[ -n "${FAIR_PER:-}" && "$name" != plain-fair ]] \
+        && ratio="$(awk -v a="$per" -v b="$FAIR_PER" 'BEGIN { printf "  %.2f x plain-fair", a / b }')"
+    printf '%-16s %10d instructions/request%s\n' "$name" "$per" "$ratio" | tee -a "$TMP/result.txt"
 }
 
 APP_COOKIE="$COOKIE"
@@ -215,6 +228,7 @@ if [[ "$SHAPE" == browser ]]; then
     APP_COOKIE="_ga=GA1.1.1234567890.1700000000; theme=dark; $COOKIE; consent=yes"
 fi
 echo "shape=$SHAPE n=$N binary=$BIN"
+measure plain-fair "$FAIR_PID" "$FAIR_PORT" "/bench?echo_quiet"
 measure plain-proxy "$PLAIN_PID" "$PLAIN_PORT" "/bench?echo_quiet"
 measure public "$GW_PID" "$GW_PORT" "/public/bench?echo_quiet"
 measure session-cached "$GW_PID" "$GW_PORT" "/bench?echo_quiet" "Cookie: $APP_COOKIE"
