@@ -25,7 +25,7 @@ use crate::out_header::OutName;
 
 /// Headers that describe the original request. Kept only from trusted proxies: upstream
 /// frameworks use them for client IPs, absolute URLs and even routing (`X-Original-URL`).
-pub(crate) const FORWARDING_HEADERS: &[&str] = &[
+pub const FORWARDING_HEADERS: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
