@@ -434,6 +434,57 @@ async fn host_spellings_are_refused_or_canonicalised() {
         assert_eq!(seen.all("x-forwarded-host"), vec![want], "{line} {host:?}");
         assert_eq!(seen.target, "/x", "origin form upstream");
     }
+    // An absolute-form target that names the Host goes upstream in origin form, whatever
+    // its scheme's spelling: the scheme and authority on the request line are the client's
+    // account, and an upstream reads them before Host (RFC 9112 §3.2.2).
+    for (line, want) in [
+        ("GET http://admin.example.com/x HTTP/1.1", "/x"),
+        ("GET HTTP://admin.example.com/x HTTP/1.1", "/x"),
+        ("GET https://admin.example.com/x HTTP/1.1", "/x"),
+        ("GET hTTpS://admin.example.com/x?a=1&b HTTP/1.1", "/x?a=1&b"),
+        ("GET http://admin.example.com/x/./y/../z HTTP/1.1", "/x/z"),
+        ("GET http://admin.example.com HTTP/1.1", "/"),
+        ("GET http://admin.example.com?q=1 HTTP/1.1", "/?q=1"),
+        ("GET http://admin.example.com/x#frag HTTP/1.1", "/x"),
+    ] {
+        let before = admin.hits();
+        let r = send(gw.addr, line, &["Host: admin.example.com"]);
+        if r.status == 400 && r.body.is_empty() {
+            eprintln!("host: {line}: refused by Pingora's parser (empty 400)");
+            assert_eq!(admin.hits(), before);
+            continue;
+        }
+        assert_eq!(r.status, 200, "{line}: {}\n{}", r.head, body_text(&r));
+        let seen = r.seen();
+        assert_eq!(seen.server, admin.addr.to_string(), "{line}: not admin");
+        assert_eq!(seen.target, want, "{line}: not origin form upstream");
+        assert_eq!(seen.all("host"), vec!["admin.example.com"], "{line}");
+    }
+    // Targets that are neither origin form nor an http(s) URL: 400, never routed.
+    let hits_before = (admin.hits(), site.hits());
+    for line in [
+        "GET ftp://admin.example.com/x HTTP/1.1",
+        "GET ws://admin.example.com/x HTTP/1.1",
+        "GET http:admin.example.com/x HTTP/1.1",
+        "GET http:/admin.example.com/x HTTP/1.1",
+        "GET http:\\\\admin.example.com/x HTTP/1.1",
+        "GET http://admin.example.com\\public.example/x HTTP/1.1",
+        "GET ://admin.example.com/x HTTP/1.1",
+        "GET admin.example.com/x HTTP/1.1",
+        "GET mailto:admin@admin.example.com HTTP/1.1",
+        "GET x HTTP/1.1",
+    ] {
+        let r = send(gw.addr, line, &["Host: admin.example.com"]);
+        assert_eq!(r.status, 400, "{line}: {}\n{}", r.head, body_text(&r));
+        if !r.body.is_empty() {
+            assert_eq!(error_code(&r), "bad_path", "{line}");
+        }
+    }
+    assert_eq!(
+        (admin.hits(), site.hits()),
+        hits_before,
+        "a refused target reached an upstream"
+    );
     // Anything else is the catch-all's, with its own host.
     let r = send(gw.addr, "GET /x HTTP/1.1", &["Host: Public.Example"]);
     assert_eq!(r.status, 200);

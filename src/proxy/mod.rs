@@ -396,10 +396,7 @@ pub(super) fn request_authority(
         return Err(Refusal::AmbiguousHost);
     }
     let from_header = host.map(|h| Authority::parse(h.as_bytes()));
-    let from_target = req
-        .uri
-        .authority()
-        .map(|a| Authority::parse(a.as_str().as_bytes()));
+    let from_target = target_authority(req.raw_path())?.map(Authority::parse);
     let authority = match (from_header, from_target) {
         (None, None) => return Err(Refusal::BadHost(HostError::Empty)),
         (Some(h), None) => h.map_err(Refusal::BadHost)?,
@@ -423,6 +420,39 @@ pub(super) fn request_authority(
         }
     }
     Ok(authority)
+}
+
+/// The authority an absolute-form request target names (`GET http://host/x`), read from the
+/// target as sent: Pingora keeps only the path in the URI (and the whole target for the wire),
+/// so `uri.authority()` is empty even then. Its own classifier finds the authority, so the
+/// boundary is the one Pingora checks against `Host` too. Origin form (`/x`) and `*` name none;
+/// any other target (another scheme, `http:host`, `http:/\\host`) is refused.
+pub(super) fn target_authority(raw: &[u8]) -> std::result::Result<Option<&[u8]>, Refusal> {
+    use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
+    if raw.first() == Some(&b'/') || raw == b"*" {
+        return Ok(None);
+    }
+    match raw_target_authority(raw) {
+        RawTargetAuthority::Absolute {
+            scheme, authority, ..
+        } if scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https") => {
+            Ok(Some(authority))
+        }
+        _ => Err(Refusal::BadPath(path::PathError::NotAbsolute)),
+    }
+}
+
+/// Whether the upstream request's target, as it will go on the wire, is exactly `path` and
+/// `query` in origin form. An absolute-form target keeps its scheme and authority there (the
+/// client's choice), so it never is.
+fn is_origin_target(raw: &[u8], path: &str, query: Option<&str>) -> bool {
+    let Some(rest) = raw.strip_prefix(path.as_bytes()) else {
+        return false;
+    };
+    match query {
+        None => rest.is_empty(),
+        Some(q) => rest.first() == Some(&b'?') && &rest[1..] == q.as_bytes(),
+    }
 }
 
 /// The canonical authority as a header value, for the upstream's `Host` and
@@ -608,10 +638,11 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "request not routed");
         };
         // The upstream gets exactly the path the route decision was made on (or what the
-        // route's shaping made of it), in origin form: an absolute-form target's authority
-        // would be a second Host. The query goes as the client sent it.
+        // route's shaping made of it), in origin form: an absolute-form target's scheme and
+        // authority would be a second account of the request, the client's. The query goes as
+        // the client sent it.
         let path = ctx.upstream_path.as_deref().unwrap_or(path.as_str());
-        if upstream.uri.path() != path || upstream.uri.authority().is_some() {
+        if !is_origin_target(upstream.raw_path(), path, upstream.uri.query()) {
             let pq = match upstream.uri.query() {
                 Some(q) => format!("{path}?{q}"),
                 None => path.to_string(),
@@ -992,4 +1023,95 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(target: &[u8], hosts: &[&str]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", target, None).unwrap();
+        for h in hosts {
+            r.append_header("Host", *h).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn the_target_authority_is_read_from_the_target_as_sent() {
+        for (target, want) in [
+            (&b"/x"[..], None),
+            (b"*", None),
+            (b"http://a.example/x", Some(&b"a.example"[..])),
+            (b"HTTPS://A.example:8443/x?q=1", Some(b"A.example:8443")),
+            (b"http://a.example", Some(b"a.example")),
+            (b"http://a.example?q", Some(b"a.example")),
+            (b"http://u@a.example/x", Some(b"u@a.example")),
+        ] {
+            assert_eq!(target_authority(target).unwrap(), want, "{target:?}");
+        }
+        for target in [
+            &b"ftp://a.example/x"[..],
+            b"ws://a.example/x",
+            b"http:a.example/x",
+            b"http:/\\a.example/x",
+            b"http://a.example\\b.example/x",
+            b"://a.example/x",
+            b"mailto:a@example",
+            b"a.example:443",
+            b"x",
+        ] {
+            assert!(
+                matches!(
+                    target_authority(target),
+                    Err(Refusal::BadPath(path::PathError::NotAbsolute))
+                ),
+                "{target:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_absolute_target_must_name_the_host() {
+        let ok = request_authority(&req(b"http://App.Example./x", &["app.example"]), false);
+        assert_eq!(ok.unwrap().as_str(), "app.example");
+        let ok = request_authority(&req(b"http://app.example/x", &[]), false);
+        assert_eq!(ok.unwrap().as_str(), "app.example");
+        for (target, hosts) in [
+            (&b"http://evil.example/x"[..], &["app.example"][..]),
+            (b"http://app.example:8443/x", &["app.example"]),
+            (b"https://evil.example/x?q=1", &["app.example"]),
+        ] {
+            assert!(
+                matches!(
+                    request_authority(&req(target, hosts), false),
+                    Err(Refusal::AmbiguousHost)
+                ),
+                "{target:?}"
+            );
+        }
+        assert!(matches!(
+            request_authority(&req(b"http://u@app.example/x", &["app.example"]), false),
+            Err(Refusal::BadHost(_))
+        ));
+    }
+
+    #[test]
+    fn only_origin_form_of_the_decided_path_goes_as_is() {
+        assert!(is_origin_target(b"/a/b", "/a/b", None));
+        assert!(is_origin_target(b"/a/b?x=1", "/a/b", Some("x=1")));
+        assert!(is_origin_target(b"/a/b?", "/a/b", Some("")));
+        assert!(!is_origin_target(b"/a/b?x=1", "/a/b", None));
+        assert!(!is_origin_target(b"/a/b", "/a/b", Some("x=1")));
+        assert!(!is_origin_target(b"/a/bc", "/a/b", None));
+        assert!(!is_origin_target(b"/a/%62", "/a/b", None));
+        assert!(!is_origin_target(b"http://h/a/b", "/a/b", None));
+        assert!(!is_origin_target(b"HTTPS://h/a/b?x=1", "/a/b", Some("x=1")));
+        // What Pingora makes of an absolute-form target: the URI has the path, the wire the
+        // whole target.
+        let r = req(b"https://h.example/a/b?x=1", &["h.example"]);
+        assert_eq!(r.uri.path(), "/a/b");
+        assert_eq!(r.uri.query(), Some("x=1"));
+        assert!(!is_origin_target(r.raw_path(), "/a/b", r.uri.query()));
+    }
 }
