@@ -61,6 +61,43 @@ pub const FORWARDING_HEADERS: &[&str] = &[
     "x-envoy-original-host",
 ];
 
+/// The forwarding headers a trusted proxy's value goes upstream in, because the gateway reads
+/// and checks them: see [`Forwarding::keep_only_what_agrees`].
+const CHECKED_FORWARDING_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+];
+
+/// Forwarding headers that carry one client address: kept from a trusted proxy when it is the
+/// gateway's own reading of the client.
+const CLIENT_ADDRESS_HEADERS: &[&str] = &[
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-proxyuser-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-envoy-external-address",
+];
+
+/// The one address a header holds: exactly one line that is a plain IP address (surrounding
+/// whitespace aside), IPv4-mapped IPv6 as IPv4.
+fn single_address(headers: &http::HeaderMap, name: &HeaderName) -> Option<IpAddr> {
+    let mut lines = headers.get_all(name).iter();
+    match (lines.next(), lines.next()) {
+        (Some(v), None) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<IpAddr>().ok())
+            .map(unmap),
+        _ => None,
+    }
+}
+
 /// A path prefix a trusted proxy may hand on (`X-Forwarded-Prefix`): a canonical path of its
 /// own, not `//host`.
 pub(crate) fn is_canonical_prefix(p: &str) -> bool {
@@ -459,6 +496,43 @@ impl Forwarding {
         RequestId::random()
     }
 
+    /// A trusted proxy's forwarding headers, before the gateway writes its own: only those
+    /// that tell the upstream what the gateway itself decided on go on. A front proxy that
+    /// does not set a header passes the client's copy along (nginx's `proxy_pass` does for all
+    /// of them but the ones it is told to set; AWS ALB never sets `X-Forwarded-Host`), so a
+    /// header the gateway did not check may be the client's account of the request:
+    /// - `X-Forwarded-For`, `-Proto`, `-Host` and `-Prefix` and the request ID are checked
+    ///   elsewhere (the client address is read from the first, the scheme from the second, the
+    ///   third must name the routed host, the fourth must be canonical);
+    /// - a single client address (`X-Real-IP`, `CF-Connecting-IP`, ...) stays only when it is
+    ///   the address the gateway worked out, so `source_ips` and the app agree;
+    /// - everything else restates the request (`X-Original-URL`, `X-Rewrite-URL`,
+    ///   `X-Original-Host`, `Forwarded`, `X-Forwarded-Port`, `X-Forwarded-Ssl`, ...): the gateway
+    ///   decided on the request line, Host and `X-Forwarded-Proto`, and an app that routed or
+    ///   built URLs on a second account could be told another host, path, method or scheme.
+    fn keep_only_what_agrees(&self, upstream: &mut RequestHeader, peer: Option<IpAddr>) {
+        let mut doomed: Vec<HeaderName> = Vec::new();
+        let mut client: Option<Option<IpAddr>> = None;
+        for name in upstream.headers.keys() {
+            let n = name.as_str();
+            if !is_forwarding_header(n) || CHECKED_FORWARDING_HEADERS.contains(&n) {
+                continue;
+            }
+            if CLIENT_ADDRESS_HEADERS.contains(&n) {
+                let client = *client.get_or_insert_with(|| {
+                    ClientAddr::proxied(self, true, &upstream.headers, peer).get()
+                });
+                if client.is_some() && single_address(&upstream.headers, name) == client {
+                    continue;
+                }
+            }
+            doomed.push(name.clone());
+        }
+        for name in &doomed {
+            upstream.remove_header(name);
+        }
+    }
+
     /// Write the forwarding headers on the upstream request. `host` is the client's Host (or
     /// `:authority`) as sent.
     pub(crate) fn apply(
@@ -469,6 +543,9 @@ impl Forwarding {
         host: &HeaderValue,
         request_id: &RequestId,
     ) -> pingora::Result<()> {
+        if origin.trusted {
+            self.keep_only_what_agrees(upstream, peer);
+        }
         // Every line a trusted proxy sent, in order (HAProxy adds a line of its own; the
         // client address is read over all of them, so the upstream must see all of them too).
         let xff = match peer {
@@ -564,6 +641,90 @@ mod tests {
         assert_eq!(r.headers["x-forwarded-for"], "127.0.0.1");
         assert_eq!(r.headers["x-forwarded-proto"], "http");
         assert_eq!(r.headers["x-forwarded-host"], "h.example");
+    }
+
+    #[test]
+    fn from_a_trusted_peer_only_what_the_gateway_checked_goes_upstream() {
+        let f = fwd(&["10.0.0.0/8"]);
+        let peer = Some("10.1.2.3".parse().unwrap());
+        // Every forwarding header with a value of the client's choosing, then the ones the
+        // gateway reads (or agrees with) with sane values.
+        let mut headers: Vec<(&str, &str)> = FORWARDING_HEADERS
+            .iter()
+            .filter(|n| !CHECKED_FORWARDING_HEADERS.contains(n))
+            .map(|n| (*n, "evil.example"))
+            .collect();
+        headers.extend([
+            ("X-Forwarded-For", "203.0.113.7"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "app.example"),
+            ("X-Forwarded-Prefix", "/app"),
+        ]);
+        let mut r = req_with(&headers);
+        let o = f.inspect(&mut r, peer, false);
+        assert!(o.trusted);
+        let id = f.request_id(&r, &o);
+        f.apply(
+            &mut r,
+            peer,
+            &o,
+            &HeaderValue::from_static("app.example"),
+            &id,
+        )
+        .unwrap();
+        let mut names: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-prefix",
+                "x-forwarded-proto",
+                "x-request-id"
+            ]
+        );
+        assert_eq!(r.headers["x-forwarded-for"], "203.0.113.7, 10.1.2.3");
+        assert_eq!(r.headers["x-forwarded-host"], "app.example");
+
+        // A single client address stays when it is the gateway's reading of the client, in
+        // any spelling of that address; a second address, a list, another address or no
+        // address is dropped.
+        for (value, kept) in [
+            ("203.0.113.7", true),
+            (" 203.0.113.7 ", true),
+            ("::ffff:203.0.113.7", true),
+            ("198.51.100.1", false),
+            ("203.0.113.7, 198.51.100.1", false),
+            ("203.0.113.7:443", false),
+            ("unknown", false),
+            ("", false),
+        ] {
+            for name in CLIENT_ADDRESS_HEADERS {
+                let mut r = req_with(&[("X-Forwarded-For", "203.0.113.7"), (name, value)]);
+                let o = f.inspect(&mut r, peer, false);
+                f.apply(&mut r, peer, &o, &HeaderValue::from_static("h"), &id)
+                    .unwrap();
+                assert_eq!(r.headers.contains_key(*name), kept, "{name}: {value:?}");
+            }
+        }
+        // Two lines, even both right: dropped.
+        let mut r = req_with(&[
+            ("X-Forwarded-For", "203.0.113.7"),
+            ("X-Real-IP", "203.0.113.7"),
+            ("X-Real-IP", "203.0.113.7"),
+        ]);
+        let o = f.inspect(&mut r, peer, false);
+        f.apply(&mut r, peer, &o, &HeaderValue::from_static("h"), &id)
+            .unwrap();
+        assert!(!r.headers.contains_key("x-real-ip"));
+        // The client is the peer when the proxy sent no X-Forwarded-For... which is trusted
+        // here, so the address it names is the leftmost trusted hop: its own.
+        let mut r = req_with(&[("X-Real-IP", "10.1.2.3")]);
+        let o = f.inspect(&mut r, peer, false);
+        f.apply(&mut r, peer, &o, &HeaderValue::from_static("h"), &id)
+            .unwrap();
+        assert_eq!(r.headers["x-real-ip"], "10.1.2.3");
     }
 
     #[test]

@@ -946,6 +946,130 @@ async fn header_variants_of_forwarding_and_identity_never_reach_the_upstream() {
     assert_eq!(app.hits(), before, "a malformed header line was proxied");
 }
 
+/// Behind a trusted proxy that passes a client's headers along (nginx's `proxy_pass` does for
+/// every header it is not told to set; AWS ALB never sets `X-Forwarded-Host`): the upstream
+/// gets the gateway's account of the request, and the proxy's only where the gateway checked
+/// it and agrees. Here the test client is that proxy (`127.0.0.1` is trusted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_variants_a_trusted_proxys_account_goes_on_only_where_the_gateway_agrees() {
+    let admin = Upstream::start(&[]);
+    let site = Upstream::start(&[]);
+    let gw = Gateway::start_with(
+        &format!(
+            "[upstreams.admin]\nservers = [\"http://{}\"]\n\n[upstreams.site]\nservers = [\"http://{}\"]\n\n\
+             [[routes]]\nid = \"admin\"\nhost = \"admin.example.com\"\npath = \"/\"\nupstream = \"admin\"\npublic = true\n\n\
+             [[routes]]\nid = \"site\"\npath = \"/\"\nupstream = \"site\"\npublic = true\n",
+            admin.addr, site.addr
+        ),
+        Opts {
+            server_extra: "trusted_proxies = [\"127.0.0.1\"]".into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    gw.wait_ready().await;
+
+    // X-Forwarded-Host is the host the client asked for, to the upstream: it must name the
+    // host the route is chosen on.
+    for xfh in [
+        "admin.example.com",
+        "Admin.Example.COM.",
+        "admin.example.com:8443",
+        "evil.example",
+        "public.example.evil",
+    ] {
+        let r = send(
+            gw.addr,
+            "GET /x HTTP/1.1",
+            &["Host: public.example", &format!("X-Forwarded-Host: {xfh}")],
+        );
+        assert_eq!(r.status, 400, "{xfh} on public.example: {}", r.head);
+        assert_eq!(error_code(&r), "ambiguous_host", "{xfh}");
+    }
+    assert_eq!(
+        (admin.hits(), site.hits()),
+        (0, 0),
+        "a contradiction was proxied"
+    );
+    for (host, xfh, upstream) in [
+        ("admin.example.com", "admin.example.com", &admin),
+        ("admin.example.com", "ADMIN.example.com.", &admin),
+        ("admin.example.com", "admin.example.com:443", &admin),
+        ("admin.example.com:8080", "admin.example.com", &admin),
+        ("public.example", "public.example", &site),
+    ] {
+        let r = send(
+            gw.addr,
+            "GET /x HTTP/1.1",
+            &[
+                &format!("Host: {host}"),
+                &format!("X-Forwarded-Host: {xfh}"),
+            ],
+        );
+        assert_eq!(
+            r.status,
+            200,
+            "{host} / {xfh}: {}\n{}",
+            r.head,
+            body_text(&r)
+        );
+        let seen = r.seen();
+        assert_eq!(seen.server, upstream.addr.to_string(), "{host} / {xfh}");
+        assert_eq!(seen.all("x-forwarded-host"), vec![xfh], "{host} / {xfh}");
+    }
+
+    // Every other forwarding header the proxy passed on, with the client's values: gone,
+    // but for a client address that is the gateway's own reading of the client.
+    let mut hs: Vec<String> = vec![
+        "Host: public.example".into(),
+        "X-Forwarded-For: 203.0.113.9".into(),
+        "X-Forwarded-Proto: https".into(),
+        "X-Forwarded-Host: public.example".into(),
+        "X-Forwarded-Prefix: /base".into(),
+    ];
+    for name in authgate::forwarded::FORWARDING_HEADERS {
+        if !matches!(
+            *name,
+            "x-forwarded-for"
+                | "x-forwarded-proto"
+                | "x-forwarded-host"
+                | "x-forwarded-prefix"
+                | "x-real-ip"
+                | "cf-connecting-ip"
+        ) {
+            hs.push(format!("{name}: evil.example"));
+        }
+    }
+    hs.push("X-Real-IP: 203.0.113.9".into());
+    hs.push("CF-Connecting-IP: 198.51.100.66".into());
+    let hs: Vec<&str> = hs.iter().map(String::as_str).collect();
+    let r = send(gw.addr, "GET /x HTTP/1.1", &hs);
+    assert_eq!(r.status, 200, "{}\n{}", r.head, body_text(&r));
+    let seen = r.seen();
+    for (k, v) in &seen.headers {
+        assert!(
+            !v.contains("evil") && !v.contains("198.51.100.66"),
+            "the upstream received the client's {k}: {v}"
+        );
+    }
+    assert_eq!(seen.all("x-forwarded-for"), vec!["203.0.113.9, 127.0.0.1"]);
+    assert_eq!(seen.all("x-forwarded-proto"), vec!["https"]);
+    assert_eq!(seen.all("x-forwarded-host"), vec!["public.example"]);
+    assert_eq!(seen.all("x-forwarded-prefix"), vec!["/base"]);
+    assert_eq!(seen.all("x-real-ip"), vec!["203.0.113.9"]);
+    for h in [
+        "forwarded",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-host",
+        "x-forwarded-port",
+        "x-forwarded-ssl",
+        "cf-connecting-ip",
+    ] {
+        assert!(seen.header(h).is_none(), "{h}: {:?}", seen.header(h));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_variants_method_override_is_refused_where_methods_matter() {
     let port = ANY_PORT;

@@ -396,7 +396,11 @@ pub(super) fn request_authority(
         return Err(Refusal::AmbiguousHost);
     }
     let from_header = host.map(|h| Authority::parse(h.as_bytes()));
-    let from_target = target_authority(req.raw_path())?.map(Authority::parse);
+    let from_target = match req.uri.authority() {
+        // HTTP/2's `:authority`.
+        Some(a) => Some(Authority::parse(a.as_str().as_bytes())),
+        None => target_authority(req.raw_path())?.map(Authority::parse),
+    };
     let authority = match (from_header, from_target) {
         (None, None) => return Err(Refusal::BadHost(HostError::Empty)),
         (Some(h), None) => h.map_err(Refusal::BadHost)?,
@@ -420,6 +424,18 @@ pub(super) fn request_authority(
         }
     }
     Ok(authority)
+}
+
+/// Whether a trusted proxy's `X-Forwarded-Host` (at most one, and valid: see
+/// [`request_authority`]) names the host a proxied request is routed on. It goes upstream as
+/// the host the client asked for, and apps build URLs and pick tenants from it; a proxy that
+/// does not set it passes the client's along. The port may differ (nginx's `$host` has none):
+/// routes are chosen by host name. Not for the gateway's own endpoints: a forward-auth check
+/// comes to the gateway's Host about the app's.
+fn forwarded_host_agrees(req: &RequestHeader, authority: &Authority) -> bool {
+    req.headers
+        .get("x-forwarded-host")
+        .is_none_or(|v| Authority::parse(v.as_bytes()).is_ok_and(|f| f.host() == authority.host()))
 }
 
 /// The authority an absolute-form request target names (`GET http://host/x`), read from the
@@ -565,6 +581,9 @@ impl ProxyHttp for Gateway {
         }
 
         let req = session.req_header();
+        if ctx.origin.trusted && !forwarded_host_agrees(req, &authority) {
+            return self.refuse(session, ctx, Refusal::AmbiguousHost).await;
+        }
         let inbound = Inbound {
             method: &req.method,
             authority: &authority,
@@ -1094,6 +1113,46 @@ mod tests {
             request_authority(&req(b"http://u@app.example/x", &["app.example"]), false),
             Err(Refusal::BadHost(_))
         ));
+    }
+
+    #[test]
+    fn http2_authority_is_the_target_authority() {
+        // HTTP/2's `:authority` is in the URI (no Host header needed), and the wire target
+        // is the path.
+        let mut r = req(b"/x", &[]);
+        r.set_uri("https://App.Example/x?q".parse().unwrap());
+        assert_eq!(
+            request_authority(&r, false).unwrap().as_str(),
+            "app.example"
+        );
+        assert!(is_origin_target(r.raw_path(), "/x", r.uri.query()));
+        r.append_header("Host", "other.example").unwrap();
+        assert!(matches!(
+            request_authority(&r, false),
+            Err(Refusal::AmbiguousHost)
+        ));
+    }
+
+    #[test]
+    fn a_trusted_forwarded_host_must_name_the_routed_host() {
+        let a = Authority::parse(b"app.example").unwrap();
+        for (xfh, agrees) in [
+            (None, true),
+            (Some("app.example"), true),
+            (Some("App.Example."), true),
+            (Some("app.example:8443"), true),
+            (Some("other.example"), false),
+            (Some("app.example.evil"), false),
+            (Some("sub.app.example"), false),
+            (Some("app.example:1:2"), false),
+            (Some(""), false),
+        ] {
+            let mut r = req(b"/x", &["app.example"]);
+            if let Some(v) = xfh {
+                r.append_header("X-Forwarded-Host", v).unwrap();
+            }
+            assert_eq!(forwarded_host_agrees(&r, &a), agrees, "{xfh:?}");
+        }
     }
 
     #[test]
