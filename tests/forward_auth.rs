@@ -4,8 +4,10 @@
 
 mod common;
 
+use common::forwarding::{assert_proxy_account, forged_lines, EVIL_IP};
 use common::{
-    auth_config, client, echo, free_port, http_login_via, snippet, Gateway, Idp, Nginx, Opts, Seen,
+    auth_config, client, echo, free_port, http_login_via, raw_get, snippet, Gateway, Idp, Nginx,
+    Opts, RawResponse, Seen,
 };
 
 /// Headers a client forges on every request: none may reach the app.
@@ -237,7 +239,7 @@ fn every_snippet_covers_the_identity_headers() {
     for (file, all) in [
         ("docs/forward-auth/nginx.conf", true),
         ("docs/forward-auth/ingress-nginx.yaml", true),
-        ("docs/forward-auth/envoy.yaml", false),
+        ("docs/forward-auth/envoy.yaml", true),
     ] {
         let text = snippet(file, &[]).to_ascii_lowercase();
         let names: Vec<&str> = if all {
@@ -285,4 +287,241 @@ fn every_snippet_covers_the_identity_headers() {
     }
     assert!(!re.is_match("x-http-methods"));
     assert!(envoy.contains("headers_with_underscores_action: DROP_HEADER"));
+}
+
+/// A raw GET through nginx (header names go out exactly as written), off the runtime.
+async fn raw_via(addr: std::net::SocketAddr, path: &str, lines: Vec<String>) -> RawResponse {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        let h: Vec<&str> = lines.iter().map(String::as_str).collect();
+        raw_get(addr, &path, &h)
+    })
+    .await
+    .unwrap()
+}
+
+/// The app behind nginx gets nginx's account of the request, as it gets the gateway's in
+/// proxy mode: a client that sends every forwarding header (each name of
+/// `FORWARDING_HEADERS`, in other cases, with `_` and `.`, some twice) on a public route and,
+/// signed in, on a protected one is allowed on the real host and path, and the app sees one
+/// X-Forwarded-For (the client's address), -Proto and -Host (the host the check was made on)
+/// and no other forwarding header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_snippet_gives_the_app_nginx_account_only() {
+    let nginx_port = free_port();
+    let idp = Idp::start(true, &[nginx_port]).await;
+    let app = echo().await;
+    let gw = common::forwarding::gateway(&idp, app, "nginx").await;
+    let server = snippet(
+        "docs/forward-auth/nginx.conf",
+        &[
+            ("127.0.0.1:8080", gw.addr.to_string()),
+            ("127.0.0.1:3000", app.to_string()),
+        ],
+    );
+    let _nginx = Nginx::start(nginx_port, &server).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], nginx_port));
+    let host = addr.to_string();
+
+    let r = raw_via(addr, "/public/x", forged_lines()).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_proxy_account(&r.seen(), "127.0.0.1", "http", &host);
+
+    let cookie = http_login_via(&format!("http://{host}"), "/app").await;
+    let mut lines = forged_lines();
+    lines.push(format!("Cookie: {cookie}"));
+    let r = raw_via(addr, "/app/x", lines).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    let seen = r.seen();
+    assert_eq!(seen.all("x-forwarded-user"), ["alice"]);
+    assert_proxy_account(&seen, "127.0.0.1", "http", &host);
+
+    // The check is told the same client as the app: 127.0.0.1 (trusted here, as a client
+    // inside trusted_proxies is), never the address it claims.
+    let xff = format!("X-Forwarded-For: {EVIL_IP}");
+    let r = raw_via(addr, "/lan/x", vec![xff.clone()]).await;
+    assert_eq!(r.status, 403, "{}", r.head);
+    let r = raw_via(addr, "/lan/x", forged_lines()).await;
+    assert_eq!(r.status, 403, "{}", r.head);
+}
+
+/// The proxy's own account of the request, which every snippet gives the app.
+const OWN: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// `name` in other spellings: Go's canonical case (Traefik's header keys), with `_`, with `.`,
+/// and with one `_` among dashes.
+fn spellings(name: &str) -> Vec<String> {
+    let title: Vec<String> = name
+        .split('-')
+        .map(|w| w[..1].to_ascii_uppercase() + &w[1..])
+        .collect();
+    let mut v = vec![
+        title.join("-"),
+        title.join("_"),
+        name.replace('-', "."),
+        name.to_ascii_uppercase().replace('-', "_"),
+    ];
+    if let Some(i) = name.rfind('-') {
+        v.push(format!("{}_{}", &name[..i], &name[i + 1..]));
+    }
+    v
+}
+
+/// Each snippet, read as text (Traefik's, ingress-nginx's and Envoy's are not run here),
+/// leaves the app none of a client's forwarding headers (`FORWARDING_HEADERS`, in every
+/// spelling the proxy passes), only the proxy's own X-Forwarded-For, -Proto and -Host; nginx's
+/// tells the check and the app the same.
+#[test]
+fn every_snippet_clears_the_forwarding_headers() {
+    use authgate::forwarded::FORWARDING_HEADERS;
+    // nginx: each name set in the app's location, and the check told what the app is told.
+    let nginx = snippet("docs/forward-auth/nginx.conf", &[]).to_ascii_lowercase();
+    let block = |start: &str| -> Vec<(String, String)> {
+        let from = nginx.find(start).unwrap_or_else(|| panic!("no {start}"));
+        let body = &nginx[from..from + nginx[from..].find("\n}").unwrap()];
+        body.lines()
+            .filter_map(|l| l.trim().strip_prefix("proxy_set_header "))
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                let v = v.split(';').next()?.trim();
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect()
+    };
+    let (check, app) = (block("location = /_authgate {"), block("location / {"));
+    let value = |set: &[(String, String)], name: &str| -> Vec<String> {
+        set.iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    for name in FORWARDING_HEADERS {
+        let v = value(&app, name);
+        if OWN.contains(name) {
+            assert_eq!(
+                v,
+                value(&check, name),
+                "nginx.conf: {name} to the app and the check"
+            );
+            assert_ne!(v, ["$proxy_add_x_forwarded_for"], "nginx.conf: {name}");
+        } else {
+            assert_eq!(v, ["\"\""], "nginx.conf does not clear {name} for the app");
+        }
+    }
+    assert_eq!(value(&app, "x-forwarded-for"), ["$remote_addr"]);
+    assert_eq!(value(&app, "x-forwarded-proto"), ["$scheme"]);
+    assert_eq!(
+        value(&app, "x-forwarded-host"),
+        value(&check, "x-forwarded-host")
+    );
+
+    // ingress-nginx: every name it does not write itself (from the connection) is an
+    // auth-response-header, so the client's copy is dropped; nginx drops `_` and `.` names.
+    let ingress: serde_yaml::Value =
+        serde_yaml::from_str(&snippet("docs/forward-auth/ingress-nginx.yaml", &[])).unwrap();
+    let listed: Vec<String> = ingress["metadata"]["annotations"]
+        ["nginx.ingress.kubernetes.io/auth-response-headers"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    let written = [
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-scheme",
+        "x-real-ip",
+    ];
+    for name in FORWARDING_HEADERS {
+        assert_eq!(
+            listed.iter().any(|n| n == name),
+            !written.contains(name),
+            "ingress-nginx.yaml: {name}"
+        );
+    }
+
+    // Traefik: the regex removes every name in every spelling but its own three, exactly
+    // spelled (the entryPoint writes them; Go folds case into one canonical key).
+    let traefik = snippet("docs/forward-auth/traefik.yaml", &[]);
+    let re = traefik
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("authResponseHeadersRegex: "))
+        .expect("authResponseHeadersRegex in traefik.yaml");
+    let re = regex::Regex::new(re.trim_matches('"')).unwrap();
+    for name in FORWARDING_HEADERS {
+        let canonical = &spellings(name)[0];
+        assert_eq!(
+            re.is_match(canonical),
+            !OWN.contains(name),
+            "traefik.yaml: {canonical}"
+        );
+        for s in &spellings(name)[1..] {
+            if s.contains(['_', '.']) {
+                assert!(re.is_match(s), "traefik.yaml keeps {s}");
+            }
+        }
+    }
+    for name in [
+        "Accept",
+        "Host",
+        "Authorization",
+        "Content-Type",
+        "User-Agent",
+        "Origin",
+    ] {
+        assert!(!re.is_match(name), "traefik.yaml removes {name}");
+    }
+
+    // Envoy: the app's virtual host overwrites X-Forwarded-For (Envoy appends to the
+    // client's list) and -Host, and removes every other name (`_` spellings are dropped by
+    // headers_with_underscores_action, `.` ones cannot be: the README says so).
+    let envoy = snippet("docs/forward-auth/envoy.yaml", &[]);
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&envoy)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let vhost = &docs[1];
+    let removed: Vec<&str> = vhost["request_headers_to_remove"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for name in FORWARDING_HEADERS {
+        if !OWN.contains(name) {
+            assert!(removed.contains(name), "envoy.yaml does not remove {name}");
+        }
+    }
+    for name in CLEARED.iter().filter(|n| !n.contains('_')) {
+        assert!(removed.contains(name), "envoy.yaml does not remove {name}");
+    }
+    let added: Vec<(&str, &str, &str)> = vhost["request_headers_to_add"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["header"]["key"].as_str().unwrap(),
+                h["header"]["value"].as_str().unwrap(),
+                h["append_action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        added,
+        [
+            (
+                "x-forwarded-for",
+                "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                "OVERWRITE_IF_EXISTS_OR_ADD"
+            ),
+            (
+                "x-forwarded-host",
+                "%REQ(:AUTHORITY)%",
+                "OVERWRITE_IF_EXISTS_OR_ADD"
+            ),
+        ]
+    );
+    assert!(envoy.contains("use_remote_address: true"));
 }

@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::caddy::{tapped_echo, Caddy, Tap};
+use common::forwarding::{assert_proxy_account, forged_lines, EVIL_IP};
 use common::{client, free_port, http_login_via, raw_get, Idp, RawResponse, Seen};
 
 /// docs/forward-auth/Caddyfile with its addresses (site `:8000`, gateway `127.0.0.1:8080`,
@@ -251,4 +252,51 @@ async fn caddy_forward_auth() {
         assert_ne!(r.status, 200, "{path}");
         assert!(r.header("x-forwarded-user").is_none(), "{path}");
     }
+}
+
+/// The app behind Caddy gets Caddy's account of the request, as it gets the gateway's in
+/// proxy mode: a client that sends every forwarding header (each name of
+/// `FORWARDING_HEADERS`, in other cases, with `_` and `.`, some twice) on a public route and,
+/// signed in, on a protected one is allowed on the real host and path, and the app sees one
+/// X-Forwarded-For (the client's address), -Proto and -Host (the host the check was made on)
+/// and no other forwarding header; the check is told the same client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_gives_the_app_caddy_account_only() {
+    let caddy_port = free_port();
+    let idp = Idp::start(true, &[caddy_port]).await;
+    let (app, _tap) = tapped_echo().await;
+    let gw = common::forwarding::gateway(&idp, app, "caddy").await;
+    let caddy = Caddy::start(caddy_port, &caddyfile(caddy_port, gw.addr, app)).await;
+    let host = caddy.addr().to_string();
+    let get = |path: &'static str, lines: Vec<String>| {
+        let addr = caddy.addr();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let h: Vec<&str> = lines.iter().map(String::as_str).collect();
+                raw_get(addr, path, &h)
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    let r = get("/public/x", forged_lines()).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.head, caddy.log());
+    assert_proxy_account(&r.seen(), "127.0.0.1", "http", &host);
+
+    let cookie = http_login_via(&caddy.base(), "/app").await;
+    let mut lines = forged_lines();
+    lines.push(format!("Cookie: {cookie}"));
+    let r = get("/app/x", lines).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.head, caddy.log());
+    let seen = r.seen();
+    assert_eq!(seen.all("x-forwarded-user"), ["alice"]);
+    assert_proxy_account(&seen, "127.0.0.1", "http", &host);
+
+    // The check is told the same client as the app: 127.0.0.1 (trusted here, as a client
+    // inside trusted_proxies is), never the address it claims.
+    let r = get("/lan/x", vec![format!("X-Forwarded-For: {EVIL_IP}")]).await;
+    assert_eq!(r.status, 403, "{}", r.head);
+    let r = get("/lan/x", forged_lines()).await;
+    assert_eq!(r.status, 403, "{}", r.head);
 }

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 
 pub mod apache;
 pub mod caddy;
+pub mod forwarding;
 pub mod redis_sets;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
