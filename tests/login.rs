@@ -248,6 +248,84 @@ async fn logout_ends_the_session_and_signs_out_at_the_provider() {
     assert_eq!(r.status(), 302);
 }
 
+/// Two valid session cookies in one request (one planted beside the user's: a sibling
+/// subdomain can set one when the cookie has no `__Host-` name): neither is believed, so the
+/// sign-out must end both, never answer as if done while they live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_with_two_valid_session_cookies_ends_both() {
+    let port = ANY_PORT;
+    let idp = Idp::start(true, &[port]).await;
+    let gw = auth_gateway(&idp, port, "store = \"memory\"").await;
+    let logout = |cookies: Vec<String>| {
+        let mut b = client().post(gw.url("/.authgate/logout"));
+        for c in cookies {
+            b = b.header("cookie", c);
+        }
+        b.send()
+    };
+    for shape in [
+        "one line",
+        "two lines",
+        "two lines, reversed, with a forged third",
+    ] {
+        let (a, _) = http_login(&gw, "/").await;
+        let (b, _) = http_login(&gw, "/").await;
+        assert_ne!(a, b);
+        assert_eq!(gw.get_as("/app", &a).await.status(), 200);
+        assert_eq!(gw.get_as("/app", &b).await.status(), 200);
+        let forged = format!("{}x", &b[..b.len() - 1]);
+        let cookies = match shape {
+            "one line" => vec![format!("theme=dark; {a}; {b}")],
+            "two lines" => vec![a.clone(), b.clone()],
+            _ => vec![forged, b.clone(), a.clone()],
+        };
+        let r = logout(cookies).await.unwrap();
+        assert_eq!(r.status(), 200, "{shape}");
+        assert!(
+            set_cookies(&r).iter().any(|c| c.contains("Max-Age=0")),
+            "{shape}"
+        );
+        let page = r.text().await.unwrap();
+        // Whose session is whose is unknown: no hint, the provider ends the browser's own.
+        assert!(
+            page.contains(&format!("action=\"{}/session/end\"", idp.issuer)),
+            "{shape}: {page}"
+        );
+        assert!(!page.contains("id_token_hint"), "{shape}: {page}");
+        assert!(
+            page.contains("name=\"client_id\" value=\"authgate\""),
+            "{shape}: {page}"
+        );
+        // The provider takes the form without a hint.
+        let r = client()
+            .post(format!("{}/session/end", idp.issuer))
+            .form(&[
+                ("post_logout_redirect_uri", &format!("http://{}/", gw.addr)),
+                ("client_id", &"authgate".to_string()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_redirection() || r.status().is_success(),
+            "{shape}: the provider answered {}",
+            r.status()
+        );
+        assert_eq!(gw.get_as("/app", &a).await.status(), 401, "{shape}: first");
+        assert_eq!(gw.get_as("/app", &b).await.status(), 401, "{shape}: second");
+    }
+    // The same cookie twice is one session: its own ID token is the hint.
+    let (a, _) = http_login(&gw, "/").await;
+    let r = logout(vec![format!("{a}; {a}")]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("name=\"id_token_hint\" value=\"eyJ"));
+    assert_eq!(gw.get_as("/app", &a).await.status(), 401);
+}
+
 /// GET `url` (with `cookie`) and check the refusal: status, JSON reason, no session cookie.
 async fn expect(url: String, cookie: Option<&str>, status: u16, reason: &str) {
     let mut b = client().get(url).header("accept", "application/json");

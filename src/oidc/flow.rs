@@ -479,13 +479,15 @@ impl Auth {
             .unwrap_or("/");
         let return_to = self.redirects.validate_or_root(rd);
         let clear = self.sessions.clear_cookie(info.https);
-        let Some(id) = self
+        // Every session the cookies name, not only one that is believed: with a second valid
+        // cookie planted beside the user's (a sibling subdomain can set one), neither is
+        // believed, and a sign-out that ended none would look done while both live on.
+        let ids = self
             .sessions
-            .read_cookie(&info.req.headers, info.https)
-            .id()
-        else {
+            .every_verified_cookie(&info.req.headers, info.https);
+        if ids.is_empty() {
             return redirect(&return_to).header(header::SET_COOKIE, &clear);
-        };
+        }
         // Only a same-origin POST ends a session: a bare GET (a link, an <img> on another
         // site) gets a page whose button makes that POST.
         match info.req.method {
@@ -503,24 +505,38 @@ impl Auth {
             tracing::info!(request_id = info.request_id, "cross-site logout refused");
             return self.page(info, SignInFailure::SignOutCrossSite);
         }
-        // The record as the store holds it now, tokens included (a cached copy may lack them):
-        // the ID token in it is the provider's logout hint. One read for both, so the session
-        // ended and the hint sent are the same one.
-        let session = match self.sessions.reload(&id.hash()).await {
-            Ok(s) => s,
-            Err(e) => return self.store_down(info, &e),
-        };
-        let Some(session) = session else {
-            return redirect(&return_to).header(header::SET_COOKIE, &clear);
-        };
-        let tokens = self.sessions.tokens(&session).unwrap_or_default();
-        if let Err(e) = self.sessions.destroy(&session.hash).await {
-            return self.store_down(info, &e);
+        // Each record as the store holds it now, tokens included (a cached copy may lack
+        // them): the ID token in it is the provider's logout hint. One read for both, so the
+        // session ended and the hint sent are the same one. Any store failure is an error
+        // page, never a success: some session may still live.
+        let mut ended: Vec<(String, Option<String>)> = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let session = match self.sessions.reload(&id.hash()).await {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(e) => return self.store_down(info, &e),
+            };
+            let tokens = self.sessions.tokens(&session).unwrap_or_default();
+            if let Err(e) = self.sessions.destroy(&session.hash).await {
+                return self.store_down(info, &e);
+            }
+            tracing::info!(request_id = info.request_id, sub = %session.record.claims.sub(), user = %session.record.claims.subject(), "logout");
+            ended.push((session.record.provider.to_string(), tokens.id_token));
         }
-        tracing::info!(request_id = info.request_id, sub = %session.record.claims.sub(), user = %session.record.claims.subject(), "logout");
-        let provider = self.provider(&session.record.provider);
-        let at_provider = match (provider, tokens.id_token) {
-            (Some(p), Some(hint)) => self.end_at_provider(info, p, &hint, return_to),
+        // One session: its provider, with its ID token as the hint. Several (one was planted):
+        // whose is which is unknown, so no hint is sent; their provider, if they share one,
+        // ends the browser's own session there.
+        let at_provider = match ended.as_slice() {
+            [(p, Some(hint))] => match self.provider(p) {
+                Some(p) => self.end_at_provider(info, p, Some(hint), return_to),
+                None => Err(return_to),
+            },
+            [(p, _), rest @ ..] if !rest.is_empty() && rest.iter().all(|(q, _)| q == p) => {
+                match self.provider(p) {
+                    Some(p) => self.end_at_provider(info, p, None, return_to),
+                    None => Err(return_to),
+                }
+            }
             _ => Err(return_to),
         };
         // Without a way to end the provider's session: straight back.
@@ -536,7 +552,7 @@ impl Auth {
         &self,
         info: &RequestInfo,
         p: &Provider,
-        hint: &str,
+        hint: Option<&str>,
         return_to: String,
     ) -> Result<Reply, String> {
         let Some(endpoint) = p.discovery().and_then(|d| d.end_session_endpoint.clone()) else {
@@ -552,16 +568,19 @@ impl Auth {
             let Ok(mut u) = url::Url::parse(&endpoint) else {
                 return Err(post_logout);
             };
-            u.query_pairs_mut()
-                .append_pair("id_token_hint", hint)
-                .append_pair("post_logout_redirect_uri", &post_logout)
+            let mut q = u.query_pairs_mut();
+            if let Some(hint) = hint {
+                q.append_pair("id_token_hint", hint);
+            }
+            q.append_pair("post_logout_redirect_uri", &post_logout)
                 .append_pair("client_id", &p.settings.client_id);
+            drop(q);
             return Ok(redirect(u.as_str()));
         }
         let fields = [
             Field {
                 name: "id_token_hint",
-                value: hint,
+                value: hint.unwrap_or_default(),
             },
             Field {
                 name: "post_logout_redirect_uri",
@@ -572,10 +591,16 @@ impl Auth {
                 value: &p.settings.client_id,
             },
         ];
+        // Without a hint, no empty field: a provider may read one as a bad hint.
+        let fields = if hint.is_some() {
+            &fields[..]
+        } else {
+            &fields[1..]
+        };
         let script_nonce = crypto::random_token();
         let outcome = Outcome::SigningOut {
             endpoint: &endpoint,
-            fields: &fields,
+            fields,
             script_nonce: &script_nonce,
         };
         Ok(answer::respond(&outcome, info.audience(), info.request_id))

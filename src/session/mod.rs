@@ -235,36 +235,54 @@ impl SessionManager {
     pub fn read_cookie(&self, headers: &HeaderMap, https: bool) -> CookieRead {
         let name = self.cookie_name(https);
         let mut found: Option<SessionId> = None;
-        for h in headers.get_all(header::COOKIE) {
-            let Ok(s) = h.to_str() else { continue };
+        for id in self.verified_cookies(headers, name) {
+            match &found {
+                Some(prev) if *prev != id => {
+                    tracing::warn!(
+                        cookie = name,
+                        "two different valid session cookies in one request: neither is used"
+                    );
+                    return CookieRead::Conflict;
+                }
+                _ => found = Some(id),
+            }
+        }
+        found.map_or(CookieRead::Absent, CookieRead::One)
+    }
+
+    /// Every different session the request's cookies name under [`Self::cookie_name`] and
+    /// that verifies, in order. Sign-out ends them all: where [`Self::read_cookie`] believes
+    /// none of two (one was planted beside the other), a sign-out that ended neither would
+    /// look done while the user's session lives on.
+    pub(crate) fn every_verified_cookie(&self, headers: &HeaderMap, https: bool) -> Vec<SessionId> {
+        let mut ids: Vec<SessionId> = Vec::new();
+        for id in self.verified_cookies(headers, self.cookie_name(https)) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// The session IDs of the cookies named `name` whose MAC verifies.
+    fn verified_cookies<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        name: &'a str,
+    ) -> impl Iterator<Item = SessionId> + 'a {
+        headers
+            .get_all(header::COOKIE)
+            .into_iter()
+            .filter_map(|h| h.to_str().ok())
             // As `Cookie::split_parse` splits and trims, but only a piece that starts with our
             // name is parsed: a browser sends many cookies and one is ours. (`to_str` admits
             // no whitespace but space and tab, so a name the parser would find after trimming
             // is at the start of the trimmed piece.)
-            let candidates = s
-                .split(';')
-                .map(str::trim)
-                .filter(|piece| piece.starts_with(name));
-            for c in candidates.filter_map(|piece| Cookie::parse(piece).ok()) {
-                if c.name() != name {
-                    continue;
-                }
-                let Some(id) = self.keys.open_cookie(c.value()) else {
-                    continue;
-                };
-                match &found {
-                    Some(prev) if *prev != id => {
-                        tracing::warn!(
-                            cookie = name,
-                            "two different valid session cookies in one request: neither is used"
-                        );
-                        return CookieRead::Conflict;
-                    }
-                    _ => found = Some(id),
-                }
-            }
-        }
-        found.map_or(CookieRead::Absent, CookieRead::One)
+            .flat_map(|s| s.split(';').map(str::trim))
+            .filter(move |piece| piece.starts_with(name))
+            .filter_map(|piece| Cookie::parse(piece).ok())
+            .filter(move |c| c.name() == name)
+            .filter_map(|c| self.keys.open_cookie(c.value()))
     }
 
     /// Whether `name` is one of the gateway's cookies (session or login transaction), in any
