@@ -41,6 +41,10 @@ pub(crate) struct RouteClaims {
     reserved: HashSet<String>,
     /// Each provider's claim names: a claim path may name them, prefix mode sends them.
     providers: Vec<(String, ClaimNames)>,
+    /// Canonical prefix-mode names of the mapped claims (standard and every provider's own,
+    /// with `email_verified`), sent or not: an other claim spelled like one (`Email` beside
+    /// an unverified `email`) never takes the name the mapped one left empty.
+    slots: HashSet<String>,
     /// Every exact name this route may set: forward-auth answers carry each (empty when it
     /// has no value), so the front proxy overwrites a client's copy.
     exact: Vec<OutName>,
@@ -87,9 +91,20 @@ impl RouteClaims {
         }
         reserved.insert(canonical_name(config.assertion.header.as_str()));
         reserved.insert(canonical_name(config.server.request_id_header.as_str()));
+        let mut slots = HashSet::new();
+        if let Some(prefix) = &settings.prefix {
+            let own = config.providers.iter().flat_map(|p| {
+                let c = &p.claims;
+                [&c.user, &c.email, &c.name, &c.groups, &c.preferred_username].map(String::as_str)
+            });
+            for claim in STANDARD.into_iter().chain(["email_verified"]).chain(own) {
+                slots.insert(canonical_name(&format!("{prefix}{claim}")));
+            }
+        }
         Self {
             settings,
             reserved,
+            slots,
             providers: config
                 .providers
                 .iter()
@@ -129,7 +144,7 @@ impl RouteClaims {
             }
         }
         if let Some(prefix) = &s.prefix {
-            for (claim, found) in every_claim(provider, v.claims) {
+            for (claim, found, mapped) in every_claim(provider, v.claims) {
                 if s.prefix_allow
                     .as_ref()
                     .is_some_and(|allow| !allow.iter().any(|a| a == claim))
@@ -143,7 +158,11 @@ impl RouteClaims {
                     continue;
                 };
                 let canon = canonical_name(&spelled);
-                if is_protected(&canon) || self.reserved.contains(&canon) || seen.contains(&canon) {
+                if is_protected(&canon)
+                    || self.reserved.contains(&canon)
+                    || seen.contains(&canon)
+                    || (!mapped && self.slots.contains(&canon))
+                {
                     continue;
                 }
                 seen.push(canon);
@@ -252,6 +271,11 @@ fn remote_user_value(
         Underivable
     };
     let raw = raw.ok_or_else(|| refused("no such claim"))?;
+    // The pattern reads the claim as the provider wrote it: a control character or an
+    // outer space it would cut away could make another user's name.
+    if !crate::identity::is_sendable(&raw) {
+        return Err(refused("the claim cannot be sent as written"));
+    }
     let value = match &r.pattern {
         None => raw,
         Some(re) => {
@@ -377,15 +401,16 @@ fn lookup<'a>(provider: Option<&ClaimNames>, c: &'a Claims, path: &str) -> Optio
     Some(Found::Json(v))
 }
 
-/// Every claim prefix mode may send, as (claim name, value): the mapped ones under their
-/// standard names, under the provider's names where those differ, then the others.
+/// Every claim prefix mode may send, as (claim name, value, whether it is a mapped one): the
+/// mapped ones under their standard names, under the provider's names where those differ,
+/// then the others.
 fn every_claim<'a>(
     provider: Option<&'a ClaimNames>,
     c: &'a Claims,
-) -> impl Iterator<Item = (&'a str, Found<'a>)> + 'a {
+) -> impl Iterator<Item = (&'a str, Found<'a>, bool)> + 'a {
     let standard = STANDARD
         .into_iter()
-        .filter_map(move |n| mapped(None, c, n).map(|f| (n, f)));
+        .filter_map(move |n| mapped(None, c, n).map(|f| (n, f, true)));
     let own = provider
         .into_iter()
         .flat_map(|p| {
@@ -398,13 +423,13 @@ fn every_claim<'a>(
             ]
         })
         .filter(|n| !STANDARD.contains(n))
-        .filter_map(move |n| mapped(provider, c, n).map(|f| (n, f)));
-    let extra = c.extra.iter().map(|(k, v)| (k, Found::Json(v)));
+        .filter_map(move |n| mapped(provider, c, n).map(|f| (n, f, true)));
+    let extra = c.extra.iter().map(|(k, v)| (k, Found::Json(v), false));
     standard.chain(own).chain(extra)
 }
 
 /// The header text of a claim: strings as they are, numbers and booleans as JSON text,
-/// arrays of scalars joined with `separator` (which is removed from the items, so it cannot
+/// arrays of scalars joined with `separator` (an item holding it is left out, so it cannot
 /// split one), objects (and arrays holding them) as compact JSON. `None` for null, an empty
 /// list, or a value longer than `max` bytes.
 fn render(found: &Found, separator: &str, max: usize) -> Option<String> {
@@ -443,12 +468,12 @@ fn render(found: &Found, separator: &str, max: usize) -> Option<String> {
 fn join<'a>(items: impl Iterator<Item = &'a str>, separator: &str) -> String {
     let mut out = String::new();
     for item in items {
-        let item = if separator.is_empty() {
-            item.to_string()
-        } else {
-            item.replace(separator, "")
-        };
-        if item.is_empty() {
+        // An item that cannot be one item as it is (the separator in it, a control character,
+        // whitespace at an end) is left out, not cleaned: `b,c` made `bc`, or ` admins` made
+        // `admins`, would be another value to an app that splits and trims.
+        if !crate::identity::is_sendable(item)
+            || (!separator.is_empty() && item.contains(separator))
+        {
             continue;
         }
         if !out.is_empty() {
@@ -556,8 +581,8 @@ mod tests {
         let h = run(&rc, &claims()).unwrap();
         assert_eq!(
             get(&h, "x-dept"),
-            Some("engX-Evil: 1"),
-            "control characters removed"
+            None,
+            "a value with control characters is not sent, not cleaned"
         );
         assert_eq!(get(&h, "x-level"), Some("42"));
         assert_eq!(get(&h, "x-ratio"), Some("1.5"));
@@ -583,7 +608,7 @@ mod tests {
     fn separators_inside_items_cannot_split_them() {
         let (_, rc) = route("[[routes]]\nupstream = \"app\"\n[routes.headers]\nclaims = { \"X-Roles\" = \"roles\" }\n");
         let h = run(&rc, &claims()).unwrap();
-        assert_eq!(get(&h, "x-roles"), Some("a,bc,7,false"));
+        assert_eq!(get(&h, "x-roles"), Some("a,7,false"));
     }
 
     #[test]
@@ -637,6 +662,34 @@ mod tests {
         c.text = c.text.with(|p| p.email = None);
         c.email_verified = Some(false);
         assert!(get(&run(&rc, &c).unwrap(), "oidc_claim_email").is_none());
+        // ...nor an other claim spelled like a mapped one, sent or not (a record stored
+        // before such twins were left out of the claims may still hold them).
+        c.text = c.text.with(|p| p.preferred_username = None);
+        for (k, v) in [
+            ("Email", json!("ceo@corp.example")),
+            ("EMAIL_VERIFIED", json!(true)),
+            ("Email.Verified", json!(true)),
+            ("Preferred-Username", json!("ceo")),
+            ("SUB", json!("ceo")),
+            ("Groups", json!(["admins"])),
+        ] {
+            c.extra.insert(k.into(), v);
+        }
+        let h = run(&rc, &c).unwrap();
+        assert_eq!(get(&h, "oidc_claim_groups"), Some("admins,dev"));
+        for (n, v) in &h {
+            assert!(!v.contains("ceo"), "{n}: {v}");
+            let canon = canonical_name(n);
+            assert!(
+                ![
+                    "oidc-claim-email",
+                    "oidc-claim-email-verified",
+                    "oidc-claim-preferred-username"
+                ]
+                .contains(&canon.as_str()),
+                "{n}: {v}"
+            );
+        }
 
         let (_, only) = route(
             "[headers]\nclaim_prefix = \"OIDC_CLAIM_\"\nclaim_prefix_allow = [\"email\", \"level\"]\n[[routes]]\nupstream = \"app\"\n",
@@ -704,6 +757,24 @@ mod tests {
         assert_eq!(run(&rc, &c), Err(Underivable), "no match: refused");
         c.text = c.text.with(|p| p.email = None);
         assert_eq!(run(&rc, &c), Err(Underivable), "no claim: refused");
+        // A claim the pattern would make another user's name from: refused, not cleaned.
+        for odd in [
+            "alice\u{7}@corp.example",
+            "alice@corp.example\u{a0}",
+            " alice@corp.example",
+        ] {
+            c.text = c.text.with(|p| p.email = Some(odd));
+            assert_eq!(run(&rc, &c), Err(Underivable), "{odd:?}");
+        }
+        // The user too, for every route that sends it (Remote-User, Basic credentials).
+        let (_, plain_ru) = route(
+            "[[routes]]\nupstream = \"app\"\n[routes.headers]\nremote_user = {}\nbasic_auth = {}\n",
+        );
+        for odd in ["alice\u{7}", "alice\u{a0}", "\talice"] {
+            let mut c = claims();
+            c.text = c.text.with(|p| p.subject = odd);
+            assert_eq!(run(&plain_ru, &c), Err(Underivable), "{odd:?}");
+        }
 
         let (_, named) = route(
             "[[routes]]\nupstream = \"app\"\n[routes.headers]\nremote_user = { claim = \"email\", pattern = \"^(?P<u>[^@]+)@(?P<d>.+)$\", replace = \"${d}\\\\${u}\", header = \"X-Remote-User\" }\n",

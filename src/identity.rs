@@ -437,22 +437,23 @@ impl Default for IdentityNamespace {
     }
 }
 
-/// A header value from a claim. Control characters (CR, LF, NUL, ...) are removed so a
-/// claim can never end a header or start another; other UTF-8 is passed as bytes, as
-/// oauth2-proxy does. `None` if nothing printable is left.
+/// A header value from a claim, exactly as the provider wrote it (UTF-8 passed as bytes, as
+/// oauth2-proxy does), or `None` when it cannot go into a header as it is: see
+/// [`is_sendable`].
 pub(crate) fn claim_value(s: &str) -> Option<HeaderValue> {
-    clean_claim(s).and_then(|c| HeaderValue::from_bytes(c.as_bytes()).ok())
+    if !is_sendable(s) {
+        return None;
+    }
+    HeaderValue::from_bytes(s.as_bytes()).ok()
 }
 
-/// [`claim_value`]'s text: control characters removed, trimmed; `None` if empty.
-fn clean_claim(s: &str) -> Option<String> {
-    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
-    let trimmed = clean.trim();
-    match trimmed.len() {
-        0 => None,
-        n if n == clean.len() => Some(clean),
-        _ => Some(trimmed.to_string()),
-    }
+/// Whether a claim's text can be a header value as it is: not empty, no control character
+/// (CR, LF, NUL, ... would end a header or start another), no whitespace at either end (a
+/// header value keeps none: `alice\u{a0}` would arrive as `alice`). Such a value is not sent
+/// rather than cleaned: cleaned, `alice\u{7}` or ` admins` would be another user's name or
+/// another group's.
+pub(crate) fn is_sendable(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(char::is_control) && s.trim().len() == s.len()
 }
 
 impl IdentityHeaders {
@@ -474,23 +475,22 @@ impl IdentityHeaders {
         // Most values are sent exactly as the claims keep them: each then shares the
         // claims' own block instead of a copy (compared byte for byte, not assumed).
         let string = |raw: Option<&str>| {
-            let raw = raw?;
-            let clean = clean_claim(raw)?;
+            let raw = raw.filter(|r| is_sendable(r))?;
             Some(match claims.text.span(raw) {
-                Some(span) if clean == raw => Value::Part(span),
-                _ => Value::Text(clean),
+                Some(span) => Value::Part(span),
+                None => Value::Text(raw.to_string()),
             })
         };
         // The groups too (`StrList`'s joined spelling), the largest part of an identity.
-        let groups =
-            clean_claim(&self.groups_joined(claims)).map(|joined| match claims.groups.joined() {
-                Some(j) if j.as_str() == joined => Value::Shared(bytes::Bytes::from_owner(j)),
-                _ => Value::Text(joined),
-            });
+        let joined = self.groups_joined(claims);
+        let groups = is_sendable(&joined).then(|| match claims.groups.joined() {
+            Some(j) if j.as_str() == joined => Value::Shared(bytes::Bytes::from_owner(j)),
+            _ => Value::Text(joined),
+        });
         let wanted: Vec<(&OutName, Value)> = [
             (
                 self.provider.as_ref(),
-                clean_claim(provider).map(Value::Text),
+                is_sendable(provider).then(|| Value::Text(provider.to_string())),
             ),
             (Some(&self.user), string(Some(claims.subject()))),
             (Some(&self.email), string(claims.email())),
@@ -536,8 +536,10 @@ impl IdentityHeaders {
         out.into_boxed_slice()
     }
 
-    /// The groups header's text: filtered, comma-joined (commas inside a name are dropped so
-    /// they cannot split it), and cut at a group boundary to `max_groups_bytes`.
+    /// The groups header's text: filtered, comma-joined, and cut at a group boundary to
+    /// `max_groups_bytes`. A name that cannot be one item as it is (a comma in it, a control
+    /// character, whitespace at either end: see [`is_sendable`]) is left out, not cleaned:
+    /// `ad,mins` or ` admins` would arrive as `admins` to an app that splits and trims.
     fn groups_joined(&self, claims: &Claims) -> String {
         let mut joined = String::new();
         let (mut kept, mut eligible) = (0usize, 0usize);
@@ -549,19 +551,19 @@ impl IdentityHeaders {
             {
                 continue;
             }
-            eligible += 1;
-            let name: String = g.chars().filter(|c| *c != ',' && !c.is_control()).collect();
-            if name.is_empty() {
+            if !is_sendable(g) || g.contains(',') {
+                tracing::debug!(sub = %claims.sub(), "a group name with a comma, a control character or whitespace at an end is not sent");
                 continue;
             }
-            let extra = name.len() + usize::from(!joined.is_empty());
+            eligible += 1;
+            let extra = g.len() + usize::from(!joined.is_empty());
             if joined.len() + extra > self.max_groups_bytes {
                 continue;
             }
             if !joined.is_empty() {
                 joined.push(',');
             }
-            joined.push_str(&name);
+            joined.push_str(g);
             kept += 1;
         }
         if kept < eligible {
@@ -812,12 +814,31 @@ mod tests {
 
     #[test]
     fn claim_values_cannot_inject_headers() {
-        assert_eq!(claim_value("a\r\nX-Evil: 1").unwrap(), "aX-Evil: 1");
-        assert_eq!(
-            claim_value("zo\u{eb}@example.com").unwrap().as_bytes(),
-            "zo\u{eb}@example.com".as_bytes()
-        );
-        assert!(claim_value("\r\n\0").is_none());
+        // Sent exactly as written, or not at all: cleaned, a value would be another one.
+        for odd in [
+            "a\r\nX-Evil: 1",
+            "\r\n\0",
+            "alice\u{7}",
+            "alice\u{a0}",
+            " alice",
+            "alice\t",
+            "\u{2003}alice",
+            "ali\u{85}ce",
+            "alice\u{7f}",
+            "",
+        ] {
+            assert!(claim_value(odd).is_none(), "{odd:?}");
+            assert!(!is_sendable(odd), "{odd:?}");
+        }
+        for fine in [
+            "zo\u{eb}@example.com",
+            "alice smith",
+            "a\u{a0}b",
+            "日本",
+            "a\u{200b}",
+        ] {
+            assert_eq!(claim_value(fine).unwrap().as_bytes(), fine.as_bytes());
+        }
         let claims = Claims {
             text: crate::identity::UserText::from_parts(crate::identity::UserParts {
                 sub: "",
@@ -828,10 +849,33 @@ mod tests {
             groups: ["a,b", "c"].into_iter().collect(),
             ..Claims::default()
         };
-        let v = IdentityHeaders::default().values("p", &claims);
-        assert_eq!(v[0].1, "alice");
-        assert_eq!(v[1].1, "a@x");
-        assert_eq!(v[2].1, "ab,c");
+        let h = IdentityHeaders::default();
+        let v = h.values("p", &claims);
+        let get = |n: &OutName| v.iter().find(|(m, _)| m == n).map(|(_, v)| v.clone());
+        assert_eq!(get(&h.user).unwrap(), "alice");
+        assert_eq!(get(&h.email), None, "an email with a newline is not sent");
+        assert_eq!(
+            get(&h.groups).unwrap(),
+            "c",
+            "a group with a comma is left out"
+        );
+        // Groups that would arrive as another group are left out; the rest go as written.
+        let claims = Claims {
+            text: crate::identity::UserText::new("", "u"),
+            groups: [
+                " admins",
+                "admins ",
+                "ad,mins",
+                "adm\u{0}ins",
+                "",
+                "dev",
+                "ops team",
+            ]
+            .into_iter()
+            .collect(),
+            ..Claims::default()
+        };
+        assert_eq!(h.groups_joined(&claims), "dev,ops team");
     }
 
     #[test]
@@ -950,7 +994,7 @@ mod tests {
                 ..Claims::default()
             };
             let text = claims.text.0.clone().unwrap();
-            let values = h.values(" corp ", &claims);
+            let values = h.values("corp", &claims);
             let get = |n: &OutName| {
                 values
                     .iter()

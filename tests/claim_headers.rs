@@ -357,3 +357,102 @@ async fn claim_headers_reach_the_app_and_only_the_gateway_sets_them() {
     assert_eq!(r.status(), 200);
     assert!(gw.log().contains("remote_user cannot be derived"));
 }
+
+/// Claims a header would change (a control character, whitespace at an end, a comma inside
+/// a group) are never cleaned into another name: a user that cannot be sent is no sign-in,
+/// the optional parts and such groups are left out, and a `remote_user` read from one is 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_a_header_would_change_are_never_cleaned_into_another_name() {
+    let idp = Idp::start(true, &[ANY_PORT]).await;
+    let e = echo().await;
+    let legacy = "\n[[routes]]\nid = \"legacy\"\npath = \"/legacy\"\nupstream = \"app\"\n\
+                  [routes.headers]\nremote_user = { claim = \"preferred_username\" }\n\
+                  basic_auth = { password = \"pw\" }\nclaim_prefix = \"OIDC_CLAIM_\"\n";
+    let base = auth_config(&idp, e, "store = \"memory\"");
+    let gw = Gateway::start_with(&format!("{base}{legacy}"), Opts::default()).await;
+    gw.wait_ready().await;
+    let by_username = base.replacen(
+        "refresh_interval = \"2s\"\n",
+        "refresh_interval = \"2s\"\nuser_claim = \"preferred_username\"\n",
+        1,
+    );
+    let gw_u = Gateway::start_with(&by_username, Opts::default()).await;
+    gw_u.wait_ready().await;
+    let c = client();
+
+    for (username, name) in [
+        ("alice\u{7}", "Alice\u{a0}"),
+        ("alice\u{a0}", " Alice"),
+        ("\u{2003}alice", "Alice\t"),
+    ] {
+        let claims = serde_json::json!({
+            "preferred_username": username,
+            "name": name,
+            "groups": [" admins", "admins\t", "ad,mins", "dev", "ops team"],
+        });
+        idp.test_post(&format!(
+            "/__test/users?account=alice&claims={}",
+            url::form_urlencoded::byte_serialize(claims.to_string().as_bytes()).collect::<String>()
+        ))
+        .await;
+        let (cookie, _) = http_login(&gw, "/x").await;
+        assert!(!cookie.is_empty(), "{username:?}: the user (sub) is fine");
+        let r = c
+            .get(gw.url("/x"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let seen: Seen = r.json().await.unwrap();
+        assert_eq!(seen.all("x-forwarded-user"), ["alice"]);
+        assert_eq!(
+            seen.all("x-forwarded-groups"),
+            ["dev,ops team"],
+            "{username:?}"
+        );
+        assert!(
+            seen.all("x-forwarded-preferred-username").is_empty(),
+            "{username:?}: {:?}",
+            seen.all("x-forwarded-preferred-username")
+        );
+        for (k, v) in &seen.headers {
+            assert!(
+                !v.contains("admins") && !v.contains("ad,mins"),
+                "{k}: {v:?}"
+            );
+        }
+        // A remote_user (and its Basic credentials) from that claim: refused, never "alice".
+        let r = c
+            .get(gw.url("/legacy/x"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{username:?}");
+        // With that claim as the user, there is no sign-in at all.
+        let (cookie, callback) = http_login(&gw_u, "/x").await;
+        assert!(cookie.is_empty(), "{username:?}: signed in");
+        assert_eq!(callback.status(), 401, "{username:?}");
+    }
+    // Written as it can be sent, the same claims go through as written.
+    idp.test_post(&format!(
+        "/__test/users?account=alice&claims={}",
+        url::form_urlencoded::byte_serialize(
+            br#"{"preferred_username":"alice","groups":["admins","dev"]}"#
+        )
+        .collect::<String>()
+    ))
+    .await;
+    let (cookie, _) = http_login(&gw_u, "/x").await;
+    let r = c
+        .get(gw_u.url("/x"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let seen: Seen = r.json().await.unwrap();
+    assert_eq!(seen.all("x-forwarded-user"), ["alice"]);
+    assert_eq!(seen.all("x-forwarded-groups"), ["admins,dev"]);
+    assert!(gw_u.log().contains("whitespace at an end"));
+}

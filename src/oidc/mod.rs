@@ -42,6 +42,8 @@ pub(crate) enum ClaimError {
     MissingUser(String),
     #[error("the user claim {0:?} is an email the provider did not verify")]
     UnverifiedUser(String),
+    #[error("the user claim {0:?} has a control character or whitespace at an end: sent as a header it would name another user")]
+    UnsendableUser(String),
 }
 
 /// Claims that describe the token, not the user: never taken from userinfo, never kept as
@@ -126,9 +128,16 @@ impl ClaimNames {
         other: &Map<String, Value>,
     ) -> Result<Claims, ClaimError> {
         let verified = self.email_verified(other);
-        let email = string_claim(sub, other, &self.email);
+        // What goes into headers goes as the provider wrote it or not at all (see
+        // `identity::is_sendable`): the user must, so a user that cannot is no sign-in;
+        // the optional parts are left out.
+        let sendable = |v: Option<String>| v.filter(|v| crate::identity::is_sendable(v));
+        let email = sendable(string_claim(sub, other, &self.email));
         let subject = string_claim(sub, other, &self.user)
             .ok_or_else(|| ClaimError::MissingUser(self.user.clone()))?;
+        if !crate::identity::is_sendable(&subject) {
+            return Err(ClaimError::UnsendableUser(self.user.clone()));
+        }
         // An email as the user name is only as good as its verification, whatever
         // `email_claim` says.
         if self.user == "email" && !self.standard_email_verified(other) {
@@ -162,10 +171,17 @@ impl ClaimNames {
             "email",
             "email_verified",
         ];
+        // A header name folds case and `_`/`-` (CGI reads `OIDC_CLAIM_Email` as
+        // `OIDC_CLAIM_email`): a claim spelled like a mapped one is its twin, not another.
+        let twins: Vec<String> = (mapped.iter().chain(PROTOCOL_CLAIMS))
+            .map(|m| crate::identity::canonical_name(m))
+            .collect();
         let mut extra = std::collections::BTreeMap::new();
         let mut used = 0;
         for (k, v) in other {
-            if mapped.contains(&k.as_str()) || PROTOCOL_CLAIMS.contains(&k.as_str()) {
+            if PROTOCOL_CLAIMS.contains(&k.as_str())
+                || twins.contains(&crate::identity::canonical_name(k))
+            {
                 continue;
             }
             let size = k.len() + v.to_string().len();
@@ -181,8 +197,9 @@ impl ClaimNames {
                 sub,
                 subject: &subject,
                 email: email.as_deref().filter(|_| verified),
-                name: string_claim(sub, other, &self.name).as_deref(),
-                preferred_username: string_claim(sub, other, &self.preferred_username).as_deref(),
+                name: sendable(string_claim(sub, other, &self.name)).as_deref(),
+                preferred_username: sendable(string_claim(sub, other, &self.preferred_username))
+                    .as_deref(),
             }),
             email_verified: email.as_ref().map(|_| verified),
             groups: groups.into_iter().collect(),
@@ -272,6 +289,46 @@ mod tests {
             .map_claims("u1", &other(json!({"upn": "alice@corp", "email": "x@y"})))
             .unwrap();
         assert_eq!((c.subject(), c.email()), ("alice@corp", None));
+    }
+
+    /// What goes into headers goes as the provider wrote it: a user that cannot is no
+    /// sign-in, the optional parts that cannot are left out; a claim spelled like a mapped or
+    /// protocol one (`Email`, `Email_Verified`, `ISS`) is not kept beside it.
+    #[test]
+    fn values_that_headers_would_change_are_not_kept() {
+        let n = names("preferred_username", false);
+        for user in [
+            "alice\u{7}",
+            "alice\u{a0}",
+            " alice",
+            "alice\r\n",
+            "\u{2003}alice",
+        ] {
+            assert_eq!(
+                n.map_claims("u1", &other(json!({ "preferred_username": user }))),
+                Err(ClaimError::UnsendableUser("preferred_username".into())),
+                "{user:?}"
+            );
+        }
+        assert_eq!(
+            names("sub", false).map_claims("u1\u{0}", &other(json!({}))),
+            Err(ClaimError::UnsendableUser("sub".into()))
+        );
+        let c = names("sub", true)
+            .map_claims(
+                "u1",
+                &other(json!({
+                    "email": "a@x ", "name": "\tAnn", "preferred_username": "ann\u{1}",
+                    "Email": "ceo@x", "Email_Verified": true, "EMAIL.VERIFIED": "true",
+                    "Preferred_Username": "ceo", "ISS": "https://evil.example", "Sub": "ceo",
+                    "Groups": ["admins"], "department": "eng",
+                })),
+            )
+            .unwrap();
+        assert_eq!((c.subject(), c.email()), ("u1", None));
+        assert_eq!((c.name(), c.preferred_username()), (None, None));
+        let kept: Vec<&str> = c.extra.iter().map(|(k, _)| k).collect();
+        assert_eq!(kept, ["department"]);
     }
 
     #[test]
