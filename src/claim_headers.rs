@@ -479,7 +479,7 @@ fn join<'a>(items: impl Iterator<Item = &'a str>, separator: &str) -> String {
         if !out.is_empty() {
             out.push_str(separator);
         }
-        out.push_str(&item);
+        out.push_str(item);
     }
     out
 }

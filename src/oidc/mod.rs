@@ -43,7 +43,7 @@ pub(crate) enum ClaimError {
     #[error("the user claim {0:?} is an email the provider did not verify")]
     UnverifiedUser(String),
     #[error("the user claim {0:?} has a control character or whitespace at an end: sent as a header it would name another user")]
-    UnsendableUser(String),
+    UserNotSendable(String),
 }
 
 /// Claims that describe the token, not the user: never taken from userinfo, never kept as
@@ -136,7 +136,7 @@ impl ClaimNames {
         let subject = string_claim(sub, other, &self.user)
             .ok_or_else(|| ClaimError::MissingUser(self.user.clone()))?;
         if !crate::identity::is_sendable(&subject) {
-            return Err(ClaimError::UnsendableUser(self.user.clone()));
+            return Err(ClaimError::UserNotSendable(self.user.clone()));
         }
         // An email as the user name is only as good as its verification, whatever
         // `email_claim` says.
@@ -306,13 +306,13 @@ mod tests {
         ] {
             assert_eq!(
                 n.map_claims("u1", &other(json!({ "preferred_username": user }))),
-                Err(ClaimError::UnsendableUser("preferred_username".into())),
+                Err(ClaimError::UserNotSendable("preferred_username".into())),
                 "{user:?}"
             );
         }
         assert_eq!(
             names("sub", false).map_claims("u1\u{0}", &other(json!({}))),
-            Err(ClaimError::UnsendableUser("sub".into()))
+            Err(ClaimError::UserNotSendable("sub".into()))
         );
         let c = names("sub", true)
             .map_claims(
