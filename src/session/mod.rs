@@ -481,6 +481,13 @@ impl SessionManager {
         };
         upgrade_claims(&mut record.claims);
         if !whole {
+            // A record stored before users that headers would change were refused at sign-in
+            // (`identity::is_sendable`): not served (the user signs in again, and is refused
+            // there). Sign-out and refresh read it whole, so it can still be ended.
+            if !crate::identity::is_sendable(record.claims.subject()) {
+                tracing::warn!(sub = %record.claims.sub(), "a stored session whose user cannot be sent as a header; treating as signed out");
+                return Ok(None);
+            }
             record.trim_for_cache(self.hold_tokens, &self.keep_claims);
         }
         let copy = Arc::new(UserSession {
@@ -1230,6 +1237,28 @@ mod tests {
             assert_eq!(current.refresh_token.as_deref(), Some("rt"), "hold {hold}");
             m.destroy(&s.hash).await.unwrap();
             assert!(m.reload(&s.hash).await.unwrap().is_none());
+        }
+    }
+
+    /// A record stored with a user a header would change (before sign-in refused such users)
+    /// is not served, but sign-out still finds and ends it.
+    #[tokio::test]
+    async fn a_stored_user_that_cannot_be_sent_is_not_served() {
+        let m = manager();
+        for user in ["alice\u{7}", "alice\u{a0}", " alice"] {
+            let claims = Claims {
+                text: crate::identity::UserText::new("s-1", user),
+                ..Claims::default()
+            };
+            let cookie = m
+                .create("corp", claims, None, &Tokens::default())
+                .await
+                .unwrap();
+            let id = m.keys().open_cookie(&cookie).unwrap();
+            assert!(m.load(&id).await.unwrap().is_none(), "{user:?}");
+            let whole = m.reload(&id.hash()).await.unwrap().unwrap();
+            m.destroy(&whole.hash).await.unwrap();
+            assert!(m.reload(&id.hash()).await.unwrap().is_none());
         }
     }
 
