@@ -496,7 +496,15 @@ fn session_auth(c: &mut Criterion) {
         let other = mgr
             .create(
                 "corp",
-                authgate::identity::Claims::default(),
+                authgate::identity::Claims {
+                    // A user that can be sent: an empty one is not served.
+                    text: authgate::identity::UserText::from_parts(authgate::identity::UserParts {
+                        sub: "other",
+                        subject: "other",
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
                 None,
                 &Default::default(),
             )
