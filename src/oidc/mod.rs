@@ -42,7 +42,7 @@ pub(crate) enum ClaimError {
     MissingUser(String),
     #[error("the user claim {0:?} is an email the provider did not verify")]
     UnverifiedUser(String),
-    #[error("the user claim {0:?} has a control character or whitespace at an end: sent as a header it would name another user")]
+    #[error("the user claim {0:?} is empty, or has a control character or whitespace at an end: sent as a header it would name another user")]
     UserNotSendable(String),
 }
 
