@@ -584,9 +584,25 @@ impl Forwarding {
             let proto = if origin.https { "https" } else { "http" };
             X_FORWARDED_PROTO.insert(upstream, HeaderValue::from_static(proto))?;
         }
-        let keep_host = origin.trusted && upstream.headers.contains_key("x-forwarded-host");
-        if !keep_host && !host.is_empty() {
-            X_FORWARDED_HOST.insert(upstream, host.clone())?;
+        // A trusted proxy's host (it names the routed host: `forwarded_host_agrees`), in its
+        // canonical spelling, with its own port: the public one, where Host may carry an
+        // internal one. Otherwise the host the route was chosen on.
+        let trusted_host = match upstream.headers.get("x-forwarded-host") {
+            Some(v) if origin.trusted => {
+                let canonical = crate::host::Authority::parse(v.as_bytes()).ok();
+                match canonical {
+                    Some(a) if a.as_str().as_bytes() == v.as_bytes() => Some(None),
+                    Some(a) => HeaderValue::from_str(a.as_str()).ok().map(Some),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        match trusted_host {
+            Some(None) => {}
+            Some(Some(canonical)) => X_FORWARDED_HOST.insert(upstream, canonical)?,
+            None if !host.is_empty() => X_FORWARDED_HOST.insert(upstream, host.clone())?,
+            None => {}
         }
         self.request_id_header
             .insert(upstream, request_id.value().clone())?;

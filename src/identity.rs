@@ -453,7 +453,23 @@ pub(crate) fn claim_value(s: &str) -> Option<HeaderValue> {
 /// rather than cleaned: cleaned, `alice\u{7}` or ` admins` would be another user's name or
 /// another group's.
 pub(crate) fn is_sendable(s: &str) -> bool {
-    !s.is_empty() && !s.chars().any(char::is_control) && s.trim().len() == s.len()
+    let trimmed = |c: char| c.is_whitespace() || is_invisible(c);
+    !s.is_empty()
+        && !s.chars().any(char::is_control)
+        && !s.starts_with(trimmed)
+        && !s.ends_with(trimmed)
+}
+
+/// Characters that show nothing and that some trims remove too (JavaScript's `trim` takes
+/// U+FEFF): Unicode's default-ignorable code points, which `char::is_whitespace` leaves.
+/// At either end of a name they would make `alice\u{feff}` arrive as `alice` to such an app.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}' | '\u{1bca0}'..='\u{1bca3}'
+        | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
 }
 
 impl IdentityHeaders {
@@ -825,6 +841,13 @@ mod tests {
             "\u{2003}alice",
             "ali\u{85}ce",
             "alice\u{7f}",
+            "alice\u{feff}",
+            "\u{2060}alice",
+            "alice\u{180e}",
+            "\u{200b}alice",
+            "alice\u{ad}",
+            "alice\u{e0041}",
+            "\u{202e}alice",
             "",
         ] {
             assert!(claim_value(odd).is_none(), "{odd:?}");
@@ -835,7 +858,7 @@ mod tests {
             "alice smith",
             "a\u{a0}b",
             "日本",
-            "a\u{200b}",
+            "a\u{200b}b",
         ] {
             assert_eq!(claim_value(fine).unwrap().as_bytes(), fine.as_bytes());
         }

@@ -32,11 +32,11 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use http::{header, HeaderValue, Uri};
+use http::{header, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result};
 
 pub(crate) use ctx::RequestCtx;
 pub(crate) use routes::{Route, Runtime};
@@ -458,17 +458,27 @@ pub(super) fn target_authority(raw: &[u8]) -> std::result::Result<Option<&[u8]>,
     }
 }
 
-/// Whether the upstream request's target, as it will go on the wire, is exactly `path` and
-/// `query` in origin form. An absolute-form target keeps its scheme and authority there (the
+/// Whether the upstream request's target, as it will go on the wire, is `path` in origin form
+/// (with any query). An absolute-form target keeps its scheme and authority there (the
 /// client's choice), so it never is.
-fn is_origin_target(raw: &[u8], path: &str, query: Option<&str>) -> bool {
-    let Some(rest) = raw.strip_prefix(path.as_bytes()) else {
-        return false;
-    };
-    match query {
-        None => rest.is_empty(),
-        Some(q) => rest.first() == Some(&b'?') && &rest[1..] == q.as_bytes(),
-    }
+fn is_origin_target(raw: &[u8], path: &str) -> bool {
+    raw.strip_prefix(path.as_bytes())
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'?')
+}
+
+/// Make the upstream request's target `path` in origin form, with the query's bytes as the
+/// client sent them (not the URI's reading of them, which replaces bytes that are not UTF-8):
+/// the first `?` of a target starts its query.
+fn to_origin_form(upstream: &mut RequestHeader, path: &str) -> Result<()> {
+    let raw = upstream.raw_path();
+    let query = raw
+        .iter()
+        .position(|b| *b == b'?')
+        .map_or(&[][..], |i| &raw[i..]);
+    let mut target = Vec::with_capacity(path.len() + query.len());
+    target.extend_from_slice(path.as_bytes());
+    target.extend_from_slice(query);
+    upstream.set_raw_path(&target)
 }
 
 /// The canonical authority as a header value, for the upstream's `Host` and
@@ -661,15 +671,8 @@ impl ProxyHttp for Gateway {
         // authority would be a second account of the request, the client's. The query goes as
         // the client sent it.
         let path = ctx.upstream_path.as_deref().unwrap_or(path.as_str());
-        if !is_origin_target(upstream.raw_path(), path, upstream.uri.query()) {
-            let pq = match upstream.uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_string(),
-            };
-            let uri: Uri = pq
-                .parse()
-                .or_err(ErrorType::InternalError, "canonical path is not a URI")?;
-            upstream.set_uri(uri);
+        if !is_origin_target(upstream.raw_path(), path) {
+            to_origin_form(upstream, path)?;
         }
         // Before the gateway's own headers below: a route's edits cannot replace them.
         if let Some(s) = &route.shaping {
@@ -1125,7 +1128,7 @@ mod tests {
             request_authority(&r, false).unwrap().as_str(),
             "app.example"
         );
-        assert!(is_origin_target(r.raw_path(), "/x", r.uri.query()));
+        assert!(is_origin_target(r.raw_path(), "/x"));
         r.append_header("Host", "other.example").unwrap();
         assert!(matches!(
             request_authority(&r, false),
@@ -1156,21 +1159,48 @@ mod tests {
     }
 
     #[test]
+    fn origin_form_keeps_the_querys_bytes() {
+        for (target, path, want) in [
+            (
+                &b"http://h/a/./b?x=\xff&y"[..],
+                "/a/b",
+                &b"/a/b?x=\xff&y"[..],
+            ),
+            (b"HTTPS://h/a?x=%20", "/a", b"/a?x=%20"),
+            (b"http://h?q", "/", b"/?q"),
+            (b"http://h", "/", b"/"),
+            (b"/a/%62?\xfe", "/a/b", b"/a/b?\xfe"),
+            (b"/a//b", "/a/b", b"/a/b"),
+        ] {
+            let mut r = req(target, &["h"]);
+            assert!(!is_origin_target(r.raw_path(), path), "{target:?}");
+            to_origin_form(&mut r, path).unwrap();
+            assert_eq!(r.raw_path(), want, "{target:?}");
+            assert!(is_origin_target(r.raw_path(), path), "{target:?}");
+            assert!(r.uri.authority().is_none(), "{target:?}");
+        }
+        // Already origin form with bytes that are not UTF-8 in the query: left as sent.
+        let r = req(b"/x?a=\xff", &["h"]);
+        assert!(is_origin_target(r.raw_path(), "/x"));
+        assert_eq!(r.raw_path(), b"/x?a=\xff");
+    }
+
+    #[test]
     fn only_origin_form_of_the_decided_path_goes_as_is() {
-        assert!(is_origin_target(b"/a/b", "/a/b", None));
-        assert!(is_origin_target(b"/a/b?x=1", "/a/b", Some("x=1")));
-        assert!(is_origin_target(b"/a/b?", "/a/b", Some("")));
-        assert!(!is_origin_target(b"/a/b?x=1", "/a/b", None));
-        assert!(!is_origin_target(b"/a/b", "/a/b", Some("x=1")));
-        assert!(!is_origin_target(b"/a/bc", "/a/b", None));
-        assert!(!is_origin_target(b"/a/%62", "/a/b", None));
-        assert!(!is_origin_target(b"http://h/a/b", "/a/b", None));
-        assert!(!is_origin_target(b"HTTPS://h/a/b?x=1", "/a/b", Some("x=1")));
+        assert!(is_origin_target(b"/a/b", "/a/b"));
+        assert!(is_origin_target(b"/a/b?x=1", "/a/b"));
+        assert!(is_origin_target(b"/a/b?", "/a/b"));
+        assert!(is_origin_target(b"/a/b?x=\xff", "/a/b"));
+        assert!(!is_origin_target(b"/a/bc", "/a/b"));
+        assert!(!is_origin_target(b"/a/%62", "/a/b"));
+        assert!(!is_origin_target(b"/a", "/a/b"));
+        assert!(!is_origin_target(b"http://h/a/b", "/a/b"));
+        assert!(!is_origin_target(b"HTTPS://h/a/b?x=1", "/a/b"));
         // What Pingora makes of an absolute-form target: the URI has the path, the wire the
         // whole target.
         let r = req(b"https://h.example/a/b?x=1", &["h.example"]);
         assert_eq!(r.uri.path(), "/a/b");
         assert_eq!(r.uri.query(), Some("x=1"));
-        assert!(!is_origin_target(r.raw_path(), "/a/b", r.uri.query()));
+        assert!(!is_origin_target(r.raw_path(), "/a/b"));
     }
 }
