@@ -584,25 +584,11 @@ impl Forwarding {
             let proto = if origin.https { "https" } else { "http" };
             X_FORWARDED_PROTO.insert(upstream, HeaderValue::from_static(proto))?;
         }
-        // A trusted proxy's host (it names the routed host: `forwarded_host_agrees`), in its
-        // canonical spelling, with its own port: the public one, where Host may carry an
-        // internal one. Otherwise the host the route was chosen on.
-        let trusted_host = match upstream.headers.get("x-forwarded-host") {
-            Some(v) if origin.trusted => {
-                let canonical = crate::host::Authority::parse(v.as_bytes()).ok();
-                match canonical {
-                    Some(a) if a.as_str().as_bytes() == v.as_bytes() => Some(None),
-                    Some(a) => HeaderValue::from_str(a.as_str()).ok().map(Some),
-                    None => None,
-                }
-            }
-            _ => None,
-        };
-        match trusted_host {
-            Some(None) => {}
-            Some(Some(canonical)) => X_FORWARDED_HOST.insert(upstream, canonical)?,
-            None if !host.is_empty() => X_FORWARDED_HOST.insert(upstream, host.clone())?,
-            None => {}
+        // A trusted proxy's host is kept: the gateway checked that it names the routed host and
+        // wrote it in its canonical spelling (`proxy::request_filter`).
+        let keep_host = origin.trusted && upstream.headers.contains_key("x-forwarded-host");
+        if !keep_host && !host.is_empty() {
+            X_FORWARDED_HOST.insert(upstream, host.clone())?;
         }
         self.request_id_header
             .insert(upstream, request_id.value().clone())?;
@@ -657,6 +643,16 @@ mod tests {
         assert_eq!(r.headers["x-forwarded-for"], "127.0.0.1");
         assert_eq!(r.headers["x-forwarded-proto"], "http");
         assert_eq!(r.headers["x-forwarded-host"], "h.example");
+    }
+
+    #[test]
+    fn the_kept_lists_are_forwarding_headers() {
+        for n in CHECKED_FORWARDING_HEADERS
+            .iter()
+            .chain(CLIENT_ADDRESS_HEADERS)
+        {
+            assert!(FORWARDING_HEADERS.contains(n), "{n}");
+        }
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub(crate) fn original(
 /// original method, the original `Host` (or `:authority`) and `{prefix}auth` + the original
 /// path and query.
 fn envoy(req: &RequestHeader, auth_path: &str) -> std::result::Result<Original, Refusal> {
-    let authority = super::request_authority(req, false)?;
+    let (authority, _) = super::request_authority(req, false)?;
     let raw = req
         .uri
         .path_and_query()

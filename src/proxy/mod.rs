@@ -385,11 +385,11 @@ fn claim_headers(
 /// the HTTP/2 `:authority` or an absolute-form target's authority. Several `Host` headers,
 /// or two of these that disagree, are refused: a front proxy or the upstream could pick the
 /// other one. From a trusted proxy, `X-Forwarded-Host` (passed on to the upstream) must
-/// parse too.
+/// parse too, and is returned beside the host, parsed once.
 pub(super) fn request_authority(
     req: &RequestHeader,
     trusted: bool,
-) -> std::result::Result<Authority, Refusal> {
+) -> std::result::Result<(Authority, Option<Authority>), Refusal> {
     let mut hosts = req.headers.get_all(header::HOST).iter();
     let (host, second) = (hosts.next(), hosts.next());
     if second.is_some() {
@@ -413,29 +413,26 @@ pub(super) fn request_authority(
             t
         }
     };
-    if trusted {
-        let mut fwd = req.headers.get_all("x-forwarded-host").iter();
-        match (fwd.next(), fwd.next()) {
-            (None, _) => {}
-            (Some(v), None) => {
-                Authority::parse(v.as_bytes()).map_err(Refusal::BadHost)?;
-            }
-            (Some(_), Some(_)) => return Err(Refusal::AmbiguousHost),
-        }
+    if !trusted {
+        return Ok((authority, None));
     }
-    Ok(authority)
+    let mut fwd = req.headers.get_all("x-forwarded-host").iter();
+    let forwarded = match (fwd.next(), fwd.next()) {
+        (None, _) => None,
+        (Some(v), None) => Some(Authority::parse(v.as_bytes()).map_err(Refusal::BadHost)?),
+        (Some(_), Some(_)) => return Err(Refusal::AmbiguousHost),
+    };
+    Ok((authority, forwarded))
 }
 
-/// Whether a trusted proxy's `X-Forwarded-Host` (at most one, and valid: see
-/// [`request_authority`]) names the host a proxied request is routed on. It goes upstream as
-/// the host the client asked for, and apps build URLs and pick tenants from it; a proxy that
-/// does not set it passes the client's along. The port may differ (nginx's `$host` has none):
-/// routes are chosen by host name. Not for the gateway's own endpoints: a forward-auth check
-/// comes to the gateway's Host about the app's.
-fn forwarded_host_agrees(req: &RequestHeader, authority: &Authority) -> bool {
-    req.headers
-        .get("x-forwarded-host")
-        .is_none_or(|v| Authority::parse(v.as_bytes()).is_ok_and(|f| f.host() == authority.host()))
+/// Whether a trusted proxy's `X-Forwarded-Host` (as [`request_authority`] read it) names the
+/// host a proxied request is routed on. It goes upstream as the host the client asked for,
+/// and apps build URLs and pick tenants from it; a proxy that does not set it passes the
+/// client's along. The port may differ (nginx's `$host` has none): routes are chosen by host
+/// name. Not for the gateway's own endpoints: a forward-auth check comes to the gateway's
+/// Host about the app's.
+fn forwarded_host_agrees(forwarded: Option<&Authority>, authority: &Authority) -> bool {
+    forwarded.is_none_or(|f| f.host() == authority.host())
 }
 
 /// The authority an absolute-form request target names (`GET http://host/x`), read from the
@@ -575,7 +572,7 @@ impl ProxyHttp for Gateway {
         }
 
         let req = session.req_header();
-        let authority = match request_authority(req, ctx.origin.trusted) {
+        let (authority, forwarded_host) = match request_authority(req, ctx.origin.trusted) {
             Ok(a) => a,
             Err(r) => return self.refuse(session, ctx, r).await,
         };
@@ -590,10 +587,20 @@ impl ProxyHttp for Gateway {
             return self.gateway_endpoint(session, ctx, &rt, &authority).await;
         }
 
-        let req = session.req_header();
-        if ctx.origin.trusted && !forwarded_host_agrees(req, &authority) {
-            return self.refuse(session, ctx, Refusal::AmbiguousHost).await;
+        if let Some(f) = &forwarded_host {
+            if !forwarded_host_agrees(Some(f), &authority) {
+                return self.refuse(session, ctx, Refusal::AmbiguousHost).await;
+            }
+            // It goes upstream as the gateway read it: in its canonical spelling (with its
+            // own port, the public one where Host may carry an internal one).
+            let req = session.req_header_mut();
+            if req.headers.get("x-forwarded-host").map(|v| v.as_bytes())
+                != Some(f.as_str().as_bytes())
+            {
+                req.insert_header("x-forwarded-host", f.as_str())?;
+            }
         }
+        let req = session.req_header();
         let inbound = Inbound {
             method: &req.method,
             authority: &authority,
@@ -1096,9 +1103,9 @@ mod tests {
     #[test]
     fn an_absolute_target_must_name_the_host() {
         let ok = request_authority(&req(b"http://App.Example./x", &["app.example"]), false);
-        assert_eq!(ok.unwrap().as_str(), "app.example");
+        assert_eq!(ok.unwrap().0.as_str(), "app.example");
         let ok = request_authority(&req(b"http://app.example/x", &[]), false);
-        assert_eq!(ok.unwrap().as_str(), "app.example");
+        assert_eq!(ok.unwrap().0.as_str(), "app.example");
         for (target, hosts) in [
             (&b"http://evil.example/x"[..], &["app.example"][..]),
             (b"http://app.example:8443/x", &["app.example"]),
@@ -1125,7 +1132,7 @@ mod tests {
         let mut r = req(b"/x", &[]);
         r.set_uri("https://App.Example/x?q".parse().unwrap());
         assert_eq!(
-            request_authority(&r, false).unwrap().as_str(),
+            request_authority(&r, false).unwrap().0.as_str(),
             "app.example"
         );
         assert!(is_origin_target(r.raw_path(), "/x"));
@@ -1154,7 +1161,10 @@ mod tests {
             if let Some(v) = xfh {
                 r.append_header("X-Forwarded-Host", v).unwrap();
             }
-            assert_eq!(forwarded_host_agrees(&r, &a), agrees, "{xfh:?}");
+            // An X-Forwarded-Host that does not parse is refused before it is compared.
+            let got = request_authority(&r, true)
+                .is_ok_and(|(host, f)| host == a && forwarded_host_agrees(f.as_ref(), &a));
+            assert_eq!(got, agrees, "{xfh:?}");
         }
     }
 
